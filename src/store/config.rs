@@ -1,0 +1,397 @@
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{AnyStore, MemoryStore, RedisStore};
+use crate::ConfigError;
+
+/// A store's default lifetime for values written with [`Expiry::Default`](super::Expiry).
+///
+/// In configuration: a number of seconds (Django's `TIMEOUT`), or `null` / `"never"` for no
+/// expiry (Django's `None`). Defaults to 300 seconds, as in Django.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_redis_http::store::Timeout;
+///
+/// assert_eq!(Timeout::default(), Timeout::After(Duration::from_secs(300)));
+/// let never: Timeout = serde_json::from_str("null").unwrap();
+/// assert_eq!(never, Timeout::Never);
+/// let half_minute: Timeout = serde_json::from_str("30").unwrap();
+/// assert_eq!(half_minute, Timeout::After(Duration::from_secs(30)));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Timeout {
+    /// Values expire after this long.
+    After(Duration),
+    /// Values never expire.
+    Never,
+}
+
+impl Default for Timeout {
+    fn default() -> Self {
+        Self::After(Duration::from_secs(300))
+    }
+}
+
+impl<'de> Deserialize<'de> for Timeout {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Seconds(f64),
+            Word(String),
+        }
+        match Option::<Raw>::deserialize(deserializer)? {
+            None => Ok(Self::Never),
+            Some(Raw::Word(word)) if matches!(word.as_str(), "never" | "none" | "None") => {
+                Ok(Self::Never)
+            }
+            Some(Raw::Word(word)) => Err(serde::de::Error::custom(format!(
+                "timeout must be seconds or \"never\", got {word:?}"
+            ))),
+            Some(Raw::Seconds(secs)) => {
+                Duration::try_from_secs_f64(secs)
+                    .map(Self::After)
+                    .map_err(|_| {
+                        serde::de::Error::custom(format!(
+                            "timeout must be 0 or more seconds, got {secs}"
+                        ))
+                    })
+            }
+        }
+    }
+}
+
+/// Named stores, shaped like Django's `CACHES` setting: a map from alias to [`StoreConfig`].
+///
+/// Field names follow Django (lower case, with the upper-case Django spellings accepted too),
+/// so a settings dict translates line by line.
+///
+/// # Example
+///
+/// ```
+/// use tower_redis_http::store::{Stores, StoresConfig};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let config: StoresConfig = serde_json::from_str(r#"{
+///     "default":      {"location": "memory://", "timeout": 600},
+///     "verify_codes": {"LOCATION": "memory://", "KEY_PREFIX": "codes", "TIMEOUT": 300}
+/// }"#)?;
+/// let stores = Stores::from_config(&config).await?;
+/// assert_eq!(stores.aliases().collect::<Vec<_>>(), ["default", "verify_codes"]);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(transparent)]
+#[non_exhaustive]
+pub struct StoresConfig {
+    /// The stores by alias.
+    pub stores: BTreeMap<String, StoreConfig>,
+}
+
+/// One store's configuration, Django's `CACHES["alias"]`.
+///
+/// | field | Django | meaning |
+/// |---|---|---|
+/// | `backend` | `BACKEND` | optional; `...RedisCache` or `...LocMemCache`; otherwise the location decides |
+/// | `location` | `LOCATION` | `redis://...`, `unix://...`, or `memory://` (also empty) for the embedded store |
+/// | `key_prefix` | `KEY_PREFIX` | default `""` |
+/// | `version` | `VERSION` | default `1` |
+/// | `timeout` | `TIMEOUT` | seconds, or `null`/`"never"`; default `300` |
+/// | `options` | `OPTIONS` | see [`StoreOptions`] |
+///
+/// # Example
+///
+/// ```
+/// use tower_redis_http::store::StoreConfig;
+///
+/// let config: StoreConfig = toml::from_str(r#"
+///     location = "redis://127.0.0.1:6379/1"
+///     key_prefix = "shop"
+///     timeout = 600
+///     [options]
+///     max_connections = 256
+///     password = "s3cret"
+/// "#)?;
+/// assert_eq!(config.options.max_connections, Some(256));
+/// assert!(!format!("{config:?}").contains("s3cret"));
+/// # Ok::<(), toml::de::Error>(())
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct StoreConfig {
+    /// The Django backend path, if given.
+    #[serde(alias = "BACKEND")]
+    pub backend: Option<String>,
+    /// Where the store is.
+    #[serde(alias = "LOCATION")]
+    pub location: String,
+    /// The key prefix.
+    #[serde(alias = "KEY_PREFIX")]
+    pub key_prefix: String,
+    /// The key version.
+    #[serde(alias = "VERSION")]
+    pub version: i64,
+    /// The default timeout.
+    #[serde(alias = "TIMEOUT")]
+    pub timeout: Timeout,
+    /// Backend options.
+    #[serde(alias = "OPTIONS")]
+    pub options: StoreOptions,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            backend: None,
+            location: String::new(),
+            key_prefix: String::new(),
+            version: 1,
+            timeout: Timeout::default(),
+            options: StoreOptions::default(),
+        }
+    }
+}
+
+/// Backend options, Django's `OPTIONS`. Unset options keep the builders' defaults.
+///
+/// # Example
+///
+/// ```
+/// use tower_redis_http::store::StoreOptions;
+///
+/// let options: StoreOptions = serde_json::from_str(
+///     r#"{"MAX_CONNECTIONS": 256, "SOCKET_TIMEOUT": 0.25, "PASSWORD": "s3cret"}"#,
+/// )?;
+/// assert_eq!(options.socket_timeout, Some(0.25));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct StoreOptions {
+    /// Redis: the pool's bound on connections.
+    #[serde(alias = "MAX_CONNECTIONS")]
+    pub max_connections: Option<u32>,
+    /// Redis: the password, when the location has none.
+    #[serde(alias = "PASSWORD")]
+    pub password: Option<String>,
+    /// Redis: the ACL user name, when the location has none.
+    #[serde(alias = "USERNAME")]
+    pub username: Option<String>,
+    /// Redis: the database, when the location names none.
+    #[serde(alias = "DB")]
+    pub db: Option<i64>,
+    /// Redis: seconds to wait for a connection (`SOCKET_CONNECT_TIMEOUT`).
+    #[serde(alias = "SOCKET_CONNECT_TIMEOUT")]
+    pub socket_connect_timeout: Option<f64>,
+    /// Redis: seconds each call may take (`SOCKET_TIMEOUT`).
+    #[serde(alias = "SOCKET_TIMEOUT")]
+    pub socket_timeout: Option<f64>,
+    /// Memory: the bound on entries (Django's `MAX_ENTRIES`).
+    #[serde(alias = "MAX_ENTRIES")]
+    pub max_entries: Option<u64>,
+}
+
+impl fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("max_connections", &self.max_connections)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("username", &self.username)
+            .field("db", &self.db)
+            .field("socket_connect_timeout", &self.socket_connect_timeout)
+            .field("socket_timeout", &self.socket_timeout)
+            .field("max_entries", &self.max_entries)
+            .finish()
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Backend {
+    Redis,
+    Memory,
+}
+
+fn seconds(option: &'static str, secs: f64) -> Result<Duration, ConfigError> {
+    Duration::try_from_secs_f64(secs).map_err(|_| ConfigError::InvalidOption {
+        option,
+        reason: format!("must be 0 or more seconds, got {secs}"),
+    })
+}
+
+impl StoreConfig {
+    fn backend(&self) -> Result<Backend, ConfigError> {
+        let location = self.location.trim();
+        let from_location = if location.is_empty() || location.starts_with("memory://") {
+            Backend::Memory
+        } else {
+            Backend::Redis
+        };
+        let Some(backend) = &self.backend else {
+            return Ok(from_location);
+        };
+        let named = if backend.contains("LocMemCache") || backend.eq_ignore_ascii_case("memory") {
+            Backend::Memory
+        } else if backend.contains("Redis") || backend.eq_ignore_ascii_case("redis") {
+            Backend::Redis
+        } else {
+            return Err(ConfigError::InvalidOption {
+                option: "backend",
+                reason: format!("`{backend}` is neither a Redis nor a local-memory backend"),
+            });
+        };
+        // Django's LocMemCache uses LOCATION as an instance name, not a URL.
+        if named == Backend::Redis && from_location == Backend::Memory {
+            return Err(ConfigError::InvalidOption {
+                option: "location",
+                reason: "a Redis backend needs a redis:// or unix:// location".to_owned(),
+            });
+        }
+        Ok(named)
+    }
+
+    /// Builds the store this configuration describes, through the backend's builder.
+    ///
+    /// # Errors
+    ///
+    /// The builder's [`ConfigError`], or [`ConfigError::InvalidOption`] for an option the
+    /// backend cannot take.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::store::{AnyStore, StoreConfig};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower_redis_http::ConfigError> {
+    /// let store = StoreConfig::default().build().await?;
+    /// assert!(matches!(store, AnyStore::Memory(_)));
+    /// # Ok(()) }
+    /// ```
+    pub async fn build(&self) -> Result<AnyStore, ConfigError> {
+        match self.backend()? {
+            Backend::Memory => {
+                let mut builder = MemoryStore::builder()
+                    .key_prefix(self.key_prefix.as_str())
+                    .version(self.version)
+                    .default_timeout(self.timeout);
+                if let Some(max_entries) = self.options.max_entries {
+                    builder = builder.max_entries(max_entries);
+                }
+                Ok(AnyStore::Memory(builder.build()?))
+            }
+            Backend::Redis => {
+                let options = &self.options;
+                let mut builder = RedisStore::builder(self.location.trim())
+                    .key_prefix(self.key_prefix.as_str())
+                    .version(self.version)
+                    .default_timeout(self.timeout);
+                if let Some(max) = options.max_connections {
+                    builder = builder.max_connections(max);
+                }
+                if let Some(password) = &options.password {
+                    builder = builder.password(password.as_str());
+                }
+                if let Some(username) = &options.username {
+                    builder = builder.username(username.as_str());
+                }
+                if let Some(db) = options.db {
+                    builder = builder.database(db);
+                }
+                if let Some(secs) = options.socket_connect_timeout {
+                    builder = builder.connect_timeout(seconds("socket_connect_timeout", secs)?);
+                }
+                if let Some(secs) = options.socket_timeout {
+                    builder = builder.command_timeout(seconds("socket_timeout", secs)?);
+                }
+                Ok(AnyStore::Redis(builder.build().await?))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn django_caches_dict_translates_line_by_line() {
+        let config: StoresConfig = serde_json::from_str(
+            r#"{
+                "default": {
+                    "BACKEND": "django_redis.cache.RedisCache",
+                    "LOCATION": "redis://127.0.0.1:6379/1",
+                    "KEY_PREFIX": "shop",
+                    "VERSION": 2,
+                    "TIMEOUT": null,
+                    "OPTIONS": {"MAX_CONNECTIONS": 256, "PASSWORD": "pw", "SOCKET_TIMEOUT": 0.5}
+                },
+                "session": {"location": "memory://", "timeout": 259200}
+            }"#,
+        )
+        .unwrap();
+        let default = &config.stores["default"];
+        assert_eq!(default.backend().unwrap(), Backend::Redis);
+        assert_eq!(default.version, 2);
+        assert_eq!(default.timeout, Timeout::Never);
+        assert_eq!(default.options.socket_timeout, Some(0.5));
+        let session = &config.stores["session"];
+        assert_eq!(session.backend().unwrap(), Backend::Memory);
+        assert_eq!(
+            session.timeout,
+            Timeout::After(Duration::from_secs(259_200))
+        );
+        assert_eq!(session.version, 1);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = serde_json::from_str::<StoreConfig>(r#"{"locaton": "redis://x"}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `locaton`"), "{err}");
+        let err =
+            serde_json::from_str::<StoreConfig>(r#"{"options": {"max_conns": 1}}"#).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `max_conns`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn timeouts_parse_as_django_writes_them() {
+        let parse = |text: &str| serde_json::from_str::<Timeout>(text);
+        assert_eq!(parse("0").unwrap(), Timeout::After(Duration::ZERO));
+        assert_eq!(
+            parse("1.5").unwrap(),
+            Timeout::After(Duration::from_millis(1500))
+        );
+        assert_eq!(parse("\"never\"").unwrap(), Timeout::Never);
+        assert!(parse("-1").is_err());
+        assert!(parse("\"soon\"").is_err());
+    }
+
+    #[test]
+    fn backend_and_location_must_agree() {
+        let config = StoreConfig {
+            backend: Some("django_redis.cache.RedisCache".into()),
+            ..StoreConfig::default()
+        };
+        assert!(config.backend().is_err());
+        let config = StoreConfig {
+            backend: Some("django.core.cache.backends.locmem.LocMemCache".into()),
+            location: "unique-snowflake".into(),
+            ..StoreConfig::default()
+        };
+        assert_eq!(config.backend().unwrap(), Backend::Memory);
+        let config = StoreConfig {
+            backend: Some("memcached".into()),
+            ..StoreConfig::default()
+        };
+        assert!(config.backend().is_err());
+    }
+}

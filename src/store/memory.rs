@@ -1,0 +1,622 @@
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use moka::ops::compute::Op;
+use moka::sync::Cache;
+
+use super::rate::{PolicyKind, cooldown_decision, gcra_step, window_decision};
+use super::value::parse_integer;
+use super::{
+    Expiry, KeyScheme, RateDecision, RatePolicy, Store, StoreError, StoreErrorKind, Timeout, Ttl,
+};
+use crate::ConfigError;
+
+const DEFAULT_MAX_ENTRIES: u64 = 100_000;
+
+/// The embedded store: in-process, bounded in entries, TTL-aware, with [`RedisStore`]'s
+/// semantics.
+///
+/// Built on [moka](https://docs.rs/moka)'s concurrent cache. Every write goes through moka's
+/// per-key atomic compute, so `set_if_absent`, `increment` and the rate-limit policies are
+/// exactly as atomic as their Redis scripts. Expiry is kept per entry and checked on every
+/// read, so an expired key is never returned, whatever moka's eviction timing.
+///
+/// When the cache is full, moka evicts the entries it judges least useful. A store that must
+/// never forget a rate-limit counter or a session before its TTL needs enough `max_entries`,
+/// or Redis.
+///
+/// Each `MemoryStore` (and its clones) is its own space; two instances share nothing, as two
+/// processes would not.
+///
+/// [`RedisStore`]: super::RedisStore
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use bytes::Bytes;
+/// use tower_redis_http::store::{MemoryStore, Store, Ttl};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = MemoryStore::builder().max_entries(10_000).build()?;
+/// store.set("sms_13800138000", Bytes::from_static(b"123456"), Duration::from_secs(300).into()).await?;
+/// assert!(matches!(store.ttl("sms_13800138000").await?, Ttl::Expires(_)));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct MemoryStore {
+    shared: Arc<Shared>,
+    keys: KeyScheme,
+    default_timeout: Timeout,
+}
+
+struct Shared {
+    entries: Cache<String, Slot>,
+    /// The memory store's clock for GCRA: microseconds since this instant.
+    epoch: Instant,
+}
+
+#[derive(Clone)]
+struct Slot {
+    value: Bytes,
+    expires_at: Option<Instant>,
+}
+
+impl Slot {
+    fn is_live(&self, now: Instant) -> bool {
+        self.expires_at.is_none_or(|at| at > now)
+    }
+
+    fn remaining_ms(&self, now: Instant) -> Option<u64> {
+        self.expires_at
+            .map(|at| duration_ms_floor(at.saturating_duration_since(now)))
+    }
+}
+
+/// Hands moka each entry's own deadline, so that it evicts expired entries on its own.
+struct SlotExpiry;
+
+impl moka::Expiry<String, Slot> for SlotExpiry {
+    fn expire_after_create(&self, _key: &String, slot: &Slot, now: Instant) -> Option<Duration> {
+        slot.expires_at.map(|at| at.saturating_duration_since(now))
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &String,
+        slot: &Slot,
+        now: Instant,
+        _current: Option<Duration>,
+    ) -> Option<Duration> {
+        slot.expires_at.map(|at| at.saturating_duration_since(now))
+    }
+}
+
+/// Redis keeps expiries in milliseconds; rounding up keeps a short positive TTL from becoming
+/// "expire now", and keeps both backends answering `ttl` alike.
+pub(crate) fn ttl_ms_ceil(ttl: Duration) -> u64 {
+    let ms = ttl.as_nanos().div_ceil(1_000_000);
+    u64::try_from(ms).unwrap_or(u64::MAX)
+}
+
+fn duration_ms_floor(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Where a write with `expiry` leaves the key: a deadline, no deadline, or gone.
+enum Deadline {
+    At(Option<Instant>),
+    AlreadyExpired,
+}
+
+fn deadline(expiry: Expiry, now: Instant) -> Deadline {
+    match expiry {
+        Expiry::Never | Expiry::Default => Deadline::At(None),
+        Expiry::After(ttl) if ttl.is_zero() => Deadline::AlreadyExpired,
+        Expiry::After(ttl) => {
+            Deadline::At(now.checked_add(Duration::from_millis(ttl_ms_ceil(ttl))))
+        }
+    }
+}
+
+impl MemoryStore {
+    /// A store with the defaults: 100 000 entries, Django's key layout, a 300 s default
+    /// timeout.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::store::{MemoryStore, Store};
+    ///
+    /// assert_eq!(MemoryStore::new().key_scheme().version(), 1);
+    /// ```
+    #[must_use]
+    pub fn new() -> Self {
+        Self::builder()
+            .build()
+            .expect("the default memory store configuration is valid")
+    }
+
+    /// A builder for a configured store.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let store = MemoryStore::builder().key_prefix("test").version(2).build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn builder() -> MemoryStoreBuilder {
+        MemoryStoreBuilder::default()
+    }
+
+    /// The same entries seen through another key scheme.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use tower_redis_http::store::{Expiry, KeyScheme, MemoryStore, Store};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = MemoryStore::new();
+    /// store.set("abc", Bytes::from_static(b"1"), Expiry::Never).await?;
+    /// let raw = store.with_key_scheme(KeyScheme::raw());
+    /// assert!(raw.get(":1:abc").await?.is_some());
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn with_key_scheme(&self, keys: KeyScheme) -> Self {
+        Self {
+            keys,
+            ..self.clone()
+        }
+    }
+
+    /// How many entries the store holds, expired ones not yet evicted included.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// assert_eq!(MemoryStore::new().entry_count(), 0);
+    /// ```
+    #[must_use]
+    pub fn entry_count(&self) -> u64 {
+        self.shared.entries.run_pending_tasks();
+        self.shared.entries.entry_count()
+    }
+
+    /// Runs `f` on the live slot of `key` (or `None`) under moka's per-key lock, and applies
+    /// the returned operation.
+    fn compute<R>(
+        &self,
+        key: String,
+        f: impl FnOnce(Option<&Slot>, Instant) -> (Op<Slot>, R),
+    ) -> R {
+        let mut out = None;
+        self.shared.entries.entry(key).and_compute_with(|entry| {
+            let now = Instant::now();
+            let live = entry.as_ref().map(|e| e.value()).filter(|s| s.is_live(now));
+            let (op, result) = f(live, now);
+            // An expired leftover with nothing to put in its place goes now rather than later.
+            let op = match (op, entry.is_some() && live.is_none()) {
+                (Op::Nop, true) => Op::Remove,
+                (op, _) => op,
+            };
+            out = Some(result);
+            op
+        });
+        out.expect("moka runs the compute closure exactly once")
+    }
+
+    fn micros_now(&self) -> u64 {
+        u64::try_from(self.shared.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("keys", &self.keys)
+            .field("default_timeout", &self.default_timeout)
+            .field("max_entries", &self.shared.entries.policy().max_capacity())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store for MemoryStore {
+    fn key_scheme(&self) -> &KeyScheme {
+        &self.keys
+    }
+
+    fn with_version(&self, version: i64) -> Self {
+        self.with_key_scheme(self.keys.with_version(version))
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        let key = self.keys.make(key)?;
+        let now = Instant::now();
+        Ok(self
+            .shared
+            .entries
+            .get(&key)
+            .filter(|slot| slot.is_live(now))
+            .map(|slot| slot.value))
+    }
+
+    async fn get_and_refresh(&self, key: &str, ttl: Duration) -> Result<Option<Bytes>, StoreError> {
+        let key = self.keys.make(key)?;
+        Ok(
+            self.compute(key, |slot, now| match (slot, deadline(ttl.into(), now)) {
+                (None, _) => (Op::Nop, None),
+                (Some(slot), Deadline::AlreadyExpired) => (Op::Remove, Some(slot.value.clone())),
+                (Some(slot), Deadline::At(expires_at)) => {
+                    let value = slot.value.clone();
+                    (
+                        Op::Put(Slot {
+                            value: value.clone(),
+                            expires_at,
+                        }),
+                        Some(value),
+                    )
+                }
+            }),
+        )
+    }
+
+    async fn set(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<(), StoreError> {
+        let key = self.keys.make(key)?;
+        let expiry = expiry.resolve(self.default_timeout);
+        self.compute(key, |_, now| match deadline(expiry, now) {
+            Deadline::AlreadyExpired => (Op::Remove, ()),
+            Deadline::At(expires_at) => (Op::Put(Slot { value, expires_at }), ()),
+        });
+        Ok(())
+    }
+
+    async fn set_if_absent(
+        &self,
+        key: &str,
+        value: Bytes,
+        expiry: Expiry,
+    ) -> Result<bool, StoreError> {
+        let key = self.keys.make(key)?;
+        let expiry = expiry.resolve(self.default_timeout);
+        Ok(
+            self.compute(key, |slot, now| match (slot, deadline(expiry, now)) {
+                (Some(_), _) | (None, Deadline::AlreadyExpired) => (Op::Nop, false),
+                (None, Deadline::At(expires_at)) => (Op::Put(Slot { value, expires_at }), true),
+            }),
+        )
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        let key = self.keys.make(key)?;
+        Ok(self.compute(key, |slot, _| (Op::Remove, slot.is_some())))
+    }
+
+    async fn increment(&self, key: &str, delta: i64) -> Result<Option<i64>, StoreError> {
+        let key = self.keys.make(key)?;
+        self.compute(key, |slot, _| {
+            let Some(slot) = slot else {
+                return (Op::Nop, Ok(None));
+            };
+            match increment_value(&slot.value, delta) {
+                Ok(next) => (
+                    Op::Put(Slot {
+                        value: Bytes::from(next.to_string()),
+                        expires_at: slot.expires_at,
+                    }),
+                    Ok(Some(next)),
+                ),
+                Err(err) => (Op::Nop, Err(err)),
+            }
+        })
+    }
+
+    async fn ttl(&self, key: &str) -> Result<Ttl, StoreError> {
+        let key = self.keys.make(key)?;
+        let now = Instant::now();
+        Ok(
+            match self.shared.entries.get(&key).filter(|s| s.is_live(now)) {
+                None => Ttl::Missing,
+                Some(slot) => match slot.remaining_ms(now) {
+                    None => Ttl::Persistent,
+                    Some(ms) => Ttl::Expires(Duration::from_millis(ms)),
+                },
+            },
+        )
+    }
+
+    async fn bump_version(&self, key: &str, delta: i64) -> Result<Option<i64>, StoreError> {
+        let (from, to, version) = bump_keys(&self.keys, key, delta)?;
+        let entries = &self.shared.entries;
+        // The new key is written while the old one's lock is held, so readers see the value
+        // under one version or both, never neither, and concurrent bumps move it once.
+        Ok(self.compute(from, |slot, _| match slot {
+            None => (Op::Nop, None),
+            Some(slot) => {
+                entries.insert(to, slot.clone());
+                (Op::Remove, Some(version))
+            }
+        }))
+    }
+
+    async fn rate_limit(&self, key: &str, policy: &RatePolicy) -> Result<RateDecision, StoreError> {
+        let key = self.keys.make(key)?;
+        match policy.kind() {
+            PolicyKind::Cooldown { interval_ms } => Ok(self.compute(key, |slot, now| match slot {
+                Some(slot) => {
+                    let ttl = slot.remaining_ms(now).unwrap_or(interval_ms);
+                    (Op::Nop, cooldown_decision(interval_ms, Some(ttl)))
+                }
+                None => (
+                    Op::Put(Slot {
+                        value: Bytes::from_static(b"1"),
+                        expires_at: now.checked_add(Duration::from_millis(interval_ms)),
+                    }),
+                    cooldown_decision(interval_ms, None),
+                ),
+            })),
+            PolicyKind::FixedWindow { limit, window_ms } => self.compute(key, |slot, now| {
+                let window_end = || now.checked_add(Duration::from_millis(window_ms));
+                let (count, expires_at) = match slot {
+                    None => (0, window_end()),
+                    Some(slot) => {
+                        match parse_integer(&slot.value).and_then(|n| u64::try_from(n).ok()) {
+                            Some(count) => (count, slot.expires_at.or_else(window_end)),
+                            None => return (Op::Nop, Err(not_a_counter())),
+                        }
+                    }
+                };
+                let ttl_ms = expires_at.map_or(window_ms, |at| {
+                    duration_ms_floor(at.saturating_duration_since(now))
+                });
+                if count >= limit {
+                    return (Op::Nop, Ok(window_decision(limit, false, count, ttl_ms)));
+                }
+                let slot = Slot {
+                    value: Bytes::from((count + 1).to_string()),
+                    expires_at,
+                };
+                (
+                    Op::Put(slot),
+                    Ok(window_decision(limit, true, count + 1, ttl_ms)),
+                )
+            }),
+            PolicyKind::Gcra {
+                emission_us,
+                tolerance_us,
+                burst,
+            } => {
+                let now_us = self.micros_now();
+                self.compute(key, |slot, now| {
+                    let stored = match slot
+                        .map(|s| parse_integer(&s.value).and_then(|n| u64::try_from(n).ok()))
+                    {
+                        None => None,
+                        Some(Some(tat)) => Some(tat),
+                        Some(None) => return (Op::Nop, Err(not_a_counter())),
+                    };
+                    let step = gcra_step(emission_us, tolerance_us, burst, now_us, stored);
+                    let op = match step.new_tat_us {
+                        Some(tat) => Op::Put(Slot {
+                            value: Bytes::from(tat.to_string()),
+                            expires_at: now.checked_add(Duration::from_millis(ttl_ms_ceil(
+                                Duration::from_micros(tat - now_us),
+                            ))),
+                        }),
+                        None => Op::Nop,
+                    };
+                    (op, Ok(step.decision))
+                })
+            }
+        }
+    }
+}
+
+fn not_a_counter() -> StoreError {
+    StoreError::new(
+        StoreErrorKind::InvalidValue,
+        "rate-limit key holds a value that is not a counter",
+    )
+}
+
+fn increment_value(value: &[u8], delta: i64) -> Result<i64, StoreError> {
+    let current = parse_integer(value).ok_or_else(|| {
+        StoreError::new(
+            StoreErrorKind::InvalidValue,
+            "value is not an integer or out of range",
+        )
+    })?;
+    current.checked_add(delta).ok_or_else(|| {
+        StoreError::new(
+            StoreErrorKind::InvalidValue,
+            "increment or decrement would overflow",
+        )
+    })
+}
+
+/// The full keys of `key` at the current and the bumped version, and the bumped version.
+pub(crate) fn bump_keys(
+    keys: &KeyScheme,
+    key: &str,
+    delta: i64,
+) -> Result<(String, String, i64), StoreError> {
+    if keys.is_raw() {
+        return Err(StoreError::new(
+            StoreErrorKind::Unsupported,
+            "raw keys carry no version to bump",
+        ));
+    }
+    let version = keys
+        .version()
+        .checked_add(delta)
+        .ok_or_else(|| StoreError::new(StoreErrorKind::InvalidValue, "version would overflow"))?;
+    let from = keys.make(key)?;
+    let to = keys.make_versioned(key, version)?;
+    if from == to {
+        return Err(StoreError::new(
+            StoreErrorKind::Unsupported,
+            "the key scheme gives the same key at both versions",
+        ));
+    }
+    Ok((from, to, version))
+}
+
+/// Builds a [`MemoryStore`].
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_redis_http::store::{MemoryStore, Timeout};
+///
+/// let store = MemoryStore::builder()
+///     .max_entries(1_000)
+///     .key_prefix("shop")
+///     .default_timeout(Timeout::After(Duration::from_secs(60)))
+///     .build()?;
+/// # Ok::<(), tower_redis_http::ConfigError>(())
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct MemoryStoreBuilder {
+    max_entries: u64,
+    keys: KeyScheme,
+    default_timeout: Timeout,
+}
+
+impl Default for MemoryStoreBuilder {
+    fn default() -> Self {
+        Self {
+            max_entries: DEFAULT_MAX_ENTRIES,
+            keys: KeyScheme::default(),
+            default_timeout: Timeout::default(),
+        }
+    }
+}
+
+impl MemoryStoreBuilder {
+    /// The most entries kept before the least useful are evicted. Defaults to 100 000.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// assert!(MemoryStore::builder().max_entries(0).build().is_err());
+    /// ```
+    pub fn max_entries(mut self, max_entries: u64) -> Self {
+        self.max_entries = max_entries;
+        self
+    }
+
+    /// The key prefix of the Django layout. Defaults to `""`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::store::{MemoryStore, Store};
+    ///
+    /// let store = MemoryStore::builder().key_prefix("shop").build()?;
+    /// assert_eq!(store.key_scheme().make("a").unwrap(), "shop:1:a");
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn key_prefix(mut self, prefix: impl Into<Arc<str>>) -> Self {
+        self.keys = KeyScheme::django(prefix, self.keys.version());
+        self
+    }
+
+    /// The version of the Django layout. Defaults to 1.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::store::{MemoryStore, Store};
+    ///
+    /// let store = MemoryStore::builder().version(3).build()?;
+    /// assert_eq!(store.key_scheme().make("a").unwrap(), ":3:a");
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn version(mut self, version: i64) -> Self {
+        self.keys = self.keys.with_version(version);
+        self
+    }
+
+    /// Any key scheme, replacing prefix and version. Defaults to [`KeyScheme::default`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::store::{KeyScheme, MemoryStore, Store};
+    ///
+    /// let store = MemoryStore::builder().key_scheme(KeyScheme::raw()).build()?;
+    /// assert!(store.key_scheme().is_raw());
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn key_scheme(mut self, keys: KeyScheme) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    /// What [`Expiry::Default`] means. Defaults to 300 seconds, Django's `TIMEOUT`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::store::{MemoryStore, Timeout};
+    ///
+    /// let store = MemoryStore::builder().default_timeout(Timeout::Never).build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn default_timeout(mut self, timeout: Timeout) -> Self {
+        self.default_timeout = timeout;
+        self
+    }
+
+    /// The store.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidOption`] when `max_entries` is 0.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let store = MemoryStore::builder().build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn build(self) -> Result<MemoryStore, ConfigError> {
+        if self.max_entries == 0 {
+            return Err(ConfigError::InvalidOption {
+                option: "max_entries",
+                reason: "a memory store needs room for at least one entry".to_owned(),
+            });
+        }
+        let entries = Cache::builder()
+            .max_capacity(self.max_entries)
+            .expire_after(SlotExpiry)
+            .build();
+        Ok(MemoryStore {
+            shared: Arc::new(Shared {
+                entries,
+                epoch: Instant::now(),
+            }),
+            keys: self.keys,
+            default_timeout: self.default_timeout,
+        })
+    }
+}

@@ -1,0 +1,261 @@
+//! The storage every layer shares: a [`Store`] trait with two backends.
+//!
+//! - [`RedisStore`]: Redis through a [bb8] pool of [bb8-redis] multiplexed connections.
+//! - [`MemoryStore`]: in-process, bounded and TTL-aware, with the same semantics, so examples
+//!   and unit tests need no server.
+//! - [`AnyStore`] chooses between them at run time, and [`Stores`] holds named stores
+//!   (`default`, `session`, `verify_codes`, ...) the way Django's `CACHES` setting does,
+//!   built from code or from a [`StoresConfig`] document.
+//!
+//! [bb8]: https://docs.rs/bb8
+//! [bb8-redis]: https://docs.rs/bb8-redis
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use tower_redis_http::store::{Expiry, MemoryStore, Store};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = MemoryStore::builder().key_prefix("app").build()?;
+//!
+//! // One phone number, one code per minute: an atomic send flag.
+//! let first = store.set_if_absent("send_flag_13800138000", Bytes::from_static(b"1"), Duration::from_secs(60).into()).await?;
+//! let second = store.set_if_absent("send_flag_13800138000", Bytes::from_static(b"1"), Duration::from_secs(60).into()).await?;
+//! assert!(first && !second);
+//!
+//! store.set("visits", Bytes::from_static(b"41"), Expiry::Never).await?;
+//! assert_eq!(store.increment("visits", 1).await?, Some(42));
+//! # Ok(()) }
+//! ```
+//!
+//! # Keys
+//!
+//! Every operation takes the *logical* key and applies the store's [`KeyScheme`] to it, by
+//! default Django's `prefix:version:key`, so `MemoryStore` and `RedisStore` agree and a Rust
+//! service reads the keys django-redis wrote (`:1:abc` when the prefix is empty). See
+//! [`KeyScheme`] for the raw and custom layouts, and [`value`] for how values are encoded.
+//!
+//! # Atomicity, and Redis Cluster
+//!
+//! Each operation is atomic on its own: a single Redis command or a Lua script, and a per-key
+//! compute in the memory store. No operation checks and then sets across two round trips. Every
+//! operation touches one key, except [`Store::bump_version`], which moves one logical key
+//! between two versions; a cluster backend needs both keys in one hash slot, which a
+//! [`KeyScheme::custom`] function can ensure with a `{hash tag}`.
+//!
+//! # Failures
+//!
+//! A store call fails with a [`StoreError`] whose [`kind`](StoreError::kind) tells a timeout
+//! from a lost connection or a refused command. Every Redis call, including waiting for a pooled
+//! connection, is bounded by the command timeout. What a layer does with the error is its
+//! [`FailurePolicy`](crate::FailurePolicy).
+
+mod config;
+mod error;
+mod key;
+mod memory;
+mod named;
+mod rate;
+mod redis;
+pub mod value;
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub use self::config::{StoreConfig, StoreOptions, StoresConfig, Timeout};
+pub use self::error::{StoreError, StoreErrorKind};
+pub use self::key::{KeyFn, KeyScheme};
+pub use self::memory::{MemoryStore, MemoryStoreBuilder};
+pub use self::named::{AnyStore, Stores, StoresBuilder};
+pub use self::rate::{RateDecision, RatePolicy};
+pub use self::redis::{RedisStore, RedisStoreBuilder};
+
+/// How long a value written with [`Store::set`] or [`Store::set_if_absent`] lives.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_redis_http::store::Expiry;
+///
+/// let sms_code: Expiry = Duration::from_secs(300).into();
+/// assert_eq!(sms_code, Expiry::After(Duration::from_secs(300)));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Expiry {
+    /// The store's default timeout (Django's `TIMEOUT`, 300 s unless configured).
+    #[default]
+    Default,
+    /// Expire after this long. A zero duration deletes the key, as Django's `timeout=0` does;
+    /// durations are kept to the millisecond, rounded up.
+    After(Duration),
+    /// Never expire (Django's `timeout=None`).
+    Never,
+}
+
+impl From<Duration> for Expiry {
+    fn from(ttl: Duration) -> Self {
+        Self::After(ttl)
+    }
+}
+
+impl Expiry {
+    /// Turns `Default` into the store's default, so backends see only `After` or `Never`.
+    pub(crate) fn resolve(self, default: Timeout) -> Self {
+        match (self, default) {
+            (Self::Default, Timeout::Never) => Self::Never,
+            (Self::Default, Timeout::After(ttl)) => Self::After(ttl),
+            (other, _) => other,
+        }
+    }
+}
+
+/// The remaining lifetime of a key, as [`Store::ttl`] reports it.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_redis_http::store::Ttl;
+///
+/// let ttl = Ttl::Expires(Duration::from_secs(30));
+/// assert_eq!(ttl.remaining(), Some(Duration::from_secs(30)));
+/// assert_eq!(Ttl::Missing.remaining(), None);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Ttl {
+    /// No such key.
+    Missing,
+    /// The key exists and never expires.
+    Persistent,
+    /// The key exists and expires after this long (millisecond precision).
+    Expires(Duration),
+}
+
+impl Ttl {
+    /// The remaining time for an expiring key, `None` otherwise.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::store::Ttl;
+    ///
+    /// assert_eq!(Ttl::Persistent.remaining(), None);
+    /// ```
+    #[must_use]
+    pub fn remaining(self) -> Option<Duration> {
+        match self {
+            Self::Expires(ttl) => Some(ttl),
+            Self::Missing | Self::Persistent => None,
+        }
+    }
+}
+
+/// The operations the layers need, each atomic on its own.
+///
+/// Keys are logical keys: the store applies its [`KeyScheme`] (prefix, version) itself. Values
+/// are raw bytes; [`value`] has the encoding that django-redis's JSON serializer shares.
+///
+/// The methods return `impl Future + Send`, so the trait is not object-safe; [`AnyStore`] is
+/// the run-time choice between backends. Implementations are cheap to clone (handles onto a
+/// shared pool or cache).
+///
+/// # Example
+///
+/// Code generic over the backend:
+///
+/// ```
+/// use bytes::Bytes;
+/// use tower_redis_http::store::{Expiry, MemoryStore, Store, StoreError};
+///
+/// async fn remember_login<S: Store>(store: &S, token: &str, user_json: &str) -> Result<(), StoreError> {
+///     let ttl = std::time::Duration::from_secs(72 * 3600);
+///     store.set(token, Bytes::copy_from_slice(user_json.as_bytes()), ttl.into()).await
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = MemoryStore::new();
+/// remember_login(&store, "abc123", r#"{"id":1}"#).await?;
+/// assert_eq!(store.get("abc123").await?.as_deref(), Some(&br#"{"id":1}"#[..]));
+/// # Ok(()) }
+/// ```
+pub trait Store: Clone + Send + Sync + 'static {
+    /// The key layout this store applies to every key.
+    fn key_scheme(&self) -> &KeyScheme;
+
+    /// The same backend, with `version` in its key scheme (Django's `version=` argument).
+    #[must_use]
+    fn with_version(&self, version: i64) -> Self;
+
+    /// The value under `key`, or `None`.
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Bytes>, StoreError>> + Send;
+
+    /// The value under `key`, with its expiry pushed out to `ttl` from now in the same atomic
+    /// step (sliding sessions; Redis `GETEX ... PX`). A missing key stays missing.
+    fn get_and_refresh(
+        &self,
+        key: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Option<Bytes>, StoreError>> + Send;
+
+    /// Stores `value` under `key`, replacing any value and expiry it had.
+    fn set(
+        &self,
+        key: &str,
+        value: Bytes,
+        expiry: Expiry,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Stores `value` only if `key` holds nothing, and tells whether it did (Django's `add`,
+    /// Redis `SET NX`). Of many concurrent callers exactly one gets `true`. A zero expiry stores
+    /// nothing and returns `false`.
+    fn set_if_absent(
+        &self,
+        key: &str,
+        value: Bytes,
+        expiry: Expiry,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Removes `key`, telling whether it existed.
+    fn delete(&self, key: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Adds `delta` to the integer under `key`, keeping its expiry, and returns the new value;
+    /// `None` when the key does not exist (Django raises `ValueError` there). A value that is not
+    /// a decimal integer is an error of kind [`StoreErrorKind::InvalidValue`].
+    fn increment(
+        &self,
+        key: &str,
+        delta: i64,
+    ) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send;
+
+    /// The remaining lifetime of `key`.
+    fn ttl(&self, key: &str) -> impl Future<Output = Result<Ttl, StoreError>> + Send;
+
+    /// Moves the value under `key` from this store's version to `version + delta`, keeping its
+    /// expiry and replacing what the new version held, and returns the new version; `None` when
+    /// the key does not exist. This is Django's `incr_version`, but atomic. Read the moved value
+    /// through [`with_version`](Store::with_version).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreErrorKind::Unsupported`] when the key scheme ignores the version
+    /// ([`KeyScheme::Raw`]), because the key would move onto itself.
+    fn bump_version(
+        &self,
+        key: &str,
+        delta: i64,
+    ) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send;
+
+    /// Counts one hit against `key` under `policy` and tells whether it is allowed, in one atomic
+    /// step. Redis evaluates it on the server's clock, so instances with skewed clocks share one
+    /// limit. A denied hit is not counted.
+    fn rate_limit(
+        &self,
+        key: &str,
+        policy: &RatePolicy,
+    ) -> impl Future<Output = Result<RateDecision, StoreError>> + Send;
+}

@@ -1,0 +1,279 @@
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{
+    Expiry, KeyScheme, MemoryStore, RateDecision, RatePolicy, RedisStore, Store, StoreError,
+    StoresConfig, Ttl,
+};
+use crate::ConfigError;
+
+/// A store whose backend is chosen at run time, from configuration or the environment.
+///
+/// # Example
+///
+/// ```
+/// use tower_redis_http::store::{AnyStore, MemoryStore, RedisStore};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower_redis_http::ConfigError> {
+/// let store: AnyStore = match std::env::var("REDIS_URL") {
+///     Ok(url) => RedisStore::builder(url).build().await?.into(),
+///     Err(_) => MemoryStore::new().into(),
+/// };
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum AnyStore {
+    /// Redis.
+    Redis(RedisStore),
+    /// The embedded in-memory store.
+    Memory(MemoryStore),
+}
+
+impl From<RedisStore> for AnyStore {
+    fn from(store: RedisStore) -> Self {
+        Self::Redis(store)
+    }
+}
+
+impl From<MemoryStore> for AnyStore {
+    fn from(store: MemoryStore) -> Self {
+        Self::Memory(store)
+    }
+}
+
+/// Forwards a `Store` method to whichever backend this is.
+macro_rules! dispatch {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            AnyStore::Redis($store) => $call,
+            AnyStore::Memory($store) => $call,
+        }
+    };
+}
+
+impl Store for AnyStore {
+    fn key_scheme(&self) -> &KeyScheme {
+        dispatch!(self, store => store.key_scheme())
+    }
+
+    fn with_version(&self, version: i64) -> Self {
+        dispatch!(self, store => store.with_version(version).into())
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        dispatch!(self, store => store.get(key).await)
+    }
+
+    async fn get_and_refresh(&self, key: &str, ttl: Duration) -> Result<Option<Bytes>, StoreError> {
+        dispatch!(self, store => store.get_and_refresh(key, ttl).await)
+    }
+
+    async fn set(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<(), StoreError> {
+        dispatch!(self, store => store.set(key, value, expiry).await)
+    }
+
+    async fn set_if_absent(
+        &self,
+        key: &str,
+        value: Bytes,
+        expiry: Expiry,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, store => store.set_if_absent(key, value, expiry).await)
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        dispatch!(self, store => store.delete(key).await)
+    }
+
+    async fn increment(&self, key: &str, delta: i64) -> Result<Option<i64>, StoreError> {
+        dispatch!(self, store => store.increment(key, delta).await)
+    }
+
+    async fn ttl(&self, key: &str) -> Result<Ttl, StoreError> {
+        dispatch!(self, store => store.ttl(key).await)
+    }
+
+    async fn bump_version(&self, key: &str, delta: i64) -> Result<Option<i64>, StoreError> {
+        dispatch!(self, store => store.bump_version(key, delta).await)
+    }
+
+    async fn rate_limit(&self, key: &str, policy: &RatePolicy) -> Result<RateDecision, StoreError> {
+        dispatch!(self, store => store.rate_limit(key, policy).await)
+    }
+}
+
+/// Stores by alias, as Django's `caches["verify_codes"]`.
+///
+/// Cheap to clone; build it once at start-up and hand each layer the alias it uses.
+///
+/// # Example
+///
+/// ```
+/// use tower_redis_http::store::{MemoryStore, Stores};
+///
+/// let stores = Stores::builder()
+///     .store("default", MemoryStore::new())
+///     .store("verify_codes", MemoryStore::builder().key_prefix("codes").build()?)
+///     .build();
+/// let codes = stores.get("verify_codes")?;
+/// let err = stores.get("sessions").unwrap_err();
+/// assert_eq!(
+///     err.to_string(),
+///     "unknown store alias `sessions`; configured aliases: default, verify_codes"
+/// );
+/// # Ok::<(), tower_redis_http::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Stores {
+    stores: Arc<BTreeMap<String, AnyStore>>,
+}
+
+impl Stores {
+    /// A builder to add stores to.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::store::Stores;
+    ///
+    /// assert_eq!(Stores::builder().build().aliases().count(), 0);
+    /// ```
+    pub fn builder() -> StoresBuilder {
+        StoresBuilder::default()
+    }
+
+    /// Builds every store of `config`.
+    ///
+    /// # Errors
+    ///
+    /// The first store that fails to build, its alias named in the reason.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::store::{Stores, StoresConfig};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config: StoresConfig = toml::from_str(r#"
+    ///     [default]
+    ///     location = "memory://"
+    ///     [verify_codes]
+    ///     location = "memory://"
+    ///     key_prefix = "codes"
+    /// "#)?;
+    /// let stores = Stores::from_config(&config).await?;
+    /// assert!(stores.get("verify_codes").is_ok());
+    /// # Ok(()) }
+    /// ```
+    pub async fn from_config(config: &StoresConfig) -> Result<Self, ConfigError> {
+        let mut builder = Self::builder();
+        for (alias, store) in &config.stores {
+            let built = store.build().await.map_err(|err| match err {
+                ConfigError::InvalidOption { option, reason } => ConfigError::InvalidOption {
+                    option,
+                    reason: format!("store `{alias}`: {reason}"),
+                },
+                ConfigError::InvalidLocation {
+                    location,
+                    reason,
+                    source,
+                } => ConfigError::InvalidLocation {
+                    location,
+                    reason: format!("store `{alias}`: {reason}"),
+                    source,
+                },
+                other => other,
+            })?;
+            builder = builder.store(alias.clone(), built);
+        }
+        Ok(builder.build())
+    }
+
+    /// The store named `alias`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::UnknownAlias`], naming the alias and the configured ones.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::store::{MemoryStore, Stores};
+    ///
+    /// let stores = Stores::builder().store("default", MemoryStore::new()).build();
+    /// assert!(stores.get("default").is_ok());
+    /// ```
+    pub fn get(&self, alias: &str) -> Result<AnyStore, ConfigError> {
+        self.stores
+            .get(alias)
+            .cloned()
+            .ok_or_else(|| ConfigError::UnknownAlias {
+                alias: alias.to_owned(),
+                known: self.stores.keys().cloned().collect(),
+            })
+    }
+
+    /// The configured aliases, sorted.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::store::{MemoryStore, Stores};
+    ///
+    /// let stores = Stores::builder().store("b", MemoryStore::new()).store("a", MemoryStore::new()).build();
+    /// assert_eq!(stores.aliases().collect::<Vec<_>>(), ["a", "b"]);
+    /// ```
+    pub fn aliases(&self) -> impl Iterator<Item = &str> {
+        self.stores.keys().map(String::as_str)
+    }
+}
+
+/// Collects stores for [`Stores`].
+///
+/// # Example
+///
+/// ```
+/// use tower_redis_http::store::{MemoryStore, Stores};
+///
+/// let stores = Stores::builder().store("default", MemoryStore::new()).build();
+/// ```
+#[derive(Debug, Default)]
+#[must_use]
+pub struct StoresBuilder {
+    stores: BTreeMap<String, AnyStore>,
+}
+
+impl StoresBuilder {
+    /// Adds `store` under `alias`, replacing any store of that alias.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::store::{MemoryStore, Stores};
+    ///
+    /// let stores = Stores::builder().store("session", MemoryStore::new()).build();
+    /// ```
+    pub fn store(mut self, alias: impl Into<String>, store: impl Into<AnyStore>) -> Self {
+        self.stores.insert(alias.into(), store.into());
+        self
+    }
+
+    /// The finished set of stores.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::store::Stores;
+    ///
+    /// let stores = Stores::builder().build();
+    /// ```
+    pub fn build(self) -> Stores {
+        Stores {
+            stores: Arc::new(self.stores),
+        }
+    }
+}

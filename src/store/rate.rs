@@ -1,0 +1,414 @@
+use std::time::Duration;
+
+use crate::ConfigError;
+
+/// What [`Store::rate_limit`](super::Store::rate_limit) enforces on one key.
+///
+/// Every policy is decided in one atomic step, in one Redis round trip:
+///
+/// - **cooldown** (the SMS send flag): at most one hit per interval, Redis `SET NX PX`;
+/// - **fixed window**: at most `limit` hits in a window that starts with the first hit (the
+///   django-ratelimit rates `5/m`, `100/h`);
+/// - **GCRA**: `limit` hits per `period`, with bursts of up to `burst` extra hits, the way
+///   redis-cell's `CL.THROTTLE key burst limit period` counts them.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_redis_http::store::RatePolicy;
+///
+/// let sms = RatePolicy::cooldown(Duration::from_secs(60))?;
+/// let api = RatePolicy::fixed_window(100, Duration::from_secs(3600))?;
+/// let smooth = RatePolicy::gcra(30, Duration::from_secs(60), 15)?;
+/// assert_eq!(smooth.limit(), 16);
+/// # Ok::<(), tower_redis_http::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RatePolicy {
+    kind: PolicyKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum PolicyKind {
+    Cooldown {
+        interval_ms: u64,
+    },
+    FixedWindow {
+        limit: u64,
+        window_ms: u64,
+    },
+    /// Times in microseconds: the emission interval `T` and the tolerance `tau = T * (burst + 1)`.
+    Gcra {
+        emission_us: u64,
+        tolerance_us: u64,
+        burst: u64,
+    },
+}
+
+fn millis(option: &'static str, duration: Duration) -> Result<u64, ConfigError> {
+    let ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+    if ms == 0 {
+        return Err(ConfigError::InvalidOption {
+            option,
+            reason: format!("must be at least 1ms, got {duration:?}"),
+        });
+    }
+    Ok(ms)
+}
+
+impl RatePolicy {
+    /// At most one hit per `interval`: the send flag.
+    ///
+    /// # Errors
+    ///
+    /// When `interval` is shorter than a millisecond.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::store::RatePolicy;
+    ///
+    /// assert!(RatePolicy::cooldown(Duration::ZERO).is_err());
+    /// ```
+    pub fn cooldown(interval: Duration) -> Result<Self, ConfigError> {
+        Ok(Self {
+            kind: PolicyKind::Cooldown {
+                interval_ms: millis("interval", interval)?,
+            },
+        })
+    }
+
+    /// At most `limit` hits per `window`, the window starting at the first hit. A limit of 0
+    /// refuses every hit.
+    ///
+    /// # Errors
+    ///
+    /// When `window` is shorter than a millisecond.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::store::RatePolicy;
+    ///
+    /// let five_a_minute = RatePolicy::fixed_window(5, Duration::from_secs(60))?;
+    /// assert_eq!(five_a_minute.window(), Duration::from_secs(60));
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn fixed_window(limit: u64, window: Duration) -> Result<Self, ConfigError> {
+        Ok(Self {
+            kind: PolicyKind::FixedWindow {
+                limit,
+                window_ms: millis("window", window)?,
+            },
+        })
+    }
+
+    /// `limit` hits per `period` on average, with up to `burst` hits beyond the steady rate at
+    /// once (so `burst + 1` hits in a row from rest).
+    ///
+    /// # Errors
+    ///
+    /// When `limit` is 0, `period` is shorter than a microsecond per hit, or the tolerance
+    /// overflows.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::store::RatePolicy;
+    ///
+    /// assert!(RatePolicy::gcra(0, Duration::from_secs(1), 0).is_err());
+    /// ```
+    pub fn gcra(limit: u64, period: Duration, burst: u64) -> Result<Self, ConfigError> {
+        if limit == 0 {
+            return Err(ConfigError::InvalidOption {
+                option: "limit",
+                reason: "a GCRA rate needs at least one hit per period".to_owned(),
+            });
+        }
+        let period_us = u64::try_from(period.as_micros()).unwrap_or(u64::MAX);
+        let emission_us = period_us / limit;
+        if emission_us == 0 {
+            return Err(ConfigError::InvalidOption {
+                option: "period",
+                reason: format!("{limit} hits per {period:?} is more than one per microsecond"),
+            });
+        }
+        // Lua numbers are doubles: keep every time below 2^53 µs (285 years) so the script and
+        // the memory store compute the same integers.
+        let tolerance_us = burst
+            .checked_add(1)
+            .and_then(|hits| hits.checked_mul(emission_us))
+            .filter(|&tau| tau < 1 << 52)
+            .ok_or_else(|| ConfigError::InvalidOption {
+                option: "burst",
+                reason: format!("burst {burst} at this rate spans more than a century"),
+            })?;
+        Ok(Self {
+            kind: PolicyKind::Gcra {
+                emission_us,
+                tolerance_us,
+                burst,
+            },
+        })
+    }
+
+    pub(crate) fn kind(&self) -> PolicyKind {
+        self.kind
+    }
+
+    /// How many hits the policy allows at once: 1 for a cooldown, the window's limit, or
+    /// `burst + 1` for GCRA (what `RateLimit-Policy`'s `q` reports).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::store::RatePolicy;
+    ///
+    /// assert_eq!(RatePolicy::cooldown(Duration::from_secs(60))?.limit(), 1);
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn limit(&self) -> u64 {
+        match self.kind {
+            PolicyKind::Cooldown { .. } => 1,
+            PolicyKind::FixedWindow { limit, .. } => limit,
+            PolicyKind::Gcra { burst, .. } => burst + 1,
+        }
+    }
+
+    /// The policy's window: the interval, the window, or the time to earn the whole burst back.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::store::RatePolicy;
+    ///
+    /// let policy = RatePolicy::gcra(1, Duration::from_secs(2), 4)?;
+    /// assert_eq!(policy.window(), Duration::from_secs(10));
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn window(&self) -> Duration {
+        match self.kind {
+            PolicyKind::Cooldown { interval_ms } => Duration::from_millis(interval_ms),
+            PolicyKind::FixedWindow { window_ms, .. } => Duration::from_millis(window_ms),
+            PolicyKind::Gcra { tolerance_us, .. } => Duration::from_micros(tolerance_us),
+        }
+    }
+}
+
+/// The answer of [`Store::rate_limit`](super::Store::rate_limit).
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_redis_http::store::{MemoryStore, RatePolicy, Store};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = MemoryStore::new();
+/// let policy = RatePolicy::cooldown(Duration::from_secs(60))?;
+/// assert!(store.rate_limit("sms:13800138000", &policy).await?.allowed);
+///
+/// let again = store.rate_limit("sms:13800138000", &policy).await?;
+/// assert!(!again.allowed);
+/// assert!(again.retry_after.unwrap() <= Duration::from_secs(60));
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct RateDecision {
+    /// Whether this hit is allowed (and was counted).
+    pub allowed: bool,
+    /// The policy's [`limit`](RatePolicy::limit).
+    pub limit: u64,
+    /// Hits still allowed right now after this one.
+    pub remaining: u64,
+    /// For a denied hit, how long until a hit would be allowed.
+    pub retry_after: Option<Duration>,
+    /// How long until the key is back at rest (the full quota available again).
+    pub reset: Duration,
+}
+
+/// A cooldown decision, given the remaining life of an existing flag (`None` when absent).
+pub(crate) fn cooldown_decision(interval_ms: u64, existing_ttl_ms: Option<u64>) -> RateDecision {
+    match existing_ttl_ms {
+        None => RateDecision {
+            allowed: true,
+            limit: 1,
+            remaining: 0,
+            retry_after: None,
+            reset: Duration::from_millis(interval_ms),
+        },
+        Some(ttl_ms) => RateDecision {
+            allowed: false,
+            limit: 1,
+            remaining: 0,
+            retry_after: Some(Duration::from_millis(ttl_ms)),
+            reset: Duration::from_millis(ttl_ms),
+        },
+    }
+}
+
+/// A fixed-window decision: `count` is the counter after this hit if allowed, or as found if
+/// denied; `ttl_ms` the window's remaining time.
+pub(crate) fn window_decision(limit: u64, allowed: bool, count: u64, ttl_ms: u64) -> RateDecision {
+    let ttl = Duration::from_millis(ttl_ms);
+    RateDecision {
+        allowed,
+        limit,
+        remaining: limit.saturating_sub(count),
+        retry_after: (!allowed).then_some(ttl),
+        reset: ttl,
+    }
+}
+
+/// The outcome of one GCRA step: the decision and, when allowed, the new theoretical arrival
+/// time to store with a TTL of `new_tat - now`.
+pub(crate) struct GcraStep {
+    pub(crate) decision: RateDecision,
+    pub(crate) new_tat_us: Option<u64>,
+}
+
+/// One GCRA step at `now_us` against the stored theoretical arrival time, redis-cell's
+/// arithmetic (`src/cell/mod.rs`) with quantity 1. `gcra.lua` computes the same.
+pub(crate) fn gcra_step(
+    emission_us: u64,
+    tolerance_us: u64,
+    burst: u64,
+    now_us: u64,
+    stored_tat_us: Option<u64>,
+) -> GcraStep {
+    let limit = burst + 1;
+    let tat = stored_tat_us.unwrap_or(now_us).max(now_us);
+    let new_tat = tat + emission_us;
+    let allow_at = new_tat.saturating_sub(tolerance_us);
+    let remaining_after = |ttl_us: u64| {
+        // (tau - ttl) / T, floored, never negative
+        tolerance_us.saturating_sub(ttl_us) / emission_us
+    };
+    if now_us < allow_at {
+        let ttl = tat - now_us;
+        GcraStep {
+            decision: RateDecision {
+                allowed: false,
+                limit,
+                remaining: remaining_after(ttl),
+                retry_after: Some(Duration::from_micros(allow_at - now_us)),
+                reset: Duration::from_micros(ttl),
+            },
+            new_tat_us: None,
+        }
+    } else {
+        let ttl = new_tat - now_us;
+        GcraStep {
+            decision: RateDecision {
+                allowed: true,
+                limit,
+                remaining: remaining_after(ttl),
+                retry_after: None,
+                reset: Duration::from_micros(ttl),
+            },
+            new_tat_us: Some(new_tat),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(policy: RatePolicy, hits: usize, now_us: u64) -> Vec<RateDecision> {
+        let PolicyKind::Gcra {
+            emission_us,
+            tolerance_us,
+            burst,
+        } = policy.kind()
+        else {
+            panic!("not a GCRA policy");
+        };
+        let mut tat = None;
+        (0..hits)
+            .map(|_| {
+                let step = gcra_step(emission_us, tolerance_us, burst, now_us, tat);
+                tat = step.new_tat_us.or(tat);
+                step.decision
+            })
+            .collect()
+    }
+
+    #[test]
+    fn gcra_matches_redis_cell_readme_example() {
+        // CL.THROTTLE user123 15 30 60 -> 0, 16, 15, -1, 2
+        let policy = RatePolicy::gcra(30, Duration::from_secs(60), 15).unwrap();
+        let first = run(policy, 1, 1_000_000_000)[0];
+        assert!(first.allowed);
+        assert_eq!(first.limit, 16);
+        assert_eq!(first.remaining, 15);
+        assert_eq!(first.retry_after, None);
+        assert_eq!(first.reset, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn gcra_allows_burst_plus_one_then_denies() {
+        let policy = RatePolicy::gcra(1, Duration::from_secs(10), 2).unwrap();
+        let decisions = run(policy, 4, 5_000_000);
+        let allowed: Vec<_> = decisions.iter().map(|d| d.allowed).collect();
+        assert_eq!(allowed, [true, true, true, false]);
+        assert_eq!(
+            decisions.iter().map(|d| d.remaining).collect::<Vec<_>>(),
+            [2, 1, 0, 0]
+        );
+        assert_eq!(decisions[3].retry_after, Some(Duration::from_secs(10)));
+        assert_eq!(decisions[3].reset, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn gcra_refills_at_the_emission_interval() {
+        let policy = RatePolicy::gcra(1, Duration::from_secs(1), 0).unwrap();
+        let PolicyKind::Gcra {
+            emission_us,
+            tolerance_us,
+            burst,
+        } = policy.kind()
+        else {
+            unreachable!()
+        };
+        let first = gcra_step(emission_us, tolerance_us, burst, 0, None);
+        let tat = first.new_tat_us;
+        assert!(
+            !gcra_step(emission_us, tolerance_us, burst, 999_999, tat)
+                .decision
+                .allowed
+        );
+        assert!(
+            gcra_step(emission_us, tolerance_us, burst, 1_000_000, tat)
+                .decision
+                .allowed
+        );
+    }
+
+    #[test]
+    fn policies_refuse_degenerate_parameters() {
+        assert!(RatePolicy::cooldown(Duration::from_micros(999)).is_err());
+        assert!(RatePolicy::fixed_window(1, Duration::ZERO).is_err());
+        assert!(RatePolicy::gcra(2_000_000, Duration::from_secs(1), 0).is_err());
+        assert!(RatePolicy::gcra(1, Duration::from_secs(1), u64::MAX).is_err());
+        assert!(RatePolicy::fixed_window(0, Duration::from_secs(1)).is_ok());
+    }
+
+    #[test]
+    fn window_decision_reports_remaining_and_retry() {
+        let allowed = window_decision(5, true, 2, 30_000);
+        assert_eq!((allowed.remaining, allowed.retry_after), (3, None));
+        let denied = window_decision(5, false, 5, 1_500);
+        assert_eq!(denied.retry_after, Some(Duration::from_millis(1_500)));
+        assert_eq!(denied.remaining, 0);
+    }
+}

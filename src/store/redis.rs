@@ -1,0 +1,870 @@
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use bb8_redis::RedisConnectionManager;
+use bytes::Bytes;
+use redis::aio::MultiplexedConnection;
+use redis::{IntoConnectionInfo, RedisError, Script};
+
+use super::memory::{bump_keys, ttl_ms_ceil};
+use super::rate::{PolicyKind, cooldown_decision, window_decision};
+use super::{
+    Expiry, KeyScheme, RateDecision, RatePolicy, Store, StoreError, StoreErrorKind, Timeout, Ttl,
+};
+use crate::ConfigError;
+
+static INCREMENT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/increment.lua")));
+static BUMP_VERSION: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/bump_version.lua")));
+static COOLDOWN: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/cooldown.lua")));
+static FIXED_WINDOW: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/fixed_window.lua")));
+static GCRA: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/gcra.lua")));
+
+const DEFAULT_MAX_CONNECTIONS: u32 = 16;
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The Redis backend: a [bb8] pool of [bb8-redis] connections, shared by request futures.
+///
+/// # How connections are used
+///
+/// bb8-redis pools `redis::aio::MultiplexedConnection`s, which pipeline concurrent commands over
+/// one socket. Holding a pooled connection for a whole command, as a plain bb8 checkout does,
+/// gives each connection one command at a time and throws that away. Instead each call checks a
+/// connection out, clones its multiplexed handle and returns it at once, so concurrent requests
+/// share round trips while bb8 keeps the connections' lifecycle (creation, bounds, reaping).
+///
+/// - **No PING on checkout.** bb8's default test-on-checkout would add a round trip to every
+///   request; it is off.
+/// - **Broken connections are replaced.** bb8-redis never reports a connection as broken, so
+///   each connection carries a flag that a call sets when its command failed because the
+///   connection dropped or timed out; bb8 discards flagged connections and opens new ones.
+///   Reads and idempotent writes (`get`, `get_and_refresh`, `set`, `delete`, `ttl`) retry once
+///   on a fresh connection when the first one turns out dropped, so a Redis restart does not
+///   fail requests that arrive after it is back.
+/// - **Every call is bounded** by the command timeout, including the wait for a connection: a
+///   stalled server gives [`StoreErrorKind::Timeout`], never a hung request.
+/// - Scripts are sent by SHA and reloaded by themselves when Redis has forgotten them.
+///
+/// [bb8]: https://docs.rs/bb8
+/// [bb8-redis]: https://docs.rs/bb8-redis
+///
+/// # Example
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tower_redis_http::store::{RedisStore, Store};
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = RedisStore::builder("redis://127.0.0.1:6379/1")
+///     .max_connections(256)
+///     .command_timeout(Duration::from_millis(250))
+///     .build()
+///     .await?;
+/// let token = store.get("a1b2c3").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisStore {
+    pool: bb8::Pool<TrackedManager>,
+    keys: KeyScheme,
+    default_timeout: Timeout,
+    command_timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("keys", &self.keys)
+            .field("default_timeout", &self.default_timeout)
+            .field("command_timeout", &self.command_timeout)
+            .field("pool", &self.pool.state())
+            .finish()
+    }
+}
+
+/// A pooled multiplexed connection and the flag that tells bb8 it broke.
+struct TrackedConnection {
+    conn: MultiplexedConnection,
+    broken: Arc<AtomicBool>,
+}
+
+struct TrackedManager {
+    inner: RedisConnectionManager,
+    command_timeout: Duration,
+}
+
+impl bb8::ManageConnection for TrackedManager {
+    type Connection = TrackedConnection;
+    type Error = RedisError;
+
+    async fn connect(&self) -> Result<TrackedConnection, RedisError> {
+        let mut conn = self.inner.connect().await?;
+        conn.set_response_timeout(self.command_timeout);
+        Ok(TrackedConnection {
+            conn,
+            broken: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    async fn is_valid(&self, conn: &mut TrackedConnection) -> Result<(), RedisError> {
+        self.inner.is_valid(&mut conn.conn).await
+    }
+
+    fn has_broken(&self, conn: &mut TrackedConnection) -> bool {
+        conn.broken.load(Ordering::Relaxed)
+    }
+}
+
+/// Whether a command may be sent a second time when the first attempt found the connection
+/// dropped: only if running it twice has the effect of running it once.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    OnDroppedConnection,
+    Never,
+}
+
+impl RedisStore {
+    /// A builder for a store at `location`: `redis://[user][:password@]host[:port][/db]`,
+    /// `unix:///path/to/redis.sock[?db=N]` or `redis+unix:///path`.
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// use tower_redis_http::store::RedisStore;
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), tower_redis_http::ConfigError> {
+    /// let store = RedisStore::builder("redis://127.0.0.1:6379").database(2).build().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder(location: impl Into<String>) -> RedisStoreBuilder {
+        RedisStoreBuilder {
+            location: location.into(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            username: None,
+            password: None,
+            database: None,
+            keys: KeyScheme::default(),
+            default_timeout: Timeout::default(),
+        }
+    }
+
+    /// The same pool seen through another key scheme.
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// use tower_redis_http::store::{KeyScheme, RedisStore};
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), tower_redis_http::ConfigError> {
+    /// let store = RedisStore::builder("redis://127.0.0.1").build().await?;
+    /// let raw = store.with_key_scheme(KeyScheme::raw());
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn with_key_scheme(&self, keys: KeyScheme) -> Self {
+        Self {
+            keys,
+            ..self.clone()
+        }
+    }
+
+    /// Sends `PING` and waits for the answer: a readiness check for health endpoints.
+    ///
+    /// # Errors
+    ///
+    /// The [`StoreError`] of a call that failed or timed out.
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// use tower_redis_http::store::RedisStore;
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = RedisStore::builder("redis://127.0.0.1").build().await?;
+    /// store.ping().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.run(
+            "PING",
+            Retry::OnDroppedConnection,
+            move |mut conn| async move { redis::cmd("PING").query_async::<()>(&mut conn).await },
+        )
+        .await
+    }
+
+    /// A multiplexed handle to one pooled connection, skipping connections flagged broken
+    /// (dropping their guard hands them back to bb8, which discards them).
+    async fn checkout(&self) -> Result<(MultiplexedConnection, Arc<AtomicBool>), StoreError> {
+        loop {
+            let pooled = self.pool.get().await.map_err(|err| match err {
+                bb8::RunError::User(err) => classify("connect", err),
+                bb8::RunError::TimedOut => StoreError::new(
+                    StoreErrorKind::Timeout,
+                    "no Redis connection could be had within the connect timeout",
+                ),
+            })?;
+            if !pooled.broken.load(Ordering::Relaxed) {
+                return Ok((pooled.conn.clone(), Arc::clone(&pooled.broken)));
+            }
+        }
+    }
+
+    /// Runs `command` on a pooled connection within the command timeout, flags the connection
+    /// when it broke, and retries once on a fresh one where `retry` allows.
+    async fn run<T, F, Fut>(
+        &self,
+        name: &'static str,
+        retry: Retry,
+        command: F,
+    ) -> Result<T, StoreError>
+    where
+        F: Fn(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        let mut in_use: Option<Arc<AtomicBool>> = None;
+        let attempts = async {
+            let mut tries_left = if retry == Retry::OnDroppedConnection {
+                2
+            } else {
+                1
+            };
+            loop {
+                tries_left -= 1;
+                let (conn, broken) = self.checkout().await?;
+                in_use = Some(Arc::clone(&broken));
+                match command(conn).await {
+                    Ok(value) => return Ok(value),
+                    Err(err) => {
+                        if breaks_connection(&err) {
+                            broken.store(true, Ordering::Relaxed);
+                            if tries_left > 0 && err.is_connection_dropped() {
+                                tracing::debug!(command = name, error = %err, "Redis connection dropped; retrying on a new one");
+                                continue;
+                            }
+                        }
+                        return Err(classify(name, err));
+                    }
+                }
+            }
+        };
+        let outcome = tokio::time::timeout(self.command_timeout, attempts).await;
+        outcome.unwrap_or_else(|_| {
+            // A connection that stays silent past the timeout may be half-open (a peer gone
+            // without a reset); replacing it costs one reconnect, keeping it may cost every
+            // later request a timeout.
+            if let Some(broken) = in_use {
+                broken.store(true, Ordering::Relaxed);
+            }
+            Err(StoreError::new(
+                StoreErrorKind::Timeout,
+                format!("{name} got no answer within {:?}", self.command_timeout),
+            ))
+        })
+    }
+
+    fn expiry_ms(&self, expiry: Expiry) -> Option<Option<u64>> {
+        match expiry.resolve(self.default_timeout) {
+            Expiry::After(ttl) if ttl.is_zero() => None,
+            Expiry::After(ttl) => Some(Some(ttl_ms_ceil(ttl))),
+            Expiry::Never | Expiry::Default => Some(None),
+        }
+    }
+}
+
+fn breaks_connection(err: &RedisError) -> bool {
+    err.is_connection_dropped()
+        || err.is_unrecoverable_error()
+        || err.is_timeout()
+        || err.is_io_error()
+}
+
+fn classify(command: &'static str, err: RedisError) -> StoreError {
+    let kind = if err.is_timeout() {
+        StoreErrorKind::Timeout
+    } else if breaks_connection(&err) {
+        StoreErrorKind::Connection
+    } else if err.code() == Some("INVALIDVALUE")
+        || err
+            .detail()
+            .is_some_and(|detail| detail.contains("not an integer") || detail.contains("overflow"))
+    {
+        StoreErrorKind::InvalidValue
+    } else if err.code().is_some() {
+        StoreErrorKind::Server
+    } else {
+        StoreErrorKind::Connection
+    };
+    StoreError::with_source(kind, format!("Redis {command} failed"), err)
+}
+
+fn unexpected_reply(command: &'static str, detail: &str) -> StoreError {
+    StoreError::new(
+        StoreErrorKind::Server,
+        format!("Redis {command} gave an unexpected reply: {detail}"),
+    )
+}
+
+fn to_duration_ms(ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+impl Store for RedisStore {
+    fn key_scheme(&self) -> &KeyScheme {
+        &self.keys
+    }
+
+    fn with_version(&self, version: i64) -> Self {
+        self.with_key_scheme(self.keys.with_version(version))
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        let key = self.keys.make(key)?;
+        let key = key.as_str();
+        let value: Option<Vec<u8>> = self
+            .run("GET", Retry::OnDroppedConnection, move |mut conn| async move {
+                redis::cmd("GET").arg(key).query_async(&mut conn).await
+            })
+            .await?;
+        Ok(value.map(Bytes::from))
+    }
+
+    async fn get_and_refresh(&self, key: &str, ttl: Duration) -> Result<Option<Bytes>, StoreError> {
+        let key = self.keys.make(key)?;
+        let key = key.as_str();
+        let value: Option<Vec<u8>> = if ttl.is_zero() {
+            self.run("GETDEL", Retry::Never, move |mut conn| async move {
+                redis::cmd("GETDEL").arg(key).query_async(&mut conn).await
+            })
+            .await?
+        } else {
+            let ms = ttl_ms_ceil(ttl);
+            self.run(
+                "GETEX",
+                Retry::OnDroppedConnection,
+                move |mut conn| async move {
+                    redis::cmd("GETEX")
+                        .arg(key)
+                        .arg("PX")
+                        .arg(ms)
+                        .query_async(&mut conn)
+                        .await
+                },
+            )
+            .await?
+        };
+        Ok(value.map(Bytes::from))
+    }
+
+    async fn set(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<(), StoreError> {
+        let key = self.keys.make(key)?;
+        let key = key.as_str();
+        let value = &value[..];
+        match self.expiry_ms(expiry) {
+            None => {
+                self.run(
+                    "DEL",
+                    Retry::OnDroppedConnection,
+                    move |mut conn| async move {
+                        redis::cmd("DEL")
+                            .arg(key)
+                            .query_async::<()>(&mut conn)
+                            .await
+                    },
+                )
+                .await
+            }
+            Some(ms) => {
+                self.run(
+                    "SET",
+                    Retry::OnDroppedConnection,
+                    move |mut conn| async move {
+                        let mut cmd = redis::cmd("SET");
+                        cmd.arg(key).arg(value);
+                        if let Some(ms) = ms {
+                            cmd.arg("PX").arg(ms);
+                        }
+                        cmd.query_async::<()>(&mut conn).await
+                    },
+                )
+                .await
+            }
+        }
+    }
+
+    async fn set_if_absent(
+        &self,
+        key: &str,
+        value: Bytes,
+        expiry: Expiry,
+    ) -> Result<bool, StoreError> {
+        let key = self.keys.make(key)?;
+        let key = key.as_str();
+        let value = &value[..];
+        let Some(ms) = self.expiry_ms(expiry) else {
+            return Ok(false);
+        };
+        // Not retried: if the first SET NX landed but its reply was lost, a retry would answer
+        // "taken" for the caller's own write.
+        let reply: Option<String> = self
+            .run("SET NX", Retry::Never, move |mut conn| async move {
+                let mut cmd = redis::cmd("SET");
+                cmd.arg(key).arg(value).arg("NX");
+                if let Some(ms) = ms {
+                    cmd.arg("PX").arg(ms);
+                }
+                cmd.query_async(&mut conn).await
+            })
+            .await?;
+        Ok(reply.is_some())
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        let key = self.keys.make(key)?;
+        let key = key.as_str();
+        let removed: i64 = self
+            .run("DEL", Retry::OnDroppedConnection, move |mut conn| async move {
+                redis::cmd("DEL").arg(key).query_async(&mut conn).await
+            })
+            .await?;
+        Ok(removed > 0)
+    }
+
+    async fn increment(&self, key: &str, delta: i64) -> Result<Option<i64>, StoreError> {
+        let key = self.keys.make(key)?;
+        let key = key.as_str();
+        self.run("increment script", Retry::Never, move |mut conn| async move {
+            INCREMENT.key(key).arg(delta).invoke_async(&mut conn).await
+        })
+        .await
+    }
+
+    async fn ttl(&self, key: &str) -> Result<Ttl, StoreError> {
+        let key = self.keys.make(key)?;
+        let key = key.as_str();
+        let ms: i64 = self
+            .run("PTTL", Retry::OnDroppedConnection, move |mut conn| async move {
+                redis::cmd("PTTL").arg(key).query_async(&mut conn).await
+            })
+            .await?;
+        Ok(match ms {
+            -2 => Ttl::Missing,
+            -1 => Ttl::Persistent,
+            ms => Ttl::Expires(to_duration_ms(ms)),
+        })
+    }
+
+    async fn bump_version(&self, key: &str, delta: i64) -> Result<Option<i64>, StoreError> {
+        let (from, to, version) = bump_keys(&self.keys, key, delta)?;
+        let (from, to) = (from.as_str(), to.as_str());
+        let moved: i64 = self
+            .run(
+                "bump_version script",
+                Retry::Never,
+                move |mut conn| async move {
+                    BUMP_VERSION.key(from).key(to).invoke_async(&mut conn).await
+                },
+            )
+            .await?;
+        Ok((moved == 1).then_some(version))
+    }
+
+    async fn rate_limit(&self, key: &str, policy: &RatePolicy) -> Result<RateDecision, StoreError> {
+        let key = self.keys.make(key)?;
+        let key = key.as_str();
+        match policy.kind() {
+            PolicyKind::Cooldown { interval_ms } => {
+                let (allowed, ttl_ms): (i64, i64) = self
+                    .run(
+                        "cooldown script",
+                        Retry::Never,
+                        move |mut conn| async move {
+                            COOLDOWN
+                                .key(key)
+                                .arg(interval_ms)
+                                .invoke_async(&mut conn)
+                                .await
+                        },
+                    )
+                    .await?;
+                let ttl_ms = u64::try_from(ttl_ms).unwrap_or(interval_ms);
+                Ok(cooldown_decision(
+                    interval_ms,
+                    (allowed == 0).then_some(ttl_ms),
+                ))
+            }
+            PolicyKind::FixedWindow { limit, window_ms } => {
+                let (allowed, count, ttl_ms): (i64, i64, i64) = self
+                    .run(
+                        "fixed window script",
+                        Retry::Never,
+                        move |mut conn| async move {
+                            FIXED_WINDOW
+                                .key(key)
+                                .arg(limit)
+                                .arg(window_ms)
+                                .invoke_async(&mut conn)
+                                .await
+                        },
+                    )
+                    .await?;
+                let count = u64::try_from(count)
+                    .map_err(|_| unexpected_reply("fixed window script", "negative count"))?;
+                Ok(window_decision(
+                    limit,
+                    allowed == 1,
+                    count,
+                    u64::try_from(ttl_ms).unwrap_or(window_ms),
+                ))
+            }
+            PolicyKind::Gcra {
+                emission_us,
+                tolerance_us,
+                burst,
+            } => {
+                let (allowed, remaining, retry_us, reset_us): (i64, i64, i64, i64) = self
+                    .run("GCRA script", Retry::Never, move |mut conn| async move {
+                        GCRA.key(key)
+                            .arg(emission_us)
+                            .arg(tolerance_us)
+                            .invoke_async(&mut conn)
+                            .await
+                    })
+                    .await?;
+                let micros = |us: i64| Duration::from_micros(u64::try_from(us).unwrap_or(0));
+                Ok(RateDecision {
+                    allowed: allowed == 1,
+                    limit: burst + 1,
+                    remaining: u64::try_from(remaining).unwrap_or(0),
+                    retry_after: (allowed == 0).then(|| micros(retry_us)),
+                    reset: micros(reset_us),
+                })
+            }
+        }
+    }
+}
+
+/// Builds a [`RedisStore`]; see [`RedisStore::builder`].
+///
+/// # Example
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tower_redis_http::store::RedisStore;
+///
+/// # #[tokio::main] async fn main() -> Result<(), tower_redis_http::ConfigError> {
+/// let store = RedisStore::builder("redis://cache.internal:6379")
+///     .password("s3cret")
+///     .database(1)
+///     .max_connections(256)
+///     .connect_timeout(Duration::from_secs(2))
+///     .command_timeout(Duration::from_millis(250))
+///     .key_prefix("shop")
+///     .build()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[must_use]
+pub struct RedisStoreBuilder {
+    location: String,
+    max_connections: u32,
+    connect_timeout: Duration,
+    command_timeout: Duration,
+    username: Option<String>,
+    password: Option<String>,
+    database: Option<i64>,
+    keys: KeyScheme,
+    default_timeout: Timeout,
+}
+
+impl std::fmt::Debug for RedisStoreBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStoreBuilder")
+            .field("location", &redact(&self.location))
+            .field("max_connections", &self.max_connections)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("command_timeout", &self.command_timeout)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("database", &self.database)
+            .field("keys", &self.keys)
+            .field("default_timeout", &self.default_timeout)
+            .finish()
+    }
+}
+
+impl RedisStoreBuilder {
+    /// The most connections the pool opens. Defaults to 16.
+    ///
+    /// Each connection multiplexes many concurrent commands, so a handful carries a busy
+    /// service; a higher bound (Django deployments often set 256) only allows more.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::store::RedisStore;
+    ///
+    /// let builder = RedisStore::builder("redis://127.0.0.1").max_connections(256);
+    /// ```
+    pub fn max_connections(mut self, max_connections: u32) -> Self {
+        self.max_connections = max_connections;
+        self
+    }
+
+    /// How long to wait for a connection from the pool, including opening one. Defaults to 1 s.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::store::RedisStore;
+    ///
+    /// let builder = RedisStore::builder("redis://127.0.0.1").connect_timeout(Duration::from_millis(500));
+    /// ```
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The bound on every call, from asking for a connection to the reply. Defaults to 500 ms.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::store::RedisStore;
+    ///
+    /// let builder = RedisStore::builder("redis://127.0.0.1").command_timeout(Duration::from_millis(100));
+    /// ```
+    pub fn command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// The ACL user name, when the location names none. Defaults to none.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::store::RedisStore;
+    ///
+    /// let builder = RedisStore::builder("redis://127.0.0.1").username("app");
+    /// ```
+    pub fn username(mut self, username: impl Into<String>) -> Self {
+        self.username = Some(username.into());
+        self
+    }
+
+    /// The password, when the location has none (django-redis's `PASSWORD` option). Defaults
+    /// to none.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::store::RedisStore;
+    ///
+    /// let builder = RedisStore::builder("redis://127.0.0.1").password("s3cret");
+    /// ```
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(password.into());
+        self
+    }
+
+    /// The database number, when the location names none (or names database 0). Defaults to
+    /// the location's, else 0.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::store::RedisStore;
+    ///
+    /// let builder = RedisStore::builder("redis://127.0.0.1").database(3);
+    /// ```
+    pub fn database(mut self, database: i64) -> Self {
+        self.database = Some(database);
+        self
+    }
+
+    /// The key prefix of the Django layout. Defaults to `""`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::store::RedisStore;
+    ///
+    /// let builder = RedisStore::builder("redis://127.0.0.1").key_prefix("shop");
+    /// ```
+    pub fn key_prefix(mut self, prefix: impl Into<Arc<str>>) -> Self {
+        self.keys = KeyScheme::django(prefix, self.keys.version());
+        self
+    }
+
+    /// The version of the Django layout. Defaults to 1.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::store::RedisStore;
+    ///
+    /// let builder = RedisStore::builder("redis://127.0.0.1").version(2);
+    /// ```
+    pub fn version(mut self, version: i64) -> Self {
+        self.keys = self.keys.with_version(version);
+        self
+    }
+
+    /// Any key scheme, replacing prefix and version. Defaults to [`KeyScheme::default`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::store::{KeyScheme, RedisStore};
+    ///
+    /// let builder = RedisStore::builder("redis://127.0.0.1").key_scheme(KeyScheme::raw());
+    /// ```
+    pub fn key_scheme(mut self, keys: KeyScheme) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    /// What [`Expiry::Default`] means. Defaults to 300 seconds, Django's `TIMEOUT`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::store::{RedisStore, Timeout};
+    ///
+    /// let builder = RedisStore::builder("redis://127.0.0.1").default_timeout(Timeout::Never);
+    /// ```
+    pub fn default_timeout(mut self, timeout: Timeout) -> Self {
+        self.default_timeout = timeout;
+        self
+    }
+
+    /// The store. Connections open on first use, so a service starts while Redis is down and
+    /// its layers apply their failure policy until Redis is back; [`RedisStore::ping`] checks
+    /// readiness. Must be called within a Tokio runtime (the pool spawns its reaper there).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidLocation`] for a location that does not parse (a `rediss://`
+    /// location needs TLS, which this build lacks), [`ConfigError::InvalidOption`] for a zero
+    /// pool size or timeout.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::{ConfigError, store::RedisStore};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let err = RedisStore::builder("http://127.0.0.1").build().await.unwrap_err();
+    /// assert!(matches!(err, ConfigError::InvalidLocation { .. }));
+    /// # }
+    /// ```
+    pub async fn build(self) -> Result<RedisStore, ConfigError> {
+        if self.max_connections == 0 {
+            return Err(ConfigError::InvalidOption {
+                option: "max_connections",
+                reason: "the pool needs at least one connection".to_owned(),
+            });
+        }
+        for (option, value) in [
+            ("connect_timeout", self.connect_timeout),
+            ("command_timeout", self.command_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::InvalidOption {
+                    option,
+                    reason: "must be longer than zero".to_owned(),
+                });
+            }
+        }
+        let invalid = |reason: &str, source: Option<RedisError>| ConfigError::InvalidLocation {
+            location: redact(&self.location),
+            reason: reason.to_owned(),
+            source: source.map(|err| Box::new(err) as Box<dyn std::error::Error + Send + Sync>),
+        };
+        let info = self
+            .location
+            .as_str()
+            .into_connection_info()
+            .map_err(|err| invalid("not a Redis URL this build can use", Some(err)))?;
+        let mut settings = info.redis_settings().clone();
+        if let (None, Some(password)) = (settings.password(), &self.password) {
+            settings = settings.set_password(password);
+        }
+        if let (None, Some(username)) = (settings.username(), &self.username) {
+            settings = settings.set_username(username);
+        }
+        if let (0, Some(database)) = (settings.db(), self.database) {
+            settings = settings.set_db(database);
+        }
+        let info = info.set_redis_settings(settings);
+        let manager = TrackedManager {
+            inner: RedisConnectionManager::new(info)
+                .map_err(|err| invalid("rejected by the Redis client", Some(err)))?,
+            command_timeout: self.command_timeout,
+        };
+        let pool = bb8::Pool::builder()
+            .max_size(self.max_connections)
+            .test_on_check_out(false)
+            .connection_timeout(self.connect_timeout)
+            .build(manager)
+            .await
+            .map_err(|err| invalid("the pool could not start", Some(err)))?;
+        Ok(RedisStore {
+            pool,
+            keys: self.keys,
+            default_timeout: self.default_timeout,
+            command_timeout: self.command_timeout,
+        })
+    }
+}
+
+/// The location with any password replaced, for errors and `Debug`.
+pub(crate) fn redact(location: &str) -> String {
+    let Some((scheme, rest)) = location.split_once("://") else {
+        return location.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let redacted = match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:***"),
+                None => "***".to_owned(),
+            };
+            format!("{scheme}://{redacted}@{host}{tail}")
+        }
+        None => location.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redact_hides_passwords_only() {
+        let cases = [
+            ("redis://127.0.0.1:6379/1", "redis://127.0.0.1:6379/1"),
+            ("redis://:s3cret@host:6379/0", "redis://:***@host:6379/0"),
+            ("redis://user:s3cret@host", "redis://user:***@host"),
+            ("redis://token@host", "redis://***@host"),
+            ("redis://:p@ss@word@host/2", "redis://:***@host/2"),
+            ("unix:///tmp/redis.sock?db=2", "unix:///tmp/redis.sock?db=2"),
+            ("not a url", "not a url"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(redact(input), expected, "{input}");
+        }
+    }
+}
