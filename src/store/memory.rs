@@ -152,29 +152,6 @@ impl MemoryStore {
         MemoryStoreBuilder::default()
     }
 
-    /// The same entries seen through another key scheme.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use bytes::Bytes;
-    /// use tower_redis_http::store::{Expiry, KeyScheme, MemoryStore, Store};
-    ///
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let store = MemoryStore::new();
-    /// store.set("abc", Bytes::from_static(b"1"), Expiry::Never).await?;
-    /// let raw = store.with_key_scheme(KeyScheme::raw());
-    /// assert!(raw.get(":1:abc").await?.is_some());
-    /// # Ok(()) }
-    /// ```
-    #[must_use]
-    pub fn with_key_scheme(&self, keys: KeyScheme) -> Self {
-        Self {
-            keys,
-            ..self.clone()
-        }
-    }
-
     /// How many entries the store holds, expired ones not yet evicted included.
     ///
     /// # Example
@@ -239,8 +216,11 @@ impl Store for MemoryStore {
         &self.keys
     }
 
-    fn with_version(&self, version: i64) -> Self {
-        self.with_key_scheme(self.keys.with_version(version))
+    fn with_key_scheme(&self, keys: KeyScheme) -> Self {
+        Self {
+            keys,
+            ..self.clone()
+        }
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {

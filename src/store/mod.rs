@@ -187,9 +187,15 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// The key layout this store applies to every key.
     fn key_scheme(&self) -> &KeyScheme;
 
+    /// The same backend (the same pool or entries) seen through another key scheme.
+    #[must_use]
+    fn with_key_scheme(&self, keys: KeyScheme) -> Self;
+
     /// The same backend, with `version` in its key scheme (Django's `version=` argument).
     #[must_use]
-    fn with_version(&self, version: i64) -> Self;
+    fn with_version(&self, version: i64) -> Self {
+        self.with_key_scheme(self.key_scheme().with_version(version))
+    }
 
     /// The value under `key`, or `None`.
     fn get(&self, key: &str) -> impl Future<Output = Result<Option<Bytes>, StoreError>> + Send;

@@ -60,8 +60,8 @@ impl Store for AnyStore {
         dispatch!(self, store => store.key_scheme())
     }
 
-    fn with_version(&self, version: i64) -> Self {
-        dispatch!(self, store => store.with_version(version).into())
+    fn with_key_scheme(&self, keys: KeyScheme) -> Self {
+        dispatch!(self, store => store.with_key_scheme(keys).into())
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {

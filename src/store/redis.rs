@@ -156,26 +156,6 @@ impl RedisStore {
         }
     }
 
-    /// The same pool seen through another key scheme.
-    ///
-    /// # Example
-    ///
-    /// ```no_run
-    /// use tower_redis_http::store::{KeyScheme, RedisStore};
-    ///
-    /// # #[tokio::main] async fn main() -> Result<(), tower_redis_http::ConfigError> {
-    /// let store = RedisStore::builder("redis://127.0.0.1").build().await?;
-    /// let raw = store.with_key_scheme(KeyScheme::raw());
-    /// # Ok(()) }
-    /// ```
-    #[must_use]
-    pub fn with_key_scheme(&self, keys: KeyScheme) -> Self {
-        Self {
-            keys,
-            ..self.clone()
-        }
-    }
-
     /// Sends `PING` and waits for the answer: a readiness check for health endpoints.
     ///
     /// # Errors
@@ -322,8 +302,11 @@ impl Store for RedisStore {
         &self.keys
     }
 
-    fn with_version(&self, version: i64) -> Self {
-        self.with_key_scheme(self.keys.with_version(version))
+    fn with_key_scheme(&self, keys: KeyScheme) -> Self {
+        Self {
+            keys,
+            ..self.clone()
+        }
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {

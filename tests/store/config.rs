@@ -1,0 +1,97 @@
+//! Named stores from a Django-shaped configuration.
+
+use bytes::Bytes;
+use tower_redis_http::ConfigError;
+use tower_redis_http::store::{AnyStore, Expiry, Store, Stores, StoresConfig, Ttl};
+
+use crate::support::TestRedis;
+
+#[tokio::test]
+async fn stores_build_from_a_django_shaped_toml_document() {
+    let redis = TestRedis::start();
+    let config: StoresConfig = toml::from_str(&format!(
+        r#"
+        [default]
+        location = "{url}/1"
+        key_prefix = "shop"
+        timeout = 600
+        [default.options]
+        max_connections = 256
+        socket_timeout = 0.25
+
+        [verify_codes]
+        LOCATION = "{url}/2"
+        TIMEOUT = 300
+
+        [session]
+        location = "memory://"
+        timeout = "never"
+        "#,
+        url = redis.url()
+    ))
+    .unwrap();
+    let stores = Stores::from_config(&config).await.unwrap();
+    assert_eq!(
+        stores.aliases().collect::<Vec<_>>(),
+        ["default", "session", "verify_codes"]
+    );
+
+    let default = stores.get("default").unwrap();
+    assert!(matches!(default, AnyStore::Redis(_)));
+    default
+        .set("page", Bytes::from_static(b"x"), Expiry::Default)
+        .await
+        .unwrap();
+    assert_eq!(redis.command(&["SELECT", "1"]), "OK");
+    let ttl = default.ttl("page").await.unwrap().remaining().unwrap();
+    assert!(ttl.as_secs() > 590 && ttl.as_secs() <= 600, "{ttl:?}");
+
+    let codes = stores.get("verify_codes").unwrap();
+    codes
+        .set(
+            "sms_13800138000",
+            Bytes::from_static(b"123456"),
+            Expiry::Default,
+        )
+        .await
+        .unwrap();
+    // each alias keeps its own database and prefix
+    assert_eq!(default.get("sms_13800138000").await.unwrap(), None);
+
+    let session = stores.get("session").unwrap();
+    assert!(matches!(session, AnyStore::Memory(_)));
+    session
+        .set("t", Bytes::from_static(b"u"), Expiry::Default)
+        .await
+        .unwrap();
+    assert_eq!(session.ttl("t").await.unwrap(), Ttl::Persistent);
+}
+
+#[tokio::test]
+async fn unknown_alias_names_the_alias_and_the_known_ones() {
+    let config: StoresConfig =
+        serde_json::from_str(r#"{"default": {}, "session": {"location": "memory://"}}"#).unwrap();
+    let stores = Stores::from_config(&config).await.unwrap();
+    let err = stores.get("verify_codes").unwrap_err();
+    match &err {
+        ConfigError::UnknownAlias { alias, known } => {
+            assert_eq!(alias, "verify_codes");
+            assert_eq!(known, &["default", "session"]);
+        }
+        other => panic!("unexpected error {other:?}"),
+    }
+    assert_eq!(
+        err.to_string(),
+        "unknown store alias `verify_codes`; configured aliases: default, session"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_store_names_its_alias() {
+    let config: StoresConfig = serde_json::from_str(
+        r#"{"broken": {"location": "redis://:pw@127.0.0.1", "options": {"max_connections": 0}}}"#,
+    )
+    .unwrap();
+    let err = Stores::from_config(&config).await.unwrap_err();
+    assert!(err.to_string().contains("store `broken`"), "{err}");
+}

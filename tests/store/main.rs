@@ -1,0 +1,84 @@
+//! The store: one conformance suite run against every backend, plus what only Redis can show
+//! (restarts, stalls, wire compatibility with django-redis).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod config;
+mod conformance;
+mod redis;
+
+use tower_redis_http::store::{MemoryStore, RedisStore};
+
+use support::TestRedis;
+
+/// Generates one `#[tokio::test]` per conformance case for a backend whose factory returns
+/// `(guard, store)`; the guard keeps the backend's server alive for the test.
+macro_rules! conformance_suite {
+    ($backend:ident, $factory:path) => {
+        mod $backend {
+            conformance_suite!(@cases $factory;
+                get_of_missing_key_is_none,
+                set_then_get_round_trips_any_bytes,
+                set_replaces_value_and_expiry,
+                value_with_ttl_expires,
+                default_expiry_is_the_store_timeout,
+                zero_expiry_deletes_and_stores_nothing,
+                sub_millisecond_ttl_still_stores,
+                set_if_absent_refuses_an_existing_key,
+                set_if_absent_has_exactly_one_winner_under_concurrency,
+                set_if_absent_succeeds_again_after_expiry,
+                get_and_refresh_extends_the_ttl,
+                get_and_refresh_of_missing_key_creates_nothing,
+                get_and_refresh_makes_a_persistent_key_expire,
+                delete_reports_whether_the_key_existed,
+                increment_adds_and_keeps_the_ttl,
+                increment_of_missing_key_is_none_and_creates_nothing,
+                increment_refuses_non_integers_and_overflow,
+                concurrent_increments_are_all_counted,
+                ttl_tells_missing_persistent_and_expiring_apart,
+                bump_version_moves_the_value_and_keeps_its_ttl,
+                concurrent_version_bumps_move_the_value_once,
+                bump_version_on_raw_keys_is_unsupported,
+                keys_follow_the_django_layout,
+                oversized_and_empty_keys_are_refused,
+                cooldown_allows_one_hit_per_interval,
+                cooldown_has_exactly_one_winner_under_concurrency,
+                cooldown_reopens_after_the_interval,
+                fixed_window_counts_up_to_the_limit,
+                fixed_window_admits_exactly_the_limit_under_concurrency,
+                fixed_window_starts_over_after_the_window,
+                fixed_window_of_zero_refuses_everything,
+                gcra_reports_like_redis_cell,
+                gcra_allows_the_burst_then_spaces_hits,
+                gcra_admits_exactly_the_burst_under_concurrency,
+                rate_limit_on_a_non_counter_is_an_invalid_value,
+            );
+        }
+    };
+    (@cases $factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                let (_guard, store) = $factory().await;
+                crate::conformance::$case(store).await;
+            }
+        )*
+    };
+}
+
+async fn memory_store() -> ((), MemoryStore) {
+    ((), MemoryStore::new())
+}
+
+async fn redis_store() -> (TestRedis, RedisStore) {
+    let redis = TestRedis::start();
+    let store = RedisStore::builder(redis.url())
+        .build()
+        .await
+        .expect("build a store on the test server");
+    (redis, store)
+}
+
+conformance_suite!(memory, crate::memory_store);
+conformance_suite!(redis_backend, crate::redis_store);

@@ -1,0 +1,343 @@
+//! What only a real Redis can show: wire compatibility with django-redis, no PING per call,
+//! recovery from restarts, bounded calls against a stalled server, connection options.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tower_redis_http::store::{Expiry, RatePolicy, RedisStore, Store, StoreErrorKind, value};
+
+use crate::support::{TestRedis, command_calls, eventually};
+
+/// How long a test waits for a call that must not hang before declaring it hung: far above
+/// every configured timeout, so it only trips on a real hang.
+const HANG_GUARD: Duration = Duration::from_secs(10);
+
+async fn store_for(redis: &TestRedis) -> RedisStore {
+    RedisStore::builder(redis.url()).build().await.unwrap()
+}
+
+#[tokio::test]
+async fn reads_what_django_redis_wrote() {
+    let redis = TestRedis::start();
+    // What `cache.set(...)` leaves in Redis with django-redis's JSONSerializer and defaults.
+    redis.command(&["SET", ":1:visits", "42"]);
+    redis.command(&[
+        "SET",
+        ":1:user",
+        r#"{"id": 1, "username": "alice", "is_active": true}"#,
+    ]);
+    redis.command(&["SET", "shop:2:greeting", r#""hello""#]);
+    let store = store_for(&redis).await;
+
+    let visits: i64 = value::decode(&store.get("visits").await.unwrap().unwrap()).unwrap();
+    assert_eq!(visits, 42);
+    assert_eq!(store.increment("visits", 1).await.unwrap(), Some(43));
+    let user: serde_json::Value =
+        value::decode(&store.get("user").await.unwrap().unwrap()).unwrap();
+    assert_eq!(user["username"], "alice");
+    let shop = RedisStore::builder(redis.url())
+        .key_prefix("shop")
+        .version(2)
+        .build()
+        .await
+        .unwrap();
+    let greeting: String = value::decode(&shop.get("greeting").await.unwrap().unwrap()).unwrap();
+    assert_eq!(greeting, "hello");
+}
+
+#[tokio::test]
+async fn writes_what_django_redis_reads() {
+    let redis = TestRedis::start();
+    let store = store_for(&redis).await;
+    store
+        .set(
+            "code",
+            value::encode(&123_456).unwrap(),
+            Duration::from_secs(300).into(),
+        )
+        .await
+        .unwrap();
+    store
+        .set(
+            "profile",
+            value::encode(&serde_json::json!({"id": 7})).unwrap(),
+            Expiry::Never,
+        )
+        .await
+        .unwrap();
+    assert_eq!(redis.command(&["GET", ":1:code"]), "123456");
+    assert_eq!(redis.command(&["GET", ":1:profile"]), r#"{"id":7}"#);
+    let ttl_ms: i64 = redis.command(&["PTTL", ":1:code"]).parse().unwrap();
+    assert!(ttl_ms > 290_000 && ttl_ms <= 300_000, "{ttl_ms}");
+    assert_eq!(redis.command(&["TTL", ":1:profile"]), "-1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_call_is_one_command_and_checkouts_send_no_ping() {
+    let redis = TestRedis::start();
+    let store = store_for(&redis).await;
+    store
+        .set("k", Bytes::from_static(b"v"), Expiry::Never)
+        .await
+        .unwrap();
+    redis.command(&["CONFIG", "RESETSTAT"]);
+
+    let calls = 500;
+    let tasks: Vec<_> = (0..calls)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.get("k").await.unwrap() })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().as_deref(), Some(&b"v"[..]));
+    }
+    assert_eq!(command_calls(&redis, "get"), calls);
+    assert_eq!(command_calls(&redis, "ping"), 0, "a checkout sent PING");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovers_by_itself_after_a_redis_restart() {
+    let mut redis = TestRedis::start();
+    let store = store_for(&redis).await;
+    store
+        .set("before", Bytes::from_static(b"1"), Expiry::Never)
+        .await
+        .unwrap();
+
+    redis.restart();
+
+    // The pooled connection died with the old server. A read retries once on a new
+    // connection, so the first request after the restart already succeeds.
+    assert_eq!(
+        store.get("before").await.unwrap(),
+        None,
+        "the new server starts empty"
+    );
+    store
+        .set("after", Bytes::from_static(b"2"), Expiry::Never)
+        .await
+        .unwrap();
+    assert_eq!(redis.command(&["GET", ":1:after"]), "2");
+    let policy = RatePolicy::cooldown(Duration::from_secs(60)).unwrap();
+    assert!(store.rate_limit("sms", &policy).await.unwrap().allowed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_retried_calls_recover_after_at_most_one_failure_per_connection() {
+    let mut redis = TestRedis::start();
+    let store = store_for(&redis).await;
+    store
+        .set("warm", Bytes::from_static(b"1"), Expiry::Never)
+        .await
+        .unwrap();
+    redis.restart();
+
+    let policy = RatePolicy::fixed_window(100, Duration::from_secs(60)).unwrap();
+    let mut failures = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match store.rate_limit("rl", &policy).await {
+            Ok(decision) => {
+                assert!(decision.allowed);
+                break;
+            }
+            Err(err) => {
+                assert_eq!(err.kind(), StoreErrorKind::Connection, "{err}");
+                failures += 1;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pool did not replace its broken connection"
+        );
+    }
+    assert!(
+        failures <= 1,
+        "{failures} failures: the broken connection was reused"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_server_gives_a_timeout_error_not_a_hang() {
+    let redis = TestRedis::start();
+    let store = RedisStore::builder(redis.url())
+        .command_timeout(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    store
+        .set("k", Bytes::from_static(b"v"), Expiry::Never)
+        .await
+        .unwrap();
+
+    redis.pause();
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { tokio::time::timeout(HANG_GUARD, store.get("k")).await })
+        })
+        .collect();
+    for call in calls {
+        let result = call
+            .await
+            .unwrap()
+            .expect("the call hung past the command timeout");
+        let err = result.unwrap_err();
+        assert_eq!(err.kind(), StoreErrorKind::Timeout, "{err}");
+        assert!(err.is_timeout());
+    }
+    let policy = RatePolicy::cooldown(Duration::from_secs(1)).unwrap();
+    let result = tokio::time::timeout(HANG_GUARD, store.rate_limit("r", &policy))
+        .await
+        .expect("rate_limit hung");
+    assert_eq!(result.unwrap_err().kind(), StoreErrorKind::Timeout);
+
+    redis.resume();
+    let back = eventually(Duration::from_secs(5), || async {
+        store.get("k").await.ok().flatten().is_some()
+    })
+    .await;
+    assert!(back, "the store did not come back after the server resumed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_stalled_before_the_first_connection_also_times_out() {
+    let redis = TestRedis::start();
+    redis.pause();
+    let store = RedisStore::builder(redis.url())
+        .command_timeout(Duration::from_millis(200))
+        .connect_timeout(Duration::from_millis(100))
+        .build()
+        .await
+        .unwrap();
+    let result = tokio::time::timeout(HANG_GUARD, store.get("k"))
+        .await
+        .expect("the call hung while connecting");
+    assert_eq!(result.unwrap_err().kind(), StoreErrorKind::Timeout);
+    redis.resume();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_is_gone_fails_within_the_bound() {
+    let mut redis = TestRedis::start();
+    let store = RedisStore::builder(redis.url())
+        .command_timeout(Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+    redis.kill();
+    let result = tokio::time::timeout(HANG_GUARD, store.get("k"))
+        .await
+        .expect("the call hung with the server gone");
+    let err = result.unwrap_err();
+    assert!(err.is_timeout() || err.is_connection(), "{err}");
+}
+
+#[tokio::test]
+async fn password_and_database_apply_when_the_url_has_none() {
+    let redis = TestRedis::start_with(&["--requirepass", "s3cret"]);
+    let store = RedisStore::builder(redis.url())
+        .password("s3cret")
+        .database(3)
+        .build()
+        .await
+        .unwrap();
+    store
+        .set("k", Bytes::from_static(b"in db 3"), Expiry::Never)
+        .await
+        .unwrap();
+    assert_eq!(redis.command(&["AUTH", "s3cret"]), "OK");
+
+    // the URL's own database wins over the option
+    let url_db = RedisStore::builder(format!("redis://:s3cret@127.0.0.1:{}/5", redis.port()))
+        .database(3)
+        .build()
+        .await
+        .unwrap();
+    url_db
+        .set("k", Bytes::from_static(b"in db 5"), Expiry::Never)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get("k").await.unwrap().as_deref(),
+        Some(&b"in db 3"[..])
+    );
+    assert_eq!(
+        url_db.get("k").await.unwrap().as_deref(),
+        Some(&b"in db 5"[..])
+    );
+
+    let no_password = RedisStore::builder(redis.url())
+        .command_timeout(Duration::from_millis(300))
+        .connect_timeout(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    assert!(no_password.get("k").await.is_err());
+}
+
+#[tokio::test]
+async fn unix_socket_locations_work() {
+    let redis = TestRedis::start_with(&[
+        "--unixsocket",
+        "{dir}/redis.sock",
+        "--unixsocketperm",
+        "700",
+    ]);
+    let socket = redis.dir().join("redis.sock");
+    for location in [
+        format!("unix://{}", socket.display()),
+        format!("redis+unix://{}", socket.display()),
+    ] {
+        let store = RedisStore::builder(&location).build().await.unwrap();
+        store
+            .set("via", Bytes::from_static(b"socket"), Expiry::Never)
+            .await
+            .unwrap();
+        store.ping().await.unwrap();
+    }
+    assert_eq!(redis.command(&["GET", ":1:via"]), "socket");
+}
+
+#[tokio::test]
+async fn scripts_reload_after_the_script_cache_is_flushed() {
+    let redis = TestRedis::start();
+    let store = store_for(&redis).await;
+    let policy = RatePolicy::gcra(10, Duration::from_secs(1), 5).unwrap();
+    assert!(store.rate_limit("g", &policy).await.unwrap().allowed);
+    assert_eq!(redis.command(&["SCRIPT", "FLUSH"]), "OK");
+    assert!(store.rate_limit("g", &policy).await.unwrap().allowed);
+    assert_eq!(store.increment("missing", 1).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn gcra_runs_on_the_server_clock() {
+    let redis = TestRedis::start();
+    let store = store_for(&redis).await;
+    let policy = RatePolicy::gcra(1, Duration::from_secs(10), 0).unwrap();
+    assert!(store.rate_limit("clock", &policy).await.unwrap().allowed);
+    // The stored theoretical arrival time is one interval past Redis's own TIME.
+    let time = redis.command(&["TIME"]);
+    let mut parts = time.lines().map(|part| part.parse::<u64>().unwrap());
+    let server_now_us = parts.next().unwrap() * 1_000_000 + parts.next().unwrap();
+    let tat: u64 = redis.command(&["GET", ":1:clock"]).parse().unwrap();
+    assert!(
+        tat > server_now_us && tat <= server_now_us + 10_000_000,
+        "tat {tat}, now {server_now_us}"
+    );
+}
+
+#[tokio::test]
+async fn invalid_locations_are_config_errors_with_the_password_redacted() {
+    for location in [
+        "http://127.0.0.1",
+        "redis://:hunter2@[bad",
+        "rediss://:hunter2@127.0.0.1",
+    ] {
+        let err = RedisStore::builder(location).build().await.unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("invalid store location"), "{text}");
+        assert!(!text.contains("hunter2"), "password leaked: {text}");
+    }
+}

@@ -1,0 +1,276 @@
+//! Test support: an isolated `redis-server` per test, and polling helpers.
+//!
+//! Each [`TestRedis`] runs its own server on a free loopback port with persistence off, and
+//! kills and reaps it when dropped, so tests never depend on a server already running or on
+//! what an earlier test left behind.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const STARTUP_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A `redis-server` owned by one test.
+#[derive(Debug)]
+pub struct TestRedis {
+    port: u16,
+    dir: PathBuf,
+    extra_args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl TestRedis {
+    /// Starts a server on a free port.
+    ///
+    /// # Panics
+    ///
+    /// When `redis-server` is not installed (the message names the package), or the server
+    /// does not answer PING within 10 seconds.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra command-line arguments, e.g. `["--requirepass", "pw"]`.
+    pub fn start_with(extra_args: &[&str]) -> Self {
+        static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "tower-redis-http-test-{}-{}",
+            std::process::id(),
+            NEXT_DIR.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("create a scratch directory for redis-server");
+        let extra_args: Vec<String> = extra_args
+            .iter()
+            .map(|arg| arg.replace("{dir}", &dir.to_string_lossy()))
+            .collect();
+        // A freshly freed port can be taken by a parallel test before the server binds it;
+        // try a few.
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let mut server = Self {
+                port,
+                dir: dir.clone(),
+                extra_args: extra_args.clone(),
+                child: None,
+            };
+            match server.spawn() {
+                Ok(()) => return server,
+                Err(err) => last_error = err,
+            }
+        }
+        panic!("redis-server did not start: {last_error}");
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        let mut child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(["--appendonly", "no"])
+            .args(["--dir", &self.dir.to_string_lossy()])
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|err| {
+                if err.kind() == std::io::ErrorKind::NotFound {
+                    panic!(
+                        "redis-server is not installed; the integration tests start their own. \
+                         Install the `redis-server` package (`apt-get install redis-server`), \
+                         or run ./scripts/test.sh, which does."
+                    )
+                }
+                panic!("could not run redis-server: {err}")
+            });
+        let deadline = Instant::now() + STARTUP_DEADLINE;
+        loop {
+            if let Some(status) = child.try_wait().map_err(|err| err.to_string())? {
+                return Err(format!(
+                    "redis-server exited with {status} (port {} taken?)",
+                    self.port
+                ));
+            }
+            if self.ping() {
+                self.child = Some(child);
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "no PONG on port {} within {STARTUP_DEADLINE:?}",
+                    self.port
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn ping(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+        // Any answer shows the server is up; one with `requirepass` answers `-NOAUTH`.
+        let mut reply = [0u8; 7];
+        stream.write_all(b"PING\r\n").is_ok()
+            && stream.read_exact(&mut reply).is_ok()
+            && (&reply == b"+PONG\r\n" || reply.starts_with(b"-NOAUTH"))
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The scratch directory (for unix sockets).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server is running").id()
+    }
+
+    /// Stops the server process (SIGSTOP): connections stay open, nothing answers.
+    pub fn pause(&self) {
+        signal(self.pid(), "-STOP");
+    }
+
+    /// Lets a paused server run again (SIGCONT).
+    pub fn resume(&self) {
+        signal(self.pid(), "-CONT");
+    }
+
+    /// Kills the server, dropping every connection and all data.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the server and starts a new one on the same port, as a Redis restart does.
+    pub fn restart(&mut self) {
+        self.kill();
+        let deadline = Instant::now() + STARTUP_DEADLINE;
+        loop {
+            match self.spawn() {
+                Ok(()) => return,
+                // the old socket may linger for a moment
+                Err(err) if Instant::now() > deadline => panic!("restart failed: {err}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    /// Runs one command over a fresh connection, returning the reply in a readable form
+    /// (bulk strings as text, integers as digits, nil as `(nil)`, arrays one item a line).
+    /// Independent of the crate under test, so tests can check what it wrote.
+    pub fn command(&self, args: &[&str]) -> String {
+        let mut stream =
+            TcpStream::connect(("127.0.0.1", self.port)).expect("connect to test redis-server");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("set a read timeout");
+        let mut request = format!("*{}\r\n", args.len()).into_bytes();
+        for arg in args {
+            request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+            request.extend_from_slice(arg.as_bytes());
+            request.extend_from_slice(b"\r\n");
+        }
+        stream.write_all(&request).expect("send command");
+        let mut reader = BufReader::new(stream);
+        read_reply(&mut reader)
+    }
+}
+
+fn read_reply(reader: &mut impl BufRead) -> String {
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("read reply");
+    let line = line.trim_end_matches("\r\n");
+    let (kind, rest) = line.split_at(1);
+    match kind {
+        "+" | ":" => rest.to_owned(),
+        "-" => format!("ERR:{rest}"),
+        "$" => {
+            let Ok(len) = rest.parse::<usize>() else {
+                return "(nil)".to_owned();
+            };
+            let mut buf = vec![0; len + 2];
+            reader.read_exact(&mut buf).expect("read bulk string");
+            buf.truncate(len);
+            String::from_utf8_lossy(&buf).into_owned()
+        }
+        "*" => {
+            let count: i64 = rest.parse().expect("array length");
+            (0..count.max(0))
+                .map(|_| read_reply(reader))
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+        other => panic!("unexpected reply type {other:?}"),
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        // SIGKILL also ends a paused (SIGSTOPped) server.
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {pid} failed");
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("bind an ephemeral loopback port")
+        .port()
+}
+
+/// The number of calls Redis counted for `command` (from `INFO commandstats`), 0 if none.
+pub fn command_calls(redis: &TestRedis, command: &str) -> u64 {
+    let info = redis.command(&["INFO", "commandstats"]);
+    let prefix = format!("cmdstat_{}:calls=", command.to_ascii_lowercase());
+    info.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |calls| calls.parse().expect("calls is a number"))
+}
+
+/// Polls `check` until it returns true or `deadline` passes; returns whether it did.
+pub async fn eventually<F, Fut>(deadline: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = Instant::now() + deadline;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() > until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
