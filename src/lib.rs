@@ -1,4 +1,4 @@
-//! Tower middleware backed by Redis, for any web stack built on [`tower`]: axum, hyper, warp
+//! Tower middleware backed by Redis, for any web stack built on [`tower`](https://docs.rs/tower): axum, hyper, warp
 //! and the rest.
 //!
 //! What Python teams get from django-redis, Django's `cache_page` and Django REST framework's

@@ -48,8 +48,8 @@
 //! # Failures
 //!
 //! A store call fails with a [`StoreError`] whose [`kind`](StoreError::kind) tells a timeout
-//! from a lost connection or a refused command. Every Redis call, including waiting for a pooled
-//! connection, is bounded by the command timeout. What a layer does with the error is its
+//! from a lost connection or a refused command. Every Redis call is bounded: by the connect
+//! timeout while it waits for a connection, and by the command timeout for the reply. What a layer does with the error is its
 //! [`FailurePolicy`](crate::FailurePolicy).
 
 mod config;
@@ -249,7 +249,7 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// # Errors
     ///
     /// [`StoreErrorKind::Unsupported`] when the key scheme ignores the version
-    /// ([`KeyScheme::Raw`]), because the key would move onto itself.
+    /// ([`KeyScheme::raw`]), because the key would move onto itself.
     fn bump_version(
         &self,
         key: &str,

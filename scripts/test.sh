@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs the test suite. The integration tests start their own redis-server on free ports, so
+# the binary must be installed; this installs it from the OS packages when it is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "redis-server is missing; installing it from the OS packages" >&2
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  if command -v apt-get >/dev/null 2>&1; then
+    $sudo apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  elif command -v dnf >/dev/null 2>&1; then
+    $sudo dnf install -y -q redis
+  elif command -v apk >/dev/null 2>&1; then
+    $sudo apk add --quiet redis
+  elif command -v brew >/dev/null 2>&1; then
+    brew install redis
+  else
+    echo "no known package manager: install redis-server yourself and run this again" >&2
+    exit 1
+  fi
+fi
+
+exec cargo test --all-features "$@"
