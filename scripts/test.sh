@@ -4,6 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The tests pause and resume their servers with kill(1) (procps on Debian).
+if [ ! -x /bin/kill ] && [ ! -x /usr/bin/kill ] && command -v apt-get >/dev/null 2>&1; then
+  echo "kill(1) is missing; installing procps" >&2
+  if [ "$(id -u)" -ne 0 ]; then sudo apt-get update -qq && sudo apt-get install -y -qq procps >/dev/null
+  else apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq procps >/dev/null; fi
+fi
+
 if ! command -v redis-server >/dev/null 2>&1; then
   echo "redis-server is missing; installing it from the OS packages" >&2
   sudo=""

@@ -1,6 +1,6 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock, RwLock};
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bb8_redis::RedisConnectionManager;
@@ -36,7 +36,7 @@ const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 /// bb8-redis pools `redis::aio::MultiplexedConnection`s, which pipeline concurrent commands over
 /// one socket. Holding a pooled connection for a whole command, as a plain bb8 checkout does,
 /// gives each connection one command at a time and throws that away (0.4 of the throughput of
-/// one shared connection at 64 concurrent requests, see `benches/store.rs`). Instead the store
+/// one shared connection at 64 concurrent requests, see `benches/store_ratio.rs`). Instead the store
 /// takes a connection from bb8, keeps a clone of its multiplexed handle as a *lease* that every
 /// call shares for up to a second, and hands the connection straight back. Concurrent requests
 /// share round trips, the pool's locks stay off the per-call path, and bb8 still owns every
@@ -55,6 +55,10 @@ const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 ///   one is open) and the command timeout for the reply. A stalled server gives
 ///   [`StoreErrorKind::Timeout`], never a hung request. The one retry after a dropped
 ///   connection gets a bound of its own.
+/// - **Fail fast while Redis is down.** When the latest connection attempt failed within the
+///   connect timeout and no connection is open, calls fail at once with
+///   [`StoreErrorKind::Connection`] instead of each waiting out the timeout; bb8 keeps
+///   reconnecting in the background, and calls go through again from its first success.
 /// - Scripts are sent by SHA and reloaded by themselves when Redis has forgotten them.
 ///
 /// [bb8]: https://docs.rs/bb8
@@ -79,6 +83,8 @@ const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 pub struct RedisStore {
     pool: bb8::Pool<TrackedManager>,
     lease: Arc<RwLock<Option<Lease>>>,
+    reachability: Arc<Reachability>,
+    connect_timeout: Duration,
     keys: KeyScheme,
     default_timeout: Timeout,
     command_timeout: Duration,
@@ -116,6 +122,29 @@ struct TrackedConnection {
 struct TrackedManager {
     inner: RedisConnectionManager,
     command_timeout: Duration,
+    reachability: Arc<Reachability>,
+}
+
+/// The outcome of the latest connection attempt, so that calls fail at once while Redis is
+/// known to be unreachable instead of each waiting out the connect timeout.
+#[derive(Default)]
+struct Reachability {
+    last_failure: Mutex<Option<(Instant, String)>>,
+}
+
+impl Reachability {
+    fn record(&self, outcome: Result<(), &RedisError>) {
+        if let Ok(mut last) = self.last_failure.lock() {
+            *last = outcome.err().map(|err| (Instant::now(), err.to_string()));
+        }
+    }
+
+    /// Why the latest attempt failed, if it failed within `window`.
+    fn recent_failure(&self, window: Duration) -> Option<String> {
+        let last = self.last_failure.lock().ok()?;
+        let (at, reason) = last.as_ref()?;
+        (at.elapsed() < window).then(|| reason.clone())
+    }
 }
 
 impl bb8::ManageConnection for TrackedManager {
@@ -123,7 +152,9 @@ impl bb8::ManageConnection for TrackedManager {
     type Error = RedisError;
 
     async fn connect(&self) -> Result<TrackedConnection, RedisError> {
-        let mut conn = self.inner.connect().await?;
+        let connected = self.inner.connect().await;
+        self.reachability.record(connected.as_ref().map(|_| ()));
+        let mut conn = connected?;
         conn.set_response_timeout(self.command_timeout);
         Ok(TrackedConnection {
             conn,
@@ -231,13 +262,32 @@ impl RedisStore {
     async fn checkout_from_pool(
         &self,
     ) -> Result<(MultiplexedConnection, Arc<AtomicBool>), StoreError> {
+        let unreachable = |reason: String| {
+            StoreError::new(
+                StoreErrorKind::Connection,
+                format!("Redis is unreachable: {reason}"),
+            )
+        };
+        // While the latest connection attempt failed recently and no connection is open,
+        // waiting for bb8 would only wait out the connect timeout. bb8 keeps retrying in the
+        // background, and each failure renews the record; the first success clears it.
+        if self.pool.state().idle_connections == 0
+            && let Some(reason) = self.reachability.recent_failure(self.connect_timeout)
+        {
+            return Err(unreachable(reason));
+        }
         loop {
             let pooled = self.pool.get().await.map_err(|err| match err {
                 bb8::RunError::User(err) => classify("connect", err),
-                bb8::RunError::TimedOut => StoreError::new(
-                    StoreErrorKind::Timeout,
-                    "no Redis connection could be had within the connect timeout",
-                ),
+                bb8::RunError::TimedOut => {
+                    match self.reachability.recent_failure(self.connect_timeout) {
+                        Some(reason) => unreachable(reason),
+                        None => StoreError::new(
+                            StoreErrorKind::Timeout,
+                            "no Redis connection could be had within the connect timeout",
+                        ),
+                    }
+                }
             })?;
             if !pooled.broken.load(Ordering::Relaxed) {
                 return Ok((pooled.conn.clone(), Arc::clone(&pooled.broken)));
@@ -250,7 +300,7 @@ impl RedisStore {
     ///
     /// The bound needs no timer of its own: bb8 bounds the checkout by the connect timeout,
     /// and each connection carries the command timeout as redis-rs's response timeout. A
-    /// second timer per call cost about a tenth of the throughput (see `benches/store.rs`).
+    /// second timer per call cost about a tenth of the throughput (see `benches/store_ratio.rs`).
     async fn run<T, F, Fut>(
         &self,
         name: &'static str,
@@ -832,10 +882,12 @@ impl RedisStoreBuilder {
             settings = settings.set_db(database);
         }
         let info = info.set_redis_settings(settings);
+        let reachability = Arc::new(Reachability::default());
         let manager = TrackedManager {
             inner: RedisConnectionManager::new(info)
                 .map_err(|err| invalid("rejected by the Redis client", Some(err)))?,
             command_timeout: self.command_timeout,
+            reachability: Arc::clone(&reachability),
         };
         let pool = bb8::Pool::builder()
             .max_size(self.max_connections)
@@ -847,6 +899,8 @@ impl RedisStoreBuilder {
         Ok(RedisStore {
             pool,
             lease: Arc::new(RwLock::new(None)),
+            reachability,
+            connect_timeout: self.connect_timeout,
             keys: self.keys,
             default_timeout: self.default_timeout,
             command_timeout: self.command_timeout,

@@ -6,6 +6,7 @@ mod support;
 
 mod config;
 mod conformance;
+mod harness;
 mod redis;
 
 use tower_redis_http::store::{MemoryStore, RedisStore};

@@ -234,6 +234,48 @@ async fn a_server_that_is_gone_fails_within_the_bound() {
     assert!(err.is_timeout() || err.is_connection(), "{err}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_fail_fast_while_redis_is_down_and_recover_when_it_is_back() {
+    let mut redis = TestRedis::start();
+    let store = RedisStore::builder(redis.url())
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap();
+    store
+        .set("k", Bytes::from_static(b"v"), Expiry::Never)
+        .await
+        .unwrap();
+    redis.kill();
+
+    // The first call finds the connection gone and a reconnect refused.
+    let first = tokio::time::timeout(HANG_GUARD, store.get("k"))
+        .await
+        .unwrap();
+    assert!(first.is_err());
+    // From then on calls are refused at once as unreachable rather than timing out, which is
+    // what each would do if it waited for a connection.
+    for _ in 0..20 {
+        let err = tokio::time::timeout(HANG_GUARD, store.get("k"))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.kind(), StoreErrorKind::Connection, "{err}");
+        assert!(err.to_string().contains("unreachable"), "{err}");
+    }
+
+    redis.restart();
+    let back = eventually(Duration::from_secs(10), || async {
+        store
+            .set("k", Bytes::from_static(b"again"), Expiry::Never)
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(back, "the store did not reconnect after Redis came back");
+    assert_eq!(redis.command(&["GET", ":1:k"]), "again");
+}
+
 #[tokio::test]
 async fn password_and_database_apply_when_the_url_has_none() {
     let redis = TestRedis::start_with(&["--requirepass", "s3cret"]);

@@ -17,6 +17,7 @@ const STARTUP_DEADLINE: Duration = Duration::from_secs(10);
 /// A `redis-server` owned by one test.
 #[derive(Debug)]
 pub struct TestRedis {
+    binary: String,
     port: u16,
     dir: PathBuf,
     extra_args: Vec<String>,
@@ -34,15 +35,20 @@ impl TestRedis {
         Self::start_with(&[])
     }
 
-    /// Starts a server with extra command-line arguments, e.g. `["--requirepass", "pw"]`.
+    /// Starts a server with extra command-line arguments, e.g. `["--requirepass", "pw"]`;
+    /// `{dir}` in an argument stands for the server's scratch directory.
     pub fn start_with(extra_args: &[&str]) -> Self {
+        Self::start_binary("redis-server", extra_args)
+    }
+
+    /// Starts the server binary at `binary` (a name looked up in `PATH`, or a path).
+    pub fn start_binary(binary: &str, extra_args: &[&str]) -> Self {
         static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "tower-redis-http-test-{}-{}",
             std::process::id(),
             NEXT_DIR.fetch_add(1, Ordering::Relaxed)
         ));
-        std::fs::create_dir_all(&dir).expect("create a scratch directory for redis-server");
         let extra_args: Vec<String> = extra_args
             .iter()
             .map(|arg| arg.replace("{dir}", &dir.to_string_lossy()))
@@ -53,6 +59,7 @@ impl TestRedis {
         for _ in 0..5 {
             let port = free_port();
             let mut server = Self {
+                binary: binary.to_owned(),
                 port,
                 dir: dir.clone(),
                 extra_args: extra_args.clone(),
@@ -67,7 +74,9 @@ impl TestRedis {
     }
 
     fn spawn(&mut self) -> Result<(), String> {
-        let mut child = Command::new("redis-server")
+        // created here, not once: a failed attempt's drop removes it
+        std::fs::create_dir_all(&self.dir).map_err(|err| format!("scratch directory: {err}"))?;
+        let mut child = Command::new(&self.binary)
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
