@@ -4,7 +4,7 @@
 //! What Python teams get from django-redis, Django's `cache_page` and Django REST framework's
 //! Redis token authentication, as layers:
 //!
-//! - **Token authentication** with path allow-lists (planned: `auth`).
+//! - **Token authentication** with path allow-lists: [`auth`].
 //! - **Response caching** akin to `cache_page`, following the rules of a shared HTTP cache
 //!   (planned: `cache`).
 //! - **Per-key rate limiting** and send flags, atomic in Redis (planned: `ratelimit`).
@@ -46,6 +46,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod auth;
+pub mod body;
 mod error;
 mod failure;
 pub mod store;

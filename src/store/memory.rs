@@ -190,6 +190,13 @@ impl MemoryStore {
         out.expect("moka runs the compute closure exactly once")
     }
 
+    fn live_slot(&self, full_key: &str, now: Instant) -> Option<Slot> {
+        self.shared
+            .entries
+            .get(full_key)
+            .filter(|slot| slot.is_live(now))
+    }
+
     fn micros_now(&self) -> u64 {
         u64::try_from(self.shared.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
@@ -283,6 +290,95 @@ impl Store for MemoryStore {
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         let key = self.keys.make(key)?;
         Ok(self.compute(key, |slot, _| (Op::Remove, slot.is_some())))
+    }
+
+    async fn take(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        let key = self.keys.make(key)?;
+        Ok(self.compute(key, |slot, _| {
+            (Op::Remove, slot.map(|slot| slot.value.clone()))
+        }))
+    }
+
+    async fn index_add(&self, index: &str, member: &str) -> Result<(), StoreError> {
+        let (index, member) = (self.keys.make(index)?, self.keys.make(member)?);
+        self.compute(index, |slot, now| {
+            let mut members = match slot.map(|slot| decode_index(&slot.value)).transpose() {
+                Ok(members) => members.unwrap_or_default(),
+                Err(err) => return (Op::Nop, Err(err)),
+            };
+            if !members.contains(&member) {
+                members.push(member);
+            }
+            members.retain(|member| self.live_slot(member, now).is_some());
+            (Op::Put(index_slot(&members)), Ok(()))
+        })
+    }
+
+    async fn index_members(&self, index: &str) -> Result<Vec<(String, Ttl)>, StoreError> {
+        let index = self.keys.make(index)?;
+        self.compute(index, |slot, now| {
+            let Some(slot) = slot else {
+                return (Op::Nop, Ok(Vec::new()));
+            };
+            let members = match decode_index(&slot.value) {
+                Ok(members) => members,
+                Err(err) => return (Op::Nop, Err(err)),
+            };
+            let live: Vec<(String, Ttl)> = members
+                .into_iter()
+                .filter_map(|member| {
+                    let ttl = match self.live_slot(&member, now)?.remaining_ms(now) {
+                        None => Ttl::Persistent,
+                        Some(ms) => Ttl::Expires(Duration::from_millis(ms)),
+                    };
+                    Some((member, ttl))
+                })
+                .collect();
+            let names: Vec<String> = live.iter().map(|(member, _)| member.clone()).collect();
+            (Op::Put(index_slot(&names)), Ok(live))
+        })
+    }
+
+    async fn index_remove(&self, index: &str, member: &str) -> Result<bool, StoreError> {
+        let (index, member) = (self.keys.make(index)?, self.keys.make(member)?);
+        self.compute(index, |slot, _| {
+            let Some(slot) = slot else {
+                return (Op::Nop, Ok(false));
+            };
+            match decode_index(&slot.value) {
+                Ok(mut members) => {
+                    let before = members.len();
+                    members.retain(|m| *m != member);
+                    let removed = members.len() < before;
+                    (Op::Put(index_slot(&members)), Ok(removed))
+                }
+                Err(err) => (Op::Nop, Err(err)),
+            }
+        })
+    }
+
+    async fn index_delete_all(&self, index: &str) -> Result<u64, StoreError> {
+        let index = self.keys.make(index)?;
+        let entries = &self.shared.entries;
+        self.compute(index, |slot, now| {
+            let Some(slot) = slot else {
+                return (Op::Nop, Ok(0));
+            };
+            match decode_index(&slot.value) {
+                Ok(members) => {
+                    let deleted = members
+                        .iter()
+                        .filter(|member| {
+                            entries
+                                .remove(member.as_str())
+                                .is_some_and(|slot| slot.is_live(now))
+                        })
+                        .count();
+                    (Op::Remove, Ok(deleted as u64))
+                }
+                Err(err) => (Op::Nop, Err(err)),
+            }
+        })
     }
 
     async fn increment(&self, key: &str, delta: i64) -> Result<Option<i64>, StoreError> {
@@ -402,6 +498,24 @@ impl Store for MemoryStore {
                 })
             }
         }
+    }
+}
+
+/// An index's members, stored as a JSON array of full keys.
+fn decode_index(value: &[u8]) -> Result<Vec<String>, StoreError> {
+    serde_json::from_slice(value).map_err(|err| {
+        StoreError::with_source(
+            StoreErrorKind::InvalidValue,
+            "key does not hold an index",
+            err,
+        )
+    })
+}
+
+fn index_slot(members: &[String]) -> Slot {
+    Slot {
+        value: Bytes::from(serde_json::to_vec(members).expect("a list of strings serializes")),
+        expires_at: None,
     }
 }
 

@@ -42,8 +42,9 @@
 //! Each operation is atomic on its own: a single Redis command or a Lua script, and a per-key
 //! compute in the memory store. No operation checks and then sets across two round trips. Every
 //! operation touches one key, except [`Store::bump_version`], which moves one logical key
-//! between two versions; a cluster backend needs both keys in one hash slot, which a
-//! [`KeyScheme::custom`] function can ensure with a `{hash tag}`.
+//! between two versions, and the `index_*` operations, which read or delete the keys an index
+//! names. A cluster backend needs those keys in one hash slot, which a [`KeyScheme::custom`]
+//! function can ensure with a `{hash tag}`.
 //!
 //! # Failures
 //!
@@ -228,6 +229,38 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// Removes `key`, telling whether it existed.
     fn delete(&self, key: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Removes `key` and returns the value it held, in one atomic step (Redis `GETDEL`): of
+    /// concurrent callers, one gets the value.
+    fn take(&self, key: &str) -> impl Future<Output = Result<Option<Bytes>, StoreError>> + Send;
+
+    /// Adds the key `member` to the set of keys under `index` (a user's live tokens, say), and
+    /// drops members whose keys no longer exist, in one atomic step. Indexes never expire by
+    /// themselves; pruning keeps them as small as their live members.
+    fn index_add(
+        &self,
+        index: &str,
+        member: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The members of `index` whose keys still exist, with their remaining lifetimes (members
+    /// whose keys are gone are dropped on the way).
+    fn index_members(
+        &self,
+        index: &str,
+    ) -> impl Future<Output = Result<Vec<(String, Ttl)>, StoreError>> + Send;
+
+    /// Removes `member` from `index`, telling whether it was there.
+    fn index_remove(
+        &self,
+        index: &str,
+        member: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Deletes every member's key and the index itself in one atomic step, returning how many
+    /// member keys existed. A member added after this step is not affected.
+    fn index_delete_all(&self, index: &str)
+    -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Adds `delta` to the integer under `key`, keeping its expiry, and returns the new value;
     /// `None` when the key does not exist (Django raises `ValueError` there). A value that is not

@@ -89,6 +89,26 @@ impl Store for AnyStore {
         dispatch!(self, store => store.delete(key).await)
     }
 
+    async fn take(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        dispatch!(self, store => store.take(key).await)
+    }
+
+    async fn index_add(&self, index: &str, member: &str) -> Result<(), StoreError> {
+        dispatch!(self, store => store.index_add(index, member).await)
+    }
+
+    async fn index_members(&self, index: &str) -> Result<Vec<(String, Ttl)>, StoreError> {
+        dispatch!(self, store => store.index_members(index).await)
+    }
+
+    async fn index_remove(&self, index: &str, member: &str) -> Result<bool, StoreError> {
+        dispatch!(self, store => store.index_remove(index, member).await)
+    }
+
+    async fn index_delete_all(&self, index: &str) -> Result<u64, StoreError> {
+        dispatch!(self, store => store.index_delete_all(index).await)
+    }
+
     async fn increment(&self, key: &str, delta: i64) -> Result<Option<i64>, StoreError> {
         dispatch!(self, store => store.increment(key, delta).await)
     }

@@ -23,6 +23,12 @@ static COOLDOWN: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/cooldown.lua")));
 static FIXED_WINDOW: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/fixed_window.lua")));
+static INDEX_ADD: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/index_add.lua")));
+static INDEX_MEMBERS: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/index_members.lua")));
+static INDEX_DELETE_ALL: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/index_delete_all.lua")));
 static GCRA: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/gcra.lua")));
 
 const DEFAULT_MAX_CONNECTIONS: u32 = 16;
@@ -505,6 +511,87 @@ impl Store for RedisStore {
             })
             .await?;
         Ok(removed > 0)
+    }
+
+    async fn take(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        let key = self.keys.make(key)?;
+        let key = key.as_str();
+        let value: Option<Vec<u8>> = self
+            .run("GETDEL", Retry::Never, move |mut conn| async move {
+                redis::cmd("GETDEL").arg(key).query_async(&mut conn).await
+            })
+            .await?;
+        Ok(value.map(Bytes::from))
+    }
+
+    async fn index_add(&self, index: &str, member: &str) -> Result<(), StoreError> {
+        let (index, member) = (self.keys.make(index)?, self.keys.make(member)?);
+        let (index, member) = (index.as_str(), member.as_str());
+        self.run(
+            "index_add script",
+            Retry::OnDroppedConnection,
+            move |mut conn| async move {
+                INDEX_ADD
+                    .key(index)
+                    .arg(member)
+                    .invoke_async::<()>(&mut conn)
+                    .await
+            },
+        )
+        .await
+    }
+
+    async fn index_members(&self, index: &str) -> Result<Vec<(String, Ttl)>, StoreError> {
+        let index = self.keys.make(index)?;
+        let index = index.as_str();
+        let flat: Vec<String> = self
+            .run("index_members script", Retry::OnDroppedConnection, move |mut conn| async move {
+                INDEX_MEMBERS.key(index).invoke_async(&mut conn).await
+            })
+            .await?;
+        flat.chunks_exact(2)
+            .map(|pair| {
+                let ms: i64 = pair[1].parse().map_err(|_| {
+                    unexpected_reply("index_members script", "PTTL is not a number")
+                })?;
+                let ttl = if ms < 0 {
+                    Ttl::Persistent
+                } else {
+                    Ttl::Expires(to_duration_ms(ms))
+                };
+                Ok((pair[0].clone(), ttl))
+            })
+            .collect()
+    }
+
+    async fn index_remove(&self, index: &str, member: &str) -> Result<bool, StoreError> {
+        let (index, member) = (self.keys.make(index)?, self.keys.make(member)?);
+        let (index, member) = (index.as_str(), member.as_str());
+        let removed: i64 = self
+            .run(
+                "SREM",
+                Retry::OnDroppedConnection,
+                move |mut conn| async move {
+                    redis::cmd("SREM")
+                        .arg(index)
+                        .arg(member)
+                        .query_async(&mut conn)
+                        .await
+                },
+            )
+            .await?;
+        Ok(removed > 0)
+    }
+
+    async fn index_delete_all(&self, index: &str) -> Result<u64, StoreError> {
+        let index = self.keys.make(index)?;
+        let index = index.as_str();
+        let deleted: i64 = self
+            .run("index_delete_all script", Retry::OnDroppedConnection, move |mut conn| async move {
+                INDEX_DELETE_ALL.key(index).invoke_async(&mut conn).await
+            })
+            .await?;
+        Ok(u64::try_from(deleted).unwrap_or(0))
     }
 
     async fn increment(&self, key: &str, delta: i64) -> Result<Option<i64>, StoreError> {

@@ -501,3 +501,74 @@ pub async fn rate_limit_on_a_non_counter_is_an_invalid_value<S: Store>(store: S)
         );
     }
 }
+
+pub async fn take_returns_the_value_once<S: Store>(store: S) {
+    store.set("once", bytes("v"), secs(60)).await.unwrap();
+    let results = race(&store, 16, |store, _| async move {
+        store.take("once").await.unwrap()
+    })
+    .await;
+    assert_eq!(results.iter().filter(|taken| taken.is_some()).count(), 1);
+    assert_eq!(store.get("once").await.unwrap(), None);
+    assert_eq!(store.take("once").await.unwrap(), None);
+}
+
+pub async fn index_lists_live_members_with_their_ttls<S: Store>(store: S) {
+    store.set("tok:a", bytes("1"), secs(60)).await.unwrap();
+    store.set("tok:b", bytes("2"), Expiry::Never).await.unwrap();
+    store.index_add("user:1", "tok:a").await.unwrap();
+    store.index_add("user:1", "tok:b").await.unwrap();
+    store.index_add("user:1", "tok:a").await.unwrap();
+    let mut members = store.index_members("user:1").await.unwrap();
+    members.sort_by(|a, b| a.0.cmp(&b.0));
+    let full = |k: &str| store.key_scheme().make(k).unwrap();
+    assert_eq!(members.len(), 2, "{members:?}");
+    assert_eq!(members[0].0, full("tok:a"));
+    assert!(matches!(members[0].1, Ttl::Expires(_)));
+    assert_eq!(members[1], (full("tok:b"), Ttl::Persistent));
+    assert!(store.index_remove("user:1", "tok:b").await.unwrap());
+    assert!(!store.index_remove("user:1", "tok:b").await.unwrap());
+    assert_eq!(store.index_members("user:1").await.unwrap().len(), 1);
+    assert!(store.index_members("nobody").await.unwrap().is_empty());
+}
+
+pub async fn index_drops_members_whose_keys_are_gone<S: Store>(store: S) {
+    store
+        .set("tok:short", bytes("1"), Duration::from_millis(50).into())
+        .await
+        .unwrap();
+    store.set("tok:long", bytes("2"), secs(60)).await.unwrap();
+    store.index_add("user:2", "tok:short").await.unwrap();
+    store.index_add("user:2", "tok:long").await.unwrap();
+    store.delete("tok:long").await.unwrap();
+    let pruned = eventually(EXPIRY_DEADLINE, || async {
+        store.index_members("user:2").await.unwrap().is_empty()
+    })
+    .await;
+    assert!(pruned);
+}
+
+pub async fn index_delete_all_deletes_every_member_key<S: Store>(store: S) {
+    for token in ["t1", "t2", "t3"] {
+        store.set(token, bytes("u"), secs(60)).await.unwrap();
+        store.index_add("user:3", token).await.unwrap();
+    }
+    store.delete("t3").await.unwrap();
+    assert_eq!(store.index_delete_all("user:3").await.unwrap(), 2);
+    for token in ["t1", "t2"] {
+        assert_eq!(store.get(token).await.unwrap(), None);
+    }
+    assert!(store.index_members("user:3").await.unwrap().is_empty());
+    assert_eq!(store.index_delete_all("user:3").await.unwrap(), 0);
+}
+
+pub async fn index_survives_concurrent_adds<S: Store>(store: S) {
+    race(&store, 32, |store, i| async move {
+        let key = format!("c{i}");
+        store.set(&key, bytes("u"), secs(60)).await.unwrap();
+        store.index_add("user:4", &key).await.unwrap();
+    })
+    .await;
+    assert_eq!(store.index_members("user:4").await.unwrap().len(), 32);
+    assert_eq!(store.index_delete_all("user:4").await.unwrap(), 32);
+}

@@ -54,6 +54,11 @@ macro_rules! conformance_suite {
                 gcra_allows_the_burst_then_spaces_hits,
                 gcra_admits_exactly_the_burst_under_concurrency,
                 rate_limit_on_a_non_counter_is_an_invalid_value,
+                take_returns_the_value_once,
+                index_lists_live_members_with_their_ttls,
+                index_drops_members_whose_keys_are_gone,
+                index_delete_all_deletes_every_member_key,
+                index_survives_concurrent_adds,
             );
         }
     };

@@ -1,0 +1,170 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use serde::de::DeserializeOwned;
+use tower_service::Service;
+
+use super::layer::Config;
+use super::service::into_body;
+use super::{AuthErrorKind, Authenticated, RejectionResponse, Token, rejection};
+use crate::body::ResponseBody;
+use crate::store::{StoreError, value};
+
+type StoreCall = Pin<Box<dyn Future<Output = Result<Option<Bytes>, StoreError>> + Send>>;
+
+/// A request waiting for its token's lookup.
+pub(crate) struct Lookup<S, ReqBody, P, R> {
+    pub(crate) store_call: StoreCall,
+    pub(crate) inner: S,
+    pub(crate) request: Request<ReqBody>,
+    pub(crate) token: String,
+    pub(crate) config: Arc<Config<P>>,
+    pub(crate) rejection: R,
+}
+
+pin_project! {
+    /// The response future of [`TokenAuth`](super::TokenAuth).
+    pub struct ResponseFuture<S, ReqBody, P, R>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        #[pin]
+        state: State<S, ReqBody, P, R>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, ReqBody, P, R>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        Lookup { lookup: Option<Lookup<S, ReqBody, P, R>> },
+        Inner { #[pin] future: S::Future },
+        Rejected { response: Option<Response<Bytes>> },
+    }
+}
+
+impl<S, ReqBody, P, R> ResponseFuture<S, ReqBody, P, R>
+where
+    S: Service<Request<ReqBody>>,
+{
+    pub(crate) fn inner(future: S::Future) -> Self {
+        Self {
+            state: State::Inner { future },
+        }
+    }
+
+    pub(crate) fn rejected(response: Response<Bytes>) -> Self {
+        Self {
+            state: State::Rejected {
+                response: Some(response),
+            },
+        }
+    }
+
+    pub(crate) fn lookup(lookup: Lookup<S, ReqBody, P, R>) -> Self {
+        Self {
+            state: State::Lookup {
+                lookup: Some(lookup),
+            },
+        }
+    }
+}
+
+impl<S, ReqBody, P, R> std::fmt::Debug for ResponseFuture<S, ReqBody, P, R>
+where
+    S: Service<Request<ReqBody>>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.state {
+            State::Lookup { .. } => "Lookup",
+            State::Inner { .. } => "Inner",
+            State::Rejected { .. } => "Rejected",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
+    }
+}
+
+impl<P: DeserializeOwned> Config<P> {
+    /// The principal for a lookup's outcome, or why there is none.
+    fn principal(&self, found: Result<Option<Bytes>, StoreError>) -> Result<P, AuthErrorKind> {
+        let stored = match found {
+            Ok(Some(stored)) => stored,
+            Ok(None) => return Err(AuthErrorKind::InvalidToken),
+            Err(err) if self.on_store_error.handle("auth", &err) => {
+                return Err(AuthErrorKind::InvalidToken);
+            }
+            Err(_) => return Err(AuthErrorKind::StoreUnavailable),
+        };
+        let principal = value::decode::<P>(&stored).map_err(|err| {
+            tracing::warn!(layer = "auth", error = %crate::failure::ErrorChain(&err), "stored principal does not decode; treating the token as unknown");
+            AuthErrorKind::InvalidToken
+        })?;
+        if let Some(validate) = &self.validate {
+            validate(&principal).map_err(AuthErrorKind::PrincipalRejected)?;
+        }
+        Ok(principal)
+    }
+}
+
+impl<S, ReqBody, ResBody, P, R> Future for ResponseFuture<S, ReqBody, P, R>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    P: DeserializeOwned + Clone + Send + Sync + 'static,
+    R: RejectionResponse,
+{
+    type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.project().state;
+        loop {
+            match state.as_mut().project() {
+                StateProj::Lookup { lookup } => {
+                    let pending = lookup
+                        .as_mut()
+                        .expect("a lookup is polled until it moves on");
+                    let found = ready!(pending.store_call.as_mut().poll(cx));
+                    let Lookup {
+                        mut inner,
+                        mut request,
+                        token,
+                        config,
+                        rejection,
+                        ..
+                    } = lookup.take().expect("checked just above");
+                    match config.principal(found) {
+                        Ok(principal) => {
+                            request
+                                .extensions_mut()
+                                .insert(Authenticated::new(principal, Token::from(token)));
+                            let future = inner.call(request);
+                            state.set(State::Inner { future });
+                        }
+                        Err(kind) => {
+                            let response = rejection::respond(&rejection, &config.error(kind));
+                            state.set(State::Rejected {
+                                response: Some(response),
+                            });
+                        }
+                    }
+                }
+                StateProj::Inner { future } => {
+                    let response = ready!(future.poll(cx))?;
+                    return Poll::Ready(Ok(response.map(ResponseBody::inner)));
+                }
+                StateProj::Rejected { response } => {
+                    let response = response.take().expect("polled after completion");
+                    return Poll::Ready(Ok(into_body(response)));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,204 @@
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use serde::de::DeserializeOwned;
+use tower_service::Service;
+
+use super::future::{Lookup, ResponseFuture};
+use super::layer::Config;
+use super::paths::Access;
+use super::source::extract_token;
+use super::{AuthError, AuthErrorKind, RejectionResponse, rejection};
+use crate::body::ResponseBody;
+use crate::store::Store;
+
+/// The service [`TokenAuthLayer`](super::TokenAuthLayer) wraps around an inner service.
+///
+/// # Example
+///
+/// ```
+/// use tower::{Service, ServiceBuilder, ServiceExt};
+/// use tower_redis_http::auth::TokenAuthLayer;
+/// use tower_redis_http::store::MemoryStore;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let service = ServiceBuilder::new()
+///     .layer(TokenAuthLayer::<u64>::bearer(MemoryStore::new()).build()?)
+///     .service_fn(|_req: http::Request<String>| async {
+///         Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
+///     });
+/// let response = service.oneshot(http::Request::new(String::new())).await?;
+/// assert_eq!(response.status(), 401);
+/// # Ok(()) }
+/// ```
+pub struct TokenAuth<S, P, R> {
+    inner: S,
+    config: Arc<Config<P>>,
+    rejection: R,
+}
+
+impl<S, P, R> TokenAuth<S, P, R> {
+    pub(crate) fn new(inner: S, config: Arc<Config<P>>, rejection: R) -> Self {
+        Self {
+            inner,
+            config,
+            rejection,
+        }
+    }
+
+    /// The inner service.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower::Layer;
+    /// use tower_redis_http::auth::TokenAuthLayer;
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let auth = TokenAuthLayer::<u64>::bearer(MemoryStore::new()).build()?.layer(7);
+    /// assert_eq!(*auth.get_ref(), 7);
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower::Layer;
+    /// use tower_redis_http::auth::TokenAuthLayer;
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let mut auth = TokenAuthLayer::<u64>::bearer(MemoryStore::new()).build()?.layer(7);
+    /// *auth.get_mut() = 8;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, unwrapped.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower::Layer;
+    /// use tower_redis_http::auth::TokenAuthLayer;
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let auth = TokenAuthLayer::<u64>::bearer(MemoryStore::new()).build()?.layer(7);
+    /// assert_eq!(auth.into_inner(), 7);
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, P, R: Clone> Clone for TokenAuth<S, P, R> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            config: Arc::clone(&self.config),
+            rejection: self.rejection.clone(),
+        }
+    }
+}
+
+impl<S: std::fmt::Debug, P, R> std::fmt::Debug for TokenAuth<S, P, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenAuth")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `call` decided before any store call.
+enum Decision {
+    Pass,
+    Lookup { token: String },
+    Reject(AuthErrorKind),
+}
+
+impl<P> Config<P> {
+    /// Path policy and token extraction: everything decided without the store.
+    fn decide(&self, parts: &http::request::Parts) -> Decision {
+        let access = match self.paths.access(&parts.method, parts.uri.path()) {
+            Ok(access) => access,
+            Err(why) => return Decision::Reject(AuthErrorKind::PathNotNormalized(why)),
+        };
+        if access == Access::Open {
+            return Decision::Pass;
+        }
+        match extract_token(&self.sources, parts, self.max_token_len) {
+            // a present token is checked on optional paths too: a bad one is rejected
+            Ok(Some(token)) => Decision::Lookup { token },
+            Ok(None) if access == Access::Optional => Decision::Pass,
+            Ok(None) => Decision::Reject(AuthErrorKind::NotAuthenticated),
+            Err(kind) => Decision::Reject(kind),
+        }
+    }
+
+    pub(crate) fn error(&self, kind: AuthErrorKind) -> AuthError {
+        AuthError::new(kind, self.challenge.clone())
+    }
+}
+
+impl<S, P, R, ReqBody, ResBody> Service<Request<ReqBody>> for TokenAuth<S, P, R>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    P: DeserializeOwned + Clone + Send + Sync + 'static,
+    R: RejectionResponse,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody, P, R>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let (parts, body) = request.into_parts();
+        let decision = self.config.decide(&parts);
+        let request = Request::from_parts(parts, body);
+        match decision {
+            Decision::Pass => ResponseFuture::inner(self.inner.call(request)),
+            Decision::Reject(kind) => {
+                let error = self.config.error(kind);
+                ResponseFuture::rejected(rejection::respond(&self.rejection, &error))
+            }
+            Decision::Lookup { token } => {
+                // clone-and-swap: the future gets the service that was polled ready
+                let clone = self.inner.clone();
+                let ready = std::mem::replace(&mut self.inner, clone);
+                let key = self.config.keys.key(&token);
+                let config = Arc::clone(&self.config);
+                let store_call = Box::pin(async move {
+                    match config.sliding {
+                        Some(ttl) => config.store.get_and_refresh(&key, ttl).await,
+                        None => config.store.get(&key).await,
+                    }
+                });
+                ResponseFuture::lookup(Lookup {
+                    store_call,
+                    inner: ready,
+                    request,
+                    token,
+                    config: Arc::clone(&self.config),
+                    rejection: self.rejection.clone(),
+                })
+            }
+        }
+    }
+}
+
+/// The bytes of a rejection, as the body type the layer answers with.
+pub(crate) fn into_body<B>(response: Response<Bytes>) -> Response<ResponseBody<B>> {
+    response.map(ResponseBody::full)
+}

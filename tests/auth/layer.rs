@@ -1,0 +1,762 @@
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, Method, StatusCode, header};
+use http_body_util::Full;
+use tower::ServiceBuilder;
+use tower::util::BoxCloneService;
+use tower_redis_http::FailurePolicy;
+use tower_redis_http::auth::{
+    AuthError, AuthErrorKind, TokenAuthBuilder, TokenAuthLayer, TokenKeys, TokenSource,
+    TokenStorage, Tokens,
+};
+use tower_redis_http::store::{Expiry, RedisStore, Store, value};
+
+use crate::support::{TestRedis, command_calls, eventually};
+use crate::{Reply, User, alice, empty, get, redis_store, send, whoami};
+
+type App = BoxCloneService<
+    http::Request<Full<Bytes>>,
+    http::Response<tower_redis_http::body::ResponseBody<Full<Bytes>>>,
+    std::convert::Infallible,
+>;
+
+fn app(builder: TokenAuthBuilder<User>) -> App {
+    BoxCloneService::new(
+        ServiceBuilder::new()
+            .layer(builder.build().unwrap())
+            .service_fn(whoami),
+    )
+}
+
+async fn issue(store: &RedisStore, user: &User) -> String {
+    Tokens::new(store.clone(), |u: &User| u.id.to_string())
+        .issue(user)
+        .await
+        .unwrap()
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+fn assert_rejected(reply: &Reply, status: StatusCode, detail: &str, challenge: Option<&str>) {
+    assert_eq!(reply.status, status, "{}", reply.body);
+    assert_eq!(
+        reply.body,
+        serde_json::json!({ "detail": detail }).to_string()
+    );
+    assert_eq!(reply.headers[header::CONTENT_TYPE], "application/json");
+    assert_eq!(
+        reply
+            .headers
+            .get(header::WWW_AUTHENTICATE)
+            .map(|v| v.to_str().unwrap()),
+        challenge,
+        "challenge for {detail}"
+    );
+}
+
+#[tokio::test]
+async fn a_valid_bearer_token_reaches_the_handler_with_the_principal() {
+    let redis = TestRedis::start();
+    let store = redis_store(&redis).await;
+    let token = issue(&store, &alice()).await;
+    let app = app(TokenAuthLayer::bearer(store));
+    let reply = send(
+        &app,
+        empty(get("/me/").header("authorization", bearer(&token))),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, "user:alice");
+}
+
+#[tokio::test]
+async fn every_token_source_works() {
+    let redis = TestRedis::start();
+    let store = redis_store(&redis).await;
+    let token = issue(&store, &alice()).await;
+
+    let drf = app(TokenAuthLayer::drf(store.clone()));
+    let reply = send(
+        &drf,
+        empty(get("/me/").header("authorization", format!("token {token}"))),
+    )
+    .await;
+    assert_eq!(reply.body, "user:alice");
+
+    let custom_keyword =
+        app(TokenAuthLayer::bearer(store.clone()).token_sources([TokenSource::keyword("JWT")]));
+    let reply = send(
+        &custom_keyword,
+        empty(get("/me/").header("authorization", format!("JWT {token}"))),
+    )
+    .await;
+    assert_eq!(reply.body, "user:alice");
+
+    let many = app(TokenAuthLayer::bearer(store.clone())
+        .token_from(TokenSource::query("token"))
+        .token_from(TokenSource::cookie("token"))
+        .token_from(TokenSource::header(HeaderName::from_static("x-auth-token"))));
+    for request in [
+        get(&format!("/me/?page=2&token={token}")),
+        get("/me/").header("cookie", format!("theme=dark; token={token}")),
+        get("/me/").header("x-auth-token", token.as_str()),
+    ] {
+        let reply = send(&many, empty(request)).await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (StatusCode::OK, "user:alice")
+        );
+    }
+}
+
+#[tokio::test]
+async fn each_rejection_has_its_status_challenge_and_detail() {
+    let redis = TestRedis::start();
+    let store = redis_store(&redis).await;
+    let app = app(TokenAuthLayer::bearer(store.clone()).max_token_len(64));
+    let invalid =
+        |d: &str| format!(r#"Bearer realm="api", error="invalid_token", error_description="{d}""#);
+    let cases: Vec<(Option<&str>, StatusCode, &str, Option<String>)> = vec![
+        (
+            None,
+            StatusCode::UNAUTHORIZED,
+            "Authentication credentials were not provided.",
+            Some(r#"Bearer realm="api""#.into()),
+        ),
+        (
+            Some("Bearer"),
+            StatusCode::UNAUTHORIZED,
+            "Invalid token header. No credentials provided.",
+            Some(invalid("Invalid token header. No credentials provided.")),
+        ),
+        (
+            Some("Bearer abc def"),
+            StatusCode::UNAUTHORIZED,
+            "Invalid token header. Token string should not contain spaces.",
+            Some(invalid(
+                "Invalid token header. Token string should not contain spaces.",
+            )),
+        ),
+        (
+            Some("Bearer abc<def>"),
+            StatusCode::UNAUTHORIZED,
+            "Invalid token header. Token string should not contain invalid characters.",
+            Some(invalid(
+                "Invalid token header. Token string should not contain invalid characters.",
+            )),
+        ),
+        (
+            Some("Bearer   "),
+            StatusCode::UNAUTHORIZED,
+            "Invalid token header. No credentials provided.",
+            Some(invalid("Invalid token header. No credentials provided.")),
+        ),
+        (
+            Some("Bearer 0000000000000000000000000000000000000000"),
+            StatusCode::UNAUTHORIZED,
+            "Invalid token.",
+            Some(invalid("Invalid token.")),
+        ),
+        (
+            Some("Basic dXNlcjpwYXNz"),
+            StatusCode::UNAUTHORIZED,
+            "Authentication credentials were not provided.",
+            Some(r#"Bearer realm="api""#.into()),
+        ),
+    ];
+    for (authorization, status, detail, challenge) in cases {
+        let mut request = get("/me/");
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        let reply = send(&app, empty(request)).await;
+        assert_rejected(&reply, status, detail, challenge.as_deref());
+    }
+
+    let long = format!("Bearer {}", "a".repeat(65));
+    let reply = send(&app, empty(get("/me/").header("authorization", long))).await;
+    assert_rejected(
+        &reply,
+        StatusCode::UNAUTHORIZED,
+        "Invalid token header. Token string is too long.",
+        Some(&invalid("Invalid token header. Token string is too long.")),
+    );
+
+    let reply = send(
+        &app,
+        empty(
+            get("/me/")
+                .header("authorization", "Bearer a")
+                .header("authorization", "Bearer b"),
+        ),
+    )
+    .await;
+    assert_rejected(
+        &reply,
+        StatusCode::BAD_REQUEST,
+        "Invalid request. More than one token was provided.",
+        Some(
+            r#"Bearer realm="api", error="invalid_request", error_description="Invalid request. More than one token was provided.""#,
+        ),
+    );
+    assert_eq!(
+        reply.extensions.get::<AuthErrorKind>(),
+        Some(&AuthErrorKind::MultipleCredentials)
+    );
+}
+
+#[tokio::test]
+async fn drf_mode_answers_with_the_token_keyword() {
+    let redis = TestRedis::start();
+    let app = app(TokenAuthLayer::drf(redis_store(&redis).await));
+    for (authorization, detail) in [
+        (None, "Authentication credentials were not provided."),
+        (
+            Some("Token"),
+            "Invalid token header. No credentials provided.",
+        ),
+        (
+            Some("Token a b"),
+            "Invalid token header. Token string should not contain spaces.",
+        ),
+        (Some("Token nope"), "Invalid token."),
+    ] {
+        let mut request = get("/me/");
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        let reply = send(&app, empty(request)).await;
+        assert_rejected(&reply, StatusCode::UNAUTHORIZED, detail, Some("Token"));
+    }
+}
+
+#[tokio::test]
+async fn expired_and_revoked_tokens_are_invalid() {
+    let redis = TestRedis::start();
+    let store = redis_store(&redis).await;
+    let tokens =
+        Tokens::new(store.clone(), |u: &User| u.id.to_string()).ttl(Duration::from_millis(200));
+    let token = tokens.issue(&alice()).await.unwrap();
+    let app = app(TokenAuthLayer::bearer(store.clone()));
+    let request = || empty(get("/me/").header("authorization", bearer(&token)));
+    assert_eq!(send(&app, request()).await.status, StatusCode::OK);
+    let expired = eventually(Duration::from_secs(5), || async {
+        send(&app, request()).await.status == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert!(expired);
+    assert_rejected(
+        &send(&app, request()).await,
+        StatusCode::UNAUTHORIZED,
+        "Invalid token.",
+        Some(r#"Bearer realm="api", error="invalid_token", error_description="Invalid token.""#),
+    );
+
+    let tokens = Tokens::new(store, |u: &User| u.id.to_string());
+    let token = tokens.issue(&alice()).await.unwrap();
+    assert!(tokens.revoke(&token).await.unwrap());
+    let reply = send(
+        &app,
+        empty(get("/me/").header("authorization", bearer(&token))),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_token_that_is_too_long_never_reaches_redis_and_a_valid_one_costs_one_get() {
+    let redis = TestRedis::start();
+    let store = redis_store(&redis).await;
+    let token = issue(&store, &alice()).await;
+    let app = app(TokenAuthLayer::bearer(store));
+    redis.command(&["CONFIG", "RESETSTAT"]);
+
+    let long = format!("Bearer {}", "a".repeat(257));
+    let reply = send(&app, empty(get("/me/").header("authorization", long))).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    for bad in ["Bearer", "Bearer a b", "Bearer a\"b"] {
+        send(&app, empty(get("/me/").header("authorization", bad))).await;
+    }
+    send(&app, empty(get("/me/"))).await;
+    assert_eq!(
+        command_calls(&redis, "get"),
+        0,
+        "a malformed token reached Redis"
+    );
+
+    for _ in 0..10 {
+        let reply = send(
+            &app,
+            empty(get("/me/").header("authorization", bearer(&token))),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    let info = redis.command(&["INFO", "commandstats"]);
+    let commands: Vec<&str> = info
+        .lines()
+        .filter(|line| line.starts_with("cmdstat_"))
+        .collect();
+    assert_eq!(command_calls(&redis, "get"), 10, "{commands:?}");
+    assert!(
+        commands.iter().all(|line| line.starts_with("cmdstat_get:")
+            || line.starts_with("cmdstat_config")
+            || line.starts_with("cmdstat_info:")),
+        "other commands were sent: {commands:?}"
+    );
+}
+
+#[tokio::test]
+async fn sliding_expiration_pushes_the_ttl_out_in_the_same_round_trip() {
+    let redis = TestRedis::start();
+    let store = redis_store(&redis).await;
+    let tokens =
+        Tokens::new(store.clone(), |u: &User| u.id.to_string()).ttl(Duration::from_secs(60));
+    let token = tokens.issue(&alice()).await.unwrap();
+    let app =
+        app(TokenAuthLayer::bearer(store.clone())
+            .sliding_expiration(Duration::from_secs(72 * 3600)));
+    redis.command(&["CONFIG", "RESETSTAT"]);
+    let reply = send(
+        &app,
+        empty(get("/me/").header("authorization", bearer(&token))),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let left = store.ttl(&token).await.unwrap().remaining().unwrap();
+    assert!(left > Duration::from_secs(71 * 3600), "{left:?}");
+    assert_eq!(command_calls(&redis, "getex"), 1);
+    assert_eq!(command_calls(&redis, "get"), 0);
+
+    // without sliding, the TTL is left alone
+    let fixed = app_without_sliding(store.clone());
+    let token = tokens.issue(&alice()).await.unwrap();
+    send(
+        &fixed,
+        empty(get("/me/").header("authorization", bearer(&token))),
+    )
+    .await;
+    assert!(store.ttl(&token).await.unwrap().remaining().unwrap() <= Duration::from_secs(60));
+}
+
+fn app_without_sliding(store: RedisStore) -> App {
+    app(TokenAuthLayer::bearer(store))
+}
+
+#[tokio::test]
+async fn a_bare_user_id_as_django_stores_it_is_a_principal() {
+    let redis = TestRedis::start();
+    // cache.set(token, user.id, timeout) in Django, with django-redis defaults
+    redis.command(&["SET", ":1:abcdef0123456789", "42", "EX", "300"]);
+    let service = ServiceBuilder::new()
+        .layer(
+            TokenAuthLayer::<u64>::drf(redis_store(&redis).await)
+                .build()
+                .unwrap(),
+        )
+        .service_fn(whoami);
+    let reply = send(
+        &service,
+        empty(get("/me/").header("authorization", "Token abcdef0123456789")),
+    )
+    .await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::OK, "id:42")
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_stored_entry_is_an_invalid_token_not_a_server_error() {
+    let redis = TestRedis::start();
+    redis.command(&["SET", ":1:corrupt", "{not json"]);
+    redis.command(&["SET", ":1:wrongshape", "[1, 2, 3]"]);
+    let app = app(TokenAuthLayer::bearer(redis_store(&redis).await));
+    for token in ["corrupt", "wrongshape"] {
+        let reply = send(
+            &app,
+            empty(get("/me/").header("authorization", bearer(token))),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            reply.extensions.get::<AuthErrorKind>(),
+            Some(&AuthErrorKind::InvalidToken)
+        );
+    }
+}
+
+#[tokio::test]
+async fn validation_rejects_inactive_users_with_its_own_reason() {
+    let redis = TestRedis::start();
+    let store = redis_store(&redis).await;
+    let inactive = User {
+        is_active: false,
+        ..alice()
+    };
+    let token = issue(&store, &inactive).await;
+    let app = app(TokenAuthLayer::bearer(store).validate(|user: &User| {
+        if user.is_active {
+            Ok(())
+        } else {
+            Err("User inactive or deleted.".into())
+        }
+    }));
+    let reply = send(
+        &app,
+        empty(get("/me/").header("authorization", bearer(&token))),
+    )
+    .await;
+    assert_rejected(
+        &reply,
+        StatusCode::UNAUTHORIZED,
+        "User inactive or deleted.",
+        Some(
+            r#"Bearer realm="api", error="invalid_token", error_description="User inactive or deleted.""#,
+        ),
+    );
+    assert!(matches!(
+        reply.extensions.get::<AuthErrorKind>(),
+        Some(AuthErrorKind::PrincipalRejected(_))
+    ));
+}
+
+#[tokio::test]
+async fn allow_listed_paths_pass_without_a_token_and_ignore_bad_ones() {
+    let redis = TestRedis::start();
+    let app = app(TokenAuthLayer::bearer(redis_store(&redis).await)
+        .allow_for([Method::POST], "/login/")
+        .allow("/register/")
+        .allow("/sms_codes/{mobile}/")
+        .allow_prefix("/static/")
+        .allow_method(Method::OPTIONS));
+    for (method, uri) in [
+        (Method::POST, "/login/"),
+        (Method::GET, "/register/"),
+        (Method::GET, "/sms_codes/13800138000/"),
+        (Method::GET, "/static/app.js"),
+        (Method::GET, "/static"),
+        (Method::OPTIONS, "/me/"),
+    ] {
+        let reply = send(
+            &app,
+            empty(http::Request::builder().method(method.clone()).uri(uri)),
+        )
+        .await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (StatusCode::OK, "anonymous"),
+            "{method} {uri}"
+        );
+        let with_garbage = http::Request::builder()
+            .method(method.clone())
+            .uri(uri)
+            .header("authorization", "Bearer x y z");
+        assert_eq!(
+            send(&app, empty(with_garbage)).await.status,
+            StatusCode::OK,
+            "{method} {uri}"
+        );
+    }
+    for (method, uri) in [
+        (Method::GET, "/login/"),
+        (Method::GET, "/sms_codes/"),
+        (Method::GET, "/sms_codes/1/2/"),
+        (Method::GET, "/static-admin/"),
+        (Method::DELETE, "/me/"),
+    ] {
+        let reply = send(
+            &app,
+            empty(http::Request::builder().method(method.clone()).uri(uri)),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{method} {uri}");
+    }
+}
+
+#[tokio::test]
+async fn bypass_attempts_never_reach_a_protected_route() {
+    let redis = TestRedis::start();
+    let app = app(TokenAuthLayer::bearer(redis_store(&redis).await)
+        .allow("/login/")
+        .allow_prefix("/static")
+        .allow("/sms_codes/{mobile}/"));
+    let cases = [
+        ("//login/../admin", StatusCode::BAD_REQUEST),
+        ("/login/../admin", StatusCode::BAD_REQUEST),
+        ("/login/%2e%2e/admin", StatusCode::BAD_REQUEST),
+        ("/login/%2E%2E/admin", StatusCode::BAD_REQUEST),
+        ("/login/.%2e/admin", StatusCode::BAD_REQUEST),
+        ("/login%2f..%2fadmin", StatusCode::BAD_REQUEST),
+        ("/static/..%5cadmin", StatusCode::BAD_REQUEST),
+        ("/static/%252e%252e/admin", StatusCode::BAD_REQUEST),
+        ("/login/;/../admin", StatusCode::BAD_REQUEST),
+        ("/login;x=1/", StatusCode::BAD_REQUEST),
+        ("/./admin", StatusCode::BAD_REQUEST),
+        ("/static/./../admin", StatusCode::BAD_REQUEST),
+        ("/sms_codes/1/../../admin", StatusCode::BAD_REQUEST),
+        ("/LOGIN/", StatusCode::UNAUTHORIZED),
+        ("/Login/", StatusCode::UNAUTHORIZED),
+        ("/login", StatusCode::UNAUTHORIZED),
+        ("/login//", StatusCode::BAD_REQUEST),
+        ("/login/admin", StatusCode::UNAUTHORIZED),
+        ("/login-admin/", StatusCode::UNAUTHORIZED),
+        ("/staticadmin", StatusCode::UNAUTHORIZED),
+        ("/static-admin/x", StatusCode::UNAUTHORIZED),
+        ("/%6cogin/", StatusCode::UNAUTHORIZED),
+        ("/sms_codes/x/y/", StatusCode::UNAUTHORIZED),
+    ];
+    for (uri, status) in cases {
+        let reply = send(&app, empty(get(uri))).await;
+        assert_eq!(reply.status, status, "{uri}: {}", reply.body);
+        assert_ne!(reply.body, "anonymous", "{uri} reached the handler");
+        if status == StatusCode::BAD_REQUEST {
+            assert_rejected(
+                &reply,
+                status,
+                "The request was rejected because the URL was not normalized.",
+                None,
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn optional_paths_attach_a_principal_when_there_is_one() {
+    let redis = TestRedis::start();
+    let store = redis_store(&redis).await;
+    let token = issue(&store, &alice()).await;
+    let app = app(TokenAuthLayer::bearer(store)
+        .optional("/articles/")
+        .optional_prefix("/public"));
+    let reply = send(&app, empty(get("/articles/"))).await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::OK, "anonymous")
+    );
+    let reply = send(
+        &app,
+        empty(get("/public/x").header("authorization", bearer(&token))),
+    )
+    .await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::OK, "user:alice")
+    );
+    let reply = send(
+        &app,
+        empty(get("/articles/").header("authorization", "Bearer unknown")),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    let reply = send(
+        &app,
+        empty(get("/articles/").header("authorization", "Bearer a b")),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn the_rejection_response_is_replaceable() {
+    let redis = TestRedis::start();
+    let layer = TokenAuthLayer::<User>::bearer(redis_store(&redis).await)
+        .build()
+        .unwrap()
+        .with_rejection_response(|err: &AuthError| {
+            let body = serde_json::json!({"code": 1008, "msg": err.kind().message()});
+            http::Response::builder()
+                .status(StatusCode::UNAUTHORIZED)
+                .body(Bytes::from(body.to_string()))
+                .unwrap()
+        });
+    let service = ServiceBuilder::new().layer(layer).service_fn(whoami);
+    let reply = send(&service, empty(get("/me/"))).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        reply.body,
+        r#"{"code":1008,"msg":"Authentication credentials were not provided."}"#
+    );
+    assert_eq!(
+        reply.headers[header::WWW_AUTHENTICATE],
+        r#"Bearer realm="api""#
+    );
+    assert_eq!(
+        reply.extensions.get::<AuthErrorKind>(),
+        Some(&AuthErrorKind::NotAuthenticated)
+    );
+}
+
+#[tokio::test]
+async fn tokens_hashed_at_rest_authenticate_and_leave_no_token_in_redis() {
+    let redis = TestRedis::start();
+    let store = redis_store(&redis).await;
+    let keys = TokenKeys::new()
+        .prefix("token:")
+        .storage(TokenStorage::Sha256);
+    let tokens = Tokens::new(store.clone(), |u: &User| u.id.to_string()).keys(keys.clone());
+    let token = tokens.issue(&alice()).await.unwrap();
+    let dump = redis.command(&["KEYS", "*"]);
+    assert!(
+        !dump.contains(&token),
+        "the token itself is in Redis: {dump}"
+    );
+    assert!(dump.contains(&format!(":1:{}", keys.key(&token))), "{dump}");
+
+    let app = app(TokenAuthLayer::bearer(store.clone()).token_keys(keys));
+    let reply = send(
+        &app,
+        empty(get("/me/").header("authorization", bearer(&token))),
+    )
+    .await;
+    assert_eq!(reply.body, "user:alice");
+    // the digest itself is not a token
+    let digest = TokenKeys::new().storage(TokenStorage::Sha256).key(&token);
+    let reply = send(
+        &app,
+        empty(get("/me/").header("authorization", bearer(&digest))),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+
+    assert_eq!(tokens.list("1").await.unwrap()[0].id, digest);
+    assert!(tokens.revoke(&token).await.unwrap());
+    let reply = send(
+        &app,
+        empty(get("/me/").header("authorization", bearer(&token))),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_fails_closed_with_503_and_recovers() {
+    let mut redis = TestRedis::start();
+    let store = RedisStore::builder(redis.url())
+        .command_timeout(Duration::from_millis(300))
+        .connect_timeout(Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+    let token = issue(&store, &alice()).await;
+    let closed = app(TokenAuthLayer::bearer(store.clone()));
+    let open = app(TokenAuthLayer::bearer(store.clone()).on_store_error(FailurePolicy::Open));
+    let request = |t: &str| empty(get("/me/").header("authorization", bearer(t)));
+
+    redis.pause();
+    let reply = send(&closed, request(&token)).await;
+    assert_rejected(
+        &reply,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Authentication is temporarily unavailable.",
+        None,
+    );
+    assert_eq!(
+        reply.extensions.get::<AuthErrorKind>(),
+        Some(&AuthErrorKind::StoreUnavailable)
+    );
+    let reply = send(&open, request(&token)).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNAUTHORIZED,
+        "fail open must not let the request through"
+    );
+    redis.resume();
+    let back = eventually(Duration::from_secs(5), || async {
+        send(&closed, request(&token)).await.status == StatusCode::OK
+    })
+    .await;
+    assert!(back, "no recovery after the stall");
+
+    redis.kill();
+    assert_eq!(
+        send(&closed, request(&token)).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    redis.restart();
+    // the restarted server kept nothing: log in again
+    let token = eventually_issue(&store).await;
+    assert_eq!(send(&closed, request(&token)).await.body, "user:alice");
+}
+
+async fn eventually_issue(store: &RedisStore) -> String {
+    let tokens = Tokens::new(store.clone(), |u: &User| u.id.to_string());
+    for _ in 0..500 {
+        if let Ok(token) = tokens.issue(&alice()).await {
+            return token;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("could not issue a token after Redis came back");
+}
+
+#[tokio::test]
+async fn the_memory_store_works_the_same_way() {
+    let store = tower_redis_http::store::MemoryStore::new();
+    let tokens = Tokens::new(store.clone(), |u: &User| u.id.to_string());
+    let token = tokens.issue(&alice()).await.unwrap();
+    store
+        .set("legacy", value::encode(&alice()).unwrap(), Expiry::Never)
+        .await
+        .unwrap();
+    let app = app(TokenAuthLayer::bearer(store).allow("/login/"));
+    assert_eq!(
+        send(
+            &app,
+            empty(get("/me/").header("authorization", bearer(&token)))
+        )
+        .await
+        .body,
+        "user:alice"
+    );
+    assert_eq!(
+        send(
+            &app,
+            empty(get("/me/").header("authorization", "Bearer legacy"))
+        )
+        .await
+        .body,
+        "user:alice"
+    );
+    assert_eq!(
+        send(&app, empty(get("/me/"))).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(&app, empty(get("/login/"))).await.status,
+        StatusCode::OK
+    );
+}
+
+#[test]
+fn invalid_allow_list_entries_fail_at_build_time() {
+    let store = tower_redis_http::store::MemoryStore::new();
+    for (builder, option) in [
+        (
+            TokenAuthLayer::<User>::bearer(store.clone()).allow("login/"),
+            "allow",
+        ),
+        (
+            TokenAuthLayer::<User>::bearer(store.clone()).allow_prefix("/a/../b"),
+            "allow_prefix",
+        ),
+        (
+            TokenAuthLayer::<User>::bearer(store.clone()).optional("/x/{id"),
+            "optional",
+        ),
+        (
+            TokenAuthLayer::<User>::bearer(store.clone()).token_sources([]),
+            "token_sources",
+        ),
+        (
+            TokenAuthLayer::<User>::bearer(store).sliding_expiration(Duration::ZERO),
+            "sliding_expiration",
+        ),
+    ] {
+        let err = builder.build().unwrap_err();
+        assert!(err.to_string().contains(&format!("`{option}`")), "{err}");
+    }
+}
