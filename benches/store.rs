@@ -2,56 +2,27 @@
 //! shared `redis::aio::MultiplexedConnection` (the floor for one round trip), a bb8-redis pool
 //! checked out per request with and without bb8's checkout PING, and the memory store.
 //!
-//! Run with `cargo bench --bench store`; `scripts/bench-store-ratio.py` prints each
+//! Run with `cargo bench --bench store`; `scripts/bench-ratio.py get_64_tasks multiplexed_connection` prints each
 //! scenario's throughput as a ratio to the multiplexed baseline of the same run.
 
+#[path = "common/mod.rs"]
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bb8_redis::RedisConnectionManager;
 use bytes::Bytes;
+use common::{TASKS, concurrent};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tokio::runtime::Runtime;
 use tower_redis_http::store::{Expiry, MemoryStore, RedisStore, Store};
 
-const TASKS: u64 = 64;
 const BODY: &[u8] = &[b'x'; 1024];
-
-/// Runs `op` `iters` times on each of 64 tasks at once and returns the elapsed time divided
-/// by 64, so criterion's "time per iteration" is the time per 64 concurrent operations.
-fn concurrent<F, Fut>(rt: &Runtime, iters: u64, op: F) -> Duration
-where
-    F: Fn() -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    rt.block_on(async {
-        let start = Instant::now();
-        let tasks: Vec<_> = (0..TASKS)
-            .map(|_| {
-                let op = op.clone();
-                tokio::spawn(async move {
-                    for _ in 0..iters {
-                        op().await;
-                    }
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await.expect("bench task panicked");
-        }
-        start.elapsed()
-    })
-}
 
 fn store_get(c: &mut Criterion) {
     let redis = support::TestRedis::start();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("build the runtime");
+    let rt = common::runtime();
 
     let store = rt.block_on(async {
         let store = RedisStore::builder(redis.url()).build().await.unwrap();

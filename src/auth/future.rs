@@ -22,7 +22,7 @@ pub(crate) struct Lookup<S, ReqBody, P, R> {
     pub(crate) store_call: StoreCall,
     pub(crate) inner: S,
     pub(crate) request: Request<ReqBody>,
-    pub(crate) token: String,
+    pub(crate) token: Token,
     pub(crate) config: Arc<Config<P>>,
     pub(crate) rejection: R,
 }
@@ -144,7 +144,7 @@ where
                         Ok(principal) => {
                             request
                                 .extensions_mut()
-                                .insert(Authenticated::new(principal, Token::from(token)));
+                                .insert(Authenticated::new(principal, token));
                             let future = inner.call(request);
                             state.set(State::Inner { future });
                         }

@@ -114,13 +114,14 @@ pub(crate) fn check_normalized(path: &str) -> Result<(), NotNormalized> {
         }
         i += 1;
     }
-    let segments: Vec<&str> = path[1..].split('/').collect();
-    let last = segments.len() - 1;
-    for (index, segment) in segments.iter().enumerate() {
-        match *segment {
+    let mut segments = path[1..].split('/').peekable();
+    while let Some(segment) = segments.next() {
+        match segment {
             "." | ".." => return Err("the path has a '.' or '..' segment"),
             // an empty last segment is a trailing slash; anywhere else it is '//'
-            "" if index != last => return Err("the path has an empty segment ('//')"),
+            "" if segments.peek().is_some() => {
+                return Err("the path has an empty segment ('//')");
+            }
             _ => {}
         }
     }

@@ -10,7 +10,7 @@ use super::future::{Lookup, ResponseFuture};
 use super::layer::Config;
 use super::paths::Access;
 use super::source::extract_token;
-use super::{AuthError, AuthErrorKind, RejectionResponse, rejection};
+use super::{AuthError, AuthErrorKind, RejectionResponse, Token, rejection};
 use crate::body::ResponseBody;
 use crate::store::Store;
 
@@ -121,21 +121,26 @@ impl<S: std::fmt::Debug, P, R> std::fmt::Debug for TokenAuth<S, P, R> {
 /// What `call` decided before any store call.
 enum Decision {
     Pass,
-    Lookup { token: String },
+    Lookup { token: Token },
     Reject(AuthErrorKind),
 }
 
 impl<P> Config<P> {
     /// Path policy and token extraction: everything decided without the store.
-    fn decide(&self, parts: &http::request::Parts) -> Decision {
-        let access = match self.paths.access(&parts.method, parts.uri.path()) {
+    fn decide<B>(&self, request: &Request<B>) -> Decision {
+        let access = match self.paths.access(request.method(), request.uri().path()) {
             Ok(access) => access,
             Err(why) => return Decision::Reject(AuthErrorKind::PathNotNormalized(why)),
         };
         if access == Access::Open {
             return Decision::Pass;
         }
-        match extract_token(&self.sources, parts, self.max_token_len) {
+        match extract_token(
+            &self.sources,
+            request.headers(),
+            request.uri(),
+            self.max_token_len,
+        ) {
             // a present token is checked on optional paths too: a bad one is rejected
             Ok(Some(token)) => Decision::Lookup { token },
             Ok(None) if access == Access::Optional => Decision::Pass,
@@ -164,10 +169,7 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let (parts, body) = request.into_parts();
-        let decision = self.config.decide(&parts);
-        let request = Request::from_parts(parts, body);
-        match decision {
+        match self.config.decide(&request) {
             Decision::Pass => ResponseFuture::inner(self.inner.call(request)),
             Decision::Reject(kind) => {
                 let error = self.config.error(kind);
@@ -177,7 +179,7 @@ where
                 // clone-and-swap: the future gets the service that was polled ready
                 let clone = self.inner.clone();
                 let ready = std::mem::replace(&mut self.inner, clone);
-                let key = self.config.keys.key(&token);
+                let key = self.config.keys.key(token.as_str());
                 let config = Arc::clone(&self.config);
                 let store_call = Box::pin(async move {
                     match config.sliding {

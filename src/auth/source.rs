@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use http::header::{self, HeaderName};
-use http::request::Parts;
+use http::Uri;
+use http::header::{self, HeaderMap, HeaderName};
 
-use super::AuthErrorKind;
+use super::{AuthErrorKind, Token};
 
 /// One place the auth layer looks for a token. A layer tries its sources in order; the first
 /// that holds anything decides, so a malformed `Authorization` header is reported as such
@@ -113,10 +113,15 @@ impl TokenSource {
     }
 
     /// The token this source holds: `Ok(None)` when it holds nothing.
-    fn extract(&self, parts: &Parts, max_len: usize) -> Result<Option<String>, AuthErrorKind> {
+    fn extract(
+        &self,
+        headers: &HeaderMap,
+        uri: &Uri,
+        max_len: usize,
+    ) -> Result<Option<Token>, AuthErrorKind> {
         match &self.0 {
             Source::Authorization { keyword } => {
-                let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
+                let mut values = headers.get_all(header::AUTHORIZATION).iter();
                 let Some(value) = values.next() else {
                     return Ok(None);
                 };
@@ -143,7 +148,7 @@ impl TokenSource {
                 checked_token(token, max_len).map(Some)
             }
             Source::Query(name) => {
-                let Some(query) = parts.uri.query() else {
+                let Some(query) = uri.query() else {
                     return Ok(None);
                 };
                 let mut found = None;
@@ -160,7 +165,7 @@ impl TokenSource {
                     .transpose()
             }
             Source::Cookie(name) => {
-                for value in parts.headers.get_all(header::COOKIE) {
+                for value in headers.get_all(header::COOKIE) {
                     for pair in value.as_bytes().split(|&b| b == b';') {
                         let pair = pair.trim_ascii();
                         let Some(eq) = pair.iter().position(|&b| b == b'=') else {
@@ -180,7 +185,7 @@ impl TokenSource {
                 Ok(None)
             }
             Source::Header(name) => {
-                let mut values = parts.headers.get_all(name).iter();
+                let mut values = headers.get_all(name).iter();
                 let Some(value) = values.next() else {
                     return Ok(None);
                 };
@@ -195,7 +200,7 @@ impl TokenSource {
 
 /// A token that is a source's whole value: empty means no credentials, inner whitespace means
 /// spaces.
-fn whole_value_token(value: &[u8], max_len: usize) -> Result<String, AuthErrorKind> {
+fn whole_value_token(value: &[u8], max_len: usize) -> Result<Token, AuthErrorKind> {
     let value = value.trim_ascii();
     if value.is_empty() {
         return Err(AuthErrorKind::NoCredentials);
@@ -207,7 +212,7 @@ fn whole_value_token(value: &[u8], max_len: usize) -> Result<String, AuthErrorKi
 }
 
 /// RFC 6750 §2.1 `b64token`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
-fn checked_token(token: &[u8], max_len: usize) -> Result<String, AuthErrorKind> {
+fn checked_token(token: &[u8], max_len: usize) -> Result<Token, AuthErrorKind> {
     if token.len() > max_len {
         return Err(AuthErrorKind::TokenTooLong);
     }
@@ -220,17 +225,20 @@ fn checked_token(token: &[u8], max_len: usize) -> Result<String, AuthErrorKind> 
     {
         return Err(AuthErrorKind::InvalidCharacters);
     }
-    Ok(String::from_utf8(token.to_vec()).expect("b64token bytes are ASCII"))
+    Ok(Token::from(
+        std::str::from_utf8(token).expect("b64token bytes are ASCII"),
+    ))
 }
 
 /// The token of the first source that holds anything.
 pub(crate) fn extract_token(
     sources: &[TokenSource],
-    parts: &Parts,
+    headers: &HeaderMap,
+    uri: &Uri,
     max_len: usize,
-) -> Result<Option<String>, AuthErrorKind> {
+) -> Result<Option<Token>, AuthErrorKind> {
     for source in sources {
-        if let Some(token) = source.extract(parts, max_len)? {
+        if let Some(token) = source.extract(headers, uri, max_len)? {
             return Ok(Some(token));
         }
     }
@@ -242,7 +250,7 @@ mod tests {
     use super::*;
     use AuthErrorKind::*;
 
-    fn parts(uri: &str, headers: &[(&str, &[u8])]) -> Parts {
+    fn parts(uri: &str, headers: &[(&str, &[u8])]) -> http::request::Parts {
         let mut builder = http::Request::builder().uri(uri);
         for (name, value) in headers {
             builder = builder.header(*name, http::HeaderValue::from_bytes(value).unwrap());
@@ -257,7 +265,9 @@ mod tests {
         uri: &str,
         headers: &[(&str, &[u8])],
     ) -> Result<Option<String>, AuthErrorKind> {
-        extract_token(sources, &parts(uri, headers), 16)
+        let parts = parts(uri, headers);
+        extract_token(sources, &parts.headers, &parts.uri, 16)
+            .map(|token| token.map(|token| token.as_str().to_owned()))
     }
 
     #[test]

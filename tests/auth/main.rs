@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod frameworks;
 mod layer;
 mod tokens;
 #[cfg(feature = "axum")]
