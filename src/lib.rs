@@ -5,8 +5,8 @@
 //! Redis token authentication, as layers:
 //!
 //! - **Token authentication** with path allow-lists: [`auth`].
-//! - **Response caching** akin to `cache_page`, following the rules of a shared HTTP cache
-//!   (planned: `cache`).
+//! - **Response caching** akin to `cache_page`, following the rules of a shared HTTP cache:
+//!   [`cache`].
 //! - **Per-key rate limiting** and send flags, atomic in Redis (planned: `ratelimit`).
 //!
 //! This release lays the ground they share: the [`store`] module, with a [`Store`](store::Store)
@@ -48,6 +48,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod cache;
 mod error;
 mod failure;
 pub mod store;

@@ -126,6 +126,7 @@ pub use self::extract::{OptionalPrincipal, Principal};
 pub use self::future::ResponseFuture;
 pub use self::layer::{TokenAuthBuilder, TokenAuthLayer};
 pub use self::paths::{AmbiguousPaths, Case, TrailingSlash};
+pub(crate) use self::principal::hex_digest;
 pub use self::principal::{Authenticated, Token, TokenKeys, TokenStorage};
 pub use self::rejection::{AuthError, AuthErrorKind, Challenge, JsonRejection, RejectionResponse};
 pub use self::service::TokenAuth;

@@ -196,6 +196,13 @@ impl TokenKeys {
     }
 }
 
+/// Lowercase hex of `bytes`.
+pub(crate) fn hex_digest(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    hex_into(bytes, &mut out);
+    out
+}
+
 pub(crate) fn hex_into(bytes: &[u8], out: &mut String) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for &byte in bytes {

@@ -271,6 +271,23 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn set_many(&self, entries: &[(&str, Bytes, Expiry)]) -> Result<(), StoreError> {
+        // keys first, so that a bad key writes nothing, as in a failed MULTI
+        let keys = entries
+            .iter()
+            .map(|(key, _, _)| self.keys.make(key))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (key, (_, value, expiry)) in keys.into_iter().zip(entries) {
+            let expiry = expiry.resolve(self.default_timeout);
+            let value = value.clone();
+            self.compute(key, |_, now| match deadline(expiry, now) {
+                Deadline::AlreadyExpired => (Op::Remove, ()),
+                Deadline::At(expires_at) => (Op::Put(Slot { value, expires_at }), ()),
+            });
+        }
+        Ok(())
+    }
+
     async fn set_if_absent(
         &self,
         key: &str,

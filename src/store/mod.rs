@@ -217,6 +217,14 @@ pub trait Store: Clone + Send + Sync + 'static {
         expiry: Expiry,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Stores several values in one atomic step and one round trip (a `MULTI` pipeline in
+    /// Redis): a cache entry and the list of headers it varies on, for instance. Zero expiries
+    /// delete, as in [`set`](Store::set).
+    fn set_many(
+        &self,
+        entries: &[(&str, Bytes, Expiry)],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Stores `value` only if `key` holds nothing, and tells whether it did (Django's `add`,
     /// Redis `SET NX`). Of many concurrent callers exactly one gets `true`. A zero expiry stores
     /// nothing and returns `false`.

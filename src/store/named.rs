@@ -76,6 +76,10 @@ impl Store for AnyStore {
         dispatch!(self, store => store.set(key, value, expiry).await)
     }
 
+    async fn set_many(&self, entries: &[(&str, Bytes, Expiry)]) -> Result<(), StoreError> {
+        dispatch!(self, store => store.set_many(entries).await)
+    }
+
     async fn set_if_absent(
         &self,
         key: &str,

@@ -475,6 +475,33 @@ impl Store for RedisStore {
         }
     }
 
+    async fn set_many(&self, entries: &[(&str, Bytes, Expiry)]) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (key, value, expiry) in entries {
+            let key = self.keys.make(key)?;
+            match self.expiry_ms(*expiry) {
+                None => {
+                    pipe.cmd("DEL").arg(&key).ignore();
+                }
+                Some(ms) => {
+                    let cmd = pipe.cmd("SET").arg(&key).arg(&value[..]);
+                    if let Some(ms) = ms {
+                        cmd.arg("PX").arg(ms);
+                    }
+                    cmd.ignore();
+                }
+            }
+        }
+        let pipe = &pipe;
+        self.run(
+            "MULTI SET",
+            Retry::OnDroppedConnection,
+            move |mut conn| async move { pipe.query_async::<()>(&mut conn).await },
+        )
+        .await
+    }
+
     async fn set_if_absent(
         &self,
         key: &str,

@@ -572,3 +572,33 @@ pub async fn index_survives_concurrent_adds<S: Store>(store: S) {
     assert_eq!(store.index_members("user:4").await.unwrap().len(), 32);
     assert_eq!(store.index_delete_all("user:4").await.unwrap(), 32);
 }
+
+pub async fn set_many_writes_every_value_with_its_own_expiry<S: Store>(store: S) {
+    store.set("gone", bytes("x"), Expiry::Never).await.unwrap();
+    store
+        .set_many(&[
+            ("page", bytes("body"), secs(60)),
+            ("vary", bytes("accept-language"), Expiry::Never),
+            ("gone", bytes("y"), Duration::ZERO.into()),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.get("page").await.unwrap(), Some(bytes("body")));
+    assert!(matches!(store.ttl("page").await.unwrap(), Ttl::Expires(_)));
+    assert_eq!(store.ttl("vary").await.unwrap(), Ttl::Persistent);
+    assert_eq!(store.get("gone").await.unwrap(), None);
+    let long = "k".repeat(2000);
+    let err = store
+        .set_many(&[
+            ("fine", bytes("1"), Expiry::Never),
+            (&long, bytes("2"), Expiry::Never),
+        ])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), StoreErrorKind::InvalidKey);
+    assert_eq!(
+        store.get("fine").await.unwrap(),
+        None,
+        "nothing is written when a key is bad"
+    );
+}

@@ -59,6 +59,7 @@ macro_rules! conformance_suite {
                 index_drops_members_whose_keys_are_gone,
                 index_delete_all_deletes_every_member_key,
                 index_survives_concurrent_adds,
+                set_many_writes_every_value_with_its_own_expiry,
             );
         }
     };

@@ -1,0 +1,245 @@
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use http::StatusCode;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use sha2::{Digest, Sha256};
+
+use super::entry::Entry;
+use super::flight::FlightGuard;
+use super::key;
+use crate::auth::hex_digest;
+use crate::store::{AnyStore, Store};
+
+pin_project! {
+    /// The response body of [`ResponseCache`](super::ResponseCache): bytes from a cached entry,
+    /// or the inner body, copied into the store on the way through when the response is being
+    /// cached. Never boxed.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body::Body;
+    /// use tower_redis_http::cache::ResponseBody;
+    ///
+    /// let body = ResponseBody::<http_body_util::Empty<Bytes>>::cached(Bytes::from_static(b"hi"));
+    /// assert_eq!(body.size_hint().exact(), Some(2));
+    /// ```
+    pub struct ResponseBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
+        Cached { data: Option<Bytes> },
+        Inner { #[pin] body: B, recorder: Option<Recorder> },
+    }
+}
+
+/// Everything needed to store a response once its body has gone by.
+pub(crate) struct Recorder {
+    pub(crate) chunks: Vec<Bytes>,
+    pub(crate) len: usize,
+    pub(crate) limit: usize,
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) vary: Vec<HeaderName>,
+    pub(crate) variant: String,
+    pub(crate) ttl: Duration,
+    pub(crate) store: AnyStore,
+    pub(crate) entry_key: String,
+    pub(crate) vary_key: String,
+    pub(crate) compute_etag: bool,
+    pub(crate) flight: Option<FlightGuard>,
+}
+
+impl<B> ResponseBody<B> {
+    /// A body of cached bytes.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use tower_redis_http::cache::ResponseBody;
+    ///
+    /// let body = ResponseBody::<()>::cached(Bytes::from_static(b"{}"));
+    /// ```
+    pub fn cached(data: Bytes) -> Self {
+        Self {
+            kind: Kind::Cached {
+                data: (!data.is_empty()).then_some(data),
+            },
+        }
+    }
+
+    /// The inner service's body, passed through untouched.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use tower_redis_http::cache::ResponseBody;
+    ///
+    /// let body = ResponseBody::inner(http_body_util::Full::new(Bytes::from_static(b"hi")));
+    /// ```
+    pub fn inner(body: B) -> Self {
+        Self {
+            kind: Kind::Inner {
+                body,
+                recorder: None,
+            },
+        }
+    }
+
+    pub(crate) fn recording(body: B, recorder: Recorder) -> Self {
+        Self {
+            kind: Kind::Inner {
+                body,
+                recorder: Some(recorder),
+            },
+        }
+    }
+}
+
+impl<B> std::fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            Kind::Cached { data } => f
+                .debug_struct("ResponseBody::Cached")
+                .field("len", &data.as_ref().map_or(0, Bytes::len))
+                .finish(),
+            Kind::Inner { recorder, .. } => f
+                .debug_struct("ResponseBody::Inner")
+                .field("recording", &recorder.is_some())
+                .finish(),
+        }
+    }
+}
+
+impl Recorder {
+    /// Keeps a data frame, or gives up when the body outgrows the bound.
+    fn record(slot: &mut Option<Self>, data: &Bytes) {
+        if let Some(recorder) = slot {
+            recorder.len += data.len();
+            if recorder.len > recorder.limit {
+                tracing::debug!(key = %recorder.entry_key, limit = recorder.limit, "response body outgrew the cache bound; not stored");
+                *slot = None;
+            } else {
+                recorder.chunks.push(data.clone());
+            }
+        }
+    }
+
+    /// Builds the entry, shares it with waiting requests, and stores it in the background.
+    fn finish(self) {
+        let body = match self.chunks.len() {
+            0 => Bytes::new(),
+            1 => self.chunks.into_iter().next().expect("one chunk"),
+            _ => {
+                let mut joined = BytesMut::with_capacity(self.len);
+                for chunk in &self.chunks {
+                    joined.extend_from_slice(chunk);
+                }
+                joined.freeze()
+            }
+        };
+        let mut headers = self.headers;
+        if self.compute_etag && !headers.contains_key(header::ETAG) {
+            let digest = hex_digest(&Sha256::digest(&body)[..16]);
+            if let Ok(etag) = HeaderValue::from_str(&format!("\"{digest}\"")) {
+                headers.insert(header::ETAG, etag);
+            }
+        }
+        let entry = Entry {
+            status: self.status,
+            headers,
+            body,
+            stored_at: SystemTime::now(),
+            ttl: self.ttl,
+            vary: self.vary,
+            variant: self.variant,
+        };
+        let stored = entry.encode();
+        let vary_list = Bytes::from(key::encode_vary(&entry.vary));
+        let ttl = entry.ttl;
+        if let Some(flight) = self.flight {
+            flight.complete(Arc::new(entry));
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!("no Tokio runtime to store a cache entry in; not stored");
+            return;
+        };
+        let (store, entry_key, vary_key) = (self.store, self.entry_key, self.vary_key);
+        runtime.spawn(async move {
+            let written = store
+                .set_many(&[
+                    (&vary_key, vary_list, ttl.into()),
+                    (&entry_key, stored, ttl.into()),
+                ])
+                .await;
+            if let Err(err) = written {
+                let _ = crate::FailurePolicy::Open.handle("cache", &err);
+            }
+        });
+    }
+}
+
+impl<B> Body for ResponseBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.project().kind.project() {
+            KindProj::Cached { data } => Poll::Ready(data.take().map(|data| Ok(Frame::data(data)))),
+            KindProj::Inner { body, recorder } => {
+                let frame = ready!(body.poll_frame(cx));
+                match &frame {
+                    Some(Ok(frame)) => match frame.data_ref() {
+                        Some(data) => Recorder::record(recorder, data),
+                        // trailers cannot be replayed from the cache
+                        None => *recorder = None,
+                    },
+                    Some(Err(_)) => *recorder = None,
+                    None => {
+                        if let Some(done) = recorder.take() {
+                            done.finish();
+                        }
+                    }
+                }
+                Poll::Ready(frame)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Cached { data } => data.is_none(),
+            // a recording body must be polled to its end to learn that it ended
+            Kind::Inner { body, recorder } => recorder.is_none() && body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Cached { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            Kind::Inner { body, .. } => body.size_hint(),
+        }
+    }
+}

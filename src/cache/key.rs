@@ -1,0 +1,225 @@
+//! Cache keys: the URL part and the variant part, both hashed to a bounded length.
+
+use http::header::{self, HeaderMap, HeaderName};
+use http::request::Parts;
+use sha2::{Digest, Sha256};
+
+use crate::auth::hex_digest;
+
+/// Whether the query string is keyed as received or with its parameters sorted.
+///
+/// # Example
+///
+/// ```
+/// use tower_redis_http::cache::QueryOrder;
+///
+/// assert_eq!(QueryOrder::default(), QueryOrder::AsReceived);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum QueryOrder {
+    /// `?b=2&a=1` and `?a=1&b=2` are different entries, as in Django. Default.
+    #[default]
+    AsReceived,
+    /// Parameters are sorted (bytewise, undecoded) before keying, so both share one entry.
+    Sorted,
+}
+
+/// The hashed URL of a request: scheme, host, path and query.
+pub(crate) fn url_hash(parts: &Parts, default_scheme: &str, query: QueryOrder) -> String {
+    let scheme = parts.uri.scheme_str().unwrap_or(default_scheme);
+    // the host the application sees: the URI's authority, else Host; never X-Forwarded-Host
+    let host = parts
+        .uri
+        .authority()
+        .map(|authority| authority.as_str().as_bytes())
+        .or_else(|| parts.headers.get(header::HOST).map(|h| h.as_bytes()))
+        .unwrap_or_default();
+    let mut hasher = Sha256::new();
+    hasher.update(scheme.as_bytes());
+    hasher.update(b"\0");
+    hasher.update(host.to_ascii_lowercase());
+    hasher.update(b"\0");
+    hasher.update(parts.uri.path().as_bytes());
+    hasher.update(b"\0");
+    if let Some(q) = parts.uri.query() {
+        match query {
+            QueryOrder::AsReceived => hasher.update(q.as_bytes()),
+            QueryOrder::Sorted => {
+                let mut pairs: Vec<&str> = q.split('&').filter(|p| !p.is_empty()).collect();
+                pairs.sort_unstable();
+                hasher.update(pairs.join("&").as_bytes());
+            }
+        }
+    }
+    hex_digest(&hasher.finalize()[..16])
+}
+
+/// The variant part: the names the response varies on and the request's values for them.
+/// Values are hashed raw, as Django does; absent and empty headers differ.
+pub(crate) fn variant_hash(vary: &[HeaderName], headers: &HeaderMap) -> String {
+    if vary.is_empty() {
+        return "-".to_owned();
+    }
+    let mut hasher = Sha256::new();
+    for name in vary {
+        hasher.update(name.as_str().as_bytes());
+        let mut values = headers.get_all(name).iter().peekable();
+        if values.peek().is_none() {
+            hasher.update(b"\x01");
+        }
+        for value in values {
+            hasher.update(b"\x00");
+            hasher.update(value.as_bytes());
+        }
+        hasher.update(b"\x02");
+    }
+    hex_digest(&hasher.finalize()[..16])
+}
+
+/// Keys under the layer's prefix. The URL hash is a `{hash tag}`, so an entry and its Vary
+/// list sit in one Redis Cluster slot.
+pub(crate) fn vary_key(prefix: &str, url: &str) -> String {
+    format!("{prefix}{{{url}}}:vary")
+}
+
+pub(crate) fn entry_key(prefix: &str, url: &str, variant: &str) -> String {
+    format!("{prefix}{{{url}}}:{variant}")
+}
+
+/// A learned Vary list as stored: names joined by commas.
+pub(crate) fn encode_vary(names: &[HeaderName]) -> String {
+    names
+        .iter()
+        .map(HeaderName::as_str)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+pub(crate) fn decode_vary(text: &[u8]) -> Option<Vec<HeaderName>> {
+    if text.is_empty() {
+        return Some(Vec::new());
+    }
+    text.split(|&b| b == b',')
+        .map(|name| HeaderName::from_bytes(name).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut request = http::Request::builder().uri(uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.body(()).unwrap().into_parts().0
+    }
+
+    fn hash(uri: &str, headers: &[(&str, &str)], query: QueryOrder) -> String {
+        url_hash(&parts(uri, headers), "http", query)
+    }
+
+    #[test]
+    fn url_hash_covers_scheme_host_path_and_query() {
+        let base = hash(
+            "/a?x=1",
+            &[("host", "shop.example")],
+            QueryOrder::AsReceived,
+        );
+        assert_eq!(base.len(), 32);
+        assert_eq!(
+            base,
+            hash(
+                "/a?x=1",
+                &[("host", "SHOP.example")],
+                QueryOrder::AsReceived
+            )
+        );
+        assert_eq!(
+            base,
+            hash("http://shop.example/a?x=1", &[], QueryOrder::AsReceived)
+        );
+        for other in [
+            hash(
+                "/a?x=2",
+                &[("host", "shop.example")],
+                QueryOrder::AsReceived,
+            ),
+            hash(
+                "/b?x=1",
+                &[("host", "shop.example")],
+                QueryOrder::AsReceived,
+            ),
+            hash("/a", &[("host", "shop.example")], QueryOrder::AsReceived),
+            hash(
+                "/a?x=1",
+                &[("host", "evil.example")],
+                QueryOrder::AsReceived,
+            ),
+            hash("https://shop.example/a?x=1", &[], QueryOrder::AsReceived),
+        ] {
+            assert_ne!(base, other);
+        }
+        // X-Forwarded-Host is never part of the key
+        assert_eq!(
+            base,
+            hash(
+                "/a?x=1",
+                &[("host", "shop.example"), ("x-forwarded-host", "evil")],
+                QueryOrder::AsReceived
+            )
+        );
+    }
+
+    #[test]
+    fn query_order_is_normalized_only_when_asked() {
+        let h = &[("host", "h")];
+        assert_ne!(
+            hash("/?b=2&a=1", h, QueryOrder::AsReceived),
+            hash("/?a=1&b=2", h, QueryOrder::AsReceived)
+        );
+        assert_eq!(
+            hash("/?b=2&a=1", h, QueryOrder::Sorted),
+            hash("/?a=1&b=2", h, QueryOrder::Sorted)
+        );
+        assert_ne!(
+            hash("/?a=1&b=2", h, QueryOrder::Sorted),
+            hash("/?a=1&b=3", h, QueryOrder::Sorted)
+        );
+    }
+
+    #[test]
+    fn variant_hash_depends_on_the_varied_values_only() {
+        let vary = [HeaderName::from_static("accept-language")];
+        let mut en = HeaderMap::new();
+        en.insert("accept-language", "en".parse().unwrap());
+        en.insert("user-agent", "a".parse().unwrap());
+        let mut en2 = en.clone();
+        en2.insert("user-agent", "b".parse().unwrap());
+        let mut fr = HeaderMap::new();
+        fr.insert("accept-language", "fr".parse().unwrap());
+        let mut empty = HeaderMap::new();
+        empty.insert("accept-language", "".parse().unwrap());
+        assert_eq!(variant_hash(&vary, &en), variant_hash(&vary, &en2));
+        assert_ne!(variant_hash(&vary, &en), variant_hash(&vary, &fr));
+        assert_ne!(
+            variant_hash(&vary, &HeaderMap::new()),
+            variant_hash(&vary, &empty)
+        );
+        assert_eq!(variant_hash(&[], &en), "-");
+    }
+
+    #[test]
+    fn vary_lists_round_trip() {
+        let names = vec![
+            HeaderName::from_static("accept"),
+            HeaderName::from_static("cookie"),
+        ];
+        assert_eq!(decode_vary(encode_vary(&names).as_bytes()).unwrap(), names);
+        assert_eq!(decode_vary(b"").unwrap(), Vec::<HeaderName>::new());
+        assert!(decode_vary(b"bad name").is_none());
+        assert_eq!(entry_key("cache:", "ab", "-"), "cache:{ab}:-");
+        assert_eq!(vary_key("cache:", "ab"), "cache:{ab}:vary");
+    }
+}

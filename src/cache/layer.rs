@@ -1,0 +1,525 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use http::header::HeaderName;
+use tower_layer::Layer;
+
+use super::flight::Flights;
+use super::{QueryOrder, ResponseCache};
+use crate::store::AnyStore;
+use crate::{ConfigError, FailurePolicy};
+
+/// Whether the request's own `Cache-Control` counts.
+///
+/// # Example
+///
+/// ```
+/// use tower_redis_http::cache::RequestDirectives;
+///
+/// assert_eq!(RequestDirectives::default(), RequestDirectives::Ignore);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RequestDirectives {
+    /// Ignored, as Django's cache middleware does: a client cannot bypass the cache. Default.
+    #[default]
+    Ignore,
+    /// `no-cache`, `max-age=0` and `Pragma: no-cache` skip the lookup; `no-store` keeps the
+    /// response from being stored.
+    Honor,
+}
+
+/// The request headers that bypass storing by default: they commonly change what an
+/// application answers without being part of the key (web cache poisoning, SPEC §5.2).
+pub(crate) const DEFAULT_UNKEYED: &[&str] = &[
+    "x-forwarded-host",
+    "x-forwarded-server",
+    "x-forwarded-scheme",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+pub(crate) struct Config {
+    pub(crate) store: AnyStore,
+    pub(crate) timeout: Duration,
+    pub(crate) statuses: Vec<StatusCode>,
+    pub(crate) max_body: usize,
+    pub(crate) query: QueryOrder,
+    pub(crate) request_directives: RequestDirectives,
+    pub(crate) store_cookies: bool,
+    pub(crate) patch_headers: bool,
+    pub(crate) x_cache: bool,
+    pub(crate) name: String,
+    pub(crate) compute_etag: bool,
+    pub(crate) flight_wait: Option<Duration>,
+    pub(crate) on_store_error: FailurePolicy,
+    pub(crate) prefix: String,
+    pub(crate) default_scheme: String,
+    pub(crate) unkeyed: Vec<HeaderName>,
+    pub(crate) flights: Arc<Flights>,
+    /// The learned Vary list per URL, so that a hit costs one round trip.
+    pub(crate) vary_lists: moka::sync::Cache<String, Arc<Vec<HeaderName>>>,
+}
+
+/// A [`Layer`] that caches whole responses in the store, akin to Django's `cache_page`.
+///
+/// See the [module docs](super) for what is cached, how keys are built and what a hit
+/// answers.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower::ServiceBuilder;
+/// use tower_redis_http::cache::ResponseCacheLayer;
+/// use tower_redis_http::store::MemoryStore;
+///
+/// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30)).build()?;
+/// let service = ServiceBuilder::new().layer(cache).service_fn(|_req: http::Request<String>| async {
+///     Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(bytes::Bytes::from("hi"))))
+/// });
+/// # Ok::<(), tower_redis_http::ConfigError>(())
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct ResponseCacheLayer {
+    config: Arc<Config>,
+}
+
+impl std::fmt::Debug for ResponseCacheLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseCacheLayer")
+            .field("store", &self.config.store)
+            .field("timeout", &self.config.timeout)
+            .field("statuses", &self.config.statuses)
+            .field("max_body", &self.config.max_body)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResponseCacheLayer {
+    /// A builder for a cache that keeps responses for `timeout`, Django's
+    /// `cache_page(timeout)`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::cache::ResponseCacheLayer;
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(60)).build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn cache_page(store: impl Into<AnyStore>, timeout: Duration) -> ResponseCacheBuilder {
+        ResponseCacheBuilder {
+            store: store.into(),
+            timeout,
+            statuses: vec![StatusCode::OK],
+            max_body: 1024 * 1024,
+            query: QueryOrder::default(),
+            request_directives: RequestDirectives::default(),
+            store_cookies: false,
+            patch_headers: false,
+            x_cache: false,
+            name: "tower-redis-http".to_owned(),
+            compute_etag: false,
+            flight_wait: Some(Duration::from_secs(5)),
+            on_store_error: FailurePolicy::Open,
+            prefix: "cache:".to_owned(),
+            default_scheme: "http".to_owned(),
+            unkeyed: DEFAULT_UNKEYED
+                .iter()
+                .map(|name| HeaderName::from_static(name))
+                .collect(),
+        }
+    }
+}
+
+impl<S> Layer<S> for ResponseCacheLayer {
+    type Service = ResponseCache<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ResponseCache::new(inner, Arc::clone(&self.config))
+    }
+}
+
+/// Configures a [`ResponseCacheLayer`]; start from [`ResponseCacheLayer::cache_page`].
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use http::StatusCode;
+/// use tower_redis_http::cache::{QueryOrder, ResponseCacheLayer};
+/// use tower_redis_http::store::MemoryStore;
+///
+/// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30))
+///     .statuses([StatusCode::OK, StatusCode::NOT_FOUND])
+///     .max_body(256 * 1024)
+///     .query_order(QueryOrder::Sorted)
+///     .patch_response_headers()
+///     .compute_etag()
+///     .x_cache_header()
+///     .build()?;
+/// # Ok::<(), tower_redis_http::ConfigError>(())
+/// ```
+#[must_use]
+pub struct ResponseCacheBuilder {
+    store: AnyStore,
+    timeout: Duration,
+    statuses: Vec<StatusCode>,
+    max_body: usize,
+    query: QueryOrder,
+    request_directives: RequestDirectives,
+    store_cookies: bool,
+    patch_headers: bool,
+    x_cache: bool,
+    name: String,
+    compute_etag: bool,
+    flight_wait: Option<Duration>,
+    on_store_error: FailurePolicy,
+    prefix: String,
+    default_scheme: String,
+    unkeyed: Vec<HeaderName>,
+}
+
+impl std::fmt::Debug for ResponseCacheBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseCacheBuilder")
+            .field("timeout", &self.timeout)
+            .field("statuses", &self.statuses)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResponseCacheBuilder {
+    /// The statuses that may be stored. Defaults to 200 only, as Django.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use http::StatusCode;
+    /// use tower_redis_http::cache::ResponseCacheLayer;
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30))
+    ///     .statuses([StatusCode::OK, StatusCode::MOVED_PERMANENTLY])
+    ///     .build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn statuses(mut self, statuses: impl IntoIterator<Item = StatusCode>) -> Self {
+        self.statuses = statuses.into_iter().collect();
+        self
+    }
+
+    /// The largest body stored, in bytes; a larger or longer streaming body passes through,
+    /// buffered no further than this. Defaults to 1 MiB.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::cache::ResponseCacheLayer;
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30)).max_body(64 * 1024).build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    /// How the query string is keyed. Defaults to [`QueryOrder::AsReceived`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::cache::{QueryOrder, ResponseCacheLayer};
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30)).query_order(QueryOrder::Sorted).build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn query_order(mut self, query: QueryOrder) -> Self {
+        self.query = query;
+        self
+    }
+
+    /// Whether the request's `Cache-Control` counts. Defaults to [`RequestDirectives::Ignore`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::cache::{RequestDirectives, ResponseCacheLayer};
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30))
+    ///     .request_directives(RequestDirectives::Honor)
+    ///     .build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn request_directives(mut self, directives: RequestDirectives) -> Self {
+        self.request_directives = directives;
+        self
+    }
+
+    /// Stores responses that set cookies, without their `Set-Cookie` fields: a hit never
+    /// replays a cookie. Defaults to not storing them at all.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::cache::ResponseCacheLayer;
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30)).store_responses_setting_cookies().build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn store_responses_setting_cookies(mut self) -> Self {
+        self.store_cookies = true;
+        self
+    }
+
+    /// Adds `Cache-Control: max-age` (the smaller of the handler's and the timeout) and
+    /// `Expires` (only if absent) to responses it stores, like Django's
+    /// `patch_response_headers`. Defaults to off.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::cache::ResponseCacheLayer;
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30)).patch_response_headers().build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn patch_response_headers(mut self) -> Self {
+        self.patch_headers = true;
+        self
+    }
+
+    /// Adds `X-Cache: HIT` or `MISS`, for tools that read it. Defaults to off
+    /// (`Cache-Status` is always sent).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::cache::ResponseCacheLayer;
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30)).x_cache_header().build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn x_cache_header(mut self) -> Self {
+        self.x_cache = true;
+        self
+    }
+
+    /// The cache's name in `Cache-Status` (an RFC 8941 token). Defaults to `tower-redis-http`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::cache::ResponseCacheLayer;
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30)).cache_name("app-cache").build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn cache_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Gives stored entries without an `ETag` a strong one computed from the body, so hits can
+    /// answer `If-None-Match` with 304. Defaults to off.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::cache::ResponseCacheLayer;
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30)).compute_etag().build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn compute_etag(mut self) -> Self {
+        self.compute_etag = true;
+        self
+    }
+
+    /// How long concurrent misses on one key wait for the one that runs the handler before
+    /// running it themselves; `None` turns single flight off. Defaults to 5 seconds.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::cache::ResponseCacheLayer;
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30))
+    ///     .single_flight(Some(Duration::from_secs(2)))
+    ///     .build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn single_flight(mut self, wait: Option<Duration>) -> Self {
+        self.flight_wait = wait;
+        self
+    }
+
+    /// What a store failure does. Defaults to [`FailurePolicy::Open`]: the request goes to the
+    /// inner service as if there were no cache.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::FailurePolicy;
+    /// use tower_redis_http::cache::ResponseCacheLayer;
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30)).on_store_error(FailurePolicy::Closed).build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn on_store_error(mut self, policy: FailurePolicy) -> Self {
+        self.on_store_error = policy;
+        self
+    }
+
+    /// The key prefix inside the store's namespace. Defaults to `cache:`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::cache::ResponseCacheLayer;
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30)).key_prefix("pages:").build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The scheme keyed for requests whose URI has none (origin-form, as servers receive
+    /// them). Defaults to `http`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::cache::ResponseCacheLayer;
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30)).default_scheme("https").build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn default_scheme(mut self, scheme: impl Into<String>) -> Self {
+        self.default_scheme = scheme.into();
+        self
+    }
+
+    /// The request headers whose presence keeps a response from being stored, because
+    /// applications may answer differently for them without the key knowing. Defaults to
+    /// `X-Forwarded-Host`, `X-Forwarded-Server`, `X-Forwarded-Scheme`, `X-Original-URL`,
+    /// `X-Rewrite-URL`, `X-HTTP-Method-Override`, `X-HTTP-Method`, `X-Method-Override`. A
+    /// header the response names in `Vary` is keyed instead and needs no place here.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use http::HeaderName;
+    /// use tower_redis_http::cache::ResponseCacheLayer;
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// // behind a proxy that always sets X-Forwarded-Host, and an app that ignores it
+    /// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30))
+    ///     .unkeyed_request_headers([HeaderName::from_static("x-original-url")])
+    ///     .build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn unkeyed_request_headers(mut self, names: impl IntoIterator<Item = HeaderName>) -> Self {
+        self.unkeyed = names.into_iter().collect();
+        self
+    }
+
+    /// The layer.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidOption`] for a zero timeout, no cacheable status, or a cache
+    /// name that is not a token.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::cache::ResponseCacheLayer;
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// assert!(ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::ZERO).build().is_err());
+    /// ```
+    pub fn build(self) -> Result<ResponseCacheLayer, ConfigError> {
+        let invalid = |option, reason: &str| ConfigError::InvalidOption {
+            option,
+            reason: reason.to_owned(),
+        };
+        if self.timeout < Duration::from_millis(1) {
+            return Err(invalid("timeout", "must be at least 1ms"));
+        }
+        if self.statuses.is_empty() {
+            return Err(invalid("statuses", "at least one status must be cacheable"));
+        }
+        let token = |name: &str| {
+            name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '*')
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:/".contains(&b))
+        };
+        if !token(&self.name) {
+            return Err(invalid("cache_name", "must be an RFC 8941 token"));
+        }
+        Ok(ResponseCacheLayer {
+            config: Arc::new(Config {
+                store: self.store,
+                timeout: self.timeout,
+                statuses: self.statuses,
+                max_body: self.max_body,
+                query: self.query,
+                request_directives: self.request_directives,
+                store_cookies: self.store_cookies,
+                patch_headers: self.patch_headers,
+                x_cache: self.x_cache,
+                name: self.name,
+                compute_etag: self.compute_etag,
+                flight_wait: self.flight_wait,
+                on_store_error: self.on_store_error,
+                prefix: self.prefix,
+                default_scheme: self.default_scheme,
+                unkeyed: self.unkeyed,
+                flights: Arc::default(),
+                vary_lists: moka::sync::Cache::builder()
+                    .max_capacity(10_000)
+                    .time_to_live(Duration::from_secs(60).min(self.timeout))
+                    .build(),
+            }),
+        })
+    }
+}

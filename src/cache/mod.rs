@@ -1,0 +1,111 @@
+//! Whole responses cached in the store, akin to Django's `cache_page`, with the rules a shared
+//! cache in front of many users must follow.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use http::{Request, Response};
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_redis_http::cache::ResponseCacheLayer;
+//! use tower_redis_http::store::MemoryStore;
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30)).build()?;
+//! let app = ServiceBuilder::new().layer(cache).service_fn(|_req: Request<String>| async {
+//!     Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(bytes::Bytes::from("articles"))))
+//! });
+//!
+//! let first = app.clone().oneshot(Request::get("/articles/").body(String::new())?).await?;
+//! assert!(first.headers()["cache-status"].to_str()?.contains("fwd=uri-miss"));
+//! // let the miss's body go by: that is when it is stored
+//! http_body_util::BodyExt::collect(first.into_body()).await?;
+//! # tokio::task::yield_now().await;
+//! let second = app.oneshot(Request::get("/articles/").body(String::new())?).await?;
+//! assert!(second.headers()["cache-status"].to_str()?.contains("hit"));
+//! # Ok(()) }
+//! ```
+//!
+//! # What is cached
+//!
+//! `GET` and `HEAD` requests (`HEAD` answered from the `GET` entry; `HEAD` responses are never
+//! stored). Other methods pass through untouched. A response is stored when:
+//!
+//! - its status is one of the configured ones (200 by default, like Django);
+//! - its body is at most the bound (1 MiB by default); a larger or longer streaming body passes
+//!   through, buffered no further than the bound;
+//! - it has no `Cache-Control: private`, `no-store` or `no-cache` (names compared
+//!   case-insensitively, qualified forms such as `private="Set-Cookie"` included);
+//! - it sets no cookie (unless [`ResponseCacheBuilder::store_responses_setting_cookies`]; a hit
+//!   never replays `Set-Cookie`);
+//! - the request had no `Authorization`, or the response says `public` or `s-maxage`
+//!   (RFC 9111 §3.5);
+//! - it has no `Vary: *`;
+//! - the request carries none of the unkeyed headers below.
+//!
+//! The entry lives for the layer's timeout, shortened by the response's `s-maxage` or
+//! `max-age`; a zero lifetime stores nothing. Hop-by-hop headers and `Set-Cookie` are not
+//! stored. The request's own `Cache-Control` is ignored unless [`RequestDirectives::Honor`].
+//!
+//! # What forms a key
+//!
+//! The **scheme** (the URI's, else the configured default), the **host** the application sees
+//! (the URI authority, else `Host`; lowercased; **never** `X-Forwarded-Host`), the **path** and
+//! the **query** (as received, or with parameters sorted), hashed to 128 bits; the store's
+//! namespace (prefix and version); and the values of the request headers the response names in
+//! `Vary`. The Vary list is learned per URL and stored beside the entries (as Django's
+//! `learn_cache_key` does); each entry records its Vary list and the hash of its varied values,
+//! and is served only to requests whose values match. Keys are
+//! `<prefix>{<url hash>}:<variant hash>`: bounded in length, and one Redis Cluster slot per URL.
+//!
+//! # Security
+//!
+//! Every request input that is not in the key is a cache-poisoning surface if the application
+//! reflects it. Requests carrying `X-Forwarded-Host`, `X-Forwarded-Server`,
+//! `X-Forwarded-Scheme`, `X-Original-URL`, `X-Rewrite-URL` or a method-override header are
+//! answered from the cache but their responses are never stored, so they cannot plant an entry
+//! for other users ([`ResponseCacheBuilder::unkeyed_request_headers`] changes the list).
+//! Storing is decided from the response's status and headers, never from the URL's extension
+//! (web cache deception). Place the cache **inside** the auth layer for per-user pages that
+//! vary on `Authorization`, or rely on the `Authorization` rule above.
+//!
+//! # Hits
+//!
+//! A hit answers the stored status, headers and body, with `Age` (resident time plus any `Age`
+//! the handler sent), `Cache-Status: tower-redis-http; hit; ttl=<seconds left>` (RFC 9211), and
+//! optionally `X-Cache: HIT`. `If-None-Match` (against the stored `ETag`) and
+//! `If-Modified-Since` (against `Last-Modified`) are answered `304 Not Modified`;
+//! [`ResponseCacheBuilder::compute_etag`] gives entries without an `ETag` a strong one. The
+//! body is served as a slice of the bytes the store returned. A miss carries
+//! `Cache-Status: ...; fwd=uri-miss` or `fwd=vary-miss`, with `stored` when the response is
+//! being stored.
+//!
+//! A hit costs one store round trip (the Vary list of each URL is also kept in process for up
+//! to a minute); a miss that stores costs two.
+//!
+//! # Single flight
+//!
+//! Concurrent misses on one key in one process run the handler once: the others wait (5 s by
+//! default) for its entry, then run the handler themselves if it did not come.
+//!
+//! # Failures
+//!
+//! Fail open by default: a store error or timeout sends the request to the inner service as if
+//! there were no cache, within the store's command timeout. A stored entry that cannot be read
+//! (corrupt, truncated, another format or version) is logged, deleted and treated as a miss.
+//! Storing happens in a spawned Tokio task after the body has gone by.
+
+mod body;
+mod entry;
+mod flight;
+mod future;
+mod key;
+mod layer;
+mod policy;
+mod service;
+
+pub use self::body::ResponseBody;
+pub use self::future::ResponseFuture;
+pub use self::key::QueryOrder;
+pub use self::layer::{RequestDirectives, ResponseCacheBuilder, ResponseCacheLayer};
+pub use self::service::ResponseCache;

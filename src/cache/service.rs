@@ -1,0 +1,389 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use tower_service::Service;
+
+use super::entry::Entry;
+use super::future::{Ctx, Fwd, ResponseFuture};
+use super::layer::{Config, RequestDirectives};
+use super::{key, policy};
+use crate::store::{Store, StoreError};
+
+pub(crate) type StoreCall = Pin<Box<dyn Future<Output = Result<Option<Bytes>, StoreError>> + Send>>;
+
+/// The service [`ResponseCacheLayer`](super::ResponseCacheLayer) wraps around an inner
+/// service.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower::{ServiceBuilder, ServiceExt};
+/// use tower_redis_http::cache::ResponseCacheLayer;
+/// use tower_redis_http::store::MemoryStore;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let service = ServiceBuilder::new()
+///     .layer(ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30)).build()?)
+///     .service_fn(|_req: http::Request<String>| async {
+///         Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(bytes::Bytes::from("hi"))))
+///     });
+/// let response = service.oneshot(http::Request::new(String::new())).await?;
+/// assert!(response.headers().contains_key("cache-status"));
+/// # Ok(()) }
+/// ```
+pub struct ResponseCache<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S> ResponseCache<S> {
+    pub(crate) fn new(inner: S, config: Arc<Config>) -> Self {
+        Self { inner, config }
+    }
+
+    /// The inner service.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower::Layer;
+    /// use tower_redis_http::cache::ResponseCacheLayer;
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(1)).build()?.layer(7);
+    /// assert_eq!(*cache.get_ref(), 7);
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower::Layer;
+    /// use tower_redis_http::cache::ResponseCacheLayer;
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let mut cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(1)).build()?.layer(7);
+    /// *cache.get_mut() = 8;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, unwrapped.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower::Layer;
+    /// use tower_redis_http::cache::ResponseCacheLayer;
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(1)).build()?.layer(7);
+    /// assert_eq!(cache.into_inner(), 7);
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone> Clone for ResponseCache<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for ResponseCache<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseCache")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// The store call that fetches `key`.
+    pub(crate) fn fetch(self: &Arc<Self>, key: String) -> StoreCall {
+        let config = Arc::clone(self);
+        Box::pin(async move { config.store.get(&key).await })
+    }
+
+    /// Deletes an entry that could not be read, in the background.
+    pub(crate) fn discard(self: &Arc<Self>, key: String) {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let config = Arc::clone(self);
+            runtime.spawn(async move {
+                let _ = config.store.delete(&key).await;
+            });
+        }
+    }
+
+    /// A hit (or a shared single-flight result), or 304 when the request's validators match.
+    pub(crate) fn serve(&self, entry: &Entry, request: &HeaderMap, head: bool) -> Response<Bytes> {
+        let resident = SystemTime::now()
+            .duration_since(entry.stored_at)
+            .unwrap_or_default();
+        let stored_age = entry
+            .headers
+            .get(header::AGE)
+            .and_then(|age| age.to_str().ok()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        let age = stored_age.saturating_add(resident.as_secs());
+        let ttl_left = entry.ttl.saturating_sub(resident).as_secs();
+
+        let mut response = if not_modified(request, &entry.headers) {
+            let mut response = Response::new(Bytes::new());
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            // RFC 9110 §15.4.5: what a 304 carries
+            for name in [
+                header::CACHE_CONTROL,
+                header::CONTENT_LOCATION,
+                header::DATE,
+                header::ETAG,
+                header::EXPIRES,
+                header::LAST_MODIFIED,
+                header::VARY,
+            ] {
+                for value in entry.headers.get_all(&name) {
+                    response.headers_mut().append(name.clone(), value.clone());
+                }
+            }
+            response
+        } else {
+            let body = if head {
+                Bytes::new()
+            } else {
+                entry.body.clone()
+            };
+            let mut response = Response::new(body);
+            *response.status_mut() = entry.status;
+            *response.headers_mut() = entry.headers.clone();
+            response
+        };
+        let headers = response.headers_mut();
+        headers.insert(header::AGE, HeaderValue::from(age));
+        self.cache_status(headers, &format!("hit; ttl={ttl_left}"));
+        if self.x_cache {
+            headers.insert(X_CACHE, HeaderValue::from_static("HIT"));
+        }
+        response
+    }
+
+    /// Appends this cache's member to `Cache-Status` (RFC 9211 §2: the cache nearest the
+    /// client comes last).
+    pub(crate) fn cache_status(&self, headers: &mut HeaderMap, params: &str) {
+        if let Ok(value) = HeaderValue::from_str(&format!("{}; {params}", self.name)) {
+            headers.append(CACHE_STATUS, value);
+        }
+    }
+
+    pub(crate) fn unavailable(&self) -> Response<Bytes> {
+        let mut response = Response::new(Bytes::from_static(
+            br#"{"detail":"The cache is temporarily unavailable."}"#,
+        ));
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+
+    /// Where a cacheable request starts: what may be looked up and stored.
+    fn plan<B>(&self, request: &Request<B>) -> Plan {
+        let (mut lookup, mut store) = (true, true);
+        if self.request_directives == RequestDirectives::Honor {
+            let cc = policy::cache_control(request.headers());
+            let pragma_no_cache = !request.headers().contains_key(header::CACHE_CONTROL)
+                && request
+                    .headers()
+                    .get(header::PRAGMA)
+                    .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"no-cache"));
+            lookup = !(cc.no_cache || cc.max_age == Some(0) || pragma_no_cache);
+            store = !cc.no_store;
+        }
+        if self
+            .unkeyed
+            .iter()
+            .any(|name| request.headers().contains_key(name))
+        {
+            store = false;
+        }
+        Plan { lookup, store }
+    }
+}
+
+pub(crate) const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+pub(crate) const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+struct Plan {
+    lookup: bool,
+    store: bool,
+}
+
+/// RFC 9110 §13.1.2 and §13.1.3: `If-None-Match` (weak comparison) wins over
+/// `If-Modified-Since`.
+fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
+    let etag = stored.get(header::ETAG).and_then(|e| e.to_str().ok());
+    let mut conditions = request.get_all(header::IF_NONE_MATCH).iter().peekable();
+    if conditions.peek().is_some() {
+        let Some(etag) = etag else {
+            return false;
+        };
+        let opaque = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
+        let ours = opaque(etag);
+        return conditions
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .any(|candidate| candidate.trim() == "*" || opaque(candidate) == ours);
+    }
+    let since = request
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| httpdate::parse_http_date(v.to_str().ok()?).ok());
+    let modified = stored
+        .get(header::LAST_MODIFIED)
+        .and_then(|v| httpdate::parse_http_date(v.to_str().ok()?).ok());
+    matches!((since, modified), (Some(since), Some(modified)) if modified <= since)
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ResponseCache<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    ResBody: http_body::Body<Data = Bytes>,
+{
+    type Response = Response<super::ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let head = request.method() == Method::HEAD;
+        if request.method() != Method::GET && !head {
+            return ResponseFuture::passthrough(self.inner.call(request));
+        }
+        let plan = self.config.plan(&request);
+        let (parts, body) = request.into_parts();
+        let url = key::url_hash(&parts, &self.config.default_scheme, self.config.query);
+        let request = Request::from_parts(parts, body);
+        // clone-and-swap: the future gets the service that was polled ready
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let vary = self.config.vary_lists.get(&url);
+        let ctx = Ctx {
+            inner,
+            request,
+            url,
+            store_allowed: plan.store,
+            head,
+            config: Arc::clone(&self.config),
+        };
+        if !plan.lookup {
+            return ResponseFuture::miss(ctx, Fwd::Request, None);
+        }
+        match vary {
+            Some(vary) => {
+                let variant = key::variant_hash(&vary, ctx.request.headers());
+                let entry_key = key::entry_key(&self.config.prefix, &ctx.url, &variant);
+                let call = self.config.fetch(entry_key.clone());
+                ResponseFuture::lookup_entry(ctx, call, vary, entry_key)
+            }
+            None => {
+                let call = self
+                    .config
+                    .fetch(key::vary_key(&self.config.prefix, &ctx.url));
+                ResponseFuture::lookup_vary(ctx, call)
+            }
+        }
+    }
+}
+
+/// Expiry duration from now as an HTTP date, for `Expires`.
+pub(crate) fn http_date_after(ttl: Duration) -> Option<HeaderValue> {
+    HeaderValue::from_str(&httpdate::fmt_http_date(SystemTime::now() + ttl)).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn conditional_requests_follow_rfc_9110() {
+        let stored = map(&[
+            ("etag", "\"v1\""),
+            ("last-modified", "Wed, 21 Oct 2015 07:28:00 GMT"),
+        ]);
+        let cases: &[(&[(&str, &str)], bool)] = &[
+            (&[("if-none-match", "\"v1\"")], true),
+            (&[("if-none-match", "W/\"v1\"")], true),
+            (&[("if-none-match", "\"v0\", \"v1\"")], true),
+            (&[("if-none-match", "*")], true),
+            (&[("if-none-match", "\"v2\"")], false),
+            // If-None-Match wins over If-Modified-Since
+            (
+                &[
+                    ("if-none-match", "\"v2\""),
+                    ("if-modified-since", "Wed, 21 Oct 2015 07:28:00 GMT"),
+                ],
+                false,
+            ),
+            (
+                &[("if-modified-since", "Wed, 21 Oct 2015 07:28:00 GMT")],
+                true,
+            ),
+            (
+                &[("if-modified-since", "Thu, 22 Oct 2015 07:28:00 GMT")],
+                true,
+            ),
+            (
+                &[("if-modified-since", "Tue, 20 Oct 2015 07:28:00 GMT")],
+                false,
+            ),
+            (&[("if-modified-since", "not a date")], false),
+            (&[], false),
+        ];
+        for (request, expected) in cases {
+            assert_eq!(
+                not_modified(&map(request), &stored),
+                *expected,
+                "{request:?}"
+            );
+        }
+        assert!(!not_modified(
+            &map(&[("if-none-match", "*")]),
+            &HeaderMap::new()
+        ));
+    }
+}

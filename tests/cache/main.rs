@@ -1,0 +1,170 @@
+//! The cache layer against a real Redis: every storing rule, keys and Vary, hits, 304s,
+//! poisoning, single flight, corrupt entries and store failures.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod rules;
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tower::util::BoxCloneService;
+use tower::{ServiceBuilder, ServiceExt};
+use tower_redis_http::cache::{ResponseBody, ResponseCacheBuilder};
+
+/// A response body of chunks, with an exact length or, like a stream, without one.
+#[derive(Debug)]
+pub struct TestBody {
+    chunks: VecDeque<Bytes>,
+    exact: bool,
+}
+
+impl TestBody {
+    pub fn full(text: impl Into<Bytes>) -> Self {
+        Self {
+            chunks: VecDeque::from([text.into()]),
+            exact: true,
+        }
+    }
+
+    pub fn streaming(chunks: Vec<Bytes>) -> Self {
+        Self {
+            chunks: chunks.into(),
+            exact: false,
+        }
+    }
+}
+
+impl Body for TestBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.chunks.pop_front().map(|chunk| Ok(Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.exact {
+            SizeHint::with_exact(self.chunks.iter().map(|c| c.len() as u64).sum())
+        } else {
+            SizeHint::default()
+        }
+    }
+}
+
+pub type ReqBody = http_body_util::Empty<Bytes>;
+pub type App = BoxCloneService<Request<ReqBody>, Response<ResponseBody<TestBody>>, Infallible>;
+
+/// A cached app whose handler answers with `respond(request, run number)` and counts its runs.
+pub fn app<F>(builder: ResponseCacheBuilder, respond: F) -> (App, Arc<AtomicUsize>)
+where
+    F: Fn(&Request<ReqBody>, usize) -> Response<TestBody> + Clone + Send + Sync + 'static,
+{
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&runs);
+    let service = ServiceBuilder::new()
+        .layer(builder.build().unwrap())
+        .service_fn(move |request: Request<ReqBody>| {
+            let run = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            let response = respond(&request, run);
+            async move { Ok::<_, Infallible>(response) }
+        });
+    (BoxCloneService::new(service), runs)
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn cache_status(&self) -> &str {
+        self.headers
+            .get("cache-status")
+            .map_or("", |v| v.to_str().unwrap())
+    }
+
+    pub fn is_hit(&self) -> bool {
+        self.cache_status().contains("; hit")
+    }
+}
+
+/// Sends `request` and collects the reply; the app is cloned first so the future is `Send`.
+pub fn send(
+    app: &App,
+    request: Request<ReqBody>,
+) -> impl std::future::Future<Output = Reply> + Send + 'static {
+    let app = app.clone();
+    async move {
+        let response = app.oneshot(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body: String::from_utf8(body.to_vec()).unwrap(),
+        }
+    }
+}
+
+pub fn get(uri: &str) -> http::request::Builder {
+    Request::get(uri).header("host", "shop.example")
+}
+
+pub fn req(builder: http::request::Builder) -> Request<ReqBody> {
+    builder.body(ReqBody::new()).unwrap()
+}
+
+/// Sends `request` until it is a hit (the store is written after the miss's body has gone
+/// by, in a background task), returning the hit.
+pub async fn until_hit(app: &App, request: impl Fn() -> Request<ReqBody>) -> Reply {
+    for _ in 0..500 {
+        let reply = send(app, request()).await;
+        if reply.is_hit() {
+            return reply;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never became a hit");
+}
+
+/// Waits until the background store of a miss has landed in Redis: `count` entries under the
+/// cache prefix (Vary lists excluded).
+pub async fn stored_entries(redis: &support::TestRedis, count: usize) -> Vec<String> {
+    for _ in 0..500 {
+        let keys: Vec<String> = redis
+            .command(&["KEYS", "*cache:*"])
+            .lines()
+            .filter(|k| !k.ends_with(":vary") && !k.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if keys.len() >= count {
+            return keys;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("entries were not stored");
+}
+
+pub fn ok(body: &str) -> Response<TestBody> {
+    Response::new(TestBody::full(body.to_owned()))
+}

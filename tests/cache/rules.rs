@@ -1,0 +1,681 @@
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use tokio::sync::Barrier;
+use tower::ServiceBuilder;
+use tower::util::BoxCloneService;
+use tower_redis_http::FailurePolicy;
+use tower_redis_http::cache::{
+    QueryOrder, RequestDirectives, ResponseCacheBuilder, ResponseCacheLayer,
+};
+use tower_redis_http::store::{MemoryStore, RedisStore};
+
+use crate::support::{TestRedis, command_calls};
+use crate::{App, ReqBody, TestBody, app, get, ok, req, send, stored_entries, until_hit};
+
+async fn cache(redis: &TestRedis) -> ResponseCacheBuilder {
+    let store = RedisStore::builder(redis.url()).build().await.unwrap();
+    ResponseCacheLayer::cache_page(store, Duration::from_secs(60))
+}
+
+#[tokio::test]
+async fn a_miss_is_stored_and_then_served_with_age_and_cache_status() {
+    let redis = TestRedis::start();
+    let (app, runs) = app((cache(&redis).await).x_cache_header(), |_, run| {
+        let mut response = ok(&format!("articles, run {run}"));
+        response
+            .headers_mut()
+            .insert("content-type", "application/json".parse().unwrap());
+        response
+    });
+    let miss = send(&app, req(get("/articles/"))).await;
+    assert_eq!(miss.status, StatusCode::OK);
+    assert_eq!(miss.body, "articles, run 1");
+    assert_eq!(
+        miss.cache_status(),
+        "tower-redis-http; fwd=uri-miss; stored"
+    );
+    assert_eq!(miss.headers["x-cache"], "MISS");
+    stored_entries(&redis, 1).await;
+
+    let hit = send(&app, req(get("/articles/"))).await;
+    assert_eq!(hit.body, "articles, run 1");
+    assert_eq!(hit.headers["content-type"], "application/json");
+    assert_eq!(hit.headers["x-cache"], "HIT");
+    assert_eq!(hit.headers["age"], "0");
+    let status = hit.cache_status();
+    assert!(
+        status.starts_with("tower-redis-http; hit; ttl="),
+        "{status}"
+    );
+    let ttl: u64 = status.rsplit('=').next().unwrap().parse().unwrap();
+    assert!(ttl > 50 && ttl <= 60, "{status}");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn head_is_answered_from_the_get_entry_and_never_stored_itself() {
+    let redis = TestRedis::start();
+    let (app, runs) = app(cache(&redis).await, |request, _| {
+        let body = if request.method() == Method::HEAD {
+            ""
+        } else {
+            "page"
+        };
+        let mut response = ok(body);
+        response
+            .headers_mut()
+            .insert("content-length", "4".parse().unwrap());
+        response
+    });
+    let head = send(&app, req(get("/p").method(Method::HEAD))).await;
+    assert!(head.cache_status().contains("fwd=uri-miss"));
+    assert!(!head.cache_status().contains("stored"));
+    let miss = send(&app, req(get("/p"))).await;
+    assert!(
+        miss.cache_status().contains("fwd=uri-miss; stored"),
+        "HEAD stored nothing"
+    );
+    stored_entries(&redis, 1).await;
+    let head = send(&app, req(get("/p").method(Method::HEAD))).await;
+    assert!(head.is_hit());
+    assert_eq!(head.body, "");
+    assert_eq!(head.headers["content-length"], "4");
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
+/// Two requests for a response that must never be stored: both run the handler.
+async fn assert_never_stored(
+    builder: ResponseCacheBuilder,
+    respond: fn(&Request<ReqBody>, usize) -> Response<TestBody>,
+    request: fn() -> Request<ReqBody>,
+    case: &str,
+) {
+    let (app, runs) = app(builder, respond);
+    let first = send(&app, request()).await;
+    assert!(
+        !first.cache_status().contains("stored"),
+        "{case}: {}",
+        first.cache_status()
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = send(&app, request()).await;
+    assert!(!second.is_hit(), "{case} was served from the cache");
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "{case}");
+}
+
+fn with(
+    name: &'static str,
+    value: &'static str,
+) -> fn(&Request<ReqBody>, usize) -> Response<TestBody> {
+    // one function per case keeps the table readable
+    match (name, value) {
+        ("cache-control", "private") => |_, _| cc("private"),
+        ("cache-control", "PRIVATE, max-age=60") => |_, _| cc("PRIVATE, max-age=60"),
+        ("cache-control", "private=\"Set-Cookie\"") => |_, _| cc("private=\"Set-Cookie\""),
+        ("cache-control", "no-store") => |_, _| cc("no-store"),
+        ("cache-control", "No-Store") => |_, _| cc("No-Store"),
+        ("cache-control", "no-cache") => |_, _| cc("no-cache"),
+        ("cache-control", "no-cache=\"x-a\"") => |_, _| cc("no-cache=\"x-a\""),
+        ("cache-control", "max-age=0") => |_, _| cc("max-age=0"),
+        ("set-cookie", _) => |_, _| {
+            let mut response = ok("with cookie");
+            response
+                .headers_mut()
+                .insert("set-cookie", "sessionid=abc".parse().unwrap());
+            response
+        },
+        ("vary", "*") => |_, _| {
+            let mut response = ok("vary star");
+            response.headers_mut().insert("vary", "*".parse().unwrap());
+            response
+        },
+        _ => unreachable!(),
+    }
+}
+
+fn cc(value: &'static str) -> Response<TestBody> {
+    let mut response = ok("page");
+    response
+        .headers_mut()
+        .insert("cache-control", value.parse().unwrap());
+    response
+}
+
+#[tokio::test]
+async fn responses_that_must_not_be_shared_are_never_stored() {
+    let redis = TestRedis::start();
+    let plain = || req(get("/x"));
+    for (name, value) in [
+        ("cache-control", "private"),
+        ("cache-control", "PRIVATE, max-age=60"),
+        ("cache-control", "private=\"Set-Cookie\""),
+        ("cache-control", "no-store"),
+        ("cache-control", "No-Store"),
+        ("cache-control", "no-cache"),
+        ("cache-control", "no-cache=\"x-a\""),
+        ("cache-control", "max-age=0"),
+        ("set-cookie", ""),
+        ("vary", "*"),
+    ] {
+        redis.command(&["FLUSHALL"]);
+        assert_never_stored(
+            cache(&redis).await,
+            with(name, value),
+            plain,
+            &format!("{name}: {value}"),
+        )
+        .await;
+    }
+    redis.command(&["FLUSHALL"]);
+    assert_never_stored(
+        cache(&redis).await,
+        |_, _| {
+            let mut response = ok("not found");
+            *response.status_mut() = StatusCode::NOT_FOUND;
+            response
+        },
+        plain,
+        "404",
+    )
+    .await;
+    redis.command(&["FLUSHALL"]);
+    assert_never_stored(
+        cache(&redis).await,
+        |_, _| ok("secret"),
+        || req(get("/x").header("authorization", "Bearer t")),
+        "Authorization",
+    )
+    .await;
+    redis.command(&["FLUSHALL"]);
+    assert_never_stored(
+        cache(&redis).await,
+        |_, _| ok("post"),
+        || req(get("/x").method(Method::POST)),
+        "POST",
+    )
+    .await;
+    assert_eq!(redis.command(&["DBSIZE"]), "0");
+}
+
+#[tokio::test]
+async fn authorized_requests_are_stored_when_the_response_says_public() {
+    let redis = TestRedis::start();
+    let (app, runs) = app(cache(&redis).await, |_, _| cc("public, max-age=60"));
+    send(&app, req(get("/pub").header("authorization", "Bearer t"))).await;
+    stored_entries(&redis, 1).await;
+    assert!(send(&app, req(get("/pub"))).await.is_hit());
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn cookies_are_stored_only_on_request_and_never_replayed() {
+    let redis = TestRedis::start();
+    let (app, _) = app(
+        (cache(&redis).await).store_responses_setting_cookies(),
+        with("set-cookie", ""),
+    );
+    let miss = send(&app, req(get("/c"))).await;
+    assert_eq!(
+        miss.headers["set-cookie"], "sessionid=abc",
+        "the miss itself keeps its cookie"
+    );
+    stored_entries(&redis, 1).await;
+    let hit = send(&app, req(get("/c"))).await;
+    assert!(hit.is_hit());
+    assert!(!hit.headers.contains_key("set-cookie"));
+}
+
+#[tokio::test]
+async fn the_handlers_max_age_shortens_the_ttl_and_expired_entries_are_misses() {
+    let redis = TestRedis::start();
+    let (app, runs) = app(cache(&redis).await, |_, _| cc("max-age=1"));
+    send(&app, req(get("/short"))).await;
+    let keys = stored_entries(&redis, 1).await;
+    let ttl: i64 = redis.command(&["PTTL", &keys[0]]).parse().unwrap();
+    assert!(ttl > 0 && ttl <= 1000, "{ttl}");
+    let mut expired = false;
+    for _ in 0..300 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if redis.command(&["EXISTS", &keys[0]]) == "0" {
+            expired = true;
+            break;
+        }
+    }
+    assert!(expired);
+    assert!(!send(&app, req(get("/short"))).await.is_hit());
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn patched_headers_carry_max_age_and_expires() {
+    let redis = TestRedis::start();
+    let (app, _) = app((cache(&redis).await).patch_response_headers(), |_, _| {
+        cc("max-age=3600, must-revalidate")
+    });
+    let miss = send(&app, req(get("/patched"))).await;
+    assert_eq!(miss.headers["cache-control"], "must-revalidate, max-age=60");
+    assert!(httpdate::parse_http_date(miss.headers["expires"].to_str().unwrap()).is_ok());
+    stored_entries(&redis, 1).await;
+    let hit = send(&app, req(get("/patched"))).await;
+    assert_eq!(hit.headers["cache-control"], "must-revalidate, max-age=60");
+}
+
+#[tokio::test]
+async fn vary_keys_each_variant_by_the_varied_request_headers() {
+    let redis = TestRedis::start();
+    let (app, runs) = app(cache(&redis).await, |request, _| {
+        let language = request
+            .headers()
+            .get("accept-language")
+            .map_or("none", |v| v.to_str().unwrap())
+            .to_owned();
+        let mut response = ok(&format!("hello in {language}"));
+        response
+            .headers_mut()
+            .insert("vary", "Accept-Language".parse().unwrap());
+        response
+    });
+    let en = || req(get("/greet").header("accept-language", "en"));
+    let fr = || req(get("/greet").header("accept-language", "fr"));
+    assert!(
+        send(&app, en())
+            .await
+            .cache_status()
+            .contains("fwd=uri-miss")
+    );
+    stored_entries(&redis, 1).await;
+    let fr_miss = send(&app, fr()).await;
+    assert!(
+        fr_miss.cache_status().contains("fwd=vary-miss"),
+        "{}",
+        fr_miss.cache_status()
+    );
+    assert_eq!(fr_miss.body, "hello in fr");
+    stored_entries(&redis, 2).await;
+    let hit = send(&app, en()).await;
+    assert_eq!((hit.is_hit(), hit.body.as_str()), (true, "hello in en"));
+    let hit = send(&app, fr()).await;
+    assert_eq!((hit.is_hit(), hit.body.as_str()), (true, "hello in fr"));
+    // no header at all is a variant of its own
+    let none = send(&app, req(get("/greet"))).await;
+    assert_eq!(none.body, "hello in none");
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        redis.command(&[
+            "GET",
+            redis.command(&["KEYS", "*:vary"]).trim()
+        ]),
+        "accept-language"
+    );
+}
+
+#[tokio::test]
+async fn validators_give_304_from_the_entry() {
+    let redis = TestRedis::start();
+    let (app, runs) = app(cache(&redis).await, |_, _| {
+        let mut response = ok("versioned");
+        response
+            .headers_mut()
+            .insert("etag", "\"v1\"".parse().unwrap());
+        response.headers_mut().insert(
+            "last-modified",
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        response
+            .headers_mut()
+            .insert("cache-control", "max-age=60".parse().unwrap());
+        response
+    });
+    send(&app, req(get("/v"))).await;
+    stored_entries(&redis, 1).await;
+    let not_modified = send(&app, req(get("/v").header("if-none-match", "W/\"v1\""))).await;
+    assert_eq!(not_modified.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(not_modified.body, "");
+    assert_eq!(not_modified.headers["etag"], "\"v1\"");
+    assert_eq!(not_modified.headers["cache-control"], "max-age=60");
+    assert!(not_modified.cache_status().contains("hit"));
+    let changed = send(&app, req(get("/v").header("if-none-match", "\"v0\""))).await;
+    assert_eq!(
+        (changed.status, changed.body.as_str()),
+        (StatusCode::OK, "versioned")
+    );
+    let since = send(
+        &app,
+        req(get("/v").header("if-modified-since", "Thu, 22 Oct 2015 00:00:00 GMT")),
+    )
+    .await;
+    assert_eq!(since.status, StatusCode::NOT_MODIFIED);
+    let older = send(
+        &app,
+        req(get("/v").header("if-modified-since", "Tue, 20 Oct 2015 00:00:00 GMT")),
+    )
+    .await;
+    assert_eq!(older.status, StatusCode::OK);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_computed_etag_lets_hits_answer_304() {
+    let redis = TestRedis::start();
+    let (app, _) = app((cache(&redis).await).compute_etag(), |_, _| {
+        ok("no etag from the handler")
+    });
+    send(&app, req(get("/e"))).await;
+    stored_entries(&redis, 1).await;
+    let hit = send(&app, req(get("/e"))).await;
+    let etag = hit.headers["etag"].to_str().unwrap().to_owned();
+    assert!(etag.starts_with('"') && etag.len() == 34, "{etag}");
+    let not_modified = send(&app, req(get("/e").header("if-none-match", etag.as_str()))).await;
+    assert_eq!(not_modified.status, StatusCode::NOT_MODIFIED);
+}
+
+#[tokio::test]
+async fn age_adds_the_resident_time_to_the_age_the_handler_sent() {
+    let redis = TestRedis::start();
+    let (app, _) = app(cache(&redis).await, |_, _| {
+        let mut response = ok("aged");
+        response.headers_mut().insert("age", "100".parse().unwrap());
+        response
+    });
+    send(&app, req(get("/aged"))).await;
+    stored_entries(&redis, 1).await;
+    let hit = send(&app, req(get("/aged"))).await;
+    let age: u64 = hit.headers["age"].to_str().unwrap().parse().unwrap();
+    assert!((100..110).contains(&age), "{age}");
+    assert_eq!(hit.headers.get_all("age").iter().count(), 1);
+}
+
+#[tokio::test]
+async fn an_unkeyed_forwarded_host_cannot_poison_the_entry_for_others() {
+    let redis = TestRedis::start();
+    // an application that (wrongly) trusts X-Forwarded-Host when building links
+    let (app, _) = app(cache(&redis).await, |request, _| {
+        let host = request
+            .headers()
+            .get("x-forwarded-host")
+            .or_else(|| request.headers().get("host"))
+            .map_or("?", |v| v.to_str().unwrap())
+            .to_owned();
+        ok(&format!("<a href=\"https://{host}/login\">"))
+    });
+    let attack = || req(get("/home").header("x-forwarded-host", "evil.example"));
+    let poisoned = send(&app, attack()).await;
+    assert!(poisoned.body.contains("evil.example"));
+    assert!(!poisoned.cache_status().contains("stored"));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let victim = send(&app, req(get("/home"))).await;
+    assert!(
+        !victim.body.contains("evil"),
+        "the victim got the attacker's page"
+    );
+    stored_entries(&redis, 1).await;
+    let victim = send(&app, req(get("/home"))).await;
+    assert!(victim.is_hit());
+    assert!(victim.body.contains("shop.example"));
+    // the attacker now gets the clean entry too
+    assert!(!send(&app, attack()).await.body.contains("evil"));
+    // a forged Host keys an entry of its own
+    let other_host = send(
+        &app,
+        req(Request::get("/home").header("host", "evil.example")),
+    )
+    .await;
+    assert!(!other_host.is_hit());
+    let victim = send(&app, req(get("/home"))).await;
+    assert!(victim.body.contains("shop.example"));
+}
+
+#[tokio::test]
+async fn the_query_is_keyed_as_received_unless_sorting_is_asked_for() {
+    let redis = TestRedis::start();
+    let (app, runs) = app(cache(&redis).await, |_, _| ok("q"));
+    send(&app, req(get("/s?a=1&b=2"))).await;
+    stored_entries(&redis, 1).await;
+    assert!(!send(&app, req(get("/s?b=2&a=1"))).await.is_hit());
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    // both orders were stored as entries of their own
+    stored_entries(&redis, 2).await;
+
+    redis.command(&["FLUSHALL"]);
+    let (app, runs) = crate::app(
+        (cache(&redis).await).query_order(QueryOrder::Sorted),
+        |_, _| ok("q"),
+    );
+    send(&app, req(get("/s?a=1&b=2"))).await;
+    stored_entries(&redis, 1).await;
+    assert!(send(&app, req(get("/s?b=2&a=1"))).await.is_hit());
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn request_cache_control_is_ignored_by_default_and_honored_on_request() {
+    let redis = TestRedis::start();
+    let (app, _) = app(cache(&redis).await, |_, _| ok("page"));
+    send(&app, req(get("/r"))).await;
+    stored_entries(&redis, 1).await;
+    assert!(
+        send(&app, req(get("/r").header("cache-control", "no-cache")))
+            .await
+            .is_hit()
+    );
+
+    let (honoring, runs) = crate::app(
+        (cache(&redis).await).request_directives(RequestDirectives::Honor),
+        |_, _| ok("page"),
+    );
+    let bypass = send(
+        &honoring,
+        req(get("/r").header("cache-control", "no-cache")),
+    )
+    .await;
+    assert!(
+        bypass.cache_status().contains("fwd=request"),
+        "{}",
+        bypass.cache_status()
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert!(
+        send(&honoring, req(get("/r").header("pragma", "no-cache")))
+            .await
+            .cache_status()
+            .contains("fwd=request")
+    );
+    let no_store = send(
+        &honoring,
+        req(get("/fresh").header("cache-control", "no-store")),
+    )
+    .await;
+    assert!(!no_store.cache_status().contains("stored"));
+}
+
+#[tokio::test]
+async fn oversized_and_long_streaming_bodies_pass_through_unstored() {
+    let redis = TestRedis::start();
+    let big = "x".repeat(2048);
+    let (app, _) = app(
+        (cache(&redis).await).max_body(1024),
+        move |request, _| match request.uri().path() {
+            "/big" => ok(&big),
+            "/stream-long" => {
+                Response::new(TestBody::streaming(vec![Bytes::from(vec![b'a'; 600]); 3]))
+            }
+            _ => Response::new(TestBody::streaming(vec![
+                Bytes::from_static(b"ab"),
+                Bytes::from_static(b"cd"),
+            ])),
+        },
+    );
+    let reply = send(&app, req(get("/big"))).await;
+    assert_eq!(reply.body.len(), 2048);
+    assert!(!reply.cache_status().contains("stored"));
+    let reply = send(&app, req(get("/stream-long"))).await;
+    assert_eq!(
+        reply.body.len(),
+        1800,
+        "the streamed body passes through whole"
+    );
+    let reply = send(&app, req(get("/stream-short"))).await;
+    assert_eq!(reply.body, "abcd");
+    let keys = stored_entries(&redis, 1).await;
+    assert_eq!(keys.len(), 1, "only the short stream is stored: {keys:?}");
+    let hit = send(&app, req(get("/stream-short"))).await;
+    assert_eq!((hit.is_hit(), hit.body.as_str()), (true, "abcd"));
+    assert!(!send(&app, req(get("/stream-long"))).await.is_hit());
+    assert!(!send(&app, req(get("/big"))).await.is_hit());
+}
+
+#[tokio::test]
+async fn a_corrupt_entry_is_a_miss_and_is_replaced() {
+    let redis = TestRedis::start();
+    let (app, runs) = app(cache(&redis).await, |_, run| ok(&format!("run {run}")));
+    send(&app, req(get("/corrupt"))).await;
+    let keys = stored_entries(&redis, 1).await;
+    for garbage in [
+        "garbage",
+        "TRHC\u{1}\u{ff}\u{ff}\u{ff}\u{7f}xx",
+        "TRHC\u{9}future format",
+    ] {
+        redis.command(&["SET", &keys[0], garbage]);
+        let reply = send(&app, req(get("/corrupt"))).await;
+        assert_eq!(reply.status, StatusCode::OK, "{garbage:?}");
+        assert!(!reply.is_hit());
+        stored_entries(&redis, 1).await;
+    }
+    let hit = until_hit(&app, || req(get("/corrupt"))).await;
+    assert!(hit.body.starts_with("run "));
+    assert!(runs.load(Ordering::SeqCst) >= 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_concurrent_misses_run_the_handler_once() {
+    let redis = TestRedis::start();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&runs);
+    let service = ServiceBuilder::new()
+        .layer(cache(&redis).await.build().unwrap())
+        .service_fn(move |_request: Request<ReqBody>| {
+            let counter = Arc::clone(&counter);
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Ok::<_, Infallible>(ok("expensive"))
+            }
+        });
+    let app: App = BoxCloneService::new(service);
+    let barrier = Arc::new(Barrier::new(100));
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let (app, barrier) = (app.clone(), Arc::clone(&barrier));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                send(&app, req(get("/hot"))).await
+            })
+        })
+        .collect();
+    for task in tasks {
+        let reply = task.await.unwrap();
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (StatusCode::OK, "expensive")
+        );
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_serves_from_the_handler_or_503_when_failing_closed() {
+    let mut redis = TestRedis::start();
+    let store = RedisStore::builder(redis.url())
+        .command_timeout(Duration::from_millis(200))
+        .connect_timeout(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    let builder = || ResponseCacheLayer::cache_page(store.clone(), Duration::from_secs(60));
+    let (open, runs) = app(builder(), |_, _| ok("live"));
+    let (closed, _) = app(builder().on_store_error(FailurePolicy::Closed), |_, _| {
+        ok("live")
+    });
+    send(&open, req(get("/d"))).await;
+    stored_entries(&redis, 1).await;
+
+    redis.pause();
+    let reply = tokio::time::timeout(Duration::from_secs(10), send(&open, req(get("/d"))))
+        .await
+        .expect("hung on a stalled Redis");
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::OK, "live")
+    );
+    assert!(reply.cache_status().contains("fwd=miss"));
+    let reply = send(&closed, req(get("/d"))).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    redis.resume();
+
+    redis.kill();
+    let reply = tokio::time::timeout(Duration::from_secs(10), send(&open, req(get("/d"))))
+        .await
+        .expect("hung with Redis gone");
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(runs.load(Ordering::SeqCst) >= 3);
+}
+
+#[tokio::test]
+async fn a_hit_costs_one_get_and_a_miss_that_stores_two_round_trips() {
+    let redis = TestRedis::start();
+    let (app, _) = app(cache(&redis).await, |_, _| ok("page"));
+    redis.command(&["CONFIG", "RESETSTAT"]);
+    send(&app, req(get("/rt"))).await;
+    stored_entries(&redis, 1).await;
+    // the miss: one GET for the Vary list, one MULTI/SET/SET/EXEC for the entry and its list
+    assert_eq!(command_calls(&redis, "get"), 1);
+    assert_eq!(command_calls(&redis, "exec"), 1);
+    redis.command(&["CONFIG", "RESETSTAT"]);
+    for _ in 0..10 {
+        assert!(send(&app, req(get("/rt"))).await.is_hit());
+    }
+    assert_eq!(command_calls(&redis, "get"), 10);
+}
+
+#[tokio::test]
+async fn the_memory_store_caches_the_same_way() {
+    let (app, runs) = app(
+        ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(60)),
+        |_, _| ok("mem"),
+    );
+    send(&app, req(get("/m"))).await;
+    // on this single-threaded runtime, yielding lets the spawned store task run
+    for _ in 0..3 {
+        tokio::task::yield_now().await;
+    }
+    let hit = send(&app, req(get("/m"))).await;
+    assert_eq!((hit.is_hit(), hit.body.as_str()), (true, "mem"));
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn invalid_configurations_fail_at_build_time() {
+    let store = MemoryStore::new();
+    assert!(
+        ResponseCacheLayer::cache_page(store.clone(), Duration::ZERO)
+            .build()
+            .is_err()
+    );
+    assert!(
+        ResponseCacheLayer::cache_page(store.clone(), Duration::from_secs(1))
+            .statuses([])
+            .build()
+            .is_err()
+    );
+    assert!(
+        ResponseCacheLayer::cache_page(store, Duration::from_secs(1))
+            .cache_name("bad name")
+            .build()
+            .is_err()
+    );
+}
