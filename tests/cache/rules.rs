@@ -306,10 +306,7 @@ async fn vary_keys_each_variant_by_the_varied_request_headers() {
     assert_eq!(none.body, "hello in none");
     assert_eq!(runs.load(Ordering::SeqCst), 3);
     assert_eq!(
-        redis.command(&[
-            "GET",
-            redis.command(&["KEYS", "*:vary"]).trim()
-        ]),
+        redis.command(&["GET", redis.command(&["KEYS", "*:vary"]).trim()]),
         "accept-language"
     );
 }
