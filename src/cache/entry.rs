@@ -34,14 +34,46 @@ pub(crate) struct Entry {
     pub(crate) variant: String,
 }
 
+/// Decoded in place: names and values borrow from the stored bytes, so decoding allocates only
+/// the header map itself.
 #[derive(Serialize, Deserialize)]
-struct Meta {
+struct Meta<'a> {
     status: u16,
     stored_at_ms: u64,
     ttl_ms: u64,
-    vary: Vec<String>,
-    variant: String,
-    headers: Vec<(String, Vec<u8>)>,
+    #[serde(borrow)]
+    vary: Vec<&'a str>,
+    variant: &'a str,
+    #[serde(borrow)]
+    headers: Vec<(&'a str, RawBytes<'a>)>,
+}
+
+/// A byte string encoded as bytes (serde encodes a plain `&[u8]` as a sequence).
+struct RawBytes<'a>(&'a [u8]);
+
+impl Serialize for RawBytes<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(self.0)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawBytes<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = RawBytes<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("borrowed bytes")
+            }
+            fn visit_borrowed_bytes<E: serde::de::Error>(
+                self,
+                bytes: &'de [u8],
+            ) -> Result<Self::Value, E> {
+                Ok(RawBytes(bytes))
+            }
+        }
+        deserializer.deserialize_bytes(Visitor(std::marker::PhantomData))
+    }
 }
 
 /// Why stored bytes are not an entry.
@@ -71,16 +103,12 @@ impl Entry {
                     .unwrap_or_default(),
             ),
             ttl_ms: millis(self.ttl),
-            vary: self
-                .vary
-                .iter()
-                .map(|name| name.as_str().to_owned())
-                .collect(),
-            variant: self.variant.clone(),
+            vary: self.vary.iter().map(HeaderName::as_str).collect(),
+            variant: &self.variant,
             headers: self
                 .headers
                 .iter()
-                .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+                .map(|(name, value)| (name.as_str(), RawBytes(value.as_bytes())))
                 .collect(),
         };
         let meta = postcard::to_allocvec(&meta).expect("entry metadata always serializes");
@@ -113,14 +141,16 @@ impl Entry {
             .checked_add(meta_len)
             .filter(|&end| end <= stored.len())
             .ok_or(EntryError::Truncated)?;
-        let meta: Meta = postcard::from_bytes(&stored[PREFIX_LEN..body_start])
+        let meta: Meta<'_> = postcard::from_bytes(&stored[PREFIX_LEN..body_start])
             .map_err(|err| EntryError::Corrupt(Some(err)))?;
         let status = StatusCode::from_u16(meta.status).map_err(|_| EntryError::Corrupt(None))?;
         let mut headers = HeaderMap::with_capacity(meta.headers.len());
-        for (name, value) in meta.headers {
+        for (name, RawBytes(value)) in meta.headers {
             let name =
                 HeaderName::from_bytes(name.as_bytes()).map_err(|_| EntryError::Corrupt(None))?;
-            let value = HeaderValue::from_bytes(&value).map_err(|_| EntryError::Corrupt(None))?;
+            // Copied: header values are small, and slices of one shared buffer would make every
+            // concurrent hit contend on its reference count.
+            let value = HeaderValue::from_bytes(value).map_err(|_| EntryError::Corrupt(None))?;
             headers.append(name, value);
         }
         let vary = meta
@@ -137,7 +167,7 @@ impl Entry {
             stored_at: UNIX_EPOCH + Duration::from_millis(meta.stored_at_ms),
             ttl: Duration::from_millis(meta.ttl_ms),
             vary,
-            variant: meta.variant,
+            variant: meta.variant.to_owned(),
         })
     }
 }

@@ -381,7 +381,7 @@ where
                                     if entry.vary == *vary && entry.ttl > entry_age(&entry) =>
                                 {
                                     let response =
-                                        config.serve(&entry, ctx.request.headers(), ctx.head);
+                                        config.serve(entry, ctx.request.headers(), ctx.head);
                                     State::Done {
                                         response: Some(response),
                                     }
@@ -412,7 +412,7 @@ where
                         {
                             State::Done {
                                 response: Some(ctx.config.serve(
-                                    &entry,
+                                    Entry::clone(&entry),
                                     ctx.request.headers(),
                                     ctx.head,
                                 )),

@@ -138,7 +138,8 @@ impl Config {
     }
 
     /// A hit (or a shared single-flight result), or 304 when the request's validators match.
-    pub(crate) fn serve(&self, entry: &Entry, request: &HeaderMap, head: bool) -> Response<Bytes> {
+    /// Takes the entry by value so a hit moves its headers and body instead of copying them.
+    pub(crate) fn serve(&self, entry: Entry, request: &HeaderMap, head: bool) -> Response<Bytes> {
         let resident = SystemTime::now()
             .duration_since(entry.stored_at)
             .unwrap_or_default();
@@ -169,14 +170,10 @@ impl Config {
             }
             response
         } else {
-            let body = if head {
-                Bytes::new()
-            } else {
-                entry.body.clone()
-            };
+            let body = if head { Bytes::new() } else { entry.body };
             let mut response = Response::new(body);
             *response.status_mut() = entry.status;
-            *response.headers_mut() = entry.headers.clone();
+            *response.headers_mut() = entry.headers;
             response
         };
         let headers = response.headers_mut();
