@@ -5,7 +5,7 @@ use bytes::Bytes;
 use moka::ops::compute::Op;
 use moka::sync::Cache;
 
-use super::rate::{PolicyKind, cooldown_decision, gcra_step, window_decision};
+use super::rate::{PolicyKind, cooldown_decision, gcra_step, new_ticket, window_decision};
 use super::value::parse_integer;
 use super::{
     Expiry, KeyScheme, RateDecision, RatePolicy, Store, StoreError, StoreErrorKind, Timeout, Ttl,
@@ -445,22 +445,80 @@ impl Store for MemoryStore {
         }))
     }
 
+    async fn release(
+        &self,
+        key: &str,
+        policy: &RatePolicy,
+        decision: &RateDecision,
+    ) -> Result<bool, StoreError> {
+        if !decision.allowed {
+            return Ok(false);
+        }
+        let key = self.keys.make(key)?;
+        let micros_now = self.micros_now();
+        Ok(self.compute(key, |slot, now| {
+            let Some(slot) = slot else {
+                return (Op::Nop, false);
+            };
+            match policy.kind() {
+                // only the hit that set the flag may clear it
+                PolicyKind::Cooldown { .. } => match &decision.ticket {
+                    Some(ticket) if slot.value == ticket.as_bytes() => (Op::Remove, true),
+                    _ => (Op::Nop, false),
+                },
+                PolicyKind::FixedWindow { .. } => match parse_integer(&slot.value) {
+                    Some(count) if count > 0 => (
+                        Op::Put(Slot {
+                            value: Bytes::from((count - 1).to_string()),
+                            expires_at: slot.expires_at,
+                        }),
+                        true,
+                    ),
+                    _ => (Op::Nop, false),
+                },
+                PolicyKind::Gcra { emission_us, .. } => {
+                    let Some(tat) = parse_integer(&slot.value).and_then(|n| u64::try_from(n).ok())
+                    else {
+                        return (Op::Nop, false);
+                    };
+                    let earlier = tat.saturating_sub(emission_us);
+                    if earlier <= micros_now {
+                        (Op::Remove, true)
+                    } else {
+                        let ttl = Duration::from_micros(earlier - micros_now);
+                        (
+                            Op::Put(Slot {
+                                value: Bytes::from(earlier.to_string()),
+                                expires_at: now
+                                    .checked_add(Duration::from_millis(ttl_ms_ceil(ttl))),
+                            }),
+                            true,
+                        )
+                    }
+                }
+            }
+        }))
+    }
+
     async fn rate_limit(&self, key: &str, policy: &RatePolicy) -> Result<RateDecision, StoreError> {
         let key = self.keys.make(key)?;
         match policy.kind() {
-            PolicyKind::Cooldown { interval_ms } => Ok(self.compute(key, |slot, now| match slot {
-                Some(slot) => {
-                    let ttl = slot.remaining_ms(now).unwrap_or(interval_ms);
-                    (Op::Nop, cooldown_decision(interval_ms, Some(ttl)))
-                }
-                None => (
-                    Op::Put(Slot {
-                        value: Bytes::from_static(b"1"),
-                        expires_at: now.checked_add(Duration::from_millis(interval_ms)),
-                    }),
-                    cooldown_decision(interval_ms, None),
-                ),
-            })),
+            PolicyKind::Cooldown { interval_ms } => {
+                let ticket = new_ticket();
+                Ok(self.compute(key, |slot, now| match slot {
+                    Some(slot) => {
+                        let ttl = slot.remaining_ms(now).unwrap_or(interval_ms);
+                        (Op::Nop, cooldown_decision(interval_ms, Some(ttl), ticket))
+                    }
+                    None => (
+                        Op::Put(Slot {
+                            value: Bytes::copy_from_slice(ticket.as_bytes()),
+                            expires_at: now.checked_add(Duration::from_millis(interval_ms)),
+                        }),
+                        cooldown_decision(interval_ms, None, ticket),
+                    ),
+                }))
+            }
             PolicyKind::FixedWindow { limit, window_ms } => self.compute(key, |slot, now| {
                 let window_end = || now.checked_add(Duration::from_millis(window_ms));
                 let (count, expires_at) = match slot {

@@ -305,4 +305,15 @@ pub trait Store: Clone + Send + Sync + 'static {
         key: &str,
         policy: &RatePolicy,
     ) -> impl Future<Output = Result<RateDecision, StoreError>> + Send;
+
+    /// Gives back the hit an allowed `decision` counted (commit on success: a failed SMS send
+    /// does not use up the minute), telling whether anything was given back. A cooldown flag is
+    /// cleared only if it is still the one this hit set, so a release never frees a slot that a
+    /// later request holds.
+    fn release(
+        &self,
+        key: &str,
+        policy: &RatePolicy,
+        decision: &RateDecision,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }

@@ -128,6 +128,15 @@ impl Store for AnyStore {
     async fn rate_limit(&self, key: &str, policy: &RatePolicy) -> Result<RateDecision, StoreError> {
         dispatch!(self, store => store.rate_limit(key, policy).await)
     }
+
+    async fn release(
+        &self,
+        key: &str,
+        policy: &RatePolicy,
+        decision: &RateDecision,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, store => store.release(key, policy, decision).await)
+    }
 }
 
 /// Stores by alias, as Django's `caches["verify_codes"]`.

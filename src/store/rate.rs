@@ -221,7 +221,7 @@ impl RatePolicy {
 /// assert!(again.retry_after.unwrap() <= Duration::from_secs(60));
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct RateDecision {
     /// Whether this hit is allowed (and was counted).
@@ -234,10 +234,33 @@ pub struct RateDecision {
     pub retry_after: Option<Duration>,
     /// How long until the key is back at rest (the full quota available again).
     pub reset: Duration,
+    /// For an allowed cooldown hit, the value its flag holds, so only it can release the flag.
+    pub(crate) ticket: Option<std::sync::Arc<str>>,
+}
+
+/// A value no other hit in any process holds: a per-process random prefix and a counter.
+pub(crate) fn new_ticket() -> std::sync::Arc<str> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PROCESS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let process = PROCESS.get_or_init(|| {
+        let mut random = [0u8; 8];
+        // a failed OS RNG only makes tickets guessable, never shared within this process
+        let _ = getrandom::fill(&mut random);
+        crate::auth::hex_digest(&random)
+    });
+    std::sync::Arc::from(format!(
+        "{process}-{}",
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
 /// A cooldown decision, given the remaining life of an existing flag (`None` when absent).
-pub(crate) fn cooldown_decision(interval_ms: u64, existing_ttl_ms: Option<u64>) -> RateDecision {
+pub(crate) fn cooldown_decision(
+    interval_ms: u64,
+    existing_ttl_ms: Option<u64>,
+    ticket: std::sync::Arc<str>,
+) -> RateDecision {
     match existing_ttl_ms {
         None => RateDecision {
             allowed: true,
@@ -245,6 +268,7 @@ pub(crate) fn cooldown_decision(interval_ms: u64, existing_ttl_ms: Option<u64>) 
             remaining: 0,
             retry_after: None,
             reset: Duration::from_millis(interval_ms),
+            ticket: Some(ticket),
         },
         Some(ttl_ms) => RateDecision {
             allowed: false,
@@ -252,6 +276,7 @@ pub(crate) fn cooldown_decision(interval_ms: u64, existing_ttl_ms: Option<u64>) 
             remaining: 0,
             retry_after: Some(Duration::from_millis(ttl_ms)),
             reset: Duration::from_millis(ttl_ms),
+            ticket: None,
         },
     }
 }
@@ -266,6 +291,7 @@ pub(crate) fn window_decision(limit: u64, allowed: bool, count: u64, ttl_ms: u64
         remaining: limit.saturating_sub(count),
         retry_after: (!allowed).then_some(ttl),
         reset: ttl,
+        ticket: None,
     }
 }
 
@@ -302,6 +328,7 @@ pub(crate) fn gcra_step(
                 remaining: remaining_after(ttl),
                 retry_after: Some(Duration::from_micros(allow_at - now_us)),
                 reset: Duration::from_micros(ttl),
+                ticket: None,
             },
             new_tat_us: None,
         }
@@ -314,6 +341,7 @@ pub(crate) fn gcra_step(
                 remaining: remaining_after(ttl),
                 retry_after: None,
                 reset: Duration::from_micros(ttl),
+                ticket: None,
             },
             new_tat_us: Some(new_tat),
         }
@@ -347,7 +375,7 @@ mod tests {
     fn gcra_matches_redis_cell_readme_example() {
         // CL.THROTTLE user123 15 30 60 -> 0, 16, 15, -1, 2
         let policy = RatePolicy::gcra(30, Duration::from_secs(60), 15).unwrap();
-        let first = run(policy, 1, 1_000_000_000)[0];
+        let first = run(policy, 1, 1_000_000_000).remove(0);
         assert!(first.allowed);
         assert_eq!(first.limit, 16);
         assert_eq!(first.remaining, 15);

@@ -9,7 +9,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{IntoConnectionInfo, RedisError, Script};
 
 use super::memory::{bump_keys, ttl_ms_ceil};
-use super::rate::{PolicyKind, cooldown_decision, window_decision};
+use super::rate::{PolicyKind, cooldown_decision, new_ticket, window_decision};
 use super::{
     Expiry, KeyScheme, RateDecision, RatePolicy, Store, StoreError, StoreErrorKind, Timeout, Ttl,
 };
@@ -29,6 +29,8 @@ static INDEX_MEMBERS: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/index_members.lua")));
 static INDEX_DELETE_ALL: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/index_delete_all.lua")));
+static RELEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/release.lua")));
 static GCRA: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/gcra.lua")));
 
 const DEFAULT_MAX_CONNECTIONS: u32 = 16;
@@ -660,11 +662,46 @@ impl Store for RedisStore {
         Ok((moved == 1).then_some(version))
     }
 
+    async fn release(
+        &self,
+        key: &str,
+        policy: &RatePolicy,
+        decision: &RateDecision,
+    ) -> Result<bool, StoreError> {
+        if !decision.allowed {
+            return Ok(false);
+        }
+        let key = self.keys.make(key)?;
+        let key = key.as_str();
+        let (kind, argument) = match policy.kind() {
+            PolicyKind::Cooldown { .. } => match &decision.ticket {
+                Some(ticket) => ("cooldown", ticket.to_string()),
+                None => return Ok(false),
+            },
+            PolicyKind::FixedWindow { .. } => ("window", String::new()),
+            PolicyKind::Gcra { emission_us, .. } => ("gcra", emission_us.to_string()),
+        };
+        let argument = argument.as_str();
+        let released: i64 = self
+            .run("release script", Retry::Never, move |mut conn| async move {
+                RELEASE
+                    .key(key)
+                    .arg(kind)
+                    .arg(argument)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(released == 1)
+    }
+
     async fn rate_limit(&self, key: &str, policy: &RatePolicy) -> Result<RateDecision, StoreError> {
         let key = self.keys.make(key)?;
         let key = key.as_str();
         match policy.kind() {
             PolicyKind::Cooldown { interval_ms } => {
+                let ticket = new_ticket();
+                let ticket_text: &str = &ticket;
                 let (allowed, ttl_ms): (i64, i64) = self
                     .run(
                         "cooldown script",
@@ -673,6 +710,7 @@ impl Store for RedisStore {
                             COOLDOWN
                                 .key(key)
                                 .arg(interval_ms)
+                                .arg(ticket_text)
                                 .invoke_async(&mut conn)
                                 .await
                         },
@@ -682,6 +720,7 @@ impl Store for RedisStore {
                 Ok(cooldown_decision(
                     interval_ms,
                     (allowed == 0).then_some(ttl_ms),
+                    Arc::clone(&ticket),
                 ))
             }
             PolicyKind::FixedWindow { limit, window_ms } => {
@@ -729,6 +768,7 @@ impl Store for RedisStore {
                     remaining: u64::try_from(remaining).unwrap_or(0),
                     retry_after: (allowed == 0).then(|| micros(retry_us)),
                     reset: micros(reset_us),
+                    ticket: None,
                 })
             }
         }

@@ -602,3 +602,96 @@ pub async fn set_many_writes_every_value_with_its_own_expiry<S: Store>(store: S)
         "nothing is written when a key is bad"
     );
 }
+
+pub async fn release_gives_a_cooldown_back_only_to_its_own_holder<S: Store>(store: S) {
+    let policy = RatePolicy::cooldown(Duration::from_secs(60)).unwrap();
+    let first = store.rate_limit("sms:1", &policy).await.unwrap();
+    let denied = store.rate_limit("sms:1", &policy).await.unwrap();
+    assert!(
+        !store.release("sms:1", &policy, &denied).await.unwrap(),
+        "a denied hit holds nothing"
+    );
+    assert!(store.release("sms:1", &policy, &first).await.unwrap());
+    let again = store.rate_limit("sms:1", &policy).await.unwrap();
+    assert!(again.allowed, "the released flag is free again");
+
+    // a stale holder whose flag expired cannot clear the flag a later hit set
+    let short = RatePolicy::cooldown(Duration::from_millis(50)).unwrap();
+    let stale = store.rate_limit("sms:2", &short).await.unwrap();
+    assert!(stale.allowed);
+    let mut current = None;
+    for _ in 0..500 {
+        let decision = store.rate_limit("sms:2", &short).await.unwrap();
+        if decision.allowed {
+            current = Some(decision);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(current.is_some());
+    let long_holder = RatePolicy::cooldown(Duration::from_secs(60)).unwrap();
+    let holder = store.rate_limit("sms:3", &long_holder).await.unwrap();
+    assert!(!store.release("sms:3", &long_holder, &stale).await.unwrap());
+    assert!(
+        !store
+            .rate_limit("sms:3", &long_holder)
+            .await
+            .unwrap()
+            .allowed
+    );
+    assert!(store.release("sms:3", &long_holder, &holder).await.unwrap());
+}
+
+pub async fn release_gives_back_a_window_hit_and_a_gcra_interval<S: Store>(store: S) {
+    let window = RatePolicy::fixed_window(2, Duration::from_secs(60)).unwrap();
+    let a = store.rate_limit("w:1", &window).await.unwrap();
+    store.rate_limit("w:1", &window).await.unwrap();
+    assert!(!store.rate_limit("w:1", &window).await.unwrap().allowed);
+    assert!(store.release("w:1", &window, &a).await.unwrap());
+    assert!(store.rate_limit("w:1", &window).await.unwrap().allowed);
+    assert!(!store.rate_limit("w:1", &window).await.unwrap().allowed);
+
+    let gcra = RatePolicy::gcra(1, Duration::from_secs(3600), 1).unwrap();
+    let a = store.rate_limit("g:1", &gcra).await.unwrap();
+    store.rate_limit("g:1", &gcra).await.unwrap();
+    assert!(!store.rate_limit("g:1", &gcra).await.unwrap().allowed);
+    assert!(store.release("g:1", &gcra, &a).await.unwrap());
+    assert!(store.rate_limit("g:1", &gcra).await.unwrap().allowed);
+    assert!(!store.rate_limit("g:1", &gcra).await.unwrap().allowed);
+}
+
+pub async fn concurrent_release_and_acquire_never_admit_two_holders<S: Store>(store: S) {
+    let policy = RatePolicy::cooldown(Duration::from_secs(60)).unwrap();
+    let holder = store.rate_limit("sms:race-release", &policy).await.unwrap();
+    assert!(holder.allowed);
+    let releaser = {
+        let store = store.clone();
+        let policy = policy;
+        tokio::spawn(async move {
+            store
+                .release("sms:race-release", &policy, &holder)
+                .await
+                .unwrap()
+        })
+    };
+    let results = race(&store, 32, move |store, _| async move {
+        store
+            .rate_limit("sms:race-release", &policy)
+            .await
+            .unwrap()
+            .allowed
+    })
+    .await;
+    assert!(releaser.await.unwrap());
+    // after the release at most one newcomer got the flag, and it is held now
+    assert!(results.iter().filter(|allowed| **allowed).count() <= 1);
+    let admitted = results.iter().filter(|allowed| **allowed).count()
+        + usize::from(
+            store
+                .rate_limit("sms:race-release", &policy)
+                .await
+                .unwrap()
+                .allowed,
+        );
+    assert_eq!(admitted, 1, "exactly one holder after the release");
+}

@@ -60,6 +60,9 @@ macro_rules! conformance_suite {
                 index_delete_all_deletes_every_member_key,
                 index_survives_concurrent_adds,
                 set_many_writes_every_value_with_its_own_expiry,
+                release_gives_a_cooldown_back_only_to_its_own_holder,
+                release_gives_back_a_window_hit_and_a_gcra_interval,
+                concurrent_release_and_acquire_never_admit_two_holders,
             );
         }
     };

@@ -1,7 +1,8 @@
 -- Send flag: at most one hit per interval.
--- KEYS[1] flag key; ARGV[1] interval in ms.
+-- KEYS[1] flag key; ARGV[1] interval in ms; ARGV[2] this hit's ticket (so that only this hit
+-- can release the flag again).
 -- Returns {allowed (0/1), remaining ttl in ms}.
-if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
+if redis.call('SET', KEYS[1], ARGV[2], 'NX', 'PX', ARGV[1]) then
   return {1, tonumber(ARGV[1])}
 end
 local ttl = redis.call('PTTL', KEYS[1])
