@@ -666,7 +666,6 @@ pub async fn concurrent_release_and_acquire_never_admit_two_holders<S: Store>(st
     assert!(holder.allowed);
     let releaser = {
         let store = store.clone();
-        let policy = policy;
         tokio::spawn(async move {
             store
                 .release("sms:race-release", &policy, &holder)
