@@ -7,7 +7,7 @@
 //! - **Token authentication** with path allow-lists: [`auth`].
 //! - **Response caching** akin to `cache_page`, following the rules of a shared HTTP cache:
 //!   [`cache`].
-//! - **Per-key rate limiting** and send flags, atomic in Redis (planned: `ratelimit`).
+//! - **Per-key rate limiting** and send flags, atomic in Redis: [`ratelimit`].
 //!
 //! This release lays the ground they share: the [`store`] module, with a [`Store`](store::Store)
 //! trait implemented by [`RedisStore`](store::RedisStore) (a bb8 pool of multiplexed
@@ -51,6 +51,7 @@ pub mod body;
 pub mod cache;
 mod error;
 mod failure;
+pub mod ratelimit;
 pub mod store;
 
 pub use error::ConfigError;

@@ -125,6 +125,7 @@ mod extract;
 pub use self::extract::{OptionalPrincipal, Principal};
 pub use self::future::ResponseFuture;
 pub use self::layer::{TokenAuthBuilder, TokenAuthLayer};
+pub(crate) use self::paths::check_normalized;
 pub use self::paths::{AmbiguousPaths, Case, TrailingSlash};
 pub(crate) use self::principal::hex_digest;
 pub use self::principal::{Authenticated, Token, TokenKeys, TokenStorage};

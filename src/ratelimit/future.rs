@@ -1,0 +1,267 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use super::headers::{self, Reported};
+use super::layer::{Commit, Config, Limited, LimitedResponse};
+use super::service::{Check, Counted, Outcome, release_all};
+use crate::body::ResponseBody;
+use crate::store::{AnyStore, RateDecision, RatePolicy};
+
+/// Hits counted for a request under [`Commit::OnSuccess`]: given back unless committed, also
+/// when the request is dropped before its response (as tower's concurrency limit returns its
+/// permit).
+pub(crate) struct Hold {
+    store: AnyStore,
+    hits: Vec<(String, RatePolicy, RateDecision)>,
+    settled: bool,
+}
+
+impl Hold {
+    fn commit(mut self) {
+        self.settled = true;
+    }
+
+    fn release(mut self) {
+        self.settled = true;
+        spawn_release(self.store.clone(), std::mem::take(&mut self.hits));
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if !self.settled {
+            spawn_release(self.store.clone(), std::mem::take(&mut self.hits));
+        }
+    }
+}
+
+fn spawn_release(store: AnyStore, hits: Vec<(String, RatePolicy, RateDecision)>) {
+    if hits.is_empty() {
+        return;
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(async move { release_all(&store, &hits).await });
+        }
+        Err(_) => {
+            tracing::warn!("no Tokio runtime to release rate-limit hits in; they stay counted")
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`RateLimit`](super::RateLimit).
+    pub struct ResponseFuture<S, ReqBody, R>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        #[pin]
+        state: State<S, ReqBody, R>,
+    }
+}
+
+struct Checking<S, ReqBody, R> {
+    inner: S,
+    request: Request<ReqBody>,
+    config: Arc<Config>,
+    rejection: R,
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, ReqBody, R>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        Checking { check: Check, pending: Option<Checking<S, ReqBody, R>> },
+        Inner { #[pin] future: S::Future, hold: Option<Hold>, headers: Option<HeaderMap> },
+        Done { response: Option<Response<Bytes>> },
+    }
+}
+
+impl<S, ReqBody, R> std::fmt::Debug for ResponseFuture<S, ReqBody, R>
+where
+    S: Service<Request<ReqBody>>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.state {
+            State::Checking { .. } => "Checking",
+            State::Inner { .. } => "Inner",
+            State::Done { .. } => "Done",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
+    }
+}
+
+impl<S, ReqBody, R> ResponseFuture<S, ReqBody, R>
+where
+    S: Service<Request<ReqBody>>,
+{
+    pub(crate) fn passthrough(future: S::Future) -> Self {
+        Self {
+            state: State::Inner {
+                future,
+                hold: None,
+                headers: None,
+            },
+        }
+    }
+
+    pub(crate) fn done(response: Response<Bytes>) -> Self {
+        Self {
+            state: State::Done {
+                response: Some(response),
+            },
+        }
+    }
+
+    pub(crate) fn checking(
+        check: Check,
+        inner: S,
+        request: Request<ReqBody>,
+        config: Arc<Config>,
+        rejection: R,
+    ) -> Self {
+        Self {
+            state: State::Checking {
+                check,
+                pending: Some(Checking {
+                    inner,
+                    request,
+                    config,
+                    rejection,
+                }),
+            },
+        }
+    }
+}
+
+fn report<'a>(config: &'a Config, counted: &'a [Counted]) -> Vec<Reported<'a>> {
+    counted
+        .iter()
+        .map(|c| Reported {
+            name: &config.rules[c.rule].name,
+            policy: &config.rules[c.rule].policy,
+            decision: &c.decision,
+        })
+        .collect()
+}
+
+impl<S, ReqBody, ResBody, R> Future for ResponseFuture<S, ReqBody, R>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    R: LimitedResponse,
+{
+    type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.project().state;
+        loop {
+            match state.as_mut().project() {
+                StateProj::Checking { check, pending } => {
+                    let outcome = ready!(check.as_mut().poll(cx));
+                    let Checking {
+                        mut inner,
+                        request,
+                        config,
+                        rejection,
+                    } = pending.take().expect("a check is polled until it moves on");
+                    let next = match outcome {
+                        Ok(Outcome::Allowed(counted)) => {
+                            let headers = config.informational.then(|| {
+                                let mut headers = HeaderMap::new();
+                                headers::apply(&mut headers, &report(&config, &counted), None);
+                                headers
+                            });
+                            let hold = (config.commit == Commit::OnSuccess).then(|| Hold {
+                                store: config.store.clone(),
+                                hits: counted
+                                    .into_iter()
+                                    .map(|c| (c.key, config.rules[c.rule].policy, c.decision))
+                                    .collect(),
+                                settled: false,
+                            });
+                            State::Inner {
+                                future: inner.call(request),
+                                hold,
+                                headers,
+                            }
+                        }
+                        Ok(Outcome::Denied { rule, decision }) => {
+                            let compiled = &config.rules[rule];
+                            let retry_after =
+                                decision.retry_after.unwrap_or(compiled.policy.window());
+                            let limited = Limited {
+                                rule: Arc::clone(&compiled.name),
+                                retry_after,
+                                limit: decision.limit,
+                            };
+                            let mut response = rejection.limited(&limited);
+                            let mut added = HeaderMap::new();
+                            let reported = [Reported {
+                                name: &compiled.name,
+                                policy: &compiled.policy,
+                                decision: &decision,
+                            }];
+                            headers::apply(&mut added, &reported, Some(retry_after));
+                            for (name, value) in &added {
+                                if !response.headers().contains_key(name) {
+                                    response.headers_mut().insert(name.clone(), value.clone());
+                                }
+                            }
+                            State::Done {
+                                response: Some(response),
+                            }
+                        }
+                        Err(err) if config.on_store_error.handle("ratelimit", &err) => {
+                            State::Inner {
+                                future: inner.call(request),
+                                hold: None,
+                                headers: None,
+                            }
+                        }
+                        Err(_) => State::Done {
+                            response: Some(Config::unavailable()),
+                        },
+                    };
+                    state.set(next);
+                }
+                StateProj::Inner {
+                    future,
+                    hold,
+                    headers,
+                } => {
+                    let mut response = ready!(future.poll(cx))?;
+                    if let Some(hold) = hold.take() {
+                        if response.status().is_success() {
+                            hold.commit();
+                        } else {
+                            hold.release();
+                        }
+                    }
+                    if let Some(headers) = headers.take() {
+                        for (name, value) in headers {
+                            if let Some(name) = name {
+                                response.headers_mut().insert(name, value);
+                            }
+                        }
+                    }
+                    return Poll::Ready(Ok(response.map(ResponseBody::inner)));
+                }
+                StateProj::Done { response } => {
+                    let response = response.take().expect("polled after completion");
+                    return Poll::Ready(Ok(response.map(ResponseBody::full)));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,415 @@
+//! What a rule counts by.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::{Extensions, HeaderMap, HeaderName, Method, Uri};
+use sha2::{Digest, Sha256};
+
+use crate::ConfigError;
+use crate::auth::{Authenticated, hex_digest};
+
+/// The longest key text kept as is; longer ones are hashed, so request data cannot make keys
+/// grow without bound.
+const MAX_KEY_TEXT: usize = 128;
+
+/// A view of the request for [`Key::custom`] extractors.
+///
+/// # Example
+///
+/// ```
+/// use tower_redis_http::ratelimit::{Key, RequestHead};
+///
+/// let by_tenant = Key::custom(|request: &RequestHead<'_>| {
+///     request.headers.get("x-tenant")?.to_str().ok().map(str::to_owned)
+/// });
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct RequestHead<'a> {
+    /// The method.
+    pub method: &'a Method,
+    /// The URI.
+    pub uri: &'a Uri,
+    /// The headers.
+    pub headers: &'a HeaderMap,
+    /// The extensions (where the auth layer puts the principal).
+    pub extensions: &'a Extensions,
+    /// The client address, when it could be resolved.
+    pub client_ip: Option<IpAddr>,
+}
+
+type Extract = Arc<dyn Fn(&RequestHead<'_>) -> Option<String> + Send + Sync>;
+
+/// What a [`Rule`](super::Rule) counts by: a path segment, a header, a query parameter, the
+/// client address, the authenticated principal, anything else by closure, or one counter for
+/// all.
+///
+/// A request whose key cannot be extracted is passed through or rejected with 400, as the
+/// layer is configured ([`MissingKey`](super::MissingKey)).
+///
+/// # Example
+///
+/// ```
+/// use http::HeaderName;
+/// use tower_redis_http::ratelimit::Key;
+///
+/// let keys = [
+///     Key::path_segment("/sms_codes/{mobile}/", "mobile"),
+///     Key::header(HeaderName::from_static("x-api-key")),
+///     Key::query("phone"),
+///     Key::client_ip(),
+///     Key::principal(|user_id: &u64| user_id.to_string()),
+///     Key::global(),
+/// ];
+/// ```
+#[derive(Clone)]
+pub struct Key(pub(crate) KeyKind);
+
+#[derive(Clone)]
+pub(crate) enum KeyKind {
+    PathSegment { pattern: Arc<str>, name: Arc<str> },
+    Header(HeaderName),
+    Query(Arc<str>),
+    ClientIp,
+    Global,
+    Custom(Extract),
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            KeyKind::PathSegment { pattern, name } => {
+                write!(f, "Key::path_segment({pattern:?}, {name:?})")
+            }
+            KeyKind::Header(name) => write!(f, "Key::header({name:?})"),
+            KeyKind::Query(name) => write!(f, "Key::query({name:?})"),
+            KeyKind::ClientIp => f.write_str("Key::client_ip()"),
+            KeyKind::Global => f.write_str("Key::global()"),
+            KeyKind::Custom(_) => f.write_str("Key::custom(..)"),
+        }
+    }
+}
+
+impl Key {
+    /// The named segment of a path pattern: `/sms_codes/{mobile}/` keyed by `mobile`. Paths
+    /// that do not match the pattern (or are not in normal form) have no key.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::ratelimit::Key;
+    ///
+    /// let key = Key::path_segment("/sms_codes/{mobile}/", "mobile");
+    /// ```
+    pub fn path_segment(pattern: impl Into<Arc<str>>, name: impl Into<Arc<str>>) -> Self {
+        Self(KeyKind::PathSegment {
+            pattern: pattern.into(),
+            name: name.into(),
+        })
+    }
+
+    /// A request header's value.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use http::HeaderName;
+    /// use tower_redis_http::ratelimit::Key;
+    ///
+    /// let key = Key::header(HeaderName::from_static("x-api-key"));
+    /// ```
+    pub fn header(name: HeaderName) -> Self {
+        Self(KeyKind::Header(name))
+    }
+
+    /// A query parameter's value, percent-decoded.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::ratelimit::Key;
+    ///
+    /// let key = Key::query("phone");
+    /// ```
+    pub fn query(name: impl Into<Arc<str>>) -> Self {
+        Self(KeyKind::Query(name.into()))
+    }
+
+    /// The client address: the peer, or what trusted proxies forwarded (see
+    /// [`RateLimitBuilder::trusted_proxies`](super::RateLimitBuilder::trusted_proxies)). IPv6
+    /// clients count by their /64.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::ratelimit::Key;
+    ///
+    /// let key = Key::client_ip();
+    /// ```
+    pub fn client_ip() -> Self {
+        Self(KeyKind::ClientIp)
+    }
+
+    /// The principal the auth layer attached ([`Authenticated<P>`]), mapped to its id.
+    /// Anonymous requests have no key.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::ratelimit::Key;
+    ///
+    /// #[derive(Clone)]
+    /// struct User { id: u64 }
+    ///
+    /// let key = Key::principal(|user: &User| user.id.to_string());
+    /// ```
+    pub fn principal<P: Send + Sync + 'static>(
+        id: impl Fn(&P) -> String + Send + Sync + 'static,
+    ) -> Self {
+        Self(KeyKind::Custom(Arc::new(
+            move |request: &RequestHead<'_>| {
+                request
+                    .extensions
+                    .get::<Authenticated<P>>()
+                    .map(|auth| id(&auth.principal))
+            },
+        )))
+    }
+
+    /// Any key computed from the request.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::ratelimit::{Key, RequestHead};
+    ///
+    /// let key = Key::custom(|request: &RequestHead<'_>| Some(request.method.to_string()));
+    /// ```
+    pub fn custom(
+        extract: impl Fn(&RequestHead<'_>) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        Self(KeyKind::Custom(Arc::new(extract)))
+    }
+
+    /// One counter for every request.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::ratelimit::Key;
+    ///
+    /// let key = Key::global();
+    /// ```
+    pub fn global() -> Self {
+        Self(KeyKind::Global)
+    }
+
+    pub(crate) fn compile(&self) -> Result<CompiledKey, ConfigError> {
+        Ok(match &self.0 {
+            KeyKind::PathSegment { pattern, name } => {
+                CompiledKey::PathSegment(compile_pattern(pattern, name)?)
+            }
+            KeyKind::Header(name) => CompiledKey::Header(name.clone()),
+            KeyKind::Query(name) => CompiledKey::Query(Arc::clone(name)),
+            KeyKind::ClientIp => CompiledKey::ClientIp,
+            KeyKind::Global => CompiledKey::Global,
+            KeyKind::Custom(extract) => CompiledKey::Custom(Arc::clone(extract)),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Segment {
+    Literal(String),
+    Any,
+    Capture,
+}
+
+pub(crate) enum CompiledKey {
+    PathSegment(Vec<Segment>),
+    Header(HeaderName),
+    Query(Arc<str>),
+    ClientIp,
+    Global,
+    Custom(Extract),
+}
+
+fn compile_pattern(pattern: &str, wanted: &str) -> Result<Vec<Segment>, ConfigError> {
+    let invalid = |reason: &str| ConfigError::InvalidOption {
+        option: "path_segment",
+        reason: format!("`{pattern}`: {reason}"),
+    };
+    if !pattern.starts_with('/') {
+        return Err(invalid("a pattern starts with '/'"));
+    }
+    let mut captures = 0;
+    let segments = pattern
+        .split('/')
+        .map(
+            |part| match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                Some(name) if name == wanted => {
+                    captures += 1;
+                    Ok(Segment::Capture)
+                }
+                Some(name) if !name.is_empty() && !name.contains(['{', '}']) => Ok(Segment::Any),
+                Some(_) => Err(invalid("`{}` is not a segment name")),
+                None if part.contains(['{', '}']) => {
+                    Err(invalid("a `{name}` must be a whole segment"))
+                }
+                None => Ok(Segment::Literal(part.to_owned())),
+            },
+        )
+        .collect::<Result<Vec<_>, _>>()?;
+    if captures != 1 {
+        return Err(invalid(&format!(
+            "the pattern must name `{{{wanted}}}` exactly once"
+        )));
+    }
+    Ok(segments)
+}
+
+impl CompiledKey {
+    /// The key text for `request`, hashed when long; `None` when the request has none.
+    pub(crate) fn extract(&self, request: &RequestHead<'_>) -> Option<String> {
+        let text = match self {
+            Self::PathSegment(segments) => {
+                let path = request.uri.path();
+                crate::auth::check_normalized(path).ok()?;
+                let mut captured = None;
+                let mut parts = path.split('/');
+                for segment in segments {
+                    let part = parts.next()?;
+                    match segment {
+                        Segment::Literal(literal) if part == literal => {}
+                        Segment::Any if !part.is_empty() => {}
+                        Segment::Capture if !part.is_empty() => captured = Some(part),
+                        _ => return None,
+                    }
+                }
+                if parts.next().is_some() {
+                    return None;
+                }
+                captured?.to_owned()
+            }
+            Self::Header(name) => request.headers.get(name)?.to_str().ok()?.trim().to_owned(),
+            Self::Query(name) => form_urlencoded::parse(request.uri.query()?.as_bytes())
+                .find(|(key, _)| key == name.as_ref())
+                .map(|(_, value)| value.into_owned())?,
+            Self::ClientIp => super::client_ip::key_text(request.client_ip?),
+            Self::Global => "*".to_owned(),
+            Self::Custom(extract) => extract(request)?,
+        };
+        if text.is_empty() {
+            return None;
+        }
+        Some(if text.len() > MAX_KEY_TEXT {
+            format!("sha256:{}", hex_digest(&Sha256::digest(text.as_bytes())))
+        } else {
+            text
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn extract(key: &Key, uri: &str, headers: &[(&str, &str)], ip: Option<&str>) -> Option<String> {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        let uri: Uri = uri.parse().unwrap();
+        let extensions = Extensions::new();
+        let head = RequestHead {
+            method: &Method::GET,
+            uri: &uri,
+            headers: &map,
+            extensions: &extensions,
+            client_ip: ip.map(|ip| ip.parse().unwrap()),
+        };
+        key.compile().unwrap().extract(&head)
+    }
+
+    #[test]
+    fn path_segments_are_captured_only_on_matching_normal_paths() {
+        let key = || Key::path_segment("/sms_codes/{mobile}/", "mobile");
+        assert_eq!(
+            extract(&key(), "/sms_codes/13800138000/", &[], None).as_deref(),
+            Some("13800138000")
+        );
+        for uri in [
+            "/sms_codes/13800138000",
+            "/sms_codes//",
+            "/sms_codes/1/2/",
+            "/other/1/",
+            "/sms_codes/../1/",
+        ] {
+            assert_eq!(extract(&key(), uri, &[], None), None, "{uri}");
+        }
+        let two = Key::path_segment("/users/{user}/codes/{code}", "code");
+        assert_eq!(
+            extract(&two, "/users/7/codes/x1", &[], None).as_deref(),
+            Some("x1")
+        );
+    }
+
+    #[test]
+    fn headers_queries_addresses_and_globals() {
+        let api = || Key::header(HeaderName::from_static("x-api-key"));
+        assert_eq!(
+            extract(&api(), "/", &[("x-api-key", " k1 ")], None).as_deref(),
+            Some("k1")
+        );
+        assert_eq!(extract(&api(), "/", &[("x-api-key", "")], None), None);
+        assert_eq!(extract(&api(), "/", &[], None), None);
+        assert_eq!(
+            extract(&Key::query("phone"), "/?phone=%2B86%20138", &[], None).as_deref(),
+            Some("+86 138")
+        );
+        assert_eq!(extract(&Key::query("phone"), "/?x=1", &[], None), None);
+        assert_eq!(
+            extract(&Key::client_ip(), "/", &[], Some("203.0.113.9")).as_deref(),
+            Some("203.0.113.9")
+        );
+        assert_eq!(extract(&Key::client_ip(), "/", &[], None), None);
+        assert_eq!(
+            extract(&Key::global(), "/", &[], None).as_deref(),
+            Some("*")
+        );
+    }
+
+    #[test]
+    fn long_keys_are_hashed() {
+        let long = "a".repeat(500);
+        let key = extract(
+            &Key::header(HeaderName::from_static("x-k")),
+            "/",
+            &[("x-k", &long)],
+            None,
+        )
+        .unwrap();
+        assert!(key.starts_with("sha256:") && key.len() == 7 + 64);
+    }
+
+    #[test]
+    fn bad_patterns_are_config_errors() {
+        for (pattern, name) in [
+            ("sms/{m}/", "m"),
+            ("/sms/{x}/", "m"),
+            ("/a/{m}/{m}", "m"),
+            ("/a{m}/", "m"),
+            ("/{}/", "m"),
+        ] {
+            assert!(
+                Key::path_segment(pattern, name).compile().is_err(),
+                "{pattern}"
+            );
+        }
+    }
+}

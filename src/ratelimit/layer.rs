@@ -1,0 +1,598 @@
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Extensions, Response, StatusCode};
+use tower_layer::Layer;
+
+use super::client_ip::Network;
+use super::headers::valid_name;
+use super::key::CompiledKey;
+use super::{RateLimit, Rule};
+use crate::store::{AnyStore, RatePolicy};
+use crate::{ConfigError, FailurePolicy};
+
+/// What happens to a request whose key cannot be extracted (no such header, a path that does
+/// not match the pattern, an anonymous user).
+///
+/// # Example
+///
+/// ```
+/// use tower_redis_http::ratelimit::MissingKey;
+///
+/// assert_eq!(MissingKey::default(), MissingKey::Pass);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum MissingKey {
+    /// The rule does not apply to it. Default.
+    #[default]
+    Pass,
+    /// Answer `400 Bad Request`.
+    Reject,
+}
+
+/// When a counted hit stays counted.
+///
+/// # Example
+///
+/// ```
+/// use tower_redis_http::ratelimit::Commit;
+///
+/// assert_eq!(Commit::default(), Commit::Always);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Commit {
+    /// Every allowed request counts. Default.
+    #[default]
+    Always,
+    /// Only requests whose response is a success (2xx) count: a failing SMS gateway does not
+    /// lock the user out for a minute. A request that is cancelled counts for nothing.
+    OnSuccess,
+}
+
+/// Why a request was limited, handed to a custom rejection response.
+///
+/// # Example
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::{Response, StatusCode};
+/// use tower_redis_http::ratelimit::Limited;
+///
+/// let legacy = |limited: &Limited| {
+///     let body = serde_json::json!({"message": format!("请求次数过于频繁 ({})", limited.rule())});
+///     let mut response = Response::new(Bytes::from(body.to_string()));
+///     *response.status_mut() = StatusCode::BAD_REQUEST;
+///     response
+/// };
+/// ```
+#[derive(Debug, Clone)]
+pub struct Limited {
+    pub(crate) rule: Arc<str>,
+    pub(crate) retry_after: std::time::Duration,
+    pub(crate) limit: u64,
+}
+
+impl Limited {
+    /// The name of the rule that limited the request.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # fn f(limited: &tower_redis_http::ratelimit::Limited) {
+    /// println!("limited by {}", limited.rule());
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn rule(&self) -> &str {
+        &self.rule
+    }
+
+    /// How long until a request would be allowed.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # fn f(limited: &tower_redis_http::ratelimit::Limited) {
+    /// let seconds = limited.retry_after().as_secs();
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn retry_after(&self) -> std::time::Duration {
+        self.retry_after
+    }
+
+    /// The rule's limit.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # fn f(limited: &tower_redis_http::ratelimit::Limited) {
+    /// let limit = limited.limit();
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+}
+
+/// Turns a limited request into its response. Implemented by [`JsonLimited`] (the default)
+/// and by any `Fn(&Limited) -> http::Response<Bytes>` closure. The layer adds `Retry-After`
+/// and the `RateLimit` fields to whatever it returns, unless already there.
+pub trait LimitedResponse: Clone + Send + Sync + 'static {
+    /// The response for `limited`.
+    fn limited(&self, limited: &Limited) -> Response<Bytes>;
+}
+
+impl<F> LimitedResponse for F
+where
+    F: Fn(&Limited) -> Response<Bytes> + Clone + Send + Sync + 'static,
+{
+    fn limited(&self, limited: &Limited) -> Response<Bytes> {
+        self(limited)
+    }
+}
+
+/// The default answer: the layer's status (429 unless configured) and Django REST
+/// framework's throttling message, `{"detail": "Request was throttled. Expected available in N
+/// seconds."}`.
+///
+/// # Example
+///
+/// ```
+/// use tower_redis_http::ratelimit::{JsonLimited, LimitedResponse};
+///
+/// let rejection = JsonLimited::default();
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct JsonLimited {
+    status: StatusCode,
+}
+
+impl Default for JsonLimited {
+    fn default() -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+        }
+    }
+}
+
+impl LimitedResponse for JsonLimited {
+    fn limited(&self, limited: &Limited) -> Response<Bytes> {
+        let seconds = super::headers::seconds_ceil(limited.retry_after).max(1);
+        let body = serde_json::json!({
+            "detail": format!("Request was throttled. Expected available in {seconds} seconds.")
+        });
+        let mut response = Response::new(Bytes::from(body.to_string()));
+        *response.status_mut() = self.status;
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+}
+
+pub(crate) type PeerFn = Arc<dyn Fn(&Extensions) -> Option<IpAddr> + Send + Sync>;
+
+pub(crate) struct CompiledRule {
+    pub(crate) name: Arc<str>,
+    pub(crate) policy: RatePolicy,
+    pub(crate) key: CompiledKey,
+}
+
+pub(crate) struct Config {
+    pub(crate) store: AnyStore,
+    pub(crate) rules: Vec<CompiledRule>,
+    pub(crate) missing_key: MissingKey,
+    pub(crate) commit: Commit,
+    pub(crate) informational: bool,
+    pub(crate) on_store_error: FailurePolicy,
+    pub(crate) trusted: Vec<Network>,
+    pub(crate) peer: PeerFn,
+    pub(crate) needs_ip: bool,
+}
+
+/// A [`Layer`] that limits requests per key, atomically in the store.
+///
+/// See the [module docs](super) for the policies, keys and answers.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower::ServiceBuilder;
+/// use tower_redis_http::ratelimit::{Key, RateLimitLayer, Rule};
+/// use tower_redis_http::store::MemoryStore;
+///
+/// let limit = RateLimitLayer::builder(MemoryStore::new())
+///     .rule(Rule::cooldown("sms", Duration::from_secs(60), Key::path_segment("/sms_codes/{mobile}/", "mobile")))
+///     .build()?;
+/// let service = ServiceBuilder::new().layer(limit).service_fn(|_req: http::Request<String>| async {
+///     Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(bytes::Bytes::from("ok"))))
+/// });
+/// # Ok::<(), tower_redis_http::ConfigError>(())
+/// ```
+#[must_use]
+pub struct RateLimitLayer<R = JsonLimited> {
+    config: Arc<Config>,
+    rejection: R,
+}
+
+impl<R: Clone> Clone for RateLimitLayer<R> {
+    fn clone(&self) -> Self {
+        Self {
+            config: Arc::clone(&self.config),
+            rejection: self.rejection.clone(),
+        }
+    }
+}
+
+impl<R> std::fmt::Debug for RateLimitLayer<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rules: Vec<&str> = self.config.rules.iter().map(|r| &*r.name).collect();
+        f.debug_struct("RateLimitLayer")
+            .field("rules", &rules)
+            .field("commit", &self.config.commit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RateLimitLayer {
+    /// A builder for a layer counting in `store`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::ratelimit::{Key, RateLimitLayer, Rule};
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let limit = RateLimitLayer::builder(MemoryStore::new())
+    ///     .rule(Rule::fixed_window("api", "100/h", Key::client_ip()))
+    ///     .build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn builder(store: impl Into<AnyStore>) -> RateLimitBuilder {
+        RateLimitBuilder {
+            store: store.into(),
+            rules: Vec::new(),
+            missing_key: MissingKey::default(),
+            commit: Commit::default(),
+            informational: true,
+            on_store_error: FailurePolicy::Open,
+            trusted: Vec::new(),
+            peer: Arc::new(default_peer),
+            status: StatusCode::TOO_MANY_REQUESTS,
+        }
+    }
+}
+
+/// The peer address as servers commonly leave it in the request extensions: a
+/// `std::net::SocketAddr` or an `IpAddr`.
+fn default_peer(extensions: &Extensions) -> Option<IpAddr> {
+    extensions
+        .get::<SocketAddr>()
+        .map(SocketAddr::ip)
+        .or_else(|| extensions.get::<IpAddr>().copied())
+}
+
+impl<R> RateLimitLayer<R> {
+    /// Replaces the whole answer to a limited request (the Django original answers 400 with
+    /// `{"message": ...}`).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http::{Response, StatusCode};
+    /// use tower_redis_http::ratelimit::{Key, Limited, RateLimitLayer, Rule};
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let limit = RateLimitLayer::builder(MemoryStore::new())
+    ///     .rule(Rule::fixed_window("api", "5/m", Key::global()))
+    ///     .build()?
+    ///     .with_rejection_response(|_: &Limited| {
+    ///         let mut response = Response::new(Bytes::from_static(br#"{"message":"too often"}"#));
+    ///         *response.status_mut() = StatusCode::BAD_REQUEST;
+    ///         response
+    ///     });
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn with_rejection_response<R2: LimitedResponse>(self, rejection: R2) -> RateLimitLayer<R2> {
+        RateLimitLayer {
+            config: self.config,
+            rejection,
+        }
+    }
+}
+
+impl<S, R: Clone> Layer<S> for RateLimitLayer<R> {
+    type Service = RateLimit<S, R>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimit::new(inner, Arc::clone(&self.config), self.rejection.clone())
+    }
+}
+
+/// Configures a [`RateLimitLayer`]; start from [`RateLimitLayer::builder`].
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_redis_http::ratelimit::{Commit, Key, RateLimitLayer, Rule};
+/// use tower_redis_http::store::MemoryStore;
+///
+/// let limit = RateLimitLayer::builder(MemoryStore::new())
+///     .rule(Rule::cooldown("sms", Duration::from_secs(60), Key::path_segment("/sms_codes/{mobile}/", "mobile")))
+///     .rule(Rule::fixed_window("sms_ip", "10/h", Key::client_ip()))
+///     .trusted_proxies(["10.0.0.0/8"])
+///     .commit(Commit::OnSuccess)
+///     .build()?;
+/// # Ok::<(), tower_redis_http::ConfigError>(())
+/// ```
+#[must_use]
+pub struct RateLimitBuilder {
+    store: AnyStore,
+    rules: Vec<Rule>,
+    missing_key: MissingKey,
+    commit: Commit,
+    informational: bool,
+    on_store_error: FailurePolicy,
+    trusted: Vec<String>,
+    peer: PeerFn,
+    status: StatusCode,
+}
+
+impl std::fmt::Debug for RateLimitBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimitBuilder")
+            .field("rules", &self.rules)
+            .field("trusted", &self.trusted)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RateLimitBuilder {
+    /// Adds a rule; a request must pass every rule. Rules are checked in order, and when one
+    /// refuses, the hits the earlier ones counted are given back.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::ratelimit::{Key, RateLimitLayer, Rule};
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let limit = RateLimitLayer::builder(MemoryStore::new()).rule(Rule::fixed_window("all", "1000/m", Key::global())).build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn rule(mut self, rule: Rule) -> Self {
+        self.rules.push(rule);
+        self
+    }
+
+    /// What a request without a key gets. Defaults to [`MissingKey::Pass`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::ratelimit::{Key, MissingKey, RateLimitLayer, Rule};
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let limit = RateLimitLayer::builder(MemoryStore::new())
+    ///     .rule(Rule::fixed_window("api", "5/m", Key::query("phone")))
+    ///     .on_missing_key(MissingKey::Reject)
+    ///     .build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn on_missing_key(mut self, missing: MissingKey) -> Self {
+        self.missing_key = missing;
+        self
+    }
+
+    /// When hits stay counted. Defaults to [`Commit::Always`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::ratelimit::{Commit, Key, RateLimitLayer, Rule};
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let limit = RateLimitLayer::builder(MemoryStore::new())
+    ///     .rule(Rule::fixed_window("api", "5/m", Key::global()))
+    ///     .commit(Commit::OnSuccess)
+    ///     .build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn commit(mut self, commit: Commit) -> Self {
+        self.commit = commit;
+        self
+    }
+
+    /// Whether allowed responses carry `RateLimit` and `RateLimit-Policy` too. Defaults to on.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::ratelimit::{Key, RateLimitLayer, Rule};
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let limit = RateLimitLayer::builder(MemoryStore::new())
+    ///     .rule(Rule::fixed_window("api", "5/m", Key::global()))
+    ///     .informational_headers(false)
+    ///     .build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn informational_headers(mut self, on: bool) -> Self {
+        self.informational = on;
+        self
+    }
+
+    /// The status of the default rejection. Defaults to 429 Too Many Requests.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use http::StatusCode;
+    /// use tower_redis_http::ratelimit::{Key, RateLimitLayer, Rule};
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let limit = RateLimitLayer::builder(MemoryStore::new())
+    ///     .rule(Rule::fixed_window("api", "5/m", Key::global()))
+    ///     .status(StatusCode::BAD_REQUEST)
+    ///     .build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// What a store failure does. Defaults to [`FailurePolicy::Open`]: the request goes on.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::FailurePolicy;
+    /// use tower_redis_http::ratelimit::{Key, RateLimitLayer, Rule};
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let limit = RateLimitLayer::builder(MemoryStore::new())
+    ///     .rule(Rule::fixed_window("api", "5/m", Key::global()))
+    ///     .on_store_error(FailurePolicy::Closed)
+    ///     .build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn on_store_error(mut self, policy: FailurePolicy) -> Self {
+        self.on_store_error = policy;
+        self
+    }
+
+    /// The proxies whose `Forwarded` / `X-Forwarded-For` is believed, as addresses or networks
+    /// (`10.0.0.0/8`, `::1`). Defaults to none: the peer address is the client, whatever the
+    /// headers say.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::ratelimit::{Key, RateLimitLayer, Rule};
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let limit = RateLimitLayer::builder(MemoryStore::new())
+    ///     .rule(Rule::fixed_window("api", "5/m", Key::client_ip()))
+    ///     .trusted_proxies(["127.0.0.1", "10.0.0.0/8"])
+    ///     .build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn trusted_proxies<T: Into<String>>(
+        mut self,
+        networks: impl IntoIterator<Item = T>,
+    ) -> Self {
+        self.trusted = networks.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Where the peer address is found in the request extensions. Defaults to a
+    /// `std::net::SocketAddr` or `std::net::IpAddr` extension; with axum's `ConnectInfo`:
+    /// `.peer_address(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::net::IpAddr;
+    /// use tower_redis_http::ratelimit::{Key, RateLimitLayer, Rule};
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// #[derive(Clone)]
+    /// struct Peer(IpAddr);
+    ///
+    /// let limit = RateLimitLayer::builder(MemoryStore::new())
+    ///     .rule(Rule::fixed_window("api", "5/m", Key::client_ip()))
+    ///     .peer_address(|ext| ext.get::<Peer>().map(|p| p.0))
+    ///     .build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn peer_address(
+        mut self,
+        peer: impl Fn(&Extensions) -> Option<IpAddr> + Send + Sync + 'static,
+    ) -> Self {
+        self.peer = Arc::new(peer);
+        self
+    }
+
+    /// The layer.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidOption`] for no rule, a bad rate or pattern (naming the rule), a
+    /// duplicate or unusable rule name, or a bad proxy network.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::ratelimit::RateLimitLayer;
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// assert!(RateLimitLayer::builder(MemoryStore::new()).build().is_err());
+    /// ```
+    pub fn build(self) -> Result<RateLimitLayer, ConfigError> {
+        let invalid = |option, reason: String| ConfigError::InvalidOption { option, reason };
+        if self.rules.is_empty() {
+            return Err(invalid("rule", "at least one rule is needed".to_owned()));
+        }
+        let mut rules = Vec::with_capacity(self.rules.len());
+        for rule in &self.rules {
+            if !valid_name(&rule.name) {
+                return Err(invalid(
+                    "rule",
+                    format!(
+                        "`{}` is not a printable ASCII name without quotes or backslashes",
+                        rule.name
+                    ),
+                ));
+            }
+            if rules.iter().any(|r: &CompiledRule| r.name == rule.name) {
+                return Err(invalid(
+                    "rule",
+                    format!("two rules are named `{}`", rule.name),
+                ));
+            }
+            rules.push(CompiledRule {
+                name: Arc::clone(&rule.name),
+                policy: rule.policy()?,
+                key: rule.key.compile()?,
+            });
+        }
+        let trusted = self
+            .trusted
+            .iter()
+            .map(|network| network.parse())
+            .collect::<Result<Vec<Network>, _>>()?;
+        let needs_ip = rules.iter().any(|rule| {
+            !matches!(
+                rule.key,
+                CompiledKey::Global
+                    | CompiledKey::PathSegment(_)
+                    | CompiledKey::Header(_)
+                    | CompiledKey::Query(_)
+            )
+        });
+        Ok(RateLimitLayer {
+            config: Arc::new(Config {
+                store: self.store,
+                rules,
+                missing_key: self.missing_key,
+                commit: self.commit,
+                informational: self.informational,
+                on_store_error: self.on_store_error,
+                trusted,
+                peer: self.peer,
+                needs_ip,
+            }),
+            rejection: JsonLimited {
+                status: self.status,
+            },
+        })
+    }
+}

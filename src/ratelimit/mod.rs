@@ -1,0 +1,99 @@
+//! Per-key rate limiting and send flags, atomic in the store.
+//!
+//! The founding case: `GET /sms_codes/{mobile}/` sends a verification code, and one phone
+//! number may receive one only every 60 seconds. The usual Django code reads a
+//! `send_flag_<mobile>` key and then writes it, a race that lets two concurrent requests both
+//! send. Here each check is one atomic store step.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use http::{Request, Response, StatusCode};
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_redis_http::ratelimit::{Commit, Key, RateLimitLayer, Rule};
+//! use tower_redis_http::store::MemoryStore;
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let limit = RateLimitLayer::builder(MemoryStore::new())
+//!     .rule(Rule::cooldown("sms", Duration::from_secs(60), Key::path_segment("/sms_codes/{mobile}/", "mobile")))
+//!     .rule(Rule::fixed_window("sms_ip", "10/h", Key::client_ip()))
+//!     .commit(Commit::OnSuccess)
+//!     .build()?;
+//! let app = ServiceBuilder::new().layer(limit).service_fn(|_req: Request<String>| async {
+//!     Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(bytes::Bytes::from(r#"{"message":"ok"}"#))))
+//! });
+//!
+//! let send = || Request::get("/sms_codes/13800138000/").body(String::new()).unwrap();
+//! assert_eq!(app.clone().oneshot(send()).await?.status(), StatusCode::OK);
+//! let again = app.oneshot(send()).await?;
+//! assert_eq!(again.status(), StatusCode::TOO_MANY_REQUESTS);
+//! assert!(again.headers().contains_key("retry-after"));
+//! # Ok(()) }
+//! ```
+//!
+//! # Policies
+//!
+//! - [`Rule::cooldown`]: at most one hit per interval (`SET NX PX`), the send flag.
+//! - [`Rule::fixed_window`]: `5/m`, `100/h`, `1000/d`, `100/5m` as django-ratelimit writes
+//!   them; the window starts with the first hit.
+//! - [`Rule::gcra`]: a rate with a burst, redis-cell's GCRA, as a Lua script loaded once and
+//!   called by SHA (reloaded by itself after a Redis restart).
+//!
+//! On Redis every decision uses the server's clock (`TIME`), so instances with skewed clocks
+//! share one limit. The memory store applies the same policies with the same results.
+//!
+//! # Keys
+//!
+//! [`Key`]: a named path segment, a header, a query parameter, the authenticated principal, the
+//! client address, a closure, or one global counter. Store keys are `rl:<rule>:<key>` inside
+//! the store's namespace; key text over 128 bytes is hashed. A request without a key passes or
+//! gets 400 ([`MissingKey`]).
+//!
+//! # Answers
+//!
+//! A limited request gets `429 Too Many Requests` (configurable) with DRF's `{"detail":
+//! "Request was throttled. Expected available in N seconds."}`, `Retry-After` in whole seconds
+//! (rounded up), and the IETF `RateLimit-Policy` (`"sms";q=1;w=60`) and `RateLimit`
+//! (`"sms";r=0;t=42`) fields. Allowed responses carry the `RateLimit` fields too unless turned
+//! off. [`RateLimitLayer::with_rejection_response`] replaces the whole answer.
+//!
+//! # Commit on success
+//!
+//! With [`Commit::OnSuccess`], a hit counts only if the inner service answers 2xx; otherwise
+//! (or if the request is dropped) it is given back. A cooldown is given back only by the hit
+//! that set it, so a release never lets two requests through at once.
+//!
+//! # Several rules
+//!
+//! A request must pass every rule of a layer, checked in order; when one refuses, the hits the
+//! earlier ones counted are given back. Layers stack as well.
+//!
+//! # Security
+//!
+//! The client address is the peer's (from a `SocketAddr` or `IpAddr` request extension, or
+//! [`RateLimitBuilder::peer_address`]). `Forwarded` and `X-Forwarded-For` count only when the
+//! peer is a configured trusted proxy, and then the nearest hop that is not a trusted proxy is
+//! the client: a client cannot pick its own key by sending those headers. IPv6 clients count by
+//! their /64.
+//!
+//! # Failures
+//!
+//! Fail open by default: a store error or timeout lets the request through (logged), within the
+//! store's command timeout. [`FailurePolicy::Closed`](crate::FailurePolicy::Closed) answers 503.
+
+mod client_ip;
+mod future;
+mod headers;
+mod key;
+mod layer;
+mod rule;
+mod service;
+
+pub use self::future::ResponseFuture;
+pub use self::key::{Key, RequestHead};
+pub use self::layer::{
+    Commit, JsonLimited, Limited, LimitedResponse, MissingKey, RateLimitBuilder, RateLimitLayer,
+};
+pub use self::rule::{Rate, Rule};
+pub use self::service::RateLimit;

@@ -1,0 +1,312 @@
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::Key;
+use crate::ConfigError;
+use crate::store::RatePolicy;
+
+/// A rate in django-ratelimit's notation: `count/period`, the period one of `s`, `m`, `h`, `d`
+/// with an optional multiplier (`100/5m`) or a number of seconds (`10/30`).
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_redis_http::ratelimit::Rate;
+///
+/// let rate: Rate = "100/5m".parse()?;
+/// assert_eq!((rate.count(), rate.period()), (100, Duration::from_secs(300)));
+/// assert_eq!(rate.to_string(), "100/300s");
+/// let from_config: Rate = serde_json::from_str(r#""5/m""#).unwrap();
+/// assert_eq!(from_config.period(), Duration::from_secs(60));
+/// # Ok::<(), tower_redis_http::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Rate {
+    count: u64,
+    period: Duration,
+}
+
+impl Rate {
+    /// `count` hits per `period`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::ratelimit::Rate;
+    ///
+    /// let rate = Rate::new(5, Duration::from_secs(60));
+    /// assert_eq!(rate, "5/m".parse().unwrap());
+    /// ```
+    #[must_use]
+    pub fn new(count: u64, period: Duration) -> Self {
+        Self { count, period }
+    }
+
+    /// Hits per period.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::ratelimit::Rate;
+    ///
+    /// assert_eq!("7/h".parse::<Rate>().unwrap().count(), 7);
+    /// ```
+    #[must_use]
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The period.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::ratelimit::Rate;
+    ///
+    /// assert_eq!("7/d".parse::<Rate>().unwrap().period(), Duration::from_secs(86_400));
+    /// ```
+    #[must_use]
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+}
+
+impl FromStr for Rate {
+    type Err = ConfigError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let invalid = |reason: &str| ConfigError::InvalidOption {
+            option: "rate",
+            reason: format!("`{text}`: {reason} (expected e.g. `5/m`, `100/5m`, `10/30`)"),
+        };
+        let (count, period) = text
+            .trim()
+            .split_once('/')
+            .ok_or_else(|| invalid("no `/`"))?;
+        let count: u64 = count
+            .trim()
+            .parse()
+            .map_err(|_| invalid("the count is not a number"))?;
+        let period = period.trim();
+        let digits = period.bytes().take_while(u8::is_ascii_digit).count();
+        let (multiplier, unit) = period.split_at(digits);
+        let multiplier: u64 = if multiplier.is_empty() {
+            1
+        } else {
+            multiplier
+                .parse()
+                .map_err(|_| invalid("the period is not a number"))?
+        };
+        let unit_seconds = match unit {
+            "" if digits > 0 => 1,
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            _ => return Err(invalid("the unit is not one of s, m, h, d")),
+        };
+        let seconds = multiplier
+            .checked_mul(unit_seconds)
+            .filter(|&seconds| seconds > 0)
+            .ok_or_else(|| invalid("the period must be longer than zero"))?;
+        Ok(Self {
+            count,
+            period: Duration::from_secs(seconds),
+        })
+    }
+}
+
+impl TryFrom<String> for Rate {
+    type Error = ConfigError;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse()
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}s", self.count, self.period.as_secs())
+    }
+}
+
+/// One limit: a named policy over a key.
+///
+/// The name goes into store keys (`rl:<name>:<key>`) and into the `RateLimit` headers, so two
+/// rules with one key never share a counter.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_redis_http::ratelimit::{Key, Rule};
+///
+/// // one SMS code per phone number per minute
+/// let sms = Rule::cooldown("sms", Duration::from_secs(60), Key::path_segment("/sms_codes/{mobile}/", "mobile"));
+/// // and ten an hour per client address
+/// let per_ip = Rule::fixed_window("sms_ip", "10/h", Key::client_ip());
+/// ```
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub(crate) name: Arc<str>,
+    pub(crate) spec: Spec,
+    pub(crate) key: Key,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Spec {
+    Cooldown(Duration),
+    FixedWindow(Result<Rate, String>),
+    Gcra(Result<Rate, String>, u64),
+}
+
+fn rate_of(rate: impl TryInto<Rate, Error = impl fmt::Display>) -> Result<Rate, String> {
+    rate.try_into().map_err(|err| err.to_string())
+}
+
+impl Rule {
+    /// At most one hit per `interval` per key: the send flag.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::ratelimit::{Key, Rule};
+    ///
+    /// let rule = Rule::cooldown("sms", Duration::from_secs(60), Key::header(http::HeaderName::from_static("x-phone")));
+    /// ```
+    pub fn cooldown(name: impl Into<Arc<str>>, interval: Duration, key: Key) -> Self {
+        Self {
+            name: name.into(),
+            spec: Spec::Cooldown(interval),
+            key,
+        }
+    }
+
+    /// At most `rate` hits per window per key (`"5/m"` or a [`Rate`]).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::ratelimit::{Key, Rule};
+    ///
+    /// let rule = Rule::fixed_window("api", "100/h", Key::client_ip());
+    /// ```
+    pub fn fixed_window(
+        name: impl Into<Arc<str>>,
+        rate: impl TryInto<Rate, Error = impl fmt::Display>,
+        key: Key,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            spec: Spec::FixedWindow(rate_of(rate)),
+            key,
+        }
+    }
+
+    /// `rate` on average with bursts of `burst` extra hits (GCRA, as redis-cell).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::ratelimit::{Key, Rule};
+    ///
+    /// let rule = Rule::gcra("search", "30/m", 10, Key::client_ip());
+    /// ```
+    pub fn gcra(
+        name: impl Into<Arc<str>>,
+        rate: impl TryInto<Rate, Error = impl fmt::Display>,
+        burst: u64,
+        key: Key,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            spec: Spec::Gcra(rate_of(rate), burst),
+            key,
+        }
+    }
+
+    pub(crate) fn policy(&self) -> Result<RatePolicy, ConfigError> {
+        let invalid = |reason: String| ConfigError::InvalidOption {
+            option: "rule",
+            reason: format!("rule `{}`: {reason}", self.name),
+        };
+        match &self.spec {
+            Spec::Cooldown(interval) => RatePolicy::cooldown(*interval),
+            Spec::FixedWindow(rate) => {
+                let rate = rate.clone().map_err(invalid)?;
+                RatePolicy::fixed_window(rate.count, rate.period)
+            }
+            Spec::Gcra(rate, burst) => {
+                let rate = rate.clone().map_err(invalid)?;
+                RatePolicy::gcra(rate.count, rate.period, *burst)
+            }
+        }
+    }
+}
+
+impl TryFrom<&str> for Rate {
+    type Error = ConfigError;
+
+    fn try_from(text: &str) -> Result<Self, Self::Error> {
+        text.parse()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse_as_django_ratelimit_writes_them() {
+        let cases = [
+            ("5/s", 5, 1),
+            ("5/m", 5, 60),
+            ("100/h", 100, 3600),
+            ("1000/d", 1000, 86_400),
+            ("100/5m", 100, 300),
+            ("10/30", 10, 30),
+            ("10/30s", 10, 30),
+            (" 3 / 2h ", 3, 7200),
+            ("0/s", 0, 1),
+        ];
+        for (text, count, seconds) in cases {
+            let rate: Rate = text.parse().unwrap();
+            assert_eq!(
+                (rate.count(), rate.period().as_secs()),
+                (count, seconds),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_rates_are_config_errors() {
+        for text in [
+            "", "5", "5/", "/m", "x/m", "5/w", "5/0m", "5/0", "-1/m", "5/m/m", "5/1.5m",
+        ] {
+            assert!(text.parse::<Rate>().is_err(), "{text:?} was accepted");
+        }
+        assert!(serde_json::from_str::<Rate>(r#""5/week""#).is_err());
+    }
+
+    #[test]
+    fn rules_surface_their_errors_with_their_name() {
+        let rule = Rule::fixed_window("api", "5/week", Key::client_ip());
+        let err = rule.policy().unwrap_err().to_string();
+        assert!(err.contains("rule `api`"), "{err}");
+        assert!(
+            Rule::gcra("g", "0/m", 1, Key::client_ip())
+                .policy()
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,583 @@
+//! The rate-limit layer against a real Redis (and the same policy tests on the memory store).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use tokio::sync::Barrier;
+use tower::util::BoxCloneService;
+use tower::{ServiceBuilder, ServiceExt};
+use tower_redis_http::FailurePolicy;
+use tower_redis_http::body::ResponseBody;
+use tower_redis_http::ratelimit::{
+    Commit, Key, Limited, MissingKey, RateLimitBuilder, RateLimitLayer, Rule,
+};
+use tower_redis_http::store::{AnyStore, MemoryStore, RedisStore};
+
+use support::TestRedis;
+
+type App = BoxCloneService<Request<Empty<Bytes>>, Response<ResponseBody<Full<Bytes>>>, Infallible>;
+
+fn app(builder: RateLimitBuilder) -> App {
+    BoxCloneService::new(
+        ServiceBuilder::new()
+            .layer(builder.build().unwrap())
+            .service_fn(|_req: Request<Empty<Bytes>>| async {
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
+                    b"{\"message\":\"ok\"}",
+                ))))
+            }),
+    )
+}
+
+#[derive(Debug)]
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+fn send(
+    app: &App,
+    request: Request<Empty<Bytes>>,
+) -> impl std::future::Future<Output = Reply> + Send + 'static {
+    let app = app.clone();
+    async move {
+        let response = app.oneshot(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body: String::from_utf8(body.to_vec()).unwrap(),
+        }
+    }
+}
+
+fn sms(mobile: &str) -> Request<Empty<Bytes>> {
+    Request::get(format!("/sms_codes/{mobile}/"))
+        .body(Empty::new())
+        .unwrap()
+}
+
+fn from(peer: &str, headers: &[(&str, &str)]) -> Request<Empty<Bytes>> {
+    let mut request = Request::get("/api/");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let mut request = request.body(Empty::new()).unwrap();
+    request
+        .extensions_mut()
+        .insert(SocketAddr::new(peer.parse::<IpAddr>().unwrap(), 4711));
+    request
+}
+
+fn sms_rule() -> Rule {
+    Rule::cooldown(
+        "sms",
+        Duration::from_secs(60),
+        Key::path_segment("/sms_codes/{mobile}/", "mobile"),
+    )
+}
+
+async fn redis_store(redis: &TestRedis) -> AnyStore {
+    RedisStore::builder(redis.url())
+        .build()
+        .await
+        .unwrap()
+        .into()
+}
+
+/// The policy boundaries, run against each backend.
+async fn policy_boundaries(store: AnyStore) {
+    // cooldown: one per phone per minute, 429 with Retry-After and RateLimit fields
+    let cooldown = app(RateLimitLayer::builder(store.clone()).rule(sms_rule()));
+    let first = send(&cooldown, sms("13800138000")).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.headers["ratelimit-policy"], "\"sms\";q=1;w=60");
+    assert_eq!(first.headers["ratelimit"], "\"sms\";r=0;t=60");
+    let second = send(&cooldown, sms("13800138000")).await;
+    assert_eq!(second.status, StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = second.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((59..=60).contains(&retry), "{retry}");
+    assert_eq!(
+        second.body,
+        format!(r#"{{"detail":"Request was throttled. Expected available in {retry} seconds."}}"#)
+    );
+    assert_eq!(
+        second.headers["ratelimit"],
+        format!("\"sms\";r=0;t={retry}")
+    );
+    assert_eq!(
+        send(&cooldown, sms("13900139000")).await.status,
+        StatusCode::OK,
+        "another phone"
+    );
+
+    // fixed window: exactly the limit, then 429 until the window ends
+    let window = app(
+        RateLimitLayer::builder(store.clone()).rule(Rule::fixed_window(
+            "api",
+            "3/m",
+            Key::global(),
+        )),
+    );
+    let remaining: Vec<String> = {
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            let reply = send(&window, sms("1")).await;
+            assert_eq!(reply.status, StatusCode::OK);
+            out.push(reply.headers["ratelimit"].to_str().unwrap().to_owned());
+        }
+        out
+    };
+    assert!(
+        remaining[0].starts_with("\"api\";r=2;") && remaining[2].starts_with("\"api\";r=0;"),
+        "{remaining:?}"
+    );
+    let limited = send(&window, sms("1")).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = limited.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry));
+
+    // GCRA: burst + 1 at once, then one per interval
+    let gcra =
+        app(RateLimitLayer::builder(store).rule(Rule::gcra("search", "1/10s", 2, Key::global())));
+    let statuses: Vec<StatusCode> = {
+        let mut out = Vec::new();
+        for _ in 0..4 {
+            out.push(send(&gcra, sms("1")).await.status);
+        }
+        out
+    };
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    let limited = send(&gcra, sms("1")).await;
+    let retry: u64 = limited.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((5..=10).contains(&retry), "{retry}");
+    assert_eq!(limited.headers["ratelimit-policy"], "\"search\";q=3;w=30");
+}
+
+#[tokio::test]
+async fn policies_hold_their_boundaries_on_redis() {
+    let redis = TestRedis::start();
+    policy_boundaries(redis_store(&redis).await).await;
+}
+
+#[tokio::test]
+async fn policies_hold_their_boundaries_on_the_memory_store() {
+    policy_boundaries(MemoryStore::new().into()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_under_200_concurrent_requests_admit_exactly_the_limit() {
+    let redis = TestRedis::start();
+    for (rule, limit) in [
+        (Rule::fixed_window("window", "10/m", Key::global()), 10),
+        (Rule::gcra("gcra", "1/h", 9, Key::global()), 10),
+        (
+            Rule::cooldown("flag", Duration::from_secs(60), Key::global()),
+            1,
+        ),
+    ] {
+        // two application instances: two pools onto one Redis
+        let apps = [
+            app(RateLimitLayer::builder(redis_store(&redis).await).rule(rule.clone())),
+            app(RateLimitLayer::builder(redis_store(&redis).await).rule(rule.clone())),
+        ];
+        let barrier = Arc::new(Barrier::new(200));
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let (app, barrier) = (apps[i % 2].clone(), Arc::clone(&barrier));
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    send(&app, sms("1")).await.status
+                })
+            })
+            .collect();
+        let mut admitted = 0;
+        for task in tasks {
+            if task.await.unwrap() == StatusCode::OK {
+                admitted += 1;
+            }
+        }
+        assert_eq!(admitted, limit, "{rule:?}");
+    }
+}
+
+#[tokio::test]
+async fn forwarded_headers_count_only_from_trusted_proxies() {
+    let redis = TestRedis::start();
+    let limit = || {
+        RateLimitLayer::builder(MemoryStore::new()).rule(Rule::fixed_window(
+            "ip",
+            "1/m",
+            Key::client_ip(),
+        ))
+    };
+    let untrusting = app(limit());
+    // a client spoofing X-Forwarded-For gets no fresh quota: its peer address is the key
+    assert_eq!(
+        send(
+            &untrusting,
+            from("203.0.113.9", &[("x-forwarded-for", "1.1.1.1")])
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+    for spoof in ["2.2.2.2", "3.3.3.3"] {
+        let reply = send(
+            &untrusting,
+            from(
+                "203.0.113.9",
+                &[("x-forwarded-for", spoof), ("forwarded", "for=4.4.4.4")],
+            ),
+        )
+        .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "spoofed {spoof} got through"
+        );
+    }
+
+    let behind_proxy = app(limit().trusted_proxies(["10.0.0.0/8"]));
+    assert_eq!(
+        send(
+            &behind_proxy,
+            from("10.0.0.2", &[("x-forwarded-for", "198.51.100.1")])
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(
+            &behind_proxy,
+            from("10.0.0.3", &[("x-forwarded-for", "198.51.100.2")])
+        )
+        .await
+        .status,
+        StatusCode::OK,
+        "another client behind the proxy"
+    );
+    // the client forges a leftmost entry; the proxy appended the real address
+    let forged = from("10.0.0.2", &[("x-forwarded-for", "9.9.9.9, 198.51.100.1")]);
+    assert_eq!(
+        send(&behind_proxy, forged).await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // no peer address known: no key, so the rule does not apply (or 400 when so configured)
+    let no_peer = Request::get("/api/").body(Empty::new()).unwrap();
+    assert_eq!(send(&behind_proxy, no_peer).await.status, StatusCode::OK);
+    let strict = app(limit().on_missing_key(MissingKey::Reject));
+    let no_peer = Request::get("/api/").body(Empty::new()).unwrap();
+    assert_eq!(send(&strict, no_peer).await.status, StatusCode::BAD_REQUEST);
+    drop(redis);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commit_on_success_gives_failed_sends_back_without_two_in_flight() {
+    let redis = TestRedis::start();
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let succeed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (flight, peak, ok) = (
+        Arc::clone(&in_flight),
+        Arc::clone(&most),
+        Arc::clone(&succeed),
+    );
+    let service = ServiceBuilder::new()
+        .layer(
+            RateLimitLayer::builder(redis_store(&redis).await)
+                .rule(sms_rule())
+                .commit(Commit::OnSuccess)
+                .build()
+                .unwrap(),
+        )
+        .service_fn(move |_req: Request<Empty<Bytes>>| {
+            let (flight, peak, ok) = (Arc::clone(&flight), Arc::clone(&peak), Arc::clone(&ok));
+            async move {
+                let now = flight.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                flight.fetch_sub(1, Ordering::SeqCst);
+                let status = if ok.load(Ordering::SeqCst) {
+                    StatusCode::OK
+                } else {
+                    StatusCode::BAD_GATEWAY
+                };
+                let mut response = Response::new(Full::new(Bytes::from_static(b"gateway")));
+                *response.status_mut() = status;
+                Ok::<_, Infallible>(response)
+            }
+        });
+    let app: App = BoxCloneService::new(service);
+
+    // a failing SMS gateway: 50 requests in waves, never two sends at once, each failure given back
+    let mut sent = 0;
+    for _ in 0..5 {
+        let tasks: Vec<_> = (0..10)
+            .map(|_| tokio::spawn(send(&app, sms("13800138000"))))
+            .collect();
+        for task in tasks {
+            if task.await.unwrap().status == StatusCode::BAD_GATEWAY {
+                sent += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert_eq!(most.load(Ordering::SeqCst), 1, "two sends ran at once");
+    assert!(
+        sent >= 5,
+        "failed sends were not given back: only {sent} went through"
+    );
+
+    // once a send succeeds, the flag stays
+    succeed.store(true, Ordering::SeqCst);
+    let mut first_ok = None;
+    for _ in 0..200 {
+        let reply = send(&app, sms("13800138000")).await;
+        if reply.status == StatusCode::OK {
+            first_ok = Some(reply);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(first_ok.is_some());
+    assert_eq!(
+        send(&app, sms("13800138000")).await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test]
+async fn a_refusal_by_a_later_rule_gives_back_the_earlier_hits() {
+    let redis = TestRedis::start();
+    let app = app(RateLimitLayer::builder(redis_store(&redis).await)
+        .rule(Rule::fixed_window(
+            "per_phone",
+            "5/m",
+            Key::path_segment("/sms_codes/{mobile}/", "mobile"),
+        ))
+        .rule(Rule::fixed_window("everyone", "2/m", Key::global())));
+    assert_eq!(send(&app, sms("1")).await.status, StatusCode::OK);
+    assert_eq!(send(&app, sms("1")).await.status, StatusCode::OK);
+    let refused = send(&app, sms("1")).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        refused.headers["ratelimit-policy"]
+            .to_str()
+            .unwrap()
+            .contains("everyone")
+    );
+    // per_phone counted 2, not 3: the refused hit was given back
+    assert_eq!(redis.command(&["GET", ":1:rl:per_phone:1"]), "2");
+}
+
+#[tokio::test]
+async fn the_rejection_is_replaceable_and_keeps_retry_after() {
+    let redis = TestRedis::start();
+    let layer = RateLimitLayer::builder(redis_store(&redis).await)
+        .rule(sms_rule())
+        .build()
+        .unwrap()
+        .with_rejection_response(|limited: &Limited| {
+            let body = serde_json::json!({"message": "请求次数过于频繁", "rule": limited.rule()});
+            let mut response = Response::new(Bytes::from(body.to_string()));
+            *response.status_mut() = StatusCode::BAD_REQUEST;
+            response
+        });
+    let app: App = BoxCloneService::new(ServiceBuilder::new().layer(layer).service_fn(
+        |_req: Request<Empty<Bytes>>| async {
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+        },
+    ));
+    send(&app, sms("1")).await;
+    let reply = send(&app, sms("1")).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.body, r#"{"message":"请求次数过于频繁","rule":"sms"}"#);
+    assert!(reply.headers.contains_key("retry-after"));
+}
+
+#[tokio::test]
+async fn requests_without_a_key_pass_or_get_400() {
+    let redis = TestRedis::start();
+    let passing = app(RateLimitLayer::builder(redis_store(&redis).await).rule(sms_rule()));
+    for _ in 0..3 {
+        let reply = send(
+            &passing,
+            Request::get("/other/").body(Empty::new()).unwrap(),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert!(!reply.headers.contains_key("ratelimit"));
+    }
+    let strict = app(RateLimitLayer::builder(redis_store(&redis).await)
+        .rule(sms_rule())
+        .on_missing_key(MissingKey::Reject));
+    let reply = send(
+        &strict,
+        Request::get("/sms_codes/../x/").body(Empty::new()).unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn the_gcra_script_reloads_after_a_script_flush() {
+    let redis = TestRedis::start();
+    let app = app(
+        RateLimitLayer::builder(redis_store(&redis).await).rule(Rule::gcra(
+            "g",
+            "100/s",
+            10,
+            Key::global(),
+        )),
+    );
+    assert_eq!(send(&app, sms("1")).await.status, StatusCode::OK);
+    assert_eq!(redis.command(&["SCRIPT", "FLUSH"]), "OK");
+    assert_eq!(send(&app, sms("1")).await.status, StatusCode::OK);
+    assert_eq!(redis.command(&["SCRIPT", "EXISTS", "0"]).lines().count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_fails_open_by_default_and_503_when_closed() {
+    let mut redis = TestRedis::start();
+    let store: AnyStore = RedisStore::builder(redis.url())
+        .command_timeout(Duration::from_millis(200))
+        .connect_timeout(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap()
+        .into();
+    let open = app(RateLimitLayer::builder(store.clone()).rule(sms_rule()));
+    let closed = app(RateLimitLayer::builder(store)
+        .rule(sms_rule())
+        .on_store_error(FailurePolicy::Closed));
+    redis.pause();
+    let reply = tokio::time::timeout(Duration::from_secs(10), send(&open, sms("1")))
+        .await
+        .expect("hung");
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        send(&closed, sms("2")).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    redis.resume();
+    redis.kill();
+    assert_eq!(send(&open, sms("3")).await.status, StatusCode::OK);
+    assert_eq!(
+        send(&closed, sms("4")).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+#[tokio::test]
+async fn a_principal_key_limits_each_user_behind_the_auth_layer() {
+    use tower_redis_http::auth::{TokenAuthLayer, Tokens};
+    let redis = TestRedis::start();
+    let store = redis_store(&redis).await;
+    let tokens = Tokens::new(store.clone(), |id: &u64| id.to_string());
+    let (alice, bob) = (
+        tokens.issue(&1).await.unwrap(),
+        tokens.issue(&2).await.unwrap(),
+    );
+    let service = ServiceBuilder::new()
+        .layer(
+            TokenAuthLayer::<u64>::bearer(store.clone())
+                .build()
+                .unwrap(),
+        )
+        .layer(
+            RateLimitLayer::builder(store)
+                .rule(Rule::fixed_window(
+                    "user",
+                    "1/m",
+                    Key::principal(|id: &u64| id.to_string()),
+                ))
+                .build()
+                .unwrap(),
+        )
+        .service_fn(|_req: Request<Empty<Bytes>>| async {
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+        });
+    let call = |token: &str| {
+        let request = Request::get("/me/")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Empty::new())
+            .unwrap();
+        service.clone().oneshot(request)
+    };
+    assert_eq!(call(&alice).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        call(&alice).await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(call(&bob).await.unwrap().status(), StatusCode::OK);
+}
+
+#[test]
+fn invalid_rules_fail_at_build_time() {
+    let store = MemoryStore::new();
+    let cases = [
+        RateLimitLayer::builder(store.clone()),
+        RateLimitLayer::builder(store.clone()).rule(Rule::fixed_window(
+            "a",
+            "5/week",
+            Key::global(),
+        )),
+        RateLimitLayer::builder(store.clone()).rule(Rule::cooldown(
+            "a",
+            Duration::ZERO,
+            Key::global(),
+        )),
+        RateLimitLayer::builder(store.clone()).rule(Rule::fixed_window(
+            "a\"b",
+            "5/m",
+            Key::global(),
+        )),
+        RateLimitLayer::builder(store.clone())
+            .rule(sms_rule())
+            .rule(sms_rule()),
+        RateLimitLayer::builder(store.clone()).rule(Rule::fixed_window(
+            "a",
+            "5/m",
+            Key::path_segment("/x/{m}/", "mobile"),
+        )),
+        RateLimitLayer::builder(store)
+            .rule(sms_rule())
+            .trusted_proxies(["10.0.0.0/99"]),
+    ];
+    for builder in cases {
+        assert!(builder.build().is_err());
+    }
+}
