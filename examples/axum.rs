@@ -1,151 +1,102 @@
-//! A tiny axum app on tower-redis-http's stores.
+//! The demo service on axum 0.8: token authentication, a cached page and an SMS send flag.
 //!
-//! Runs on the embedded memory store, or on Redis when `REDIS_URL` is set, and listens on
+//! Runs on the embedded memory store, or on Redis when `REDIS_URL` is set; listens on
 //! `127.0.0.1:3000` unless `ADDR` names another address.
 //!
 //! ```text
 //! cargo run --example axum
-//! REDIS_URL=redis://127.0.0.1:6379/0 cargo run --example axum
 //!
-//! curl http://127.0.0.1:3000/
-//! curl http://127.0.0.1:3000/visits/        # counts up, in the store
-//! curl -i http://127.0.0.1:3000/ping/alice/ # 200, then 429 with Retry-After for 10 s
+//! curl -s -X POST localhost:3000/login/ -H 'content-type: application/json' \
+//!      -d '{"username": "alice", "password": "wonderland"}'            # {"token": "..."}
+//! curl -s localhost:3000/me/ -H "authorization: Bearer $TOKEN"           # alice's JSON
+//! curl -si localhost:3000/articles/                                      # Cache-Status: ...
+//! curl -si localhost:3000/sms_codes/13800138000/                         # 200, then 429
+//! curl -s -X POST localhost:3000/logout/ -H "authorization: Bearer $TOKEN"
 //! ```
 
-use std::net::SocketAddr;
-use std::time::Duration;
+pub mod common;
 
+use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
-use bytes::Bytes;
-use serde_json::json;
-use tower_redis_http::FailurePolicy;
-use tower_redis_http::store::{
-    AnyStore, Expiry, MemoryStore, RatePolicy, RedisStore, Store, Stores,
-};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use common::{Answer, Demo, User};
+use tower_redis_http::auth::{Authenticated, Principal};
 
-#[derive(Clone)]
-struct App {
-    stores: Stores,
-    backend: &'static str,
+fn reply(answer: Answer) -> Response {
+    let cache_control = answer.cache_control;
+    let mut response = (answer.status, answer.into_bytes()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(cache_control) = cache_control {
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static(cache_control),
+        );
+    }
+    response
 }
 
-impl App {
-    fn store(&self) -> AnyStore {
-        self.stores
-            .get("default")
-            .expect("`default` is configured at start-up")
-    }
+async fn login(State(demo): State<Demo>, body: Bytes) -> Response {
+    reply(demo.login(&body).await)
+}
+
+async fn logout(
+    State(demo): State<Demo>,
+    Extension(auth): Extension<Authenticated<User>>,
+) -> Response {
+    reply(demo.logout(auth.token.as_str()).await)
+}
+
+async fn register(State(demo): State<Demo>, body: Bytes) -> Response {
+    reply(demo.register(&body))
+}
+
+async fn me(State(demo): State<Demo>, Principal(user): Principal<User>) -> Response {
+    reply(demo.me(&user))
+}
+
+async fn articles(State(demo): State<Demo>) -> Response {
+    reply(demo.articles())
+}
+
+async fn sms_code(State(demo): State<Demo>, Path(mobile): Path<String>) -> Response {
+    reply(demo.sms_code(&mobile).await)
+}
+
+/// The whole app: auth around everything (`layer`), the send flag on matched routes only
+/// (`route_layer`), the cache on `/articles/` alone.
+pub fn app(demo: Demo) -> Router {
+    Router::new()
+        .route("/login/", post(login))
+        .route("/logout/", post(logout))
+        .route("/register/", post(register))
+        .route("/me/", get(me))
+        .route("/articles/", get(articles).layer(demo.cache_layer()))
+        .route("/sms_codes/{mobile}/", get(sms_code))
+        .route_layer(demo.rate_limit_layer())
+        .layer(demo.auth_layer())
+        .with_state(demo)
+}
+
+pub async fn serve(listener: tokio::net::TcpListener, demo: Demo) -> std::io::Result<()> {
+    axum::serve(listener, app(demo)).await
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-
-    let (default, backend): (AnyStore, _) = match std::env::var("REDIS_URL") {
-        Ok(url) => (
-            RedisStore::builder(url)
-                .key_prefix("demo")
-                .command_timeout(Duration::from_millis(250))
-                .build()
-                .await?
-                .into(),
-            "redis",
-        ),
-        Err(_) => (
-            MemoryStore::builder().key_prefix("demo").build()?.into(),
-            "memory",
-        ),
-    };
-    let app = App {
-        stores: Stores::builder().store("default", default).build(),
-        backend,
-    };
-
-    let router = Router::new()
-        .route("/", get(index))
-        .route("/visits/", get(visits))
-        .route("/ping/{name}/", get(ping))
-        .with_state(app);
-
-    let addr: SocketAddr = std::env::var("ADDR")
-        .unwrap_or_else(|_| "127.0.0.1:3000".to_owned())
-        .parse()?;
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    common::init_tracing();
+    let (demo, backend) = Demo::from_env().await?;
+    let listener = tokio::net::TcpListener::bind(common::addr()).await?;
     println!(
         "listening on http://{} (store: {backend})",
         listener.local_addr()?
     );
-    axum::serve(listener, router).await?;
+    serve(listener, demo).await?;
     Ok(())
-}
-
-async fn index(State(app): State<App>) -> Json<serde_json::Value> {
-    Json(json!({
-        "service": "tower-redis-http demo",
-        "store": app.backend,
-        "routes": ["/visits/", "/ping/{name}/"],
-    }))
-}
-
-/// Counts visits in the store; `set_if_absent` then `increment`, each atomic.
-async fn visits(State(app): State<App>) -> Response {
-    let store = app.store();
-    let count = async {
-        store
-            .set_if_absent("visits", Bytes::from_static(b"0"), Expiry::Never)
-            .await?;
-        store.increment("visits", 1).await
-    };
-    match count.await {
-        Ok(Some(visits)) => Json(json!({ "visits": visits })).into_response(),
-        // deleted between the two calls: count this visit as the first
-        Ok(None) => Json(json!({ "visits": 1 })).into_response(),
-        Err(err) => store_unavailable(&err),
-    }
-}
-
-/// One ping per name every 10 seconds: the send-flag pattern, atomic in the store.
-async fn ping(State(app): State<App>, Path(name): Path<String>) -> Response {
-    let policy = RatePolicy::cooldown(Duration::from_secs(10)).expect("10 s is a valid interval");
-    match app
-        .store()
-        .rate_limit(&format!("ping:{name}"), &policy)
-        .await
-    {
-        Ok(decision) if decision.allowed => Json(json!({ "message": "ok" })).into_response(),
-        Ok(decision) => {
-            let wait = decision.retry_after.unwrap_or_default();
-            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            let mut response = (
-                StatusCode::TOO_MANY_REQUESTS,
-                Json(json!({ "message": format!("try again in {seconds} s") })),
-            )
-                .into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-            response
-        }
-        Err(err) if FailurePolicy::Open.handle("demo", &err) => {
-            Json(json!({ "message": "ok" })).into_response()
-        }
-        Err(err) => store_unavailable(&err),
-    }
-}
-
-fn store_unavailable(err: &(dyn std::error::Error + 'static)) -> Response {
-    let _ = FailurePolicy::Closed.handle("demo", err);
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({ "detail": "store unavailable" })),
-    )
-        .into_response()
 }

@@ -206,11 +206,21 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.project().kind.project() {
             KindProj::Cached { data } => Poll::Ready(data.take().map(|data| Ok(Frame::data(data)))),
-            KindProj::Inner { body, recorder } => {
-                let frame = ready!(body.poll_frame(cx));
+            KindProj::Inner { mut body, recorder } => {
+                let frame = ready!(body.as_mut().poll_frame(cx));
                 match &frame {
                     Some(Ok(frame)) => match frame.data_ref() {
-                        Some(data) => Recorder::record(recorder, data),
+                        Some(data) => {
+                            Recorder::record(recorder, data);
+                            // Servers stop polling once a body says it has ended (hyper does
+                            // after Content-Length bytes), so the last data frame may be the
+                            // last poll: finish now rather than on a `None` that never comes.
+                            if body.is_end_stream()
+                                && let Some(done) = recorder.take()
+                            {
+                                done.finish();
+                            }
+                        }
                         // trailers cannot be replayed from the cache
                         None => *recorder = None,
                     },

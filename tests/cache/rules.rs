@@ -6,8 +6,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use tokio::sync::Barrier;
-use tower::ServiceBuilder;
 use tower::util::BoxCloneService;
+use tower::{ServiceBuilder, ServiceExt};
 use tower_redis_http::FailurePolicy;
 use tower_redis_http::cache::{
     QueryOrder, RequestDirectives, ResponseCacheBuilder, ResponseCacheLayer,
@@ -675,4 +675,24 @@ fn invalid_configurations_fail_at_build_time() {
             .build()
             .is_err()
     );
+}
+
+#[tokio::test]
+async fn a_body_read_only_up_to_its_content_length_is_still_stored() {
+    use http_body::Body as _;
+    let redis = TestRedis::start();
+    let (app, runs) = app(cache(&redis).await, |_, _| ok("exact length"));
+    // as hyper's server does: stop polling once Content-Length bytes went out, never see `None`
+    let response = app.clone().oneshot(req(get("/hyper-like"))).await.unwrap();
+    let mut body = std::pin::pin!(response.into_body());
+    let length = body.size_hint().exact().expect("a body of known length");
+    let mut received = 0;
+    while received < length {
+        let frame = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await;
+        let frame = frame.expect("data until the length").unwrap();
+        received += frame.data_ref().map_or(0, |d| d.len() as u64);
+    }
+    stored_entries(&redis, 1).await;
+    assert!(send(&app, req(get("/hyper-like"))).await.is_hit());
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
 }

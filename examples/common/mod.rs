@@ -1,0 +1,344 @@
+//! What the three framework examples share: the stores, the layers and the handlers' logic.
+//! Each example only adapts these to its framework's routing and request types.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tower_redis_http::ConfigError;
+use tower_redis_http::auth::{TokenAuthLayer, Tokens};
+use tower_redis_http::cache::ResponseCacheLayer;
+use tower_redis_http::ratelimit::{Commit, Key, RateLimitLayer, Rule};
+use tower_redis_http::store::{AnyStore, MemoryStore, RedisStore, Store, Stores};
+
+/// The principal stored under each token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub id: u64,
+    pub username: String,
+    pub is_active: bool,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+/// The demo's state: named stores, token issuing, and how often `/articles/` really ran.
+#[derive(Clone, Debug)]
+pub struct Demo {
+    pub stores: Stores,
+    pub tokens: Tokens<User>,
+    article_runs: Arc<AtomicU64>,
+}
+
+/// A handler's answer, independent of the framework: status and JSON body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Value,
+    /// Sent as `Cache-Control`, for answers that must not be cached.
+    pub cache_control: Option<&'static str>,
+}
+
+impl Answer {
+    fn ok(body: Value) -> Self {
+        Self {
+            status: StatusCode::OK,
+            body,
+            cache_control: None,
+        }
+    }
+
+    fn status(status: StatusCode, body: Value) -> Self {
+        Self {
+            status,
+            body,
+            cache_control: None,
+        }
+    }
+
+    pub fn into_bytes(self) -> Bytes {
+        Bytes::from(self.body.to_string())
+    }
+}
+
+impl Demo {
+    /// The demo on Redis when `REDIS_URL` is set, else on the embedded memory store.
+    pub async fn from_env() -> Result<(Self, &'static str), ConfigError> {
+        match std::env::var("REDIS_URL") {
+            Ok(url) => Ok((Self::on_redis(&url).await?, "redis")),
+            Err(_) => Ok((Self::in_memory()?, "memory")),
+        }
+    }
+
+    pub async fn on_redis(url: &str) -> Result<Self, ConfigError> {
+        let store = |prefix: &'static str| {
+            RedisStore::builder(url)
+                .key_prefix(prefix)
+                .command_timeout(Duration::from_millis(250))
+                .build()
+        };
+        Ok(Self::with(
+            Stores::builder()
+                .store("default", store("demo").await?)
+                .store("verify_codes", store("codes").await?)
+                .build(),
+        ))
+    }
+
+    pub fn in_memory() -> Result<Self, ConfigError> {
+        Ok(Self::with(
+            Stores::builder()
+                .store(
+                    "default",
+                    MemoryStore::builder().key_prefix("demo").build()?,
+                )
+                .store(
+                    "verify_codes",
+                    MemoryStore::builder().key_prefix("codes").build()?,
+                )
+                .build(),
+        ))
+    }
+
+    fn with(stores: Stores) -> Self {
+        let tokens = Tokens::new(
+            stores.get("default").expect("configured above"),
+            |user: &User| user.id.to_string(),
+        )
+        .ttl(Duration::from_secs(72 * 3600));
+        Self {
+            stores,
+            tokens,
+            article_runs: Arc::default(),
+        }
+    }
+
+    pub fn store(&self) -> AnyStore {
+        self.stores.get("default").expect("configured above")
+    }
+
+    /// Token authentication: open login, register and SMS routes, CORS preflight anywhere.
+    pub fn auth_layer(&self) -> TokenAuthLayer<User> {
+        TokenAuthLayer::bearer(self.store())
+            .allow_for([Method::POST], "/login/")
+            .allow_for([Method::POST], "/register/")
+            .allow("/sms_codes/{mobile}/")
+            .allow("/articles/")
+            .allow_method(Method::OPTIONS)
+            .validate(|user: &User| {
+                if user.is_active {
+                    Ok(())
+                } else {
+                    Err("User inactive or deleted.".into())
+                }
+            })
+            .build()
+            .expect("the demo's auth configuration is valid")
+    }
+
+    /// `/articles/` cached for 30 s, with an ETag computed for clients to revalidate.
+    pub fn cache_layer(&self) -> ResponseCacheLayer {
+        ResponseCacheLayer::cache_page(self.store(), Duration::from_secs(30))
+            .compute_etag()
+            .x_cache_header()
+            .build()
+            .expect("the demo's cache configuration is valid")
+    }
+
+    /// One SMS code per phone number per minute; a failed send does not count.
+    pub fn rate_limit_layer(&self) -> RateLimitLayer {
+        RateLimitLayer::builder(self.store())
+            .rule(Rule::cooldown(
+                "sms",
+                Duration::from_secs(60),
+                Key::path_segment("/sms_codes/{mobile}/", "mobile"),
+            ))
+            .commit(Commit::OnSuccess)
+            .build()
+            .expect("the demo's rate-limit configuration is valid")
+    }
+
+    /// `POST /login/`: the demo account is alice / wonderland.
+    pub async fn login(&self, body: &[u8]) -> Answer {
+        let Ok(credentials) = serde_json::from_slice::<Credentials>(body) else {
+            return Answer::status(
+                StatusCode::BAD_REQUEST,
+                json!({"detail": "Send {\"username\": ..., \"password\": ...}."}),
+            );
+        };
+        if credentials.username != "alice" || credentials.password != "wonderland" {
+            return Answer::status(
+                StatusCode::FORBIDDEN,
+                json!({"detail": "Invalid username or password."}),
+            );
+        }
+        let user = User {
+            id: 1,
+            username: "alice".into(),
+            is_active: true,
+        };
+        match self.tokens.issue(&user).await {
+            Ok(token) => Answer::ok(json!({ "token": token })),
+            Err(err) => {
+                tracing::error!(error = %err, "could not issue a token");
+                Answer::status(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"detail": "Try again later."}),
+                )
+            }
+        }
+    }
+
+    /// `POST /logout/`: revokes the presented token.
+    pub async fn logout(&self, token: &str) -> Answer {
+        match self.tokens.revoke(token).await {
+            Ok(_) => Answer::ok(json!({"message": "logged out"})),
+            Err(err) => {
+                tracing::error!(error = %err, "could not revoke a token");
+                Answer::status(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"detail": "Try again later."}),
+                )
+            }
+        }
+    }
+
+    /// `POST /register/`: open to everyone; the demo keeps no accounts, it only answers.
+    pub fn register(&self, body: &[u8]) -> Answer {
+        match serde_json::from_slice::<Credentials>(body) {
+            Ok(credentials)
+                if !credentials.username.is_empty() && credentials.password.len() >= 8 =>
+            {
+                Answer::status(
+                    StatusCode::CREATED,
+                    json!({"username": credentials.username}),
+                )
+            }
+            _ => Answer::status(
+                StatusCode::BAD_REQUEST,
+                json!({"detail": "A username and a password of 8 or more characters are needed."}),
+            ),
+        }
+    }
+
+    /// `GET /me/`: the principal the auth layer attached.
+    pub fn me(&self, user: &User) -> Answer {
+        Answer::ok(json!(user))
+    }
+
+    /// `GET /articles/`: counts its real runs, so caching shows.
+    pub fn articles(&self) -> Answer {
+        let runs = self.article_runs.fetch_add(1, Ordering::SeqCst) + 1;
+        Answer::ok(json!({
+            "articles": [
+                {"id": 1, "title": "Caching pages with Redis"},
+                {"id": 2, "title": "Send flags without races"},
+            ],
+            "handler_runs": runs,
+        }))
+    }
+
+    /// `GET /sms_codes/{mobile}/`: stores a code for 300 s in `verify_codes` and logs it.
+    /// The rate-limit layer in front allows one per number per minute.
+    pub async fn sms_code(&self, mobile: &str) -> Answer {
+        if !valid_mobile(mobile) {
+            return Answer::status(StatusCode::NOT_FOUND, json!({"detail": "Not found."}));
+        }
+        let mut random = [0u8; 4];
+        if getrandom::fill(&mut random).is_err() {
+            return Answer::status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"detail": "Try again later."}),
+            );
+        }
+        let code = format!("{:06}", u32::from_le_bytes(random) % 1_000_000);
+        let codes = self.stores.get("verify_codes").expect("configured above");
+        let stored = codes
+            .set(
+                &format!("sms_{mobile}"),
+                Bytes::from(code.clone()),
+                Duration::from_secs(300).into(),
+            )
+            .await;
+        match stored {
+            Ok(()) => {
+                tracing::info!(
+                    mobile,
+                    code,
+                    "verification code (sent by SMS in a real service)"
+                );
+                Answer {
+                    cache_control: Some("no-store"),
+                    ..Answer::ok(json!({"message": "ok"}))
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "could not store a verification code");
+                Answer::status(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"detail": "Try again later."}),
+                )
+            }
+        }
+    }
+}
+
+/// Mainland China mobile numbers, as the original view checks: `1[3-9]\d{9}`.
+pub fn valid_mobile(mobile: &str) -> bool {
+    let bytes = mobile.as_bytes();
+    bytes.len() == 11
+        && bytes[0] == b'1'
+        && (b'3'..=b'9').contains(&bytes[1])
+        && bytes.iter().all(u8::is_ascii_digit)
+}
+
+/// The address to listen on: `ADDR`, else 127.0.0.1:3000.
+pub fn addr() -> std::net::SocketAddr {
+    std::env::var("ADDR")
+        .ok()
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| "127.0.0.1:3000".parse().expect("a valid default address"))
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .try_init();
+}
+
+/// Serves a tower service with hyper 1 over HTTP/1.1, one task per connection: what the hyper
+/// and warp examples run on.
+pub async fn serve_tower<S, B>(listener: tokio::net::TcpListener, service: S) -> std::io::Result<()>
+where
+    S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    loop {
+        let (stream, _peer) = listener.accept().await?;
+        let service = hyper_util::service::TowerToHyperService::new(service.clone());
+        tokio::spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "connection ended with an error");
+            }
+        });
+    }
+}

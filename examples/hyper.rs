@@ -1,0 +1,105 @@
+//! The demo service on plain hyper 1: the three layers around a `service_fn` that routes by
+//! hand, built with `tower::ServiceBuilder`.
+//!
+//! Runs on the embedded memory store, or on Redis when `REDIS_URL` is set; listens on
+//! `127.0.0.1:3000` unless `ADDR` names another address.
+//!
+//! ```text
+//! cargo run --example hyper
+//!
+//! curl -s -X POST localhost:3000/login/ -H 'content-type: application/json' \
+//!      -d '{"username": "alice", "password": "wonderland"}'            # {"token": "..."}
+//! curl -s localhost:3000/me/ -H "authorization: Bearer $TOKEN"           # alice's JSON
+//! curl -si localhost:3000/articles/                                      # Cache-Status: ...
+//! curl -si localhost:3000/sms_codes/13800138000/                         # 200, then 429
+//! curl -s -X POST localhost:3000/logout/ -H "authorization: Bearer $TOKEN"
+//! ```
+
+pub mod common;
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use common::{Answer, Demo, User};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use serde_json::json;
+use tower::ServiceBuilder;
+use tower_redis_http::auth::Authenticated;
+
+fn reply(answer: Answer) -> Response<Full<Bytes>> {
+    let (status, cache_control) = (answer.status, answer.cache_control);
+    let mut response = Response::new(Full::new(answer.into_bytes()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(cache_control) = cache_control {
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static(cache_control),
+        );
+    }
+    response
+}
+
+/// Routes a request that got through the layers.
+async fn route(demo: Demo, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let user = request.extensions().get::<Authenticated<User>>().cloned();
+    let body = match request.into_body().collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => {
+            return reply(Answer {
+                status: StatusCode::BAD_REQUEST,
+                body: json!({"detail": "Unreadable body."}),
+                cache_control: None,
+            });
+        }
+    };
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (method, segments.as_slice(), user) {
+        (Method::POST, ["login"], _) => reply(demo.login(&body).await),
+        (Method::POST, ["logout"], Some(auth)) => reply(demo.logout(auth.token.as_str()).await),
+        (Method::POST, ["register"], _) => reply(demo.register(&body)),
+        (Method::GET, ["me"], Some(auth)) => reply(demo.me(&auth.principal)),
+        (Method::GET, ["articles"], _) => reply(demo.articles()),
+        (Method::GET, ["sms_codes", mobile], _) if path.ends_with('/') => {
+            reply(demo.sms_code(mobile).await)
+        }
+        _ => reply(Answer {
+            status: StatusCode::NOT_FOUND,
+            body: json!({"detail": "Not found."}),
+            cache_control: None,
+        }),
+    }
+}
+
+pub async fn serve(listener: tokio::net::TcpListener, demo: Demo) -> std::io::Result<()> {
+    let service = ServiceBuilder::new()
+        .layer(demo.auth_layer())
+        .layer(demo.rate_limit_layer())
+        .layer(demo.cache_layer())
+        .service_fn(move |request: Request<Incoming>| {
+            let demo = demo.clone();
+            async move { Ok::<_, Infallible>(route(demo, request).await) }
+        });
+    common::serve_tower(listener, service).await
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    common::init_tracing();
+    let (demo, backend) = Demo::from_env().await?;
+    let listener = tokio::net::TcpListener::bind(common::addr()).await?;
+    println!(
+        "listening on http://{} (store: {backend})",
+        listener.local_addr()?
+    );
+    serve(listener, demo).await?;
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! The demo service on warp 0.4: warp filters turned into a tower service with
+//! `warp::service` and wrapped by the same layers; a warp filter hands handlers the principal.
+//!
+//! Runs on the embedded memory store, or on Redis when `REDIS_URL` is set; listens on
+//! `127.0.0.1:3000` unless `ADDR` names another address.
+//!
+//! ```text
+//! cargo run --example warp
+//!
+//! curl -s -X POST localhost:3000/login/ -H 'content-type: application/json' \
+//!      -d '{"username": "alice", "password": "wonderland"}'            # {"token": "..."}
+//! curl -s localhost:3000/me/ -H "authorization: Bearer $TOKEN"           # alice's JSON
+//! curl -si localhost:3000/articles/                                      # Cache-Status: ...
+//! curl -si localhost:3000/sms_codes/13800138000/                         # 200, then 429
+//! curl -s -X POST localhost:3000/logout/ -H "authorization: Bearer $TOKEN"
+//! ```
+
+pub mod common;
+
+use bytes::Bytes;
+use common::{Answer, Demo, User};
+use tower::ServiceBuilder;
+use tower_redis_http::auth::Authenticated;
+use warp::Filter;
+use warp::http::{HeaderValue, Response, header};
+
+fn reply(answer: Answer) -> Response<warp::hyper::body::Bytes> {
+    let (status, cache_control) = (answer.status, answer.cache_control);
+    let mut response = Response::new(answer.into_bytes());
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(cache_control) = cache_control {
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static(cache_control),
+        );
+    }
+    response
+}
+
+/// The principal the auth layer attached, as a warp filter.
+fn principal() -> impl Filter<Extract = (Authenticated<User>,), Error = warp::Rejection> + Clone {
+    warp::ext::get::<Authenticated<User>>()
+}
+
+pub fn routes(
+    demo: Demo,
+) -> impl Filter<Extract = (Response<Bytes>,), Error = warp::Rejection> + Clone {
+    let with_demo = warp::any().map(move || demo.clone());
+    let login = warp::post()
+        .and(warp::path!("login"))
+        .and(with_demo.clone())
+        .and(warp::body::bytes())
+        .then(|demo: Demo, body: Bytes| async move { reply(demo.login(&body).await) });
+    let logout = warp::post()
+        .and(warp::path!("logout"))
+        .and(with_demo.clone())
+        .and(principal())
+        .then(|demo: Demo, auth: Authenticated<User>| async move {
+            reply(demo.logout(auth.token.as_str()).await)
+        });
+    let register = warp::post()
+        .and(warp::path!("register"))
+        .and(with_demo.clone())
+        .and(warp::body::bytes())
+        .map(|demo: Demo, body: Bytes| reply(demo.register(&body)));
+    let me = warp::get()
+        .and(warp::path!("me"))
+        .and(with_demo.clone())
+        .and(principal())
+        .map(|demo: Demo, auth: Authenticated<User>| reply(demo.me(&auth.principal)));
+    let articles = warp::get()
+        .and(warp::path!("articles"))
+        .and(with_demo.clone())
+        .map(|demo: Demo| reply(demo.articles()));
+    let sms = warp::get()
+        .and(warp::path!("sms_codes" / String))
+        .and(with_demo)
+        .then(|mobile: String, demo: Demo| async move { reply(demo.sms_code(&mobile).await) });
+    login
+        .or(logout)
+        .unify()
+        .or(register)
+        .unify()
+        .or(me)
+        .unify()
+        .or(articles)
+        .unify()
+        .or(sms)
+        .unify()
+}
+
+pub async fn serve(listener: tokio::net::TcpListener, demo: Demo) -> std::io::Result<()> {
+    let service = ServiceBuilder::new()
+        .layer(demo.auth_layer())
+        .layer(demo.rate_limit_layer())
+        .layer(demo.cache_layer())
+        .service(warp::service(routes(demo)));
+    common::serve_tower(listener, service).await
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    common::init_tracing();
+    let (demo, backend) = Demo::from_env().await?;
+    let listener = tokio::net::TcpListener::bind(common::addr()).await?;
+    println!(
+        "listening on http://{} (store: {backend})",
+        listener.local_addr()?
+    );
+    serve(listener, demo).await?;
+    Ok(())
+}

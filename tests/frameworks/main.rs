@@ -1,0 +1,296 @@
+//! One behavioural suite, over real TCP with a real HTTP client, against the stacks of the
+//! three examples (axum, hyper, warp), each on its own Redis. The same assertions for all.
+
+// Each example brings its own copy of `examples/common`, as it does when built as a binary.
+#![allow(clippy::duplicate_mod)]
+
+#[path = "../support/mod.rs"]
+mod support;
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../examples/axum.rs"]
+mod axum_example;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../examples/hyper.rs"]
+mod hyper_example;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../examples/warp.rs"]
+mod warp_example;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+use support::TestRedis;
+
+struct Http {
+    base: SocketAddr,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    json: Value,
+}
+
+impl Http {
+    fn new(base: SocketAddr) -> Self {
+        Self {
+            base,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Reply {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.base));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let body = match body {
+            Some(json) => {
+                request = request.header("content-type", "application/json");
+                Full::new(Bytes::from(json.to_string()))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        let response = self
+            .client
+            .request(request.body(body).unwrap())
+            .await
+            .expect("the example answers");
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        let json = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            json,
+        }
+    }
+}
+
+/// The flows every example must serve identically.
+async fn suite(http: &Http, redis: &TestRedis) {
+    // login: wrong credentials 403, right ones a token
+    let denied = http
+        .send(
+            Method::POST,
+            "/login/",
+            &[],
+            Some(json!({"username": "alice", "password": "nope"})),
+        )
+        .await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+    let login = http
+        .send(
+            Method::POST,
+            "/login/",
+            &[],
+            Some(json!({"username": "alice", "password": "wonderland"})),
+        )
+        .await;
+    assert_eq!(login.status, StatusCode::OK);
+    let token = login.json["token"].as_str().expect("a token").to_owned();
+    assert_eq!(token.len(), 64);
+    let bearer = format!("Bearer {token}");
+
+    // the protected route
+    let anonymous = http.send(Method::GET, "/me/", &[], None).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        anonymous.headers["www-authenticate"],
+        "Bearer realm=\"api\""
+    );
+    assert_eq!(
+        anonymous.json,
+        json!({"detail": "Authentication credentials were not provided."})
+    );
+    let me = http
+        .send(Method::GET, "/me/", &[("authorization", &bearer)], None)
+        .await;
+    assert_eq!(me.status, StatusCode::OK);
+    assert_eq!(
+        me.json,
+        json!({"id": 1, "username": "alice", "is_active": true})
+    );
+    let bypass = http.send(Method::GET, "/register/../me/", &[], None).await;
+    assert_ne!(
+        bypass.status,
+        StatusCode::OK,
+        "a dot-segment path reached a protected route"
+    );
+
+    // the allow-list
+    let register = http
+        .send(
+            Method::POST,
+            "/register/",
+            &[],
+            Some(json!({"username": "bob", "password": "correct horse"})),
+        )
+        .await;
+    assert_eq!(register.status, StatusCode::CREATED);
+    assert_eq!(register.json, json!({"username": "bob"}));
+
+    // the cache: a miss, then hits that do not run the handler, with an ETag to revalidate
+    let miss = http.send(Method::GET, "/articles/", &[], None).await;
+    assert_eq!(miss.status, StatusCode::OK);
+    assert!(
+        miss.headers["cache-status"]
+            .to_str()
+            .unwrap()
+            .contains("fwd=uri-miss")
+    );
+    let runs = miss.json["handler_runs"].as_u64().unwrap();
+    let mut hit = None;
+    for _ in 0..500 {
+        let reply = http.send(Method::GET, "/articles/", &[], None).await;
+        if reply.headers["cache-status"]
+            .to_str()
+            .unwrap()
+            .contains("hit")
+        {
+            hit = Some(reply);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let hit = hit.expect("/articles/ became a hit");
+    assert_eq!(hit.headers["x-cache"], "HIT");
+    let cached_runs = hit.json["handler_runs"].as_u64().unwrap();
+    assert!(cached_runs >= runs);
+    let again = http.send(Method::GET, "/articles/", &[], None).await;
+    assert_eq!(
+        again.json["handler_runs"].as_u64().unwrap(),
+        cached_runs,
+        "the handler ran for a hit"
+    );
+    let etag = hit.headers["etag"].to_str().unwrap().to_owned();
+    let revalidated = http
+        .send(Method::GET, "/articles/", &[("if-none-match", &etag)], None)
+        .await;
+    assert_eq!(revalidated.status, StatusCode::NOT_MODIFIED);
+
+    // the send flag: one code per number per minute, stored in the verify_codes store
+    let sent = http
+        .send(Method::GET, "/sms_codes/13800138000/", &[], None)
+        .await;
+    assert_eq!(sent.status, StatusCode::OK);
+    assert_eq!(sent.json, json!({"message": "ok"}));
+    let code = redis.command(&["GET", "codes:1:sms_13800138000"]);
+    assert!(
+        code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()),
+        "{code}"
+    );
+    let ttl: i64 = redis
+        .command(&["TTL", "codes:1:sms_13800138000"])
+        .parse()
+        .unwrap();
+    assert!(ttl > 290 && ttl <= 300);
+    let limited = http
+        .send(Method::GET, "/sms_codes/13800138000/", &[], None)
+        .await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = limited.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((59..=60).contains(&retry));
+    assert_eq!(
+        http.send(Method::GET, "/sms_codes/13900139000/", &[], None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        http.send(Method::GET, "/sms_codes/12345/", &[], None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        http.send(Method::GET, "/sms_codes/23800138000/", &[], None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+
+    // logout revokes the token
+    let logout = http
+        .send(
+            Method::POST,
+            "/logout/",
+            &[("authorization", &bearer)],
+            None,
+        )
+        .await;
+    assert_eq!(logout.status, StatusCode::OK);
+    let after = http
+        .send(Method::GET, "/me/", &[("authorization", &bearer)], None)
+        .await;
+    assert_eq!(after.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(after.json, json!({"detail": "Invalid token."}));
+}
+
+async fn listener() -> (tokio::net::TcpListener, SocketAddr) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    (listener, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_axum_example_serves_every_flow() {
+    let redis = TestRedis::start();
+    let demo = axum_example::common::Demo::on_redis(&redis.url())
+        .await
+        .unwrap();
+    let (listener, addr) = listener().await;
+    let server = tokio::spawn(axum_example::serve(listener, demo));
+    suite(&Http::new(addr), &redis).await;
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hyper_example_serves_every_flow() {
+    let redis = TestRedis::start();
+    let demo = hyper_example::common::Demo::on_redis(&redis.url())
+        .await
+        .unwrap();
+    let (listener, addr) = listener().await;
+    let server = tokio::spawn(hyper_example::serve(listener, demo));
+    suite(&Http::new(addr), &redis).await;
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_warp_example_serves_every_flow() {
+    let redis = TestRedis::start();
+    let demo = warp_example::common::Demo::on_redis(&redis.url())
+        .await
+        .unwrap();
+    let (listener, addr) = listener().await;
+    let server = tokio::spawn(warp_example::serve(listener, demo));
+    suite(&Http::new(addr), &redis).await;
+    server.abort();
+}
