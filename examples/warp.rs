@@ -20,7 +20,7 @@ pub mod common;
 use bytes::Bytes;
 use common::{Answer, Demo, User};
 use tower::ServiceBuilder;
-use tower_redis_http::auth::Authenticated;
+use tower_redis_http::auth::{self, Authenticated};
 use warp::Filter;
 use warp::http::{HeaderValue, Response, header};
 
@@ -42,8 +42,9 @@ fn reply(answer: Answer) -> Response<warp::hyper::body::Bytes> {
     response
 }
 
-/// The principal the auth layer attached, as a warp filter.
-fn principal() -> impl Filter<Extract = (Authenticated<User>,), Error = warp::Rejection> + Clone {
+/// The authenticated request's extension, for the token (the crate's filter gives the user).
+fn authenticated() -> impl Filter<Extract = (Authenticated<User>,), Error = warp::Rejection> + Clone
+{
     warp::ext::get::<Authenticated<User>>()
 }
 
@@ -59,7 +60,7 @@ pub fn routes(
     let logout = warp::post()
         .and(warp::path!("logout"))
         .and(with_demo.clone())
-        .and(principal())
+        .and(authenticated())
         .then(|demo: Demo, auth: Authenticated<User>| async move {
             reply(demo.logout(auth.token.as_str()).await)
         });
@@ -71,8 +72,8 @@ pub fn routes(
     let me = warp::get()
         .and(warp::path!("me"))
         .and(with_demo.clone())
-        .and(principal())
-        .map(|demo: Demo, auth: Authenticated<User>| reply(demo.me(&auth.principal)));
+        .and(auth::warp::principal::<User>())
+        .map(|demo: Demo, user: User| reply(demo.me(&user)));
     let articles = warp::get()
         .and(warp::path!("articles"))
         .and(with_demo.clone())

@@ -119,6 +119,9 @@ mod tokens;
 
 #[cfg(feature = "axum")]
 mod extract;
+#[cfg(feature = "warp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "warp")))]
+pub mod warp;
 
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]

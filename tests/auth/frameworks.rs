@@ -128,3 +128,76 @@ async fn warp_filters_run_behind_the_layer_and_read_the_principal() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[cfg(feature = "warp")]
+#[tokio::test]
+async fn warp_filters_hand_over_the_principal_or_answer_401() {
+    use tower_redis_http::auth;
+    let store = tower_redis_http::store::MemoryStore::new();
+    let token = Tokens::new(store.clone(), |u: &User| u.id.to_string())
+        .issue(&alice())
+        .await
+        .unwrap();
+    let me = warp::path!("me")
+        .and(auth::warp::principal::<User>())
+        .map(|user: User| user.username);
+    let articles = warp::path!("articles")
+        .and(auth::warp::optional_principal::<User>())
+        .map(|user: Option<User>| {
+            user.map_or("public".to_owned(), |u| format!("for {}", u.username))
+        });
+    let routes = me.or(articles).unify().recover(auth::warp::recover);
+    let layered = ServiceBuilder::new()
+        .layer(
+            TokenAuthLayer::<User>::bearer(store)
+                .optional("/articles/")
+                .build()
+                .unwrap(),
+        )
+        .service(warp::service(routes.clone()));
+    let bare = warp::service(routes);
+
+    let send = |request: Request<Full<Bytes>>| {
+        let layered = layered.clone();
+        async move {
+            let response = layered.oneshot(request).await.unwrap();
+            let status = response.status();
+            (
+                status,
+                response.into_body().collect().await.unwrap().to_bytes(),
+            )
+        }
+    };
+    let with = |uri: &str| {
+        Request::get(uri)
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let without = |uri: &str| Request::get(uri).body(Full::new(Bytes::new())).unwrap();
+    assert_eq!(
+        send(with("/me/")).await,
+        (StatusCode::OK, Bytes::from("alice"))
+    );
+    assert_eq!(
+        send(with("/articles/")).await,
+        (StatusCode::OK, Bytes::from("for alice"))
+    );
+    assert_eq!(
+        send(without("/articles/")).await,
+        (StatusCode::OK, Bytes::from("public"))
+    );
+
+    // without the layer in front, the filter answers the layer's 401
+    let response = bare.oneshot(without("/me")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        response.headers()["www-authenticate"],
+        "Bearer realm=\"api\""
+    );
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        body,
+        r#"{"detail":"Authentication credentials were not provided."}"#
+    );
+}
