@@ -1,48 +1,97 @@
-//! Tower middleware backed by Redis, for any web stack built on [`tower`](https://docs.rs/tower): axum, hyper, warp
-//! and the rest.
+//! Tower middleware backed by Redis, for any web stack built on [`tower`](https://docs.rs/tower):
+//! axum, hyper, warp and the rest.
 //!
 //! What Python teams get from django-redis, Django's `cache_page` and Django REST framework's
-//! Redis token authentication, as layers:
+//! Redis token authentication, as three layers over one storage layer:
 //!
-//! - **Token authentication** with path allow-lists: [`auth`].
-//! - **Response caching** akin to `cache_page`, following the rules of a shared HTTP cache:
-//!   [`cache`].
-//! - **Per-key rate limiting** and send flags, atomic in Redis: [`ratelimit`].
-//!
-//! This release lays the ground they share: the [`store`] module, with a [`Store`](store::Store)
-//! trait implemented by [`RedisStore`](store::RedisStore) (a bb8 pool of multiplexed
-//! connections) and [`MemoryStore`](store::MemoryStore) (embedded, for examples and tests),
-//! Django-compatible keys and values, named stores configured like Django's `CACHES`, and the
-//! [`FailurePolicy`] every layer applies when its store fails.
+//! - [`auth`]: **token authentication** with path allow-lists. A token from `Authorization`, a
+//!   query parameter or a cookie is looked up in one store round trip; the decoded principal
+//!   goes into the request's extensions; everyone else gets 401, except on open paths.
+//! - [`cache`]: **response caching** akin to `cache_page`, with the rules a shared cache must
+//!   follow (Vary, Cache-Control, Set-Cookie, Authorization, Age, conditional requests).
+//! - [`ratelimit`]: **per-key rate limits** and send flags, each decided in one atomic step.
+//! - [`store`]: the [`Store`](store::Store) they share: [`RedisStore`](store::RedisStore) (a bb8
+//!   pool of multiplexed connections) or [`MemoryStore`](store::MemoryStore) (embedded, same
+//!   semantics), named stores configured like Django's `CACHES`, and the [`FailurePolicy`]
+//!   each layer applies when its store fails.
 //!
 //! # Example
 //!
+//! The three layers around one service, on the memory store:
+//!
 //! ```
 //! use std::time::Duration;
-//! use bytes::Bytes;
-//! use tower_redis_http::store::{MemoryStore, Store, value};
+//! use http::{Method, Request, Response, StatusCode};
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_redis_http::auth::{TokenAuthLayer, Tokens};
+//! use tower_redis_http::cache::ResponseCacheLayer;
+//! use tower_redis_http::ratelimit::{Key, RateLimitLayer, Rule};
+//! use tower_redis_http::store::MemoryStore;
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let store = MemoryStore::new();
-//! let user = value::encode(&serde_json::json!({"id": 1, "username": "alice"}))?;
-//! store.set("token:abc", user, Duration::from_secs(72 * 3600).into()).await?;
+//! let app = ServiceBuilder::new()
+//!     .layer(TokenAuthLayer::<u64>::bearer(store.clone()).allow_for([Method::POST], "/login/").build()?)
+//!     .layer(RateLimitLayer::builder(store.clone()).rule(Rule::fixed_window("user", "100/m", Key::principal(|id: &u64| id.to_string()))).build()?)
+//!     .layer(ResponseCacheLayer::cache_page(store.clone(), Duration::from_secs(30)).build()?)
+//!     .service_fn(|_req: Request<String>| async {
+//!         Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(bytes::Bytes::from("hello"))))
+//!     });
 //!
-//! let stored = store.get("token:abc").await?.expect("just stored");
-//! let user: serde_json::Value = value::decode(&stored)?;
-//! assert_eq!(user["username"], "alice");
+//! let token = Tokens::new(store, |id: &u64| id.to_string()).issue(&1).await?;
+//! let request = Request::get("/me/").header("authorization", format!("Bearer {token}")).body(String::new())?;
+//! assert_eq!(app.clone().oneshot(request).await?.status(), StatusCode::OK);
+//! assert_eq!(app.oneshot(Request::get("/me/").body(String::new())?).await?.status(), StatusCode::UNAUTHORIZED);
 //! # Ok(()) }
 //! ```
 //!
+//! # How the layers compose
+//!
+//! Layers wrap each other like an onion; a request passes them from the outside in:
+//!
+//! ```text
+//!  request ──▶ auth ──▶ rate limit ──▶ cache ──▶ handler
+//!            (401s)     (429s)        (hits)
+//! ```
+//!
+//! - **Auth outside the cache** (the order above) authenticates every request, hits
+//!   included. Pages behind it may be cached: a request carrying `Authorization` has its
+//!   response stored only when the response says `public` or `s-maxage` (RFC 9111 §3.5), so a
+//!   per-user page such as `/me/` is never served to someone else. This is the safe default.
+//! - **Cache outside auth** answers hits before authentication runs, saving its round trip,
+//!   but then anything cached is served to anyone: only do this for routes that are public
+//!   anyway (allow-listed), never for protected ones.
+//! - **Rate limit outside the cache** counts every request, hits included; inside, it counts
+//!   only the requests that reach the handler. A route with side effects (sending an SMS)
+//!   must not be cached at all: answer it with `Cache-Control: no-store`, or leave it out of
+//!   the cached routes.
+//! - With axum, `Router::layer` wraps every route and `route_layer` only matched routes; a
+//!   layer on one route (`get(handler).layer(cache)`) caches just that route.
+//!
+//! # Feature flags
+//!
+//! | feature | adds |
+//! |---|---|
+//! | `axum` | `auth::Principal` and `auth::OptionalPrincipal` extractors (on axum-core) |
+//! | `warp` | `auth::warp` filters for the principal, and a `recover` for their rejection |
+//!
+//! Both are off by default; the core depends on no framework.
+//!
 //! # Django mapping
 //!
-//! | Django | here |
+//! | Django / DRF / django-redis | here |
 //! |---|---|
-//! | `CACHES = {"default": {...}}` | [`StoresConfig`](store::StoresConfig), [`Stores`](store::Stores) |
+//! | `CACHES = {"default": {...}, "verify_codes": {...}}` | [`StoresConfig`](store::StoresConfig), [`Stores`](store::Stores) |
+//! | `KEY_PREFIX`, `VERSION`, `KEY_FUNCTION` | [`KeyScheme`](store::KeyScheme): `prefix:version:key` by default |
 //! | `cache.get/set/add/delete/incr/ttl` | [`Store`](store::Store) methods |
 //! | `cache.incr_version` | [`Store::bump_version`](store::Store::bump_version) |
-//! | `KEY_FUNCTION`, `KEY_PREFIX`, `VERSION` | [`KeyScheme`](store::KeyScheme) |
-//! | django-redis `JSONSerializer` | [`store::value`] |
+//! | django-redis `JSONSerializer` | [`store::value`] (both sides read each other's entries) |
 //! | `IGNORE_EXCEPTIONS` | [`FailurePolicy::Open`] |
+//! | `@cache_page(30)` | [`ResponseCacheLayer::cache_page`](cache::ResponseCacheLayer::cache_page) |
+//! | DRF `TokenAuthentication` (+ Redis token table) | [`TokenAuthLayer::drf`](auth::TokenAuthLayer::drf), [`Tokens`](auth::Tokens) |
+//! | `cache.set(token, user.id, 72 * 3600)` at login | [`Tokens::issue`](auth::Tokens::issue), or `P = u64` for existing entries |
+//! | `send_flag_<mobile>` check, then `SETEX` | [`Rule::cooldown`](ratelimit::Rule::cooldown): one atomic `SET NX PX` |
+//! | django-ratelimit `@ratelimit(key="ip", rate="5/m")` | [`Rule::fixed_window`](ratelimit::Rule::fixed_window) with [`Key::client_ip`](ratelimit::Key::client_ip) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs, unreachable_pub)]
 
