@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Load benchmarks: every scenario of bench/server.rs driven by wrk over loopback, interleaved
+# (round 1: A B C ..., round 2: A B C ...), then BENCHMARKS.md and bench/ratios.svg written by
+# bench/report.py. Starts its own redis-server and benchmark server, and stops them at the end.
+#
+# Settings (environment): ROUNDS (3), DURATION seconds per run (4), CONNECTIONS (64), THREADS (2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-4}
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-2}
+
+install() {
+  local package=$1
+  echo "$package is missing; installing it from the OS packages" >&2
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null
+}
+command -v wrk >/dev/null 2>&1 || install wrk
+command -v redis-server >/dev/null 2>&1 || install redis-server
+command -v redis-cli >/dev/null 2>&1 || install redis-tools
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+workdir=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$workdir"
+}
+trap cleanup EXIT
+
+echo "== building the benchmark server (release)"
+cargo build --release --example bench_server -q
+
+redis_port=$(free_port)
+redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$workdir" >/dev/null &
+pids+=($!)
+for _ in $(seq 1 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+
+server_port=$(free_port)
+REDIS_URL="redis://127.0.0.1:$redis_port" ADDR="127.0.0.1:$server_port" target/release/examples/bench_server >/dev/null &
+pids+=($!)
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$server_port/plain" >/dev/null 2>&1 && break; sleep 0.05; done
+base="http://127.0.0.1:$server_port"
+auth="Authorization: Bearer bench-token-0123456789abcdef"
+
+# name | path | needs the token | unique path per request | GETs its Lua script runs itself
+scenarios=(
+  "plain|/plain|no|no|0"
+  "floor|/floor|yes|no|0"
+  "auth_redis|/auth/redis|yes|no|0"
+  "auth_memory|/auth/memory|yes|no|0"
+  "cache_hit_redis|/cache/redis|no|no|0"
+  "cache_hit_memory|/cache/memory|no|no|0"
+  "cache_miss_redis|/cache-miss/redis/{n}|no|yes|0"
+  "rl_cooldown_redis|/rl/cooldown/redis/{n}|no|yes|0"
+  "rl_cooldown_memory|/rl/cooldown/memory/{n}|no|yes|0"
+  "rl_window_redis|/rl/window/redis|no|no|1"
+  "rl_window_memory|/rl/window/memory|no|no|0"
+  "rl_gcra_redis|/rl/gcra/redis|no|no|1"
+  "rl_gcra_memory|/rl/gcra/memory|no|no|0"
+  "rl_tower_governor|/rl/governor|no|no|0"
+  "full_stack_redis|/full/redis|yes|no|1"
+)
+
+# warm the cache entries so the hit scenarios measure hits
+curl -s "$base/cache/redis" >/dev/null; curl -s "$base/cache/memory" >/dev/null
+curl -s -H "$auth" "$base/full/redis" >/dev/null
+sleep 0.5
+
+calls() {
+  redis-cli -p "$redis_port" INFO commandstats | tr -d '\r' | python3 -c '
+import sys
+wanted = {"get", "getex", "evalsha", "eval", "exec"}
+total = 0
+for line in sys.stdin:
+    if line.startswith("cmdstat_"):
+        name, rest = line[len("cmdstat_"):].split(":", 1)
+        if name in wanted:
+            total += int(rest.split("calls=")[1].split(",")[0])
+print(total)'
+}
+
+results=bench/results.tsv
+printf 'scenario\tround\trequests\trps\tp50_ms\tp99_ms\tredis_calls\tscripted_gets\n' >"$results"
+for round in $(seq 1 "$ROUNDS"); do
+  for entry in "${scenarios[@]}"; do
+    IFS='|' read -r name path token unique scripted <<<"$entry"
+    args=(-t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency)
+    [ "$token" = yes ] && args+=(-H "$auth")
+    url="$base${path//\{n\}/0}"
+    if [ "$unique" = yes ]; then
+      args+=(-s bench/unique.lua)
+      export BENCH_PATH="$path"
+    fi
+    before=$(calls)
+    out=$(wrk "${args[@]}" "$url")
+    after=$(calls)
+    python3 - "$name" "$round" "$((after - before))" "$scripted" "$out" >>"$results" <<'PY'
+import re, sys
+name, rnd, calls, scripted, out = sys.argv[1:6]
+def ms(text):
+    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+requests = int(re.search(r"(\d+) requests in", out).group(1))
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+p50 = ms(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1))
+p99 = ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1))
+errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+if errors:
+    sys.exit(f"{name}: {errors.group(1)} failed responses")
+print(f"{name}\t{rnd}\t{requests}\t{rps:.0f}\t{p50:.3f}\t{p99:.3f}\t{calls}\t{scripted}")
+PY
+    printf '  round %s  %-20s %s\n' "$round" "$name" "$(tail -n 1 "$results" | cut -f4) req/s"
+  done
+done
+
+python3 bench/report.py "$results" "$ROUNDS" "$DURATION" "$CONNECTIONS" "$THREADS"
+echo "== BENCHMARKS.md and bench/ratios.svg written"

@@ -1,0 +1,168 @@
+//! The load-benchmark server: one axum binary, one route per scenario, each route with its own
+//! layers, all on the same runtime. `bench/run.sh` starts it and drives it with wrk.
+//!
+//! `REDIS_URL` (required) and `ADDR` (default 127.0.0.1:3100). Every response body is 1 KiB.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::get;
+use redis::aio::MultiplexedConnection;
+use tower_governor::GovernorLayer;
+use tower_governor::governor::GovernorConfigBuilder;
+use tower_governor::key_extractor::GlobalKeyExtractor;
+use tower_redis_http::auth::TokenAuthLayer;
+use tower_redis_http::cache::ResponseCacheLayer;
+use tower_redis_http::ratelimit::{Key, RateLimitLayer, Rule};
+use tower_redis_http::store::{AnyStore, Expiry, MemoryStore, RedisStore, Store, value};
+
+/// The token every authenticated scenario presents.
+const TOKEN: &str = "bench-token-0123456789abcdef";
+
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+struct User {
+    id: u64,
+    username: String,
+    is_active: bool,
+}
+
+fn body() -> Bytes {
+    Bytes::from_static(&[b'x'; 1024])
+}
+
+async fn plain() -> Bytes {
+    body()
+}
+
+/// Scenario 2, the floor: the lookup written by hand, one GET on one shared connection.
+async fn floor(
+    State(conn): State<MultiplexedConnection>,
+    headers: HeaderMap,
+) -> Result<Bytes, StatusCode> {
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(StatusCode::UNAUTHORIZED)?;
+    let mut conn = conn;
+    let stored: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(format!(":1:{token}"))
+        .query_async(&mut conn)
+        .await
+        .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
+    let stored = stored.ok_or(StatusCode::UNAUTHORIZED)?;
+    let _user: User = serde_json::from_slice(&stored).map_err(|_| StatusCode::UNAUTHORIZED)?;
+    Ok(body())
+}
+
+fn auth(store: &AnyStore) -> TokenAuthLayer<User> {
+    TokenAuthLayer::bearer(store.clone())
+        .build()
+        .expect("valid")
+}
+
+fn cache(store: &AnyStore) -> ResponseCacheLayer {
+    ResponseCacheLayer::cache_page(store.clone(), Duration::from_secs(3600))
+        .build()
+        .expect("valid")
+}
+
+/// A quota no benchmark exhausts, so every request is an allowed one.
+fn limit(store: &AnyStore, rule: Rule) -> RateLimitLayer {
+    RateLimitLayer::builder(store.clone())
+        .rule(rule)
+        .build()
+        .expect("valid")
+}
+
+fn gcra() -> Rule {
+    Rule::gcra("gcra", "1000000/s", 1_000_000, Key::global())
+}
+
+fn window() -> Rule {
+    Rule::fixed_window("window", "1000000000/h", Key::global())
+}
+
+fn cooldown() -> Rule {
+    // distinct keys: wrk puts a new number in the path of every request
+    Rule::cooldown(
+        "cooldown",
+        Duration::from_secs(60),
+        Key::path_segment("/rl/cooldown/{store}/{n}", "n"),
+    )
+}
+
+/// Each memory-store scenario gets a store of its own: the cooldown scenario writes hundreds of
+/// thousands of distinct keys, which a shared bounded store would make room for by evicting
+/// the other scenarios' entries (the benchmark token among them).
+fn scenarios(redis: AnyStore, memory_auth: AnyStore, conn: MultiplexedConnection) -> Router {
+    let memory = || AnyStore::from(MemoryStore::new());
+    let route = |path: &str| Router::new().route(path, get(plain));
+    let governor = GovernorConfigBuilder::default()
+        .per_nanosecond(1)
+        .burst_size(u32::MAX)
+        .key_extractor(GlobalKeyExtractor)
+        .finish()
+        .expect("valid");
+    Router::new()
+        .route("/plain", get(plain))
+        .merge(Router::new().route("/floor", get(floor)).with_state(conn))
+        .merge(route("/auth/redis").route_layer(auth(&redis)))
+        .merge(route("/auth/memory").route_layer(auth(&memory_auth)))
+        .merge(route("/cache/redis").route_layer(cache(&redis)))
+        .merge(route("/cache/memory").route_layer(cache(&memory())))
+        .merge(route("/cache-miss/redis/{n}").route_layer(cache(&redis)))
+        .merge(route("/rl/cooldown/redis/{n}").route_layer(limit(&redis, cooldown())))
+        .merge(route("/rl/cooldown/memory/{n}").route_layer(limit(&memory(), cooldown())))
+        .merge(route("/rl/window/redis").route_layer(limit(&redis, window())))
+        .merge(route("/rl/window/memory").route_layer(limit(&memory(), window())))
+        .merge(route("/rl/gcra/redis").route_layer(limit(&redis, gcra())))
+        .merge(route("/rl/gcra/memory").route_layer(limit(&memory(), gcra())))
+        .merge(route("/rl/governor").route_layer(GovernorLayer::new(governor)))
+        .merge(
+            route("/full/redis")
+                .route_layer(cache(&redis))
+                .route_layer(limit(
+                    &redis,
+                    Rule::gcra(
+                        "user",
+                        "1000000/s",
+                        1_000_000,
+                        Key::principal(|u: &User| u.id.to_string()),
+                    ),
+                ))
+                .route_layer(auth(&redis)),
+        )
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let url = std::env::var("REDIS_URL").map_err(|_| "REDIS_URL is required")?;
+    let addr: SocketAddr = std::env::var("ADDR")
+        .unwrap_or_else(|_| "127.0.0.1:3100".into())
+        .parse()?;
+    let redis: AnyStore = RedisStore::builder(&url).build().await?.into();
+    let memory: AnyStore = MemoryStore::new().into();
+    let user = User {
+        id: 1,
+        username: "bench".into(),
+        is_active: true,
+    };
+    for store in [&redis, &memory] {
+        store
+            .set(TOKEN, value::encode(&user)?, Expiry::Never)
+            .await?;
+    }
+    let conn = redis::Client::open(url.as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let app = scenarios(redis, memory, conn);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app).await?;
+    Ok::<(), Box<dyn std::error::Error>>(())
+}
