@@ -99,7 +99,7 @@ fn cooldown() -> Rule {
 /// Each memory-store scenario gets a store of its own: the cooldown scenario writes hundreds of
 /// thousands of distinct keys, which a shared bounded store would make room for by evicting
 /// the other scenarios' entries (the benchmark token among them).
-fn scenarios(redis: AnyStore, memory_auth: AnyStore, conn: MultiplexedConnection) -> Router {
+fn scenarios(redis: &AnyStore, memory_auth: &AnyStore, conn: MultiplexedConnection) -> Router {
     let memory = || AnyStore::from(MemoryStore::new());
     let route = |path: &str| Router::new().route(path, get(plain));
     let governor = GovernorConfigBuilder::default()
@@ -111,23 +111,23 @@ fn scenarios(redis: AnyStore, memory_auth: AnyStore, conn: MultiplexedConnection
     Router::new()
         .route("/plain", get(plain))
         .merge(Router::new().route("/floor", get(floor)).with_state(conn))
-        .merge(route("/auth/redis").route_layer(auth(&redis)))
-        .merge(route("/auth/memory").route_layer(auth(&memory_auth)))
-        .merge(route("/cache/redis").route_layer(cache(&redis)))
+        .merge(route("/auth/redis").route_layer(auth(redis)))
+        .merge(route("/auth/memory").route_layer(auth(memory_auth)))
+        .merge(route("/cache/redis").route_layer(cache(redis)))
         .merge(route("/cache/memory").route_layer(cache(&memory())))
-        .merge(route("/cache-miss/redis/{n}").route_layer(cache(&redis)))
-        .merge(route("/rl/cooldown/redis/{n}").route_layer(limit(&redis, cooldown())))
+        .merge(route("/cache-miss/redis/{n}").route_layer(cache(redis)))
+        .merge(route("/rl/cooldown/redis/{n}").route_layer(limit(redis, cooldown())))
         .merge(route("/rl/cooldown/memory/{n}").route_layer(limit(&memory(), cooldown())))
-        .merge(route("/rl/window/redis").route_layer(limit(&redis, window())))
+        .merge(route("/rl/window/redis").route_layer(limit(redis, window())))
         .merge(route("/rl/window/memory").route_layer(limit(&memory(), window())))
-        .merge(route("/rl/gcra/redis").route_layer(limit(&redis, gcra())))
+        .merge(route("/rl/gcra/redis").route_layer(limit(redis, gcra())))
         .merge(route("/rl/gcra/memory").route_layer(limit(&memory(), gcra())))
         .merge(route("/rl/governor").route_layer(GovernorLayer::new(governor)))
         .merge(
             route("/full/redis")
-                .route_layer(cache(&redis))
+                .route_layer(cache(redis))
                 .route_layer(limit(
-                    &redis,
+                    redis,
                     Rule::gcra(
                         "user",
                         "1000000/s",
@@ -135,7 +135,7 @@ fn scenarios(redis: AnyStore, memory_auth: AnyStore, conn: MultiplexedConnection
                         Key::principal(|u: &User| u.id.to_string()),
                     ),
                 ))
-                .route_layer(auth(&redis)),
+                .route_layer(auth(redis)),
         )
 }
 
@@ -160,7 +160,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let conn = redis::Client::open(url.as_str())?
         .get_multiplexed_async_connection()
         .await?;
-    let app = scenarios(redis, memory, conn);
+    let app = scenarios(&redis, &memory, conn);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app).await?;
