@@ -61,15 +61,35 @@ fn auth(c: &mut Criterion) {
         .service_fn(handler);
     let mut group = c.benchmark_group("auth");
     group.bench_function("allow_listed_pattern", |b| {
-        b.to_async(&rt).iter(|| call(&service, Request::get("/sms_codes/13800138000/").body(Empty::new()).unwrap()));
+        b.to_async(&rt).iter(|| {
+            call(
+                &service,
+                Request::get("/sms_codes/13800138000/")
+                    .body(Empty::new())
+                    .unwrap(),
+            )
+        });
     });
     group.bench_function("malformed_token_rejected", |b| {
         b.to_async(&rt).iter(|| {
-            call(&service, Request::get("/me/").header("authorization", "Bearer a b").body(Empty::new()).unwrap())
+            call(
+                &service,
+                Request::get("/me/")
+                    .header("authorization", "Bearer a b")
+                    .body(Empty::new())
+                    .unwrap(),
+            )
         });
     });
     group.bench_function("bypass_attempt_rejected", |b| {
-        b.to_async(&rt).iter(|| call(&service, Request::get("/login/%2e%2e/admin").body(Empty::new()).unwrap()));
+        b.to_async(&rt).iter(|| {
+            call(
+                &service,
+                Request::get("/login/%2e%2e/admin")
+                    .body(Empty::new())
+                    .unwrap(),
+            )
+        });
     });
     group.finish();
 }
@@ -77,39 +97,67 @@ fn auth(c: &mut Criterion) {
 fn cache(c: &mut Criterion) {
     let rt = runtime();
     let service = ServiceBuilder::new()
-        .layer(ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(3600)).build().unwrap())
+        .layer(
+            ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(3600))
+                .build()
+                .unwrap(),
+        )
         .service_fn(|_request: Request<Empty<Bytes>>| async {
             Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(vec![b'x'; 1024]))))
         });
-    let request = || Request::get("/articles/?page=2").header("host", "bench.example").body(Empty::new()).unwrap();
+    let request = || {
+        Request::get("/articles/?page=2")
+            .header("host", "bench.example")
+            .body(Empty::new())
+            .unwrap()
+    };
     rt.block_on(async {
         call(&service, request()).await;
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
     });
-    c.bench_function("cache/hit_memory", |b| b.to_async(&rt).iter(|| call(&service, request())));
+    c.bench_function("cache/hit_memory", |b| {
+        b.to_async(&rt).iter(|| call(&service, request()))
+    });
 }
 
 fn store_and_rates(c: &mut Criterion) {
     let rt = runtime();
-    c.bench_function("ratelimit/rate_parse", |b| b.iter(|| black_box("100/5m").parse::<Rate>().unwrap()));
+    c.bench_function("ratelimit/rate_parse", |b| {
+        b.iter(|| black_box("100/5m").parse::<Rate>().unwrap())
+    });
     let scheme = KeyScheme::django("shop", 2);
-    c.bench_function("store/key_scheme_make", |b| b.iter(|| scheme.make(black_box("a1b2c3d4e5f6")).unwrap()));
-    let user = value::encode(&serde_json::json!({"id": 1, "username": "alice", "is_active": true})).unwrap();
+    c.bench_function("store/key_scheme_make", |b| {
+        b.iter(|| scheme.make(black_box("a1b2c3d4e5f6")).unwrap())
+    });
+    let user = value::encode(&serde_json::json!({"id": 1, "username": "alice", "is_active": true}))
+        .unwrap();
     c.bench_function("store/value_decode", |b| {
         b.iter(|| value::decode::<serde_json::Value>(black_box(&user)).unwrap());
     });
 
     let memory = MemoryStore::new();
-    rt.block_on(memory.set("token", user.clone(), Expiry::Never)).unwrap();
-    c.bench_function("store/memory_get", |b| b.to_async(&rt).iter(|| memory.get(black_box("token"))));
+    rt.block_on(memory.set("token", user.clone(), Expiry::Never))
+        .unwrap();
+    c.bench_function("store/memory_get", |b| {
+        b.to_async(&rt).iter(|| memory.get(black_box("token")))
+    });
     let policies = [
-        ("store/memory_fixed_window", RatePolicy::fixed_window(u64::MAX, Duration::from_secs(3600)).unwrap()),
-        ("store/memory_gcra", RatePolicy::gcra(1_000_000, Duration::from_secs(1), 1_000_000).unwrap()),
+        (
+            "store/memory_fixed_window",
+            RatePolicy::fixed_window(u64::MAX, Duration::from_secs(3600)).unwrap(),
+        ),
+        (
+            "store/memory_gcra",
+            RatePolicy::gcra(1_000_000, Duration::from_secs(1), 1_000_000).unwrap(),
+        ),
     ];
     for (name, policy) in policies {
-        c.bench_function(name, |b| b.to_async(&rt).iter(|| memory.rate_limit(black_box("k"), &policy)));
+        c.bench_function(name, |b| {
+            b.to_async(&rt)
+                .iter(|| memory.rate_limit(black_box("k"), &policy))
+        });
     }
     let cooldown = RatePolicy::cooldown(Duration::from_secs(60)).unwrap();
     let mut n = 0_u64;

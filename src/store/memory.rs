@@ -1,4 +1,5 @@
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -57,13 +58,41 @@ struct Shared {
     epoch: Instant,
 }
 
-#[derive(Clone)]
+#[derive(Clone, Default)]
 struct Slot {
     value: Bytes,
     expires_at: Option<Instant>,
+    /// A rate-limit count or GCRA time, updated in place by compare-and-swap so that a hit
+    /// reads the entry without writing a new one (a moka write costs about seven reads).
+    /// When set, it is the slot's value and `value` is unused.
+    counter: Option<Arc<AtomicU64>>,
 }
 
 impl Slot {
+    fn counter(number: u64, expires_at: Option<Instant>) -> Self {
+        Self {
+            counter: Some(Arc::new(AtomicU64::new(number))),
+            expires_at,
+            ..Self::default()
+        }
+    }
+
+    /// The value as stored bytes (a counter as decimal text, as Redis keeps it).
+    fn data(&self) -> Bytes {
+        match &self.counter {
+            Some(counter) => Bytes::from(counter.load(Ordering::Acquire).to_string()),
+            None => self.value.clone(),
+        }
+    }
+
+    /// The value as a non-negative counter, if it is one.
+    fn number(&self) -> Option<u64> {
+        match &self.counter {
+            Some(counter) => Some(counter.load(Ordering::Acquire)),
+            None => parse_integer(&self.value).and_then(|n| u64::try_from(n).ok()),
+        }
+    }
+
     fn is_live(&self, now: Instant) -> bool {
         self.expires_at.is_none_or(|at| at > now)
     }
@@ -238,7 +267,7 @@ impl Store for MemoryStore {
             .entries
             .get(&key)
             .filter(|slot| slot.is_live(now))
-            .map(|slot| slot.value))
+            .map(|slot| slot.data()))
     }
 
     async fn get_and_refresh(&self, key: &str, ttl: Duration) -> Result<Option<Bytes>, StoreError> {
@@ -246,17 +275,14 @@ impl Store for MemoryStore {
         Ok(
             self.compute(key, |slot, now| match (slot, deadline(ttl.into(), now)) {
                 (None, _) => (Op::Nop, None),
-                (Some(slot), Deadline::AlreadyExpired) => (Op::Remove, Some(slot.value.clone())),
-                (Some(slot), Deadline::At(expires_at)) => {
-                    let value = slot.value.clone();
-                    (
-                        Op::Put(Slot {
-                            value: value.clone(),
-                            expires_at,
-                        }),
-                        Some(value),
-                    )
-                }
+                (Some(slot), Deadline::AlreadyExpired) => (Op::Remove, Some(slot.data())),
+                (Some(slot), Deadline::At(expires_at)) => (
+                    Op::Put(Slot {
+                        expires_at,
+                        ..slot.clone()
+                    }),
+                    Some(slot.data()),
+                ),
             }),
         )
     }
@@ -266,7 +292,14 @@ impl Store for MemoryStore {
         let expiry = expiry.resolve(self.default_timeout);
         self.compute(key, |_, now| match deadline(expiry, now) {
             Deadline::AlreadyExpired => (Op::Remove, ()),
-            Deadline::At(expires_at) => (Op::Put(Slot { value, expires_at }), ()),
+            Deadline::At(expires_at) => (
+                Op::Put(Slot {
+                    value,
+                    expires_at,
+                    counter: None,
+                }),
+                (),
+            ),
         });
         Ok(())
     }
@@ -282,7 +315,14 @@ impl Store for MemoryStore {
             let value = value.clone();
             self.compute(key, |_, now| match deadline(expiry, now) {
                 Deadline::AlreadyExpired => (Op::Remove, ()),
-                Deadline::At(expires_at) => (Op::Put(Slot { value, expires_at }), ()),
+                Deadline::At(expires_at) => (
+                    Op::Put(Slot {
+                        value,
+                        expires_at,
+                        counter: None,
+                    }),
+                    (),
+                ),
             });
         }
         Ok(())
@@ -299,7 +339,14 @@ impl Store for MemoryStore {
         Ok(
             self.compute(key, |slot, now| match (slot, deadline(expiry, now)) {
                 (Some(_), _) | (None, Deadline::AlreadyExpired) => (Op::Nop, false),
-                (None, Deadline::At(expires_at)) => (Op::Put(Slot { value, expires_at }), true),
+                (None, Deadline::At(expires_at)) => (
+                    Op::Put(Slot {
+                        value,
+                        expires_at,
+                        counter: None,
+                    }),
+                    true,
+                ),
             }),
         )
     }
@@ -311,9 +358,7 @@ impl Store for MemoryStore {
 
     async fn take(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         let key = self.keys.make(key)?;
-        Ok(self.compute(key, |slot, _| {
-            (Op::Remove, slot.map(|slot| slot.value.clone()))
-        }))
+        Ok(self.compute(key, |slot, _| (Op::Remove, slot.map(Slot::data))))
     }
 
     async fn index_add(&self, index: &str, member: &str) -> Result<(), StoreError> {
@@ -404,11 +449,34 @@ impl Store for MemoryStore {
             let Some(slot) = slot else {
                 return (Op::Nop, Ok(None));
             };
-            match increment_value(&slot.value, delta) {
+            if let Some(counter) = &slot.counter {
+                // in place, so that concurrent rate-limit hits on the same counter are kept
+                let mut current = counter.load(Ordering::Acquire);
+                loop {
+                    let next = i64::try_from(current)
+                        .ok()
+                        .and_then(|n| n.checked_add(delta))
+                        .and_then(|n| u64::try_from(n).ok());
+                    let Some(next) = next else {
+                        break;
+                    };
+                    match counter.compare_exchange_weak(
+                        current,
+                        next,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    ) {
+                        Ok(_) => return (Op::Nop, Ok(i64::try_from(next).ok())),
+                        Err(actual) => current = actual,
+                    }
+                }
+            }
+            match increment_value(&slot.data(), delta) {
                 Ok(next) => (
                     Op::Put(Slot {
                         value: Bytes::from(next.to_string()),
                         expires_at: slot.expires_at,
+                        counter: None,
                     }),
                     Ok(Some(next)),
                 ),
@@ -455,8 +523,7 @@ impl Store for MemoryStore {
             return Ok(false);
         }
         let key = self.keys.make(key)?;
-        let micros_now = self.micros_now();
-        Ok(self.compute(key, |slot, now| {
+        Ok(self.compute(key, |slot, _| {
             let Some(slot) = slot else {
                 return (Op::Nop, false);
             };
@@ -466,36 +533,8 @@ impl Store for MemoryStore {
                     Some(ticket) if slot.value == ticket.as_bytes() => (Op::Remove, true),
                     _ => (Op::Nop, false),
                 },
-                PolicyKind::FixedWindow { .. } => match parse_integer(&slot.value) {
-                    Some(count) if count > 0 => (
-                        Op::Put(Slot {
-                            value: Bytes::from((count - 1).to_string()),
-                            expires_at: slot.expires_at,
-                        }),
-                        true,
-                    ),
-                    _ => (Op::Nop, false),
-                },
-                PolicyKind::Gcra { emission_us, .. } => {
-                    let Some(tat) = parse_integer(&slot.value).and_then(|n| u64::try_from(n).ok())
-                    else {
-                        return (Op::Nop, false);
-                    };
-                    let earlier = tat.saturating_sub(emission_us);
-                    if earlier <= micros_now {
-                        (Op::Remove, true)
-                    } else {
-                        let ttl = Duration::from_micros(earlier - micros_now);
-                        (
-                            Op::Put(Slot {
-                                value: Bytes::from(earlier.to_string()),
-                                expires_at: now
-                                    .checked_add(Duration::from_millis(ttl_ms_ceil(ttl))),
-                            }),
-                            true,
-                        )
-                    }
-                }
+                PolicyKind::FixedWindow { .. } => (Op::Nop, give_back(slot, 1)),
+                PolicyKind::Gcra { emission_us, .. } => (Op::Nop, give_back(slot, emission_us)),
             }
         }))
     }
@@ -514,64 +553,176 @@ impl Store for MemoryStore {
                         Op::Put(Slot {
                             value: Bytes::copy_from_slice(ticket.as_bytes()),
                             expires_at: now.checked_add(Duration::from_millis(interval_ms)),
+                            counter: None,
                         }),
                         cooldown_decision(interval_ms, None, ticket),
                     ),
                 }))
             }
-            PolicyKind::FixedWindow { limit, window_ms } => self.compute(key, |slot, now| {
-                let window_end = || now.checked_add(Duration::from_millis(window_ms));
-                let (count, expires_at) = match slot {
-                    None => (0, window_end()),
-                    Some(slot) => {
-                        match parse_integer(&slot.value).and_then(|n| u64::try_from(n).ok()) {
-                            Some(count) => (count, slot.expires_at.or_else(window_end)),
-                            None => return (Op::Nop, Err(not_a_counter())),
-                        }
-                    }
-                };
-                let ttl_ms = expires_at.map_or(window_ms, |at| {
-                    duration_ms_floor(at.saturating_duration_since(now))
-                });
-                if count >= limit {
-                    return (Op::Nop, Ok(window_decision(limit, false, count, ttl_ms)));
+            PolicyKind::FixedWindow { limit, window_ms } => {
+                // fast path: a live counter is counted in place, without a cache write
+                let now = Instant::now();
+                if let Some(slot) = self.live_slot(&key, now)
+                    && let (Some(counter), Some(expires_at)) = (&slot.counter, slot.expires_at)
+                {
+                    let ttl_ms = duration_ms_floor(expires_at.saturating_duration_since(now));
+                    return Ok(count_hit(counter, limit, ttl_ms));
                 }
-                let slot = Slot {
-                    value: Bytes::from((count + 1).to_string()),
-                    expires_at,
-                };
-                (
-                    Op::Put(slot),
-                    Ok(window_decision(limit, true, count + 1, ttl_ms)),
-                )
-            }),
+                self.compute(key, |slot, now| {
+                    let window_end = || now.checked_add(Duration::from_millis(window_ms));
+                    match slot {
+                        Some(slot) => {
+                            let expires_at = slot.expires_at.or_else(window_end);
+                            let ttl_ms = expires_at.map_or(window_ms, |at| {
+                                duration_ms_floor(at.saturating_duration_since(now))
+                            });
+                            if let Some(counter) = &slot.counter {
+                                return (Op::Nop, Ok(count_hit(counter, limit, ttl_ms)));
+                            }
+                            let Some(count) = slot.number() else {
+                                return (Op::Nop, Err(not_a_counter()));
+                            };
+                            if count >= limit {
+                                // a counter without expiry gets the window, as the script does
+                                let put = Slot::counter(count, expires_at);
+                                return (
+                                    Op::Put(put),
+                                    Ok(window_decision(limit, false, count, ttl_ms)),
+                                );
+                            }
+                            (
+                                Op::Put(Slot::counter(count + 1, expires_at)),
+                                Ok(window_decision(limit, true, count + 1, ttl_ms)),
+                            )
+                        }
+                        None if limit == 0 => {
+                            (Op::Nop, Ok(window_decision(limit, false, 0, window_ms)))
+                        }
+                        None => (
+                            Op::Put(Slot::counter(1, window_end())),
+                            Ok(window_decision(limit, true, 1, window_ms)),
+                        ),
+                    }
+                })
+            }
             PolicyKind::Gcra {
                 emission_us,
                 tolerance_us,
                 burst,
             } => {
                 let now_us = self.micros_now();
+                let now = Instant::now();
+                // fast path: step the stored time in place while the slot outlives it
+                if let Some(slot) = self.live_slot(&key, now)
+                    && let (Some(counter), Some(expires_at)) = (&slot.counter, slot.expires_at)
+                {
+                    let lives_until_us = now_us.saturating_add(
+                        u64::try_from(expires_at.saturating_duration_since(now).as_micros())
+                            .unwrap_or(u64::MAX),
+                    );
+                    let mut stored = counter.load(Ordering::Acquire);
+                    loop {
+                        let step =
+                            gcra_step(emission_us, tolerance_us, burst, now_us, Some(stored));
+                        match step.new_tat_us {
+                            None => return Ok(step.decision),
+                            Some(tat) if tat <= lives_until_us => {
+                                match counter.compare_exchange_weak(
+                                    stored,
+                                    tat,
+                                    Ordering::AcqRel,
+                                    Ordering::Acquire,
+                                ) {
+                                    Ok(_) => return Ok(step.decision),
+                                    Err(actual) => stored = actual,
+                                }
+                            }
+                            Some(_) => break,
+                        }
+                    }
+                }
                 self.compute(key, |slot, now| {
-                    let stored = match slot
-                        .map(|s| parse_integer(&s.value).and_then(|n| u64::try_from(n).ok()))
-                    {
+                    // the slot lives for the tolerance, which the stored time never passes
+                    // (an allowed time is at most `now + tolerance`), so the state is never
+                    // dropped while it limits anything
+                    let expires_at = now.checked_add(Duration::from_millis(ttl_ms_ceil(
+                        Duration::from_micros(tolerance_us),
+                    )));
+                    let counter = match slot {
                         None => None,
-                        Some(Some(tat)) => Some(tat),
-                        Some(None) => return (Op::Nop, Err(not_a_counter())),
+                        Some(slot) => match (&slot.counter, slot.number()) {
+                            (Some(counter), _) => Some(Arc::clone(counter)),
+                            (None, Some(tat)) => Some(Arc::new(AtomicU64::new(tat))),
+                            (None, None) => return (Op::Nop, Err(not_a_counter())),
+                        },
                     };
-                    let step = gcra_step(emission_us, tolerance_us, burst, now_us, stored);
-                    let op = match step.new_tat_us {
-                        Some(tat) => Op::Put(Slot {
-                            value: Bytes::from(tat.to_string()),
-                            expires_at: now.checked_add(Duration::from_millis(ttl_ms_ceil(
-                                Duration::from_micros(tat - now_us),
-                            ))),
-                        }),
-                        None => Op::Nop,
+                    let Some(counter) = counter else {
+                        let step = gcra_step(emission_us, tolerance_us, burst, now_us, None);
+                        let op = step
+                            .new_tat_us
+                            .map_or(Op::Nop, |tat| Op::Put(Slot::counter(tat, expires_at)));
+                        return (op, Ok(step.decision));
                     };
-                    (op, Ok(step.decision))
+                    let mut stored = counter.load(Ordering::Acquire);
+                    loop {
+                        let step =
+                            gcra_step(emission_us, tolerance_us, burst, now_us, Some(stored));
+                        let Some(tat) = step.new_tat_us else {
+                            return (Op::Nop, Ok(step.decision));
+                        };
+                        // the same counter, so that hits counted in place meanwhile are kept
+                        if counter
+                            .compare_exchange_weak(stored, tat, Ordering::AcqRel, Ordering::Acquire)
+                            .is_ok()
+                        {
+                            let slot = Slot {
+                                counter: Some(Arc::clone(&counter)),
+                                expires_at,
+                                ..Slot::default()
+                            };
+                            return (Op::Put(slot), Ok(step.decision));
+                        }
+                        stored = counter.load(Ordering::Acquire);
+                    }
                 })
             }
+        }
+    }
+}
+
+/// Counts a hit on a live window counter unless it is full.
+fn count_hit(counter: &AtomicU64, limit: u64, ttl_ms: u64) -> RateDecision {
+    let mut current = counter.load(Ordering::Acquire);
+    loop {
+        if current >= limit {
+            return window_decision(limit, false, current, ttl_ms);
+        }
+        match counter.compare_exchange_weak(
+            current,
+            current + 1,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => return window_decision(limit, true, current + 1, ttl_ms),
+            Err(actual) => current = actual,
+        }
+    }
+}
+
+/// Takes `amount` off a counter slot (a window count, a GCRA time), in place.
+fn give_back(slot: &Slot, amount: u64) -> bool {
+    let Some(counter) = &slot.counter else {
+        return false;
+    };
+    let mut current = counter.load(Ordering::Acquire);
+    loop {
+        if current == 0 {
+            return false;
+        }
+        let next = current.saturating_sub(amount);
+        match counter.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return true,
+            Err(actual) => current = actual,
         }
     }
 }
@@ -590,7 +741,7 @@ fn decode_index(value: &[u8]) -> Result<Vec<String>, StoreError> {
 fn index_slot(members: &[String]) -> Slot {
     Slot {
         value: Bytes::from(serde_json::to_vec(members).expect("a list of strings serializes")),
-        expires_at: None,
+        ..Slot::default()
     }
 }
 
