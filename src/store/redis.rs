@@ -64,9 +64,10 @@ const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 ///   [`StoreErrorKind::Timeout`], never a hung request. The one retry after a dropped
 ///   connection gets a bound of its own.
 /// - **Fail fast while Redis is down.** When the latest connection attempt failed within the
-///   connect timeout and no connection is open, calls fail at once with
-///   [`StoreErrorKind::Connection`] instead of each waiting out the timeout; bb8 keeps
-///   reconnecting in the background, and calls go through again from its first success.
+///   connect timeout and no connection is open, calls fail at once instead of each waiting out
+///   the timeout: [`StoreErrorKind::Connection`] when the server refused,
+///   [`StoreErrorKind::Timeout`] when it did not answer. bb8 keeps reconnecting in the
+///   background, and calls go through again from its first success.
 /// - Scripts are sent by SHA and reloaded by themselves when Redis has forgotten them.
 ///
 /// [bb8]: https://docs.rs/bb8
@@ -137,21 +138,43 @@ struct TrackedManager {
 /// known to be unreachable instead of each waiting out the connect timeout.
 #[derive(Default)]
 struct Reachability {
-    last_failure: Mutex<Option<(Instant, String)>>,
+    last_failure: Mutex<Option<ConnectFailure>>,
+}
+
+struct ConnectFailure {
+    at: Instant,
+    /// `Timeout` for a server that did not answer in time (stalled, or a silent network),
+    /// `Connection` for one that refused or reset.
+    kind: StoreErrorKind,
+    reason: String,
 }
 
 impl Reachability {
     fn record(&self, outcome: Result<(), &RedisError>) {
         if let Ok(mut last) = self.last_failure.lock() {
-            *last = outcome.err().map(|err| (Instant::now(), err.to_string()));
+            *last = outcome.err().map(|err| ConnectFailure {
+                at: Instant::now(),
+                kind: if err.is_timeout() {
+                    StoreErrorKind::Timeout
+                } else {
+                    StoreErrorKind::Connection
+                },
+                reason: err.to_string(),
+            });
         }
     }
 
-    /// Why the latest attempt failed, if it failed within `window`.
-    fn recent_failure(&self, window: Duration) -> Option<String> {
+    /// The error for calls while the latest attempt failed within `window`.
+    fn recent_failure(&self, window: Duration) -> Option<StoreError> {
         let last = self.last_failure.lock().ok()?;
-        let (at, reason) = last.as_ref()?;
-        (at.elapsed() < window).then(|| reason.clone())
+        let failure = last
+            .as_ref()
+            .filter(|failure| failure.at.elapsed() < window)?;
+        let detail = match failure.kind {
+            StoreErrorKind::Timeout => format!("Redis does not answer: {}", failure.reason),
+            _ => format!("Redis is unreachable: {}", failure.reason),
+        };
+        Some(StoreError::new(failure.kind, detail))
     }
 }
 
@@ -270,26 +293,20 @@ impl RedisStore {
     async fn checkout_from_pool(
         &self,
     ) -> Result<(MultiplexedConnection, Arc<AtomicBool>), StoreError> {
-        let unreachable = |reason: String| {
-            StoreError::new(
-                StoreErrorKind::Connection,
-                format!("Redis is unreachable: {reason}"),
-            )
-        };
         // While the latest connection attempt failed recently and no connection is open,
         // waiting for bb8 would only wait out the connect timeout. bb8 keeps retrying in the
         // background, and each failure renews the record; the first success clears it.
         if self.pool.state().idle_connections == 0
-            && let Some(reason) = self.reachability.recent_failure(self.connect_timeout)
+            && let Some(err) = self.reachability.recent_failure(self.connect_timeout)
         {
-            return Err(unreachable(reason));
+            return Err(err);
         }
         loop {
             let pooled = self.pool.get().await.map_err(|err| match err {
                 bb8::RunError::User(err) => classify("connect", err),
                 bb8::RunError::TimedOut => {
                     match self.reachability.recent_failure(self.connect_timeout) {
-                        Some(reason) => unreachable(reason),
+                        Some(err) => err,
                         None => StoreError::new(
                             StoreErrorKind::Timeout,
                             "no Redis connection could be had within the connect timeout",
