@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response};
+use http::{HeaderMap, HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
@@ -81,7 +81,7 @@ pin_project! {
         S: Service<Request<ReqBody>>,
     {
         Checking { check: Check, pending: Option<Checking<S, ReqBody, R>> },
-        Inner { #[pin] future: S::Future, hold: Option<Hold>, headers: Option<HeaderMap> },
+        Inner { #[pin] future: S::Future, hold: Option<Hold>, headers: Option<(HeaderValue, HeaderValue)> },
         Done { response: Option<Response<Bytes>> },
     }
 }
@@ -177,11 +177,11 @@ where
                     } = pending.take().expect("a check is polled until it moves on");
                     let next = match outcome {
                         Ok(Outcome::Allowed(counted)) => {
-                            let headers = config.informational.then(|| {
-                                let mut headers = HeaderMap::new();
-                                headers::apply(&mut headers, &report(&config, &counted), None);
-                                headers
-                            });
+                            let headers = if config.informational {
+                                headers::fields(&report(&config, &counted))
+                            } else {
+                                None
+                            };
                             let hold = (config.commit == Commit::OnSuccess).then(|| Hold {
                                 store: config.store.clone(),
                                 hits: counted
@@ -248,12 +248,11 @@ where
                             hold.release();
                         }
                     }
-                    if let Some(headers) = headers.take() {
-                        for (name, value) in headers {
-                            if let Some(name) = name {
-                                response.headers_mut().insert(name, value);
-                            }
-                        }
+                    if let Some((policy, limit)) = headers.take() {
+                        response
+                            .headers_mut()
+                            .insert(headers::RATELIMIT_POLICY, policy);
+                        response.headers_mut().insert(headers::RATELIMIT, limit);
                     }
                     return Poll::Ready(Ok(response.map(ResponseBody::inner)));
                 }

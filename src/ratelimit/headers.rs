@@ -23,19 +23,17 @@ pub(crate) struct Reported<'a> {
     pub(crate) decision: &'a RateDecision,
 }
 
-/// Adds `RateLimit-Policy` and `RateLimit` for `rules`, and `Retry-After` when given.
-pub(crate) fn apply(
-    headers: &mut HeaderMap,
-    rules: &[Reported<'_>],
-    retry_after: Option<Duration>,
-) {
-    if let Some(wait) = retry_after {
-        headers.insert(RETRY_AFTER, HeaderValue::from(seconds_ceil(wait).max(1)));
-    }
+/// The `RateLimit-Policy` and `RateLimit` values for `rules`, or `None` for no rules.
+pub(crate) fn fields(rules: &[Reported<'_>]) -> Option<(HeaderValue, HeaderValue)> {
     if rules.is_empty() {
-        return;
+        return None;
     }
-    let (mut policy, mut limit) = (String::new(), String::new());
+    // sized up front: these are built on every allowed request
+    let capacity = rules.iter().map(|rule| rule.name.len() + 32).sum();
+    let (mut policy, mut limit) = (
+        String::with_capacity(capacity),
+        String::with_capacity(capacity),
+    );
     for (i, rule) in rules.iter().enumerate() {
         let separator = if i == 0 { "" } else { ", " };
         // names are checked at build time to be valid sf-strings without escapes
@@ -54,10 +52,22 @@ pub(crate) fn apply(
             seconds_ceil(rule.decision.reset)
         );
     }
-    if let (Ok(policy), Ok(limit)) = (
-        HeaderValue::from_str(&policy),
-        HeaderValue::from_str(&limit),
-    ) {
+    Some((
+        HeaderValue::from_str(&policy).ok()?,
+        HeaderValue::from_str(&limit).ok()?,
+    ))
+}
+
+/// Adds `RateLimit-Policy` and `RateLimit` for `rules`, and `Retry-After` when given.
+pub(crate) fn apply(
+    headers: &mut HeaderMap,
+    rules: &[Reported<'_>],
+    retry_after: Option<Duration>,
+) {
+    if let Some(wait) = retry_after {
+        headers.insert(RETRY_AFTER, HeaderValue::from(seconds_ceil(wait).max(1)));
+    }
+    if let Some((policy, limit)) = fields(rules) {
         headers.insert(RATELIMIT_POLICY, policy);
         headers.insert(RATELIMIT, limit);
     }

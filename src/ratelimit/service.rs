@@ -234,7 +234,14 @@ where
         let mut checks = Vec::with_capacity(config.rules.len());
         for (index, rule) in config.rules.iter().enumerate() {
             match rule.key.extract(&head) {
-                Some(key) => checks.push((index, format!("rl:{}:{key}", rule.name))),
+                Some(key) => {
+                    let mut store_key = String::with_capacity(4 + rule.name.len() + key.len());
+                    store_key.push_str("rl:");
+                    store_key.push_str(&rule.name);
+                    store_key.push(':');
+                    store_key.push_str(&key);
+                    checks.push((index, store_key));
+                }
                 None if config.missing_key == MissingKey::Reject => {
                     return ResponseFuture::done(Config::bad_request());
                 }
