@@ -93,13 +93,5 @@ pub async fn serve(listener: tokio::net::TcpListener, demo: Demo) -> std::io::Re
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    common::init_tracing();
-    let (demo, backend) = Demo::from_env().await?;
-    let listener = tokio::net::TcpListener::bind(common::addr()).await?;
-    println!(
-        "listening on http://{} (store: {backend})",
-        listener.local_addr()?
-    );
-    serve(listener, demo).await?;
-    Ok(())
+    common::run(serve).await
 }

@@ -308,6 +308,24 @@ pub fn addr() -> std::net::SocketAddr {
         .unwrap_or_else(|| "127.0.0.1:3000".parse().expect("a valid default address"))
 }
 
+/// What each example's `main` does: logging, the demo on Redis or memory, the listener on
+/// `ADDR`, the URL printed, then `serve` until the process ends.
+pub async fn run<F, Fut>(serve: F) -> Result<(), Box<dyn std::error::Error>>
+where
+    F: FnOnce(tokio::net::TcpListener, Demo) -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<()>>,
+{
+    init_tracing();
+    let (demo, backend) = Demo::from_env().await?;
+    let listener = tokio::net::TcpListener::bind(addr()).await?;
+    println!(
+        "listening on http://{} (store: {backend})",
+        listener.local_addr()?
+    );
+    serve(listener, demo).await?;
+    Ok(())
+}
+
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
