@@ -248,6 +248,35 @@ impl KeyScheme {
     }
 }
 
+impl KeyScheme {
+    /// The full keys of `key` at this version and at `version + delta`, and that version: what
+    /// [`Store::bump_version`](super::Store::bump_version) moves between.
+    pub(crate) fn bumped(
+        &self,
+        key: &str,
+        delta: i64,
+    ) -> Result<(String, String, i64), StoreError> {
+        if self.is_raw() {
+            return Err(StoreError::new(
+                StoreErrorKind::Unsupported,
+                "raw keys carry no version to bump",
+            ));
+        }
+        let version = self.version.checked_add(delta).ok_or_else(|| {
+            StoreError::new(StoreErrorKind::InvalidValue, "version would overflow")
+        })?;
+        let from = self.make(key)?;
+        let to = self.make_versioned(key, version)?;
+        if from == to {
+            return Err(StoreError::new(
+                StoreErrorKind::Unsupported,
+                "the key scheme gives the same key at both versions",
+            ));
+        }
+        Ok((from, to, version))
+    }
+}
+
 /// Formats without going through `fmt` machinery: key building is on every request's path.
 fn itoa_i64(value: i64) -> ItoaBuf {
     let mut buf = ItoaBuf {

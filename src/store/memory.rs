@@ -10,6 +10,7 @@ use super::rate::{PolicyKind, cooldown_decision, gcra_step, new_ticket, window_d
 use super::value::parse_integer;
 use super::{
     Expiry, KeyScheme, RateDecision, RatePolicy, Store, StoreError, StoreErrorKind, Timeout, Ttl,
+    ttl_ms_ceil,
 };
 use crate::ConfigError;
 
@@ -120,13 +121,6 @@ impl moka::Expiry<String, Slot> for SlotExpiry {
     ) -> Option<Duration> {
         slot.expires_at.map(|at| at.saturating_duration_since(now))
     }
-}
-
-/// Redis keeps expiries in milliseconds; rounding up keeps a short positive TTL from becoming
-/// "expire now", and keeps both backends answering `ttl` alike.
-pub(crate) fn ttl_ms_ceil(ttl: Duration) -> u64 {
-    let ms = ttl.as_nanos().div_ceil(1_000_000);
-    u64::try_from(ms).unwrap_or(u64::MAX)
 }
 
 fn duration_ms_floor(duration: Duration) -> u64 {
@@ -500,7 +494,7 @@ impl Store for MemoryStore {
     }
 
     async fn bump_version(&self, key: &str, delta: i64) -> Result<Option<i64>, StoreError> {
-        let (from, to, version) = bump_keys(&self.keys, key, delta)?;
+        let (from, to, version) = self.keys.bumped(key, delta)?;
         let entries = &self.shared.entries;
         // The new key is written while the old one's lock is held, so readers see the value
         // under one version or both, never neither, and concurrent bumps move it once.
@@ -765,33 +759,6 @@ fn increment_value(value: &[u8], delta: i64) -> Result<i64, StoreError> {
             "increment or decrement would overflow",
         )
     })
-}
-
-/// The full keys of `key` at the current and the bumped version, and the bumped version.
-pub(crate) fn bump_keys(
-    keys: &KeyScheme,
-    key: &str,
-    delta: i64,
-) -> Result<(String, String, i64), StoreError> {
-    if keys.is_raw() {
-        return Err(StoreError::new(
-            StoreErrorKind::Unsupported,
-            "raw keys carry no version to bump",
-        ));
-    }
-    let version = keys
-        .version()
-        .checked_add(delta)
-        .ok_or_else(|| StoreError::new(StoreErrorKind::InvalidValue, "version would overflow"))?;
-    let from = keys.make(key)?;
-    let to = keys.make_versioned(key, version)?;
-    if from == to {
-        return Err(StoreError::new(
-            StoreErrorKind::Unsupported,
-            "the key scheme gives the same key at both versions",
-        ));
-    }
-    Ok((from, to, version))
 }
 
 /// Builds a [`MemoryStore`].

@@ -115,6 +115,13 @@ impl Expiry {
     }
 }
 
+/// Redis keeps expiries in milliseconds; rounding up keeps a short positive TTL from becoming
+/// "expire now", and keeps both backends answering `ttl` alike.
+pub(crate) fn ttl_ms_ceil(ttl: Duration) -> u64 {
+    let ms = ttl.as_nanos().div_ceil(1_000_000);
+    u64::try_from(ms).unwrap_or(u64::MAX)
+}
+
 /// The remaining lifetime of a key, as [`Store::ttl`] reports it.
 ///
 /// # Example

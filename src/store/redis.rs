@@ -8,10 +8,10 @@ use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
 use redis::{IntoConnectionInfo, RedisError, Script};
 
-use super::memory::{bump_keys, ttl_ms_ceil};
 use super::rate::{PolicyKind, cooldown_decision, new_ticket, window_decision};
 use super::{
     Expiry, KeyScheme, RateDecision, RatePolicy, Store, StoreError, StoreErrorKind, Timeout, Ttl,
+    ttl_ms_ceil,
 };
 use crate::ConfigError;
 
@@ -665,7 +665,7 @@ impl Store for RedisStore {
     }
 
     async fn bump_version(&self, key: &str, delta: i64) -> Result<Option<i64>, StoreError> {
-        let (from, to, version) = bump_keys(&self.keys, key, delta)?;
+        let (from, to, version) = self.keys.bumped(key, delta)?;
         let (from, to) = (from.as_str(), to.as_str());
         let moved: i64 = self
             .run(
