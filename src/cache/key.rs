@@ -1,7 +1,7 @@
 //! Cache keys: the URL part and the variant part, both hashed to a bounded length.
 
+use http::Uri;
 use http::header::{self, HeaderMap, HeaderName};
-use http::request::Parts;
 use sha2::{Digest, Sha256};
 
 use crate::auth::hex_digest;
@@ -25,23 +25,27 @@ pub enum QueryOrder {
 }
 
 /// The hashed URL of a request: scheme, host, path and query.
-pub(crate) fn url_hash(parts: &Parts, default_scheme: &str, query: QueryOrder) -> String {
-    let scheme = parts.uri.scheme_str().unwrap_or(default_scheme);
+pub(crate) fn url_hash(
+    uri: &Uri,
+    headers: &HeaderMap,
+    default_scheme: &str,
+    query: QueryOrder,
+) -> String {
+    let scheme = uri.scheme_str().unwrap_or(default_scheme);
     // the host the application sees: the URI's authority, else Host; never X-Forwarded-Host
-    let host = parts
-        .uri
+    let host = uri
         .authority()
         .map(|authority| authority.as_str().as_bytes())
-        .or_else(|| parts.headers.get(header::HOST).map(|h| h.as_bytes()))
+        .or_else(|| headers.get(header::HOST).map(|h| h.as_bytes()))
         .unwrap_or_default();
     let mut hasher = Sha256::new();
     hasher.update(scheme.as_bytes());
     hasher.update(b"\0");
     hasher.update(host.to_ascii_lowercase());
     hasher.update(b"\0");
-    hasher.update(parts.uri.path().as_bytes());
+    hasher.update(uri.path().as_bytes());
     hasher.update(b"\0");
-    if let Some(q) = parts.uri.query() {
+    if let Some(q) = uri.query() {
         match query {
             QueryOrder::AsReceived => hasher.update(q.as_bytes()),
             QueryOrder::Sorted => {
@@ -108,7 +112,7 @@ pub(crate) fn decode_vary(text: &[u8]) -> Option<Vec<HeaderName>> {
 mod tests {
     use super::*;
 
-    fn parts(uri: &str, headers: &[(&str, &str)]) -> Parts {
+    fn parts(uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
         let mut request = http::Request::builder().uri(uri);
         for (name, value) in headers {
             request = request.header(*name, *value);
@@ -117,7 +121,8 @@ mod tests {
     }
 
     fn hash(uri: &str, headers: &[(&str, &str)], query: QueryOrder) -> String {
-        url_hash(&parts(uri, headers), "http", query)
+        let parts = parts(uri, headers);
+        url_hash(&parts.uri, &parts.headers, "http", query)
     }
 
     #[test]

@@ -281,9 +281,12 @@ where
             return ResponseFuture::passthrough(self.inner.call(request));
         }
         let plan = self.config.plan(&request);
-        let (parts, body) = request.into_parts();
-        let url = key::url_hash(&parts, &self.config.default_scheme, self.config.query);
-        let request = Request::from_parts(parts, body);
+        let url = key::url_hash(
+            request.uri(),
+            request.headers(),
+            &self.config.default_scheme,
+            self.config.query,
+        );
         // clone-and-swap: the future gets the service that was polled ready
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
