@@ -29,6 +29,25 @@ pub(crate) struct Lookup<S, ReqBody, P, R> {
 
 pin_project! {
     /// The response future of [`TokenAuth`](super::TokenAuth).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower::{Service, ServiceBuilder, ServiceExt};
+    /// use tower_redis_http::auth::{ResponseFuture, TokenAuthLayer};
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut service = ServiceBuilder::new()
+    ///     .layer(TokenAuthLayer::<u64>::bearer(MemoryStore::new()).build()?)
+    ///     .service_fn(|_req: http::Request<String>| async {
+    ///         Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
+    ///     });
+    /// let ready = service.ready().await?;
+    /// let future: ResponseFuture<_, _, _, _> = ready.call(http::Request::new(String::new()));
+    /// assert_eq!(future.await?.status(), 401);
+    /// # Ok(()) }
+    /// ```
     pub struct ResponseFuture<S, ReqBody, P, R>
     where
         S: Service<Request<ReqBody>>,

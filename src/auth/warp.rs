@@ -28,6 +28,16 @@ use ::warp::reject::{Reject, Rejection};
 use super::{AuthError, AuthErrorKind, Authenticated, Challenge, JsonRejection, RejectionResponse};
 
 /// The rejection of [`principal`] when the request carries no principal.
+///
+/// # Example
+///
+/// ```
+/// use tower_redis_http::auth::warp::MissingPrincipal;
+///
+/// fn is_missing_principal(rejection: &warp::Rejection) -> bool {
+///     rejection.find::<MissingPrincipal>().is_some()
+/// }
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct MissingPrincipal;
 

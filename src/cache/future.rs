@@ -73,6 +73,26 @@ type Wait = Pin<Box<dyn Future<Output = Option<Arc<Entry>>> + Send>>;
 
 pin_project! {
     /// The response future of [`ResponseCache`](super::ResponseCache).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower::{Service, ServiceBuilder, ServiceExt};
+    /// use tower_redis_http::cache::{ResponseCacheLayer, ResponseFuture};
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut service = ServiceBuilder::new()
+    ///     .layer(ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30)).build()?)
+    ///     .service_fn(|_req: http::Request<String>| async {
+    ///         Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(bytes::Bytes::from("hi"))))
+    ///     });
+    /// let ready = service.ready().await?;
+    /// let future: ResponseFuture<_, _> = ready.call(http::Request::new(String::new()));
+    /// assert_eq!(future.await?.status(), 200);
+    /// # Ok(()) }
+    /// ```
     pub struct ResponseFuture<S, ReqBody>
     where
         S: Service<Request<ReqBody>>,

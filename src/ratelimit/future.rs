@@ -58,6 +58,25 @@ fn spawn_release(store: AnyStore, hits: Vec<(String, RatePolicy, RateDecision)>)
 
 pin_project! {
     /// The response future of [`RateLimit`](super::RateLimit).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower::{Service, ServiceBuilder, ServiceExt};
+    /// use tower_redis_http::ratelimit::{Key, RateLimitLayer, ResponseFuture, Rule};
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut service = ServiceBuilder::new()
+    ///     .layer(RateLimitLayer::builder(MemoryStore::new()).rule(Rule::fixed_window("all", "1/m", Key::global())).build()?)
+    ///     .service_fn(|_req: http::Request<String>| async {
+    ///         Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(bytes::Bytes::from("ok"))))
+    ///     });
+    /// let ready = service.ready().await?;
+    /// let future: ResponseFuture<_, _, _> = ready.call(http::Request::new(String::new()));
+    /// assert_eq!(future.await?.status(), 200);
+    /// # Ok(()) }
+    /// ```
     pub struct ResponseFuture<S, ReqBody, R>
     where
         S: Service<Request<ReqBody>>,

@@ -120,6 +120,25 @@ impl Limited {
 /// Turns a limited request into its response. Implemented by [`JsonLimited`] (the default)
 /// and by any `Fn(&Limited) -> http::Response<Bytes>` closure. The layer adds `Retry-After`
 /// and the `RateLimit` fields to whatever it returns, unless already there.
+///
+/// # Example
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::{Response, StatusCode};
+/// use tower_redis_http::ratelimit::{Limited, LimitedResponse};
+///
+/// #[derive(Clone)]
+/// struct Plain;
+///
+/// impl LimitedResponse for Plain {
+///     fn limited(&self, limited: &Limited) -> Response<Bytes> {
+///         let mut response = Response::new(Bytes::from(format!("slow down ({})", limited.rule())));
+///         *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+///         response
+///     }
+/// }
+/// ```
 pub trait LimitedResponse: Clone + Send + Sync + 'static {
     /// The response for `limited`.
     fn limited(&self, limited: &Limited) -> Response<Bytes>;

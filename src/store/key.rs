@@ -5,6 +5,16 @@ use super::{StoreError, StoreErrorKind};
 
 /// A user-supplied key function: `(key, prefix, version) -> full key`, like Django's
 /// `KEY_FUNCTION`.
+///
+/// # Example
+///
+/// ```
+/// use std::sync::Arc;
+/// use tower_redis_http::store::KeyFn;
+///
+/// let hash_tagged: KeyFn = Arc::new(|key, prefix, version| format!("{prefix}:{version}:{{{key}}}"));
+/// assert_eq!(hash_tagged("abc", "app", 1), "app:1:{abc}");
+/// ```
 pub type KeyFn = Arc<dyn Fn(&str, &str, i64) -> String + Send + Sync>;
 
 /// The longest full key a store accepts by default, in bytes.
