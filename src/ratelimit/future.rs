@@ -164,15 +164,26 @@ where
     }
 }
 
-fn report<'a>(config: &'a Config, counted: &'a [Counted]) -> Vec<Reported<'a>> {
-    counted
-        .iter()
-        .map(|c| Reported {
-            name: &config.rules[c.rule].name,
-            policy: &config.rules[c.rule].policy,
+/// The informational headers of an allowed request.
+fn allowed_fields(config: &Config, counted: &[Counted]) -> Option<(HeaderValue, HeaderValue)> {
+    fn reported<'a>(config: &'a Config, c: &'a Counted) -> Reported<'a> {
+        let rule = &config.rules[c.rule];
+        Reported {
+            name: &rule.name,
+            policy_item: &rule.policy_item,
             decision: &c.decision,
-        })
-        .collect()
+        }
+    }
+    let all = (counted.len() == config.rules.len())
+        .then_some(config.all_policies.as_ref())
+        .flatten();
+    match counted {
+        [one] => headers::fields(&[reported(config, one)], all),
+        many => headers::fields(
+            &many.iter().map(|c| reported(config, c)).collect::<Vec<_>>(),
+            all,
+        ),
+    }
 }
 
 impl<S, ReqBody, ResBody, R> Future for ResponseFuture<S, ReqBody, R>
@@ -197,7 +208,7 @@ where
                     let next = match outcome {
                         Ok(Outcome::Allowed(counted)) => {
                             let headers = if config.informational {
-                                headers::fields(&report(&config, &counted))
+                                allowed_fields(&config, &counted)
                             } else {
                                 None
                             };
@@ -228,7 +239,7 @@ where
                             let mut added = HeaderMap::new();
                             let reported = [Reported {
                                 name: &compiled.name,
-                                policy: &compiled.policy,
+                                policy_item: &compiled.policy_item,
                                 decision: &decision,
                             }];
                             headers::apply(&mut added, &reported, Some(retry_after));

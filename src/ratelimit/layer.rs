@@ -2,11 +2,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Extensions, Response, StatusCode};
+use http::{Extensions, HeaderValue, Response, StatusCode};
 use tower_layer::Layer;
 
 use super::client_ip::Network;
-use super::headers::valid_name;
+use super::headers::{policy_field, policy_item, valid_name};
 use super::key::CompiledKey;
 use super::{RateLimit, Rule};
 use crate::store::{AnyStore, RatePolicy};
@@ -198,6 +198,8 @@ pub(crate) type PeerFn = Arc<dyn Fn(&Extensions) -> Option<IpAddr> + Send + Sync
 pub(crate) struct CompiledRule {
     pub(crate) name: Arc<str>,
     pub(crate) policy: RatePolicy,
+    /// This rule's `RateLimit-Policy` item.
+    pub(crate) policy_item: String,
     pub(crate) key: CompiledKey,
 }
 
@@ -207,6 +209,8 @@ pub(crate) struct Config {
     pub(crate) missing_key: MissingKey,
     pub(crate) commit: Commit,
     pub(crate) informational: bool,
+    /// `RateLimit-Policy` when every rule counted the request (the usual case).
+    pub(crate) all_policies: Option<HeaderValue>,
     pub(crate) on_store_error: FailurePolicy,
     pub(crate) trusted: Vec<Network>,
     pub(crate) peer: PeerFn,
@@ -577,9 +581,11 @@ impl RateLimitBuilder {
                     format!("two rules are named `{}`", rule.name),
                 ));
             }
+            let policy = rule.policy()?;
             rules.push(CompiledRule {
                 name: Arc::clone(&rule.name),
-                policy: rule.policy()?,
+                policy_item: policy_item(&rule.name, &policy),
+                policy,
                 key: rule.key.compile()?,
             });
         }
@@ -597,8 +603,10 @@ impl RateLimitBuilder {
                     | CompiledKey::Query(_)
             )
         });
+        let all_policies = policy_field(rules.iter().map(|rule| rule.policy_item.as_str()));
         Ok(RateLimitLayer {
             config: Arc::new(Config {
+                all_policies,
                 store: self.store,
                 rules,
                 missing_key: self.missing_key,
