@@ -144,7 +144,8 @@ impl Entry {
         let meta: Meta<'_> = postcard::from_bytes(&stored[PREFIX_LEN..body_start])
             .map_err(|err| EntryError::Corrupt(Some(err)))?;
         let status = StatusCode::from_u16(meta.status).map_err(|_| EntryError::Corrupt(None))?;
-        let mut headers = HeaderMap::with_capacity(meta.headers.len());
+        // room for what a hit adds (Age, Cache-Status, X-Cache) without regrowing
+        let mut headers = HeaderMap::with_capacity(meta.headers.len() + 3);
         for (name, RawBytes(value)) in meta.headers {
             let name =
                 HeaderName::from_bytes(name.as_bytes()).map_err(|_| EntryError::Corrupt(None))?;

@@ -24,8 +24,13 @@ pub enum QueryOrder {
     Sorted,
 }
 
-/// The hashed URL of a request: scheme, host, path and query.
-pub(crate) fn url_hash(
+/// URLs longer than this are keyed by their hash, so keys stay bounded.
+const MAX_URL_IN_KEY: usize = 512;
+
+/// The URL part of a request's keys: `scheme://host/path?query`, readable (and matchable by
+/// `SCAN` patterns) as Django's keys are not; hashed to `#<128-bit hex>` when longer than
+/// [`MAX_URL_IN_KEY`]. A URI holds no `#`, so the two forms never meet.
+pub(crate) fn url_key(
     uri: &Uri,
     headers: &HeaderMap,
     default_scheme: &str,
@@ -38,24 +43,49 @@ pub(crate) fn url_hash(
         .map(|authority| authority.as_str().as_bytes())
         .or_else(|| headers.get(header::HOST).map(|h| h.as_bytes()))
         .unwrap_or_default();
-    let mut hasher = Sha256::new();
-    hasher.update(scheme.as_bytes());
-    hasher.update(b"\0");
-    hasher.update(host.to_ascii_lowercase());
-    hasher.update(b"\0");
-    hasher.update(uri.path().as_bytes());
-    hasher.update(b"\0");
-    if let Some(q) = uri.query() {
-        match query {
-            QueryOrder::AsReceived => hasher.update(q.as_bytes()),
-            QueryOrder::Sorted => {
-                let mut pairs: Vec<&str> = q.split('&').filter(|p| !p.is_empty()).collect();
-                pairs.sort_unstable();
-                hasher.update(pairs.join("&").as_bytes());
-            }
+    let sorted;
+    let query = match (uri.query(), query) {
+        (Some(q), QueryOrder::Sorted) => {
+            let mut pairs: Vec<&str> = q.split('&').filter(|p| !p.is_empty()).collect();
+            pairs.sort_unstable();
+            sorted = pairs.join("&");
+            Some(sorted.as_str())
         }
+        (q, _) => q,
+    };
+    let path = uri.path();
+    let len = scheme.len() + 3 + host.len() + path.len() + query.map_or(0, |q| q.len() + 1);
+    if len > MAX_URL_IN_KEY {
+        let mut hasher = Sha256::new();
+        hasher.update(scheme.as_bytes());
+        hasher.update(b"://");
+        hasher.update(host.to_ascii_lowercase());
+        hasher.update(path.as_bytes());
+        if let Some(q) = query {
+            hasher.update(b"?");
+            hasher.update(q.as_bytes());
+        }
+        let mut key = String::with_capacity(33);
+        key.push('#');
+        key.push_str(&hex_digest(&hasher.finalize()[..16]));
+        return key;
     }
-    hex_digest(&hasher.finalize()[..16])
+    let mut key = String::with_capacity(len);
+    key.push_str(scheme);
+    key.push_str("://");
+    // Host and Authority are visible ASCII (HeaderValue::to_str would refuse the rest): any
+    // other byte is dropped rather than let into a key
+    key.extend(
+        host.iter()
+            .filter(|b| b.is_ascii_graphic())
+            .map(|b| char::from(b.to_ascii_lowercase())),
+    );
+    key.push_str(path);
+    if let Some(q) = query {
+        key.push('?');
+        key.push_str(q);
+    }
+    key
 }
 
 /// The variant part: the names the response varies on and the request's values for them.
@@ -83,11 +113,18 @@ pub(crate) fn variant_hash(vary: &[HeaderName], headers: &HeaderMap) -> String {
 /// Keys under the layer's prefix. The URL hash is a `{hash tag}`, so an entry and its Vary
 /// list sit in one Redis Cluster slot.
 pub(crate) fn vary_key(prefix: &str, url: &str) -> String {
-    format!("{prefix}{{{url}}}:vary")
+    entry_key(prefix, url, "vary")
 }
 
 pub(crate) fn entry_key(prefix: &str, url: &str, variant: &str) -> String {
-    format!("{prefix}{{{url}}}:{variant}")
+    // built by hand: `format!` costs as much as the rest of a memory-store hit's key work
+    let mut key = String::with_capacity(prefix.len() + url.len() + variant.len() + 3);
+    key.push_str(prefix);
+    key.push('{');
+    key.push_str(url);
+    key.push_str("}:");
+    key.push_str(variant);
+    key
 }
 
 /// A learned Vary list as stored: names joined by commas.
@@ -122,17 +159,17 @@ mod tests {
 
     fn hash(uri: &str, headers: &[(&str, &str)], query: QueryOrder) -> String {
         let parts = parts(uri, headers);
-        url_hash(&parts.uri, &parts.headers, "http", query)
+        url_key(&parts.uri, &parts.headers, "http", query)
     }
 
     #[test]
-    fn url_hash_covers_scheme_host_path_and_query() {
+    fn url_key_covers_scheme_host_path_and_query() {
         let base = hash(
             "/a?x=1",
             &[("host", "shop.example")],
             QueryOrder::AsReceived,
         );
-        assert_eq!(base.len(), 32);
+        assert_eq!(base, "http://shop.example/a?x=1");
         assert_eq!(
             base,
             hash(
@@ -175,6 +212,21 @@ mod tests {
                 QueryOrder::AsReceived
             )
         );
+    }
+
+    #[test]
+    fn long_urls_are_keyed_by_their_hash() {
+        let long = format!("/{}", "a".repeat(600));
+        let key = hash(&long, &[("host", "h")], QueryOrder::AsReceived);
+        assert_eq!(key.len(), 33);
+        assert!(key.starts_with('#'));
+        let other = hash(
+            &format!("{long}b"),
+            &[("host", "h")],
+            QueryOrder::AsReceived,
+        );
+        assert_ne!(key, other);
+        assert_eq!(key, hash(&long, &[("host", "H")], QueryOrder::AsReceived));
     }
 
     #[test]

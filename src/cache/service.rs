@@ -178,7 +178,7 @@ impl Config {
         };
         let headers = response.headers_mut();
         headers.insert(header::AGE, HeaderValue::from(age));
-        self.cache_status(headers, &format!("hit; ttl={ttl_left}"));
+        self.cache_status_hit(headers, ttl_left);
         if self.x_cache {
             headers.insert(X_CACHE, HeaderValue::from_static("HIT"));
         }
@@ -189,6 +189,17 @@ impl Config {
     /// client comes last).
     pub(crate) fn cache_status(&self, headers: &mut HeaderMap, params: &str) {
         if let Ok(value) = HeaderValue::from_str(&format!("{}; {params}", self.name)) {
+            headers.append(CACHE_STATUS, value);
+        }
+    }
+
+    /// `Cache-Status` for a hit, built without the formatting machinery: it is on every hit.
+    fn cache_status_hit(&self, headers: &mut HeaderMap, ttl_left: u64) {
+        let mut value = String::with_capacity(self.name.len() + 32);
+        value.push_str(&self.name);
+        value.push_str("; hit; ttl=");
+        value.push_str(itoa::Buffer::new().format(ttl_left));
+        if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
             headers.append(CACHE_STATUS, value);
         }
     }
@@ -281,7 +292,7 @@ where
             return ResponseFuture::passthrough(self.inner.call(request));
         }
         let plan = self.config.plan(&request);
-        let url = key::url_hash(
+        let url = key::url_key(
             request.uri(),
             request.headers(),
             &self.config.default_scheme,
