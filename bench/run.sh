@@ -41,11 +41,13 @@ cargo build --release --example bench_server -q
 redis_port=$(free_port)
 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$workdir" >/dev/null &
 pids+=($!)
+redis_pid=$!
 for _ in $(seq 1 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.05; done
 
 server_port=$(free_port)
 REDIS_URL="redis://127.0.0.1:$redis_port" ADDR="127.0.0.1:$server_port" target/release/examples/bench_server >/dev/null &
 pids+=($!)
+server_pid=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$server_port/plain" >/dev/null 2>&1 && break; sleep 0.05; done
 base="http://127.0.0.1:$server_port"
 auth="Authorization: Bearer bench-token-0123456789abcdef"
@@ -53,7 +55,9 @@ auth="Authorization: Bearer bench-token-0123456789abcdef"
 # name | path | needs the token | unique path per request | GETs its Lua script runs itself
 scenarios=(
   "plain|/plain|no|no|0"
+  "plain_unique|/plain/{n}|no|yes|0"
   "floor|/floor|yes|no|0"
+  "floor_unique|/floor/{n}|yes|yes|0"
   "auth_redis|/auth/redis|yes|no|0"
   "auth_memory|/auth/memory|yes|no|0"
   "cache_hit_redis|/cache/redis|no|no|0"
@@ -61,7 +65,7 @@ scenarios=(
   "cache_miss_redis|/cache-miss/redis/{n}|no|yes|0"
   "rl_cooldown_redis|/rl/cooldown/redis/{n}|no|yes|0"
   "rl_cooldown_memory|/rl/cooldown/memory/{n}|no|yes|0"
-  "rl_window_redis|/rl/window/redis|no|no|1"
+  "rl_window_redis|/rl/window/redis|no|no|0"
   "rl_window_memory|/rl/window/memory|no|no|0"
   "rl_gcra_redis|/rl/gcra/redis|no|no|1"
   "rl_gcra_memory|/rl/gcra/memory|no|no|0"
@@ -87,8 +91,12 @@ for line in sys.stdin:
 print(total)'
 }
 
+# CPU time (user + system, in clock ticks) a process has used so far
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+
 results=bench/results.tsv
-printf 'scenario\tround\trequests\trps\tp50_ms\tp99_ms\tredis_calls\tscripted_gets\n' >"$results"
+printf 'scenario\tround\trequests\trps\tp50_ms\tp99_ms\tredis_calls\tscripted_gets\tserver_cpu_s\tredis_cpu_s\n' >"$results"
 for round in $(seq 1 "$ROUNDS"); do
   for entry in "${scenarios[@]}"; do
     IFS='|' read -r name path token unique scripted <<<"$entry"
@@ -99,12 +107,13 @@ for round in $(seq 1 "$ROUNDS"); do
       args+=(-s bench/unique.lua)
       export BENCH_PATH="$path"
     fi
-    before=$(calls)
+    before=$(calls); server_before=$(ticks "$server_pid"); redis_before=$(ticks "$redis_pid")
     out=$(wrk "${args[@]}" "$url")
-    after=$(calls)
-    python3 - "$name" "$round" "$((after - before))" "$scripted" "$out" >>"$results" <<'PY'
+    after=$(calls); server_after=$(ticks "$server_pid"); redis_after=$(ticks "$redis_pid")
+    python3 - "$name" "$round" "$((after - before))" "$scripted" "$out" \
+      "$((server_after - server_before))" "$((redis_after - redis_before))" "$hz" >>"$results" <<'PY'
 import re, sys
-name, rnd, calls, scripted, out = sys.argv[1:6]
+name, rnd, calls, scripted, out, server_ticks, redis_ticks, hz = sys.argv[1:9]
 def ms(text):
     value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
@@ -115,7 +124,8 @@ p99 = ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1))
 errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
 if errors:
     sys.exit(f"{name}: {errors.group(1)} failed responses")
-print(f"{name}\t{rnd}\t{requests}\t{rps:.0f}\t{p50:.3f}\t{p99:.3f}\t{calls}\t{scripted}")
+server_cpu, redis_cpu = int(server_ticks) / int(hz), int(redis_ticks) / int(hz)
+print(f"{name}\t{rnd}\t{requests}\t{rps:.0f}\t{p50:.3f}\t{p99:.3f}\t{calls}\t{scripted}\t{server_cpu}\t{redis_cpu}")
 PY
     printf '  round %s  %-20s %s\n' "$round" "$name" "$(tail -n 1 "$results" | cut -f4) req/s"
   done

@@ -110,7 +110,15 @@ fn scenarios(redis: &AnyStore, memory_auth: &AnyStore, conn: MultiplexedConnecti
         .expect("valid");
     Router::new()
         .route("/plain", get(plain))
-        .merge(Router::new().route("/floor", get(floor)).with_state(conn))
+        // the baselines again on distinct paths, for the distinct-key scenarios: wrk's path
+        // script costs CPU on the same two cores
+        .route("/plain/{n}", get(plain))
+        .merge(
+            Router::new()
+                .route("/floor", get(floor))
+                .route("/floor/{n}", get(floor))
+                .with_state(conn),
+        )
         .merge(route("/auth/redis").route_layer(auth(redis)))
         .merge(route("/auth/memory").route_layer(auth(memory_auth)))
         .merge(route("/cache/redis").route_layer(cache(redis)))

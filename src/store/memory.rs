@@ -539,10 +539,18 @@ impl Store for MemoryStore {
             PolicyKind::Cooldown { interval_ms } => {
                 let ticket = new_ticket();
                 Ok(self.compute(key, |slot, now| match slot {
-                    Some(slot) => {
-                        let ttl = slot.remaining_ms(now).unwrap_or(interval_ms);
-                        (Op::Nop, cooldown_decision(interval_ms, Some(ttl), ticket))
-                    }
+                    Some(slot) => match slot.remaining_ms(now) {
+                        Some(ttl) => (Op::Nop, cooldown_decision(interval_ms, Some(ttl), ticket)),
+                        // a flag stored without expiry would block forever: give it the interval
+                        None => (
+                            Op::Put(Slot {
+                                value: slot.value.clone(),
+                                expires_at: now.checked_add(Duration::from_millis(interval_ms)),
+                                counter: None,
+                            }),
+                            cooldown_decision(interval_ms, Some(interval_ms), ticket),
+                        ),
+                    },
                     None => (
                         Op::Put(Slot {
                             value: Bytes::copy_from_slice(ticket.as_bytes()),

@@ -311,40 +311,39 @@ pub(crate) fn gcra_step(
     now_us: u64,
     stored_tat_us: Option<u64>,
 ) -> GcraStep {
-    let limit = burst + 1;
     let tat = stored_tat_us.unwrap_or(now_us).max(now_us);
-    let new_tat = tat + emission_us;
-    let allow_at = new_tat.saturating_sub(tolerance_us);
-    let remaining_after = |ttl_us: u64| {
-        // (tau - ttl) / T, floored, never negative
-        tolerance_us.saturating_sub(ttl_us) / emission_us
-    };
-    if now_us < allow_at {
-        let ttl = tat - now_us;
+    let new_ttl = tat + emission_us - now_us;
+    if new_ttl > tolerance_us {
         GcraStep {
-            decision: RateDecision {
-                allowed: false,
-                limit,
-                remaining: remaining_after(ttl),
-                retry_after: Some(Duration::from_micros(allow_at - now_us)),
-                reset: Duration::from_micros(ttl),
-                ticket: None,
-            },
+            decision: gcra_decision(emission_us, tolerance_us, burst, false, tat - now_us),
             new_tat_us: None,
         }
     } else {
-        let ttl = new_tat - now_us;
         GcraStep {
-            decision: RateDecision {
-                allowed: true,
-                limit,
-                remaining: remaining_after(ttl),
-                retry_after: None,
-                reset: Duration::from_micros(ttl),
-                ticket: None,
-            },
-            new_tat_us: Some(new_tat),
+            decision: gcra_decision(emission_us, tolerance_us, burst, true, new_ttl),
+            new_tat_us: Some(now_us + new_ttl),
         }
+    }
+}
+
+/// The decision of a GCRA step from what it left behind: whether the hit was allowed and the
+/// key's TTL after it (`tat - now`). A hit is allowed once `now >= tat + T - tau`.
+pub(crate) fn gcra_decision(
+    emission_us: u64,
+    tolerance_us: u64,
+    burst: u64,
+    allowed: bool,
+    ttl_us: u64,
+) -> RateDecision {
+    RateDecision {
+        allowed,
+        limit: burst + 1,
+        // (tau - ttl) / T, floored, never negative
+        remaining: tolerance_us.saturating_sub(ttl_us) / emission_us,
+        retry_after: (!allowed)
+            .then(|| Duration::from_micros((ttl_us + emission_us).saturating_sub(tolerance_us))),
+        reset: Duration::from_micros(ttl_us),
+        ticket: None,
     }
 }
 

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
 use redis::{IntoConnectionInfo, RedisError, Script};
 
-use super::rate::{PolicyKind, cooldown_decision, new_ticket, window_decision};
+use super::rate::{PolicyKind, cooldown_decision, gcra_decision, new_ticket, window_decision};
 use super::{
     Expiry, KeyScheme, RateDecision, RatePolicy, Store, StoreError, StoreErrorKind, Timeout, Ttl,
     ttl_ms_ceil,
@@ -19,8 +19,6 @@ static INCREMENT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/increment.lua")));
 static BUMP_VERSION: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/bump_version.lua")));
-static COOLDOWN: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/cooldown.lua")));
 static FIXED_WINDOW: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/fixed_window.lua")));
 static INDEX_ADD: LazyLock<Script> =
@@ -719,29 +717,53 @@ impl Store for RedisStore {
             PolicyKind::Cooldown { interval_ms } => {
                 let ticket = new_ticket();
                 let ticket_text: &str = &ticket;
-                let (allowed, ttl_ms): (i64, i64) = self
-                    .run(
-                        "cooldown script",
-                        Retry::Never,
-                        move |mut conn| async move {
-                            COOLDOWN
-                                .key(key)
-                                .arg(interval_ms)
-                                .arg(ticket_text)
-                                .invoke_async(&mut conn)
-                                .await
-                        },
-                    )
+                // A transaction, not a script: SET NX and PTTL are all a send flag needs, and
+                // MULTI/EXEC costs Redis a fraction of a script call.
+                let (set, ttl_ms): (Option<String>, i64) = self
+                    .run("cooldown flag", Retry::Never, move |mut conn| async move {
+                        redis::pipe()
+                            .atomic()
+                            .cmd("SET")
+                            .arg(key)
+                            .arg(ticket_text)
+                            .arg("NX")
+                            .arg("PX")
+                            .arg(interval_ms)
+                            .cmd("PTTL")
+                            .arg(key)
+                            .query_async(&mut conn)
+                            .await
+                    })
                     .await?;
-                let ttl_ms = u64::try_from(ttl_ms).unwrap_or(interval_ms);
-                Ok(cooldown_decision(
-                    interval_ms,
-                    (allowed == 0).then_some(ttl_ms),
-                    Arc::clone(&ticket),
-                ))
+                if set.is_some() {
+                    return Ok(cooldown_decision(interval_ms, None, Arc::clone(&ticket)));
+                }
+                let ttl_ms = match u64::try_from(ttl_ms) {
+                    Ok(ttl_ms) => ttl_ms,
+                    // -1: a flag someone stored without expiry would block forever; -2: it
+                    // expired between the two commands. Either way: one interval from now.
+                    Err(_) => {
+                        if ttl_ms == -1 {
+                            self.run(
+                                "cooldown flag expiry",
+                                Retry::OnDroppedConnection,
+                                |mut conn| async move {
+                                    redis::cmd("PEXPIRE")
+                                        .arg(key)
+                                        .arg(interval_ms)
+                                        .query_async::<i64>(&mut conn)
+                                        .await
+                                },
+                            )
+                            .await?;
+                        }
+                        interval_ms
+                    }
+                };
+                Ok(cooldown_decision(interval_ms, Some(ttl_ms), ticket))
             }
             PolicyKind::FixedWindow { limit, window_ms } => {
-                let (allowed, count, ttl_ms): (i64, i64, i64) = self
+                let (count, ttl_ms): (i64, i64) = self
                     .run(
                         "fixed window script",
                         Retry::Never,
@@ -755,12 +777,12 @@ impl Store for RedisStore {
                         },
                     )
                     .await?;
-                let count = u64::try_from(count)
-                    .map_err(|_| unexpected_reply("fixed window script", "negative count"))?;
+                // the count after an allowed hit, or minus the count a denied one found
+                let allowed = count > 0;
                 Ok(window_decision(
                     limit,
-                    allowed == 1,
-                    count,
+                    allowed,
+                    count.unsigned_abs(),
                     u64::try_from(ttl_ms).unwrap_or(window_ms),
                 ))
             }
@@ -769,7 +791,7 @@ impl Store for RedisStore {
                 tolerance_us,
                 burst,
             } => {
-                let (allowed, remaining, retry_us, reset_us): (i64, i64, i64, i64) = self
+                let ttl_us: i64 = self
                     .run("GCRA script", Retry::Never, move |mut conn| async move {
                         GCRA.key(key)
                             .arg(emission_us)
@@ -778,15 +800,14 @@ impl Store for RedisStore {
                             .await
                     })
                     .await?;
-                let micros = |us: i64| Duration::from_micros(u64::try_from(us).unwrap_or(0));
-                Ok(RateDecision {
-                    allowed: allowed == 1,
-                    limit: burst + 1,
-                    remaining: u64::try_from(remaining).unwrap_or(0),
-                    retry_after: (allowed == 0).then(|| micros(retry_us)),
-                    reset: micros(reset_us),
-                    ticket: None,
-                })
+                // the new TTL of an allowed hit, or minus the current TTL for a denied one
+                Ok(gcra_decision(
+                    emission_us,
+                    tolerance_us,
+                    burst,
+                    ttl_us > 0,
+                    ttl_us.unsigned_abs(),
+                ))
             }
         }
     }

@@ -484,6 +484,27 @@ pub async fn gcra_admits_exactly_the_burst_under_concurrency<S: Store>(store: S)
     assert_eq!(results.iter().filter(|allowed| **allowed).count(), 5);
 }
 
+pub async fn rate_limit_gives_a_key_stored_without_expiry_one<S: Store>(store: S) {
+    // a flag or counter written by other code without a TTL must not block forever
+    store.set("flag", bytes("x"), Expiry::Never).await.unwrap();
+    let cooldown = RatePolicy::cooldown(Duration::from_secs(60)).unwrap();
+    let denied = store.rate_limit("flag", &cooldown).await.unwrap();
+    assert!(!denied.allowed);
+    assert_eq!(denied.retry_after, Some(Duration::from_secs(60)));
+    assert!(
+        matches!(store.ttl("flag").await.unwrap(), Ttl::Expires(left) if left <= Duration::from_secs(60))
+    );
+
+    store.set("count", bytes("3"), Expiry::Never).await.unwrap();
+    let window = RatePolicy::fixed_window(10, Duration::from_secs(60)).unwrap();
+    let allowed = store.rate_limit("count", &window).await.unwrap();
+    assert!(allowed.allowed);
+    assert_eq!(allowed.remaining, 6);
+    assert!(
+        matches!(store.ttl("count").await.unwrap(), Ttl::Expires(left) if left <= Duration::from_secs(60))
+    );
+}
+
 pub async fn rate_limit_on_a_non_counter_is_an_invalid_value<S: Store>(store: S) {
     store
         .set("word", bytes("hello"), Expiry::Never)

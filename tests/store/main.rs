@@ -53,6 +53,7 @@ macro_rules! conformance_suite {
                 gcra_reports_like_redis_cell,
                 gcra_allows_the_burst_then_spaces_hits,
                 gcra_admits_exactly_the_burst_under_concurrency,
+                rate_limit_gives_a_key_stored_without_expiry_one,
                 rate_limit_on_a_non_counter_is_an_invalid_value,
                 take_returns_the_value_once,
                 index_lists_live_members_with_their_ttls,

@@ -1,26 +1,20 @@
 -- Fixed window: at most ARGV[1] hits per window of ARGV[2] ms, starting at the first hit.
--- A denied hit is not counted. Returns {allowed (0/1), count, window ttl in ms}.
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local current = redis.call('GET', KEYS[1])
-local count = 0
-if current then
-  count = tonumber(current)
-  if count == nil or count < 0 then
-    return redis.error_reply('INVALIDVALUE rate-limit key holds a value that is not a counter')
-  end
+-- A denied hit is not counted. Returns {count, window ttl in ms}: the count after this hit when
+-- allowed, minus the count found when denied.
+-- INCR refuses a value that is not an integer ("not an integer" → InvalidValue).
+local count = redis.call('INCR', KEYS[1])
+if count < 1 then
+  redis.call('DECR', KEYS[1])
+  return redis.error_reply('INVALIDVALUE rate-limit key holds a value that is not a counter')
 end
 local ttl = redis.call('PTTL', KEYS[1])
-if count >= limit then
-  if ttl < 0 then
-    ttl = window
-    if current then redis.call('PEXPIRE', KEYS[1], window) end
-  end
-  return {0, count, ttl}
-end
-count = redis.call('INCR', KEYS[1])
 if ttl < 0 then
-  redis.call('PEXPIRE', KEYS[1], window)
-  ttl = window
+  -- a new window, or a counter someone stored without expiry
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  ttl = tonumber(ARGV[2])
 end
-return {1, count, ttl}
+if count > tonumber(ARGV[1]) then
+  redis.call('DECR', KEYS[1])
+  return {1 - count, ttl}
+end
+return {count, ttl}
