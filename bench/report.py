@@ -148,6 +148,23 @@ lines += [
     "memory-store scenario ≥ 0.90 of scenario 1, the memory-store GCRA ≥ tower_governor, one round",
     "trip per layer per request (two for a miss that stores).",
     "",
+    "## Where the CPU goes",
+    "",
+    "Server, Redis and wrk share two cores, so every microsecond any of them spends per request",
+    "lowers throughput. The CPU columns show where a scenario spends more than its baseline:",
+    "",
+    f"- Rate limits on Redis: Redis spends {stats.get('rl_gcra_redis', {}).get('redis_us', 0):.1f} µs per GCRA script call,",
+    f"  {stats.get('rl_window_redis', {}).get('redis_us', 0):.1f} µs per fixed-window script call and"
+    f" {stats.get('rl_cooldown_redis', {}).get('redis_us', 0):.1f} µs per cooldown transaction creating a new key, against"
+    f" {stats['floor']['redis_us']:.1f} µs for the floor's `GET`:",
+    "  an atomic read-modify-write (a script, or MULTI/EXEC) costs Redis more than one read.",
+    "- Memory-store layers: `bench/instructions.sh` counts the instructions each layer adds to a",
+    "  request (callgrind). The largest shares are the moka lookup (about 1,100 instructions, of",
+    "  which a third is moka's read bookkeeping), decoding the principal or the cached entry, the",
+    "  request extension the principal goes into, and the informational response headers.",
+    "- The distinct-key cooldown on the memory store inserts a new moka entry per request (with",
+    "  its expiry timer), and evicts once the store is full: its p99 shows moka's maintenance runs.",
+    "",
 ]
 (root / "BENCHMARKS.md").write_text("\n".join(lines))
 
