@@ -59,6 +59,7 @@ pub(crate) struct Recorder {
     pub(crate) entry_key: String,
     pub(crate) vary_key: String,
     pub(crate) compute_etag: bool,
+    pub(crate) compress_above: Option<usize>,
     pub(crate) flight: Option<FlightGuard>,
 }
 
@@ -168,18 +169,21 @@ impl Recorder {
             vary: self.vary,
             variant: self.variant,
         };
-        let stored = entry.encode();
         let vary_list = Bytes::from(key::encode_vary(&entry.vary));
         let ttl = entry.ttl;
+        let entry = Arc::new(entry);
         if let Some(flight) = self.flight {
-            flight.complete(Arc::new(entry));
+            flight.complete(Arc::clone(&entry));
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!("no Tokio runtime to store a cache entry in; not stored");
             return;
         };
         let (store, entry_key, vary_key) = (self.store, self.entry_key, self.vary_key);
+        let compress_above = self.compress_above;
         runtime.spawn(async move {
+            // encoded (and compressed) here rather than in the response body's last poll
+            let stored = entry.encode(compress_above);
             let written = store
                 .set_many(&[
                     (&vary_key, vary_list, ttl.into()),

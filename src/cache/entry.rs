@@ -4,9 +4,11 @@
 //! "TRHC" | version (1 byte) | metadata length (u32, little endian) | metadata (postcard) | body
 //! ```
 //!
-//! The body is stored raw after the metadata, so a hit serves a slice of the bytes the store
-//! returned, without copying them again. Anything that is not such an envelope of a known
-//! version is refused, so the layer treats it as a miss.
+//! The body follows the metadata as is, or LZ4-compressed (block format) when the layer
+//! compresses bodies and that saves space; the metadata records which, so entries stay
+//! readable whatever the layer's current setting. An uncompressed body is served as a slice of
+//! the bytes the store returned, without copying them again. Anything that is not such an
+//! envelope of a known version is refused, so the layer treats it as a miss.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -16,7 +18,10 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
 const MAGIC: &[u8; 4] = b"TRHC";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// The largest body a compressed entry may claim: a corrupt length must not make a hit
+/// allocate gigabytes.
+const MAX_DECOMPRESSED: u64 = 64 * 1024 * 1024;
 const PREFIX_LEN: usize = 4 + 1 + 4;
 
 /// A cached response.
@@ -39,6 +44,9 @@ pub(crate) struct Entry {
 #[derive(Serialize, Deserialize)]
 struct Meta<'a> {
     status: u16,
+    codec: Codec,
+    /// The body's length before compression.
+    body_len: u64,
     stored_at_ms: u64,
     ttl_ms: u64,
     #[serde(borrow)]
@@ -46,6 +54,13 @@ struct Meta<'a> {
     variant: &'a str,
     #[serde(borrow)]
     headers: Vec<(&'a str, RawBytes<'a>)>,
+}
+
+/// How the body is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+enum Codec {
+    Identity,
+    Lz4,
 }
 
 /// A byte string encoded as bytes (serde encodes a plain `&[u8]` as a sequence).
@@ -87,6 +102,8 @@ pub(crate) enum EntryError {
     Truncated,
     #[error("cache entry metadata is corrupt")]
     Corrupt(#[source] Option<postcard::Error>),
+    #[error("cache entry body does not decompress")]
+    Decompress(#[source] Option<lz4_flex::block::DecompressError>),
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -94,9 +111,21 @@ fn millis(duration: Duration) -> u64 {
 }
 
 impl Entry {
-    pub(crate) fn encode(&self) -> Bytes {
+    /// The stored form; the body is LZ4-compressed when `compress_above` is set, the body is
+    /// at least that long, and compressing saves space.
+    pub(crate) fn encode(&self, compress_above: Option<usize>) -> Bytes {
+        let compressed = compress_above
+            .filter(|&threshold| self.body.len() >= threshold)
+            .map(|_| lz4_flex::block::compress(&self.body))
+            .filter(|compressed| compressed.len() < self.body.len());
+        let (codec, body): (Codec, &[u8]) = match &compressed {
+            Some(compressed) => (Codec::Lz4, compressed),
+            None => (Codec::Identity, &self.body),
+        };
         let meta = Meta {
             status: self.status.as_u16(),
+            codec,
+            body_len: self.body.len() as u64,
             stored_at_ms: millis(
                 self.stored_at
                     .duration_since(UNIX_EPOCH)
@@ -113,12 +142,12 @@ impl Entry {
         };
         let meta = postcard::to_allocvec(&meta).expect("entry metadata always serializes");
         let meta_len = u32::try_from(meta.len()).expect("metadata is far below 4 GiB");
-        let mut out = BytesMut::with_capacity(PREFIX_LEN + meta.len() + self.body.len());
+        let mut out = BytesMut::with_capacity(PREFIX_LEN + meta.len() + body.len());
         out.put_slice(MAGIC);
         out.put_u8(VERSION);
         out.put_u32_le(meta_len);
         out.put_slice(&meta);
-        out.put_slice(&self.body);
+        out.put_slice(body);
         out.freeze()
     }
 
@@ -161,10 +190,25 @@ impl Entry {
                 HeaderName::from_bytes(name.as_bytes()).map_err(|_| EntryError::Corrupt(None))
             })
             .collect::<Result<_, _>>()?;
+        let body = match meta.codec {
+            Codec::Identity => stored.slice(body_start..),
+            Codec::Lz4 => {
+                if meta.body_len > MAX_DECOMPRESSED {
+                    return Err(EntryError::Decompress(None));
+                }
+                let body =
+                    lz4_flex::block::decompress(&stored[body_start..], meta.body_len as usize)
+                        .map_err(|err| EntryError::Decompress(Some(err)))?;
+                if body.len() as u64 != meta.body_len {
+                    return Err(EntryError::Decompress(None));
+                }
+                Bytes::from(body)
+            }
+        };
         Ok(Self {
             status,
             headers,
-            body: stored.slice(body_start..),
+            body,
             stored_at: UNIX_EPOCH + Duration::from_millis(meta.stored_at_ms),
             ttl: Duration::from_millis(meta.ttl_ms),
             vary,
@@ -195,7 +239,7 @@ mod tests {
 
     #[test]
     fn entries_round_trip_and_the_body_is_a_slice_of_the_stored_bytes() {
-        let stored = entry().encode();
+        let stored = entry().encode(None);
         let decoded = Entry::decode(&stored).unwrap();
         assert_eq!(decoded.status, StatusCode::OK);
         assert_eq!(decoded.headers, entry().headers);
@@ -211,7 +255,7 @@ mod tests {
 
     #[test]
     fn corrupt_truncated_and_foreign_bytes_are_refused() {
-        let stored = entry().encode();
+        let stored = entry().encode(None);
         assert!(matches!(
             Entry::decode(&Bytes::from_static(b"")),
             Err(EntryError::Truncated)
@@ -239,5 +283,71 @@ mod tests {
             *byte = 0xff;
         }
         assert!(Entry::decode(&Bytes::from(garbled)).is_err());
+    }
+
+    fn big(body: Bytes) -> Entry {
+        Entry { body, ..entry() }
+    }
+
+    #[test]
+    fn bodies_over_the_threshold_are_compressed_when_that_saves_space() {
+        let text = Bytes::from("<p>hello, cache</p>".repeat(500));
+        let plain = big(text.clone()).encode(None);
+        let compressed = big(text.clone()).encode(Some(1024));
+        assert!(
+            compressed.len() * 4 < plain.len(),
+            "{} vs {}",
+            compressed.len(),
+            plain.len()
+        );
+        // read back whatever the current setting: the codec is in the entry
+        assert_eq!(Entry::decode(&compressed).unwrap().body, text);
+        assert_eq!(Entry::decode(&plain).unwrap().body, text);
+        // under the threshold: stored as is
+        assert_eq!(big(text.clone()).encode(Some(text.len() + 1)), plain);
+        // incompressible bytes are stored as is too
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let noise: Vec<u8> = (0..4096)
+            .map(|_| {
+                // xorshift64: bytes LZ4 finds nothing to share in
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        let noise = Bytes::from(noise);
+        assert_eq!(big(noise.clone()).encode(Some(16)), big(noise).encode(None));
+    }
+
+    #[test]
+    fn a_corrupt_compressed_body_or_length_is_refused() {
+        let text = Bytes::from("abcdefgh".repeat(1000));
+        let stored = big(text).encode(Some(1));
+        let mut garbled = stored.to_vec();
+        let len = garbled.len();
+        for byte in &mut garbled[len - 40..] {
+            *byte = 0xff;
+        }
+        assert!(matches!(
+            Entry::decode(&Bytes::from(garbled)),
+            Err(EntryError::Decompress(_)) | Err(EntryError::Corrupt(_))
+        ));
+        // a length over the bound is refused before any allocation
+        let meta_len = u32::from_le_bytes(stored[5..9].try_into().unwrap()) as usize;
+        let mut meta: Meta<'_> =
+            postcard::from_bytes(&stored[PREFIX_LEN..PREFIX_LEN + meta_len]).unwrap();
+        meta.body_len = MAX_DECOMPRESSED + 1;
+        let meta = postcard::to_allocvec(&meta).unwrap();
+        let mut forged = Vec::new();
+        forged.extend_from_slice(MAGIC);
+        forged.push(VERSION);
+        forged.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+        forged.extend_from_slice(&meta);
+        forged.extend_from_slice(&stored[PREFIX_LEN + meta_len..]);
+        assert!(matches!(
+            Entry::decode(&Bytes::from(forged)),
+            Err(EntryError::Decompress(None))
+        ));
     }
 }

@@ -299,6 +299,7 @@ impl Pending {
             ttl,
             store: config.store.clone(),
             compute_etag: config.compute_etag,
+            compress_above: config.compress_above,
             flight: self.flight,
         })
     }

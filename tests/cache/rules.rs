@@ -681,3 +681,42 @@ async fn a_body_read_only_up_to_its_content_length_is_still_stored() {
     assert!(send(&app, req(get("/hyper-like"))).await.is_hit());
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn compressed_entries_are_smaller_and_readable_whatever_the_setting() {
+    let redis = TestRedis::start();
+    let page = "<li>an article title</li>\n".repeat(800);
+    let body = page.clone();
+    let (compressing, runs) = app((cache(&redis).await).compress_above(1024), move |_, _| {
+        ok(&body)
+    });
+    send(&compressing, req(get("/big"))).await;
+    let keys = stored_entries(&redis, 1).await;
+    let stored: usize = redis.command(&["STRLEN", &keys[0]]).trim().parse().unwrap();
+    assert!(
+        stored * 4 < page.len(),
+        "{stored} bytes stored for {}",
+        page.len()
+    );
+    let hit = until_hit(&compressing, || req(get("/big"))).await;
+    assert_eq!(hit.body, page);
+
+    // the setting changed: a layer that does not compress still reads the compressed entry
+    let body = page.clone();
+    let (uncompressing, plain_runs) = app(cache(&redis).await, move |_, _| ok(&body));
+    let hit = send(&uncompressing, req(get("/big"))).await;
+    assert!(hit.is_hit(), "{}", hit.cache_status());
+    assert_eq!(hit.body, page);
+    assert_eq!(plain_runs.load(Ordering::SeqCst), 0);
+
+    // and an entry stored uncompressed is read by the compressing layer
+    send(&uncompressing, req(get("/other"))).await;
+    let keys = stored_entries(&redis, 2).await;
+    let other = keys.iter().find(|key| key.contains("/other}")).unwrap();
+    let stored: usize = redis.command(&["STRLEN", other]).trim().parse().unwrap();
+    assert!(stored > page.len());
+    let hit = send(&compressing, req(get("/other"))).await;
+    assert!(hit.is_hit(), "{}", hit.cache_status());
+    assert_eq!(hit.body, page);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
