@@ -29,7 +29,8 @@ const MAX_URL_IN_KEY: usize = 512;
 
 /// The URL part of a request's keys: `scheme://host/path?query`, readable (and matchable by
 /// `SCAN` patterns) as Django's keys are not; hashed to `#<128-bit hex>` when longer than
-/// [`MAX_URL_IN_KEY`]. A URI holds no `#`, so the two forms never meet.
+/// [`MAX_URL_IN_KEY`] or when the host holds other than host characters. A URI holds no `#`,
+/// so the two forms never meet.
 pub(crate) fn url_key(
     uri: &Uri,
     headers: &HeaderMap,
@@ -55,7 +56,12 @@ pub(crate) fn url_key(
     };
     let path = uri.path();
     let len = scheme.len() + 3 + host.len() + path.len() + query.map_or(0, |q| q.len() + 1);
-    if len > MAX_URL_IN_KEY {
+    // A Host of anything but host characters is keyed by the hash of its raw bytes, never
+    // rewritten: two different Host values must never share an entry (cache poisoning).
+    let plain_host = host
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(b));
+    if len > MAX_URL_IN_KEY || !plain_host {
         let mut hasher = Sha256::new();
         hasher.update(scheme.as_bytes());
         hasher.update(b"://");
@@ -73,13 +79,7 @@ pub(crate) fn url_key(
     let mut key = String::with_capacity(len);
     key.push_str(scheme);
     key.push_str("://");
-    // Host and Authority are visible ASCII (HeaderValue::to_str would refuse the rest): any
-    // other byte is dropped rather than let into a key
-    key.extend(
-        host.iter()
-            .filter(|b| b.is_ascii_graphic())
-            .map(|b| char::from(b.to_ascii_lowercase())),
-    );
+    key.extend(host.iter().map(|b| char::from(b.to_ascii_lowercase())));
     key.push_str(path);
     if let Some(q) = query {
         key.push('?');
@@ -157,14 +157,14 @@ mod tests {
         request.body(()).unwrap().into_parts().0
     }
 
-    fn hash(uri: &str, headers: &[(&str, &str)], query: QueryOrder) -> String {
+    fn key(uri: &str, headers: &[(&str, &str)], query: QueryOrder) -> String {
         let parts = parts(uri, headers);
         url_key(&parts.uri, &parts.headers, "http", query)
     }
 
     #[test]
     fn url_key_covers_scheme_host_path_and_query() {
-        let base = hash(
+        let base = key(
             "/a?x=1",
             &[("host", "shop.example")],
             QueryOrder::AsReceived,
@@ -172,7 +172,7 @@ mod tests {
         assert_eq!(base, "http://shop.example/a?x=1");
         assert_eq!(
             base,
-            hash(
+            key(
                 "/a?x=1",
                 &[("host", "SHOP.example")],
                 QueryOrder::AsReceived
@@ -180,33 +180,33 @@ mod tests {
         );
         assert_eq!(
             base,
-            hash("http://shop.example/a?x=1", &[], QueryOrder::AsReceived)
+            key("http://shop.example/a?x=1", &[], QueryOrder::AsReceived)
         );
         for other in [
-            hash(
+            key(
                 "/a?x=2",
                 &[("host", "shop.example")],
                 QueryOrder::AsReceived,
             ),
-            hash(
+            key(
                 "/b?x=1",
                 &[("host", "shop.example")],
                 QueryOrder::AsReceived,
             ),
-            hash("/a", &[("host", "shop.example")], QueryOrder::AsReceived),
-            hash(
+            key("/a", &[("host", "shop.example")], QueryOrder::AsReceived),
+            key(
                 "/a?x=1",
                 &[("host", "evil.example")],
                 QueryOrder::AsReceived,
             ),
-            hash("https://shop.example/a?x=1", &[], QueryOrder::AsReceived),
+            key("https://shop.example/a?x=1", &[], QueryOrder::AsReceived),
         ] {
             assert_ne!(base, other);
         }
         // X-Forwarded-Host is never part of the key
         assert_eq!(
             base,
-            hash(
+            key(
                 "/a?x=1",
                 &[("host", "shop.example"), ("x-forwarded-host", "evil")],
                 QueryOrder::AsReceived
@@ -217,32 +217,51 @@ mod tests {
     #[test]
     fn long_urls_are_keyed_by_their_hash() {
         let long = format!("/{}", "a".repeat(600));
-        let key = hash(&long, &[("host", "h")], QueryOrder::AsReceived);
-        assert_eq!(key.len(), 33);
-        assert!(key.starts_with('#'));
-        let other = hash(
+        let hashed = key(&long, &[("host", "h")], QueryOrder::AsReceived);
+        assert_eq!(hashed.len(), 33);
+        assert!(hashed.starts_with('#'));
+        let other = key(
             &format!("{long}b"),
             &[("host", "h")],
             QueryOrder::AsReceived,
         );
-        assert_ne!(key, other);
-        assert_eq!(key, hash(&long, &[("host", "H")], QueryOrder::AsReceived));
+        assert_ne!(hashed, other);
+        assert_eq!(hashed, key(&long, &[("host", "H")], QueryOrder::AsReceived));
+    }
+
+    #[test]
+    fn a_host_of_other_than_host_characters_is_hashed_not_rewritten() {
+        let clean = key("/a", &[("host", "shop.example")], QueryOrder::AsReceived);
+        for odd in [
+            "shop.exa mple",
+            "shop.example\t",
+            "shop%2eexample",
+            "shop.example/x",
+        ] {
+            let odd_key = key("/a", &[("host", odd)], QueryOrder::AsReceived);
+            assert!(odd_key.starts_with('#'), "{odd:?}: {odd_key}");
+            assert_ne!(odd_key, clean, "{odd:?}");
+        }
+        assert_eq!(
+            key("/a", &[("host", "[::1]:8080")], QueryOrder::AsReceived),
+            "http://[::1]:8080/a"
+        );
     }
 
     #[test]
     fn query_order_is_normalized_only_when_asked() {
         let h = &[("host", "h")];
         assert_ne!(
-            hash("/?b=2&a=1", h, QueryOrder::AsReceived),
-            hash("/?a=1&b=2", h, QueryOrder::AsReceived)
+            key("/?b=2&a=1", h, QueryOrder::AsReceived),
+            key("/?a=1&b=2", h, QueryOrder::AsReceived)
         );
         assert_eq!(
-            hash("/?b=2&a=1", h, QueryOrder::Sorted),
-            hash("/?a=1&b=2", h, QueryOrder::Sorted)
+            key("/?b=2&a=1", h, QueryOrder::Sorted),
+            key("/?a=1&b=2", h, QueryOrder::Sorted)
         );
         assert_ne!(
-            hash("/?a=1&b=2", h, QueryOrder::Sorted),
-            hash("/?a=1&b=3", h, QueryOrder::Sorted)
+            key("/?a=1&b=2", h, QueryOrder::Sorted),
+            key("/?a=1&b=3", h, QueryOrder::Sorted)
         );
     }
 

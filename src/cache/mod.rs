@@ -51,14 +51,14 @@
 //!
 //! The **scheme** (the URI's, else the configured default), the **host** the application sees
 //! (the URI authority, else `Host`; lowercased; **never** `X-Forwarded-Host`), the **path** and
-//! the **query** (as received, or with parameters sorted); the store's namespace (prefix and version); and the values of the request headers the response names in
-//! `Vary`. The Vary list is learned per URL and stored beside the entries (as Django's
+//! the **query** (as received, or with parameters sorted); the store's namespace (prefix and
+//! version); and the values of the request headers the response names in `Vary`. The Vary list is learned per URL and stored beside the entries (as Django's
 //! `learn_cache_key` does); each entry records its Vary list and the hash of its varied values,
 //! and is served only to requests whose values match. Keys are
 //! `<prefix>{<url>}:<variant hash>`, for example `cache:{https://shop.example/a?x=1}:-`: the
 //! URL readable, so `redis-cli --scan --pattern` finds a site's entries, and one Redis Cluster
-//! slot per URL. A URL longer than 512 bytes is replaced by `#` and its 128-bit SHA-256, so
-//! keys stay bounded.
+//! slot per URL. A URL longer than 512 bytes, or whose host holds other than host characters, is
+//! replaced by `#` and its 128-bit SHA-256, so keys stay bounded and distinct.
 //!
 //! # Security
 //!
