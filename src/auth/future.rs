@@ -96,6 +96,56 @@ where
     }
 }
 
+impl<S, ReqBody, P, R> ResponseFuture<S, ReqBody, P, R>
+where
+    S: Service<Request<ReqBody>>,
+    P: DeserializeOwned + Clone + Send + Sync + 'static,
+    R: RejectionResponse,
+{
+    /// The future once the token was looked up: the inner service's call or a rejection.
+    pub(crate) fn looked_up(
+        found: Result<Option<Bytes>, StoreError>,
+        inner: &mut S,
+        request: Request<ReqBody>,
+        token: Token,
+        config: &Config<P>,
+        rejection: &R,
+    ) -> Self {
+        Self {
+            state: after_lookup(found, inner, request, token, config, rejection),
+        }
+    }
+}
+
+/// Where a request goes once its token was looked up.
+fn after_lookup<S, ReqBody, P, R>(
+    found: Result<Option<Bytes>, StoreError>,
+    inner: &mut S,
+    mut request: Request<ReqBody>,
+    token: Token,
+    config: &Config<P>,
+    rejection: &R,
+) -> State<S, ReqBody, P, R>
+where
+    S: Service<Request<ReqBody>>,
+    P: DeserializeOwned + Clone + Send + Sync + 'static,
+    R: RejectionResponse,
+{
+    match config.principal(found) {
+        Ok(principal) => {
+            request
+                .extensions_mut()
+                .insert(Authenticated::new(principal, token));
+            State::Inner {
+                future: inner.call(request),
+            }
+        }
+        Err(kind) => State::Rejected {
+            response: Some(rejection::respond(rejection, &config.error(kind))),
+        },
+    }
+}
+
 impl<S, ReqBody, P, R> std::fmt::Debug for ResponseFuture<S, ReqBody, P, R>
 where
     S: Service<Request<ReqBody>>,
@@ -153,27 +203,15 @@ where
                     let found = ready!(pending.store_call.as_mut().poll(cx));
                     let Lookup {
                         mut inner,
-                        mut request,
+                        request,
                         token,
                         config,
                         rejection,
                         ..
                     } = lookup.take().expect("checked just above");
-                    match config.principal(found) {
-                        Ok(principal) => {
-                            request
-                                .extensions_mut()
-                                .insert(Authenticated::new(principal, token));
-                            let future = inner.call(request);
-                            state.set(State::Inner { future });
-                        }
-                        Err(kind) => {
-                            let response = rejection::respond(&rejection, &config.error(kind));
-                            state.set(State::Rejected {
-                                response: Some(response),
-                            });
-                        }
-                    }
+                    state.set(after_lookup(
+                        found, &mut inner, request, token, &config, &rejection,
+                    ));
                 }
                 StateProj::Inner { future } => {
                     let response = ready!(future.poll(cx))?;

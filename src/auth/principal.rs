@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::store::{KeyScheme, StoreError};
 use sha2::{Digest, Sha256};
 
 /// A presented token. Its `Debug` output is redacted, so it can sit in logged structs.
@@ -188,6 +189,19 @@ impl TokenKeys {
             TokenStorage::Sha256 => hex_into(&Sha256::digest(token.as_bytes()), &mut key),
         }
         key
+    }
+
+    /// The full store key for `token` under `scheme` (the store's own layout applied), built
+    /// in one allocation: the auth layer does this on every request.
+    pub(crate) fn full_key(&self, scheme: &KeyScheme, token: &str) -> Result<String, StoreError> {
+        match self.storage {
+            TokenStorage::Plain => scheme.make_joined(&[&self.prefix, token]),
+            TokenStorage::Sha256 => {
+                let mut hex = String::with_capacity(64);
+                hex_into(&Sha256::digest(token.as_bytes()), &mut hex);
+                scheme.make_joined(&[&self.prefix, &hex])
+            }
+        }
     }
 
     /// The part of a store key after the prefix: the token, or its hash.

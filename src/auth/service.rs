@@ -176,15 +176,34 @@ where
                 ResponseFuture::rejected(rejection::respond(&self.rejection, &error))
             }
             Decision::Lookup { token } => {
+                let config = &self.config;
+                let key = config
+                    .keys
+                    .full_key(config.store.key_scheme(), token.as_str());
+                // the memory store answers at once: no boxed future, no second poll
+                if config.sliding.is_none()
+                    && let Ok(key) = &key
+                    && let Some(found) = config.store.get_now(key)
+                {
+                    return ResponseFuture::looked_up(
+                        Ok(found),
+                        &mut self.inner,
+                        request,
+                        token,
+                        config,
+                        &self.rejection,
+                    );
+                }
                 // clone-and-swap: the future gets the service that was polled ready
                 let clone = self.inner.clone();
                 let ready = std::mem::replace(&mut self.inner, clone);
-                let key = self.config.keys.key(token.as_str());
-                let config = Arc::clone(&self.config);
+                let store = config.store.clone();
+                let sliding = config.sliding;
                 let store_call = Box::pin(async move {
-                    match config.sliding {
-                        Some(ttl) => config.store.get_and_refresh(&key, ttl).await,
-                        None => config.store.get(&key).await,
+                    let key = key?;
+                    match sliding {
+                        Some(ttl) => store.get_and_refresh_full(&key, ttl).await,
+                        None => store.get_full(&key).await,
                     }
                 });
                 ResponseFuture::lookup(Lookup {
@@ -192,7 +211,7 @@ where
                     inner: ready,
                     request,
                     token,
-                    config: Arc::clone(&self.config),
+                    config: Arc::clone(config),
                     rejection: self.rejection.clone(),
                 })
             }

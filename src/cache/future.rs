@@ -170,9 +170,85 @@ where
         }
     }
 
+    pub(crate) fn entry_found(
+        ctx: Ctx<S, ReqBody>,
+        vary: &[HeaderName],
+        key: String,
+        found: Found,
+    ) -> Self {
+        Self {
+            state: after_entry(ctx, vary, key, found),
+        }
+    }
+
+    pub(crate) fn hit(response: Response<Bytes>) -> Self {
+        Self {
+            state: State::Done {
+                response: Some(response),
+            },
+        }
+    }
+
     pub(crate) fn miss(ctx: Ctx<S, ReqBody>, fwd: Fwd, flight_key: Option<String>) -> Self {
         Self {
             state: miss_state(ctx, fwd, flight_key),
+        }
+    }
+}
+
+/// What a lookup of a variant's entry found.
+pub(crate) enum Found {
+    Fresh(Entry),
+    Missing,
+    /// Stored under another Vary list, or past its TTL.
+    Outdated,
+    Unreadable(super::entry::EntryError),
+}
+
+impl Found {
+    pub(crate) fn read(stored: Option<Bytes>, vary: &[HeaderName]) -> Self {
+        let Some(stored) = stored else {
+            return Self::Missing;
+        };
+        match Entry::decode(&stored) {
+            Ok(entry) if entry.vary == vary && entry.ttl > entry_age(&entry) => Self::Fresh(entry),
+            Ok(_) => Self::Outdated,
+            Err(err) => Self::Unreadable(err),
+        }
+    }
+}
+
+/// Where a request goes once its variant's entry was looked up under `key`.
+fn after_entry<S, ReqBody>(
+    ctx: Ctx<S, ReqBody>,
+    vary: &[HeaderName],
+    key: String,
+    found: Found,
+) -> State<S, ReqBody>
+where
+    S: Service<Request<ReqBody>>,
+{
+    let config = Arc::clone(&ctx.config);
+    match found {
+        Found::Fresh(entry) => State::Done {
+            response: Some(config.serve(entry, ctx.request.headers(), ctx.head)),
+        },
+        Found::Missing => {
+            let fwd = if vary.is_empty() {
+                Fwd::UriMiss
+            } else {
+                Fwd::VaryMiss
+            };
+            miss_state(ctx, fwd, Some(key))
+        }
+        Found::Outdated => {
+            config.vary_lists.invalidate(&ctx.url);
+            miss_state(ctx, Fwd::VaryMiss, Some(key))
+        }
+        Found::Unreadable(err) => {
+            tracing::warn!(key = %key, error = %crate::failure::ErrorChain(&err), "unreadable cache entry; deleting it");
+            config.discard(key.clone());
+            miss_state(ctx, Fwd::UriMiss, Some(key))
         }
     }
 }
@@ -295,7 +371,7 @@ impl Pending {
             entry_key: key::entry_key(&config.prefix, &self.url, &variant),
             vary_key: key::vary_key(&config.prefix, &self.url),
             vary,
-            variant,
+            variant: variant.into_owned(),
             ttl,
             store: config.store.clone(),
             compute_etag: config.compute_etag,
@@ -388,36 +464,9 @@ where
                                 miss_state(ctx, Fwd::UriMiss, Some(flight_key))
                             }
                         },
-                        (Phase::Entry { vary, key }, None) => {
-                            let fwd = if vary.is_empty() {
-                                Fwd::UriMiss
-                            } else {
-                                Fwd::VaryMiss
-                            };
-                            miss_state(ctx, fwd, Some(key))
-                        }
-                        (Phase::Entry { vary, key }, Some(stored)) => {
-                            match Entry::decode(&stored) {
-                                Ok(entry)
-                                    if entry.vary == *vary && entry.ttl > entry_age(&entry) =>
-                                {
-                                    let response =
-                                        config.serve(entry, ctx.request.headers(), ctx.head);
-                                    State::Done {
-                                        response: Some(response),
-                                    }
-                                }
-                                Ok(_) => {
-                                    // stored under another Vary list, or past its TTL
-                                    config.vary_lists.invalidate(&ctx.url);
-                                    miss_state(ctx, Fwd::VaryMiss, Some(key))
-                                }
-                                Err(err) => {
-                                    tracing::warn!(key = %key, error = %crate::failure::ErrorChain(&err), "unreadable cache entry; deleting it");
-                                    config.discard(key.clone());
-                                    miss_state(ctx, Fwd::UriMiss, Some(key))
-                                }
-                            }
+                        (Phase::Entry { vary, key }, stored) => {
+                            let found = Found::read(stored, &vary);
+                            after_entry(ctx, &vary, key, found)
                         }
                     };
                     state.set(next);

@@ -1,5 +1,7 @@
 //! Cache keys: the URL part and the variant part, both hashed to a bounded length.
 
+use std::borrow::Cow;
+
 use http::Uri;
 use http::header::{self, HeaderMap, HeaderName};
 use sha2::{Digest, Sha256};
@@ -90,9 +92,9 @@ pub(crate) fn url_key(
 
 /// The variant part: the names the response varies on and the request's values for them.
 /// Values are hashed raw, as Django does; absent and empty headers differ.
-pub(crate) fn variant_hash(vary: &[HeaderName], headers: &HeaderMap) -> String {
+pub(crate) fn variant_hash(vary: &[HeaderName], headers: &HeaderMap) -> Cow<'static, str> {
     if vary.is_empty() {
-        return "-".to_owned();
+        return Cow::Borrowed("-");
     }
     let mut hasher = Sha256::new();
     for name in vary {
@@ -107,7 +109,7 @@ pub(crate) fn variant_hash(vary: &[HeaderName], headers: &HeaderMap) -> String {
         }
         hasher.update(b"\x02");
     }
-    hex_digest(&hasher.finalize()[..16])
+    Cow::Owned(hex_digest(&hasher.finalize()[..16]))
 }
 
 /// Keys under the layer's prefix. The URL hash is a `{hash tag}`, so an entry and its Vary

@@ -10,7 +10,7 @@ use http::{Method, Request, Response, StatusCode};
 use tower_service::Service;
 
 use super::entry::Entry;
-use super::future::{Ctx, Fwd, ResponseFuture};
+use super::future::{Ctx, Found, Fwd, ResponseFuture};
 use super::layer::{Config, RequestDirectives};
 use super::{key, policy};
 use crate::store::{Store, StoreError};
@@ -229,10 +229,12 @@ impl Config {
             lookup = !(cc.no_cache || cc.max_age == Some(0) || pragma_no_cache);
             store = !cc.no_store;
         }
-        if self
-            .unkeyed
-            .iter()
-            .any(|name| request.headers().contains_key(name))
+        // one pass over the request's names: cheaper than hashing each unkeyed name into the
+        // map, and requests carry few headers
+        if request
+            .headers()
+            .keys()
+            .any(|name| self.unkeyed.contains(name))
         {
             store = false;
         }
@@ -251,9 +253,9 @@ struct Plan {
 /// RFC 9110 §13.1.2 and §13.1.3: `If-None-Match` (weak comparison) wins over
 /// `If-Modified-Since`.
 fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
-    let etag = stored.get(header::ETAG).and_then(|e| e.to_str().ok());
     let mut conditions = request.get_all(header::IF_NONE_MATCH).iter().peekable();
     if conditions.peek().is_some() {
+        let etag = stored.get(header::ETAG).and_then(|e| e.to_str().ok());
         let Some(etag) = etag else {
             return false;
         };
@@ -264,13 +266,16 @@ fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
             .flat_map(|value| value.split(','))
             .any(|candidate| candidate.trim() == "*" || opaque(candidate) == ours);
     }
-    let since = request
+    let Some(since) = request
         .get(header::IF_MODIFIED_SINCE)
-        .and_then(|v| httpdate::parse_http_date(v.to_str().ok()?).ok());
+        .and_then(|v| httpdate::parse_http_date(v.to_str().ok()?).ok())
+    else {
+        return false;
+    };
     let modified = stored
         .get(header::LAST_MODIFIED)
         .and_then(|v| httpdate::parse_http_date(v.to_str().ok()?).ok());
-    matches!((since, modified), (Some(since), Some(modified)) if modified <= since)
+    modified.is_some_and(|modified| modified <= since)
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ResponseCache<S>
@@ -298,10 +303,35 @@ where
             &self.config.default_scheme,
             self.config.query,
         );
+        let vary = self.config.vary_lists.get(&url);
+        // the memory store answers at once: a hit needs neither the inner service nor a future
+        let mut found_now = None;
+        if plan.lookup
+            && let Some(vary) = &vary
+        {
+            let variant = key::variant_hash(vary, request.headers());
+            let full_key = self.config.store.key_scheme().make_joined(&[
+                &self.config.prefix,
+                "{",
+                &url,
+                "}:",
+                &variant,
+            ]);
+            if let Ok(full_key) = full_key
+                && let Some(stored) = self.config.store.get_now(&full_key)
+            {
+                match Found::read(stored, vary) {
+                    Found::Fresh(entry) => {
+                        let response = self.config.serve(entry, request.headers(), head);
+                        return ResponseFuture::hit(response);
+                    }
+                    other => found_now = Some((variant, other)),
+                }
+            }
+        }
         // clone-and-swap: the future gets the service that was polled ready
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let vary = self.config.vary_lists.get(&url);
         let ctx = Ctx {
             inner,
             request,
@@ -315,6 +345,10 @@ where
         }
         match vary {
             Some(vary) => {
+                if let Some((variant, found)) = found_now {
+                    let entry_key = key::entry_key(&self.config.prefix, &ctx.url, &variant);
+                    return ResponseFuture::entry_found(ctx, &vary, entry_key, found);
+                }
                 let variant = key::variant_hash(&vary, ctx.request.headers());
                 let entry_key = key::entry_key(&self.config.prefix, &ctx.url, &variant);
                 let call = self.config.fetch(entry_key.clone());

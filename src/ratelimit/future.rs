@@ -10,16 +10,16 @@ use tower_service::Service;
 
 use super::headers::{self, Reported};
 use super::layer::{Commit, Config, Limited, LimitedResponse};
-use super::service::{Check, Counted, Outcome, release_all};
+use super::service::{Check, Counted, Hits, Outcome, release_all};
 use crate::body::ResponseBody;
-use crate::store::{AnyStore, RateDecision, RatePolicy};
+use crate::store::StoreError;
 
 /// Hits counted for a request under [`Commit::OnSuccess`]: given back unless committed, also
 /// when the request is dropped before its response (as tower's concurrency limit returns its
 /// permit).
 pub(crate) struct Hold {
-    store: AnyStore,
-    hits: Vec<(String, RatePolicy, RateDecision)>,
+    config: Arc<Config>,
+    hits: Hits,
     settled: bool,
 }
 
@@ -30,25 +30,25 @@ impl Hold {
 
     fn release(mut self) {
         self.settled = true;
-        spawn_release(self.store.clone(), std::mem::take(&mut self.hits));
+        spawn_release(Arc::clone(&self.config), std::mem::take(&mut self.hits));
     }
 }
 
 impl Drop for Hold {
     fn drop(&mut self) {
         if !self.settled {
-            spawn_release(self.store.clone(), std::mem::take(&mut self.hits));
+            spawn_release(Arc::clone(&self.config), std::mem::take(&mut self.hits));
         }
     }
 }
 
-fn spawn_release(store: AnyStore, hits: Vec<(String, RatePolicy, RateDecision)>) {
+fn spawn_release(config: Arc<Config>, hits: Hits) {
     if hits.is_empty() {
         return;
     }
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => {
-            runtime.spawn(async move { release_all(&store, &hits).await });
+            runtime.spawn(async move { release_all(&config, &hits).await });
         }
         Err(_) => {
             tracing::warn!("no Tokio runtime to release rate-limit hits in; they stay counted")
@@ -164,6 +164,91 @@ where
     }
 }
 
+impl<S, ReqBody, R> ResponseFuture<S, ReqBody, R>
+where
+    S: Service<Request<ReqBody>>,
+    R: LimitedResponse,
+{
+    /// The future once the rules were checked: the inner service's call, a 429 or a 503.
+    pub(crate) fn decided(
+        outcome: Result<Outcome, StoreError>,
+        inner: &mut S,
+        request: Request<ReqBody>,
+        config: &Arc<Config>,
+        rejection: &R,
+    ) -> Self {
+        Self {
+            state: after_check(outcome, inner, request, config, rejection),
+        }
+    }
+}
+
+/// Where a request goes once its rules were checked.
+fn after_check<S, ReqBody, R>(
+    outcome: Result<Outcome, StoreError>,
+    inner: &mut S,
+    request: Request<ReqBody>,
+    config: &Arc<Config>,
+    rejection: &R,
+) -> State<S, ReqBody, R>
+where
+    S: Service<Request<ReqBody>>,
+    R: LimitedResponse,
+{
+    match outcome {
+        Ok(Outcome::Allowed(counted)) => {
+            let headers = if config.informational {
+                allowed_fields(config, &counted)
+            } else {
+                None
+            };
+            let hold = (config.commit == Commit::OnSuccess).then(|| Hold {
+                config: Arc::clone(config),
+                hits: counted,
+                settled: false,
+            });
+            State::Inner {
+                future: inner.call(request),
+                hold,
+                headers,
+            }
+        }
+        Ok(Outcome::Denied { rule, decision }) => {
+            let compiled = &config.rules[rule];
+            let retry_after = decision.retry_after.unwrap_or(compiled.policy.window());
+            let limited = Limited {
+                rule: Arc::clone(&compiled.name),
+                retry_after,
+                limit: decision.limit,
+            };
+            let mut response = rejection.limited(&limited);
+            let mut added = HeaderMap::new();
+            let reported = [Reported {
+                name: &compiled.name,
+                policy_item: &compiled.policy_item,
+                decision: &decision,
+            }];
+            headers::apply(&mut added, &reported, Some(retry_after));
+            for (name, value) in &added {
+                if !response.headers().contains_key(name) {
+                    response.headers_mut().insert(name.clone(), value.clone());
+                }
+            }
+            State::Done {
+                response: Some(response),
+            }
+        }
+        Err(err) if config.on_store_error.handle("ratelimit", &err) => State::Inner {
+            future: inner.call(request),
+            hold: None,
+            headers: None,
+        },
+        Err(_) => State::Done {
+            response: Some(Config::unavailable()),
+        },
+    }
+}
+
 /// The informational headers of an allowed request.
 fn allowed_fields(config: &Config, counted: &[Counted]) -> Option<(HeaderValue, HeaderValue)> {
     fn reported<'a>(config: &'a Config, c: &'a Counted) -> Reported<'a> {
@@ -205,64 +290,7 @@ where
                         config,
                         rejection,
                     } = pending.take().expect("a check is polled until it moves on");
-                    let next = match outcome {
-                        Ok(Outcome::Allowed(counted)) => {
-                            let headers = if config.informational {
-                                allowed_fields(&config, &counted)
-                            } else {
-                                None
-                            };
-                            let hold = (config.commit == Commit::OnSuccess).then(|| Hold {
-                                store: config.store.clone(),
-                                hits: counted
-                                    .into_iter()
-                                    .map(|c| (c.key, config.rules[c.rule].policy, c.decision))
-                                    .collect(),
-                                settled: false,
-                            });
-                            State::Inner {
-                                future: inner.call(request),
-                                hold,
-                                headers,
-                            }
-                        }
-                        Ok(Outcome::Denied { rule, decision }) => {
-                            let compiled = &config.rules[rule];
-                            let retry_after =
-                                decision.retry_after.unwrap_or(compiled.policy.window());
-                            let limited = Limited {
-                                rule: Arc::clone(&compiled.name),
-                                retry_after,
-                                limit: decision.limit,
-                            };
-                            let mut response = rejection.limited(&limited);
-                            let mut added = HeaderMap::new();
-                            let reported = [Reported {
-                                name: &compiled.name,
-                                policy_item: &compiled.policy_item,
-                                decision: &decision,
-                            }];
-                            headers::apply(&mut added, &reported, Some(retry_after));
-                            for (name, value) in &added {
-                                if !response.headers().contains_key(name) {
-                                    response.headers_mut().insert(name.clone(), value.clone());
-                                }
-                            }
-                            State::Done {
-                                response: Some(response),
-                            }
-                        }
-                        Err(err) if config.on_store_error.handle("ratelimit", &err) => {
-                            State::Inner {
-                                future: inner.call(request),
-                                hold: None,
-                                headers: None,
-                            }
-                        }
-                        Err(_) => State::Done {
-                            response: Some(Config::unavailable()),
-                        },
-                    };
+                    let next = after_check(outcome, &mut inner, request, &config, &rejection);
                     state.set(next);
                 }
                 StateProj::Inner {

@@ -43,23 +43,22 @@ pub(crate) struct Reported<'a> {
 
 /// The `RateLimit` value for `rules`: `"name";r=remaining;t=reset`, comma-separated.
 fn limit_field(rules: &[Reported<'_>]) -> Option<HeaderValue> {
-    let capacity = rules.iter().map(|rule| rule.name.len() + 48).sum();
-    let mut value = String::with_capacity(capacity);
+    // written on the stack and copied once into the value: one allocation per response
+    let mut value = smallvec::SmallVec::<[u8; 128]>::new();
     let mut numbers = itoa::Buffer::new();
     for (i, rule) in rules.iter().enumerate() {
         if i > 0 {
-            value.push_str(", ");
+            value.extend_from_slice(b", ");
         }
         // names are checked at build time to be valid sf-strings without escapes
-        value.push('"');
-        value.push_str(rule.name);
-        value.push_str("\";r=");
-        value.push_str(numbers.format(rule.decision.remaining));
-        value.push_str(";t=");
-        value.push_str(numbers.format(seconds_ceil(rule.decision.reset)));
+        value.push(b'"');
+        value.extend_from_slice(rule.name.as_bytes());
+        value.extend_from_slice(b"\";r=");
+        value.extend_from_slice(numbers.format(rule.decision.remaining).as_bytes());
+        value.extend_from_slice(b";t=");
+        value.extend_from_slice(numbers.format(seconds_ceil(rule.decision.reset)).as_bytes());
     }
-    // the bytes were validated as visible ASCII above, so this only takes ownership
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).ok()
+    HeaderValue::from_bytes(&value).ok()
 }
 
 /// The `RateLimit-Policy` and `RateLimit` values for `rules`, or `None` for no rules.

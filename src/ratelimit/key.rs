@@ -1,5 +1,6 @@
 //! What a rule counts by.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -272,7 +273,7 @@ fn compile_pattern(pattern: &str, wanted: &str) -> Result<Vec<Segment>, ConfigEr
 
 impl CompiledKey {
     /// The key text for `request`, hashed when long; `None` when the request has none.
-    pub(crate) fn extract(&self, request: &RequestHead<'_>) -> Option<String> {
+    pub(crate) fn extract<'a>(&self, request: &RequestHead<'a>) -> Option<Cow<'a, str>> {
         let text = match self {
             Self::PathSegment(segments) => {
                 let path = request.uri.path();
@@ -291,21 +292,24 @@ impl CompiledKey {
                 if parts.next().is_some() {
                     return None;
                 }
-                captured?.to_owned()
+                Cow::Borrowed(captured?)
             }
-            Self::Header(name) => request.headers.get(name)?.to_str().ok()?.trim().to_owned(),
+            Self::Header(name) => Cow::Borrowed(request.headers.get(name)?.to_str().ok()?.trim()),
             Self::Query(name) => form_urlencoded::parse(request.uri.query()?.as_bytes())
                 .find(|(key, _)| key == name.as_ref())
-                .map(|(_, value)| value.into_owned())?,
-            Self::ClientIp => super::client_ip::key_text(request.client_ip?),
-            Self::Global => "*".to_owned(),
-            Self::Custom(extract) => extract(request)?,
+                .map(|(_, value)| value)?,
+            Self::ClientIp => Cow::Owned(super::client_ip::key_text(request.client_ip?)),
+            Self::Global => Cow::Borrowed("*"),
+            Self::Custom(extract) => Cow::Owned(extract(request)?),
         };
         if text.is_empty() {
             return None;
         }
         Some(if text.len() > MAX_KEY_TEXT {
-            format!("sha256:{}", hex_digest(&Sha256::digest(text.as_bytes())))
+            Cow::Owned(format!(
+                "sha256:{}",
+                hex_digest(&Sha256::digest(text.as_bytes()))
+            ))
         } else {
             text
         })
@@ -333,7 +337,7 @@ mod tests {
             extensions: &extensions,
             client_ip: ip.map(|ip| ip.parse().unwrap()),
         };
-        key.compile().unwrap().extract(&head)
+        key.compile().unwrap().extract(&head).map(Cow::into_owned)
     }
 
     #[test]

@@ -5,27 +5,37 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
+use smallvec::SmallVec;
 use tower_service::Service;
 
 use super::future::ResponseFuture;
 use super::key::RequestHead;
 use super::layer::{Config, LimitedResponse, MissingKey};
 use crate::body::ResponseBody;
-use crate::store::{AnyStore, RateDecision, RatePolicy, Store, StoreError};
+use crate::store::{AnyStore, RateDecision, Store, StoreError};
 
 /// One hit a rule counted.
 pub(crate) struct Counted {
     pub(crate) rule: usize,
+    /// The full store key (key scheme applied).
     pub(crate) key: String,
     pub(crate) decision: RateDecision,
 }
 
+/// The hits of one request: one per applicable rule, and most layers have one rule, so they
+/// stay inline.
+pub(crate) type Hits = SmallVec<[Counted; 1]>;
+
+/// The rules that apply to a request, each with its full store key.
+type Checks = SmallVec<[(usize, String); 1]>;
+
 /// What checking the rules found.
 pub(crate) enum Outcome {
-    Allowed(Vec<Counted>),
+    Allowed(Hits),
     Denied { rule: usize, decision: RateDecision },
 }
 
+/// Checking the rules against a store that needs a round trip.
 pub(crate) type Check = Pin<Box<dyn Future<Output = Result<Outcome, StoreError>> + Send>>;
 
 /// The service [`RateLimitLayer`](super::RateLimitLayer) wraps around an inner service.
@@ -133,9 +143,14 @@ impl<S: std::fmt::Debug, R> std::fmt::Debug for RateLimit<S, R> {
 }
 
 /// Gives back `hits`, best effort: a failure to release only leaves a hit counted.
-pub(crate) async fn release_all(store: &AnyStore, hits: &[(String, RatePolicy, RateDecision)]) {
-    for (key, policy, decision) in hits {
-        if let Err(err) = store.release(key, policy, decision).await {
+pub(crate) async fn release_all(config: &Config, hits: &[Counted]) {
+    for hit in hits {
+        let policy = &config.rules[hit.rule].policy;
+        if let Err(err) = config
+            .store
+            .release_full(&hit.key, policy, &hit.decision)
+            .await
+        {
             let _ = crate::FailurePolicy::Open.handle("ratelimit", &err);
         }
     }
@@ -143,21 +158,21 @@ pub(crate) async fn release_all(store: &AnyStore, hits: &[(String, RatePolicy, R
 
 impl Config {
     /// Checks every applicable rule in order; a refusal gives back what earlier rules counted.
-    fn check(self: &Arc<Self>, checks: Vec<(usize, String)>) -> Check {
+    fn check(self: &Arc<Self>, checks: Checks) -> Check {
         let config = Arc::clone(self);
         Box::pin(async move {
-            let mut counted: Vec<Counted> = Vec::with_capacity(checks.len());
+            let mut counted = Hits::new();
             for (rule, key) in checks {
                 let policy = config.rules[rule].policy;
-                let decision = match config.store.rate_limit(&key, &policy).await {
+                let decision = match config.store.rate_limit_full(&key, &policy).await {
                     Ok(decision) => decision,
                     Err(err) => {
-                        config.give_back(&counted).await;
+                        release_all(&config, &counted).await;
                         return Err(err);
                     }
                 };
                 if !decision.allowed {
-                    config.give_back(&counted).await;
+                    release_all(&config, &counted).await;
                     return Ok(Outcome::Denied { rule, decision });
                 }
                 counted.push(Counted {
@@ -170,12 +185,38 @@ impl Config {
         })
     }
 
-    async fn give_back(&self, counted: &[Counted]) {
-        let hits: Vec<_> = counted
-            .iter()
-            .map(|c| (c.key.clone(), self.rules[c.rule].policy, c.decision.clone()))
-            .collect();
-        release_all(&self.store, &hits).await;
+    /// [`check`](Self::check) without a future, when the store decides at once (the memory
+    /// store): the request then needs neither a boxed future nor a second poll.
+    fn check_now(&self, checks: &mut Checks) -> Option<Result<Outcome, StoreError>> {
+        let AnyStore::Memory(store) = &self.store else {
+            return None;
+        };
+        let give_back = |counted: &Hits| {
+            for hit in counted {
+                let policy = &self.rules[hit.rule].policy;
+                store.release_now(hit.key.clone(), policy, &hit.decision);
+            }
+        };
+        let mut counted = Hits::new();
+        for (rule, key) in checks.drain(..) {
+            let decision = match store.rate_limit_now(&key, &self.rules[rule].policy) {
+                Ok(decision) => decision,
+                Err(err) => {
+                    give_back(&counted);
+                    return Some(Err(err));
+                }
+            };
+            if !decision.allowed {
+                give_back(&counted);
+                return Some(Ok(Outcome::Denied { rule, decision }));
+            }
+            counted.push(Counted {
+                rule,
+                key,
+                decision,
+            });
+        }
+        Some(Ok(Outcome::Allowed(counted)))
     }
 
     pub(crate) fn bad_request() -> Response<Bytes> {
@@ -231,16 +272,26 @@ where
             extensions: request.extensions(),
             client_ip,
         };
-        let mut checks = Vec::with_capacity(config.rules.len());
+        let mut checks = Checks::new();
         for (index, rule) in config.rules.iter().enumerate() {
             match rule.key.extract(&head) {
                 Some(key) => {
-                    let mut store_key = String::with_capacity(4 + rule.name.len() + key.len());
-                    store_key.push_str("rl:");
-                    store_key.push_str(&rule.name);
-                    store_key.push(':');
-                    store_key.push_str(&key);
-                    checks.push((index, store_key));
+                    let store_key = config
+                        .store
+                        .key_scheme()
+                        .make_joined(&["rl:", &rule.name, ":", &key]);
+                    match store_key {
+                        Ok(store_key) => checks.push((index, store_key)),
+                        Err(err) => {
+                            return ResponseFuture::decided(
+                                Err(err),
+                                &mut self.inner,
+                                request,
+                                config,
+                                &self.rejection,
+                            );
+                        }
+                    }
                 }
                 None if config.missing_key == MissingKey::Reject => {
                     return ResponseFuture::done(Config::bad_request());
@@ -250,6 +301,15 @@ where
         }
         if checks.is_empty() {
             return ResponseFuture::passthrough(self.inner.call(request));
+        }
+        if let Some(outcome) = config.check_now(&mut checks) {
+            return ResponseFuture::decided(
+                outcome,
+                &mut self.inner,
+                request,
+                config,
+                &self.rejection,
+            );
         }
         // clone-and-swap: the future gets the service that was polled ready
         let clone = self.inner.clone();

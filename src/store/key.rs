@@ -228,18 +228,32 @@ impl KeyScheme {
     /// assert_eq!(KeyScheme::default().make_versioned("b", 3).unwrap(), ":3:b");
     /// ```
     pub fn make_versioned(&self, key: &str, version: i64) -> Result<String, StoreError> {
+        self.build(&[key], version)
+    }
+
+    /// The full key of the logical key `parts` concatenated: what a layer building
+    /// `rl:<rule>:<value>` per request needs, in one allocation instead of two.
+    pub(crate) fn make_joined(&self, parts: &[&str]) -> Result<String, StoreError> {
+        self.build(parts, self.version)
+    }
+
+    fn build(&self, parts: &[&str], version: i64) -> Result<String, StoreError> {
+        let logical_len: usize = parts.iter().map(|part| part.len()).sum();
         let full = match &self.layout {
             Layout::Django => {
-                let mut full = String::with_capacity(self.prefix.len() + key.len() + 4);
+                let mut digits = itoa::Buffer::new();
+                let version = digits.format(version);
+                let mut full =
+                    String::with_capacity(self.prefix.len() + version.len() + 2 + logical_len);
                 full.push_str(&self.prefix);
                 full.push(':');
-                full.push_str(itoa_i64(version).as_str());
+                full.push_str(version);
                 full.push(':');
-                full.push_str(key);
+                parts.iter().for_each(|part| full.push_str(part));
                 full
             }
-            Layout::Raw => key.to_owned(),
-            Layout::Custom(key_fn) => key_fn(key, &self.prefix, version),
+            Layout::Raw => parts.concat(),
+            Layout::Custom(key_fn) => key_fn(&parts.concat(), &self.prefix, version),
         };
         if full.is_empty() {
             return Err(StoreError::new(StoreErrorKind::InvalidKey, "empty key"));
@@ -284,42 +298,6 @@ impl KeyScheme {
             ));
         }
         Ok((from, to, version))
-    }
-}
-
-/// Formats without going through `fmt` machinery: key building is on every request's path.
-fn itoa_i64(value: i64) -> ItoaBuf {
-    let mut buf = ItoaBuf {
-        bytes: [0; 20],
-        start: 20,
-    };
-    let negative = value < 0;
-    let mut rest = value.unsigned_abs();
-    loop {
-        buf.start -= 1;
-        buf.bytes[buf.start] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    if negative {
-        buf.start -= 1;
-        buf.bytes[buf.start] = b'-';
-    }
-    buf
-}
-
-struct ItoaBuf {
-    // 19 digits of i64::MIN plus its sign
-    bytes: [u8; 20],
-    start: usize,
-}
-
-impl ItoaBuf {
-    fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.bytes[self.start..])
-            .expect("only ASCII digits and '-' are written")
     }
 }
 

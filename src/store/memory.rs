@@ -220,6 +220,215 @@ impl MemoryStore {
             .filter(|slot| slot.is_live(now))
     }
 
+    /// [`Store::get`] on a full key, without a future.
+    pub(crate) fn get_now(&self, key: &str) -> Option<Bytes> {
+        self.live_slot(key, Instant::now()).map(|slot| slot.data())
+    }
+
+    /// [`Store::get_and_refresh`] on a full key, without a future.
+    pub(crate) fn get_and_refresh_now(&self, key: String, ttl: Duration) -> Option<Bytes> {
+        self.compute(key, |slot, now| match (slot, deadline(ttl.into(), now)) {
+            (None, _) => (Op::Nop, None),
+            (Some(slot), Deadline::AlreadyExpired) => (Op::Remove, Some(slot.data())),
+            (Some(slot), Deadline::At(expires_at)) => (
+                Op::Put(Slot {
+                    expires_at,
+                    ..slot.clone()
+                }),
+                Some(slot.data()),
+            ),
+        })
+    }
+
+    /// [`Store::release`] on a full key, for an allowed decision.
+    pub(crate) fn release_now(
+        &self,
+        key: String,
+        policy: &RatePolicy,
+        decision: &RateDecision,
+    ) -> bool {
+        if !decision.allowed {
+            return false;
+        }
+        self.compute(key, |slot, _| {
+            let Some(slot) = slot else {
+                return (Op::Nop, false);
+            };
+            match policy.kind() {
+                // only the hit that set the flag may clear it
+                PolicyKind::Cooldown { .. } => match &decision.ticket {
+                    Some(ticket) if slot.value == ticket.as_bytes() => (Op::Remove, true),
+                    _ => (Op::Nop, false),
+                },
+                PolicyKind::FixedWindow { .. } => (Op::Nop, give_back(slot, 1)),
+                PolicyKind::Gcra { emission_us, .. } => (Op::Nop, give_back(slot, emission_us)),
+            }
+        })
+    }
+
+    /// [`Store::rate_limit`] on a full key, without a future: the memory store decides at
+    /// once, so a layer can answer within `call`.
+    pub(crate) fn rate_limit_now(
+        &self,
+        key: &str,
+        policy: &RatePolicy,
+    ) -> Result<RateDecision, StoreError> {
+        match policy.kind() {
+            PolicyKind::Cooldown { interval_ms } => {
+                let ticket = new_ticket();
+                Ok(self.compute(key.to_owned(), |slot, now| match slot {
+                    Some(slot) => match slot.remaining_ms(now) {
+                        Some(ttl) => (Op::Nop, cooldown_decision(interval_ms, Some(ttl), ticket)),
+                        // a flag stored without expiry would block forever: give it the interval
+                        None => (
+                            Op::Put(Slot {
+                                value: slot.value.clone(),
+                                expires_at: now.checked_add(Duration::from_millis(interval_ms)),
+                                counter: None,
+                            }),
+                            cooldown_decision(interval_ms, Some(interval_ms), ticket),
+                        ),
+                    },
+                    None => (
+                        Op::Put(Slot {
+                            value: Bytes::copy_from_slice(ticket.as_bytes()),
+                            expires_at: now.checked_add(Duration::from_millis(interval_ms)),
+                            counter: None,
+                        }),
+                        cooldown_decision(interval_ms, None, ticket),
+                    ),
+                }))
+            }
+            PolicyKind::FixedWindow { limit, window_ms } => {
+                // fast path: a live counter is counted in place, without a cache write
+                let now = Instant::now();
+                if let Some(slot) = self.live_slot(key, now)
+                    && let (Some(counter), Some(expires_at)) = (&slot.counter, slot.expires_at)
+                {
+                    let ttl_ms = duration_ms_floor(expires_at.saturating_duration_since(now));
+                    return Ok(count_hit(counter, limit, ttl_ms));
+                }
+                self.compute(key.to_owned(), |slot, now| {
+                    let window_end = || now.checked_add(Duration::from_millis(window_ms));
+                    match slot {
+                        Some(slot) => {
+                            let expires_at = slot.expires_at.or_else(window_end);
+                            let ttl_ms = expires_at.map_or(window_ms, |at| {
+                                duration_ms_floor(at.saturating_duration_since(now))
+                            });
+                            if let Some(counter) = &slot.counter {
+                                return (Op::Nop, Ok(count_hit(counter, limit, ttl_ms)));
+                            }
+                            let Some(count) = slot.number() else {
+                                return (Op::Nop, Err(not_a_counter()));
+                            };
+                            if count >= limit {
+                                // a counter without expiry gets the window, as the script does
+                                let put = Slot::counter(count, expires_at);
+                                return (
+                                    Op::Put(put),
+                                    Ok(window_decision(limit, false, count, ttl_ms)),
+                                );
+                            }
+                            (
+                                Op::Put(Slot::counter(count + 1, expires_at)),
+                                Ok(window_decision(limit, true, count + 1, ttl_ms)),
+                            )
+                        }
+                        None if limit == 0 => {
+                            (Op::Nop, Ok(window_decision(limit, false, 0, window_ms)))
+                        }
+                        None => (
+                            Op::Put(Slot::counter(1, window_end())),
+                            Ok(window_decision(limit, true, 1, window_ms)),
+                        ),
+                    }
+                })
+            }
+            PolicyKind::Gcra {
+                emission_us,
+                tolerance_us,
+                burst,
+            } => {
+                let now_us = self.micros_now();
+                let now = Instant::now();
+                // fast path: step the stored time in place while the slot outlives it
+                if let Some(slot) = self.live_slot(key, now)
+                    && let (Some(counter), Some(expires_at)) = (&slot.counter, slot.expires_at)
+                {
+                    let lives_until_us = now_us.saturating_add(
+                        u64::try_from(expires_at.saturating_duration_since(now).as_micros())
+                            .unwrap_or(u64::MAX),
+                    );
+                    let mut stored = counter.load(Ordering::Acquire);
+                    loop {
+                        let step =
+                            gcra_step(emission_us, tolerance_us, burst, now_us, Some(stored));
+                        match step.new_tat_us {
+                            None => return Ok(step.decision),
+                            Some(tat) if tat <= lives_until_us => {
+                                match counter.compare_exchange_weak(
+                                    stored,
+                                    tat,
+                                    Ordering::AcqRel,
+                                    Ordering::Acquire,
+                                ) {
+                                    Ok(_) => return Ok(step.decision),
+                                    Err(actual) => stored = actual,
+                                }
+                            }
+                            Some(_) => break,
+                        }
+                    }
+                }
+                self.compute(key.to_owned(), |slot, now| {
+                    // the slot lives for the tolerance, which the stored time never passes
+                    // (an allowed time is at most `now + tolerance`), so the state is never
+                    // dropped while it limits anything
+                    let expires_at = now.checked_add(Duration::from_millis(ttl_ms_ceil(
+                        Duration::from_micros(tolerance_us),
+                    )));
+                    let counter = match slot {
+                        None => None,
+                        Some(slot) => match (&slot.counter, slot.number()) {
+                            (Some(counter), _) => Some(Arc::clone(counter)),
+                            (None, Some(tat)) => Some(Arc::new(AtomicU64::new(tat))),
+                            (None, None) => return (Op::Nop, Err(not_a_counter())),
+                        },
+                    };
+                    let Some(counter) = counter else {
+                        let step = gcra_step(emission_us, tolerance_us, burst, now_us, None);
+                        let op = step
+                            .new_tat_us
+                            .map_or(Op::Nop, |tat| Op::Put(Slot::counter(tat, expires_at)));
+                        return (op, Ok(step.decision));
+                    };
+                    let mut stored = counter.load(Ordering::Acquire);
+                    loop {
+                        let step =
+                            gcra_step(emission_us, tolerance_us, burst, now_us, Some(stored));
+                        let Some(tat) = step.new_tat_us else {
+                            return (Op::Nop, Ok(step.decision));
+                        };
+                        // the same counter, so that hits counted in place meanwhile are kept
+                        if counter
+                            .compare_exchange_weak(stored, tat, Ordering::AcqRel, Ordering::Acquire)
+                            .is_ok()
+                        {
+                            let slot = Slot {
+                                counter: Some(Arc::clone(&counter)),
+                                expires_at,
+                                ..Slot::default()
+                            };
+                            return (Op::Put(slot), Ok(step.decision));
+                        }
+                        stored = counter.load(Ordering::Acquire);
+                    }
+                })
+            }
+        }
+    }
+
     fn micros_now(&self) -> u64 {
         u64::try_from(self.shared.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
@@ -254,31 +463,11 @@ impl Store for MemoryStore {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
-        let key = self.keys.make(key)?;
-        let now = Instant::now();
-        Ok(self
-            .shared
-            .entries
-            .get(&key)
-            .filter(|slot| slot.is_live(now))
-            .map(|slot| slot.data()))
+        Ok(self.get_now(&self.keys.make(key)?))
     }
 
     async fn get_and_refresh(&self, key: &str, ttl: Duration) -> Result<Option<Bytes>, StoreError> {
-        let key = self.keys.make(key)?;
-        Ok(
-            self.compute(key, |slot, now| match (slot, deadline(ttl.into(), now)) {
-                (None, _) => (Op::Nop, None),
-                (Some(slot), Deadline::AlreadyExpired) => (Op::Remove, Some(slot.data())),
-                (Some(slot), Deadline::At(expires_at)) => (
-                    Op::Put(Slot {
-                        expires_at,
-                        ..slot.clone()
-                    }),
-                    Some(slot.data()),
-                ),
-            }),
-        )
+        Ok(self.get_and_refresh_now(self.keys.make(key)?, ttl))
     }
 
     async fn set(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<(), StoreError> {
@@ -516,179 +705,11 @@ impl Store for MemoryStore {
         if !decision.allowed {
             return Ok(false);
         }
-        let key = self.keys.make(key)?;
-        Ok(self.compute(key, |slot, _| {
-            let Some(slot) = slot else {
-                return (Op::Nop, false);
-            };
-            match policy.kind() {
-                // only the hit that set the flag may clear it
-                PolicyKind::Cooldown { .. } => match &decision.ticket {
-                    Some(ticket) if slot.value == ticket.as_bytes() => (Op::Remove, true),
-                    _ => (Op::Nop, false),
-                },
-                PolicyKind::FixedWindow { .. } => (Op::Nop, give_back(slot, 1)),
-                PolicyKind::Gcra { emission_us, .. } => (Op::Nop, give_back(slot, emission_us)),
-            }
-        }))
+        Ok(self.release_now(self.keys.make(key)?, policy, decision))
     }
 
     async fn rate_limit(&self, key: &str, policy: &RatePolicy) -> Result<RateDecision, StoreError> {
-        let key = self.keys.make(key)?;
-        match policy.kind() {
-            PolicyKind::Cooldown { interval_ms } => {
-                let ticket = new_ticket();
-                Ok(self.compute(key, |slot, now| match slot {
-                    Some(slot) => match slot.remaining_ms(now) {
-                        Some(ttl) => (Op::Nop, cooldown_decision(interval_ms, Some(ttl), ticket)),
-                        // a flag stored without expiry would block forever: give it the interval
-                        None => (
-                            Op::Put(Slot {
-                                value: slot.value.clone(),
-                                expires_at: now.checked_add(Duration::from_millis(interval_ms)),
-                                counter: None,
-                            }),
-                            cooldown_decision(interval_ms, Some(interval_ms), ticket),
-                        ),
-                    },
-                    None => (
-                        Op::Put(Slot {
-                            value: Bytes::copy_from_slice(ticket.as_bytes()),
-                            expires_at: now.checked_add(Duration::from_millis(interval_ms)),
-                            counter: None,
-                        }),
-                        cooldown_decision(interval_ms, None, ticket),
-                    ),
-                }))
-            }
-            PolicyKind::FixedWindow { limit, window_ms } => {
-                // fast path: a live counter is counted in place, without a cache write
-                let now = Instant::now();
-                if let Some(slot) = self.live_slot(&key, now)
-                    && let (Some(counter), Some(expires_at)) = (&slot.counter, slot.expires_at)
-                {
-                    let ttl_ms = duration_ms_floor(expires_at.saturating_duration_since(now));
-                    return Ok(count_hit(counter, limit, ttl_ms));
-                }
-                self.compute(key, |slot, now| {
-                    let window_end = || now.checked_add(Duration::from_millis(window_ms));
-                    match slot {
-                        Some(slot) => {
-                            let expires_at = slot.expires_at.or_else(window_end);
-                            let ttl_ms = expires_at.map_or(window_ms, |at| {
-                                duration_ms_floor(at.saturating_duration_since(now))
-                            });
-                            if let Some(counter) = &slot.counter {
-                                return (Op::Nop, Ok(count_hit(counter, limit, ttl_ms)));
-                            }
-                            let Some(count) = slot.number() else {
-                                return (Op::Nop, Err(not_a_counter()));
-                            };
-                            if count >= limit {
-                                // a counter without expiry gets the window, as the script does
-                                let put = Slot::counter(count, expires_at);
-                                return (
-                                    Op::Put(put),
-                                    Ok(window_decision(limit, false, count, ttl_ms)),
-                                );
-                            }
-                            (
-                                Op::Put(Slot::counter(count + 1, expires_at)),
-                                Ok(window_decision(limit, true, count + 1, ttl_ms)),
-                            )
-                        }
-                        None if limit == 0 => {
-                            (Op::Nop, Ok(window_decision(limit, false, 0, window_ms)))
-                        }
-                        None => (
-                            Op::Put(Slot::counter(1, window_end())),
-                            Ok(window_decision(limit, true, 1, window_ms)),
-                        ),
-                    }
-                })
-            }
-            PolicyKind::Gcra {
-                emission_us,
-                tolerance_us,
-                burst,
-            } => {
-                let now_us = self.micros_now();
-                let now = Instant::now();
-                // fast path: step the stored time in place while the slot outlives it
-                if let Some(slot) = self.live_slot(&key, now)
-                    && let (Some(counter), Some(expires_at)) = (&slot.counter, slot.expires_at)
-                {
-                    let lives_until_us = now_us.saturating_add(
-                        u64::try_from(expires_at.saturating_duration_since(now).as_micros())
-                            .unwrap_or(u64::MAX),
-                    );
-                    let mut stored = counter.load(Ordering::Acquire);
-                    loop {
-                        let step =
-                            gcra_step(emission_us, tolerance_us, burst, now_us, Some(stored));
-                        match step.new_tat_us {
-                            None => return Ok(step.decision),
-                            Some(tat) if tat <= lives_until_us => {
-                                match counter.compare_exchange_weak(
-                                    stored,
-                                    tat,
-                                    Ordering::AcqRel,
-                                    Ordering::Acquire,
-                                ) {
-                                    Ok(_) => return Ok(step.decision),
-                                    Err(actual) => stored = actual,
-                                }
-                            }
-                            Some(_) => break,
-                        }
-                    }
-                }
-                self.compute(key, |slot, now| {
-                    // the slot lives for the tolerance, which the stored time never passes
-                    // (an allowed time is at most `now + tolerance`), so the state is never
-                    // dropped while it limits anything
-                    let expires_at = now.checked_add(Duration::from_millis(ttl_ms_ceil(
-                        Duration::from_micros(tolerance_us),
-                    )));
-                    let counter = match slot {
-                        None => None,
-                        Some(slot) => match (&slot.counter, slot.number()) {
-                            (Some(counter), _) => Some(Arc::clone(counter)),
-                            (None, Some(tat)) => Some(Arc::new(AtomicU64::new(tat))),
-                            (None, None) => return (Op::Nop, Err(not_a_counter())),
-                        },
-                    };
-                    let Some(counter) = counter else {
-                        let step = gcra_step(emission_us, tolerance_us, burst, now_us, None);
-                        let op = step
-                            .new_tat_us
-                            .map_or(Op::Nop, |tat| Op::Put(Slot::counter(tat, expires_at)));
-                        return (op, Ok(step.decision));
-                    };
-                    let mut stored = counter.load(Ordering::Acquire);
-                    loop {
-                        let step =
-                            gcra_step(emission_us, tolerance_us, burst, now_us, Some(stored));
-                        let Some(tat) = step.new_tat_us else {
-                            return (Op::Nop, Ok(step.decision));
-                        };
-                        // the same counter, so that hits counted in place meanwhile are kept
-                        if counter
-                            .compare_exchange_weak(stored, tat, Ordering::AcqRel, Ordering::Acquire)
-                            .is_ok()
-                        {
-                            let slot = Slot {
-                                counter: Some(Arc::clone(&counter)),
-                                expires_at,
-                                ..Slot::default()
-                            };
-                            return (Op::Put(slot), Ok(step.decision));
-                        }
-                        stored = counter.load(Ordering::Acquire);
-                    }
-                })
-            }
-        }
+        self.rate_limit_now(&self.keys.make(key)?, policy)
     }
 }
 

@@ -55,6 +55,63 @@ macro_rules! dispatch {
     };
 }
 
+/// Operations on full keys (the key scheme already applied), for the layers: they build
+/// each request's key once, and the memory store answers them without a future.
+impl AnyStore {
+    /// The value under a full key, when the backend can tell at once (the memory store).
+    pub(crate) fn get_now(&self, key: &str) -> Option<Option<Bytes>> {
+        match self {
+            Self::Memory(store) => Some(store.get_now(key)),
+            Self::Redis(_) => None,
+        }
+    }
+
+    /// The value under a full key.
+    pub(crate) async fn get_full(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        match self {
+            Self::Memory(store) => Ok(store.get_now(key)),
+            Self::Redis(store) => store.get_full(key).await,
+        }
+    }
+
+    /// The value under a full key, its expiry pushed out to `ttl` from now.
+    pub(crate) async fn get_and_refresh_full(
+        &self,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<Option<Bytes>, StoreError> {
+        match self {
+            Self::Memory(store) => Ok(store.get_and_refresh_now(key.to_owned(), ttl)),
+            Self::Redis(store) => store.get_and_refresh_full(key, ttl).await,
+        }
+    }
+
+    /// Counts a hit on a full key.
+    pub(crate) async fn rate_limit_full(
+        &self,
+        key: &str,
+        policy: &RatePolicy,
+    ) -> Result<RateDecision, StoreError> {
+        match self {
+            Self::Memory(store) => store.rate_limit_now(key, policy),
+            Self::Redis(store) => store.rate_limit_full(key, policy).await,
+        }
+    }
+
+    /// Gives back the hit `decision` counted on a full key.
+    pub(crate) async fn release_full(
+        &self,
+        key: &str,
+        policy: &RatePolicy,
+        decision: &RateDecision,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Self::Memory(store) => Ok(store.release_now(key.to_owned(), policy, decision)),
+            Self::Redis(store) => store.release_full(key, policy, decision).await,
+        }
+    }
+}
+
 impl Store for AnyStore {
     fn key_scheme(&self) -> &KeyScheme {
         dispatch!(self, store => store.key_scheme())

@@ -360,6 +360,183 @@ impl RedisStore {
         }
     }
 
+    /// [`Store::get`] on a full key.
+    pub(crate) async fn get_full(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        let value: Option<Vec<u8>> = self
+            .run("GET", Retry::OnDroppedConnection, move |mut conn| async move {
+                redis::cmd("GET").arg(key).query_async(&mut conn).await
+            })
+            .await?;
+        Ok(value.map(Bytes::from))
+    }
+
+    /// [`Store::get_and_refresh`] on a full key.
+    pub(crate) async fn get_and_refresh_full(
+        &self,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<Option<Bytes>, StoreError> {
+        let value: Option<Vec<u8>> = if ttl.is_zero() {
+            self.run("GETDEL", Retry::Never, move |mut conn| async move {
+                redis::cmd("GETDEL").arg(key).query_async(&mut conn).await
+            })
+            .await?
+        } else {
+            let ms = ttl_ms_ceil(ttl);
+            self.run(
+                "GETEX",
+                Retry::OnDroppedConnection,
+                move |mut conn| async move {
+                    redis::cmd("GETEX")
+                        .arg(key)
+                        .arg("PX")
+                        .arg(ms)
+                        .query_async(&mut conn)
+                        .await
+                },
+            )
+            .await?
+        };
+        Ok(value.map(Bytes::from))
+    }
+
+    /// [`Store::release`] on a full key.
+    pub(crate) async fn release_full(
+        &self,
+        key: &str,
+        policy: &RatePolicy,
+        decision: &RateDecision,
+    ) -> Result<bool, StoreError> {
+        if !decision.allowed {
+            return Ok(false);
+        }
+        let (kind, argument) = match policy.kind() {
+            PolicyKind::Cooldown { .. } => match &decision.ticket {
+                Some(ticket) => ("cooldown", ticket.to_string()),
+                None => return Ok(false),
+            },
+            PolicyKind::FixedWindow { .. } => ("window", String::new()),
+            PolicyKind::Gcra { emission_us, .. } => ("gcra", emission_us.to_string()),
+        };
+        let argument = argument.as_str();
+        let released: i64 = self
+            .run("release script", Retry::Never, move |mut conn| async move {
+                RELEASE
+                    .key(key)
+                    .arg(kind)
+                    .arg(argument)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(released == 1)
+    }
+
+    /// [`Store::rate_limit`] on a full key.
+    pub(crate) async fn rate_limit_full(
+        &self,
+        key: &str,
+        policy: &RatePolicy,
+    ) -> Result<RateDecision, StoreError> {
+        match policy.kind() {
+            PolicyKind::Cooldown { interval_ms } => {
+                let ticket = new_ticket();
+                let ticket_text: &str = &ticket;
+                // A transaction, not a script: SET NX and PTTL are all a send flag needs, and
+                // MULTI/EXEC costs Redis a fraction of a script call.
+                let (set, ttl_ms): (Option<String>, i64) = self
+                    .run("cooldown flag", Retry::Never, move |mut conn| async move {
+                        redis::pipe()
+                            .atomic()
+                            .cmd("SET")
+                            .arg(key)
+                            .arg(ticket_text)
+                            .arg("NX")
+                            .arg("PX")
+                            .arg(interval_ms)
+                            .cmd("PTTL")
+                            .arg(key)
+                            .query_async(&mut conn)
+                            .await
+                    })
+                    .await?;
+                if set.is_some() {
+                    return Ok(cooldown_decision(interval_ms, None, Arc::clone(&ticket)));
+                }
+                let ttl_ms = match u64::try_from(ttl_ms) {
+                    Ok(ttl_ms) => ttl_ms,
+                    // -1: a flag someone stored without expiry would block forever; -2: it
+                    // expired between the two commands. Either way: one interval from now.
+                    Err(_) => {
+                        if ttl_ms == -1 {
+                            self.run(
+                                "cooldown flag expiry",
+                                Retry::OnDroppedConnection,
+                                |mut conn| async move {
+                                    redis::cmd("PEXPIRE")
+                                        .arg(key)
+                                        .arg(interval_ms)
+                                        .query_async::<i64>(&mut conn)
+                                        .await
+                                },
+                            )
+                            .await?;
+                        }
+                        interval_ms
+                    }
+                };
+                Ok(cooldown_decision(interval_ms, Some(ttl_ms), ticket))
+            }
+            PolicyKind::FixedWindow { limit, window_ms } => {
+                let (count, ttl_ms): (i64, i64) = self
+                    .run(
+                        "fixed window script",
+                        Retry::Never,
+                        move |mut conn| async move {
+                            FIXED_WINDOW
+                                .key(key)
+                                .arg(limit)
+                                .arg(window_ms)
+                                .invoke_async(&mut conn)
+                                .await
+                        },
+                    )
+                    .await?;
+                // the count after an allowed hit, or minus the count a denied one found
+                let allowed = count > 0;
+                Ok(window_decision(
+                    limit,
+                    allowed,
+                    count.unsigned_abs(),
+                    u64::try_from(ttl_ms).unwrap_or(window_ms),
+                ))
+            }
+            PolicyKind::Gcra {
+                emission_us,
+                tolerance_us,
+                burst,
+            } => {
+                let ttl_us: i64 = self
+                    .run("GCRA script", Retry::Never, move |mut conn| async move {
+                        GCRA.key(key)
+                            .arg(emission_us)
+                            .arg(tolerance_us)
+                            .invoke_async(&mut conn)
+                            .await
+                    })
+                    .await?;
+                // the new TTL of an allowed hit, or minus the current TTL for a denied one
+                Ok(gcra_decision(
+                    emission_us,
+                    tolerance_us,
+                    burst,
+                    ttl_us > 0,
+                    ttl_us.unsigned_abs(),
+                ))
+            }
+        }
+    }
+
     fn expiry_ms(&self, expiry: Expiry) -> Option<Option<u64>> {
         match expiry.resolve(self.default_timeout) {
             Expiry::After(ttl) if ttl.is_zero() => None,
@@ -419,41 +596,11 @@ impl Store for RedisStore {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
-        let key = self.keys.make(key)?;
-        let key = key.as_str();
-        let value: Option<Vec<u8>> = self
-            .run("GET", Retry::OnDroppedConnection, move |mut conn| async move {
-                redis::cmd("GET").arg(key).query_async(&mut conn).await
-            })
-            .await?;
-        Ok(value.map(Bytes::from))
+        self.get_full(&self.keys.make(key)?).await
     }
 
     async fn get_and_refresh(&self, key: &str, ttl: Duration) -> Result<Option<Bytes>, StoreError> {
-        let key = self.keys.make(key)?;
-        let key = key.as_str();
-        let value: Option<Vec<u8>> = if ttl.is_zero() {
-            self.run("GETDEL", Retry::Never, move |mut conn| async move {
-                redis::cmd("GETDEL").arg(key).query_async(&mut conn).await
-            })
-            .await?
-        } else {
-            let ms = ttl_ms_ceil(ttl);
-            self.run(
-                "GETEX",
-                Retry::OnDroppedConnection,
-                move |mut conn| async move {
-                    redis::cmd("GETEX")
-                        .arg(key)
-                        .arg("PX")
-                        .arg(ms)
-                        .query_async(&mut conn)
-                        .await
-                },
-            )
-            .await?
-        };
-        Ok(value.map(Bytes::from))
+        self.get_and_refresh_full(&self.keys.make(key)?, ttl).await
     }
 
     async fn set(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<(), StoreError> {
@@ -686,130 +833,12 @@ impl Store for RedisStore {
         if !decision.allowed {
             return Ok(false);
         }
-        let key = self.keys.make(key)?;
-        let key = key.as_str();
-        let (kind, argument) = match policy.kind() {
-            PolicyKind::Cooldown { .. } => match &decision.ticket {
-                Some(ticket) => ("cooldown", ticket.to_string()),
-                None => return Ok(false),
-            },
-            PolicyKind::FixedWindow { .. } => ("window", String::new()),
-            PolicyKind::Gcra { emission_us, .. } => ("gcra", emission_us.to_string()),
-        };
-        let argument = argument.as_str();
-        let released: i64 = self
-            .run("release script", Retry::Never, move |mut conn| async move {
-                RELEASE
-                    .key(key)
-                    .arg(kind)
-                    .arg(argument)
-                    .invoke_async(&mut conn)
-                    .await
-            })
-            .await?;
-        Ok(released == 1)
+        self.release_full(&self.keys.make(key)?, policy, decision)
+            .await
     }
 
     async fn rate_limit(&self, key: &str, policy: &RatePolicy) -> Result<RateDecision, StoreError> {
-        let key = self.keys.make(key)?;
-        let key = key.as_str();
-        match policy.kind() {
-            PolicyKind::Cooldown { interval_ms } => {
-                let ticket = new_ticket();
-                let ticket_text: &str = &ticket;
-                // A transaction, not a script: SET NX and PTTL are all a send flag needs, and
-                // MULTI/EXEC costs Redis a fraction of a script call.
-                let (set, ttl_ms): (Option<String>, i64) = self
-                    .run("cooldown flag", Retry::Never, move |mut conn| async move {
-                        redis::pipe()
-                            .atomic()
-                            .cmd("SET")
-                            .arg(key)
-                            .arg(ticket_text)
-                            .arg("NX")
-                            .arg("PX")
-                            .arg(interval_ms)
-                            .cmd("PTTL")
-                            .arg(key)
-                            .query_async(&mut conn)
-                            .await
-                    })
-                    .await?;
-                if set.is_some() {
-                    return Ok(cooldown_decision(interval_ms, None, Arc::clone(&ticket)));
-                }
-                let ttl_ms = match u64::try_from(ttl_ms) {
-                    Ok(ttl_ms) => ttl_ms,
-                    // -1: a flag someone stored without expiry would block forever; -2: it
-                    // expired between the two commands. Either way: one interval from now.
-                    Err(_) => {
-                        if ttl_ms == -1 {
-                            self.run(
-                                "cooldown flag expiry",
-                                Retry::OnDroppedConnection,
-                                |mut conn| async move {
-                                    redis::cmd("PEXPIRE")
-                                        .arg(key)
-                                        .arg(interval_ms)
-                                        .query_async::<i64>(&mut conn)
-                                        .await
-                                },
-                            )
-                            .await?;
-                        }
-                        interval_ms
-                    }
-                };
-                Ok(cooldown_decision(interval_ms, Some(ttl_ms), ticket))
-            }
-            PolicyKind::FixedWindow { limit, window_ms } => {
-                let (count, ttl_ms): (i64, i64) = self
-                    .run(
-                        "fixed window script",
-                        Retry::Never,
-                        move |mut conn| async move {
-                            FIXED_WINDOW
-                                .key(key)
-                                .arg(limit)
-                                .arg(window_ms)
-                                .invoke_async(&mut conn)
-                                .await
-                        },
-                    )
-                    .await?;
-                // the count after an allowed hit, or minus the count a denied one found
-                let allowed = count > 0;
-                Ok(window_decision(
-                    limit,
-                    allowed,
-                    count.unsigned_abs(),
-                    u64::try_from(ttl_ms).unwrap_or(window_ms),
-                ))
-            }
-            PolicyKind::Gcra {
-                emission_us,
-                tolerance_us,
-                burst,
-            } => {
-                let ttl_us: i64 = self
-                    .run("GCRA script", Retry::Never, move |mut conn| async move {
-                        GCRA.key(key)
-                            .arg(emission_us)
-                            .arg(tolerance_us)
-                            .invoke_async(&mut conn)
-                            .await
-                    })
-                    .await?;
-                // the new TTL of an allowed hit, or minus the current TTL for a denied one
-                Ok(gcra_decision(
-                    emission_us,
-                    tolerance_us,
-                    burst,
-                    ttl_us > 0,
-                    ttl_us.unsigned_abs(),
-                ))
-            }
-        }
+        self.rate_limit_full(&self.keys.make(key)?, policy).await
     }
 }
 

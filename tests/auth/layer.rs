@@ -702,10 +702,10 @@ async fn the_memory_store_works_the_same_way() {
         .set("legacy", value::encode(&alice()).unwrap(), Expiry::Never)
         .await
         .unwrap();
-    let app = app(TokenAuthLayer::bearer(store).allow("/login/"));
+    let plain = app(TokenAuthLayer::bearer(store.clone()).allow("/login/"));
     assert_eq!(
         send(
-            &app,
+            &plain,
             empty(get("/me/").header("authorization", bearer(&token)))
         )
         .await
@@ -714,7 +714,7 @@ async fn the_memory_store_works_the_same_way() {
     );
     assert_eq!(
         send(
-            &app,
+            &plain,
             empty(get("/me/").header("authorization", "Bearer legacy"))
         )
         .await
@@ -722,13 +722,28 @@ async fn the_memory_store_works_the_same_way() {
         "user:alice"
     );
     assert_eq!(
-        send(&app, empty(get("/me/"))).await.status,
+        send(&plain, empty(get("/me/"))).await.status,
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        send(&app, empty(get("/login/"))).await.status,
+        send(&plain, empty(get("/login/"))).await.status,
         StatusCode::OK
     );
+
+    // sliding expiry takes the memory store's other path (a refresh, not a plain read)
+    let short =
+        Tokens::new(store.clone(), |u: &User| u.id.to_string()).ttl(Duration::from_secs(60));
+    let token = short.issue(&alice()).await.unwrap();
+    let sliding =
+        app(TokenAuthLayer::bearer(store.clone()).sliding_expiration(Duration::from_secs(3600)));
+    let reply = send(
+        &sliding,
+        empty(get("/me/").header("authorization", bearer(&token))),
+    )
+    .await;
+    assert_eq!(reply.body, "user:alice");
+    let left = store.ttl(&token).await.unwrap().remaining().unwrap();
+    assert!(left > Duration::from_secs(3500), "{left:?}");
 }
 
 #[test]

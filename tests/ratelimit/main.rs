@@ -20,7 +20,7 @@ use tower_redis_http::body::ResponseBody;
 use tower_redis_http::ratelimit::{
     Commit, Key, Limited, MissingKey, RateLimitBuilder, RateLimitLayer, Rule,
 };
-use tower_redis_http::store::{AnyStore, MemoryStore, RedisStore};
+use tower_redis_http::store::{AnyStore, MemoryStore, RedisStore, Store};
 
 use support::TestRedis;
 
@@ -307,6 +307,16 @@ async fn forwarded_headers_count_only_from_trusted_proxies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn commit_on_success_gives_failed_sends_back_without_two_in_flight() {
     let redis = TestRedis::start();
+    commit_on_success(redis_store(&redis).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commit_on_success_works_the_same_on_the_memory_store() {
+    // the memory store decides within `call`, without a future: the same hold applies
+    commit_on_success(MemoryStore::new().into()).await;
+}
+
+async fn commit_on_success(store: AnyStore) {
     let in_flight = Arc::new(AtomicUsize::new(0));
     let most = Arc::new(AtomicUsize::new(0));
     let succeed = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -317,7 +327,7 @@ async fn commit_on_success_gives_failed_sends_back_without_two_in_flight() {
     );
     let service = ServiceBuilder::new()
         .layer(
-            RateLimitLayer::builder(redis_store(&redis).await)
+            RateLimitLayer::builder(store)
                 .rule(sms_rule())
                 .commit(Commit::OnSuccess)
                 .build()
@@ -382,7 +392,18 @@ async fn commit_on_success_gives_failed_sends_back_without_two_in_flight() {
 #[tokio::test]
 async fn a_refusal_by_a_later_rule_gives_back_the_earlier_hits() {
     let redis = TestRedis::start();
-    let app = app(RateLimitLayer::builder(redis_store(&redis).await)
+    later_refusal_gives_back(redis_store(&redis).await).await;
+    // the key as Redis holds it, in django-redis's layout
+    assert_eq!(redis.command(&["GET", ":1:rl:per_phone:1"]), "2");
+}
+
+#[tokio::test]
+async fn a_refusal_by_a_later_rule_gives_back_the_earlier_hits_on_the_memory_store() {
+    later_refusal_gives_back(MemoryStore::new().into()).await;
+}
+
+async fn later_refusal_gives_back(store: AnyStore) {
+    let app = app(RateLimitLayer::builder(store.clone())
         .rule(Rule::fixed_window(
             "per_phone",
             "5/m",
@@ -400,7 +421,10 @@ async fn a_refusal_by_a_later_rule_gives_back_the_earlier_hits() {
             .contains("everyone")
     );
     // per_phone counted 2, not 3: the refused hit was given back
-    assert_eq!(redis.command(&["GET", ":1:rl:per_phone:1"]), "2");
+    assert_eq!(
+        store.get("rl:per_phone:1").await.unwrap().as_deref(),
+        Some(&b"2"[..])
+    );
 }
 
 #[tokio::test]
