@@ -157,7 +157,11 @@ lines += [
     f"  {stats.get('rl_window_redis', {}).get('redis_us', 0):.1f} µs per fixed-window script call and"
     f" {stats.get('rl_cooldown_redis', {}).get('redis_us', 0):.1f} µs per cooldown transaction creating a new key, against"
     f" {stats['floor']['redis_us']:.1f} µs for the floor's `GET`:",
-    "  an atomic read-modify-write (a script, or MULTI/EXEC) costs Redis more than one read.",
+    "  an atomic read-modify-write (a script, or MULTI/EXEC) costs Redis more than one read, and",
+    "  creating a key more than reading a missing one. `bench/redis_cost.py` measures each",
+    "  operation's Redis CPU alone (its own redis-server, pipelined by 64, no HTTP): scripts and",
+    "  key creation cost several times a `GET` there too, so with server, Redis and wrk on two",
+    "  cores these scenarios stay under 0.90 of the floor even if the layer itself cost nothing.",
     "- Memory-store layers: `bench/instructions.sh` counts the instructions each layer adds to a",
     "  request (callgrind). The largest shares are the moka lookup (about 1,100 instructions, of",
     "  which a third is moka's read bookkeeping), decoding the principal or the cached entry, the",
