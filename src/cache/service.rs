@@ -303,30 +303,35 @@ where
             &self.config.default_scheme,
             self.config.query,
         );
-        let vary = self.config.vary_lists.get(&url);
+        // a known Vary list gives the entry's variant up front, computed once for either store
+        let known = self
+            .config
+            .vary_lists
+            .get(&url)
+            .filter(|_| plan.lookup)
+            .map(|vary| {
+                let variant = key::variant_hash(&vary, request.headers());
+                (vary, variant)
+            });
         // the memory store answers at once: a hit needs neither the inner service nor a future
         let mut found_now = None;
-        if plan.lookup
-            && let Some(vary) = &vary
-        {
-            let variant = key::variant_hash(vary, request.headers());
-            let full_key = self.config.store.key_scheme().make_joined(&[
+        if let Some((vary, variant)) = &known
+            && self.config.store.answers_at_once()
+            && let Ok(full_key) = self.config.store.key_scheme().make_joined(&[
                 &self.config.prefix,
                 "{",
                 &url,
                 "}:",
-                &variant,
-            ]);
-            if let Ok(full_key) = full_key
-                && let Some(stored) = self.config.store.get_now(&full_key)
-            {
-                match Found::read(stored, vary) {
-                    Found::Fresh(entry) => {
-                        let response = self.config.serve(entry, request.headers(), head);
-                        return ResponseFuture::hit(response);
-                    }
-                    other => found_now = Some((variant, other)),
+                variant,
+            ])
+            && let Some(stored) = self.config.store.get_now(&full_key)
+        {
+            match Found::read(stored, vary) {
+                Found::Fresh(entry) => {
+                    let response = self.config.serve(entry, request.headers(), head);
+                    return ResponseFuture::hit(response);
                 }
+                other => found_now = Some(other),
             }
         }
         // clone-and-swap: the future gets the service that was polled ready
@@ -343,14 +348,12 @@ where
         if !plan.lookup {
             return ResponseFuture::miss(ctx, Fwd::Request, None);
         }
-        match vary {
-            Some(vary) => {
-                if let Some((variant, found)) = found_now {
-                    let entry_key = key::entry_key(&self.config.prefix, &ctx.url, &variant);
+        match known {
+            Some((vary, variant)) => {
+                let entry_key = key::entry_key(&self.config.prefix, &ctx.url, &variant);
+                if let Some(found) = found_now {
                     return ResponseFuture::entry_found(ctx, &vary, entry_key, found);
                 }
-                let variant = key::variant_hash(&vary, ctx.request.headers());
-                let entry_key = key::entry_key(&self.config.prefix, &ctx.url, &variant);
                 let call = self.config.fetch(entry_key.clone());
                 ResponseFuture::lookup_entry(ctx, call, vary, entry_key)
             }

@@ -58,6 +58,12 @@ macro_rules! dispatch {
 /// Operations on full keys (the key scheme already applied), for the layers: they build
 /// each request's key once, and the memory store answers them without a future.
 impl AnyStore {
+    /// Whether the backend answers without waiting (the memory store), so that a layer can
+    /// decide within `call`.
+    pub(crate) fn answers_at_once(&self) -> bool {
+        matches!(self, Self::Memory(_))
+    }
+
     /// The value under a full key, when the backend can tell at once (the memory store).
     pub(crate) fn get_now(&self, key: &str) -> Option<Option<Bytes>> {
         match self {
