@@ -1,20 +1,17 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use http::StatusCode;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use sha2::{Digest, Sha256};
 
 use super::entry::Entry;
 use super::flight::FlightGuard;
-use super::key;
+use super::layer::Config;
 use crate::auth::hex_digest;
-use crate::store::{AnyStore, Store};
 
 pin_project! {
     /// The response body of [`ResponseCache`](super::ResponseCache): bytes from a cached entry,
@@ -47,20 +44,13 @@ pin_project! {
 
 /// Everything needed to store a response once its body has gone by.
 pub(crate) struct Recorder {
-    pub(crate) chunks: Vec<Bytes>,
-    pub(crate) len: usize,
-    pub(crate) limit: usize,
-    pub(crate) status: StatusCode,
-    pub(crate) headers: HeaderMap,
-    pub(crate) vary: Vec<HeaderName>,
-    pub(crate) variant: String,
-    pub(crate) ttl: Duration,
-    pub(crate) store: AnyStore,
-    pub(crate) entry_key: String,
-    pub(crate) vary_key: String,
-    pub(crate) compute_etag: bool,
-    pub(crate) compress_above: Option<usize>,
-    pub(crate) flight: Option<FlightGuard>,
+    chunks: Vec<Bytes>,
+    len: usize,
+    config: Arc<Config>,
+    /// The entry, but for its body.
+    entry: Entry,
+    url: String,
+    flight: Option<FlightGuard>,
 }
 
 impl<B> ResponseBody<B> {
@@ -127,12 +117,28 @@ impl<B> std::fmt::Debug for ResponseBody<B> {
 }
 
 impl Recorder {
+    pub(crate) fn new(
+        config: Arc<Config>,
+        entry: Entry,
+        url: String,
+        flight: Option<FlightGuard>,
+    ) -> Self {
+        Self {
+            chunks: Vec::new(),
+            len: 0,
+            config,
+            entry,
+            url,
+            flight,
+        }
+    }
+
     /// Keeps a data frame, or gives up when the body outgrows the bound.
     fn record(slot: &mut Option<Self>, data: &Bytes) {
         if let Some(recorder) = slot {
             recorder.len += data.len();
-            if recorder.len > recorder.limit {
-                tracing::debug!(key = %recorder.entry_key, limit = recorder.limit, "response body outgrew the cache bound; not stored");
+            if recorder.len > recorder.config.max_body {
+                tracing::debug!(url = %recorder.url, limit = recorder.config.max_body, "response body outgrew the cache bound; not stored");
                 *slot = None;
             } else {
                 recorder.chunks.push(data.clone());
@@ -140,7 +146,7 @@ impl Recorder {
         }
     }
 
-    /// Builds the entry, shares it with waiting requests, and stores it in the background.
+    /// Completes the entry, shares it with waiting requests, and stores it in the background.
     fn finish(self) {
         let body = match self.chunks.len() {
             0 => Bytes::new(),
@@ -153,47 +159,19 @@ impl Recorder {
                 joined.freeze()
             }
         };
-        let mut headers = self.headers;
-        if self.compute_etag && !headers.contains_key(header::ETAG) {
+        let mut entry = self.entry;
+        if self.config.compute_etag && !entry.headers.contains_key(header::ETAG) {
             let digest = hex_digest(&Sha256::digest(&body)[..16]);
             if let Ok(etag) = HeaderValue::from_str(&format!("\"{digest}\"")) {
-                headers.insert(header::ETAG, etag);
+                entry.headers.insert(header::ETAG, etag);
             }
         }
-        let entry = Entry {
-            status: self.status,
-            headers,
-            body,
-            stored_at: SystemTime::now(),
-            ttl: self.ttl,
-            vary: self.vary,
-            variant: self.variant,
-        };
-        let vary_list = Bytes::from(key::encode_vary(&entry.vary));
-        let ttl = entry.ttl;
+        entry.body = body;
         let entry = Arc::new(entry);
         if let Some(flight) = self.flight {
             flight.complete(Arc::clone(&entry));
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!("no Tokio runtime to store a cache entry in; not stored");
-            return;
-        };
-        let (store, entry_key, vary_key) = (self.store, self.entry_key, self.vary_key);
-        let compress_above = self.compress_above;
-        runtime.spawn(async move {
-            // encoded (and compressed) here rather than in the response body's last poll
-            let stored = entry.encode(compress_above);
-            let written = store
-                .set_many(&[
-                    (&vary_key, vary_list, ttl.into()),
-                    (&entry_key, stored, ttl.into()),
-                ])
-                .await;
-            if let Err(err) = written {
-                let _ = crate::FailurePolicy::Open.handle("cache", &err);
-            }
-        });
+        self.config.put(entry, &self.url);
     }
 }
 

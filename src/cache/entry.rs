@@ -17,8 +17,10 @@ use http::StatusCode;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
+use super::policy::Reuse;
+
 const MAGIC: &[u8; 4] = b"TRHC";
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
 /// The largest body a compressed entry may claim: a corrupt length must not make a hit
 /// allocate gigabytes.
 const MAX_DECOMPRESSED: u64 = 64 * 1024 * 1024;
@@ -30,8 +32,15 @@ pub(crate) struct Entry {
     pub(crate) status: StatusCode,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
+    /// When the response arrived (`response_time` of RFC 9111 §4.2.3).
     pub(crate) stored_at: SystemTime,
-    pub(crate) ttl: Duration,
+    /// The age it had on arrival (`corrected_initial_age`).
+    pub(crate) initial_age: Duration,
+    /// Its freshness lifetime; past it, the entry is stale.
+    pub(crate) freshness: Duration,
+    /// How long the store keeps it (freshness plus stale and revalidation windows).
+    pub(crate) keep: Duration,
+    pub(crate) reuse: Reuse,
     /// The request headers the response varies on, as it was stored.
     pub(crate) vary: Vec<HeaderName>,
     /// The hash of the storing request's values for `vary` (see `key::variant_hash`), so a
@@ -48,7 +57,13 @@ struct Meta<'a> {
     /// The body's length before compression.
     body_len: u64,
     stored_at_ms: u64,
-    ttl_ms: u64,
+    initial_age_ms: u64,
+    freshness_ms: u64,
+    keep_ms: u64,
+    /// `Reuse` flags: 1 always revalidate, 2 never stale, 4 refuse `max-stale`.
+    reuse_flags: u8,
+    stale_while_revalidate_ms: u64,
+    stale_if_error_ms: u64,
     #[serde(borrow)]
     vary: Vec<&'a str>,
     variant: &'a str,
@@ -111,6 +126,11 @@ fn millis(duration: Duration) -> u64 {
 }
 
 impl Entry {
+    /// `current_age` (RFC 9111 §4.2.3): its age on arrival plus the time it has been stored.
+    pub(crate) fn age(&self, now: SystemTime) -> Duration {
+        self.initial_age + now.duration_since(self.stored_at).unwrap_or_default()
+    }
+
     /// The stored form; the body is LZ4-compressed when `compress_above` is set, the body is
     /// at least that long, and compressing saves space.
     pub(crate) fn encode(&self, compress_above: Option<usize>) -> Bytes {
@@ -131,7 +151,14 @@ impl Entry {
                     .duration_since(UNIX_EPOCH)
                     .unwrap_or_default(),
             ),
-            ttl_ms: millis(self.ttl),
+            initial_age_ms: millis(self.initial_age),
+            freshness_ms: millis(self.freshness),
+            keep_ms: millis(self.keep),
+            reuse_flags: u8::from(self.reuse.always_revalidate)
+                | u8::from(self.reuse.never_stale) << 1
+                | u8::from(self.reuse.refuse_max_stale) << 2,
+            stale_while_revalidate_ms: millis(self.reuse.stale_while_revalidate),
+            stale_if_error_ms: millis(self.reuse.stale_if_error),
             vary: self.vary.iter().map(HeaderName::as_str).collect(),
             variant: &self.variant,
             headers: self
@@ -210,7 +237,16 @@ impl Entry {
             headers,
             body,
             stored_at: UNIX_EPOCH + Duration::from_millis(meta.stored_at_ms),
-            ttl: Duration::from_millis(meta.ttl_ms),
+            initial_age: Duration::from_millis(meta.initial_age_ms),
+            freshness: Duration::from_millis(meta.freshness_ms),
+            keep: Duration::from_millis(meta.keep_ms),
+            reuse: Reuse {
+                always_revalidate: meta.reuse_flags & 1 != 0,
+                never_stale: meta.reuse_flags & 2 != 0,
+                refuse_max_stale: meta.reuse_flags & 4 != 0,
+                stale_while_revalidate: Duration::from_millis(meta.stale_while_revalidate_ms),
+                stale_if_error: Duration::from_millis(meta.stale_if_error_ms),
+            },
             vary,
             variant: meta.variant.to_owned(),
         })
@@ -231,7 +267,16 @@ mod tests {
             headers,
             body: Bytes::from_static(b"{\"articles\":[]}"),
             stored_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
-            ttl: Duration::from_secs(30),
+            initial_age: Duration::from_millis(1_500),
+            freshness: Duration::from_secs(30),
+            keep: Duration::from_secs(90),
+            reuse: Reuse {
+                always_revalidate: false,
+                never_stale: true,
+                refuse_max_stale: true,
+                stale_while_revalidate: Duration::from_secs(5),
+                stale_if_error: Duration::from_secs(60),
+            },
             vary: vec![HeaderName::from_static("accept-language")],
             variant: "0123abcd".to_owned(),
         }
@@ -245,7 +290,10 @@ mod tests {
         assert_eq!(decoded.headers, entry().headers);
         assert_eq!(decoded.body, entry().body);
         assert_eq!(decoded.stored_at, entry().stored_at);
-        assert_eq!(decoded.ttl, entry().ttl);
+        assert_eq!(decoded.initial_age, entry().initial_age);
+        assert_eq!(decoded.freshness, entry().freshness);
+        assert_eq!(decoded.keep, entry().keep);
+        assert_eq!(decoded.reuse, entry().reuse);
         assert_eq!(decoded.vary, entry().vary);
         assert_eq!(decoded.variant, entry().variant);
         // zero-copy: the body points into the stored buffer

@@ -136,7 +136,10 @@ mod tests {
             headers: HeaderMap::new(),
             body: Bytes::from_static(b"x"),
             stored_at: SystemTime::now(),
-            ttl: Duration::from_secs(1),
+            initial_age: Duration::ZERO,
+            freshness: Duration::from_secs(1),
+            keep: Duration::from_secs(1),
+            reuse: crate::cache::policy::Reuse::default(),
             vary: Vec::new(),
             variant: "-".to_owned(),
         })

@@ -2,6 +2,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -14,7 +15,8 @@ use super::body::Recorder;
 use super::entry::Entry;
 use super::flight::{FlightGuard, Role};
 use super::layer::Config;
-use super::service::{StoreCall, X_CACHE, http_date_after};
+use super::policy::{RequestRules, Verdict};
+use super::service::{Served, StoreCall, X_CACHE, http_date_after};
 use super::{ResponseBody, key, policy};
 
 /// Why a request went to the inner service (RFC 9211 `fwd`).
@@ -24,6 +26,8 @@ pub(crate) enum Fwd {
     VaryMiss,
     Request,
     Miss,
+    /// A stale entry is being revalidated, or replaced.
+    Stale,
 }
 
 impl Fwd {
@@ -33,6 +37,7 @@ impl Fwd {
             Self::VaryMiss => "vary-miss",
             Self::Request => "request",
             Self::Miss => "miss",
+            Self::Stale => "stale",
         }
     }
 }
@@ -44,6 +49,7 @@ pub(crate) struct Ctx<S, ReqBody> {
     pub(crate) url: String,
     pub(crate) store_allowed: bool,
     pub(crate) head: bool,
+    pub(crate) rules: RequestRules,
     pub(crate) config: Arc<Config>,
 }
 
@@ -67,6 +73,10 @@ pub(crate) struct Pending {
     flight: Option<FlightGuard>,
     store_allowed: bool,
     head: bool,
+    /// When the request went to the inner service (`request_time` of RFC 9111 §4.2.3).
+    request_time: SystemTime,
+    /// The stale entry being revalidated: a 304 refreshes it, a failure may serve it.
+    stale: Option<Box<Entry>>,
 }
 
 type Wait = Pin<Box<dyn Future<Output = Option<Arc<Entry>>> + Send>>;
@@ -197,10 +207,12 @@ where
 }
 
 /// What a lookup of a variant's entry found.
+// Short-lived on the stack: boxing the entry would cost every hit an allocation.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Found {
-    Fresh(Entry),
+    Entry(Entry),
     Missing,
-    /// Stored under another Vary list, or past its TTL.
+    /// Stored under another Vary list.
     Outdated,
     Unreadable(super::entry::EntryError),
 }
@@ -211,7 +223,7 @@ impl Found {
             return Self::Missing;
         };
         match Entry::decode(&stored) {
-            Ok(entry) if entry.vary == vary && entry.ttl > entry_age(&entry) => Self::Fresh(entry),
+            Ok(entry) if entry.vary == vary => Self::Entry(entry),
             Ok(_) => Self::Outdated,
             Err(err) => Self::Unreadable(err),
         }
@@ -230,8 +242,18 @@ where
 {
     let config = Arc::clone(&ctx.config);
     match found {
-        Found::Fresh(entry) => State::Done {
-            response: Some(config.serve(entry, ctx.request.headers(), ctx.head)),
+        Found::Entry(entry) => match config.verdict(&entry, &ctx.rules) {
+            Verdict::Fresh | Verdict::StaleAccepted => State::Done {
+                response: Some(config.serve(entry, ctx.request.headers(), ctx.head, Served::Hit)),
+            },
+            // the cache_page mode keeps entries no longer than they are fresh, and HEAD is not
+            // worth a conditional request: both fetch anew
+            Verdict::Refresh { .. } if config.http.is_none() || ctx.head => {
+                miss_state(ctx, Fwd::Stale, Some(key))
+            }
+            Verdict::Refresh {
+                serve_stale_meanwhile,
+            } => refresh_state(ctx, &key, Box::new(entry), serve_stale_meanwhile),
         },
         Found::Missing => {
             let fwd = if vary.is_empty() {
@@ -253,6 +275,46 @@ where
     }
 }
 
+/// A stale entry: one request revalidates it; the others wait for the result, or are served
+/// the stale copy within `stale-while-revalidate`.
+fn refresh_state<S, ReqBody>(
+    ctx: Ctx<S, ReqBody>,
+    key: &str,
+    entry: Box<Entry>,
+    serve_stale_meanwhile: bool,
+) -> State<S, ReqBody>
+where
+    S: Service<Request<ReqBody>>,
+{
+    if ctx.rules.only_if_cached {
+        return State::Done {
+            response: Some(ctx.config.gateway_timeout()),
+        };
+    }
+    let flight = match ctx.config.flight_wait {
+        Some(wait) if ctx.store_allowed => match ctx.config.flights.join(key) {
+            Role::Leader(guard) => Some(guard),
+            Role::Follower(_) if serve_stale_meanwhile => {
+                let response =
+                    ctx.config
+                        .serve(*entry, ctx.request.headers(), ctx.head, Served::Hit);
+                return State::Done {
+                    response: Some(response),
+                };
+            }
+            Role::Follower(waiter) => {
+                return State::Waiting {
+                    wait: Box::pin(waiter.wait(wait)),
+                    fwd: Fwd::Stale,
+                    ctx: Some(ctx),
+                };
+            }
+        },
+        _ => None,
+    };
+    call_inner(ctx, Fwd::Stale, flight, Some(entry))
+}
+
 /// The miss path: join the single flight when storing is possible, else call the handler.
 fn miss_state<S, ReqBody>(
     ctx: Ctx<S, ReqBody>,
@@ -262,6 +324,11 @@ fn miss_state<S, ReqBody>(
 where
     S: Service<Request<ReqBody>>,
 {
+    if ctx.rules.only_if_cached {
+        return State::Done {
+            response: Some(ctx.config.gateway_timeout()),
+        };
+    }
     let flight = match (&ctx.config.flight_wait, flight_key) {
         (Some(wait), Some(key)) if ctx.store_allowed && !ctx.head => {
             match ctx.config.flights.join(&key) {
@@ -277,23 +344,29 @@ where
         }
         _ => None,
     };
-    call_inner(ctx, fwd, flight)
+    call_inner(ctx, fwd, flight, None)
 }
 
 fn call_inner<S, ReqBody>(
     mut ctx: Ctx<S, ReqBody>,
     fwd: Fwd,
     flight: Option<FlightGuard>,
+    stale: Option<Box<Entry>>,
 ) -> State<S, ReqBody>
 where
     S: Service<Request<ReqBody>>,
 {
-    // the varied request headers are only known from the response: keep them for the key
-    let request_headers = if ctx.store_allowed && !ctx.head {
+    // the varied request headers are only known from the response, and a revalidated entry
+    // answers the client's own conditions: keep the client's headers
+    let request_headers = if (ctx.store_allowed && !ctx.head) || stale.is_some() {
         ctx.request.headers().clone()
     } else {
         HeaderMap::new()
     };
+    if let Some(entry) = &stale {
+        make_conditional(ctx.request.headers_mut(), entry);
+    }
+    let request_time = SystemTime::now();
     let future = ctx.inner.call(ctx.request);
     State::Inner {
         future,
@@ -305,7 +378,22 @@ where
             flight,
             store_allowed: ctx.store_allowed,
             head: ctx.head,
+            request_time,
+            stale,
         }),
+    }
+}
+
+/// Turns a request into the conditional request that revalidates `entry` (RFC 9111 §4.3.1):
+/// its validators replace the client's own.
+fn make_conditional(headers: &mut HeaderMap, entry: &Entry) {
+    headers.remove(header::IF_NONE_MATCH);
+    headers.remove(header::IF_MODIFIED_SINCE);
+    if let Some(etag) = entry.headers.get(header::ETAG) {
+        headers.insert(header::IF_NONE_MATCH, etag.clone());
+    }
+    if let Some(modified) = entry.headers.get(header::LAST_MODIFIED) {
+        headers.insert(header::IF_MODIFIED_SINCE, modified.clone());
     }
 }
 
@@ -329,56 +417,176 @@ impl Pending {
         recorder
     }
 
+    fn facts(&self) -> policy::RequestFacts {
+        policy::RequestFacts {
+            has_authorization: self.request_headers.contains_key(header::AUTHORIZATION),
+        }
+    }
+
     fn recorder(
         self,
         parts: &mut http::response::Parts,
         body_len: Option<u64>,
     ) -> Option<Recorder> {
         let config = &self.config;
-        if !self.store_allowed || self.head || !config.statuses.contains(&parts.status) {
+        if !self.store_allowed || self.head {
+            return None;
+        }
+        if !config.statuses.is_empty() && !config.statuses.contains(&parts.status) {
             return None;
         }
         if body_len.is_some_and(|len| len > config.max_body as u64) {
             return None;
         }
-        let facts = policy::RequestFacts {
-            has_authorization: self.request_headers.contains_key(header::AUTHORIZATION),
-        };
-        let ttl =
-            match policy::storable(facts, &parts.headers, config.timeout, config.store_cookies) {
-                Ok(ttl) => ttl,
-                Err(reason) => {
-                    tracing::debug!(?reason, "response not stored");
-                    return None;
+        let response_time = SystemTime::now();
+        let storage = match &config.http {
+            Some(rules) => {
+                // RFC 9110 §6.6.1: a cache adds the Date a response lacks
+                if !parts.headers.contains_key(header::DATE) {
+                    parts.headers.insert(header::DATE, http_date(response_time));
                 }
-            };
+                policy::storable_http(
+                    self.facts(),
+                    parts.status,
+                    &parts.headers,
+                    rules,
+                    response_time,
+                )
+            }
+            None => policy::storable(
+                self.facts(),
+                &parts.headers,
+                config.timeout,
+                config.store_cookies,
+            )
+            .map(|ttl| policy::Storage {
+                freshness: ttl,
+                keep: ttl,
+                reuse: policy::Reuse::default(),
+                strip: Vec::new(),
+            }),
+        };
+        let mut storage = match storage {
+            Ok(storage) => storage,
+            Err(reason) => {
+                tracing::debug!(?reason, "response not stored");
+                return None;
+            }
+        };
         let vary = policy::vary(&parts.headers).ok()?;
-        if config.patch_headers {
-            patch_response_headers(&mut parts.headers, ttl);
+        let initial_age = policy::initial_age(&parts.headers, self.request_time, response_time);
+        if config.http.is_none() {
+            // cache_page counts its timeout from the moment of storing, whatever the age
+            storage.freshness += initial_age;
+            if config.patch_headers {
+                patch_response_headers(&mut parts.headers, storage.keep);
+            }
         }
         let mut stored_headers = parts.headers.clone();
         policy::strip_unstorable(&mut stored_headers);
+        for name in &storage.strip {
+            stored_headers.remove(name);
+        }
+        // a response from the entry carries its current age instead
+        stored_headers.remove(header::AGE);
         let variant = key::variant_hash(&vary, &self.request_headers);
         config
             .vary_lists
             .insert(self.url.clone(), Arc::new(vary.clone()));
-        Some(Recorder {
-            chunks: Vec::new(),
-            len: 0,
-            limit: config.max_body,
+        let entry = Entry {
             status: parts.status,
             headers: stored_headers,
-            entry_key: key::entry_key(&config.prefix, &self.url, &variant),
-            vary_key: key::vary_key(&config.prefix, &self.url),
+            body: Bytes::new(),
+            stored_at: response_time,
+            initial_age,
+            freshness: storage.freshness,
+            keep: storage.keep,
+            reuse: storage.reuse,
             vary,
             variant: variant.into_owned(),
-            ttl,
-            store: config.store.clone(),
-            compute_etag: config.compute_etag,
-            compress_above: config.compress_above,
-            flight: self.flight,
-        })
+        };
+        Some(Recorder::new(
+            Arc::clone(config),
+            entry,
+            self.url,
+            self.flight,
+        ))
     }
+
+    /// The inner service answered 304 to the conditional request: the stored headers are
+    /// updated from it (RFC 9111 §4.3.4), freshness computed anew, and the entry served and
+    /// stored again.
+    fn revalidated(mut self, update: HeaderMap) -> Response<Bytes> {
+        let stale = self.stale.take().expect("only a revalidation gets here");
+        let response_time = SystemTime::now();
+        let mut update = update;
+        policy::strip_unstorable(&mut update);
+        update.remove(header::CONTENT_LENGTH);
+        let mut headers = stale.headers.clone();
+        for name in update.keys() {
+            headers.remove(name);
+        }
+        for (name, value) in &update {
+            headers.append(name.clone(), value.clone());
+        }
+        if !update.contains_key(header::DATE) {
+            headers.insert(header::DATE, http_date(response_time));
+        }
+        let initial_age = policy::initial_age(&headers, self.request_time, response_time);
+        headers.remove(header::AGE);
+        let config = Arc::clone(&self.config);
+        let storage = config.http.as_ref().map(|rules| {
+            policy::storable_http(self.facts(), stale.status, &headers, rules, response_time)
+        });
+        let mut entry = Entry {
+            headers,
+            stored_at: response_time,
+            initial_age,
+            ..*stale
+        };
+        match storage {
+            Some(Ok(storage)) => {
+                for name in &storage.strip {
+                    entry.headers.remove(name);
+                }
+                entry.freshness = storage.freshness;
+                entry.keep = storage.keep;
+                entry.reuse = storage.reuse;
+                let entry = Arc::new(entry);
+                if let Some(flight) = self.flight.take() {
+                    flight.complete(Arc::clone(&entry));
+                }
+                if self.store_allowed {
+                    config.put(Arc::clone(&entry), &self.url);
+                }
+                let entry = Arc::unwrap_or_clone(entry);
+                config.serve(entry, &self.request_headers, self.head, Served::Revalidated)
+            }
+            // no longer storable (or no rules to store it by): served this once
+            _ => config.serve(entry, &self.request_headers, self.head, Served::Revalidated),
+        }
+    }
+
+    /// The stale entry in place of a failure (`status`, or an error), when `stale-if-error`
+    /// allows it (RFC 5861 §4).
+    fn stale_on_error(&mut self, status: Option<http::StatusCode>) -> Option<Response<Bytes>> {
+        let stale = self.stale.as_ref()?;
+        if !policy::stale_if_error(stale.age(SystemTime::now()), stale.freshness, &stale.reuse) {
+            return None;
+        }
+        let stale = self.stale.take()?;
+        Some(self.config.serve(
+            *stale,
+            &self.request_headers,
+            self.head,
+            Served::StaleOnError(status),
+        ))
+    }
+}
+
+/// `time` as an HTTP date.
+fn http_date(time: SystemTime) -> HeaderValue {
+    HeaderValue::from_str(&httpdate::fmt_http_date(time)).expect("an HTTP date is a valid value")
 }
 
 /// Django's `patch_response_headers`: `max-age` no longer than `ttl`, `Expires` if absent.
@@ -430,7 +638,7 @@ where
                     let found = match found {
                         Ok(found) => found,
                         Err(err) if config.on_store_error.handle("cache", &err) => {
-                            state.set(call_inner(ctx, Fwd::Miss, None));
+                            state.set(call_inner(ctx, Fwd::Miss, None, None));
                             continue;
                         }
                         Err(_) => {
@@ -485,18 +693,43 @@ where
                                     Entry::clone(&entry),
                                     ctx.request.headers(),
                                     ctx.head,
+                                    Served::Hit,
                                 )),
                             }
                         }
-                        _ => call_inner(ctx, *fwd, None),
+                        _ => call_inner(ctx, *fwd, None, None),
                     };
                     state.set(next);
                 }
                 StateProj::Inner { future, pending } => {
-                    let response = ready!(future.poll(cx))?;
-                    let Some(pending) = pending.take() else {
-                        return Poll::Ready(Ok(response.map(ResponseBody::inner)));
+                    let result = ready!(future.poll(cx));
+                    let Some(mut pending) = pending.take() else {
+                        return Poll::Ready(
+                            result.map(|response| response.map(ResponseBody::inner)),
+                        );
                     };
+                    let response = match result {
+                        Ok(response) => response,
+                        Err(err) => {
+                            return Poll::Ready(match pending.stale_on_error(None) {
+                                Some(stale) => Ok(stale.map(ResponseBody::cached)),
+                                None => Err(err),
+                            });
+                        }
+                    };
+                    if pending.stale.is_some() {
+                        let status = response.status();
+                        if status == http::StatusCode::NOT_MODIFIED {
+                            let (parts, _) = response.into_parts();
+                            let served = pending.revalidated(parts.headers);
+                            return Poll::Ready(Ok(served.map(ResponseBody::cached)));
+                        }
+                        if status.is_server_error()
+                            && let Some(stale) = pending.stale_on_error(Some(status))
+                        {
+                            return Poll::Ready(Ok(stale.map(ResponseBody::cached)));
+                        }
+                    }
                     let (mut parts, body) = response.into_parts();
                     let recorder = pending.decide(&mut parts, body.size_hint().exact());
                     let body = match recorder {
@@ -512,10 +745,4 @@ where
             }
         }
     }
-}
-
-fn entry_age(entry: &Entry) -> std::time::Duration {
-    std::time::SystemTime::now()
-        .duration_since(entry.stored_at)
-        .unwrap_or_default()
 }

@@ -6,6 +6,7 @@ use http::header::HeaderName;
 use tower_layer::Layer;
 
 use super::flight::Flights;
+use super::policy::HttpRules;
 use super::{QueryOrder, ResponseCache};
 use crate::store::AnyStore;
 use crate::{ConfigError, FailurePolicy};
@@ -21,10 +22,17 @@ use crate::{ConfigError, FailurePolicy};
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum RequestDirectives {
-    /// Ignored, as Django's cache middleware does: a client cannot bypass the cache. Default.
+    /// Ignored, as Django's cache middleware does: a client cannot bypass the cache. The
+    /// default of the `cache_page` mode.
     #[default]
     Ignore,
-    /// `no-cache`, `max-age=0` and `Pragma: no-cache` skip the lookup; `no-store` keeps the
+    /// The default of the HTTP-cache mode, where RFC 9111 §5.2.1 applies in full: `no-cache`
+    /// (or `Pragma: no-cache`) and `max-age` revalidate an entry too old for the client,
+    /// `min-fresh` and `max-stale` move the freshness bar, `only-if-cached` answers 504 rather
+    /// than forwarding, and `no-store` keeps the response from being stored.
+    ///
+    /// In the `cache_page` mode, which cannot revalidate: `no-cache`, `max-age=0` and
+    /// `Pragma: no-cache` skip the lookup; `no-store` keeps the
     /// response from being stored.
     Honor,
 }
@@ -44,7 +52,10 @@ pub(crate) const DEFAULT_UNKEYED: &[&str] = &[
 
 pub(crate) struct Config {
     pub(crate) store: AnyStore,
+    /// `cache_page`'s timeout, or the HTTP-cache mode's bound on how long entries are kept.
     pub(crate) timeout: Duration,
+    /// The HTTP-cache mode's rules; `None` in the `cache_page` mode.
+    pub(crate) http: Option<HttpRules>,
     pub(crate) statuses: Vec<StatusCode>,
     pub(crate) max_body: usize,
     pub(crate) query: QueryOrder,
@@ -119,6 +130,7 @@ impl ResponseCacheLayer {
         ResponseCacheBuilder {
             store: store.into(),
             timeout,
+            http: None,
             statuses: vec![StatusCode::OK],
             max_body: 1024 * 1024,
             query: QueryOrder::default(),
@@ -137,7 +149,41 @@ impl ResponseCacheLayer {
                 .iter()
                 .map(|name| HeaderName::from_static(name))
                 .collect(),
+            http_only: Vec::new(),
         }
+    }
+}
+
+impl ResponseCacheLayer {
+    /// A builder for a shared HTTP cache (RFC 9111), as squid or Varnish run in front of a
+    /// service: freshness comes from the response (`s-maxage`, `max-age`, `Expires` minus
+    /// `Date`), stale entries are revalidated with conditional requests, `stale-while-revalidate`
+    /// and `stale-if-error` are honoured, and so are the request's own directives. Any status
+    /// the rules allow is stored; entries are kept at most a day
+    /// ([`max_ttl`](ResponseCacheBuilder::max_ttl)).
+    ///
+    /// See the [module docs](super#the-http-cache-mode) for the rules.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::cache::ResponseCacheLayer;
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let cache = ResponseCacheLayer::http_cache(MemoryStore::new()).build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn http_cache(store: impl Into<AnyStore>) -> ResponseCacheBuilder {
+        let mut builder = Self::cache_page(store, Duration::from_secs(24 * 3600));
+        builder.http = Some(HttpRules {
+            heuristic: None,
+            keep_stale: Duration::from_secs(600),
+            max_ttl: builder.timeout,
+            store_cookies: false,
+        });
+        builder.statuses = Vec::new();
+        builder.request_directives = RequestDirectives::Honor;
+        builder
     }
 }
 
@@ -173,6 +219,7 @@ impl<S> Layer<S> for ResponseCacheLayer {
 pub struct ResponseCacheBuilder {
     store: AnyStore,
     timeout: Duration,
+    http: Option<HttpRules>,
     statuses: Vec<StatusCode>,
     max_body: usize,
     query: QueryOrder,
@@ -188,6 +235,8 @@ pub struct ResponseCacheBuilder {
     prefix: String,
     default_scheme: String,
     unkeyed: Vec<HeaderName>,
+    /// HTTP-cache options set on a `cache_page` builder, refused by `build`.
+    http_only: Vec<&'static str>,
 }
 
 impl std::fmt::Debug for ResponseCacheBuilder {
@@ -200,7 +249,9 @@ impl std::fmt::Debug for ResponseCacheBuilder {
 }
 
 impl ResponseCacheBuilder {
-    /// The statuses that may be stored. Defaults to 200 only, as Django.
+    /// The statuses that may be stored. Defaults to 200 only, as Django, in the `cache_page`
+    /// mode; in the HTTP-cache mode to every status the RFC 9111 rules let it store (an empty
+    /// list there means the same).
     ///
     /// # Example
     ///
@@ -486,6 +537,82 @@ impl ResponseCacheBuilder {
         self
     }
 
+    /// Turns on heuristic freshness (RFC 9111 §4.2.2) for responses without explicit
+    /// freshness whose status RFC 9110 §15.1 marks heuristically cacheable (or that say
+    /// `public`): 10% of the time since `Last-Modified`, at most `bound`; `bound` when there is
+    /// no `Last-Modified`. HTTP-cache mode only. Defaults to off: such responses are stored only
+    /// when they carry a validator, and are then revalidated before every use.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::cache::ResponseCacheLayer;
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let cache = ResponseCacheLayer::http_cache(MemoryStore::new())
+    ///     .heuristic_freshness(Duration::from_secs(300))
+    ///     .build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn heuristic_freshness(mut self, bound: Duration) -> Self {
+        match &mut self.http {
+            Some(rules) => rules.heuristic = Some(bound),
+            None => self.http_only.push("heuristic_freshness"),
+        }
+        self
+    }
+
+    /// How long an entry with a validator (`ETag` or `Last-Modified`) is kept past its
+    /// freshness, so that it can be revalidated with a conditional request (a 304 and no body)
+    /// instead of fetched anew. HTTP-cache mode only. Defaults to 10 minutes.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::cache::ResponseCacheLayer;
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let cache = ResponseCacheLayer::http_cache(MemoryStore::new())
+    ///     .keep_stale(Duration::from_secs(3600))
+    ///     .build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn keep_stale(mut self, keep: Duration) -> Self {
+        match &mut self.http {
+            Some(rules) => rules.keep_stale = keep,
+            None => self.http_only.push("keep_stale"),
+        }
+        self
+    }
+
+    /// The longest an entry is kept, whatever its freshness says. HTTP-cache mode only (the
+    /// `cache_page` mode takes its timeout up front). Defaults to one day.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::cache::ResponseCacheLayer;
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let cache = ResponseCacheLayer::http_cache(MemoryStore::new())
+    ///     .max_ttl(Duration::from_secs(3600))
+    ///     .build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn max_ttl(mut self, max_ttl: Duration) -> Self {
+        match &mut self.http {
+            Some(rules) => {
+                rules.max_ttl = max_ttl;
+                self.timeout = max_ttl;
+            }
+            None => self.http_only.push("max_ttl"),
+        }
+        self
+    }
+
     /// The layer.
     ///
     /// # Errors
@@ -510,9 +637,16 @@ impl ResponseCacheBuilder {
         if self.timeout < Duration::from_millis(1) {
             return Err(invalid("timeout", "must be at least 1ms"));
         }
-        if self.statuses.is_empty() {
+        if self.statuses.is_empty() && self.http.is_none() {
             return Err(invalid("statuses", "at least one status must be cacheable"));
         }
+        if let Some(option) = self.http_only.first() {
+            return Err(invalid(option, "applies to the HTTP-cache mode only"));
+        }
+        let http = self.http.map(|rules| HttpRules {
+            store_cookies: self.store_cookies,
+            ..rules
+        });
         let token = |name: &str| {
             name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '*')
                 && name
@@ -526,6 +660,7 @@ impl ResponseCacheBuilder {
             config: Arc::new(Config {
                 store: self.store,
                 timeout: self.timeout,
+                http,
                 statuses: self.statuses,
                 max_body: self.max_body,
                 query: self.query,

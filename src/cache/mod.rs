@@ -47,6 +47,44 @@
 //! `max-age`; a zero lifetime stores nothing. Hop-by-hop headers and `Set-Cookie` are not
 //! stored. The request's own `Cache-Control` is ignored unless [`RequestDirectives::Honor`].
 //!
+//! # The HTTP-cache mode
+//!
+//! [`ResponseCacheLayer::http_cache`] makes the layer a shared HTTP cache (RFC 9111), as
+//! squid or Varnish in front of a service, instead of Django's `cache_page`:
+//!
+//! - **Freshness** comes from the response: `s-maxage`, then `max-age`, then `Expires` minus
+//!   `Date` (an invalid `Expires` is already stale). Without them a response is stored only
+//!   when it has a validator (`ETag`, `Last-Modified`), and is then revalidated before every
+//!   use, unless [`ResponseCacheBuilder::heuristic_freshness`] is on (statuses of RFC 9110
+//!   §15.1, or `public`, only).
+//! - **Storing** follows RFC 9111 §3: any status but 1xx, 206 and 304; no `no-store` (unless
+//!   `must-understand` on a status it understands); `private` and `no-cache` qualified with
+//!   field names store the response without those fields, unqualified `private` is never
+//!   stored and unqualified `no-cache` only with a validator; an `Authorization`ed request's
+//!   response only with `public`, `s-maxage` or `must-revalidate`. A cache adds the `Date` a
+//!   response lacks (RFC 9110 §6.6.1).
+//! - **Requests** are heard ([`RequestDirectives::Honor`] is this mode's default): `no-cache`
+//!   or `Pragma: no-cache` and a `max-age` the entry exceeds revalidate it; `min-fresh`
+//!   demands freshness left; `max-stale` accepts a stale copy (not one marked
+//!   `must-revalidate`, `proxy-revalidate` or `s-maxage`); `only-if-cached` answers `504`
+//!   rather than forwarding; `no-store` keeps the response from being stored.
+//! - **Age** is RFC 9111 §4.2.3's `current_age`: the larger of the handler's `Age` plus the
+//!   time it took and the apparent age from `Date`, plus the time spent in the store.
+//! - **Revalidation**: entries are kept past their freshness
+//!   ([`ResponseCacheBuilder::keep_stale`], 10 minutes by default, or the RFC 5861 windows).
+//!   A stale entry with a validator is revalidated by sending the request on with
+//!   `If-None-Match` / `If-Modified-Since` in place of the client's; a `304` updates the
+//!   stored fields and freshness and the stored body is served
+//!   (`Cache-Status: ...; fwd=stale; fwd-status=304`); any other answer replaces the entry
+//!   as a miss would.
+//! - **`stale-while-revalidate`**: within the window, the request that finds the entry stale
+//!   first revalidates it (its client waits for the inner service), while concurrent requests
+//!   are served the stale copy at once (`ttl` negative in `Cache-Status`). The refresh rides on
+//!   a real request, not on a made-up one, so it needs no bounds on the request body type.
+//! - **`stale-if-error`**: when the revalidation fails with a 5xx or an error, the stale copy
+//!   is served within the window (`fwd=stale; fwd-status=503`). `must-revalidate` and
+//!   `proxy-revalidate` forbid every stale use: their failures pass through.
+//!
 //! # What forms a key
 //!
 //! The **scheme** (the URI's, else the configured default), the **host** the application sees

@@ -1,10 +1,12 @@
-//! RFC 9111 storability rules for the `cache_page` mode, as pure functions.
+//! RFC 9111 storability and freshness rules, for the `cache_page` and HTTP-cache modes, as
+//! pure functions.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderName};
 
-/// The `Cache-Control` directives this cache acts on.
+/// The `Cache-Control` directives this cache acts on, from a request or a response.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct CacheControl {
     pub(crate) no_store: bool,
@@ -13,6 +15,21 @@ pub(crate) struct CacheControl {
     pub(crate) public: bool,
     pub(crate) max_age: Option<u64>,
     pub(crate) s_maxage: Option<u64>,
+    pub(crate) must_revalidate: bool,
+    pub(crate) proxy_revalidate: bool,
+    pub(crate) must_understand: bool,
+    pub(crate) stale_while_revalidate: Option<u64>,
+    pub(crate) stale_if_error: Option<u64>,
+    /// The fields named by `no-cache="..."`: stripped before storing (RFC 9111 §5.2.2.4).
+    pub(crate) no_cache_fields: Vec<HeaderName>,
+    /// The fields named by `private="..."`: stripped before storing (RFC 9111 §5.2.2.7).
+    pub(crate) private_fields: Vec<HeaderName>,
+    /// Request only: `max-stale`, with `Some(None)` for "any staleness".
+    pub(crate) max_stale: Option<Option<u64>>,
+    /// Request only.
+    pub(crate) min_fresh: Option<u64>,
+    /// Request only.
+    pub(crate) only_if_cached: bool,
 }
 
 /// Splits a field value at commas outside quoted strings (`private="a, b"` is one item).
@@ -39,8 +56,10 @@ fn split_list(value: &str) -> impl Iterator<Item = &str> {
 }
 
 /// Parses every `Cache-Control` field of `headers`. Directive names are case-insensitive
-/// (RFC 9111 §5.2) and qualified forms (`private="Set-Cookie"`) count as the directive. A
-/// repeated or invalid `max-age` takes the most restrictive reading (0 when unparseable).
+/// (RFC 9111 §5.2). A qualified `private="..."` or `no-cache="..."` counts as the plain
+/// directive in `private` / `no_cache` *and* lists its fields; the HTTP-cache mode strips those
+/// fields instead. A repeated or invalid delta-seconds takes the most restrictive reading (0
+/// when unparseable).
 pub(crate) fn cache_control(headers: &HeaderMap) -> CacheControl {
     let mut cc = CacheControl::default();
     for value in headers.get_all(header::CACHE_CONTROL) {
@@ -55,22 +74,56 @@ pub(crate) fn cache_control(headers: &HeaderMap) -> CacheControl {
                 None => (item, None),
             };
             let seconds = || argument.and_then(|a| a.parse::<u64>().ok()).unwrap_or(0);
-            if name.eq_ignore_ascii_case("no-store") {
+            let least =
+                |current: Option<u64>| Some(current.map_or(seconds(), |m| m.min(seconds())));
+            let is = |directive: &str| name.eq_ignore_ascii_case(directive);
+            if is("no-store") {
                 cc.no_store = true;
-            } else if name.eq_ignore_ascii_case("no-cache") {
+            } else if is("no-cache") {
                 cc.no_cache = true;
-            } else if name.eq_ignore_ascii_case("private") {
+                cc.no_cache_fields
+                    .extend(argument.into_iter().flat_map(field_names));
+            } else if is("private") {
                 cc.private = true;
-            } else if name.eq_ignore_ascii_case("public") {
+                cc.private_fields
+                    .extend(argument.into_iter().flat_map(field_names));
+            } else if is("public") {
                 cc.public = true;
-            } else if name.eq_ignore_ascii_case("max-age") {
-                cc.max_age = Some(cc.max_age.map_or(seconds(), |m| m.min(seconds())));
-            } else if name.eq_ignore_ascii_case("s-maxage") {
-                cc.s_maxage = Some(cc.s_maxage.map_or(seconds(), |m| m.min(seconds())));
+            } else if is("max-age") {
+                cc.max_age = least(cc.max_age);
+            } else if is("s-maxage") {
+                cc.s_maxage = least(cc.s_maxage);
+            } else if is("must-revalidate") {
+                cc.must_revalidate = true;
+            } else if is("proxy-revalidate") {
+                cc.proxy_revalidate = true;
+            } else if is("must-understand") {
+                cc.must_understand = true;
+            } else if is("stale-while-revalidate") {
+                cc.stale_while_revalidate = least(cc.stale_while_revalidate);
+            } else if is("stale-if-error") {
+                cc.stale_if_error = least(cc.stale_if_error);
+            } else if is("max-stale") {
+                let limit = argument.map(|a| a.parse::<u64>().unwrap_or(0));
+                cc.max_stale = Some(match (cc.max_stale, limit) {
+                    (Some(Some(a)), Some(b)) => Some(a.min(b)),
+                    (Some(Some(a)), None) | (None | Some(None), Some(a)) => Some(a),
+                    (None | Some(None), None) => None,
+                });
+            } else if is("min-fresh") {
+                cc.min_fresh = Some(cc.min_fresh.map_or(seconds(), |m| m.max(seconds())));
+            } else if is("only-if-cached") {
+                cc.only_if_cached = true;
             }
         }
     }
     cc
+}
+
+/// The field names of a qualified `private="a, b"` / `no-cache="a, b"`.
+fn field_names(list: &str) -> impl Iterator<Item = HeaderName> + '_ {
+    list.split(',')
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
 }
 
 /// The response's `Vary`, as sorted lowercase names, or `Err(())` for `Vary: *`.
@@ -105,6 +158,10 @@ pub(crate) enum NotStored {
     Authorization,
     VaryStar,
     ZeroTtl,
+    /// A status this cache does not store (1xx, 206, 304, or one `must-understand` names).
+    Status,
+    /// Neither explicit freshness nor a status or `public` that allows a heuristic.
+    NoFreshness,
 }
 
 /// The request facts storability depends on.
@@ -150,6 +207,268 @@ pub(crate) fn storable(
         return Err(NotStored::ZeroTtl);
     }
     Ok(ttl)
+}
+
+/// The statuses RFC 9110 §15.1 lets a cache store with heuristic freshness, and the ones
+/// this cache understands for `must-understand` (RFC 9111 §5.2.2.3).
+pub(crate) const HEURISTICALLY_CACHEABLE: [u16; 12] =
+    [200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501];
+
+/// The settings of the HTTP-cache mode that storing depends on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HttpRules {
+    /// The heuristic freshness bound, when heuristics are on.
+    pub(crate) heuristic: Option<Duration>,
+    /// How long an entry with a validator outlives its freshness, for revalidation.
+    pub(crate) keep_stale: Duration,
+    /// No entry is kept longer than this.
+    pub(crate) max_ttl: Duration,
+    pub(crate) store_cookies: bool,
+}
+
+/// How a stored response may be reused once stale, from its `Cache-Control`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Reuse {
+    /// `no-cache`: revalidated before every reuse (RFC 9111 §5.2.2.4).
+    pub(crate) always_revalidate: bool,
+    /// `must-revalidate` / `proxy-revalidate`: never served stale (§5.2.2.2, §5.2.2.8).
+    pub(crate) never_stale: bool,
+    /// `s-maxage`: a client's `max-stale` does not apply (§5.2.2.10).
+    pub(crate) refuse_max_stale: bool,
+    /// RFC 5861 windows past freshness.
+    pub(crate) stale_while_revalidate: Duration,
+    pub(crate) stale_if_error: Duration,
+}
+
+/// What storing a response under the HTTP-cache rules takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Storage {
+    /// The freshness lifetime (RFC 9111 §4.2.1).
+    pub(crate) freshness: Duration,
+    /// How long the store keeps the entry: freshness plus the time it may serve stale or be
+    /// revalidated.
+    pub(crate) keep: Duration,
+    pub(crate) reuse: Reuse,
+    /// Fields named by `private="..."` / `no-cache="..."`, not stored.
+    pub(crate) strip: Vec<HeaderName>,
+}
+
+/// The request's directives the HTTP-cache mode acts on (RFC 9111 §5.2.1); all off unless
+/// the layer honours request directives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct RequestRules {
+    /// `no-cache`, or `Pragma: no-cache` without `Cache-Control`.
+    pub(crate) no_cache: bool,
+    pub(crate) max_age: Option<u64>,
+    pub(crate) max_stale: Option<Option<u64>>,
+    pub(crate) min_fresh: Option<u64>,
+    pub(crate) only_if_cached: bool,
+}
+
+/// What a stored entry may do for a request (RFC 9111 §4.2 and §4.2.4, RFC 5861).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Fresh enough: serve it.
+    Fresh,
+    /// Stale, but the client's `max-stale` accepts it.
+    StaleAccepted,
+    /// To be revalidated (or fetched anew) before use. `serve_stale_meanwhile`: within
+    /// `stale-while-revalidate`, so requests other than the one refreshing it may be served
+    /// the stale copy.
+    Refresh { serve_stale_meanwhile: bool },
+}
+
+/// The verdict on an entry of the given `age`, `freshness` and `reuse` for `request`.
+pub(crate) fn verdict(
+    age: Duration,
+    freshness: Duration,
+    reuse: &Reuse,
+    request: &RequestRules,
+) -> Verdict {
+    let seconds = Duration::from_secs;
+    let forced = reuse.always_revalidate
+        || request.no_cache
+        || request.max_age.is_some_and(|max| age > seconds(max));
+    let left = freshness.checked_sub(age).filter(|left| !left.is_zero());
+    if !forced {
+        match left {
+            Some(left) if request.min_fresh.is_none_or(|min| left >= seconds(min)) => {
+                return Verdict::Fresh;
+            }
+            Some(_) => {}
+            None => {
+                let staleness = age - freshness;
+                let accepted = request
+                    .max_stale
+                    .is_some_and(|limit| limit.is_none_or(|limit| staleness <= seconds(limit)));
+                if accepted && !reuse.never_stale && !reuse.refuse_max_stale {
+                    return Verdict::StaleAccepted;
+                }
+            }
+        }
+    }
+    let serve_stale_meanwhile = !forced
+        && !reuse.never_stale
+        && left.is_none()
+        && age - freshness < reuse.stale_while_revalidate;
+    Verdict::Refresh {
+        serve_stale_meanwhile,
+    }
+}
+
+/// Whether a stale entry of the given `age` may stand in for an error (RFC 5861 §4).
+pub(crate) fn stale_if_error(age: Duration, freshness: Duration, reuse: &Reuse) -> bool {
+    !reuse.never_stale
+        && age.saturating_sub(freshness) <= reuse.stale_if_error
+        && !reuse.stale_if_error.is_zero()
+}
+
+fn header_date(headers: &HeaderMap, name: &HeaderName) -> Option<SystemTime> {
+    let value = headers.get(name)?.to_str().ok()?;
+    httpdate::parse_http_date(value).ok()
+}
+
+/// `corrected_initial_age` of RFC 9111 §4.2.3: the age the response had when it arrived, from
+/// its `Age`, its `Date` and the time the inner service took.
+pub(crate) fn initial_age(
+    headers: &HeaderMap,
+    request_time: SystemTime,
+    response_time: SystemTime,
+) -> Duration {
+    let age_value = headers
+        .get(header::AGE)
+        .and_then(|age| age.to_str().ok()?.trim().parse::<u64>().ok())
+        .map_or(Duration::ZERO, Duration::from_secs);
+    let apparent_age = header_date(headers, &header::DATE)
+        .and_then(|date| response_time.duration_since(date).ok())
+        .unwrap_or_default();
+    let response_delay = response_time
+        .duration_since(request_time)
+        .unwrap_or_default();
+    apparent_age.max(age_value + response_delay)
+}
+
+/// The freshness lifetime (RFC 9111 §4.2.1): `s-maxage`, then `max-age`, then `Expires` minus
+/// `Date` (an invalid `Expires` means already stale), then the heuristic when it is allowed:
+/// 10% of the time since `Last-Modified`, bounded by `heuristic` (`heuristic` itself without a
+/// `Last-Modified`). `None` when nothing gives one.
+fn freshness(
+    cc: &CacheControl,
+    headers: &HeaderMap,
+    heuristic: Option<Duration>,
+    response_time: SystemTime,
+) -> Option<Duration> {
+    if let Some(seconds) = cc.s_maxage.or(cc.max_age) {
+        return Some(Duration::from_secs(seconds));
+    }
+    if headers.contains_key(header::EXPIRES) {
+        let date = header_date(headers, &header::DATE).unwrap_or(response_time);
+        return Some(
+            header_date(headers, &header::EXPIRES)
+                .and_then(|expires| expires.duration_since(date).ok())
+                .unwrap_or_default(),
+        );
+    }
+    let bound = heuristic?;
+    let date = header_date(headers, &header::DATE).unwrap_or(response_time);
+    Some(
+        match header_date(headers, &header::LAST_MODIFIED)
+            .and_then(|modified| date.duration_since(modified).ok())
+        {
+            Some(since) => (since / 10).min(bound),
+            None => bound,
+        },
+    )
+}
+
+/// Whether a response may be stored under the HTTP-cache rules (RFC 9111 §3), and how.
+pub(crate) fn storable_http(
+    request: RequestFacts,
+    status: StatusCode,
+    headers: &HeaderMap,
+    rules: &HttpRules,
+    response_time: SystemTime,
+) -> Result<Storage, NotStored> {
+    // 206 needs range handling and 304 updates rather than stores: neither is understood here
+    if status.is_informational()
+        || status == StatusCode::PARTIAL_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Err(NotStored::Status);
+    }
+    let cc = cache_control(headers);
+    let understood = HEURISTICALLY_CACHEABLE.contains(&status.as_u16());
+    if cc.must_understand {
+        // §5.2.2.3: a cache that understands the status ignores no-store, one that does not
+        // stores nothing
+        if !understood {
+            return Err(NotStored::Status);
+        }
+    } else if cc.no_store {
+        return Err(NotStored::NoStore);
+    }
+    if cc.private && cc.private_fields.is_empty() {
+        return Err(NotStored::Private);
+    }
+    let mut strip = cc.private_fields.clone();
+    strip.extend(cc.no_cache_fields.iter().cloned());
+    if !rules.store_cookies
+        && headers.contains_key(header::SET_COOKIE)
+        && !strip.contains(&header::SET_COOKIE)
+    {
+        return Err(NotStored::SetCookie);
+    }
+    // §3.5
+    if request.has_authorization && !cc.public && cc.s_maxage.is_none() && !cc.must_revalidate {
+        return Err(NotStored::Authorization);
+    }
+    if vary(headers).is_err() {
+        return Err(NotStored::VaryStar);
+    }
+    let has_validator =
+        headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED);
+    let always_revalidate = cc.no_cache && cc.no_cache_fields.is_empty();
+    if always_revalidate && !has_validator {
+        return Err(NotStored::NoCache);
+    }
+    let heuristic = rules.heuristic.filter(|_| understood || cc.public);
+    let Some(freshness) = freshness(&cc, headers, heuristic, response_time)
+        .or_else(|| (understood || cc.public).then_some(Duration::ZERO))
+    else {
+        return Err(NotStored::NoFreshness);
+    };
+    if freshness.is_zero() && !has_validator {
+        return Err(NotStored::ZeroTtl);
+    }
+    let reuse = Reuse {
+        always_revalidate,
+        never_stale: cc.must_revalidate || cc.proxy_revalidate,
+        refuse_max_stale: cc.s_maxage.is_some(),
+        stale_while_revalidate: Duration::from_secs(cc.stale_while_revalidate.unwrap_or(0)),
+        stale_if_error: Duration::from_secs(cc.stale_if_error.unwrap_or(0)),
+    };
+    let revalidation = if has_validator {
+        rules.keep_stale
+    } else {
+        Duration::ZERO
+    };
+    let stale = if reuse.never_stale {
+        revalidation
+    } else {
+        revalidation
+            .max(reuse.stale_while_revalidate)
+            .max(reuse.stale_if_error)
+    };
+    let keep = freshness.saturating_add(stale).min(rules.max_ttl);
+    if keep.is_zero() {
+        return Err(NotStored::ZeroTtl);
+    }
+    Ok(Storage {
+        freshness,
+        keep,
+        reuse,
+        strip,
+    })
 }
 
 /// Headers never stored: hop-by-hop fields (RFC 9111 §3.1), the ones named by `Connection`,
@@ -339,5 +658,353 @@ mod tests {
             map.keys().map(HeaderName::as_str).collect::<Vec<_>>(),
             ["content-type"]
         );
+    }
+
+    const RULES: HttpRules = HttpRules {
+        heuristic: None,
+        keep_stale: Duration::from_secs(600),
+        max_ttl: Duration::from_secs(86_400),
+        store_cookies: false,
+    };
+
+    fn at(seconds: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + seconds)
+    }
+
+    fn date(seconds: u64) -> String {
+        httpdate::fmt_http_date(at(seconds))
+    }
+
+    fn http(pairs: &[(&str, &str)], status: u16, rules: &HttpRules) -> Result<Storage, NotStored> {
+        storable_http(
+            ANON,
+            StatusCode::from_u16(status).unwrap(),
+            &headers(pairs),
+            rules,
+            at(0),
+        )
+    }
+
+    #[test]
+    fn freshness_comes_from_s_maxage_then_max_age_then_expires_minus_date() {
+        let secs = Duration::from_secs;
+        let (now, later, earlier) = (date(0), date(300), date(0));
+        let cases: Vec<(Vec<(&str, &str)>, Duration)> = vec![
+            (
+                vec![("cache-control", "max-age=60, s-maxage=120")],
+                secs(120),
+            ),
+            (vec![("cache-control", "max-age=60")], secs(60)),
+            (
+                vec![("cache-control", "max-age=60"), ("expires", &later)],
+                secs(60),
+            ),
+            (vec![("date", &now), ("expires", &later)], secs(300)),
+            // without Date, Expires counts from the response time
+            (vec![("expires", &later)], secs(300)),
+        ];
+        for (pairs, freshness) in cases {
+            let storage = http(&pairs, 200, &RULES).unwrap();
+            assert_eq!(storage.freshness, freshness, "{pairs:?}");
+        }
+        // an invalid or past Expires means stale at once: stored only with a validator
+        for expires in ["0", "garbage", earlier.as_str()] {
+            assert_eq!(
+                http(&[("date", &later), ("expires", expires)], 200, &RULES),
+                Err(NotStored::ZeroTtl),
+                "{expires}"
+            );
+            let storage = http(&[("expires", expires), ("etag", "\"a\"")], 200, &RULES).unwrap();
+            assert_eq!(storage.freshness, Duration::ZERO, "{expires}");
+            assert_eq!(storage.keep, RULES.keep_stale);
+        }
+    }
+
+    #[test]
+    fn without_explicit_freshness_heuristics_decide_and_only_for_cacheable_statuses() {
+        let modified = date(0);
+        let date_now = date(1000);
+        let plain: &[(&str, &str)] = &[("date", &date_now), ("last-modified", &modified)];
+        // off: a validator makes it storable (revalidated on each use), nothing else does
+        assert_eq!(http(&[], 200, &RULES), Err(NotStored::ZeroTtl));
+        assert_eq!(http(plain, 200, &RULES).unwrap().freshness, Duration::ZERO);
+        let on = HttpRules {
+            heuristic: Some(Duration::from_secs(60)),
+            ..RULES
+        };
+        // on: 10% of the time since Last-Modified, bounded
+        assert_eq!(
+            http(plain, 200, &on).unwrap().freshness,
+            Duration::from_secs(60)
+        );
+        let recent = date(100);
+        assert_eq!(
+            http(
+                &[("date", &date(200)), ("last-modified", &recent)],
+                404,
+                &on
+            )
+            .unwrap()
+            .freshness,
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            http(&[], 200, &on).unwrap().freshness,
+            Duration::from_secs(60)
+        );
+        // statuses outside RFC 9110 §15.1 need explicit freshness
+        for status in [201, 302, 500] {
+            assert_eq!(
+                http(&[], status, &on),
+                Err(NotStored::NoFreshness),
+                "{status}"
+            );
+            assert!(http(&[("cache-control", "max-age=5")], status, &on).is_ok());
+        }
+        assert!(http(&[("cache-control", "public")], 302, &on).is_ok());
+    }
+
+    #[test]
+    fn http_mode_storing_rules() {
+        let validator = ("etag", "\"v\"");
+        // no-cache: only with a validator, then revalidated before every use
+        assert_eq!(
+            http(&[("cache-control", "no-cache, max-age=60")], 200, &RULES),
+            Err(NotStored::NoCache)
+        );
+        let storage = http(
+            &[("cache-control", "no-cache, max-age=60"), validator],
+            200,
+            &RULES,
+        )
+        .unwrap();
+        assert!(storage.reuse.always_revalidate);
+        // qualified private / no-cache: stored without the named fields
+        let storage = http(
+            &[
+                (
+                    "cache-control",
+                    r#"private="Set-Cookie, X-User", no-cache="x-debug", max-age=60"#,
+                ),
+                ("set-cookie", "a=1"),
+            ],
+            200,
+            &RULES,
+        )
+        .unwrap();
+        assert!(!storage.reuse.always_revalidate);
+        assert_eq!(
+            storage
+                .strip
+                .iter()
+                .map(HeaderName::as_str)
+                .collect::<Vec<_>>(),
+            ["set-cookie", "x-user", "x-debug"]
+        );
+        assert_eq!(
+            http(&[("cache-control", "private, max-age=60")], 200, &RULES),
+            Err(NotStored::Private)
+        );
+        assert_eq!(
+            http(&[("cache-control", "no-store, max-age=60")], 200, &RULES),
+            Err(NotStored::NoStore)
+        );
+        // must-understand on an understood status overrides no-store
+        assert!(
+            http(
+                &[("cache-control", "must-understand, no-store, max-age=60")],
+                200,
+                &RULES
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            http(
+                &[("cache-control", "must-understand, no-store, max-age=60")],
+                418,
+                &RULES
+            ),
+            Err(NotStored::Status)
+        );
+        for status in [206, 304] {
+            assert_eq!(
+                http(&[("cache-control", "max-age=60")], status, &RULES),
+                Err(NotStored::Status)
+            );
+        }
+        // §3.5 in this mode also accepts must-revalidate
+        for cc in [
+            "public, max-age=60",
+            "s-maxage=60",
+            "must-revalidate, max-age=60",
+        ] {
+            assert!(
+                storable_http(
+                    AUTH,
+                    StatusCode::OK,
+                    &headers(&[("cache-control", cc)]),
+                    &RULES,
+                    at(0)
+                )
+                .is_ok(),
+                "{cc}"
+            );
+        }
+        assert_eq!(
+            storable_http(
+                AUTH,
+                StatusCode::OK,
+                &headers(&[("cache-control", "max-age=60")]),
+                &RULES,
+                at(0)
+            ),
+            Err(NotStored::Authorization)
+        );
+        // the store keeps it through its stale windows, within max_ttl
+        let storage = http(
+            &[(
+                "cache-control",
+                "max-age=60, stale-while-revalidate=30, stale-if-error=300",
+            )],
+            200,
+            &RULES,
+        )
+        .unwrap();
+        assert_eq!(storage.keep, Duration::from_secs(360));
+        let storage = http(
+            &[(
+                "cache-control",
+                "max-age=60, must-revalidate, stale-if-error=300",
+            )],
+            200,
+            &RULES,
+        )
+        .unwrap();
+        assert_eq!(storage.keep, Duration::from_secs(60));
+        assert!(storage.reuse.never_stale);
+        let short = HttpRules {
+            max_ttl: Duration::from_secs(10),
+            ..RULES
+        };
+        assert_eq!(
+            http(&[("cache-control", "max-age=60")], 200, &short)
+                .unwrap()
+                .keep,
+            Duration::from_secs(10)
+        );
+    }
+
+    #[test]
+    fn age_follows_rfc_9111_section_4_2_3() {
+        let secs = Duration::from_secs;
+        // Age plus the time the inner service took
+        assert_eq!(
+            initial_age(&headers(&[("age", "10")]), at(0), at(2)),
+            secs(12)
+        );
+        // the apparent age from Date when it is larger
+        assert_eq!(
+            initial_age(
+                &headers(&[("age", "1"), ("date", &date(0))]),
+                at(29),
+                at(30)
+            ),
+            secs(30)
+        );
+        // a Date in the future and no Age: zero
+        assert_eq!(
+            initial_age(&headers(&[("date", &date(100))]), at(0), at(0)),
+            Duration::ZERO
+        );
+        assert_eq!(
+            initial_age(&headers(&[("age", "junk")]), at(0), at(0)),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn verdicts_follow_request_and_response_directives() {
+        let secs = Duration::from_secs;
+        let plain = Reuse::default();
+        let swr = Reuse {
+            stale_while_revalidate: secs(30),
+            ..Reuse::default()
+        };
+        let strict = Reuse {
+            never_stale: true,
+            stale_while_revalidate: secs(30),
+            ..Reuse::default()
+        };
+        let none = RequestRules::default();
+        let fresh = Verdict::Fresh;
+        let refresh = Verdict::Refresh {
+            serve_stale_meanwhile: false,
+        };
+        let meanwhile = Verdict::Refresh {
+            serve_stale_meanwhile: true,
+        };
+        let rules = |f: fn(&mut RequestRules)| {
+            let mut rules = RequestRules::default();
+            f(&mut rules);
+            rules
+        };
+        let no_cache = Reuse {
+            always_revalidate: true,
+            ..Reuse::default()
+        };
+        let s_maxage = Reuse {
+            refuse_max_stale: true,
+            ..Reuse::default()
+        };
+        let cases: Vec<(u64, &Reuse, RequestRules, Verdict)> = vec![
+            (10, &plain, none, fresh),
+            (60, &plain, none, refresh),
+            (70, &swr, none, meanwhile),
+            (95, &swr, none, refresh),
+            (70, &strict, none, refresh),
+            (10, &no_cache, none, refresh),
+            (10, &plain, rules(|r| r.no_cache = true), refresh),
+            (10, &plain, rules(|r| r.max_age = Some(5)), refresh),
+            (10, &plain, rules(|r| r.max_age = Some(10)), fresh),
+            (10, &plain, rules(|r| r.min_fresh = Some(55)), refresh),
+            (10, &plain, rules(|r| r.min_fresh = Some(50)), fresh),
+            (
+                70,
+                &plain,
+                rules(|r| r.max_stale = Some(None)),
+                Verdict::StaleAccepted,
+            ),
+            (
+                70,
+                &plain,
+                rules(|r| r.max_stale = Some(Some(10))),
+                Verdict::StaleAccepted,
+            ),
+            (75, &plain, rules(|r| r.max_stale = Some(Some(10))), refresh),
+            (70, &strict, rules(|r| r.max_stale = Some(None)), refresh),
+            (70, &s_maxage, rules(|r| r.max_stale = Some(None)), refresh),
+        ];
+        for (age, reuse, request, expected) in cases {
+            assert_eq!(
+                verdict(secs(age), secs(60), reuse, &request),
+                expected,
+                "{age} {reuse:?} {request:?}"
+            );
+        }
+        let sie = Reuse {
+            stale_if_error: secs(100),
+            ..Reuse::default()
+        };
+        assert!(stale_if_error(secs(150), secs(60), &sie));
+        assert!(!stale_if_error(secs(170), secs(60), &sie));
+        assert!(!stale_if_error(secs(70), secs(60), &plain));
+        assert!(!stale_if_error(
+            secs(70),
+            secs(60),
+            &Reuse {
+                never_stale: true,
+                ..sie
+            }
+        ));
     }
 }

@@ -12,6 +12,7 @@ use tower_service::Service;
 use super::entry::Entry;
 use super::future::{Ctx, Found, Fwd, ResponseFuture};
 use super::layer::{Config, RequestDirectives};
+use super::policy::{RequestRules, Verdict};
 use super::{key, policy};
 use crate::store::{Store, StoreError};
 
@@ -127,6 +128,33 @@ impl Config {
         Box::pin(async move { config.store.get(&key).await })
     }
 
+    /// Stores `entry` (and the URL's Vary list) in the background: a response need not wait
+    /// for it.
+    pub(crate) fn put(self: &Arc<Self>, entry: Arc<Entry>, url: &str) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!("no Tokio runtime to store a cache entry in; not stored");
+            return;
+        };
+        let entry_key = key::entry_key(&self.prefix, url, &entry.variant);
+        let vary_key = key::vary_key(&self.prefix, url);
+        let config = Arc::clone(self);
+        runtime.spawn(async move {
+            // encoded (and compressed) here rather than in the response body's last poll
+            let stored = entry.encode(config.compress_above);
+            let vary_list = Bytes::from(key::encode_vary(&entry.vary));
+            let written = config
+                .store
+                .set_many(&[
+                    (&vary_key, vary_list, entry.keep.into()),
+                    (&entry_key, stored, entry.keep.into()),
+                ])
+                .await;
+            if let Err(err) = written {
+                let _ = crate::FailurePolicy::Open.handle("cache", &err);
+            }
+        });
+    }
+
     /// Deletes an entry that could not be read, in the background.
     pub(crate) fn discard(self: &Arc<Self>, key: String) {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -137,19 +165,18 @@ impl Config {
         }
     }
 
-    /// A hit (or a shared single-flight result), or 304 when the request's validators match.
-    /// Takes the entry by value so a hit moves its headers and body instead of copying them.
-    pub(crate) fn serve(&self, entry: Entry, request: &HeaderMap, head: bool) -> Response<Bytes> {
-        let resident = SystemTime::now()
-            .duration_since(entry.stored_at)
-            .unwrap_or_default();
-        let stored_age = entry
-            .headers
-            .get(header::AGE)
-            .and_then(|age| age.to_str().ok()?.parse::<u64>().ok())
-            .unwrap_or(0);
-        let age = stored_age.saturating_add(resident.as_secs());
-        let ttl_left = entry.ttl.saturating_sub(resident).as_secs();
+    /// A response from `entry` (a hit, a shared single-flight result, a revalidated or a
+    /// stale entry), or 304 when the request's validators match. Takes the entry by value so
+    /// a hit moves its headers and body instead of copying them.
+    pub(crate) fn serve(
+        &self,
+        entry: Entry,
+        request: &HeaderMap,
+        head: bool,
+        served: Served,
+    ) -> Response<Bytes> {
+        let age = entry.age(SystemTime::now());
+        let ttl_left = i128::from(entry.freshness.as_secs()) - i128::from(age.as_secs());
 
         let mut response = if not_modified(request, &entry.headers) {
             let mut response = Response::new(Bytes::new());
@@ -177,10 +204,14 @@ impl Config {
             response
         };
         let headers = response.headers_mut();
-        headers.insert(header::AGE, HeaderValue::from(age));
-        self.cache_status_hit(headers, ttl_left);
+        // RFC 9111 §5.1: the current age, replacing any Age the entry held
+        headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
+        self.cache_status_served(headers, served, ttl_left);
         if self.x_cache {
-            headers.insert(X_CACHE, HeaderValue::from_static("HIT"));
+            headers.insert(
+                X_CACHE,
+                HeaderValue::from_static(if served == Served::Hit { "HIT" } else { "MISS" }),
+            );
         }
         response
     }
@@ -193,15 +224,39 @@ impl Config {
         }
     }
 
-    /// `Cache-Status` for a hit, built without the formatting machinery: it is on every hit.
-    fn cache_status_hit(&self, headers: &mut HeaderMap, ttl_left: u64) {
-        let mut value = String::with_capacity(self.name.len() + 32);
+    /// `Cache-Status` for a response from an entry, built without the formatting machinery:
+    /// it is on every hit. `ttl` is negative once the entry is stale (RFC 9211 §2.5).
+    fn cache_status_served(&self, headers: &mut HeaderMap, served: Served, ttl_left: i128) {
+        let mut value = String::with_capacity(self.name.len() + 48);
         value.push_str(&self.name);
-        value.push_str("; hit; ttl=");
+        match served {
+            Served::Hit => value.push_str("; hit"),
+            Served::Revalidated => value.push_str("; fwd=stale; fwd-status=304"),
+            Served::StaleOnError(Some(status)) => {
+                value.push_str("; fwd=stale; fwd-status=");
+                value.push_str(status.as_str());
+            }
+            Served::StaleOnError(None) => value.push_str("; fwd=stale"),
+        }
+        value.push_str("; ttl=");
         value.push_str(itoa::Buffer::new().format(ttl_left));
         if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
             headers.append(CACHE_STATUS, value);
         }
+    }
+
+    /// RFC 9111 §5.2.1.7: `only-if-cached` and nothing usable stored.
+    pub(crate) fn gateway_timeout(&self) -> Response<Bytes> {
+        let mut response = Response::new(Bytes::from_static(
+            br#"{"detail":"No stored response satisfies only-if-cached."}"#,
+        ));
+        *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        self.cache_status(response.headers_mut(), "fwd=miss; detail=only-if-cached");
+        response
     }
 
     pub(crate) fn unavailable(&self) -> Response<Bytes> {
@@ -216,17 +271,29 @@ impl Config {
         response
     }
 
-    /// Where a cacheable request starts: what may be looked up and stored.
+    /// Where a cacheable request starts: what may be looked up and stored, and what the
+    /// request asks of a stored entry.
     fn plan<B>(&self, request: &Request<B>) -> Plan {
-        let (mut lookup, mut store) = (true, true);
+        let (mut lookup, mut store, mut rules) = (true, true, RequestRules::default());
         if self.request_directives == RequestDirectives::Honor {
             let cc = policy::cache_control(request.headers());
+            // RFC 9111 §5.4: Pragma counts only without Cache-Control
             let pragma_no_cache = !request.headers().contains_key(header::CACHE_CONTROL)
                 && request
                     .headers()
                     .get(header::PRAGMA)
                     .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"no-cache"));
-            lookup = !(cc.no_cache || cc.max_age == Some(0) || pragma_no_cache);
+            if self.http.is_some() {
+                rules = RequestRules {
+                    no_cache: cc.no_cache || pragma_no_cache,
+                    max_age: cc.max_age,
+                    max_stale: cc.max_stale,
+                    min_fresh: cc.min_fresh,
+                    only_if_cached: cc.only_if_cached,
+                };
+            } else {
+                lookup = !(cc.no_cache || cc.max_age == Some(0) || pragma_no_cache);
+            }
             store = !cc.no_store;
         }
         // one pass over the request's names: cheaper than hashing each unkeyed name into the
@@ -238,8 +305,33 @@ impl Config {
         {
             store = false;
         }
-        Plan { lookup, store }
+        Plan {
+            lookup,
+            store,
+            rules,
+        }
     }
+
+    /// What `entry` may do for a request with `rules`.
+    pub(crate) fn verdict(&self, entry: &Entry, rules: &RequestRules) -> Verdict {
+        policy::verdict(
+            entry.age(SystemTime::now()),
+            entry.freshness,
+            &entry.reuse,
+            rules,
+        )
+    }
+}
+
+/// How a response from an entry came about, for `Cache-Status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Served {
+    /// From the store without asking the inner service.
+    Hit,
+    /// The inner service answered 304 to a conditional request.
+    Revalidated,
+    /// The inner service failed (with this status, or an error): stale copy served.
+    StaleOnError(Option<StatusCode>),
 }
 
 pub(crate) const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
@@ -248,6 +340,7 @@ pub(crate) const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 struct Plan {
     lookup: bool,
     store: bool,
+    rules: RequestRules,
 }
 
 /// RFC 9110 §13.1.2 and §13.1.3: `If-None-Match` (weak comparison) wins over
@@ -327,8 +420,15 @@ where
             && let Some(stored) = self.config.store.get_now(&full_key)
         {
             match Found::read(stored, vary) {
-                Found::Fresh(entry) => {
-                    let response = self.config.serve(entry, request.headers(), head);
+                Found::Entry(entry)
+                    if matches!(
+                        self.config.verdict(&entry, &plan.rules),
+                        Verdict::Fresh | Verdict::StaleAccepted
+                    ) =>
+                {
+                    let response = self
+                        .config
+                        .serve(entry, request.headers(), head, Served::Hit);
                     return ResponseFuture::hit(response);
                 }
                 other => found_now = Some(other),
@@ -343,6 +443,7 @@ where
             url,
             store_allowed: plan.store,
             head,
+            rules: plan.rules,
             config: Arc::clone(&self.config),
         };
         if !plan.lookup {

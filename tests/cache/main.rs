@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod http_mode;
 mod rules;
 
 use std::collections::VecDeque;
