@@ -9,7 +9,7 @@ use pin_project_lite::pin_project;
 use sha2::{Digest, Sha256};
 
 use super::entry::Entry;
-use super::flight::FlightGuard;
+use super::flight::{FlightGuard, StoreLock};
 use super::layer::Config;
 use crate::auth::hex_digest;
 
@@ -51,6 +51,7 @@ pub(crate) struct Recorder {
     entry: Entry,
     url: String,
     flight: Option<FlightGuard>,
+    lock: Option<StoreLock>,
 }
 
 impl<B> ResponseBody<B> {
@@ -122,6 +123,7 @@ impl Recorder {
         entry: Entry,
         url: String,
         flight: Option<FlightGuard>,
+        lock: Option<StoreLock>,
     ) -> Self {
         Self {
             chunks: Vec::new(),
@@ -130,6 +132,7 @@ impl Recorder {
             entry,
             url,
             flight,
+            lock,
         }
     }
 
@@ -171,7 +174,7 @@ impl Recorder {
         if let Some(flight) = self.flight {
             flight.complete(Arc::clone(&entry));
         }
-        self.config.put(entry, &self.url);
+        self.config.put(entry, &self.url, self.lock);
     }
 }
 

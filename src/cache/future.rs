@@ -13,11 +13,11 @@ use tower_service::Service;
 
 use super::body::Recorder;
 use super::entry::Entry;
-use super::flight::{FlightGuard, Role};
+use super::flight::{FlightGuard, LockAttempt, Locked, Role, StoreLock};
 use super::layer::Config;
 use super::policy::{RequestRules, Verdict};
 use super::service::{Served, StoreCall, X_CACHE, http_date_after};
-use super::{ResponseBody, key, policy};
+use super::{ResponseBody, invalidate, key, policy};
 
 /// Why a request went to the inner service (RFC 9211 `fwd`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +77,15 @@ pub(crate) struct Pending {
     request_time: SystemTime,
     /// The stale entry being revalidated: a 304 refreshes it, a failure may serve it.
     stale: Option<Box<Entry>>,
+    /// The cross-process lock, released with the entry's write or when dropped.
+    lock: Option<StoreLock>,
+}
+
+/// What an unsafe request's success invalidates (RFC 9111 §4.4).
+pub(crate) struct Invalidation {
+    config: Arc<Config>,
+    target: http::Uri,
+    request: HeaderMap,
 }
 
 type Wait = Pin<Box<dyn Future<Output = Option<Arc<Entry>>> + Send>>;
@@ -120,7 +129,16 @@ pin_project! {
     {
         Lookup { call: StoreCall, phase: Option<Phase>, ctx: Option<Ctx<S, ReqBody>> },
         Waiting { wait: Wait, fwd: Fwd, ctx: Option<Ctx<S, ReqBody>> },
+        Locking {
+            call: Pin<Box<dyn Future<Output = Locked> + Send>>,
+            fwd: Fwd,
+            ctx: Option<Ctx<S, ReqBody>>,
+            flight: Option<FlightGuard>,
+            stale: Option<Box<Entry>>,
+        },
         Inner { #[pin] future: S::Future, pending: Option<Pending> },
+        Unsafe { #[pin] future: S::Future, invalidation: Option<Invalidation> },
+        Invalidating { call: Pin<Box<dyn Future<Output = ()> + Send>>, response: Option<S::Response> },
         Done { response: Option<Response<Bytes>> },
     }
 }
@@ -133,7 +151,10 @@ where
         let state = match &self.state {
             State::Lookup { .. } => "Lookup",
             State::Waiting { .. } => "Waiting",
+            State::Locking { .. } => "Locking",
             State::Inner { .. } => "Inner",
+            State::Unsafe { .. } => "Unsafe",
+            State::Invalidating { .. } => "Invalidating",
             State::Done { .. } => "Done",
         };
         f.debug_struct("ResponseFuture")
@@ -151,6 +172,24 @@ where
             state: State::Inner {
                 future,
                 pending: None,
+            },
+        }
+    }
+
+    pub(crate) fn invalidating(
+        future: S::Future,
+        config: Arc<Config>,
+        target: http::Uri,
+        request: HeaderMap,
+    ) -> Self {
+        Self {
+            state: State::Unsafe {
+                future,
+                invalidation: Some(Invalidation {
+                    config,
+                    target,
+                    request,
+                }),
             },
         }
     }
@@ -293,7 +332,16 @@ where
     }
     let flight = match ctx.config.flight_wait {
         Some(wait) if ctx.store_allowed => match ctx.config.flights.join(key) {
-            Role::Leader(guard) => Some(guard),
+            Role::Leader(guard) => {
+                return lead(
+                    ctx,
+                    Fwd::Stale,
+                    guard,
+                    key,
+                    Some(entry),
+                    serve_stale_meanwhile,
+                );
+            }
             Role::Follower(_) if serve_stale_meanwhile => {
                 let response =
                     ctx.config
@@ -312,7 +360,48 @@ where
         },
         _ => None,
     };
-    call_inner(ctx, Fwd::Stale, flight, Some(entry))
+    call_inner(ctx, Fwd::Stale, flight, Some(entry), None)
+}
+
+/// The in-process leader of a flight: with a shared store, it takes the cross-process lock
+/// before running the handler, or finds another instance's entry meanwhile.
+fn lead<S, ReqBody>(
+    ctx: Ctx<S, ReqBody>,
+    fwd: Fwd,
+    flight: FlightGuard,
+    key: &str,
+    stale: Option<Box<Entry>>,
+    serve_stale_meanwhile: bool,
+) -> State<S, ReqBody>
+where
+    S: Service<Request<ReqBody>>,
+{
+    let config = &ctx.config;
+    let (Some(lock_ttl), Some(wait)) = (config.lock_ttl, config.flight_wait) else {
+        return call_inner(ctx, fwd, Some(flight), stale, None);
+    };
+    // a memory store is this process's own: the in-process flight is all there is
+    if config.store.answers_at_once() {
+        return call_inner(ctx, fwd, Some(flight), stale, None);
+    }
+    let attempt = LockAttempt {
+        store: config.store.clone(),
+        lock_key: key::lock_key(key),
+        lock_ttl,
+        vary_key: key::vary_key(&config.prefix(), &ctx.url),
+        prefix: config.prefix().into_owned(),
+        url: ctx.url.clone(),
+        request_headers: ctx.request.headers().clone(),
+        serve_stale_meanwhile: serve_stale_meanwhile && stale.is_some(),
+        wait,
+    };
+    State::Locking {
+        call: Box::pin(attempt.run()),
+        fwd,
+        ctx: Some(ctx),
+        flight: Some(flight),
+        stale,
+    }
 }
 
 /// The miss path: join the single flight when storing is possible, else call the handler.
@@ -332,7 +421,7 @@ where
     let flight = match (&ctx.config.flight_wait, flight_key) {
         (Some(wait), Some(key)) if ctx.store_allowed && !ctx.head => {
             match ctx.config.flights.join(&key) {
-                Role::Leader(guard) => Some(guard),
+                Role::Leader(guard) => return lead(ctx, fwd, guard, &key, None, false),
                 Role::Follower(waiter) => {
                     return State::Waiting {
                         wait: Box::pin(waiter.wait(*wait)),
@@ -344,7 +433,7 @@ where
         }
         _ => None,
     };
-    call_inner(ctx, fwd, flight, None)
+    call_inner(ctx, fwd, flight, None, None)
 }
 
 fn call_inner<S, ReqBody>(
@@ -352,6 +441,7 @@ fn call_inner<S, ReqBody>(
     fwd: Fwd,
     flight: Option<FlightGuard>,
     stale: Option<Box<Entry>>,
+    lock: Option<StoreLock>,
 ) -> State<S, ReqBody>
 where
     S: Service<Request<ReqBody>>,
@@ -380,6 +470,7 @@ where
             head: ctx.head,
             request_time,
             stale,
+            lock,
         }),
     }
 }
@@ -510,6 +601,7 @@ impl Pending {
             entry,
             self.url,
             self.flight,
+            self.lock,
         ))
     }
 
@@ -557,7 +649,7 @@ impl Pending {
                     flight.complete(Arc::clone(&entry));
                 }
                 if self.store_allowed {
-                    config.put(Arc::clone(&entry), &self.url);
+                    config.put(Arc::clone(&entry), &self.url, self.lock.take());
                 }
                 let entry = Arc::unwrap_or_clone(entry);
                 config.serve(entry, &self.request_headers, self.head, Served::Revalidated)
@@ -638,7 +730,7 @@ where
                     let found = match found {
                         Ok(found) => found,
                         Err(err) if config.on_store_error.handle("cache", &err) => {
-                            state.set(call_inner(ctx, Fwd::Miss, None, None));
+                            state.set(call_inner(ctx, Fwd::Miss, None, None, None));
                             continue;
                         }
                         Err(_) => {
@@ -650,7 +742,7 @@ where
                     };
                     let next = match (phase, found) {
                         (Phase::Vary, None) => {
-                            let flight_key = key::entry_key(&config.prefix, &ctx.url, "-");
+                            let flight_key = key::entry_key(&config.prefix(), &ctx.url, "-");
                             miss_state(ctx, Fwd::UriMiss, Some(flight_key))
                         }
                         (Phase::Vary, Some(list)) => match key::decode_vary(&list) {
@@ -658,7 +750,7 @@ where
                                 let vary = Arc::new(vary);
                                 config.vary_lists.insert(ctx.url.clone(), Arc::clone(&vary));
                                 let variant = key::variant_hash(&vary, ctx.request.headers());
-                                let key = key::entry_key(&config.prefix, &ctx.url, &variant);
+                                let key = key::entry_key(&config.prefix(), &ctx.url, &variant);
                                 State::Lookup {
                                     call: config.fetch(key.clone()),
                                     phase: Some(Phase::Entry { vary, key }),
@@ -667,8 +759,8 @@ where
                             }
                             None => {
                                 tracing::warn!(url = %ctx.url, "stored Vary list is unreadable; treating as a miss");
-                                config.discard(key::vary_key(&config.prefix, &ctx.url));
-                                let flight_key = key::entry_key(&config.prefix, &ctx.url, "-");
+                                config.discard(key::vary_key(&config.prefix(), &ctx.url));
+                                let flight_key = key::entry_key(&config.prefix(), &ctx.url, "-");
                                 miss_state(ctx, Fwd::UriMiss, Some(flight_key))
                             }
                         },
@@ -697,7 +789,47 @@ where
                                 )),
                             }
                         }
-                        _ => call_inner(ctx, *fwd, None, None),
+                        _ => call_inner(ctx, *fwd, None, None, None),
+                    };
+                    state.set(next);
+                }
+                StateProj::Locking {
+                    call,
+                    fwd,
+                    ctx,
+                    flight,
+                    stale,
+                } => {
+                    let locked = ready!(call.as_mut().poll(cx));
+                    let ctx = ctx
+                        .take()
+                        .expect("a lock attempt is polled until it moves on");
+                    let (flight, stale) = (flight.take(), stale.take());
+                    let next = match (locked, stale) {
+                        (Locked::Lead(lock), stale) => call_inner(ctx, *fwd, flight, stale, lock),
+                        (Locked::Entry(entry), _) => {
+                            let entry = Arc::new(entry);
+                            if let Some(flight) = flight {
+                                flight.complete(Arc::clone(&entry));
+                            }
+                            State::Done {
+                                response: Some(ctx.config.serve(
+                                    Arc::unwrap_or_clone(entry),
+                                    ctx.request.headers(),
+                                    ctx.head,
+                                    Served::Hit,
+                                )),
+                            }
+                        }
+                        (Locked::ServeStale, Some(stale)) => State::Done {
+                            response: Some(ctx.config.serve(
+                                *stale,
+                                ctx.request.headers(),
+                                ctx.head,
+                                Served::Hit,
+                            )),
+                        },
+                        (Locked::ServeStale, None) => call_inner(ctx, *fwd, flight, None, None),
                     };
                     state.set(next);
                 }
@@ -737,6 +869,45 @@ where
                         None => ResponseBody::inner(body),
                     };
                     return Poll::Ready(Ok(Response::from_parts(parts, body)));
+                }
+                StateProj::Unsafe {
+                    future,
+                    invalidation,
+                } => {
+                    let response = ready!(future.poll(cx))?;
+                    let Invalidation {
+                        config,
+                        target,
+                        request,
+                    } = invalidation.take().expect("polled until it moves on");
+                    let urls = invalidate::invalidated_urls(
+                        &config,
+                        &target,
+                        &request,
+                        response.status(),
+                        response.headers(),
+                    );
+                    if urls.is_empty() {
+                        return Poll::Ready(Ok(response.map(ResponseBody::inner)));
+                    }
+                    // awaited before the response goes out: the client's next read must not
+                    // find what it just changed
+                    let call = Box::pin(async move {
+                        for url in urls {
+                            if let Err(err) = config.invalidate_url_key(&url).await {
+                                let _ = crate::FailurePolicy::Open.handle("cache", &err);
+                            }
+                        }
+                    });
+                    state.set(State::Invalidating {
+                        call,
+                        response: Some(response),
+                    });
+                }
+                StateProj::Invalidating { call, response } => {
+                    ready!(call.as_mut().poll(cx));
+                    let response = response.take().expect("polled after completion");
+                    return Poll::Ready(Ok(response.map(ResponseBody::inner)));
                 }
                 StateProj::Done { response } => {
                     let response = response.take().expect("polled after completion");

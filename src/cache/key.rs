@@ -129,6 +129,19 @@ pub(crate) fn entry_key(prefix: &str, url: &str, variant: &str) -> String {
     key
 }
 
+/// The set of a URL's entry keys, so that every variant can be invalidated at once.
+pub(crate) fn index_key(prefix: &str, url: &str) -> String {
+    entry_key(prefix, url, "index")
+}
+
+/// The cross-process stampede lock of one entry key.
+pub(crate) fn lock_key(entry_key: &str) -> String {
+    let mut key = String::with_capacity(entry_key.len() + 5);
+    key.push_str(entry_key);
+    key.push_str(":lock");
+    key
+}
+
 /// A learned Vary list as stored: names joined by commas.
 pub(crate) fn encode_vary(names: &[HeaderName]) -> String {
     names

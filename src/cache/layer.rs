@@ -1,4 +1,5 @@
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -67,11 +68,16 @@ pub(crate) struct Config {
     pub(crate) compute_etag: bool,
     pub(crate) compress_above: Option<usize>,
     pub(crate) flight_wait: Option<Duration>,
+    pub(crate) lock_ttl: Option<Duration>,
     pub(crate) on_store_error: FailurePolicy,
     pub(crate) prefix: String,
     pub(crate) default_scheme: String,
     pub(crate) unkeyed: Vec<HeaderName>,
     pub(crate) flights: Arc<Flights>,
+    /// The namespace generation (see `CacheInvalidator::invalidate_all`), and when to reread
+    /// it (milliseconds since the Unix epoch).
+    pub(crate) generation: AtomicU64,
+    pub(crate) generation_due: AtomicU64,
     /// The learned Vary list per URL, so that a hit costs one round trip.
     pub(crate) vary_lists: moka::sync::Cache<String, Arc<Vec<HeaderName>>>,
 }
@@ -142,6 +148,7 @@ impl ResponseCacheLayer {
             compute_etag: false,
             compress_above: None,
             flight_wait: Some(Duration::from_secs(5)),
+            lock_ttl: Some(Duration::from_secs(10)),
             on_store_error: FailurePolicy::Open,
             prefix: "cache:".to_owned(),
             default_scheme: "http".to_owned(),
@@ -184,6 +191,25 @@ impl ResponseCacheLayer {
         builder.statuses = Vec::new();
         builder.request_directives = RequestDirectives::Honor;
         builder
+    }
+}
+
+impl ResponseCacheLayer {
+    /// A handle that invalidates this layer's entries: one URL, a pattern, or everything.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::cache::ResponseCacheLayer;
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let layer = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(60)).build()?;
+    /// let invalidator = layer.invalidator();
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn invalidator(&self) -> super::CacheInvalidator {
+        super::CacheInvalidator::new(Arc::clone(&self.config))
     }
 }
 
@@ -231,6 +257,7 @@ pub struct ResponseCacheBuilder {
     compute_etag: bool,
     compress_above: Option<usize>,
     flight_wait: Option<Duration>,
+    lock_ttl: Option<Duration>,
     on_store_error: FailurePolicy,
     prefix: String,
     default_scheme: String,
@@ -458,6 +485,31 @@ impl ResponseCacheBuilder {
         self
     }
 
+    /// How long the cross-process stampede lock lives: with many instances on one Redis, a
+    /// miss or a stale entry makes one instance run the handler while the others wait (up to
+    /// the [`single_flight`](Self::single_flight) bound) for its entry, or serve the stale copy
+    /// within `stale-while-revalidate`. The lock is released with the entry's write, and
+    /// expires by itself if its holder dies, so it never blocks a key for longer. `None` turns
+    /// it off (a miss then costs one round trip less). A memory store, being per process, needs
+    /// none. Defaults to 10 seconds.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::cache::ResponseCacheLayer;
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30))
+    ///     .stampede_lock(Some(Duration::from_secs(3)))
+    ///     .build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn stampede_lock(mut self, ttl: Option<Duration>) -> Self {
+        self.lock_ttl = ttl;
+        self
+    }
+
     /// What a store failure does. Defaults to [`FailurePolicy::Open`]: the request goes to the
     /// inner service as if there were no cache.
     ///
@@ -672,11 +724,14 @@ impl ResponseCacheBuilder {
                 compute_etag: self.compute_etag,
                 compress_above: self.compress_above,
                 flight_wait: self.flight_wait,
+                lock_ttl: self.lock_ttl,
                 on_store_error: self.on_store_error,
                 prefix: self.prefix,
                 default_scheme: self.default_scheme,
                 unkeyed: self.unkeyed,
                 flights: Arc::default(),
+                generation: AtomicU64::new(0),
+                generation_due: AtomicU64::new(0),
                 vary_lists: moka::sync::Cache::builder()
                     .max_capacity(10_000)
                     .time_to_live(Duration::from_secs(60).min(self.timeout))

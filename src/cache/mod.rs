@@ -121,12 +121,26 @@
 //! being stored.
 //!
 //! A hit costs one store round trip (the Vary list of each URL is also kept in process for up
-//! to a minute); a miss that stores costs two.
+//! to a minute); a miss that stores costs three on Redis: the lookup, the stampede lock, and
+//! one script that stores the entry and releases the lock (two without the lock).
 //!
-//! # Single flight
+//! # Single flight and stampedes
 //!
 //! Concurrent misses on one key in one process run the handler once: the others wait (5 s by
-//! default) for its entry, then run the handler themselves if it did not come.
+//! default) for its entry, then run the handler themselves if it did not come. Across
+//! processes sharing a Redis, the one request per process that would run the handler first
+//! takes a short lock in Redis ([`ResponseCacheBuilder::stampede_lock`], `SET NX PX` with an
+//! owner token): only the holder runs the handler, the other instances poll for its entry (or
+//! serve the stale copy within `stale-while-revalidate`). The entry's write releases the lock
+//! in the same atomic step; a holder that dies leaves a lock that expires by itself.
+//!
+//! # Invalidation
+//!
+//! A non-error response to `POST`, `PUT`, `DELETE` or `PATCH` invalidates every stored variant
+//! of the target URL, and of its `Location` and `Content-Location` when they are on the same
+//! origin (RFC 9111 §4.4), before the response goes out. [`CacheInvalidator`] (from
+//! [`ResponseCacheLayer::invalidator`]) invalidates one URL, a URL pattern (with `SCAN`), or
+//! the whole namespace by a generation bump.
 //!
 //! # Failures
 //!
@@ -139,6 +153,7 @@ mod body;
 mod entry;
 mod flight;
 mod future;
+mod invalidate;
 mod key;
 mod layer;
 mod policy;
@@ -146,6 +161,7 @@ mod service;
 
 pub use self::body::ResponseBody;
 pub use self::future::ResponseFuture;
+pub use self::invalidate::CacheInvalidator;
 pub use self::key::QueryOrder;
 pub use self::layer::{RequestDirectives, ResponseCacheBuilder, ResponseCacheLayer};
 pub use self::service::ResponseCache;

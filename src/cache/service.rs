@@ -10,11 +10,12 @@ use http::{Method, Request, Response, StatusCode};
 use tower_service::Service;
 
 use super::entry::Entry;
+use super::flight::StoreLock;
 use super::future::{Ctx, Found, Fwd, ResponseFuture};
 use super::layer::{Config, RequestDirectives};
 use super::policy::{RequestRules, Verdict};
-use super::{key, policy};
-use crate::store::{Store, StoreError};
+use super::{invalidate, key, policy};
+use crate::store::{CacheWrite, Store, StoreError};
 
 pub(crate) type StoreCall = Pin<Box<dyn Future<Output = Result<Option<Bytes>, StoreError>> + Send>>;
 
@@ -130,24 +131,32 @@ impl Config {
 
     /// Stores `entry` (and the URL's Vary list) in the background: a response need not wait
     /// for it.
-    pub(crate) fn put(self: &Arc<Self>, entry: Arc<Entry>, url: &str) {
+    pub(crate) fn put(self: &Arc<Self>, entry: Arc<Entry>, url: &str, lock: Option<StoreLock>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!("no Tokio runtime to store a cache entry in; not stored");
             return;
         };
-        let entry_key = key::entry_key(&self.prefix, url, &entry.variant);
-        let vary_key = key::vary_key(&self.prefix, url);
+        let prefix = self.prefix();
+        let entry_key = key::entry_key(&prefix, url, &entry.variant);
+        let vary_key = key::vary_key(&prefix, url);
+        let index_key = key::index_key(&prefix, url);
         let config = Arc::clone(self);
+        // the write releases the lock in the same atomic step: no instance sees it free
+        // before the entry is there
+        let unlock = lock.map(StoreLock::released_by_write);
         runtime.spawn(async move {
             // encoded (and compressed) here rather than in the response body's last poll
-            let stored = entry.encode(config.compress_above);
-            let vary_list = Bytes::from(key::encode_vary(&entry.vary));
             let written = config
                 .store
-                .set_many(&[
-                    (&vary_key, vary_list, entry.keep.into()),
-                    (&entry_key, stored, entry.keep.into()),
-                ])
+                .cache_put(&CacheWrite {
+                    entry_key: &entry_key,
+                    entry: entry.encode(config.compress_above),
+                    vary_key: &vary_key,
+                    vary: Bytes::from(key::encode_vary(&entry.vary)),
+                    index_key: &index_key,
+                    ttl: entry.keep,
+                    unlock: unlock.as_ref().map(|(key, owner)| (key.as_str(), &**owner)),
+                })
                 .await;
             if let Err(err) = written {
                 let _ = crate::FailurePolicy::Open.handle("cache", &err);
@@ -387,8 +396,21 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let head = request.method() == Method::HEAD;
         if request.method() != Method::GET && !head {
+            if invalidate::invalidates(request.method()) {
+                let target = request.uri().clone();
+                let headers = request.headers().clone();
+                let future = self.inner.call(request);
+                return ResponseFuture::invalidating(
+                    future,
+                    Arc::clone(&self.config),
+                    target,
+                    headers,
+                );
+            }
             return ResponseFuture::passthrough(self.inner.call(request));
         }
+        self.config.recheck_generation();
+        let prefix = self.config.prefix();
         let plan = self.config.plan(&request);
         let url = key::url_key(
             request.uri(),
@@ -410,13 +432,11 @@ where
         let mut found_now = None;
         if let Some((vary, variant)) = &known
             && self.config.store.answers_at_once()
-            && let Ok(full_key) = self.config.store.key_scheme().make_joined(&[
-                &self.config.prefix,
-                "{",
-                &url,
-                "}:",
-                variant,
-            ])
+            && let Ok(full_key) = self
+                .config
+                .store
+                .key_scheme()
+                .make_joined(&[&prefix, "{", &url, "}:", variant])
             && let Some(stored) = self.config.store.get_now(&full_key)
         {
             match Found::read(stored, vary) {
@@ -451,7 +471,7 @@ where
         }
         match known {
             Some((vary, variant)) => {
-                let entry_key = key::entry_key(&self.config.prefix, &ctx.url, &variant);
+                let entry_key = key::entry_key(&prefix, &ctx.url, &variant);
                 if let Some(found) = found_now {
                     return ResponseFuture::entry_found(ctx, &vary, entry_key, found);
                 }
@@ -459,9 +479,7 @@ where
                 ResponseFuture::lookup_entry(ctx, call, vary, entry_key)
             }
             None => {
-                let call = self
-                    .config
-                    .fetch(key::vary_key(&self.config.prefix, &ctx.url));
+                let call = self.config.fetch(key::vary_key(&prefix, &ctx.url));
                 ResponseFuture::lookup_vary(ctx, call)
             }
         }

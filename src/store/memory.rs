@@ -9,8 +9,8 @@ use moka::sync::Cache;
 use super::rate::{PolicyKind, cooldown_decision, gcra_step, new_ticket, window_decision};
 use super::value::parse_integer;
 use super::{
-    Expiry, KeyScheme, RateDecision, RatePolicy, Store, StoreError, StoreErrorKind, Timeout, Ttl,
-    ttl_ms_ceil,
+    CacheWrite, Expiry, KeyScheme, RateDecision, RatePolicy, Store, StoreError, StoreErrorKind,
+    Timeout, Ttl, ttl_ms_ceil,
 };
 use crate::ConfigError;
 
@@ -218,6 +218,71 @@ impl MemoryStore {
             .entries
             .get(full_key)
             .filter(|slot| slot.is_live(now))
+    }
+
+    /// Stores a cache entry, see [`CacheWrite`].
+    pub(crate) fn cache_put(&self, write: &CacheWrite<'_>) -> Result<(), StoreError> {
+        let entry = self.keys.make(write.entry_key)?;
+        let vary = self.keys.make(write.vary_key)?;
+        let index = self.keys.make(write.index_key)?;
+        let lock = write
+            .unlock
+            .map(|(key, owner)| self.keys.make(key).map(|key| (key, owner)))
+            .transpose()?;
+        let expires_at = Some(Instant::now() + write.ttl);
+        for (key, value) in [(&entry, &write.entry), (&vary, &write.vary)] {
+            self.shared.entries.insert(
+                key.clone(),
+                Slot {
+                    value: value.clone(),
+                    expires_at,
+                    counter: None,
+                },
+            );
+        }
+        self.compute(index, |slot, _| {
+            let mut members = slot
+                .and_then(|slot| decode_index(&slot.value).ok())
+                .unwrap_or_default();
+            for key in [&entry, &vary] {
+                if !members.contains(key) {
+                    members.push(key.clone());
+                }
+            }
+            let mut updated = index_slot(&members);
+            updated.expires_at = match slot.map(|slot| slot.expires_at) {
+                Some(None) => None,
+                Some(Some(at)) => expires_at.max(Some(at)),
+                None => expires_at,
+            };
+            (Op::Put(updated), ())
+        });
+        if let Some((key, owner)) = lock {
+            self.unlock_now(key, owner);
+        }
+        Ok(())
+    }
+
+    /// Releases a lock `owner` holds (a full key).
+    pub(crate) fn unlock_now(&self, key: String, owner: &str) -> bool {
+        self.compute(key, |slot, _| match slot {
+            Some(slot) if slot.value == owner.as_bytes() => (Op::Remove, true),
+            _ => (Op::Nop, false),
+        })
+    }
+
+    /// Deletes every key matching the glob `pattern` (full-key form; `*`, `?` and `\`
+    /// escapes, as Redis `SCAN MATCH` reads them).
+    pub(crate) fn delete_matching_now(&self, pattern: &str) -> u64 {
+        let now = Instant::now();
+        let mut deleted = 0;
+        for (key, slot) in &self.shared.entries {
+            if glob_match(pattern.as_bytes(), key.as_bytes()) {
+                self.shared.entries.invalidate(key.as_str());
+                deleted += u64::from(slot.is_live(now));
+            }
+        }
+        deleted
     }
 
     /// [`Store::get`] on a full key, without a future.
@@ -748,6 +813,53 @@ fn give_back(slot: &Slot, amount: u64) -> bool {
             Err(actual) => current = actual,
         }
     }
+}
+
+/// Redis's glob subset the cache's patterns use: `*`, `?` and `\` escapes (character
+/// classes are escaped by the layer, never produced).
+fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    // iterative, backtracking to the last `*` only: linear-ish whatever the pattern
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() {
+            match pattern[p] {
+                b'*' => {
+                    star = Some((p, t));
+                    p += 1;
+                    continue;
+                }
+                b'?' => {
+                    p += 1;
+                    t += 1;
+                    continue;
+                }
+                b'\\' if p + 1 < pattern.len() => {
+                    if pattern[p + 1] == text[t] {
+                        p += 2;
+                        t += 1;
+                        continue;
+                    }
+                }
+                c => {
+                    if c == text[t] {
+                        p += 1;
+                        t += 1;
+                        continue;
+                    }
+                }
+            }
+        }
+        match star {
+            Some((star_p, star_t)) => {
+                p = star_p + 1;
+                t = star_t + 1;
+                star = Some((star_p, star_t + 1));
+            }
+            None => return false,
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
 }
 
 /// An index's members, stored as a JSON array of full keys.

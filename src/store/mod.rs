@@ -72,8 +72,23 @@ pub use self::error::{StoreError, StoreErrorKind};
 pub use self::key::{KeyFn, KeyScheme};
 pub use self::memory::{MemoryStore, MemoryStoreBuilder};
 pub use self::named::{AnyStore, Stores, StoresBuilder};
+pub(crate) use self::rate::new_ticket;
 pub use self::rate::{RateDecision, RatePolicy};
 pub use self::redis::{RedisStore, RedisStoreBuilder};
+
+/// A cache entry to store in one atomic step: the entry, its URL's Vary list, their record in
+/// the URL's index (so every variant can be invalidated at once; the index lives as long as
+/// its longest-lived member), and the release of the stampede lock the writer holds.
+pub(crate) struct CacheWrite<'a> {
+    pub(crate) entry_key: &'a str,
+    pub(crate) entry: Bytes,
+    pub(crate) vary_key: &'a str,
+    pub(crate) vary: Bytes,
+    pub(crate) index_key: &'a str,
+    pub(crate) ttl: Duration,
+    /// The lock's key and its owner's token.
+    pub(crate) unlock: Option<(&'a str, &'a str)>,
+}
 
 /// How long a value written with [`Store::set`] or [`Store::set_if_absent`] lives.
 ///

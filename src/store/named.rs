@@ -5,8 +5,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{
-    Expiry, KeyScheme, MemoryStore, RateDecision, RatePolicy, RedisStore, Store, StoreError,
-    StoresConfig, Ttl,
+    CacheWrite, Expiry, KeyScheme, MemoryStore, RateDecision, RatePolicy, RedisStore, Store,
+    StoreError, StoresConfig, Ttl,
 };
 use crate::ConfigError;
 
@@ -101,6 +101,30 @@ impl AnyStore {
         match self {
             Self::Memory(store) => store.rate_limit_now(key, policy),
             Self::Redis(store) => store.rate_limit_full(key, policy).await,
+        }
+    }
+
+    /// Stores a cache entry, see [`CacheWrite`].
+    pub(crate) async fn cache_put(&self, write: &CacheWrite<'_>) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(store) => store.cache_put(write),
+            Self::Redis(store) => store.cache_put(write).await,
+        }
+    }
+
+    /// Releases a lock `owner` holds.
+    pub(crate) async fn unlock(&self, key: &str, owner: &str) -> Result<bool, StoreError> {
+        match self {
+            Self::Memory(store) => Ok(store.unlock_now(store.key_scheme().make(key)?, owner)),
+            Self::Redis(store) => store.unlock(key, owner).await,
+        }
+    }
+
+    /// Deletes every key whose full form matches the glob `pattern`, with `SCAN` on Redis.
+    pub(crate) async fn delete_matching(&self, pattern: &str) -> Result<u64, StoreError> {
+        match self {
+            Self::Memory(store) => Ok(store.delete_matching_now(pattern)),
+            Self::Redis(store) => store.delete_matching(pattern).await,
         }
     }
 

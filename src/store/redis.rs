@@ -10,8 +10,8 @@ use redis::{IntoConnectionInfo, RedisError, Script};
 
 use super::rate::{PolicyKind, cooldown_decision, gcra_decision, new_ticket, window_decision};
 use super::{
-    Expiry, KeyScheme, RateDecision, RatePolicy, Store, StoreError, StoreErrorKind, Timeout, Ttl,
-    ttl_ms_ceil,
+    CacheWrite, Expiry, KeyScheme, RateDecision, RatePolicy, Store, StoreError, StoreErrorKind,
+    Timeout, Ttl, ttl_ms_ceil,
 };
 use crate::ConfigError;
 
@@ -29,6 +29,9 @@ static INDEX_DELETE_ALL: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/index_delete_all.lua")));
 static RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/release.lua")));
+static CACHE_PUT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/cache_put.lua")));
+static UNLOCK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/unlock.lua")));
 static GCRA: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/gcra.lua")));
 
 const DEFAULT_MAX_CONNECTIONS: u32 = 16;
@@ -398,6 +401,89 @@ impl RedisStore {
             .await?
         };
         Ok(value.map(Bytes::from))
+    }
+
+    /// Stores a cache entry, see [`CacheWrite`].
+    pub(crate) async fn cache_put(&self, write: &CacheWrite<'_>) -> Result<(), StoreError> {
+        let entry = self.keys.make(write.entry_key)?;
+        let vary = self.keys.make(write.vary_key)?;
+        let index = self.keys.make(write.index_key)?;
+        let lock = write
+            .unlock
+            .map(|(key, owner)| self.keys.make(key).map(|key| (key, owner)))
+            .transpose()?;
+        let mut invocation = CACHE_PUT.prepare_invoke();
+        invocation
+            .key(&entry)
+            .key(&vary)
+            .key(&index)
+            .arg(&write.entry[..])
+            .arg(&write.vary[..])
+            .arg(crate::store::ttl_ms_ceil(write.ttl).max(1));
+        if let Some((key, owner)) = &lock {
+            invocation.key(key).arg(*owner);
+        }
+        let invocation = &invocation;
+        self.run(
+            "cache put script",
+            Retry::OnDroppedConnection,
+            move |mut conn| async move { invocation.invoke_async::<()>(&mut conn).await },
+        )
+        .await
+    }
+
+    /// Releases a lock `owner` holds.
+    pub(crate) async fn unlock(&self, key: &str, owner: &str) -> Result<bool, StoreError> {
+        let key = self.keys.make(key)?;
+        let key = key.as_str();
+        let released: i64 = self
+            .run("unlock script", Retry::Never, move |mut conn| async move {
+                UNLOCK.key(key).arg(owner).invoke_async(&mut conn).await
+            })
+            .await?;
+        Ok(released == 1)
+    }
+
+    /// Deletes every key matching the glob `pattern` (full-key form), with `SCAN`, never
+    /// `KEYS`; returns how many were deleted.
+    pub(crate) async fn delete_matching(&self, pattern: &str) -> Result<u64, StoreError> {
+        let mut cursor: u64 = 0;
+        let mut deleted = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .run(
+                    "SCAN",
+                    Retry::OnDroppedConnection,
+                    move |mut conn| async move {
+                        redis::cmd("SCAN")
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(pattern)
+                            .arg("COUNT")
+                            .arg(1000)
+                            .query_async(&mut conn)
+                            .await
+                    },
+                )
+                .await?;
+            if !keys.is_empty() {
+                let keys = &keys;
+                let removed: u64 = self
+                    .run(
+                        "UNLINK",
+                        Retry::OnDroppedConnection,
+                        move |mut conn| async move {
+                            redis::cmd("UNLINK").arg(keys).query_async(&mut conn).await
+                        },
+                    )
+                    .await?;
+                deleted += removed;
+            }
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
     }
 
     /// [`Store::release`] on a full key.

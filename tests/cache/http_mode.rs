@@ -10,13 +10,13 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, Request, Response, StatusCode};
 use tower_redis_http::cache::{RequestDirectives, ResponseCacheBuilder, ResponseCacheLayer};
-use tower_redis_http::store::{MemoryStore, RedisStore};
+use tower_redis_http::store::MemoryStore;
 
 use crate::support::TestRedis;
 use crate::{ReqBody, TestBody, app, get, ok, req, send, stored_entries, until_hit};
 
 async fn http_cache(redis: &TestRedis) -> ResponseCacheBuilder {
-    let store = RedisStore::builder(redis.url()).build().await.unwrap();
+    let store = crate::redis_store(redis).await;
     ResponseCacheLayer::http_cache(store)
 }
 

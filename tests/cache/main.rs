@@ -5,7 +5,9 @@
 mod support;
 
 mod http_mode;
+mod invalidation;
 mod rules;
+mod stampede;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -149,13 +151,19 @@ pub async fn until_hit(app: &App, request: impl Fn() -> Request<ReqBody>) -> Rep
 }
 
 /// Waits until the background store of a miss has landed in Redis: `count` entries under the
-/// cache prefix (Vary lists excluded).
+/// cache prefix (Vary lists, indexes, locks and the generation excluded).
 pub async fn stored_entries(redis: &support::TestRedis, count: usize) -> Vec<String> {
     for _ in 0..500 {
         let keys: Vec<String> = redis
             .command(&["KEYS", "*cache:*"])
             .lines()
-            .filter(|k| !k.ends_with(":vary") && !k.is_empty())
+            .filter(|k| {
+                !(k.is_empty()
+                    || k.ends_with(":vary")
+                    || k.ends_with(":index")
+                    || k.ends_with(":lock")
+                    || k.ends_with("generation"))
+            })
             .map(str::to_owned)
             .collect();
         if keys.len() >= count {
@@ -164,6 +172,16 @@ pub async fn stored_entries(redis: &support::TestRedis, count: usize) -> Vec<Str
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("entries were not stored");
+}
+
+/// A store on `redis` whose commands may take long: on a loaded test machine a slow reply
+/// must not turn a hit into a fail-open miss.
+pub async fn redis_store(redis: &support::TestRedis) -> tower_redis_http::store::RedisStore {
+    tower_redis_http::store::RedisStore::builder(redis.url())
+        .command_timeout(Duration::from_secs(5))
+        .build()
+        .await
+        .unwrap()
 }
 
 pub fn ok(body: &str) -> Response<TestBody> {

@@ -18,7 +18,7 @@ use crate::support::{TestRedis, command_calls};
 use crate::{App, ReqBody, TestBody, app, get, ok, req, send, stored_entries, until_hit};
 
 async fn cache(redis: &TestRedis) -> ResponseCacheBuilder {
-    let store = RedisStore::builder(redis.url()).build().await.unwrap();
+    let store = crate::redis_store(redis).await;
     ResponseCacheLayer::cache_page(store, Duration::from_secs(60))
 }
 
@@ -608,20 +608,38 @@ async fn redis_down_serves_from_the_handler_or_503_when_failing_closed() {
 }
 
 #[tokio::test]
-async fn a_hit_costs_one_get_and_a_miss_that_stores_two_round_trips() {
+async fn a_hit_costs_one_get_and_a_miss_that_stores_three_round_trips() {
     let redis = TestRedis::start();
     let (app, _) = app(cache(&redis).await, |_, _| ok("page"));
+    // the first store also loads the script
+    send(&app, req(get("/warm"))).await;
+    stored_entries(&redis, 1).await;
     redis.command(&["CONFIG", "RESETSTAT"]);
     send(&app, req(get("/rt"))).await;
-    stored_entries(&redis, 1).await;
-    // the miss: one GET for the Vary list, one MULTI/SET/SET/EXEC for the entry and its list
-    assert_eq!(command_calls(&redis, "get"), 1);
-    assert_eq!(command_calls(&redis, "exec"), 1);
+    stored_entries(&redis, 2).await;
+    // the miss: a GET for the Vary list, a SET NX for the stampede lock, and one script
+    // storing the entry, its Vary list and index and releasing the lock (its GET of the lock
+    // and two SETs count in Redis's statistics too)
+    assert_eq!(command_calls(&redis, "get"), 2);
+    assert_eq!(command_calls(&redis, "set"), 3);
+    assert_eq!(command_calls(&redis, "evalsha"), 1);
     redis.command(&["CONFIG", "RESETSTAT"]);
     for _ in 0..10 {
         assert!(send(&app, req(get("/rt"))).await.is_hit());
     }
     assert_eq!(command_calls(&redis, "get"), 10);
+
+    // without the lock, a miss is two round trips
+    let (unlocked, _) = crate::app(cache(&redis).await.stampede_lock(None), |_, _| ok("page"));
+    // a new layer rereads the namespace generation on its first request, then once a second
+    send(&unlocked, req(get("/warm-unlocked"))).await;
+    stored_entries(&redis, 3).await;
+    redis.command(&["CONFIG", "RESETSTAT"]);
+    send(&unlocked, req(get("/unlocked"))).await;
+    stored_entries(&redis, 4).await;
+    assert_eq!(command_calls(&redis, "get"), 1);
+    assert_eq!(command_calls(&redis, "set"), 2);
+    assert_eq!(command_calls(&redis, "evalsha"), 1);
 }
 
 #[tokio::test]

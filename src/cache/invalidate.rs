@@ -1,0 +1,330 @@
+//! Invalidation: after unsafe requests (RFC 9111 §4.4), by URL, by pattern, and of the whole
+//! namespace by a generation bump.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap};
+use http::{Method, StatusCode, Uri};
+
+use super::key;
+use super::layer::Config;
+use crate::store::{Expiry, Store, StoreError};
+
+/// How often an instance rereads the namespace generation another instance may have bumped.
+const GENERATION_RECHECK: Duration = Duration::from_secs(1);
+
+/// Invalidates entries of one [`ResponseCacheLayer`](super::ResponseCacheLayer), from
+/// anywhere: an admin endpoint, a task reacting to a database change, a test.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_redis_http::cache::ResponseCacheLayer;
+/// use tower_redis_http::store::MemoryStore;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let layer = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(60)).build()?;
+/// let invalidator = layer.invalidator();
+/// // every variant of one page
+/// invalidator.invalidate_url("http://shop.example/articles/?page=2").await?;
+/// // every page under /articles/
+/// invalidator.invalidate_matching("http://shop.example/articles/*").await?;
+/// // everything this layer stored, on every instance sharing the store (Django's incr_version)
+/// invalidator.invalidate_all().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct CacheInvalidator {
+    config: Arc<Config>,
+}
+
+impl std::fmt::Debug for CacheInvalidator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheInvalidator")
+            .field("prefix", &self.config.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CacheInvalidator {
+    pub(crate) fn new(config: Arc<Config>) -> Self {
+        Self { config }
+    }
+
+    /// Deletes every stored variant of `url` (absolute, as `http://host/path?query`; a
+    /// path alone takes the layer's default scheme and no host) and its learned Vary list, in
+    /// one atomic step. Returns how many keys were deleted.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] when the store fails or `url` is not a URI.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_redis_http::cache::ResponseCacheLayer;
+    /// # use tower_redis_http::store::MemoryStore;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let layer = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(60)).build()?;
+    /// assert_eq!(layer.invalidator().invalidate_url("https://shop.example/").await?, 0);
+    /// # Ok(()) }
+    /// ```
+    pub async fn invalidate_url(&self, url: &str) -> Result<u64, StoreError> {
+        let uri: Uri = url.parse().map_err(|err| {
+            StoreError::with_source(
+                crate::store::StoreErrorKind::InvalidKey,
+                "not a URI to invalidate",
+                err,
+            )
+        })?;
+        let url = key::url_key(
+            &uri,
+            &HeaderMap::new(),
+            &self.config.default_scheme,
+            self.config.query,
+        );
+        self.config.invalidate_url_key(&url).await
+    }
+
+    /// Deletes every entry whose URL matches `pattern`, where `*` stands for any run of
+    /// characters and `?` for one (`https://shop.example/articles/*`). Runs `SCAN` over the
+    /// store, never `KEYS`, so it costs a pass over the keyspace: meant for occasional
+    /// administration. URLs stored by their hash (longer than 512 bytes, or with an unusual
+    /// host) are not matched. Returns how many keys were deleted.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] when the store fails.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_redis_http::cache::ResponseCacheLayer;
+    /// # use tower_redis_http::store::MemoryStore;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let layer = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(60)).build()?;
+    /// layer.invalidator().invalidate_matching("http://*/static/*").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn invalidate_matching(&self, pattern: &str) -> Result<u64, StoreError> {
+        let mut glob = String::with_capacity(pattern.len() + 8);
+        for c in pattern.chars() {
+            // only * and ? are wildcards here; Redis's other glob characters are literal
+            if matches!(c, '[' | ']' | '\\' | '^' | '-') {
+                glob.push('\\');
+            }
+            glob.push(c);
+        }
+        let prefix = escape_glob(&self.config.prefix());
+        let full = self
+            .config
+            .store
+            .key_scheme()
+            .make_joined(&[&prefix, "{", &glob, "}:*"])?;
+        self.config.vary_lists.invalidate_all();
+        self.config.store.delete_matching(&full).await
+    }
+
+    /// Makes every entry of this layer unreachable at once, on every instance sharing the
+    /// store, by bumping the namespace's generation (Django's `incr_version`, applied to the
+    /// whole cache): new entries are keyed under the new generation and the old ones expire
+    /// on their own. This instance switches at once, others within about a second. Returns
+    /// the new generation.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] when the store fails.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_redis_http::cache::ResponseCacheLayer;
+    /// # use tower_redis_http::store::MemoryStore;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let layer = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(60)).build()?;
+    /// assert_eq!(layer.invalidator().invalidate_all().await?, 1);
+    /// # Ok(()) }
+    /// ```
+    pub async fn invalidate_all(&self) -> Result<u64, StoreError> {
+        let store = &self.config.store;
+        let key = self.config.generation_key();
+        store
+            .set_if_absent(&key, Bytes::from_static(b"0"), Expiry::Never)
+            .await?;
+        let generation = store.increment(&key, 1).await?.unwrap_or(1);
+        let generation = u64::try_from(generation).unwrap_or(0);
+        self.config
+            .generation
+            .fetch_max(generation, Ordering::AcqRel);
+        self.config.vary_lists.invalidate_all();
+        Ok(generation)
+    }
+}
+
+/// Escapes Redis glob characters so that `text` matches only itself.
+fn escape_glob(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '^' | '-') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+impl Config {
+    /// The key prefix with the namespace generation, when one was bumped.
+    pub(crate) fn prefix(&self) -> Cow<'_, str> {
+        match self.generation.load(Ordering::Acquire) {
+            0 => Cow::Borrowed(&self.prefix),
+            generation => {
+                let mut prefix = String::with_capacity(self.prefix.len() + 12);
+                prefix.push_str(&self.prefix);
+                prefix.push('g');
+                prefix.push_str(itoa::Buffer::new().format(generation));
+                prefix.push(':');
+                Cow::Owned(prefix)
+            }
+        }
+    }
+
+    fn generation_key(&self) -> String {
+        let mut key = self.prefix.clone();
+        key.push_str("generation");
+        key
+    }
+
+    /// Rereads the generation another instance may have bumped, at most once a second and in
+    /// the background, so that requests never wait for it.
+    pub(crate) fn recheck_generation(self: &Arc<Self>) {
+        let now_ms = u64::try_from(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis(),
+        )
+        .unwrap_or(u64::MAX);
+        let due = self.generation_due.load(Ordering::Relaxed);
+        let next = now_ms + GENERATION_RECHECK.as_millis() as u64;
+        if now_ms < due
+            || self
+                .generation_due
+                .compare_exchange(due, next, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let config = Arc::clone(self);
+        runtime.spawn(async move {
+            let stored = config.store.get(&config.generation_key()).await;
+            if let Ok(Some(value)) = stored
+                && let Some(generation) = std::str::from_utf8(&value)
+                    .ok()
+                    .and_then(|text| text.parse::<u64>().ok())
+                && config.generation.fetch_max(generation, Ordering::AcqRel) < generation
+            {
+                config.vary_lists.invalidate_all();
+            }
+        });
+    }
+
+    /// Deletes every variant of the URL keyed `url`, its Vary list and index.
+    pub(crate) async fn invalidate_url_key(&self, url: &str) -> Result<u64, StoreError> {
+        self.vary_lists.invalidate(url);
+        let index = key::index_key(&self.prefix(), url);
+        self.store.index_delete_all(&index).await
+    }
+}
+
+/// RFC 9111 §4.4: the unsafe methods whose non-error responses invalidate.
+pub(crate) fn invalidates(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::POST | Method::PUT | Method::DELETE | Method::PATCH
+    )
+}
+
+/// The URL keys a non-error response to an unsafe request invalidates: the target, and the
+/// `Location` / `Content-Location` on the same origin (a cross-origin one could be used to
+/// evict another site's entries).
+pub(crate) fn invalidated_urls(
+    config: &Config,
+    target: &Uri,
+    request: &HeaderMap,
+    status: StatusCode,
+    response: &HeaderMap,
+) -> Vec<String> {
+    if !(status.is_success() || status.is_redirection()) {
+        return Vec::new();
+    }
+    let url = |uri: &Uri| key::url_key(uri, request, &config.default_scheme, config.query);
+    let target_url = url(target);
+    let origin = origin_of(&target_url).to_owned();
+    let mut urls = vec![target_url];
+    for name in [header::LOCATION, header::CONTENT_LOCATION] {
+        let Some(uri) = response
+            .get(&name)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|text| text.parse::<Uri>().ok())
+        else {
+            continue;
+        };
+        // a relative reference takes the request's origin; only absolute paths are resolved
+        if uri.authority().is_none() && !uri.path().starts_with('/') {
+            continue;
+        }
+        let candidate = match uri.authority() {
+            Some(_) => url(&uri),
+            None => {
+                let mut parts = target.clone().into_parts();
+                parts.path_and_query = uri.path_and_query().cloned();
+                match Uri::from_parts(parts) {
+                    Ok(resolved) => url(&resolved),
+                    Err(_) => continue,
+                }
+            }
+        };
+        if origin_of(&candidate) == origin && !urls.contains(&candidate) {
+            urls.push(candidate);
+        }
+    }
+    urls
+}
+
+/// `scheme://host` of a URL key (a hashed key is its own origin: never equal to another).
+fn origin_of(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(url.len(), |i| i + 3);
+    let end = url[after_scheme..]
+        .find('/')
+        .map_or(url.len(), |i| after_scheme + i);
+    &url[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_scheme_and_host() {
+        assert_eq!(origin_of("https://a.example/x?y"), "https://a.example");
+        assert_eq!(origin_of("http://a.example:8080"), "http://a.example:8080");
+        assert_ne!(origin_of("#0123"), origin_of("https://a.example/"));
+    }
+
+    #[test]
+    fn glob_characters_are_escaped() {
+        assert_eq!(escape_glob("cache:{a*b?[c]}"), "cache:{a\\*b\\?\\[c\\]}");
+    }
+}

@@ -1,0 +1,215 @@
+//! Invalidation: unsafe requests (RFC 9111 §4.4), one URL's every variant, a pattern, and the
+//! whole namespace, on both stores.
+
+use std::time::Duration;
+
+use http::{Method, Request, StatusCode};
+use tower_redis_http::cache::{CacheInvalidator, ResponseCacheBuilder, ResponseCacheLayer};
+use tower_redis_http::store::{AnyStore, MemoryStore};
+
+use crate::support::{TestRedis, eventually};
+use crate::{App, ReqBody, TestBody, get, ok, req, send};
+
+/// A cached app whose pages vary on Accept-Language, and which answers unsafe requests with
+/// the status and Location the path asks for (`/status/201/location/...`).
+fn site(builder: ResponseCacheBuilder) -> (App, CacheInvalidator) {
+    let layer = builder.build().unwrap();
+    let invalidator = layer.invalidator();
+    let (app, _) = app_with(layer, |request: &Request<ReqBody>, run| {
+        if request.method() == Method::GET {
+            let mut response = ok(&format!("{} run {run}", request.uri().path()));
+            response
+                .headers_mut()
+                .insert("vary", "accept-language".parse().unwrap());
+            return response;
+        }
+        let path = request.uri().path();
+        let mut response = ok("done");
+        if let Some(rest) = path.strip_prefix("/status/") {
+            let (code, location) = rest.split_once("/location").unwrap_or((rest, ""));
+            *response.status_mut() = code.parse().unwrap();
+            if !location.is_empty() {
+                response
+                    .headers_mut()
+                    .insert("location", location.parse().unwrap());
+            }
+        }
+        response
+    });
+    (app, invalidator)
+}
+
+/// `crate::app` over an already built layer.
+fn app_with<F>(layer: ResponseCacheLayer, respond: F) -> (App, ())
+where
+    F: Fn(&Request<ReqBody>, usize) -> http::Response<TestBody> + Clone + Send + Sync + 'static,
+{
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let service =
+        tower::ServiceBuilder::new()
+            .layer(layer)
+            .service_fn(move |request: Request<ReqBody>| {
+                let run = runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                let response = respond(&request, run);
+                async move { Ok::<_, std::convert::Infallible>(response) }
+            });
+    (tower::util::BoxCloneService::new(service), ())
+}
+
+fn page(path: &str, language: &str) -> Request<ReqBody> {
+    req(get(path).header("accept-language", language))
+}
+
+/// Stores `path` in two languages and waits until both are hits.
+async fn warm(app: &App, path: &str) {
+    for language in ["en", "fr"] {
+        let path = path.to_owned();
+        crate::until_hit(app, move || page(&path, language)).await;
+    }
+}
+
+async fn is_hit(app: &App, path: &str, language: &str) -> bool {
+    send(app, page(path, language)).await.is_hit()
+}
+
+fn unsafe_request(method: Method, path: &str) -> Request<ReqBody> {
+    req(get(path).method(method))
+}
+
+async fn unsafe_methods_invalidate(store: AnyStore) {
+    let (app, _) = site(ResponseCacheLayer::cache_page(
+        store,
+        Duration::from_secs(60),
+    ));
+    for method in [Method::POST, Method::PUT, Method::DELETE, Method::PATCH] {
+        warm(&app, "/articles/1").await;
+        let reply = send(&app, unsafe_request(method.clone(), "/articles/1")).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        // invalidated before the response came back: every variant is a miss at once
+        assert!(!is_hit(&app, "/articles/1", "en").await, "{method}");
+        assert!(!is_hit(&app, "/articles/1", "fr").await, "{method}");
+    }
+    // an error response invalidates nothing
+    warm(&app, "/status/500").await;
+    send(&app, unsafe_request(Method::POST, "/status/500")).await;
+    assert!(is_hit(&app, "/status/500", "en").await);
+    // a same-origin Location (relative or absolute) is invalidated, another origin's is not
+    warm(&app, "/list").await;
+    warm(&app, "/other").await;
+    send(
+        &app,
+        unsafe_request(Method::POST, "/status/201/location/list"),
+    )
+    .await;
+    assert!(!is_hit(&app, "/list", "en").await);
+    warm(&app, "/list").await;
+    send(
+        &app,
+        unsafe_request(Method::POST, "/status/303/locationhttp://shop.example/list"),
+    )
+    .await;
+    assert!(!is_hit(&app, "/list", "fr").await);
+    send(
+        &app,
+        unsafe_request(
+            Method::POST,
+            "/status/201/locationhttp://evil.example/other",
+        ),
+    )
+    .await;
+    assert!(is_hit(&app, "/other", "en").await);
+}
+
+#[tokio::test]
+async fn unsafe_methods_invalidate_the_target_and_same_origin_location_on_redis() {
+    let redis = TestRedis::start();
+    unsafe_methods_invalidate(crate::redis_store(&redis).await.into()).await;
+}
+
+#[tokio::test]
+async fn unsafe_methods_invalidate_the_target_and_same_origin_location_in_memory() {
+    unsafe_methods_invalidate(MemoryStore::new().into()).await;
+}
+
+async fn the_api_invalidates(store: AnyStore) {
+    let (app, invalidator) = site(ResponseCacheLayer::cache_page(
+        store,
+        Duration::from_secs(60),
+    ));
+    for path in ["/a/1", "/a/2", "/b/1"] {
+        warm(&app, path).await;
+    }
+    // one URL, all of its variants
+    let deleted = invalidator
+        .invalidate_url("http://shop.example/a/1")
+        .await
+        .unwrap();
+    assert!(deleted >= 2, "{deleted}");
+    assert!(!is_hit(&app, "/a/1", "en").await);
+    assert!(!is_hit(&app, "/a/1", "fr").await);
+    assert!(is_hit(&app, "/a/2", "en").await);
+    // a pattern
+    warm(&app, "/a/1").await;
+    let deleted = invalidator
+        .invalidate_matching("http://shop.example/a/*")
+        .await
+        .unwrap();
+    assert!(deleted >= 4, "{deleted}");
+    for path in ["/a/1", "/a/2"] {
+        assert!(!is_hit(&app, path, "fr").await, "{path}");
+    }
+    assert!(is_hit(&app, "/b/1", "fr").await);
+    // glob characters in a pattern other than * and ? are literal
+    assert_eq!(
+        invalidator
+            .invalidate_matching("http://shop.example/[b]/*")
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(is_hit(&app, "/b/1", "en").await);
+    // everything
+    warm(&app, "/a/2").await;
+    assert_eq!(invalidator.invalidate_all().await.unwrap(), 1);
+    for path in ["/a/2", "/b/1"] {
+        assert!(!is_hit(&app, path, "en").await, "{path}");
+    }
+    warm(&app, "/b/1").await;
+    assert_eq!(invalidator.invalidate_all().await.unwrap(), 2);
+    assert!(!is_hit(&app, "/b/1", "fr").await);
+}
+
+#[tokio::test]
+async fn the_api_invalidates_a_url_a_pattern_or_everything_on_redis() {
+    let redis = TestRedis::start();
+    the_api_invalidates(crate::redis_store(&redis).await.into()).await;
+}
+
+#[tokio::test]
+async fn the_api_invalidates_a_url_a_pattern_or_everything_in_memory() {
+    the_api_invalidates(MemoryStore::new().into()).await;
+}
+
+#[tokio::test]
+async fn a_namespace_bump_reaches_other_instances() {
+    let redis = TestRedis::start();
+    let store = crate::redis_store(&redis).await;
+    let (one, invalidator) = site(ResponseCacheLayer::cache_page(
+        store.clone(),
+        Duration::from_secs(60),
+    ));
+    let (two, _) = site(ResponseCacheLayer::cache_page(
+        store,
+        Duration::from_secs(60),
+    ));
+    warm(&one, "/shared").await;
+    assert!(is_hit(&two, "/shared", "en").await);
+    invalidator.invalidate_all().await.unwrap();
+    // the other instance rereads the generation within about a second
+    let two_missed = eventually(Duration::from_secs(10), || {
+        let two = two.clone();
+        async move { !is_hit(&two, "/shared", "en").await }
+    })
+    .await;
+    assert!(two_missed);
+}

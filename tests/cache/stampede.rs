@@ -1,0 +1,128 @@
+//! Stampede protection across processes: layer instances sharing one Redis run the handler
+//! once for concurrent misses, and a lock holder that dies never blocks a key beyond the
+//! lock's expiry.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::{Request, StatusCode};
+use tokio::sync::Barrier;
+use tower::ServiceBuilder;
+use tower::util::BoxCloneService;
+use tower_redis_http::cache::{ResponseCacheBuilder, ResponseCacheLayer};
+
+use crate::support::TestRedis;
+use crate::{App, ReqBody, get, ok, req, send};
+
+/// One application instance: its own layer (own in-process flights), a slow handler that
+/// counts its runs in `runs`.
+fn instance(builder: ResponseCacheBuilder, name: &'static str, runs: &Arc<AtomicUsize>) -> App {
+    let runs = Arc::clone(runs);
+    let service = ServiceBuilder::new()
+        .layer(builder.build().unwrap())
+        .service_fn(move |_request: Request<ReqBody>| {
+            let runs = Arc::clone(&runs);
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Ok::<_, Infallible>(ok(&format!("rendered by {name}")))
+            }
+        });
+    BoxCloneService::new(service)
+}
+
+async fn builder(redis: &TestRedis) -> ResponseCacheBuilder {
+    ResponseCacheLayer::cache_page(crate::redis_store(redis).await, Duration::from_secs(60))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_misses_across_two_instances_run_the_handler_once() {
+    let redis = TestRedis::start();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let one = instance(builder(&redis).await, "one", &runs);
+    let two = instance(builder(&redis).await, "two", &runs);
+    let barrier = Arc::new(Barrier::new(200));
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let app = if i % 2 == 0 { one.clone() } else { two.clone() };
+            let barrier = Arc::clone(&barrier);
+            tokio::spawn(async move {
+                barrier.wait().await;
+                send(&app, req(get("/hot"))).await
+            })
+        })
+        .collect();
+    let mut bodies = std::collections::HashSet::new();
+    for task in tasks {
+        let reply = task.await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+        bodies.insert(reply.body);
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        bodies.len(),
+        1,
+        "every request got the one rendering: {bodies:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_holder_that_dies_blocks_the_key_no_longer_than_the_lock_lives() {
+    let redis = TestRedis::start();
+    let lock = Some(Duration::from_millis(500));
+    // instance one takes the lock, then "crashes": its handler never answers and its future is
+    // leaked, so nothing releases the lock
+    let stuck = ServiceBuilder::new()
+        .layer(builder(&redis).await.stampede_lock(lock).build().unwrap())
+        .service_fn(|_request: Request<ReqBody>| async {
+            std::future::pending::<()>().await;
+            Ok::<_, Infallible>(ok("never"))
+        });
+    let mut dying = Box::pin(tower::ServiceExt::oneshot(stuck, req(get("/crash"))));
+    let _ = tokio::time::timeout(Duration::from_millis(200), dying.as_mut()).await;
+    let locks = redis.command(&["KEYS", "*:lock"]);
+    assert!(
+        locks.contains("/crash"),
+        "the first instance holds the lock: {locks:?}"
+    );
+    std::mem::forget(dying);
+
+    let runs = Arc::new(AtomicUsize::new(0));
+    let two = instance(builder(&redis).await.stampede_lock(lock), "two", &runs);
+    let reply = tokio::time::timeout(Duration::from_secs(10), send(&two, req(get("/crash"))))
+        .await
+        .expect("the second instance took over once the lock expired");
+    assert_eq!(reply.body, "rendered by two");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_no_leftover_lock(&redis).await;
+}
+
+/// The lock is released with the entry's write.
+async fn assert_no_leftover_lock(redis: &TestRedis) {
+    let released = crate::support::eventually(Duration::from_secs(5), || {
+        let locks = redis.command(&["KEYS", "*:lock"]);
+        async move { locks.trim().is_empty() }
+    })
+    .await;
+    assert!(released);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_lock_each_instance_runs_the_handler() {
+    // the control experiment: the count above is the lock's doing
+    let redis = TestRedis::start();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let one = instance(builder(&redis).await.stampede_lock(None), "one", &runs);
+    let two = instance(builder(&redis).await.stampede_lock(None), "two", &runs);
+    let both = futures_join(send(&one, req(get("/p"))), send(&two, req(get("/p"))));
+    let (a, b) = both.await;
+    assert_eq!((a.status, b.status), (StatusCode::OK, StatusCode::OK));
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
+async fn futures_join<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+    tokio::join!(a, b)
+}
