@@ -1,0 +1,136 @@
+//! A shared HTTP cache in front of any origin: the cache layer in HTTP-cache mode (RFC 9111)
+//! around a handler that forwards every request to the origin given on the command line.
+//!
+//! ```text
+//! cargo run --example caching_proxy -- http://127.0.0.1:8000
+//! curl -si http://127.0.0.1:3002/some/page     # Cache-Status: ...; fwd=uri-miss; stored
+//! curl -si http://127.0.0.1:3002/some/page     # Cache-Status: ...; hit; ttl=...
+//! ```
+//!
+//! What is stored, for how long and when it is revalidated is the origin's call
+//! (`Cache-Control`, `Expires`, validators). It listens on `ADDR` (127.0.0.1:3002 by
+//! default) and stores in Redis at `REDIS_URL`, or in memory without it. The proxy speaks
+//! plain HTTP/1.1 to the origin.
+
+pub mod common;
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::{Authority, Scheme};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tower::ServiceBuilder;
+use tower_redis_http::cache::ResponseCacheLayer;
+use tower_redis_http::store::{AnyStore, MemoryStore, RedisStore};
+
+type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// Where requests go: the origin's scheme and authority.
+#[derive(Clone)]
+struct Origin {
+    scheme: Scheme,
+    authority: Authority,
+}
+
+fn bad_gateway(detail: &str) -> Response<ProxyBody> {
+    let body = Full::new(Bytes::from(format!(r#"{{"detail":"{detail}"}}"#)))
+        .map_err(|never: Infallible| match never {})
+        .boxed();
+    let mut response = Response::new(body);
+    *response.status_mut() = StatusCode::BAD_GATEWAY;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Sends `request` on to the origin, keeping its method, path, query, headers and body.
+async fn forward(
+    client: Client<HttpConnector, Incoming>,
+    origin: Origin,
+    mut request: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let mut parts = request.uri().clone().into_parts();
+    parts.scheme = Some(origin.scheme);
+    parts.authority = Some(origin.authority.clone());
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    let Ok(uri) = Uri::from_parts(parts) else {
+        return bad_gateway("Cannot build the origin URI.");
+    };
+    *request.uri_mut() = uri;
+    if let Ok(host) = HeaderValue::from_str(origin.authority.as_str()) {
+        request.headers_mut().insert(header::HOST, host);
+    }
+    match client.request(request).await {
+        Ok(mut response) => {
+            // the origin's HTTP version is its own hop's; this hop answers in its own
+            *response.version_mut() = http::Version::HTTP_11;
+            response.map(BodyExt::boxed)
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "origin request failed");
+            bad_gateway("The origin did not answer.")
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    common::init_tracing();
+    let Some(origin) = std::env::args().nth(1) else {
+        eprintln!(
+            "usage: cargo run --example caching_proxy -- <origin, e.g. http://127.0.0.1:8000>"
+        );
+        std::process::exit(2);
+    };
+    let origin: Uri = origin.parse()?;
+    let (Some(scheme), Some(authority)) = (origin.scheme().cloned(), origin.authority().cloned())
+    else {
+        return Err("the origin must be absolute, as http://host:port".into());
+    };
+    if scheme != Scheme::HTTP {
+        return Err("this example forwards over plain HTTP only".into());
+    }
+    let origin = Origin { scheme, authority };
+
+    let (store, backend): (AnyStore, _) = match std::env::var("REDIS_URL") {
+        Ok(url) => (RedisStore::builder(url).build().await?.into(), "redis"),
+        Err(_) => (MemoryStore::new().into(), "memory"),
+    };
+    let cache = ResponseCacheLayer::http_cache(store)
+        .keep_stale(Duration::from_secs(3600))
+        .x_cache_header()
+        .build()?;
+    let client: Client<HttpConnector, Incoming> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let service =
+        ServiceBuilder::new()
+            .layer(cache)
+            .service_fn(move |request: Request<Incoming>| {
+                let (client, origin) = (client.clone(), origin.clone());
+                async move { Ok::<_, Infallible>(forward(client, origin, request).await) }
+            });
+
+    let addr = std::env::var("ADDR")
+        .ok()
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| "127.0.0.1:3002".parse().expect("a valid default address"));
+    let listener = tokio::net::TcpListener::bind::<std::net::SocketAddr>(addr).await?;
+    println!(
+        "caching proxy on http://{} for {} (store: {backend})",
+        listener.local_addr()?,
+        std::env::args().nth(1).unwrap_or_default()
+    );
+    common::serve_tower(listener, service).await?;
+    Ok(())
+}
