@@ -418,6 +418,14 @@ async fn max_stale_accepts_stale_entries_unless_the_response_forbids_it() {
     let (app, runs) = app(http_cache(&redis).await, |request, _| {
         match request.uri().path() {
             "/free" => page("free", &[("cache-control", "max-age=60"), ("age", "70")]),
+            "/lenient" => page(
+                "lenient",
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("age", "70"),
+                    ("etag", "\"l\""),
+                ],
+            ),
             "/strict" => page(
                 "strict",
                 &[
@@ -441,10 +449,22 @@ async fn max_stale_accepts_stale_entries_unless_the_response_forbids_it() {
         let app = app.clone();
         async move { send(&app, req(get(path).header("cache-control", value))).await }
     };
-    for path in ["/strict", "/shared"] {
+    for path in ["/strict", "/shared", "/lenient"] {
         send(&app, req(get(path))).await;
     }
-    stored_entries(&redis, 2).await;
+    stored_entries(&redis, 3).await;
+    // kept for revalidation by its validator, and 10 s stale: max-stale takes it as it is
+    for value in ["max-stale", "max-stale=15"] {
+        let reply = stale("/lenient", value).await;
+        assert!(reply.is_hit(), "{value}: {}", reply.cache_status());
+        assert!(
+            reply.cache_status().contains("ttl=-"),
+            "{}",
+            reply.cache_status()
+        );
+    }
+    // but not beyond the staleness it accepts
+    assert!(!stale("/lenient", "max-stale=5").await.is_hit());
     let before = runs.load(Ordering::SeqCst);
     for path in ["/strict", "/shared"] {
         let reply = stale(path, "max-stale").await;
