@@ -16,7 +16,7 @@ use super::entry::Entry;
 use super::flight::{FlightGuard, LockAttempt, Locked, Role, StoreLock};
 use super::layer::Config;
 use super::policy::{RequestRules, Verdict};
-use super::service::{Served, StoreCall, X_CACHE, http_date_after};
+use super::service::{Served, StoreCall, X_CACHE, http_date};
 use super::{ResponseBody, invalidate, key, policy};
 
 /// Why a request went to the inner service (RFC 9211 `fwd`).
@@ -384,12 +384,13 @@ where
     if config.store.answers_at_once() {
         return call_inner(ctx, fwd, Some(flight), stale, None);
     }
+    let prefix = config.prefix().into_owned();
     let attempt = LockAttempt {
         store: config.store.clone(),
         lock_key: key::lock_key(key),
         lock_ttl,
-        vary_key: key::vary_key(&config.prefix(), &ctx.url),
-        prefix: config.prefix().into_owned(),
+        vary_key: key::vary_key(&prefix, &ctx.url),
+        prefix,
         url: ctx.url.clone(),
         request_headers: ctx.request.headers().clone(),
         serve_stale_meanwhile: serve_stale_meanwhile && stale.is_some(),
@@ -608,10 +609,9 @@ impl Pending {
     /// The inner service answered 304 to the conditional request: the stored headers are
     /// updated from it (RFC 9111 §4.3.4), freshness computed anew, and the entry served and
     /// stored again.
-    fn revalidated(mut self, update: HeaderMap) -> Response<Bytes> {
+    fn revalidated(mut self, mut update: HeaderMap) -> Response<Bytes> {
         let stale = self.stale.take().expect("only a revalidation gets here");
         let response_time = SystemTime::now();
-        let mut update = update;
         policy::strip_unstorable(&mut update);
         update.remove(header::CONTENT_LENGTH);
         let mut headers = stale.headers.clone();
@@ -676,11 +676,6 @@ impl Pending {
     }
 }
 
-/// `time` as an HTTP date.
-fn http_date(time: SystemTime) -> HeaderValue {
-    HeaderValue::from_str(&httpdate::fmt_http_date(time)).expect("an HTTP date is a valid value")
-}
-
 /// Django's `patch_response_headers`: `max-age` no longer than `ttl`, `Expires` if absent.
 fn patch_response_headers(headers: &mut HeaderMap, ttl: std::time::Duration) {
     let existing = policy::cache_control(headers).max_age;
@@ -704,10 +699,8 @@ fn patch_response_headers(headers: &mut HeaderMap, ttl: std::time::Duration) {
     if let Ok(value) = HeaderValue::from_str(&value) {
         headers.insert(header::CACHE_CONTROL, value);
     }
-    if !headers.contains_key(header::EXPIRES)
-        && let Some(expires) = http_date_after(ttl)
-    {
-        headers.insert(header::EXPIRES, expires);
+    if !headers.contains_key(header::EXPIRES) {
+        headers.insert(header::EXPIRES, http_date(SystemTime::now() + ttl));
     }
 }
 

@@ -114,15 +114,9 @@ impl CacheInvalidator {
     /// # Ok(()) }
     /// ```
     pub async fn invalidate_matching(&self, pattern: &str) -> Result<u64, StoreError> {
-        let mut glob = String::with_capacity(pattern.len() + 8);
-        for c in pattern.chars() {
-            // only * and ? are wildcards here; Redis's other glob characters are literal
-            if matches!(c, '[' | ']' | '\\' | '^' | '-') {
-                glob.push('\\');
-            }
-            glob.push(c);
-        }
-        let prefix = escape_glob(&self.config.prefix());
+        // only * and ? are wildcards here; Redis's other glob characters are literal
+        let glob = escape_glob(pattern, Wildcards::Keep);
+        let prefix = escape_glob(&self.config.prefix(), Wildcards::Escape);
         let full = self
             .config
             .store
@@ -169,11 +163,20 @@ impl CacheInvalidator {
     }
 }
 
-/// Escapes Redis glob characters so that `text` matches only itself.
-fn escape_glob(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
+/// Whether `escape_glob` leaves `*` and `?` as wildcards.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wildcards {
+    Keep,
+    Escape,
+}
+
+/// Escapes Redis glob characters in `text`: all of them, or all but `*` and `?`.
+fn escape_glob(text: &str, wildcards: Wildcards) -> String {
+    let mut escaped = String::with_capacity(text.len() + 8);
     for c in text.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '^' | '-') {
+        let wildcard = matches!(c, '*' | '?');
+        if matches!(c, '[' | ']' | '\\' | '^' | '-') || (wildcard && wildcards == Wildcards::Escape)
+        {
             escaped.push('\\');
         }
         escaped.push(c);
@@ -325,6 +328,10 @@ mod tests {
 
     #[test]
     fn glob_characters_are_escaped() {
-        assert_eq!(escape_glob("cache:{a*b?[c]}"), "cache:{a\\*b\\?\\[c\\]}");
+        assert_eq!(
+            escape_glob("cache:{a*b?[c]}", Wildcards::Escape),
+            "cache:{a\\*b\\?\\[c\\]}"
+        );
+        assert_eq!(escape_glob("/a*/[b]?", Wildcards::Keep), "/a*/\\[b\\]?");
     }
 }

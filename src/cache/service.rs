@@ -2,7 +2,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -486,9 +486,9 @@ where
     }
 }
 
-/// Expiry duration from now as an HTTP date, for `Expires`.
-pub(crate) fn http_date_after(ttl: Duration) -> Option<HeaderValue> {
-    HeaderValue::from_str(&httpdate::fmt_http_date(SystemTime::now() + ttl)).ok()
+/// `time` as an HTTP date (`Date`, `Expires`).
+pub(crate) fn http_date(time: SystemTime) -> HeaderValue {
+    HeaderValue::from_str(&httpdate::fmt_http_date(time)).expect("an HTTP date is a valid value")
 }
 
 #[cfg(test)]

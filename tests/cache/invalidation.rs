@@ -8,14 +8,14 @@ use tower_redis_http::cache::{CacheInvalidator, ResponseCacheBuilder, ResponseCa
 use tower_redis_http::store::{AnyStore, MemoryStore};
 
 use crate::support::{TestRedis, eventually};
-use crate::{App, ReqBody, TestBody, get, ok, req, send};
+use crate::{App, ReqBody, get, ok, req, send};
 
 /// A cached app whose pages vary on Accept-Language, and which answers unsafe requests with
 /// the status and Location the path asks for (`/status/201/location/...`).
 fn site(builder: ResponseCacheBuilder) -> (App, CacheInvalidator) {
     let layer = builder.build().unwrap();
     let invalidator = layer.invalidator();
-    let (app, _) = app_with(layer, |request: &Request<ReqBody>, run| {
+    let (app, _) = crate::app_with_layer(layer, |request: &Request<ReqBody>, run| {
         if request.method() == Method::GET {
             let mut response = ok(&format!("{} run {run}", request.uri().path()));
             response
@@ -37,23 +37,6 @@ fn site(builder: ResponseCacheBuilder) -> (App, CacheInvalidator) {
         response
     });
     (app, invalidator)
-}
-
-/// `crate::app` over an already built layer.
-fn app_with<F>(layer: ResponseCacheLayer, respond: F) -> (App, ())
-where
-    F: Fn(&Request<ReqBody>, usize) -> http::Response<TestBody> + Clone + Send + Sync + 'static,
-{
-    let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let service =
-        tower::ServiceBuilder::new()
-            .layer(layer)
-            .service_fn(move |request: Request<ReqBody>| {
-                let run = runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-                let response = respond(&request, run);
-                async move { Ok::<_, std::convert::Infallible>(response) }
-            });
-    (tower::util::BoxCloneService::new(service), ())
 }
 
 fn page(path: &str, language: &str) -> Request<ReqBody> {

@@ -23,7 +23,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tower::util::BoxCloneService;
 use tower::{ServiceBuilder, ServiceExt};
-use tower_redis_http::cache::{ResponseBody, ResponseCacheBuilder};
+use tower_redis_http::cache::{ResponseBody, ResponseCacheBuilder, ResponseCacheLayer};
 
 /// A response body of chunks, with an exact length or, like a stream, without one.
 #[derive(Debug)]
@@ -80,15 +80,24 @@ pub fn app<F>(builder: ResponseCacheBuilder, respond: F) -> (App, Arc<AtomicUsiz
 where
     F: Fn(&Request<ReqBody>, usize) -> Response<TestBody> + Clone + Send + Sync + 'static,
 {
+    app_with_layer(builder.build().unwrap(), respond)
+}
+
+/// [`app`] around a layer already built (to keep a handle such as its invalidator).
+pub fn app_with_layer<F>(layer: ResponseCacheLayer, respond: F) -> (App, Arc<AtomicUsize>)
+where
+    F: Fn(&Request<ReqBody>, usize) -> Response<TestBody> + Clone + Send + Sync + 'static,
+{
     let runs = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&runs);
-    let service = ServiceBuilder::new()
-        .layer(builder.build().unwrap())
-        .service_fn(move |request: Request<ReqBody>| {
-            let run = counter.fetch_add(1, Ordering::SeqCst) + 1;
-            let response = respond(&request, run);
-            async move { Ok::<_, Infallible>(response) }
-        });
+    let service =
+        ServiceBuilder::new()
+            .layer(layer)
+            .service_fn(move |request: Request<ReqBody>| {
+                let run = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                let response = respond(&request, run);
+                async move { Ok::<_, Infallible>(response) }
+            });
     (BoxCloneService::new(service), runs)
 }
 

@@ -3,7 +3,6 @@
 //! lock's expiry.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -117,12 +116,7 @@ async fn without_the_lock_each_instance_runs_the_handler() {
     let runs = Arc::new(AtomicUsize::new(0));
     let one = instance(builder(&redis).await.stampede_lock(None), "one", &runs);
     let two = instance(builder(&redis).await.stampede_lock(None), "two", &runs);
-    let both = futures_join(send(&one, req(get("/p"))), send(&two, req(get("/p"))));
-    let (a, b) = both.await;
+    let (a, b) = tokio::join!(send(&one, req(get("/p"))), send(&two, req(get("/p"))));
     assert_eq!((a.status, b.status), (StatusCode::OK, StatusCode::OK));
     assert_eq!(runs.load(Ordering::SeqCst), 2);
-}
-
-async fn futures_join<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
-    tokio::join!(a, b)
 }
