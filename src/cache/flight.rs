@@ -4,13 +4,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::entry::Entry;
-use crate::store::{AnyStore, Store};
+use super::key;
+use super::policy::{self, RequestRules, Verdict};
+use crate::store::{AnyStore, CacheLock, Store, StoredNow};
 
 /// What the leader of a flight ends with: the entry it stored, or nothing to share.
 #[derive(Clone)]
@@ -175,7 +176,8 @@ pub(crate) enum Locked {
 /// What a lock attempt needs to know.
 pub(crate) struct LockAttempt {
     pub(crate) store: AnyStore,
-    pub(crate) lock_key: String,
+    /// The entry the lock guards (the lock is this key with `:lock`).
+    pub(crate) entry_key: String,
     pub(crate) lock_ttl: Duration,
     /// Where the holder's entry will appear: the URL's Vary list and the entry keys it
     /// leads to for this request's headers.
@@ -183,6 +185,8 @@ pub(crate) struct LockAttempt {
     pub(crate) prefix: String,
     pub(crate) url: String,
     pub(crate) request_headers: http::HeaderMap,
+    /// What the request asks of an entry: one that turns up must satisfy it as it stands.
+    pub(crate) rules: RequestRules,
     pub(crate) serve_stale_meanwhile: bool,
     pub(crate) wait: Duration,
 }
@@ -193,28 +197,34 @@ impl LockAttempt {
     /// the lock expired) or `wait` passes.
     pub(crate) async fn run(self) -> Locked {
         let owner = crate::store::new_ticket();
+        let lock_key = key::lock_key(&self.entry_key);
         let deadline = tokio::time::Instant::now() + self.wait;
         let mut interval = Duration::from_millis(10);
         loop {
-            match self
-                .store
-                .set_if_absent(
-                    &self.lock_key,
-                    Bytes::copy_from_slice(owner.as_bytes()),
-                    self.lock_ttl.into(),
-                )
-                .await
-            {
-                Ok(true) => {
-                    return Locked::Lead(Some(StoreLock {
-                        store: self.store,
-                        key: self.lock_key,
+            let attempt = CacheLock {
+                lock_key: &lock_key,
+                owner: &owner,
+                ttl: self.lock_ttl,
+                vary_key: &self.vary_key,
+                entry_key: &self.entry_key,
+            };
+            match self.store.lock_and_read(&attempt).await {
+                Ok(Some(stored)) => {
+                    let lock = StoreLock {
+                        store: self.store.clone(),
+                        key: lock_key,
                         owner,
                         released: false,
-                    }));
+                    };
+                    // a holder that stored and released between this request's lookup and
+                    // now: its entry is served (and the lock dropped), not rendered again
+                    return match self.new_entry(stored).await {
+                        Some(entry) => Locked::Entry(entry),
+                        None => Locked::Lead(Some(lock)),
+                    };
                 }
-                Ok(false) if self.serve_stale_meanwhile => return Locked::ServeStale,
-                Ok(false) => {}
+                Ok(None) if self.serve_stale_meanwhile => return Locked::ServeStale,
+                Ok(None) => {}
                 // fail open: the cache is an optimisation, the handler is the truth
                 Err(_) => return Locked::Lead(None),
             }
@@ -229,16 +239,38 @@ impl LockAttempt {
         }
     }
 
+    /// A fresh entry for this request among what was read with the lock.
+    async fn new_entry(&self, stored: StoredNow) -> Option<Entry> {
+        let vary = key::decode_vary(&stored.vary?)?;
+        let variant = key::variant_hash(&vary, &self.request_headers);
+        if key::entry_key(&self.prefix, &self.url, &variant) != self.entry_key {
+            // stored under a Vary list this request did not know: look where it leads
+            return self.stored_entry().await;
+        }
+        self.usable(&stored.entry?, &vary)
+    }
+
     /// A fresh entry for this request, if the holder has stored one.
     async fn stored_entry(&self) -> Option<Entry> {
         let list = self.store.get(&self.vary_key).await.ok()??;
-        let vary = super::key::decode_vary(&list)?;
-        let variant = super::key::variant_hash(&vary, &self.request_headers);
-        let key = super::key::entry_key(&self.prefix, &self.url, &variant);
+        let vary = key::decode_vary(&list)?;
+        let variant = key::variant_hash(&vary, &self.request_headers);
+        let key = key::entry_key(&self.prefix, &self.url, &variant);
         let stored = self.store.get(&key).await.ok()??;
-        let entry = Entry::decode(&stored).ok()?;
-        (entry.vary == vary && entry.age(std::time::SystemTime::now()) < entry.freshness)
-            .then_some(entry)
+        self.usable(&stored, &vary)
+    }
+
+    /// `stored` decoded, if it is stored under `vary` and fresh enough for the request (the
+    /// stale entry the request set out to refresh is not; nor is any under `no-cache`).
+    fn usable(&self, stored: &bytes::Bytes, vary: &[http::HeaderName]) -> Option<Entry> {
+        let entry = Entry::decode(stored).ok()?;
+        let verdict = policy::verdict(
+            entry.age(SystemTime::now()),
+            entry.freshness,
+            &entry.reuse,
+            &self.rules,
+        );
+        (entry.vary == vary && verdict == Verdict::Fresh).then_some(entry)
     }
 }
 
@@ -308,5 +340,92 @@ mod tests {
             panic!()
         };
         assert!(waiter.wait(Duration::from_millis(100)).await.is_none());
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use std::time::{Duration, SystemTime};
+
+    use bytes::Bytes;
+    use http::{HeaderMap, StatusCode};
+
+    use super::*;
+    use crate::store::{CacheWrite, MemoryStore};
+
+    const URL: &str = "http://shop/a";
+
+    fn attempt(store: &AnyStore, rules: RequestRules) -> LockAttempt {
+        LockAttempt {
+            store: store.clone(),
+            entry_key: key::entry_key("cache:", URL, "-"),
+            lock_ttl: Duration::from_secs(10),
+            vary_key: key::vary_key("cache:", URL),
+            prefix: "cache:".to_owned(),
+            url: URL.to_owned(),
+            request_headers: HeaderMap::new(),
+            rules,
+            serve_stale_meanwhile: false,
+            wait: Duration::from_secs(1),
+        }
+    }
+
+    /// What a holder that stored and released its lock leaves behind.
+    async fn stored_by_another_holder(store: &AnyStore) {
+        let entry = Entry {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(b"rendered once"),
+            stored_at: SystemTime::now(),
+            initial_age: Duration::ZERO,
+            freshness: Duration::from_secs(60),
+            keep: Duration::from_secs(60),
+            reuse: policy::Reuse::default(),
+            vary: Vec::new(),
+            variant: "-".to_owned(),
+        };
+        store
+            .cache_put(&CacheWrite {
+                entry_key: &key::entry_key("cache:", URL, "-"),
+                entry: entry.encode(None),
+                vary_key: &key::vary_key("cache:", URL),
+                vary: Bytes::from(key::encode_vary(&[])),
+                index_key: &key::index_key("cache:", URL),
+                ttl: entry.keep,
+                unlock: None,
+            })
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_entry_stored_between_lookup_and_lock_is_served_and_the_lock_given_back() {
+        let store = AnyStore::from(MemoryStore::new());
+        stored_by_another_holder(&store).await;
+        let Locked::Entry(entry) = attempt(&store, RequestRules::default()).run().await else {
+            panic!("the stored entry is served instead of rendering again");
+        };
+        assert_eq!(entry.body, "rendered once");
+        tokio::task::yield_now().await;
+        let lock = key::lock_key(&key::entry_key("cache:", URL, "-"));
+        assert_eq!(
+            store.get(&lock).await.unwrap(),
+            None,
+            "the lock is released"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_that_demands_revalidation_takes_the_lock_whatever_is_stored() {
+        let store = AnyStore::from(MemoryStore::new());
+        stored_by_another_holder(&store).await;
+        let no_cache = RequestRules {
+            no_cache: true,
+            ..RequestRules::default()
+        };
+        assert!(matches!(
+            attempt(&store, no_cache).run().await,
+            Locked::Lead(Some(_))
+        ));
     }
 }

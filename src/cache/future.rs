@@ -42,8 +42,14 @@ impl Fwd {
     }
 }
 
+/// Runs a refresh to its end in a task of its own (the service knows the bounds that takes).
+pub(crate) type Detach<S, ReqBody> = fn(&tokio::runtime::Handle, ResponseFuture<S, ReqBody>);
+
 /// A cacheable request on its way through the layer.
-pub(crate) struct Ctx<S, ReqBody> {
+pub(crate) struct Ctx<S, ReqBody>
+where
+    S: Service<Request<ReqBody>>,
+{
     pub(crate) inner: S,
     pub(crate) request: Request<ReqBody>,
     pub(crate) url: String,
@@ -51,6 +57,7 @@ pub(crate) struct Ctx<S, ReqBody> {
     pub(crate) head: bool,
     pub(crate) rules: RequestRules,
     pub(crate) config: Arc<Config>,
+    pub(crate) detach: Detach<S, ReqBody>,
 }
 
 /// Which read a lookup is waiting for.
@@ -315,7 +322,8 @@ where
 }
 
 /// A stale entry: one request revalidates it; the others wait for the result, or are served
-/// the stale copy within `stale-while-revalidate`.
+/// the stale copy within `stale-while-revalidate`. Within that window the revalidation runs
+/// in a task of its own and its request too is served the stale copy (RFC 5861 §3).
 fn refresh_state<S, ReqBody>(
     ctx: Ctx<S, ReqBody>,
     key: &str,
@@ -333,6 +341,23 @@ where
     let flight = match ctx.config.flight_wait {
         Some(wait) if ctx.store_allowed => match ctx.config.flights.join(key) {
             Role::Leader(guard) => {
+                if serve_stale_meanwhile && let Ok(runtime) = tokio::runtime::Handle::try_current()
+                {
+                    let response = ctx.config.serve(
+                        Entry::clone(&entry),
+                        ctx.request.headers(),
+                        ctx.head,
+                        Served::Hit,
+                    );
+                    let detach = ctx.detach;
+                    let refresh = ResponseFuture {
+                        state: lead(ctx, Fwd::Stale, guard, key, Some(entry), true),
+                    };
+                    detach(&runtime, refresh);
+                    return State::Done {
+                        response: Some(response),
+                    };
+                }
                 return lead(
                     ctx,
                     Fwd::Stale,
@@ -387,12 +412,13 @@ where
     let prefix = config.prefix().into_owned();
     let attempt = LockAttempt {
         store: config.store.clone(),
-        lock_key: key::lock_key(key),
+        entry_key: key.to_owned(),
         lock_ttl,
         vary_key: key::vary_key(&prefix, &ctx.url),
         prefix,
         url: ctx.url.clone(),
         request_headers: ctx.request.headers().clone(),
+        rules: ctx.rules,
         serve_stale_meanwhile: serve_stale_meanwhile && stale.is_some(),
         wait,
     };

@@ -77,10 +77,12 @@
 //!   stored fields and freshness and the stored body is served
 //!   (`Cache-Status: ...; fwd=stale; fwd-status=304`); any other answer replaces the entry
 //!   as a miss would.
-//! - **`stale-while-revalidate`**: within the window, the request that finds the entry stale
-//!   first revalidates it (its client waits for the inner service), while concurrent requests
-//!   are served the stale copy at once (`ttl` negative in `Cache-Status`). The refresh rides on
-//!   a real request, not on a made-up one, so it needs no bounds on the request body type.
+//! - **`stale-while-revalidate`**: within the window, every request is served the stale copy
+//!   at once (`ttl` negative in `Cache-Status`), and the first to find it stale revalidates it
+//!   in a spawned Tokio task: its own request, made conditional, goes on to the inner service
+//!   and the answer is stored as above. One refresh runs per process (the single flight) and,
+//!   with the stampede lock, one across processes. This is why the service asks for `Send +
+//!   'static` inner service, futures and bodies, as `axum` and `hyper` servers have anyway.
 //! - **`stale-if-error`**: when the revalidation fails with a 5xx or an error, the stale copy
 //!   is served within the window (`fwd=stale; fwd-status=503`). `must-revalidate` and
 //!   `proxy-revalidate` forbid every stale use: their failures pass through.
@@ -132,7 +134,9 @@
 //! takes a short lock in Redis ([`ResponseCacheBuilder::stampede_lock`], `SET NX PX` with an
 //! owner token): only the holder runs the handler, the other instances poll for its entry (or
 //! serve the stale copy within `stale-while-revalidate`). The entry's write releases the lock
-//! in the same atomic step; a holder that dies leaves a lock that expires by itself.
+//! in the same atomic step; a holder that dies leaves a lock that expires by itself. Taking
+//! the lock reads the entry in the same script, so a request whose lookup came just before
+//! another instance's write serves that entry rather than rendering it again.
 //!
 //! # Invalidation
 //!

@@ -22,6 +22,10 @@ pub(crate) type StoreCall = Pin<Box<dyn Future<Output = Result<Option<Bytes>, St
 /// The service [`ResponseCacheLayer`](super::ResponseCacheLayer) wraps around an inner
 /// service.
 ///
+/// The inner service, its future, and the request and response bodies must be `Send +
+/// 'static` (as in any `axum`, `hyper` or `warp` server): a `stale-while-revalidate` refresh
+/// runs in a task of its own.
+///
 /// # Example
 ///
 /// ```
@@ -382,8 +386,10 @@ fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ResponseCache<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
-    ResBody: http_body::Body<Data = Bytes>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
 {
     type Response = Response<super::ResponseBody<ResBody>>;
     type Error = S::Error;
@@ -465,6 +471,7 @@ where
             head,
             rules: plan.rules,
             config: Arc::clone(&self.config),
+            detach: refresh_detached::<S, ReqBody, ResBody>,
         };
         if !plan.lookup {
             return ResponseFuture::miss(ctx, Fwd::Request, None);
@@ -484,6 +491,35 @@ where
             }
         }
     }
+}
+
+/// Drives a stale entry's refresh to its end (a store, when its answer is storable, happens
+/// once the body has gone by) while the client that found the entry stale is already served.
+fn refresh_detached<S, ReqBody, ResBody>(
+    runtime: &tokio::runtime::Handle,
+    refresh: ResponseFuture<S, ReqBody>,
+) where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+{
+    runtime.spawn(async move {
+        let Ok(response) = refresh.await else {
+            // the stale copy stays until the next request tries again
+            tracing::debug!("the inner service failed a background refresh");
+            return;
+        };
+        let mut body = std::pin::pin!(response.into_body());
+        while let Some(frame) =
+            std::future::poll_fn(|cx| http_body::Body::poll_frame(body.as_mut(), cx)).await
+        {
+            if frame.is_err() {
+                tracing::debug!("the body of a background refresh failed; not stored");
+                break;
+            }
+        }
+    });
 }
 
 /// `time` as an HTTP date (`Date`, `Expires`).

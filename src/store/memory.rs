@@ -9,8 +9,8 @@ use moka::sync::Cache;
 use super::rate::{PolicyKind, cooldown_decision, gcra_step, new_ticket, window_decision};
 use super::value::parse_integer;
 use super::{
-    CacheWrite, Expiry, KeyScheme, RateDecision, RatePolicy, Store, StoreError, StoreErrorKind,
-    Timeout, Ttl, ttl_ms_ceil,
+    CacheLock, CacheWrite, Expiry, KeyScheme, RateDecision, RatePolicy, Store, StoreError,
+    StoreErrorKind, StoredNow, Timeout, Ttl, ttl_ms_ceil,
 };
 use crate::ConfigError;
 
@@ -261,6 +261,32 @@ impl MemoryStore {
             self.unlock_now(key, owner);
         }
         Ok(())
+    }
+
+    /// Takes a cache entry's stampede lock and reads its Vary list and entry.
+    pub(crate) fn lock_and_read(
+        &self,
+        lock: &CacheLock<'_>,
+    ) -> Result<Option<StoredNow>, StoreError> {
+        let lock_key = self.keys.make(lock.lock_key)?;
+        let vary = self.keys.make(lock.vary_key)?;
+        let entry = self.keys.make(lock.entry_key)?;
+        let owner = Bytes::copy_from_slice(lock.owner.as_bytes());
+        let taken = self.compute(lock_key, |slot, now| match slot {
+            Some(_) => (Op::Nop, false),
+            None => (
+                Op::Put(Slot {
+                    value: owner,
+                    expires_at: Some(now + lock.ttl),
+                    counter: None,
+                }),
+                true,
+            ),
+        });
+        Ok(taken.then(|| StoredNow {
+            vary: self.get_now(&vary),
+            entry: self.get_now(&entry),
+        }))
     }
 
     /// Releases a lock `owner` holds (a full key).

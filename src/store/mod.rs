@@ -90,6 +90,22 @@ pub(crate) struct CacheWrite<'a> {
     pub(crate) unlock: Option<(&'a str, &'a str)>,
 }
 
+/// A cache entry's stampede lock to take, and the keys to read in the same atomic step.
+pub(crate) struct CacheLock<'a> {
+    pub(crate) lock_key: &'a str,
+    pub(crate) owner: &'a str,
+    pub(crate) ttl: Duration,
+    pub(crate) vary_key: &'a str,
+    pub(crate) entry_key: &'a str,
+}
+
+/// What was stored when a [`CacheLock`] was taken.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct StoredNow {
+    pub(crate) vary: Option<Bytes>,
+    pub(crate) entry: Option<Bytes>,
+}
+
 /// How long a value written with [`Store::set`] or [`Store::set_if_absent`] lives.
 ///
 /// # Example

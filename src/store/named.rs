@@ -5,8 +5,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{
-    CacheWrite, Expiry, KeyScheme, MemoryStore, RateDecision, RatePolicy, RedisStore, Store,
-    StoreError, StoresConfig, Ttl,
+    CacheLock, CacheWrite, Expiry, KeyScheme, MemoryStore, RateDecision, RatePolicy, RedisStore,
+    Store, StoreError, StoredNow, StoresConfig, Ttl,
 };
 use crate::ConfigError;
 
@@ -109,6 +109,18 @@ impl AnyStore {
         match self {
             Self::Memory(store) => store.cache_put(write),
             Self::Redis(store) => store.cache_put(write).await,
+        }
+    }
+
+    /// Takes a cache entry's stampede lock and reads what is stored now, in one step; `None`
+    /// when another owner holds the lock.
+    pub(crate) async fn lock_and_read(
+        &self,
+        lock: &CacheLock<'_>,
+    ) -> Result<Option<StoredNow>, StoreError> {
+        match self {
+            Self::Memory(store) => store.lock_and_read(lock),
+            Self::Redis(store) => store.lock_and_read(lock).await,
         }
     }
 

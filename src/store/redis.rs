@@ -10,8 +10,8 @@ use redis::{IntoConnectionInfo, RedisError, Script};
 
 use super::rate::{PolicyKind, cooldown_decision, gcra_decision, new_ticket, window_decision};
 use super::{
-    CacheWrite, Expiry, KeyScheme, RateDecision, RatePolicy, Store, StoreError, StoreErrorKind,
-    Timeout, Ttl, ttl_ms_ceil,
+    CacheLock, CacheWrite, Expiry, KeyScheme, RateDecision, RatePolicy, Store, StoreError,
+    StoreErrorKind, StoredNow, Timeout, Ttl, ttl_ms_ceil,
 };
 use crate::ConfigError;
 
@@ -31,6 +31,8 @@ static RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/release.lua")));
 static CACHE_PUT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/cache_put.lua")));
+static LOCK_AND_READ: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/lock_and_read.lua")));
 static UNLOCK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/unlock.lua")));
 static GCRA: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/gcra.lua")));
 
@@ -430,6 +432,36 @@ impl RedisStore {
             move |mut conn| async move { invocation.invoke_async::<()>(&mut conn).await },
         )
         .await
+    }
+
+    /// Takes a cache entry's stampede lock and reads its Vary list and entry in one script.
+    pub(crate) async fn lock_and_read(
+        &self,
+        lock: &CacheLock<'_>,
+    ) -> Result<Option<StoredNow>, StoreError> {
+        let lock_key = self.keys.make(lock.lock_key)?;
+        let vary = self.keys.make(lock.vary_key)?;
+        let entry = self.keys.make(lock.entry_key)?;
+        let mut invocation = LOCK_AND_READ.prepare_invoke();
+        invocation
+            .key(&lock_key)
+            .key(&vary)
+            .key(&entry)
+            .arg(lock.owner)
+            .arg(crate::store::ttl_ms_ceil(lock.ttl).max(1));
+        let invocation = &invocation;
+        // not retried: a lost reply to a lock that was taken would read as "held by another"
+        // nil when another owner holds the lock, else the Vary list and the entry
+        type Read = Option<(Option<Vec<u8>>, Option<Vec<u8>>)>;
+        let stored: Read = self
+            .run("lock script", Retry::Never, move |mut conn| async move {
+                invocation.invoke_async(&mut conn).await
+            })
+            .await?;
+        Ok(stored.map(|(vary, entry)| StoredNow {
+            vary: vary.map(Bytes::from),
+            entry: entry.map(Bytes::from),
+        }))
     }
 
     /// Releases a lock `owner` holds.

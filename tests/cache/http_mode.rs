@@ -477,39 +477,52 @@ async fn max_stale_accepts_stale_entries_unless_the_response_forbids_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stale_while_revalidate_serves_the_stale_copy_while_one_request_refreshes() {
+async fn stale_while_revalidate_serves_the_stale_copy_at_once_and_refreshes_in_the_background() {
     let redis = TestRedis::start();
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let runs = Arc::new(AtomicUsize::new(0));
-    let (counter, opened) = (Arc::clone(&runs), Arc::clone(&gate));
+    let seen = seen();
+    let (counter, opened, log) = (Arc::clone(&runs), Arc::clone(&gate), Arc::clone(&seen));
     let service = tower::ServiceBuilder::new()
         .layer(http_cache(&redis).await.build().unwrap())
-        .service_fn(move |_request: Request<ReqBody>| {
+        .service_fn(move |request: Request<ReqBody>| {
             let run = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            log.lock().unwrap().push(request.headers().clone());
             let gate = Arc::clone(&opened);
             async move {
-                if run > 1 {
-                    // the refresh waits until the test has seen the stale copy served
-                    gate.acquire().await.unwrap().forget();
+                if run == 1 {
+                    // Age 70 of max-age=60: stale on arrival, within the window
+                    return Ok::<_, std::convert::Infallible>(page(
+                        "run 1",
+                        &[
+                            ("cache-control", "max-age=60, stale-while-revalidate=600"),
+                            ("age", "70"),
+                            ("etag", "\"v1\""),
+                        ],
+                    ));
                 }
-                Ok::<_, std::convert::Infallible>(page(
-                    &format!("run {run}"),
-                    &[
-                        ("cache-control", "max-age=60, stale-while-revalidate=600"),
-                        ("age", "70"),
-                    ],
+                // the refresh waits until the test has seen the stale copies served
+                gate.acquire().await.unwrap().forget();
+                Ok(status(
+                    304,
+                    &[("cache-control", "max-age=60"), ("x-refreshed", "yes")],
                 ))
             }
         });
     let app: crate::App = tower::util::BoxCloneService::new(service);
     send(&app, req(get("/swr"))).await;
     stored_entries(&redis, 1).await;
-    let refreshing = tokio::spawn(send(&app, req(get("/swr"))));
-    crate::support::eventually(Duration::from_secs(5), || {
+    // the request that finds the entry stale is not kept waiting for the gated refresh
+    let first = tokio::time::timeout(Duration::from_secs(5), send(&app, req(get("/swr"))))
+        .await
+        .expect("the stale copy is served without waiting for the refresh");
+    assert_eq!(first.body, "run 1");
+    let refreshing = crate::support::eventually(Duration::from_secs(5), || {
         let runs = Arc::clone(&runs);
         async move { runs.load(Ordering::SeqCst) == 2 }
     })
     .await;
+    assert!(refreshing, "the refresh reached the handler");
     for _ in 0..5 {
         let stale = send(&app, req(get("/swr"))).await;
         assert!(stale.is_hit(), "{}", stale.cache_status());
@@ -521,9 +534,26 @@ async fn stale_while_revalidate_serves_the_stale_copy_while_one_request_refreshe
         );
     }
     assert_eq!(runs.load(Ordering::SeqCst), 2, "only one request refreshes");
+    assert_eq!(
+        header(&seen.lock().unwrap()[1], "if-none-match"),
+        Some("\"v1\""),
+        "the refresh is a conditional request"
+    );
     gate.add_permits(1);
-    let refreshed = refreshing.await.unwrap();
-    assert_eq!(refreshed.body, "run 2");
+    // the 304 refreshed the entry: fresh hits with its fields, and no further run
+    let mut refreshed = send(&app, req(get("/swr"))).await;
+    for _ in 0..500 {
+        if refreshed.headers.contains_key("x-refreshed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        refreshed = send(&app, req(get("/swr"))).await;
+    }
+    assert!(refreshed.is_hit(), "{}", refreshed.cache_status());
+    assert_eq!(header(&refreshed.headers, "x-refreshed"), Some("yes"));
+    assert_eq!(refreshed.body, "run 1");
+    assert!(!refreshed.cache_status().contains("ttl=-"));
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]

@@ -120,3 +120,89 @@ async fn without_the_lock_each_instance_runs_the_handler() {
     assert_eq!((a.status, b.status), (StatusCode::OK, StatusCode::OK));
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stale_entry_is_refreshed_once_across_instances_while_all_are_served_stale() {
+    let redis = TestRedis::start();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let instance = |name: &'static str| {
+        let (runs, gate) = (Arc::clone(&runs), Arc::clone(&gate));
+        let redis = &redis;
+        async move {
+            let store = crate::redis_store(redis).await;
+            let service = ServiceBuilder::new()
+                .layer(ResponseCacheLayer::http_cache(store).build().unwrap())
+                .service_fn(move |_request: Request<ReqBody>| {
+                    let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
+                    let gate = Arc::clone(&gate);
+                    async move {
+                        let mut response = ok(&format!("run {run} by {name}"));
+                        let cache_control = if run == 1 {
+                            // stale on arrival (Age 70 of 60), within the window
+                            response.headers_mut().insert("age", "70".parse().unwrap());
+                            "max-age=60, stale-while-revalidate=600"
+                        } else {
+                            gate.acquire().await.unwrap().forget();
+                            "max-age=60"
+                        };
+                        response
+                            .headers_mut()
+                            .insert("cache-control", cache_control.parse().unwrap());
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+            BoxCloneService::new(service) as App
+        }
+    };
+    let (one, two) = (instance("one").await, instance("two").await);
+    let first = send(&one, req(get("/stale"))).await;
+    assert_eq!(first.body, "run 1 by one");
+    crate::stored_entries(&redis, 1).await;
+
+    let barrier = Arc::new(Barrier::new(200));
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let app = if i % 2 == 0 { one.clone() } else { two.clone() };
+            let barrier = Arc::clone(&barrier);
+            tokio::spawn(async move {
+                barrier.wait().await;
+                send(&app, req(get("/stale"))).await
+            })
+        })
+        .collect();
+    for task in tasks {
+        // the refresh is gated: only a stale copy can answer in time
+        let reply = tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("served without waiting for the refresh")
+            .unwrap();
+        assert_eq!(reply.body, "run 1 by one");
+        assert!(
+            reply.cache_status().contains("ttl=-"),
+            "{}",
+            reply.cache_status()
+        );
+    }
+    let refreshing = crate::support::eventually(Duration::from_secs(5), || {
+        let runs = Arc::clone(&runs);
+        async move { runs.load(Ordering::SeqCst) == 2 }
+    })
+    .await;
+    assert!(refreshing, "one instance refreshes");
+
+    gate.add_permits(1);
+    for app in [&one, &two] {
+        let fresh = crate::support::eventually(Duration::from_secs(5), || {
+            let app = app.clone();
+            async move {
+                let reply = send(&app, req(get("/stale"))).await;
+                reply.body.starts_with("run 2") && !reply.cache_status().contains("ttl=-")
+            }
+        })
+        .await;
+        assert!(fresh, "the refreshed entry reaches every instance");
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "one refresh in all");
+    assert_no_leftover_lock(&redis).await;
+}

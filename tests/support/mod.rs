@@ -267,6 +267,7 @@ pub fn command_calls(redis: &TestRedis, command: &str) -> u64 {
 }
 
 /// Polls `check` until it returns true or `deadline` passes; returns whether it did.
+#[must_use = "assert what it returns"]
 pub async fn eventually<F, Fut>(deadline: Duration, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
