@@ -33,10 +33,29 @@ use tower_redis_http::store::{AnyStore, MemoryStore, RedisStore};
 type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
 /// Where requests go: the origin's scheme and authority.
-#[derive(Clone)]
-struct Origin {
+#[derive(Clone, Debug)]
+pub struct Origin {
     scheme: Scheme,
     authority: Authority,
+}
+
+impl std::str::FromStr for Origin {
+    type Err = String;
+
+    /// An absolute plain-HTTP URI such as `http://127.0.0.1:8000` (a path is ignored).
+    fn from_str(origin: &str) -> Result<Self, String> {
+        let uri: Uri = origin
+            .parse()
+            .map_err(|err| format!("{origin:?} is not a URI: {err}"))?;
+        let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned())
+        else {
+            return Err("the origin must be absolute, as http://host:port".to_owned());
+        };
+        if scheme != Scheme::HTTP {
+            return Err("this example forwards over plain HTTP only".to_owned());
+        }
+        Ok(Self { scheme, authority })
+    }
 }
 
 fn bad_gateway(detail: &str) -> Response<ProxyBody> {
@@ -84,29 +103,13 @@ async fn forward(
     }
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    common::init_tracing();
-    let Some(origin) = std::env::args().nth(1) else {
-        eprintln!(
-            "usage: cargo run --example caching_proxy -- <origin, e.g. http://127.0.0.1:8000>"
-        );
-        std::process::exit(2);
-    };
-    let origin: Uri = origin.parse()?;
-    let (Some(scheme), Some(authority)) = (origin.scheme().cloned(), origin.authority().cloned())
-    else {
-        return Err("the origin must be absolute, as http://host:port".into());
-    };
-    if scheme != Scheme::HTTP {
-        return Err("this example forwards over plain HTTP only".into());
-    }
-    let origin = Origin { scheme, authority };
-
-    let (store, backend): (AnyStore, _) = match std::env::var("REDIS_URL") {
-        Ok(url) => (RedisStore::builder(url).build().await?.into(), "redis"),
-        Err(_) => (MemoryStore::new().into(), "memory"),
-    };
+/// Serves the proxy on `listener`: the cache layer in HTTP-cache mode, storing in `store`,
+/// in front of a handler that forwards every request to `origin`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    origin: Origin,
+    store: AnyStore,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let cache = ResponseCacheLayer::http_cache(store)
         .keep_stale(Duration::from_secs(3600))
         .x_cache_header()
@@ -120,17 +123,34 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let (client, origin) = (client.clone(), origin.clone());
                 async move { Ok::<_, Infallible>(forward(client, origin, request).await) }
             });
+    common::serve_tower(listener, service).await?;
+    Ok(())
+}
 
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    common::init_tracing();
+    let Some(origin) = std::env::args().nth(1) else {
+        eprintln!(
+            "usage: cargo run --example caching_proxy -- <origin, e.g. http://127.0.0.1:8000>"
+        );
+        std::process::exit(2);
+    };
+    let origin: Origin = origin.parse()?;
+    let (store, backend): (AnyStore, _) = match std::env::var("REDIS_URL") {
+        Ok(url) => (RedisStore::builder(url).build().await?.into(), "redis"),
+        Err(_) => (MemoryStore::new().into(), "memory"),
+    };
     let addr = std::env::var("ADDR")
         .ok()
         .and_then(|addr| addr.parse().ok())
         .unwrap_or_else(|| "127.0.0.1:3002".parse().expect("a valid default address"));
     let listener = tokio::net::TcpListener::bind::<std::net::SocketAddr>(addr).await?;
     println!(
-        "caching proxy on http://{} for {} (store: {backend})",
+        "caching proxy on http://{} for {}://{} (store: {backend})",
         listener.local_addr()?,
-        std::env::args().nth(1).unwrap_or_default()
+        origin.scheme,
+        origin.authority
     );
-    common::serve_tower(listener, service).await?;
-    Ok(())
+    serve(listener, origin, store).await
 }

@@ -1,5 +1,6 @@
 //! One behavioural suite, over real TCP with a real HTTP client, against the stacks of the
 //! three examples (axum, hyper, warp), each on its own Redis. The same assertions for all.
+//! The caching proxy example has its own suite in `proxy`, against an origin on loopback.
 
 // Each example brings its own copy of `examples/common`, as it does when built as a binary.
 #![allow(clippy::duplicate_mod)]
@@ -10,6 +11,9 @@ mod support;
 #[allow(dead_code, unreachable_pub)]
 #[path = "../../examples/axum.rs"]
 mod axum_example;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../examples/caching_proxy.rs"]
+mod caching_proxy_example;
 #[allow(dead_code, unreachable_pub)]
 #[path = "../../examples/hyper.rs"]
 mod hyper_example;
@@ -28,6 +32,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use support::TestRedis;
+
+mod proxy;
 
 struct Http {
     base: SocketAddr,

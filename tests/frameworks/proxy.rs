@@ -1,0 +1,184 @@
+//! The caching proxy example between a real HTTP client and a real origin on loopback, storing
+//! in a real Redis: what the origin's headers say is what the proxy does.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use tower_redis_http::store::RedisStore;
+
+use crate::caching_proxy_example as proxy;
+use crate::support::TestRedis;
+use crate::{Http, Reply, listener};
+
+/// What the origin saw: requests per method and path, and the headers of each.
+#[derive(Clone, Default)]
+struct OriginLog(Arc<Mutex<Vec<(Method, String, HeaderMap)>>>);
+
+impl OriginLog {
+    fn count(&self, method: &Method, path: &str) -> usize {
+        let seen = self.0.lock().unwrap();
+        seen.iter()
+            .filter(|(m, p, _)| m == method && p == path)
+            .count()
+    }
+
+    fn last_headers(&self, path: &str) -> HeaderMap {
+        let seen = self.0.lock().unwrap();
+        let (_, _, headers) = seen.iter().rev().find(|(_, p, _)| p == path).unwrap();
+        headers.clone()
+    }
+}
+
+/// An origin whose paths each exercise one rule of the proxy's cache.
+fn origin_answer(log: &OriginLog, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = request.uri().path().to_owned();
+    log.0.lock().unwrap().push((
+        request.method().clone(),
+        path.clone(),
+        request.headers().clone(),
+    ));
+    let runs = log.count(request.method(), &path);
+    let response = |cache_control: &str, body: String| {
+        Response::builder()
+            .header("cache-control", cache_control)
+            .header("content-type", "text/plain")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap()
+    };
+    match (request.method().clone(), path.as_str()) {
+        (Method::POST, _) => response("no-store", "updated".to_owned()),
+        (_, "/fresh") => response("max-age=60", format!("fresh {runs}")),
+        (_, "/validated") => {
+            let matches = request
+                .headers()
+                .get("if-none-match")
+                .is_some_and(|tag| tag == "\"v1\"");
+            let mut answer = response("no-cache", format!("validated {runs}"));
+            answer
+                .headers_mut()
+                .insert("etag", "\"v1\"".parse().unwrap());
+            if matches {
+                *answer.status_mut() = StatusCode::NOT_MODIFIED;
+                *answer.body_mut() = Full::new(Bytes::new());
+            }
+            answer
+        }
+        (_, "/private") => response("private, max-age=60", format!("private {runs}")),
+        _ => {
+            let mut answer = response("no-store", "not found".to_owned());
+            *answer.status_mut() = StatusCode::NOT_FOUND;
+            answer
+        }
+    }
+}
+
+fn cache_status(reply: &Reply) -> &str {
+    reply.headers["cache-status"].to_str().unwrap()
+}
+
+fn text(reply: &Reply) -> &str {
+    reply.json.as_str().unwrap_or_default()
+}
+
+/// Sends GETs of `path` until `done` holds for one, which it returns.
+async fn get_until(http: &Http, path: &str, done: impl Fn(&Reply) -> bool) -> Reply {
+    for _ in 0..500 {
+        let reply = http.send(Method::GET, path, &[], None).await;
+        if done(&reply) {
+            return reply;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{path} never reached the awaited state");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_caching_proxy_caches_revalidates_and_invalidates_what_the_origin_allows() {
+    let redis = TestRedis::start();
+    let log = OriginLog::default();
+    let (origin_listener, origin_addr) = listener().await;
+    let origin_log = log.clone();
+    let origin = tokio::spawn(proxy::common::serve_tower(
+        origin_listener,
+        tower::service_fn(move |request: Request<Incoming>| {
+            let answer = origin_answer(&origin_log, &request);
+            async move { Ok::<_, Infallible>(answer) }
+        }),
+    ));
+    let store = RedisStore::builder(redis.url()).build().await.unwrap();
+    let (proxy_listener, proxy_addr) = listener().await;
+    let server = tokio::spawn(proxy::serve(
+        proxy_listener,
+        format!("http://{origin_addr}").parse().unwrap(),
+        store.into(),
+    ));
+    let http = Http::new(proxy_addr);
+
+    // max-age: a stored miss, then hits the origin never sees
+    let miss = http.send(Method::GET, "/fresh", &[], None).await;
+    assert_eq!((miss.status, text(&miss)), (StatusCode::OK, "fresh 1"));
+    assert!(
+        cache_status(&miss).contains("fwd=uri-miss; stored"),
+        "{}",
+        cache_status(&miss)
+    );
+    let hit = get_until(&http, "/fresh", |reply| reply.headers["x-cache"] == "HIT").await;
+    assert_eq!(text(&hit), "fresh 1");
+    assert!(hit.headers.contains_key("age"));
+    assert_eq!(log.count(&Method::GET, "/fresh"), 1);
+
+    // no-cache with an ETag: stored, and revalidated with the origin before every use
+    let revalidated = get_until(&http, "/validated", |reply| {
+        cache_status(reply).contains("fwd=stale; fwd-status=304")
+    })
+    .await;
+    assert_eq!(revalidated.status, StatusCode::OK);
+    assert!(text(&revalidated).starts_with("validated"));
+    assert_eq!(log.last_headers("/validated")["if-none-match"], "\"v1\"");
+
+    // private: passed through, never stored
+    for run in 1..=2 {
+        let private = http.send(Method::GET, "/private", &[], None).await;
+        assert_eq!(text(&private), format!("private {run}"));
+        assert!(!cache_status(&private).contains("stored"));
+    }
+
+    // an unsafe method's success invalidates the URL it went to
+    let posted = http.send(Method::POST, "/fresh", &[], None).await;
+    assert_eq!(posted.status, StatusCode::OK);
+    let after = http.send(Method::GET, "/fresh", &[], None).await;
+    assert_eq!(text(&after), "fresh 2");
+    assert!(cache_status(&after).contains("fwd=uri-miss"));
+
+    server.abort();
+    origin.abort();
+}
+
+#[tokio::test]
+async fn the_caching_proxy_answers_502_when_the_origin_is_down() {
+    let redis = TestRedis::start();
+    // a port that was free a moment ago: nothing listens there
+    let (closed, closed_addr) = listener().await;
+    drop(closed);
+    let store = RedisStore::builder(redis.url()).build().await.unwrap();
+    let (proxy_listener, proxy_addr) = listener().await;
+    let server = tokio::spawn(proxy::serve(
+        proxy_listener,
+        format!("http://{closed_addr}").parse().unwrap(),
+        store.into(),
+    ));
+    let reply = Http::new(proxy_addr)
+        .send(Method::GET, "/anything", &[], None)
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        reply.json,
+        serde_json::json!({"detail": "The origin did not answer."})
+    );
+    server.abort();
+}
