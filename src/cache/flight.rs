@@ -282,6 +282,7 @@ mod tests {
     use http::{HeaderMap, StatusCode};
 
     use super::*;
+    use crate::store::{CacheWrite, MemoryStore};
 
     fn entry() -> Arc<Entry> {
         Arc::new(Entry {
@@ -341,17 +342,6 @@ mod tests {
         };
         assert!(waiter.wait(Duration::from_millis(100)).await.is_none());
     }
-}
-
-#[cfg(test)]
-mod lock_tests {
-    use std::time::{Duration, SystemTime};
-
-    use bytes::Bytes;
-    use http::{HeaderMap, StatusCode};
-
-    use super::*;
-    use crate::store::{CacheWrite, MemoryStore};
 
     const URL: &str = "http://shop/a";
 
