@@ -32,6 +32,9 @@ use tower_redis_http::store::{AnyStore, MemoryStore, RedisStore};
 
 type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
+/// Why the proxy stopped serving.
+pub type ServeError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Where requests go: the origin's scheme and authority.
 #[derive(Clone, Debug)]
 pub struct Origin {
@@ -109,7 +112,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     origin: Origin,
     store: AnyStore,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<(), ServeError> {
     let cache = ResponseCacheLayer::http_cache(store)
         .keep_stale(Duration::from_secs(3600))
         .x_cache_header()
@@ -128,7 +131,7 @@ pub async fn serve(
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+async fn main() -> Result<(), ServeError> {
     common::init_tracing();
     let Some(origin) = std::env::args().nth(1) else {
         eprintln!(

@@ -242,22 +242,27 @@ impl LockAttempt {
     /// A fresh entry for this request among what was read with the lock.
     async fn new_entry(&self, stored: StoredNow) -> Option<Entry> {
         let vary = key::decode_vary(&stored.vary?)?;
-        let variant = key::variant_hash(&vary, &self.request_headers);
-        if key::entry_key(&self.prefix, &self.url, &variant) != self.entry_key {
-            // stored under a Vary list this request did not know: look where it leads
-            return self.stored_entry().await;
-        }
-        self.usable(&stored.entry?, &vary)
+        let key = self.variant_key(&vary);
+        let entry = if key == self.entry_key {
+            stored.entry?
+        } else {
+            // stored under a Vary list this request did not know: one read where it leads
+            self.store.get(&key).await.ok()??
+        };
+        self.usable(&entry, &vary)
     }
 
     /// A fresh entry for this request, if the holder has stored one.
     async fn stored_entry(&self) -> Option<Entry> {
-        let list = self.store.get(&self.vary_key).await.ok()??;
-        let vary = key::decode_vary(&list)?;
-        let variant = key::variant_hash(&vary, &self.request_headers);
-        let key = key::entry_key(&self.prefix, &self.url, &variant);
-        let stored = self.store.get(&key).await.ok()??;
+        let vary = key::decode_vary(&self.store.get(&self.vary_key).await.ok()??)?;
+        let stored = self.store.get(&self.variant_key(&vary)).await.ok()??;
         self.usable(&stored, &vary)
+    }
+
+    /// The key of this request's entry under the Vary list `vary`.
+    fn variant_key(&self, vary: &[http::HeaderName]) -> String {
+        let variant = key::variant_hash(vary, &self.request_headers);
+        key::entry_key(&self.prefix, &self.url, &variant)
     }
 
     /// `stored` decoded, if it is stored under `vary` and fresh enough for the request (the

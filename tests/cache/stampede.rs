@@ -33,6 +33,21 @@ fn instance(builder: ResponseCacheBuilder, name: &'static str, runs: &Arc<Atomic
     BoxCloneService::new(service)
 }
 
+/// 200 GETs of `path` released at once, alternating between the two instances.
+fn burst(one: &App, two: &App, path: &'static str) -> Vec<tokio::task::JoinHandle<crate::Reply>> {
+    let barrier = Arc::new(Barrier::new(200));
+    (0..200)
+        .map(|i| {
+            let app = if i % 2 == 0 { one.clone() } else { two.clone() };
+            let barrier = Arc::clone(&barrier);
+            tokio::spawn(async move {
+                barrier.wait().await;
+                send(&app, req(get(path))).await
+            })
+        })
+        .collect()
+}
+
 async fn builder(redis: &TestRedis) -> ResponseCacheBuilder {
     ResponseCacheLayer::cache_page(crate::redis_store(redis).await, Duration::from_secs(60))
 }
@@ -43,17 +58,7 @@ async fn two_hundred_misses_across_two_instances_run_the_handler_once() {
     let runs = Arc::new(AtomicUsize::new(0));
     let one = instance(builder(&redis).await, "one", &runs);
     let two = instance(builder(&redis).await, "two", &runs);
-    let barrier = Arc::new(Barrier::new(200));
-    let tasks: Vec<_> = (0..200)
-        .map(|i| {
-            let app = if i % 2 == 0 { one.clone() } else { two.clone() };
-            let barrier = Arc::clone(&barrier);
-            tokio::spawn(async move {
-                barrier.wait().await;
-                send(&app, req(get("/hot"))).await
-            })
-        })
-        .collect();
+    let tasks = burst(&one, &two, "/hot");
     let mut bodies = std::collections::HashSet::new();
     for task in tasks {
         let reply = task.await.unwrap();
@@ -160,17 +165,7 @@ async fn a_stale_entry_is_refreshed_once_across_instances_while_all_are_served_s
     assert_eq!(first.body, "run 1 by one");
     crate::stored_entries(&redis, 1).await;
 
-    let barrier = Arc::new(Barrier::new(200));
-    let tasks: Vec<_> = (0..200)
-        .map(|i| {
-            let app = if i % 2 == 0 { one.clone() } else { two.clone() };
-            let barrier = Arc::clone(&barrier);
-            tokio::spawn(async move {
-                barrier.wait().await;
-                send(&app, req(get("/stale"))).await
-            })
-        })
-        .collect();
+    let tasks = burst(&one, &two, "/stale");
     for task in tasks {
         // the refresh is gated: only a stale copy can answer in time
         let reply = tokio::time::timeout(Duration::from_secs(5), task)

@@ -2,6 +2,7 @@
 //! in a real Redis: what the origin's headers say is what the proxy does.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -97,6 +98,21 @@ async fn get_until(http: &Http, path: &str, done: impl Fn(&Reply) -> bool) -> Re
     panic!("{path} never reached the awaited state");
 }
 
+/// The example's proxy for the origin at `origin`, storing in `redis`, and a client for it.
+async fn start_proxy(
+    redis: &TestRedis,
+    origin: SocketAddr,
+) -> (tokio::task::JoinHandle<Result<(), proxy::ServeError>>, Http) {
+    let store = RedisStore::builder(redis.url()).build().await.unwrap();
+    let (listener, addr) = listener().await;
+    let server = tokio::spawn(proxy::serve(
+        listener,
+        format!("http://{origin}").parse().unwrap(),
+        store.into(),
+    ));
+    (server, Http::new(addr))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_caching_proxy_caches_revalidates_and_invalidates_what_the_origin_allows() {
     let redis = TestRedis::start();
@@ -110,14 +126,7 @@ async fn the_caching_proxy_caches_revalidates_and_invalidates_what_the_origin_al
             async move { Ok::<_, Infallible>(answer) }
         }),
     ));
-    let store = RedisStore::builder(redis.url()).build().await.unwrap();
-    let (proxy_listener, proxy_addr) = listener().await;
-    let server = tokio::spawn(proxy::serve(
-        proxy_listener,
-        format!("http://{origin_addr}").parse().unwrap(),
-        store.into(),
-    ));
-    let http = Http::new(proxy_addr);
+    let (server, http) = start_proxy(&redis, origin_addr).await;
 
     // max-age: a stored miss, then hits the origin never sees
     let miss = http.send(Method::GET, "/fresh", &[], None).await;
@@ -165,16 +174,8 @@ async fn the_caching_proxy_answers_502_when_the_origin_is_down() {
     // a port that was free a moment ago: nothing listens there
     let (closed, closed_addr) = listener().await;
     drop(closed);
-    let store = RedisStore::builder(redis.url()).build().await.unwrap();
-    let (proxy_listener, proxy_addr) = listener().await;
-    let server = tokio::spawn(proxy::serve(
-        proxy_listener,
-        format!("http://{closed_addr}").parse().unwrap(),
-        store.into(),
-    ));
-    let reply = Http::new(proxy_addr)
-        .send(Method::GET, "/anything", &[], None)
-        .await;
+    let (server, http) = start_proxy(&redis, closed_addr).await;
+    let reply = http.send(Method::GET, "/anything", &[], None).await;
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
     assert_eq!(
         reply.json,
