@@ -69,14 +69,21 @@ async fn route(demo: Demo, request: Request<Incoming>) -> Response<Full<Bytes>> 
         (Method::GET, ["me"], Some(auth)) => reply(demo.me(&auth.principal)),
         (Method::GET, ["articles"], _) => reply(demo.articles()),
         (Method::GET, ["sms_codes", mobile], _) if path.ends_with('/') => {
-            reply(demo.sms_code(mobile).await)
+            match common::path_value(mobile) {
+                Some(mobile) => reply(demo.sms_code(&mobile).await),
+                None => not_found(),
+            }
         }
-        _ => reply(Answer {
-            status: StatusCode::NOT_FOUND,
-            body: json!({"detail": "Not found."}),
-            cache_control: None,
-        }),
+        _ => not_found(),
     }
+}
+
+fn not_found() -> Response<Full<Bytes>> {
+    reply(Answer {
+        status: StatusCode::NOT_FOUND,
+        body: json!({"detail": "Not found."}),
+        cache_control: None,
+    })
 }
 
 pub async fn serve(listener: tokio::net::TcpListener, demo: Demo) -> std::io::Result<()> {

@@ -81,7 +81,11 @@ pub fn routes(
     let sms = warp::get()
         .and(warp::path!("sms_codes" / String))
         .and(with_demo)
-        .then(|mobile: String, demo: Demo| async move { reply(demo.sms_code(&mobile).await) });
+        .then(|mobile: String, demo: Demo| async move {
+            // warp hands the raw segment over; decode it as axum does
+            let mobile = common::path_value(&mobile).unwrap_or_default();
+            reply(demo.sms_code(&mobile).await)
+        });
     login
         .or(logout)
         .unify()

@@ -291,6 +291,16 @@ impl Demo {
     }
 }
 
+/// A path segment as the handler must read it: percent-decoded, as axum's `Path` extractor
+/// hands it over, so that every spelling of one number (`%31380...`) is the number the
+/// rate-limit layer keyed. `None` when it does not decode to UTF-8.
+pub fn path_value(raw: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .ok()
+        .map(|value| value.into_owned())
+}
+
 /// Mainland China mobile numbers, as the original view checks: `1[3-9]\d{9}`.
 pub fn valid_mobile(mobile: &str) -> bool {
     let bytes = mobile.as_bytes();

@@ -12,33 +12,22 @@ use super::headers::{self, Reported};
 use super::layer::{Commit, Config, Limited, LimitedResponse};
 use super::service::{Check, Counted, Hits, Outcome, release_all};
 use crate::body::ResponseBody;
-use crate::store::StoreError;
 
-/// Hits counted for a request under [`Commit::OnSuccess`]: given back unless committed, also
-/// when the request is dropped before its response (as tower's concurrency limit returns its
-/// permit).
+/// Hits counted for a request under [`Commit::OnSuccess`], held while the inner service
+/// works: given back when it answers with a failure, kept otherwise.
+///
+/// A request dropped before its answer (a client that reset its connection) keeps its hits:
+/// the inner service has been called by then, and its side effect (the SMS) may already be
+/// under way. Giving the flag back there would let a client buy a second code for the price
+/// of a reset.
 pub(crate) struct Hold {
     config: Arc<Config>,
     hits: Hits,
-    settled: bool,
 }
 
 impl Hold {
-    fn commit(mut self) {
-        self.settled = true;
-    }
-
     fn release(mut self) {
-        self.settled = true;
         spawn_release(Arc::clone(&self.config), std::mem::take(&mut self.hits));
-    }
-}
-
-impl Drop for Hold {
-    fn drop(&mut self) {
-        if !self.settled {
-            spawn_release(Arc::clone(&self.config), std::mem::take(&mut self.hits));
-        }
     }
 }
 
@@ -171,7 +160,7 @@ where
 {
     /// The future once the rules were checked: the inner service's call, a 429 or a 503.
     pub(crate) fn decided(
-        outcome: Result<Outcome, StoreError>,
+        outcome: Outcome,
         inner: &mut S,
         request: Request<ReqBody>,
         config: &Arc<Config>,
@@ -185,7 +174,7 @@ where
 
 /// Where a request goes once its rules were checked.
 fn after_check<S, ReqBody, R>(
-    outcome: Result<Outcome, StoreError>,
+    outcome: Outcome,
     inner: &mut S,
     request: Request<ReqBody>,
     config: &Arc<Config>,
@@ -196,7 +185,7 @@ where
     R: LimitedResponse,
 {
     match outcome {
-        Ok(Outcome::Allowed(counted)) => {
+        Outcome::Allowed(counted) => {
             let headers = if config.informational {
                 allowed_fields(config, &counted)
             } else {
@@ -205,7 +194,6 @@ where
             let hold = (config.commit == Commit::OnSuccess).then(|| Hold {
                 config: Arc::clone(config),
                 hits: counted,
-                settled: false,
             });
             State::Inner {
                 future: inner.call(request),
@@ -213,7 +201,7 @@ where
                 headers,
             }
         }
-        Ok(Outcome::Denied { rule, decision }) => {
+        Outcome::Denied { rule, decision } => {
             let compiled = &config.rules[rule];
             let retry_after = decision.retry_after.unwrap_or(compiled.policy.window());
             let limited = Limited {
@@ -238,12 +226,7 @@ where
                 response: Some(response),
             }
         }
-        Err(err) if config.on_store_error.handle("ratelimit", &err) => State::Inner {
-            future: inner.call(request),
-            hold: None,
-            headers: None,
-        },
-        Err(_) => State::Done {
+        Outcome::Unavailable => State::Done {
             response: Some(Config::unavailable()),
         },
     }
@@ -298,14 +281,16 @@ where
                     hold,
                     headers,
                 } => {
-                    let mut response = ready!(future.poll(cx))?;
-                    if let Some(hold) = hold.take() {
-                        if response.status().is_success() {
-                            hold.commit();
-                        } else {
-                            hold.release();
-                        }
+                    let answer = ready!(future.poll(cx));
+                    let failed = answer
+                        .as_ref()
+                        .map_or(true, |response| !response.status().is_success());
+                    if let Some(hold) = hold.take()
+                        && failed
+                    {
+                        hold.release();
                     }
+                    let mut response = answer?;
                     if let Some((policy, limit)) = headers.take() {
                         response
                             .headers_mut()

@@ -271,49 +271,102 @@ fn compile_pattern(pattern: &str, wanted: &str) -> Result<Vec<Segment>, ConfigEr
     Ok(segments)
 }
 
+/// Why a request's key text was refused rather than read: the request names the rule's route
+/// in a spelling whose value is ambiguous.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Malformed(pub(crate) &'static str);
+
 impl CompiledKey {
-    /// The key text for `request`, hashed when long; `None` when the request has none.
-    pub(crate) fn extract<'a>(&self, request: &RequestHead<'a>) -> Option<Cow<'a, str>> {
+    /// The key text for `request`, hashed when long; `Ok(None)` when the request has none, and
+    /// [`Malformed`] when it matches a path pattern in a form whose value is ambiguous.
+    ///
+    /// A path segment is percent-decoded, because routers hand the decoded value to the
+    /// handler (axum's `Path`, warp's `param`): `/sms_codes/%313800138000/` is the number
+    /// `13800138000` and must share its counter, or each of a number's 2,048 spellings would
+    /// buy another SMS.
+    pub(crate) fn extract<'a>(
+        &self,
+        request: &RequestHead<'a>,
+    ) -> Result<Option<Cow<'a, str>>, Malformed> {
         let text = match self {
-            Self::PathSegment(segments) => {
-                let path = request.uri.path();
-                crate::auth::check_normalized(path).ok()?;
-                let mut captured = None;
-                let mut parts = path.split('/');
-                for segment in segments {
-                    let part = parts.next()?;
-                    match segment {
-                        Segment::Literal(literal) if part == literal => {}
-                        Segment::Any if !part.is_empty() => {}
-                        Segment::Capture if !part.is_empty() => captured = Some(part),
-                        _ => return None,
-                    }
+            Self::PathSegment(segments) => match capture(segments, request.uri.path())? {
+                Some(text) => text,
+                None => return Ok(None),
+            },
+            Self::Header(name) => match request.headers.get(name).map(|v| v.to_str()) {
+                Some(Ok(value)) => Cow::Borrowed(value.trim()),
+                _ => return Ok(None),
+            },
+            Self::Query(name) => {
+                let found = request.uri.query().and_then(|query| {
+                    form_urlencoded::parse(query.as_bytes())
+                        .find(|(key, _)| key == name.as_ref())
+                        .map(|(_, value)| value)
+                });
+                match found {
+                    Some(value) => value,
+                    None => return Ok(None),
                 }
-                if parts.next().is_some() {
-                    return None;
-                }
-                Cow::Borrowed(captured?)
             }
-            Self::Header(name) => Cow::Borrowed(request.headers.get(name)?.to_str().ok()?.trim()),
-            Self::Query(name) => form_urlencoded::parse(request.uri.query()?.as_bytes())
-                .find(|(key, _)| key == name.as_ref())
-                .map(|(_, value)| value)?,
-            Self::ClientIp => Cow::Owned(super::client_ip::key_text(request.client_ip?)),
+            Self::ClientIp => match request.client_ip {
+                Some(ip) => Cow::Owned(super::client_ip::key_text(ip)),
+                None => return Ok(None),
+            },
             Self::Global => Cow::Borrowed("*"),
-            Self::Custom(extract) => Cow::Owned(extract(request)?),
+            Self::Custom(extract) => match extract(request) {
+                Some(text) => Cow::Owned(text),
+                None => return Ok(None),
+            },
         };
         if text.is_empty() {
-            return None;
+            return Ok(None);
         }
-        Some(if text.len() > MAX_KEY_TEXT {
+        Ok(Some(if text.len() > MAX_KEY_TEXT {
             Cow::Owned(format!(
                 "sha256:{}",
                 hex_digest(&Sha256::digest(text.as_bytes()))
             ))
         } else {
             text
-        })
+        }))
     }
+}
+
+/// The captured segment of `path`, percent-decoded, when `path` has the pattern's shape.
+///
+/// Literal segments compare raw, as axum's router matches them. A path of the pattern's shape
+/// that is not in normal form (dot segments, `//`, encoded `/`, `.`, `%` or `;`), or whose
+/// captured value does not decode to UTF-8, is [`Malformed`]: its value is whatever a given
+/// router makes of it, so no key can be trusted to be the one the handler sees.
+fn capture<'a>(segments: &[Segment], path: &'a str) -> Result<Option<Cow<'a, str>>, Malformed> {
+    let mut captured = None;
+    let mut parts = path.split('/');
+    for segment in segments {
+        let Some(part) = parts.next() else {
+            return Ok(None);
+        };
+        match segment {
+            Segment::Literal(literal) if part == literal => {}
+            Segment::Any | Segment::Capture if part.is_empty() => {
+                // `//` where a value belongs: the route's shape, spelled ambiguously
+                return Err(Malformed("the path has an empty segment"));
+            }
+            Segment::Any => {}
+            Segment::Capture => captured = Some(part),
+            Segment::Literal(_) => return Ok(None),
+        }
+    }
+    if parts.next().is_some() {
+        return Ok(None);
+    }
+    crate::auth::check_normalized(path).map_err(Malformed)?;
+    let Some(raw) = captured else {
+        return Ok(None);
+    };
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map(Some)
+        .map_err(|_| Malformed("the path segment does not decode to UTF-8"))
 }
 
 #[cfg(test)]
@@ -337,7 +390,11 @@ mod tests {
             extensions: &extensions,
             client_ip: ip.map(|ip| ip.parse().unwrap()),
         };
-        key.compile().unwrap().extract(&head).map(Cow::into_owned)
+        key.compile()
+            .unwrap()
+            .extract(&head)
+            .unwrap()
+            .map(Cow::into_owned)
     }
 
     #[test]
@@ -349,7 +406,6 @@ mod tests {
         );
         for uri in [
             "/sms_codes/13800138000",
-            "/sms_codes//",
             "/sms_codes/1/2/",
             "/other/1/",
             "/sms_codes/../1/",
@@ -361,6 +417,59 @@ mod tests {
             extract(&two, "/users/7/codes/x1", &[], None).as_deref(),
             Some("x1")
         );
+    }
+
+    fn refusal(key: &Key, uri: &str) -> Option<Malformed> {
+        let uri: Uri = uri.parse().unwrap();
+        let (headers, extensions) = (HeaderMap::new(), Extensions::new());
+        let head = RequestHead {
+            method: &Method::GET,
+            uri: &uri,
+            headers: &headers,
+            extensions: &extensions,
+            client_ip: None,
+        };
+        key.compile().unwrap().extract(&head).err()
+    }
+
+    #[test]
+    fn every_spelling_of_a_segment_is_one_key() {
+        let key = || Key::path_segment("/sms_codes/{mobile}/", "mobile");
+        for uri in [
+            "/sms_codes/13800138000/",
+            "/sms_codes/%313800138000/",
+            "/sms_codes/%31%33%38%30%30%31%33%38%30%30%30/",
+            "/sms_codes/1380013800%30/",
+        ] {
+            assert_eq!(
+                extract(&key(), uri, &[], None).as_deref(),
+                Some("13800138000"),
+                "{uri}"
+            );
+        }
+        assert_eq!(
+            extract(&key(), "/sms_codes/%E5%BC%A0/", &[], None).as_deref(),
+            Some("张")
+        );
+    }
+
+    #[test]
+    fn a_route_spelled_ambiguously_is_refused_not_passed() {
+        let key = || Key::path_segment("/users/{name}/", "name");
+        for uri in [
+            "/users/john%2Edoe/",
+            "/users/a%2Fb/",
+            "/users/%2531/",
+            "/users/a%3Bb/",
+            "/users//",
+            "/users/%FF/",
+            "/users/x;y/",
+        ] {
+            assert!(refusal(&key(), uri).is_some(), "{uri} was not refused");
+        }
+        // paths that are not the route are not the rule's business
+        assert_eq!(refusal(&key(), "/other/a%2Fb/"), None);
+        assert_eq!(extract(&key(), "/other/a%2Fb/", &[], None), None);
     }
 
     #[test]

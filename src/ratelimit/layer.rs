@@ -46,7 +46,10 @@ pub enum Commit {
     #[default]
     Always,
     /// Only requests whose response is a success (2xx) count: a failing SMS gateway does not
-    /// lock the user out for a minute. A request that is cancelled counts for nothing.
+    /// lock the user out for a minute. A request cancelled once the inner service was called
+    /// (a client that resets its connection after sending) keeps its hit, since the side
+    /// effect may already have happened; only a failure answered by the inner service (a
+    /// non-2xx response or an error) gives it back.
     OnSuccess,
 }
 
@@ -201,6 +204,7 @@ pub(crate) struct CompiledRule {
     /// This rule's `RateLimit-Policy` item.
     pub(crate) policy_item: String,
     pub(crate) key: CompiledKey,
+    pub(crate) on_store_error: FailurePolicy,
 }
 
 pub(crate) struct Config {
@@ -211,7 +215,6 @@ pub(crate) struct Config {
     pub(crate) informational: bool,
     /// `RateLimit-Policy` when every rule counted the request (the usual case).
     pub(crate) all_policies: Option<HeaderValue>,
-    pub(crate) on_store_error: FailurePolicy,
     pub(crate) trusted: Vec<Network>,
     pub(crate) peer: PeerFn,
     pub(crate) needs_ip: bool,
@@ -283,7 +286,7 @@ impl RateLimitLayer {
             missing_key: MissingKey::default(),
             commit: Commit::default(),
             informational: true,
-            on_store_error: FailurePolicy::Open,
+            on_store_error: None,
             trusted: Vec::new(),
             peer: Arc::new(default_peer),
             status: StatusCode::TOO_MANY_REQUESTS,
@@ -362,7 +365,7 @@ pub struct RateLimitBuilder {
     missing_key: MissingKey,
     commit: Commit,
     informational: bool,
-    on_store_error: FailurePolicy,
+    on_store_error: Option<FailurePolicy>,
     trusted: Vec<String>,
     peer: PeerFn,
     status: StatusCode,
@@ -472,7 +475,11 @@ impl RateLimitBuilder {
         self
     }
 
-    /// What a store failure does. Defaults to [`FailurePolicy::Open`]: the request goes on.
+    /// What a store failure does to rules that do not say themselves
+    /// ([`Rule::on_store_error`]). Unset by default, so that each rule keeps its own default:
+    /// cooldowns fail closed (503), fixed windows and GCRA fail open (the request goes on
+    /// uncounted). Either way the failure is logged at `WARN`, and a dropped connection is
+    /// first retried once on a new connection where the command allows it.
     ///
     /// # Example
     ///
@@ -488,7 +495,7 @@ impl RateLimitBuilder {
     /// # Ok::<(), tower_redis_http::ConfigError>(())
     /// ```
     pub fn on_store_error(mut self, policy: FailurePolicy) -> Self {
-        self.on_store_error = policy;
+        self.on_store_error = Some(policy);
         self
     }
 
@@ -587,6 +594,7 @@ impl RateLimitBuilder {
                 policy_item: policy_item(&rule.name, &policy),
                 policy,
                 key: rule.key.compile()?,
+                on_store_error: rule.failure_policy(self.on_store_error),
             });
         }
         let trusted = self
@@ -612,7 +620,6 @@ impl RateLimitBuilder {
                 missing_key: self.missing_key,
                 commit: self.commit,
                 informational: self.informational,
-                on_store_error: self.on_store_error,
                 trusted,
                 peer: self.peer,
                 needs_ip,

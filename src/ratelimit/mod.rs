@@ -60,8 +60,9 @@
 //!
 //! # Commit on success
 //!
-//! With [`Commit::OnSuccess`], a hit counts only if the inner service answers 2xx; otherwise
-//! (or if the request is dropped) it is given back. A cooldown is given back only by the hit
+//! With [`Commit::OnSuccess`], a hit counts unless the inner service answers with a failure
+//! (a non-2xx response or an error). A request dropped after the inner service was called
+//! keeps its hit: the side effect may have happened. A cooldown is given back only by the hit
 //! that set it, so a release never lets two requests through at once.
 //!
 //! # Several rules
@@ -79,8 +80,27 @@
 //!
 //! # Failures
 //!
-//! Fail open by default: a store error or timeout lets the request through (logged), within the
-//! store's command timeout. [`FailurePolicy::Closed`](crate::FailurePolicy::Closed) answers 503.
+//! Each rule has a failure policy ([`Rule::on_store_error`]), applied within the store's command
+//! timeout and logged at `WARN`:
+//!
+//! - a **cooldown fails closed** by default: a store error or timeout answers 503, since
+//!   letting requests through would send a code for each of them while Redis is away;
+//! - a **fixed window or GCRA fails open** by default: the request goes on, uncounted by that
+//!   rule, while the layer's other rules still apply.
+//!
+//! On Redis a dropped connection is retried once on a new connection before any policy
+//! applies; the cooldown's `SET NX` carries a value naming the request, so its retry recognises
+//! a first attempt that landed. On the memory store, a full rate-limit share
+//! ([`MemoryStoreBuilder::max_rate_limit_keys`](crate::store::MemoryStoreBuilder::max_rate_limit_keys))
+//! is a store failure for new keys: live entries are never evicted to make room.
+//!
+//! # Keys and spellings
+//!
+//! A [`Key::path_segment`] is the percent-decoded value the handler will see (axum's `Path`
+//! decodes), so every spelling of one phone number shares one flag. A path of the rule's route
+//! that is not in normal form (`%2E`, `%2F`, `%25`, `;`, `//`, dot segments), or whose value is
+//! not UTF-8, is answered `400 Bad Request`: letting it pass uncounted would let a router that
+//! reads a value out of it call the handler for free.
 
 mod client_ip;
 mod future;

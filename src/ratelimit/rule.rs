@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::Key;
-use crate::ConfigError;
 use crate::store::RatePolicy;
+use crate::{ConfigError, FailurePolicy};
 
 /// A rate in django-ratelimit's notation: `count/period`, the period one of `s`, `m`, `h`, `d`
 /// with an optional multiplier (`100/5m`) or a number of seconds (`10/30`).
@@ -159,6 +159,7 @@ pub struct Rule {
     pub(crate) name: Arc<str>,
     pub(crate) spec: Spec,
     pub(crate) key: Key,
+    pub(crate) on_store_error: Option<FailurePolicy>,
 }
 
 #[derive(Debug, Clone)]
@@ -188,6 +189,7 @@ impl Rule {
             name: name.into(),
             spec: Spec::Cooldown(interval),
             key,
+            on_store_error: None,
         }
     }
 
@@ -209,6 +211,7 @@ impl Rule {
             name: name.into(),
             spec: Spec::FixedWindow(rate_of(rate)),
             key,
+            on_store_error: None,
         }
     }
 
@@ -231,7 +234,45 @@ impl Rule {
             name: name.into(),
             spec: Spec::Gcra(rate_of(rate), burst),
             key,
+            on_store_error: None,
         }
+    }
+
+    /// What this rule does when the store fails (an error, a timeout, a full memory store).
+    /// Defaults to the layer's [`on_store_error`](super::RateLimitBuilder::on_store_error)
+    /// when set, else to [`FailurePolicy::Closed`] for a cooldown and [`FailurePolicy::Open`]
+    /// for a fixed window or GCRA.
+    ///
+    /// A cooldown guards a side effect that costs money or can harass (an SMS, an e-mail):
+    /// failing open would hand out one for every request while Redis is away, so it answers
+    /// 503 instead. A window or GCRA that fails open lets traffic through unmetered for a
+    /// while, which is usually the lesser harm.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::FailurePolicy;
+    /// use tower_redis_http::ratelimit::{Key, Rule};
+    ///
+    /// // a newsletter resend: better one too many than none while Redis fails over
+    /// let resend = Rule::cooldown("resend", Duration::from_secs(60), Key::query("email"))
+    ///     .on_store_error(FailurePolicy::Open);
+    /// ```
+    #[must_use]
+    pub fn on_store_error(mut self, policy: FailurePolicy) -> Self {
+        self.on_store_error = Some(policy);
+        self
+    }
+
+    /// The failure policy that applies, given the layer's default (if one was set).
+    pub(crate) fn failure_policy(&self, layer_default: Option<FailurePolicy>) -> FailurePolicy {
+        self.on_store_error
+            .or(layer_default)
+            .unwrap_or(match self.spec {
+                Spec::Cooldown(_) => FailurePolicy::Closed,
+                Spec::FixedWindow(_) | Spec::Gcra(..) => FailurePolicy::Open,
+            })
     }
 
     pub(crate) fn policy(&self) -> Result<RatePolicy, ConfigError> {

@@ -9,7 +9,7 @@ use smallvec::SmallVec;
 use tower_service::Service;
 
 use super::future::ResponseFuture;
-use super::key::RequestHead;
+use super::key::{Malformed, RequestHead};
 use super::layer::{Config, LimitedResponse, MissingKey};
 use crate::body::ResponseBody;
 use crate::store::{AnyStore, RateDecision, Store, StoreError};
@@ -32,11 +32,16 @@ type Checks = SmallVec<[(usize, String); 1]>;
 /// What checking the rules found.
 pub(crate) enum Outcome {
     Allowed(Hits),
-    Denied { rule: usize, decision: RateDecision },
+    Denied {
+        rule: usize,
+        decision: RateDecision,
+    },
+    /// The store failed on a rule that fails closed: answer 503.
+    Unavailable,
 }
 
 /// Checking the rules against a store that needs a round trip.
-pub(crate) type Check = Pin<Box<dyn Future<Output = Result<Outcome, StoreError>> + Send>>;
+pub(crate) type Check = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 
 /// The service [`RateLimitLayer`](super::RateLimitLayer) wraps around an inner service.
 ///
@@ -157,7 +162,15 @@ pub(crate) async fn release_all(config: &Config, hits: &[Counted]) {
 }
 
 impl Config {
+    /// Whether a request goes on after the store failed on `rule`: the rule's failure
+    /// policy, logged.
+    fn survives(&self, rule: usize, err: &StoreError) -> bool {
+        self.rules[rule].on_store_error.handle("ratelimit", err)
+    }
+
     /// Checks every applicable rule in order; a refusal gives back what earlier rules counted.
+    /// A rule whose store call fails is skipped when it fails open, and ends the check when it
+    /// fails closed.
     fn check(self: &Arc<Self>, checks: Checks) -> Check {
         let config = Arc::clone(self);
         Box::pin(async move {
@@ -166,14 +179,15 @@ impl Config {
                 let policy = config.rules[rule].policy;
                 let decision = match config.store.rate_limit_full(&key, &policy).await {
                     Ok(decision) => decision,
-                    Err(err) => {
+                    Err(err) if config.survives(rule, &err) => continue,
+                    Err(_) => {
                         release_all(&config, &counted).await;
-                        return Err(err);
+                        return Outcome::Unavailable;
                     }
                 };
                 if !decision.allowed {
                     release_all(&config, &counted).await;
-                    return Ok(Outcome::Denied { rule, decision });
+                    return Outcome::Denied { rule, decision };
                 }
                 counted.push(Counted {
                     rule,
@@ -181,13 +195,13 @@ impl Config {
                     decision,
                 });
             }
-            Ok(Outcome::Allowed(counted))
+            Outcome::Allowed(counted)
         })
     }
 
     /// [`check`](Self::check) without a future, when the store decides at once (the memory
     /// store): the request then needs neither a boxed future nor a second poll.
-    fn check_now(&self, checks: &mut Checks) -> Option<Result<Outcome, StoreError>> {
+    fn check_now(&self, checks: &mut Checks) -> Option<Outcome> {
         let AnyStore::Memory(store) = &self.store else {
             return None;
         };
@@ -201,14 +215,15 @@ impl Config {
         for (rule, key) in checks.drain(..) {
             let decision = match store.rate_limit_now(&key, &self.rules[rule].policy) {
                 Ok(decision) => decision,
-                Err(err) => {
+                Err(err) if self.survives(rule, &err) => continue,
+                Err(_) => {
                     give_back(&counted);
-                    return Some(Err(err));
+                    return Some(Outcome::Unavailable);
                 }
             };
             if !decision.allowed {
                 give_back(&counted);
-                return Some(Ok(Outcome::Denied { rule, decision }));
+                return Some(Outcome::Denied { rule, decision });
             }
             counted.push(Counted {
                 rule,
@@ -216,13 +231,28 @@ impl Config {
                 decision,
             });
         }
-        Some(Ok(Outcome::Allowed(counted)))
+        Some(Outcome::Allowed(counted))
     }
 
     pub(crate) fn bad_request() -> Response<Bytes> {
         let mut response = Response::new(Bytes::from_static(
             br#"{"detail":"The request carries no value to rate-limit it by."}"#,
         ));
+        *response.status_mut() = StatusCode::BAD_REQUEST;
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+
+    /// The answer to a request that names a rule's route in an ambiguous spelling: never let
+    /// through uncounted, since the handler may still read a value out of it.
+    pub(crate) fn malformed_key(malformed: Malformed) -> Response<Bytes> {
+        let body = serde_json::json!({
+            "detail": format!("The request path is not in normal form: {}.", malformed.0)
+        });
+        let mut response = Response::new(Bytes::from(body.to_string()));
         *response.status_mut() = StatusCode::BAD_REQUEST;
         response.headers_mut().insert(
             http::header::CONTENT_TYPE,
@@ -275,28 +305,24 @@ where
         let mut checks = Checks::new();
         for (index, rule) in config.rules.iter().enumerate() {
             match rule.key.extract(&head) {
-                Some(key) => {
+                Err(malformed) => {
+                    return ResponseFuture::done(Config::malformed_key(malformed));
+                }
+                Ok(Some(key)) => {
                     let store_key = config
                         .store
                         .key_scheme()
                         .make_joined(&["rl:", &rule.name, ":", &key]);
                     match store_key {
                         Ok(store_key) => checks.push((index, store_key)),
-                        Err(err) => {
-                            return ResponseFuture::decided(
-                                Err(err),
-                                &mut self.inner,
-                                request,
-                                config,
-                                &self.rejection,
-                            );
-                        }
+                        Err(err) if config.survives(index, &err) => {}
+                        Err(_) => return ResponseFuture::done(Config::unavailable()),
                     }
                 }
-                None if config.missing_key == MissingKey::Reject => {
+                Ok(None) if config.missing_key == MissingKey::Reject => {
                     return ResponseFuture::done(Config::bad_request());
                 }
-                None => {}
+                Ok(None) => {}
             }
         }
         if checks.is_empty() {

@@ -1,5 +1,5 @@
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -59,13 +59,16 @@ const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 /// - **Broken connections are replaced.** bb8-redis never reports a connection as broken, so
 ///   each connection carries a flag that a call sets when its command failed because the
 ///   connection dropped or timed out; bb8 discards flagged connections and opens new ones.
-///   Reads and idempotent writes (`get`, `get_and_refresh`, `set`, `delete`, `ttl`) retry once
-///   on a fresh connection when the first one turns out dropped, so a Redis restart does not
-///   fail requests that arrive after it is back.
-/// - **Every call is bounded**: at most the connect timeout to get a connection (instant when
-///   one is open) and the command timeout for the reply. A stalled server gives
-///   [`StoreErrorKind::Timeout`], never a hung request. The one retry after a dropped
-///   connection gets a bound of its own.
+///   One dropped connection makes every connection opened before it suspect (a `CLIENT
+///   KILL`, a restart or a failover drops them all), so they are replaced too rather than
+///   tried one after another.
+/// - **Safe retries.** Reads, idempotent writes (`get`, `get_and_refresh`, `set`, `delete`,
+///   `ttl`) and the cooldown flag (whose `SET NX` value names the request, so a retry can
+///   tell its own earlier write) retry once on a new connection when the first one turns out
+///   dropped, so a Redis restart does not fail requests that arrive after it is back.
+/// - **Every call is bounded by one deadline**, the command timeout, from checkout to reply,
+///   retry included. A stalled server gives [`StoreErrorKind::Timeout`], never a hung
+///   request; the connect timeout only bounds bb8's own connection attempts in the background.
 /// - **Fail fast while Redis is down.** When the latest connection attempt failed within the
 ///   connect timeout and no connection is open, calls fail at once instead of each waiting out
 ///   the timeout: [`StoreErrorKind::Connection`] when the server refused,
@@ -122,6 +125,7 @@ const LEASE: Duration = Duration::from_secs(1);
 struct Lease {
     conn: MultiplexedConnection,
     broken: Arc<AtomicBool>,
+    opened_at: Instant,
     taken_at: Instant,
 }
 
@@ -129,6 +133,14 @@ struct Lease {
 struct TrackedConnection {
     conn: MultiplexedConnection,
     broken: Arc<AtomicBool>,
+    opened_at: Instant,
+}
+
+/// A multiplexed handle for one call: the connection, its broken flag, and when it opened.
+struct Handle {
+    conn: MultiplexedConnection,
+    broken: Arc<AtomicBool>,
+    opened_at: Instant,
 }
 
 struct TrackedManager {
@@ -138,10 +150,25 @@ struct TrackedManager {
 }
 
 /// The outcome of the latest connection attempt, so that calls fail at once while Redis is
-/// known to be unreachable instead of each waiting out the connect timeout.
-#[derive(Default)]
+/// known to be unreachable instead of each waiting out the connect timeout; and since when
+/// connections are suspect of having been dropped.
 struct Reachability {
     last_failure: Mutex<Option<ConnectFailure>>,
+    epoch: Instant,
+    /// Nanoseconds after `epoch` before which every connection opened is suspect (0: none).
+    /// One dropped connection usually means all of them went (a `CLIENT KILL`, a restart, a
+    /// failover): a retry must not pick another connection that the same event dropped.
+    suspect_before: AtomicU64,
+}
+
+impl Default for Reachability {
+    fn default() -> Self {
+        Self {
+            last_failure: Mutex::default(),
+            epoch: Instant::now(),
+            suspect_before: AtomicU64::new(0),
+        }
+    }
 }
 
 struct ConnectFailure {
@@ -165,6 +192,23 @@ impl Reachability {
                 reason: err.to_string(),
             });
         }
+    }
+
+    /// Marks every connection opened before `sent_at` (when a command that found its
+    /// connection dropped was sent) as suspect.
+    fn dropped_since(&self, sent_at: Instant) {
+        let nanos = u64::try_from(sent_at.saturating_duration_since(self.epoch).as_nanos())
+            .unwrap_or(u64::MAX);
+        self.suspect_before.fetch_max(nanos, Ordering::Relaxed);
+    }
+
+    /// Whether a connection opened at `opened_at` may have been dropped with another one.
+    fn is_suspect(&self, opened_at: Instant) -> bool {
+        let before = self.suspect_before.load(Ordering::Relaxed);
+        before != 0
+            && u64::try_from(opened_at.saturating_duration_since(self.epoch).as_nanos())
+                .unwrap_or(u64::MAX)
+                < before
     }
 
     /// The error for calls while the latest attempt failed within `window`.
@@ -193,6 +237,7 @@ impl bb8::ManageConnection for TrackedManager {
         Ok(TrackedConnection {
             conn,
             broken: Arc::new(AtomicBool::new(false)),
+            opened_at: Instant::now(),
         })
     }
 
@@ -201,7 +246,7 @@ impl bb8::ManageConnection for TrackedManager {
     }
 
     fn has_broken(&self, conn: &mut TrackedConnection) -> bool {
-        conn.broken.load(Ordering::Relaxed)
+        conn.broken.load(Ordering::Relaxed) || self.reachability.is_suspect(conn.opened_at)
     }
 }
 
@@ -266,38 +311,56 @@ impl RedisStore {
     }
 
     /// A multiplexed handle to a pooled connection: the current lease while it is fresh and
-    /// unbroken, else a new one from bb8.
-    async fn checkout(&self) -> Result<(MultiplexedConnection, Arc<AtomicBool>), StoreError> {
+    /// unbroken, else a new one from bb8 (within `deadline`).
+    async fn checkout(&self, deadline: tokio::time::Instant) -> Result<Handle, StoreError> {
         if let Some(handle) = self.leased() {
             return Ok(handle);
         }
-        let (conn, broken) = self.checkout_from_pool().await?;
+        let handle = tokio::time::timeout_at(deadline, self.checkout_from_pool())
+            .await
+            .map_err(|_| {
+                self.reachability
+                    .recent_failure(self.connect_timeout)
+                    .unwrap_or_else(|| {
+                        StoreError::new(
+                            StoreErrorKind::Timeout,
+                            "no Redis connection could be had within the command timeout",
+                        )
+                    })
+            })??;
         if let Ok(mut lease) = self.lease.write() {
             *lease = Some(Lease {
-                conn: conn.clone(),
-                broken: Arc::clone(&broken),
+                conn: handle.conn.clone(),
+                broken: Arc::clone(&handle.broken),
+                opened_at: handle.opened_at,
                 taken_at: Instant::now(),
             });
         }
-        Ok((conn, broken))
+        Ok(handle)
     }
 
-    fn leased(&self) -> Option<(MultiplexedConnection, Arc<AtomicBool>)> {
+    fn leased(&self) -> Option<Handle> {
         let lease = self.lease.read().ok()?;
         let lease = lease.as_ref()?;
-        if lease.broken.load(Ordering::Relaxed) || lease.taken_at.elapsed() > LEASE {
+        if lease.broken.load(Ordering::Relaxed)
+            || lease.taken_at.elapsed() > LEASE
+            || self.reachability.is_suspect(lease.opened_at)
+        {
             return None;
         }
-        Some((lease.conn.clone(), Arc::clone(&lease.broken)))
+        Some(Handle {
+            conn: lease.conn.clone(),
+            broken: Arc::clone(&lease.broken),
+            opened_at: lease.opened_at,
+        })
     }
 
-    /// A handle from bb8, skipping connections flagged broken (dropping their guard hands
-    /// them back to bb8, which discards them).
-    async fn checkout_from_pool(
-        &self,
-    ) -> Result<(MultiplexedConnection, Arc<AtomicBool>), StoreError> {
+    /// A handle from bb8, skipping connections flagged broken or suspect of having been
+    /// dropped with another one (dropping their guard hands them back to bb8, which discards
+    /// them).
+    async fn checkout_from_pool(&self) -> Result<Handle, StoreError> {
         // While the latest connection attempt failed recently and no connection is open,
-        // waiting for bb8 would only wait out the connect timeout. bb8 keeps retrying in the
+        // waiting for bb8 would only wait out the timeout. bb8 keeps retrying in the
         // background, and each failure renews the record; the first success clears it.
         if self.pool.state().idle_connections == 0
             && let Some(err) = self.reachability.recent_failure(self.connect_timeout)
@@ -317,18 +380,28 @@ impl RedisStore {
                     }
                 }
             })?;
-            if !pooled.broken.load(Ordering::Relaxed) {
-                return Ok((pooled.conn.clone(), Arc::clone(&pooled.broken)));
+            if pooled.broken.load(Ordering::Relaxed)
+                || self.reachability.is_suspect(pooled.opened_at)
+            {
+                pooled.broken.store(true, Ordering::Relaxed);
+                continue;
             }
+            return Ok(Handle {
+                conn: pooled.conn.clone(),
+                broken: Arc::clone(&pooled.broken),
+                opened_at: pooled.opened_at,
+            });
         }
     }
 
     /// Runs `command` on a pooled connection, flags the connection when it broke or went
-    /// silent, and retries once on a fresh one where `retry` allows.
+    /// silent, and retries once on a new one where `retry` allows.
     ///
-    /// The bound needs no timer of its own: bb8 bounds the checkout by the connect timeout,
-    /// and each connection carries the command timeout as redis-rs's response timeout. A
-    /// second timer per call cost about a tenth of the throughput (see `benches/store_ratio.rs`).
+    /// One deadline, the command timeout, bounds the whole call from checkout to reply,
+    /// retry included. On the usual path (a leased connection) that bound is the connection's
+    /// own response timeout, with no timer of its own: a second timer per call cost about a
+    /// tenth of the throughput (see `benches/store_ratio.rs`). Only a call that has to go to
+    /// the pool (a new lease, a retry) arms a timer for what is left of the deadline.
     async fn run<T, F, Fut>(
         &self,
         name: &'static str,
@@ -339,6 +412,8 @@ impl RedisStore {
         F: Fn(MultiplexedConnection) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::from_std(started + self.command_timeout);
         let mut tries_left = if retry == Retry::OnDroppedConnection {
             2
         } else {
@@ -346,8 +421,27 @@ impl RedisStore {
         };
         loop {
             tries_left -= 1;
-            let (conn, broken) = self.checkout().await?;
-            let err = match command(conn).await {
+            let sent_at = Instant::now();
+            let (handle, result) = match self.leased() {
+                Some(handle) => {
+                    let result = command(handle.conn.clone()).await;
+                    (handle, result)
+                }
+                None => {
+                    let handle = self.checkout(deadline).await?;
+                    match tokio::time::timeout_at(deadline, command(handle.conn.clone())).await {
+                        Ok(result) => (handle, result),
+                        Err(_) => {
+                            handle.broken.store(true, Ordering::Relaxed);
+                            return Err(StoreError::new(
+                                StoreErrorKind::Timeout,
+                                format!("Redis {name} took longer than the command timeout"),
+                            ));
+                        }
+                    }
+                }
+            };
+            let err = match result {
                 Ok(value) => return Ok(value),
                 Err(err) => err,
             };
@@ -355,10 +449,13 @@ impl RedisStore {
                 // A connection that stays silent past the timeout may be half-open (a peer
                 // gone without a reset); replacing it costs one reconnect, keeping it may
                 // cost every later call a timeout.
-                broken.store(true, Ordering::Relaxed);
-                if tries_left > 0 && err.is_connection_dropped() {
-                    tracing::debug!(command = name, error = %err, "Redis connection dropped; retrying on a new one");
-                    continue;
+                handle.broken.store(true, Ordering::Relaxed);
+                if err.is_connection_dropped() {
+                    self.reachability.dropped_since(sent_at);
+                    if tries_left > 0 {
+                        tracing::debug!(command = name, error = %err, "Redis connection dropped; retrying on a new one");
+                        continue;
+                    }
                 }
             }
             return Err(classify(name, err));
@@ -560,26 +657,39 @@ impl RedisStore {
             PolicyKind::Cooldown { interval_ms } => {
                 let ticket = new_ticket();
                 let ticket_text: &str = &ticket;
-                // A transaction, not a script: SET NX and PTTL are all a send flag needs, and
-                // MULTI/EXEC costs Redis a fraction of a script call.
-                let (set, ttl_ms): (Option<String>, i64) = self
-                    .run("cooldown flag", Retry::Never, move |mut conn| async move {
-                        redis::pipe()
-                            .atomic()
-                            .cmd("SET")
-                            .arg(key)
-                            .arg(ticket_text)
-                            .arg("NX")
-                            .arg("PX")
-                            .arg(interval_ms)
-                            .cmd("PTTL")
-                            .arg(key)
-                            .query_async(&mut conn)
-                            .await
-                    })
+                // A transaction, not a script: SET NX, PTTL and GET are all a send flag
+                // needs, and MULTI/EXEC costs Redis a fraction of a script call. The GET makes
+                // the step safe to send twice: when a dropped connection lost the reply to a
+                // SET that landed, the retry finds the flag holding this hit's own ticket and
+                // answers "allowed" instead of refusing the request its own flag.
+                let (set, ttl_ms, holder): (Option<String>, i64, Option<String>) = self
+                    .run(
+                        "cooldown flag",
+                        Retry::OnDroppedConnection,
+                        move |mut conn| async move {
+                            redis::pipe()
+                                .atomic()
+                                .cmd("SET")
+                                .arg(key)
+                                .arg(ticket_text)
+                                .arg("NX")
+                                .arg("PX")
+                                .arg(interval_ms)
+                                .cmd("PTTL")
+                                .arg(key)
+                                .cmd("GET")
+                                .arg(key)
+                                .query_async(&mut conn)
+                                .await
+                        },
+                    )
                     .await?;
-                if set.is_some() {
-                    return Ok(cooldown_decision(interval_ms, None, Arc::clone(&ticket)));
+                if set.is_some() || holder.as_deref() == Some(ticket_text) {
+                    let mut decision = cooldown_decision(interval_ms, None, Arc::clone(&ticket));
+                    if let Ok(ttl_ms) = u64::try_from(ttl_ms) {
+                        decision.reset = Duration::from_millis(ttl_ms);
+                    }
+                    return Ok(decision);
                 }
                 let ttl_ms = match u64::try_from(ttl_ms) {
                     Ok(ttl_ms) => ttl_ms,
@@ -1027,7 +1137,9 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// How long a call may wait for a connection from the pool, including opening one.
+    /// How long opening a connection (TCP, TLS, `HELLO`, `SELECT`) may take; bb8 keeps
+    /// opening connections in the background within it. A call never waits longer than the
+    /// [command timeout](Self::command_timeout), even while a connection is being opened.
     /// Defaults to 1 s.
     ///
     /// # Example
@@ -1043,11 +1155,8 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// How long a command may wait for its reply. Defaults to 500 ms.
-    ///
-    /// Getting a connection is bounded separately by the
-    /// [connect timeout](Self::connect_timeout); with a connection open, as in steady state,
-    /// the command timeout is the whole bound.
+    /// How long a store call may take, from getting a connection to the reply, a retry after
+    /// a dropped connection included. Defaults to 500 ms.
     ///
     /// # Example
     ///

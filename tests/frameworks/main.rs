@@ -35,6 +35,7 @@ use support::TestRedis;
 
 mod proxy;
 
+#[derive(Clone)]
 struct Http {
     base: SocketAddr,
     client: Client<HttpConnector, Full<Bytes>>,
@@ -242,6 +243,38 @@ async fn suite(http: &Http, redis: &TestRedis) {
         StatusCode::NOT_FOUND
     );
 
+    // 64 spellings of one number, at once: one code, 63 refusals, whatever the framework
+    let spellings = spellings("13700137000", 6);
+    assert_eq!(spellings.len(), 64);
+    let mut burst = tokio::task::JoinSet::new();
+    for mobile in spellings {
+        let http = http.clone();
+        burst.spawn(async move {
+            http.send(Method::GET, &format!("/sms_codes/{mobile}/"), &[], None)
+                .await
+                .status
+        });
+    }
+    let statuses = burst.join_all().await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+            .count(),
+        63,
+        "{statuses:?}"
+    );
+    assert_eq!(redis.command(&["GET", "codes:1:sms_13700137000"]).len(), 6);
+    let odd = http
+        .send(Method::GET, "/sms_codes/1370013700%2E/", &[], None)
+        .await;
+    assert_eq!(odd.status, StatusCode::BAD_REQUEST, "{:?}", odd.json);
+
     // logout revokes the token
     let logout = http
         .send(
@@ -257,6 +290,26 @@ async fn suite(http: &Http, redis: &TestRedis) {
         .await;
     assert_eq!(after.status, StatusCode::UNAUTHORIZED);
     assert_eq!(after.json, json!({"detail": "Invalid token."}));
+}
+
+/// The spellings of `number` with each of its first `digits` digits plain or
+/// percent-encoded: `2^digits` of them.
+fn spellings(number: &str, digits: u32) -> Vec<String> {
+    (0..1u32 << digits)
+        .map(|mask| {
+            number
+                .chars()
+                .enumerate()
+                .map(|(i, digit)| {
+                    if i < digits as usize && mask & (1 << i) != 0 {
+                        format!("%{:02X}", digit as u32)
+                    } else {
+                        digit.to_string()
+                    }
+                })
+                .collect()
+        })
+        .collect()
 }
 
 async fn listener() -> (tokio::net::TcpListener, SocketAddr) {

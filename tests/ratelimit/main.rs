@@ -494,7 +494,7 @@ async fn the_gcra_script_reloads_after_a_script_flush() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_stopped_fails_open_by_default_and_503_when_closed() {
+async fn redis_stopped_windows_fail_open_and_cooldowns_fail_closed_by_default() {
     let mut redis = TestRedis::start();
     let store: AnyStore = RedisStore::builder(redis.url())
         .command_timeout(Duration::from_millis(200))
@@ -503,26 +503,192 @@ async fn redis_stopped_fails_open_by_default_and_503_when_closed() {
         .await
         .unwrap()
         .into();
-    let open = app(RateLimitLayer::builder(store.clone()).rule(sms_rule()));
-    let closed = app(RateLimitLayer::builder(store)
-        .rule(sms_rule())
+    let window = || Rule::fixed_window("api", "100/m", Key::global());
+    let open_window = app(RateLimitLayer::builder(store.clone()).rule(window()));
+    let closed_window = app(RateLimitLayer::builder(store.clone())
+        .rule(window())
         .on_store_error(FailurePolicy::Closed));
+    let closed_cooldown = app(RateLimitLayer::builder(store.clone()).rule(sms_rule()));
+    let open_cooldown =
+        app(RateLimitLayer::builder(store).rule(sms_rule().on_store_error(FailurePolicy::Open)));
     redis.pause();
-    let reply = tokio::time::timeout(Duration::from_secs(10), send(&open, sms("1")))
+    let reply = tokio::time::timeout(Duration::from_secs(10), send(&open_window, sms("1")))
         .await
         .expect("hung");
     assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(
-        send(&closed, sms("2")).await.status,
-        StatusCode::SERVICE_UNAVAILABLE
-    );
+    for (app, expected) in [
+        (&closed_window, StatusCode::SERVICE_UNAVAILABLE),
+        (&closed_cooldown, StatusCode::SERVICE_UNAVAILABLE),
+        (&open_cooldown, StatusCode::OK),
+    ] {
+        assert_eq!(send(app, sms("2")).await.status, expected);
+    }
     redis.resume();
     redis.kill();
-    assert_eq!(send(&open, sms("3")).await.status, StatusCode::OK);
-    assert_eq!(
-        send(&closed, sms("4")).await.status,
-        StatusCode::SERVICE_UNAVAILABLE
+    for (app, expected) in [
+        (&open_window, StatusCode::OK),
+        (&closed_window, StatusCode::SERVICE_UNAVAILABLE),
+        (&closed_cooldown, StatusCode::SERVICE_UNAVAILABLE),
+        (&open_cooldown, StatusCode::OK),
+    ] {
+        assert_eq!(send(app, sms("3")).await.status, expected);
+    }
+}
+
+/// An app whose handler counts the codes it "sends" for every allowed request.
+fn counting_app(builder: RateLimitBuilder, sent: &Arc<AtomicUsize>) -> App {
+    let sent = Arc::clone(sent);
+    BoxCloneService::new(
+        ServiceBuilder::new()
+            .layer(builder.build().unwrap())
+            .service_fn(move |_req: Request<Empty<Bytes>>| {
+                let sent = Arc::clone(&sent);
+                async move {
+                    sent.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                }
+            }),
+    )
+}
+
+/// `requests` concurrent sends of one number, behind a barrier; while they run, `disturb`
+/// runs once.
+async fn burst_with(app: &App, requests: usize, disturb: impl FnOnce()) -> Vec<StatusCode> {
+    let barrier = Arc::new(Barrier::new(requests + 1));
+    let tasks: Vec<_> = (0..requests)
+        .map(|_| {
+            let (app, barrier) = (app.clone(), Arc::clone(&barrier));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                send(&app, sms("13800138000")).await.status
+            })
+        })
+        .collect();
+    barrier.wait().await;
+    disturb();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap());
+    }
+    statuses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_kill_during_a_burst_of_one_number_sends_exactly_one_code() {
+    let redis = TestRedis::start();
+    let store = redis_store(&redis).await;
+    for round in 0..5 {
+        let sent = Arc::new(AtomicUsize::new(0));
+        let rule = Rule::cooldown(
+            format!("sms{round}"),
+            Duration::from_secs(60),
+            Key::path_segment("/sms_codes/{mobile}/", "mobile"),
+        );
+        let app = counting_app(RateLimitLayer::builder(store.clone()).rule(rule), &sent);
+        let statuses = burst_with(&app, 200, || {
+            redis.command(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
+        })
+        .await;
+        assert_eq!(
+            sent.load(Ordering::SeqCst),
+            1,
+            "round {round}: {statuses:?}"
+        );
+        let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+        assert_eq!(ok, 1, "round {round}: {statuses:?}");
+        // the dropped connection is retried on a new one: nobody is told Redis is away
+        let unavailable = statuses
+            .iter()
+            .filter(|s| **s == StatusCode::SERVICE_UNAVAILABLE)
+            .count();
+        assert_eq!(unavailable, 0, "round {round}: {statuses:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_redis_during_a_burst_of_one_number_sends_exactly_one_code() {
+    let redis = TestRedis::start();
+    let store: AnyStore = RedisStore::builder(redis.url())
+        .command_timeout(Duration::from_millis(250))
+        .build()
+        .await
+        .unwrap()
+        .into();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let app = counting_app(RateLimitLayer::builder(store).rule(sms_rule()), &sent);
+    let started = std::time::Instant::now();
+    let statuses = burst_with(&app, 200, || redis.pause()).await;
+    let stalled_for = started.elapsed();
+    redis.resume();
+    assert!(sent.load(Ordering::SeqCst) <= 1, "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| [
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::SERVICE_UNAVAILABLE
+        ]
+        .contains(s)),
+        "{statuses:?}"
     );
+    // after the stall, the number has had its one code and no other
+    let after = burst_with(&app, 50, || {}).await;
+    let total = sent.load(Ordering::SeqCst);
+    assert_eq!(total, 1, "{statuses:?} then {after:?}");
+    assert!(stalled_for < Duration::from_secs(30));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reset_after_the_handler_ran_keeps_the_flag() {
+    let redis = TestRedis::start();
+    keeps_the_flag_after_a_reset(redis_store(&redis).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reset_after_the_handler_ran_keeps_the_flag_on_the_memory_store() {
+    keeps_the_flag_after_a_reset(MemoryStore::new().into()).await;
+}
+
+/// 300 sends that the client abandons once the handler has started (a connection reset):
+/// the first sends its code and keeps its flag; none of the others reaches the handler.
+async fn keeps_the_flag_after_a_reset(store: AnyStore) {
+    let started = Arc::new(tokio::sync::Notify::new());
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (signal, count) = (Arc::clone(&started), Arc::clone(&runs));
+    let service = ServiceBuilder::new()
+        .layer(
+            RateLimitLayer::builder(store)
+                .rule(sms_rule())
+                .commit(Commit::OnSuccess)
+                .build()
+                .unwrap(),
+        )
+        .service_fn(move |_req: Request<Empty<Bytes>>| {
+            let (signal, count) = (Arc::clone(&signal), Arc::clone(&count));
+            async move {
+                count.fetch_add(1, Ordering::SeqCst);
+                signal.notify_one();
+                // the SMS gateway is slow; the client does not wait for it
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+            }
+        });
+    let app: App = BoxCloneService::new(service);
+    for _ in 0..300 {
+        let request = tokio::spawn(send(&app, sms("13800138000")));
+        // abandon it as soon as the handler runs, or once the layer answered by itself
+        tokio::select! {
+            () = started.notified() => request.abort(),
+            _ = tokio::time::sleep(Duration::from_millis(20)) => request.abort(),
+        }
+        let _ = request.await;
+    }
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "a reset bought another code"
+    );
+    let after = send(&app, sms("13800138000")).await;
+    assert_eq!(after.status, StatusCode::TOO_MANY_REQUESTS);
 }
 
 #[tokio::test]

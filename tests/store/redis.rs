@@ -202,6 +202,89 @@ async fn a_stalled_server_gives_a_timeout_error_not_a_hang() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_queued_during_a_stall_end_within_the_command_timeout_not_the_connect_timeout() {
+    let redis = TestRedis::start();
+    let store = RedisStore::builder(redis.url())
+        .command_timeout(Duration::from_millis(200))
+        .connect_timeout(Duration::from_secs(20))
+        .build()
+        .await
+        .unwrap();
+    store
+        .set("k", Bytes::from_static(b"v"), Expiry::Never)
+        .await
+        .unwrap();
+    redis.pause();
+    // waves of calls: the first find the connection silent, later ones must open a new one
+    // from bb8, which waits on the stalled server; none may wait for the connect timeout
+    let mut slowest = Duration::ZERO;
+    for _ in 0..5 {
+        let calls: Vec<_> = (0..20)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let started = std::time::Instant::now();
+                    let result = tokio::time::timeout(HANG_GUARD, store.get("k")).await;
+                    (started.elapsed(), result)
+                })
+            })
+            .collect();
+        for call in calls {
+            let (took, result) = call.await.unwrap();
+            let err = result.expect("hung").unwrap_err();
+            assert!(err.is_timeout(), "{err}");
+            slowest = slowest.max(took);
+        }
+    }
+    redis.resume();
+    // the connect timeout is 20 s; the old bound was connect plus command timeout
+    assert!(
+        slowest < Duration::from_secs(5),
+        "a call waited {slowest:?}, past its 200 ms command timeout"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_client_kill_every_call_is_retried_on_a_new_connection() {
+    let redis = TestRedis::start();
+    let store = RedisStore::builder(redis.url())
+        .max_connections(8)
+        .build()
+        .await
+        .unwrap();
+    for round in 0..5 {
+        // concurrent calls open several pooled connections, all dropped by the kill
+        let warm: Vec<_> = (0..64)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .set(&format!("k{i}"), Bytes::from_static(b"v"), Expiry::Never)
+                        .await
+                })
+            })
+            .collect();
+        for call in warm {
+            call.await.unwrap().unwrap();
+        }
+        redis.command(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
+        let calls: Vec<_> = (0..64)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move { store.get(&format!("k{i}")).await })
+            })
+            .collect();
+        for call in calls {
+            let value = call.await.unwrap();
+            assert!(
+                matches!(value, Ok(Some(_))),
+                "round {round}: a call failed after the kill: {value:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_stalled_before_the_first_connection_also_times_out() {
     let redis = TestRedis::start();
     redis.pause();
