@@ -92,7 +92,16 @@ impl<B> ResponseBody<B> {
         }
     }
 
-    pub(crate) fn recording(body: B, recorder: Recorder) -> Self {
+    pub(crate) fn recording(body: B, recorder: Recorder) -> Self
+    where
+        B: Body,
+    {
+        // An empty body may never be polled (hyper writes `Content-Length: 0` and is done),
+        // so the entry is complete now.
+        if body.is_end_stream() {
+            recorder.finish();
+            return Self::inner(body);
+        }
         Self {
             kind: Kind::Inner {
                 body,

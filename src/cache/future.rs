@@ -521,7 +521,9 @@ impl Pending {
         let config = Arc::clone(&self.config);
         let fwd = self.fwd;
         let recorder = self.recorder(parts, body_len);
-        let stored = if recorder.is_some() && body_len.is_some() {
+        // `stored` announces a write handed to the store; the write itself ends after the
+        // header has gone, so a store that just refused one is not announced to take this one
+        let stored = if recorder.is_some() && body_len.is_some() && !config.writes_refused() {
             "; stored"
         } else {
             ""

@@ -41,9 +41,15 @@ pub enum RequestDirectives {
 /// The request headers that bypass storing by default: they commonly change what an
 /// application answers without being part of the key (web cache poisoning, SPEC §5.2).
 pub(crate) const DEFAULT_UNKEYED: &[&str] = &[
+    "forwarded",
     "x-forwarded-host",
     "x-forwarded-server",
     "x-forwarded-scheme",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-host",
+    "x-original-host",
     "x-original-url",
     "x-rewrite-url",
     "x-http-method-override",
@@ -78,6 +84,10 @@ pub(crate) struct Config {
     /// it (milliseconds since the Unix epoch).
     pub(crate) generation: AtomicU64,
     pub(crate) generation_due: AtomicU64,
+    /// Until when (milliseconds since the Unix epoch) the store is taken to refuse writes,
+    /// after it refused one (out of memory, a read-only replica): misses meanwhile do not
+    /// announce `stored` in `Cache-Status`.
+    pub(crate) writes_refused_until: AtomicU64,
     /// The learned Vary list per URL, so that a hit costs one round trip.
     pub(crate) vary_lists: moka::sync::Cache<String, Arc<Vec<HeaderName>>>,
 }
@@ -566,9 +576,12 @@ impl ResponseCacheBuilder {
 
     /// The request headers whose presence keeps a response from being stored, because
     /// applications may answer differently for them without the key knowing. Defaults to
-    /// `X-Forwarded-Host`, `X-Forwarded-Server`, `X-Forwarded-Scheme`, `X-Original-URL`,
-    /// `X-Rewrite-URL`, `X-HTTP-Method-Override`, `X-HTTP-Method`, `X-Method-Override`. A
-    /// header the response names in `Vary` is keyed instead and needs no place here.
+    /// `Forwarded`, `X-Forwarded-Host`, `X-Forwarded-Server`, `X-Forwarded-Scheme`,
+    /// `X-Forwarded-Proto`, `X-Forwarded-Port`, `X-Forwarded-Prefix`, `X-Host`,
+    /// `X-Original-Host`, `X-Original-URL`, `X-Rewrite-URL`, `X-HTTP-Method-Override`,
+    /// `X-HTTP-Method`, `X-Method-Override`: the headers frameworks read to build absolute
+    /// URLs, links and redirects, so an application that reflects one would store the
+    /// attacker's value for the next client. Replacing the list drops these defaults.
     ///
     /// # Example
     ///
@@ -710,7 +723,7 @@ impl ResponseCacheBuilder {
         }
         Ok(ResponseCacheLayer {
             config: Arc::new(Config {
-                store: self.store,
+                store: self.store.for_cache(),
                 timeout: self.timeout,
                 http,
                 statuses: self.statuses,
@@ -732,6 +745,7 @@ impl ResponseCacheBuilder {
                 flights: Arc::default(),
                 generation: AtomicU64::new(0),
                 generation_due: AtomicU64::new(0),
+                writes_refused_until: AtomicU64::new(0),
                 vary_lists: moka::sync::Cache::builder()
                     .max_capacity(10_000)
                     .time_to_live(Duration::from_secs(60).min(self.timeout))

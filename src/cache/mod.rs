@@ -41,7 +41,7 @@
 //! - the request had no `Authorization`, or the response says `public` or `s-maxage`
 //!   (RFC 9111 §3.5);
 //! - it has no `Vary: *`;
-//! - the request carries none of the unkeyed headers below.
+//! - the request carries none of the unkeyed headers below, and no body.
 //!
 //! The entry lives for the layer's timeout, shortened by the response's `s-maxage` or
 //! `max-age`; a zero lifetime stores nothing. Hop-by-hop headers and `Set-Cookie` are not
@@ -103,10 +103,17 @@
 //! # Security
 //!
 //! Every request input that is not in the key is a cache-poisoning surface if the application
-//! reflects it. Requests carrying `X-Forwarded-Host`, `X-Forwarded-Server`,
-//! `X-Forwarded-Scheme`, `X-Original-URL`, `X-Rewrite-URL` or a method-override header are
-//! answered from the cache but their responses are never stored, so they cannot plant an entry
-//! for other users ([`ResponseCacheBuilder::unkeyed_request_headers`] changes the list).
+//! reflects it. Requests carrying `Forwarded`, `X-Forwarded-Host`, `X-Forwarded-Server`,
+//! `X-Forwarded-Scheme`, `X-Forwarded-Proto`, `X-Forwarded-Port`, `X-Forwarded-Prefix`,
+//! `X-Host`, `X-Original-Host`, `X-Original-URL`, `X-Rewrite-URL` or a method-override header
+//! are answered from the cache but their responses are never stored, so they cannot plant an
+//! entry for other users ([`ResponseCacheBuilder::unkeyed_request_headers`] changes the list).
+//! Nor is the answer to a `GET` or `HEAD` that carries a body (a "fat GET": a non-zero
+//! `Content-Length`, a `Transfer-Encoding`, or a request body that is not empty by its own
+//! account, as an HTTP/2 body without a length): the body is not in the key, and an
+//! application that reads it would store what the attacker sent. The bodies of hyper, axum
+//! and `http-body-util` report their emptiness; a body type that keeps `http_body::Body`'s
+//! default `is_end_stream` and `size_hint` counts as carrying a body.
 //! Storing is decided from the response's status and headers, never from the URL's extension
 //! (web cache deception). Place the cache **inside** the auth layer for per-user pages that
 //! vary on `Authorization`, or rely on the `Authorization` rule above.
@@ -121,6 +128,12 @@
 //! body is served as a slice of the bytes the store returned. A miss carries
 //! `Cache-Status: ...; fwd=uri-miss` or `fwd=vary-miss`, with `stored` when the response is
 //! being stored.
+//!
+//! `stored` means that the response was storable and its entry is handed to the store: the
+//! header leaves before the body has gone by, so the write ends after it. A write the store
+//! then refuses (Redis out of memory, a read-only replica after a failover) is logged at
+//! `WARN` with the URL, and for a second after such a refusal misses no longer announce
+//! `stored`. An empty body is stored at once, since servers may never poll it.
 //!
 //! A hit costs one store round trip (the Vary list of each URL is also kept in process for up
 //! to a minute); a miss that stores costs three on Redis: the lookup, the stampede lock, and

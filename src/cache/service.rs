@@ -1,6 +1,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
@@ -15,7 +16,7 @@ use super::future::{Ctx, Found, Fwd, ResponseFuture};
 use super::layer::{Config, RequestDirectives};
 use super::policy::{RequestRules, Verdict};
 use super::{invalidate, key, policy};
-use crate::store::{CacheWrite, Store, StoreError};
+use crate::store::{CacheWrite, Store, StoreError, StoreErrorKind};
 
 pub(crate) type StoreCall = Pin<Box<dyn Future<Output = Result<Option<Bytes>, StoreError>> + Send>>;
 
@@ -126,6 +127,19 @@ impl<S: std::fmt::Debug> std::fmt::Debug for ResponseCache<S> {
     }
 }
 
+/// How long a store that refused a write is taken to refuse the next ones.
+const WRITES_REFUSED_FOR_MS: u64 = 1_000;
+
+fn unix_ms() -> u64 {
+    u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis(),
+    )
+    .unwrap_or(u64::MAX)
+}
+
 impl Config {
     /// The store call that fetches `key`.
     pub(crate) fn fetch(self: &Arc<Self>, key: String) -> StoreCall {
@@ -145,6 +159,7 @@ impl Config {
         let vary_key = key::vary_key(&prefix, url);
         let index_key = key::index_key(&prefix, url);
         let config = Arc::clone(self);
+        let url = url.to_owned();
         // the write releases the lock in the same atomic step: no instance sees it free
         // before the entry is there
         let unlock = lock.map(StoreLock::released_by_write);
@@ -163,9 +178,29 @@ impl Config {
                 })
                 .await;
             if let Err(err) = written {
-                let _ = crate::FailurePolicy::Open.handle("cache", &err);
+                if matches!(
+                    err.kind(),
+                    StoreErrorKind::CapacityExceeded | StoreErrorKind::Server
+                ) {
+                    config
+                        .writes_refused_until
+                        .store(unix_ms() + WRITES_REFUSED_FOR_MS, Ordering::Relaxed);
+                }
+                tracing::warn!(
+                    layer = "cache",
+                    url = %url,
+                    error = %crate::failure::ErrorChain(&err),
+                    "cache entry not stored, though its response announced it"
+                );
             }
         });
+    }
+
+    /// Whether a store write failed as refused within the last second: `Cache-Status` then
+    /// does not announce `stored` for a write that is likely to fail as well.
+    pub(crate) fn writes_refused(&self) -> bool {
+        let until = self.writes_refused_until.load(Ordering::Relaxed);
+        until != 0 && unix_ms() < until
     }
 
     /// Deletes an entry that could not be read, in the background.
@@ -286,7 +321,7 @@ impl Config {
 
     /// Where a cacheable request starts: what may be looked up and stored, and what the
     /// request asks of a stored entry.
-    fn plan<B>(&self, request: &Request<B>) -> Plan {
+    fn plan<B: http_body::Body>(&self, request: &Request<B>) -> Plan {
         let (mut lookup, mut store, mut rules) = (true, true, RequestRules::default());
         if self.request_directives == RequestDirectives::Honor {
             let cc = policy::cache_control(request.headers());
@@ -315,6 +350,7 @@ impl Config {
             .headers()
             .keys()
             .any(|name| self.unkeyed.contains(name))
+            || carries_body(request)
         {
             store = false;
         }
@@ -356,6 +392,20 @@ struct Plan {
     rules: RequestRules,
 }
 
+/// Whether a request carries a body: a `Transfer-Encoding`, a `Content-Length` other than 0
+/// (RFC 9112 §6.3), or a body that says it is neither at its end nor empty (HTTP/2 needs no
+/// length). A body on a `GET` or `HEAD` is not in the key, so its answer is never stored
+/// ("fat GET" poisoning); an unreadable length counts as a body.
+fn carries_body<B: http_body::Body>(request: &Request<B>) -> bool {
+    let headers = request.headers();
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .any(|length| length.as_bytes().iter().any(|&b| b != b'0'))
+        || (!request.body().is_end_stream() && request.body().size_hint().exact() != Some(0))
+}
+
 /// RFC 9110 §13.1.2 and §13.1.3: `If-None-Match` (weak comparison) wins over
 /// `If-Modified-Since`.
 fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
@@ -388,7 +438,7 @@ impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ResponseCache<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    ReqBody: Send + 'static,
+    ReqBody: http_body::Body + Send + 'static,
     ResBody: http_body::Body<Data = Bytes> + Send + 'static,
 {
     type Response = Response<super::ResponseBody<ResBody>>;

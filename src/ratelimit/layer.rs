@@ -615,7 +615,7 @@ impl RateLimitBuilder {
         Ok(RateLimitLayer {
             config: Arc::new(Config {
                 all_policies,
-                store: self.store,
+                store: self.store.for_rate_limits(),
                 rules,
                 missing_key: self.missing_key,
                 commit: self.commit,

@@ -194,9 +194,15 @@ pub struct StoreOptions {
     /// Redis: seconds each call may take (`SOCKET_TIMEOUT`).
     #[serde(alias = "SOCKET_TIMEOUT")]
     pub socket_timeout: Option<f64>,
-    /// Memory: the bound on entries (Django's `MAX_ENTRIES`).
+    /// Memory: the bound on entries of the general share (Django's `MAX_ENTRIES`).
     #[serde(alias = "MAX_ENTRIES")]
     pub max_entries: Option<u64>,
+    /// Memory: the bound on live keys of the rate-limit share.
+    #[serde(alias = "MAX_RATE_LIMIT_KEYS")]
+    pub max_rate_limit_keys: Option<u64>,
+    /// Memory: the bound on bytes of the cache share.
+    #[serde(alias = "MAX_CACHE_BYTES")]
+    pub max_cache_bytes: Option<u64>,
 }
 
 impl fmt::Debug for StoreOptions {
@@ -209,6 +215,8 @@ impl fmt::Debug for StoreOptions {
             .field("socket_connect_timeout", &self.socket_connect_timeout)
             .field("socket_timeout", &self.socket_timeout)
             .field("max_entries", &self.max_entries)
+            .field("max_rate_limit_keys", &self.max_rate_limit_keys)
+            .field("max_cache_bytes", &self.max_cache_bytes)
             .finish()
     }
 }
@@ -281,8 +289,15 @@ impl StoreConfig {
                     .key_prefix(self.key_prefix.as_str())
                     .version(self.version)
                     .default_timeout(self.timeout);
-                if let Some(max_entries) = self.options.max_entries {
-                    builder = builder.max_entries(max_entries);
+                let options = &self.options;
+                if let Some(max) = options.max_entries {
+                    builder = builder.max_entries(max);
+                }
+                if let Some(max) = options.max_rate_limit_keys {
+                    builder = builder.max_rate_limit_keys(max);
+                }
+                if let Some(max) = options.max_cache_bytes {
+                    builder = builder.max_cache_bytes(max);
                 }
                 Ok(AnyStore::Memory(builder.build()?))
             }

@@ -26,6 +26,9 @@ pub enum StoreErrorKind {
     InvalidKey,
     /// The operation cannot work with this configuration.
     Unsupported,
+    /// The store is full and will not make room by evicting live state (the memory store's
+    /// rate-limit share), or Redis refused a write for lack of memory (`OOM`).
+    CapacityExceeded,
 }
 
 impl fmt::Display for StoreErrorKind {
@@ -37,6 +40,7 @@ impl fmt::Display for StoreErrorKind {
             Self::InvalidValue => "stored value has the wrong type",
             Self::InvalidKey => "invalid store key",
             Self::Unsupported => "operation not supported by this store configuration",
+            Self::CapacityExceeded => "store is full",
         })
     }
 }

@@ -15,6 +15,10 @@ use super::{
 use crate::ConfigError;
 
 const DEFAULT_MAX_ENTRIES: u64 = 100_000;
+const DEFAULT_MAX_RATE_LIMIT_KEYS: u64 = 100_000;
+const DEFAULT_MAX_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// What a cache slot costs beyond its key and value, for the cache share's byte bound.
+const SLOT_OVERHEAD: u64 = 96;
 
 /// The embedded store: in-process, bounded in entries, TTL-aware, with [`RedisStore`]'s
 /// semantics.
@@ -24,9 +28,28 @@ const DEFAULT_MAX_ENTRIES: u64 = 100_000;
 /// exactly as atomic as their Redis scripts. Expiry is kept per entry and checked on every
 /// read, so an expired key is never returned, whatever moka's eviction timing.
 ///
-/// When the cache is full, moka evicts the entries it judges least useful. A store that must
-/// never forget a rate-limit counter or a session before its TTL needs enough `max_entries`,
-/// or Redis.
+/// # Three shares, bounded apart
+///
+/// One bounded map for everything would let anonymous traffic evict security state: 100,000
+/// distinct `/sms_codes/<n>/` or `/articles/?q=<n>` requests (seconds of traffic) would push
+/// out logged-in users' tokens and live send flags. So a store holds three shares, each with
+/// its own bound, and the layers each use their own:
+///
+/// - the **general** share (tokens, sessions, the application's own keys; every handle a
+///   user builds): [`max_entries`](MemoryStoreBuilder::max_entries), least useful evicted
+///   first. Nothing an anonymous client sends creates entries here through the layers.
+/// - the **rate-limit** share ([`RateLimitLayer`](crate::ratelimit::RateLimitLayer)'s
+///   counters and flags): [`max_rate_limit_keys`](MemoryStoreBuilder::max_rate_limit_keys).
+///   A live entry is **never** evicted before it expires; when the share is full, a new key is
+///   a store failure ([`StoreErrorKind::CapacityExceeded`]) and the rule applies its failure
+///   policy (a cooldown answers 503, a window lets the request through uncounted).
+/// - the **cache** share ([`ResponseCacheLayer`](crate::cache::ResponseCacheLayer)'s entries):
+///   [`max_cache_bytes`](MemoryStoreBuilder::max_cache_bytes), least useful evicted first.
+///
+/// Within a handle the store is one keyspace, as a Redis database is. The layers reach their
+/// share through [`for_rate_limits`](MemoryStore::for_rate_limits) and
+/// [`for_cache`](MemoryStore::for_cache), which an application can call too (to clear a send
+/// flag, say).
 ///
 /// Each `MemoryStore` (and its clones) is its own space; two instances share nothing, as two
 /// processes would not.
@@ -51,12 +74,50 @@ pub struct MemoryStore {
     shared: Arc<Shared>,
     keys: KeyScheme,
     default_timeout: Timeout,
+    share: Share,
+}
+
+/// Which share of the store a handle works in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Share {
+    General,
+    RateLimits,
+    Cache,
 }
 
 struct Shared {
-    entries: Cache<String, Slot>,
+    general: Cache<String, Slot>,
+    /// Unbounded for moka: the bound is enforced on admission, so that nothing live is evicted.
+    rate_limits: Cache<String, Slot>,
+    max_rate_limit_keys: u64,
+    /// When the rate-limit share's count was last settled, in ms after `epoch`.
+    rate_limits_settled_ms: AtomicU64,
+    cache: Cache<String, Slot>,
     /// The memory store's clock for GCRA: microseconds since this instant.
     epoch: Instant,
+}
+
+/// How full each share of a [`MemoryStore`] is, from [`MemoryStore::usage`].
+///
+/// # Example
+///
+/// ```
+/// use tower_redis_http::store::MemoryStore;
+///
+/// let usage = MemoryStore::new().usage();
+/// assert_eq!(usage.entries + usage.rate_limit_keys + usage.cache_entries, 0);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemoryUsage {
+    /// Entries in the general share (tokens, application keys).
+    pub entries: u64,
+    /// Keys in the rate-limit share.
+    pub rate_limit_keys: u64,
+    /// Entries in the cache share (entries, Vary lists, URL indexes).
+    pub cache_entries: u64,
+    /// The cache share's weight: keys, values and per-entry overhead, in bytes.
+    pub cache_bytes: u64,
 }
 
 #[derive(Clone, Default)]
@@ -175,7 +236,7 @@ impl MemoryStore {
         MemoryStoreBuilder::default()
     }
 
-    /// How many entries the store holds, expired ones not yet evicted included.
+    /// How many entries this handle's share holds, expired ones not yet evicted included.
     ///
     /// # Example
     ///
@@ -186,8 +247,123 @@ impl MemoryStore {
     /// ```
     #[must_use]
     pub fn entry_count(&self) -> u64 {
-        self.shared.entries.run_pending_tasks();
-        self.shared.entries.entry_count()
+        self.entries().run_pending_tasks();
+        self.entries().entry_count()
+    }
+
+    /// How full each share is.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::store::{MemoryStore, RatePolicy, Store};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = MemoryStore::new();
+    /// let flags = store.for_rate_limits();
+    /// flags.rate_limit("sms:13800138000", &RatePolicy::cooldown(Duration::from_secs(60))?).await?;
+    /// assert_eq!(store.usage().rate_limit_keys, 1);
+    /// assert_eq!(store.usage().entries, 0);
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn usage(&self) -> MemoryUsage {
+        let shared = &self.shared;
+        for share in [&shared.general, &shared.rate_limits, &shared.cache] {
+            share.run_pending_tasks();
+        }
+        MemoryUsage {
+            entries: shared.general.entry_count(),
+            rate_limit_keys: shared.rate_limits.entry_count(),
+            cache_entries: shared.cache.entry_count(),
+            cache_bytes: shared.cache.weighted_size(),
+        }
+    }
+
+    /// This store's rate-limit share, where [`RateLimitLayer`](crate::ratelimit::RateLimitLayer)
+    /// keeps its counters and flags: bounded by
+    /// [`max_rate_limit_keys`](MemoryStoreBuilder::max_rate_limit_keys), and never evicting a
+    /// live entry.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::store::{MemoryStore, Store};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = MemoryStore::new();
+    /// // lift the send flag of one number, as an operator might
+    /// store.for_rate_limits().delete("rl:sms:13800138000").await?;
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn for_rate_limits(&self) -> Self {
+        Self {
+            share: Share::RateLimits,
+            ..self.clone()
+        }
+    }
+
+    /// This store's cache share, where [`ResponseCacheLayer`](crate::cache::ResponseCacheLayer)
+    /// keeps its entries: bounded by [`max_cache_bytes`](MemoryStoreBuilder::max_cache_bytes).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let store = MemoryStore::new();
+    /// assert_eq!(store.for_cache().entry_count(), 0);
+    /// ```
+    #[must_use]
+    pub fn for_cache(&self) -> Self {
+        Self {
+            share: Share::Cache,
+            ..self.clone()
+        }
+    }
+
+    fn entries(&self) -> &Cache<String, Slot> {
+        match self.share {
+            Share::General => &self.shared.general,
+            Share::RateLimits => &self.shared.rate_limits,
+            Share::Cache => &self.shared.cache,
+        }
+    }
+
+    /// Whether `key` may be written in this handle's share: always, except in a full
+    /// rate-limit share, where only keys that are already there may (live entries are never
+    /// evicted to make room).
+    fn admits(&self, key: &str) -> Result<(), StoreError> {
+        if self.share != Share::RateLimits {
+            return Ok(());
+        }
+        let shared = &self.shared;
+        let max = shared.max_rate_limit_keys;
+        if shared.rate_limits.entry_count() < max || self.live_slot(key, Instant::now()).is_some() {
+            return Ok(());
+        }
+        // The count trails writes and keeps expired entries until moka's upkeep: settle it,
+        // at most every 50 ms, so that a flood against a full share does not pay it per
+        // request.
+        let now_ms = u64::try_from(shared.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = shared.rate_limits_settled_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(last) >= 50
+            && shared
+                .rate_limits_settled_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            shared.rate_limits.run_pending_tasks();
+            if shared.rate_limits.entry_count() < max {
+                return Ok(());
+            }
+        }
+        Err(StoreError::new(
+            StoreErrorKind::CapacityExceeded,
+            format!("the memory store's rate-limit share is full ({max} live keys)"),
+        ))
     }
 
     /// Runs `f` on the live slot of `key` (or `None`) under moka's per-key lock, and applies
@@ -198,7 +374,7 @@ impl MemoryStore {
         f: impl FnOnce(Option<&Slot>, Instant) -> (Op<Slot>, R),
     ) -> R {
         let mut out = None;
-        self.shared.entries.entry(key).and_compute_with(|entry| {
+        self.entries().entry(key).and_compute_with(|entry| {
             let now = Instant::now();
             let live = entry.as_ref().map(|e| e.value()).filter(|s| s.is_live(now));
             let (op, result) = f(live, now);
@@ -214,8 +390,7 @@ impl MemoryStore {
     }
 
     fn live_slot(&self, full_key: &str, now: Instant) -> Option<Slot> {
-        self.shared
-            .entries
+        self.entries()
             .get(full_key)
             .filter(|slot| slot.is_live(now))
     }
@@ -231,7 +406,7 @@ impl MemoryStore {
             .transpose()?;
         let expires_at = Some(Instant::now() + write.ttl);
         for (key, value) in [(&entry, &write.entry), (&vary, &write.vary)] {
-            self.shared.entries.insert(
+            self.entries().insert(
                 key.clone(),
                 Slot {
                     value: value.clone(),
@@ -302,9 +477,9 @@ impl MemoryStore {
     pub(crate) fn delete_matching_now(&self, pattern: &str) -> u64 {
         let now = Instant::now();
         let mut deleted = 0;
-        for (key, slot) in &self.shared.entries {
+        for (key, slot) in self.entries() {
             if glob_match(pattern.as_bytes(), key.as_bytes()) {
-                self.shared.entries.invalidate(key.as_str());
+                self.entries().invalidate(key.as_str());
                 deleted += u64::from(slot.is_live(now));
             }
         }
@@ -364,6 +539,7 @@ impl MemoryStore {
         key: &str,
         policy: &RatePolicy,
     ) -> Result<RateDecision, StoreError> {
+        self.admits(key)?;
         match policy.kind() {
             PolicyKind::Cooldown { interval_ms } => {
                 let ticket = new_ticket();
@@ -536,7 +712,13 @@ impl std::fmt::Debug for MemoryStore {
         f.debug_struct("MemoryStore")
             .field("keys", &self.keys)
             .field("default_timeout", &self.default_timeout)
-            .field("max_entries", &self.shared.entries.policy().max_capacity())
+            .field("share", &self.share)
+            .field("max_entries", &self.shared.general.policy().max_capacity())
+            .field("max_rate_limit_keys", &self.shared.max_rate_limit_keys)
+            .field(
+                "max_cache_bytes",
+                &self.shared.cache.policy().max_capacity(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -695,7 +877,7 @@ impl Store for MemoryStore {
 
     async fn index_delete_all(&self, index: &str) -> Result<u64, StoreError> {
         let index = self.keys.make(index)?;
-        let entries = &self.shared.entries;
+        let entries = &self.entries();
         self.compute(index, |slot, now| {
             let Some(slot) = slot else {
                 return (Op::Nop, Ok(0));
@@ -762,20 +944,18 @@ impl Store for MemoryStore {
     async fn ttl(&self, key: &str) -> Result<Ttl, StoreError> {
         let key = self.keys.make(key)?;
         let now = Instant::now();
-        Ok(
-            match self.shared.entries.get(&key).filter(|s| s.is_live(now)) {
-                None => Ttl::Missing,
-                Some(slot) => match slot.remaining_ms(now) {
-                    None => Ttl::Persistent,
-                    Some(ms) => Ttl::Expires(Duration::from_millis(ms)),
-                },
+        Ok(match self.entries().get(&key).filter(|s| s.is_live(now)) {
+            None => Ttl::Missing,
+            Some(slot) => match slot.remaining_ms(now) {
+                None => Ttl::Persistent,
+                Some(ms) => Ttl::Expires(Duration::from_millis(ms)),
             },
-        )
+        })
     }
 
     async fn bump_version(&self, key: &str, delta: i64) -> Result<Option<i64>, StoreError> {
         let (from, to, version) = self.keys.bumped(key, delta)?;
-        let entries = &self.shared.entries;
+        let entries = &self.entries();
         // The new key is written while the old one's lock is held, so readers see the value
         // under one version or both, never neither, and concurrent bumps move it once.
         Ok(self.compute(from, |slot, _| match slot {
@@ -947,6 +1127,8 @@ fn increment_value(value: &[u8], delta: i64) -> Result<i64, StoreError> {
 #[must_use]
 pub struct MemoryStoreBuilder {
     max_entries: u64,
+    max_rate_limit_keys: u64,
+    max_cache_bytes: u64,
     keys: KeyScheme,
     default_timeout: Timeout,
 }
@@ -955,6 +1137,8 @@ impl Default for MemoryStoreBuilder {
     fn default() -> Self {
         Self {
             max_entries: DEFAULT_MAX_ENTRIES,
+            max_rate_limit_keys: DEFAULT_MAX_RATE_LIMIT_KEYS,
+            max_cache_bytes: DEFAULT_MAX_CACHE_BYTES,
             keys: KeyScheme::default(),
             default_timeout: Timeout::default(),
         }
@@ -962,7 +1146,8 @@ impl Default for MemoryStoreBuilder {
 }
 
 impl MemoryStoreBuilder {
-    /// The most entries kept before the least useful are evicted. Defaults to 100 000.
+    /// The most entries of the general share (tokens, application keys) kept before the least
+    /// useful are evicted. Defaults to 100 000.
     ///
     /// # Example
     ///
@@ -973,6 +1158,41 @@ impl MemoryStoreBuilder {
     /// ```
     pub fn max_entries(mut self, max_entries: u64) -> Self {
         self.max_entries = max_entries;
+        self
+    }
+
+    /// The most live keys of the rate-limit share. Defaults to 100 000.
+    ///
+    /// A live counter or flag is never evicted to make room: when the share is full, a new key
+    /// fails with [`StoreErrorKind::CapacityExceeded`] until entries expire, and the rule
+    /// applies its failure policy.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let store = MemoryStore::builder().max_rate_limit_keys(1_000_000).build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn max_rate_limit_keys(mut self, max: u64) -> Self {
+        self.max_rate_limit_keys = max;
+        self
+    }
+
+    /// The most bytes of the cache share (keys, stored responses, per-entry overhead) kept
+    /// before the least useful entries are evicted. Defaults to 64 MiB.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let store = MemoryStore::builder().max_cache_bytes(256 << 20).build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn max_cache_bytes(mut self, max: u64) -> Self {
+        self.max_cache_bytes = max;
         self
     }
 
@@ -1043,7 +1263,8 @@ impl MemoryStoreBuilder {
     ///
     /// # Errors
     ///
-    /// [`ConfigError::InvalidOption`] when `max_entries` is 0.
+    /// [`ConfigError::InvalidOption`] when `max_entries`, `max_rate_limit_keys` or
+    /// `max_cache_bytes` is 0.
     ///
     /// # Example
     ///
@@ -1054,23 +1275,43 @@ impl MemoryStoreBuilder {
     /// # Ok::<(), tower_redis_http::ConfigError>(())
     /// ```
     pub fn build(self) -> Result<MemoryStore, ConfigError> {
-        if self.max_entries == 0 {
-            return Err(ConfigError::InvalidOption {
-                option: "max_entries",
-                reason: "a memory store needs room for at least one entry".to_owned(),
-            });
+        for (option, value) in [
+            ("max_entries", self.max_entries),
+            ("max_rate_limit_keys", self.max_rate_limit_keys),
+            ("max_cache_bytes", self.max_cache_bytes),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::InvalidOption {
+                    option,
+                    reason: "a memory store needs room for at least one entry".to_owned(),
+                });
+            }
         }
-        let entries = Cache::builder()
+        let general = Cache::builder()
             .max_capacity(self.max_entries)
+            .expire_after(SlotExpiry)
+            .build();
+        let rate_limits = Cache::builder().expire_after(SlotExpiry).build();
+        let cache = Cache::builder()
+            .max_capacity(self.max_cache_bytes)
+            .weigher(|key: &String, slot: &Slot| {
+                let weight = key.len() as u64 + slot.value.len() as u64 + SLOT_OVERHEAD;
+                u32::try_from(weight).unwrap_or(u32::MAX)
+            })
             .expire_after(SlotExpiry)
             .build();
         Ok(MemoryStore {
             shared: Arc::new(Shared {
-                entries,
+                general,
+                rate_limits,
+                max_rate_limit_keys: self.max_rate_limit_keys,
+                rate_limits_settled_ms: AtomicU64::new(0),
+                cache,
                 epoch: Instant::now(),
             }),
             keys: self.keys,
             default_timeout: self.default_timeout,
+            share: Share::General,
         })
     }
 }

@@ -70,7 +70,7 @@ use bytes::Bytes;
 pub use self::config::{StoreConfig, StoreOptions, StoresConfig, Timeout};
 pub use self::error::{StoreError, StoreErrorKind};
 pub use self::key::{KeyFn, KeyScheme};
-pub use self::memory::{MemoryStore, MemoryStoreBuilder};
+pub use self::memory::{MemoryStore, MemoryStoreBuilder, MemoryUsage};
 pub use self::named::{AnyStore, Stores, StoresBuilder};
 pub(crate) use self::rate::new_ticket;
 pub use self::rate::{RateDecision, RatePolicy};

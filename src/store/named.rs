@@ -58,6 +58,24 @@ macro_rules! dispatch {
 /// Operations on full keys (the key scheme already applied), for the layers: they build
 /// each request's key once, and the memory store answers them without a future.
 impl AnyStore {
+    /// Where the rate-limit layer keeps its state: the memory store's rate-limit share, whose
+    /// live entries are never evicted; Redis as it is.
+    pub(crate) fn for_rate_limits(&self) -> Self {
+        match self {
+            Self::Memory(store) => Self::Memory(store.for_rate_limits()),
+            Self::Redis(_) => self.clone(),
+        }
+    }
+
+    /// Where the cache layer keeps its entries: the memory store's cache share, bounded in
+    /// bytes apart from tokens and rate-limit state; Redis as it is.
+    pub(crate) fn for_cache(&self) -> Self {
+        match self {
+            Self::Memory(store) => Self::Memory(store.for_cache()),
+            Self::Redis(_) => self.clone(),
+        }
+    }
+
     /// Whether the backend answers without waiting (the memory store), so that a layer can
     /// decide within `call`.
     pub(crate) fn answers_at_once(&self) -> bool {

@@ -181,6 +181,16 @@ struct ConnectFailure {
 
 impl Reachability {
     fn record(&self, outcome: Result<(), &RedisError>) {
+        // A connection dropped during its handshake (reset, broken pipe) was made to a server
+        // that is there, as when a `CLIENT KILL` catches a connection being opened: that is
+        // no reason to fail calls fast, only a refusal or a silence is.
+        let outcome = outcome.or_else(|err| {
+            if err.is_connection_dropped() && !err.is_connection_refusal() && !err.is_timeout() {
+                Ok(())
+            } else {
+                Err(err)
+            }
+        });
         if let Ok(mut last) = self.last_failure.lock() {
             *last = outcome.err().map(|err| ConnectFailure {
                 at: Instant::now(),
@@ -194,10 +204,10 @@ impl Reachability {
         }
     }
 
-    /// Marks every connection opened before `sent_at` (when a command that found its
-    /// connection dropped was sent) as suspect.
-    fn dropped_since(&self, sent_at: Instant) {
-        let nanos = u64::try_from(sent_at.saturating_duration_since(self.epoch).as_nanos())
+    /// Marks every connection opened before `seen_at` (when a call found its connection
+    /// dropped) as suspect.
+    fn dropped_before(&self, seen_at: Instant) {
+        let nanos = u64::try_from(seen_at.saturating_duration_since(self.epoch).as_nanos())
             .unwrap_or(u64::MAX);
         self.suspect_before.fetch_max(nanos, Ordering::Relaxed);
     }
@@ -421,7 +431,6 @@ impl RedisStore {
         };
         loop {
             tries_left -= 1;
-            let sent_at = Instant::now();
             let (handle, result) = match self.leased() {
                 Some(handle) => {
                     let result = command(handle.conn.clone()).await;
@@ -451,7 +460,9 @@ impl RedisStore {
                 // cost every later call a timeout.
                 handle.broken.store(true, Ordering::Relaxed);
                 if err.is_connection_dropped() {
-                    self.reachability.dropped_since(sent_at);
+                    // Every connection opened before the drop was seen may have gone with
+                    // it; a healthy one among them costs one reconnect, a dead one a retry.
+                    self.reachability.dropped_before(Instant::now());
                     if tries_left > 0 {
                         tracing::debug!(command = name, error = %err, "Redis connection dropped; retrying on a new one");
                         continue;
@@ -786,6 +797,8 @@ fn classify(command: &'static str, err: RedisError) -> StoreError {
         StoreErrorKind::Timeout
     } else if breaks_connection(&err) {
         StoreErrorKind::Connection
+    } else if err.code() == Some("OOM") {
+        StoreErrorKind::CapacityExceeded
     } else if err.code() == Some("INVALIDVALUE")
         || err
             .detail()

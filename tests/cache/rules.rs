@@ -739,3 +739,41 @@ async fn compressed_entries_are_smaller_and_readable_whatever_the_setting() {
     assert_eq!(hit.body, page);
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_refusing_writes_is_not_announced_as_stored() {
+    let redis = TestRedis::start();
+    let (app, runs) = app(cache(&redis).await, |_, run| ok(&format!("page {run}")));
+    // Redis out of memory, refusing every write (noeviction is the default policy)
+    assert_eq!(redis.command(&["CONFIG", "SET", "maxmemory", "1"]), "OK");
+    let mut announced_after_refusal = None;
+    for n in 0..200 {
+        let miss = send(&app, req(get(&format!("/oom/{n}")))).await;
+        assert_eq!(
+            miss.status,
+            StatusCode::OK,
+            "a refused write must not fail the request"
+        );
+        if !miss.cache_status().contains("stored") {
+            announced_after_refusal = Some(n);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        announced_after_refusal.is_some(),
+        "every miss announced `stored` while Redis refused every write"
+    );
+    assert_eq!(redis.command(&["DBSIZE"]), "0");
+    // once Redis takes writes again, misses are stored and announced again
+    assert_eq!(redis.command(&["CONFIG", "SET", "maxmemory", "0"]), "OK");
+    let stored = crate::support::eventually(Duration::from_secs(5), || async {
+        send(&app, req(get("/after"))).await.is_hit()
+    })
+    .await;
+    assert!(
+        stored,
+        "the cache did not store again after Redis recovered"
+    );
+    assert!(runs.load(Ordering::SeqCst) >= 2);
+}

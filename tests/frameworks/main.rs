@@ -353,3 +353,85 @@ async fn the_warp_example_serves_every_flow() {
     suite(&Http::new(addr), &redis).await;
     server.abort();
 }
+
+/// 300,000 anonymous requests, each with a key of its own (150,000 phone numbers, 150,000
+/// query strings), against the axum demo on one memory store: the tokens issued and the send
+/// flags set before are all still in force after, and every share of the store stayed within
+/// its bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_distinct_keys_evicts_no_token_and_no_live_flag() {
+    use tower::ServiceExt;
+    use tower_redis_http::store::AnyStore;
+
+    let demo = axum_example::common::Demo::in_memory().unwrap();
+    let AnyStore::Memory(store) = demo.store() else {
+        panic!("the in-memory demo runs on a memory store");
+    };
+    let app = axum_example::app(demo);
+    let call = |request: Request<axum::body::Body>| {
+        let app = app.clone();
+        async move {
+            let response = app.oneshot(request).await.unwrap();
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            (status, body)
+        }
+    };
+    let get = |uri: String, token: Option<&str>| {
+        let mut request = Request::get(uri);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        request.body(axum::body::Body::empty()).unwrap()
+    };
+
+    let mut tokens = Vec::new();
+    for _ in 0..20 {
+        let login = Request::post("/login/")
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(
+                r#"{"username": "alice", "password": "wonderland"}"#,
+            ))
+            .unwrap();
+        let (status, body) = call(login).await;
+        assert_eq!(status, StatusCode::OK);
+        let json: Value = serde_json::from_slice(&body).unwrap();
+        tokens.push(json["token"].as_str().unwrap().to_owned());
+    }
+    let flagged: Vec<String> = (0..20)
+        .map(|i| format!("{}", 13_900_000_000u64 + i))
+        .collect();
+    for mobile in &flagged {
+        let (status, _) = call(get(format!("/sms_codes/{mobile}/"), None)).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    for n in 0..150_000u64 {
+        let (status, _) = call(get(format!("/sms_codes/{}/", 13_000_000_000 + n), None)).await;
+        assert!(
+            [StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE].contains(&status),
+            "{status}"
+        );
+        let (status, _) = call(get(format!("/articles/?q={n}"), None)).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    for token in &tokens {
+        let (status, _) = call(get("/me/".to_owned(), Some(token))).await;
+        assert_eq!(status, StatusCode::OK, "a token was evicted by the flood");
+    }
+    for mobile in &flagged {
+        let (status, _) = call(get(format!("/sms_codes/{mobile}/"), None)).await;
+        assert_eq!(
+            status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "the flag of {mobile} was evicted by the flood"
+        );
+    }
+    let usage = store.usage();
+    assert!(usage.entries <= 100_000, "{usage:?}");
+    assert!(usage.rate_limit_keys <= 101_000, "{usage:?}");
+    assert!(usage.cache_bytes <= 64 << 20, "{usage:?}");
+}

@@ -183,3 +183,74 @@ async fn the_caching_proxy_answers_502_when_the_origin_is_down() {
     );
     server.abort();
 }
+
+/// An origin that reflects every poisoning vector into a page it lets shared caches keep for a
+/// minute: the forwarding headers frameworks build links from, and the request body.
+async fn reflecting_origin(
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    use http_body_util::BodyExt;
+    let mut page = String::new();
+    for name in REFLECTED {
+        if let Some(value) = request.headers().get(*name) {
+            page.push_str(&format!("{name}={} ", value.to_str().unwrap_or("?")));
+        }
+    }
+    let body = request.into_body().collect().await.map(|b| b.to_bytes());
+    if let Ok(body) = body {
+        page.push_str(&String::from_utf8_lossy(&body));
+    }
+    Ok(Response::builder()
+        .header("cache-control", "public, max-age=60")
+        .header("content-type", "text/plain")
+        .body(Full::new(Bytes::from(page)))
+        .unwrap())
+}
+
+const REFLECTED: &[&str] = &[
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "forwarded",
+    "x-host",
+    "x-original-host",
+    "x-forwarded-host",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflected_unkeyed_headers_and_fat_gets_never_reach_the_next_client() {
+    let redis = TestRedis::start();
+    let (origin_listener, origin_addr) = listener().await;
+    let origin = tokio::spawn(proxy::common::serve_tower(
+        origin_listener,
+        tower::service_fn(reflecting_origin),
+    ));
+    let (server, http) = start_proxy(&redis, origin_addr).await;
+
+    // (path, request headers, request body): one poisoning vector each
+    type Vector<'a> = (String, &'a [(&'a str, &'a str)], Option<serde_json::Value>);
+    let headers: Vec<[(&str, &str); 1]> = REFLECTED.iter().map(|name| [(*name, "evil")]).collect();
+    let mut vectors: Vec<Vector<'_>> = headers
+        .iter()
+        .enumerate()
+        .map(|(i, header)| (format!("/page/{i}"), &header[..], None))
+        .collect();
+    vectors.push(("/page/fat".to_owned(), &[], Some(serde_json::json!("evil"))));
+
+    for (path, headers, body) in &vectors {
+        let poisoned = http.send(Method::GET, path, headers, body.clone()).await;
+        assert!(
+            text(&poisoned).contains("evil"),
+            "{path}: the origin did not reflect the vector: {:?}",
+            poisoned.json
+        );
+        assert!(!cache_status(&poisoned).contains("stored"), "{path}");
+        // the next clean clients get a clean page, stored for everyone after them
+        let clean = http.send(Method::GET, path, &[], None).await;
+        assert!(!text(&clean).contains("evil"), "{path} was poisoned");
+        let hit = get_until(&http, path, |reply| reply.headers["x-cache"] == "HIT").await;
+        assert!(!text(&hit).contains("evil"), "{path} was poisoned");
+    }
+    server.abort();
+    origin.abort();
+}

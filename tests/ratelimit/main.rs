@@ -421,8 +421,12 @@ async fn later_refusal_gives_back(store: AnyStore) {
             .contains("everyone")
     );
     // per_phone counted 2, not 3: the refused hit was given back
+    let counters = match &store {
+        AnyStore::Memory(memory) => AnyStore::from(memory.for_rate_limits()),
+        other => other.clone(),
+    };
     assert_eq!(
-        store.get("rl:per_phone:1").await.unwrap().as_deref(),
+        counters.get("rl:per_phone:1").await.unwrap().as_deref(),
         Some(&b"2"[..])
     );
 }
@@ -616,25 +620,32 @@ async fn a_stalled_redis_during_a_burst_of_one_number_sends_exactly_one_code() {
         .into();
     let sent = Arc::new(AtomicUsize::new(0));
     let app = counting_app(RateLimitLayer::builder(store).rule(sms_rule()), &sent);
-    let started = std::time::Instant::now();
+    assert_eq!(send(&app, sms("13800138000")).await.status, StatusCode::OK);
+    // the burst meets Redis stopped (SIGSTOP) part of the way in
     let statuses = burst_with(&app, 200, || redis.pause()).await;
-    let stalled_for = started.elapsed();
     redis.resume();
-    assert!(sent.load(Ordering::SeqCst) <= 1, "{statuses:?}");
     assert!(
         statuses.iter().all(|s| [
-            StatusCode::OK,
             StatusCode::TOO_MANY_REQUESTS,
             StatusCode::SERVICE_UNAVAILABLE
         ]
         .contains(s)),
         "{statuses:?}"
     );
-    // after the stall, the number has had its one code and no other
+    assert!(
+        statuses.contains(&StatusCode::SERVICE_UNAVAILABLE),
+        "the stall was not met: {statuses:?}"
+    );
     let after = burst_with(&app, 50, || {}).await;
-    let total = sent.load(Ordering::SeqCst);
-    assert_eq!(total, 1, "{statuses:?} then {after:?}");
-    assert!(stalled_for < Duration::from_secs(30));
+    assert_eq!(
+        sent.load(Ordering::SeqCst),
+        1,
+        "{statuses:?} then {after:?}"
+    );
+    assert!(
+        after.iter().all(|s| *s == StatusCode::TOO_MANY_REQUESTS),
+        "{after:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -91,5 +91,106 @@ async fn redis_store() -> (TestRedis, RedisStore) {
     (redis, store)
 }
 
+async fn memory_rate_limit_share() -> ((), MemoryStore) {
+    ((), MemoryStore::new().for_rate_limits())
+}
+
+async fn memory_cache_share() -> ((), MemoryStore) {
+    ((), MemoryStore::new().for_cache())
+}
+
 conformance_suite!(memory, crate::memory_store);
+// each share of the memory store is the same keyspace semantics, bounded its own way
+conformance_suite!(memory_rate_limits, crate::memory_rate_limit_share);
+conformance_suite!(memory_cache, crate::memory_cache_share);
 conformance_suite!(redis_backend, crate::redis_store);
+
+mod memory_shares {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use tower_redis_http::store::{Expiry, MemoryStore, RatePolicy, Store, StoreErrorKind};
+
+    #[tokio::test]
+    async fn a_full_rate_limit_share_refuses_new_keys_and_keeps_every_live_one() {
+        let store = MemoryStore::builder()
+            .max_rate_limit_keys(100)
+            .max_entries(10)
+            .build()
+            .unwrap();
+        let flags = store.for_rate_limits();
+        let policy = RatePolicy::cooldown(Duration::from_secs(60)).unwrap();
+        let mut admitted = Vec::new();
+        for n in 0..300 {
+            match flags.rate_limit(&format!("sms:{n}"), &policy).await {
+                Ok(decision) => {
+                    assert!(decision.allowed);
+                    admitted.push(n);
+                }
+                Err(err) => assert_eq!(err.kind(), StoreErrorKind::CapacityExceeded, "{err}"),
+            }
+        }
+        // the count moka keeps trails its writes by at most one flush (64 writes)
+        assert!(
+            (100..=100 + 64).contains(&admitted.len()),
+            "{} keys admitted into a share of 100",
+            admitted.len()
+        );
+        for n in &admitted {
+            let again = flags
+                .rate_limit(&format!("sms:{n}"), &policy)
+                .await
+                .unwrap();
+            assert!(!again.allowed, "the flag of {n} was lost");
+        }
+        // the general share fills and evicts on its own, without touching the flags
+        for n in 0..1_000 {
+            store
+                .set(&format!("k{n}"), Bytes::from_static(b"v"), Expiry::Never)
+                .await
+                .unwrap();
+        }
+        assert!(store.usage().entries <= 10, "{:?}", store.usage());
+        assert_eq!(store.usage().rate_limit_keys, admitted.len() as u64);
+    }
+
+    #[tokio::test]
+    async fn expired_rate_limit_keys_make_room_again() {
+        let store = MemoryStore::builder()
+            .max_rate_limit_keys(10)
+            .build()
+            .unwrap()
+            .for_rate_limits();
+        let short = RatePolicy::cooldown(Duration::from_millis(50)).unwrap();
+        let mut n = 0;
+        while store.rate_limit(&format!("a{n}"), &short).await.is_ok() {
+            n += 1;
+            assert!(n < 1_000, "the share never filled");
+        }
+        let room = crate::support::eventually(Duration::from_secs(5), || async {
+            store.rate_limit("b", &short).await.is_ok()
+        })
+        .await;
+        assert!(room, "expired flags never made room");
+    }
+
+    #[tokio::test]
+    async fn the_cache_share_is_bounded_in_bytes() {
+        let store = MemoryStore::builder()
+            .max_cache_bytes(64 * 1024)
+            .build()
+            .unwrap();
+        let cache = store.for_cache();
+        let page = Bytes::from(vec![b'x'; 1024]);
+        for n in 0..1_000 {
+            cache
+                .set(&format!("page{n}"), page.clone(), Expiry::Never)
+                .await
+                .unwrap();
+        }
+        let usage = store.usage();
+        assert!(usage.cache_bytes <= 64 * 1024, "{usage:?}");
+        assert!(usage.cache_entries < 1_000, "{usage:?}");
+        assert_eq!(usage.entries, 0, "{usage:?}");
+    }
+}

@@ -466,3 +466,15 @@ async fn invalid_locations_are_config_errors_with_the_password_redacted() {
         assert!(!text.contains("hunter2"), "password leaked: {text}");
     }
 }
+
+#[tokio::test]
+async fn a_write_refused_for_lack_of_memory_is_capacity_exceeded() {
+    let redis = TestRedis::start();
+    let store = store_for(&redis).await;
+    assert_eq!(redis.command(&["CONFIG", "SET", "maxmemory", "1"]), "OK");
+    let err = store
+        .set("k", Bytes::from_static(b"v"), Expiry::Never)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), StoreErrorKind::CapacityExceeded, "{err}");
+}
