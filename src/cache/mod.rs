@@ -108,12 +108,11 @@
 //! `X-Host`, `X-Original-Host`, `X-Original-URL`, `X-Rewrite-URL` or a method-override header
 //! are answered from the cache but their responses are never stored, so they cannot plant an
 //! entry for other users ([`ResponseCacheBuilder::unkeyed_request_headers`] changes the list).
-//! Nor is the answer to a `GET` or `HEAD` that carries a body (a "fat GET": a non-zero
-//! `Content-Length`, a `Transfer-Encoding`, or a request body that is not empty by its own
-//! account, as an HTTP/2 body without a length): the body is not in the key, and an
-//! application that reads it would store what the attacker sent. The bodies of hyper, axum
-//! and `http-body-util` report their emptiness; a body type that keeps `http_body::Body`'s
-//! default `is_end_stream` and `size_hint` counts as carrying a body.
+//! Nor is the answer to a `GET` or `HEAD` that announces a body (a "fat GET": a non-zero
+//! `Content-Length` or a `Transfer-Encoding`): the body is not in the key, and an application
+//! that reads it would store what the attacker sent. An HTTP/2 request may send a body without
+//! announcing a length; where the application reads `GET` bodies, refuse them (or require a
+//! length) in a layer outside the cache.
 //! Storing is decided from the response's status and headers, never from the URL's extension
 //! (web cache deception). Place the cache **inside** the auth layer for per-user pages that
 //! vary on `Authorization`, or rely on the `Authorization` rule above.

@@ -321,7 +321,7 @@ impl Config {
 
     /// Where a cacheable request starts: what may be looked up and stored, and what the
     /// request asks of a stored entry.
-    fn plan<B: http_body::Body>(&self, request: &Request<B>) -> Plan {
+    fn plan<B>(&self, request: &Request<B>) -> Plan {
         let (mut lookup, mut store, mut rules) = (true, true, RequestRules::default());
         if self.request_directives == RequestDirectives::Honor {
             let cc = policy::cache_control(request.headers());
@@ -350,7 +350,7 @@ impl Config {
             .headers()
             .keys()
             .any(|name| self.unkeyed.contains(name))
-            || carries_body(request)
+            || announces_body(request.headers())
         {
             store = false;
         }
@@ -392,18 +392,15 @@ struct Plan {
     rules: RequestRules,
 }
 
-/// Whether a request carries a body: a `Transfer-Encoding`, a `Content-Length` other than 0
-/// (RFC 9112 §6.3), or a body that says it is neither at its end nor empty (HTTP/2 needs no
-/// length). A body on a `GET` or `HEAD` is not in the key, so its answer is never stored
-/// ("fat GET" poisoning); an unreadable length counts as a body.
-fn carries_body<B: http_body::Body>(request: &Request<B>) -> bool {
-    let headers = request.headers();
+/// Whether a request announces a body: a `Transfer-Encoding`, or a `Content-Length` other
+/// than 0 (RFC 9112 §6.3). A body on a `GET` or `HEAD` is not in the key, so its answer is
+/// never stored ("fat GET" poisoning); an unreadable length counts as a body.
+fn announces_body(headers: &HeaderMap) -> bool {
     headers.contains_key(header::TRANSFER_ENCODING)
         || headers
             .get_all(header::CONTENT_LENGTH)
             .iter()
             .any(|length| length.as_bytes().iter().any(|&b| b != b'0'))
-        || (!request.body().is_end_stream() && request.body().size_hint().exact() != Some(0))
 }
 
 /// RFC 9110 §13.1.2 and §13.1.3: `If-None-Match` (weak comparison) wins over
@@ -438,7 +435,7 @@ impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ResponseCache<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    ReqBody: http_body::Body + Send + 'static,
+    ReqBody: Send + 'static,
     ResBody: http_body::Body<Data = Bytes> + Send + 'static,
 {
     type Response = Response<super::ResponseBody<ResBody>>;
