@@ -23,6 +23,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use common::{Answer, Demo, User};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_redis_http::auth::{Authenticated, Principal};
 
 fn reply(answer: Answer) -> Response {
@@ -69,9 +71,11 @@ async fn sms_code(State(demo): State<Demo>, Path(mobile): Path<String>) -> Respo
     reply(demo.sms_code(&mobile).await)
 }
 
-/// The whole app: auth around everything (`layer`), the send flag on matched routes only
-/// (`route_layer`), the cache on `/articles/` alone.
+/// The whole app: the body limits around everything, auth around every route (`layer`), the
+/// send flag on matched routes only (`route_layer`), the cache on `/articles/` alone. `get`
+/// answers HEAD too.
 pub fn app(demo: Demo) -> Router {
+    let limits = demo.limits;
     Router::new()
         .route("/login/", post(login))
         .route("/logout/", post(logout))
@@ -81,11 +85,16 @@ pub fn app(demo: Demo) -> Router {
         .route("/sms_codes/{mobile}/", get(sms_code))
         .route_layer(demo.rate_limit_layer())
         .layer(demo.auth_layer())
+        // outermost: an oversized or stalled body costs no store round trip
+        .layer(RequestBodyTimeoutLayer::new(limits.body_read))
+        .layer(RequestBodyLimitLayer::new(limits.max_body))
         .with_state(demo)
 }
 
+/// Serves the app with a header read timeout, which `axum::serve` does not offer.
 pub async fn serve(listener: tokio::net::TcpListener, demo: Demo) -> std::io::Result<()> {
-    axum::serve(listener, app(demo)).await
+    let header_read = demo.limits.header_read;
+    common::serve_tower(listener, app(demo), header_read).await
 }
 
 #[tokio::main]

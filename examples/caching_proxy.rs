@@ -126,7 +126,8 @@ pub async fn serve(
                 let (client, origin) = (client.clone(), origin.clone());
                 async move { Ok::<_, Infallible>(forward(client, origin, request).await) }
             });
-    common::serve_tower(listener, service).await?;
+    // bodies stream through to the origin unbuffered; the header still needs a bound
+    common::serve_tower(listener, service, common::Limits::default().header_read).await?;
     Ok(())
 }
 

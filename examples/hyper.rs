@@ -23,9 +23,10 @@ use bytes::Bytes;
 use common::{Answer, Demo, User};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use serde_json::json;
 use tower::ServiceBuilder;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_redis_http::auth::Authenticated;
 
 fn reply(answer: Answer) -> Response<Full<Bytes>> {
@@ -47,21 +48,31 @@ fn reply(answer: Answer) -> Response<Full<Bytes>> {
 }
 
 /// Routes a request that got through the layers.
-async fn route(demo: Demo, request: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route<B>(demo: Demo, request: Request<B>) -> Response<Full<Bytes>>
+where
+    B: http_body::Body,
+{
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let user = request.extensions().get::<Authenticated<User>>().cloned();
+    // bounded by the body limit and the body read timeout of `serve`
     let body = match request.into_body().collect().await {
         Ok(body) => body.to_bytes(),
         Err(_) => {
             return reply(Answer {
                 status: StatusCode::BAD_REQUEST,
-                body: json!({"detail": "Unreadable body."}),
+                body: json!({"detail": "The body was too large, too slow or unreadable."}),
                 cache_control: None,
             });
         }
     };
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // HEAD is answered wherever GET is (hyper leaves the body out)
+    let method = if method == Method::HEAD {
+        Method::GET
+    } else {
+        method
+    };
     match (method, segments.as_slice(), user) {
         (Method::POST, ["login"], _) => reply(demo.login(&body).await),
         (Method::POST, ["logout"], Some(auth)) => reply(demo.logout(auth.token.as_str()).await),
@@ -87,15 +98,19 @@ fn not_found() -> Response<Full<Bytes>> {
 }
 
 pub async fn serve(listener: tokio::net::TcpListener, demo: Demo) -> std::io::Result<()> {
+    let limits = demo.limits;
     let service = ServiceBuilder::new()
+        // outermost: an oversized or stalled body costs no store round trip
+        .layer(RequestBodyLimitLayer::new(limits.max_body))
+        .layer(RequestBodyTimeoutLayer::new(limits.body_read))
         .layer(demo.auth_layer())
         .layer(demo.rate_limit_layer())
         .layer(demo.cache_layer())
-        .service_fn(move |request: Request<Incoming>| {
+        .service_fn(move |request| {
             let demo = demo.clone();
             async move { Ok::<_, Infallible>(route(demo, request).await) }
         });
-    common::serve_tower(listener, service).await
+    common::serve_tower(listener, service, limits.header_read).await
 }
 
 #[tokio::main]

@@ -20,6 +20,8 @@ pub mod common;
 use bytes::Bytes;
 use common::{Answer, Demo, User};
 use tower::ServiceBuilder;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_redis_http::auth::{self, Authenticated};
 use warp::Filter;
 use warp::http::{HeaderValue, Response, header};
@@ -40,6 +42,11 @@ fn reply(answer: Answer) -> Response<warp::hyper::body::Bytes> {
         );
     }
     response
+}
+
+/// GET, and HEAD wherever GET is answered (hyper leaves the body out).
+fn get_or_head() -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+    warp::get().or(warp::head()).unify()
 }
 
 /// The authenticated request's extension, for the token (the crate's filter gives the user).
@@ -69,16 +76,16 @@ pub fn routes(
         .and(with_demo.clone())
         .and(warp::body::bytes())
         .map(|demo: Demo, body: Bytes| reply(demo.register(&body)));
-    let me = warp::get()
+    let me = get_or_head()
         .and(warp::path!("me"))
         .and(with_demo.clone())
         .and(auth::warp::principal::<User>())
         .map(|demo: Demo, user: User| reply(demo.me(&user)));
-    let articles = warp::get()
+    let articles = get_or_head()
         .and(warp::path!("articles"))
         .and(with_demo.clone())
         .map(|demo: Demo| reply(demo.articles()));
-    let sms = warp::get()
+    let sms = get_or_head()
         .and(warp::path!("sms_codes" / String))
         .and(with_demo)
         .then(|mobile: String, demo: Demo| async move {
@@ -100,12 +107,16 @@ pub fn routes(
 }
 
 pub async fn serve(listener: tokio::net::TcpListener, demo: Demo) -> std::io::Result<()> {
+    let limits = demo.limits;
     let service = ServiceBuilder::new()
+        // outermost: an oversized or stalled body costs no store round trip
+        .layer(RequestBodyLimitLayer::new(limits.max_body))
+        .layer(RequestBodyTimeoutLayer::new(limits.body_read))
         .layer(demo.auth_layer())
         .layer(demo.rate_limit_layer())
         .layer(demo.cache_layer())
         .service(warp::service(routes(demo)));
-    common::serve_tower(listener, service).await
+    common::serve_tower(listener, service, limits.header_read).await
 }
 
 #[tokio::main]

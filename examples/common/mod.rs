@@ -30,12 +30,40 @@ pub struct Credentials {
     pub password: String,
 }
 
-/// The demo's state: named stores, token issuing, and how often `/articles/` really ran.
+/// The demo's state: named stores, token issuing, the server's limits, and how often
+/// `/articles/` really ran.
 #[derive(Clone, Debug)]
 pub struct Demo {
     pub stores: Stores,
     pub tokens: Tokens<User>,
+    pub limits: Limits,
     article_runs: Arc<AtomicU64>,
+}
+
+/// What every example's server refuses to wait for or to buffer. Examples are copied into
+/// production: a server without these keeps a connection open for a client that never
+/// finishes its header, and reads a body of any size into memory.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// The largest request body a handler reads; a larger one is answered 413. Defaults to
+    /// 64 KiB, plenty for a login form.
+    pub max_body: usize,
+    /// How long a client may take to send a request's header before the connection is
+    /// closed. Defaults to 10 s.
+    pub header_read: Duration,
+    /// How long a request body may stall between two chunks before reading it fails.
+    /// Defaults to 10 s.
+    pub body_read: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body: 64 * 1024,
+            header_read: Duration::from_secs(10),
+            body_read: Duration::from_secs(10),
+        }
+    }
 }
 
 /// A handler's answer, independent of the framework: status and JSON body.
@@ -117,6 +145,7 @@ impl Demo {
         Self {
             stores,
             tokens,
+            limits: Limits::default(),
             article_runs: Arc::default(),
         }
     }
@@ -344,9 +373,14 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// Serves a tower service with hyper 1 over HTTP/1.1, one task per connection: what the hyper
-/// and warp examples run on.
-pub async fn serve_tower<S, B>(listener: tokio::net::TcpListener, service: S) -> std::io::Result<()>
+/// Serves a tower service with hyper 1 over HTTP/1.1, one task per connection, closing
+/// connections whose request header takes longer than `header_read`: what the examples run
+/// on. (`axum::serve` has no header timeout, so the axum example runs on this too.)
+pub async fn serve_tower<S, B>(
+    listener: tokio::net::TcpListener,
+    service: S,
+    header_read: Duration,
+) -> std::io::Result<()>
 where
     S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
         + Clone
@@ -363,6 +397,8 @@ where
         let service = hyper_util::service::TowerToHyperService::new(service.clone());
         tokio::spawn(async move {
             let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_read)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
             if let Err(err) = connection.await {
                 tracing::debug!(error = %err, "connection ended with an error");

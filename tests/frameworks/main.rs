@@ -275,6 +275,42 @@ async fn suite(http: &Http, redis: &TestRedis) {
         .await;
     assert_eq!(odd.status, StatusCode::BAD_REQUEST, "{:?}", odd.json);
 
+    // HEAD is answered wherever GET is, without a body
+    let head = http.send(Method::HEAD, "/articles/", &[], None).await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(head.json, Value::Null);
+    let head_me = http
+        .send(Method::HEAD, "/me/", &[("authorization", &bearer)], None)
+        .await;
+    assert_eq!(head_me.status, StatusCode::OK);
+
+    // the body limit: a large body is refused before any handler reads it
+    let large = http
+        .send(
+            Method::POST,
+            "/login/",
+            &[],
+            Some(json!({"username": "alice", "password": "x".repeat(256 * 1024)})),
+        )
+        .await;
+    assert_eq!(large.status, StatusCode::PAYLOAD_TOO_LARGE);
+
+    // the read timeouts: a stalled header closes the connection, a stalled body is answered
+    let stalled_header = raw_exchange(http.base, b"GET /articles/ HTTP/1.1\r\nHost: x\r\n").await;
+    assert!(
+        stalled_header.is_empty() || stalled_header.starts_with("HTTP/1.1 408"),
+        "{stalled_header}"
+    );
+    let stalled_body = raw_exchange(
+        http.base,
+        b"POST /login/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"user",
+    )
+    .await;
+    assert!(
+        stalled_body.starts_with("HTTP/1.1 4"),
+        "a stalled body was not answered: {stalled_body:?}"
+    );
+
     // logout revokes the token
     let logout = http
         .send(
@@ -312,6 +348,30 @@ fn spellings(number: &str, digits: u32) -> Vec<String> {
         .collect()
 }
 
+/// Sends `bytes` on a new connection and stalls; returns what the server sent before it
+/// closed the connection. Panics if the server keeps it open for 10 s, far past the 1 s
+/// timeouts the tests give the examples.
+async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("the connection stayed open past its read timeout")
+        .ok();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The limits the examples run with in tests: short timeouts, so that the suite need not wait.
+fn test_limits() -> axum_example::common::Limits {
+    axum_example::common::Limits {
+        header_read: Duration::from_secs(1),
+        body_read: Duration::from_secs(1),
+        ..Default::default()
+    }
+}
+
 async fn listener() -> (tokio::net::TcpListener, SocketAddr) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -321,9 +381,15 @@ async fn listener() -> (tokio::net::TcpListener, SocketAddr) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_axum_example_serves_every_flow() {
     let redis = TestRedis::start();
-    let demo = axum_example::common::Demo::on_redis(&redis.url())
+    let mut demo = axum_example::common::Demo::on_redis(&redis.url())
         .await
         .unwrap();
+    let limits = test_limits();
+    demo.limits = axum_example::common::Limits {
+        header_read: limits.header_read,
+        body_read: limits.body_read,
+        max_body: limits.max_body,
+    };
     let (listener, addr) = listener().await;
     let server = tokio::spawn(axum_example::serve(listener, demo));
     suite(&Http::new(addr), &redis).await;
@@ -333,9 +399,15 @@ async fn the_axum_example_serves_every_flow() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hyper_example_serves_every_flow() {
     let redis = TestRedis::start();
-    let demo = hyper_example::common::Demo::on_redis(&redis.url())
+    let mut demo = hyper_example::common::Demo::on_redis(&redis.url())
         .await
         .unwrap();
+    let limits = test_limits();
+    demo.limits = hyper_example::common::Limits {
+        header_read: limits.header_read,
+        body_read: limits.body_read,
+        max_body: limits.max_body,
+    };
     let (listener, addr) = listener().await;
     let server = tokio::spawn(hyper_example::serve(listener, demo));
     suite(&Http::new(addr), &redis).await;
@@ -345,9 +417,15 @@ async fn the_hyper_example_serves_every_flow() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_warp_example_serves_every_flow() {
     let redis = TestRedis::start();
-    let demo = warp_example::common::Demo::on_redis(&redis.url())
+    let mut demo = warp_example::common::Demo::on_redis(&redis.url())
         .await
         .unwrap();
+    let limits = test_limits();
+    demo.limits = warp_example::common::Limits {
+        header_read: limits.header_read,
+        body_read: limits.body_read,
+        max_body: limits.max_body,
+    };
     let (listener, addr) = listener().await;
     let server = tokio::spawn(warp_example::serve(listener, demo));
     suite(&Http::new(addr), &redis).await;

@@ -125,6 +125,7 @@ async fn the_caching_proxy_caches_revalidates_and_invalidates_what_the_origin_al
             let answer = origin_answer(&origin_log, &request);
             async move { Ok::<_, Infallible>(answer) }
         }),
+        Duration::from_secs(10),
     ));
     let (server, http) = start_proxy(&redis, origin_addr).await;
 
@@ -224,6 +225,7 @@ async fn reflected_unkeyed_headers_and_fat_gets_never_reach_the_next_client() {
     let origin = tokio::spawn(proxy::common::serve_tower(
         origin_listener,
         tower::service_fn(reflecting_origin),
+        Duration::from_secs(10),
     ));
     let (server, http) = start_proxy(&redis, origin_addr).await;
 
