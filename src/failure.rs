@@ -5,8 +5,10 @@ use std::fmt;
 /// How a layer behaves when the store errors or times out.
 ///
 /// Every layer takes one (`.on_store_error(FailurePolicy::Closed)`); the defaults differ per
-/// layer, as `SPEC.md` records: authentication fails closed, the cache and the rate limiter fail
-/// open. Either way the error is logged through [`tracing`] at `WARN` with the layer's name, so a
+/// layer, as `SPEC.md` records: authentication fails closed, the cache fails open, and the rate
+/// limiter decides per rule (cooldowns, which guard a costly side effect, fail closed; fixed
+/// windows and GCRA fail open; see
+/// [`Rule::on_store_error`](crate::ratelimit::Rule::on_store_error)). Either way the error is logged through [`tracing`] at `WARN` with the layer's name, so a
 /// Redis outage is visible even while requests keep flowing.
 ///
 /// # Example

@@ -158,10 +158,13 @@ async fn non_retried_calls_recover_after_at_most_one_failure_per_connection() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_server_gives_a_timeout_error_not_a_hang() {
+/// A store with a 200 ms command timeout (and whatever `builder` adds) that has written `k`,
+/// on a server that is then stopped (SIGSTOP).
+async fn stalled(
+    builder: impl FnOnce(String) -> tower_redis_http::store::RedisStoreBuilder,
+) -> (TestRedis, RedisStore) {
     let redis = TestRedis::start();
-    let store = RedisStore::builder(redis.url())
+    let store = builder(redis.url())
         .command_timeout(Duration::from_millis(200))
         .build()
         .await
@@ -170,8 +173,13 @@ async fn a_stalled_server_gives_a_timeout_error_not_a_hang() {
         .set("k", Bytes::from_static(b"v"), Expiry::Never)
         .await
         .unwrap();
-
     redis.pause();
+    (redis, store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_server_gives_a_timeout_error_not_a_hang() {
+    let (redis, store) = stalled(RedisStore::builder).await;
     let calls: Vec<_> = (0..20)
         .map(|_| {
             let store = store.clone();
@@ -203,18 +211,8 @@ async fn a_stalled_server_gives_a_timeout_error_not_a_hang() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_queued_during_a_stall_end_within_the_command_timeout_not_the_connect_timeout() {
-    let redis = TestRedis::start();
-    let store = RedisStore::builder(redis.url())
-        .command_timeout(Duration::from_millis(200))
-        .connect_timeout(Duration::from_secs(20))
-        .build()
-        .await
-        .unwrap();
-    store
-        .set("k", Bytes::from_static(b"v"), Expiry::Never)
-        .await
-        .unwrap();
-    redis.pause();
+    let (redis, store) =
+        stalled(|url| RedisStore::builder(url).connect_timeout(Duration::from_secs(20))).await;
     // waves of calls: the first find the connection silent, later ones must open a new one
     // from bb8, which waits on the stalled server; none may wait for the connect timeout
     let mut slowest = Duration::ZERO;
