@@ -344,13 +344,12 @@ impl Config {
             }
             store = !cc.no_store;
         }
-        // one pass over the request's names: cheaper than hashing each unkeyed name into the
+        // one pass over the request's fields: cheaper than hashing each unkeyed name into the
         // map, and requests carry few headers
         if request
             .headers()
-            .keys()
-            .any(|name| self.unkeyed.contains(name))
-            || announces_body(request.headers())
+            .iter()
+            .any(|(name, value)| self.unkeyed.contains(name) || announces_body(name, value))
         {
             store = false;
         }
@@ -392,15 +391,12 @@ struct Plan {
     rules: RequestRules,
 }
 
-/// Whether a request announces a body: a `Transfer-Encoding`, or a `Content-Length` other
-/// than 0 (RFC 9112 §6.3). A body on a `GET` or `HEAD` is not in the key, so its answer is
-/// never stored ("fat GET" poisoning); an unreadable length counts as a body.
-fn announces_body(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::TRANSFER_ENCODING)
-        || headers
-            .get_all(header::CONTENT_LENGTH)
-            .iter()
-            .any(|length| length.as_bytes().iter().any(|&b| b != b'0'))
+/// Whether a request field announces a body: a `Transfer-Encoding`, or a `Content-Length`
+/// other than 0 (RFC 9112 §6.3). A body on a `GET` or `HEAD` is not in the key, so its answer
+/// is never stored ("fat GET" poisoning); an unreadable length counts as a body.
+fn announces_body(name: &HeaderName, value: &HeaderValue) -> bool {
+    *name == header::TRANSFER_ENCODING
+        || (*name == header::CONTENT_LENGTH && value.as_bytes().iter().any(|&b| b != b'0'))
 }
 
 /// RFC 9110 §13.1.2 and §13.1.3: `If-None-Match` (weak comparison) wins over
