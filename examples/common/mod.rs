@@ -37,6 +37,9 @@ pub struct Demo {
     pub stores: Stores,
     pub tokens: Tokens<User>,
     pub limits: Limits,
+    /// The proxies whose `Forwarded` / `X-Forwarded-For` is believed: `TRUSTED_PROXIES`,
+    /// comma-separated addresses or networks, none by default.
+    pub trusted_proxies: Vec<String>,
     article_runs: Arc<AtomicU64>,
 }
 
@@ -100,10 +103,18 @@ impl Answer {
 impl Demo {
     /// The demo on Redis when `REDIS_URL` is set, else on the embedded memory store.
     pub async fn from_env() -> Result<(Self, &'static str), ConfigError> {
-        match std::env::var("REDIS_URL") {
-            Ok(url) => Ok((Self::on_redis(&url).await?, "redis")),
-            Err(_) => Ok((Self::in_memory()?, "memory")),
-        }
+        let (mut demo, backend) = match std::env::var("REDIS_URL") {
+            Ok(url) => (Self::on_redis(&url).await?, "redis"),
+            Err(_) => (Self::in_memory()?, "memory"),
+        };
+        demo.trusted_proxies = std::env::var("TRUSTED_PROXIES")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|network| !network.is_empty())
+            .map(str::to_owned)
+            .collect();
+        Ok((demo, backend))
     }
 
     pub async fn on_redis(url: &str) -> Result<Self, ConfigError> {
@@ -146,6 +157,7 @@ impl Demo {
             stores,
             tokens,
             limits: Limits::default(),
+            trusted_proxies: Vec::new(),
             article_runs: Arc::default(),
         }
     }
@@ -182,7 +194,9 @@ impl Demo {
             .expect("the demo's cache configuration is valid")
     }
 
-    /// One SMS code per phone number per minute; a failed send does not count.
+    /// One SMS code per phone number per minute (a failed send does not count), and ten
+    /// login attempts a minute per client address (brute-force protection). The client
+    /// address is the peer's, or what a proxy in `TRUSTED_PROXIES` forwarded.
     pub fn rate_limit_layer(&self) -> RateLimitLayer {
         RateLimitLayer::builder(self.store())
             .rule(Rule::cooldown(
@@ -190,9 +204,18 @@ impl Demo {
                 Duration::from_secs(60),
                 Key::path_segment("/sms_codes/{mobile}/", "mobile"),
             ))
+            .rule(
+                // every attempt counts, failed ones above all
+                Rule::fixed_window("login", "10/m", Key::client_ip())
+                    .when(|request| {
+                        request.method == Method::POST && request.uri.path() == "/login/"
+                    })
+                    .commit(Commit::Always),
+            )
+            .trusted_proxies(self.trusted_proxies.iter().map(String::as_str))
             .commit(Commit::OnSuccess)
             .build()
-            .expect("the demo's rate-limit configuration is valid")
+            .expect("TRUSTED_PROXIES holds addresses or networks such as 10.0.0.0/8")
     }
 
     /// `POST /login/`: the demo account is alice / wonderland.
@@ -393,8 +416,15 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     loop {
-        let (stream, _peer) = listener.accept().await?;
-        let service = hyper_util::service::TowerToHyperService::new(service.clone());
+        let (stream, peer) = listener.accept().await?;
+        // the peer address, where the rate limiter looks for it by default
+        let service = tower::ServiceBuilder::new()
+            .map_request(move |mut request: http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(peer);
+                request
+            })
+            .service(service.clone());
+        let service = hyper_util::service::TowerToHyperService::new(service);
         tokio::spawn(async move {
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())

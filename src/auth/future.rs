@@ -11,7 +11,7 @@ use tower_service::Service;
 
 use super::layer::Config;
 use super::service::into_body;
-use super::{AuthErrorKind, Authenticated, RejectionResponse, Token, rejection};
+use super::{AuthErrorKind, Authenticated, PrincipalType, RejectionResponse, Token, rejection};
 use crate::body::ResponseBody;
 use crate::store::{StoreError, value};
 
@@ -133,9 +133,9 @@ where
 {
     match config.principal(found) {
         Ok(principal) => {
-            request
-                .extensions_mut()
-                .insert(Authenticated::new(principal, token));
+            let extensions = request.extensions_mut();
+            extensions.insert(Authenticated::new(principal, token));
+            extensions.insert(PrincipalType(std::any::type_name::<P>()));
             State::Inner {
                 future: inner.call(request),
             }

@@ -81,6 +81,12 @@ impl<P> Authenticated<P> {
     }
 }
 
+/// Set beside [`Authenticated<P>`] on every authenticated request, naming `P`, so that a
+/// layer looking for another principal type (`User` where the auth layer attaches
+/// `Arc<User>`) can tell a misconfiguration from an anonymous request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PrincipalType(pub(crate) &'static str);
+
 /// How a token is kept in the store.
 ///
 /// # Example

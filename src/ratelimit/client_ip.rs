@@ -83,52 +83,80 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
     })
 }
 
-/// The hops a request passed through, nearest last: `Forwarded` when present, else
-/// `X-Forwarded-For`. `None` when a hop is unreadable, so that a garbled chain is never
-/// trusted.
-fn forwarded_chain(headers: &HeaderMap) -> Option<Vec<IpAddr>> {
+/// Who a request comes from: an address, or the identifier a trusted proxy reported for a
+/// client it would not or could not name by address (`unknown`, an obfuscated `_hidden`,
+/// garbage the client sent that the proxy passed on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Client<'a> {
+    Address(IpAddr),
+    Opaque(&'a str),
+}
+
+/// The hop texts a request passed through, nearest last: the `for=` values of `Forwarded`
+/// when present, else `X-Forwarded-For`. `None` when a field is not text at all.
+fn forwarded_hops(headers: &HeaderMap) -> Option<Vec<&str>> {
+    let mut hops = Vec::new();
     if headers.contains_key(FORWARDED) {
-        let mut hops = Vec::new();
         for value in headers.get_all(FORWARDED) {
             for element in value.to_str().ok()?.split(',') {
                 let for_value = element.split(';').find_map(|pair| {
                     let (name, value) = pair.split_once('=')?;
                     name.trim().eq_ignore_ascii_case("for").then_some(value)
                 });
-                if let Some(value) = for_value {
-                    hops.push(parse_hop(value)?);
-                }
+                hops.extend(for_value);
             }
         }
         return Some(hops);
     }
-    let mut hops = Vec::new();
     for value in headers.get_all("x-forwarded-for") {
-        for hop in value.to_str().ok()?.split(',') {
-            hops.push(parse_hop(hop)?);
-        }
+        hops.extend(value.to_str().ok()?.split(','));
     }
     Some(hops)
 }
 
-/// The client address of a request from `peer`: the peer itself unless it is a trusted
-/// proxy; then the nearest hop of the forwarding chain that is not a trusted proxy.
-pub(crate) fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &[Network]) -> IpAddr {
+/// The client of a request from `peer`: the peer itself unless it is a trusted proxy; then
+/// the forwarding chain is walked from the nearest hop, skipping trusted proxies, and the
+/// first hop that is not one is the client.
+///
+/// Hops are read only as far as the walk goes: what a client wrote further left (a forged
+/// address, garbage) is never read. A hop that is not an address is the client's identifier
+/// as the proxy reported it, so clients behind one proxy never share its bucket because of one
+/// odd value.
+pub(crate) fn resolve<'a>(peer: IpAddr, headers: &'a HeaderMap, trusted: &[Network]) -> Client<'a> {
     let is_trusted = |address: IpAddr| trusted.iter().any(|network| network.contains(address));
+    let mut client = Client::Address(canonical(peer));
     if !is_trusted(peer) {
-        return canonical(peer);
+        return client;
     }
-    let Some(chain) = forwarded_chain(headers) else {
-        return canonical(peer);
+    let Some(hops) = forwarded_hops(headers) else {
+        return client;
     };
-    let mut client = canonical(peer);
-    for hop in chain.into_iter().rev() {
-        client = canonical(hop);
-        if !is_trusted(hop) {
-            break;
+    for hop in hops.into_iter().rev() {
+        match parse_hop(hop) {
+            Some(address) => {
+                client = Client::Address(canonical(address));
+                if !is_trusted(address) {
+                    break;
+                }
+            }
+            None => {
+                let text = hop.trim().trim_matches('"');
+                if !text.is_empty() {
+                    client = Client::Opaque(text);
+                }
+                break;
+            }
         }
     }
     client
+}
+
+/// The key text of a client: an address, or `hop:` and the identifier a proxy reported.
+pub(crate) fn client_key_text(client: Client<'_>) -> String {
+    match client {
+        Client::Address(address) => key_text(address),
+        Client::Opaque(text) => format!("hop:{text}"),
+    }
 }
 
 /// The key text of an address: IPv6 clients are keyed by their /64, since one subscriber
@@ -190,63 +218,108 @@ mod tests {
         }
     }
 
+    fn address(text: &str) -> Client<'static> {
+        Client::Address(ip(text))
+    }
+
     #[test]
     fn an_untrusted_peer_is_the_client_whatever_it_claims() {
         let trusted = networks(&["10.0.0.0/8"]);
         let spoof = headers(&[("x-forwarded-for", "1.1.1.1"), ("forwarded", "for=2.2.2.2")]);
         assert_eq!(
             resolve(ip("203.0.113.9"), &spoof, &trusted),
-            ip("203.0.113.9")
+            address("203.0.113.9")
         );
-        assert_eq!(resolve(ip("203.0.113.9"), &spoof, &[]), ip("203.0.113.9"));
+        assert_eq!(
+            resolve(ip("203.0.113.9"), &spoof, &[]),
+            address("203.0.113.9")
+        );
     }
 
     #[test]
     fn trusted_proxies_are_skipped_from_the_nearest_hop() {
         let trusted = networks(&["10.0.0.0/8", "192.168.0.1"]);
-        let cases: &[(&[(&str, &str)], &str)] = &[
-            (&[("x-forwarded-for", "203.0.113.9")], "203.0.113.9"),
+        let cases: &[(&[(&str, &str)], Client<'_>)] = &[
+            (
+                &[("x-forwarded-for", "203.0.113.9")],
+                address("203.0.113.9"),
+            ),
             // the client forged the leftmost entry; the proxies appended the real hops
             (
                 &[("x-forwarded-for", "6.6.6.6, 203.0.113.9, 10.0.0.7")],
-                "203.0.113.9",
+                address("203.0.113.9"),
             ),
             (
                 &[
                     ("x-forwarded-for", "6.6.6.6"),
                     ("x-forwarded-for", "203.0.113.9, 192.168.0.1"),
                 ],
-                "203.0.113.9",
+                address("203.0.113.9"),
             ),
-            (&[("x-forwarded-for", "203.0.113.9:4711")], "203.0.113.9"),
-            (&[("x-forwarded-for", "[2001:db8::1]:80")], "2001:db8::1"),
+            (
+                &[("x-forwarded-for", "203.0.113.9:4711")],
+                address("203.0.113.9"),
+            ),
+            (
+                &[("x-forwarded-for", "[2001:db8::1]:80")],
+                address("2001:db8::1"),
+            ),
             (
                 &[(
                     "forwarded",
                     r#"for=6.6.6.6, for="[2001:db8::2]:443";proto=https"#,
                 )],
-                "2001:db8::2",
+                address("2001:db8::2"),
             ),
             (
                 &[
                     ("forwarded", "For=203.0.113.9"),
                     ("x-forwarded-for", "6.6.6.6"),
                 ],
-                "203.0.113.9",
+                address("203.0.113.9"),
             ),
             // everything trusted: the farthest hop
-            (&[("x-forwarded-for", "10.0.0.1, 10.0.0.2")], "10.0.0.1"),
-            // nothing forwarded, or garbled: the peer
-            (&[], "10.0.0.5"),
-            (&[("x-forwarded-for", "not-an-ip, 203.0.113.9")], "10.0.0.5"),
+            (
+                &[("x-forwarded-for", "10.0.0.1, 10.0.0.2")],
+                address("10.0.0.1"),
+            ),
+            // nothing forwarded: the peer
+            (&[], address("10.0.0.5")),
+            // garbage left of the client is never read
+            (
+                &[("x-forwarded-for", "not-an-ip, 203.0.113.9")],
+                address("203.0.113.9"),
+            ),
+            // a hop that is not an address is the client as the proxy names it
+            (
+                &[("x-forwarded-for", "203.0.113.9, unknown, 10.0.0.7")],
+                Client::Opaque("unknown"),
+            ),
+            (
+                &[("forwarded", "for=_hidden7;proto=https")],
+                Client::Opaque("_hidden7"),
+            ),
         ];
         for (pairs, expected) in cases {
             assert_eq!(
                 resolve(ip("10.0.0.5"), &headers(pairs), &trusted),
-                ip(expected),
+                *expected,
                 "{pairs:?}"
             );
         }
+    }
+
+    #[test]
+    fn one_odd_hop_does_not_put_everyone_behind_a_proxy_in_one_bucket() {
+        let trusted = networks(&["10.0.0.0/8"]);
+        let a = headers(&[("x-forwarded-for", "garbage, 203.0.113.1")]);
+        let b = headers(&[("x-forwarded-for", "203.0.113.2")]);
+        let odd = headers(&[("x-forwarded-for", "_obf1")]);
+        let keys: Vec<String> = [&a, &b, &odd]
+            .iter()
+            .map(|h| client_key_text(resolve(ip("10.0.0.5"), h, &trusted)))
+            .collect();
+        assert_eq!(keys, ["203.0.113.1", "203.0.113.2", "hop:_obf1"]);
     }
 
     #[test]

@@ -191,9 +191,14 @@ where
             } else {
                 None
             };
-            let hold = (config.commit == Commit::OnSuccess).then(|| Hold {
+            // only the hits of commit-on-success rules wait for the answer; the others stay
+            let held: Hits = counted
+                .into_iter()
+                .filter(|hit| config.rules[hit.rule].commit == Commit::OnSuccess)
+                .collect();
+            let hold = (!held.is_empty()).then(|| Hold {
                 config: Arc::clone(config),
-                hits: counted,
+                hits: held,
             });
             State::Inner {
                 future: inner.call(request),

@@ -9,7 +9,7 @@ use http::{Extensions, HeaderMap, HeaderName, Method, Uri};
 use sha2::{Digest, Sha256};
 
 use crate::ConfigError;
-use crate::auth::{Authenticated, hex_digest};
+use crate::auth::{Authenticated, PrincipalType, hex_digest};
 
 /// The longest key text kept as is; longer ones are hashed, so request data cannot make keys
 /// grow without bound.
@@ -39,6 +39,9 @@ pub struct RequestHead<'a> {
     pub extensions: &'a Extensions,
     /// The client address, when it could be resolved.
     pub client_ip: Option<IpAddr>,
+    /// Who the client is: its address, or the identifier a trusted proxy reported in place of
+    /// one (`unknown`, `_hidden`), which `Key::client_ip` keys by.
+    pub(crate) client: Option<super::client_ip::Client<'a>>,
 }
 
 type Extract = Arc<dyn Fn(&RequestHead<'_>) -> Option<String> + Send + Sync>;
@@ -68,12 +71,22 @@ type Extract = Arc<dyn Fn(&RequestHead<'_>) -> Option<String> + Send + Sync>;
 #[derive(Clone)]
 pub struct Key(pub(crate) KeyKind);
 
+/// The id of the principal of type `P`, when the request carries one.
+type PrincipalId = Arc<dyn Fn(&Extensions) -> Option<String> + Send + Sync>;
+
 #[derive(Clone)]
 pub(crate) enum KeyKind {
-    PathSegment { pattern: Arc<str>, name: Arc<str> },
+    PathSegment {
+        pattern: Arc<str>,
+        name: Arc<str>,
+    },
     Header(HeaderName),
     Query(Arc<str>),
     ClientIp,
+    Principal {
+        id: PrincipalId,
+        type_name: &'static str,
+    },
     Global,
     Custom(Extract),
 }
@@ -87,6 +100,7 @@ impl fmt::Debug for Key {
             KeyKind::Header(name) => write!(f, "Key::header({name:?})"),
             KeyKind::Query(name) => write!(f, "Key::query({name:?})"),
             KeyKind::ClientIp => f.write_str("Key::client_ip()"),
+            KeyKind::Principal { type_name, .. } => write!(f, "Key::principal::<{type_name}>(..)"),
             KeyKind::Global => f.write_str("Key::global()"),
             KeyKind::Custom(_) => f.write_str("Key::custom(..)"),
         }
@@ -142,6 +156,15 @@ impl Key {
     /// [`RateLimitBuilder::trusted_proxies`](super::RateLimitBuilder::trusted_proxies)). IPv6
     /// clients count by their /64.
     ///
+    /// The peer is read from the request extensions: a `std::net::SocketAddr` or `IpAddr`
+    /// (what a hyper or warp server should insert per connection), axum's
+    /// `ConnectInfo<SocketAddr>` with the `axum` feature (`axum::serve(listener,
+    /// app.into_make_service_with_connect_info::<SocketAddr>())`), or wherever
+    /// [`RateLimitBuilder::peer_address`](super::RateLimitBuilder::peer_address) says. A
+    /// request without one is a misconfiguration, answered 500 and logged once per layer:
+    /// never an unlimited pass. When the nearest untrusted hop of a forwarded chain is not an
+    /// address (`unknown`, an obfuscated `_hidden`), that identifier is the key.
+    ///
     /// # Example
     ///
     /// ```
@@ -154,7 +177,9 @@ impl Key {
     }
 
     /// The principal the auth layer attached ([`Authenticated<P>`]), mapped to its id.
-    /// Anonymous requests have no key.
+    /// Anonymous requests have no key. A request the auth layer authenticated with a principal
+    /// of another type (`User` expected, `Arc<User>` attached) is a misconfiguration: it is
+    /// answered 500 and logged, never let through unlimited.
     ///
     /// # Example
     ///
@@ -169,14 +194,14 @@ impl Key {
     pub fn principal<P: Send + Sync + 'static>(
         id: impl Fn(&P) -> String + Send + Sync + 'static,
     ) -> Self {
-        Self(KeyKind::Custom(Arc::new(
-            move |request: &RequestHead<'_>| {
-                request
-                    .extensions
+        Self(KeyKind::Principal {
+            id: Arc::new(move |extensions: &Extensions| {
+                extensions
                     .get::<Authenticated<P>>()
                     .map(|auth| id(&auth.principal))
-            },
-        )))
+            }),
+            type_name: std::any::type_name::<P>(),
+        })
     }
 
     /// Any key computed from the request.
@@ -215,6 +240,10 @@ impl Key {
             KeyKind::Header(name) => CompiledKey::Header(name.clone()),
             KeyKind::Query(name) => CompiledKey::Query(Arc::clone(name)),
             KeyKind::ClientIp => CompiledKey::ClientIp,
+            KeyKind::Principal { id, type_name } => CompiledKey::Principal {
+                id: Arc::clone(id),
+                type_name,
+            },
             KeyKind::Global => CompiledKey::Global,
             KeyKind::Custom(extract) => CompiledKey::Custom(Arc::clone(extract)),
         })
@@ -233,6 +262,10 @@ pub(crate) enum CompiledKey {
     Header(HeaderName),
     Query(Arc<str>),
     ClientIp,
+    Principal {
+        id: PrincipalId,
+        type_name: &'static str,
+    },
     Global,
     Custom(Extract),
 }
@@ -271,14 +304,20 @@ fn compile_pattern(pattern: &str, wanted: &str) -> Result<Vec<Segment>, ConfigEr
     Ok(segments)
 }
 
-/// Why a request's key text was refused rather than read: the request names the rule's route
-/// in a spelling whose value is ambiguous.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Malformed(pub(crate) &'static str);
+/// Why a request's key could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum KeyError {
+    /// The request names the rule's route in a spelling whose value is ambiguous: 400.
+    Malformed(&'static str),
+    /// The layer cannot compute the key for any request like this one (no client address to
+    /// be found, another principal type attached): the operator must fix the set-up, 500.
+    Misconfigured(String),
+}
 
 impl CompiledKey {
-    /// The key text for `request`, hashed when long; `Ok(None)` when the request has none, and
-    /// [`Malformed`] when it matches a path pattern in a form whose value is ambiguous.
+    /// The key text for `request`, hashed when long; `Ok(None)` when the request has none by
+    /// design (an anonymous request on a per-user rule, a header it did not send), and a
+    /// [`KeyError`] when the key cannot be computed.
     ///
     /// A path segment is percent-decoded, because routers hand the decoded value to the
     /// handler (axum's `Path`, warp's `param`): `/sms_codes/%313800138000/` is the number
@@ -287,7 +326,7 @@ impl CompiledKey {
     pub(crate) fn extract<'a>(
         &self,
         request: &RequestHead<'a>,
-    ) -> Result<Option<Cow<'a, str>>, Malformed> {
+    ) -> Result<Option<Cow<'a, str>>, KeyError> {
         let text = match self {
             Self::PathSegment(segments) => match capture(segments, request.uri.path())? {
                 Some(text) => text,
@@ -308,9 +347,29 @@ impl CompiledKey {
                     None => return Ok(None),
                 }
             }
-            Self::ClientIp => match request.client_ip {
-                Some(ip) => Cow::Owned(super::client_ip::key_text(ip)),
-                None => return Ok(None),
+            Self::ClientIp => match request.client {
+                Some(client) => Cow::Owned(super::client_ip::client_key_text(client)),
+                None => {
+                    return Err(KeyError::Misconfigured(
+                        "a rule keyed by the client address found none: the server must put \
+                         the peer address in the request extensions (a `SocketAddr`, axum's \
+                         `ConnectInfo<SocketAddr>`), or `RateLimitBuilder::peer_address` must \
+                         say where it is"
+                            .to_owned(),
+                    ));
+                }
+            },
+            Self::Principal { id, type_name } => match id(request.extensions) {
+                Some(id) => Cow::Owned(id),
+                None => match request.extensions.get::<PrincipalType>() {
+                    Some(PrincipalType(attached)) => {
+                        return Err(KeyError::Misconfigured(format!(
+                            "`Key::principal::<{type_name}>` found no such principal, but the \
+                             auth layer attached a `{attached}`: give both the same type"
+                        )));
+                    }
+                    None => return Ok(None),
+                },
             },
             Self::Global => Cow::Borrowed("*"),
             Self::Custom(extract) => match extract(request) {
@@ -338,7 +397,7 @@ impl CompiledKey {
 /// that is not in normal form (dot segments, `//`, encoded `/`, `.`, `%` or `;`), or whose
 /// captured value does not decode to UTF-8, is [`Malformed`]: its value is whatever a given
 /// router makes of it, so no key can be trusted to be the one the handler sees.
-fn capture<'a>(segments: &[Segment], path: &'a str) -> Result<Option<Cow<'a, str>>, Malformed> {
+fn capture<'a>(segments: &[Segment], path: &'a str) -> Result<Option<Cow<'a, str>>, KeyError> {
     let mut captured = None;
     let mut parts = path.split('/');
     for segment in segments {
@@ -349,7 +408,7 @@ fn capture<'a>(segments: &[Segment], path: &'a str) -> Result<Option<Cow<'a, str
             Segment::Literal(literal) if part == literal => {}
             Segment::Any | Segment::Capture if part.is_empty() => {
                 // `//` where a value belongs: the route's shape, spelled ambiguously
-                return Err(Malformed("the path has an empty segment"));
+                return Err(KeyError::Malformed("the path has an empty segment"));
             }
             Segment::Any => {}
             Segment::Capture => captured = Some(part),
@@ -359,14 +418,14 @@ fn capture<'a>(segments: &[Segment], path: &'a str) -> Result<Option<Cow<'a, str
     if parts.next().is_some() {
         return Ok(None);
     }
-    crate::auth::check_normalized(path).map_err(Malformed)?;
+    crate::auth::check_normalized(path).map_err(KeyError::Malformed)?;
     let Some(raw) = captured else {
         return Ok(None);
     };
     percent_encoding::percent_decode_str(raw)
         .decode_utf8()
         .map(Some)
-        .map_err(|_| Malformed("the path segment does not decode to UTF-8"))
+        .map_err(|_| KeyError::Malformed("the path segment does not decode to UTF-8"))
 }
 
 #[cfg(test)]
@@ -389,6 +448,7 @@ mod tests {
             headers: &map,
             extensions: &extensions,
             client_ip: ip.map(|ip| ip.parse().unwrap()),
+            client: ip.map(|ip| super::super::client_ip::Client::Address(ip.parse().unwrap())),
         };
         key.compile()
             .unwrap()
@@ -419,7 +479,7 @@ mod tests {
         );
     }
 
-    fn refusal(key: &Key, uri: &str) -> Option<Malformed> {
+    fn refusal(key: &Key, uri: &str) -> Option<KeyError> {
         let uri: Uri = uri.parse().unwrap();
         let (headers, extensions) = (HeaderMap::new(), Extensions::new());
         let head = RequestHead {
@@ -428,6 +488,7 @@ mod tests {
             headers: &headers,
             extensions: &extensions,
             client_ip: None,
+            client: None,
         };
         key.compile().unwrap().extract(&head).err()
     }
@@ -465,7 +526,10 @@ mod tests {
             "/users/%FF/",
             "/users/x;y/",
         ] {
-            assert!(refusal(&key(), uri).is_some(), "{uri} was not refused");
+            assert!(
+                matches!(refusal(&key(), uri), Some(KeyError::Malformed(_))),
+                "{uri} was not refused"
+            );
         }
         // paths that are not the route are not the rule's business
         assert_eq!(refusal(&key(), "/other/a%2Fb/"), None);
@@ -490,11 +554,48 @@ mod tests {
             extract(&Key::client_ip(), "/", &[], Some("203.0.113.9")).as_deref(),
             Some("203.0.113.9")
         );
-        assert_eq!(extract(&Key::client_ip(), "/", &[], None), None);
+        assert!(matches!(
+            refusal(&Key::client_ip(), "/"),
+            Some(KeyError::Misconfigured(_))
+        ));
         assert_eq!(
             extract(&Key::global(), "/", &[], None).as_deref(),
             Some("*")
         );
+    }
+
+    #[test]
+    fn a_principal_of_another_type_is_a_misconfiguration_not_an_anonymous_request() {
+        #[derive(Clone)]
+        struct User {
+            id: u64,
+        }
+        let key = Key::principal(|user: &User| user.id.to_string())
+            .compile()
+            .unwrap();
+        let uri: Uri = "/".parse().unwrap();
+        let headers = HeaderMap::new();
+        let head = |extensions| RequestHead {
+            method: &Method::GET,
+            uri: &uri,
+            headers: &headers,
+            extensions,
+            client_ip: None,
+            client: None,
+        };
+        let anonymous = Extensions::new();
+        assert_eq!(key.extract(&head(&anonymous)), Ok(None));
+        let mut right = Extensions::new();
+        right.insert(Authenticated::new(User { id: 7 }, "t".into()));
+        right.insert(PrincipalType(std::any::type_name::<User>()));
+        assert_eq!(key.extract(&head(&right)).unwrap().as_deref(), Some("7"));
+        let mut wrong = Extensions::new();
+        wrong.insert(Authenticated::new(Arc::new(User { id: 7 }), "t".into()));
+        wrong.insert(PrincipalType(std::any::type_name::<Arc<User>>()));
+        let Err(KeyError::Misconfigured(why)) = key.extract(&head(&wrong)) else {
+            panic!("a wrong principal type passed");
+        };
+        assert!(why.contains("Arc<"), "{why}");
     }
 
     #[test]

@@ -205,6 +205,8 @@ pub(crate) struct CompiledRule {
     pub(crate) policy_item: String,
     pub(crate) key: CompiledKey,
     pub(crate) on_store_error: FailurePolicy,
+    pub(crate) applies: Option<super::rule::Applies>,
+    pub(crate) commit: Commit,
 }
 
 pub(crate) struct Config {
@@ -218,6 +220,8 @@ pub(crate) struct Config {
     pub(crate) trusted: Vec<Network>,
     pub(crate) peer: PeerFn,
     pub(crate) needs_ip: bool,
+    /// Whether a misconfigured rule was logged already (once per layer).
+    pub(crate) misconfiguration_reported: std::sync::atomic::AtomicBool,
 }
 
 /// A [`Layer`] that limits requests per key, atomically in the store.
@@ -295,12 +299,28 @@ impl RateLimitLayer {
 }
 
 /// The peer address as servers commonly leave it in the request extensions: a
-/// `std::net::SocketAddr` or an `IpAddr`.
+/// `std::net::SocketAddr` or an `IpAddr`, or (with the `axum` feature) axum's
+/// `ConnectInfo<SocketAddr>`.
 fn default_peer(extensions: &Extensions) -> Option<IpAddr> {
     extensions
         .get::<SocketAddr>()
         .map(SocketAddr::ip)
         .or_else(|| extensions.get::<IpAddr>().copied())
+        .or_else(|| axum_peer(extensions))
+}
+
+/// What `axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())`
+/// leaves in each request.
+#[cfg(feature = "axum")]
+fn axum_peer(extensions: &Extensions) -> Option<IpAddr> {
+    extensions
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip())
+}
+
+#[cfg(not(feature = "axum"))]
+fn axum_peer(_extensions: &Extensions) -> Option<IpAddr> {
+    None
 }
 
 impl<R> RateLimitLayer<R> {
@@ -417,7 +437,8 @@ impl RateLimitBuilder {
         self
     }
 
-    /// When hits stay counted. Defaults to [`Commit::Always`].
+    /// When hits stay counted, for rules that do not say themselves ([`Rule::commit`]).
+    /// Defaults to [`Commit::Always`].
     ///
     /// # Example
     ///
@@ -595,6 +616,8 @@ impl RateLimitBuilder {
                 policy,
                 key: rule.key.compile()?,
                 on_store_error: rule.failure_policy(self.on_store_error),
+                applies: rule.applies.clone(),
+                commit: rule.commit.unwrap_or(self.commit),
             });
         }
         let trusted = self
@@ -609,6 +632,7 @@ impl RateLimitBuilder {
                     | CompiledKey::PathSegment(_)
                     | CompiledKey::Header(_)
                     | CompiledKey::Query(_)
+                    | CompiledKey::Principal { .. }
             )
         });
         let all_policies = policy_field(rules.iter().map(|rule| rule.policy_item.as_str()));
@@ -623,6 +647,7 @@ impl RateLimitBuilder {
                 trusted,
                 peer: self.peer,
                 needs_ip,
+                misconfiguration_reported: std::sync::atomic::AtomicBool::new(false),
             }),
             rejection: JsonLimited {
                 status: self.status,

@@ -24,7 +24,13 @@
 //!     Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(bytes::Bytes::from(r#"{"message":"ok"}"#))))
 //! });
 //!
-//! let send = || Request::get("/sms_codes/13800138000/").body(String::new()).unwrap();
+//! // the server leaves the peer address in the extensions (see `Key::client_ip`)
+//! let send = || {
+//!     Request::get("/sms_codes/13800138000/")
+//!         .extension(std::net::SocketAddr::from(([203, 0, 113, 9], 4711)))
+//!         .body(String::new())
+//!         .unwrap()
+//! };
 //! assert_eq!(app.clone().oneshot(send()).await?.status(), StatusCode::OK);
 //! let again = app.oneshot(send()).await?;
 //! assert_eq!(again.status(), StatusCode::TOO_MANY_REQUESTS);

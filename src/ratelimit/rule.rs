@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::Key;
+use super::{Commit, Key, RequestHead};
 use crate::store::RatePolicy;
 use crate::{ConfigError, FailurePolicy};
 
@@ -154,12 +154,30 @@ impl fmt::Display for Rate {
 /// // and ten an hour per client address
 /// let per_ip = Rule::fixed_window("sms_ip", "10/h", Key::client_ip());
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Rule {
     pub(crate) name: Arc<str>,
     pub(crate) spec: Spec,
     pub(crate) key: Key,
     pub(crate) on_store_error: Option<FailurePolicy>,
+    pub(crate) applies: Option<Applies>,
+    pub(crate) commit: Option<Commit>,
+}
+
+/// Which requests a rule counts, when not all that the layer sees.
+pub(crate) type Applies = Arc<dyn Fn(&RequestHead<'_>) -> bool + Send + Sync>;
+
+impl fmt::Debug for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rule")
+            .field("name", &self.name)
+            .field("spec", &self.spec)
+            .field("key", &self.key)
+            .field("on_store_error", &self.on_store_error)
+            .field("when", &self.applies.as_ref().map(|_| ".."))
+            .field("commit", &self.commit)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -190,6 +208,8 @@ impl Rule {
             spec: Spec::Cooldown(interval),
             key,
             on_store_error: None,
+            applies: None,
+            commit: None,
         }
     }
 
@@ -212,6 +232,8 @@ impl Rule {
             spec: Spec::FixedWindow(rate_of(rate)),
             key,
             on_store_error: None,
+            applies: None,
+            commit: None,
         }
     }
 
@@ -235,6 +257,8 @@ impl Rule {
             spec: Spec::Gcra(rate_of(rate), burst),
             key,
             on_store_error: None,
+            applies: None,
+            commit: None,
         }
     }
 
@@ -262,6 +286,49 @@ impl Rule {
     #[must_use]
     pub fn on_store_error(mut self, policy: FailurePolicy) -> Self {
         self.on_store_error = Some(policy);
+        self
+    }
+
+    /// Counts only the requests `applies` accepts; the others pass this rule untouched. For
+    /// a rule that belongs to one route of a layer that wraps many, such as a per-address
+    /// limit on `POST /login/`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use http::Method;
+    /// use tower_redis_http::ratelimit::{Key, RequestHead, Rule};
+    ///
+    /// // brute-force protection: ten login attempts a minute per client address
+    /// let logins = Rule::fixed_window("login", "10/m", Key::client_ip())
+    ///     .when(|request: &RequestHead<'_>| {
+    ///         request.method == Method::POST && request.uri.path() == "/login/"
+    ///     });
+    /// ```
+    #[must_use]
+    pub fn when(
+        mut self,
+        applies: impl Fn(&RequestHead<'_>) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.applies = Some(Arc::new(applies));
+        self
+    }
+
+    /// When this rule's hits stay counted, whatever the layer's
+    /// [`commit`](super::RateLimitBuilder::commit) says for the others.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::ratelimit::{Commit, Key, Rule};
+    ///
+    /// // a failed login counts too, whatever the layer does for its send flag
+    /// let logins = Rule::fixed_window("login", "10/m", Key::client_ip()).commit(Commit::Always);
+    /// ```
+    #[must_use]
+    pub fn commit(mut self, commit: Commit) -> Self {
+        self.commit = Some(commit);
         self
     }
 

@@ -8,8 +8,9 @@ use http::{Request, Response, StatusCode};
 use smallvec::SmallVec;
 use tower_service::Service;
 
+use super::client_ip::Client;
 use super::future::ResponseFuture;
-use super::key::{Malformed, RequestHead};
+use super::key::{KeyError, RequestHead};
 use super::layer::{Config, LimitedResponse, MissingKey};
 use crate::body::ResponseBody;
 use crate::store::{AnyStore, RateDecision, Store, StoreError};
@@ -248,12 +249,40 @@ impl Config {
 
     /// The answer to a request that names a rule's route in an ambiguous spelling: never let
     /// through uncounted, since the handler may still read a value out of it.
-    pub(crate) fn malformed_key(malformed: Malformed) -> Response<Bytes> {
+    pub(crate) fn malformed_key(why: &str) -> Response<Bytes> {
         let body = serde_json::json!({
-            "detail": format!("The request path is not in normal form: {}.", malformed.0)
+            "detail": format!("The request path is not in normal form: {why}.")
         });
         let mut response = Response::new(Bytes::from(body.to_string()));
         *response.status_mut() = StatusCode::BAD_REQUEST;
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+
+    /// Logs, once per layer, why a rule cannot compute its keys: an operator must notice, and
+    /// a log line per request would bury the cause.
+    fn report_misconfiguration(&self, rule: &str, why: &str) {
+        if !self
+            .misconfiguration_reported
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::error!(
+                layer = "ratelimit",
+                rule,
+                "{why}; every such request is answered 500 until this is fixed"
+            );
+        }
+    }
+
+    /// The answer while a rule cannot compute its keys: never an unlimited pass.
+    pub(crate) fn misconfigured() -> Response<Bytes> {
+        let mut response = Response::new(Bytes::from_static(
+            br#"{"detail":"The rate limiter is misconfigured; the server log says why."}"#,
+        ));
+        *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
         response.headers_mut().insert(
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("application/json"),
@@ -289,7 +318,7 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let config = &self.config;
-        let client_ip = if config.needs_ip {
+        let client = if config.needs_ip {
             (config.peer)(request.extensions())
                 .map(|peer| super::client_ip::resolve(peer, request.headers(), &config.trusted))
         } else {
@@ -300,13 +329,24 @@ where
             uri: request.uri(),
             headers: request.headers(),
             extensions: request.extensions(),
-            client_ip,
+            client_ip: match client {
+                Some(Client::Address(address)) => Some(address),
+                _ => None,
+            },
+            client,
         };
         let mut checks = Checks::new();
         for (index, rule) in config.rules.iter().enumerate() {
+            if rule.applies.as_ref().is_some_and(|applies| !applies(&head)) {
+                continue;
+            }
             match rule.key.extract(&head) {
-                Err(malformed) => {
-                    return ResponseFuture::done(Config::malformed_key(malformed));
+                Err(KeyError::Malformed(why)) => {
+                    return ResponseFuture::done(Config::malformed_key(why));
+                }
+                Err(KeyError::Misconfigured(why)) => {
+                    config.report_misconfiguration(&rule.name, &why);
+                    return ResponseFuture::done(Config::misconfigured());
                 }
                 Ok(Some(key)) => {
                     let store_key = config

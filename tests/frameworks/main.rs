@@ -55,6 +55,17 @@ impl Http {
         }
     }
 
+    /// A client whose connections leave from `local` (any 127.0.0.0/8 address works on
+    /// loopback), so that a test can be several clients.
+    fn from_address(base: SocketAddr, local: &str) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_local_address(Some(local.parse().unwrap()));
+        Self {
+            base,
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        }
+    }
+
     async fn send(
         &self,
         method: Method,
@@ -468,9 +479,11 @@ async fn a_flood_of_distinct_keys_evicts_no_token_and_no_live_flag() {
     };
 
     let mut tokens = Vec::new();
-    for _ in 0..20 {
+    for i in 0..20u8 {
+        // from twenty addresses: the demo allows ten logins a minute per address
         let login = Request::post("/login/")
             .header("content-type", "application/json")
+            .extension(SocketAddr::from(([10, 0, 0, i], 4711)))
             .body(axum::body::Body::from(
                 r#"{"username": "alice", "password": "wonderland"}"#,
             ))
@@ -542,4 +555,103 @@ async fn a_flood_of_distinct_keys_evicts_no_token_and_no_live_flag() {
         checked_when_full,
         "the flags were never checked with the rate-limit share full within their 60 s"
     );
+}
+
+/// Ten login attempts a minute per client address, under each framework: two addresses are
+/// limited apart, an `X-Forwarded-For` from an untrusted peer changes nothing, and a chain
+/// through two trusted proxies (127.0.0.3 and 10.0.0.1) is keyed by the real client.
+async fn logins_are_limited_per_client_address(base: SocketAddr) {
+    let attempt = |http: Http, forwarded: Option<&'static str>| async move {
+        let headers: Vec<(&str, &str)> = forwarded
+            .map(|chain| vec![("x-forwarded-for", chain)])
+            .unwrap_or_default();
+        http.send(
+            Method::POST,
+            "/login/",
+            &headers,
+            Some(json!({"username": "alice", "password": "guess"})),
+        )
+        .await
+        .status
+    };
+    let first = || Http::from_address(base, "127.0.0.1");
+    for n in 0..10 {
+        assert_eq!(
+            attempt(first(), None).await,
+            StatusCode::FORBIDDEN,
+            "attempt {n}"
+        );
+    }
+    assert_eq!(attempt(first(), None).await, StatusCode::TOO_MANY_REQUESTS);
+    // a client that claims to be someone else, with no trusted proxy in between
+    assert_eq!(
+        attempt(first(), Some("198.51.100.9")).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // another address has its own ten
+    let second = Http::from_address(base, "127.0.0.2");
+    assert_eq!(attempt(second, None).await, StatusCode::FORBIDDEN);
+    // behind two trusted proxies: the real client counts, not the proxy
+    let proxy = || Http::from_address(base, "127.0.0.3");
+    for n in 0..10 {
+        let status = attempt(proxy(), Some("203.0.113.7, 10.0.0.1")).await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "attempt {n} behind the proxies"
+        );
+    }
+    assert_eq!(
+        attempt(proxy(), Some("203.0.113.7, 10.0.0.1")).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        attempt(proxy(), Some("203.0.113.8, 10.0.0.1")).await,
+        StatusCode::FORBIDDEN,
+        "another client behind the same proxies shared the first one's limit"
+    );
+}
+
+macro_rules! per_address_test {
+    ($name:ident, $example:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let redis = TestRedis::start();
+            let mut demo = $example::common::Demo::on_redis(&redis.url())
+                .await
+                .unwrap();
+            demo.trusted_proxies = vec!["127.0.0.3".into(), "10.0.0.1".into()];
+            let (listener, addr) = listener().await;
+            let server = tokio::spawn($example::serve(listener, demo));
+            logins_are_limited_per_client_address(addr).await;
+            server.abort();
+        }
+    };
+}
+
+per_address_test!(
+    the_axum_example_limits_logins_per_client_address,
+    axum_example
+);
+per_address_test!(
+    the_hyper_example_limits_logins_per_client_address,
+    hyper_example
+);
+per_address_test!(
+    the_warp_example_limits_logins_per_client_address,
+    warp_example
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axum_connect_info_is_the_client_address_by_default() {
+    let redis = TestRedis::start();
+    let mut demo = axum_example::common::Demo::on_redis(&redis.url())
+        .await
+        .unwrap();
+    demo.trusted_proxies = vec!["127.0.0.3".into(), "10.0.0.1".into()];
+    let (listener, addr) = listener().await;
+    let app = axum_example::app(demo).into_make_service_with_connect_info::<SocketAddr>();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    logins_are_limited_per_client_address(addr).await;
+    server.abort();
 }
