@@ -207,6 +207,9 @@ pub(crate) struct CompiledRule {
     pub(crate) on_store_error: FailurePolicy,
     pub(crate) applies: Option<super::rule::Applies>,
     pub(crate) commit: Commit,
+    /// The store key around the request's key: `rl:<name>:` and `` by default.
+    pub(crate) key_before: Arc<str>,
+    pub(crate) key_after: Arc<str>,
 }
 
 pub(crate) struct Config {
@@ -610,6 +613,7 @@ impl RateLimitBuilder {
                 ));
             }
             let policy = rule.policy()?;
+            let (key_before, key_after) = rule.store_key_parts()?;
             rules.push(CompiledRule {
                 name: Arc::clone(&rule.name),
                 policy_item: policy_item(&rule.name, &policy),
@@ -618,6 +622,8 @@ impl RateLimitBuilder {
                 on_store_error: rule.failure_policy(self.on_store_error),
                 applies: rule.applies.clone(),
                 commit: rule.commit.unwrap_or(self.commit),
+                key_before,
+                key_after,
             });
         }
         let trusted = self

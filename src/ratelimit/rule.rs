@@ -10,7 +10,8 @@ use crate::store::RatePolicy;
 use crate::{ConfigError, FailurePolicy};
 
 /// A rate in django-ratelimit's notation: `count/period`, the period one of `s`, `m`, `h`, `d`
-/// with an optional multiplier (`100/5m`) or a number of seconds (`10/30`).
+/// with an optional multiplier (`100/5m`) or a number of seconds (`10/30`); Django REST
+/// framework's throttle rates (`100/day`, `5/minute`, `1000/hour`, `3/second`) read the same.
 ///
 /// # Example
 ///
@@ -105,13 +106,18 @@ impl FromStr for Rate {
                 .parse()
                 .map_err(|_| invalid("the period is not a number"))?
         };
+        // django-ratelimit's letters and Django REST framework's words (`100/day`)
         let unit_seconds = match unit {
             "" if digits > 0 => 1,
-            "s" => 1,
-            "m" => 60,
-            "h" => 3600,
-            "d" => 86_400,
-            _ => return Err(invalid("the unit is not one of s, m, h, d")),
+            "s" | "sec" | "second" | "seconds" => 1,
+            "m" | "min" | "minute" | "minutes" => 60,
+            "h" | "hour" | "hours" => 3600,
+            "d" | "day" | "days" => 86_400,
+            _ => {
+                return Err(invalid(
+                    "the unit is not one of s, m, h, d, second, minute, hour, day",
+                ));
+            }
         };
         let seconds = multiplier
             .checked_mul(unit_seconds)
@@ -162,6 +168,7 @@ pub struct Rule {
     pub(crate) on_store_error: Option<FailurePolicy>,
     pub(crate) applies: Option<Applies>,
     pub(crate) commit: Option<Commit>,
+    pub(crate) store_key: Option<Arc<str>>,
 }
 
 /// Which requests a rule counts, when not all that the layer sees.
@@ -176,6 +183,7 @@ impl fmt::Debug for Rule {
             .field("on_store_error", &self.on_store_error)
             .field("when", &self.applies.as_ref().map(|_| ".."))
             .field("commit", &self.commit)
+            .field("store_key", &self.store_key)
             .finish()
     }
 }
@@ -210,6 +218,7 @@ impl Rule {
             on_store_error: None,
             applies: None,
             commit: None,
+            store_key: None,
         }
     }
 
@@ -234,6 +243,7 @@ impl Rule {
             on_store_error: None,
             applies: None,
             commit: None,
+            store_key: None,
         }
     }
 
@@ -259,6 +269,7 @@ impl Rule {
             on_store_error: None,
             applies: None,
             commit: None,
+            store_key: None,
         }
     }
 
@@ -312,6 +323,53 @@ impl Rule {
     ) -> Self {
         self.applies = Some(Arc::new(applies));
         self
+    }
+
+    /// The store key this rule writes, `{key}` standing for the request's key, in place of
+    /// `rl:<name>:<key>`; the store's key scheme still applies. So a rule can share the flag
+    /// that an existing application writes while both run, such as the Django tutorial's
+    /// `send_flag_<mobile>` in the `verify_codes` database without a prefix (a store built with
+    /// [`KeyScheme::raw`](crate::store::KeyScheme::raw)).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::ratelimit::{Key, RateLimitLayer, Rule};
+    /// use tower_redis_http::store::{KeyScheme, MemoryStore};
+    ///
+    /// let verify_codes = MemoryStore::builder().key_scheme(KeyScheme::raw()).build()?;
+    /// let limit = RateLimitLayer::builder(verify_codes)
+    ///     .rule(
+    ///         Rule::cooldown("sms", Duration::from_secs(60), Key::path_segment("/sms_codes/{mobile}/", "mobile"))
+    ///             .store_key("send_flag_{key}"),
+    ///     )
+    ///     .build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn store_key(mut self, template: impl Into<Arc<str>>) -> Self {
+        self.store_key = Some(template.into());
+        self
+    }
+
+    /// The store key template split around its `{key}`.
+    pub(crate) fn store_key_parts(&self) -> Result<(Arc<str>, Arc<str>), ConfigError> {
+        let Some(template) = &self.store_key else {
+            return Ok((Arc::from(format!("rl:{}:", self.name)), Arc::from("")));
+        };
+        match template.split_once("{key}") {
+            Some((before, after)) if !after.contains("{key}") => {
+                Ok((Arc::from(before), Arc::from(after)))
+            }
+            _ => Err(ConfigError::InvalidOption {
+                option: "store_key",
+                reason: format!(
+                    "rule `{}`: `{template}` must hold `{{key}}` exactly once",
+                    self.name
+                ),
+            }),
+        }
     }
 
     /// When this rule's hits stay counted, whatever the layer's
@@ -385,6 +443,12 @@ mod tests {
             ("10/30s", 10, 30),
             (" 3 / 2h ", 3, 7200),
             ("0/s", 0, 1),
+            ("100/day", 100, 86_400),
+            ("5/minute", 5, 60),
+            ("1000/hour", 1000, 3600),
+            ("3/second", 3, 1),
+            ("10/minutes", 10, 60),
+            ("2/5min", 2, 300),
         ];
         for (text, count, seconds) in cases {
             let rate: Rate = text.parse().unwrap();
@@ -399,7 +463,8 @@ mod tests {
     #[test]
     fn bad_rates_are_config_errors() {
         for text in [
-            "", "5", "5/", "/m", "x/m", "5/w", "5/0m", "5/0", "-1/m", "5/m/m", "5/1.5m",
+            "", "5", "5/", "/m", "x/m", "5/w", "5/0m", "5/0", "-1/m", "5/m/m", "5/1.5m", "5/week",
+            "5/mango",
         ] {
             assert!(text.parse::<Rate>().is_err(), "{text:?} was accepted");
         }

@@ -349,10 +349,11 @@ where
                     return ResponseFuture::done(Config::misconfigured());
                 }
                 Ok(Some(key)) => {
-                    let store_key = config
-                        .store
-                        .key_scheme()
-                        .make_joined(&["rl:", &rule.name, ":", &key]);
+                    let store_key = config.store.key_scheme().make_joined(&[
+                        &rule.key_before,
+                        &key,
+                        &rule.key_after,
+                    ]);
                     match store_key {
                         Ok(store_key) => checks.push((index, store_key)),
                         Err(err) if config.survives(index, &err) => {}

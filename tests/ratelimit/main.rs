@@ -782,3 +782,42 @@ fn invalid_rules_fail_at_build_time() {
         assert!(builder.build().is_err());
     }
 }
+
+#[tokio::test]
+async fn a_rule_shares_the_send_flag_a_django_app_writes() {
+    use tower_redis_http::store::KeyScheme;
+    let redis = TestRedis::start();
+    // django-redis's `get_redis_connection("verify_codes")` users write raw keys
+    let verify_codes: AnyStore = RedisStore::builder(redis.url())
+        .key_scheme(KeyScheme::raw())
+        .build()
+        .await
+        .unwrap()
+        .into();
+    let app =
+        app(RateLimitLayer::builder(verify_codes).rule(sms_rule().store_key("send_flag_{key}")));
+    // the Django side sent a code to this number: `SETEX send_flag_<mobile> 60 1`
+    assert_eq!(
+        redis.command(&["SETEX", "send_flag_13800138000", "60", "1"]),
+        "OK"
+    );
+    assert_eq!(
+        send(&app, sms("13800138000")).await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // and the Django side sees the flags the Rust side sets
+    assert_eq!(send(&app, sms("13900139000")).await.status, StatusCode::OK);
+    assert_eq!(redis.command(&["EXISTS", "send_flag_13900139000"]), "1");
+    let ttl: i64 = redis
+        .command(&["TTL", "send_flag_13900139000"])
+        .parse()
+        .unwrap();
+    assert!((59..=60).contains(&ttl), "{ttl}");
+    for bad in ["send_flag", "{key}_{key}"] {
+        let err = RateLimitLayer::builder(MemoryStore::new())
+            .rule(sms_rule().store_key(bad))
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("{key}"), "{err}");
+    }
+}
