@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{AnyStore, MemoryStore, RedisStore};
+use super::{AnyStore, KeyScheme, MemoryStore, RedisStore};
 use crate::ConfigError;
 
 /// A store's default lifetime for values written with [`Expiry::Default`](super::Expiry).
@@ -203,6 +203,63 @@ pub struct StoreOptions {
     /// Memory: the bound on bytes of the cache share.
     #[serde(alias = "MAX_CACHE_BYTES")]
     pub max_cache_bytes: Option<u64>,
+    /// django-redis's client class. `django_redis.client.DefaultClient` (or unset) is what
+    /// this crate does; the others are refused, each with the reason.
+    #[serde(alias = "CLIENT_CLASS")]
+    pub client_class: Option<String>,
+    /// django-redis's serializer. Only `django_redis.serializers.json.JSONSerializer` (or
+    /// unset, when the Rust side reads only integers and its own values) can be shared.
+    #[serde(alias = "SERIALIZER")]
+    pub serializer: Option<String>,
+    /// django-redis's compressor: only the identity compressor (or unset) can be shared.
+    #[serde(alias = "COMPRESSOR")]
+    pub compressor: Option<String>,
+    /// redis-py's pool arguments, django-redis's `CONNECTION_POOL_KWARGS`:
+    /// `max_connections`, `socket_timeout`, `socket_connect_timeout`, and `retry_on_timeout`
+    /// / `health_check_interval` (accepted, see [`StoreConfig::build`]); others are refused.
+    #[serde(alias = "CONNECTION_POOL_KWARGS")]
+    pub connection_pool_kwargs: BTreeMap<String, PoolArgument>,
+    /// The key layout: `"django"` (`prefix:version:key`, the default) or `"raw"`, the keys
+    /// as given, as `get_redis_connection()` users write them.
+    #[serde(alias = "KEY_LAYOUT")]
+    pub key_layout: Option<String>,
+}
+
+/// A value of django-redis's `CONNECTION_POOL_KWARGS`, as a settings file holds it.
+///
+/// # Example
+///
+/// ```
+/// use tower_redis_http::store::{PoolArgument, StoreOptions};
+///
+/// let options: StoreOptions = serde_json::from_str(
+///     r#"{"CONNECTION_POOL_KWARGS": {"max_connections": 100, "retry_on_timeout": true}}"#,
+/// )?;
+/// assert_eq!(options.connection_pool_kwargs["max_connections"], PoolArgument::Integer(100));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+#[non_exhaustive]
+pub enum PoolArgument {
+    /// `True` / `False`.
+    Bool(bool),
+    /// A whole number.
+    Integer(i64),
+    /// A number with a fraction (seconds).
+    Float(f64),
+    /// Text.
+    Text(String),
+}
+
+impl PoolArgument {
+    fn seconds(&self) -> Option<f64> {
+        match self {
+            Self::Integer(n) => Some(*n as f64),
+            Self::Float(secs) => Some(*secs),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Debug for StoreOptions {
@@ -217,6 +274,11 @@ impl fmt::Debug for StoreOptions {
             .field("max_entries", &self.max_entries)
             .field("max_rate_limit_keys", &self.max_rate_limit_keys)
             .field("max_cache_bytes", &self.max_cache_bytes)
+            .field("client_class", &self.client_class)
+            .field("serializer", &self.serializer)
+            .field("compressor", &self.compressor)
+            .field("connection_pool_kwargs", &self.connection_pool_kwargs)
+            .field("key_layout", &self.key_layout)
             .finish()
     }
 }
@@ -232,6 +294,129 @@ fn seconds(option: &'static str, secs: f64) -> Result<Duration, ConfigError> {
         option,
         reason: format!("must be 0 or more seconds, got {secs}"),
     })
+}
+
+/// The pool arguments this crate applies, read from `CONNECTION_POOL_KWARGS`.
+#[derive(Default)]
+struct PoolArguments {
+    max_connections: Option<u32>,
+    socket_timeout: Option<f64>,
+    socket_connect_timeout: Option<f64>,
+}
+
+impl StoreOptions {
+    /// Checks the django-redis options a shared settings file carries: what this crate does
+    /// passes, what it cannot do is refused with the reason.
+    fn django_redis(&self) -> Result<(KeyScheme, PoolArguments), ConfigError> {
+        let refuse = |option, reason: String| Err(ConfigError::InvalidOption { option, reason });
+        if let Some(class) = &self.client_class {
+            let name = class.rsplit('.').next().unwrap_or(class);
+            match name {
+                "DefaultClient" => {}
+                "SentinelClient" => {
+                    return refuse(
+                        "client_class",
+                        format!(
+                            "`{class}`: Sentinel is not supported yet; point the location at the current master"
+                        ),
+                    );
+                }
+                "HerdClient" => {
+                    return refuse(
+                        "client_class",
+                        format!(
+                            "`{class}` stores pickled (marker, value, expiry) tuples the Rust side cannot read; the cache layer has its own stampede protection"
+                        ),
+                    );
+                }
+                "ShardClient" => {
+                    return refuse(
+                        "client_class",
+                        format!(
+                            "`{class}` shards keys on the client side, which this crate does not do"
+                        ),
+                    );
+                }
+                _ => {
+                    return refuse(
+                        "client_class",
+                        format!("`{class}` is not a django-redis client this crate knows"),
+                    );
+                }
+            }
+        }
+        if let Some(serializer) = &self.serializer
+            && !serializer.ends_with("JSONSerializer")
+        {
+            return refuse(
+                "serializer",
+                format!(
+                    "`{serializer}`: values it writes cannot be read from Rust; use django_redis.serializers.json.JSONSerializer on both sides"
+                ),
+            );
+        }
+        if let Some(compressor) = &self.compressor
+            && !compressor.ends_with("IdentityCompressor")
+        {
+            return refuse(
+                "compressor",
+                format!(
+                    "`{compressor}`: compressed values cannot be shared; use the identity compressor"
+                ),
+            );
+        }
+        let keys = match self.key_layout.as_deref() {
+            None | Some("django") => KeyScheme::default(),
+            Some("raw") => KeyScheme::raw(),
+            Some(other) => {
+                return refuse(
+                    "key_layout",
+                    format!("`{other}` is not \"django\" or \"raw\""),
+                );
+            }
+        };
+        let mut pool = PoolArguments::default();
+        for (name, value) in &self.connection_pool_kwargs {
+            let bad = || {
+                Err(ConfigError::InvalidOption {
+                    option: "connection_pool_kwargs",
+                    reason: format!("`{name}`: {value:?} is not a value it takes"),
+                })
+            };
+            match name.as_str() {
+                "max_connections" => match value {
+                    PoolArgument::Integer(n) => match u32::try_from(*n) {
+                        Ok(n) => pool.max_connections = Some(n),
+                        Err(_) => return bad(),
+                    },
+                    _ => return bad(),
+                },
+                "socket_timeout" => match value.seconds() {
+                    Some(secs) => pool.socket_timeout = Some(secs),
+                    None => return bad(),
+                },
+                "socket_connect_timeout" => match value.seconds() {
+                    Some(secs) => pool.socket_connect_timeout = Some(secs),
+                    None => return bad(),
+                },
+                // a dropped connection is retried once, safely, whatever this says; a timed-out
+                // command is never resent, since it may still land
+                "retry_on_timeout" if matches!(value, PoolArgument::Bool(_)) => {}
+                // connections are checked by use: a dropped one is replaced on its first error
+                "health_check_interval" if value.seconds().is_some() => {}
+                "retry_on_timeout" | "health_check_interval" => return bad(),
+                other => {
+                    return refuse(
+                        "connection_pool_kwargs",
+                        format!(
+                            "`{other}` is not a pool argument this crate takes (max_connections, socket_timeout, socket_connect_timeout, retry_on_timeout, health_check_interval)"
+                        ),
+                    );
+                }
+            }
+        }
+        Ok((keys, pool))
+    }
 }
 
 impl StoreConfig {
@@ -283,11 +468,22 @@ impl StoreConfig {
     /// # Ok(()) }
     /// ```
     pub async fn build(&self) -> Result<AnyStore, ConfigError> {
+        let (keys, pool) = self.options.django_redis()?;
+        let keys = if keys.is_raw() {
+            if !self.key_prefix.is_empty() {
+                return Err(ConfigError::InvalidOption {
+                    option: "key_prefix",
+                    reason: "the raw key layout writes keys as given, without a prefix".to_owned(),
+                });
+            }
+            keys
+        } else {
+            KeyScheme::django(self.key_prefix.as_str(), self.version)
+        };
         match self.backend()? {
             Backend::Memory => {
                 let mut builder = MemoryStore::builder()
-                    .key_prefix(self.key_prefix.as_str())
-                    .version(self.version)
+                    .key_scheme(keys)
                     .default_timeout(self.timeout);
                 let options = &self.options;
                 if let Some(max) = options.max_entries {
@@ -304,11 +500,16 @@ impl StoreConfig {
             Backend::Redis => {
                 let options = &self.options;
                 let mut builder = RedisStore::builder(self.location.trim())
-                    .key_prefix(self.key_prefix.as_str())
-                    .version(self.version)
+                    .key_scheme(keys)
                     .default_timeout(self.timeout);
-                if let Some(max) = options.max_connections {
+                if let Some(max) = options.max_connections.or(pool.max_connections) {
                     builder = builder.max_connections(max);
+                }
+                if let Some(secs) = pool.socket_connect_timeout {
+                    builder = builder.connect_timeout(seconds("socket_connect_timeout", secs)?);
+                }
+                if let Some(secs) = pool.socket_timeout {
+                    builder = builder.command_timeout(seconds("socket_timeout", secs)?);
                 }
                 if let Some(password) = &options.password {
                     builder = builder.password(password.as_str());

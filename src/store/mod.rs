@@ -67,7 +67,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-pub use self::config::{StoreConfig, StoreOptions, StoresConfig, Timeout};
+pub use self::config::{PoolArgument, StoreConfig, StoreOptions, StoresConfig, Timeout};
 pub use self::error::{StoreError, StoreErrorKind};
 pub use self::key::{KeyFn, KeyScheme};
 pub use self::memory::{MemoryStore, MemoryStoreBuilder, MemoryUsage};

@@ -95,3 +95,90 @@ async fn a_bad_store_names_its_alias() {
     let err = Stores::from_config(&config).await.unwrap_err();
     assert!(err.to_string().contains("store `broken`"), "{err}");
 }
+
+/// A django-redis `CACHES` entry as a Django project has it, client, pool arguments,
+/// serializer and all.
+#[tokio::test]
+async fn a_django_redis_caches_entry_parses_as_users_have_it() {
+    let redis = TestRedis::start();
+    let config: StoresConfig = serde_json::from_str(&format!(
+        r#"{{
+            "default": {{
+                "BACKEND": "django_redis.cache.RedisCache",
+                "LOCATION": "{url}/1",
+                "TIMEOUT": 300,
+                "OPTIONS": {{
+                    "CLIENT_CLASS": "django_redis.client.DefaultClient",
+                    "SERIALIZER": "django_redis.serializers.json.JSONSerializer",
+                    "CONNECTION_POOL_KWARGS": {{"max_connections": 100, "retry_on_timeout": true}},
+                    "SOCKET_CONNECT_TIMEOUT": 5,
+                    "SOCKET_TIMEOUT": 5
+                }}
+            }},
+            "verify_codes": {{
+                "BACKEND": "django_redis.cache.RedisCache",
+                "LOCATION": "{url}/2",
+                "OPTIONS": {{"KEY_LAYOUT": "raw"}}
+            }}
+        }}"#,
+        url = redis.url()
+    ))
+    .unwrap();
+    let stores = Stores::from_config(&config).await.unwrap();
+    let codes = stores.get("verify_codes").unwrap();
+    codes
+        .set(
+            "send_flag_13800138000",
+            Bytes::from_static(b"1"),
+            Expiry::Default,
+        )
+        .await
+        .unwrap();
+    assert_eq!(redis.command(&["SELECT", "2"]), "OK");
+    // the raw layout: the key as `get_redis_connection("verify_codes")` users write it
+    assert_eq!(
+        codes.get("send_flag_13800138000").await.unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
+    assert!(codes.key_scheme().is_raw());
+    assert!(!stores.get("default").unwrap().key_scheme().is_raw());
+}
+
+#[tokio::test]
+async fn django_redis_options_this_crate_cannot_honour_are_refused_with_the_reason() {
+    let cases = [
+        (
+            r#"{"CLIENT_CLASS": "django_redis.client.HerdClient"}"#,
+            "pickled",
+        ),
+        (
+            r#"{"CLIENT_CLASS": "django_redis.client.ShardClient"}"#,
+            "shards",
+        ),
+        (
+            r#"{"SERIALIZER": "django_redis.serializers.pickle.PickleSerializer"}"#,
+            "JSONSerializer",
+        ),
+        (
+            r#"{"COMPRESSOR": "django_redis.compressors.zlib.ZlibCompressor"}"#,
+            "identity",
+        ),
+        (
+            r#"{"CONNECTION_POOL_KWARGS": {"ssl_cert_reqs": "none"}}"#,
+            "ssl_cert_reqs",
+        ),
+        (
+            r#"{"CONNECTION_POOL_KWARGS": {"max_connections": "many"}}"#,
+            "max_connections",
+        ),
+        (r#"{"KEY_LAYOUT": "flat"}"#, "raw"),
+    ];
+    for (options, expected) in cases {
+        let config: StoresConfig = serde_json::from_str(&format!(
+            r#"{{"default": {{"LOCATION": "redis://127.0.0.1:1", "OPTIONS": {options}}}}}"#
+        ))
+        .unwrap();
+        let err = Stores::from_config(&config).await.unwrap_err().to_string();
+        assert!(err.contains(expected), "{options}: {err}");
+    }
+}
