@@ -190,8 +190,10 @@ impl Demo {
         ResponseCacheLayer::cache_page(self.store(), Duration::from_secs(30))
             .compute_etag()
             .x_cache_header()
+            // behind these proxies, X-Forwarded-Host / -Proto are keyed, not refused
+            .trusted_proxies(self.trusted_proxies.iter().map(String::as_str))
             .build()
-            .expect("the demo's cache configuration is valid")
+            .expect("TRUSTED_PROXIES holds addresses or networks such as 10.0.0.0/8")
     }
 
     /// One SMS code per phone number per minute (a failed send does not count), and ten

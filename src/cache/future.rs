@@ -93,6 +93,8 @@ pub(crate) struct Invalidation {
     config: Arc<Config>,
     target: http::Uri,
     request: HeaderMap,
+    /// Whether the request came from a trusted proxy, whose forwarding headers are keyed.
+    forwarded: bool,
 }
 
 type Wait = Pin<Box<dyn Future<Output = Option<Arc<Entry>>> + Send>>;
@@ -188,6 +190,7 @@ where
         config: Arc<Config>,
         target: http::Uri,
         request: HeaderMap,
+        forwarded: bool,
     ) -> Self {
         Self {
             state: State::Unsafe {
@@ -196,6 +199,7 @@ where
                     config,
                     target,
                     request,
+                    forwarded,
                 }),
             },
         }
@@ -900,11 +904,13 @@ where
                         config,
                         target,
                         request,
+                        forwarded,
                     } = invalidation.take().expect("polled until it moves on");
                     let urls = invalidate::invalidated_urls(
                         &config,
                         &target,
                         &request,
+                        forwarded,
                         response.status(),
                         response.headers(),
                     );

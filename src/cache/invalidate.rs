@@ -88,6 +88,7 @@ impl CacheInvalidator {
             &HeaderMap::new(),
             &self.config.default_scheme,
             self.config.query,
+            false,
         );
         self.config.invalidate_url_key(&url).await
     }
@@ -266,13 +267,22 @@ pub(crate) fn invalidated_urls(
     config: &Config,
     target: &Uri,
     request: &HeaderMap,
+    forwarded: bool,
     status: StatusCode,
     response: &HeaderMap,
 ) -> Vec<String> {
     if !(status.is_success() || status.is_redirection()) {
         return Vec::new();
     }
-    let url = |uri: &Uri| key::url_key(uri, request, &config.default_scheme, config.query);
+    let url = |uri: &Uri| {
+        key::url_key(
+            uri,
+            request,
+            &config.default_scheme,
+            config.query,
+            forwarded,
+        )
+    };
     let target_url = url(target);
     let origin = origin_of(&target_url).to_owned();
     let mut urls = vec![target_url];

@@ -33,19 +33,51 @@ const MAX_URL_IN_KEY: usize = 512;
 /// `SCAN` patterns) as Django's keys are not; hashed to `#<128-bit hex>` when longer than
 /// [`MAX_URL_IN_KEY`] or when the host holds other than host characters. A URI holds no `#`,
 /// so the two forms never meet.
+///
+/// With `forwarded` (the request came from a trusted proxy), a single plain
+/// `X-Forwarded-Proto` and `X-Forwarded-Host` stand for the scheme and host, and whatever
+/// else the forwarding headers hold (`Forwarded`, `X-Forwarded-Port`, `X-Forwarded-Prefix`,
+/// lists) is hashed into the host part: every value an application may build links from is
+/// in the key.
 pub(crate) fn url_key(
     uri: &Uri,
     headers: &HeaderMap,
     default_scheme: &str,
     query: QueryOrder,
+    forwarded: bool,
 ) -> String {
-    let scheme = uri.scheme_str().unwrap_or(default_scheme);
-    // the host the application sees: the URI's authority, else Host; never X-Forwarded-Host
-    let host = uri
-        .authority()
-        .map(|authority| authority.as_str().as_bytes())
-        .or_else(|| headers.get(header::HOST).map(|h| h.as_bytes()))
-        .unwrap_or_default();
+    let scheme = forwarded
+        .then(|| forwarded_scheme(headers))
+        .flatten()
+        .unwrap_or_else(|| uri.scheme_str().unwrap_or(default_scheme));
+    // the host the application sees: the URI's authority, else Host; X-Forwarded-Host only
+    // from a trusted proxy
+    let forwarded_host = forwarded
+        .then(|| single_token(headers, "x-forwarded-host"))
+        .flatten()
+        .map(str::as_bytes);
+    let rest = forwarded.then(|| forwarding_rest(headers)).flatten();
+    let joined;
+    let host = match forwarded_host {
+        Some(host) => host,
+        None => uri
+            .authority()
+            .map(|authority| authority.as_str().as_bytes())
+            .or_else(|| headers.get(header::HOST).map(|h| h.as_bytes()))
+            .unwrap_or_default(),
+    };
+    // forwarding values that are not a plain scheme or host: appended after a space, which
+    // makes the host non-plain, so the URL is keyed by its hash
+    let host = match &rest {
+        Some(rest) => {
+            let mut both = host.to_vec();
+            both.push(b' ');
+            both.extend_from_slice(rest);
+            joined = both;
+            &joined[..]
+        }
+        None => host,
+    };
     let sorted;
     let query = match (uri.query(), query) {
         (Some(q), QueryOrder::Sorted) => {
@@ -88,6 +120,45 @@ pub(crate) fn url_key(
         key.push_str(q);
     }
     key
+}
+
+/// The value of `name` when it occurs once and is a single token (no list).
+fn single_token<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    let mut values = headers.get_all(name).iter();
+    let value = values.next()?.to_str().ok()?.trim();
+    (values.next().is_none() && !value.is_empty() && !value.contains([',', ' '])).then_some(value)
+}
+
+/// A single `X-Forwarded-Proto` of `http` or `https`, lowercased.
+fn forwarded_scheme(headers: &HeaderMap) -> Option<&'static str> {
+    match single_token(headers, "x-forwarded-proto")? {
+        scheme if scheme.eq_ignore_ascii_case("https") => Some("https"),
+        scheme if scheme.eq_ignore_ascii_case("http") => Some("http"),
+        _ => None,
+    }
+}
+
+/// The forwarding values not taken as scheme and host, as `name=value` lines, or `None`
+/// when there are none.
+fn forwarding_rest(headers: &HeaderMap) -> Option<Vec<u8>> {
+    let mut rest = Vec::new();
+    for &name in super::layer::FORWARDING {
+        let taken = match name {
+            "x-forwarded-proto" => forwarded_scheme(headers).is_some(),
+            "x-forwarded-host" => single_token(headers, name).is_some(),
+            _ => false,
+        };
+        if taken {
+            continue;
+        }
+        for value in headers.get_all(name) {
+            rest.extend_from_slice(name.as_bytes());
+            rest.push(b'=');
+            rest.extend_from_slice(value.as_bytes());
+            rest.push(b'\n');
+        }
+    }
+    (!rest.is_empty()).then_some(rest)
 }
 
 /// The variant part: the names the response varies on and the request's values for them.
@@ -174,7 +245,57 @@ mod tests {
 
     fn key(uri: &str, headers: &[(&str, &str)], query: QueryOrder) -> String {
         let parts = parts(uri, headers);
-        url_key(&parts.uri, &parts.headers, "http", query)
+        url_key(&parts.uri, &parts.headers, "http", query, false)
+    }
+
+    fn forwarded_key(headers: &[(&str, &str)]) -> String {
+        let parts = parts("/a?x=1", headers);
+        url_key(
+            &parts.uri,
+            &parts.headers,
+            "http",
+            QueryOrder::AsReceived,
+            true,
+        )
+    }
+
+    #[test]
+    fn a_trusted_proxy_s_forwarded_scheme_and_host_are_the_key_s() {
+        let host = ("host", "10.0.0.5:8080");
+        assert_eq!(
+            forwarded_key(&[
+                host,
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "Shop.Example")
+            ]),
+            "https://shop.example/a?x=1"
+        );
+        // without them, as a direct request
+        assert_eq!(forwarded_key(&[host]), "http://10.0.0.5:8080/a?x=1");
+        // anything else they hold is in the key, hashed: each value its own entry
+        let others = [
+            vec![host, ("x-forwarded-host", "a.example, b.example")],
+            vec![
+                host,
+                ("x-forwarded-host", "shop.example"),
+                ("x-forwarded-prefix", "/p"),
+            ],
+            vec![
+                host,
+                ("x-forwarded-host", "shop.example"),
+                ("x-forwarded-port", "8443"),
+            ],
+            vec![host, ("forwarded", "host=shop.example;proto=https")],
+            vec![host, ("x-forwarded-proto", "gopher")],
+        ];
+        let keys: Vec<String> = others.iter().map(|h| forwarded_key(h)).collect();
+        for (key, headers) in keys.iter().zip(&others) {
+            assert!(key.starts_with('#'), "{headers:?}: {key}");
+        }
+        let mut unique = keys.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), keys.len(), "{keys:?}");
     }
 
     #[test]

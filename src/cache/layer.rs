@@ -9,6 +9,7 @@ use tower_layer::Layer;
 use super::flight::Flights;
 use super::policy::HttpRules;
 use super::{QueryOrder, ResponseCache};
+use crate::peer::{Network, PeerFn, default_peer};
 use crate::store::AnyStore;
 use crate::{ConfigError, FailurePolicy};
 
@@ -57,6 +58,15 @@ pub(crate) const DEFAULT_UNKEYED: &[&str] = &[
     "x-method-override",
 ];
 
+/// The forwarding headers a trusted proxy sets: keyed from such a proxy, refused otherwise.
+pub(crate) const FORWARDING: &[&str] = &[
+    "forwarded",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+];
+
 pub(crate) struct Config {
     pub(crate) store: AnyStore,
     /// `cache_page`'s timeout, or the HTTP-cache mode's bound on how long entries are kept.
@@ -79,6 +89,9 @@ pub(crate) struct Config {
     pub(crate) prefix: String,
     pub(crate) default_scheme: String,
     pub(crate) unkeyed: Vec<HeaderName>,
+    /// The proxies whose forwarding headers are keyed rather than refused.
+    pub(crate) trusted: Vec<Network>,
+    pub(crate) peer: PeerFn,
     pub(crate) flights: Arc<Flights>,
     /// The namespace generation (see `CacheInvalidator::invalidate_all`), and when to reread
     /// it (milliseconds since the Unix epoch).
@@ -166,6 +179,8 @@ impl ResponseCacheLayer {
                 .iter()
                 .map(|name| HeaderName::from_static(name))
                 .collect(),
+            trusted: Vec::new(),
+            peer: Arc::new(default_peer),
             http_only: Vec::new(),
         }
     }
@@ -272,6 +287,8 @@ pub struct ResponseCacheBuilder {
     prefix: String,
     default_scheme: String,
     unkeyed: Vec<HeaderName>,
+    trusted: Vec<String>,
+    peer: PeerFn,
     /// HTTP-cache options set on a `cache_page` builder, refused by `build`.
     http_only: Vec<&'static str>,
 }
@@ -602,6 +619,66 @@ impl ResponseCacheBuilder {
         self
     }
 
+    /// The reverse proxies (addresses or networks) whose forwarding headers are part of the
+    /// key instead of a reason not to store. Defaults to none.
+    ///
+    /// Traefik, ingress-nginx and most load balancers add `X-Forwarded-Host` and
+    /// `X-Forwarded-Proto` to every request; without this, no response behind them is ever
+    /// stored. From a trusted peer, `X-Forwarded-Proto` and `X-Forwarded-Host` stand for the
+    /// key's scheme and host (the URL the page really has), and `Forwarded`,
+    /// `X-Forwarded-Port` and `X-Forwarded-Prefix` are keyed by their values. From any other
+    /// peer they stay a poisoning attempt: answered, never stored. The peer address is read as
+    /// [`peer_address`](Self::peer_address) says.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::cache::ResponseCacheLayer;
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30))
+    ///     .trusted_proxies(["10.0.0.0/8"])
+    ///     .build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn trusted_proxies<T: Into<String>>(
+        mut self,
+        networks: impl IntoIterator<Item = T>,
+    ) -> Self {
+        self.trusted = networks.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Where the peer address is found in the request extensions. Defaults to a
+    /// `std::net::SocketAddr` or `IpAddr` extension, or (with the `axum` feature) axum's
+    /// `ConnectInfo<SocketAddr>`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::net::IpAddr;
+    /// use std::time::Duration;
+    /// use tower_redis_http::cache::ResponseCacheLayer;
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// #[derive(Clone)]
+    /// struct Peer(IpAddr);
+    ///
+    /// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30))
+    ///     .trusted_proxies(["127.0.0.1"])
+    ///     .peer_address(|ext| ext.get::<Peer>().map(|p| p.0))
+    ///     .build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn peer_address(
+        mut self,
+        peer: impl Fn(&http::Extensions) -> Option<std::net::IpAddr> + Send + Sync + 'static,
+    ) -> Self {
+        self.peer = Arc::new(peer);
+        self
+    }
+
     /// Turns on heuristic freshness (RFC 9111 §4.2.2) for responses without explicit
     /// freshness whose status RFC 9110 §15.1 marks heuristically cacheable (or that say
     /// `public`): 10% of the time since `Last-Modified`, at most `bound`; `bound` when there is
@@ -742,6 +819,8 @@ impl ResponseCacheBuilder {
                 prefix: self.prefix,
                 default_scheme: self.default_scheme,
                 unkeyed: self.unkeyed,
+                trusted: crate::peer::networks(&self.trusted)?,
+                peer: self.peer,
                 flights: Arc::default(),
                 generation: AtomicU64::new(0),
                 generation_due: AtomicU64::new(0),

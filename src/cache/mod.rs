@@ -108,6 +108,10 @@
 //! `X-Host`, `X-Original-Host`, `X-Original-URL`, `X-Rewrite-URL` or a method-override header
 //! are answered from the cache but their responses are never stored, so they cannot plant an
 //! entry for other users ([`ResponseCacheBuilder::unkeyed_request_headers`] changes the list).
+//! Behind a reverse proxy that adds forwarding headers to every request, name it in
+//! [`ResponseCacheBuilder::trusted_proxies`]: from its address, `X-Forwarded-Proto` and
+//! `X-Forwarded-Host` become the key's scheme and host and the other forwarding headers are
+//! keyed by their values, so pages are stored again; from any other peer they stay refused.
 //! Nor is the answer to a `GET` or `HEAD` that announces a body (a "fat GET": a non-zero
 //! `Content-Length` or a `Transfer-Encoding`): the body is not in the key, and an application
 //! that reads it would store what the attacker sent. An HTTP/2 request may send a body without

@@ -13,7 +13,7 @@ use tower_service::Service;
 use super::entry::Entry;
 use super::flight::StoreLock;
 use super::future::{Ctx, Found, Fwd, ResponseFuture};
-use super::layer::{Config, RequestDirectives};
+use super::layer::{self, Config, RequestDirectives};
 use super::policy::{RequestRules, Verdict};
 use super::{invalidate, key, policy};
 use crate::store::{CacheWrite, Store, StoreError, StoreErrorKind};
@@ -321,7 +321,15 @@ impl Config {
 
     /// Where a cacheable request starts: what may be looked up and stored, and what the
     /// request asks of a stored entry.
-    fn plan<B>(&self, request: &Request<B>) -> Plan {
+    /// Whether the request comes straight from a trusted proxy, whose forwarding headers are
+    /// then keyed instead of refused.
+    pub(crate) fn comes_through_trusted_proxy(&self, extensions: &http::Extensions) -> bool {
+        !self.trusted.is_empty()
+            && (self.peer)(extensions)
+                .is_some_and(|peer| crate::peer::is_trusted(&self.trusted, peer))
+    }
+
+    fn plan<B>(&self, request: &Request<B>, forwarded: bool) -> Plan {
         let (mut lookup, mut store, mut rules) = (true, true, RequestRules::default());
         if self.request_directives == RequestDirectives::Honor {
             let cc = policy::cache_control(request.headers());
@@ -346,11 +354,11 @@ impl Config {
         }
         // one pass over the request's fields: cheaper than hashing each unkeyed name into the
         // map, and requests carry few headers
-        if request
-            .headers()
-            .iter()
-            .any(|(name, value)| self.unkeyed.contains(name) || announces_body(name, value))
-        {
+        if request.headers().iter().any(|(name, value)| {
+            (self.unkeyed.contains(name)
+                && !(forwarded && layer::FORWARDING.contains(&name.as_str())))
+                || announces_body(name, value)
+        }) {
             store = false;
         }
         Plan {
@@ -448,24 +456,32 @@ where
             if invalidate::invalidates(request.method()) {
                 let target = request.uri().clone();
                 let headers = request.headers().clone();
+                let forwarded = self
+                    .config
+                    .comes_through_trusted_proxy(request.extensions());
                 let future = self.inner.call(request);
                 return ResponseFuture::invalidating(
                     future,
                     Arc::clone(&self.config),
                     target,
                     headers,
+                    forwarded,
                 );
             }
             return ResponseFuture::passthrough(self.inner.call(request));
         }
         self.config.recheck_generation();
         let prefix = self.config.prefix();
-        let plan = self.config.plan(&request);
+        let forwarded = self
+            .config
+            .comes_through_trusted_proxy(request.extensions());
+        let plan = self.config.plan(&request, forwarded);
         let url = key::url_key(
             request.uri(),
             request.headers(),
             &self.config.default_scheme,
             self.config.query,
+            forwarded,
         );
         // a known Vary list gives the entry's variant up front, computed once for either store
         let known = self

@@ -1,14 +1,14 @@
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Extensions, HeaderValue, Response, StatusCode};
 use tower_layer::Layer;
 
-use super::client_ip::Network;
 use super::headers::{policy_field, policy_item, valid_name};
 use super::key::CompiledKey;
 use super::{RateLimit, Rule};
+use crate::peer::{Network, PeerFn, default_peer};
 use crate::store::{AnyStore, RatePolicy};
 use crate::{ConfigError, FailurePolicy};
 
@@ -196,8 +196,6 @@ impl LimitedResponse for JsonLimited {
     }
 }
 
-pub(crate) type PeerFn = Arc<dyn Fn(&Extensions) -> Option<IpAddr> + Send + Sync>;
-
 pub(crate) struct CompiledRule {
     pub(crate) name: Arc<str>,
     pub(crate) policy: RatePolicy,
@@ -299,31 +297,6 @@ impl RateLimitLayer {
             status: StatusCode::TOO_MANY_REQUESTS,
         }
     }
-}
-
-/// The peer address as servers commonly leave it in the request extensions: a
-/// `std::net::SocketAddr` or an `IpAddr`, or (with the `axum` feature) axum's
-/// `ConnectInfo<SocketAddr>`.
-fn default_peer(extensions: &Extensions) -> Option<IpAddr> {
-    extensions
-        .get::<SocketAddr>()
-        .map(SocketAddr::ip)
-        .or_else(|| extensions.get::<IpAddr>().copied())
-        .or_else(|| axum_peer(extensions))
-}
-
-/// What `axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())`
-/// leaves in each request.
-#[cfg(feature = "axum")]
-fn axum_peer(extensions: &Extensions) -> Option<IpAddr> {
-    extensions
-        .get::<axum::extract::ConnectInfo<SocketAddr>>()
-        .map(|info| info.0.ip())
-}
-
-#[cfg(not(feature = "axum"))]
-fn axum_peer(_extensions: &Extensions) -> Option<IpAddr> {
-    None
 }
 
 impl<R> RateLimitLayer<R> {

@@ -777,3 +777,62 @@ async fn a_store_refusing_writes_is_not_announced_as_stored() {
     );
     assert!(runs.load(Ordering::SeqCst) >= 2);
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_forwarded_host_and_scheme_are_keyed_not_refused() {
+    use std::net::SocketAddr;
+    let redis = TestRedis::start();
+    // an application that builds its links from the forwarded host and scheme
+    let (app, runs) = app(
+        cache(&redis).await.trusted_proxies(["10.0.0.1"]),
+        |request, run| {
+            let header = |name: &str| {
+                request
+                    .headers()
+                    .get(name)
+                    .map_or("-", |v| v.to_str().unwrap())
+                    .to_owned()
+            };
+            ok(&format!(
+                "{}://{} run {run}",
+                header("x-forwarded-proto"),
+                header("x-forwarded-host")
+            ))
+        },
+    );
+    let through = |peer: [u8; 4], host: &str| {
+        let mut request = req(get("/page")
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-host", host));
+        request
+            .extensions_mut()
+            .insert(SocketAddr::from((peer, 4711)));
+        request
+    };
+    // from the proxy: stored under the URL the page really has, and hit
+    let miss = send(&app, through([10, 0, 0, 1], "shop.example")).await;
+    assert!(
+        miss.cache_status().contains("stored"),
+        "{}",
+        miss.cache_status()
+    );
+    let keys = stored_entries(&redis, 1).await;
+    assert!(
+        keys.iter()
+            .any(|key| key.contains("{https://shop.example/page}")),
+        "{keys:?}"
+    );
+    let hit = send(&app, through([10, 0, 0, 1], "shop.example")).await;
+    assert!(hit.is_hit());
+    assert_eq!(hit.body, "https://shop.example run 1");
+    // another forwarded host through the same proxy is another page
+    let other = send(&app, through([10, 0, 0, 1], "evil.example")).await;
+    assert!(!other.is_hit());
+    assert_eq!(other.body, "https://evil.example run 2");
+    // the same headers from anyone else are a poisoning attempt: answered, never stored
+    let attack = send(&app, through([203, 0, 113, 9], "evil.example")).await;
+    assert!(!attack.cache_status().contains("stored"));
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+    let direct = send(&app, req(get("/page"))).await;
+    assert!(!direct.body.contains("evil"), "{}", direct.body);
+}
