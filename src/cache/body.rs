@@ -145,6 +145,12 @@ impl Recorder {
         }
     }
 
+    /// The recorder, completing `flight` (when it leads one) with its entry.
+    pub(crate) fn led(mut self, flight: Option<FlightGuard>) -> Self {
+        self.flight = flight;
+        self
+    }
+
     /// Keeps a data frame, or gives up when the body outgrows the bound.
     fn record(slot: &mut Option<Self>, data: &Bytes) {
         if let Some(recorder) = slot {

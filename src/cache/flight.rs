@@ -20,10 +20,24 @@ enum Outcome {
     Done(Option<Arc<Entry>>),
 }
 
-/// The flights under way in this process, by entry key.
-#[derive(Default)]
+/// The flights under way in this process, by entry key, and the keys whose last answer could
+/// not be stored (Varnish's hit-for-miss).
 pub(crate) struct Flights {
     flights: Mutex<HashMap<String, watch::Receiver<Outcome>>>,
+    /// Keys whose leader's answer was not storable: their requests go straight to the
+    /// handler, neither waiting on one another nor taking the lock, until the memo expires or
+    /// a storable answer ends it.
+    uncacheable: moka::sync::Cache<String, ()>,
+}
+
+/// How long a key whose answer was not storable skips the single flight by default, as
+/// Varnish's built-in VCL keeps a hit-for-miss object.
+pub(crate) const HIT_FOR_MISS: std::time::Duration = std::time::Duration::from_secs(120);
+
+impl Default for Flights {
+    fn default() -> Self {
+        Self::new(HIT_FOR_MISS)
+    }
 }
 
 /// The role of a request that missed.
@@ -32,10 +46,26 @@ pub(crate) enum Role {
     Leader(FlightGuard),
     /// Waits for the leader.
     Follower(Waiter),
+    /// The key's last answer could not be stored: no flight to join or lead.
+    Pass,
 }
 
 impl Flights {
+    /// Flights that remember an unstorable key for `hit_for_miss`.
+    pub(crate) fn new(hit_for_miss: std::time::Duration) -> Self {
+        Self {
+            flights: Mutex::default(),
+            uncacheable: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(hit_for_miss)
+                .build(),
+        }
+    }
+
     pub(crate) fn join(self: &Arc<Self>, key: &str) -> Role {
+        if self.uncacheable.contains_key(key) {
+            return Role::Pass;
+        }
         let mut flights = self
             .flights
             .lock()
@@ -72,9 +102,16 @@ pub(crate) struct FlightGuard {
 }
 
 impl FlightGuard {
-    /// Shares `entry` with the followers.
+    /// Shares `entry` with the followers; a storable answer ends the key's hit-for-miss memo.
     pub(crate) fn complete(self, entry: Arc<Entry>) {
+        self.flights.uncacheable.invalidate(&self.key);
         self.sender.send_replace(Outcome::Done(Some(entry)));
+    }
+
+    /// The leader's answer cannot be stored: the followers are released to the handler, and
+    /// later requests for the key skip the flight while the memo lasts.
+    pub(crate) fn uncacheable(self) {
+        self.flights.uncacheable.insert(self.key.clone(), ());
     }
 }
 

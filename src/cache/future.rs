@@ -60,6 +60,19 @@ where
     pub(crate) detach: Detach<S, ReqBody>,
 }
 
+impl<S, ReqBody> Ctx<S, ReqBody>
+where
+    S: Service<Request<ReqBody>>,
+{
+    /// Whether this request's answer may be shared with the others for its key, so that it
+    /// may lead or follow a single flight. A request with `Authorization` never waits on
+    /// another: its answer is not shared unless it says `public` (RFC 9111 §3.5), and
+    /// requests whose answers cannot be shared must not queue behind one another.
+    fn joins_flights(&self) -> bool {
+        self.store_allowed && !self.request.headers().contains_key(header::AUTHORIZATION)
+    }
+}
+
 /// Which read a lookup is waiting for.
 pub(crate) enum Phase {
     /// The URL's learned Vary list.
@@ -343,7 +356,7 @@ where
         };
     }
     let flight = match ctx.config.flight_wait {
-        Some(wait) if ctx.store_allowed => match ctx.config.flights.join(key) {
+        Some(wait) if ctx.joins_flights() => match ctx.config.flights.join(key) {
             Role::Leader(guard) => {
                 if serve_stale_meanwhile && let Ok(runtime) = tokio::runtime::Handle::try_current()
                 {
@@ -386,6 +399,7 @@ where
                     ctx: Some(ctx),
                 };
             }
+            Role::Pass => None,
         },
         _ => None,
     };
@@ -450,7 +464,7 @@ where
         };
     }
     let flight = match (&ctx.config.flight_wait, flight_key) {
-        (Some(wait), Some(key)) if ctx.store_allowed && !ctx.head => {
+        (Some(wait), Some(key)) if ctx.joins_flights() && !ctx.head => {
             match ctx.config.flights.join(&key) {
                 Role::Leader(guard) => return lead(ctx, fwd, guard, &key, None, false),
                 Role::Follower(waiter) => {
@@ -460,6 +474,7 @@ where
                         ctx: Some(ctx),
                     };
                 }
+                Role::Pass => None,
             }
         }
         _ => None,
@@ -548,14 +563,34 @@ impl Pending {
     }
 
     fn recorder(
+        mut self,
+        parts: &mut http::response::Parts,
+        body_len: Option<u64>,
+    ) -> Option<Recorder> {
+        if !self.store_allowed || self.head {
+            return None;
+        }
+        let flight = self.flight.take();
+        let recorder = self.storable_recorder(parts, body_len);
+        match (recorder, flight) {
+            (Some(recorder), flight) => Some(recorder.led(flight)),
+            // the answer itself cannot be stored: the key skips the flight for a while
+            (None, Some(flight)) => {
+                flight.uncacheable();
+                None
+            }
+            (None, None) => None,
+        }
+    }
+
+    /// The recorder of a storable answer (without its flight), or `None` when the response
+    /// cannot be stored.
+    fn storable_recorder(
         self,
         parts: &mut http::response::Parts,
         body_len: Option<u64>,
     ) -> Option<Recorder> {
         let config = &self.config;
-        if !self.store_allowed || self.head {
-            return None;
-        }
         if !config.statuses.is_empty() && !config.statuses.contains(&parts.status) {
             return None;
         }
@@ -633,7 +668,7 @@ impl Pending {
             Arc::clone(config),
             entry,
             self.url,
-            self.flight,
+            None,
             self.lock,
         ))
     }

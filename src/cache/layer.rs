@@ -181,6 +181,7 @@ impl ResponseCacheLayer {
                 .collect(),
             trusted: Vec::new(),
             peer: Arc::new(default_peer),
+            hit_for_miss: super::flight::HIT_FOR_MISS,
             http_only: Vec::new(),
         }
     }
@@ -289,6 +290,7 @@ pub struct ResponseCacheBuilder {
     unkeyed: Vec<HeaderName>,
     trusted: Vec<String>,
     peer: PeerFn,
+    hit_for_miss: Duration,
     /// HTTP-cache options set on a `cache_page` builder, refused by `build`.
     http_only: Vec<&'static str>,
 }
@@ -619,6 +621,28 @@ impl ResponseCacheBuilder {
         self
     }
 
+    /// How long a URL (or variant) whose answer could not be stored skips the single flight
+    /// and the stampede lock, so that its requests go to the handler side by side instead of
+    /// queueing behind one another for an entry that never comes (Varnish's hit-for-miss).
+    /// A storable answer ends it sooner. Defaults to 2 minutes, as Varnish's built-in VCL.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::cache::ResponseCacheLayer;
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30))
+    ///     .hit_for_miss(Duration::from_secs(30))
+    ///     .build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn hit_for_miss(mut self, memo: Duration) -> Self {
+        self.hit_for_miss = memo;
+        self
+    }
+
     /// The reverse proxies (addresses or networks) whose forwarding headers are part of the
     /// key instead of a reason not to store. Defaults to none.
     ///
@@ -821,7 +845,7 @@ impl ResponseCacheBuilder {
                 unkeyed: self.unkeyed,
                 trusted: crate::peer::networks(&self.trusted)?,
                 peer: self.peer,
-                flights: Arc::default(),
+                flights: Arc::new(Flights::new(self.hit_for_miss)),
                 generation: AtomicU64::new(0),
                 generation_due: AtomicU64::new(0),
                 writes_refused_until: AtomicU64::new(0),

@@ -201,3 +201,136 @@ async fn a_stale_entry_is_refreshed_once_across_instances_while_all_are_served_s
     assert_eq!(runs.load(Ordering::SeqCst), 2, "one refresh in all");
     assert_no_leftover_lock(&redis).await;
 }
+
+/// An app whose handler, for requests marked `x-together`, only answers once `together` of
+/// them are in it at the same time (or gives up after 10 s): requests that queue behind one
+/// another never fill it. Unmarked requests are answered at once.
+fn side_by_side(
+    builder: ResponseCacheBuilder,
+    together: usize,
+    cache_control: &'static str,
+) -> App {
+    let gate = Arc::new(Barrier::new(together));
+    let service = ServiceBuilder::new()
+        .layer(builder.build().unwrap())
+        .service_fn(move |request: Request<ReqBody>| {
+            let gate = Arc::clone(&gate);
+            async move {
+                let body = if request.headers().contains_key("x-together") {
+                    let met = tokio::time::timeout(Duration::from_secs(10), gate.wait()).await;
+                    if met.is_ok() {
+                        "side by side"
+                    } else {
+                        "queued"
+                    }
+                } else {
+                    "alone"
+                };
+                let mut response = ok(body);
+                response
+                    .headers_mut()
+                    .insert("cache-control", cache_control.parse().unwrap());
+                Ok::<_, Infallible>(response)
+            }
+        });
+    BoxCloneService::new(service)
+}
+
+/// `requests` marked requests for `path` at once, with `headers`; their bodies.
+async fn together(
+    app: &App,
+    requests: usize,
+    path: &'static str,
+    headers: &'static [(&'static str, &'static str)],
+) -> Vec<String> {
+    let tasks: Vec<_> = (0..requests)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let mut request = get(path).header("x-together", "1");
+                for (name, value) in headers {
+                    request = request.header(*name, *value);
+                }
+                send(&app, req(request)).await.body
+            })
+        })
+        .collect();
+    let mut bodies = Vec::new();
+    for task in tasks {
+        bodies.push(task.await.unwrap());
+    }
+    bodies
+}
+
+/// Requests whose answers cannot be shared (`private`) or that carry `Authorization` reach
+/// the handler side by side; before, each joined the flight of the one before and waited for
+/// an entry that never came.
+async fn unshareable_answers_never_queue(builder: impl Fn() -> ResponseCacheBuilder) {
+    let app = side_by_side(builder(), 20, "private, max-age=60");
+    // the first answer is `private`: the URL is remembered as hit-for-miss
+    assert_eq!(send(&app, req(get("/account"))).await.body, "alone");
+    let bodies = together(&app, 20, "/account", &[]).await;
+    assert!(
+        bodies.iter().all(|body| body == "side by side"),
+        "unstorable answers queued behind one another: {bodies:?}"
+    );
+    // requests with Authorization never wait on one another, memo or not
+    let app = side_by_side(builder(), 20, "max-age=60");
+    let bodies = together(&app, 20, "/me", &[("authorization", "Bearer t")]).await;
+    assert!(
+        bodies.iter().all(|body| body == "side by side"),
+        "requests with Authorization queued behind one another: {bodies:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unshareable_answers_never_queue_on_redis() {
+    let redis = TestRedis::start();
+    let store = crate::redis_store(&redis).await;
+    unshareable_answers_never_queue(|| {
+        ResponseCacheLayer::cache_page(store.clone(), Duration::from_secs(60))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unshareable_answers_never_queue_on_the_memory_store() {
+    let store = tower_redis_http::store::MemoryStore::new();
+    unshareable_answers_never_queue(|| {
+        ResponseCacheLayer::cache_page(store.clone(), Duration::from_secs(60))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_storable_answer_ends_the_hit_for_miss_memo() {
+    let redis = TestRedis::start();
+    let storable = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = Arc::clone(&storable);
+    let (app, runs) = crate::app(builder(&redis).await, move |_, run| {
+        let mut response = ok(&format!("run {run}"));
+        let cache_control = if flag.load(Ordering::SeqCst) {
+            "max-age=60"
+        } else {
+            "private"
+        };
+        response
+            .headers_mut()
+            .insert("cache-control", cache_control.parse().unwrap());
+        response
+    });
+    send(&app, req(get("/later"))).await;
+    send(&app, req(get("/later"))).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    storable.store(true, Ordering::SeqCst);
+    let stored = send(&app, req(get("/later"))).await;
+    assert!(
+        stored.cache_status().contains("stored"),
+        "{}",
+        stored.cache_status()
+    );
+    // the entry is written in the background: a request may still miss before it lands
+    let hit = crate::until_hit(&app, || req(get("/later"))).await;
+    let run: usize = hit.body.trim_start_matches("run ").parse().unwrap();
+    assert!(run >= 3, "{}", hit.body);
+}
