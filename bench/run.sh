@@ -52,31 +52,51 @@ for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$server_port/plain" >/dev/n
 base="http://127.0.0.1:$server_port"
 auth="Authorization: Bearer bench-token-0123456789abcdef"
 
-# name | path | needs the token | unique path per request | GETs its Lua script runs itself
+# name | path | needs the token | unique path per request | GETs Redis runs inside a script or
+# transaction per request (counted by INFO commandstats, though they cross no network) | what
+# Cache-Status must say before the scenario is timed (hit, miss, or - for no cache)
 scenarios=(
-  "plain|/plain|no|no|0"
-  "plain_unique|/plain/{n}|no|yes|0"
-  "floor|/floor|yes|no|0"
-  "floor_unique|/floor/{n}|yes|yes|0"
-  "auth_redis|/auth/redis|yes|no|0"
-  "auth_memory|/auth/memory|yes|no|0"
-  "cache_hit_redis|/cache/redis|no|no|0"
-  "cache_hit_memory|/cache/memory|no|no|0"
-  "cache_miss_redis|/cache-miss/redis/{n}|no|yes|0"
-  "rl_cooldown_redis|/rl/cooldown/redis/{n}|no|yes|0"
-  "rl_cooldown_memory|/rl/cooldown/memory/{n}|no|yes|0"
-  "rl_window_redis|/rl/window/redis|no|no|0"
-  "rl_window_memory|/rl/window/memory|no|no|0"
-  "rl_gcra_redis|/rl/gcra/redis|no|no|1"
-  "rl_gcra_memory|/rl/gcra/memory|no|no|0"
-  "rl_tower_governor|/rl/governor|no|no|0"
-  "full_stack_redis|/full/redis|yes|no|1"
+  "plain|/plain|no|no|0|-"
+  "plain_unique|/plain/{n}|no|yes|0|-"
+  "floor|/floor|yes|no|0|-"
+  "floor_unique|/floor/{n}|yes|yes|0|-"
+  "auth_redis|/auth/redis|yes|no|0|-"
+  "auth_memory|/auth/memory|yes|no|0|-"
+  "cache_hit_redis|/cache/redis|no|no|0|hit"
+  "cache_hit_memory|/cache/memory|no|no|0|hit"
+  "cache_miss_redis|/cache-miss/redis/{n}|no|yes|3|stored"
+  "cache_uncacheable_redis|/cache-uncacheable/redis|yes|no|0|miss"
+  "cache_uncacheable_memory|/cache-uncacheable/memory|yes|no|0|miss"
+  "rl_cooldown_redis|/rl/cooldown/redis/{n}|no|yes|1|-"
+  "rl_cooldown_memory|/rl/cooldown/memory/{n}|no|yes|0|-"
+  "rl_window_redis|/rl/window/redis|no|no|0|-"
+  "rl_window_memory|/rl/window/memory|no|no|0|-"
+  "rl_gcra_redis|/rl/gcra/redis|no|no|1|-"
+  "rl_gcra_memory|/rl/gcra/memory|no|no|0|-"
+  "rl_tower_governor|/rl/governor|no|no|0|-"
+  "full_stack_redis|/full/redis|yes|no|1|hit"
 )
 
 # warm the cache entries so the hit scenarios measure hits
 curl -s "$base/cache/redis" >/dev/null; curl -s "$base/cache/memory" >/dev/null
 curl -s -H "$auth" "$base/full/redis" >/dev/null
 sleep 0.5
+
+# Each scenario must be what its name says before it is timed: a hit scenario that does not
+# hit, or an uncacheable one that stores, fails the run.
+for entry in "${scenarios[@]}"; do
+  IFS='|' read -r name path token unique scripted expect <<<"$entry"
+  [ "$expect" = - ] && continue
+  headers=()
+  [ "$token" = yes ] && headers=(-H "$auth")
+  status=$(curl -s -o /dev/null -D - "${headers[@]}" "$base${path//\{n\}/check-$RANDOM}" |
+    tr -d '\r' | sed -n 's/^cache-status: //Ip')
+  case "$expect" in
+    hit) [[ "$status" == *"; hit"* ]] ;;
+    stored) [[ "$status" == *"; stored"* ]] ;;
+    miss) [[ "$status" == *"fwd="* && "$status" != *"stored"* ]] ;;
+  esac || { echo "$name is not what its name says: Cache-Status: ${status:-none}" >&2; exit 1; }
+done
 
 calls() {
   redis-cli -p "$redis_port" INFO commandstats | tr -d '\r' | python3 -c '
@@ -99,7 +119,7 @@ results=bench/results.tsv
 printf 'scenario\tround\trequests\trps\tp50_ms\tp99_ms\tredis_calls\tscripted_gets\tserver_cpu_s\tredis_cpu_s\n' >"$results"
 for round in $(seq 1 "$ROUNDS"); do
   for entry in "${scenarios[@]}"; do
-    IFS='|' read -r name path token unique scripted <<<"$entry"
+    IFS='|' read -r name path token unique scripted expect <<<"$entry"
     args=(-t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency)
     [ "$token" = yes ] && args+=(-H "$auth")
     url="$base${path//\{n\}/0}"

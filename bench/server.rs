@@ -38,6 +38,15 @@ async fn plain() -> Bytes {
     body()
 }
 
+/// The plain page, marked shareable for a cache in front of requests with `Authorization`
+/// (RFC 9111 §3.5): what the full stack serves, so that it really hits.
+async fn public_page() -> ([(http::HeaderName, &'static str); 1], Bytes) {
+    (
+        [(http::header::CACHE_CONTROL, "public, max-age=3600")],
+        body(),
+    )
+}
+
 /// Scenario 2, the floor: the lookup written by hand, one GET on one shared connection.
 async fn floor(
     State(conn): State<MultiplexedConnection>,
@@ -100,7 +109,16 @@ fn cooldown() -> Rule {
 /// thousands of distinct keys, which a shared bounded store would make room for by evicting
 /// the other scenarios' entries (the benchmark token among them).
 fn scenarios(redis: &AnyStore, memory_auth: &AnyStore, conn: MultiplexedConnection) -> Router {
-    let memory = || AnyStore::from(MemoryStore::new());
+    // room for every distinct cooldown key a run writes: a full rate-limit share would fail
+    // the cooldown closed (503) instead of measuring it
+    let memory = || {
+        AnyStore::from(
+            MemoryStore::builder()
+                .max_rate_limit_keys(5_000_000)
+                .build()
+                .expect("valid"),
+        )
+    };
     let route = |path: &str| Router::new().route(path, get(plain));
     let governor = GovernorConfigBuilder::default()
         .per_nanosecond(1)
@@ -124,6 +142,9 @@ fn scenarios(redis: &AnyStore, memory_auth: &AnyStore, conn: MultiplexedConnecti
         .merge(route("/cache/redis").route_layer(cache(redis)))
         .merge(route("/cache/memory").route_layer(cache(&memory())))
         .merge(route("/cache-miss/redis/{n}").route_layer(cache(redis)))
+        // one URL whose requests carry Authorization: never stored, so never a hit
+        .merge(route("/cache-uncacheable/redis").route_layer(cache(redis)))
+        .merge(route("/cache-uncacheable/memory").route_layer(cache(&memory())))
         .merge(route("/rl/cooldown/redis/{n}").route_layer(limit(redis, cooldown())))
         .merge(route("/rl/cooldown/memory/{n}").route_layer(limit(&memory(), cooldown())))
         .merge(route("/rl/window/redis").route_layer(limit(redis, window())))
@@ -132,7 +153,8 @@ fn scenarios(redis: &AnyStore, memory_auth: &AnyStore, conn: MultiplexedConnecti
         .merge(route("/rl/gcra/memory").route_layer(limit(&memory(), gcra())))
         .merge(route("/rl/governor").route_layer(GovernorLayer::new(governor)))
         .merge(
-            route("/full/redis")
+            Router::new()
+                .route("/full/redis", get(public_page))
                 .route_layer(cache(redis))
                 .route_layer(limit(
                     redis,

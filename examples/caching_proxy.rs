@@ -112,10 +112,13 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     origin: Origin,
     store: AnyStore,
+    trusted_proxies: &[String],
 ) -> Result<(), ServeError> {
     let cache = ResponseCacheLayer::http_cache(store)
         .keep_stale(Duration::from_secs(3600))
         .x_cache_header()
+        // behind these, X-Forwarded-Host / -Proto are part of the key instead of refused
+        .trusted_proxies(trusted_proxies.iter().map(String::as_str))
         .build()?;
     let client: Client<HttpConnector, Incoming> =
         Client::builder(TokioExecutor::new()).build_http();
@@ -156,5 +159,5 @@ async fn main() -> Result<(), ServeError> {
         origin.scheme,
         origin.authority
     );
-    serve(listener, origin, store).await
+    serve(listener, origin, store, &common::trusted_proxies_from_env()).await
 }

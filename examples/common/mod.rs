@@ -107,13 +107,7 @@ impl Demo {
             Ok(url) => (Self::on_redis(&url).await?, "redis"),
             Err(_) => (Self::in_memory()?, "memory"),
         };
-        demo.trusted_proxies = std::env::var("TRUSTED_PROXIES")
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|network| !network.is_empty())
-            .map(str::to_owned)
-            .collect();
+        demo.trusted_proxies = trusted_proxies_from_env();
         Ok((demo, backend))
     }
 
@@ -362,6 +356,17 @@ pub fn valid_mobile(mobile: &str) -> bool {
         && bytes[0] == b'1'
         && (b'3'..=b'9').contains(&bytes[1])
         && bytes.iter().all(u8::is_ascii_digit)
+}
+
+/// `TRUSTED_PROXIES`: comma-separated addresses or networks (`10.0.0.0/8`), none when unset.
+pub fn trusted_proxies_from_env() -> Vec<String> {
+    std::env::var("TRUSTED_PROXIES")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|network| !network.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The address to listen on: `ADDR`, else 127.0.0.1:3000.

@@ -105,11 +105,15 @@ async fn start_proxy(
 ) -> (tokio::task::JoinHandle<Result<(), proxy::ServeError>>, Http) {
     let store = RedisStore::builder(redis.url()).build().await.unwrap();
     let (listener, addr) = listener().await;
-    let server = tokio::spawn(proxy::serve(
-        listener,
-        format!("http://{origin}").parse().unwrap(),
-        store.into(),
-    ));
+    let server = tokio::spawn(async move {
+        proxy::serve(
+            listener,
+            format!("http://{origin}").parse().unwrap(),
+            store.into(),
+            &[],
+        )
+        .await
+    });
     (server, Http::new(addr))
 }
 
