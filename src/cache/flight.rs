@@ -108,6 +108,11 @@ impl FlightGuard {
         self.sender.send_replace(Outcome::Done(Some(entry)));
     }
 
+    /// The key this flight is for.
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+
     /// The leader's answer cannot be stored: the followers are released to the handler, and
     /// later requests for the key skip the flight while the memo lasts.
     pub(crate) fn uncacheable(self) {
@@ -208,6 +213,8 @@ pub(crate) enum Locked {
     Entry(Entry),
     /// Another instance holds the lock and the stale copy may be served meanwhile.
     ServeStale,
+    /// The entry's last answer (in any instance) could not be stored: no lock, no waiting.
+    Uncacheable,
 }
 
 /// What a lock attempt needs to know.
@@ -246,6 +253,7 @@ impl LockAttempt {
                 entry_key: &self.entry_key,
             };
             match self.store.lock_and_read(&attempt).await {
+                Ok(Some(stored)) if stored.uncacheable => return Locked::Uncacheable,
                 Ok(Some(stored)) => {
                     let lock = StoreLock {
                         store: self.store.clone(),

@@ -571,11 +571,14 @@ impl Pending {
             return None;
         }
         let flight = self.flight.take();
+        let config = Arc::clone(&self.config);
         let recorder = self.storable_recorder(parts, body_len);
         match (recorder, flight) {
             (Some(recorder), flight) => Some(recorder.led(flight)),
-            // the answer itself cannot be stored: the key skips the flight for a while
+            // the answer itself cannot be stored: the key skips the flight for a while, here
+            // and (through the store) in the other instances
             (None, Some(flight)) => {
+                config.remember_uncacheable(flight.key());
                 flight.uncacheable();
                 None
             }
@@ -890,6 +893,14 @@ where
                             )),
                         },
                         (Locked::ServeStale, None) => call_inner(ctx, *fwd, flight, None, None),
+                        // another instance found the key unstorable: release this process's
+                        // waiters too, and go to the handler without the lock
+                        (Locked::Uncacheable, stale) => {
+                            if let Some(flight) = flight {
+                                flight.uncacheable();
+                            }
+                            call_inner(ctx, *fwd, None, stale, None)
+                        }
                     };
                     state.set(next);
                 }

@@ -92,6 +92,7 @@ pub(crate) struct Config {
     /// The proxies whose forwarding headers are keyed rather than refused.
     pub(crate) trusted: Vec<Network>,
     pub(crate) peer: PeerFn,
+    pub(crate) hit_for_miss: Duration,
     pub(crate) flights: Arc<Flights>,
     /// The namespace generation (see `CacheInvalidator::invalidate_all`), and when to reread
     /// it (milliseconds since the Unix epoch).
@@ -846,6 +847,7 @@ impl ResponseCacheBuilder {
                 trusted: crate::peer::networks(&self.trusted)?,
                 peer: self.peer,
                 flights: Arc::new(Flights::new(self.hit_for_miss)),
+                hit_for_miss: self.hit_for_miss,
                 generation: AtomicU64::new(0),
                 generation_due: AtomicU64::new(0),
                 writes_refused_until: AtomicU64::new(0),

@@ -203,6 +203,33 @@ impl Config {
         until != 0 && unix_ms() < until
     }
 
+    /// Tells the other instances sharing the store that `key`'s answer could not be stored,
+    /// in the background: their leaders then skip the lock instead of waiting on it. A memory
+    /// store is this process's own, where the flights' memo is enough.
+    pub(crate) fn remember_uncacheable(self: &Arc<Self>, key: &str) {
+        if self.store.answers_at_once() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let config = Arc::clone(self);
+        let memo = crate::store::hit_for_miss_key(key);
+        runtime.spawn(async move {
+            let written = config
+                .store
+                .set(
+                    &memo,
+                    Bytes::from_static(b"1"),
+                    crate::store::Expiry::After(config.hit_for_miss),
+                )
+                .await;
+            if let Err(err) = written {
+                tracing::debug!(error = %err, "hit-for-miss memo not stored");
+            }
+        });
+    }
+
     /// Deletes an entry that could not be read, in the background.
     pub(crate) fn discard(self: &Arc<Self>, key: String) {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {

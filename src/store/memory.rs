@@ -400,6 +400,12 @@ impl MemoryStore {
         let entry = self.keys.make(write.entry_key)?;
         let vary = self.keys.make(write.vary_key)?;
         let index = self.keys.make(write.index_key)?;
+        // a storable answer ends the entry's hit-for-miss memo
+        self.entries().invalidate(
+            &self
+                .keys
+                .make(&crate::store::hit_for_miss_key(write.entry_key))?,
+        );
         let lock = write
             .unlock
             .map(|(key, owner)| self.keys.make(key).map(|key| (key, owner)))
@@ -446,6 +452,15 @@ impl MemoryStore {
         let lock_key = self.keys.make(lock.lock_key)?;
         let vary = self.keys.make(lock.vary_key)?;
         let entry = self.keys.make(lock.entry_key)?;
+        let memo = self
+            .keys
+            .make(&crate::store::hit_for_miss_key(lock.entry_key))?;
+        if self.get_now(&memo).is_some() {
+            return Ok(Some(StoredNow {
+                uncacheable: true,
+                ..StoredNow::default()
+            }));
+        }
         let owner = Bytes::copy_from_slice(lock.owner.as_bytes());
         let taken = self.compute(lock_key, |slot, now| match slot {
             Some(_) => (Op::Nop, false),
@@ -461,6 +476,7 @@ impl MemoryStore {
         Ok(taken.then(|| StoredNow {
             vary: self.get_now(&vary),
             entry: self.get_now(&entry),
+            uncacheable: false,
         }))
     }
 

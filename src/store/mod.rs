@@ -104,6 +104,18 @@ pub(crate) struct CacheLock<'a> {
 pub(crate) struct StoredNow {
     pub(crate) vary: Option<Bytes>,
     pub(crate) entry: Option<Bytes>,
+    /// The lock was not taken: the entry's last answer could not be stored (its
+    /// hit-for-miss memo, see [`hit_for_miss_key`]), so nobody waits for an entry.
+    pub(crate) uncacheable: bool,
+}
+
+/// Where the memo that an entry's last answer could not be stored lives: beside the entry, in
+/// its hash slot.
+pub(crate) fn hit_for_miss_key(entry_key: &str) -> String {
+    let mut key = String::with_capacity(entry_key.len() + 4);
+    key.push_str(entry_key);
+    key.push_str(":hfm");
+    key
 }
 
 /// How long a value written with [`Store::set`] or [`Store::set_if_absent`] lives.

@@ -518,6 +518,9 @@ impl RedisStore {
         let entry = self.keys.make(write.entry_key)?;
         let vary = self.keys.make(write.vary_key)?;
         let index = self.keys.make(write.index_key)?;
+        let memo = self
+            .keys
+            .make(&crate::store::hit_for_miss_key(write.entry_key))?;
         let lock = write
             .unlock
             .map(|(key, owner)| self.keys.make(key).map(|key| (key, owner)))
@@ -527,6 +530,7 @@ impl RedisStore {
             .key(&entry)
             .key(&vary)
             .key(&index)
+            .key(&memo)
             .arg(&write.entry[..])
             .arg(&write.vary[..])
             .arg(crate::store::ttl_ms_ceil(write.ttl).max(1));
@@ -550,25 +554,31 @@ impl RedisStore {
         let lock_key = self.keys.make(lock.lock_key)?;
         let vary = self.keys.make(lock.vary_key)?;
         let entry = self.keys.make(lock.entry_key)?;
+        let memo = self
+            .keys
+            .make(&crate::store::hit_for_miss_key(lock.entry_key))?;
         let mut invocation = LOCK_AND_READ.prepare_invoke();
         invocation
             .key(&lock_key)
             .key(&vary)
             .key(&entry)
+            .key(&memo)
             .arg(lock.owner)
             .arg(crate::store::ttl_ms_ceil(lock.ttl).max(1));
         let invocation = &invocation;
         // not retried: a lost reply to a lock that was taken would read as "held by another"
-        // nil when another owner holds the lock, else the Vary list and the entry
-        type Read = Option<(Option<Vec<u8>>, Option<Vec<u8>>)>;
+        // nil when another owner holds the lock, else the Vary list, the entry and whether
+        // the entry's hit-for-miss memo stood in the way
+        type Read = Option<(Option<Vec<u8>>, Option<Vec<u8>>, i64)>;
         let stored: Read = self
             .run("lock script", Retry::Never, move |mut conn| async move {
                 invocation.invoke_async(&mut conn).await
             })
             .await?;
-        Ok(stored.map(|(vary, entry)| StoredNow {
+        Ok(stored.map(|(vary, entry, memo)| StoredNow {
             vary: vary.map(Bytes::from),
             entry: entry.map(Bytes::from),
+            uncacheable: memo == 1,
         }))
     }
 

@@ -171,6 +171,7 @@ pub async fn stored_entries(redis: &support::TestRedis, count: usize) -> Vec<Str
                     || k.ends_with(":vary")
                     || k.ends_with(":index")
                     || k.ends_with(":lock")
+                    || k.ends_with(":hfm")
                     || k.ends_with("generation"))
             })
             .map(str::to_owned)

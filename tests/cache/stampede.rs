@@ -334,3 +334,24 @@ async fn a_storable_answer_ends_the_hit_for_miss_memo() {
     let run: usize = hit.body.trim_start_matches("run ").parse().unwrap();
     assert!(run >= 3, "{}", hit.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unstorable_answer_in_one_instance_spares_the_others_the_wait() {
+    let redis = TestRedis::start();
+    let one = side_by_side(builder(&redis).await, 20, "private, max-age=60");
+    let two = side_by_side(builder(&redis).await, 20, "private, max-age=60");
+    // instance one learns that /account is not storable, and tells the store
+    assert_eq!(send(&one, req(get("/account"))).await.body, "alone");
+    let memo_written = crate::support::eventually(Duration::from_secs(5), || async {
+        redis.command(&["KEYS", "*:hfm"]).lines().count() == 1
+    })
+    .await;
+    assert!(memo_written, "no hit-for-miss memo in the store");
+    // instance two has never seen /account: its requests still do not queue
+    let bodies = together(&two, 20, "/account", &[]).await;
+    assert!(
+        bodies.iter().all(|body| body == "side by side"),
+        "the other instance queued behind its own leader: {bodies:?}"
+    );
+    assert_no_leftover_lock(&redis).await;
+}
