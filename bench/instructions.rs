@@ -26,7 +26,14 @@ use tower_redis_http::store::{Expiry, MemoryStore, Store, value};
 
 /// The scenarios, in the order `bench/instructions.sh` reports them.
 const SCENARIOS: &[&str] = &[
-    "plain", "auth", "cache", "gcra", "window", "cooldown", "governor",
+    "plain",
+    "auth",
+    "cache",
+    "uncacheable",
+    "gcra",
+    "window",
+    "cooldown",
+    "governor",
 ];
 
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
@@ -52,6 +59,11 @@ fn router(scenario: &str, store: &MemoryStore) -> Option<Router> {
         "plain" => route,
         "auth" => route.route_layer(TokenAuthLayer::<User>::bearer(store.clone()).build().ok()?),
         "cache" => route.route_layer(
+            ResponseCacheLayer::cache_page(store.clone(), Duration::from_secs(3600))
+                .build()
+                .ok()?,
+        ),
+        "uncacheable" => route.route_layer(
             ResponseCacheLayer::cache_page(store.clone(), Duration::from_secs(3600))
                 .build()
                 .ok()?,
@@ -106,10 +118,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut request = http::Request::builder()
             .uri(format!("/items/{i}"))
             .header("host", "localhost");
-        if scenario == "auth" {
+        if scenario == "auth" || scenario == "uncacheable" {
             request = request.header("authorization", "Bearer token");
         }
-        if scenario == "cache" {
+        if scenario == "cache" || scenario == "uncacheable" {
             request = request.uri("/items/1");
         }
         let response = service

@@ -547,7 +547,7 @@ impl Pending {
         } else {
             ""
         };
-        config.cache_status(&mut parts.headers, &format!("fwd={}{stored}", fwd.as_str()));
+        config.cache_status_forwarded(&mut parts.headers, fwd.as_str(), stored);
         if config.x_cache {
             parts
                 .headers

@@ -299,6 +299,19 @@ impl Config {
         }
     }
 
+    /// `Cache-Status` for a response from the inner service, `<name>; fwd=<why><stored>`, built
+    /// without the formatting machinery: it is on every miss.
+    pub(crate) fn cache_status_forwarded(&self, headers: &mut HeaderMap, fwd: &str, stored: &str) {
+        let mut value = String::with_capacity(self.name.len() + 6 + fwd.len() + stored.len());
+        value.push_str(&self.name);
+        value.push_str("; fwd=");
+        value.push_str(fwd);
+        value.push_str(stored);
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.append(CACHE_STATUS, value);
+        }
+    }
+
     /// `Cache-Status` for a response from an entry, built without the formatting machinery:
     /// it is on every hit. `ttl` is negative once the entry is stale (RFC 9211 §2.5).
     fn cache_status_served(&self, headers: &mut HeaderMap, served: Served, ttl_left: i128) {
@@ -572,7 +585,17 @@ where
                 ResponseFuture::lookup_entry(ctx, call, vary, entry_key)
             }
             None => {
-                let call = self.config.fetch(key::vary_key(&prefix, &ctx.url));
+                let vary_key = key::vary_key(&prefix, &ctx.url);
+                // the memory store tells at once that the URL has no Vary list (a URL never
+                // stored, or not storable): a miss without a boxed lookup
+                if self.config.store.answers_at_once()
+                    && let Ok(full_key) = self.config.store.key_scheme().make(&vary_key)
+                    && let Some(None) = self.config.store.get_now(&full_key)
+                {
+                    let flight_key = key::entry_key(&prefix, &ctx.url, "-");
+                    return ResponseFuture::miss(ctx, Fwd::UriMiss, Some(flight_key));
+                }
+                let call = self.config.fetch(vary_key);
                 ResponseFuture::lookup_vary(ctx, call)
             }
         }
