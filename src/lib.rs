@@ -100,6 +100,7 @@ pub mod body;
 pub mod cache;
 mod error;
 mod failure;
+mod json;
 mod peer;
 pub mod ratelimit;
 pub mod store;

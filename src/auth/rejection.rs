@@ -326,13 +326,7 @@ pub struct JsonRejection;
 
 impl RejectionResponse for JsonRejection {
     fn rejection(&self, error: &AuthError) -> Response<Bytes> {
-        let body = serde_json::json!({ "detail": error.kind().message() }).to_string();
-        let mut response = Response::new(Bytes::from(body));
-        *response.status_mut() = error.kind().status();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        let mut response = crate::json::detail(error.kind().status(), error.kind().message());
         if let Some(challenge) = error.www_authenticate() {
             response
                 .headers_mut()

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap};
@@ -210,13 +210,7 @@ impl Config {
     /// Rereads the generation another instance may have bumped, at most once a second and in
     /// the background, so that requests never wait for it.
     pub(crate) fn recheck_generation(self: &Arc<Self>) {
-        let now_ms = u64::try_from(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis(),
-        )
-        .unwrap_or(u64::MAX);
+        let now_ms = super::service::unix_ms();
         let due = self.generation_due.load(Ordering::Relaxed);
         let next = now_ms + GENERATION_RECHECK.as_millis() as u64;
         if now_ms < due

@@ -130,7 +130,8 @@ impl<S: std::fmt::Debug> std::fmt::Debug for ResponseCache<S> {
 /// How long a store that refused a write is taken to refuse the next ones.
 const WRITES_REFUSED_FOR_MS: u64 = 1_000;
 
-fn unix_ms() -> u64 {
+/// Milliseconds since the Unix epoch: the clock the layer's shared deadlines are kept in.
+pub(crate) fn unix_ms() -> u64 {
     u64::try_from(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -335,28 +336,19 @@ impl Config {
 
     /// RFC 9111 §5.2.1.7: `only-if-cached` and nothing usable stored.
     pub(crate) fn gateway_timeout(&self) -> Response<Bytes> {
-        let mut response = Response::new(Bytes::from_static(
-            br#"{"detail":"No stored response satisfies only-if-cached."}"#,
-        ));
-        *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
+        let mut response = crate::json::response(
+            StatusCode::GATEWAY_TIMEOUT,
+            Bytes::from_static(br#"{"detail":"No stored response satisfies only-if-cached."}"#),
         );
         self.cache_status(response.headers_mut(), "fwd=miss; detail=only-if-cached");
         response
     }
 
     pub(crate) fn unavailable(&self) -> Response<Bytes> {
-        let mut response = Response::new(Bytes::from_static(
-            br#"{"detail":"The cache is temporarily unavailable."}"#,
-        ));
-        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        response
+        crate::json::response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Bytes::from_static(br#"{"detail":"The cache is temporarily unavailable."}"#),
+        )
     }
 
     /// Where a cacheable request starts: what may be looked up and stored, and what the
@@ -585,17 +577,20 @@ where
                 ResponseFuture::lookup_entry(ctx, call, vary, entry_key)
             }
             None => {
-                let vary_key = key::vary_key(&prefix, &ctx.url);
                 // the memory store tells at once that the URL has no Vary list (a URL never
                 // stored, or not storable): a miss without a boxed lookup
                 if self.config.store.answers_at_once()
-                    && let Ok(full_key) = self.config.store.key_scheme().make(&vary_key)
+                    && let Ok(full_key) = self
+                        .config
+                        .store
+                        .key_scheme()
+                        .make_joined(&[&prefix, "{", &ctx.url, "}:vary"])
                     && let Some(None) = self.config.store.get_now(&full_key)
                 {
                     let flight_key = key::entry_key(&prefix, &ctx.url, "-");
                     return ResponseFuture::miss(ctx, Fwd::UriMiss, Some(flight_key));
                 }
-                let call = self.config.fetch(vary_key);
+                let call = self.config.fetch(key::vary_key(&prefix, &ctx.url));
                 ResponseFuture::lookup_vary(ctx, call)
             }
         }

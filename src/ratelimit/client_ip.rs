@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use http::HeaderMap;
 use http::header::FORWARDED;
 
-use crate::peer::{Network, canonical};
+use crate::peer::{Network, canonical, is_trusted};
 
 /// One hop of `X-Forwarded-For` or `Forwarded: for=`: `1.2.3.4`, `1.2.3.4:80`, `[::1]:80`,
 /// `"[2001:db8::1]"`.
@@ -61,9 +61,8 @@ fn forwarded_hops(headers: &HeaderMap) -> Option<Vec<&str>> {
 /// as the proxy reported it, so clients behind one proxy never share its bucket because of one
 /// odd value.
 pub(crate) fn resolve<'a>(peer: IpAddr, headers: &'a HeaderMap, trusted: &[Network]) -> Client<'a> {
-    let is_trusted = |address: IpAddr| trusted.iter().any(|network| network.contains(address));
     let mut client = Client::Address(canonical(peer));
-    if !is_trusted(peer) {
+    if !is_trusted(trusted, peer) {
         return client;
     }
     let Some(hops) = forwarded_hops(headers) else {
@@ -73,7 +72,7 @@ pub(crate) fn resolve<'a>(peer: IpAddr, headers: &'a HeaderMap, trusted: &[Netwo
         match parse_hop(hop) {
             Some(address) => {
                 client = Client::Address(canonical(address));
-                if !is_trusted(address) {
+                if !is_trusted(trusted, address) {
                     break;
                 }
             }

@@ -320,9 +320,9 @@ impl CompiledKey {
     /// [`KeyError`] when the key cannot be computed.
     ///
     /// A path segment is percent-decoded, because routers hand the decoded value to the
-    /// handler (axum's `Path`, warp's `param`): `/sms_codes/%313800138000/` is the number
-    /// `13800138000` and must share its counter, or each of a number's 2,048 spellings would
-    /// buy another SMS.
+    /// handler (axum's `Path` does; warp's `param` does not, so the examples decode it as
+    /// axum does): `/sms_codes/%313800138000/` is the number `13800138000` and must share its
+    /// counter, or each of a number's 2,048 spellings would buy another SMS.
     pub(crate) fn extract<'a>(
         &self,
         request: &RequestHead<'a>,

@@ -183,16 +183,10 @@ impl Default for JsonLimited {
 impl LimitedResponse for JsonLimited {
     fn limited(&self, limited: &Limited) -> Response<Bytes> {
         let seconds = super::headers::seconds_ceil(limited.retry_after).max(1);
-        let body = serde_json::json!({
-            "detail": format!("Request was throttled. Expected available in {seconds} seconds.")
-        });
-        let mut response = Response::new(Bytes::from(body.to_string()));
-        *response.status_mut() = self.status;
-        response.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
-        );
-        response
+        crate::json::detail(
+            self.status,
+            &format!("Request was throttled. Expected available in {seconds} seconds."),
+        )
     }
 }
 
@@ -599,11 +593,7 @@ impl RateLimitBuilder {
                 key_after,
             });
         }
-        let trusted = self
-            .trusted
-            .iter()
-            .map(|network| network.parse())
-            .collect::<Result<Vec<Network>, _>>()?;
+        let trusted = crate::peer::networks(&self.trusted)?;
         let needs_ip = rules.iter().any(|rule| {
             !matches!(
                 rule.key,

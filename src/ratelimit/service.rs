@@ -236,30 +236,21 @@ impl Config {
     }
 
     pub(crate) fn bad_request() -> Response<Bytes> {
-        let mut response = Response::new(Bytes::from_static(
-            br#"{"detail":"The request carries no value to rate-limit it by."}"#,
-        ));
-        *response.status_mut() = StatusCode::BAD_REQUEST;
-        response.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
-        );
-        response
+        crate::json::response(
+            StatusCode::BAD_REQUEST,
+            Bytes::from_static(
+                br#"{"detail":"The request carries no value to rate-limit it by."}"#,
+            ),
+        )
     }
 
     /// The answer to a request that names a rule's route in an ambiguous spelling: never let
     /// through uncounted, since the handler may still read a value out of it.
     pub(crate) fn malformed_key(why: &str) -> Response<Bytes> {
-        let body = serde_json::json!({
-            "detail": format!("The request path is not in normal form: {why}.")
-        });
-        let mut response = Response::new(Bytes::from(body.to_string()));
-        *response.status_mut() = StatusCode::BAD_REQUEST;
-        response.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
-        );
-        response
+        crate::json::detail(
+            StatusCode::BAD_REQUEST,
+            &format!("The request path is not in normal form: {why}."),
+        )
     }
 
     /// Logs, once per layer, why a rule cannot compute its keys: an operator must notice, and
@@ -279,27 +270,19 @@ impl Config {
 
     /// The answer while a rule cannot compute its keys: never an unlimited pass.
     pub(crate) fn misconfigured() -> Response<Bytes> {
-        let mut response = Response::new(Bytes::from_static(
-            br#"{"detail":"The rate limiter is misconfigured; the server log says why."}"#,
-        ));
-        *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-        response.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
-        );
-        response
+        crate::json::response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Bytes::from_static(
+                br#"{"detail":"The rate limiter is misconfigured; the server log says why."}"#,
+            ),
+        )
     }
 
     pub(crate) fn unavailable() -> Response<Bytes> {
-        let mut response = Response::new(Bytes::from_static(
-            br#"{"detail":"Rate limiting is temporarily unavailable."}"#,
-        ));
-        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-        response.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
-        );
-        response
+        crate::json::response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Bytes::from_static(br#"{"detail":"Rate limiting is temporarily unavailable."}"#),
+        )
     }
 }
 

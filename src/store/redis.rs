@@ -320,12 +320,9 @@ impl RedisStore {
         .await
     }
 
-    /// A multiplexed handle to a pooled connection: the current lease while it is fresh and
-    /// unbroken, else a new one from bb8 (within `deadline`).
-    async fn checkout(&self, deadline: tokio::time::Instant) -> Result<Handle, StoreError> {
-        if let Some(handle) = self.leased() {
-            return Ok(handle);
-        }
+    /// A new lease: a multiplexed handle from bb8 (within `deadline`), which later calls share
+    /// while it is fresh and unbroken (see [`leased`](Self::leased)).
+    async fn lease_from_pool(&self, deadline: tokio::time::Instant) -> Result<Handle, StoreError> {
         let handle = tokio::time::timeout_at(deadline, self.checkout_from_pool())
             .await
             .map_err(|_| {
@@ -437,7 +434,7 @@ impl RedisStore {
                     (handle, result)
                 }
                 None => {
-                    let handle = self.checkout(deadline).await?;
+                    let handle = self.lease_from_pool(deadline).await?;
                     match tokio::time::timeout_at(deadline, command(handle.conn.clone())).await {
                         Ok(result) => (handle, result),
                         Err(_) => {
