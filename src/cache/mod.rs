@@ -112,11 +112,12 @@
 //! [`ResponseCacheBuilder::trusted_proxies`]: from its address, `X-Forwarded-Proto` and
 //! `X-Forwarded-Host` become the key's scheme and host and the other forwarding headers are
 //! keyed by their values, so pages are stored again; from any other peer they stay refused.
-//! Nor is the answer to a `GET` or `HEAD` that announces a body (a "fat GET": a non-zero
-//! `Content-Length` or a `Transfer-Encoding`): the body is not in the key, and an application
-//! that reads it would store what the attacker sent. An HTTP/2 request may send a body without
-//! announcing a length; where the application reads `GET` bodies, refuse them (or require a
-//! length) in a layer outside the cache.
+//! Nor is the answer to a `GET` or `HEAD` that carries a body (a "fat GET": a non-zero
+//! `Content-Length` or a `Transfer-Encoding`, or over HTTP/2 and 3, where a body needs no
+//! length, a request body not at its end): the body is not in the key, and an application
+//! that reads it would store what the attacker sent. Over HTTP/2, a request body type that
+//! cannot tell it has ended (one that keeps `http_body::Body`'s default `is_end_stream`)
+//! counts as a body, so such requests are not stored.
 //! Storing is decided from the response's status and headers, never from the URL's extension
 //! (web cache deception). Place the cache **inside** the auth layer for per-user pages that
 //! vary on `Authorization`, or rely on the `Authorization` rule above.

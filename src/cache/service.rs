@@ -361,7 +361,7 @@ impl Config {
                 .is_some_and(|peer| crate::peer::is_trusted(&self.trusted, peer))
     }
 
-    fn plan<B>(&self, request: &Request<B>, forwarded: bool) -> Plan {
+    fn plan<B: http_body::Body>(&self, request: &Request<B>, forwarded: bool) -> Plan {
         let (mut lookup, mut store, mut rules) = (true, true, RequestRules::default());
         if self.request_directives == RequestDirectives::Honor {
             let cc = policy::cache_control(request.headers());
@@ -390,7 +390,8 @@ impl Config {
             (self.unkeyed.contains(name)
                 && !(forwarded && layer::FORWARDING.contains(&name.as_str())))
                 || announces_body(name, value)
-        }) {
+        }) || carries_body_without_length(request)
+        {
             store = false;
         }
         Plan {
@@ -439,6 +440,18 @@ fn announces_body(name: &HeaderName, value: &HeaderValue) -> bool {
         || (*name == header::CONTENT_LENGTH && value.as_bytes().iter().any(|&b| b != b'0'))
 }
 
+/// Whether an HTTP/2 or HTTP/3 request carries a body it announced no length for: DATA
+/// frames need no `Content-Length` there, so the framing headers do not tell. HTTP/1 bodies
+/// are always framed by a header ([`announces_body`]), so only later versions ask the body,
+/// and a body type that cannot tell it has ended (one keeping `http_body::Body`'s default
+/// `is_end_stream`, as some wrappers do) counts as carrying one: not storing is the safe side.
+fn carries_body_without_length<B: http_body::Body>(request: &Request<B>) -> bool {
+    matches!(
+        request.version(),
+        http::Version::HTTP_2 | http::Version::HTTP_3
+    ) && !request.body().is_end_stream()
+}
+
 /// RFC 9110 §13.1.2 and §13.1.3: `If-None-Match` (weak comparison) wins over
 /// `If-Modified-Since`.
 fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
@@ -471,7 +484,7 @@ impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ResponseCache<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    ReqBody: Send + 'static,
+    ReqBody: http_body::Body + Send + 'static,
     ResBody: http_body::Body<Data = Bytes> + Send + 'static,
 {
     type Response = Response<super::ResponseBody<ResBody>>;

@@ -836,3 +836,42 @@ async fn behind_a_trusted_proxy_forwarded_host_and_scheme_are_keyed_not_refused(
     let direct = send(&app, req(get("/page"))).await;
     assert!(!direct.body.contains("evil"), "{}", direct.body);
 }
+
+#[tokio::test]
+async fn an_http2_get_with_a_body_but_no_length_is_not_stored() {
+    use http_body_util::{BodyExt, Full};
+    let redis = TestRedis::start();
+    // a handler that (wrongly) reads a GET's body into its page
+    let app = ServiceBuilder::new()
+        .layer(cache(&redis).await.build().unwrap())
+        .service_fn(|request: Request<Full<Bytes>>| async move {
+            let body = request.into_body().collect().await.unwrap().to_bytes();
+            let page = format!("page {}", String::from_utf8_lossy(&body));
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(page))))
+        });
+    let h2 = |body: &'static str| {
+        Request::get("/fat")
+            .version(http::Version::HTTP_2)
+            .header("host", "shop.example")
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .unwrap()
+    };
+    let status = |response: &Response<_>| {
+        response
+            .headers()
+            .get("cache-status")
+            .map_or(String::new(), |v| v.to_str().unwrap().to_owned())
+    };
+    // DATA frames without a Content-Length: answered, never stored
+    let poisoned = app.clone().oneshot(h2("evil")).await.unwrap();
+    assert!(
+        !status(&poisoned).contains("stored"),
+        "{}",
+        status(&poisoned)
+    );
+    let page = poisoned.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&page[..], b"page evil");
+    // the same request without a body is stored as usual
+    let clean = app.clone().oneshot(h2("")).await.unwrap();
+    assert!(status(&clean).contains("stored"), "{}", status(&clean));
+}
