@@ -132,6 +132,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         if !response.status().is_success() {
             return Err(format!("{scenario}: request {i} answered {}", response.status()).into());
         }
+        // the scenario is what its name says: checked on the last request, outside the count
+        // of the others
+        if i + 1 == requests {
+            let status = response
+                .headers()
+                .get("cache-status")
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or_default();
+            let wrong = match scenario.as_str() {
+                "cache" => !status.contains("; hit"),
+                "uncacheable" => !status.contains("fwd=") || status.contains("stored"),
+                _ => false,
+            };
+            if wrong {
+                return Err(format!(
+                    "{scenario} is not what its name says: Cache-Status: {status:?}"
+                )
+                .into());
+            }
+        }
         std::hint::black_box(response.into_body().collect().await?);
         if i == 0 {
             // the cache stores its first response from a spawned task: let it run
