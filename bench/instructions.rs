@@ -27,6 +27,7 @@ use tower_redis_http::store::{Expiry, MemoryStore, Store, value};
 /// The scenarios, in the order `bench/instructions.sh` reports them.
 const SCENARIOS: &[&str] = &[
     "plain",
+    "plain_layered",
     "auth",
     "cache",
     "uncacheable",
@@ -57,6 +58,7 @@ fn router(scenario: &str, store: &MemoryStore) -> Option<Router> {
     };
     Some(match scenario {
         "plain" => route,
+        "plain_layered" => route.route_layer(tower::layer::util::Identity::new()),
         "auth" => route.route_layer(TokenAuthLayer::<User>::bearer(store.clone()).build().ok()?),
         "cache" => route.route_layer(
             ResponseCacheLayer::cache_page(store.clone(), Duration::from_secs(3600))

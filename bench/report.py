@@ -16,6 +16,7 @@ results, rounds, duration, connections, threads = sys.argv[1:6]
 LABELS = {
     "plain": ("1", "plain handler (ceiling)"),
     "plain_unique": ("1u", "plain handler, distinct paths (ceiling of the distinct-key scenarios)"),
+    "plain_layered": ("1l", "plain handler behind axum's `route_layer` with a layer that does nothing (what `route_layer` itself costs every layered scenario)"),
     "floor": ("2", "hand-written handler, one Redis GET on a shared MultiplexedConnection (floor)"),
     "floor_unique": ("2u", "the floor handler, distinct paths (floor of the distinct-key scenarios)"),
     "auth_redis": ("3", "auth layer, valid token, Redis"),
@@ -37,7 +38,7 @@ LABELS = {
 # scenarios whose every request has a path of its own (wrk runs bench/unique.lua), measured
 # against the baselines driven the same way
 UNIQUE = {"cache_miss_redis", "rl_cooldown_redis", "rl_cooldown_memory"}
-EXPECTED_TRIPS = {"plain": 0, "plain_unique": 0, "floor": 1, "floor_unique": 1, "cache_miss_redis": 3, "full_stack_redis": 3, "rl_tower_governor": 0}
+EXPECTED_TRIPS = {"plain": 0, "plain_unique": 0, "plain_layered": 0, "floor": 1, "floor_unique": 1, "cache_miss_redis": 3, "full_stack_redis": 3, "rl_tower_governor": 0}
 
 rows = list(csv.DictReader(open(results), delimiter="\t"))
 by_name = {}
@@ -98,7 +99,7 @@ except OSError:
 
 def target(name, s):
     ceiling, one_get = baselines(name)
-    if name in ("plain", "floor", "plain_unique", "floor_unique", "rl_tower_governor"):
+    if name in ("plain", "floor", "plain_unique", "floor_unique", "plain_layered", "rl_tower_governor"):
         return ""
     if name == "rl_gcra_memory":
         gov = stats.get("rl_tower_governor", {}).get("rps", 0)

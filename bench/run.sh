@@ -58,6 +58,7 @@ auth="Authorization: Bearer bench-token-0123456789abcdef"
 scenarios=(
   "plain|/plain|no|no|0|-"
   "plain_unique|/plain/{n}|no|yes|0|-"
+  "plain_layered|/plain-layered|no|no|0|-"
   "floor|/floor|yes|no|0|-"
   "floor_unique|/floor/{n}|yes|yes|0|-"
   "auth_redis|/auth/redis|yes|no|0|-"

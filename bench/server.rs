@@ -131,6 +131,8 @@ fn scenarios(redis: &AnyStore, memory_auth: &AnyStore, conn: MultiplexedConnecti
         // the baselines again on distinct paths, for the distinct-key scenarios: wrk's path
         // script costs CPU on the same two cores
         .route("/plain/{n}", get(plain))
+        // the plain handler behind a layer that does nothing: what `route_layer` itself costs
+        .merge(route("/plain-layered").route_layer(tower::layer::util::Identity::new()))
         .merge(
             Router::new()
                 .route("/floor", get(floor))

@@ -2,7 +2,7 @@
 //! flights) and across processes sharing a store (a short lock in the store).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use std::time::{Duration, SystemTime};
 
@@ -37,6 +37,112 @@ pub(crate) const HIT_FOR_MISS: std::time::Duration = std::time::Duration::from_s
 impl Default for Flights {
     fn default() -> Self {
         Self::new(HIT_FOR_MISS)
+    }
+}
+
+/// The URLs that, with nothing stored for them, were answered with something that could not be
+/// stored: their next requests skip the lookup as well as the flight and go straight to the
+/// handler (Varnish's hit-for-pass), so a never-storable route costs the handler and no round
+/// trip. A storable answer ends the memo, and the request after it is looked up and stored as
+/// usual. Requests with and without credentials are remembered apart: a page that logged-in
+/// users get uncached must not stop anonymous requests from finding its shared entry.
+///
+/// In-process only, and bounded: a flood of distinct URLs clears it, which costs lookups, not
+/// correctness. An entry another instance stores meanwhile is found once the memo ends.
+/// URLs are remembered by their [identity](super::key::UrlParts::identity) under keys random
+/// to this process, so that a request need not build its key to be checked.
+pub(crate) struct UnstorableUrls {
+    for_how_long: Duration,
+    hasher: foldhash::fast::RandomState,
+    /// Until when each URL is remembered, for requests without and with credentials.
+    urls: [Mutex<HashMap<u64, tokio::time::Instant, Prehashed>>; 2],
+}
+
+/// The hasher of a map whose keys are hashes already.
+type Prehashed = std::hash::BuildHasherDefault<PrehashedKey>;
+
+#[derive(Default)]
+pub(crate) struct PrehashedKey(u64);
+
+impl std::hash::Hasher for PrehashedKey {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // only `write_u64` is used by `u64` keys; any other input is folded in
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, key: u64) {
+        self.0 = key;
+    }
+}
+
+/// How many URLs each half of [`UnstorableUrls`] holds before it starts over.
+const MAX_UNSTORABLE_URLS: usize = 10_000;
+
+impl UnstorableUrls {
+    pub(crate) fn new(for_how_long: Duration) -> Self {
+        Self {
+            for_how_long,
+            hasher: foldhash::fast::RandomState::default(),
+            urls: Default::default(),
+        }
+    }
+
+    /// The identity `url` is remembered by.
+    pub(crate) fn identity(&self, url: &super::key::UrlParts<'_>) -> u64 {
+        url.identity(&self.hasher)
+    }
+
+    fn half(
+        &self,
+        credentialed: bool,
+    ) -> MutexGuard<'_, HashMap<u64, tokio::time::Instant, Prehashed>> {
+        self.urls[usize::from(credentialed)]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether the URL was answered unstorably, for requests like this one, within the
+    /// memo's time.
+    pub(crate) fn remembers(&self, url: u64, credentialed: bool) -> bool {
+        if self.for_how_long.is_zero() {
+            return false;
+        }
+        let urls = self.half(credentialed);
+        !urls.is_empty()
+            && urls
+                .get(&url)
+                .is_some_and(|until| tokio::time::Instant::now() < *until)
+    }
+
+    pub(crate) fn remember(&self, url: u64, credentialed: bool) {
+        if self.for_how_long.is_zero() {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        let mut urls = self.half(credentialed);
+        if urls.len() >= MAX_UNSTORABLE_URLS && !urls.contains_key(&url) {
+            urls.retain(|_, until| now < *until);
+            if urls.len() >= MAX_UNSTORABLE_URLS {
+                urls.clear();
+            }
+        }
+        urls.insert(url, now + self.for_how_long);
+    }
+
+    /// A storable answer for the URL: its requests look it up again.
+    pub(crate) fn forget(&self, url: u64) {
+        for credentialed in [false, true] {
+            let mut urls = self.half(credentialed);
+            if !urls.is_empty() {
+                urls.remove(&url);
+            }
+        }
     }
 }
 

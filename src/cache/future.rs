@@ -16,7 +16,7 @@ use super::entry::Entry;
 use super::flight::{FlightGuard, LockAttempt, Locked, Role, StoreLock};
 use super::layer::Config;
 use super::policy::{RequestRules, Verdict};
-use super::service::{Served, StoreCall, X_CACHE, http_date};
+use super::service::{CACHE_STATUS, Served, StoreCall, X_CACHE, http_date};
 use super::{ResponseBody, invalidate, key, policy};
 
 /// Why a request went to the inner service (RFC 9211 `fwd`).
@@ -31,7 +31,20 @@ pub(crate) enum Fwd {
 }
 
 impl Fwd {
-    fn as_str(self) -> &'static str {
+    /// Every reason, in the order of [`Fwd::index`].
+    pub(crate) const ALL: [Self; 5] = [
+        Self::UriMiss,
+        Self::VaryMiss,
+        Self::Request,
+        Self::Miss,
+        Self::Stale,
+    ];
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::UriMiss => "uri-miss",
             Self::VaryMiss => "vary-miss",
@@ -53,6 +66,8 @@ where
     pub(crate) inner: S,
     pub(crate) request: Request<ReqBody>,
     pub(crate) url: String,
+    /// The URL's identity in the unstorable-URL memo.
+    pub(crate) url_id: u64,
     pub(crate) store_allowed: bool,
     pub(crate) head: bool,
     pub(crate) rules: RequestRules,
@@ -87,12 +102,17 @@ pub(crate) enum Phase {
 /// What the miss path needs to decide about storing the response.
 pub(crate) struct Pending {
     config: Arc<Config>,
-    url: String,
+    url: Url,
     request_headers: HeaderMap,
     fwd: Fwd,
     flight: Option<FlightGuard>,
     store_allowed: bool,
     head: bool,
+    /// Whether the request carried `Authorization`.
+    credentialed: bool,
+    /// Whether the request went to the handler on the unstorable-URL memo, without its
+    /// headers kept: a storable answer that varies on them ends the memo but is not stored.
+    remembered_unstorable: bool,
     /// When the request went to the inner service (`request_time` of RFC 9111 §4.2.3).
     request_time: SystemTime,
     /// The stale entry being revalidated: a 304 refreshes it, a failure may serve it.
@@ -251,6 +271,17 @@ where
     ) -> Self {
         Self {
             state: after_entry(ctx, vary, key, found),
+        }
+    }
+
+    /// A request that went to the inner service from `call` itself, without a lookup or a
+    /// flight: the service polled ready is called there, with no clone of it kept.
+    pub(crate) fn forwarded(future: S::Future, pending: Pending) -> Self {
+        Self {
+            state: State::Inner {
+                future,
+                pending: Some(pending),
+            },
         }
     }
 
@@ -492,33 +523,42 @@ fn call_inner<S, ReqBody>(
 where
     S: Service<Request<ReqBody>>,
 {
-    // the varied request headers are only known from the response, and a revalidated entry
-    // answers the client's own conditions: keep the client's headers
-    let request_headers = if (ctx.store_allowed && !ctx.head) || stale.is_some() {
-        ctx.request.headers().clone()
-    } else {
-        HeaderMap::new()
+    let miss = Miss {
+        fwd,
+        store_allowed: ctx.store_allowed,
+        head: ctx.head,
+        remembered_unstorable: false,
     };
-    if let Some(entry) = &stale {
+    let url = Url {
+        key: ctx.url,
+        id: ctx.url_id,
+    };
+    let mut pending = Pending::new(ctx.config, url, ctx.request.headers(), miss, stale);
+    pending.flight = flight;
+    pending.lock = lock;
+    if let Some(entry) = &pending.stale {
         make_conditional(ctx.request.headers_mut(), entry);
     }
-    let request_time = SystemTime::now();
-    let future = ctx.inner.call(ctx.request);
     State::Inner {
-        future,
-        pending: Some(Pending {
-            config: ctx.config,
-            url: ctx.url,
-            request_headers,
-            fwd,
-            flight,
-            store_allowed: ctx.store_allowed,
-            head: ctx.head,
-            request_time,
-            stale,
-            lock,
-        }),
+        future: ctx.inner.call(ctx.request),
+        pending: Some(pending),
     }
+}
+
+/// A request's URL key, and its identity in the unstorable-URL memo.
+pub(crate) struct Url {
+    /// Empty when the request went to the handler on the memo, which needs no key.
+    pub(crate) key: String,
+    pub(crate) id: u64,
+}
+
+/// How a request that goes to the inner service got there.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Miss {
+    pub(crate) fwd: Fwd,
+    pub(crate) store_allowed: bool,
+    pub(crate) head: bool,
+    pub(crate) remembered_unstorable: bool,
 }
 
 /// Turns a request into the conditional request that revalidates `entry` (RFC 9111 §4.3.1):
@@ -535,6 +575,38 @@ fn make_conditional(headers: &mut HeaderMap, entry: &Entry) {
 }
 
 impl Pending {
+    /// What a request about to go to the inner service leaves for its response. Call the
+    /// inner service right after: `request_time` is now.
+    pub(crate) fn new(
+        config: Arc<Config>,
+        url: Url,
+        request: &HeaderMap,
+        miss: Miss,
+        stale: Option<Box<Entry>>,
+    ) -> Self {
+        // the varied request headers are only known from the response, and a revalidated
+        // entry answers the client's own conditions: keep the client's headers
+        let keep_headers = miss.store_allowed && !miss.head && !miss.remembered_unstorable;
+        Self {
+            config,
+            url,
+            request_headers: if keep_headers || stale.is_some() {
+                request.clone()
+            } else {
+                HeaderMap::new()
+            },
+            fwd: miss.fwd,
+            flight: None,
+            store_allowed: miss.store_allowed,
+            head: miss.head,
+            credentialed: request.contains_key(header::AUTHORIZATION),
+            remembered_unstorable: miss.remembered_unstorable,
+            request_time: SystemTime::now(),
+            stale,
+            lock: None,
+        }
+    }
+
     /// Adds the miss's `Cache-Status`, and a recorder when the response is to be stored.
     fn decide(self, parts: &mut http::response::Parts, body_len: Option<u64>) -> Option<Recorder> {
         let config = Arc::clone(&self.config);
@@ -542,12 +614,10 @@ impl Pending {
         let recorder = self.recorder(parts, body_len);
         // `stored` announces a write handed to the store; the write itself ends after the
         // header has gone, so a store that just refused one is not announced to take this one
-        let stored = if recorder.is_some() && body_len.is_some() && !config.writes_refused() {
-            "; stored"
-        } else {
-            ""
-        };
-        config.cache_status_forwarded(&mut parts.headers, fwd.as_str(), stored);
+        let stored = recorder.is_some() && body_len.is_some() && !config.writes_refused();
+        parts
+            .headers
+            .append(CACHE_STATUS, config.forwarded_status(fwd, stored));
         if config.x_cache {
             parts
                 .headers
@@ -558,7 +628,7 @@ impl Pending {
 
     fn facts(&self) -> policy::RequestFacts {
         policy::RequestFacts {
-            has_authorization: self.request_headers.contains_key(header::AUTHORIZATION),
+            has_authorization: self.credentialed,
         }
     }
 
@@ -570,29 +640,41 @@ impl Pending {
         if !self.store_allowed || self.head {
             return None;
         }
-        let flight = self.flight.take();
         let config = Arc::clone(&self.config);
-        let recorder = self.storable_recorder(parts, body_len);
-        match (recorder, flight) {
-            (Some(recorder), flight) => Some(recorder.led(flight)),
-            // the answer itself cannot be stored: the key skips the flight for a while, here
-            // and (through the store) in the other instances
-            (None, Some(flight)) => {
-                config.remember_uncacheable(flight.key());
-                flight.uncacheable();
-                None
+        let storable = self.storage(parts, body_len);
+        if self.remembered_unstorable {
+            // a request on the memo kept neither its key nor its headers: a storable answer
+            // ends the memo, and the next request stores it
+            if storable.is_some() {
+                config.unstorable.forget(self.url.id);
             }
-            (None, None) => None,
+            return None;
         }
+        let flight = self.flight.take();
+        if let Some((storage, vary)) = storable {
+            config.unstorable.forget(self.url.id);
+            return Some(self.record(parts, storage, vary).led(flight));
+        }
+        if self.fwd == Fwd::UriMiss {
+            // nothing stored and nothing storable: the next requests skip the lookup
+            config.unstorable.remember(self.url.id, self.credentialed);
+        }
+        // the key skips the flight for a while, here and (through the store) in the other
+        // instances
+        if let Some(flight) = flight {
+            config.remember_uncacheable(flight.key());
+            flight.uncacheable();
+        }
+        None
     }
 
-    /// The recorder of a storable answer (without its flight), or `None` when the response
-    /// cannot be stored.
-    fn storable_recorder(
-        self,
+    /// How the response may be stored, and the request headers it varies on; `None` when
+    /// it may not be.
+    fn storage(
+        &self,
         parts: &mut http::response::Parts,
         body_len: Option<u64>,
-    ) -> Option<Recorder> {
+    ) -> Option<(policy::Storage, Vec<HeaderName>)> {
         let config = &self.config;
         if !config.statuses.is_empty() && !config.statuses.contains(&parts.status) {
             return None;
@@ -600,20 +682,14 @@ impl Pending {
         if body_len.is_some_and(|len| len > config.max_body as u64) {
             return None;
         }
-        let response_time = SystemTime::now();
         let storage = match &config.http {
             Some(rules) => {
+                let now = SystemTime::now();
                 // RFC 9110 §6.6.1: a cache adds the Date a response lacks
                 if !parts.headers.contains_key(header::DATE) {
-                    parts.headers.insert(header::DATE, http_date(response_time));
+                    parts.headers.insert(header::DATE, http_date(now));
                 }
-                policy::storable_http(
-                    self.facts(),
-                    parts.status,
-                    &parts.headers,
-                    rules,
-                    response_time,
-                )
+                policy::storable_http(self.facts(), parts.status, &parts.headers, rules, now)
             }
             None => policy::storable(
                 self.facts(),
@@ -628,7 +704,7 @@ impl Pending {
                 strip: Vec::new(),
             }),
         };
-        let mut storage = match storage {
+        let storage = match storage {
             Ok(storage) => storage,
             Err(reason) => {
                 tracing::debug!(?reason, "response not stored");
@@ -636,6 +712,19 @@ impl Pending {
             }
         };
         let vary = policy::vary(&parts.headers).ok()?;
+        Some((storage, vary))
+    }
+
+    /// The recorder that stores a storable answer (without its flight) once its body has
+    /// gone by.
+    fn record(
+        mut self,
+        parts: &mut http::response::Parts,
+        mut storage: policy::Storage,
+        vary: Vec<HeaderName>,
+    ) -> Recorder {
+        let config = &self.config;
+        let response_time = SystemTime::now();
         let initial_age = policy::initial_age(&parts.headers, self.request_time, response_time);
         if config.http.is_none() {
             // cache_page counts its timeout from the moment of storing, whatever the age
@@ -652,9 +741,10 @@ impl Pending {
         // a response from the entry carries its current age instead
         stored_headers.remove(header::AGE);
         let variant = key::variant_hash(&vary, &self.request_headers);
+        let url = std::mem::take(&mut self.url.key);
         config
             .vary_lists
-            .insert(self.url.clone(), Arc::new(vary.clone()));
+            .insert(url.clone(), Arc::new(vary.clone()));
         let entry = Entry {
             status: parts.status,
             headers: stored_headers,
@@ -667,13 +757,7 @@ impl Pending {
             vary,
             variant: variant.into_owned(),
         };
-        Some(Recorder::new(
-            Arc::clone(config),
-            entry,
-            self.url,
-            None,
-            self.lock,
-        ))
+        Recorder::new(Arc::clone(config), entry, url, None, self.lock.take())
     }
 
     /// The inner service answered 304 to the conditional request: the stored headers are
@@ -719,7 +803,7 @@ impl Pending {
                     flight.complete(Arc::clone(&entry));
                 }
                 if self.store_allowed {
-                    config.put(Arc::clone(&entry), &self.url, self.lock.take());
+                    config.put(Arc::clone(&entry), &self.url.key, self.lock.take());
                 }
                 let entry = Arc::unwrap_or_clone(entry);
                 config.serve(entry, &self.request_headers, self.head, Served::Revalidated)

@@ -1,6 +1,7 @@
 //! Cache keys: the URL part and the variant part, both hashed to a bounded length.
 
 use std::borrow::Cow;
+use std::hash::{BuildHasher, Hash, Hasher};
 
 use http::Uri;
 use http::header::{self, HeaderMap, HeaderName};
@@ -46,6 +47,39 @@ pub(crate) fn url_key(
     query: QueryOrder,
     forwarded: bool,
 ) -> String {
+    url_parts(uri, headers, default_scheme, query, forwarded).key()
+}
+
+/// The bytes a plain host is made of: letters, digits and `-._:[]`.
+const HOST_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let b = byte as u8;
+        table[byte] =
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':' | b'[' | b']');
+        byte += 1;
+    }
+    table
+};
+
+/// What a request's URL key is made of, borrowed from the request where it can be: the key
+/// ([`UrlParts::key`]) and its in-process identity ([`UrlParts::identity`]) come from it.
+pub(crate) struct UrlParts<'a> {
+    scheme: &'a str,
+    host: Cow<'a, [u8]>,
+    path: &'a str,
+    query: Option<Cow<'a, str>>,
+}
+
+/// The parts of [`url_key`], without joining them.
+pub(crate) fn url_parts<'a>(
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+    default_scheme: &'a str,
+    query: QueryOrder,
+    forwarded: bool,
+) -> UrlParts<'a> {
     let scheme = forwarded
         .then(|| forwarded_scheme(headers))
         .flatten()
@@ -56,8 +90,6 @@ pub(crate) fn url_key(
         .then(|| single_token(headers, "x-forwarded-host"))
         .flatten()
         .map(str::as_bytes);
-    let rest = forwarded.then(|| forwarding_rest(headers)).flatten();
-    let joined;
     let host = match forwarded_host {
         Some(host) => host,
         None => uri
@@ -68,58 +100,102 @@ pub(crate) fn url_key(
     };
     // forwarding values that are not a plain scheme or host: appended after a space, which
     // makes the host non-plain, so the URL is keyed by its hash
-    let host = match &rest {
+    let host = match forwarded.then(|| forwarding_rest(headers)).flatten() {
         Some(rest) => {
             let mut both = host.to_vec();
             both.push(b' ');
-            both.extend_from_slice(rest);
-            joined = both;
-            &joined[..]
+            both.extend_from_slice(&rest);
+            Cow::Owned(both)
         }
-        None => host,
+        None => Cow::Borrowed(host),
     };
-    let sorted;
     let query = match (uri.query(), query) {
         (Some(q), QueryOrder::Sorted) => {
             let mut pairs: Vec<&str> = q.split('&').filter(|p| !p.is_empty()).collect();
             pairs.sort_unstable();
-            sorted = pairs.join("&");
-            Some(sorted.as_str())
+            Some(Cow::Owned(pairs.join("&")))
         }
-        (q, _) => q,
+        (q, _) => q.map(Cow::Borrowed),
     };
-    let path = uri.path();
-    let len = scheme.len() + 3 + host.len() + path.len() + query.map_or(0, |q| q.len() + 1);
-    // A Host of anything but host characters is keyed by the hash of its raw bytes, never
-    // rewritten: two different Host values must never share an entry (cache poisoning).
-    let plain_host = host
-        .iter()
-        .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(b));
-    if len > MAX_URL_IN_KEY || !plain_host {
-        let mut hasher = Sha256::new();
-        hasher.update(scheme.as_bytes());
-        hasher.update(b"://");
-        hasher.update(host.to_ascii_lowercase());
-        hasher.update(path.as_bytes());
-        if let Some(q) = query {
-            hasher.update(b"?");
-            hasher.update(q.as_bytes());
+    UrlParts {
+        scheme,
+        host,
+        path: uri.path(),
+        query,
+    }
+}
+
+impl UrlParts<'_> {
+    /// A Host of anything but host characters is keyed by the hash of its raw bytes, never
+    /// rewritten: two different Host values must never share an entry (cache poisoning).
+    fn plain_host(&self) -> Option<&str> {
+        let plain = self.host.iter().all(|&b| HOST_BYTE[usize::from(b)]);
+        plain.then(|| std::str::from_utf8(&self.host).unwrap_or_default())
+    }
+
+    fn readable_len(&self) -> usize {
+        self.scheme.len()
+            + 3
+            + self.host.len()
+            + self.path.len()
+            + self.query.as_ref().map_or(0, |q| q.len() + 1)
+    }
+
+    /// The URL key.
+    pub(crate) fn key(&self) -> String {
+        let len = self.readable_len();
+        let host = match self.plain_host() {
+            Some(host) if len <= MAX_URL_IN_KEY => host,
+            _ => {
+                let mut hasher = Sha256::new();
+                hasher.update(self.scheme.as_bytes());
+                hasher.update(b"://");
+                hasher.update(self.host.to_ascii_lowercase());
+                hasher.update(self.path.as_bytes());
+                if let Some(q) = &self.query {
+                    hasher.update(b"?");
+                    hasher.update(q.as_bytes());
+                }
+                let mut key = String::with_capacity(33);
+                key.push('#');
+                key.push_str(&hex_digest(&hasher.finalize()[..16]));
+                return key;
+            }
+        };
+        let mut key = String::with_capacity(len);
+        key.push_str(self.scheme);
+        key.push_str("://");
+        // a plain host is ASCII: copied whole, then lowercased in place
+        let start = key.len();
+        key.push_str(host);
+        key[start..].make_ascii_lowercase();
+        key.push_str(self.path);
+        if let Some(q) = &self.query {
+            key.push('?');
+            key.push_str(q);
         }
-        let mut key = String::with_capacity(33);
-        key.push('#');
-        key.push_str(&hex_digest(&hasher.finalize()[..16]));
-        return key;
+        key
     }
-    let mut key = String::with_capacity(len);
-    key.push_str(scheme);
-    key.push_str("://");
-    key.extend(host.iter().map(|b| char::from(b.to_ascii_lowercase())));
-    key.push_str(path);
-    if let Some(q) = query {
-        key.push('?');
-        key.push_str(q);
+
+    /// A 64-bit identity of the key under `hasher`, computed without building the key: equal
+    /// keys have equal identities, different keys collide as rarely as the hash allows.
+    pub(crate) fn identity(&self, hasher: &impl BuildHasher) -> u64 {
+        let mut state = hasher.build_hasher();
+        let mut lowered = [0u8; 128];
+        match self.plain_host() {
+            Some(host) if host.len() <= lowered.len() && self.readable_len() <= MAX_URL_IN_KEY => {
+                let lowered = &mut lowered[..host.len()];
+                lowered.copy_from_slice(host.as_bytes());
+                lowered.make_ascii_lowercase();
+                self.scheme.hash(&mut state);
+                lowered.hash(&mut state);
+                self.path.hash(&mut state);
+                self.query.as_deref().hash(&mut state);
+            }
+            _ => self.key().hash(&mut state),
+        }
+        state.finish()
     }
-    key
 }
 
 /// The value of `name` when it occurs once and is a single token (no list).
@@ -257,6 +333,48 @@ mod tests {
             QueryOrder::AsReceived,
             true,
         )
+    }
+
+    /// The memo's identity follows the key: equal keys (the host's case aside) are one URL,
+    /// different keys are not, in the readable and in the hashed form alike.
+    #[test]
+    fn a_url_s_identity_follows_its_key() {
+        let hasher = foldhash::fast::RandomState::default();
+        let identity = |uri: &str, host: &str| {
+            let parts = parts(uri, &[("host", host)]);
+            url_parts(
+                &parts.uri,
+                &parts.headers,
+                "http",
+                QueryOrder::AsReceived,
+                false,
+            )
+            .identity(&hasher)
+        };
+        let long = format!("/{}", "a".repeat(600));
+        assert_eq!(
+            identity("/a?x=1", "Shop.Example"),
+            identity("/a?x=1", "shop.example")
+        );
+        assert_eq!(
+            identity(&long, "shop.example"),
+            identity(&long, "SHOP.example")
+        );
+        let different = [
+            identity("/a?x=1", "shop.example"),
+            identity("/a?x=2", "shop.example"),
+            identity("/a", "shop.example"),
+            identity("/a?", "shop.example"),
+            identity("/a?x=1", "shop.example:8080"),
+            identity("/a?x=1", "shop.example evil"),
+            identity(&long, "shop.example"),
+            identity(&format!("{long}b"), "shop.example"),
+        ];
+        for (i, one) in different.iter().enumerate() {
+            for other in &different[i + 1..] {
+                assert_ne!(one, other);
+            }
+        }
     }
 
     #[test]

@@ -3,10 +3,11 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use http::StatusCode;
-use http::header::HeaderName;
+use http::header::{HeaderName, HeaderValue};
 use tower_layer::Layer;
 
-use super::flight::Flights;
+use super::flight::{Flights, UnstorableUrls};
+use super::future::Fwd;
 use super::policy::HttpRules;
 use super::{QueryOrder, ResponseCache};
 use crate::peer::{Network, PeerFn, default_peer};
@@ -94,6 +95,7 @@ pub(crate) struct Config {
     pub(crate) peer: PeerFn,
     pub(crate) hit_for_miss: Duration,
     pub(crate) flights: Arc<Flights>,
+    pub(crate) unstorable: UnstorableUrls,
     /// The namespace generation (see `CacheInvalidator::invalidate_all`), and when to reread
     /// it (milliseconds since the Unix epoch).
     pub(crate) generation: AtomicU64,
@@ -104,6 +106,9 @@ pub(crate) struct Config {
     pub(crate) writes_refused_until: AtomicU64,
     /// The learned Vary list per URL, so that a hit costs one round trip.
     pub(crate) vary_lists: moka::sync::Cache<String, Arc<Vec<HeaderName>>>,
+    /// `Cache-Status` of a response from the inner service, by `fwd` reason and whether it
+    /// is stored (see `Config::forwarded_status`).
+    pub(crate) forwarded_statuses: [[HeaderValue; 2]; 5],
 }
 
 /// A [`Layer`] that caches whole responses in the store, akin to Django's `cache_page`.
@@ -625,7 +630,15 @@ impl ResponseCacheBuilder {
     /// How long a URL (or variant) whose answer could not be stored skips the single flight
     /// and the stampede lock, so that its requests go to the handler side by side instead of
     /// queueing behind one another for an entry that never comes (Varnish's hit-for-miss).
-    /// A storable answer ends it sooner. Defaults to 2 minutes, as Varnish's built-in VCL.
+    /// A URL with nothing stored for it skips the lookup too, in this process (Varnish's
+    /// hit-for-pass): a route that is never storable then costs no store round trip at all.
+    /// Requests with and without `Authorization` are remembered apart, so a page that
+    /// logged-in users get uncached is still looked up for everyone else.
+    ///
+    /// A storable answer ends the memo; the request after it is looked up and stores as
+    /// usual. An entry another instance stores while this one remembers the URL is found once
+    /// the memo ends. Defaults to 2 minutes, as Varnish's built-in VCL; `Duration::ZERO`
+    /// turns the memo off.
     ///
     /// # Example
     ///
@@ -835,6 +848,17 @@ impl ResponseCacheBuilder {
                 store_cookies: self.store_cookies,
                 patch_headers: self.patch_headers,
                 x_cache: self.x_cache,
+                forwarded_statuses: Fwd::ALL.map(|fwd| {
+                    [false, true].map(|stored| {
+                        let stored = if stored { "; stored" } else { "" };
+                        HeaderValue::try_from(format!(
+                            "{}; fwd={}{stored}",
+                            self.name,
+                            fwd.as_str()
+                        ))
+                        .expect("the name is checked to be a token")
+                    })
+                }),
                 name: self.name,
                 compute_etag: self.compute_etag,
                 compress_above: self.compress_above,
@@ -847,6 +871,7 @@ impl ResponseCacheBuilder {
                 trusted: crate::peer::networks(&self.trusted)?,
                 peer: self.peer,
                 flights: Arc::new(Flights::new(self.hit_for_miss)),
+                unstorable: UnstorableUrls::new(self.hit_for_miss),
                 hit_for_miss: self.hit_for_miss,
                 generation: AtomicU64::new(0),
                 generation_due: AtomicU64::new(0),

@@ -12,7 +12,7 @@ use tower_service::Service;
 
 use super::entry::Entry;
 use super::flight::StoreLock;
-use super::future::{Ctx, Found, Fwd, ResponseFuture};
+use super::future::{Ctx, Found, Fwd, Miss, Pending, ResponseFuture, Url};
 use super::layer::{self, Config, RequestDirectives};
 use super::policy::{RequestRules, Verdict};
 use super::{invalidate, key, policy};
@@ -300,17 +300,10 @@ impl Config {
         }
     }
 
-    /// `Cache-Status` for a response from the inner service, `<name>; fwd=<why><stored>`, built
-    /// without the formatting machinery: it is on every miss.
-    pub(crate) fn cache_status_forwarded(&self, headers: &mut HeaderMap, fwd: &str, stored: &str) {
-        let mut value = String::with_capacity(self.name.len() + 6 + fwd.len() + stored.len());
-        value.push_str(&self.name);
-        value.push_str("; fwd=");
-        value.push_str(fwd);
-        value.push_str(stored);
-        if let Ok(value) = HeaderValue::try_from(value) {
-            headers.append(CACHE_STATUS, value);
-        }
+    /// `Cache-Status` for a response from the inner service, `<name>; fwd=<why>[; stored]`:
+    /// built once with the layer, as it is on every miss.
+    pub(crate) fn forwarded_status(&self, fwd: Fwd, stored: bool) -> HeaderValue {
+        self.forwarded_statuses[fwd.index()][usize::from(stored)].clone()
     }
 
     /// `Cache-Status` for a response from an entry, built without the formatting machinery:
@@ -521,13 +514,37 @@ where
             .config
             .comes_through_trusted_proxy(request.extensions());
         let plan = self.config.plan(&request, forwarded);
-        let url = key::url_key(
+        let parts = key::url_parts(
             request.uri(),
             request.headers(),
             &self.config.default_scheme,
             self.config.query,
             forwarded,
         );
+        let url_id = self.config.unstorable.identity(&parts);
+        let credentialed = request.headers().contains_key(header::AUTHORIZATION);
+        if plan.lookup && self.config.unstorable.remembers(url_id, credentialed) {
+            // nothing stored and the last answer unstorable: no lookup, no flight, no key
+            drop(parts);
+            if plan.rules.only_if_cached {
+                return ResponseFuture::hit(self.config.gateway_timeout());
+            }
+            let miss = Miss {
+                fwd: Fwd::UriMiss,
+                store_allowed: plan.store,
+                head,
+                remembered_unstorable: true,
+            };
+            let url = Url {
+                key: String::new(),
+                id: url_id,
+            };
+            let pending =
+                Pending::new(Arc::clone(&self.config), url, request.headers(), miss, None);
+            return ResponseFuture::forwarded(self.inner.call(request), pending);
+        }
+        let url = parts.key();
+        drop(parts);
         // a known Vary list gives the entry's variant up front, computed once for either store
         let known = self
             .config
@@ -571,6 +588,7 @@ where
             inner,
             request,
             url,
+            url_id,
             store_allowed: plan.store,
             head,
             rules: plan.rules,

@@ -12,6 +12,7 @@ use tokio::sync::Barrier;
 use tower::ServiceBuilder;
 use tower::util::BoxCloneService;
 use tower_redis_http::cache::{ResponseCacheBuilder, ResponseCacheLayer};
+use tower_redis_http::store::AnyStore;
 
 use crate::support::TestRedis;
 use crate::{App, ReqBody, get, ok, req, send};
@@ -302,37 +303,56 @@ async fn unshareable_answers_never_queue_on_the_memory_store() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_storable_answer_ends_the_hit_for_miss_memo() {
-    let redis = TestRedis::start();
+/// A storable answer ends the hit-for-miss memo: the request that meets it kept neither its
+/// key nor its headers (it skipped the lookup), so the request after it is looked up and
+/// stores, and the one after that hits.
+async fn a_storable_answer_ends_the_hit_for_miss_memo(store: impl Into<AnyStore>) {
     let storable = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = Arc::clone(&storable);
-    let (app, runs) = crate::app(builder(&redis).await, move |_, run| {
+    let builder = ResponseCacheLayer::cache_page(store, Duration::from_secs(60));
+    let (app, runs) = crate::app(builder, move |_, run| {
         let mut response = ok(&format!("run {run}"));
-        let cache_control = if flag.load(Ordering::SeqCst) {
-            "max-age=60"
+        let headers = response.headers_mut();
+        if flag.load(Ordering::SeqCst) {
+            headers.insert("cache-control", "max-age=60".parse().unwrap());
+            headers.insert("vary", "accept-language".parse().unwrap());
         } else {
-            "private"
-        };
-        response
-            .headers_mut()
-            .insert("cache-control", cache_control.parse().unwrap());
+            headers.insert("cache-control", "private".parse().unwrap());
+        }
         response
     });
-    send(&app, req(get("/later"))).await;
-    send(&app, req(get("/later"))).await;
+    let page = || req(get("/later").header("accept-language", "fr"));
+    send(&app, page()).await;
+    send(&app, page()).await;
     assert_eq!(runs.load(Ordering::SeqCst), 2);
     storable.store(true, Ordering::SeqCst);
-    let stored = send(&app, req(get("/later"))).await;
+    let ends = send(&app, page()).await;
     assert!(
-        stored.cache_status().contains("stored"),
+        !ends.cache_status().contains("stored"),
+        "{}",
+        ends.cache_status()
+    );
+    let stored = send(&app, page()).await;
+    assert!(
+        stored.cache_status().contains("fwd=uri-miss; stored"),
         "{}",
         stored.cache_status()
     );
     // the entry is written in the background: a request may still miss before it lands
-    let hit = crate::until_hit(&app, || req(get("/later"))).await;
+    let hit = crate::until_hit(&app, page).await;
     let run: usize = hit.body.trim_start_matches("run ").parse().unwrap();
-    assert!(run >= 3, "{}", hit.body);
+    assert!(run >= 4, "{}", hit.body);
+}
+
+#[tokio::test]
+async fn a_storable_answer_ends_the_hit_for_miss_memo_on_redis() {
+    let redis = TestRedis::start();
+    a_storable_answer_ends_the_hit_for_miss_memo(crate::redis_store(&redis).await).await;
+}
+
+#[tokio::test]
+async fn a_storable_answer_ends_the_hit_for_miss_memo_on_the_memory_store() {
+    a_storable_answer_ends_the_hit_for_miss_memo(tower_redis_http::store::MemoryStore::new()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -354,4 +374,64 @@ async fn an_unstorable_answer_in_one_instance_spares_the_others_the_wait() {
         "the other instance queued behind its own leader: {bodies:?}"
     );
     assert_no_leftover_lock(&redis).await;
+}
+
+/// A URL with nothing stored whose answer could not be stored is not looked up again while the
+/// memo lasts: a never-storable route costs the handler and no round trip. Before, every
+/// request read the URL's Vary list from Redis first.
+#[tokio::test]
+async fn a_never_storable_url_is_not_looked_up_again() {
+    let redis = TestRedis::start();
+    let (app, runs) = crate::app(builder(&redis).await, |_, _| ok("mine"));
+    let me = || req(get("/me").header("authorization", "Bearer t"));
+    send(&app, me()).await;
+    let reads = crate::support::command_calls(&redis, "get");
+    for _ in 0..50 {
+        let reply = send(&app, me()).await;
+        assert!(
+            reply.cache_status().contains("fwd=uri-miss")
+                && !reply.cache_status().contains("stored"),
+            "{}",
+            reply.cache_status()
+        );
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 51);
+    assert_eq!(
+        crate::support::command_calls(&redis, "get"),
+        reads,
+        "requests on a remembered unstorable URL read the store"
+    );
+}
+
+/// Credentialed requests that are never stored do not make the anonymous requests of the same
+/// URL skip their lookup: a page that logged-in users get uncached is still served from the
+/// cache to everyone else.
+async fn credentials_are_remembered_apart(store: impl Into<AnyStore>) {
+    let builder = ResponseCacheLayer::cache_page(store, Duration::from_secs(60));
+    let (app, runs) = crate::app(builder, |_, run| ok(&format!("run {run}")));
+    let page = || req(get("/page"));
+    let credentialed = || req(get("/page").header("authorization", "Bearer t"));
+    send(&app, credentialed()).await;
+    send(&app, credentialed()).await;
+    let stored = send(&app, page()).await;
+    assert!(
+        stored.cache_status().contains("stored"),
+        "{}",
+        stored.cache_status()
+    );
+    // the entry is written in the background: a request may still miss before it lands
+    let hit = crate::until_hit(&app, page).await;
+    assert!(hit.body != "run 1" && hit.body != "run 2", "{}", hit.body);
+    assert!(runs.load(Ordering::SeqCst) >= 3);
+}
+
+#[tokio::test]
+async fn credentials_are_remembered_apart_on_redis() {
+    let redis = TestRedis::start();
+    credentials_are_remembered_apart(crate::redis_store(&redis).await).await;
+}
+
+#[tokio::test]
+async fn credentials_are_remembered_apart_on_the_memory_store() {
+    credentials_are_remembered_apart(tower_redis_http::store::MemoryStore::new()).await;
 }
