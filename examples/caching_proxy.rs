@@ -116,7 +116,7 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let cache = ResponseCacheLayer::http_cache(store)
         .keep_stale(Duration::from_secs(3600))
-        .x_cache_header()
+        .x_cache_header(true)
         // behind these, X-Forwarded-Host / -Proto are part of the key instead of refused
         .trusted_proxies(trusted_proxies.iter().map(String::as_str))
         .build()?;

@@ -1,14 +1,16 @@
-//! The response body of the `auth` and `ratelimit` layers.
+//! The response body of every layer: the inner service's body (which the cache may copy on
+//! the way through), or bytes the layer produced itself.
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 pin_project! {
-    /// The inner service's body, or bytes the layer produced itself (a rejection, a 503).
+    /// The inner service's body, or bytes a layer produced itself (a rejection, a 503, a
+    /// cached entry).
     ///
     /// Neither case is boxed: the inner body is polled in place, and a produced body is one
     /// `Bytes` frame.
@@ -32,9 +34,19 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind<B> {
-        Inner { #[pin] body: B },
+        Inner { #[pin] body: B, tap: Option<Box<dyn Tap>> },
         Full { data: Option<Bytes> },
     }
+}
+
+/// What sees an inner body's data frames on their way to the client: the cache's recorder,
+/// which stores the response once its body has gone by.
+pub(crate) trait Tap: Send + Sync {
+    /// Sees a data frame; `false` when it wants no more of the body (it is then dropped).
+    fn data(&mut self, data: &Bytes) -> bool;
+
+    /// The body ended after every data frame was seen.
+    fn end(self: Box<Self>);
 }
 
 impl<B> ResponseBody<B> {
@@ -50,7 +62,7 @@ impl<B> ResponseBody<B> {
     /// ```
     pub fn inner(body: B) -> Self {
         Self {
-            kind: Kind::Inner { body },
+            kind: Kind::Inner { body, tap: None },
         }
     }
 
@@ -71,12 +83,34 @@ impl<B> ResponseBody<B> {
             },
         }
     }
+
+    /// The inner service's body, with `tap` seeing its data frames.
+    pub(crate) fn tapped(body: B, tap: Box<dyn Tap>) -> Self
+    where
+        B: Body,
+    {
+        // An empty body may never be polled (hyper writes `Content-Length: 0` and is done),
+        // so it has ended now.
+        if body.is_end_stream() {
+            tap.end();
+            return Self::inner(body);
+        }
+        Self {
+            kind: Kind::Inner {
+                body,
+                tap: Some(tap),
+            },
+        }
+    }
 }
 
 impl<B> std::fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.kind {
-            Kind::Inner { .. } => f.write_str("ResponseBody::Inner"),
+            Kind::Inner { tap, .. } => f
+                .debug_struct("ResponseBody::Inner")
+                .field("tapped", &tap.is_some())
+                .finish(),
             Kind::Full { data } => f
                 .debug_struct("ResponseBody::Full")
                 .field("len", &data.as_ref().map_or(0, Bytes::len))
@@ -97,21 +131,53 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.project().kind.project() {
-            KindProj::Inner { body } => body.poll_frame(cx),
+            KindProj::Inner { mut body, tap } => {
+                let frame = ready!(body.as_mut().poll_frame(cx));
+                if tap.is_none() {
+                    return Poll::Ready(frame);
+                }
+                match &frame {
+                    Some(Ok(frame)) => match frame.data_ref() {
+                        Some(data) => {
+                            if tap.as_mut().is_some_and(|seen| !seen.data(data)) {
+                                *tap = None;
+                            }
+                            // Servers stop polling once a body says it has ended (hyper does
+                            // after Content-Length bytes), so the last data frame may be the
+                            // last poll: end now rather than on a `None` that never comes.
+                            if body.is_end_stream()
+                                && let Some(done) = tap.take()
+                            {
+                                done.end();
+                            }
+                        }
+                        // trailers cannot be replayed from the cache
+                        None => *tap = None,
+                    },
+                    Some(Err(_)) => *tap = None,
+                    None => {
+                        if let Some(done) = tap.take() {
+                            done.end();
+                        }
+                    }
+                }
+                Poll::Ready(frame)
+            }
             KindProj::Full { data } => Poll::Ready(data.take().map(|data| Ok(Frame::data(data)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Inner { body } => body.is_end_stream(),
+            // a tapped body must be polled to its end to learn that it ended
+            Kind::Inner { body, tap } => tap.is_none() && body.is_end_stream(),
             Kind::Full { data } => data.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Inner { body } => body.size_hint(),
+            Kind::Inner { body, .. } => body.size_hint(),
             Kind::Full { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }

@@ -5,7 +5,7 @@ use std::fmt;
 /// How a layer behaves when the store errors or times out.
 ///
 /// Every layer takes one (`.on_store_error(FailurePolicy::Closed)`); the defaults differ per
-/// layer, as `SPEC.md` records: authentication fails closed, the cache fails open, and the rate
+/// layer: authentication fails closed, the cache fails open, and the rate
 /// limiter decides per rule (cooldowns, which guard a costly side effect, fail closed; fixed
 /// windows and GCRA fail open; see
 /// [`Rule::on_store_error`](crate::ratelimit::Rule::on_store_error)). Either way the error is logged through [`tracing`] at `WARN` with the layer's name, so a
@@ -21,6 +21,7 @@ use std::fmt;
 /// assert!(policy.is_open());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum FailurePolicy {
     /// Log the error and carry on as if the store held nothing: an unknown token, a cache miss,
     /// a request under its limit. This is django-redis's `IGNORE_EXCEPTIONS`, bounded by the

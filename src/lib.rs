@@ -72,10 +72,23 @@
 //!
 //! | feature | adds |
 //! |---|---|
-//! | `axum` | `auth::Principal` and `auth::OptionalPrincipal` extractors (on axum-core) |
+//! | `axum` | `auth::Principal` and `auth::OptionalPrincipal` extractors (on axum-core), and axum's `ConnectInfo<SocketAddr>` read as the peer address by the rate limiter and the cache |
 //! | `warp` | `auth::warp` filters for the principal, and a `recover` for their rejection |
 //!
 //! Both are off by default; the core depends on no framework.
+//!
+//! # Conventions
+//!
+//! - Every layer is made by a builder whose defaults are the safe choice; `build()` reports
+//!   every configuration mistake as one [`ConfigError`], so setters never fail and a bad
+//!   value (a rate of `"5/fortnight"`, a proxy network of `"10.0.0.0/99"`) is found where
+//!   the layer is built. Value types that stand alone (`store::RatePolicy`) check
+//!   themselves when made.
+//! - A switch takes a `bool` (`.compute_etag(true)`, `.informational_headers(false)`), so the
+//!   same call reads right whichever its default.
+//! - Every answer a layer gives by itself is JSON, `{"detail": "..."}`, as Django REST
+//!   framework's.
+//! - Option enums that may grow are `#[non_exhaustive]`.
 //!
 //! # Django mapping
 //!
@@ -100,8 +113,11 @@ pub mod body;
 pub mod cache;
 mod error;
 mod failure;
+mod hex;
 mod json;
+mod path;
 mod peer;
+mod principal;
 pub mod ratelimit;
 pub mod store;
 

@@ -182,8 +182,8 @@ impl Demo {
     /// `/articles/` cached for 30 s, with an ETag computed for clients to revalidate.
     pub fn cache_layer(&self) -> ResponseCacheLayer {
         ResponseCacheLayer::cache_page(self.store(), Duration::from_secs(30))
-            .compute_etag()
-            .x_cache_header()
+            .compute_etag(true)
+            .x_cache_header(true)
             // behind these proxies, X-Forwarded-Host / -Proto are keyed, not refused
             .trusted_proxies(self.trusted_proxies.iter().map(String::as_str))
             .build()

@@ -1,91 +1,11 @@
-//! What the layer hands to handlers, and how tokens become store keys.
+//! How tokens become store keys.
 
-use std::fmt;
 use std::sync::Arc;
 
 use crate::store::{KeyScheme, StoreError};
 use sha2::{Digest, Sha256};
 
-/// A presented token. Its `Debug` output is redacted, so it can sit in logged structs.
-///
-/// # Example
-///
-/// ```
-/// use tower_redis_http::auth::Token;
-///
-/// let token = Token::from("a1b2c3");
-/// assert_eq!(token.as_str(), "a1b2c3");
-/// assert_eq!(format!("{token:?}"), "Token(***)");
-/// ```
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Token(Arc<str>);
-
-impl Token {
-    /// The token text.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use tower_redis_http::auth::Token;
-    ///
-    /// assert_eq!(Token::from("t").as_str(), "t");
-    /// ```
-    #[must_use]
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<&str> for Token {
-    fn from(token: &str) -> Self {
-        Self(Arc::from(token))
-    }
-}
-
-impl From<String> for Token {
-    fn from(token: String) -> Self {
-        Self(Arc::from(token))
-    }
-}
-
-impl fmt::Debug for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Token(***)")
-    }
-}
-
-/// The request extension the auth layer adds for an authenticated request: the decoded
-/// principal and the token it was found under.
-///
-/// # Example
-///
-/// ```
-/// use tower_redis_http::auth::{Authenticated, Token};
-///
-/// fn user_id(request: &http::Request<()>) -> Option<u64> {
-///     request.extensions().get::<Authenticated<u64>>().map(|auth| auth.principal)
-/// }
-/// ```
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct Authenticated<P> {
-    /// The stored principal, decoded.
-    pub principal: P,
-    /// The token the request presented.
-    pub token: Token,
-}
-
-impl<P> Authenticated<P> {
-    pub(crate) fn new(principal: P, token: Token) -> Self {
-        Self { principal, token }
-    }
-}
-
-/// Set beside [`Authenticated<P>`] on every authenticated request, naming `P`, so that a
-/// layer looking for another principal type (`User` where the auth layer attaches
-/// `Arc<User>`) can tell a misconfiguration from an anonymous request.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct PrincipalType(pub(crate) &'static str);
+use crate::hex::hex_into;
 
 /// How a token is kept in the store.
 ///
@@ -97,6 +17,7 @@ pub(crate) struct PrincipalType(pub(crate) &'static str);
 /// assert_eq!(TokenStorage::default(), TokenStorage::Plain);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum TokenStorage {
     /// The token itself is the key: what a Django app's `cache.set(token, user, timeout)`
     /// writes, so both can share tokens. Default.
@@ -213,20 +134,5 @@ impl TokenKeys {
     /// The part of a store key after the prefix: the token, or its hash.
     pub(crate) fn id_of<'a>(&self, key: &'a str) -> &'a str {
         key.strip_prefix(self.prefix.as_ref()).unwrap_or(key)
-    }
-}
-
-/// Lowercase hex of `bytes`.
-pub(crate) fn hex_digest(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
-    hex_into(bytes, &mut out);
-    out
-}
-
-pub(crate) fn hex_into(bytes: &[u8], out: &mut String) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for &byte in bytes {
-        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        out.push(char::from(DIGITS[usize::from(byte & 0xf)]));
     }
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::TokenKeys;
-use super::principal::hex_into;
+use crate::hex::hex_into;
 use crate::store::{AnyStore, Store, StoreError, Ttl, value};
 
 /// Random bytes per token: 256 bits, above the 160 that Django REST framework's

@@ -11,11 +11,11 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::body::Recorder;
 use super::entry::Entry;
 use super::flight::{FlightGuard, LockAttempt, Locked, Role, StoreLock};
 use super::layer::Config;
 use super::policy::{RequestRules, Verdict};
+use super::recorder::Recorder;
 use super::service::{CACHE_STATUS, Served, StoreCall, X_CACHE, http_date};
 use super::{ResponseBody, invalidate, key, policy};
 
@@ -999,7 +999,7 @@ where
                         Ok(response) => response,
                         Err(err) => {
                             return Poll::Ready(match pending.stale_on_error(None) {
-                                Some(stale) => Ok(stale.map(ResponseBody::cached)),
+                                Some(stale) => Ok(stale.map(ResponseBody::full)),
                                 None => Err(err),
                             });
                         }
@@ -1009,18 +1009,18 @@ where
                         if status == http::StatusCode::NOT_MODIFIED {
                             let (parts, _) = response.into_parts();
                             let served = pending.revalidated(parts.headers);
-                            return Poll::Ready(Ok(served.map(ResponseBody::cached)));
+                            return Poll::Ready(Ok(served.map(ResponseBody::full)));
                         }
                         if status.is_server_error()
                             && let Some(stale) = pending.stale_on_error(Some(status))
                         {
-                            return Poll::Ready(Ok(stale.map(ResponseBody::cached)));
+                            return Poll::Ready(Ok(stale.map(ResponseBody::full)));
                         }
                     }
                     let (mut parts, body) = response.into_parts();
                     let recorder = pending.decide(&mut parts, body.size_hint().exact());
                     let body = match recorder {
-                        Some(recorder) => ResponseBody::recording(body, recorder),
+                        Some(recorder) => ResponseBody::tapped(body, Box::new(recorder)),
                         None => ResponseBody::inner(body),
                     };
                     return Poll::Ready(Ok(Response::from_parts(parts, body)));
@@ -1068,7 +1068,7 @@ where
                 }
                 StateProj::Done { response } => {
                     let response = response.take().expect("polled after completion");
-                    return Poll::Ready(Ok(response.map(ResponseBody::cached)));
+                    return Poll::Ready(Ok(response.map(ResponseBody::full)));
                 }
             }
         }

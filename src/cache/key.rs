@@ -1,4 +1,5 @@
-//! Cache keys: the URL part and the variant part, both hashed to a bounded length.
+//! Cache keys: the URL part (readable, hashed only when long or when the host is not plain)
+//! and the variant part (a hash of the varied request headers).
 
 use std::borrow::Cow;
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -7,7 +8,7 @@ use http::Uri;
 use http::header::{self, HeaderMap, HeaderName};
 use sha2::{Digest, Sha256};
 
-use crate::auth::hex_digest;
+use crate::hex::hex_digest;
 
 /// Whether the query string is keyed as received or with its parameters sorted.
 ///
@@ -19,6 +20,7 @@ use crate::auth::hex_digest;
 /// assert_eq!(QueryOrder::default(), QueryOrder::AsReceived);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum QueryOrder {
     /// `?b=2&a=1` and `?a=1&b=2` are different entries, as in Django. Default.
     #[default]

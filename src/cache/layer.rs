@@ -24,6 +24,7 @@ use crate::{ConfigError, FailurePolicy};
 /// assert_eq!(RequestDirectives::default(), RequestDirectives::Ignore);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum RequestDirectives {
     /// Ignored, as Django's cache middleware does: a client cannot bypass the cache. The
     /// default of the `cache_page` mode.
@@ -41,7 +42,7 @@ pub enum RequestDirectives {
 }
 
 /// The request headers that bypass storing by default: they commonly change what an
-/// application answers without being part of the key (web cache poisoning, SPEC §5.2).
+/// application answers without being part of the key (web cache poisoning).
 pub(crate) const DEFAULT_UNKEYED: &[&str] = &[
     "forwarded",
     "x-forwarded-host",
@@ -267,9 +268,9 @@ impl<S> Layer<S> for ResponseCacheLayer {
 ///     .statuses([StatusCode::OK, StatusCode::NOT_FOUND])
 ///     .max_body(256 * 1024)
 ///     .query_order(QueryOrder::Sorted)
-///     .patch_response_headers()
-///     .compute_etag()
-///     .x_cache_header()
+///     .patch_response_headers(true)
+///     .compute_etag(true)
+///     .x_cache_header(true)
 ///     .build()?;
 /// # Ok::<(), tower_redis_http::ConfigError>(())
 /// ```
@@ -397,11 +398,11 @@ impl ResponseCacheBuilder {
     /// use tower_redis_http::cache::ResponseCacheLayer;
     /// use tower_redis_http::store::MemoryStore;
     ///
-    /// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30)).store_responses_setting_cookies().build()?;
+    /// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30)).store_responses_setting_cookies(true).build()?;
     /// # Ok::<(), tower_redis_http::ConfigError>(())
     /// ```
-    pub fn store_responses_setting_cookies(mut self) -> Self {
-        self.store_cookies = true;
+    pub fn store_responses_setting_cookies(mut self, on: bool) -> Self {
+        self.store_cookies = on;
         self
     }
 
@@ -416,11 +417,11 @@ impl ResponseCacheBuilder {
     /// use tower_redis_http::cache::ResponseCacheLayer;
     /// use tower_redis_http::store::MemoryStore;
     ///
-    /// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30)).patch_response_headers().build()?;
+    /// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30)).patch_response_headers(true).build()?;
     /// # Ok::<(), tower_redis_http::ConfigError>(())
     /// ```
-    pub fn patch_response_headers(mut self) -> Self {
-        self.patch_headers = true;
+    pub fn patch_response_headers(mut self, on: bool) -> Self {
+        self.patch_headers = on;
         self
     }
 
@@ -434,11 +435,11 @@ impl ResponseCacheBuilder {
     /// use tower_redis_http::cache::ResponseCacheLayer;
     /// use tower_redis_http::store::MemoryStore;
     ///
-    /// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30)).x_cache_header().build()?;
+    /// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30)).x_cache_header(true).build()?;
     /// # Ok::<(), tower_redis_http::ConfigError>(())
     /// ```
-    pub fn x_cache_header(mut self) -> Self {
-        self.x_cache = true;
+    pub fn x_cache_header(mut self, on: bool) -> Self {
+        self.x_cache = on;
         self
     }
 
@@ -469,11 +470,11 @@ impl ResponseCacheBuilder {
     /// use tower_redis_http::cache::ResponseCacheLayer;
     /// use tower_redis_http::store::MemoryStore;
     ///
-    /// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30)).compute_etag().build()?;
+    /// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30)).compute_etag(true).build()?;
     /// # Ok::<(), tower_redis_http::ConfigError>(())
     /// ```
-    pub fn compute_etag(mut self) -> Self {
-        self.compute_etag = true;
+    pub fn compute_etag(mut self, on: bool) -> Self {
+        self.compute_etag = on;
         self
     }
 

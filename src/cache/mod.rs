@@ -170,7 +170,6 @@
 //! (corrupt, truncated, another format or version) is logged, deleted and treated as a miss.
 //! Storing happens in a spawned Tokio task after the body has gone by.
 
-mod body;
 mod entry;
 mod flight;
 mod future;
@@ -178,11 +177,12 @@ mod invalidate;
 mod key;
 mod layer;
 mod policy;
+mod recorder;
 mod service;
 
-pub use self::body::ResponseBody;
 pub use self::future::ResponseFuture;
 pub use self::invalidate::CacheInvalidator;
 pub use self::key::QueryOrder;
 pub use self::layer::{RequestDirectives, ResponseCacheBuilder, ResponseCacheLayer};
 pub use self::service::ResponseCache;
+pub use crate::body::ResponseBody;

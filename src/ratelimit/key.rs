@@ -9,7 +9,8 @@ use http::{Extensions, HeaderMap, HeaderName, Method, Uri};
 use sha2::{Digest, Sha256};
 
 use crate::ConfigError;
-use crate::auth::{Authenticated, PrincipalType, hex_digest};
+use crate::hex::hex_digest;
+use crate::principal::{Authenticated, PrincipalType};
 
 /// The longest key text kept as is; longer ones are hashed, so request data cannot make keys
 /// grow without bound.
@@ -418,7 +419,7 @@ fn capture<'a>(segments: &[Segment], path: &'a str) -> Result<Option<Cow<'a, str
     if parts.next().is_some() {
         return Ok(None);
     }
-    crate::auth::check_normalized(path).map_err(KeyError::Malformed)?;
+    crate::path::check_normalized(path).map_err(KeyError::Malformed)?;
     let Some(raw) = captured else {
         return Ok(None);
     };

@@ -23,6 +23,7 @@ use crate::{ConfigError, FailurePolicy};
 /// assert_eq!(MissingKey::default(), MissingKey::Pass);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum MissingKey {
     /// The rule does not apply to it. Default.
     #[default]
@@ -41,6 +42,7 @@ pub enum MissingKey {
 /// assert_eq!(Commit::default(), Commit::Always);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum Commit {
     /// Every allowed request counts. Default.
     #[default]

@@ -247,7 +247,7 @@ pub(crate) fn new_ticket() -> std::sync::Arc<str> {
         let mut random = [0u8; 8];
         // a failed OS RNG only makes tickets guessable, never shared within this process
         let _ = getrandom::fill(&mut random);
-        crate::auth::hex_digest(&random)
+        crate::hex::hex_digest(&random)
     });
     std::sync::Arc::from(format!(
         "{process}-{}",

@@ -62,10 +62,16 @@ const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 ///   One dropped connection makes every connection opened before it suspect (a `CLIENT
 ///   KILL`, a restart or a failover drops them all), so they are replaced too rather than
 ///   tried one after another.
-/// - **Safe retries.** Reads, idempotent writes (`get`, `get_and_refresh`, `set`, `delete`,
-///   `ttl`) and the cooldown flag (whose `SET NX` value names the request, so a retry can
-///   tell its own earlier write) retry once on a new connection when the first one turns out
-///   dropped, so a Redis restart does not fail requests that arrive after it is back.
+/// - **Safe retries.** Calls whose second run changes nothing the first did not retry once
+///   on a new connection when the first one turns out dropped, so a Redis restart does not
+///   fail requests that arrive after it is back: reads (`ping`, `get`, `ttl`,
+///   `index_members`), idempotent writes (`set`, `set_many`, `delete`, `index_add`,
+///   `index_remove`, `index_delete_all`, `invalidate_matching`'s `SCAN` and `UNLINK`, the
+///   cache's entry write, `get_and_refresh`'s `GETEX`), and the cooldown flag
+///   (whose `SET NX` value names the request, so a retry can tell its own earlier write).
+///   Never retried, since a lost reply cannot tell whether they ran: `set_if_absent`, `take`,
+///   `increment`, `bump_version`, the fixed-window and GCRA scripts, the cache's lock, unlock
+///   and release scripts, and `get_and_refresh` with a zero TTL (`GETDEL`).
 /// - **Every call is bounded by one deadline**, the command timeout, from checkout to reply,
 ///   retry included. A stalled server gives [`StoreErrorKind::Timeout`], never a hung
 ///   request; the connect timeout only bounds bb8's own connection attempts in the background.

@@ -25,7 +25,7 @@ async fn cache(redis: &TestRedis) -> ResponseCacheBuilder {
 #[tokio::test]
 async fn a_miss_is_stored_and_then_served_with_age_and_cache_status() {
     let redis = TestRedis::start();
-    let (app, runs) = app((cache(&redis).await).x_cache_header(), |_, run| {
+    let (app, runs) = app((cache(&redis).await).x_cache_header(true), |_, run| {
         let mut response = ok(&format!("articles, run {run}"));
         response
             .headers_mut()
@@ -201,7 +201,7 @@ async fn authorized_requests_are_stored_when_the_response_says_public() {
 async fn cookies_are_stored_only_on_request_and_never_replayed() {
     let redis = TestRedis::start();
     let (app, _) = app(
-        (cache(&redis).await).store_responses_setting_cookies(),
+        (cache(&redis).await).store_responses_setting_cookies(true),
         with("set-cookie", "sessionid=abc"),
     );
     let miss = send(&app, req(get("/c"))).await;
@@ -239,9 +239,10 @@ async fn the_handlers_max_age_shortens_the_ttl_and_expired_entries_are_misses() 
 #[tokio::test]
 async fn patched_headers_carry_max_age_and_expires() {
     let redis = TestRedis::start();
-    let (app, _) = app((cache(&redis).await).patch_response_headers(), |_, _| {
-        cc("max-age=3600, must-revalidate")
-    });
+    let (app, _) = app(
+        (cache(&redis).await).patch_response_headers(true),
+        |_, _| cc("max-age=3600, must-revalidate"),
+    );
     let miss = send(&app, req(get("/patched"))).await;
     assert_eq!(miss.headers["cache-control"], "must-revalidate, max-age=60");
     assert!(httpdate::parse_http_date(miss.headers["expires"].to_str().unwrap()).is_ok());
@@ -344,7 +345,7 @@ async fn validators_give_304_from_the_entry() {
 #[tokio::test]
 async fn a_computed_etag_lets_hits_answer_304() {
     let redis = TestRedis::start();
-    let (app, _) = app((cache(&redis).await).compute_etag(), |_, _| {
+    let (app, _) = app((cache(&redis).await).compute_etag(true), |_, _| {
         ok("no etag from the handler")
     });
     send(&app, req(get("/e"))).await;

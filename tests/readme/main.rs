@@ -126,7 +126,7 @@ async fn building_blocks(user: User) -> Result<(), Box<dyn Error>> {
 
     // Django's @cache_page(30), one round trip per hit
     let cache = ResponseCacheLayer::cache_page(store.clone(), Duration::from_secs(30))
-        .compute_etag()
+        .compute_etag(true)
         .build()?;
 
     // one SMS code per phone number per minute; a failed send does not count
