@@ -1,6 +1,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, which tests pause and advance (`tokio::time::pause`), so that expiry cases
+// need not sleep; outside a paused runtime it is the monotonic clock.
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use moka::ops::compute::Op;
@@ -168,19 +172,28 @@ impl Slot {
 /// Hands moka each entry's own deadline, so that it evicts expired entries on its own.
 struct SlotExpiry;
 
+/// moka counts the time left on its own (real) clock: a test that advances a paused clock
+/// finds an entry expired by its deadline here before moka evicts it.
 impl moka::Expiry<String, Slot> for SlotExpiry {
-    fn expire_after_create(&self, _key: &String, slot: &Slot, now: Instant) -> Option<Duration> {
-        slot.expires_at.map(|at| at.saturating_duration_since(now))
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        slot: &Slot,
+        _moka_now: std::time::Instant,
+    ) -> Option<Duration> {
+        slot.expires_at
+            .map(|at| at.saturating_duration_since(Instant::now()))
     }
 
     fn expire_after_update(
         &self,
         _key: &String,
         slot: &Slot,
-        now: Instant,
+        _moka_now: std::time::Instant,
         _current: Option<Duration>,
     ) -> Option<Duration> {
-        slot.expires_at.map(|at| at.saturating_duration_since(now))
+        slot.expires_at
+            .map(|at| at.saturating_duration_since(Instant::now()))
     }
 }
 

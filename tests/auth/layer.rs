@@ -10,10 +10,10 @@ use tower_redis_http::auth::{
     AuthError, AuthErrorKind, TokenAuthBuilder, TokenAuthLayer, TokenKeys, TokenSource,
     TokenStorage, Tokens,
 };
-use tower_redis_http::store::{Expiry, RedisStore, Store, value};
+use tower_redis_http::store::{AnyStore, Expiry, RedisStore, Store};
 
-use crate::support::{TestRedis, command_calls, eventually};
-use crate::{Reply, User, alice, empty, get, redis_store, send, whoami};
+use crate::support::{Backend, TestRedis, command_calls, eventually};
+use crate::{Reply, User, alice, empty, get, send, whoami};
 
 type App = BoxCloneService<
     http::Request<Full<Bytes>>,
@@ -29,7 +29,7 @@ fn app(builder: TokenAuthBuilder<User>) -> App {
     )
 }
 
-async fn issue(store: &RedisStore, user: &User) -> String {
+async fn issue(store: &AnyStore, user: &User) -> String {
     Tokens::new(store.clone(), |u: &User| u.id.to_string())
         .issue(user)
         .await
@@ -57,10 +57,8 @@ fn assert_rejected(reply: &Reply, status: StatusCode, detail: &str, challenge: O
     );
 }
 
-#[tokio::test]
-async fn a_valid_bearer_token_reaches_the_handler_with_the_principal() {
-    let redis = TestRedis::start();
-    let store = redis_store(&redis).await;
+async fn a_valid_bearer_token_reaches_the_handler_with_the_principal(backend: &Backend) {
+    let store = backend.store();
     let token = issue(&store, &alice()).await;
     let app = app(TokenAuthLayer::bearer(store));
     let reply = send(
@@ -72,10 +70,8 @@ async fn a_valid_bearer_token_reaches_the_handler_with_the_principal() {
     assert_eq!(reply.body, "user:alice");
 }
 
-#[tokio::test]
-async fn every_token_source_works() {
-    let redis = TestRedis::start();
-    let store = redis_store(&redis).await;
+async fn every_token_source_works(backend: &Backend) {
+    let store = backend.store();
     let token = issue(&store, &alice()).await;
 
     let drf = app(TokenAuthLayer::drf(store.clone()));
@@ -112,10 +108,8 @@ async fn every_token_source_works() {
     }
 }
 
-#[tokio::test]
-async fn each_rejection_has_its_status_challenge_and_detail() {
-    let redis = TestRedis::start();
-    let store = redis_store(&redis).await;
+async fn each_rejection_has_its_status_challenge_and_detail(backend: &Backend) {
+    let store = backend.store();
     let app = app(TokenAuthLayer::bearer(store.clone()).max_token_len(64));
     let invalid =
         |d: &str| format!(r#"Bearer realm="api", error="invalid_token", error_description="{d}""#);
@@ -208,10 +202,8 @@ async fn each_rejection_has_its_status_challenge_and_detail() {
     );
 }
 
-#[tokio::test]
-async fn drf_mode_answers_with_the_token_keyword() {
-    let redis = TestRedis::start();
-    let app = app(TokenAuthLayer::drf(redis_store(&redis).await));
+async fn drf_mode_answers_with_the_token_keyword(backend: &Backend) {
+    let app = app(TokenAuthLayer::drf(backend.store()));
     for (authorization, detail) in [
         (None, "Authentication credentials were not provided."),
         (
@@ -233,10 +225,8 @@ async fn drf_mode_answers_with_the_token_keyword() {
     }
 }
 
-#[tokio::test]
-async fn expired_and_revoked_tokens_are_invalid() {
-    let redis = TestRedis::start();
-    let store = redis_store(&redis).await;
+async fn expired_and_revoked_tokens_are_invalid(backend: &Backend) {
+    let store = backend.store();
     let tokens =
         Tokens::new(store.clone(), |u: &User| u.id.to_string()).ttl(Duration::from_millis(200));
     let token = tokens.issue(&alice()).await.unwrap();
@@ -266,13 +256,15 @@ async fn expired_and_revoked_tokens_are_invalid() {
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
 }
 
-#[tokio::test]
-async fn a_token_that_is_too_long_never_reaches_redis_and_a_valid_one_costs_one_get() {
-    let redis = TestRedis::start();
-    let store = redis_store(&redis).await;
+async fn a_token_that_is_too_long_never_reaches_redis_and_a_valid_one_costs_one_get(
+    backend: &Backend,
+) {
+    let store = backend.store();
     let token = issue(&store, &alice()).await;
     let app = app(TokenAuthLayer::bearer(store));
-    redis.command(&["CONFIG", "RESETSTAT"]);
+    if let Some(redis) = backend.server() {
+        redis.command(&["CONFIG", "RESETSTAT"]);
+    }
 
     let long = format!("Bearer {}", "a".repeat(257));
     let reply = send(&app, empty(get("/me/").header("authorization", long))).await;
@@ -281,11 +273,13 @@ async fn a_token_that_is_too_long_never_reaches_redis_and_a_valid_one_costs_one_
         send(&app, empty(get("/me/").header("authorization", bad))).await;
     }
     send(&app, empty(get("/me/"))).await;
-    assert_eq!(
-        command_calls(&redis, "get"),
-        0,
-        "a malformed token reached Redis"
-    );
+    if let Some(redis) = backend.server() {
+        assert_eq!(
+            command_calls(redis, "get"),
+            0,
+            "a malformed token reached Redis"
+        );
+    }
 
     for _ in 0..10 {
         let reply = send(
@@ -295,12 +289,15 @@ async fn a_token_that_is_too_long_never_reaches_redis_and_a_valid_one_costs_one_
         .await;
         assert_eq!(reply.status, StatusCode::OK);
     }
+    let Some(redis) = backend.server() else {
+        return;
+    };
     let info = redis.command(&["INFO", "commandstats"]);
     let commands: Vec<&str> = info
         .lines()
         .filter(|line| line.starts_with("cmdstat_"))
         .collect();
-    assert_eq!(command_calls(&redis, "get"), 10, "{commands:?}");
+    assert_eq!(command_calls(redis, "get"), 10, "{commands:?}");
     assert!(
         commands.iter().all(|line| line.starts_with("cmdstat_get:")
             || line.starts_with("cmdstat_config")
@@ -309,17 +306,17 @@ async fn a_token_that_is_too_long_never_reaches_redis_and_a_valid_one_costs_one_
     );
 }
 
-#[tokio::test]
-async fn sliding_expiration_pushes_the_ttl_out_in_the_same_round_trip() {
-    let redis = TestRedis::start();
-    let store = redis_store(&redis).await;
+async fn sliding_expiration_pushes_the_ttl_out_in_the_same_round_trip(backend: &Backend) {
+    let store = backend.store();
     let tokens =
         Tokens::new(store.clone(), |u: &User| u.id.to_string()).ttl(Duration::from_secs(60));
     let token = tokens.issue(&alice()).await.unwrap();
     let app =
         app(TokenAuthLayer::bearer(store.clone())
             .sliding_expiration(Duration::from_secs(72 * 3600)));
-    redis.command(&["CONFIG", "RESETSTAT"]);
+    if let Some(redis) = backend.server() {
+        redis.command(&["CONFIG", "RESETSTAT"]);
+    }
     let reply = send(
         &app,
         empty(get("/me/").header("authorization", bearer(&token))),
@@ -328,8 +325,10 @@ async fn sliding_expiration_pushes_the_ttl_out_in_the_same_round_trip() {
     assert_eq!(reply.status, StatusCode::OK);
     let left = store.ttl(&token).await.unwrap().remaining().unwrap();
     assert!(left > Duration::from_secs(71 * 3600), "{left:?}");
-    assert_eq!(command_calls(&redis, "getex"), 1);
-    assert_eq!(command_calls(&redis, "get"), 0);
+    if let Some(redis) = backend.server() {
+        assert_eq!(command_calls(redis, "getex"), 1);
+        assert_eq!(command_calls(redis, "get"), 0);
+    }
 
     // without sliding, the TTL is left alone
     let fixed = app_without_sliding(store.clone());
@@ -342,21 +341,28 @@ async fn sliding_expiration_pushes_the_ttl_out_in_the_same_round_trip() {
     assert!(store.ttl(&token).await.unwrap().remaining().unwrap() <= Duration::from_secs(60));
 }
 
-fn app_without_sliding(store: RedisStore) -> App {
+fn app_without_sliding(store: AnyStore) -> App {
     app(TokenAuthLayer::bearer(store))
 }
 
-#[tokio::test]
-async fn a_bare_user_id_as_django_stores_it_is_a_principal() {
-    let redis = TestRedis::start();
+async fn a_bare_user_id_as_django_stores_it_is_a_principal(backend: &Backend) {
     // cache.set(token, user.id, timeout) in Django, with django-redis defaults
-    redis.command(&["SET", ":1:abcdef0123456789", "42", "EX", "300"]);
+    match backend.server() {
+        Some(redis) => {
+            redis.command(&["SET", ":1:abcdef0123456789", "42", "EX", "300"]);
+        }
+        None => backend
+            .store()
+            .set(
+                "abcdef0123456789",
+                Bytes::from_static(b"42"),
+                Expiry::After(Duration::from_secs(300)),
+            )
+            .await
+            .unwrap(),
+    }
     let service = ServiceBuilder::new()
-        .layer(
-            TokenAuthLayer::<u64>::drf(redis_store(&redis).await)
-                .build()
-                .unwrap(),
-        )
+        .layer(TokenAuthLayer::<u64>::drf(backend.store()).build().unwrap())
         .service_fn(whoami);
     let reply = send(
         &service,
@@ -369,12 +375,15 @@ async fn a_bare_user_id_as_django_stores_it_is_a_principal() {
     );
 }
 
-#[tokio::test]
-async fn a_corrupt_stored_entry_is_an_invalid_token_not_a_server_error() {
-    let redis = TestRedis::start();
-    redis.command(&["SET", ":1:corrupt", "{not json"]);
-    redis.command(&["SET", ":1:wrongshape", "[1, 2, 3]"]);
-    let app = app(TokenAuthLayer::bearer(redis_store(&redis).await));
+async fn a_corrupt_stored_entry_is_an_invalid_token_not_a_server_error(backend: &Backend) {
+    let store = backend.store();
+    for (token, stored) in [("corrupt", "{not json"), ("wrongshape", "[1, 2, 3]")] {
+        store
+            .set(token, Bytes::from_static(stored.as_bytes()), Expiry::Never)
+            .await
+            .unwrap();
+    }
+    let app = app(TokenAuthLayer::bearer(backend.store()));
     for token in ["corrupt", "wrongshape"] {
         let reply = send(
             &app,
@@ -389,10 +398,8 @@ async fn a_corrupt_stored_entry_is_an_invalid_token_not_a_server_error() {
     }
 }
 
-#[tokio::test]
-async fn validation_rejects_inactive_users_with_its_own_reason() {
-    let redis = TestRedis::start();
-    let store = redis_store(&redis).await;
+async fn validation_rejects_inactive_users_with_its_own_reason(backend: &Backend) {
+    let store = backend.store();
     let inactive = User {
         is_active: false,
         ..alice()
@@ -424,10 +431,8 @@ async fn validation_rejects_inactive_users_with_its_own_reason() {
     ));
 }
 
-#[tokio::test]
-async fn allow_listed_paths_pass_without_a_token_and_ignore_bad_ones() {
-    let redis = TestRedis::start();
-    let app = app(TokenAuthLayer::bearer(redis_store(&redis).await)
+async fn allow_listed_paths_pass_without_a_token_and_ignore_bad_ones(backend: &Backend) {
+    let app = app(TokenAuthLayer::bearer(backend.store())
         .allow_for([Method::POST], "/login/")
         .allow("/register/")
         .allow("/sms_codes/{mobile}/")
@@ -477,10 +482,8 @@ async fn allow_listed_paths_pass_without_a_token_and_ignore_bad_ones() {
     }
 }
 
-#[tokio::test]
-async fn bypass_attempts_never_reach_a_protected_route() {
-    let redis = TestRedis::start();
-    let app = app(TokenAuthLayer::bearer(redis_store(&redis).await)
+async fn bypass_attempts_never_reach_a_protected_route(backend: &Backend) {
+    let app = app(TokenAuthLayer::bearer(backend.store())
         .allow("/login/")
         .allow_prefix("/static")
         .allow("/sms_codes/{mobile}/"));
@@ -524,10 +527,8 @@ async fn bypass_attempts_never_reach_a_protected_route() {
     }
 }
 
-#[tokio::test]
-async fn optional_paths_attach_a_principal_when_there_is_one() {
-    let redis = TestRedis::start();
-    let store = redis_store(&redis).await;
+async fn optional_paths_attach_a_principal_when_there_is_one(backend: &Backend) {
+    let store = backend.store();
     let token = issue(&store, &alice()).await;
     let app = app(TokenAuthLayer::bearer(store)
         .optional("/articles/")
@@ -560,10 +561,8 @@ async fn optional_paths_attach_a_principal_when_there_is_one() {
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
 }
 
-#[tokio::test]
-async fn the_rejection_response_is_replaceable() {
-    let redis = TestRedis::start();
-    let layer = TokenAuthLayer::<User>::bearer(redis_store(&redis).await)
+async fn the_rejection_response_is_replaceable(backend: &Backend) {
+    let layer = TokenAuthLayer::<User>::bearer(backend.store())
         .build()
         .unwrap()
         .with_rejection_response(|err: &AuthError| {
@@ -590,21 +589,27 @@ async fn the_rejection_response_is_replaceable() {
     );
 }
 
-#[tokio::test]
-async fn tokens_hashed_at_rest_authenticate_and_leave_no_token_in_redis() {
-    let redis = TestRedis::start();
-    let store = redis_store(&redis).await;
+async fn tokens_hashed_at_rest_authenticate_and_leave_no_token_in_redis(backend: &Backend) {
+    let store = backend.store();
     let keys = TokenKeys::new()
         .prefix("token:")
         .storage(TokenStorage::Sha256);
     let tokens = Tokens::new(store.clone(), |u: &User| u.id.to_string()).keys(keys.clone());
     let token = tokens.issue(&alice()).await.unwrap();
-    let dump = redis.command(&["KEYS", "*"]);
-    assert!(
-        !dump.contains(&token),
-        "the token itself is in Redis: {dump}"
-    );
-    assert!(dump.contains(&format!(":1:{}", keys.key(&token))), "{dump}");
+    match backend.server() {
+        Some(redis) => {
+            let dump = redis.command(&["KEYS", "*"]);
+            assert!(
+                !dump.contains(&token),
+                "the token itself is in Redis: {dump}"
+            );
+            assert!(dump.contains(&format!(":1:{}", keys.key(&token))), "{dump}");
+        }
+        None => {
+            assert!(store.get(&token).await.unwrap().is_none());
+            assert!(store.get(&keys.key(&token)).await.unwrap().is_some());
+        }
+    }
 
     let app = app(TokenAuthLayer::bearer(store.clone()).token_keys(keys));
     let reply = send(
@@ -641,7 +646,7 @@ async fn redis_down_fails_closed_with_503_and_recovers() {
         .build()
         .await
         .unwrap();
-    let token = issue(&store, &alice()).await;
+    let token = issue(&store.clone().into(), &alice()).await;
     let closed = app(TokenAuthLayer::bearer(store.clone()));
     let open = app(TokenAuthLayer::bearer(store.clone()).on_store_error(FailurePolicy::Open));
     let request = |t: &str| empty(get("/me/").header("authorization", bearer(t)));
@@ -693,59 +698,6 @@ async fn eventually_issue(store: &RedisStore) -> String {
     panic!("could not issue a token after Redis came back");
 }
 
-#[tokio::test]
-async fn the_memory_store_works_the_same_way() {
-    let store = tower_redis_http::store::MemoryStore::new();
-    let tokens = Tokens::new(store.clone(), |u: &User| u.id.to_string());
-    let token = tokens.issue(&alice()).await.unwrap();
-    store
-        .set("legacy", value::encode(&alice()).unwrap(), Expiry::Never)
-        .await
-        .unwrap();
-    let plain = app(TokenAuthLayer::bearer(store.clone()).allow("/login/"));
-    assert_eq!(
-        send(
-            &plain,
-            empty(get("/me/").header("authorization", bearer(&token)))
-        )
-        .await
-        .body,
-        "user:alice"
-    );
-    assert_eq!(
-        send(
-            &plain,
-            empty(get("/me/").header("authorization", "Bearer legacy"))
-        )
-        .await
-        .body,
-        "user:alice"
-    );
-    assert_eq!(
-        send(&plain, empty(get("/me/"))).await.status,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        send(&plain, empty(get("/login/"))).await.status,
-        StatusCode::OK
-    );
-
-    // sliding expiry takes the memory store's other path (a refresh, not a plain read)
-    let short =
-        Tokens::new(store.clone(), |u: &User| u.id.to_string()).ttl(Duration::from_secs(60));
-    let token = short.issue(&alice()).await.unwrap();
-    let sliding =
-        app(TokenAuthLayer::bearer(store.clone()).sliding_expiration(Duration::from_secs(3600)));
-    let reply = send(
-        &sliding,
-        empty(get("/me/").header("authorization", bearer(&token))),
-    )
-    .await;
-    assert_eq!(reply.body, "user:alice");
-    let left = store.ttl(&token).await.unwrap().remaining().unwrap();
-    assert!(left > Duration::from_secs(3500), "{left:?}");
-}
-
 #[test]
 fn invalid_allow_list_entries_fail_at_build_time() {
     let store = tower_redis_http::store::MemoryStore::new();
@@ -775,3 +727,21 @@ fn invalid_allow_list_entries_fail_at_build_time() {
         assert!(err.to_string().contains(&format!("`{option}`")), "{err}");
     }
 }
+
+crate::on_each_backend!(
+    a_valid_bearer_token_reaches_the_handler_with_the_principal,
+    every_token_source_works,
+    each_rejection_has_its_status_challenge_and_detail,
+    drf_mode_answers_with_the_token_keyword,
+    expired_and_revoked_tokens_are_invalid,
+    a_token_that_is_too_long_never_reaches_redis_and_a_valid_one_costs_one_get,
+    sliding_expiration_pushes_the_ttl_out_in_the_same_round_trip,
+    a_bare_user_id_as_django_stores_it_is_a_principal,
+    a_corrupt_stored_entry_is_an_invalid_token_not_a_server_error,
+    validation_rejects_inactive_users_with_its_own_reason,
+    allow_listed_paths_pass_without_a_token_and_ignore_bad_ones,
+    bypass_attempts_never_reach_a_protected_route,
+    optional_paths_attach_a_principal_when_there_is_one,
+    the_rejection_response_is_replaceable,
+    tokens_hashed_at_rest_authenticate_and_leave_no_token_in_redis,
+);

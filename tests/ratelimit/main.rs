@@ -22,7 +22,7 @@ use tower_redis_http::ratelimit::{
 };
 use tower_redis_http::store::{AnyStore, MemoryStore, RedisStore, Store};
 
-use support::TestRedis;
+use support::{Backend, TestRedis};
 
 type App = BoxCloneService<Request<Empty<Bytes>>, Response<ResponseBody<Full<Bytes>>>, Infallible>;
 
@@ -97,7 +97,8 @@ async fn redis_store(redis: &TestRedis) -> AnyStore {
 }
 
 /// The policy boundaries, run against each backend.
-async fn policy_boundaries(store: AnyStore) {
+async fn policies_hold_their_boundaries(backend: &Backend) {
+    let store = backend.store();
     // cooldown: one per phone per minute, 429 with Retry-After and RateLimit fields
     let cooldown = app(RateLimitLayer::builder(store.clone()).rule(sms_rule()));
     let first = send(&cooldown, sms("13800138000")).await;
@@ -185,17 +186,6 @@ async fn policy_boundaries(store: AnyStore) {
     assert_eq!(limited.headers["ratelimit-policy"], "\"search\";q=3;w=30");
 }
 
-#[tokio::test]
-async fn policies_hold_their_boundaries_on_redis() {
-    let redis = TestRedis::start();
-    policy_boundaries(redis_store(&redis).await).await;
-}
-
-#[tokio::test]
-async fn policies_hold_their_boundaries_on_the_memory_store() {
-    policy_boundaries(MemoryStore::new().into()).await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_instances_under_200_concurrent_requests_admit_exactly_the_limit() {
     let redis = TestRedis::start();
@@ -232,11 +222,9 @@ async fn two_instances_under_200_concurrent_requests_admit_exactly_the_limit() {
     }
 }
 
-#[tokio::test]
-async fn forwarded_headers_count_only_from_trusted_proxies() {
-    let redis = TestRedis::start();
+async fn forwarded_headers_count_only_from_trusted_proxies(backend: &Backend) {
     let limit = || {
-        RateLimitLayer::builder(MemoryStore::new()).rule(Rule::fixed_window(
+        RateLimitLayer::builder(backend.store()).rule(Rule::fixed_window(
             "ip",
             "1/m",
             Key::client_ip(),
@@ -306,22 +294,10 @@ async fn forwarded_headers_count_only_from_trusted_proxies() {
         assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(reply.body.contains("misconfigured"), "{}", reply.body);
     }
-    drop(redis);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn commit_on_success_gives_failed_sends_back_without_two_in_flight() {
-    let redis = TestRedis::start();
-    commit_on_success(redis_store(&redis).await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn commit_on_success_works_the_same_on_the_memory_store() {
-    // the memory store decides within `call`, without a future: the same hold applies
-    commit_on_success(MemoryStore::new().into()).await;
-}
-
-async fn commit_on_success(store: AnyStore) {
+async fn commit_on_success_gives_failed_sends_back_without_two_in_flight(backend: &Backend) {
+    let store = backend.store();
     let in_flight = Arc::new(AtomicUsize::new(0));
     let most = Arc::new(AtomicUsize::new(0));
     let succeed = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -394,20 +370,8 @@ async fn commit_on_success(store: AnyStore) {
     );
 }
 
-#[tokio::test]
-async fn a_refusal_by_a_later_rule_gives_back_the_earlier_hits() {
-    let redis = TestRedis::start();
-    later_refusal_gives_back(redis_store(&redis).await).await;
-    // the key as Redis holds it, in django-redis's layout
-    assert_eq!(redis.command(&["GET", ":1:rl:per_phone:1"]), "2");
-}
-
-#[tokio::test]
-async fn a_refusal_by_a_later_rule_gives_back_the_earlier_hits_on_the_memory_store() {
-    later_refusal_gives_back(MemoryStore::new().into()).await;
-}
-
-async fn later_refusal_gives_back(store: AnyStore) {
+async fn a_refusal_by_a_later_rule_gives_back_the_earlier_hits(backend: &Backend) {
+    let store = backend.store();
     let app = app(RateLimitLayer::builder(store.clone())
         .rule(Rule::fixed_window(
             "per_phone",
@@ -434,12 +398,14 @@ async fn later_refusal_gives_back(store: AnyStore) {
         counters.get("rl:per_phone:1").await.unwrap().as_deref(),
         Some(&b"2"[..])
     );
+    if let Some(redis) = backend.server() {
+        // the key as Redis holds it, in django-redis's layout
+        assert_eq!(redis.command(&["GET", ":1:rl:per_phone:1"]), "2");
+    }
 }
 
-#[tokio::test]
-async fn the_rejection_is_replaceable_and_keeps_retry_after() {
-    let redis = TestRedis::start();
-    let layer = RateLimitLayer::builder(redis_store(&redis).await)
+async fn the_rejection_is_replaceable_and_keeps_retry_after(backend: &Backend) {
+    let layer = RateLimitLayer::builder(backend.store())
         .rule(sms_rule())
         .build()
         .unwrap()
@@ -461,10 +427,8 @@ async fn the_rejection_is_replaceable_and_keeps_retry_after() {
     assert!(reply.headers.contains_key("retry-after"));
 }
 
-#[tokio::test]
-async fn requests_without_a_key_pass_or_get_400() {
-    let redis = TestRedis::start();
-    let passing = app(RateLimitLayer::builder(redis_store(&redis).await).rule(sms_rule()));
+async fn requests_without_a_key_pass_or_get_400(backend: &Backend) {
+    let passing = app(RateLimitLayer::builder(backend.store()).rule(sms_rule()));
     for _ in 0..3 {
         let reply = send(
             &passing,
@@ -474,7 +438,7 @@ async fn requests_without_a_key_pass_or_get_400() {
         assert_eq!(reply.status, StatusCode::OK);
         assert!(!reply.headers.contains_key("ratelimit"));
     }
-    let strict = app(RateLimitLayer::builder(redis_store(&redis).await)
+    let strict = app(RateLimitLayer::builder(backend.store())
         .rule(sms_rule())
         .on_missing_key(MissingKey::Reject));
     let reply = send(
@@ -650,20 +614,8 @@ async fn a_stalled_redis_during_a_burst_of_one_number_sends_exactly_one_code() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_reset_after_the_handler_ran_keeps_the_flag() {
-    let redis = TestRedis::start();
-    keeps_the_flag_after_a_reset(redis_store(&redis).await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_reset_after_the_handler_ran_keeps_the_flag_on_the_memory_store() {
-    keeps_the_flag_after_a_reset(MemoryStore::new().into()).await;
-}
-
-/// 300 sends that the client abandons once the handler has started (a connection reset):
-/// the first sends its code and keeps its flag; none of the others reaches the handler.
-async fn keeps_the_flag_after_a_reset(store: AnyStore) {
+async fn a_reset_after_the_handler_ran_keeps_the_flag(backend: &Backend) {
+    let store = backend.store();
     let started = Arc::new(tokio::sync::Notify::new());
     let runs = Arc::new(AtomicUsize::new(0));
     let (signal, count) = (Arc::clone(&started), Arc::clone(&runs));
@@ -704,11 +656,9 @@ async fn keeps_the_flag_after_a_reset(store: AnyStore) {
     assert_eq!(after.status, StatusCode::TOO_MANY_REQUESTS);
 }
 
-#[tokio::test]
-async fn a_principal_key_limits_each_user_behind_the_auth_layer() {
+async fn a_principal_key_limits_each_user_behind_the_auth_layer(backend: &Backend) {
     use tower_redis_http::auth::{TokenAuthLayer, Tokens};
-    let redis = TestRedis::start();
-    let store = redis_store(&redis).await;
+    let store = backend.store();
     let tokens = Tokens::new(store.clone(), |id: &u64| id.to_string());
     let (alice, bob) = (
         tokens.issue(&1).await.unwrap(),
@@ -823,3 +773,16 @@ async fn a_rule_shares_the_send_flag_a_django_app_writes() {
         assert!(err.to_string().contains("{key}"), "{err}");
     }
 }
+
+crate::on_each_backend!(
+    policies_hold_their_boundaries,
+    forwarded_headers_count_only_from_trusted_proxies,
+    a_refusal_by_a_later_rule_gives_back_the_earlier_hits,
+    the_rejection_is_replaceable_and_keeps_retry_after,
+    requests_without_a_key_pass_or_get_400,
+    a_principal_key_limits_each_user_behind_the_auth_layer,
+);
+crate::on_each_backend!(
+    multi_thread: commit_on_success_gives_failed_sends_back_without_two_in_flight,
+    a_reset_after_the_handler_ran_keeps_the_flag,
+);

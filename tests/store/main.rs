@@ -105,6 +105,61 @@ conformance_suite!(memory_rate_limits, crate::memory_rate_limit_share);
 conformance_suite!(memory_cache, crate::memory_cache_share);
 conformance_suite!(redis_backend, crate::redis_store);
 
+/// The memory store keeps time on tokio's clock: a test pauses it and advances it past a
+/// deadline instead of sleeping.
+mod memory_clock {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use tower_redis_http::store::{Expiry, MemoryStore, RatePolicy, Store, Ttl};
+
+    #[tokio::test(start_paused = true)]
+    async fn entries_expire_on_the_paused_clock() {
+        let store = MemoryStore::new();
+        let hour = Expiry::After(Duration::from_secs(3600));
+        store
+            .set("page", Bytes::from_static(b"v"), hour)
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(3599)).await;
+        assert_eq!(
+            store.ttl("page").await.unwrap(),
+            Ttl::Expires(Duration::from_secs(1))
+        );
+        assert!(store.get("page").await.unwrap().is_some());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(store.get("page").await.unwrap().is_none());
+        assert_eq!(store.ttl("page").await.unwrap(), Ttl::Missing);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limits_reopen_on_the_paused_clock() {
+        let store = MemoryStore::new();
+        let flag = RatePolicy::cooldown(Duration::from_secs(60)).unwrap();
+        let window = RatePolicy::fixed_window(2, Duration::from_secs(3600)).unwrap();
+        let gcra = RatePolicy::gcra(1, Duration::from_secs(60), 1).unwrap();
+        for (key, policy, hits) in [("sms", &flag, 1), ("api", &window, 2), ("g", &gcra, 2)] {
+            for _ in 0..hits {
+                assert!(
+                    store.rate_limit(key, policy).await.unwrap().allowed,
+                    "{key}"
+                );
+            }
+            assert!(
+                !store.rate_limit(key, policy).await.unwrap().allowed,
+                "{key}"
+            );
+        }
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        for (key, policy) in [("sms", &flag), ("api", &window), ("g", &gcra)] {
+            assert!(
+                store.rate_limit(key, policy).await.unwrap().allowed,
+                "{key} after an hour"
+            );
+        }
+    }
+}
+
 mod memory_shares {
     use std::time::Duration;
 

@@ -284,3 +284,111 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A store the layers' behavioural cases run on: a `redis-server` of the case's own, or the
+/// embedded memory store. One case definition, `async fn case(backend: &Backend)`, runs on
+/// both through [`on_each_backend!`].
+#[derive(Debug)]
+pub enum Backend {
+    Redis {
+        server: TestRedis,
+        store: tower_redis_http::store::RedisStore,
+    },
+    Memory(tower_redis_http::store::MemoryStore),
+}
+
+impl Backend {
+    /// A Redis store on a server started for the case. Its commands may take long: on a
+    /// loaded test machine a slow reply must not turn into a failure policy.
+    pub async fn redis() -> Self {
+        let server = TestRedis::start();
+        let store = tower_redis_http::store::RedisStore::builder(server.url())
+            .command_timeout(Duration::from_secs(5))
+            .build()
+            .await
+            .expect("build a store on the test server");
+        Self::Redis { server, store }
+    }
+
+    pub fn memory() -> Self {
+        Self::Memory(tower_redis_http::store::MemoryStore::new())
+    }
+
+    /// The store, for a layer or for the case's own reads and writes.
+    pub fn store(&self) -> tower_redis_http::store::AnyStore {
+        match self {
+            Self::Redis { store, .. } => store.clone().into(),
+            Self::Memory(store) => store.clone().into(),
+        }
+    }
+
+    /// The server, for what only Redis can show (round trips, raw keys).
+    pub fn server(&self) -> Option<&TestRedis> {
+        match self {
+            Self::Redis { server, .. } => Some(server),
+            Self::Memory(_) => None,
+        }
+    }
+
+    /// Lets `duration` pass for the store: the memory store's clock (tokio's) is paused and
+    /// advanced, which needs a current-thread runtime; Redis keeps real time, so the case
+    /// sleeps there.
+    pub async fn advance(&self, duration: Duration) {
+        match self {
+            Self::Redis { .. } => tokio::time::sleep(duration).await,
+            Self::Memory(_) => {
+                tokio::time::pause();
+                tokio::time::advance(duration).await;
+                tokio::time::resume();
+            }
+        }
+    }
+}
+
+/// One `#[tokio::test]` per case and backend, in modules `on_redis` and `on_memory`: each case
+/// is an `async fn(&Backend)` of the module that invokes this. Cases that need worker threads
+/// (`multi_thread: case, ...`) go to `threaded_on_redis` and `threaded_on_memory`; they cannot
+/// [`advance`](Backend::advance) the memory store's clock.
+#[macro_export]
+macro_rules! on_each_backend {
+    (multi_thread: $($case:ident),* $(,)?) => {
+        mod threaded_on_redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let backend = $crate::support::Backend::redis().await;
+                    super::$case(&backend).await;
+                }
+            )*
+        }
+        mod threaded_on_memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let backend = $crate::support::Backend::memory();
+                    super::$case(&backend).await;
+                }
+            )*
+        }
+    };
+    ($($case:ident),* $(,)?) => {
+        mod on_redis {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let backend = $crate::support::Backend::redis().await;
+                    super::$case(&backend).await;
+                }
+            )*
+        }
+        mod on_memory {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let backend = $crate::support::Backend::memory();
+                    super::$case(&backend).await;
+                }
+            )*
+        }
+    };
+}
