@@ -12,12 +12,11 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use tower_redis_http::cache::{RequestDirectives, ResponseCacheBuilder, ResponseCacheLayer};
 use tower_redis_http::store::MemoryStore;
 
-use crate::support::TestRedis;
-use crate::{ReqBody, TestBody, app, get, ok, req, send, stored_entries, until_hit};
+use crate::support::Backend;
+use crate::{ReqBody, TestBody, app, get, ok, req, send, until_hit};
 
-async fn http_cache(redis: &TestRedis) -> ResponseCacheBuilder {
-    let store = crate::redis_store(redis).await;
-    ResponseCacheLayer::http_cache(store)
+fn http_cache(backend: &Backend) -> ResponseCacheBuilder {
+    ResponseCacheLayer::http_cache(backend.store())
 }
 
 /// A response with `body` and the given headers.
@@ -59,9 +58,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).map(|v| v.to_str().unwrap())
 }
 
-#[tokio::test]
-async fn freshness_comes_from_s_maxage_max_age_or_expires_and_hits_carry_age() {
-    let redis = TestRedis::start();
+async fn freshness_comes_from_s_maxage_max_age_or_expires_and_hits_carry_age(backend: &Backend) {
     let expires = date_in(120);
     type Case = (&'static str, Vec<(&'static str, String)>, u64);
     let cases: Vec<Case> = vec![
@@ -86,7 +83,7 @@ async fn freshness_comes_from_s_maxage_max_age_or_expires_and_hits_carry_age() {
     ];
     for (stored, (path, headers, ttl)) in cases.into_iter().enumerate() {
         let headers: Vec<(&str, String)> = headers;
-        let (app, runs) = app(http_cache(&redis).await, move |_, run| {
+        let (app, runs) = app(http_cache(backend), move |_, run| {
             let pairs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
             page(&format!("run {run}"), &pairs)
         });
@@ -98,7 +95,7 @@ async fn freshness_comes_from_s_maxage_max_age_or_expires_and_hits_carry_age() {
         );
         // RFC 9110 §6.6.1: a Date is added when the handler sent none
         assert!(miss.headers.contains_key("date"), "{path}");
-        stored_entries(&redis, stored + 1).await;
+        crate::stored(backend, stored + 1).await;
         let hit = until_hit(&app, || req(get(path))).await;
         assert_eq!(hit.body, "run 1", "{path}");
         let left: u64 = hit
@@ -117,11 +114,9 @@ async fn freshness_comes_from_s_maxage_max_age_or_expires_and_hits_carry_age() {
     }
 }
 
-#[tokio::test]
-async fn an_invalid_or_past_expires_is_stale_and_without_a_validator_not_stored() {
-    let redis = TestRedis::start();
+async fn an_invalid_or_past_expires_is_stale_and_without_a_validator_not_stored(backend: &Backend) {
     for expires in ["0", "not a date"] {
-        let (app, runs) = app(http_cache(&redis).await, move |_, _| {
+        let (app, runs) = app(http_cache(backend), move |_, _| {
             page("page", &[("expires", expires)])
         });
         let first = send(&app, req(get("/x"))).await;
@@ -132,7 +127,7 @@ async fn an_invalid_or_past_expires_is_stale_and_without_a_validator_not_stored(
     // with a validator it is stored, and revalidated on every use
     let seen = seen();
     let log = Arc::clone(&seen);
-    let (app, runs) = app(http_cache(&redis).await, move |request, _| {
+    let (app, runs) = app(http_cache(backend), move |request, _| {
         log.lock().unwrap().push(request.headers().clone());
         if header(request.headers(), "if-none-match") == Some("\"v1\"") {
             status(304, &[])
@@ -141,7 +136,7 @@ async fn an_invalid_or_past_expires_is_stale_and_without_a_validator_not_stored(
         }
     });
     send(&app, req(get("/y"))).await;
-    stored_entries(&redis, 1).await;
+    crate::stored(backend, 1).await;
     let second = send(&app, req(get("/y"))).await;
     assert_eq!(second.status, StatusCode::OK);
     assert_eq!(second.body, "body v1");
@@ -157,9 +152,9 @@ async fn an_invalid_or_past_expires_is_stale_and_without_a_validator_not_stored(
     );
 }
 
-#[tokio::test]
-async fn heuristic_freshness_is_off_by_default_and_limited_to_cacheable_statuses() {
-    let redis = TestRedis::start();
+async fn heuristic_freshness_is_off_by_default_and_limited_to_cacheable_statuses(
+    backend: &Backend,
+) {
     let modified = date_in(-1000);
     let respond = move |request: &Request<ReqBody>, _| {
         let code = request.uri().path()[1..].parse().unwrap();
@@ -168,43 +163,41 @@ async fn heuristic_freshness_is_off_by_default_and_limited_to_cacheable_statuses
         response
     };
     // off: stored for revalidation only (it has Last-Modified), never a plain hit
-    let (off, _) = app(http_cache(&redis).await, respond.clone());
+    let (off, _) = app(http_cache(backend), respond.clone());
     send(&off, req(get("/200"))).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     let again = send(&off, req(get("/200"))).await;
     assert!(!again.is_hit(), "{}", again.cache_status());
 
     // on: 10% of the 1000 s since Last-Modified, bounded at 60 s
-    let redis = TestRedis::start();
+    // (on the same store: the paths carry a query of their own)
     let (app, runs) = app(
-        http_cache(&redis)
-            .await
-            .heuristic_freshness(Duration::from_secs(60)),
+        http_cache(backend).heuristic_freshness(Duration::from_secs(60)),
         respond,
     );
-    send(&app, req(get("/200"))).await;
-    stored_entries(&redis, 1).await;
-    let hit = until_hit(&app, || req(get("/200"))).await;
+    send(&app, req(get("/200?on"))).await;
+    crate::stored(backend, 1).await;
+    let hit = until_hit(&app, || req(get("/200?on"))).await;
     assert!(
         hit.cache_status().ends_with("ttl=60") || hit.cache_status().ends_with("ttl=59"),
         "{}",
         hit.cache_status()
     );
-    send(&app, req(get("/404"))).await;
-    stored_entries(&redis, 2).await;
-    until_hit(&app, || req(get("/404"))).await;
+    send(&app, req(get("/404?on"))).await;
+    crate::stored(backend, 2).await;
+    until_hit(&app, || req(get("/404?on"))).await;
     // 302 and 500 are not heuristically cacheable
-    for path in ["/302", "/500"] {
+    for path in ["/302?on", "/500?on"] {
         let first = send(&app, req(get(path))).await;
         assert!(!first.cache_status().contains("stored"), "{path}");
     }
     assert_eq!(runs.load(Ordering::SeqCst), 4);
 }
 
-#[tokio::test]
-async fn no_cache_is_stored_only_with_a_validator_and_qualified_fields_are_stripped() {
-    let redis = TestRedis::start();
-    let (app, _) = app(http_cache(&redis).await, |request, _| {
+async fn no_cache_is_stored_only_with_a_validator_and_qualified_fields_are_stripped(
+    backend: &Backend,
+) {
+    let (app, _) = app(http_cache(backend), |request, _| {
         match request.uri().path() {
             "/no-cache" => page("p", &[("cache-control", "no-cache, max-age=60")]),
             _ => page(
@@ -226,7 +219,7 @@ async fn no_cache_is_stored_only_with_a_validator_and_qualified_fields_are_strip
     let first = send(&app, req(get("/no-cache"))).await;
     assert!(!first.cache_status().contains("stored"));
     send(&app, req(get("/fields"))).await;
-    stored_entries(&redis, 1).await;
+    crate::stored(backend, 1).await;
     let hit = until_hit(&app, || req(get("/fields"))).await;
     assert_eq!(header(&hit.headers, "x-kept"), Some("yes"));
     for gone in ["set-cookie", "x-debug", "x-hop", "connection"] {
@@ -234,13 +227,11 @@ async fn no_cache_is_stored_only_with_a_validator_and_qualified_fields_are_strip
     }
 }
 
-#[tokio::test]
-async fn a_stale_entry_is_revalidated_with_its_etag_or_last_modified() {
-    let redis = TestRedis::start();
+async fn a_stale_entry_is_revalidated_with_its_etag_or_last_modified(backend: &Backend) {
     let modified = date_in(-3600);
     let seen = seen();
     let log = Arc::clone(&seen);
-    let (app, runs) = app(http_cache(&redis).await, move |request, _| {
+    let (app, runs) = app(http_cache(backend), move |request, _| {
         log.lock().unwrap().push(request.headers().clone());
         let etag_ok = header(request.headers(), "if-none-match") == Some("\"e1\"");
         let date_ok = header(request.headers(), "if-modified-since") == Some(modified.as_str());
@@ -269,7 +260,7 @@ async fn a_stale_entry_is_revalidated_with_its_etag_or_last_modified() {
     for path in ["/etag", "/lm"] {
         send(&app, req(get(path))).await;
     }
-    stored_entries(&redis, 2).await;
+    crate::stored(backend, 2).await;
     let etag = send(&app, req(get("/etag"))).await;
     assert_eq!(
         (etag.status, etag.body.as_str()),
@@ -292,7 +283,8 @@ async fn a_stale_entry_is_revalidated_with_its_etag_or_last_modified() {
         assert_eq!(header(&seen[3], "if-none-match"), None);
         assert!(header(&seen[3], "if-modified-since").is_some());
     }
-    // refreshed for 600 s: plain hits from now on
+    // refreshed for 600 s: plain hits from now on, once the refreshed entries are written
+    crate::stored(backend, 2).await;
     let hit = until_hit(&app, || req(get("/etag"))).await;
     assert_eq!(hit.body, "etag body");
     assert_eq!(header(&hit.headers, "x-new"), Some("1"));
@@ -303,10 +295,8 @@ async fn a_stale_entry_is_revalidated_with_its_etag_or_last_modified() {
     assert_eq!(conditional.status, StatusCode::NOT_MODIFIED);
 }
 
-#[tokio::test]
-async fn a_full_response_to_a_revalidation_replaces_the_entry() {
-    let redis = TestRedis::start();
-    let (app, _) = app(http_cache(&redis).await, |_, run| {
+async fn a_full_response_to_a_revalidation_replaces_the_entry(backend: &Backend) {
+    let (app, _) = app(http_cache(backend), |_, run| {
         if run == 1 {
             page(
                 "old",
@@ -321,7 +311,7 @@ async fn a_full_response_to_a_revalidation_replaces_the_entry() {
         }
     });
     send(&app, req(get("/p"))).await;
-    stored_entries(&redis, 1).await;
+    crate::stored(backend, 1).await;
     let replaced = send(&app, req(get("/p"))).await;
     assert_eq!(replaced.body, "new");
     assert!(
@@ -332,12 +322,10 @@ async fn a_full_response_to_a_revalidation_replaces_the_entry() {
     assert_eq!(until_hit(&app, || req(get("/p"))).await.body, "new");
 }
 
-#[tokio::test]
-async fn request_directives_are_honoured() {
-    let redis = TestRedis::start();
+async fn request_directives_are_honoured(backend: &Backend) {
     let seen = seen();
     let log = Arc::clone(&seen);
-    let (app, runs) = app(http_cache(&redis).await, move |request, run| {
+    let (app, runs) = app(http_cache(backend), move |request, run| {
         log.lock().unwrap().push(request.headers().clone());
         if header(request.headers(), "if-none-match").is_some() {
             return status(304, &[("cache-control", "max-age=60")]);
@@ -360,7 +348,7 @@ async fn request_directives_are_honoured() {
     assert_eq!(only.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(runs.load(Ordering::SeqCst), 0);
     send(&app, req(get("/d"))).await;
-    stored_entries(&redis, 1).await;
+    crate::stored(backend, 1).await;
     until_hit(&app, || req(get("/d"))).await;
     let only = send(
         &app,
@@ -412,10 +400,8 @@ async fn request_directives_are_honoured() {
     assert!(!fresh.cache_status().contains("stored"));
 }
 
-#[tokio::test]
-async fn max_stale_accepts_stale_entries_unless_the_response_forbids_it() {
-    let redis = TestRedis::start();
-    let (app, runs) = app(http_cache(&redis).await, |request, _| {
+async fn max_stale_accepts_stale_entries_unless_the_response_forbids_it(backend: &Backend) {
+    let (app, runs) = app(http_cache(backend), |request, _| {
         match request.uri().path() {
             "/free" => page("free", &[("cache-control", "max-age=60"), ("age", "70")]),
             "/lenient" => page(
@@ -452,7 +438,7 @@ async fn max_stale_accepts_stale_entries_unless_the_response_forbids_it() {
     for path in ["/strict", "/shared", "/lenient"] {
         send(&app, req(get(path))).await;
     }
-    stored_entries(&redis, 3).await;
+    crate::stored(backend, 3).await;
     // kept for revalidation by its validator, and 10 s stale: max-stale takes it as it is
     for value in ["max-stale", "max-stale=15"] {
         let reply = stale("/lenient", value).await;
@@ -476,15 +462,15 @@ async fn max_stale_accepts_stale_entries_unless_the_response_forbids_it() {
     assert!(!stale("/free", "max-stale").await.is_hit());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stale_while_revalidate_serves_the_stale_copy_at_once_and_refreshes_in_the_background() {
-    let redis = TestRedis::start();
+async fn stale_while_revalidate_serves_the_stale_copy_at_once_and_refreshes_in_the_background(
+    backend: &Backend,
+) {
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let runs = Arc::new(AtomicUsize::new(0));
     let seen = seen();
     let (counter, opened, log) = (Arc::clone(&runs), Arc::clone(&gate), Arc::clone(&seen));
     let service = tower::ServiceBuilder::new()
-        .layer(http_cache(&redis).await.build().unwrap())
+        .layer(http_cache(backend).build().unwrap())
         .service_fn(move |request: Request<ReqBody>| {
             let run = counter.fetch_add(1, Ordering::SeqCst) + 1;
             log.lock().unwrap().push(request.headers().clone());
@@ -511,7 +497,7 @@ async fn stale_while_revalidate_serves_the_stale_copy_at_once_and_refreshes_in_t
         });
     let app: crate::App = tower::util::BoxCloneService::new(service);
     send(&app, req(get("/swr"))).await;
-    stored_entries(&redis, 1).await;
+    crate::stored(backend, 1).await;
     // the request that finds the entry stale is not kept waiting for the gated refresh
     let first = tokio::time::timeout(Duration::from_secs(5), send(&app, req(get("/swr"))))
         .await
@@ -556,10 +542,8 @@ async fn stale_while_revalidate_serves_the_stale_copy_at_once_and_refreshes_in_t
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
 
-#[tokio::test]
-async fn stale_if_error_serves_the_stale_copy_when_the_handler_fails() {
-    let redis = TestRedis::start();
-    let (app, _) = app(http_cache(&redis).await, |request, run| {
+async fn stale_if_error_serves_the_stale_copy_when_the_handler_fails(backend: &Backend) {
+    let (app, _) = app(http_cache(backend), |request, run| {
         let path = request.uri().path();
         if run > 2 {
             return status(503, &[]);
@@ -576,7 +560,7 @@ async fn stale_if_error_serves_the_stale_copy_when_the_handler_fails() {
     });
     send(&app, req(get("/soft"))).await;
     send(&app, req(get("/strict"))).await;
-    stored_entries(&redis, 2).await;
+    crate::stored(backend, 2).await;
     let soft = send(&app, req(get("/soft"))).await;
     assert_eq!(
         (soft.status, soft.body.as_str()),
@@ -591,11 +575,9 @@ async fn stale_if_error_serves_the_stale_copy_when_the_handler_fails() {
     assert_eq!(strict.status, StatusCode::SERVICE_UNAVAILABLE);
 }
 
-#[tokio::test]
-async fn an_age_from_the_handler_and_its_date_count_towards_the_age() {
-    let redis = TestRedis::start();
+async fn an_age_from_the_handler_and_its_date_count_towards_the_age(backend: &Backend) {
     let past = date_in(-30);
-    let (app, _) = app(http_cache(&redis).await, move |_, _| {
+    let (app, _) = app(http_cache(backend), move |_, _| {
         page(
             "p",
             &[
@@ -606,49 +588,11 @@ async fn an_age_from_the_handler_and_its_date_count_towards_the_age() {
         )
     });
     send(&app, req(get("/aged"))).await;
-    stored_entries(&redis, 1).await;
+    crate::stored(backend, 1).await;
     let hit = until_hit(&app, || req(get("/aged"))).await;
     // the apparent age (now - Date = 30 s) wins over Age 5
     let age: u64 = header(&hit.headers, "age").unwrap().parse().unwrap();
     assert!((30..=32).contains(&age), "{age}");
-}
-
-#[tokio::test]
-async fn the_memory_store_follows_the_same_http_rules() {
-    let full = Arc::new(AtomicUsize::new(0));
-    let bodies = Arc::clone(&full);
-    let (app, _) = app(
-        ResponseCacheLayer::http_cache(MemoryStore::new()),
-        move |request, _| {
-            if request.headers().contains_key("if-none-match") {
-                status(304, &[("cache-control", "max-age=60")])
-            } else {
-                bodies.fetch_add(1, Ordering::SeqCst);
-                page(
-                    "m",
-                    &[
-                        ("cache-control", "max-age=60"),
-                        ("age", "60"),
-                        ("etag", "\"m\""),
-                    ],
-                )
-            }
-        },
-    );
-    send(&app, req(get("/m"))).await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let revalidated = send(&app, req(get("/m"))).await;
-    assert!(
-        revalidated.cache_status().contains("fwd-status=304"),
-        "{}",
-        revalidated.cache_status()
-    );
-    assert_eq!(until_hit(&app, || req(get("/m"))).await.body, "m");
-    assert_eq!(
-        full.load(Ordering::SeqCst),
-        1,
-        "revalidations never fetched the body again"
-    );
 }
 
 #[test]
@@ -665,3 +609,19 @@ fn http_options_on_a_cache_page_layer_are_refused() {
             .is_ok()
     );
 }
+
+crate::on_each_backend!(
+    freshness_comes_from_s_maxage_max_age_or_expires_and_hits_carry_age,
+    an_invalid_or_past_expires_is_stale_and_without_a_validator_not_stored,
+    heuristic_freshness_is_off_by_default_and_limited_to_cacheable_statuses,
+    no_cache_is_stored_only_with_a_validator_and_qualified_fields_are_stripped,
+    a_stale_entry_is_revalidated_with_its_etag_or_last_modified,
+    a_full_response_to_a_revalidation_replaces_the_entry,
+    request_directives_are_honoured,
+    max_stale_accepts_stale_entries_unless_the_response_forbids_it,
+    stale_if_error_serves_the_stale_copy_when_the_handler_fails,
+    an_age_from_the_handler_and_its_date_count_towards_the_age,
+);
+crate::on_each_backend!(
+    multi_thread: stale_while_revalidate_serves_the_stale_copy_at_once_and_refreshes_in_the_background,
+);

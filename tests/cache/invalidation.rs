@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use http::{Method, Request, StatusCode};
 use tower_redis_http::cache::{CacheInvalidator, ResponseCacheBuilder, ResponseCacheLayer};
-use tower_redis_http::store::{AnyStore, MemoryStore};
 
-use crate::support::{TestRedis, eventually};
+use crate::support::{Backend, eventually};
 use crate::{App, ReqBody, get, ok, req, send};
 
 /// A cached app whose pages vary on Accept-Language, and which answers unsafe requests with
@@ -59,7 +58,8 @@ fn unsafe_request(method: Method, path: &str) -> Request<ReqBody> {
     req(get(path).method(method))
 }
 
-async fn unsafe_methods_invalidate(store: AnyStore) {
+async fn unsafe_methods_invalidate_the_target_and_same_origin_location(backend: &Backend) {
+    let store = backend.store();
     let (app, _) = site(ResponseCacheLayer::cache_page(
         store,
         Duration::from_secs(60),
@@ -103,18 +103,8 @@ async fn unsafe_methods_invalidate(store: AnyStore) {
     assert!(is_hit(&app, "/other", "en").await);
 }
 
-#[tokio::test]
-async fn unsafe_methods_invalidate_the_target_and_same_origin_location_on_redis() {
-    let redis = TestRedis::start();
-    unsafe_methods_invalidate(crate::redis_store(&redis).await.into()).await;
-}
-
-#[tokio::test]
-async fn unsafe_methods_invalidate_the_target_and_same_origin_location_in_memory() {
-    unsafe_methods_invalidate(MemoryStore::new().into()).await;
-}
-
-async fn the_api_invalidates(store: AnyStore) {
+async fn the_api_invalidates_a_url_a_pattern_or_everything(backend: &Backend) {
+    let store = backend.store();
     let (app, invalidator) = site(ResponseCacheLayer::cache_page(
         store,
         Duration::from_secs(60),
@@ -162,21 +152,8 @@ async fn the_api_invalidates(store: AnyStore) {
     assert!(!is_hit(&app, "/b/1", "fr").await);
 }
 
-#[tokio::test]
-async fn the_api_invalidates_a_url_a_pattern_or_everything_on_redis() {
-    let redis = TestRedis::start();
-    the_api_invalidates(crate::redis_store(&redis).await.into()).await;
-}
-
-#[tokio::test]
-async fn the_api_invalidates_a_url_a_pattern_or_everything_in_memory() {
-    the_api_invalidates(MemoryStore::new().into()).await;
-}
-
-#[tokio::test]
-async fn a_namespace_bump_reaches_other_instances() {
-    let redis = TestRedis::start();
-    let store = crate::redis_store(&redis).await;
+async fn a_namespace_bump_reaches_other_instances(backend: &Backend) {
+    let store = backend.store();
     let (one, invalidator) = site(ResponseCacheLayer::cache_page(
         store.clone(),
         Duration::from_secs(60),
@@ -196,3 +173,9 @@ async fn a_namespace_bump_reaches_other_instances() {
     .await;
     assert!(two_missed);
 }
+
+crate::on_each_backend!(
+    unsafe_methods_invalidate_the_target_and_same_origin_location,
+    the_api_invalidates_a_url_a_pattern_or_everything,
+    a_namespace_bump_reaches_other_instances,
+);

@@ -184,6 +184,28 @@ pub async fn stored_entries(redis: &support::TestRedis, count: usize) -> Vec<Str
     panic!("entries were not stored");
 }
 
+/// Waits until the background writes of `count` entries have landed, and returns the
+/// entries' keys where the backend can list them (Redis; the memory store writes within the
+/// task the layer spawns, which has run once the runtime had its turn, and lists nothing).
+pub async fn stored(backend: &support::Backend, count: usize) -> Vec<String> {
+    match backend.server() {
+        Some(redis) => stored_entries(redis, count).await,
+        None => {
+            for _ in 0..8 {
+                tokio::task::yield_now().await;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Vec::new()
+        }
+    }
+}
+
+/// The store key of the entry for `path` on `shop.example` when the response has no `Vary`:
+/// the layout the cache module documents.
+pub fn entry_key(path: &str) -> String {
+    format!("cache:{{http://shop.example{path}}}:-")
+}
+
 /// A store on `redis` whose commands may take long: on a loaded test machine a slow reply
 /// must not turn a hit into a fail-open miss.
 pub async fn redis_store(redis: &support::TestRedis) -> tower_redis_http::store::RedisStore {

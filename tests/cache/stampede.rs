@@ -12,9 +12,8 @@ use tokio::sync::Barrier;
 use tower::ServiceBuilder;
 use tower::util::BoxCloneService;
 use tower_redis_http::cache::{ResponseCacheBuilder, ResponseCacheLayer};
-use tower_redis_http::store::AnyStore;
 
-use crate::support::TestRedis;
+use crate::support::{Backend, TestRedis};
 use crate::{App, ReqBody, get, ok, req, send};
 
 /// One application instance: its own layer (own in-process flights), a slow handler that
@@ -266,7 +265,8 @@ async fn together(
 /// Requests whose answers cannot be shared (`private`) or that carry `Authorization` reach
 /// the handler side by side; before, each joined the flight of the one before and waited for
 /// an entry that never came.
-async fn unshareable_answers_never_queue(builder: impl Fn() -> ResponseCacheBuilder) {
+async fn unshareable_answers_never_queue(backend: &Backend) {
+    let builder = || ResponseCacheLayer::cache_page(backend.store(), Duration::from_secs(60));
     let app = side_by_side(builder(), 20, "private, max-age=60");
     // the first answer is `private`: the URL is remembered as hit-for-miss
     assert_eq!(send(&app, req(get("/account"))).await.body, "alone");
@@ -284,29 +284,11 @@ async fn unshareable_answers_never_queue(builder: impl Fn() -> ResponseCacheBuil
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn unshareable_answers_never_queue_on_redis() {
-    let redis = TestRedis::start();
-    let store = crate::redis_store(&redis).await;
-    unshareable_answers_never_queue(|| {
-        ResponseCacheLayer::cache_page(store.clone(), Duration::from_secs(60))
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn unshareable_answers_never_queue_on_the_memory_store() {
-    let store = tower_redis_http::store::MemoryStore::new();
-    unshareable_answers_never_queue(|| {
-        ResponseCacheLayer::cache_page(store.clone(), Duration::from_secs(60))
-    })
-    .await;
-}
-
 /// A storable answer ends the hit-for-miss memo: the request that meets it kept neither its
 /// key nor its headers (it skipped the lookup), so the request after it is looked up and
 /// stores, and the one after that hits.
-async fn a_storable_answer_ends_the_hit_for_miss_memo(store: impl Into<AnyStore>) {
+async fn a_storable_answer_ends_the_hit_for_miss_memo(backend: &Backend) {
+    let store = backend.store();
     let storable = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = Arc::clone(&storable);
     let builder = ResponseCacheLayer::cache_page(store, Duration::from_secs(60));
@@ -342,17 +324,6 @@ async fn a_storable_answer_ends_the_hit_for_miss_memo(store: impl Into<AnyStore>
     let hit = crate::until_hit(&app, page).await;
     let run: usize = hit.body.trim_start_matches("run ").parse().unwrap();
     assert!(run >= 4, "{}", hit.body);
-}
-
-#[tokio::test]
-async fn a_storable_answer_ends_the_hit_for_miss_memo_on_redis() {
-    let redis = TestRedis::start();
-    a_storable_answer_ends_the_hit_for_miss_memo(crate::redis_store(&redis).await).await;
-}
-
-#[tokio::test]
-async fn a_storable_answer_ends_the_hit_for_miss_memo_on_the_memory_store() {
-    a_storable_answer_ends_the_hit_for_miss_memo(tower_redis_http::store::MemoryStore::new()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -406,7 +377,8 @@ async fn a_never_storable_url_is_not_looked_up_again() {
 /// Credentialed requests that are never stored do not make the anonymous requests of the same
 /// URL skip their lookup: a page that logged-in users get uncached is still served from the
 /// cache to everyone else.
-async fn credentials_are_remembered_apart(store: impl Into<AnyStore>) {
+async fn credentials_are_remembered_apart(backend: &Backend) {
+    let store = backend.store();
     let builder = ResponseCacheLayer::cache_page(store, Duration::from_secs(60));
     let (app, runs) = crate::app(builder, |_, run| ok(&format!("run {run}")));
     let page = || req(get("/page"));
@@ -425,13 +397,8 @@ async fn credentials_are_remembered_apart(store: impl Into<AnyStore>) {
     assert!(runs.load(Ordering::SeqCst) >= 3);
 }
 
-#[tokio::test]
-async fn credentials_are_remembered_apart_on_redis() {
-    let redis = TestRedis::start();
-    credentials_are_remembered_apart(crate::redis_store(&redis).await).await;
-}
-
-#[tokio::test]
-async fn credentials_are_remembered_apart_on_the_memory_store() {
-    credentials_are_remembered_apart(tower_redis_http::store::MemoryStore::new()).await;
-}
+crate::on_each_backend!(
+    a_storable_answer_ends_the_hit_for_miss_memo,
+    credentials_are_remembered_apart,
+);
+crate::on_each_backend!(multi_thread: unshareable_answers_never_queue);

@@ -322,6 +322,26 @@ impl Backend {
         }
     }
 
+    /// Where the response cache keeps its entries: the store itself on Redis, the cache share
+    /// of the memory store (`MemoryStore::for_cache`).
+    pub fn cache_store(&self) -> tower_redis_http::store::AnyStore {
+        match self {
+            Self::Redis { store, .. } => store.clone().into(),
+            Self::Memory(store) => store.for_cache().into(),
+        }
+    }
+
+    /// Whether the store holds nothing at all.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Self::Redis { server, .. } => server.command(&["DBSIZE"]).trim() == "0",
+            Self::Memory(store) => {
+                let usage = store.usage();
+                usage.entries + usage.rate_limit_keys + usage.cache_entries == 0
+            }
+        }
+    }
+
     /// The server, for what only Redis can show (round trips, raw keys).
     pub fn server(&self) -> Option<&TestRedis> {
         match self {
