@@ -113,6 +113,7 @@ pub mod body;
 pub mod cache;
 mod error;
 mod failure;
+mod gate;
 mod hex;
 mod json;
 mod path;

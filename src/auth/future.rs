@@ -1,7 +1,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -10,21 +10,35 @@ use serde::de::DeserializeOwned;
 use tower_service::Service;
 
 use super::layer::Config;
-use super::service::into_body;
 use super::{AuthErrorKind, Authenticated, PrincipalType, RejectionResponse, Token, rejection};
 use crate::body::ResponseBody;
+use crate::gate::{Check, Gate, Gatekeeper, Verdict};
 use crate::store::{StoreError, value};
 
-type StoreCall = Pin<Box<dyn Future<Output = Result<Option<Bytes>, StoreError>> + Send>>;
+/// What a token's lookup answers.
+pub(crate) type Lookup = Result<Option<Bytes>, StoreError>;
 
-/// A request waiting for its token's lookup.
-pub(crate) struct Lookup<S, ReqBody, P, R> {
-    pub(crate) store_call: StoreCall,
-    pub(crate) inner: S,
-    pub(crate) request: Request<ReqBody>,
-    pub(crate) token: Token,
+/// What the layer keeps while the token is looked up: enough to decide once it is.
+pub(crate) struct TokenCheck<P, R> {
     pub(crate) config: Arc<Config<P>>,
     pub(crate) rejection: R,
+    pub(crate) token: Token,
+}
+
+impl<P, R> Gatekeeper for TokenCheck<P, R>
+where
+    P: DeserializeOwned + Clone + Send + Sync + 'static,
+    R: RejectionResponse,
+{
+    type Checked = Lookup;
+    type Pass = ();
+
+    fn decide<B>(&self, found: Lookup, request: &mut Request<B>) -> Verdict<()> {
+        self.config
+            .verdict(found, self.token.clone(), &self.rejection, request)
+    }
+
+    fn finish<ResBody, E>((): (), _answer: &mut Result<Response<ResBody>, E>) {}
 }
 
 pin_project! {
@@ -53,19 +67,7 @@ pin_project! {
         S: Service<Request<ReqBody>>,
     {
         #[pin]
-        state: State<S, ReqBody, P, R>,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum State<S, ReqBody, P, R>
-    where
-        S: Service<Request<ReqBody>>,
-    {
-        Lookup { lookup: Option<Lookup<S, ReqBody, P, R>> },
-        Inner { #[pin] future: S::Future },
-        Rejected { response: Option<Response<Bytes>> },
+        gate: Gate<S, ReqBody, TokenCheck<P, R>, Lookup, ()>,
     }
 }
 
@@ -73,76 +75,18 @@ impl<S, ReqBody, P, R> ResponseFuture<S, ReqBody, P, R>
 where
     S: Service<Request<ReqBody>>,
 {
-    pub(crate) fn inner(future: S::Future) -> Self {
-        Self {
-            state: State::Inner { future },
-        }
+    pub(crate) fn new(gate: Gate<S, ReqBody, TokenCheck<P, R>, Lookup, ()>) -> Self {
+        Self { gate }
     }
 
-    pub(crate) fn rejected(response: Response<Bytes>) -> Self {
-        Self {
-            state: State::Rejected {
-                response: Some(response),
-            },
-        }
-    }
-
-    pub(crate) fn lookup(lookup: Lookup<S, ReqBody, P, R>) -> Self {
-        Self {
-            state: State::Lookup {
-                lookup: Some(lookup),
-            },
-        }
-    }
-}
-
-impl<S, ReqBody, P, R> ResponseFuture<S, ReqBody, P, R>
-where
-    S: Service<Request<ReqBody>>,
-    P: DeserializeOwned + Clone + Send + Sync + 'static,
-    R: RejectionResponse,
-{
-    /// The future once the token was looked up: the inner service's call or a rejection.
-    pub(crate) fn looked_up(
-        found: Result<Option<Bytes>, StoreError>,
-        inner: &mut S,
+    /// A request that waits for its token's lookup.
+    pub(crate) fn lookup(
+        check: Check<Lookup>,
+        inner: S,
         request: Request<ReqBody>,
-        token: Token,
-        config: &Config<P>,
-        rejection: &R,
+        keeper: TokenCheck<P, R>,
     ) -> Self {
-        Self {
-            state: after_lookup(found, inner, request, token, config, rejection),
-        }
-    }
-}
-
-/// Where a request goes once its token was looked up.
-fn after_lookup<S, ReqBody, P, R>(
-    found: Result<Option<Bytes>, StoreError>,
-    inner: &mut S,
-    mut request: Request<ReqBody>,
-    token: Token,
-    config: &Config<P>,
-    rejection: &R,
-) -> State<S, ReqBody, P, R>
-where
-    S: Service<Request<ReqBody>>,
-    P: DeserializeOwned + Clone + Send + Sync + 'static,
-    R: RejectionResponse,
-{
-    match config.principal(found) {
-        Ok(principal) => {
-            let extensions = request.extensions_mut();
-            extensions.insert(Authenticated::new(principal, token));
-            extensions.insert(PrincipalType(std::any::type_name::<P>()));
-            State::Inner {
-                future: inner.call(request),
-            }
-        }
-        Err(kind) => State::Rejected {
-            response: Some(rejection::respond(rejection, &config.error(kind))),
-        },
+        Self::new(Gate::checking(check, inner, request, keeper))
     }
 }
 
@@ -151,14 +95,34 @@ where
     S: Service<Request<ReqBody>>,
 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = match &self.state {
-            State::Lookup { .. } => "Lookup",
-            State::Inner { .. } => "Inner",
-            State::Rejected { .. } => "Rejected",
-        };
         f.debug_struct("ResponseFuture")
-            .field("state", &state)
+            .field("state", &self.gate.state())
             .finish()
+    }
+}
+
+impl<P> Config<P>
+where
+    P: DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    /// Where a request goes once its token was looked up: on, with the principal in its
+    /// extensions, or back with a rejection.
+    pub(crate) fn verdict<B, R: RejectionResponse>(
+        &self,
+        found: Lookup,
+        token: Token,
+        rejection: &R,
+        request: &mut Request<B>,
+    ) -> Verdict<()> {
+        match self.principal(found) {
+            Ok(principal) => {
+                let extensions = request.extensions_mut();
+                extensions.insert(Authenticated::new(principal, token));
+                extensions.insert(PrincipalType(std::any::type_name::<P>()));
+                Verdict::Call(())
+            }
+            Err(kind) => Verdict::Answer(rejection::respond(rejection, &self.error(kind))),
+        }
     }
 }
 
@@ -193,35 +157,6 @@ where
     type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.project().state;
-        loop {
-            match state.as_mut().project() {
-                StateProj::Lookup { lookup } => {
-                    let pending = lookup
-                        .as_mut()
-                        .expect("a lookup is polled until it moves on");
-                    let found = ready!(pending.store_call.as_mut().poll(cx));
-                    let Lookup {
-                        mut inner,
-                        request,
-                        token,
-                        config,
-                        rejection,
-                        ..
-                    } = lookup.take().expect("checked just above");
-                    state.set(after_lookup(
-                        found, &mut inner, request, token, &config, &rejection,
-                    ));
-                }
-                StateProj::Inner { future } => {
-                    let response = ready!(future.poll(cx))?;
-                    return Poll::Ready(Ok(response.map(ResponseBody::inner)));
-                }
-                StateProj::Rejected { response } => {
-                    let response = response.take().expect("polled after completion");
-                    return Poll::Ready(Ok(into_body(response)));
-                }
-            }
-        }
+        self.project().gate.poll(cx)
     }
 }

@@ -1,17 +1,17 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use http::{Request, Response};
 use serde::de::DeserializeOwned;
 use tower_service::Service;
 
-use super::future::{Lookup, ResponseFuture};
+use super::future::{ResponseFuture, TokenCheck};
 use super::layer::Config;
 use super::paths::Access;
 use super::source::extract_token;
 use super::{AuthError, AuthErrorKind, RejectionResponse, Token, rejection};
 use crate::body::ResponseBody;
+use crate::gate::Gate;
 use crate::store::Store;
 
 /// The service [`TokenAuthLayer`](super::TokenAuthLayer) wraps around an inner service.
@@ -168,12 +168,12 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         match self.config.decide(&request) {
-            Decision::Pass => ResponseFuture::inner(self.inner.call(request)),
+            Decision::Pass => ResponseFuture::new(Gate::open(self.inner.call(request))),
             Decision::Reject(kind) => {
                 let error = self.config.error(kind);
-                ResponseFuture::rejected(rejection::respond(&self.rejection, &error))
+                ResponseFuture::new(Gate::answer(rejection::respond(&self.rejection, &error)))
             }
             Decision::Lookup { token } => {
                 let config = &self.config;
@@ -185,41 +185,28 @@ where
                     && let Ok(key) = &key
                     && let Some(found) = config.store.get_now(key)
                 {
-                    return ResponseFuture::looked_up(
-                        Ok(found),
-                        &mut self.inner,
-                        request,
-                        token,
-                        config,
-                        &self.rejection,
-                    );
+                    let verdict = config.verdict(Ok(found), token, &self.rejection, &mut request);
+                    return ResponseFuture::new(Gate::decided(verdict, &mut self.inner, request));
                 }
                 // clone-and-swap: the future gets the service that was polled ready
                 let clone = self.inner.clone();
                 let ready = std::mem::replace(&mut self.inner, clone);
                 let store = config.store.clone();
                 let sliding = config.sliding;
-                let store_call = Box::pin(async move {
+                let check = Box::pin(async move {
                     let key = key?;
                     match sliding {
                         Some(ttl) => store.get_and_refresh_full(&key, ttl).await,
                         None => store.get_full(&key).await,
                     }
                 });
-                ResponseFuture::lookup(Lookup {
-                    store_call,
-                    inner: ready,
-                    request,
-                    token,
+                let keeper = TokenCheck {
                     config: Arc::clone(config),
                     rejection: self.rejection.clone(),
-                })
+                    token,
+                };
+                ResponseFuture::lookup(check, ready, request, keeper)
             }
         }
     }
-}
-
-/// The bytes of a rejection, as the body type the layer answers with.
-pub(crate) fn into_body<B>(response: Response<Bytes>) -> Response<ResponseBody<B>> {
-    response.map(ResponseBody::full)
 }

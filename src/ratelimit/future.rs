@@ -1,17 +1,18 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
+use super::check::{Counted, Hits, Outcome, release_all};
 use super::headers::{self, Reported};
 use super::layer::{Commit, Config, Limited, LimitedResponse};
-use super::service::{Check, Counted, Hits, Outcome, release_all};
 use crate::body::ResponseBody;
+use crate::gate::{Check, Gate, Gatekeeper, Verdict};
 
 /// Hits counted for a request under [`Commit::OnSuccess`], held while the inner service
 /// works: given back when it answers with a failure, kept otherwise.
@@ -45,6 +46,47 @@ fn spawn_release(config: Arc<Config>, hits: Hits) {
     }
 }
 
+/// What an allowed request keeps while the inner service works: the hits to give back if it
+/// fails, and the informational fields for its answer.
+pub(crate) struct Allowed {
+    hold: Option<Hold>,
+    fields: Option<(HeaderValue, HeaderValue)>,
+}
+
+/// What the layer keeps while the rules are checked: enough to decide once they are.
+pub(crate) struct RuleCheck<R> {
+    pub(crate) config: Arc<Config>,
+    pub(crate) rejection: R,
+}
+
+impl<R: LimitedResponse> Gatekeeper for RuleCheck<R> {
+    type Checked = Outcome;
+    type Pass = Allowed;
+
+    fn decide<B>(&self, outcome: Outcome, _request: &mut Request<B>) -> Verdict<Allowed> {
+        verdict(outcome, &self.config, &self.rejection)
+    }
+
+    fn finish<ResBody, E>(allowed: Allowed, answer: &mut Result<Response<ResBody>, E>) {
+        let failed = answer
+            .as_ref()
+            .map_or(true, |response| !response.status().is_success());
+        if let Some(hold) = allowed.hold
+            && failed
+        {
+            hold.release();
+        }
+        if let (Ok(response), Some((policy, limit))) = (answer, allowed.fields) {
+            response
+                .headers_mut()
+                .insert(headers::RATELIMIT_POLICY, policy);
+            response.headers_mut().insert(headers::RATELIMIT, limit);
+        }
+    }
+}
+
+type RuleGate<S, ReqBody, R> = Gate<S, ReqBody, RuleCheck<R>, Outcome, Allowed>;
+
 pin_project! {
     /// The response future of [`RateLimit`](super::RateLimit).
     ///
@@ -71,26 +113,7 @@ pin_project! {
         S: Service<Request<ReqBody>>,
     {
         #[pin]
-        state: State<S, ReqBody, R>,
-    }
-}
-
-struct Checking<S, ReqBody, R> {
-    inner: S,
-    request: Request<ReqBody>,
-    config: Arc<Config>,
-    rejection: R,
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum State<S, ReqBody, R>
-    where
-        S: Service<Request<ReqBody>>,
-    {
-        Checking { check: Check, pending: Option<Checking<S, ReqBody, R>> },
-        Inner { #[pin] future: S::Future, hold: Option<Hold>, headers: Option<(HeaderValue, HeaderValue)> },
-        Done { response: Option<Response<Bytes>> },
+        gate: RuleGate<S, ReqBody, R>,
     }
 }
 
@@ -99,13 +122,8 @@ where
     S: Service<Request<ReqBody>>,
 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = match &self.state {
-            State::Checking { .. } => "Checking",
-            State::Inner { .. } => "Inner",
-            State::Done { .. } => "Done",
-        };
         f.debug_struct("ResponseFuture")
-            .field("state", &state)
+            .field("state", &self.gate.state())
             .finish()
     }
 }
@@ -114,42 +132,32 @@ impl<S, ReqBody, R> ResponseFuture<S, ReqBody, R>
 where
     S: Service<Request<ReqBody>>,
 {
+    #[inline(always)]
+    pub(crate) fn new(gate: RuleGate<S, ReqBody, R>) -> Self {
+        Self { gate }
+    }
+
     pub(crate) fn passthrough(future: S::Future) -> Self {
-        Self {
-            state: State::Inner {
-                future,
-                hold: None,
-                headers: None,
-            },
-        }
+        Self::new(Gate::open(future))
     }
 
     pub(crate) fn done(response: Response<Bytes>) -> Self {
-        Self {
-            state: State::Done {
-                response: Some(response),
-            },
-        }
+        Self::new(Gate::answer(response))
     }
 
     pub(crate) fn checking(
-        check: Check,
+        check: Check<Outcome>,
         inner: S,
         request: Request<ReqBody>,
         config: Arc<Config>,
         rejection: R,
     ) -> Self {
-        Self {
-            state: State::Checking {
-                check,
-                pending: Some(Checking {
-                    inner,
-                    request,
-                    config,
-                    rejection,
-                }),
-            },
-        }
+        Self::new(Gate::checking(
+            check,
+            inner,
+            request,
+            RuleCheck { config, rejection },
+        ))
     }
 }
 
@@ -159,6 +167,7 @@ where
     R: LimitedResponse,
 {
     /// The future once the rules were checked: the inner service's call, a 429 or a 503.
+    #[inline(always)]
     pub(crate) fn decided(
         outcome: Outcome,
         inner: &mut S,
@@ -166,27 +175,24 @@ where
         config: &Arc<Config>,
         rejection: &R,
     ) -> Self {
-        Self {
-            state: after_check(outcome, inner, request, config, rejection),
-        }
+        Self::new(Gate::decided(
+            verdict(outcome, config, rejection),
+            inner,
+            request,
+        ))
     }
 }
 
 /// Where a request goes once its rules were checked.
-fn after_check<S, ReqBody, R>(
+#[inline(always)]
+fn verdict<R: LimitedResponse>(
     outcome: Outcome,
-    inner: &mut S,
-    request: Request<ReqBody>,
     config: &Arc<Config>,
     rejection: &R,
-) -> State<S, ReqBody, R>
-where
-    S: Service<Request<ReqBody>>,
-    R: LimitedResponse,
-{
+) -> Verdict<Allowed> {
     match outcome {
         Outcome::Allowed(counted) => {
-            let headers = if config.informational {
+            let fields = if config.informational {
                 allowed_fields(config, &counted)
             } else {
                 None
@@ -200,11 +206,7 @@ where
                 config: Arc::clone(config),
                 hits: held,
             });
-            State::Inner {
-                future: inner.call(request),
-                hold,
-                headers,
-            }
+            Verdict::Call(Allowed { hold, fields })
         }
         Outcome::Denied { rule, decision } => {
             let compiled = &config.rules[rule];
@@ -227,13 +229,9 @@ where
                     response.headers_mut().insert(name.clone(), value.clone());
                 }
             }
-            State::Done {
-                response: Some(response),
-            }
+            Verdict::Answer(response)
         }
-        Outcome::Unavailable => State::Done {
-            response: Some(Config::unavailable()),
-        },
+        Outcome::Unavailable => Verdict::Answer(Config::unavailable()),
     }
 }
 
@@ -267,48 +265,6 @@ where
     type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.project().state;
-        loop {
-            match state.as_mut().project() {
-                StateProj::Checking { check, pending } => {
-                    let outcome = ready!(check.as_mut().poll(cx));
-                    let Checking {
-                        mut inner,
-                        request,
-                        config,
-                        rejection,
-                    } = pending.take().expect("a check is polled until it moves on");
-                    let next = after_check(outcome, &mut inner, request, &config, &rejection);
-                    state.set(next);
-                }
-                StateProj::Inner {
-                    future,
-                    hold,
-                    headers,
-                } => {
-                    let answer = ready!(future.poll(cx));
-                    let failed = answer
-                        .as_ref()
-                        .map_or(true, |response| !response.status().is_success());
-                    if let Some(hold) = hold.take()
-                        && failed
-                    {
-                        hold.release();
-                    }
-                    let mut response = answer?;
-                    if let Some((policy, limit)) = headers.take() {
-                        response
-                            .headers_mut()
-                            .insert(headers::RATELIMIT_POLICY, policy);
-                        response.headers_mut().insert(headers::RATELIMIT, limit);
-                    }
-                    return Poll::Ready(Ok(response.map(ResponseBody::inner)));
-                }
-                StateProj::Done { response } => {
-                    let response = response.take().expect("polled after completion");
-                    return Poll::Ready(Ok(response.map(ResponseBody::full)));
-                }
-            }
-        }
+        self.project().gate.poll(cx)
     }
 }

@@ -108,6 +108,7 @@
 //! not UTF-8, is answered `400 Bad Request`: letting it pass uncounted would let a router that
 //! reads a value out of it call the handler for free.
 
+mod check;
 mod client_ip;
 mod future;
 mod headers;

@@ -1,0 +1,126 @@
+//! Checking a request's rules against the store, in order, giving back what earlier rules
+//! counted when a later one refuses.
+
+use std::sync::Arc;
+
+use smallvec::SmallVec;
+
+use super::layer::Config;
+use crate::store::{AnyStore, RateDecision, StoreError};
+
+/// One hit a rule counted.
+pub(crate) struct Counted {
+    pub(crate) rule: usize,
+    /// The full store key (key scheme applied).
+    pub(crate) key: String,
+    pub(crate) decision: RateDecision,
+}
+
+/// The hits of one request: one per applicable rule, and most layers have one rule, so they
+/// stay inline.
+pub(crate) type Hits = SmallVec<[Counted; 1]>;
+
+/// The rules that apply to a request, each with its full store key.
+pub(crate) type Checks = SmallVec<[(usize, String); 1]>;
+
+/// What checking the rules found.
+pub(crate) enum Outcome {
+    Allowed(Hits),
+    Denied {
+        rule: usize,
+        decision: RateDecision,
+    },
+    /// The store failed on a rule that fails closed: answer 503.
+    Unavailable,
+}
+
+/// Checking the rules against a store that needs a round trip.
+pub(crate) type Check = crate::gate::Check<Outcome>;
+
+/// Gives back `hits`, best effort: a failure to release only leaves a hit counted.
+pub(crate) async fn release_all(config: &Config, hits: &[Counted]) {
+    for hit in hits {
+        let policy = &config.rules[hit.rule].policy;
+        if let Err(err) = config
+            .store
+            .release_full(&hit.key, policy, &hit.decision)
+            .await
+        {
+            let _ = crate::FailurePolicy::Open.handle("ratelimit", &err);
+        }
+    }
+}
+
+impl Config {
+    /// Whether a request goes on after the store failed on `rule`: the rule's failure
+    /// policy, logged.
+    pub(crate) fn survives(&self, rule: usize, err: &StoreError) -> bool {
+        self.rules[rule].on_store_error.handle("ratelimit", err)
+    }
+
+    /// Checks every applicable rule in order; a refusal gives back what earlier rules counted.
+    /// A rule whose store call fails is skipped when it fails open, and ends the check when it
+    /// fails closed.
+    pub(crate) fn check(self: &Arc<Self>, checks: Checks) -> Check {
+        let config = Arc::clone(self);
+        Box::pin(async move {
+            let mut counted = Hits::new();
+            for (rule, key) in checks {
+                let policy = config.rules[rule].policy;
+                let decision = match config.store.rate_limit_full(&key, &policy).await {
+                    Ok(decision) => decision,
+                    Err(err) if config.survives(rule, &err) => continue,
+                    Err(_) => {
+                        release_all(&config, &counted).await;
+                        return Outcome::Unavailable;
+                    }
+                };
+                if !decision.allowed {
+                    release_all(&config, &counted).await;
+                    return Outcome::Denied { rule, decision };
+                }
+                counted.push(Counted {
+                    rule,
+                    key,
+                    decision,
+                });
+            }
+            Outcome::Allowed(counted)
+        })
+    }
+
+    /// [`check`](Self::check) without a future, when the store decides at once (the memory
+    /// store): the request then needs neither a boxed future nor a second poll.
+    pub(crate) fn check_now(&self, checks: &mut Checks) -> Option<Outcome> {
+        let AnyStore::Memory(store) = &self.store else {
+            return None;
+        };
+        let give_back = |counted: &Hits| {
+            for hit in counted {
+                let policy = &self.rules[hit.rule].policy;
+                store.release_now(hit.key.clone(), policy, &hit.decision);
+            }
+        };
+        let mut counted = Hits::new();
+        for (rule, key) in checks.drain(..) {
+            let decision = match store.rate_limit_now(&key, &self.rules[rule].policy) {
+                Ok(decision) => decision,
+                Err(err) if self.survives(rule, &err) => continue,
+                Err(_) => {
+                    give_back(&counted);
+                    return Some(Outcome::Unavailable);
+                }
+            };
+            if !decision.allowed {
+                give_back(&counted);
+                return Some(Outcome::Denied { rule, decision });
+            }
+            counted.push(Counted {
+                rule,
+                key,
+                decision,
+            });
+        }
+        Some(Outcome::Allowed(counted))
+    }
+}
