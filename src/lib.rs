@@ -87,7 +87,11 @@
 //! - A switch takes a `bool` (`.compute_etag(true)`, `.informational_headers(false)`), so the
 //!   same call reads right whichever its default.
 //! - Every answer a layer gives by itself is JSON, `{"detail": "..."}`, as Django REST
-//!   framework's.
+//!   framework's, and replaceable: the auth layer's through
+//!   [`RejectionResponse`](auth::RejectionResponse), the rate limiter's through
+//!   [`LimitedResponse`](ratelimit::LimitedResponse) (`limited` for 429, `refused` for the
+//!   rest), the cache's through
+//!   [`refusal_response`](cache::ResponseCacheBuilder::refusal_response).
 //! - Option enums that may grow are `#[non_exhaustive]`.
 //!
 //! # Django mapping

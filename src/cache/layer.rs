@@ -2,8 +2,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use http::StatusCode;
+use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
+use http::{Response, StatusCode};
 use tower_layer::Layer;
 
 use super::flight::{Flights, UnstorableUrls};
@@ -88,6 +89,8 @@ pub(crate) struct Config {
     pub(crate) flight_wait: Option<Duration>,
     pub(crate) lock_ttl: Option<Duration>,
     pub(crate) on_store_error: FailurePolicy,
+    /// Replaces the answers the cache gives by itself (see [`CacheRefusal`]).
+    pub(crate) refusal: Option<RefusalFn>,
     pub(crate) prefix: String,
     pub(crate) default_scheme: String,
     pub(crate) unkeyed: Vec<HeaderName>,
@@ -110,6 +113,80 @@ pub(crate) struct Config {
     /// `Cache-Status` of a response from the inner service, by `fwd` reason and whether it
     /// is stored (see `Config::forwarded_status`).
     pub(crate) forwarded_statuses: [[HeaderValue; 2]; 5],
+}
+
+/// A replacement for the answers the cache gives by itself.
+pub(crate) type RefusalFn = Arc<dyn Fn(&CacheRefusal) -> Response<Bytes> + Send + Sync>;
+
+/// Why the cache answers a request by itself instead of forwarding it.
+///
+/// # Example
+///
+/// ```
+/// use tower_redis_http::cache::CacheRefusal;
+///
+/// assert_eq!(CacheRefusal::OnlyIfCached.status(), 504);
+/// assert_eq!(CacheRefusal::StoreUnavailable.response().status(), 503);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CacheRefusal {
+    /// The store failed and the layer fails closed ([`FailurePolicy::Closed`]): 503.
+    StoreUnavailable,
+    /// The request said `only-if-cached` and nothing stored satisfies it (RFC 9111
+    /// §5.2.1.7): 504.
+    OnlyIfCached,
+}
+
+impl CacheRefusal {
+    /// The status of the default answer.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::cache::CacheRefusal;
+    ///
+    /// assert_eq!(CacheRefusal::StoreUnavailable.status(), 503);
+    /// ```
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::OnlyIfCached => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The message of the default answer.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::cache::CacheRefusal;
+    ///
+    /// assert_eq!(CacheRefusal::StoreUnavailable.detail(), "The cache is temporarily unavailable.");
+    /// ```
+    #[must_use]
+    pub fn detail(&self) -> &'static str {
+        match self {
+            Self::StoreUnavailable => "The cache is temporarily unavailable.",
+            Self::OnlyIfCached => "No stored response satisfies only-if-cached.",
+        }
+    }
+
+    /// The default answer: [`status`](Self::status) and `{"detail": "<detail>"}`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::cache::CacheRefusal;
+    ///
+    /// let response = CacheRefusal::OnlyIfCached.response();
+    /// assert_eq!(response.headers()["content-type"], "application/json");
+    /// ```
+    #[must_use]
+    pub fn response(&self) -> Response<Bytes> {
+        crate::json::detail(self.status(), self.detail())
+    }
 }
 
 /// A [`Layer`] that caches whole responses in the store, akin to Django's `cache_page`.
@@ -180,6 +257,7 @@ impl ResponseCacheLayer {
             flight_wait: Some(Duration::from_secs(5)),
             lock_ttl: Some(Duration::from_secs(10)),
             on_store_error: FailurePolicy::Open,
+            refusal: None,
             prefix: "cache:".to_owned(),
             default_scheme: "http".to_owned(),
             unkeyed: DEFAULT_UNKEYED
@@ -292,6 +370,7 @@ pub struct ResponseCacheBuilder {
     flight_wait: Option<Duration>,
     lock_ttl: Option<Duration>,
     on_store_error: FailurePolicy,
+    refusal: Option<RefusalFn>,
     prefix: String,
     default_scheme: String,
     unkeyed: Vec<HeaderName>,
@@ -562,6 +641,36 @@ impl ResponseCacheBuilder {
     /// ```
     pub fn on_store_error(mut self, policy: FailurePolicy) -> Self {
         self.on_store_error = policy;
+        self
+    }
+
+    /// Replaces the answers the cache gives by itself ([`CacheRefusal`]: 503 while the store
+    /// fails under [`FailurePolicy::Closed`], 504 for `only-if-cached` with nothing stored).
+    /// The layer adds its `Cache-Status` member to what `respond` returns. Defaults to
+    /// [`CacheRefusal::response`], Django REST framework's JSON shape.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use bytes::Bytes;
+    /// use tower_redis_http::cache::{CacheRefusal, ResponseCacheLayer};
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let cache = ResponseCacheLayer::http_cache(MemoryStore::new())
+    ///     .refusal_response(|refusal: &CacheRefusal| {
+    ///         let mut response = http::Response::new(Bytes::from(refusal.detail()));
+    ///         *response.status_mut() = refusal.status();
+    ///         response
+    ///     })
+    ///     .build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn refusal_response(
+        mut self,
+        respond: impl Fn(&CacheRefusal) -> Response<Bytes> + Send + Sync + 'static,
+    ) -> Self {
+        self.refusal = Some(Arc::new(respond));
         self
     }
 
@@ -866,6 +975,7 @@ impl ResponseCacheBuilder {
                 flight_wait: self.flight_wait,
                 lock_ttl: self.lock_ttl,
                 on_store_error: self.on_store_error,
+                refusal: self.refusal,
                 prefix: self.prefix,
                 default_scheme: self.default_scheme,
                 unkeyed: self.unkeyed,

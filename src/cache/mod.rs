@@ -183,6 +183,6 @@ mod service;
 pub use self::future::ResponseFuture;
 pub use self::invalidate::CacheInvalidator;
 pub use self::key::QueryOrder;
-pub use self::layer::{RequestDirectives, ResponseCacheBuilder, ResponseCacheLayer};
+pub use self::layer::{CacheRefusal, RequestDirectives, ResponseCacheBuilder, ResponseCacheLayer};
 pub use self::service::ResponseCache;
 pub use crate::body::ResponseBody;

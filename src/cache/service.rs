@@ -13,7 +13,7 @@ use tower_service::Service;
 use super::entry::Entry;
 use super::flight::StoreLock;
 use super::future::{Ctx, Found, Fwd, Miss, Pending, ResponseFuture, Url};
-use super::layer::{self, Config, RequestDirectives};
+use super::layer::{self, CacheRefusal, Config, RequestDirectives};
 use super::policy::{RequestRules, Verdict};
 use super::{invalidate, key, policy};
 use crate::store::{CacheWrite, Store, StoreError, StoreErrorKind};
@@ -327,21 +327,25 @@ impl Config {
         }
     }
 
+    /// The answer the cache gives by itself for `refusal`: the configured one, or the
+    /// default.
+    fn refuse(&self, refusal: CacheRefusal) -> Response<Bytes> {
+        match &self.refusal {
+            Some(respond) => respond(&refusal),
+            None => refusal.response(),
+        }
+    }
+
     /// RFC 9111 §5.2.1.7: `only-if-cached` and nothing usable stored.
     pub(crate) fn gateway_timeout(&self) -> Response<Bytes> {
-        let mut response = crate::json::response(
-            StatusCode::GATEWAY_TIMEOUT,
-            Bytes::from_static(br#"{"detail":"No stored response satisfies only-if-cached."}"#),
-        );
+        let mut response = self.refuse(CacheRefusal::OnlyIfCached);
         self.cache_status(response.headers_mut(), "fwd=miss; detail=only-if-cached");
         response
     }
 
+    /// The store failed and the layer fails closed.
     pub(crate) fn unavailable(&self) -> Response<Bytes> {
-        crate::json::response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Bytes::from_static(br#"{"detail":"The cache is temporarily unavailable."}"#),
-        )
+        self.refuse(CacheRefusal::StoreUnavailable)
     }
 
     /// Where a cacheable request starts: what may be looked up and stored, and what the

@@ -121,6 +121,7 @@ pub use self::future::ResponseFuture;
 pub use self::key::{Key, RequestHead};
 pub use self::layer::{
     Commit, JsonLimited, Limited, LimitedResponse, MissingKey, RateLimitBuilder, RateLimitLayer,
+    Refusal,
 };
 pub use self::rule::{Rate, Rule};
 pub use self::service::RateLimit;

@@ -1,15 +1,14 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use tower_service::Service;
 
 use super::check::Checks;
 use super::client_ip::Client;
 use super::future::ResponseFuture;
 use super::key::{KeyError, RequestHead};
-use super::layer::{Config, LimitedResponse, MissingKey};
+use super::layer::{Config, LimitedResponse, MissingKey, Refusal};
 use crate::body::ResponseBody;
 use crate::store::Store;
 
@@ -118,24 +117,6 @@ impl<S: std::fmt::Debug, R> std::fmt::Debug for RateLimit<S, R> {
 }
 
 impl Config {
-    pub(crate) fn bad_request() -> Response<Bytes> {
-        crate::json::response(
-            StatusCode::BAD_REQUEST,
-            Bytes::from_static(
-                br#"{"detail":"The request carries no value to rate-limit it by."}"#,
-            ),
-        )
-    }
-
-    /// The answer to a request that names a rule's route in an ambiguous spelling: never let
-    /// through uncounted, since the handler may still read a value out of it.
-    pub(crate) fn malformed_key(why: &str) -> Response<Bytes> {
-        crate::json::detail(
-            StatusCode::BAD_REQUEST,
-            &format!("The request path is not in normal form: {why}."),
-        )
-    }
-
     /// Logs, once per layer, why a rule cannot compute its keys: an operator must notice, and
     /// a log line per request would bury the cause.
     fn report_misconfiguration(&self, rule: &str, why: &str) {
@@ -149,23 +130,6 @@ impl Config {
                 "{why}; every such request is answered 500 until this is fixed"
             );
         }
-    }
-
-    /// The answer while a rule cannot compute its keys: never an unlimited pass.
-    pub(crate) fn misconfigured() -> Response<Bytes> {
-        crate::json::response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Bytes::from_static(
-                br#"{"detail":"The rate limiter is misconfigured; the server log says why."}"#,
-            ),
-        )
-    }
-
-    pub(crate) fn unavailable() -> Response<Bytes> {
-        crate::json::response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Bytes::from_static(br#"{"detail":"Rate limiting is temporarily unavailable."}"#),
-        )
     }
 }
 
@@ -208,11 +172,13 @@ where
             }
             match rule.key.extract(&head) {
                 Err(KeyError::Malformed(why)) => {
-                    return ResponseFuture::done(Config::malformed_key(why));
+                    return ResponseFuture::done(
+                        self.rejection.refused(&Refusal::MalformedKey(why)),
+                    );
                 }
                 Err(KeyError::Misconfigured(why)) => {
                     config.report_misconfiguration(&rule.name, &why);
-                    return ResponseFuture::done(Config::misconfigured());
+                    return ResponseFuture::done(self.rejection.refused(&Refusal::Misconfigured));
                 }
                 Ok(Some(key)) => {
                     let store_key = config.store.key_scheme().make_joined(&[
@@ -223,11 +189,15 @@ where
                     match store_key {
                         Ok(store_key) => checks.push((index, store_key)),
                         Err(err) if config.survives(index, &err) => {}
-                        Err(_) => return ResponseFuture::done(Config::unavailable()),
+                        Err(_) => {
+                            return ResponseFuture::done(
+                                self.rejection.refused(&Refusal::StoreUnavailable),
+                            );
+                        }
                     }
                 }
                 Ok(None) if config.missing_key == MissingKey::Reject => {
-                    return ResponseFuture::done(Config::bad_request());
+                    return ResponseFuture::done(self.rejection.refused(&Refusal::MissingKey));
                 }
                 Ok(None) => {}
             }

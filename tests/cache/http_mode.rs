@@ -8,8 +8,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
-use tower_redis_http::cache::{RequestDirectives, ResponseCacheBuilder, ResponseCacheLayer};
+use tower_redis_http::cache::{
+    CacheRefusal, RequestDirectives, ResponseCacheBuilder, ResponseCacheLayer,
+};
 use tower_redis_http::store::MemoryStore;
 
 use crate::support::Backend;
@@ -610,7 +613,35 @@ fn http_options_on_a_cache_page_layer_are_refused() {
     );
 }
 
+/// `only-if-cached` with nothing stored is answered 504 by the cache itself, through its
+/// replaceable answer, with the cache's `Cache-Status` member added.
+async fn only_if_cached_with_nothing_stored_is_a_replaceable_504(backend: &Backend) {
+    let only = || req(get("/nothing").header("cache-control", "only-if-cached"));
+    let (app, runs) = app(http_cache(backend), |_, _| ok("page"));
+    let reply = send(&app, only()).await;
+    assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(
+        reply.body,
+        r#"{"detail":"No stored response satisfies only-if-cached."}"#
+    );
+    let replaced = http_cache(backend).refusal_response(|refusal: &CacheRefusal| {
+        let mut response = Response::new(Bytes::from(refusal.detail()));
+        *response.status_mut() = StatusCode::IM_A_TEAPOT;
+        response
+    });
+    let (teapot, _) = crate::app(replaced, |_, _| ok("page"));
+    let reply = send(&teapot, only()).await;
+    assert_eq!(reply.status, StatusCode::IM_A_TEAPOT);
+    assert!(
+        reply.cache_status().contains("detail=only-if-cached"),
+        "{}",
+        reply.cache_status()
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+}
+
 crate::on_each_backend!(
+    only_if_cached_with_nothing_stored_is_a_replaceable_504,
     freshness_comes_from_s_maxage_max_age_or_expires_and_hits_carry_age,
     an_invalid_or_past_expires_is_stale_and_without_a_validator_not_stored,
     heuristic_freshness_is_off_by_default_and_limited_to_cacheable_statuses,

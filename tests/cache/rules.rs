@@ -10,7 +10,7 @@ use tower::util::BoxCloneService;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_redis_http::FailurePolicy;
 use tower_redis_http::cache::{
-    QueryOrder, RequestDirectives, ResponseCacheBuilder, ResponseCacheLayer,
+    CacheRefusal, QueryOrder, RequestDirectives, ResponseCacheBuilder, ResponseCacheLayer,
 };
 use tower_redis_http::store::{Expiry, MemoryStore, RedisStore, Store, Ttl};
 
@@ -588,6 +588,22 @@ async fn redis_down_serves_from_the_handler_or_503_when_failing_closed() {
     assert!(reply.cache_status().contains("fwd=miss"));
     let reply = send(&closed, req(get("/d"))).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    // the answer is replaceable, like every answer the layers give by themselves
+    let (replaced, _) = app(
+        builder()
+            .on_store_error(FailurePolicy::Closed)
+            .refusal_response(|refusal: &CacheRefusal| {
+                let mut response = Response::new(Bytes::from(format!("{refusal:?}")));
+                *response.status_mut() = StatusCode::IM_A_TEAPOT;
+                response
+            }),
+        |_, _| ok("live"),
+    );
+    let reply = send(&replaced, req(get("/d"))).await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::IM_A_TEAPOT, "StoreUnavailable")
+    );
     redis.resume();
 
     redis.kill();

@@ -774,6 +774,82 @@ async fn a_rule_shares_the_send_flag_a_django_app_writes() {
     }
 }
 
+/// Every answer the rate limiter gives by itself goes through its replaceable response: the
+/// 429 through `limited`, the 400s and the 500 through `refused`.
+#[tokio::test]
+async fn every_refusal_goes_through_the_replaceable_response() {
+    use tower_redis_http::ratelimit::{Limited, LimitedResponse, Refusal};
+
+    #[derive(Clone)]
+    struct Teapot;
+
+    impl LimitedResponse for Teapot {
+        fn limited(&self, limited: &Limited) -> Response<Bytes> {
+            let mut response = Response::new(Bytes::from(format!("limited by {}", limited.rule())));
+            *response.status_mut() = StatusCode::IM_A_TEAPOT;
+            response
+        }
+
+        fn refused(&self, refusal: &Refusal) -> Response<Bytes> {
+            let mut response = Response::new(Bytes::from(format!("refused: {refusal:?}")));
+            *response.status_mut() = StatusCode::IM_A_TEAPOT;
+            response
+        }
+    }
+
+    let layer = |builder: RateLimitBuilder| {
+        let layer = builder.build().unwrap().with_rejection_response(Teapot);
+        let app: App = BoxCloneService::new(ServiceBuilder::new().layer(layer).service_fn(
+            |_req: Request<Empty<Bytes>>| async {
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+            },
+        ));
+        app
+    };
+    let strict = layer(
+        RateLimitLayer::builder(MemoryStore::new())
+            .rule(sms_rule())
+            .on_missing_key(MissingKey::Reject),
+    );
+    let missing = send(&strict, Request::get("/other/").body(Empty::new()).unwrap()).await;
+    assert_eq!(
+        (missing.status, missing.body.as_str()),
+        (StatusCode::IM_A_TEAPOT, "refused: MissingKey")
+    );
+    let malformed = send(
+        &strict,
+        Request::get("/sms_codes/%2E%2E/")
+            .body(Empty::new())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(malformed.status, StatusCode::IM_A_TEAPOT);
+    assert!(
+        malformed.body.starts_with("refused: MalformedKey"),
+        "{}",
+        malformed.body
+    );
+    send(&strict, sms("1")).await;
+    let limited = send(&strict, sms("1")).await;
+    assert_eq!(
+        (limited.status, limited.body.as_str()),
+        (StatusCode::IM_A_TEAPOT, "limited by sms")
+    );
+    // a per-address rule with no address to read: misconfigured
+    let blind = layer(
+        RateLimitLayer::builder(MemoryStore::new()).rule(Rule::fixed_window(
+            "ip",
+            "5/m",
+            Key::client_ip(),
+        )),
+    );
+    let misconfigured = send(&blind, Request::get("/").body(Empty::new()).unwrap()).await;
+    assert_eq!(
+        (misconfigured.status, misconfigured.body.as_str()),
+        (StatusCode::IM_A_TEAPOT, "refused: Misconfigured")
+    );
+}
+
 crate::on_each_backend!(
     policies_hold_their_boundaries,
     forwarded_headers_count_only_from_trusted_proxies,
