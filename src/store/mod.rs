@@ -215,6 +215,13 @@ impl Ttl {
 /// the run-time choice between backends. Implementations are cheap to clone (handles onto a
 /// shared pool or cache).
 ///
+/// The trait is **sealed**: [`RedisStore`], [`MemoryStore`] and [`AnyStore`] implement it,
+/// and nothing outside this crate can. It is here to be *called* (code generic over the
+/// backend, as below), not to bring another client: the layers also need operations this
+/// trait does not show (the cache's atomic write-and-unlock, its stampede lock, the
+/// rate-limit scripts' exact semantics on a server clock), which the two backends provide
+/// with the guarantees the layers are tested against.
+///
 /// # Example
 ///
 /// Code generic over the backend:
@@ -234,7 +241,7 @@ impl Ttl {
 /// assert_eq!(store.get("abc123").await?.as_deref(), Some(&br#"{"id":1}"#[..]));
 /// # Ok(()) }
 /// ```
-pub trait Store: Clone + Send + Sync + 'static {
+pub trait Store: sealed::Sealed + Clone + Send + Sync + 'static {
     /// The key layout this store applies to every key.
     fn key_scheme(&self) -> &KeyScheme;
 
@@ -366,4 +373,13 @@ pub trait Store: Clone + Send + Sync + 'static {
         policy: &RatePolicy,
         decision: &RateDecision,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// Keeps [`Store`] implemented by this crate's stores only.
+mod sealed {
+    pub trait Sealed {}
+
+    impl Sealed for super::RedisStore {}
+    impl Sealed for super::MemoryStore {}
+    impl Sealed for super::AnyStore {}
 }
