@@ -11,49 +11,14 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
+use super::answer::{CACHE_STATUS, Fwd, Served, X_CACHE, http_date};
 use super::entry::Entry;
 use super::flight::{FlightGuard, LockAttempt, Locked, Role, StoreLock};
 use super::layer::Config;
 use super::policy::{RequestRules, Verdict};
 use super::recorder::Recorder;
-use super::service::{CACHE_STATUS, Served, StoreCall, X_CACHE, http_date};
+use super::storage::StoreCall;
 use super::{ResponseBody, invalidate, key, policy};
-
-/// Why a request went to the inner service (RFC 9211 `fwd`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Fwd {
-    UriMiss,
-    VaryMiss,
-    Request,
-    Miss,
-    /// A stale entry is being revalidated, or replaced.
-    Stale,
-}
-
-impl Fwd {
-    /// Every reason, in the order of [`Fwd::index`].
-    pub(crate) const ALL: [Self; 5] = [
-        Self::UriMiss,
-        Self::VaryMiss,
-        Self::Request,
-        Self::Miss,
-        Self::Stale,
-    ];
-
-    pub(crate) fn index(self) -> usize {
-        self as usize
-    }
-
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::UriMiss => "uri-miss",
-            Self::VaryMiss => "vary-miss",
-            Self::Request => "request",
-            Self::Miss => "miss",
-            Self::Stale => "stale",
-        }
-    }
-}
 
 /// Runs a refresh to its end in a task of its own (the service knows the bounds that takes).
 pub(crate) type Detach<S, ReqBody> = fn(&tokio::runtime::Handle, ResponseFuture<S, ReqBody>);

@@ -210,7 +210,7 @@ impl Config {
     /// Rereads the generation another instance may have bumped, at most once a second and in
     /// the background, so that requests never wait for it.
     pub(crate) fn recheck_generation(self: &Arc<Self>) {
-        let now_ms = super::service::unix_ms();
+        let now_ms = super::storage::unix_ms();
         let due = self.generation_due.load(Ordering::Relaxed);
         let next = now_ms + GENERATION_RECHECK.as_millis() as u64;
         if now_ms < due

@@ -7,8 +7,8 @@ use http::header::{HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use tower_layer::Layer;
 
+use super::answer::Fwd;
 use super::flight::{Flights, UnstorableUrls};
-use super::future::Fwd;
 use super::policy::HttpRules;
 use super::{QueryOrder, ResponseCache};
 use crate::peer::{Network, PeerFn, default_peer};

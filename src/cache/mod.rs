@@ -170,6 +170,7 @@
 //! (corrupt, truncated, another format or version) is logged, deleted and treated as a miss.
 //! Storing happens in a spawned Tokio task after the body has gone by.
 
+mod answer;
 mod entry;
 mod flight;
 mod future;
@@ -179,6 +180,7 @@ mod layer;
 mod policy;
 mod recorder;
 mod service;
+mod storage;
 
 pub use self::future::ResponseFuture;
 pub use self::invalidate::CacheInvalidator;

@@ -1,0 +1,278 @@
+//! What the cache answers from an entry or by itself: hits, 304s, stale copies, refusals,
+//! and the `Cache-Status` each carries.
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+
+use super::entry::Entry;
+use super::layer::{CacheRefusal, Config};
+use super::policy::{self, RequestRules, Verdict};
+
+/// Why a request went to the inner service (RFC 9211 `fwd`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fwd {
+    UriMiss,
+    VaryMiss,
+    Request,
+    Miss,
+    /// A stale entry is being revalidated, or replaced.
+    Stale,
+}
+
+impl Fwd {
+    /// Every reason, in the order of [`Fwd::index`].
+    pub(crate) const ALL: [Self; 5] = [
+        Self::UriMiss,
+        Self::VaryMiss,
+        Self::Request,
+        Self::Miss,
+        Self::Stale,
+    ];
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::UriMiss => "uri-miss",
+            Self::VaryMiss => "vary-miss",
+            Self::Request => "request",
+            Self::Miss => "miss",
+            Self::Stale => "stale",
+        }
+    }
+}
+
+impl Config {
+    /// A response from `entry` (a hit, a shared single-flight result, a revalidated or a
+    /// stale entry), or 304 when the request's validators match. Takes the entry by value so
+    /// a hit moves its headers and body instead of copying them.
+    pub(crate) fn serve(
+        &self,
+        entry: Entry,
+        request: &HeaderMap,
+        head: bool,
+        served: Served,
+    ) -> Response<Bytes> {
+        let age = entry.age(SystemTime::now());
+        let ttl_left = i128::from(entry.freshness.as_secs()) - i128::from(age.as_secs());
+
+        let mut response = if not_modified(request, &entry.headers) {
+            let mut response = Response::new(Bytes::new());
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            // RFC 9110 §15.4.5: what a 304 carries
+            for name in [
+                header::CACHE_CONTROL,
+                header::CONTENT_LOCATION,
+                header::DATE,
+                header::ETAG,
+                header::EXPIRES,
+                header::LAST_MODIFIED,
+                header::VARY,
+            ] {
+                for value in entry.headers.get_all(&name) {
+                    response.headers_mut().append(name.clone(), value.clone());
+                }
+            }
+            response
+        } else {
+            let body = if head { Bytes::new() } else { entry.body };
+            let mut response = Response::new(body);
+            *response.status_mut() = entry.status;
+            *response.headers_mut() = entry.headers;
+            response
+        };
+        let headers = response.headers_mut();
+        // RFC 9111 §5.1: the current age, replacing any Age the entry held
+        headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
+        self.cache_status_served(headers, served, ttl_left);
+        if self.x_cache {
+            headers.insert(
+                X_CACHE,
+                HeaderValue::from_static(if served == Served::Hit { "HIT" } else { "MISS" }),
+            );
+        }
+        response
+    }
+
+    /// Appends this cache's member to `Cache-Status` (RFC 9211 §2: the cache nearest the
+    /// client comes last).
+    pub(crate) fn cache_status(&self, headers: &mut HeaderMap, params: &str) {
+        if let Ok(value) = HeaderValue::from_str(&format!("{}; {params}", self.name)) {
+            headers.append(CACHE_STATUS, value);
+        }
+    }
+
+    /// `Cache-Status` for a response from the inner service, `<name>; fwd=<why>[; stored]`:
+    /// built once with the layer, as it is on every miss.
+    pub(crate) fn forwarded_status(&self, fwd: Fwd, stored: bool) -> HeaderValue {
+        self.forwarded_statuses[fwd.index()][usize::from(stored)].clone()
+    }
+
+    /// `Cache-Status` for a response from an entry, built without the formatting machinery:
+    /// it is on every hit. `ttl` is negative once the entry is stale (RFC 9211 §2.5).
+    fn cache_status_served(&self, headers: &mut HeaderMap, served: Served, ttl_left: i128) {
+        let mut value = String::with_capacity(self.name.len() + 48);
+        value.push_str(&self.name);
+        match served {
+            Served::Hit => value.push_str("; hit"),
+            Served::Revalidated => value.push_str("; fwd=stale; fwd-status=304"),
+            Served::StaleOnError(Some(status)) => {
+                value.push_str("; fwd=stale; fwd-status=");
+                value.push_str(status.as_str());
+            }
+            Served::StaleOnError(None) => value.push_str("; fwd=stale"),
+        }
+        value.push_str("; ttl=");
+        value.push_str(itoa::Buffer::new().format(ttl_left));
+        if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
+            headers.append(CACHE_STATUS, value);
+        }
+    }
+
+    /// The answer the cache gives by itself for `refusal`: the configured one, or the
+    /// default.
+    fn refuse(&self, refusal: CacheRefusal) -> Response<Bytes> {
+        match &self.refusal {
+            Some(respond) => respond(&refusal),
+            None => refusal.response(),
+        }
+    }
+
+    /// RFC 9111 §5.2.1.7: `only-if-cached` and nothing usable stored.
+    pub(crate) fn gateway_timeout(&self) -> Response<Bytes> {
+        let mut response = self.refuse(CacheRefusal::OnlyIfCached);
+        self.cache_status(response.headers_mut(), "fwd=miss; detail=only-if-cached");
+        response
+    }
+
+    /// The store failed and the layer fails closed.
+    pub(crate) fn unavailable(&self) -> Response<Bytes> {
+        self.refuse(CacheRefusal::StoreUnavailable)
+    }
+
+    /// What `entry` may do for a request with `rules`.
+    pub(crate) fn verdict(&self, entry: &Entry, rules: &RequestRules) -> Verdict {
+        policy::verdict(
+            entry.age(SystemTime::now()),
+            entry.freshness,
+            &entry.reuse,
+            rules,
+        )
+    }
+}
+
+/// How a response from an entry came about, for `Cache-Status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Served {
+    /// From the store without asking the inner service.
+    Hit,
+    /// The inner service answered 304 to a conditional request.
+    Revalidated,
+    /// The inner service failed (with this status, or an error): stale copy served.
+    StaleOnError(Option<StatusCode>),
+}
+
+pub(crate) const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+pub(crate) const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+/// RFC 9110 §13.1.2 and §13.1.3: `If-None-Match` (weak comparison) wins over
+/// `If-Modified-Since`.
+fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
+    let mut conditions = request.get_all(header::IF_NONE_MATCH).iter().peekable();
+    if conditions.peek().is_some() {
+        let etag = stored.get(header::ETAG).and_then(|e| e.to_str().ok());
+        let Some(etag) = etag else {
+            return false;
+        };
+        let opaque = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
+        let ours = opaque(etag);
+        return conditions
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .any(|candidate| candidate.trim() == "*" || opaque(candidate) == ours);
+    }
+    let Some(since) = request
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| httpdate::parse_http_date(v.to_str().ok()?).ok())
+    else {
+        return false;
+    };
+    let modified = stored
+        .get(header::LAST_MODIFIED)
+        .and_then(|v| httpdate::parse_http_date(v.to_str().ok()?).ok());
+    modified.is_some_and(|modified| modified <= since)
+}
+
+/// `time` as an HTTP date (`Date`, `Expires`).
+pub(crate) fn http_date(time: SystemTime) -> HeaderValue {
+    HeaderValue::from_str(&httpdate::fmt_http_date(time)).expect("an HTTP date is a valid value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn conditional_requests_follow_rfc_9110() {
+        let stored = map(&[
+            ("etag", "\"v1\""),
+            ("last-modified", "Wed, 21 Oct 2015 07:28:00 GMT"),
+        ]);
+        let cases: &[(&[(&str, &str)], bool)] = &[
+            (&[("if-none-match", "\"v1\"")], true),
+            (&[("if-none-match", "W/\"v1\"")], true),
+            (&[("if-none-match", "\"v0\", \"v1\"")], true),
+            (&[("if-none-match", "*")], true),
+            (&[("if-none-match", "\"v2\"")], false),
+            // If-None-Match wins over If-Modified-Since
+            (
+                &[
+                    ("if-none-match", "\"v2\""),
+                    ("if-modified-since", "Wed, 21 Oct 2015 07:28:00 GMT"),
+                ],
+                false,
+            ),
+            (
+                &[("if-modified-since", "Wed, 21 Oct 2015 07:28:00 GMT")],
+                true,
+            ),
+            (
+                &[("if-modified-since", "Thu, 22 Oct 2015 07:28:00 GMT")],
+                true,
+            ),
+            (
+                &[("if-modified-since", "Tue, 20 Oct 2015 07:28:00 GMT")],
+                false,
+            ),
+            (&[("if-modified-since", "not a date")], false),
+            (&[], false),
+        ];
+        for (request, expected) in cases {
+            assert_eq!(
+                not_modified(&map(request), &stored),
+                *expected,
+                "{request:?}"
+            );
+        }
+        assert!(!not_modified(
+            &map(&[("if-none-match", "*")]),
+            &HeaderMap::new()
+        ));
+    }
+}

@@ -1,0 +1,132 @@
+//! The cache's calls to the store: reads, background writes, and the memos kept beside
+//! the entries.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+
+use super::entry::Entry;
+use super::flight::StoreLock;
+use super::key;
+use super::layer::Config;
+use crate::store::{CacheWrite, Store, StoreError, StoreErrorKind};
+
+pub(crate) type StoreCall = Pin<Box<dyn Future<Output = Result<Option<Bytes>, StoreError>> + Send>>;
+
+/// How long a store that refused a write is taken to refuse the next ones.
+const WRITES_REFUSED_FOR_MS: u64 = 1_000;
+
+/// Milliseconds since the Unix epoch: the clock the layer's shared deadlines are kept in.
+pub(crate) fn unix_ms() -> u64 {
+    u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis(),
+    )
+    .unwrap_or(u64::MAX)
+}
+
+impl Config {
+    /// The store call that fetches `key`.
+    pub(crate) fn fetch(self: &Arc<Self>, key: String) -> StoreCall {
+        let config = Arc::clone(self);
+        Box::pin(async move { config.store.get(&key).await })
+    }
+
+    /// Stores `entry` (and the URL's Vary list) in the background: a response need not wait
+    /// for it.
+    pub(crate) fn put(self: &Arc<Self>, entry: Arc<Entry>, url: &str, lock: Option<StoreLock>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!("no Tokio runtime to store a cache entry in; not stored");
+            return;
+        };
+        let prefix = self.prefix();
+        let entry_key = key::entry_key(&prefix, url, &entry.variant);
+        let vary_key = key::vary_key(&prefix, url);
+        let index_key = key::index_key(&prefix, url);
+        let config = Arc::clone(self);
+        let url = url.to_owned();
+        // the write releases the lock in the same atomic step: no instance sees it free
+        // before the entry is there
+        let unlock = lock.map(StoreLock::released_by_write);
+        runtime.spawn(async move {
+            // encoded (and compressed) here rather than in the response body's last poll
+            let written = config
+                .store
+                .cache_put(&CacheWrite {
+                    entry_key: &entry_key,
+                    entry: entry.encode(config.compress_above),
+                    vary_key: &vary_key,
+                    vary: Bytes::from(key::encode_vary(&entry.vary)),
+                    index_key: &index_key,
+                    ttl: entry.keep,
+                    unlock: unlock.as_ref().map(|(key, owner)| (key.as_str(), &**owner)),
+                })
+                .await;
+            if let Err(err) = written {
+                if matches!(
+                    err.kind(),
+                    StoreErrorKind::CapacityExceeded | StoreErrorKind::Server
+                ) {
+                    config
+                        .writes_refused_until
+                        .store(unix_ms() + WRITES_REFUSED_FOR_MS, Ordering::Relaxed);
+                }
+                tracing::warn!(
+                    layer = "cache",
+                    url = %url,
+                    error = %crate::failure::ErrorChain(&err),
+                    "cache entry not stored, though its response announced it"
+                );
+            }
+        });
+    }
+
+    /// Whether a store write failed as refused within the last second: `Cache-Status` then
+    /// does not announce `stored` for a write that is likely to fail as well.
+    pub(crate) fn writes_refused(&self) -> bool {
+        let until = self.writes_refused_until.load(Ordering::Relaxed);
+        until != 0 && unix_ms() < until
+    }
+
+    /// Tells the other instances sharing the store that `key`'s answer could not be stored,
+    /// in the background: their leaders then skip the lock instead of waiting on it. A memory
+    /// store is this process's own, where the flights' memo is enough.
+    pub(crate) fn remember_uncacheable(self: &Arc<Self>, key: &str) {
+        if self.store.answers_at_once() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let config = Arc::clone(self);
+        let memo = crate::store::hit_for_miss_key(key);
+        runtime.spawn(async move {
+            let written = config
+                .store
+                .set(
+                    &memo,
+                    Bytes::from_static(b"1"),
+                    crate::store::Expiry::After(config.hit_for_miss),
+                )
+                .await;
+            if let Err(err) = written {
+                tracing::debug!(error = %err, "hit-for-miss memo not stored");
+            }
+        });
+    }
+
+    /// Deletes an entry that could not be read, in the background.
+    pub(crate) fn discard(self: &Arc<Self>, key: String) {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let config = Arc::clone(self);
+            runtime.spawn(async move {
+                let _ = config.store.delete(&key).await;
+            });
+        }
+    }
+}
