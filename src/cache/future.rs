@@ -823,6 +823,194 @@ fn patch_response_headers(headers: &mut HeaderMap, ttl: std::time::Duration) {
     }
 }
 
+/// Where a request goes once its lookup answered: the entry's lookup after the Vary list,
+/// then a hit, a refresh or a miss.
+fn after_lookup<S, ReqBody>(
+    ctx: Ctx<S, ReqBody>,
+    phase: Phase,
+    found: Result<Option<Bytes>, crate::store::StoreError>,
+) -> State<S, ReqBody>
+where
+    S: Service<Request<ReqBody>>,
+{
+    let config = Arc::clone(&ctx.config);
+    let found = match found {
+        Ok(found) => found,
+        Err(err) if config.on_store_error.handle("cache", &err) => {
+            return call_inner(ctx, Fwd::Miss, None, None, None);
+        }
+        Err(_) => {
+            return State::Done {
+                response: Some(config.unavailable()),
+            };
+        }
+    };
+    match (phase, found) {
+        (Phase::Vary, None) => {
+            let flight_key = key::entry_key(&config.prefix(), &ctx.url, "-");
+            miss_state(ctx, Fwd::UriMiss, Some(flight_key))
+        }
+        (Phase::Vary, Some(list)) => match key::decode_vary(&list) {
+            Some(vary) => {
+                let vary = Arc::new(vary);
+                config.vary_lists.insert(ctx.url.clone(), Arc::clone(&vary));
+                let variant = key::variant_hash(&vary, ctx.request.headers());
+                let key = key::entry_key(&config.prefix(), &ctx.url, &variant);
+                State::Lookup {
+                    call: config.fetch(key.clone()),
+                    phase: Some(Phase::Entry { vary, key }),
+                    ctx: Some(ctx),
+                }
+            }
+            None => {
+                tracing::warn!(url = %ctx.url, "stored Vary list is unreadable; treating as a miss");
+                config.discard(key::vary_key(&config.prefix(), &ctx.url));
+                let flight_key = key::entry_key(&config.prefix(), &ctx.url, "-");
+                miss_state(ctx, Fwd::UriMiss, Some(flight_key))
+            }
+        },
+        (Phase::Entry { vary, key }, stored) => {
+            let found = Found::read(stored, &vary);
+            after_entry(ctx, &vary, key, found)
+        }
+    }
+}
+
+/// Where a follower goes once its flight's leader finished: the leader's entry, or the
+/// inner service when there is none for this request's variant.
+fn after_wait<S, ReqBody>(
+    ctx: Ctx<S, ReqBody>,
+    fwd: Fwd,
+    shared: Option<Arc<Entry>>,
+) -> State<S, ReqBody>
+where
+    S: Service<Request<ReqBody>>,
+{
+    match shared {
+        // the leader's request may have differed in the headers it varies on
+        Some(entry) if key::variant_hash(&entry.vary, ctx.request.headers()) == entry.variant => {
+            served(&ctx, Entry::clone(&entry))
+        }
+        _ => call_inner(ctx, fwd, None, None, None),
+    }
+}
+
+/// Where a flight's leader goes once the cross-process lock answered.
+fn after_lock<S, ReqBody>(
+    ctx: Ctx<S, ReqBody>,
+    fwd: Fwd,
+    locked: Locked,
+    flight: Option<FlightGuard>,
+    stale: Option<Box<Entry>>,
+) -> State<S, ReqBody>
+where
+    S: Service<Request<ReqBody>>,
+{
+    match (locked, stale) {
+        (Locked::Lead(lock), stale) => call_inner(ctx, fwd, flight, stale, lock),
+        (Locked::Entry(entry), _) => {
+            let entry = Arc::new(entry);
+            if let Some(flight) = flight {
+                flight.complete(Arc::clone(&entry));
+            }
+            served(&ctx, Arc::unwrap_or_clone(entry))
+        }
+        (Locked::ServeStale, Some(stale)) => served(&ctx, *stale),
+        (Locked::ServeStale, None) => call_inner(ctx, fwd, flight, None, None),
+        // another instance found the key unstorable: release this process's waiters too, and
+        // go to the handler without the lock
+        (Locked::Uncacheable, stale) => {
+            if let Some(flight) = flight {
+                flight.uncacheable();
+            }
+            call_inner(ctx, fwd, None, stale, None)
+        }
+    }
+}
+
+/// A response from `entry`, for the request in `ctx`.
+fn served<S, ReqBody>(ctx: &Ctx<S, ReqBody>, entry: Entry) -> State<S, ReqBody>
+where
+    S: Service<Request<ReqBody>>,
+{
+    State::Done {
+        response: Some(
+            ctx.config
+                .serve(entry, ctx.request.headers(), ctx.head, Served::Hit),
+        ),
+    }
+}
+
+impl Pending {
+    /// The client's response once the inner service answered: a revalidated or stale entry,
+    /// or the inner response, recorded on its way out when it is to be stored.
+    fn answer<ResBody, E>(
+        mut self,
+        result: Result<Response<ResBody>, E>,
+    ) -> Result<Response<ResponseBody<ResBody>>, E>
+    where
+        ResBody: Body<Data = Bytes>,
+    {
+        let response = match result {
+            Ok(response) => response,
+            Err(err) => {
+                return match self.stale_on_error(None) {
+                    Some(stale) => Ok(stale.map(ResponseBody::full)),
+                    None => Err(err),
+                };
+            }
+        };
+        if self.stale.is_some() {
+            let status = response.status();
+            if status == http::StatusCode::NOT_MODIFIED {
+                let (parts, _) = response.into_parts();
+                return Ok(self.revalidated(parts.headers).map(ResponseBody::full));
+            }
+            if status.is_server_error()
+                && let Some(stale) = self.stale_on_error(Some(status))
+            {
+                return Ok(stale.map(ResponseBody::full));
+            }
+        }
+        let (mut parts, body) = response.into_parts();
+        let recorder = self.decide(&mut parts, body.size_hint().exact());
+        let body = match recorder {
+            Some(recorder) => ResponseBody::tapped(body, Box::new(recorder)),
+            None => ResponseBody::inner(body),
+        };
+        Ok(Response::from_parts(parts, body))
+    }
+}
+
+impl Invalidation {
+    /// What an unsafe request's answer invalidates, as the store calls that do it; `None`
+    /// when nothing is.
+    fn calls(
+        self,
+        status: http::StatusCode,
+        headers: &HeaderMap,
+    ) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
+        let Self {
+            config,
+            target,
+            request,
+            forwarded,
+        } = self;
+        let urls =
+            invalidate::invalidated_urls(&config, &target, &request, forwarded, status, headers);
+        if urls.is_empty() {
+            return None;
+        }
+        Some(Box::pin(async move {
+            for url in urls {
+                if let Err(err) = config.invalidate_url_key(&url).await {
+                    let _ = crate::FailurePolicy::Open.handle("cache", &err);
+                }
+            }
+        }))
+    }
+}
+
 impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
@@ -833,77 +1021,17 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.project().state;
         loop {
-            match state.as_mut().project() {
+            let next = match state.as_mut().project() {
                 StateProj::Lookup { call, phase, ctx } => {
                     let found = ready!(call.as_mut().poll(cx));
                     let ctx = ctx.take().expect("a lookup is polled until it moves on");
                     let phase = phase.take().expect("a lookup has a phase");
-                    let config = Arc::clone(&ctx.config);
-                    let found = match found {
-                        Ok(found) => found,
-                        Err(err) if config.on_store_error.handle("cache", &err) => {
-                            state.set(call_inner(ctx, Fwd::Miss, None, None, None));
-                            continue;
-                        }
-                        Err(_) => {
-                            state.set(State::Done {
-                                response: Some(config.unavailable()),
-                            });
-                            continue;
-                        }
-                    };
-                    let next = match (phase, found) {
-                        (Phase::Vary, None) => {
-                            let flight_key = key::entry_key(&config.prefix(), &ctx.url, "-");
-                            miss_state(ctx, Fwd::UriMiss, Some(flight_key))
-                        }
-                        (Phase::Vary, Some(list)) => match key::decode_vary(&list) {
-                            Some(vary) => {
-                                let vary = Arc::new(vary);
-                                config.vary_lists.insert(ctx.url.clone(), Arc::clone(&vary));
-                                let variant = key::variant_hash(&vary, ctx.request.headers());
-                                let key = key::entry_key(&config.prefix(), &ctx.url, &variant);
-                                State::Lookup {
-                                    call: config.fetch(key.clone()),
-                                    phase: Some(Phase::Entry { vary, key }),
-                                    ctx: Some(ctx),
-                                }
-                            }
-                            None => {
-                                tracing::warn!(url = %ctx.url, "stored Vary list is unreadable; treating as a miss");
-                                config.discard(key::vary_key(&config.prefix(), &ctx.url));
-                                let flight_key = key::entry_key(&config.prefix(), &ctx.url, "-");
-                                miss_state(ctx, Fwd::UriMiss, Some(flight_key))
-                            }
-                        },
-                        (Phase::Entry { vary, key }, stored) => {
-                            let found = Found::read(stored, &vary);
-                            after_entry(ctx, &vary, key, found)
-                        }
-                    };
-                    state.set(next);
+                    after_lookup(ctx, phase, found)
                 }
                 StateProj::Waiting { wait, fwd, ctx } => {
                     let shared = ready!(wait.as_mut().poll(cx));
                     let ctx = ctx.take().expect("a wait is polled until it moves on");
-                    let next = match shared {
-                        // the leader's request may have differed in the headers it varies on
-                        Some(entry)
-                            if key::variant_hash(&entry.vary, ctx.request.headers())
-                                == entry.variant =>
-                        {
-                            State::Done {
-                                response: Some(ctx.config.serve(
-                                    Entry::clone(&entry),
-                                    ctx.request.headers(),
-                                    ctx.head,
-                                    Served::Hit,
-                                )),
-                            }
-                        }
-                        _ => call_inner(ctx, *fwd, None, None, None),
-                    };
-                    state.set(next);
+                    after_wait(ctx, *fwd, shared)
                 }
                 StateProj::Locking {
                     call,
@@ -916,115 +1044,30 @@ where
                     let ctx = ctx
                         .take()
                         .expect("a lock attempt is polled until it moves on");
-                    let (flight, stale) = (flight.take(), stale.take());
-                    let next = match (locked, stale) {
-                        (Locked::Lead(lock), stale) => call_inner(ctx, *fwd, flight, stale, lock),
-                        (Locked::Entry(entry), _) => {
-                            let entry = Arc::new(entry);
-                            if let Some(flight) = flight {
-                                flight.complete(Arc::clone(&entry));
-                            }
-                            State::Done {
-                                response: Some(ctx.config.serve(
-                                    Arc::unwrap_or_clone(entry),
-                                    ctx.request.headers(),
-                                    ctx.head,
-                                    Served::Hit,
-                                )),
-                            }
-                        }
-                        (Locked::ServeStale, Some(stale)) => State::Done {
-                            response: Some(ctx.config.serve(
-                                *stale,
-                                ctx.request.headers(),
-                                ctx.head,
-                                Served::Hit,
-                            )),
-                        },
-                        (Locked::ServeStale, None) => call_inner(ctx, *fwd, flight, None, None),
-                        // another instance found the key unstorable: release this process's
-                        // waiters too, and go to the handler without the lock
-                        (Locked::Uncacheable, stale) => {
-                            if let Some(flight) = flight {
-                                flight.uncacheable();
-                            }
-                            call_inner(ctx, *fwd, None, stale, None)
-                        }
-                    };
-                    state.set(next);
+                    after_lock(ctx, *fwd, locked, flight.take(), stale.take())
                 }
                 StateProj::Inner { future, pending } => {
                     let result = ready!(future.poll(cx));
-                    let Some(mut pending) = pending.take() else {
-                        return Poll::Ready(
-                            result.map(|response| response.map(ResponseBody::inner)),
-                        );
-                    };
-                    let response = match result {
-                        Ok(response) => response,
-                        Err(err) => {
-                            return Poll::Ready(match pending.stale_on_error(None) {
-                                Some(stale) => Ok(stale.map(ResponseBody::full)),
-                                None => Err(err),
-                            });
-                        }
-                    };
-                    if pending.stale.is_some() {
-                        let status = response.status();
-                        if status == http::StatusCode::NOT_MODIFIED {
-                            let (parts, _) = response.into_parts();
-                            let served = pending.revalidated(parts.headers);
-                            return Poll::Ready(Ok(served.map(ResponseBody::full)));
-                        }
-                        if status.is_server_error()
-                            && let Some(stale) = pending.stale_on_error(Some(status))
-                        {
-                            return Poll::Ready(Ok(stale.map(ResponseBody::full)));
-                        }
-                    }
-                    let (mut parts, body) = response.into_parts();
-                    let recorder = pending.decide(&mut parts, body.size_hint().exact());
-                    let body = match recorder {
-                        Some(recorder) => ResponseBody::tapped(body, Box::new(recorder)),
-                        None => ResponseBody::inner(body),
-                    };
-                    return Poll::Ready(Ok(Response::from_parts(parts, body)));
+                    return Poll::Ready(match pending.take() {
+                        Some(pending) => pending.answer(result),
+                        None => result.map(|response| response.map(ResponseBody::inner)),
+                    });
                 }
                 StateProj::Unsafe {
                     future,
                     invalidation,
                 } => {
                     let response = ready!(future.poll(cx))?;
-                    let Invalidation {
-                        config,
-                        target,
-                        request,
-                        forwarded,
-                    } = invalidation.take().expect("polled until it moves on");
-                    let urls = invalidate::invalidated_urls(
-                        &config,
-                        &target,
-                        &request,
-                        forwarded,
-                        response.status(),
-                        response.headers(),
-                    );
-                    if urls.is_empty() {
-                        return Poll::Ready(Ok(response.map(ResponseBody::inner)));
-                    }
+                    let invalidation = invalidation.take().expect("polled until it moves on");
                     // awaited before the response goes out: the client's next read must not
                     // find what it just changed
-                    let call = Box::pin(async move {
-                        for url in urls {
-                            if let Err(err) = config.invalidate_url_key(&url).await {
-                                let _ = crate::FailurePolicy::Open.handle("cache", &err);
-                            }
-                        }
-                    });
-                    state.set(State::Invalidating {
-                        call,
-                        response: Some(response),
-                    });
+                    match invalidation.calls(response.status(), response.headers()) {
+                        Some(call) => State::Invalidating {
+                            call,
+                            response: Some(response),
+                        },
+                        None => return Poll::Ready(Ok(response.map(ResponseBody::inner))),
+                    }
                 }
                 StateProj::Invalidating { call, response } => {
                     ready!(call.as_mut().poll(cx));
@@ -1035,7 +1078,8 @@ where
                     let response = response.take().expect("polled after completion");
                     return Poll::Ready(Ok(response.map(ResponseBody::full)));
                 }
-            }
+            };
+            state.set(next);
         }
     }
 }

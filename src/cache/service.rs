@@ -219,25 +219,9 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let head = request.method() == Method::HEAD;
         if request.method() != Method::GET && !head {
-            if invalidate::invalidates(request.method()) {
-                let target = request.uri().clone();
-                let headers = request.headers().clone();
-                let forwarded = self
-                    .config
-                    .comes_through_trusted_proxy(request.extensions());
-                let future = self.inner.call(request);
-                return ResponseFuture::invalidating(
-                    future,
-                    Arc::clone(&self.config),
-                    target,
-                    headers,
-                    forwarded,
-                );
-            }
-            return ResponseFuture::passthrough(self.inner.call(request));
+            return self.not_cacheable(request);
         }
         self.config.recheck_generation();
-        let prefix = self.config.prefix();
         let forwarded = self
             .config
             .comes_through_trusted_proxy(request.extensions());
@@ -253,26 +237,11 @@ where
         let credentialed = request.headers().contains_key(header::AUTHORIZATION);
         if plan.lookup && self.config.unstorable.remembers(url_id, credentialed) {
             // nothing stored and the last answer unstorable: no lookup, no flight, no key
-            drop(parts);
-            if plan.rules.only_if_cached {
-                return ResponseFuture::hit(self.config.gateway_timeout());
-            }
-            let miss = Miss {
-                fwd: Fwd::UriMiss,
-                store_allowed: plan.store,
-                head,
-                remembered_unstorable: true,
-            };
-            let url = Url {
-                key: String::new(),
-                id: url_id,
-            };
-            let pending =
-                Pending::new(Arc::clone(&self.config), url, request.headers(), miss, None);
-            return ResponseFuture::forwarded(self.inner.call(request), pending);
+            return self.forward_remembered(request, url_id, &plan, head);
         }
         let url = parts.key();
         drop(parts);
+        let prefix = self.config.prefix();
         // a known Vary list gives the entry's variant up front, computed once for either store
         let known = self
             .config
@@ -286,15 +255,9 @@ where
         // the memory store answers at once: a hit needs neither the inner service nor a future
         let mut found_now = None;
         if let Some((vary, variant)) = &known
-            && self.config.store.answers_at_once()
-            && let Ok(full_key) = self
-                .config
-                .store
-                .key_scheme()
-                .make_joined(&[&prefix, "{", &url, "}:", variant])
-            && let Some(stored) = self.config.store.get_now(&full_key)
+            && let Some(found) = self.read_now(&prefix, &url, variant, vary)
         {
-            match Found::read(stored, vary) {
+            match found {
                 Found::Entry(entry)
                     if matches!(
                         self.config.verdict(&entry, &plan.rules),
@@ -335,24 +298,100 @@ where
                 let call = self.config.fetch(entry_key.clone());
                 ResponseFuture::lookup_entry(ctx, call, vary, entry_key)
             }
+            // the memory store tells at once that the URL has no Vary list (a URL never
+            // stored, or not storable): a miss without a boxed lookup
+            None if self.has_no_vary_list_now(&prefix, &ctx.url) => {
+                let flight_key = key::entry_key(&prefix, &ctx.url, "-");
+                ResponseFuture::miss(ctx, Fwd::UriMiss, Some(flight_key))
+            }
             None => {
-                // the memory store tells at once that the URL has no Vary list (a URL never
-                // stored, or not storable): a miss without a boxed lookup
-                if self.config.store.answers_at_once()
-                    && let Ok(full_key) = self
-                        .config
-                        .store
-                        .key_scheme()
-                        .make_joined(&[&prefix, "{", &ctx.url, "}:vary"])
-                    && let Some(None) = self.config.store.get_now(&full_key)
-                {
-                    let flight_key = key::entry_key(&prefix, &ctx.url, "-");
-                    return ResponseFuture::miss(ctx, Fwd::UriMiss, Some(flight_key));
-                }
                 let call = self.config.fetch(key::vary_key(&prefix, &ctx.url));
                 ResponseFuture::lookup_vary(ctx, call)
             }
         }
+    }
+}
+
+impl<S> ResponseCache<S> {
+    /// A request other than GET and HEAD: passed through, and when it is unsafe, what its
+    /// success changes is invalidated (RFC 9111 §4.4).
+    fn not_cacheable<ReqBody>(&mut self, request: Request<ReqBody>) -> ResponseFuture<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        if !invalidate::invalidates(request.method()) {
+            return ResponseFuture::passthrough(self.inner.call(request));
+        }
+        let target = request.uri().clone();
+        let headers = request.headers().clone();
+        let forwarded = self
+            .config
+            .comes_through_trusted_proxy(request.extensions());
+        let future = self.inner.call(request);
+        ResponseFuture::invalidating(future, Arc::clone(&self.config), target, headers, forwarded)
+    }
+
+    /// A request for a URL remembered as unstorable: straight to the inner service, called
+    /// here (no clone of it kept), without its key or headers.
+    fn forward_remembered<ReqBody>(
+        &mut self,
+        request: Request<ReqBody>,
+        url_id: u64,
+        plan: &Plan,
+        head: bool,
+    ) -> ResponseFuture<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        if plan.rules.only_if_cached {
+            return ResponseFuture::hit(self.config.gateway_timeout());
+        }
+        let miss = Miss {
+            fwd: Fwd::UriMiss,
+            store_allowed: plan.store,
+            head,
+            remembered_unstorable: true,
+        };
+        let url = Url {
+            key: String::new(),
+            id: url_id,
+        };
+        let pending = Pending::new(Arc::clone(&self.config), url, request.headers(), miss, None);
+        ResponseFuture::forwarded(self.inner.call(request), pending)
+    }
+}
+
+impl<S> ResponseCache<S> {
+    /// The variant's entry, read at once from a store that answers at once (the memory
+    /// store); `None` from one that needs a round trip.
+    fn read_now(
+        &self,
+        prefix: &str,
+        url: &str,
+        variant: &str,
+        vary: &[HeaderName],
+    ) -> Option<Found> {
+        if !self.config.store.answers_at_once() {
+            return None;
+        }
+        let store = &self.config.store;
+        let full_key = store
+            .key_scheme()
+            .make_joined(&[prefix, "{", url, "}:", variant])
+            .ok()?;
+        store
+            .get_now(&full_key)
+            .map(|stored| Found::read(stored, vary))
+    }
+
+    /// Whether a store that answers at once holds no Vary list for `url`: a URL never stored.
+    fn has_no_vary_list_now(&self, prefix: &str, url: &str) -> bool {
+        let store = &self.config.store;
+        store.answers_at_once()
+            && store
+                .key_scheme()
+                .make_joined(&[prefix, "{", url, "}:vary"])
+                .is_ok_and(|full_key| matches!(store.get_now(&full_key), Some(None)))
     }
 }
 
