@@ -10,7 +10,7 @@ use tower_service::Service;
 
 use super::check::{Counted, Hits, Outcome, release_all};
 use super::headers::{self, Reported};
-use super::layer::{Commit, Config, Limited, LimitedResponse, Refusal};
+use super::layer::{Commit, Config, Limited, LimitedResponse, Refusal, refuse};
 use crate::body::ResponseBody;
 use crate::gate::{Check, Gate, Gatekeeper, Verdict};
 
@@ -231,7 +231,7 @@ fn verdict<R: LimitedResponse>(
             }
             Verdict::Answer(response)
         }
-        Outcome::Unavailable => Verdict::Answer(rejection.refused(&Refusal::StoreUnavailable)),
+        Outcome::Unavailable => Verdict::Answer(refuse(rejection, Refusal::StoreUnavailable)),
     }
 }
 

@@ -182,6 +182,14 @@ pub trait LimitedResponse: Clone + Send + Sync + 'static {
     }
 }
 
+/// `rejection`'s answer for `refusal`, kept out of line: refusals are the rare path, and the
+/// allowed request's code stays small without them.
+#[cold]
+#[inline(never)]
+pub(crate) fn refuse<R: LimitedResponse>(rejection: &R, refusal: Refusal) -> Response<Bytes> {
+    rejection.refused(&refusal)
+}
+
 /// Why the rate limiter answers a request by itself without a limit being reached: never by
 /// letting the request through uncounted.
 ///

@@ -8,7 +8,7 @@ use super::check::Checks;
 use super::client_ip::Client;
 use super::future::ResponseFuture;
 use super::key::{KeyError, RequestHead};
-use super::layer::{Config, LimitedResponse, MissingKey, Refusal};
+use super::layer::{Config, LimitedResponse, MissingKey, Refusal, refuse};
 use crate::body::ResponseBody;
 use crate::store::Store;
 
@@ -172,13 +172,14 @@ where
             }
             match rule.key.extract(&head) {
                 Err(KeyError::Malformed(why)) => {
-                    return ResponseFuture::done(
-                        self.rejection.refused(&Refusal::MalformedKey(why)),
-                    );
+                    return ResponseFuture::done(refuse(
+                        &self.rejection,
+                        Refusal::MalformedKey(why),
+                    ));
                 }
                 Err(KeyError::Misconfigured(why)) => {
                     config.report_misconfiguration(&rule.name, &why);
-                    return ResponseFuture::done(self.rejection.refused(&Refusal::Misconfigured));
+                    return ResponseFuture::done(refuse(&self.rejection, Refusal::Misconfigured));
                 }
                 Ok(Some(key)) => {
                     let store_key = config.store.key_scheme().make_joined(&[
@@ -190,14 +191,15 @@ where
                         Ok(store_key) => checks.push((index, store_key)),
                         Err(err) if config.survives(index, &err) => {}
                         Err(_) => {
-                            return ResponseFuture::done(
-                                self.rejection.refused(&Refusal::StoreUnavailable),
-                            );
+                            return ResponseFuture::done(refuse(
+                                &self.rejection,
+                                Refusal::StoreUnavailable,
+                            ));
                         }
                     }
                 }
                 Ok(None) if config.missing_key == MissingKey::Reject => {
-                    return ResponseFuture::done(self.rejection.refused(&Refusal::MissingKey));
+                    return ResponseFuture::done(refuse(&self.rejection, Refusal::MissingKey));
                 }
                 Ok(None) => {}
             }

@@ -570,159 +570,180 @@ impl MemoryStore {
     ) -> Result<RateDecision, StoreError> {
         self.admits(key)?;
         match policy.kind() {
-            PolicyKind::Cooldown { interval_ms } => {
-                let ticket = new_ticket();
-                Ok(self.compute(key.to_owned(), |slot, now| match slot {
-                    Some(slot) => match slot.remaining_ms(now) {
-                        Some(ttl) => (Op::Nop, cooldown_decision(interval_ms, Some(ttl), ticket)),
-                        // a flag stored without expiry would block forever: give it the interval
-                        None => (
-                            Op::Put(Slot {
-                                value: slot.value.clone(),
-                                expires_at: now.checked_add(Duration::from_millis(interval_ms)),
-                                counter: None,
-                            }),
-                            cooldown_decision(interval_ms, Some(interval_ms), ticket),
-                        ),
-                    },
-                    None => (
-                        Op::Put(Slot {
-                            value: Bytes::copy_from_slice(ticket.as_bytes()),
-                            expires_at: now.checked_add(Duration::from_millis(interval_ms)),
-                            counter: None,
-                        }),
-                        cooldown_decision(interval_ms, None, ticket),
-                    ),
-                }))
-            }
+            PolicyKind::Cooldown { interval_ms } => self.cooldown_now(key, interval_ms),
             PolicyKind::FixedWindow { limit, window_ms } => {
-                // fast path: a live counter is counted in place, without a cache write
-                let now = Instant::now();
-                if let Some(slot) = self.live_slot(key, now)
-                    && let (Some(counter), Some(expires_at)) = (&slot.counter, slot.expires_at)
-                {
-                    let ttl_ms = duration_ms_floor(expires_at.saturating_duration_since(now));
-                    return Ok(count_hit(counter, limit, ttl_ms));
-                }
-                self.compute(key.to_owned(), |slot, now| {
-                    let window_end = || now.checked_add(Duration::from_millis(window_ms));
-                    match slot {
-                        Some(slot) => {
-                            let expires_at = slot.expires_at.or_else(window_end);
-                            let ttl_ms = expires_at.map_or(window_ms, |at| {
-                                duration_ms_floor(at.saturating_duration_since(now))
-                            });
-                            if let Some(counter) = &slot.counter {
-                                return (Op::Nop, Ok(count_hit(counter, limit, ttl_ms)));
-                            }
-                            let Some(count) = slot.number() else {
-                                return (Op::Nop, Err(not_a_counter()));
-                            };
-                            if count >= limit {
-                                // a counter without expiry gets the window, as the script does
-                                let put = Slot::counter(count, expires_at);
-                                return (
-                                    Op::Put(put),
-                                    Ok(window_decision(limit, false, count, ttl_ms)),
-                                );
-                            }
-                            (
-                                Op::Put(Slot::counter(count + 1, expires_at)),
-                                Ok(window_decision(limit, true, count + 1, ttl_ms)),
-                            )
-                        }
-                        None if limit == 0 => {
-                            (Op::Nop, Ok(window_decision(limit, false, 0, window_ms)))
-                        }
-                        None => (
-                            Op::Put(Slot::counter(1, window_end())),
-                            Ok(window_decision(limit, true, 1, window_ms)),
-                        ),
-                    }
-                })
+                self.fixed_window_now(key, limit, window_ms)
             }
             PolicyKind::Gcra {
                 emission_us,
                 tolerance_us,
                 burst,
-            } => {
-                let now_us = self.micros_now();
-                let now = Instant::now();
-                // fast path: step the stored time in place while the slot outlives it
-                if let Some(slot) = self.live_slot(key, now)
-                    && let (Some(counter), Some(expires_at)) = (&slot.counter, slot.expires_at)
-                {
-                    let lives_until_us = now_us.saturating_add(
-                        u64::try_from(expires_at.saturating_duration_since(now).as_micros())
-                            .unwrap_or(u64::MAX),
-                    );
-                    let mut stored = counter.load(Ordering::Acquire);
-                    loop {
-                        let step =
-                            gcra_step(emission_us, tolerance_us, burst, now_us, Some(stored));
-                        match step.new_tat_us {
-                            None => return Ok(step.decision),
-                            Some(tat) if tat <= lives_until_us => {
-                                match counter.compare_exchange_weak(
-                                    stored,
-                                    tat,
-                                    Ordering::AcqRel,
-                                    Ordering::Acquire,
-                                ) {
-                                    Ok(_) => return Ok(step.decision),
-                                    Err(actual) => stored = actual,
-                                }
-                            }
-                            Some(_) => break,
-                        }
+            } => self.gcra_now(key, emission_us, tolerance_us, burst),
+        }
+    }
+
+    /// A send flag: set when absent, for `interval_ms`.
+    #[inline]
+    fn cooldown_now(&self, key: &str, interval_ms: u64) -> Result<RateDecision, StoreError> {
+        let ticket = new_ticket();
+        Ok(self.compute(key.to_owned(), |slot, now| match slot {
+            Some(slot) => match slot.remaining_ms(now) {
+                Some(ttl) => (Op::Nop, cooldown_decision(interval_ms, Some(ttl), ticket)),
+                // a flag stored without expiry would block forever: give it the interval
+                None => (
+                    Op::Put(Slot {
+                        value: slot.value.clone(),
+                        expires_at: now.checked_add(Duration::from_millis(interval_ms)),
+                        counter: None,
+                    }),
+                    cooldown_decision(interval_ms, Some(interval_ms), ticket),
+                ),
+            },
+            None => (
+                Op::Put(Slot {
+                    value: Bytes::copy_from_slice(ticket.as_bytes()),
+                    expires_at: now.checked_add(Duration::from_millis(interval_ms)),
+                    counter: None,
+                }),
+                cooldown_decision(interval_ms, None, ticket),
+            ),
+        }))
+    }
+
+    /// A fixed-window counter, counted in place while it lives.
+    #[inline]
+    fn fixed_window_now(
+        &self,
+        key: &str,
+        limit: u64,
+        window_ms: u64,
+    ) -> Result<RateDecision, StoreError> {
+        // fast path: a live counter is counted in place, without a cache write
+        let now = Instant::now();
+        if let Some(slot) = self.live_slot(key, now)
+            && let (Some(counter), Some(expires_at)) = (&slot.counter, slot.expires_at)
+        {
+            let ttl_ms = duration_ms_floor(expires_at.saturating_duration_since(now));
+            return Ok(count_hit(counter, limit, ttl_ms));
+        }
+        self.compute(key.to_owned(), |slot, now| {
+            let window_end = || now.checked_add(Duration::from_millis(window_ms));
+            match slot {
+                Some(slot) => {
+                    let expires_at = slot.expires_at.or_else(window_end);
+                    let ttl_ms = expires_at.map_or(window_ms, |at| {
+                        duration_ms_floor(at.saturating_duration_since(now))
+                    });
+                    if let Some(counter) = &slot.counter {
+                        return (Op::Nop, Ok(count_hit(counter, limit, ttl_ms)));
                     }
+                    let Some(count) = slot.number() else {
+                        return (Op::Nop, Err(not_a_counter()));
+                    };
+                    if count >= limit {
+                        // a counter without expiry gets the window, as the script does
+                        let put = Slot::counter(count, expires_at);
+                        return (
+                            Op::Put(put),
+                            Ok(window_decision(limit, false, count, ttl_ms)),
+                        );
+                    }
+                    (
+                        Op::Put(Slot::counter(count + 1, expires_at)),
+                        Ok(window_decision(limit, true, count + 1, ttl_ms)),
+                    )
                 }
-                self.compute(key.to_owned(), |slot, now| {
-                    // the slot lives for the tolerance, which the stored time never passes
-                    // (an allowed time is at most `now + tolerance`), so the state is never
-                    // dropped while it limits anything
-                    let expires_at = now.checked_add(Duration::from_millis(ttl_ms_ceil(
-                        Duration::from_micros(tolerance_us),
-                    )));
-                    let counter = match slot {
-                        None => None,
-                        Some(slot) => match (&slot.counter, slot.number()) {
-                            (Some(counter), _) => Some(Arc::clone(counter)),
-                            (None, Some(tat)) => Some(Arc::new(AtomicU64::new(tat))),
-                            (None, None) => return (Op::Nop, Err(not_a_counter())),
-                        },
-                    };
-                    let Some(counter) = counter else {
-                        let step = gcra_step(emission_us, tolerance_us, burst, now_us, None);
-                        let op = step
-                            .new_tat_us
-                            .map_or(Op::Nop, |tat| Op::Put(Slot::counter(tat, expires_at)));
-                        return (op, Ok(step.decision));
-                    };
-                    let mut stored = counter.load(Ordering::Acquire);
-                    loop {
-                        let step =
-                            gcra_step(emission_us, tolerance_us, burst, now_us, Some(stored));
-                        let Some(tat) = step.new_tat_us else {
-                            return (Op::Nop, Ok(step.decision));
-                        };
-                        // the same counter, so that hits counted in place meanwhile are kept
-                        if counter
-                            .compare_exchange_weak(stored, tat, Ordering::AcqRel, Ordering::Acquire)
-                            .is_ok()
-                        {
-                            let slot = Slot {
-                                counter: Some(Arc::clone(&counter)),
-                                expires_at,
-                                ..Slot::default()
-                            };
-                            return (Op::Put(slot), Ok(step.decision));
+                None if limit == 0 => (Op::Nop, Ok(window_decision(limit, false, 0, window_ms))),
+                None => (
+                    Op::Put(Slot::counter(1, window_end())),
+                    Ok(window_decision(limit, true, 1, window_ms)),
+                ),
+            }
+        })
+    }
+
+    /// A GCRA's theoretical arrival time, stepped in place while its slot outlives it.
+    #[inline]
+    fn gcra_now(
+        &self,
+        key: &str,
+        emission_us: u64,
+        tolerance_us: u64,
+        burst: u64,
+    ) -> Result<RateDecision, StoreError> {
+        let now_us = self.micros_now();
+        let now = Instant::now();
+        // fast path: step the stored time in place while the slot outlives it
+        if let Some(slot) = self.live_slot(key, now)
+            && let (Some(counter), Some(expires_at)) = (&slot.counter, slot.expires_at)
+        {
+            let lives_until_us = now_us.saturating_add(
+                u64::try_from(expires_at.saturating_duration_since(now).as_micros())
+                    .unwrap_or(u64::MAX),
+            );
+            let mut stored = counter.load(Ordering::Acquire);
+            loop {
+                let step = gcra_step(emission_us, tolerance_us, burst, now_us, Some(stored));
+                match step.new_tat_us {
+                    None => return Ok(step.decision),
+                    Some(tat) if tat <= lives_until_us => {
+                        match counter.compare_exchange_weak(
+                            stored,
+                            tat,
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        ) {
+                            Ok(_) => return Ok(step.decision),
+                            Err(actual) => stored = actual,
                         }
-                        stored = counter.load(Ordering::Acquire);
                     }
-                })
+                    Some(_) => break,
+                }
             }
         }
+        self.compute(key.to_owned(), |slot, now| {
+            // the slot lives for the tolerance, which the stored time never passes
+            // (an allowed time is at most `now + tolerance`), so the state is never
+            // dropped while it limits anything
+            let expires_at = now.checked_add(Duration::from_millis(ttl_ms_ceil(
+                Duration::from_micros(tolerance_us),
+            )));
+            let counter = match slot {
+                None => None,
+                Some(slot) => match (&slot.counter, slot.number()) {
+                    (Some(counter), _) => Some(Arc::clone(counter)),
+                    (None, Some(tat)) => Some(Arc::new(AtomicU64::new(tat))),
+                    (None, None) => return (Op::Nop, Err(not_a_counter())),
+                },
+            };
+            let Some(counter) = counter else {
+                let step = gcra_step(emission_us, tolerance_us, burst, now_us, None);
+                let op = step
+                    .new_tat_us
+                    .map_or(Op::Nop, |tat| Op::Put(Slot::counter(tat, expires_at)));
+                return (op, Ok(step.decision));
+            };
+            let mut stored = counter.load(Ordering::Acquire);
+            loop {
+                let step = gcra_step(emission_us, tolerance_us, burst, now_us, Some(stored));
+                let Some(tat) = step.new_tat_us else {
+                    return (Op::Nop, Ok(step.decision));
+                };
+                // the same counter, so that hits counted in place meanwhile are kept
+                if counter
+                    .compare_exchange_weak(stored, tat, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    let slot = Slot {
+                        counter: Some(Arc::clone(&counter)),
+                        expires_at,
+                        ..Slot::default()
+                    };
+                    return (Op::Put(slot), Ok(step.decision));
+                }
+                stored = counter.load(Ordering::Acquire);
+            }
+        })
     }
 
     fn micros_now(&self) -> u64 {
