@@ -81,6 +81,10 @@ impl std::hash::Hasher for PrehashedKey {
     }
 }
 
+/// One request in this many, on a remembered unstorable URL, has its answer checked for
+/// storability (see [`UnstorableUrls::rechecks`]).
+pub(crate) const RECHECK_EVERY: u32 = 8;
+
 /// How many URLs each half of [`UnstorableUrls`] holds before it starts over.
 const MAX_UNSTORABLE_URLS: usize = 10_000;
 
@@ -133,6 +137,21 @@ impl UnstorableUrls {
             }
         }
         urls.insert(url, now + self.for_how_long);
+    }
+
+    /// Whether this request on the memo has its answer checked for storability: one in
+    /// [`RECHECK_EVERY`] per thread. The others pass without the check, which costs as much
+    /// as the rest of the layer; a storable answer then ends the memo within a few requests
+    /// rather than at the first.
+    pub(crate) fn rechecks(&self) -> bool {
+        thread_local! {
+            static PASSED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+        }
+        PASSED.with(|passed| {
+            let n = passed.get().wrapping_add(1);
+            passed.set(n);
+            n % RECHECK_EVERY == 0
+        })
     }
 
     /// A storable answer for the URL: its requests look it up again.
@@ -438,6 +457,13 @@ mod tests {
     use http::{HeaderMap, StatusCode};
 
     use super::*;
+
+    #[test]
+    fn one_request_in_eight_on_the_memo_has_its_answer_checked() {
+        let urls = UnstorableUrls::new(HIT_FOR_MISS);
+        let checked = (0..8 * 10).filter(|_| urls.rechecks()).count();
+        assert_eq!(checked, 10);
+    }
     use crate::store::{CacheWrite, MemoryStore};
 
     fn entry() -> Arc<Entry> {

@@ -144,6 +144,8 @@ pin_project! {
             stale: Option<Box<Entry>>,
         },
         Inner { #[pin] future: S::Future, pending: Option<Pending> },
+        // a URL remembered as unstorable: the inner answer with the cache's `Cache-Status`
+        Passed { #[pin] future: S::Future, status: Option<HeaderValue>, x_cache: bool },
         Unsafe { #[pin] future: S::Future, invalidation: Option<Invalidation> },
         Invalidating { call: Pin<Box<dyn Future<Output = ()> + Send>>, response: Option<S::Response> },
         Done { response: Option<Response<Bytes>> },
@@ -160,6 +162,7 @@ where
             State::Waiting { .. } => "Waiting",
             State::Locking { .. } => "Locking",
             State::Inner { .. } => "Inner",
+            State::Passed { .. } => "Passed",
             State::Unsafe { .. } => "Unsafe",
             State::Invalidating { .. } => "Invalidating",
             State::Done { .. } => "Done",
@@ -246,6 +249,18 @@ where
             state: State::Inner {
                 future,
                 pending: Some(pending),
+            },
+        }
+    }
+
+    /// A request passed to the inner service on the unstorable-URL memo, without a check of
+    /// its answer: only `Cache-Status` (and `X-Cache`) is added to it.
+    pub(crate) fn passed(future: S::Future, status: HeaderValue, x_cache: bool) -> Self {
+        Self {
+            state: State::Passed {
+                future,
+                status: Some(status),
+                x_cache,
             },
         }
     }
@@ -1052,6 +1067,21 @@ where
                         Some(pending) => pending.answer(result),
                         None => result.map(|response| response.map(ResponseBody::inner)),
                     });
+                }
+                StateProj::Passed {
+                    future,
+                    status,
+                    x_cache,
+                } => {
+                    let mut response = ready!(future.poll(cx))?;
+                    let headers = response.headers_mut();
+                    if let Some(status) = status.take() {
+                        headers.append(CACHE_STATUS, status);
+                    }
+                    if *x_cache {
+                        headers.insert(X_CACHE, HeaderValue::from_static("MISS"));
+                    }
+                    return Poll::Ready(Ok(response.map(ResponseBody::inner)));
                 }
                 StateProj::Unsafe {
                     future,

@@ -745,8 +745,10 @@ impl ResponseCacheBuilder {
     /// Requests with and without `Authorization` are remembered apart, so a page that
     /// logged-in users get uncached is still looked up for everyone else.
     ///
-    /// A storable answer ends the memo; the request after it is looked up and stores as
-    /// usual. An entry another instance stores while this one remembers the URL is found once
+    /// A storable answer ends the memo: one request in eight on the memo has its answer
+    /// checked (the others pass with only `Cache-Status` added, which keeps a never-storable
+    /// route nearly as cheap as no cache), and after a storable one the next request is
+    /// looked up and stores as usual. An entry another instance stores while this one remembers the URL is found once
     /// the memo ends. Defaults to 2 minutes, as Varnish's built-in VCL; `Duration::ZERO`
     /// turns the memo off.
     ///

@@ -346,6 +346,15 @@ impl<S> ResponseCache<S> {
         if plan.rules.only_if_cached {
             return ResponseFuture::hit(self.config.gateway_timeout());
         }
+        if !self.config.unstorable.rechecks() {
+            let fwd = if plan.store {
+                Fwd::UriMiss
+            } else {
+                Fwd::Request
+            };
+            let status = self.config.forwarded_status(fwd, false);
+            return ResponseFuture::passed(self.inner.call(request), status, self.config.x_cache);
+        }
         let miss = Miss {
             fwd: Fwd::UriMiss,
             store_allowed: plan.store,
