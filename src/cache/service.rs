@@ -134,6 +134,13 @@ impl Config {
                 .is_some_and(|peer| crate::peer::is_trusted(&self.trusted, peer))
     }
 
+    /// Whether the request carries directives this layer honours (`Cache-Control`, or
+    /// `Pragma`), which the plan must read.
+    fn reads_directives(&self, headers: &http::HeaderMap) -> bool {
+        self.request_directives == RequestDirectives::Honor
+            && (headers.contains_key(header::CACHE_CONTROL) || headers.contains_key(header::PRAGMA))
+    }
+
     fn plan<B: http_body::Body>(&self, request: &Request<B>, forwarded: bool) -> Plan {
         let (mut lookup, mut store, mut rules) = (true, true, RequestRules::default());
         if self.request_directives == RequestDirectives::Honor {
@@ -221,11 +228,9 @@ where
         if request.method() != Method::GET && !head {
             return self.not_cacheable(request);
         }
-        self.config.recheck_generation();
         let forwarded = self
             .config
             .comes_through_trusted_proxy(request.extensions());
-        let plan = self.config.plan(&request, forwarded);
         let parts = key::url_parts(
             request.uri(),
             request.headers(),
@@ -235,8 +240,21 @@ where
         );
         let url_id = self.config.unstorable.identity(&parts);
         let credentialed = request.headers().contains_key(header::AUTHORIZATION);
-        if plan.lookup && self.config.unstorable.remembers(url_id, credentialed) {
-            // nothing stored and the last answer unstorable: no lookup, no flight, no key
+        let remembered = self.config.unstorable.remembers(url_id, credentialed);
+        // nothing stored and the last answer unstorable: seven requests in eight pass with
+        // only `Cache-Status` added, before the request's directives are even read (a
+        // request that has some takes the checked path below)
+        if remembered
+            && !self.config.reads_directives(request.headers())
+            && !self.config.unstorable.rechecks()
+        {
+            let status = self.config.forwarded_status(Fwd::UriMiss, false);
+            return ResponseFuture::passed(self.inner.call(request), status, self.config.x_cache);
+        }
+        self.config.recheck_generation();
+        let plan = self.config.plan(&request, forwarded);
+        if remembered && plan.lookup {
+            // no lookup, no flight, no key: the answer is checked for storability
             return self.forward_remembered(request, url_id, &plan, head);
         }
         let url = parts.key();
@@ -331,8 +349,8 @@ impl<S> ResponseCache<S> {
         ResponseFuture::invalidating(future, Arc::clone(&self.config), target, headers, forwarded)
     }
 
-    /// A request for a URL remembered as unstorable: straight to the inner service, called
-    /// here (no clone of it kept), without its key or headers.
+    /// A request for a URL remembered as unstorable whose answer is checked: straight to the
+    /// inner service, called here (no clone of it kept), without its key or headers.
     fn forward_remembered<ReqBody>(
         &mut self,
         request: Request<ReqBody>,
@@ -345,15 +363,6 @@ impl<S> ResponseCache<S> {
     {
         if plan.rules.only_if_cached {
             return ResponseFuture::hit(self.config.gateway_timeout());
-        }
-        if !self.config.unstorable.rechecks() {
-            let fwd = if plan.store {
-                Fwd::UriMiss
-            } else {
-                Fwd::Request
-            };
-            let status = self.config.forwarded_status(fwd, false);
-            return ResponseFuture::passed(self.inner.call(request), status, self.config.x_cache);
         }
         let miss = Miss {
             fwd: Fwd::UriMiss,
