@@ -691,6 +691,16 @@ impl Pending {
                 return None;
             }
         };
+        // the HTTP-cache mode counts an entry's life from the response's generation: one
+        // that arrives older than all of it (stale, no validator, no stale window) would
+        // only ever be served stale, so it is not stored
+        if config.http.is_some()
+            && policy::initial_age(&parts.headers, self.request_time, SystemTime::now())
+                >= storage.keep
+        {
+            tracing::debug!("response arrived older than it may be kept; not stored");
+            return None;
+        }
         let vary = policy::vary(&parts.headers).ok()?;
         Some((storage, vary))
     }
