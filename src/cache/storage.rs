@@ -40,10 +40,6 @@ impl Config {
     /// Stores `entry` (and the URL's Vary list) in the background: a response need not wait
     /// for it.
     pub(crate) fn put(self: &Arc<Self>, entry: Arc<Entry>, url: &str, lock: Option<StoreLock>) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!("no Tokio runtime to store a cache entry in; not stored");
-            return;
-        };
         let prefix = self.prefix();
         let entry_key = key::entry_key(&prefix, url, &entry.variant);
         let vary_key = key::vary_key(&prefix, url);
@@ -53,8 +49,9 @@ impl Config {
         // the write releases the lock in the same atomic step: no instance sees it free
         // before the entry is there
         let unlock = lock.map(StoreLock::released_by_write);
-        runtime.spawn(async move {
-            // encoded (and compressed) here rather than in the response body's last poll
+        let mut write = Box::pin(async move {
+            // on a store that needs a round trip, encoded (and compressed) in a task of its
+            // own rather than in the response body's last poll
             let written = config
                 .store
                 .cache_put(&CacheWrite {
@@ -84,6 +81,19 @@ impl Config {
                 );
             }
         });
+        // a store that answers at once (the memory store) writes now: the client's next
+        // request, sent as soon as this body ended, finds the entry
+        if self.store.answers_at_once() {
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            if write.as_mut().poll(&mut cx).is_ready() {
+                return;
+            }
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!("no Tokio runtime to store a cache entry in; not stored");
+            return;
+        };
+        runtime.spawn(write);
     }
 
     /// Whether a store write failed as refused within the last second: `Cache-Status` then
