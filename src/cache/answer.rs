@@ -32,6 +32,30 @@ impl Fwd {
         Self::Stale,
     ];
 
+    /// The `Cache-Status` values of a forwarded response for the cache `name`, by reason and
+    /// whether it was stored, made once per distinct name in the process. They are static
+    /// so that copying one onto a response touches no shared reference count: a count
+    /// written by every request on every core made its cache line travel between them.
+    /// Names come from configuration, not from requests, so the values made stay few.
+    pub(crate) fn statuses_for(name: &str) -> &'static [[HeaderValue; 2]; 5] {
+        type Statuses = &'static [[HeaderValue; 2]; 5];
+        static MADE: std::sync::Mutex<Vec<(String, Statuses)>> = std::sync::Mutex::new(Vec::new());
+        let mut made = MADE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((_, statuses)) = made.iter().find(|(made, _)| made == name) {
+            return statuses;
+        }
+        let statuses: Statuses = Box::leak(Box::new(Self::ALL.map(|fwd| {
+            [false, true].map(|stored| {
+                let stored = if stored { "; stored" } else { "" };
+                let value: &'static str =
+                    Box::leak(format!("{name}; fwd={}{stored}", fwd.as_str()).into_boxed_str());
+                HeaderValue::from_static(value)
+            })
+        })));
+        made.push((name.to_owned(), statuses));
+        statuses
+    }
+
     pub(crate) fn index(self) -> usize {
         self as usize
     }

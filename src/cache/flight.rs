@@ -2,6 +2,7 @@
 //! flights) and across processes sharing a store (a short lock in the store).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use std::time::{Duration, SystemTime};
@@ -51,12 +52,45 @@ impl Default for Flights {
 /// correctness. An entry another instance stores meanwhile is found once the memo ends.
 /// URLs are remembered by their [identity](super::key::UrlParts::identity) under keys random
 /// to this process, so that a request need not build its key to be checked.
+///
+/// Every GET asks the memo, so its answers are read without a shared write where possible:
+/// an empty half is seen from a counter, and each thread keeps the memo's last few positive
+/// answers until they expire or a URL is forgotten (a lock taken by every request on every
+/// core made its cache line travel between them).
 pub(crate) struct UnstorableUrls {
     for_how_long: Duration,
     hasher: foldhash::fast::RandomState,
     /// Until when each URL is remembered, for requests without and with credentials.
     urls: [Mutex<HashMap<u64, tokio::time::Instant, Prehashed>>; 2],
+    /// How many URLs each half holds, readable without its lock.
+    lens: [AtomicUsize; 2],
+    /// Tells this memo's answers kept by threads apart from another memo's.
+    memo: u64,
+    /// Grows whenever a URL leaves the memo before its time: answers kept by threads from
+    /// before then are no longer trusted.
+    forgotten: AtomicU64,
 }
+
+/// A positive answer of a memo kept by one thread.
+#[derive(Clone, Copy)]
+struct KeptAnswer {
+    memo: u64,
+    forgotten: u64,
+    url: u64,
+    credentialed: bool,
+    until: tokio::time::Instant,
+}
+
+/// How many answers each thread keeps: a few hot unstorable URLs interleaved stay local.
+const KEPT_ANSWERS: usize = 4;
+
+thread_local! {
+    static KEPT: std::cell::Cell<[Option<KeptAnswer>; KEPT_ANSWERS]> =
+        const { std::cell::Cell::new([None; KEPT_ANSWERS]) };
+}
+
+/// Numbers the memos of a process, for [`KeptAnswer::memo`].
+static MEMOS: AtomicU64 = AtomicU64::new(0);
 
 /// The hasher of a map whose keys are hashes already.
 type Prehashed = std::hash::BuildHasherDefault<PrehashedKey>;
@@ -94,6 +128,9 @@ impl UnstorableUrls {
             for_how_long,
             hasher: foldhash::fast::RandomState::default(),
             urls: Default::default(),
+            lens: Default::default(),
+            memo: MEMOS.fetch_add(1, Ordering::Relaxed),
+            forgotten: AtomicU64::new(0),
         }
     }
 
@@ -114,14 +151,37 @@ impl UnstorableUrls {
     /// Whether the URL was answered unstorably, for requests like this one, within the
     /// memo's time.
     pub(crate) fn remembers(&self, url: u64, credentialed: bool) -> bool {
-        if self.for_how_long.is_zero() {
+        let half = usize::from(credentialed);
+        if self.lens[half].load(Ordering::Relaxed) == 0 {
             return false;
         }
-        let urls = self.half(credentialed);
-        !urls.is_empty()
-            && urls
-                .get(&url)
-                .is_some_and(|until| tokio::time::Instant::now() < *until)
+        // read before the memo, so that a URL forgotten meanwhile is not kept
+        let forgotten = self.forgotten.load(Ordering::Acquire);
+        let slot = (url as usize) % KEPT_ANSWERS;
+        let now = tokio::time::Instant::now();
+        let mut kept = KEPT.get();
+        if let Some(answer) = kept[slot]
+            && answer.memo == self.memo
+            && answer.url == url
+            && answer.credentialed == credentialed
+            && answer.forgotten == forgotten
+            && now < answer.until
+        {
+            return true;
+        }
+        let until = self.half(credentialed).get(&url).copied();
+        let Some(until) = until.filter(|until| now < *until) else {
+            return false;
+        };
+        kept[slot] = Some(KeptAnswer {
+            memo: self.memo,
+            forgotten,
+            url,
+            credentialed,
+            until,
+        });
+        KEPT.set(kept);
+        true
     }
 
     pub(crate) fn remember(&self, url: u64, credentialed: bool) {
@@ -135,8 +195,11 @@ impl UnstorableUrls {
             if urls.len() >= MAX_UNSTORABLE_URLS {
                 urls.clear();
             }
+            // the URLs dropped may be kept by threads
+            self.forgotten.fetch_add(1, Ordering::Release);
         }
         urls.insert(url, now + self.for_how_long);
+        self.lens[usize::from(credentialed)].store(urls.len(), Ordering::Relaxed);
     }
 
     /// Whether this request on the memo has its answer checked for storability: one in
@@ -157,10 +220,14 @@ impl UnstorableUrls {
     /// A storable answer for the URL: its requests look it up again.
     pub(crate) fn forget(&self, url: u64) {
         for credentialed in [false, true] {
-            let mut urls = self.half(credentialed);
-            if !urls.is_empty() {
-                urls.remove(&url);
+            if self.lens[usize::from(credentialed)].load(Ordering::Relaxed) == 0 {
+                continue;
             }
+            let mut urls = self.half(credentialed);
+            if urls.remove(&url).is_some() {
+                self.forgotten.fetch_add(1, Ordering::Release);
+            }
+            self.lens[usize::from(credentialed)].store(urls.len(), Ordering::Relaxed);
         }
     }
 }
@@ -463,6 +530,32 @@ mod tests {
         let urls = UnstorableUrls::new(HIT_FOR_MISS);
         let checked = (0..8 * 10).filter(|_| urls.rechecks()).count();
         assert_eq!(checked, 10);
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_url_forgotten_on_another_thread_is_not_remembered_from_this_threads_copy() {
+        let urls = Arc::new(UnstorableUrls::new(HIT_FOR_MISS));
+        urls.remember(7, true);
+        urls.remember(8, true);
+        // kept by this thread
+        assert!(urls.remembers(7, true));
+        assert!(urls.remembers(7, true));
+        assert!(!urls.remembers(7, false), "the halves are apart");
+        let other = Arc::clone(&urls);
+        std::thread::spawn(move || other.forget(7)).join().unwrap();
+        assert!(!urls.remembers(7, true));
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_kept_answer_ends_with_the_memo_time_and_two_memos_keep_apart() {
+        let urls = UnstorableUrls::new(Duration::from_secs(10));
+        let other = UnstorableUrls::new(Duration::from_secs(10));
+        urls.remember(3, false);
+        assert!(urls.remembers(3, false));
+        other.remember(4, false);
+        assert!(!other.remembers(3, false), "another memo never saw URL 3");
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert!(!urls.remembers(3, false));
     }
     use crate::store::{CacheWrite, MemoryStore};
 

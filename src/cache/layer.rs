@@ -112,7 +112,7 @@ pub(crate) struct Config {
     pub(crate) vary_lists: moka::sync::Cache<String, Arc<Vec<HeaderName>>>,
     /// `Cache-Status` of a response from the inner service, by `fwd` reason and whether it
     /// is stored (see `Config::forwarded_status`).
-    pub(crate) forwarded_statuses: [[HeaderValue; 2]; 5],
+    pub(crate) forwarded_statuses: &'static [[HeaderValue; 2]; 5],
 }
 
 /// A replacement for the answers the cache gives by itself.
@@ -960,17 +960,7 @@ impl ResponseCacheBuilder {
                 store_cookies: self.store_cookies,
                 patch_headers: self.patch_headers,
                 x_cache: self.x_cache,
-                forwarded_statuses: Fwd::ALL.map(|fwd| {
-                    [false, true].map(|stored| {
-                        let stored = if stored { "; stored" } else { "" };
-                        HeaderValue::try_from(format!(
-                            "{}; fwd={}{stored}",
-                            self.name,
-                            fwd.as_str()
-                        ))
-                        .expect("the name is checked to be a token")
-                    })
-                }),
+                forwarded_statuses: Fwd::statuses_for(&self.name),
                 name: self.name,
                 compute_etag: self.compute_etag,
                 compress_above: self.compress_above,
