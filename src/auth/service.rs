@@ -12,7 +12,7 @@ use super::source::extract_token;
 use super::{AuthError, AuthErrorKind, RejectionResponse, Token, rejection};
 use crate::body::ResponseBody;
 use crate::gate::Gate;
-use crate::store::Store;
+use crate::store::{Backend, Store};
 
 /// The service [`TokenAuthLayer`](super::TokenAuthLayer) wraps around an inner service.
 ///
@@ -183,9 +183,9 @@ where
                 // the memory store answers at once: no boxed future, no second poll
                 if config.sliding.is_none()
                     && let Ok(key) = &key
-                    && let Some(found) = config.store.get_now(key)
+                    && let Some(found) = config.store.now(|store| store.get_full(key))
                 {
-                    let verdict = config.verdict(Ok(found), token, &self.rejection, &mut request);
+                    let verdict = config.verdict(found, token, &self.rejection, &mut request);
                     return ResponseFuture::new(Gate::decided(verdict, &mut self.inner, request));
                 }
                 // clone-and-swap: the future gets the service that was polled ready

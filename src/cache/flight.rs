@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use super::entry::Entry;
 use super::key;
 use super::policy::{self, RequestRules, Verdict};
-use crate::store::{AnyStore, CacheLock, Store, StoredNow};
+use crate::store::{AnyStore, Backend, CacheLock, Store, StoredNow};
 
 /// What the leader of a flight ends with: the entry it stored, or nothing to share.
 #[derive(Clone)]

@@ -19,6 +19,7 @@ use super::policy::{RequestRules, Verdict};
 use super::recorder::Recorder;
 use super::storage::StoreCall;
 use super::{ResponseBody, invalidate, key, policy};
+use crate::store::Backend;
 
 /// Runs a refresh to its end in a task of its own (the service knows the bounds that takes).
 pub(crate) type Detach<S, ReqBody> = fn(&tokio::runtime::Handle, ResponseFuture<S, ReqBody>);

@@ -12,7 +12,7 @@ use http::{Method, StatusCode, Uri};
 
 use super::key;
 use super::layer::Config;
-use crate::store::{Expiry, Store, StoreError};
+use crate::store::{Backend, Expiry, Store, StoreError};
 
 /// How often an instance rereads the namespace generation another instance may have bumped.
 const GENERATION_RECHECK: Duration = Duration::from_secs(1);

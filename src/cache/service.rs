@@ -14,7 +14,7 @@ use super::future::{Ctx, Found, Miss, Pending, ResponseFuture, Url};
 use super::layer::{self, Config, RequestDirectives};
 use super::policy::{RequestRules, Verdict};
 use super::{invalidate, key, policy};
-use crate::store::Store;
+use crate::store::{Backend, Store};
 
 /// The service [`ResponseCacheLayer`](super::ResponseCacheLayer) wraps around an inner
 /// service.
@@ -389,17 +389,17 @@ impl<S> ResponseCache<S> {
         variant: &str,
         vary: &[HeaderName],
     ) -> Option<Found> {
-        if !self.config.store.answers_at_once() {
+        let store = &self.config.store;
+        if !store.answers_at_once() {
             return None;
         }
-        let store = &self.config.store;
         let full_key = store
             .key_scheme()
             .make_joined(&[prefix, "{", url, "}:", variant])
             .ok()?;
-        store
-            .get_now(&full_key)
-            .map(|stored| Found::read(stored, vary))
+        // a failure takes the path that handles it by the layer's policy
+        let stored = store.now(|store| store.get_full(&full_key))?.ok()?;
+        Some(Found::read(stored, vary))
     }
 
     /// Whether a store that answers at once holds no Vary list for `url`: a URL never stored.
@@ -409,7 +409,9 @@ impl<S> ResponseCache<S> {
             && store
                 .key_scheme()
                 .make_joined(&[prefix, "{", url, "}:vary"])
-                .is_ok_and(|full_key| matches!(store.get_now(&full_key), Some(None)))
+                .is_ok_and(|full_key| {
+                    matches!(store.now(|store| store.get_full(&full_key)), Some(Ok(None)))
+                })
     }
 }
 

@@ -12,7 +12,7 @@ use super::entry::Entry;
 use super::flight::StoreLock;
 use super::key;
 use super::layer::Config;
-use crate::store::{CacheWrite, Store, StoreError, StoreErrorKind};
+use crate::store::{Backend, CacheWrite, Store, StoreError, StoreErrorKind};
 
 pub(crate) type StoreCall = Pin<Box<dyn Future<Output = Result<Option<Bytes>, StoreError>> + Send>>;
 

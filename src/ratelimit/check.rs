@@ -6,7 +6,7 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use super::layer::Config;
-use crate::store::{AnyStore, RateDecision, StoreError};
+use crate::store::{Backend, RateDecision, StoreError};
 
 /// One hit a rule counted.
 pub(crate) struct Counted {
@@ -39,16 +39,45 @@ pub(crate) type Check = crate::gate::Check<Outcome>;
 
 /// Gives back `hits`, best effort: a failure to release only leaves a hit counted.
 pub(crate) async fn release_all(config: &Config, hits: &[Counted]) {
+    give_back(config, &config.store, hits).await;
+}
+
+async fn give_back<B: Backend>(config: &Config, store: &B, hits: &[Counted]) {
     for hit in hits {
         let policy = &config.rules[hit.rule].policy;
-        if let Err(err) = config
-            .store
-            .release_full(&hit.key, policy, &hit.decision)
-            .await
-        {
+        if let Err(err) = store.release_full(&hit.key, policy, &hit.decision).await {
             let _ = crate::FailurePolicy::Open.handle("ratelimit", &err);
         }
     }
+}
+
+/// Checks every applicable rule in order on `store`; a refusal gives back what earlier rules
+/// counted. A rule whose store call fails is skipped when it fails open, and ends the check
+/// when it fails closed. Generic over the backend so that the memory store's check, decided
+/// at its first poll, carries no Redis future inside it.
+async fn check_rules<B: Backend>(config: &Config, store: &B, checks: Checks) -> Outcome {
+    let mut counted = Hits::new();
+    for (rule, key) in checks {
+        let policy = &config.rules[rule].policy;
+        let decision = match store.rate_limit_full(&key, policy).await {
+            Ok(decision) => decision,
+            Err(err) if config.survives(rule, &err) => continue,
+            Err(_) => {
+                give_back(config, store, &counted).await;
+                return Outcome::Unavailable;
+            }
+        };
+        if !decision.allowed {
+            give_back(config, store, &counted).await;
+            return Outcome::Denied { rule, decision };
+        }
+        counted.push(Counted {
+            rule,
+            key,
+            decision,
+        });
+    }
+    Outcome::Allowed(counted)
 }
 
 impl Config {
@@ -58,69 +87,17 @@ impl Config {
         self.rules[rule].on_store_error.handle("ratelimit", err)
     }
 
-    /// Checks every applicable rule in order; a refusal gives back what earlier rules counted.
-    /// A rule whose store call fails is skipped when it fails open, and ends the check when it
-    /// fails closed.
+    /// Checks the rules against a store that needs a round trip.
     pub(crate) fn check(self: &Arc<Self>, checks: Checks) -> Check {
         let config = Arc::clone(self);
-        Box::pin(async move {
-            let mut counted = Hits::new();
-            for (rule, key) in checks {
-                let policy = config.rules[rule].policy;
-                let decision = match config.store.rate_limit_full(&key, &policy).await {
-                    Ok(decision) => decision,
-                    Err(err) if config.survives(rule, &err) => continue,
-                    Err(_) => {
-                        release_all(&config, &counted).await;
-                        return Outcome::Unavailable;
-                    }
-                };
-                if !decision.allowed {
-                    release_all(&config, &counted).await;
-                    return Outcome::Denied { rule, decision };
-                }
-                counted.push(Counted {
-                    rule,
-                    key,
-                    decision,
-                });
-            }
-            Outcome::Allowed(counted)
-        })
+        Box::pin(async move { check_rules(&config, &config.store, checks).await })
     }
 
-    /// [`check`](Self::check) without a future, when the store decides at once (the memory
-    /// store): the request then needs neither a boxed future nor a second poll.
+    /// Checks the rules within `call` when the store decides at once (the memory store): the
+    /// request then needs neither a boxed future nor a second poll. `None`, with `checks`
+    /// untouched, on a store that needs a round trip.
     pub(crate) fn check_now(&self, checks: &mut Checks) -> Option<Outcome> {
-        let AnyStore::Memory(store) = &self.store else {
-            return None;
-        };
-        let give_back = |counted: &Hits| {
-            for hit in counted {
-                let policy = &self.rules[hit.rule].policy;
-                store.release_now(hit.key.clone(), policy, &hit.decision);
-            }
-        };
-        let mut counted = Hits::new();
-        for (rule, key) in checks.drain(..) {
-            let decision = match store.rate_limit_now(&key, &self.rules[rule].policy) {
-                Ok(decision) => decision,
-                Err(err) if self.survives(rule, &err) => continue,
-                Err(_) => {
-                    give_back(&counted);
-                    return Some(Outcome::Unavailable);
-                }
-            };
-            if !decision.allowed {
-                give_back(&counted);
-                return Some(Outcome::Denied { rule, decision });
-            }
-            counted.push(Counted {
-                rule,
-                key,
-                decision,
-            });
-        }
-        Some(Outcome::Allowed(counted))
+        self.store
+            .now(|store| check_rules(self, store, std::mem::take(checks)))
     }
 }

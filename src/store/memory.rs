@@ -13,7 +13,7 @@ use moka::sync::Cache;
 use super::rate::{PolicyKind, cooldown_decision, gcra_step, new_ticket, window_decision};
 use super::value::parse_integer;
 use super::{
-    CacheLock, CacheWrite, Expiry, KeyScheme, RateDecision, RatePolicy, Store, StoreError,
+    Backend, CacheLock, CacheWrite, Expiry, KeyScheme, RateDecision, RatePolicy, Store, StoreError,
     StoreErrorKind, StoredNow, Timeout, Ttl, ttl_ms_ceil,
 };
 use crate::ConfigError;
@@ -408,183 +408,22 @@ impl MemoryStore {
             .filter(|slot| slot.is_live(now))
     }
 
-    /// Stores a cache entry, see [`CacheWrite`].
-    pub(crate) fn cache_put(&self, write: &CacheWrite<'_>) -> Result<(), StoreError> {
-        let entry = self.keys.make(write.entry_key)?;
-        let vary = self.keys.make(write.vary_key)?;
-        let index = self.keys.make(write.index_key)?;
-        // a storable answer ends the entry's hit-for-miss memo
-        self.entries().invalidate(
-            &self
-                .keys
-                .make(&crate::store::hit_for_miss_key(write.entry_key))?,
-        );
-        let lock = write
-            .unlock
-            .map(|(key, owner)| self.keys.make(key).map(|key| (key, owner)))
-            .transpose()?;
-        let expires_at = Some(Instant::now() + write.ttl);
-        for (key, value) in [(&entry, &write.entry), (&vary, &write.vary)] {
-            self.entries().insert(
-                key.clone(),
-                Slot {
-                    value: value.clone(),
-                    expires_at,
-                    counter: None,
-                },
-            );
-        }
-        self.compute(index, |slot, _| {
-            let mut members = slot
-                .and_then(|slot| decode_index(&slot.value).ok())
-                .unwrap_or_default();
-            for key in [&entry, &vary] {
-                if !members.contains(key) {
-                    members.push(key.clone());
-                }
-            }
-            let mut updated = index_slot(&members);
-            updated.expires_at = match slot.map(|slot| slot.expires_at) {
-                Some(None) => None,
-                Some(Some(at)) => expires_at.max(Some(at)),
-                None => expires_at,
-            };
-            (Op::Put(updated), ())
-        });
-        if let Some((key, owner)) = lock {
-            self.unlock_now(key, owner);
-        }
-        Ok(())
+    /// The live value under a full key.
+    fn live_value(&self, key: &str) -> Option<Bytes> {
+        self.live_slot(key, Instant::now()).map(|slot| slot.data())
     }
 
-    /// Takes a cache entry's stampede lock and reads its Vary list and entry.
-    pub(crate) fn lock_and_read(
-        &self,
-        lock: &CacheLock<'_>,
-    ) -> Result<Option<StoredNow>, StoreError> {
-        let lock_key = self.keys.make(lock.lock_key)?;
-        let vary = self.keys.make(lock.vary_key)?;
-        let entry = self.keys.make(lock.entry_key)?;
-        let memo = self
-            .keys
-            .make(&crate::store::hit_for_miss_key(lock.entry_key))?;
-        if self.get_now(&memo).is_some() {
-            return Ok(Some(StoredNow {
-                uncacheable: true,
-                ..StoredNow::default()
-            }));
-        }
-        let owner = Bytes::copy_from_slice(lock.owner.as_bytes());
-        let taken = self.compute(lock_key, |slot, now| match slot {
-            Some(_) => (Op::Nop, false),
-            None => (
-                Op::Put(Slot {
-                    value: owner,
-                    expires_at: Some(now + lock.ttl),
-                    counter: None,
-                }),
-                true,
-            ),
-        });
-        Ok(taken.then(|| StoredNow {
-            vary: self.get_now(&vary),
-            entry: self.get_now(&entry),
-            uncacheable: false,
-        }))
-    }
-
-    /// Releases a lock `owner` holds (a full key).
-    pub(crate) fn unlock_now(&self, key: String, owner: &str) -> bool {
+    /// Releases a cache lock (a full key) if `owner` holds it.
+    fn release_lock(&self, key: String, owner: &str) -> bool {
         self.compute(key, |slot, _| match slot {
             Some(slot) if slot.value == owner.as_bytes() => (Op::Remove, true),
             _ => (Op::Nop, false),
         })
     }
 
-    /// Deletes every key matching the glob `pattern` (full-key form; `*`, `?` and `\`
-    /// escapes, as Redis `SCAN MATCH` reads them).
-    pub(crate) fn delete_matching_now(&self, pattern: &str) -> u64 {
-        let now = Instant::now();
-        let mut deleted = 0;
-        for (key, slot) in self.entries() {
-            if glob_match(pattern.as_bytes(), key.as_bytes()) {
-                self.entries().invalidate(key.as_str());
-                deleted += u64::from(slot.is_live(now));
-            }
-        }
-        deleted
-    }
-
-    /// [`Store::get`] on a full key, without a future.
-    pub(crate) fn get_now(&self, key: &str) -> Option<Bytes> {
-        self.live_slot(key, Instant::now()).map(|slot| slot.data())
-    }
-
-    /// [`Store::get_and_refresh`] on a full key, without a future.
-    pub(crate) fn get_and_refresh_now(&self, key: String, ttl: Duration) -> Option<Bytes> {
-        self.compute(key, |slot, now| match (slot, deadline(ttl.into(), now)) {
-            (None, _) => (Op::Nop, None),
-            (Some(slot), Deadline::AlreadyExpired) => (Op::Remove, Some(slot.data())),
-            (Some(slot), Deadline::At(expires_at)) => (
-                Op::Put(Slot {
-                    expires_at,
-                    ..slot.clone()
-                }),
-                Some(slot.data()),
-            ),
-        })
-    }
-
-    /// [`Store::release`] on a full key, for an allowed decision.
-    pub(crate) fn release_now(
-        &self,
-        key: String,
-        policy: &RatePolicy,
-        decision: &RateDecision,
-    ) -> bool {
-        if !decision.allowed {
-            return false;
-        }
-        self.compute(key, |slot, _| {
-            let Some(slot) = slot else {
-                return (Op::Nop, false);
-            };
-            match policy.kind() {
-                // only the hit that set the flag may clear it
-                PolicyKind::Cooldown { .. } => match &decision.ticket {
-                    Some(ticket) if slot.value == ticket.as_bytes() => (Op::Remove, true),
-                    _ => (Op::Nop, false),
-                },
-                PolicyKind::FixedWindow { .. } => (Op::Nop, give_back(slot, 1)),
-                PolicyKind::Gcra { emission_us, .. } => (Op::Nop, give_back(slot, emission_us)),
-            }
-        })
-    }
-
-    /// [`Store::rate_limit`] on a full key, without a future: the memory store decides at
-    /// once, so a layer can answer within `call`.
-    pub(crate) fn rate_limit_now(
-        &self,
-        key: &str,
-        policy: &RatePolicy,
-    ) -> Result<RateDecision, StoreError> {
-        self.admits(key)?;
-        match policy.kind() {
-            PolicyKind::Cooldown { interval_ms } => self.cooldown_now(key, interval_ms),
-            PolicyKind::FixedWindow { limit, window_ms } => {
-                self.fixed_window_now(key, limit, window_ms)
-            }
-            PolicyKind::Gcra {
-                emission_us,
-                tolerance_us,
-                burst,
-            } => self.gcra_now(key, emission_us, tolerance_us, burst),
-        }
-    }
-
     /// A send flag: set when absent, for `interval_ms`.
     #[inline]
-    fn cooldown_now(&self, key: &str, interval_ms: u64) -> Result<RateDecision, StoreError> {
+    fn cooldown(&self, key: &str, interval_ms: u64) -> Result<RateDecision, StoreError> {
         let ticket = new_ticket();
         Ok(self.compute(key.to_owned(), |slot, now| match slot {
             Some(slot) => match slot.remaining_ms(now) {
@@ -612,7 +451,7 @@ impl MemoryStore {
 
     /// A fixed-window counter, counted in place while it lives.
     #[inline]
-    fn fixed_window_now(
+    fn fixed_window(
         &self,
         key: &str,
         limit: u64,
@@ -664,7 +503,7 @@ impl MemoryStore {
 
     /// A GCRA's theoretical arrival time, stepped in place while its slot outlives it.
     #[inline]
-    fn gcra_now(
+    fn gcra(
         &self,
         key: &str,
         emission_us: u64,
@@ -773,6 +612,178 @@ impl std::fmt::Debug for MemoryStore {
     }
 }
 
+// Every future here is ready at its first poll: the memory store decides at once, which
+// `at_once` relies on.
+impl Backend for MemoryStore {
+    fn answers_at_once(&self) -> bool {
+        true
+    }
+
+    async fn get_full(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        Ok(self.live_value(key))
+    }
+
+    async fn get_and_refresh_full(
+        &self,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<Option<Bytes>, StoreError> {
+        Ok(self.compute(key.to_owned(), |slot, now| {
+            match (slot, deadline(ttl.into(), now)) {
+                (None, _) => (Op::Nop, None),
+                (Some(slot), Deadline::AlreadyExpired) => (Op::Remove, Some(slot.data())),
+                (Some(slot), Deadline::At(expires_at)) => (
+                    Op::Put(Slot {
+                        expires_at,
+                        ..slot.clone()
+                    }),
+                    Some(slot.data()),
+                ),
+            }
+        }))
+    }
+
+    async fn rate_limit_full(
+        &self,
+        key: &str,
+        policy: &RatePolicy,
+    ) -> Result<RateDecision, StoreError> {
+        self.admits(key)?;
+        match policy.kind() {
+            PolicyKind::Cooldown { interval_ms } => self.cooldown(key, interval_ms),
+            PolicyKind::FixedWindow { limit, window_ms } => {
+                self.fixed_window(key, limit, window_ms)
+            }
+            PolicyKind::Gcra {
+                emission_us,
+                tolerance_us,
+                burst,
+            } => self.gcra(key, emission_us, tolerance_us, burst),
+        }
+    }
+
+    async fn release_full(
+        &self,
+        key: &str,
+        policy: &RatePolicy,
+        decision: &RateDecision,
+    ) -> Result<bool, StoreError> {
+        if !decision.allowed {
+            return Ok(false);
+        }
+        Ok(self.compute(key.to_owned(), |slot, _| {
+            let Some(slot) = slot else {
+                return (Op::Nop, false);
+            };
+            match policy.kind() {
+                // only the hit that set the flag may clear it
+                PolicyKind::Cooldown { .. } => match &decision.ticket {
+                    Some(ticket) if slot.value == ticket.as_bytes() => (Op::Remove, true),
+                    _ => (Op::Nop, false),
+                },
+                PolicyKind::FixedWindow { .. } => (Op::Nop, give_back(slot, 1)),
+                PolicyKind::Gcra { emission_us, .. } => (Op::Nop, give_back(slot, emission_us)),
+            }
+        }))
+    }
+
+    async fn cache_put(&self, write: &CacheWrite<'_>) -> Result<(), StoreError> {
+        let entry = self.keys.make(write.entry_key)?;
+        let vary = self.keys.make(write.vary_key)?;
+        let index = self.keys.make(write.index_key)?;
+        // a storable answer ends the entry's hit-for-miss memo
+        self.entries().invalidate(
+            &self
+                .keys
+                .make(&crate::store::hit_for_miss_key(write.entry_key))?,
+        );
+        let lock = write
+            .unlock
+            .map(|(key, owner)| self.keys.make(key).map(|key| (key, owner)))
+            .transpose()?;
+        let expires_at = Some(Instant::now() + write.ttl);
+        for (key, value) in [(&entry, &write.entry), (&vary, &write.vary)] {
+            self.entries().insert(
+                key.clone(),
+                Slot {
+                    value: value.clone(),
+                    expires_at,
+                    counter: None,
+                },
+            );
+        }
+        self.compute(index, |slot, _| {
+            let mut members = slot
+                .and_then(|slot| decode_index(&slot.value).ok())
+                .unwrap_or_default();
+            for key in [&entry, &vary] {
+                if !members.contains(key) {
+                    members.push(key.clone());
+                }
+            }
+            let mut updated = index_slot(&members);
+            updated.expires_at = match slot.map(|slot| slot.expires_at) {
+                Some(None) => None,
+                Some(Some(at)) => expires_at.max(Some(at)),
+                None => expires_at,
+            };
+            (Op::Put(updated), ())
+        });
+        if let Some((key, owner)) = lock {
+            self.release_lock(key, owner);
+        }
+        Ok(())
+    }
+
+    async fn lock_and_read(&self, lock: &CacheLock<'_>) -> Result<Option<StoredNow>, StoreError> {
+        let lock_key = self.keys.make(lock.lock_key)?;
+        let vary = self.keys.make(lock.vary_key)?;
+        let entry = self.keys.make(lock.entry_key)?;
+        let memo = self
+            .keys
+            .make(&crate::store::hit_for_miss_key(lock.entry_key))?;
+        if self.live_value(&memo).is_some() {
+            return Ok(Some(StoredNow {
+                uncacheable: true,
+                ..StoredNow::default()
+            }));
+        }
+        let owner = Bytes::copy_from_slice(lock.owner.as_bytes());
+        let taken = self.compute(lock_key, |slot, now| match slot {
+            Some(_) => (Op::Nop, false),
+            None => (
+                Op::Put(Slot {
+                    value: owner,
+                    expires_at: Some(now + lock.ttl),
+                    counter: None,
+                }),
+                true,
+            ),
+        });
+        Ok(taken.then(|| StoredNow {
+            vary: self.live_value(&vary),
+            entry: self.live_value(&entry),
+            uncacheable: false,
+        }))
+    }
+
+    async fn unlock(&self, key: &str, owner: &str) -> Result<bool, StoreError> {
+        Ok(self.release_lock(self.keys.make(key)?, owner))
+    }
+
+    async fn delete_matching(&self, pattern: &str) -> Result<u64, StoreError> {
+        let now = Instant::now();
+        let mut deleted = 0;
+        for (key, slot) in self.entries() {
+            if glob_match(pattern.as_bytes(), key.as_bytes()) {
+                self.entries().invalidate(key.as_str());
+                deleted += u64::from(slot.is_live(now));
+            }
+        }
+        Ok(deleted)
+    }
+}
+
 impl Store for MemoryStore {
     fn key_scheme(&self) -> &KeyScheme {
         &self.keys
@@ -783,14 +794,6 @@ impl Store for MemoryStore {
             keys,
             ..self.clone()
         }
-    }
-
-    async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
-        Ok(self.get_now(&self.keys.make(key)?))
-    }
-
-    async fn get_and_refresh(&self, key: &str, ttl: Duration) -> Result<Option<Bytes>, StoreError> {
-        Ok(self.get_and_refresh_now(self.keys.make(key)?, ttl))
     }
 
     async fn set(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<(), StoreError> {
@@ -1015,22 +1018,6 @@ impl Store for MemoryStore {
                 (Op::Remove, Some(version))
             }
         }))
-    }
-
-    async fn release(
-        &self,
-        key: &str,
-        policy: &RatePolicy,
-        decision: &RateDecision,
-    ) -> Result<bool, StoreError> {
-        if !decision.allowed {
-            return Ok(false);
-        }
-        Ok(self.release_now(self.keys.make(key)?, policy, decision))
-    }
-
-    async fn rate_limit(&self, key: &str, policy: &RatePolicy) -> Result<RateDecision, StoreError> {
-        self.rate_limit_now(&self.keys.make(key)?, policy)
     }
 }
 

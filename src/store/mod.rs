@@ -53,6 +53,7 @@
 //! timeout while it waits for a connection, and by the command timeout for the reply. What a layer does with the error is its
 //! [`FailurePolicy`](crate::FailurePolicy).
 
+mod backend;
 mod config;
 mod error;
 mod key;
@@ -67,6 +68,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+pub(crate) use self::backend::{
+    Backend, CacheLock, CacheWrite, StoredNow, at_once, hit_for_miss_key,
+};
 pub use self::config::{PoolArgument, StoreConfig, StoreOptions, StoresConfig, Timeout};
 pub use self::error::{StoreError, StoreErrorKind};
 pub use self::key::{KeyFn, KeyScheme};
@@ -75,48 +79,6 @@ pub use self::named::{AnyStore, Stores, StoresBuilder};
 pub(crate) use self::rate::new_ticket;
 pub use self::rate::{RateDecision, RatePolicy};
 pub use self::redis::{RedisStore, RedisStoreBuilder};
-
-/// A cache entry to store in one atomic step: the entry, its URL's Vary list, their record in
-/// the URL's index (so every variant can be invalidated at once; the index lives as long as
-/// its longest-lived member), and the release of the stampede lock the writer holds.
-pub(crate) struct CacheWrite<'a> {
-    pub(crate) entry_key: &'a str,
-    pub(crate) entry: Bytes,
-    pub(crate) vary_key: &'a str,
-    pub(crate) vary: Bytes,
-    pub(crate) index_key: &'a str,
-    pub(crate) ttl: Duration,
-    /// The lock's key and its owner's token.
-    pub(crate) unlock: Option<(&'a str, &'a str)>,
-}
-
-/// A cache entry's stampede lock to take, and the keys to read in the same atomic step.
-pub(crate) struct CacheLock<'a> {
-    pub(crate) lock_key: &'a str,
-    pub(crate) owner: &'a str,
-    pub(crate) ttl: Duration,
-    pub(crate) vary_key: &'a str,
-    pub(crate) entry_key: &'a str,
-}
-
-/// What was stored when a [`CacheLock`] was taken.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct StoredNow {
-    pub(crate) vary: Option<Bytes>,
-    pub(crate) entry: Option<Bytes>,
-    /// The lock was not taken: the entry's last answer could not be stored (its
-    /// hit-for-miss memo, see [`hit_for_miss_key`]), so nobody waits for an entry.
-    pub(crate) uncacheable: bool,
-}
-
-/// Where the memo that an entry's last answer could not be stored lives: beside the entry, in
-/// its hash slot.
-pub(crate) fn hit_for_miss_key(entry_key: &str) -> String {
-    let mut key = String::with_capacity(entry_key.len() + 4);
-    key.push_str(entry_key);
-    key.push_str(":hfm");
-    key
-}
 
 /// How long a value written with [`Store::set`] or [`Store::set_if_absent`] lives.
 ///
@@ -220,7 +182,10 @@ impl Ttl {
 /// backend, as below), not to bring another client: the layers also need operations this
 /// trait does not show (the cache's atomic write-and-unlock, its stampede lock, the
 /// rate-limit scripts' exact semantics on a server clock), which the two backends provide
-/// with the guarantees the layers are tested against.
+/// with the guarantees the layers are tested against. Each backend implements every
+/// operation once, behind a crate-internal interface that this trait requires; the methods
+/// with a full-key form (`get`, `get_and_refresh`, `rate_limit`, `release`) are written once
+/// on top of it for every backend.
 ///
 /// # Example
 ///
@@ -241,7 +206,7 @@ impl Ttl {
 /// assert_eq!(store.get("abc123").await?.as_deref(), Some(&br#"{"id":1}"#[..]));
 /// # Ok(()) }
 /// ```
-pub trait Store: sealed::Sealed + Clone + Send + Sync + 'static {
+pub trait Store: backend::Backend {
     /// The key layout this store applies to every key.
     fn key_scheme(&self) -> &KeyScheme;
 
@@ -256,7 +221,9 @@ pub trait Store: sealed::Sealed + Clone + Send + Sync + 'static {
     }
 
     /// The value under `key`, or `None`.
-    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Bytes>, StoreError>> + Send;
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Bytes>, StoreError>> + Send {
+        async move { self.get_full(&self.key_scheme().make(key)?).await }
+    }
 
     /// The value under `key`, with its expiry pushed out to `ttl` from now in the same atomic
     /// step (sliding sessions; Redis `GETEX ... PX`). A missing key stays missing.
@@ -264,7 +231,12 @@ pub trait Store: sealed::Sealed + Clone + Send + Sync + 'static {
         &self,
         key: &str,
         ttl: Duration,
-    ) -> impl Future<Output = Result<Option<Bytes>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<Bytes>, StoreError>> + Send {
+        async move {
+            self.get_and_refresh_full(&self.key_scheme().make(key)?, ttl)
+                .await
+        }
+    }
 
     /// Stores `value` under `key`, replacing any value and expiry it had.
     fn set(
@@ -361,7 +333,12 @@ pub trait Store: sealed::Sealed + Clone + Send + Sync + 'static {
         &self,
         key: &str,
         policy: &RatePolicy,
-    ) -> impl Future<Output = Result<RateDecision, StoreError>> + Send;
+    ) -> impl Future<Output = Result<RateDecision, StoreError>> + Send {
+        async move {
+            self.rate_limit_full(&self.key_scheme().make(key)?, policy)
+                .await
+        }
+    }
 
     /// Gives back the hit an allowed `decision` counted (commit on success: a failed SMS send
     /// does not use up the minute), telling whether anything was given back. A cooldown flag is
@@ -372,14 +349,13 @@ pub trait Store: sealed::Sealed + Clone + Send + Sync + 'static {
         key: &str,
         policy: &RatePolicy,
         decision: &RateDecision,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-}
-
-/// Keeps [`Store`] implemented by this crate's stores only.
-mod sealed {
-    pub trait Sealed {}
-
-    impl Sealed for super::RedisStore {}
-    impl Sealed for super::MemoryStore {}
-    impl Sealed for super::AnyStore {}
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        async move {
+            if !decision.allowed {
+                return Ok(false);
+            }
+            self.release_full(&self.key_scheme().make(key)?, policy, decision)
+                .await
+        }
+    }
 }

@@ -1,12 +1,13 @@
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
 use super::{
-    CacheLock, CacheWrite, Expiry, KeyScheme, MemoryStore, RateDecision, RatePolicy, RedisStore,
-    Store, StoreError, StoredNow, StoresConfig, Ttl,
+    Backend, CacheLock, CacheWrite, Expiry, KeyScheme, MemoryStore, RateDecision, RatePolicy,
+    RedisStore, Store, StoreError, StoredNow, StoresConfig, Ttl, at_once,
 };
 use crate::ConfigError;
 
@@ -45,7 +46,7 @@ impl From<MemoryStore> for AnyStore {
     }
 }
 
-/// Forwards a `Store` method to whichever backend this is.
+/// Forwards a `Store` or `Backend` method to whichever backend this is.
 macro_rules! dispatch {
     ($self:ident, $store:ident => $call:expr) => {
         match $self {
@@ -55,8 +56,7 @@ macro_rules! dispatch {
     };
 }
 
-/// Operations on full keys (the key scheme already applied), for the layers: they build
-/// each request's key once, and the memory store answers them without a future.
+/// The shares of a memory store the layers keep their state in.
 impl AnyStore {
     /// Where the rate-limit layer keeps its state: the memory store's rate-limit share, whose
     /// live entries are never evicted; Redis as it is.
@@ -64,6 +64,19 @@ impl AnyStore {
         match self {
             Self::Memory(store) => Self::Memory(store.for_rate_limits()),
             Self::Redis(_) => self.clone(),
+        }
+    }
+
+    /// `operation` on the memory store, decided at once (its futures are ready at their first
+    /// poll), so that a layer answers within `call`; `None` on Redis, whose answer needs a
+    /// round trip (the operation is then not started).
+    pub(crate) fn now<'a, F: Future>(
+        &'a self,
+        operation: impl FnOnce(&'a MemoryStore) -> F,
+    ) -> Option<F::Output> {
+        match self {
+            Self::Memory(store) => at_once(operation(store)),
+            Self::Redis(_) => None,
         }
     }
 
@@ -75,100 +88,56 @@ impl AnyStore {
             Self::Redis(_) => self.clone(),
         }
     }
+}
 
-    /// Whether the backend answers without waiting (the memory store), so that a layer can
-    /// decide within `call`.
-    pub(crate) fn answers_at_once(&self) -> bool {
-        matches!(self, Self::Memory(_))
+impl Backend for AnyStore {
+    fn answers_at_once(&self) -> bool {
+        dispatch!(self, store => store.answers_at_once())
     }
 
-    /// The value under a full key, when the backend can tell at once (the memory store).
-    pub(crate) fn get_now(&self, key: &str) -> Option<Option<Bytes>> {
-        match self {
-            Self::Memory(store) => Some(store.get_now(key)),
-            Self::Redis(_) => None,
-        }
+    async fn get_full(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        dispatch!(self, store => store.get_full(key).await)
     }
 
-    /// The value under a full key.
-    pub(crate) async fn get_full(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
-        match self {
-            Self::Memory(store) => Ok(store.get_now(key)),
-            Self::Redis(store) => store.get_full(key).await,
-        }
-    }
-
-    /// The value under a full key, its expiry pushed out to `ttl` from now.
-    pub(crate) async fn get_and_refresh_full(
+    async fn get_and_refresh_full(
         &self,
         key: &str,
         ttl: Duration,
     ) -> Result<Option<Bytes>, StoreError> {
-        match self {
-            Self::Memory(store) => Ok(store.get_and_refresh_now(key.to_owned(), ttl)),
-            Self::Redis(store) => store.get_and_refresh_full(key, ttl).await,
-        }
+        dispatch!(self, store => store.get_and_refresh_full(key, ttl).await)
     }
 
-    /// Counts a hit on a full key.
-    pub(crate) async fn rate_limit_full(
+    async fn rate_limit_full(
         &self,
         key: &str,
         policy: &RatePolicy,
     ) -> Result<RateDecision, StoreError> {
-        match self {
-            Self::Memory(store) => store.rate_limit_now(key, policy),
-            Self::Redis(store) => store.rate_limit_full(key, policy).await,
-        }
+        dispatch!(self, store => store.rate_limit_full(key, policy).await)
     }
 
-    /// Stores a cache entry, see [`CacheWrite`].
-    pub(crate) async fn cache_put(&self, write: &CacheWrite<'_>) -> Result<(), StoreError> {
-        match self {
-            Self::Memory(store) => store.cache_put(write),
-            Self::Redis(store) => store.cache_put(write).await,
-        }
-    }
-
-    /// Takes a cache entry's stampede lock and reads what is stored now, in one step; `None`
-    /// when another owner holds the lock.
-    pub(crate) async fn lock_and_read(
-        &self,
-        lock: &CacheLock<'_>,
-    ) -> Result<Option<StoredNow>, StoreError> {
-        match self {
-            Self::Memory(store) => store.lock_and_read(lock),
-            Self::Redis(store) => store.lock_and_read(lock).await,
-        }
-    }
-
-    /// Releases a lock `owner` holds.
-    pub(crate) async fn unlock(&self, key: &str, owner: &str) -> Result<bool, StoreError> {
-        match self {
-            Self::Memory(store) => Ok(store.unlock_now(store.key_scheme().make(key)?, owner)),
-            Self::Redis(store) => store.unlock(key, owner).await,
-        }
-    }
-
-    /// Deletes every key whose full form matches the glob `pattern`, with `SCAN` on Redis.
-    pub(crate) async fn delete_matching(&self, pattern: &str) -> Result<u64, StoreError> {
-        match self {
-            Self::Memory(store) => Ok(store.delete_matching_now(pattern)),
-            Self::Redis(store) => store.delete_matching(pattern).await,
-        }
-    }
-
-    /// Gives back the hit `decision` counted on a full key.
-    pub(crate) async fn release_full(
+    async fn release_full(
         &self,
         key: &str,
         policy: &RatePolicy,
         decision: &RateDecision,
     ) -> Result<bool, StoreError> {
-        match self {
-            Self::Memory(store) => Ok(store.release_now(key.to_owned(), policy, decision)),
-            Self::Redis(store) => store.release_full(key, policy, decision).await,
-        }
+        dispatch!(self, store => store.release_full(key, policy, decision).await)
+    }
+
+    async fn cache_put(&self, write: &CacheWrite<'_>) -> Result<(), StoreError> {
+        dispatch!(self, store => store.cache_put(write).await)
+    }
+
+    async fn lock_and_read(&self, lock: &CacheLock<'_>) -> Result<Option<StoredNow>, StoreError> {
+        dispatch!(self, store => store.lock_and_read(lock).await)
+    }
+
+    async fn unlock(&self, key: &str, owner: &str) -> Result<bool, StoreError> {
+        dispatch!(self, store => store.unlock(key, owner).await)
+    }
+
+    async fn delete_matching(&self, pattern: &str) -> Result<u64, StoreError> {
+        dispatch!(self, store => store.delete_matching(pattern).await)
     }
 }
 
@@ -179,14 +148,6 @@ impl Store for AnyStore {
 
     fn with_key_scheme(&self, keys: KeyScheme) -> Self {
         dispatch!(self, store => store.with_key_scheme(keys).into())
-    }
-
-    async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
-        dispatch!(self, store => store.get(key).await)
-    }
-
-    async fn get_and_refresh(&self, key: &str, ttl: Duration) -> Result<Option<Bytes>, StoreError> {
-        dispatch!(self, store => store.get_and_refresh(key, ttl).await)
     }
 
     async fn set(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<(), StoreError> {
@@ -240,19 +201,6 @@ impl Store for AnyStore {
 
     async fn bump_version(&self, key: &str, delta: i64) -> Result<Option<i64>, StoreError> {
         dispatch!(self, store => store.bump_version(key, delta).await)
-    }
-
-    async fn rate_limit(&self, key: &str, policy: &RatePolicy) -> Result<RateDecision, StoreError> {
-        dispatch!(self, store => store.rate_limit(key, policy).await)
-    }
-
-    async fn release(
-        &self,
-        key: &str,
-        policy: &RatePolicy,
-        decision: &RateDecision,
-    ) -> Result<bool, StoreError> {
-        dispatch!(self, store => store.release(key, policy, decision).await)
     }
 }
 

@@ -10,7 +10,7 @@ use redis::{IntoConnectionInfo, RedisError, Script};
 
 use super::rate::{PolicyKind, cooldown_decision, gcra_decision, new_ticket, window_decision};
 use super::{
-    CacheLock, CacheWrite, Expiry, KeyScheme, RateDecision, RatePolicy, Store, StoreError,
+    Backend, CacheLock, CacheWrite, Expiry, KeyScheme, RateDecision, RatePolicy, Store, StoreError,
     StoreErrorKind, StoredNow, Timeout, Ttl, ttl_ms_ceil,
 };
 use crate::ConfigError;
@@ -476,8 +476,57 @@ impl RedisStore {
         }
     }
 
+    fn expiry_ms(&self, expiry: Expiry) -> Option<Option<u64>> {
+        match expiry.resolve(self.default_timeout) {
+            Expiry::After(ttl) if ttl.is_zero() => None,
+            Expiry::After(ttl) => Some(Some(ttl_ms_ceil(ttl))),
+            Expiry::Never | Expiry::Default => Some(None),
+        }
+    }
+}
+
+fn breaks_connection(err: &RedisError) -> bool {
+    err.is_connection_dropped()
+        || err.is_unrecoverable_error()
+        || err.is_timeout()
+        || err.is_io_error()
+}
+
+fn classify(command: &'static str, err: RedisError) -> StoreError {
+    let kind = if err.is_timeout() {
+        StoreErrorKind::Timeout
+    } else if breaks_connection(&err) {
+        StoreErrorKind::Connection
+    } else if err.code() == Some("OOM") {
+        StoreErrorKind::CapacityExceeded
+    } else if err.code() == Some("INVALIDVALUE")
+        || err
+            .detail()
+            .is_some_and(|detail| detail.contains("not an integer") || detail.contains("overflow"))
+    {
+        StoreErrorKind::InvalidValue
+    } else if err.code().is_some() {
+        StoreErrorKind::Server
+    } else {
+        StoreErrorKind::Connection
+    };
+    StoreError::with_source(kind, format!("Redis {command} failed"), err)
+}
+
+fn unexpected_reply(command: &'static str, detail: &str) -> StoreError {
+    StoreError::new(
+        StoreErrorKind::Server,
+        format!("Redis {command} gave an unexpected reply: {detail}"),
+    )
+}
+
+fn to_duration_ms(ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+impl Backend for RedisStore {
     /// [`Store::get`] on a full key.
-    pub(crate) async fn get_full(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+    async fn get_full(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         let value: Option<Vec<u8>> = self
             .run("GET", Retry::OnDroppedConnection, move |mut conn| async move {
                 redis::cmd("GET").arg(key).query_async(&mut conn).await
@@ -487,7 +536,7 @@ impl RedisStore {
     }
 
     /// [`Store::get_and_refresh`] on a full key.
-    pub(crate) async fn get_and_refresh_full(
+    async fn get_and_refresh_full(
         &self,
         key: &str,
         ttl: Duration,
@@ -517,7 +566,7 @@ impl RedisStore {
     }
 
     /// Stores a cache entry, see [`CacheWrite`].
-    pub(crate) async fn cache_put(&self, write: &CacheWrite<'_>) -> Result<(), StoreError> {
+    async fn cache_put(&self, write: &CacheWrite<'_>) -> Result<(), StoreError> {
         let entry = self.keys.make(write.entry_key)?;
         let vary = self.keys.make(write.vary_key)?;
         let index = self.keys.make(write.index_key)?;
@@ -550,10 +599,7 @@ impl RedisStore {
     }
 
     /// Takes a cache entry's stampede lock and reads its Vary list and entry in one script.
-    pub(crate) async fn lock_and_read(
-        &self,
-        lock: &CacheLock<'_>,
-    ) -> Result<Option<StoredNow>, StoreError> {
+    async fn lock_and_read(&self, lock: &CacheLock<'_>) -> Result<Option<StoredNow>, StoreError> {
         let lock_key = self.keys.make(lock.lock_key)?;
         let vary = self.keys.make(lock.vary_key)?;
         let entry = self.keys.make(lock.entry_key)?;
@@ -586,7 +632,7 @@ impl RedisStore {
     }
 
     /// Releases a lock `owner` holds.
-    pub(crate) async fn unlock(&self, key: &str, owner: &str) -> Result<bool, StoreError> {
+    async fn unlock(&self, key: &str, owner: &str) -> Result<bool, StoreError> {
         let key = self.keys.make(key)?;
         let key = key.as_str();
         let released: i64 = self
@@ -599,7 +645,7 @@ impl RedisStore {
 
     /// Deletes every key matching the glob `pattern` (full-key form), with `SCAN`, never
     /// `KEYS`; returns how many were deleted.
-    pub(crate) async fn delete_matching(&self, pattern: &str) -> Result<u64, StoreError> {
+    async fn delete_matching(&self, pattern: &str) -> Result<u64, StoreError> {
         let mut cursor: u64 = 0;
         let mut deleted = 0;
         loop {
@@ -640,7 +686,7 @@ impl RedisStore {
     }
 
     /// [`Store::release`] on a full key.
-    pub(crate) async fn release_full(
+    async fn release_full(
         &self,
         key: &str,
         policy: &RatePolicy,
@@ -672,7 +718,7 @@ impl RedisStore {
     }
 
     /// [`Store::rate_limit`] on a full key.
-    pub(crate) async fn rate_limit_full(
+    async fn rate_limit_full(
         &self,
         key: &str,
         policy: &RatePolicy,
@@ -788,53 +834,6 @@ impl RedisStore {
             }
         }
     }
-
-    fn expiry_ms(&self, expiry: Expiry) -> Option<Option<u64>> {
-        match expiry.resolve(self.default_timeout) {
-            Expiry::After(ttl) if ttl.is_zero() => None,
-            Expiry::After(ttl) => Some(Some(ttl_ms_ceil(ttl))),
-            Expiry::Never | Expiry::Default => Some(None),
-        }
-    }
-}
-
-fn breaks_connection(err: &RedisError) -> bool {
-    err.is_connection_dropped()
-        || err.is_unrecoverable_error()
-        || err.is_timeout()
-        || err.is_io_error()
-}
-
-fn classify(command: &'static str, err: RedisError) -> StoreError {
-    let kind = if err.is_timeout() {
-        StoreErrorKind::Timeout
-    } else if breaks_connection(&err) {
-        StoreErrorKind::Connection
-    } else if err.code() == Some("OOM") {
-        StoreErrorKind::CapacityExceeded
-    } else if err.code() == Some("INVALIDVALUE")
-        || err
-            .detail()
-            .is_some_and(|detail| detail.contains("not an integer") || detail.contains("overflow"))
-    {
-        StoreErrorKind::InvalidValue
-    } else if err.code().is_some() {
-        StoreErrorKind::Server
-    } else {
-        StoreErrorKind::Connection
-    };
-    StoreError::with_source(kind, format!("Redis {command} failed"), err)
-}
-
-fn unexpected_reply(command: &'static str, detail: &str) -> StoreError {
-    StoreError::new(
-        StoreErrorKind::Server,
-        format!("Redis {command} gave an unexpected reply: {detail}"),
-    )
-}
-
-fn to_duration_ms(ms: i64) -> Duration {
-    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
 impl Store for RedisStore {
@@ -847,14 +846,6 @@ impl Store for RedisStore {
             keys,
             ..self.clone()
         }
-    }
-
-    async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
-        self.get_full(&self.keys.make(key)?).await
-    }
-
-    async fn get_and_refresh(&self, key: &str, ttl: Duration) -> Result<Option<Bytes>, StoreError> {
-        self.get_and_refresh_full(&self.keys.make(key)?, ttl).await
     }
 
     async fn set(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<(), StoreError> {
@@ -1076,23 +1067,6 @@ impl Store for RedisStore {
             )
             .await?;
         Ok((moved == 1).then_some(version))
-    }
-
-    async fn release(
-        &self,
-        key: &str,
-        policy: &RatePolicy,
-        decision: &RateDecision,
-    ) -> Result<bool, StoreError> {
-        if !decision.allowed {
-            return Ok(false);
-        }
-        self.release_full(&self.keys.make(key)?, policy, decision)
-            .await
-    }
-
-    async fn rate_limit(&self, key: &str, policy: &RatePolicy) -> Result<RateDecision, StoreError> {
-        self.rate_limit_full(&self.keys.make(key)?, policy).await
     }
 }
 
