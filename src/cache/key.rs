@@ -180,21 +180,26 @@ impl UrlParts<'_> {
     }
 
     /// A 64-bit identity of the key under `hasher`, computed without building the key: equal
-    /// keys have equal identities, different keys collide as rarely as the hash allows.
+    /// keys have equal identities, different keys collide as rarely as the hash allows. The
+    /// key is a function of the scheme, the lowercased host, the path and the query (readable
+    /// or hashed), so those are hashed as they are, the host lowercased only when it has an
+    /// uppercase byte.
     pub(crate) fn identity(&self, hasher: &impl BuildHasher) -> u64 {
         let mut state = hasher.build_hasher();
-        let mut lowered = [0u8; 128];
-        match self.plain_host() {
-            Some(host) if host.len() <= lowered.len() && self.readable_len() <= MAX_URL_IN_KEY => {
-                let lowered = &mut lowered[..host.len()];
-                lowered.copy_from_slice(host.as_bytes());
-                lowered.make_ascii_lowercase();
-                self.scheme.hash(&mut state);
-                lowered.hash(&mut state);
-                self.path.hash(&mut state);
-                self.query.as_deref().hash(&mut state);
-            }
-            _ => self.key().hash(&mut state),
+        // lengths keep the parts apart: `http` + `shop` is not `https` + `hop`
+        state.write_usize(self.scheme.len());
+        state.write(self.scheme.as_bytes());
+        state.write_usize(self.host.len());
+        if self.host.iter().any(u8::is_ascii_uppercase) {
+            state.write(&self.host.to_ascii_lowercase());
+        } else {
+            state.write(&self.host);
+        }
+        // a path holds no `?`, so the query's mark keeps it apart from the path
+        state.write(self.path.as_bytes());
+        if let Some(query) = &self.query {
+            state.write_u8(b'?');
+            state.write(query.as_bytes());
         }
         state.finish()
     }
@@ -368,6 +373,8 @@ mod tests {
             identity("/a", "shop.example"),
             identity("/a?", "shop.example"),
             identity("/a?x=1", "shop.example:8080"),
+            identity("/ab?", "shop.example"),
+            identity("/a?b", "shop.example"),
             identity("/a?x=1", "shop.example evil"),
             identity(&long, "shop.example"),
             identity(&format!("{long}b"), "shop.example"),
