@@ -93,6 +93,9 @@
 //!   rest), the cache's through
 //!   [`refusal_response`](cache::ResponseCacheBuilder::refusal_response).
 //! - Option enums that may grow are `#[non_exhaustive]`.
+//! - Each builder's own example shows its setters chained; a setter carries an example of
+//!   its own only where its argument needs showing (a key template, a status list), not one
+//!   that would only repeat the call.
 //!
 //! # Django mapping
 //!

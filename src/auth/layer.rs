@@ -408,48 +408,18 @@ where
     }
 
     /// How letter case counts in path matching. Defaults to [`Case::Sensitive`].
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use tower_redis_http::auth::{Case, TokenAuthLayer};
-    /// use tower_redis_http::store::MemoryStore;
-    ///
-    /// let auth = TokenAuthLayer::<u64>::bearer(MemoryStore::new()).case(Case::Insensitive).build()?;
-    /// # Ok::<(), tower_redis_http::ConfigError>(())
-    /// ```
     pub fn case(mut self, case: Case) -> Self {
         self.paths.set_case(case);
         self
     }
 
     /// How a trailing slash counts in path matching. Defaults to [`TrailingSlash::Exact`].
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use tower_redis_http::auth::{TokenAuthLayer, TrailingSlash};
-    /// use tower_redis_http::store::MemoryStore;
-    ///
-    /// let auth = TokenAuthLayer::<u64>::bearer(MemoryStore::new()).trailing_slash(TrailingSlash::Ignore).build()?;
-    /// # Ok::<(), tower_redis_http::ConfigError>(())
-    /// ```
     pub fn trailing_slash(mut self, trailing_slash: TrailingSlash) -> Self {
         self.paths.set_trailing_slash(trailing_slash);
         self
     }
 
     /// What happens to paths not in normal form. Defaults to [`AmbiguousPaths::Reject`] (400).
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use tower_redis_http::auth::{AmbiguousPaths, TokenAuthLayer};
-    /// use tower_redis_http::store::MemoryStore;
-    ///
-    /// let auth = TokenAuthLayer::<u64>::bearer(MemoryStore::new()).ambiguous_paths(AmbiguousPaths::Protect).build()?;
-    /// # Ok::<(), tower_redis_http::ConfigError>(())
-    /// ```
     pub fn ambiguous_paths(mut self, ambiguous: AmbiguousPaths) -> Self {
         self.paths.set_ambiguous(ambiguous);
         self
@@ -476,16 +446,6 @@ where
 
     /// The longest token accepted, in bytes; longer ones are refused before any store call.
     /// Defaults to 256.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use tower_redis_http::auth::TokenAuthLayer;
-    /// use tower_redis_http::store::MemoryStore;
-    ///
-    /// let auth = TokenAuthLayer::<u64>::bearer(MemoryStore::new()).max_token_len(64).build()?;
-    /// # Ok::<(), tower_redis_http::ConfigError>(())
-    /// ```
     pub fn max_token_len(mut self, max: usize) -> Self {
         self.max_token_len = max;
         self
@@ -538,16 +498,6 @@ where
 
     /// The `WWW-Authenticate` challenge. Defaults to the preset's (`Bearer realm="api"` or
     /// `Token`).
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use tower_redis_http::auth::{Challenge, TokenAuthLayer};
-    /// use tower_redis_http::store::MemoryStore;
-    ///
-    /// let auth = TokenAuthLayer::<u64>::bearer(MemoryStore::new()).challenge(Challenge::bearer("shop")).build()?;
-    /// # Ok::<(), tower_redis_http::ConfigError>(())
-    /// ```
     pub fn challenge(mut self, challenge: Challenge) -> Self {
         self.challenge = challenge;
         self
@@ -555,17 +505,6 @@ where
 
     /// What a store failure does. Defaults to [`FailurePolicy::Closed`]: 503. With
     /// [`FailurePolicy::Open`], the token is treated as unknown (401): never a silent pass.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use tower_redis_http::FailurePolicy;
-    /// use tower_redis_http::auth::TokenAuthLayer;
-    /// use tower_redis_http::store::MemoryStore;
-    ///
-    /// let auth = TokenAuthLayer::<u64>::bearer(MemoryStore::new()).on_store_error(FailurePolicy::Open).build()?;
-    /// # Ok::<(), tower_redis_http::ConfigError>(())
-    /// ```
     pub fn on_store_error(mut self, policy: FailurePolicy) -> Self {
         self.on_store_error = policy;
         self

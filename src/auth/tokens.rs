@@ -164,16 +164,6 @@ where
     }
 
     /// How long an issued token lives. Defaults to 72 hours.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tower_redis_http::auth::Tokens;
-    /// use tower_redis_http::store::MemoryStore;
-    ///
-    /// let tokens = Tokens::new(MemoryStore::new(), |id: &u64| id.to_string()).ttl(Duration::from_secs(3600));
-    /// ```
     #[must_use]
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
@@ -198,15 +188,6 @@ where
     }
 
     /// The key prefix of per-user indexes. Defaults to `tokens_of:`.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use tower_redis_http::auth::Tokens;
-    /// use tower_redis_http::store::MemoryStore;
-    ///
-    /// let tokens = Tokens::new(MemoryStore::new(), |id: &u64| id.to_string()).index_prefix("user_tokens:");
-    /// ```
     #[must_use]
     pub fn index_prefix(mut self, prefix: impl Into<Arc<str>>) -> Self {
         self.index_prefix = prefix.into();

@@ -415,34 +415,12 @@ impl ResponseCacheBuilder {
 
     /// The largest body stored, in bytes; a larger or longer streaming body passes through,
     /// buffered no further than this. Defaults to 1 MiB.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tower_redis_http::cache::ResponseCacheLayer;
-    /// use tower_redis_http::store::MemoryStore;
-    ///
-    /// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30)).max_body(64 * 1024).build()?;
-    /// # Ok::<(), tower_redis_http::ConfigError>(())
-    /// ```
     pub fn max_body(mut self, bytes: usize) -> Self {
         self.max_body = bytes;
         self
     }
 
     /// How the query string is keyed. Defaults to [`QueryOrder::AsReceived`].
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tower_redis_http::cache::{QueryOrder, ResponseCacheLayer};
-    /// use tower_redis_http::store::MemoryStore;
-    ///
-    /// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30)).query_order(QueryOrder::Sorted).build()?;
-    /// # Ok::<(), tower_redis_http::ConfigError>(())
-    /// ```
     pub fn query_order(mut self, query: QueryOrder) -> Self {
         self.query = query;
         self
@@ -469,17 +447,6 @@ impl ResponseCacheBuilder {
 
     /// Stores responses that set cookies, without their `Set-Cookie` fields: a hit never
     /// replays a cookie. Defaults to not storing them at all.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tower_redis_http::cache::ResponseCacheLayer;
-    /// use tower_redis_http::store::MemoryStore;
-    ///
-    /// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30)).store_responses_setting_cookies(true).build()?;
-    /// # Ok::<(), tower_redis_http::ConfigError>(())
-    /// ```
     pub fn store_responses_setting_cookies(mut self, on: bool) -> Self {
         self.store_cookies = on;
         self
@@ -488,17 +455,6 @@ impl ResponseCacheBuilder {
     /// Adds `Cache-Control: max-age` (the smaller of the handler's and the timeout) and
     /// `Expires` (only if absent) to responses it stores, like Django's
     /// `patch_response_headers`. Defaults to off.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tower_redis_http::cache::ResponseCacheLayer;
-    /// use tower_redis_http::store::MemoryStore;
-    ///
-    /// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30)).patch_response_headers(true).build()?;
-    /// # Ok::<(), tower_redis_http::ConfigError>(())
-    /// ```
     pub fn patch_response_headers(mut self, on: bool) -> Self {
         self.patch_headers = on;
         self
@@ -506,34 +462,12 @@ impl ResponseCacheBuilder {
 
     /// Adds `X-Cache: HIT` or `MISS`, for tools that read it. Defaults to off
     /// (`Cache-Status` is always sent).
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tower_redis_http::cache::ResponseCacheLayer;
-    /// use tower_redis_http::store::MemoryStore;
-    ///
-    /// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30)).x_cache_header(true).build()?;
-    /// # Ok::<(), tower_redis_http::ConfigError>(())
-    /// ```
     pub fn x_cache_header(mut self, on: bool) -> Self {
         self.x_cache = on;
         self
     }
 
     /// The cache's name in `Cache-Status` (an RFC 8941 token). Defaults to `tower-redis-http`.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tower_redis_http::cache::ResponseCacheLayer;
-    /// use tower_redis_http::store::MemoryStore;
-    ///
-    /// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30)).cache_name("app-cache").build()?;
-    /// # Ok::<(), tower_redis_http::ConfigError>(())
-    /// ```
     pub fn cache_name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
@@ -541,17 +475,6 @@ impl ResponseCacheBuilder {
 
     /// Gives stored entries without an `ETag` a strong one computed from the body, so hits can
     /// answer `If-None-Match` with 304. Defaults to off.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tower_redis_http::cache::ResponseCacheLayer;
-    /// use tower_redis_http::store::MemoryStore;
-    ///
-    /// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30)).compute_etag(true).build()?;
-    /// # Ok::<(), tower_redis_http::ConfigError>(())
-    /// ```
     pub fn compute_etag(mut self, on: bool) -> Self {
         self.compute_etag = on;
         self
@@ -627,18 +550,6 @@ impl ResponseCacheBuilder {
 
     /// What a store failure does. Defaults to [`FailurePolicy::Open`]: the request goes to the
     /// inner service as if there were no cache.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tower_redis_http::FailurePolicy;
-    /// use tower_redis_http::cache::ResponseCacheLayer;
-    /// use tower_redis_http::store::MemoryStore;
-    ///
-    /// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30)).on_store_error(FailurePolicy::Closed).build()?;
-    /// # Ok::<(), tower_redis_http::ConfigError>(())
-    /// ```
     pub fn on_store_error(mut self, policy: FailurePolicy) -> Self {
         self.on_store_error = policy;
         self
@@ -675,17 +586,6 @@ impl ResponseCacheBuilder {
     }
 
     /// The key prefix inside the store's namespace. Defaults to `cache:`.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tower_redis_http::cache::ResponseCacheLayer;
-    /// use tower_redis_http::store::MemoryStore;
-    ///
-    /// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30)).key_prefix("pages:").build()?;
-    /// # Ok::<(), tower_redis_http::ConfigError>(())
-    /// ```
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
@@ -693,17 +593,6 @@ impl ResponseCacheBuilder {
 
     /// The scheme keyed for requests whose URI has none (origin-form, as servers receive
     /// them). Defaults to `http`.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tower_redis_http::cache::ResponseCacheLayer;
-    /// use tower_redis_http::store::MemoryStore;
-    ///
-    /// let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(30)).default_scheme("https").build()?;
-    /// # Ok::<(), tower_redis_http::ConfigError>(())
-    /// ```
     pub fn default_scheme(mut self, scheme: impl Into<String>) -> Self {
         self.default_scheme = scheme.into();
         self

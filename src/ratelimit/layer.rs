@@ -499,16 +499,6 @@ impl std::fmt::Debug for RateLimitBuilder {
 impl RateLimitBuilder {
     /// Adds a rule; a request must pass every rule. Rules are checked in order, and when one
     /// refuses, the hits the earlier ones counted are given back.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use tower_redis_http::ratelimit::{Key, RateLimitLayer, Rule};
-    /// use tower_redis_http::store::MemoryStore;
-    ///
-    /// let limit = RateLimitLayer::builder(MemoryStore::new()).rule(Rule::fixed_window("all", "1000/m", Key::global())).build()?;
-    /// # Ok::<(), tower_redis_http::ConfigError>(())
-    /// ```
     pub fn rule(mut self, rule: Rule) -> Self {
         self.rules.push(rule);
         self

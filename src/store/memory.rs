@@ -1203,15 +1203,6 @@ impl MemoryStoreBuilder {
     /// A live counter or flag is never evicted to make room: when the share is full, a new key
     /// fails with [`StoreErrorKind::CapacityExceeded`] until entries expire, and the rule
     /// applies its failure policy.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use tower_redis_http::store::MemoryStore;
-    ///
-    /// let store = MemoryStore::builder().max_rate_limit_keys(1_000_000).build()?;
-    /// # Ok::<(), tower_redis_http::ConfigError>(())
-    /// ```
     pub fn max_rate_limit_keys(mut self, max: u64) -> Self {
         self.max_rate_limit_keys = max;
         self
@@ -1219,15 +1210,6 @@ impl MemoryStoreBuilder {
 
     /// The most bytes of the cache share (keys, stored responses, per-entry overhead) kept
     /// before the least useful entries are evicted. Defaults to 64 MiB.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use tower_redis_http::store::MemoryStore;
-    ///
-    /// let store = MemoryStore::builder().max_cache_bytes(256 << 20).build()?;
-    /// # Ok::<(), tower_redis_http::ConfigError>(())
-    /// ```
     pub fn max_cache_bytes(mut self, max: u64) -> Self {
         self.max_cache_bytes = max;
         self
@@ -1282,15 +1264,6 @@ impl MemoryStoreBuilder {
     }
 
     /// What [`Expiry::Default`] means. Defaults to 300 seconds, Django's `TIMEOUT`.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use tower_redis_http::store::{MemoryStore, Timeout};
-    ///
-    /// let store = MemoryStore::builder().default_timeout(Timeout::Never).build()?;
-    /// # Ok::<(), tower_redis_http::ConfigError>(())
-    /// ```
     pub fn default_timeout(mut self, timeout: Timeout) -> Self {
         self.default_timeout = timeout;
         self

@@ -347,14 +347,6 @@ pub struct StoresBuilder {
 
 impl StoresBuilder {
     /// Adds `store` under `alias`, replacing any store of that alias.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use tower_redis_http::store::{MemoryStore, Stores};
-    ///
-    /// let stores = Stores::builder().store("session", MemoryStore::new()).build();
-    /// ```
     pub fn store(mut self, alias: impl Into<String>, store: impl Into<AnyStore>) -> Self {
         self.stores.insert(alias.into(), store.into());
         self

@@ -1124,14 +1124,6 @@ impl RedisStoreBuilder {
     ///
     /// Each connection multiplexes many concurrent commands, so a handful carries a busy
     /// service; a higher bound (Django deployments often set 256) only allows more.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use tower_redis_http::store::RedisStore;
-    ///
-    /// let builder = RedisStore::builder("redis://127.0.0.1").max_connections(256);
-    /// ```
     pub fn max_connections(mut self, max_connections: u32) -> Self {
         self.max_connections = max_connections;
         self
@@ -1141,15 +1133,6 @@ impl RedisStoreBuilder {
     /// opening connections in the background within it. A call never waits longer than the
     /// [command timeout](Self::command_timeout), even while a connection is being opened.
     /// Defaults to 1 s.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tower_redis_http::store::RedisStore;
-    ///
-    /// let builder = RedisStore::builder("redis://127.0.0.1").connect_timeout(Duration::from_millis(500));
-    /// ```
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -1157,29 +1140,12 @@ impl RedisStoreBuilder {
 
     /// How long a store call may take, from getting a connection to the reply, a retry after
     /// a dropped connection included. Defaults to 500 ms.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tower_redis_http::store::RedisStore;
-    ///
-    /// let builder = RedisStore::builder("redis://127.0.0.1").command_timeout(Duration::from_millis(100));
-    /// ```
     pub fn command_timeout(mut self, timeout: Duration) -> Self {
         self.command_timeout = timeout;
         self
     }
 
     /// The ACL user name, when the location names none. Defaults to none.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use tower_redis_http::store::RedisStore;
-    ///
-    /// let builder = RedisStore::builder("redis://127.0.0.1").username("app");
-    /// ```
     pub fn username(mut self, username: impl Into<String>) -> Self {
         self.username = Some(username.into());
         self
@@ -1187,14 +1153,6 @@ impl RedisStoreBuilder {
 
     /// The password, when the location has none (django-redis's `PASSWORD` option). Defaults
     /// to none.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use tower_redis_http::store::RedisStore;
-    ///
-    /// let builder = RedisStore::builder("redis://127.0.0.1").password("s3cret");
-    /// ```
     pub fn password(mut self, password: impl Into<String>) -> Self {
         self.password = Some(password.into());
         self
@@ -1202,70 +1160,30 @@ impl RedisStoreBuilder {
 
     /// The database number, when the location names none (or names database 0). Defaults to
     /// the location's, else 0.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use tower_redis_http::store::RedisStore;
-    ///
-    /// let builder = RedisStore::builder("redis://127.0.0.1").database(3);
-    /// ```
     pub fn database(mut self, database: i64) -> Self {
         self.database = Some(database);
         self
     }
 
     /// The key prefix of the Django layout. Defaults to `""`.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use tower_redis_http::store::RedisStore;
-    ///
-    /// let builder = RedisStore::builder("redis://127.0.0.1").key_prefix("shop");
-    /// ```
     pub fn key_prefix(mut self, prefix: impl Into<Arc<str>>) -> Self {
         self.keys = KeyScheme::django(prefix, self.keys.version());
         self
     }
 
     /// The version of the Django layout. Defaults to 1.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use tower_redis_http::store::RedisStore;
-    ///
-    /// let builder = RedisStore::builder("redis://127.0.0.1").version(2);
-    /// ```
     pub fn version(mut self, version: i64) -> Self {
         self.keys = self.keys.with_version(version);
         self
     }
 
     /// Any key scheme, replacing prefix and version. Defaults to [`KeyScheme::default`].
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use tower_redis_http::store::{KeyScheme, RedisStore};
-    ///
-    /// let builder = RedisStore::builder("redis://127.0.0.1").key_scheme(KeyScheme::raw());
-    /// ```
     pub fn key_scheme(mut self, keys: KeyScheme) -> Self {
         self.keys = keys;
         self
     }
 
     /// What [`Expiry::Default`] means. Defaults to 300 seconds, Django's `TIMEOUT`.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use tower_redis_http::store::{RedisStore, Timeout};
-    ///
-    /// let builder = RedisStore::builder("redis://127.0.0.1").default_timeout(Timeout::Never);
-    /// ```
     pub fn default_timeout(mut self, timeout: Timeout) -> Self {
         self.default_timeout = timeout;
         self
