@@ -86,6 +86,8 @@ pub trait Backend: Clone + Send + Sync + 'static {
 /// The output of `future` if it is ready at its first poll. Only for the futures of a backend
 /// that [answers at once](Backend::answers_at_once): any other future polled here would
 /// register no waker worth having and be dropped half done.
+// inlined, so that the memory store's future is built and polled in place
+#[inline(always)]
 pub(crate) fn at_once<F: Future>(future: F) -> Option<F::Output> {
     match pin!(future).poll(&mut Context::from_waker(Waker::noop())) {
         Poll::Ready(output) => Some(output),

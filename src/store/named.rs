@@ -70,6 +70,7 @@ impl AnyStore {
     /// `operation` on the memory store, decided at once (its futures are ready at their first
     /// poll), so that a layer answers within `call`; `None` on Redis, whose answer needs a
     /// round trip (the operation is then not started).
+    #[inline(always)]
     pub(crate) fn now<'a, F: Future>(
         &'a self,
         operation: impl FnOnce(&'a MemoryStore) -> F,
