@@ -13,16 +13,12 @@ use tower_service::Service;
 
 use super::answer::{CACHE_STATUS, Fwd, Served, X_CACHE, http_date};
 use super::entry::Entry;
-use super::flight::{FlightGuard, LockAttempt, Locked, Role, StoreLock};
+use super::flight::{FlightGuard, StoreLock};
+use super::flow::{Flow, Flowed};
 use super::layer::Config;
-use super::policy::{RequestRules, Verdict};
+use super::policy::RequestRules;
 use super::recorder::Recorder;
-use super::storage::StoreCall;
 use super::{ResponseBody, invalidate, key, policy};
-use crate::store::Backend;
-
-/// Runs a refresh to its end in a task of its own (the service knows the bounds that takes).
-pub(crate) type Detach<S, ReqBody> = fn(&tokio::runtime::Handle, ResponseFuture<S, ReqBody>);
 
 /// A cacheable request on its way through the layer.
 pub(crate) struct Ctx<S, ReqBody>
@@ -38,7 +34,6 @@ where
     pub(crate) head: bool,
     pub(crate) rules: RequestRules,
     pub(crate) config: Arc<Config>,
-    pub(crate) detach: Detach<S, ReqBody>,
 }
 
 impl<S, ReqBody> Ctx<S, ReqBody>
@@ -49,20 +44,9 @@ where
     /// may lead or follow a single flight. A request with `Authorization` never waits on
     /// another: its answer is not shared unless it says `public` (RFC 9111 §3.5), and
     /// requests whose answers cannot be shared must not queue behind one another.
-    fn joins_flights(&self) -> bool {
+    pub(crate) fn joins_flights(&self) -> bool {
         self.store_allowed && !self.request.headers().contains_key(header::AUTHORIZATION)
     }
-}
-
-/// Which read a lookup is waiting for.
-pub(crate) enum Phase {
-    /// The URL's learned Vary list.
-    Vary,
-    /// The entry for the request's variant.
-    Entry {
-        vary: Arc<Vec<HeaderName>>,
-        key: String,
-    },
 }
 
 /// What the miss path needs to decide about storing the response.
@@ -71,7 +55,7 @@ pub(crate) struct Pending {
     url: Url,
     request_headers: HeaderMap,
     fwd: Fwd,
-    flight: Option<FlightGuard>,
+    pub(crate) flight: Option<FlightGuard>,
     store_allowed: bool,
     head: bool,
     /// Whether the request carried `Authorization`.
@@ -82,9 +66,9 @@ pub(crate) struct Pending {
     /// When the request went to the inner service (`request_time` of RFC 9111 §4.2.3).
     request_time: SystemTime,
     /// The stale entry being revalidated: a 304 refreshes it, a failure may serve it.
-    stale: Option<Box<Entry>>,
+    pub(crate) stale: Option<Box<Entry>>,
     /// The cross-process lock, released with the entry's write or when dropped.
-    lock: Option<StoreLock>,
+    pub(crate) lock: Option<StoreLock>,
 }
 
 /// What an unsafe request's success invalidates (RFC 9111 §4.4).
@@ -95,8 +79,6 @@ pub(crate) struct Invalidation {
     /// Whether the request came from a trusted proxy, whose forwarding headers are keyed.
     forwarded: bool,
 }
-
-type Wait = Pin<Box<dyn Future<Output = Option<Arc<Entry>>> + Send>>;
 
 pin_project! {
     /// The response future of [`ResponseCache`](super::ResponseCache).
@@ -135,15 +117,8 @@ pin_project! {
     where
         S: Service<Request<ReqBody>>,
     {
-        Lookup { call: StoreCall, phase: Option<Phase>, ctx: Option<Ctx<S, ReqBody>> },
-        Waiting { wait: Wait, fwd: Fwd, ctx: Option<Ctx<S, ReqBody>> },
-        Locking {
-            call: Pin<Box<dyn Future<Output = Locked> + Send>>,
-            fwd: Fwd,
-            ctx: Option<Ctx<S, ReqBody>>,
-            flight: Option<FlightGuard>,
-            stale: Option<Box<Entry>>,
-        },
+        // a request that needs the store or a flight: its flow, to an answer or a call
+        Flow { flow: Flow<S::Future> },
         Inner { #[pin] future: S::Future, pending: Option<Pending> },
         // a URL remembered as unstorable: the inner answer with the cache's `Cache-Status`
         Passed { #[pin] future: S::Future, status: Option<HeaderValue>, x_cache: bool },
@@ -159,9 +134,7 @@ where
 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = match &self.state {
-            State::Lookup { .. } => "Lookup",
-            State::Waiting { .. } => "Waiting",
-            State::Locking { .. } => "Locking",
+            State::Flow { .. } => "Flow",
             State::Inner { .. } => "Inner",
             State::Passed { .. } => "Passed",
             State::Unsafe { .. } => "Unsafe",
@@ -207,42 +180,6 @@ where
         }
     }
 
-    pub(crate) fn lookup_vary(ctx: Ctx<S, ReqBody>, call: StoreCall) -> Self {
-        Self {
-            state: State::Lookup {
-                call,
-                phase: Some(Phase::Vary),
-                ctx: Some(ctx),
-            },
-        }
-    }
-
-    pub(crate) fn lookup_entry(
-        ctx: Ctx<S, ReqBody>,
-        call: StoreCall,
-        vary: Arc<Vec<HeaderName>>,
-        key: String,
-    ) -> Self {
-        Self {
-            state: State::Lookup {
-                call,
-                phase: Some(Phase::Entry { vary, key }),
-                ctx: Some(ctx),
-            },
-        }
-    }
-
-    pub(crate) fn entry_found(
-        ctx: Ctx<S, ReqBody>,
-        vary: &[HeaderName],
-        key: String,
-        found: Found,
-    ) -> Self {
-        Self {
-            state: after_entry(ctx, vary, key, found),
-        }
-    }
-
     /// A request that went to the inner service from `call` itself, without a lookup or a
     /// flight: the service polled ready is called there, with no clone of it kept.
     pub(crate) fn forwarded(future: S::Future, pending: Pending) -> Self {
@@ -274,9 +211,10 @@ where
         }
     }
 
-    pub(crate) fn miss(ctx: Ctx<S, ReqBody>, fwd: Fwd, flight_key: Option<String>) -> Self {
+    /// A request on its [flow](super::flow): the lookup, the flight and the lock.
+    pub(crate) fn flowing(flow: Flow<S::Future>) -> Self {
         Self {
-            state: miss_state(ctx, fwd, flight_key),
+            state: State::Flow { flow },
         }
     }
 }
@@ -305,227 +243,6 @@ impl Found {
     }
 }
 
-/// Where a request goes once its variant's entry was looked up under `key`.
-fn after_entry<S, ReqBody>(
-    ctx: Ctx<S, ReqBody>,
-    vary: &[HeaderName],
-    key: String,
-    found: Found,
-) -> State<S, ReqBody>
-where
-    S: Service<Request<ReqBody>>,
-{
-    let config = Arc::clone(&ctx.config);
-    match found {
-        Found::Entry(entry) => match config.verdict(&entry, &ctx.rules) {
-            Verdict::Fresh | Verdict::StaleAccepted => State::Done {
-                response: Some(config.serve(entry, ctx.request.headers(), ctx.head, Served::Hit)),
-            },
-            // the cache_page mode keeps entries no longer than they are fresh, and HEAD is not
-            // worth a conditional request: both fetch anew
-            Verdict::Refresh { .. } if config.http.is_none() || ctx.head => {
-                miss_state(ctx, Fwd::Stale, Some(key))
-            }
-            Verdict::Refresh {
-                serve_stale_meanwhile,
-            } => refresh_state(ctx, &key, Box::new(entry), serve_stale_meanwhile),
-        },
-        Found::Missing => {
-            let fwd = if vary.is_empty() {
-                Fwd::UriMiss
-            } else {
-                Fwd::VaryMiss
-            };
-            miss_state(ctx, fwd, Some(key))
-        }
-        Found::Outdated => {
-            config.vary_lists.invalidate(&ctx.url);
-            miss_state(ctx, Fwd::VaryMiss, Some(key))
-        }
-        Found::Unreadable(err) => {
-            tracing::warn!(key = %key, error = %crate::failure::ErrorChain(&err), "unreadable cache entry; deleting it");
-            config.discard(key.clone());
-            miss_state(ctx, Fwd::UriMiss, Some(key))
-        }
-    }
-}
-
-/// A stale entry: one request revalidates it; the others wait for the result, or are served
-/// the stale copy within `stale-while-revalidate`. Within that window the revalidation runs
-/// in a task of its own and its request too is served the stale copy (RFC 5861 §3).
-fn refresh_state<S, ReqBody>(
-    ctx: Ctx<S, ReqBody>,
-    key: &str,
-    entry: Box<Entry>,
-    serve_stale_meanwhile: bool,
-) -> State<S, ReqBody>
-where
-    S: Service<Request<ReqBody>>,
-{
-    if ctx.rules.only_if_cached {
-        return State::Done {
-            response: Some(ctx.config.gateway_timeout()),
-        };
-    }
-    let flight = match ctx.config.flight_wait {
-        Some(wait) if ctx.joins_flights() => match ctx.config.flights.join(key) {
-            Role::Leader(guard) => {
-                if serve_stale_meanwhile && let Ok(runtime) = tokio::runtime::Handle::try_current()
-                {
-                    let response = ctx.config.serve(
-                        Entry::clone(&entry),
-                        ctx.request.headers(),
-                        ctx.head,
-                        Served::Hit,
-                    );
-                    let detach = ctx.detach;
-                    let refresh = ResponseFuture {
-                        state: lead(ctx, Fwd::Stale, guard, key, Some(entry), true),
-                    };
-                    detach(&runtime, refresh);
-                    return State::Done {
-                        response: Some(response),
-                    };
-                }
-                return lead(
-                    ctx,
-                    Fwd::Stale,
-                    guard,
-                    key,
-                    Some(entry),
-                    serve_stale_meanwhile,
-                );
-            }
-            Role::Follower(_) if serve_stale_meanwhile => {
-                let response =
-                    ctx.config
-                        .serve(*entry, ctx.request.headers(), ctx.head, Served::Hit);
-                return State::Done {
-                    response: Some(response),
-                };
-            }
-            Role::Follower(waiter) => {
-                return State::Waiting {
-                    wait: Box::pin(waiter.wait(wait)),
-                    fwd: Fwd::Stale,
-                    ctx: Some(ctx),
-                };
-            }
-            Role::Pass => None,
-        },
-        _ => None,
-    };
-    call_inner(ctx, Fwd::Stale, flight, Some(entry), None)
-}
-
-/// The in-process leader of a flight: with a shared store, it takes the cross-process lock
-/// before running the handler, or finds another instance's entry meanwhile.
-fn lead<S, ReqBody>(
-    ctx: Ctx<S, ReqBody>,
-    fwd: Fwd,
-    flight: FlightGuard,
-    key: &str,
-    stale: Option<Box<Entry>>,
-    serve_stale_meanwhile: bool,
-) -> State<S, ReqBody>
-where
-    S: Service<Request<ReqBody>>,
-{
-    let config = &ctx.config;
-    let (Some(lock_ttl), Some(wait)) = (config.lock_ttl, config.flight_wait) else {
-        return call_inner(ctx, fwd, Some(flight), stale, None);
-    };
-    // a memory store is this process's own: the in-process flight is all there is
-    if config.store.answers_at_once() {
-        return call_inner(ctx, fwd, Some(flight), stale, None);
-    }
-    let prefix = config.prefix().into_owned();
-    let attempt = LockAttempt {
-        store: config.store.clone(),
-        entry_key: key.to_owned(),
-        lock_ttl,
-        vary_key: key::vary_key(&prefix, &ctx.url),
-        prefix,
-        url: ctx.url.clone(),
-        request_headers: ctx.request.headers().clone(),
-        rules: ctx.rules,
-        serve_stale_meanwhile: serve_stale_meanwhile && stale.is_some(),
-        wait,
-    };
-    State::Locking {
-        call: Box::pin(attempt.run()),
-        fwd,
-        ctx: Some(ctx),
-        flight: Some(flight),
-        stale,
-    }
-}
-
-/// The miss path: join the single flight when storing is possible, else call the handler.
-fn miss_state<S, ReqBody>(
-    ctx: Ctx<S, ReqBody>,
-    fwd: Fwd,
-    flight_key: Option<String>,
-) -> State<S, ReqBody>
-where
-    S: Service<Request<ReqBody>>,
-{
-    if ctx.rules.only_if_cached {
-        return State::Done {
-            response: Some(ctx.config.gateway_timeout()),
-        };
-    }
-    let flight = match (&ctx.config.flight_wait, flight_key) {
-        (Some(wait), Some(key)) if ctx.joins_flights() && !ctx.head => {
-            match ctx.config.flights.join(&key) {
-                Role::Leader(guard) => return lead(ctx, fwd, guard, &key, None, false),
-                Role::Follower(waiter) => {
-                    return State::Waiting {
-                        wait: Box::pin(waiter.wait(*wait)),
-                        fwd,
-                        ctx: Some(ctx),
-                    };
-                }
-                Role::Pass => None,
-            }
-        }
-        _ => None,
-    };
-    call_inner(ctx, fwd, flight, None, None)
-}
-
-fn call_inner<S, ReqBody>(
-    mut ctx: Ctx<S, ReqBody>,
-    fwd: Fwd,
-    flight: Option<FlightGuard>,
-    stale: Option<Box<Entry>>,
-    lock: Option<StoreLock>,
-) -> State<S, ReqBody>
-where
-    S: Service<Request<ReqBody>>,
-{
-    let miss = Miss {
-        fwd,
-        store_allowed: ctx.store_allowed,
-        head: ctx.head,
-        remembered_unstorable: false,
-    };
-    let url = Url {
-        key: ctx.url,
-        id: ctx.url_id,
-    };
-    let mut pending = Pending::new(ctx.config, url, ctx.request.headers(), miss, stale);
-    pending.flight = flight;
-    pending.lock = lock;
-    if let Some(entry) = &pending.stale {
-        make_conditional(ctx.request.headers_mut(), entry);
-    }
-    State::Inner {
-        future: ctx.inner.call(ctx.request),
-        pending: Some(pending),
-    }
-}
-
 /// A request's URL key, and its identity in the unstorable-URL memo.
 pub(crate) struct Url {
     /// Empty when the request went to the handler on the memo, which needs no key.
@@ -540,19 +257,6 @@ pub(crate) struct Miss {
     pub(crate) store_allowed: bool,
     pub(crate) head: bool,
     pub(crate) remembered_unstorable: bool,
-}
-
-/// Turns a request into the conditional request that revalidates `entry` (RFC 9111 §4.3.1):
-/// its validators replace the client's own.
-fn make_conditional(headers: &mut HeaderMap, entry: &Entry) {
-    headers.remove(header::IF_NONE_MATCH);
-    headers.remove(header::IF_MODIFIED_SINCE);
-    if let Some(etag) = entry.headers.get(header::ETAG) {
-        headers.insert(header::IF_NONE_MATCH, etag.clone());
-    }
-    if let Some(modified) = entry.headers.get(header::LAST_MODIFIED) {
-        headers.insert(header::IF_MODIFIED_SINCE, modified.clone());
-    }
 }
 
 impl Pending {
@@ -849,128 +553,10 @@ fn patch_response_headers(headers: &mut HeaderMap, ttl: std::time::Duration) {
     }
 }
 
-/// Where a request goes once its lookup answered: the entry's lookup after the Vary list,
-/// then a hit, a refresh or a miss.
-fn after_lookup<S, ReqBody>(
-    ctx: Ctx<S, ReqBody>,
-    phase: Phase,
-    found: Result<Option<Bytes>, crate::store::StoreError>,
-) -> State<S, ReqBody>
-where
-    S: Service<Request<ReqBody>>,
-{
-    let config = Arc::clone(&ctx.config);
-    let found = match found {
-        Ok(found) => found,
-        Err(err) if config.on_store_error.handle("cache", &err) => {
-            return call_inner(ctx, Fwd::Miss, None, None, None);
-        }
-        Err(_) => {
-            return State::Done {
-                response: Some(config.unavailable()),
-            };
-        }
-    };
-    match (phase, found) {
-        (Phase::Vary, None) => {
-            let flight_key = key::entry_key(&config.prefix(), &ctx.url, "-");
-            miss_state(ctx, Fwd::UriMiss, Some(flight_key))
-        }
-        (Phase::Vary, Some(list)) => match key::decode_vary(&list) {
-            Some(vary) => {
-                let vary = Arc::new(vary);
-                config.vary_lists.insert(ctx.url.clone(), Arc::clone(&vary));
-                let variant = key::variant_hash(&vary, ctx.request.headers());
-                let key = key::entry_key(&config.prefix(), &ctx.url, &variant);
-                State::Lookup {
-                    call: config.fetch(key.clone()),
-                    phase: Some(Phase::Entry { vary, key }),
-                    ctx: Some(ctx),
-                }
-            }
-            None => {
-                tracing::warn!(url = %ctx.url, "stored Vary list is unreadable; treating as a miss");
-                config.discard(key::vary_key(&config.prefix(), &ctx.url));
-                let flight_key = key::entry_key(&config.prefix(), &ctx.url, "-");
-                miss_state(ctx, Fwd::UriMiss, Some(flight_key))
-            }
-        },
-        (Phase::Entry { vary, key }, stored) => {
-            let found = Found::read(stored, &vary);
-            after_entry(ctx, &vary, key, found)
-        }
-    }
-}
-
-/// Where a follower goes once its flight's leader finished: the leader's entry, or the
-/// inner service when there is none for this request's variant.
-fn after_wait<S, ReqBody>(
-    ctx: Ctx<S, ReqBody>,
-    fwd: Fwd,
-    shared: Option<Arc<Entry>>,
-) -> State<S, ReqBody>
-where
-    S: Service<Request<ReqBody>>,
-{
-    match shared {
-        // the leader's request may have differed in the headers it varies on
-        Some(entry) if key::variant_hash(&entry.vary, ctx.request.headers()) == entry.variant => {
-            served(&ctx, Entry::clone(&entry))
-        }
-        _ => call_inner(ctx, fwd, None, None, None),
-    }
-}
-
-/// Where a flight's leader goes once the cross-process lock answered.
-fn after_lock<S, ReqBody>(
-    ctx: Ctx<S, ReqBody>,
-    fwd: Fwd,
-    locked: Locked,
-    flight: Option<FlightGuard>,
-    stale: Option<Box<Entry>>,
-) -> State<S, ReqBody>
-where
-    S: Service<Request<ReqBody>>,
-{
-    match (locked, stale) {
-        (Locked::Lead(lock), stale) => call_inner(ctx, fwd, flight, stale, lock),
-        (Locked::Entry(entry), _) => {
-            let entry = Arc::new(entry);
-            if let Some(flight) = flight {
-                flight.complete(Arc::clone(&entry));
-            }
-            served(&ctx, Arc::unwrap_or_clone(entry))
-        }
-        (Locked::ServeStale, Some(stale)) => served(&ctx, *stale),
-        (Locked::ServeStale, None) => call_inner(ctx, fwd, flight, None, None),
-        // another instance found the key unstorable: release this process's waiters too, and
-        // go to the handler without the lock
-        (Locked::Uncacheable, stale) => {
-            if let Some(flight) = flight {
-                flight.uncacheable();
-            }
-            call_inner(ctx, fwd, None, stale, None)
-        }
-    }
-}
-
-/// A response from `entry`, for the request in `ctx`.
-fn served<S, ReqBody>(ctx: &Ctx<S, ReqBody>, entry: Entry) -> State<S, ReqBody>
-where
-    S: Service<Request<ReqBody>>,
-{
-    State::Done {
-        response: Some(
-            ctx.config
-                .serve(entry, ctx.request.headers(), ctx.head, Served::Hit),
-        ),
-    }
-}
-
 impl Pending {
     /// The client's response once the inner service answered: a revalidated or stale entry,
     /// or the inner response, recorded on its way out when it is to be stored.
-    fn answer<ResBody, E>(
+    pub(crate) fn answer<ResBody, E>(
         mut self,
         result: Result<Response<ResBody>, E>,
     ) -> Result<Response<ResponseBody<ResBody>>, E>
@@ -1048,30 +634,15 @@ where
         let mut state = self.project().state;
         loop {
             let next = match state.as_mut().project() {
-                StateProj::Lookup { call, phase, ctx } => {
-                    let found = ready!(call.as_mut().poll(cx));
-                    let ctx = ctx.take().expect("a lookup is polled until it moves on");
-                    let phase = phase.take().expect("a lookup has a phase");
-                    after_lookup(ctx, phase, found)
-                }
-                StateProj::Waiting { wait, fwd, ctx } => {
-                    let shared = ready!(wait.as_mut().poll(cx));
-                    let ctx = ctx.take().expect("a wait is polled until it moves on");
-                    after_wait(ctx, *fwd, shared)
-                }
-                StateProj::Locking {
-                    call,
-                    fwd,
-                    ctx,
-                    flight,
-                    stale,
-                } => {
-                    let locked = ready!(call.as_mut().poll(cx));
-                    let ctx = ctx
-                        .take()
-                        .expect("a lock attempt is polled until it moves on");
-                    after_lock(ctx, *fwd, locked, flight.take(), stale.take())
-                }
+                StateProj::Flow { flow } => match ready!(flow.as_mut().poll(cx)) {
+                    Flowed::Answer(response) => State::Done {
+                        response: Some(response),
+                    },
+                    Flowed::Call(future, pending) => State::Inner {
+                        future,
+                        pending: Some(pending),
+                    },
+                },
                 StateProj::Inner { future, pending } => {
                     let result = ready!(future.poll(cx));
                     return Poll::Ready(match pending.take() {

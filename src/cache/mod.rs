@@ -173,6 +173,7 @@
 mod answer;
 mod entry;
 mod flight;
+mod flow;
 mod future;
 mod invalidate;
 mod key;

@@ -10,6 +10,7 @@ use http::{Method, Request, Response};
 use tower_service::Service;
 
 use super::answer::{Fwd, Served};
+use super::flow::{Start, flow};
 use super::future::{Ctx, Found, Miss, Pending, ResponseFuture, Url};
 use super::layer::{self, Config, RequestDirectives};
 use super::policy::{RequestRules, Verdict};
@@ -302,31 +303,33 @@ where
             head,
             rules: plan.rules,
             config: Arc::clone(&self.config),
-            detach: refresh_detached::<S, ReqBody, ResBody>,
         };
-        if !plan.lookup {
-            return ResponseFuture::miss(ctx, Fwd::Request, None);
-        }
-        match known {
-            Some((vary, variant)) => {
-                let entry_key = key::entry_key(&prefix, &ctx.url, &variant);
-                if let Some(found) = found_now {
-                    return ResponseFuture::entry_found(ctx, &vary, entry_key, found);
+        let start = if !plan.lookup {
+            Start::Miss {
+                fwd: Fwd::Request,
+                flight_key: None,
+            }
+        } else {
+            match known {
+                Some((vary, variant)) => {
+                    let key = key::entry_key(&prefix, &ctx.url, &variant);
+                    match found_now {
+                        Some(found) => Start::Found { vary, key, found },
+                        None => Start::Lookup {
+                            known: Some((vary, key)),
+                        },
+                    }
                 }
-                let call = self.config.fetch(entry_key.clone());
-                ResponseFuture::lookup_entry(ctx, call, vary, entry_key)
+                // the memory store tells at once that the URL has no Vary list (a URL never
+                // stored, or not storable): a miss without a lookup
+                None if self.has_no_vary_list_now(&prefix, &ctx.url) => Start::Miss {
+                    fwd: Fwd::UriMiss,
+                    flight_key: Some(key::entry_key(&prefix, &ctx.url, "-")),
+                },
+                None => Start::Lookup { known: None },
             }
-            // the memory store tells at once that the URL has no Vary list (a URL never
-            // stored, or not storable): a miss without a boxed lookup
-            None if self.has_no_vary_list_now(&prefix, &ctx.url) => {
-                let flight_key = key::entry_key(&prefix, &ctx.url, "-");
-                ResponseFuture::miss(ctx, Fwd::UriMiss, Some(flight_key))
-            }
-            None => {
-                let call = self.config.fetch(key::vary_key(&prefix, &ctx.url));
-                ResponseFuture::lookup_vary(ctx, call)
-            }
-        }
+        };
+        ResponseFuture::flowing(Box::pin(flow::<S, ReqBody, ResBody>(ctx, start)))
     }
 }
 
@@ -413,33 +416,4 @@ impl<S> ResponseCache<S> {
                     matches!(store.now(|store| store.get_full(&full_key)), Some(Ok(None)))
                 })
     }
-}
-
-/// Drives a stale entry's refresh to its end (a store, when its answer is storable, happens
-/// once the body has gone by) while the client that found the entry stale is already served.
-fn refresh_detached<S, ReqBody, ResBody>(
-    runtime: &tokio::runtime::Handle,
-    refresh: ResponseFuture<S, ReqBody>,
-) where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
-    S::Future: Send + 'static,
-    ReqBody: Send + 'static,
-    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
-{
-    runtime.spawn(async move {
-        let Ok(response) = refresh.await else {
-            // the stale copy stays until the next request tries again
-            tracing::debug!("the inner service failed a background refresh");
-            return;
-        };
-        let mut body = std::pin::pin!(response.into_body());
-        while let Some(frame) =
-            std::future::poll_fn(|cx| http_body::Body::poll_frame(body.as_mut(), cx)).await
-        {
-            if frame.is_err() {
-                tracing::debug!("the body of a background refresh failed; not stored");
-                break;
-            }
-        }
-    });
 }

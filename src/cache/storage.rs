@@ -2,7 +2,6 @@
 //! the entries.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -12,9 +11,7 @@ use super::entry::Entry;
 use super::flight::StoreLock;
 use super::key;
 use super::layer::Config;
-use crate::store::{Backend, CacheWrite, Store, StoreError, StoreErrorKind};
-
-pub(crate) type StoreCall = Pin<Box<dyn Future<Output = Result<Option<Bytes>, StoreError>> + Send>>;
+use crate::store::{Backend, CacheWrite, Store, StoreErrorKind};
 
 /// How long a store that refused a write is taken to refuse the next ones.
 const WRITES_REFUSED_FOR_MS: u64 = 1_000;
@@ -31,12 +28,6 @@ pub(crate) fn unix_ms() -> u64 {
 }
 
 impl Config {
-    /// The store call that fetches `key`.
-    pub(crate) fn fetch(self: &Arc<Self>, key: String) -> StoreCall {
-        let config = Arc::clone(self);
-        Box::pin(async move { config.store.get(&key).await })
-    }
-
     /// Stores `entry` (and the URL's Vary list) in the background: a response need not wait
     /// for it.
     pub(crate) fn put(self: &Arc<Self>, entry: Arc<Entry>, url: &str, lock: Option<StoreLock>) {

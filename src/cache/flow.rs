@@ -1,0 +1,381 @@
+//! A request the cache could not answer within `call`, top to bottom: the lookup (the URL's
+//! Vary list, then its variant's entry), the entry's freshness, the single flight, the
+//! cross-process lock, and the call to the inner service. What the inner service answers is
+//! stored and served by [`Pending`](super::future::Pending) as the response goes by.
+//!
+//! The flow is one `async` function, boxed once per request that takes it; the response
+//! future polls it, then the inner service's future in place. The paths that pay for being
+//! unboxed never come here: pass-through, memory-store hits and the unstorable-URL memo are
+//! decided in `call`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName};
+use http::{Request, Response};
+use http_body::Body;
+use tower_service::Service;
+
+use super::answer::{Fwd, Served};
+use super::entry::Entry;
+use super::flight::{FlightGuard, LockAttempt, Locked, Role, StoreLock};
+use super::future::{Ctx, Found, Miss, Pending, Url};
+use super::key;
+use super::policy::Verdict;
+use crate::store::{Backend, Store, StoreError};
+
+/// Where a request's flow starts.
+// Made once per request and moved straight into its flow: boxing the entry would cost the
+// memory store's stale and unreadable entries an allocation for nothing.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Start {
+    /// At the lookup: the URL's Vary list first, unless it is known (with the variant's
+    /// entry key it gives).
+    Lookup {
+        known: Option<(Arc<Vec<HeaderName>>, String)>,
+    },
+    /// With the variant's entry already read (the memory store answers within `call`).
+    Found {
+        vary: Arc<Vec<HeaderName>>,
+        key: String,
+        found: Found,
+    },
+    /// At the miss: nothing to look up, with the flight's key when it may join one.
+    Miss {
+        fwd: Fwd,
+        flight_key: Option<String>,
+    },
+}
+
+/// What a flow ends with: an answer of the cache's own, or the call to the inner service
+/// with what its answer needs.
+// The flow's output, moved once into the response future's state.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Flowed<F> {
+    Answer(Response<Bytes>),
+    Call(F, Pending),
+}
+
+/// A flow under way, as the response future keeps it.
+pub(crate) type Flow<F> = Pin<Box<dyn Future<Output = Flowed<F>> + Send>>;
+
+/// The flow of one request, from `start` to an answer or the inner service's call.
+pub(crate) async fn flow<S, ReqBody, ResBody>(
+    ctx: Ctx<S, ReqBody>,
+    start: Start,
+) -> Flowed<S::Future>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+{
+    let config = Arc::clone(&ctx.config);
+    let prefix = config.prefix().into_owned();
+    let (vary, key, found) = match start {
+        Start::Miss { fwd, flight_key } => return miss(ctx, fwd, flight_key).await,
+        Start::Found { vary, key, found } => (vary, key, found),
+        Start::Lookup { known } => {
+            let (vary, key) = match known {
+                Some(known) => known,
+                None => {
+                    let list = match config.store.get(&key::vary_key(&prefix, &ctx.url)).await {
+                        Ok(list) => list,
+                        Err(err) => return store_failed(ctx, &err),
+                    };
+                    // no Vary list: a URL never stored, or stored under a list since expired
+                    let Some(list) = list else {
+                        let flight_key = key::entry_key(&prefix, &ctx.url, "-");
+                        return miss(ctx, Fwd::UriMiss, Some(flight_key)).await;
+                    };
+                    let Some(vary) = key::decode_vary(&list) else {
+                        tracing::warn!(url = %ctx.url, "stored Vary list is unreadable; treating as a miss");
+                        config.discard(key::vary_key(&prefix, &ctx.url));
+                        let flight_key = key::entry_key(&prefix, &ctx.url, "-");
+                        return miss(ctx, Fwd::UriMiss, Some(flight_key)).await;
+                    };
+                    let vary = Arc::new(vary);
+                    config.vary_lists.insert(ctx.url.clone(), Arc::clone(&vary));
+                    let variant = key::variant_hash(&vary, ctx.request.headers());
+                    (vary, key::entry_key(&prefix, &ctx.url, &variant))
+                }
+            };
+            let stored = match config.store.get(&key).await {
+                Ok(stored) => stored,
+                Err(err) => return store_failed(ctx, &err),
+            };
+            let found = Found::read(stored, &vary);
+            (vary, key, found)
+        }
+    };
+    match found {
+        Found::Entry(entry) => match config.verdict(&entry, &ctx.rules) {
+            Verdict::Fresh | Verdict::StaleAccepted => served(&ctx, entry),
+            // the cache_page mode keeps entries no longer than they are fresh, and HEAD is not
+            // worth a conditional request: both fetch anew
+            Verdict::Refresh { .. } if config.http.is_none() || ctx.head => {
+                miss(ctx, Fwd::Stale, Some(key)).await
+            }
+            Verdict::Refresh {
+                serve_stale_meanwhile,
+            } => refresh(ctx, key, Box::new(entry), serve_stale_meanwhile).await,
+        },
+        Found::Missing if vary.is_empty() => miss(ctx, Fwd::UriMiss, Some(key)).await,
+        Found::Missing => miss(ctx, Fwd::VaryMiss, Some(key)).await,
+        Found::Outdated => {
+            config.vary_lists.invalidate(&ctx.url);
+            miss(ctx, Fwd::VaryMiss, Some(key)).await
+        }
+        Found::Unreadable(err) => {
+            tracing::warn!(key = %key, error = %crate::failure::ErrorChain(&err), "unreadable cache entry; deleting it");
+            config.discard(key.clone());
+            miss(ctx, Fwd::UriMiss, Some(key)).await
+        }
+    }
+}
+
+/// The store failed a lookup: the handler answers when the layer fails open, else 503.
+fn store_failed<S, ReqBody>(ctx: Ctx<S, ReqBody>, err: &StoreError) -> Flowed<S::Future>
+where
+    S: Service<Request<ReqBody>>,
+{
+    if ctx.config.on_store_error.handle("cache", err) {
+        return call(ctx, Fwd::Miss, None, None, None);
+    }
+    Flowed::Answer(ctx.config.unavailable())
+}
+
+/// The miss: join the single flight when storing is possible, else call the handler.
+async fn miss<S, ReqBody>(
+    ctx: Ctx<S, ReqBody>,
+    fwd: Fwd,
+    flight_key: Option<String>,
+) -> Flowed<S::Future>
+where
+    S: Service<Request<ReqBody>>,
+{
+    if ctx.rules.only_if_cached {
+        return Flowed::Answer(ctx.config.gateway_timeout());
+    }
+    let flight = match (ctx.config.flight_wait, flight_key) {
+        (Some(wait), Some(key)) if ctx.joins_flights() && !ctx.head => {
+            match ctx.config.flights.join(&key) {
+                Role::Leader(guard) => return lead(ctx, fwd, guard, key, None, false).await,
+                Role::Follower(waiter) => {
+                    let shared = waiter.wait(wait).await;
+                    return followed(ctx, fwd, shared);
+                }
+                Role::Pass => None,
+            }
+        }
+        _ => None,
+    };
+    call(ctx, fwd, flight, None, None)
+}
+
+/// A stale entry: one request revalidates it; the others wait for the result, or are served
+/// the stale copy within `stale-while-revalidate`. Within that window the revalidation runs
+/// in a task of its own and its request too is served the stale copy (RFC 5861 §3).
+async fn refresh<S, ReqBody, ResBody>(
+    ctx: Ctx<S, ReqBody>,
+    key: String,
+    entry: Box<Entry>,
+    serve_stale_meanwhile: bool,
+) -> Flowed<S::Future>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+{
+    if ctx.rules.only_if_cached {
+        return Flowed::Answer(ctx.config.gateway_timeout());
+    }
+    let flight = match ctx.config.flight_wait {
+        Some(wait) if ctx.joins_flights() => match ctx.config.flights.join(&key) {
+            Role::Leader(guard) => {
+                if serve_stale_meanwhile && let Ok(runtime) = tokio::runtime::Handle::try_current()
+                {
+                    let response = ctx.config.serve(
+                        Entry::clone(&entry),
+                        ctx.request.headers(),
+                        ctx.head,
+                        Served::Hit,
+                    );
+                    let refresh = lead(ctx, Fwd::Stale, guard, key, Some(entry), true);
+                    runtime.spawn(refresh_to_its_end::<S, ReqBody, ResBody>(refresh));
+                    return Flowed::Answer(response);
+                }
+                return lead(
+                    ctx,
+                    Fwd::Stale,
+                    guard,
+                    key,
+                    Some(entry),
+                    serve_stale_meanwhile,
+                )
+                .await;
+            }
+            Role::Follower(_) if serve_stale_meanwhile => return served(&ctx, *entry),
+            Role::Follower(waiter) => {
+                let shared = waiter.wait(wait).await;
+                return followed(ctx, Fwd::Stale, shared);
+            }
+            Role::Pass => None,
+        },
+        _ => None,
+    };
+    call(ctx, Fwd::Stale, flight, Some(entry), None)
+}
+
+/// Drives a stale entry's refresh to its end (a store, when its answer is storable, happens
+/// once the body has gone by) while the client that found the entry stale is already served.
+async fn refresh_to_its_end<S, ReqBody, ResBody>(refresh: impl Future<Output = Flowed<S::Future>>)
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Body<Data = Bytes>,
+{
+    let Flowed::Call(future, pending) = refresh.await else {
+        return;
+    };
+    let Ok(response) = pending.answer(future.await) else {
+        // the stale copy stays until the next request tries again
+        tracing::debug!("the inner service failed a background refresh");
+        return;
+    };
+    let mut body = std::pin::pin!(response.into_body());
+    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+        if frame.is_err() {
+            tracing::debug!("the body of a background refresh failed; not stored");
+            break;
+        }
+    }
+}
+
+/// The in-process leader of a flight: with a shared store, it takes the cross-process lock
+/// before running the handler, or finds another instance's entry meanwhile.
+async fn lead<S, ReqBody>(
+    ctx: Ctx<S, ReqBody>,
+    fwd: Fwd,
+    flight: FlightGuard,
+    key: String,
+    stale: Option<Box<Entry>>,
+    serve_stale_meanwhile: bool,
+) -> Flowed<S::Future>
+where
+    S: Service<Request<ReqBody>>,
+{
+    let config = Arc::clone(&ctx.config);
+    let (Some(lock_ttl), Some(wait)) = (config.lock_ttl, config.flight_wait) else {
+        return call(ctx, fwd, Some(flight), stale, None);
+    };
+    // a memory store is this process's own: the in-process flight is all there is
+    if config.store.answers_at_once() {
+        return call(ctx, fwd, Some(flight), stale, None);
+    }
+    let prefix = config.prefix().into_owned();
+    let attempt = LockAttempt {
+        store: config.store.clone(),
+        vary_key: key::vary_key(&prefix, &ctx.url),
+        entry_key: key,
+        lock_ttl,
+        prefix,
+        url: ctx.url.clone(),
+        request_headers: ctx.request.headers().clone(),
+        rules: ctx.rules,
+        serve_stale_meanwhile: serve_stale_meanwhile && stale.is_some(),
+        wait,
+    };
+    match (attempt.run().await, stale) {
+        (Locked::Lead(lock), stale) => call(ctx, fwd, Some(flight), stale, lock),
+        (Locked::Entry(entry), _) => {
+            let entry = Arc::new(entry);
+            flight.complete(Arc::clone(&entry));
+            served(&ctx, Arc::unwrap_or_clone(entry))
+        }
+        (Locked::ServeStale, Some(stale)) => served(&ctx, *stale),
+        (Locked::ServeStale, None) => call(ctx, fwd, Some(flight), None, None),
+        // another instance found the key unstorable: release this process's waiters too, and
+        // go to the handler without the lock
+        (Locked::Uncacheable, stale) => {
+            flight.uncacheable();
+            call(ctx, fwd, None, stale, None)
+        }
+    }
+}
+
+/// A follower whose flight's leader finished: the leader's entry, or the inner service when
+/// there is none for this request's variant.
+fn followed<S, ReqBody>(
+    ctx: Ctx<S, ReqBody>,
+    fwd: Fwd,
+    shared: Option<Arc<Entry>>,
+) -> Flowed<S::Future>
+where
+    S: Service<Request<ReqBody>>,
+{
+    match shared {
+        // the leader's request may have differed in the headers it varies on
+        Some(entry) if key::variant_hash(&entry.vary, ctx.request.headers()) == entry.variant => {
+            served(&ctx, Entry::clone(&entry))
+        }
+        _ => call(ctx, fwd, None, None, None),
+    }
+}
+
+/// A response from `entry`, for the request in `ctx`.
+fn served<S, ReqBody>(ctx: &Ctx<S, ReqBody>, entry: Entry) -> Flowed<S::Future>
+where
+    S: Service<Request<ReqBody>>,
+{
+    Flowed::Answer(
+        ctx.config
+            .serve(entry, ctx.request.headers(), ctx.head, Served::Hit),
+    )
+}
+
+/// The call to the inner service, with what its answer needs to be stored or to refresh
+/// `stale` (made a conditional request for it).
+fn call<S, ReqBody>(
+    mut ctx: Ctx<S, ReqBody>,
+    fwd: Fwd,
+    flight: Option<FlightGuard>,
+    stale: Option<Box<Entry>>,
+    lock: Option<StoreLock>,
+) -> Flowed<S::Future>
+where
+    S: Service<Request<ReqBody>>,
+{
+    let miss = Miss {
+        fwd,
+        store_allowed: ctx.store_allowed,
+        head: ctx.head,
+        remembered_unstorable: false,
+    };
+    let url = Url {
+        key: ctx.url,
+        id: ctx.url_id,
+    };
+    let mut pending = Pending::new(ctx.config, url, ctx.request.headers(), miss, stale);
+    pending.flight = flight;
+    pending.lock = lock;
+    if let Some(entry) = &pending.stale {
+        make_conditional(ctx.request.headers_mut(), entry);
+    }
+    Flowed::Call(ctx.inner.call(ctx.request), pending)
+}
+
+/// Turns a request into the conditional request that revalidates `entry` (RFC 9111 §4.3.1):
+/// its validators replace the client's own.
+fn make_conditional(headers: &mut HeaderMap, entry: &Entry) {
+    headers.remove(header::IF_NONE_MATCH);
+    headers.remove(header::IF_MODIFIED_SINCE);
+    if let Some(etag) = entry.headers.get(header::ETAG) {
+        headers.insert(header::IF_NONE_MATCH, etag.clone());
+    }
+    if let Some(modified) = entry.headers.get(header::LAST_MODIFIED) {
+        headers.insert(header::IF_MODIFIED_SINCE, modified.clone());
+    }
+}
