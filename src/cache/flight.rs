@@ -148,6 +148,11 @@ impl UnstorableUrls {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Whether the memo holds any URL for requests with (or without) credentials.
+    pub(crate) fn holds_any(&self, credentialed: bool) -> bool {
+        self.lens[usize::from(credentialed)].load(Ordering::Relaxed) != 0
+    }
+
     /// Whether the URL was answered unstorably, for requests like this one, within the
     /// memo's time.
     pub(crate) fn remembers(&self, url: u64, credentialed: bool) -> bool {

@@ -239,9 +239,16 @@ where
             self.config.query,
             forwarded,
         );
-        let url_id = self.config.unstorable.identity(&parts);
         let credentialed = request.headers().contains_key(header::AUTHORIZATION);
-        let remembered = self.config.unstorable.remembers(url_id, credentialed);
+        // the identity is worth computing here only when the memo holds any URL; a request
+        // that goes on to a miss computes it below
+        let remembered_id = self
+            .config
+            .unstorable
+            .holds_any(credentialed)
+            .then(|| self.config.unstorable.identity(&parts))
+            .filter(|&url_id| self.config.unstorable.remembers(url_id, credentialed));
+        let remembered = remembered_id.is_some();
         // nothing stored and the last answer unstorable: seven requests in eight pass with
         // only `Cache-Status` added, before the request's directives are even read (a
         // request that has some takes the checked path below)
@@ -254,12 +261,13 @@ where
         }
         self.config.recheck_generation();
         let plan = self.config.plan(&request, forwarded);
-        if remembered && plan.lookup {
+        if let Some(url_id) = remembered_id
+            && plan.lookup
+        {
             // no lookup, no flight, no key: the answer is checked for storability
             return self.forward_remembered(request, url_id, &plan, head);
         }
         let url = parts.key();
-        drop(parts);
         let prefix = self.config.prefix();
         // a known Vary list gives the entry's variant up front, computed once for either store
         let known = self
@@ -291,6 +299,8 @@ where
                 other => found_now = Some(other),
             }
         }
+        let url_id = remembered_id.unwrap_or_else(|| self.config.unstorable.identity(&parts));
+        drop(parts);
         // clone-and-swap: the future gets the service that was polled ready
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
