@@ -314,31 +314,7 @@ where
             rules: plan.rules,
             config: Arc::clone(&self.config),
         };
-        let start = if !plan.lookup {
-            Start::Miss {
-                fwd: Fwd::Request,
-                flight_key: None,
-            }
-        } else {
-            match known {
-                Some((vary, variant)) => {
-                    let key = key::entry_key(&prefix, &ctx.url, &variant);
-                    match found_now {
-                        Some(found) => Start::Found { vary, key, found },
-                        None => Start::Lookup {
-                            known: Some((vary, key)),
-                        },
-                    }
-                }
-                // the memory store tells at once that the URL has no Vary list (a URL never
-                // stored, or not storable): a miss without a lookup
-                None if self.has_no_vary_list_now(&prefix, &ctx.url) => Start::Miss {
-                    fwd: Fwd::UriMiss,
-                    flight_key: Some(key::entry_key(&prefix, &ctx.url, "-")),
-                },
-                None => Start::Lookup { known: None },
-            }
-        };
+        let start = self.flow_start(plan.lookup, known, found_now, &prefix, &ctx.url);
         ResponseFuture::flowing(Box::pin(flow::<S, ReqBody, ResBody>(ctx, start)))
     }
 }
@@ -393,6 +369,43 @@ impl<S> ResponseCache<S> {
 }
 
 impl<S> ResponseCache<S> {
+    /// Where the flow of a request not answered within `call` starts: the miss when it may
+    /// not look anything up, the read entry or the lookup when its Vary list is `known`, and
+    /// else the lookup of the list (or the miss, when the memory store has none).
+    fn flow_start(
+        &self,
+        lookup: bool,
+        known: Option<(Arc<Vec<HeaderName>>, std::borrow::Cow<'static, str>)>,
+        found_now: Option<Found>,
+        prefix: &str,
+        url: &str,
+    ) -> Start {
+        if !lookup {
+            return Start::Miss {
+                fwd: Fwd::Request,
+                flight_key: None,
+            };
+        }
+        match known {
+            Some((vary, variant)) => {
+                let key = key::entry_key(prefix, url, &variant);
+                match found_now {
+                    Some(found) => Start::Found { vary, key, found },
+                    None => Start::Lookup {
+                        known: Some((vary, key)),
+                    },
+                }
+            }
+            // the memory store tells at once that the URL has no Vary list (a URL never
+            // stored, or not storable): a miss without a lookup
+            None if self.has_no_vary_list_now(prefix, url) => Start::Miss {
+                fwd: Fwd::UriMiss,
+                flight_key: Some(key::entry_key(prefix, url, "-")),
+            },
+            None => Start::Lookup { known: None },
+        }
+    }
+
     /// The variant's entry, read at once from a store that answers at once (the memory
     /// store); `None` from one that needs a round trip.
     fn read_now(
