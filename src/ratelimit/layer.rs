@@ -631,8 +631,8 @@ impl RateLimitBuilder {
     }
 
     /// Where the peer address is found in the request extensions. Defaults to a
-    /// `std::net::SocketAddr` or `std::net::IpAddr` extension; with axum's `ConnectInfo`:
-    /// `.peer_address(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))`.
+    /// `std::net::SocketAddr` or `std::net::IpAddr` extension, or (with the `axum` feature)
+    /// axum's `ConnectInfo<SocketAddr>`.
     ///
     /// # Example
     ///
