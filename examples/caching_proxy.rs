@@ -145,7 +145,14 @@ async fn main() -> Result<(), ServeError> {
     };
     let origin: Origin = origin.parse()?;
     let (store, backend): (AnyStore, _) = match std::env::var("REDIS_URL") {
-        Ok(url) => (RedisStore::builder(url).build().await?.into(), "redis"),
+        Ok(url) => {
+            let mut builder = RedisStore::builder(url);
+            // `rediss://` trusts the system's roots, or the CA in the PEM file `REDIS_CA_CERT`
+            if let Some(ca) = std::env::var_os("REDIS_CA_CERT") {
+                builder = builder.tls_root_certificate(tower_redis_http::store::Pem::file(ca));
+            }
+            (builder.build().await?.into(), "redis")
+        }
         Err(_) => (MemoryStore::new().into(), "memory"),
     };
     let addr = std::env::var("ADDR")

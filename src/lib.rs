@@ -74,8 +74,10 @@
 //! |---|---|
 //! | `axum` | `auth::Principal` and `auth::OptionalPrincipal` extractors (on axum-core), and axum's `ConnectInfo<SocketAddr>` read as the peer address by the rate limiter and the cache |
 //! | `warp` | `auth::warp` filters for the principal, and a `recover` for their rejection |
+//! | `tls` | TLS to Redis (`rediss://`) on rustls with the ring provider, no OpenSSL: the system's roots or a given CA ([`store::RedisStoreBuilder::tls_root_certificate`]), client certificates for mutual TLS ([`store::RedisStoreBuilder::tls_client_certificate`]), and django-redis's `ssl_*` pool arguments |
 //!
-//! Both are off by default; the core depends on no framework.
+//! All are off by default; the core depends on no framework and no TLS library, and refuses a
+//! `rediss://` location without `tls`.
 //!
 //! # Conventions
 //!

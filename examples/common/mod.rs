@@ -14,7 +14,7 @@ use tower_redis_http::ConfigError;
 use tower_redis_http::auth::{TokenAuthLayer, Tokens};
 use tower_redis_http::cache::ResponseCacheLayer;
 use tower_redis_http::ratelimit::{Commit, Key, RateLimitLayer, Rule};
-use tower_redis_http::store::{AnyStore, MemoryStore, RedisStore, Store, Stores};
+use tower_redis_http::store::{AnyStore, MemoryStore, Pem, RedisStore, Store, Stores};
 
 /// The principal stored under each token.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,11 +112,16 @@ impl Demo {
     }
 
     pub async fn on_redis(url: &str) -> Result<Self, ConfigError> {
+        // `rediss://` trusts the system's roots, or the CA in the PEM file `REDIS_CA_CERT`
+        let ca = std::env::var_os("REDIS_CA_CERT").map(Pem::file);
         let store = |prefix: &'static str| {
-            RedisStore::builder(url)
+            let mut builder = RedisStore::builder(url)
                 .key_prefix(prefix)
-                .command_timeout(Duration::from_millis(250))
-                .build()
+                .command_timeout(Duration::from_millis(250));
+            if let Some(ca) = &ca {
+                builder = builder.tls_root_certificate(ca.clone());
+            }
+            builder.build()
         };
         Ok(Self::with(
             Stores::builder()

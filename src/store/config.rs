@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{AnyStore, KeyScheme, MemoryStore, RedisStore};
+use super::{AnyStore, KeyScheme, MemoryStore, Pem, RedisStore};
 use crate::ConfigError;
 
 /// A store's default lifetime for values written with [`Expiry::Default`](super::Expiry).
@@ -215,8 +215,10 @@ pub struct StoreOptions {
     #[serde(alias = "COMPRESSOR")]
     pub compressor: Option<String>,
     /// redis-py's pool arguments, django-redis's `CONNECTION_POOL_KWARGS`:
-    /// `max_connections`, `socket_timeout`, `socket_connect_timeout`, and `retry_on_timeout`
-    /// / `health_check_interval` (accepted, see [`StoreConfig::build`]); others are refused.
+    /// `max_connections`, `socket_timeout`, `socket_connect_timeout`, `retry_on_timeout`
+    /// / `health_check_interval` (accepted, see [`StoreConfig::build`]), and for a
+    /// `rediss://` location `ssl_ca_certs`, `ssl_certfile` / `ssl_keyfile` and
+    /// `ssl_cert_reqs` (`"required"` only; needs the `tls` feature); others are refused.
     #[serde(alias = "CONNECTION_POOL_KWARGS")]
     pub connection_pool_kwargs: BTreeMap<String, PoolArgument>,
     /// The key layout: `"django"` (`prefix:version:key`, the default) or `"raw"`, the keys
@@ -302,6 +304,10 @@ struct PoolArguments {
     max_connections: Option<u32>,
     socket_timeout: Option<f64>,
     socket_connect_timeout: Option<f64>,
+    /// redis-py's TLS files: the CA, and the client certificate and key.
+    ssl_ca_certs: Option<String>,
+    ssl_certfile: Option<String>,
+    ssl_keyfile: Option<String>,
 }
 
 impl StoreOptions {
@@ -399,6 +405,27 @@ impl StoreOptions {
                     Some(secs) => pool.socket_connect_timeout = Some(secs),
                     None => return bad(),
                 },
+                "ssl_ca_certs" | "ssl_certfile" | "ssl_keyfile" => {
+                    let PoolArgument::Text(path) = value else {
+                        return bad();
+                    };
+                    let slot = match name.as_str() {
+                        "ssl_ca_certs" => &mut pool.ssl_ca_certs,
+                        "ssl_certfile" => &mut pool.ssl_certfile,
+                        _ => &mut pool.ssl_keyfile,
+                    };
+                    *slot = Some(path.clone());
+                }
+                // certificates are always checked: redis-py's default, and the only safe one
+                "ssl_cert_reqs" if matches!(value, PoolArgument::Text(v) if v == "required") => {}
+                "ssl_cert_reqs" => {
+                    return refuse(
+                        "connection_pool_kwargs",
+                        format!(
+                            "`ssl_cert_reqs`: {value:?}; the server's certificate is always checked (\"required\")"
+                        ),
+                    );
+                }
                 // a dropped connection is retried once, safely, whatever this says; a timed-out
                 // command is never resent, since it may still land
                 "retry_on_timeout" if matches!(value, PoolArgument::Bool(_)) => {}
@@ -409,7 +436,7 @@ impl StoreOptions {
                     return refuse(
                         "connection_pool_kwargs",
                         format!(
-                            "`{other}` is not a pool argument this crate takes (max_connections, socket_timeout, socket_connect_timeout, retry_on_timeout, health_check_interval)"
+                            "`{other}` is not a pool argument this crate takes (max_connections, socket_timeout, socket_connect_timeout, retry_on_timeout, health_check_interval, ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_cert_reqs)"
                         ),
                     );
                 }
@@ -510,6 +537,22 @@ impl StoreConfig {
                 }
                 if let Some(secs) = pool.socket_timeout {
                     builder = builder.command_timeout(seconds("socket_timeout", secs)?);
+                }
+                if let Some(ca) = &pool.ssl_ca_certs {
+                    builder = builder.tls_root_certificate(Pem::file(ca));
+                }
+                match (&pool.ssl_certfile, &pool.ssl_keyfile) {
+                    (Some(certificate), Some(key)) => {
+                        builder =
+                            builder.tls_client_certificate(Pem::file(certificate), Pem::file(key));
+                    }
+                    (None, None) => {}
+                    _ => {
+                        return Err(ConfigError::InvalidOption {
+                            option: "connection_pool_kwargs",
+                            reason: "`ssl_certfile` and `ssl_keyfile` go together".to_owned(),
+                        });
+                    }
                 }
                 if let Some(password) = &options.password {
                     builder = builder.password(password.as_str());

@@ -61,6 +61,7 @@ mod memory;
 mod named;
 mod rate;
 mod redis;
+mod tls;
 pub mod value;
 
 use std::future::Future;
@@ -79,6 +80,7 @@ pub use self::named::{AnyStore, Stores, StoresBuilder};
 pub(crate) use self::rate::new_ticket;
 pub use self::rate::{RateDecision, RatePolicy};
 pub use self::redis::{RedisStore, RedisStoreBuilder};
+pub use self::tls::Pem;
 
 /// How long a value written with [`Store::set`] or [`Store::set_if_absent`] lives.
 ///

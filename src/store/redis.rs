@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 use bb8_redis::RedisConnectionManager;
 use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
-use redis::{IntoConnectionInfo, RedisError, Script};
+use redis::{ConnectionInfo, IntoConnectionInfo, RedisError, Script};
 
 use super::rate::{PolicyKind, cooldown_decision, gcra_decision, new_ticket, window_decision};
 use super::{
-    Backend, CacheLock, CacheWrite, Expiry, KeyScheme, RateDecision, RatePolicy, Store, StoreError,
-    StoreErrorKind, StoredNow, Timeout, Ttl, ttl_ms_ceil,
+    Backend, CacheLock, CacheWrite, Expiry, KeyScheme, Pem, RateDecision, RatePolicy, Store,
+    StoreError, StoreErrorKind, StoredNow, Timeout, Ttl, ttl_ms_ceil,
 };
 use crate::ConfigError;
 
@@ -298,6 +298,8 @@ impl RedisStore {
             database: None,
             keys: KeyScheme::default(),
             default_timeout: Timeout::default(),
+            tls_root: None,
+            tls_client: None,
         }
     }
 
@@ -1101,6 +1103,8 @@ pub struct RedisStoreBuilder {
     database: Option<i64>,
     keys: KeyScheme,
     default_timeout: Timeout,
+    tls_root: Option<Pem>,
+    tls_client: Option<(Pem, Pem)>,
 }
 
 impl std::fmt::Debug for RedisStoreBuilder {
@@ -1115,6 +1119,8 @@ impl std::fmt::Debug for RedisStoreBuilder {
             .field("database", &self.database)
             .field("keys", &self.keys)
             .field("default_timeout", &self.default_timeout)
+            .field("tls_root", &self.tls_root)
+            .field("tls_client", &self.tls_client)
             .finish()
     }
 }
@@ -1189,6 +1195,49 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// The certificate authority a `rediss://` server's certificate must chain to, instead of
+    /// the system's roots: for a managed Redis with a private CA, or a self-hosted one.
+    /// Defaults to the system's roots. Needs the `tls` feature; without it, or with a location
+    /// that is not `rediss://`, [`build`](Self::build) says so.
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// use tower_redis_http::store::{Pem, RedisStore};
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), tower_redis_http::ConfigError> {
+    /// let store = RedisStore::builder("rediss://cache.internal:6380")
+    ///     .tls_root_certificate(Pem::file("/etc/redis/ca.pem"))
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn tls_root_certificate(mut self, ca: Pem) -> Self {
+        self.tls_root = Some(ca);
+        self
+    }
+
+    /// A client certificate and its private key, for a server that asks for one (mutual TLS,
+    /// Redis's `tls-auth-clients yes`). Defaults to none. Needs the `tls` feature.
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// use tower_redis_http::store::{Pem, RedisStore};
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), tower_redis_http::ConfigError> {
+    /// let store = RedisStore::builder("rediss://cache.internal:6380")
+    ///     .tls_root_certificate(Pem::file("/etc/redis/ca.pem"))
+    ///     .tls_client_certificate(Pem::file("/etc/redis/client.pem"), Pem::file("/etc/redis/client.key"))
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn tls_client_certificate(mut self, certificate: Pem, key: Pem) -> Self {
+        self.tls_client = Some((certificate, key));
+        self
+    }
+
     /// The store. Connections open on first use, so a service starts while Redis is down and
     /// its layers apply their failure policy until Redis is back; [`RedisStore::ping`] checks
     /// readiness. Must be called within a Tokio runtime (the pool spawns its reaper there).
@@ -1232,6 +1281,12 @@ impl RedisStoreBuilder {
             reason: reason.to_owned(),
             source: source.map(|err| Box::new(err) as Box<dyn std::error::Error + Send + Sync>),
         };
+        if !cfg!(feature = "tls") && self.location.trim_start().starts_with("rediss://") {
+            return Err(invalid(
+                "`rediss://` needs this crate's `tls` feature",
+                None,
+            ));
+        }
         let info = self
             .location
             .as_str()
@@ -1248,6 +1303,7 @@ impl RedisStoreBuilder {
             settings = settings.set_db(database);
         }
         let info = info.set_redis_settings(settings);
+        let info = self.with_tls_certificates(info)?;
         let reachability = Arc::new(Reachability::default());
         let manager = TrackedManager {
             inner: RedisConnectionManager::new(info)
@@ -1290,6 +1346,87 @@ pub(crate) fn redact(location: &str) -> String {
             format!("{scheme}://{redacted}@{host}{tail}")
         }
         None => location.to_owned(),
+    }
+}
+
+impl RedisStoreBuilder {
+    /// `info` with the configured certificates, read now (a missing file is a configuration
+    /// error, found where the store is built).
+    fn with_tls_certificates(&self, info: ConnectionInfo) -> Result<ConnectionInfo, ConfigError> {
+        if self.tls_root.is_none() && self.tls_client.is_none() {
+            return Ok(info);
+        }
+        #[cfg(not(feature = "tls"))]
+        return Err(ConfigError::InvalidOption {
+            option: "tls_root_certificate",
+            reason: "TLS certificates need this crate's `tls` feature".to_owned(),
+        });
+        #[cfg(feature = "tls")]
+        if !matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
+            return Err(ConfigError::InvalidOption {
+                option: "tls_root_certificate",
+                reason: format!(
+                    "TLS certificates were given for `{}`, which is not a `rediss://` location",
+                    redact(&self.location)
+                ),
+            });
+        }
+        #[cfg(feature = "tls")]
+        {
+            use rustls::pki_types::pem::PemObject;
+            use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+            // the client takes PEM without a certificate in it and fails every handshake
+            // later: what the PEM holds is checked here, where the mistake is made
+            let certificates = |pem: &Pem, option| {
+                let bytes = pem.read(option)?;
+                let parsed: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&bytes).collect();
+                match parsed {
+                    Ok(found) if !found.is_empty() => Ok(bytes),
+                    _ => Err(ConfigError::InvalidOption {
+                        option,
+                        reason: format!("{pem:?} holds no PEM certificate"),
+                    }),
+                }
+            };
+            let root_cert = self
+                .tls_root
+                .as_ref()
+                .map(|ca| certificates(ca, "tls_root_certificate"))
+                .transpose()?;
+            let client_tls = match &self.tls_client {
+                Some((certificate, key)) => {
+                    let client_key = key.read("tls_client_certificate")?;
+                    if PrivateKeyDer::from_pem_slice(&client_key).is_err() {
+                        return Err(ConfigError::InvalidOption {
+                            option: "tls_client_certificate",
+                            reason: format!("{key:?} holds no PEM private key"),
+                        });
+                    }
+                    Some(redis::ClientTlsConfig {
+                        client_cert: certificates(certificate, "tls_client_certificate")?,
+                        client_key,
+                    })
+                }
+                None => None,
+            };
+            // rustls picks its process-wide provider; an application that has not installed
+            // one (or links two) gets ring, which this feature brings
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let client = redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls,
+                    root_cert,
+                },
+            )
+            .map_err(|err| ConfigError::InvalidLocation {
+                location: redact(&self.location),
+                reason: "its TLS certificates were refused".to_owned(),
+                source: Some(Box::new(err)),
+            })?;
+            Ok(client.get_connection_info().clone())
+        }
     }
 }
 

@@ -8,6 +8,7 @@ mod config;
 mod conformance;
 mod harness;
 mod redis;
+mod tls;
 
 use tower_redis_http::store::{MemoryStore, RedisStore};
 
@@ -91,6 +92,19 @@ async fn redis_store() -> (TestRedis, RedisStore) {
     (redis, store)
 }
 
+/// A store speaking TLS to a server that also listens for it, trusting the test CA.
+async fn redis_tls_store() -> (TestRedis, RedisStore) {
+    let redis = TestRedis::start_tls(false);
+    let store = RedisStore::builder(redis.tls_url())
+        .tls_root_certificate(tower_redis_http::store::Pem::file(
+            support::TestCertificates::get().path("ca.pem"),
+        ))
+        .build()
+        .await
+        .expect("build a TLS store on the test server");
+    (redis, store)
+}
+
 async fn memory_rate_limit_share() -> ((), MemoryStore) {
     ((), MemoryStore::new().for_rate_limits())
 }
@@ -104,6 +118,7 @@ conformance_suite!(memory, crate::memory_store);
 conformance_suite!(memory_rate_limits, crate::memory_rate_limit_share);
 conformance_suite!(memory_cache, crate::memory_cache_share);
 conformance_suite!(redis_backend, crate::redis_store);
+conformance_suite!(redis_tls, crate::redis_tls_store);
 
 /// The memory store keeps time on tokio's clock: a test pauses it and advances it past a
 /// deadline instead of sleeping.

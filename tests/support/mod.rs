@@ -22,6 +22,8 @@ pub struct TestRedis {
     dir: PathBuf,
     extra_args: Vec<String>,
     child: Option<Child>,
+    /// The TLS port, for a server started with [`TestRedis::start_tls`].
+    tls_port: Option<u16>,
 }
 
 impl TestRedis {
@@ -64,6 +66,7 @@ impl TestRedis {
                 dir: dir.clone(),
                 extra_args: extra_args.clone(),
                 child: None,
+                tls_port: None,
             };
             match server.spawn() {
                 Ok(()) => return server,
@@ -71,6 +74,37 @@ impl TestRedis {
             }
         }
         panic!("redis-server did not start: {last_error}");
+    }
+
+    /// Starts a server that also speaks TLS, with the test CA's server certificate, on
+    /// [`tls_url`](Self::tls_url); the plain port stays open for the test's own commands.
+    /// With `client_auth`, TLS clients must show a certificate the test CA signed.
+    pub fn start_tls(client_auth: bool) -> Self {
+        let certificates = TestCertificates::get();
+        let tls_port = free_port().to_string();
+        let path = |name: &str| certificates.path(name).to_string_lossy().into_owned();
+        let (cert, key, ca) = (path("server.pem"), path("server.key"), path("ca.pem"));
+        let auth = if client_auth { "yes" } else { "no" };
+        let mut server = Self::start_with(&[
+            "--tls-port",
+            &tls_port,
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            auth,
+        ]);
+        server.tls_port = Some(tls_port.parse().expect("a port"));
+        server
+    }
+
+    /// `rediss://127.0.0.1:<tls port>`, for a server started with [`start_tls`](Self::start_tls).
+    pub fn tls_url(&self) -> String {
+        let port = self.tls_port.expect("a server started with start_tls");
+        format!("rediss://127.0.0.1:{port}")
     }
 
     fn spawn(&mut self) -> Result<(), String> {
@@ -247,6 +281,131 @@ fn signal(pid: u32, signal: &str) {
         .status()
         .expect("run kill");
     assert!(status.success(), "kill {signal} {pid} failed");
+}
+
+/// Certificates for TLS test servers, made once per test process with the `openssl` command
+/// line tool: a CA, a server certificate for `127.0.0.1` and `localhost`, and a client
+/// certificate, both signed by the CA.
+pub struct TestCertificates {
+    dir: PathBuf,
+}
+
+impl TestCertificates {
+    /// The process's certificates, made on first use.
+    ///
+    /// # Panics
+    ///
+    /// When `openssl` is missing (the message names the package) or fails.
+    pub fn get() -> &'static Self {
+        static MADE: std::sync::OnceLock<TestCertificates> = std::sync::OnceLock::new();
+        MADE.get_or_init(Self::make)
+    }
+
+    /// The file `name` (`ca.pem`, `server.pem`, `server.key`, `client.pem`, `client.key`,
+    /// and `other-ca.pem`, a CA that signed nothing here).
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn make() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "tower-redis-http-test-certs-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("a directory for the test certificates");
+        let openssl = |args: &[&str]| {
+            let output = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .unwrap_or_else(|err| {
+                    if err.kind() == std::io::ErrorKind::NotFound {
+                        panic!(
+                            "openssl is not installed; the TLS tests make their certificates \
+                             with it. Install the `openssl` package, or run ./scripts/test.sh, \
+                             which does."
+                        )
+                    }
+                    panic!("could not run openssl: {err}")
+                });
+            assert!(
+                output.status.success(),
+                "openssl {args:?} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
+        let key = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        for ca in ["ca", "other-ca"] {
+            let (pem, key_file, subject) = (
+                format!("{ca}.pem"),
+                format!("{ca}.key"),
+                format!("/CN=tower-redis-http {ca}"),
+            );
+            let mut args = vec!["req", "-x509"];
+            args.extend(key);
+            args.extend([
+                "-keyout", &key_file, "-out", &pem, "-days", "2", "-subj", &subject,
+            ]);
+            args.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
+            args.extend(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+            openssl(&args);
+        }
+        for (name, usage, alt) in [
+            (
+                "server",
+                "serverAuth",
+                "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            ),
+            (
+                "client",
+                "clientAuth",
+                "subjectAltName=DNS:tower-redis-http-client",
+            ),
+        ] {
+            let (csr, key_file, pem, ext) = (
+                format!("{name}.csr"),
+                format!("{name}.key"),
+                format!("{name}.pem"),
+                format!("{name}.ext"),
+            );
+            let subject = format!("/CN={name}");
+            let mut args = vec!["req"];
+            args.extend(key);
+            args.extend(["-keyout", &key_file, "-out", &csr, "-subj", &subject]);
+            openssl(&args);
+            std::fs::write(
+                dir.join(&ext),
+                format!(
+                    "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage={usage}\n{alt}\n"
+                ),
+            )
+            .expect("write the certificate extensions");
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ]);
+        }
+        Self { dir }
+    }
 }
 
 fn free_port() -> u16 {
