@@ -72,6 +72,12 @@ const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 ///   Never retried, since a lost reply cannot tell whether they ran: `set_if_absent`, `take`,
 ///   `increment`, `bump_version`, the fixed-window and GCRA scripts, the cache's lock, unlock
 ///   and release scripts, and `get_and_refresh` with a zero TTL (`GETDEL`).
+/// - **A demoted master is left at once.** A `READONLY` reply (a failover behind one endpoint,
+///   such as a managed "primary endpoint" or a moved DNS name, leaves old sockets on a
+///   replica) breaks the connection and makes every connection opened before it suspect; the
+///   refused command, which Redis did not run, is sent once more on a new connection, whatever
+///   the command. A second `READONLY` is a [`StoreErrorKind::Connection`] error, so the
+///   layers' failure policy applies.
 /// - **Every call is bounded by one deadline**, the command timeout, from checkout to reply,
 ///   retry included. A stalled server gives [`StoreErrorKind::Timeout`], never a hung
 ///   request; the connect timeout only bounds bb8's own connection attempts in the background.
@@ -434,6 +440,7 @@ impl RedisStore {
         } else {
             1
         };
+        let mut refused_once = false;
         loop {
             tries_left -= 1;
             let (handle, result) = match self.leased() {
@@ -459,6 +466,22 @@ impl RedisStore {
                 Ok(value) => return Ok(value),
                 Err(err) => err,
             };
+            if is_demoted(&err) {
+                // The server this connection reaches is a replica now (a failover behind a
+                // managed "primary endpoint" or a moved DNS name): every connection opened
+                // before may reach it too, and writing through them would fail forever.
+                // Redis refused the command without running it, so sending it once more, on
+                // a new connection, cannot run it twice, whatever the command.
+                handle.broken.store(true, Ordering::Relaxed);
+                self.reachability.dropped_before(Instant::now());
+                if !refused_once {
+                    refused_once = true;
+                    tries_left = tries_left.max(1);
+                    tracing::debug!(command = name, error = %err, "Redis answered READONLY; retrying on a new connection");
+                    continue;
+                }
+                return Err(classify(name, err));
+            }
             if breaks_connection(&err) {
                 // A connection that stays silent past the timeout may be half-open (a peer
                 // gone without a reset); replacing it costs one reconnect, keeping it may
@@ -487,6 +510,15 @@ impl RedisStore {
     }
 }
 
+/// Whether Redis refused a write because the server is a replica (`READONLY`, also inside a
+/// script's error): the connection reaches a demoted master.
+fn is_demoted(err: &RedisError) -> bool {
+    err.code() == Some("READONLY")
+        || err
+            .detail()
+            .is_some_and(|detail| detail.contains("READONLY"))
+}
+
 fn breaks_connection(err: &RedisError) -> bool {
     err.is_connection_dropped()
         || err.is_unrecoverable_error()
@@ -497,7 +529,7 @@ fn breaks_connection(err: &RedisError) -> bool {
 fn classify(command: &'static str, err: RedisError) -> StoreError {
     let kind = if err.is_timeout() {
         StoreErrorKind::Timeout
-    } else if breaks_connection(&err) {
+    } else if breaks_connection(&err) || is_demoted(&err) {
         StoreErrorKind::Connection
     } else if err.code() == Some("OOM") {
         StoreErrorKind::CapacityExceeded

@@ -483,3 +483,63 @@ async fn a_write_refused_for_lack_of_memory_is_capacity_exceeded() {
         .unwrap_err();
     assert_eq!(err.kind(), StoreErrorKind::CapacityExceeded, "{err}");
 }
+
+/// A failover behind one endpoint (a managed "primary endpoint", a moved DNS name) leaves
+/// the store's sockets on a replica, which answers every write `READONLY`: the store drops
+/// those connections instead of writing through them forever, and sends the refused command
+/// once more on a new connection (Redis ran nothing, so even a counter cannot count twice).
+#[tokio::test]
+async fn a_demoted_master_s_connections_are_replaced() {
+    let server = TestRedis::start();
+    let other = TestRedis::start();
+    let store = store_for(&server).await;
+    let connections = || -> u64 {
+        let info = server.command(&["INFO", "stats"]);
+        info.lines()
+            .find_map(|line| line.strip_prefix("total_connections_received:"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap()
+    };
+    store
+        .set("before", Bytes::from_static(b"1"), Expiry::Never)
+        .await
+        .unwrap();
+    let port = other.port().to_string();
+    assert_eq!(server.command(&["REPLICAOF", "127.0.0.1", &port]), "OK");
+
+    let opened = connections();
+    let write = store.set("during", Bytes::from_static(b"1"), Expiry::Never);
+    let err = tokio::time::timeout(HANG_GUARD, write)
+        .await
+        .expect("a refused write answers")
+        .unwrap_err();
+    assert_eq!(err.kind(), StoreErrorKind::Connection, "{err}");
+    assert!(
+        connections() > opened,
+        "the refused write was sent again on a new connection"
+    );
+    // a command that is never retried after a dropped connection is refused the same way
+    let opened = connections();
+    let claimed = store
+        .set_if_absent("claim", Bytes::from_static(b"1"), Expiry::Never)
+        .await
+        .unwrap_err();
+    assert_eq!(claimed.kind(), StoreErrorKind::Connection, "{claimed}");
+    assert!(connections() > opened);
+    let limited = store
+        .rate_limit(
+            "gcra",
+            &RatePolicy::gcra(10, Duration::from_secs(1), 10).unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(limited.kind(), StoreErrorKind::Connection, "{limited}");
+
+    // promoted back: the next write goes through at once, on a connection opened since
+    assert_eq!(server.command(&["REPLICAOF", "NO", "ONE"]), "OK");
+    store
+        .set("after", Bytes::from_static(b"1"), Expiry::Never)
+        .await
+        .unwrap();
+    assert_eq!(server.command(&["GET", ":1:after"]), "1");
+}
