@@ -144,7 +144,19 @@ async fn main() -> Result<(), ServeError> {
         std::process::exit(2);
     };
     let origin: Origin = origin.parse()?;
+    let sentinels = std::env::var("REDIS_SENTINELS")
+        .ok()
+        .filter(|s| !s.trim().is_empty());
     let (store, backend): (AnyStore, _) = match std::env::var("REDIS_URL") {
+        // through Sentinel: `host:port` sentinels, comma-separated, watching
+        // `REDIS_SENTINEL_MASTER` (`mymaster` by default)
+        _ if sentinels.is_some() => {
+            let nodes = sentinels.iter().flat_map(|s| s.split(',')).map(str::trim);
+            let master =
+                std::env::var("REDIS_SENTINEL_MASTER").unwrap_or_else(|_| "mymaster".to_owned());
+            let store = RedisStore::sentinel(nodes.map(str::to_owned), master);
+            (store.build().await?.into(), "redis (sentinel)")
+        }
         Ok(url) => {
             let mut builder = RedisStore::builder(url);
             // `rediss://` trusts the system's roots, or the CA in the PEM file `REDIS_CA_CERT`

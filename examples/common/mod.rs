@@ -14,7 +14,9 @@ use tower_redis_http::ConfigError;
 use tower_redis_http::auth::{TokenAuthLayer, Tokens};
 use tower_redis_http::cache::ResponseCacheLayer;
 use tower_redis_http::ratelimit::{Commit, Key, RateLimitLayer, Rule};
-use tower_redis_http::store::{AnyStore, MemoryStore, Pem, RedisStore, Store, Stores};
+use tower_redis_http::store::{
+    AnyStore, MemoryStore, Pem, RedisStore, RedisStoreBuilder, Store, Stores,
+};
 
 /// The principal stored under each token.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,27 +103,52 @@ impl Answer {
 }
 
 impl Demo {
-    /// The demo on Redis when `REDIS_URL` is set, else on the embedded memory store.
+    /// The demo on Redis when the environment names one, else on the embedded memory store:
+    /// through Sentinel when `REDIS_SENTINELS` lists sentinels (`host:port`, comma-separated)
+    /// watching the master `REDIS_SENTINEL_MASTER` (`mymaster` by default), else at
+    /// `REDIS_URL` (`rediss://` for TLS, trusting the system's roots or the PEM file
+    /// `REDIS_CA_CERT`).
     pub async fn from_env() -> Result<(Self, &'static str), ConfigError> {
-        let (mut demo, backend) = match std::env::var("REDIS_URL") {
-            Ok(url) => (Self::on_redis(&url).await?, "redis"),
-            Err(_) => (Self::in_memory()?, "memory"),
+        let sentinels = std::env::var("REDIS_SENTINELS")
+            .ok()
+            .filter(|s| !s.trim().is_empty());
+        let (mut demo, backend) = match (sentinels, std::env::var("REDIS_URL")) {
+            (Some(sentinels), _) => {
+                let master = std::env::var("REDIS_SENTINEL_MASTER")
+                    .unwrap_or_else(|_| "mymaster".to_owned());
+                let nodes: Vec<String> =
+                    sentinels.split(',').map(|s| s.trim().to_owned()).collect();
+                let demo =
+                    Self::on_redis_with(|| RedisStore::sentinel(nodes.clone(), master.clone()))
+                        .await?;
+                (demo, "redis (sentinel)")
+            }
+            (None, Ok(url)) => (Self::on_redis(&url).await?, "redis"),
+            (None, Err(_)) => (Self::in_memory()?, "memory"),
         };
         demo.trusted_proxies = trusted_proxies_from_env();
         Ok((demo, backend))
     }
 
     pub async fn on_redis(url: &str) -> Result<Self, ConfigError> {
-        // `rediss://` trusts the system's roots, or the CA in the PEM file `REDIS_CA_CERT`
         let ca = std::env::var_os("REDIS_CA_CERT").map(Pem::file);
-        let store = |prefix: &'static str| {
-            let mut builder = RedisStore::builder(url)
-                .key_prefix(prefix)
-                .command_timeout(Duration::from_millis(250));
-            if let Some(ca) = &ca {
-                builder = builder.tls_root_certificate(ca.clone());
+        Self::on_redis_with(|| {
+            let builder = RedisStore::builder(url);
+            match &ca {
+                Some(ca) => builder.tls_root_certificate(ca.clone()),
+                None => builder,
             }
-            builder.build()
+        })
+        .await
+    }
+
+    /// The demo on the Redis that `redis` makes builders for.
+    async fn on_redis_with(redis: impl Fn() -> RedisStoreBuilder) -> Result<Self, ConfigError> {
+        let store = |prefix: &'static str| {
+            redis()
+                .key_prefix(prefix)
+                .command_timeout(Duration::from_millis(250))
+                .build()
         };
         Ok(Self::with(
             Stores::builder()

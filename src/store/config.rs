@@ -221,6 +221,19 @@ pub struct StoreOptions {
     /// `ssl_cert_reqs` (`"required"` only; needs the `tls` feature); others are refused.
     #[serde(alias = "CONNECTION_POOL_KWARGS")]
     pub connection_pool_kwargs: BTreeMap<String, PoolArgument>,
+    /// django-redis's pool class: `ConnectionPool` or `SentinelConnectionPool` (or unset);
+    /// the store has its own pool, so the name is only checked.
+    #[serde(alias = "CONNECTION_POOL_CLASS")]
+    pub connection_pool_class: Option<String>,
+    /// Redis Sentinel, as django-redis's `SentinelClient` takes it: the sentinels as
+    /// `[host, port]` pairs. The location then names the master's service and database,
+    /// `redis://<service>/<db>`.
+    #[serde(alias = "SENTINELS")]
+    pub sentinels: Vec<(String, u16)>,
+    /// The sentinels' own connection options (`SENTINEL_KWARGS`): `password` is read, and
+    /// anything else is refused.
+    #[serde(alias = "SENTINEL_KWARGS")]
+    pub sentinel_kwargs: BTreeMap<String, PoolArgument>,
     /// The key layout: `"django"` (`prefix:version:key`, the default) or `"raw"`, the keys
     /// as given, as `get_redis_connection()` users write them.
     #[serde(alias = "KEY_LAYOUT")]
@@ -281,6 +294,12 @@ impl fmt::Debug for StoreOptions {
             .field("compressor", &self.compressor)
             .field("connection_pool_kwargs", &self.connection_pool_kwargs)
             .field("key_layout", &self.key_layout)
+            .field("connection_pool_class", &self.connection_pool_class)
+            .field("sentinels", &self.sentinels)
+            .field(
+                "sentinel_kwargs",
+                &self.sentinel_kwargs.keys().collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -319,14 +338,13 @@ impl StoreOptions {
             let name = class.rsplit('.').next().unwrap_or(class);
             match name {
                 "DefaultClient" => {}
-                "SentinelClient" => {
+                "SentinelClient" if self.sentinels.is_empty() => {
                     return refuse(
                         "client_class",
-                        format!(
-                            "`{class}`: Sentinel is not supported yet; point the location at the current master"
-                        ),
+                        format!("`{class}` needs the sentinels, `OPTIONS.SENTINELS`"),
                     );
                 }
+                "SentinelClient" => {}
                 "HerdClient" => {
                     return refuse(
                         "client_class",
@@ -350,6 +368,24 @@ impl StoreOptions {
                     );
                 }
             }
+        }
+        if let Some(class) = &self.connection_pool_class {
+            let name = class.rsplit('.').next().unwrap_or(class);
+            if !matches!(
+                name,
+                "ConnectionPool" | "SentinelConnectionPool" | "BlockingConnectionPool"
+            ) {
+                return refuse(
+                    "connection_pool_class",
+                    format!("`{class}` is not a redis-py pool this crate can stand in for"),
+                );
+            }
+        }
+        if let Some(other) = self.sentinel_kwargs.keys().find(|name| *name != "password") {
+            return refuse(
+                "sentinel_kwargs",
+                format!("`{other}` is not a sentinel option this crate takes (password)"),
+            );
         }
         if let Some(serializer) = &self.serializer
             && !serializer.ends_with("JSONSerializer")
@@ -447,6 +483,60 @@ impl StoreOptions {
 }
 
 impl StoreConfig {
+    /// A store through Sentinel: the location names the service and the database,
+    /// `redis://<service>/<db>`, as django-redis's `SentinelClient` reads it.
+    fn sentinel_builder(&self) -> Result<crate::store::RedisStoreBuilder, ConfigError> {
+        let invalid = |reason: &str| ConfigError::InvalidLocation {
+            location: self.location.clone(),
+            reason: reason.to_owned(),
+            source: None,
+        };
+        let rest = self
+            .location
+            .trim()
+            .strip_prefix("redis://")
+            .ok_or_else(|| invalid("with sentinels, the location is `redis://<service>/<db>`"))?;
+        let (service, db) = rest.split_once('/').unwrap_or((rest, ""));
+        if service.is_empty() || service.contains(['@', ':']) {
+            return Err(invalid(
+                "with sentinels, the location names the master's service, `redis://<service>/<db>`",
+            ));
+        }
+        let password = match self.options.sentinel_kwargs.get("password") {
+            None => None,
+            Some(PoolArgument::Text(password)) => Some(password.as_str()),
+            Some(_) => {
+                return Err(ConfigError::InvalidOption {
+                    option: "sentinel_kwargs",
+                    reason: "`password` is not text".to_owned(),
+                });
+            }
+        };
+        let nodes = self
+            .options
+            .sentinels
+            .iter()
+            .map(|(host, port)| match password {
+                Some(password) => {
+                    let password = percent_encoding::utf8_percent_encode(
+                        password,
+                        percent_encoding::NON_ALPHANUMERIC,
+                    );
+                    format!("redis://:{password}@{host}:{port}")
+                }
+                None => format!("{host}:{port}"),
+            });
+        let mut builder = RedisStore::sentinel(nodes, service);
+        let db = db.trim_end_matches('/');
+        if !db.is_empty() {
+            let db = db
+                .parse()
+                .map_err(|_| invalid("the database after the service is a number"))?;
+            builder = builder.database(db);
+        }
+        Ok(builder)
+    }
+
     fn backend(&self) -> Result<Backend, ConfigError> {
         let location = self.location.trim();
         let from_location = if location.is_empty() || location.starts_with("memory://") {
@@ -526,9 +616,13 @@ impl StoreConfig {
             }
             Backend::Redis => {
                 let options = &self.options;
-                let mut builder = RedisStore::builder(self.location.trim())
-                    .key_scheme(keys)
-                    .default_timeout(self.timeout);
+                let mut builder = if options.sentinels.is_empty() {
+                    RedisStore::builder(self.location.trim())
+                } else {
+                    self.sentinel_builder()?
+                }
+                .key_scheme(keys)
+                .default_timeout(self.timeout);
                 if let Some(max) = options.max_connections.or(pool.max_connections) {
                     builder = builder.max_connections(max);
                 }

@@ -156,7 +156,7 @@ struct Handle {
 }
 
 struct TrackedManager {
-    inner: RedisConnectionManager,
+    inner: Connector,
     command_timeout: Duration,
     reachability: Arc<Reachability>,
 }
@@ -247,6 +247,28 @@ impl Reachability {
     }
 }
 
+/// How new connections reach the master: straight to one address, or through Sentinel.
+enum Connector {
+    Direct(RedisConnectionManager),
+    /// Asks the sentinels for the current master (and checks its role) on every connect, so
+    /// that connections opened after a failover reach the promoted replica.
+    Sentinel(tokio::sync::Mutex<redis::sentinel::SentinelClient>),
+}
+
+impl Connector {
+    async fn connect(&self) -> Result<MultiplexedConnection, RedisError> {
+        use bb8::ManageConnection;
+        match self {
+            Self::Direct(manager) => manager.connect().await,
+            Self::Sentinel(client) => client.lock().await.get_async_connection().await,
+        }
+    }
+
+    async fn is_valid(&self, conn: &mut MultiplexedConnection) -> Result<(), RedisError> {
+        redis::cmd("PING").query_async::<()>(conn).await
+    }
+}
+
 impl bb8::ManageConnection for TrackedManager {
     type Connection = TrackedConnection;
     type Error = RedisError;
@@ -306,7 +328,41 @@ impl RedisStore {
             default_timeout: Timeout::default(),
             tls_root: None,
             tls_client: None,
+            sentinel: None,
         }
+    }
+
+    /// A builder for a store on the master that Redis Sentinel names `service`, asking the
+    /// `sentinels` (`host:port`, or `redis://[:password@]host:port` for a sentinel with a
+    /// password) which server that is. Each new connection asks again and checks the server's
+    /// role, so after a failover the store writes to the promoted replica: connections to the
+    /// old master break (it is down, or answers `READONLY` once demoted) and are replaced.
+    /// The builder's password, user and database are the master's.
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// use tower_redis_http::store::RedisStore;
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), tower_redis_http::ConfigError> {
+    /// let store = RedisStore::sentinel(["10.0.0.1:26379", "10.0.0.2:26379", "10.0.0.3:26379"], "mymaster")
+    ///     .password("s3cret")
+    ///     .database(1)
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn sentinel<T: Into<String>>(
+        sentinels: impl IntoIterator<Item = T>,
+        service: impl Into<String>,
+    ) -> RedisStoreBuilder {
+        let service = service.into();
+        let mut builder = Self::builder(format!("redis+sentinel://{service}"));
+        builder.sentinel = Some(SentinelTopology {
+            nodes: sentinels.into_iter().map(Into::into).collect(),
+            service,
+        });
+        builder
     }
 
     /// Sends `PING` and waits for the answer: a readiness check for health endpoints.
@@ -1137,6 +1193,14 @@ pub struct RedisStoreBuilder {
     default_timeout: Timeout,
     tls_root: Option<Pem>,
     tls_client: Option<(Pem, Pem)>,
+    sentinel: Option<SentinelTopology>,
+}
+
+/// The sentinels to ask, and the name of the master they watch.
+#[derive(Debug, Clone)]
+struct SentinelTopology {
+    nodes: Vec<String>,
+    service: String,
 }
 
 impl std::fmt::Debug for RedisStoreBuilder {
@@ -1153,6 +1217,7 @@ impl std::fmt::Debug for RedisStoreBuilder {
             .field("default_timeout", &self.default_timeout)
             .field("tls_root", &self.tls_root)
             .field("tls_client", &self.tls_client)
+            .field("sentinel", &self.sentinel)
             .finish()
     }
 }
@@ -1308,38 +1373,15 @@ impl RedisStoreBuilder {
                 });
             }
         }
-        let invalid = |reason: &str, source: Option<RedisError>| ConfigError::InvalidLocation {
-            location: redact(&self.location),
-            reason: reason.to_owned(),
-            source: source.map(|err| Box::new(err) as Box<dyn std::error::Error + Send + Sync>),
+        let inner = match &self.sentinel {
+            None => Connector::Direct(self.direct_connector()?),
+            Some(sentinel) => {
+                Connector::Sentinel(tokio::sync::Mutex::new(self.sentinel_client(sentinel)?))
+            }
         };
-        if !cfg!(feature = "tls") && self.location.trim_start().starts_with("rediss://") {
-            return Err(invalid(
-                "`rediss://` needs this crate's `tls` feature",
-                None,
-            ));
-        }
-        let info = self
-            .location
-            .as_str()
-            .into_connection_info()
-            .map_err(|err| invalid("not a Redis URL this build can use", Some(err)))?;
-        let mut settings = info.redis_settings().clone();
-        if let (None, Some(password)) = (settings.password(), &self.password) {
-            settings = settings.set_password(password);
-        }
-        if let (None, Some(username)) = (settings.username(), &self.username) {
-            settings = settings.set_username(username);
-        }
-        if let (0, Some(database)) = (settings.db(), self.database) {
-            settings = settings.set_db(database);
-        }
-        let info = info.set_redis_settings(settings);
-        let info = self.with_tls_certificates(info)?;
         let reachability = Arc::new(Reachability::default());
         let manager = TrackedManager {
-            inner: RedisConnectionManager::new(info)
-                .map_err(|err| invalid("rejected by the Redis client", Some(err)))?,
+            inner,
             command_timeout: self.command_timeout,
             reachability: Arc::clone(&reachability),
         };
@@ -1349,7 +1391,7 @@ impl RedisStoreBuilder {
             .connection_timeout(self.connect_timeout)
             .build(manager)
             .await
-            .map_err(|err| invalid("the pool could not start", Some(err)))?;
+            .map_err(|err| self.invalid_location("the pool could not start", Some(err)))?;
         Ok(RedisStore {
             pool,
             lease: Arc::new(RwLock::new(None)),
@@ -1382,6 +1424,87 @@ pub(crate) fn redact(location: &str) -> String {
 }
 
 impl RedisStoreBuilder {
+    fn invalid_location(&self, reason: &str, source: Option<RedisError>) -> ConfigError {
+        ConfigError::InvalidLocation {
+            location: redact(&self.location),
+            reason: reason.to_owned(),
+            source: source.map(|err| Box::new(err) as Box<dyn std::error::Error + Send + Sync>),
+        }
+    }
+
+    /// The database, user and password of the builder, where the location names none.
+    fn settings(&self, mut settings: redis::RedisConnectionInfo) -> redis::RedisConnectionInfo {
+        if let (None, Some(password)) = (settings.password(), &self.password) {
+            settings = settings.set_password(password);
+        }
+        if let (None, Some(username)) = (settings.username(), &self.username) {
+            settings = settings.set_username(username);
+        }
+        if let (0, Some(database)) = (settings.db(), self.database) {
+            settings = settings.set_db(database);
+        }
+        settings
+    }
+
+    /// Connections straight to the location.
+    fn direct_connector(&self) -> Result<RedisConnectionManager, ConfigError> {
+        if !cfg!(feature = "tls") && self.location.trim_start().starts_with("rediss://") {
+            return Err(self.invalid_location("`rediss://` needs this crate's `tls` feature", None));
+        }
+        let info = self
+            .location
+            .as_str()
+            .into_connection_info()
+            .map_err(|err| {
+                self.invalid_location("not a Redis URL this build can use", Some(err))
+            })?;
+        let settings = self.settings(info.redis_settings().clone());
+        let info = self.with_tls_certificates(info.set_redis_settings(settings))?;
+        RedisConnectionManager::new(info)
+            .map_err(|err| self.invalid_location("rejected by the Redis client", Some(err)))
+    }
+
+    /// A client that asks `sentinel`'s nodes for its service's master.
+    fn sentinel_client(
+        &self,
+        sentinel: &SentinelTopology,
+    ) -> Result<redis::sentinel::SentinelClient, ConfigError> {
+        if self.tls_root.is_some() || self.tls_client.is_some() {
+            return Err(ConfigError::InvalidOption {
+                option: "tls_root_certificate",
+                reason: "TLS through Sentinel is not supported yet".to_owned(),
+            });
+        }
+        if sentinel.nodes.is_empty() {
+            return Err(ConfigError::InvalidOption {
+                option: "sentinels",
+                reason: "name at least one sentinel".to_owned(),
+            });
+        }
+        let nodes: Vec<String> = sentinel
+            .nodes
+            .iter()
+            .map(|node| {
+                if node.contains("://") {
+                    node.clone()
+                } else {
+                    format!("redis://{node}")
+                }
+            })
+            .collect();
+        let master = redis::sentinel::SentinelNodeConnectionInfo::default()
+            .set_redis_connection_info(self.settings(redis::RedisConnectionInfo::default()));
+        redis::sentinel::SentinelClient::build(
+            nodes,
+            sentinel.service.clone(),
+            Some(master),
+            redis::sentinel::SentinelServerType::Master,
+        )
+        .map_err(|err| {
+            self.invalid_location("not sentinel addresses this build can use", Some(err))
+        })
+    }
+
     /// `info` with the configured certificates, read now (a missing file is a configuration
     /// error, found where the store is built).
     fn with_tls_certificates(&self, info: ConnectionInfo) -> Result<ConnectionInfo, ConfigError> {

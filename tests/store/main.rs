@@ -8,6 +8,7 @@ mod config;
 mod conformance;
 mod harness;
 mod redis;
+mod sentinel;
 mod tls;
 
 use tower_redis_http::store::{MemoryStore, RedisStore};
@@ -105,6 +106,20 @@ async fn redis_tls_store() -> (TestRedis, RedisStore) {
     (redis, store)
 }
 
+/// A store that finds its master through a sentinel.
+async fn redis_sentinel_store() -> ((TestRedis, TestRedis), RedisStore) {
+    let master = TestRedis::start();
+    let sentinel = TestRedis::start_sentinel(support::TestSentinels::SERVICE, master.port(), 1);
+    let store = RedisStore::sentinel(
+        [format!("127.0.0.1:{}", sentinel.port())],
+        support::TestSentinels::SERVICE,
+    )
+    .build()
+    .await
+    .expect("build a store through the test sentinel");
+    ((master, sentinel), store)
+}
+
 async fn memory_rate_limit_share() -> ((), MemoryStore) {
     ((), MemoryStore::new().for_rate_limits())
 }
@@ -119,6 +134,7 @@ conformance_suite!(memory_rate_limits, crate::memory_rate_limit_share);
 conformance_suite!(memory_cache, crate::memory_cache_share);
 conformance_suite!(redis_backend, crate::redis_store);
 conformance_suite!(redis_tls, crate::redis_tls_store);
+conformance_suite!(redis_sentinel, crate::redis_sentinel_store);
 
 /// The memory store keeps time on tokio's clock: a test pauses it and advances it past a
 /// deadline instead of sleeping.

@@ -24,6 +24,9 @@ pub struct TestRedis {
     child: Option<Child>,
     /// The TLS port, for a server started with [`TestRedis::start_tls`].
     tls_port: Option<u16>,
+    /// A configuration file's text, written to the scratch directory and given first (a
+    /// sentinel rewrites its configuration file, so it needs one).
+    config: Option<String>,
 }
 
 impl TestRedis {
@@ -45,6 +48,34 @@ impl TestRedis {
 
     /// Starts the server binary at `binary` (a name looked up in `PATH`, or a path).
     pub fn start_binary(binary: &str, extra_args: &[&str]) -> Self {
+        Self::start_configured(binary, None, extra_args)
+    }
+
+    /// Starts a sentinel on a free port watching the master `service` at `master_port`,
+    /// which it declares down after 1 s of silence (`quorum` sentinels must agree).
+    pub fn start_sentinel(service: &str, master_port: u16, quorum: u32) -> Self {
+        let config = format!(
+            "sentinel monitor {service} 127.0.0.1 {master_port} {quorum}\n\
+             sentinel down-after-milliseconds {service} 1000\n\
+             sentinel failover-timeout {service} 3000\n\
+             sentinel parallel-syncs {service} 1\n"
+        );
+        Self::start_configured("redis-server", Some(&config), &["--sentinel"])
+    }
+
+    /// A sentinel (quorum 1) that asks its clients for `password`, watching a master whose
+    /// password is `master-pw`.
+    pub fn start_with_sentinel_password(master_port: u16, password: &str) -> Self {
+        let service = TestSentinels::SERVICE;
+        let config = format!(
+            "sentinel monitor {service} 127.0.0.1 {master_port} 1\n\
+             sentinel auth-pass {service} master-pw\n\
+             requirepass {password}\n"
+        );
+        Self::start_configured("redis-server", Some(&config), &["--sentinel"])
+    }
+
+    fn start_configured(binary: &str, config: Option<&str>, extra_args: &[&str]) -> Self {
         static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "tower-redis-http-test-{}-{}",
@@ -67,6 +98,7 @@ impl TestRedis {
                 extra_args: extra_args.clone(),
                 child: None,
                 tls_port: None,
+                config: config.map(str::to_owned),
             };
             match server.spawn() {
                 Ok(()) => return server,
@@ -110,7 +142,13 @@ impl TestRedis {
     fn spawn(&mut self) -> Result<(), String> {
         // created here, not once: a failed attempt's drop removes it
         std::fs::create_dir_all(&self.dir).map_err(|err| format!("scratch directory: {err}"))?;
-        let mut child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if let Some(config) = &self.config {
+            let file = self.dir.join("node.conf");
+            std::fs::write(&file, config).map_err(|err| format!("configuration file: {err}"))?;
+            command.arg(file);
+        }
+        let mut child = command
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
@@ -281,6 +319,73 @@ fn signal(pid: u32, signal: &str) {
         .status()
         .expect("run kill");
     assert!(status.success(), "kill {signal} {pid} failed");
+}
+
+/// A master, its replica, and three sentinels watching them as [`TestSentinels::SERVICE`]
+/// (quorum 2, a master declared down after 1 s).
+pub struct TestSentinels {
+    pub master: TestRedis,
+    pub replica: TestRedis,
+    pub sentinels: Vec<TestRedis>,
+}
+
+impl TestSentinels {
+    pub const SERVICE: &'static str = "mymaster";
+
+    pub fn start() -> Self {
+        let master = TestRedis::start();
+        let port = master.port().to_string();
+        let replica = TestRedis::start_with(&["--replicaof", "127.0.0.1", &port]);
+        let sentinels = (0..3)
+            .map(|_| TestRedis::start_sentinel(Self::SERVICE, master.port(), 2))
+            .collect();
+        Self {
+            master,
+            replica,
+            sentinels,
+        }
+    }
+
+    /// The sentinels' `host:port` addresses.
+    pub fn addresses(&self) -> Vec<String> {
+        self.sentinels
+            .iter()
+            .map(|sentinel| format!("127.0.0.1:{}", sentinel.port()))
+            .collect()
+    }
+
+    /// Waits until every sentinel knows the replica and the two other sentinels, which a
+    /// failover needs; `false` when that takes longer than `deadline`.
+    pub fn wait_until_ready(&self, deadline: Duration) -> bool {
+        let until = Instant::now() + deadline;
+        while Instant::now() < until {
+            let ready = self.sentinels.iter().all(|sentinel| {
+                let master = sentinel.command(&["SENTINEL", "MASTER", Self::SERVICE]);
+                let field = |name: &str| {
+                    let mut lines = master.lines();
+                    while let Some(line) = lines.next() {
+                        if line == name {
+                            return lines.next().and_then(|n| n.parse::<u32>().ok());
+                        }
+                    }
+                    None
+                };
+                field("num-slaves") >= Some(1) && field("num-other-sentinels") >= Some(2)
+            });
+            if ready {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    /// The port of the server the sentinels name master now.
+    pub fn master_port(&self) -> Option<u16> {
+        let reply =
+            self.sentinels[0].command(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", Self::SERVICE]);
+        reply.lines().nth(1)?.parse().ok()
+    }
 }
 
 /// Certificates for TLS test servers, made once per test process with the `openssl` command
