@@ -555,8 +555,12 @@ where
 #[derive(Debug)]
 pub enum Backend {
     Redis {
+        /// The server the store writes to (for TLS, also open on a plain port for the
+        /// case's own commands; for Sentinel, the master).
         server: TestRedis,
         store: tower_redis_http::store::RedisStore,
+        /// A sentinel the store asks, kept running for the case.
+        sentinel: Option<Box<TestRedis>>,
     },
     Memory(tower_redis_http::store::MemoryStore),
 }
@@ -571,7 +575,47 @@ impl Backend {
             .build()
             .await
             .expect("build a store on the test server");
-        Self::Redis { server, store }
+        Self::Redis {
+            server,
+            store,
+            sentinel: None,
+        }
+    }
+
+    /// A Redis store speaking TLS (`rediss://`, the test CA trusted).
+    pub async fn redis_tls() -> Self {
+        let server = TestRedis::start_tls(false);
+        let store = tower_redis_http::store::RedisStore::builder(server.tls_url())
+            .tls_root_certificate(tower_redis_http::store::Pem::file(
+                TestCertificates::get().path("ca.pem"),
+            ))
+            .command_timeout(Duration::from_secs(5))
+            .build()
+            .await
+            .expect("build a TLS store on the test server");
+        Self::Redis {
+            server,
+            store,
+            sentinel: None,
+        }
+    }
+
+    /// A Redis store that finds its master through a sentinel.
+    pub async fn redis_sentinel() -> Self {
+        let server = TestRedis::start();
+        let sentinel = TestRedis::start_sentinel(TestSentinels::SERVICE, server.port(), 1);
+        let address = format!("127.0.0.1:{}", sentinel.port());
+        let store =
+            tower_redis_http::store::RedisStore::sentinel([address], TestSentinels::SERVICE)
+                .command_timeout(Duration::from_secs(5))
+                .build()
+                .await
+                .expect("build a store through the test sentinel");
+        Self::Redis {
+            server,
+            store,
+            sentinel: Some(Box::new(sentinel)),
+        }
     }
 
     pub fn memory() -> Self {
@@ -636,43 +680,30 @@ impl Backend {
 #[macro_export]
 macro_rules! on_each_backend {
     (multi_thread: $($case:ident),* $(,)?) => {
-        mod threaded_on_redis {
+        $crate::on_each_backend!(@module threaded_on_redis, { $crate::support::Backend::redis().await },
+            (flavor = "multi_thread", worker_threads = 4); $($case),*);
+        $crate::on_each_backend!(@module threaded_on_redis_tls, { $crate::support::Backend::redis_tls().await },
+            (flavor = "multi_thread", worker_threads = 4); $($case),*);
+        $crate::on_each_backend!(@module threaded_on_redis_sentinel, { $crate::support::Backend::redis_sentinel().await },
+            (flavor = "multi_thread", worker_threads = 4); $($case),*);
+        $crate::on_each_backend!(@module threaded_on_memory, { $crate::support::Backend::memory() },
+            (flavor = "multi_thread", worker_threads = 4); $($case),*);
+    };
+    (@module $module:ident, $make:block, $flavor:tt; $($case:ident),*) => {
+        mod $module {
             $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                #[tokio::test $flavor]
                 async fn $case() {
-                    let backend = $crate::support::Backend::redis().await;
-                    super::$case(&backend).await;
-                }
-            )*
-        }
-        mod threaded_on_memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    let backend = $crate::support::Backend::memory();
+                    let backend = $make;
                     super::$case(&backend).await;
                 }
             )*
         }
     };
     ($($case:ident),* $(,)?) => {
-        mod on_redis {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    let backend = $crate::support::Backend::redis().await;
-                    super::$case(&backend).await;
-                }
-            )*
-        }
-        mod on_memory {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    let backend = $crate::support::Backend::memory();
-                    super::$case(&backend).await;
-                }
-            )*
-        }
+        $crate::on_each_backend!(@module on_redis, { $crate::support::Backend::redis().await }, (); $($case),*);
+        $crate::on_each_backend!(@module on_redis_tls, { $crate::support::Backend::redis_tls().await }, (); $($case),*);
+        $crate::on_each_backend!(@module on_redis_sentinel, { $crate::support::Backend::redis_sentinel().await }, (); $($case),*);
+        $crate::on_each_backend!(@module on_memory, { $crate::support::Backend::memory() }, (); $($case),*);
     };
 }
