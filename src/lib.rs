@@ -79,6 +79,29 @@
 //! All are off by default; the core depends on no framework and no TLS library, and refuses a
 //! `rediss://` location without `tls`.
 //!
+//! # Production topologies
+//!
+//! | need | topology | store |
+//! |---|---|---|
+//! | one Redis, or a managed one behind a single endpoint | plain | [`RedisStore::builder`](store::RedisStore::builder)`("redis://...")` |
+//! | managed Redis that needs encryption | TLS (`tls` feature) | `RedisStore::builder("rediss://...")`, with [`tls_root_certificate`](store::RedisStoreBuilder::tls_root_certificate) for a private CA |
+//! | self-hosted high availability | Sentinel | [`RedisStore::sentinel`](store::RedisStore::sentinel) |
+//! | more than one Redis holds | Redis Cluster | not supported yet |
+//!
+//! [`store::StoresConfig`] takes each from Django settings. That includes django-redis's
+//! `SentinelClient` options and redis-py's `ssl_*` pool arguments.
+//!
+//! On a failover, the store replaces broken connections and connections to a demoted master
+//! (a `READONLY` reply). The command that met `READONLY` is sent once more: Redis did not run
+//! it. Until the promotion, each call fails within the command timeout and each layer applies
+//! its failure policy:
+//! - auth fails closed (503) by default;
+//! - the cache fails open;
+//! - cooldowns fail closed, while windows and GCRA fail open.
+//!
+//! The README's "Production topologies" section has the full table and the environment
+//! variables the examples read.
+//!
 //! # Conventions
 //!
 //! - Every layer is made by a builder whose defaults are the safe choice; `build()` reports
