@@ -413,10 +413,25 @@ impl TestCertificates {
     }
 
     fn make() -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "tower-redis-http-test-certs-{}",
-            std::process::id()
-        ));
+        const PREFIX: &str = "tower-redis-http-test-certs-";
+        // a static is never dropped, so each process leaves its certificates behind: the
+        // next one removes those of processes that are gone
+        // (where /proc tells which processes live; elsewhere they are left)
+        let proc = std::path::Path::new("/proc/self").exists();
+        if let Ok(entries) = std::fs::read_dir(std::env::temp_dir())
+            && proc
+        {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let Some(pid) = name.to_str().and_then(|name| name.strip_prefix(PREFIX)) else {
+                    continue;
+                };
+                if !std::path::Path::new("/proc").join(pid).exists() {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("{PREFIX}{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a directory for the test certificates");
         let openssl = |args: &[&str]| {
             let output = Command::new("openssl")
