@@ -6,13 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap};
 use http::{Method, StatusCode, Uri};
 
 use super::key;
 use super::layer::Config;
-use crate::store::{Backend, Expiry, Store, StoreError};
+use crate::store::{Backend, Store, StoreError, StoreErrorKind};
 
 /// How often an instance rereads the namespace generation another instance may have bumped.
 const GENERATION_RECHECK: Duration = Duration::from_secs(1);
@@ -133,9 +132,15 @@ impl CacheInvalidator {
     /// on their own. This instance switches at once, others within about a second. Returns
     /// the new generation.
     ///
+    /// On Redis with replicas, the bump waits (Redis `WAIT`, within the command timeout) until
+    /// every replica has it: a bump only the master holds would be lost with it in a
+    /// failover, and the entries it invalidated would come back.
+    ///
     /// # Errors
     ///
-    /// A [`StoreError`] when the store fails.
+    /// A [`StoreError`] when the store fails, and one of kind
+    /// [`StoreErrorKind::Timeout`](crate::store::StoreErrorKind::Timeout) when a replica did not
+    /// acknowledge the bump in time (this instance has switched anyway; invalidate again).
     ///
     /// # Example
     ///
@@ -150,16 +155,21 @@ impl CacheInvalidator {
     /// ```
     pub async fn invalidate_all(&self) -> Result<u64, StoreError> {
         let store = &self.config.store;
-        let key = self.config.generation_key();
-        store
-            .set_if_absent(&key, Bytes::from_static(b"0"), Expiry::Never)
-            .await?;
-        let generation = store.increment(&key, 1).await?.unwrap_or(1);
-        let generation = u64::try_from(generation).unwrap_or(0);
+        let bump = store.bump_generation(&self.config.generation_key()).await?;
+        let generation = u64::try_from(bump.generation).unwrap_or(0);
+        // this instance switches whatever the replicas say
         self.config
             .generation
             .fetch_max(generation, Ordering::AcqRel);
         self.config.vary_lists.invalidate_all();
+        if !bump.replicated {
+            return Err(StoreError::new(
+                StoreErrorKind::Timeout,
+                format!(
+                    "cache generation {generation} did not reach every replica in time: a failover now could bring back the entries it invalidates; invalidate again"
+                ),
+            ));
+        }
         Ok(generation)
     }
 }

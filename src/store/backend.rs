@@ -74,6 +74,14 @@ pub trait Backend: Clone + Send + Sync + 'static {
         owner: &str,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// Adds one to the cache's namespace generation under the logical `key` (created at 0),
+    /// and tells whether every replica of the server has the new number: a bump that only
+    /// the master holds can be lost with it, and an older generation come back.
+    fn bump_generation(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<GenerationBump, StoreError>> + Send;
+
     /// Deletes every key whose full form matches the glob `pattern` (`*`, `?` and `\`
     /// escapes, as Redis `SCAN MATCH` reads them; `SCAN`, never `KEYS`, on Redis), and tells
     /// how many were deleted.
@@ -118,6 +126,14 @@ pub struct CacheLock<'a> {
     pub ttl: Duration,
     pub vary_key: &'a str,
     pub entry_key: &'a str,
+}
+
+/// A bumped generation, see [`Backend::bump_generation`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GenerationBump {
+    pub generation: i64,
+    /// Whether every replica acknowledged it (always, without replicas).
+    pub replicated: bool,
 }
 
 /// What was stored when a [`CacheLock`] was taken.

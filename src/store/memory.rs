@@ -13,8 +13,8 @@ use moka::sync::Cache;
 use super::rate::{PolicyKind, cooldown_decision, gcra_step, new_ticket, window_decision};
 use super::value::parse_integer;
 use super::{
-    Backend, CacheLock, CacheWrite, Expiry, KeyScheme, RateDecision, RatePolicy, Store, StoreError,
-    StoreErrorKind, StoredNow, Timeout, Ttl, ttl_ms_ceil,
+    Backend, CacheLock, CacheWrite, Expiry, GenerationBump, KeyScheme, RateDecision, RatePolicy,
+    Store, StoreError, StoreErrorKind, StoredNow, Timeout, Ttl, ttl_ms_ceil,
 };
 use crate::ConfigError;
 
@@ -769,6 +769,16 @@ impl Backend for MemoryStore {
 
     async fn unlock(&self, key: &str, owner: &str) -> Result<bool, StoreError> {
         Ok(self.release_lock(self.keys.make(key)?, owner))
+    }
+
+    async fn bump_generation(&self, key: &str) -> Result<GenerationBump, StoreError> {
+        self.set_if_absent(key, Bytes::from_static(b"0"), Expiry::Never)
+            .await?;
+        let generation = self.increment(key, 1).await?.unwrap_or(1);
+        Ok(GenerationBump {
+            generation,
+            replicated: true,
+        })
     }
 
     async fn delete_matching(&self, pattern: &str) -> Result<u64, StoreError> {

@@ -70,7 +70,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub(crate) use self::backend::{
-    Backend, CacheLock, CacheWrite, StoredNow, at_once, hit_for_miss_key,
+    Backend, CacheLock, CacheWrite, GenerationBump, StoredNow, at_once, hit_for_miss_key,
 };
 pub use self::config::{PoolArgument, StoreConfig, StoreOptions, StoresConfig, Timeout};
 pub use self::error::{StoreError, StoreErrorKind};

@@ -6,8 +6,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{
-    Backend, CacheLock, CacheWrite, Expiry, KeyScheme, MemoryStore, RateDecision, RatePolicy,
-    RedisStore, Store, StoreError, StoredNow, StoresConfig, Ttl, at_once,
+    Backend, CacheLock, CacheWrite, Expiry, GenerationBump, KeyScheme, MemoryStore, RateDecision,
+    RatePolicy, RedisStore, Store, StoreError, StoredNow, StoresConfig, Ttl, at_once,
 };
 use crate::ConfigError;
 
@@ -135,6 +135,10 @@ impl Backend for AnyStore {
 
     async fn unlock(&self, key: &str, owner: &str) -> Result<bool, StoreError> {
         dispatch!(self, store => store.unlock(key, owner).await)
+    }
+
+    async fn bump_generation(&self, key: &str) -> Result<GenerationBump, StoreError> {
+        dispatch!(self, store => store.bump_generation(key).await)
     }
 
     async fn delete_matching(&self, pattern: &str) -> Result<u64, StoreError> {

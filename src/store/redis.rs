@@ -10,8 +10,8 @@ use redis::{ConnectionInfo, IntoConnectionInfo, RedisError, Script};
 
 use super::rate::{PolicyKind, cooldown_decision, gcra_decision, new_ticket, window_decision};
 use super::{
-    Backend, CacheLock, CacheWrite, Expiry, KeyScheme, Pem, RateDecision, RatePolicy, Store,
-    StoreError, StoreErrorKind, StoredNow, Timeout, Ttl, ttl_ms_ceil,
+    Backend, CacheLock, CacheWrite, Expiry, GenerationBump, KeyScheme, Pem, RateDecision,
+    RatePolicy, Store, StoreError, StoreErrorKind, StoredNow, Timeout, Ttl, ttl_ms_ceil,
 };
 use crate::ConfigError;
 
@@ -731,6 +731,60 @@ impl Backend for RedisStore {
             })
             .await?;
         Ok(released == 1)
+    }
+
+    /// The bump and a `WAIT` for the replicas the server has, in one pipeline on a
+    /// connection of its own: `WAIT` waits for the writes of its connection and blocks it
+    /// meanwhile, which must not stall the connections that requests share. Not retried: a
+    /// lost reply cannot tell whether the bump ran (a second bump would only invalidate again).
+    async fn bump_generation(&self, key: &str) -> Result<GenerationBump, StoreError> {
+        let key = self.keys.make(key)?;
+        let info: String = self
+            .run(
+                "INFO replication",
+                Retry::OnDroppedConnection,
+                move |mut conn| async move {
+                    redis::cmd("INFO")
+                        .arg("replication")
+                        .query_async(&mut conn)
+                        .await
+                },
+            )
+            .await?;
+        let replicas: u64 = info
+            .lines()
+            .find_map(|line| line.strip_prefix("connected_slaves:"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
+        // the wait leaves room within the command timeout for the bump and the reply
+        let wait_ms = u64::try_from(self.command_timeout.as_millis() * 3 / 4)
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let bump = async {
+            let mut conn = self.pool.dedicated_connection().await?;
+            let mut pipe = redis::pipe();
+            pipe.cmd("SET").arg(&key).arg(0).arg("NX").ignore();
+            pipe.cmd("INCR").arg(&key);
+            if replicas > 0 {
+                pipe.cmd("WAIT").arg(replicas).arg(wait_ms);
+            } else {
+                pipe.cmd("WAIT").arg(0).arg(0);
+            }
+            pipe.query_async::<(i64, u64)>(&mut conn.conn).await
+        };
+        let (generation, acknowledged) = tokio::time::timeout(self.command_timeout, bump)
+            .await
+            .map_err(|_| {
+                StoreError::new(
+                    StoreErrorKind::Timeout,
+                    "Redis generation bump took longer than the command timeout",
+                )
+            })?
+            .map_err(|err| classify("generation bump", err))?;
+        Ok(GenerationBump {
+            generation,
+            replicated: acknowledged >= replicas,
+        })
     }
 
     /// Deletes every key matching the glob `pattern` (full-key form), with `SCAN`, never

@@ -179,3 +179,51 @@ crate::on_each_backend!(
     the_api_invalidates_a_url_a_pattern_or_everything,
     a_namespace_bump_reaches_other_instances,
 );
+
+/// A namespace bump that only the master holds would be lost with it in a failover, and the
+/// entries it invalidated would come back: the bump waits (Redis `WAIT`) until the replica has
+/// it, and says so when the replica does not answer in time, within the command timeout.
+#[tokio::test]
+async fn a_namespace_bump_waits_for_the_replicas() {
+    use tower_redis_http::store::{RedisStore, StoreErrorKind};
+
+    use crate::support::TestRedis;
+
+    let master = TestRedis::start();
+    let port = master.port().to_string();
+    let replica = TestRedis::start_with(&["--replicaof", "127.0.0.1", &port]);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            replica
+                .command(&["INFO", "replication"])
+                .contains("master_link_status:up")
+        })
+        .await
+    );
+    let timeout = Duration::from_millis(500);
+    let store = RedisStore::builder(master.url())
+        .command_timeout(timeout)
+        .build()
+        .await
+        .unwrap();
+    let invalidator = ResponseCacheLayer::cache_page(store, Duration::from_secs(60))
+        .build()
+        .unwrap()
+        .invalidator();
+    assert_eq!(invalidator.invalidate_all().await.unwrap(), 1);
+    // acknowledged means on the replica already, not soon
+    let key = master.command(&["KEYS", "*generation*"]);
+    assert_eq!(replica.command(&["GET", &key]), "1");
+
+    replica.pause();
+    let started = std::time::Instant::now();
+    let err = invalidator.invalidate_all().await.unwrap_err();
+    assert_eq!(err.kind(), StoreErrorKind::Timeout, "{err}");
+    assert!(
+        started.elapsed() < timeout + Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    replica.resume();
+    assert_eq!(invalidator.invalidate_all().await.unwrap(), 3);
+}

@@ -355,7 +355,8 @@ impl TestSentinels {
     }
 
     /// Waits until every sentinel knows the replica and the two other sentinels, which a
-    /// failover needs; `false` when that takes longer than `deadline`.
+    /// failover needs, and the replica is in sync; `false` when that takes longer than
+    /// `deadline`.
     pub fn wait_until_ready(&self, deadline: Duration) -> bool {
         let until = Instant::now() + deadline;
         while Instant::now() < until {
@@ -372,7 +373,13 @@ impl TestSentinels {
                 };
                 field("num-slaves") >= Some(1) && field("num-other-sentinels") >= Some(2)
             });
-            if ready {
+            // and the replica has finished its first sync: it acknowledges writes from then on
+            if ready
+                && self
+                    .replica
+                    .command(&["INFO", "replication"])
+                    .contains("master_link_status:up")
+            {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(100));
