@@ -99,6 +99,9 @@
 //! - the cache fails open;
 //! - cooldowns fail closed, while windows and GCRA fail open.
 //!
+//! A whole-cache invalidation waits until the replicas have the new generation, so that a
+//! failover cannot bring back what it invalidated.
+//!
 //! The README's "Production topologies" section has the full table and the environment
 //! variables the examples read.
 //!
