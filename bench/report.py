@@ -5,6 +5,7 @@ usage: bench/report.py RESULTS.tsv ROUNDS DURATION CONNECTIONS THREADS
 """
 import csv
 import pathlib
+import os
 import platform
 import statistics
 import subprocess
@@ -119,7 +120,8 @@ lines = [
     f"binary (`bench/server.rs`, release build, 1 KiB bodies) and driven by wrk over loopback with",
     f"{connections} connections and {threads} threads, {rounds} rounds of {duration} s per scenario,",
     "interleaved (all scenarios in round 1, then all in round 2, ...). Figures are medians of the",
-    "rounds; the spread is the lowest and highest round.",
+    "rounds; the spread is the lowest and highest round."
+    + (" The server was pinned to CPU 0 and wrk to CPU 1 (`PIN=1`)." if os.environ.get("PIN") == "1" else ""),
     "",
     f"Machine: {platform.machine()}, {cpu}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores.",
     f"Versions: {version(['rustc', '--version'])}; {version(['redis-server', '--version'])}; {version(['wrk', '--version'])}.",

@@ -3,7 +3,10 @@
 # (round 1: A B C ..., round 2: A B C ...), then BENCHMARKS.md and bench/ratios.svg written by
 # bench/report.py. Starts its own redis-server and benchmark server, and stops them at the end.
 #
-# Settings (environment): ROUNDS (3), DURATION seconds per run (4), CONNECTIONS (64), THREADS (2).
+# Settings (environment): ROUNDS (3), DURATION seconds per run (4), CONNECTIONS (64), THREADS (2),
+# PIN (0; 1 pins the benchmark server to CPU 0 and wrk to CPU 1, which makes runs on a
+# two-core machine quieter at the cost of the server's second core: compare pinned runs only
+# with pinned runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +14,15 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-4}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
+PIN=${PIN:-0}
+export PIN
+server_cpu=()
+wrk_cpu=()
+if [ "$PIN" = 1 ]; then
+  command -v taskset >/dev/null 2>&1 || { echo "PIN=1 needs taskset (util-linux)" >&2; exit 1; }
+  server_cpu=(taskset -c 0)
+  wrk_cpu=(taskset -c 1)
+fi
 
 install() {
   local package=$1
@@ -45,7 +57,7 @@ redis_pid=$!
 for _ in $(seq 1 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.05; done
 
 server_port=$(free_port)
-REDIS_URL="redis://127.0.0.1:$redis_port" ADDR="127.0.0.1:$server_port" target/release/examples/bench_server >/dev/null &
+REDIS_URL="redis://127.0.0.1:$redis_port" ADDR="127.0.0.1:$server_port" "${server_cpu[@]}" target/release/examples/bench_server >/dev/null &
 pids+=($!)
 server_pid=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$server_port/plain" >/dev/null 2>&1 && break; sleep 0.05; done
@@ -129,7 +141,7 @@ for round in $(seq 1 "$ROUNDS"); do
       export BENCH_PATH="$path"
     fi
     before=$(calls); server_before=$(ticks "$server_pid"); redis_before=$(ticks "$redis_pid")
-    out=$(wrk "${args[@]}" "$url")
+    out=$("${wrk_cpu[@]}" wrk "${args[@]}" "$url")
     after=$(calls); server_after=$(ticks "$server_pid"); redis_after=$(ticks "$redis_pid")
     python3 - "$name" "$round" "$((after - before))" "$scripted" "$out" \
       "$((server_after - server_before))" "$((redis_after - redis_before))" "$hz" >>"$results" <<'PY'
