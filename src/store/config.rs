@@ -129,8 +129,10 @@ pub struct StoreConfig {
     /// The Django backend path, if given.
     #[serde(alias = "BACKEND")]
     pub backend: Option<String>,
-    /// Where the store is.
-    #[serde(alias = "LOCATION")]
+    /// Where the store is. A list, as django-redis takes a master followed by its replicas,
+    /// gives its first entry: every read goes to the master too, so none sees a replica's
+    /// stale copy.
+    #[serde(alias = "LOCATION", deserialize_with = "first_location")]
     pub location: String,
     /// The key prefix.
     #[serde(alias = "KEY_PREFIX")]
@@ -479,6 +481,22 @@ impl StoreOptions {
             }
         }
         Ok((keys, pool))
+    }
+}
+
+/// `LOCATION` as a string, or a non-empty list whose first entry is the master.
+fn first_location<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Location {
+        One(String),
+        List(Vec<String>),
+    }
+    match Location::deserialize(deserializer)? {
+        Location::One(location) => Ok(location),
+        Location::List(list) => list.into_iter().next().ok_or_else(|| {
+            serde::de::Error::custom("LOCATION is an empty list; name the master first")
+        }),
     }
 }
 

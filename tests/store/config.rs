@@ -182,3 +182,40 @@ async fn django_redis_options_this_crate_cannot_honour_are_refused_with_the_reas
         assert!(err.contains(expected), "{options}: {err}");
     }
 }
+
+/// django-redis's master-and-replicas form: `LOCATION` as a list whose first entry is the
+/// master. The store uses the master for everything, reads included, so none is stale.
+#[tokio::test]
+async fn a_location_list_uses_its_first_entry_the_master() {
+    let master = TestRedis::start();
+    let port = master.port().to_string();
+    let replica = TestRedis::start_with(&["--replicaof", "127.0.0.1", &port]);
+    let config: StoresConfig = serde_json::from_value(serde_json::json!({
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": [format!("{}/1", master.url()), format!("{}/1", replica.url())]
+        }
+    }))
+    .unwrap();
+    let store = Stores::from_config(&config)
+        .await
+        .unwrap()
+        .get("default")
+        .unwrap();
+    // the replica refuses writes (READONLY): a write that goes through went to the master
+    store
+        .set("greeting", Bytes::from_static(b"hi"), Expiry::Never)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get("greeting").await.unwrap().as_deref(),
+        Some(&b"hi"[..])
+    );
+
+    let empty = serde_json::from_value::<StoresConfig>(serde_json::json!({
+        "default": {"LOCATION": []}
+    }))
+    .map(|_| ())
+    .expect_err("an empty LOCATION list is refused");
+    assert!(empty.to_string().contains("master"), "{empty}");
+}
