@@ -765,11 +765,8 @@ impl Backend for RedisStore {
             let mut pipe = redis::pipe();
             pipe.cmd("SET").arg(&key).arg(0).arg("NX").ignore();
             pipe.cmd("INCR").arg(&key);
-            if replicas > 0 {
-                pipe.cmd("WAIT").arg(replicas).arg(wait_ms);
-            } else {
-                pipe.cmd("WAIT").arg(0).arg(0);
-            }
+            // with no replica, WAIT 0 answers at once
+            pipe.cmd("WAIT").arg(replicas).arg(wait_ms);
             pipe.query_async::<(i64, u64)>(&mut conn.conn).await
         };
         let (generation, acknowledged) = tokio::time::timeout(self.command_timeout, bump)

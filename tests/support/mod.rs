@@ -54,23 +54,26 @@ impl TestRedis {
     /// Starts a sentinel on a free port watching the master `service` at `master_port`,
     /// which it declares down after 1 s of silence (`quorum` sentinels must agree).
     pub fn start_sentinel(service: &str, master_port: u16, quorum: u32) -> Self {
-        let config = format!(
-            "sentinel monitor {service} 127.0.0.1 {master_port} {quorum}\n\
-             sentinel down-after-milliseconds {service} 1000\n\
-             sentinel failover-timeout {service} 3000\n\
-             sentinel parallel-syncs {service} 1\n"
-        );
-        Self::start_configured("redis-server", Some(&config), &["--sentinel"])
+        Self::start_sentinel_with(service, master_port, quorum, "")
     }
 
     /// A sentinel (quorum 1) that asks its clients for `password`, watching a master whose
     /// password is `master-pw`.
     pub fn start_with_sentinel_password(master_port: u16, password: &str) -> Self {
-        let service = TestSentinels::SERVICE;
+        let extra = format!(
+            "sentinel auth-pass {} master-pw\nrequirepass {password}\n",
+            TestSentinels::SERVICE
+        );
+        Self::start_sentinel_with(TestSentinels::SERVICE, master_port, 1, &extra)
+    }
+
+    /// A sentinel with `extra` lines in its configuration file.
+    fn start_sentinel_with(service: &str, master_port: u16, quorum: u32, extra: &str) -> Self {
         let config = format!(
-            "sentinel monitor {service} 127.0.0.1 {master_port} 1\n\
-             sentinel auth-pass {service} master-pw\n\
-             requirepass {password}\n"
+            "sentinel monitor {service} 127.0.0.1 {master_port} {quorum}\n\
+             sentinel down-after-milliseconds {service} 1000\n\
+             sentinel failover-timeout {service} 3000\n\
+             sentinel parallel-syncs {service} 1\n{extra}"
         );
         Self::start_configured("redis-server", Some(&config), &["--sentinel"])
     }
