@@ -54,9 +54,11 @@
 //! [`FailurePolicy`](crate::FailurePolicy).
 
 mod backend;
+mod cluster;
 mod config;
 mod error;
 mod key;
+mod lua;
 mod memory;
 mod named;
 mod rate;

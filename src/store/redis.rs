@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use bb8_redis::RedisConnectionManager;
 use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
-use redis::{ConnectionInfo, IntoConnectionInfo, RedisError, Script};
+use redis::{ConnectionInfo, IntoConnectionInfo, RedisError};
+
+use super::lua::{Conn, Lua};
 
 use super::rate::{PolicyKind, cooldown_decision, gcra_decision, new_ticket, window_decision};
 use super::{
@@ -15,26 +17,22 @@ use super::{
 };
 use crate::ConfigError;
 
-static INCREMENT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/increment.lua")));
-static BUMP_VERSION: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/bump_version.lua")));
-static FIXED_WINDOW: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/fixed_window.lua")));
-static INDEX_ADD: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/index_add.lua")));
-static INDEX_MEMBERS: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/index_members.lua")));
-static INDEX_DELETE_ALL: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/index_delete_all.lua")));
-static RELEASE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/release.lua")));
-static CACHE_PUT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/cache_put.lua")));
-static LOCK_AND_READ: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/lock_and_read.lua")));
-static UNLOCK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/unlock.lua")));
-static GCRA: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/gcra.lua")));
+static INCREMENT: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("scripts/increment.lua")));
+static BUMP_VERSION: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(include_str!("scripts/bump_version.lua")));
+static FIXED_WINDOW: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(include_str!("scripts/fixed_window.lua")));
+static INDEX_ADD: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("scripts/index_add.lua")));
+static INDEX_MEMBERS: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(include_str!("scripts/index_members.lua")));
+static INDEX_DELETE_ALL: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(include_str!("scripts/index_delete_all.lua")));
+static RELEASE: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("scripts/release.lua")));
+static CACHE_PUT: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("scripts/cache_put.lua")));
+static LOCK_AND_READ: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(include_str!("scripts/lock_and_read.lua")));
+static UNLOCK: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("scripts/unlock.lua")));
+static GCRA: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("scripts/gcra.lua")));
 
 const DEFAULT_MAX_CONNECTIONS: u32 = 16;
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -108,13 +106,11 @@ const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 /// ```
 #[derive(Clone)]
 pub struct RedisStore {
-    pool: bb8::Pool<TrackedManager>,
-    lease: Arc<RwLock<Option<Lease>>>,
-    reachability: Arc<Reachability>,
+    links: Links,
     connect_timeout: Duration,
     keys: KeyScheme,
     default_timeout: Timeout,
-    command_timeout: Duration,
+    pub(super) command_timeout: Duration,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -123,9 +119,37 @@ impl std::fmt::Debug for RedisStore {
             .field("keys", &self.keys)
             .field("default_timeout", &self.default_timeout)
             .field("command_timeout", &self.command_timeout)
-            .field("pool", &self.pool.state())
+            .field("links", &self.links)
             .finish()
     }
+}
+
+/// How a store reaches Redis.
+#[derive(Clone)]
+enum Links {
+    /// One server, straight or found through Sentinel: a bb8 pool of multiplexed connections.
+    Server(ServerLinks),
+    /// A Redis Cluster: redis-rs's cluster client, which keeps one multiplexed connection per
+    /// node and routes each command to the node that serves its key's slot.
+    Cluster(Arc<super::cluster::ClusterLinks>),
+}
+
+impl std::fmt::Debug for Links {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Server(links) => f.debug_tuple("Server").field(&links.pool.state()).finish(),
+            Self::Cluster(links) => f.debug_tuple("Cluster").field(links).finish(),
+        }
+    }
+}
+
+/// The pool of connections to one server, the lease calls share, and what the latest
+/// connection attempts found.
+#[derive(Clone)]
+struct ServerLinks {
+    pool: bb8::Pool<TrackedManager>,
+    lease: Arc<RwLock<Option<Lease>>>,
+    reachability: Arc<Reachability>,
 }
 
 /// How long calls reuse the connection handle last taken from the pool before asking bb8
@@ -297,7 +321,7 @@ impl bb8::ManageConnection for TrackedManager {
 /// Whether a command may be sent a second time when the first attempt found the connection
 /// dropped: only if running it twice has the effect of running it once.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Retry {
+pub(super) enum Retry {
     OnDroppedConnection,
     Never,
 }
@@ -329,6 +353,7 @@ impl RedisStore {
             tls_root: None,
             tls_client: None,
             sentinel: None,
+            cluster: None,
         }
     }
 
@@ -365,6 +390,33 @@ impl RedisStore {
         builder
     }
 
+    /// A builder for a store on a Redis Cluster, found through `seed_nodes`
+    /// (`redis://[:password@]host:port`, or `rediss://` for TLS): any reachable node tells the
+    /// client the others and which slots each serves. Every command goes to the node that
+    /// serves its key, and follows the slots when a replica is promoted; see "Production
+    /// topologies" in the crate docs for what holds on a cluster. The builder's password and
+    /// user are the nodes'; a cluster has only database 0, and one connection per node
+    /// ([`max_connections`](RedisStoreBuilder::max_connections) does not apply).
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// use tower_redis_http::store::RedisStore;
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), tower_redis_http::ConfigError> {
+    /// let store = RedisStore::cluster(["redis://10.0.0.1:6379", "redis://10.0.0.2:6379"])
+    ///     .password("s3cret")
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn cluster<T: Into<String>>(seed_nodes: impl IntoIterator<Item = T>) -> RedisStoreBuilder {
+        let nodes: Vec<String> = seed_nodes.into_iter().map(Into::into).collect();
+        let mut builder = Self::builder(nodes.join(","));
+        builder.cluster = Some(nodes);
+        builder
+    }
+
     /// Sends `PING` and waits for the answer: a readiness check for health endpoints.
     ///
     /// # Errors
@@ -392,11 +444,16 @@ impl RedisStore {
 
     /// A new lease: a multiplexed handle from bb8 (within `deadline`), which later calls share
     /// while it is fresh and unbroken (see [`leased`](Self::leased)).
-    async fn lease_from_pool(&self, deadline: tokio::time::Instant) -> Result<Handle, StoreError> {
-        let handle = tokio::time::timeout_at(deadline, self.checkout_from_pool())
+    async fn lease_from_pool(
+        &self,
+        links: &ServerLinks,
+        deadline: tokio::time::Instant,
+    ) -> Result<Handle, StoreError> {
+        let handle = tokio::time::timeout_at(deadline, self.checkout_from_pool(links))
             .await
             .map_err(|_| {
-                self.reachability
+                links
+                    .reachability
                     .recent_failure(self.connect_timeout)
                     .unwrap_or_else(|| {
                         StoreError::new(
@@ -405,7 +462,7 @@ impl RedisStore {
                         )
                     })
             })??;
-        if let Ok(mut lease) = self.lease.write() {
+        if let Ok(mut lease) = links.lease.write() {
             *lease = Some(Lease {
                 conn: handle.conn.clone(),
                 broken: Arc::clone(&handle.broken),
@@ -416,12 +473,12 @@ impl RedisStore {
         Ok(handle)
     }
 
-    fn leased(&self) -> Option<Handle> {
-        let lease = self.lease.read().ok()?;
+    fn leased(links: &ServerLinks) -> Option<Handle> {
+        let lease = links.lease.read().ok()?;
         let lease = lease.as_ref()?;
         if lease.broken.load(Ordering::Relaxed)
             || lease.taken_at.elapsed() > LEASE
-            || self.reachability.is_suspect(lease.opened_at)
+            || links.reachability.is_suspect(lease.opened_at)
         {
             return None;
         }
@@ -435,20 +492,20 @@ impl RedisStore {
     /// A handle from bb8, skipping connections flagged broken or suspect of having been
     /// dropped with another one (dropping their guard hands them back to bb8, which discards
     /// them).
-    async fn checkout_from_pool(&self) -> Result<Handle, StoreError> {
+    async fn checkout_from_pool(&self, links: &ServerLinks) -> Result<Handle, StoreError> {
         // While the latest connection attempt failed recently and no connection is open,
         // waiting for bb8 would only wait out the timeout. bb8 keeps retrying in the
         // background, and each failure renews the record; the first success clears it.
-        if self.pool.state().idle_connections == 0
-            && let Some(err) = self.reachability.recent_failure(self.connect_timeout)
+        if links.pool.state().idle_connections == 0
+            && let Some(err) = links.reachability.recent_failure(self.connect_timeout)
         {
             return Err(err);
         }
         loop {
-            let pooled = self.pool.get().await.map_err(|err| match err {
+            let pooled = links.pool.get().await.map_err(|err| match err {
                 bb8::RunError::User(err) => classify("connect", err),
                 bb8::RunError::TimedOut => {
-                    match self.reachability.recent_failure(self.connect_timeout) {
+                    match links.reachability.recent_failure(self.connect_timeout) {
                         Some(err) => err,
                         None => StoreError::new(
                             StoreErrorKind::Timeout,
@@ -458,7 +515,7 @@ impl RedisStore {
                 }
             })?;
             if pooled.broken.load(Ordering::Relaxed)
-                || self.reachability.is_suspect(pooled.opened_at)
+                || links.reachability.is_suspect(pooled.opened_at)
             {
                 pooled.broken.store(true, Ordering::Relaxed);
                 continue;
@@ -479,14 +536,32 @@ impl RedisStore {
     /// own response timeout, with no timer of its own: a second timer per call cost about a
     /// tenth of the throughput (see `benches/store_ratio.rs`). Only a call that has to go to
     /// the pool (a new lease, a retry) arms a timer for what is left of the deadline.
-    async fn run<T, F, Fut>(
+    pub(super) async fn run<T, F, Fut>(
         &self,
         name: &'static str,
         retry: Retry,
         command: F,
     ) -> Result<T, StoreError>
     where
-        F: Fn(MultiplexedConnection) -> Fut,
+        F: Fn(Conn) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        match &self.links {
+            Links::Server(links) => self.run_on_server(links, name, retry, command).await,
+            Links::Cluster(links) => links.run(name, retry, self.command_timeout, command).await,
+        }
+    }
+
+    /// [`run`](Self::run) on one server.
+    async fn run_on_server<T, F, Fut>(
+        &self,
+        links: &ServerLinks,
+        name: &'static str,
+        retry: Retry,
+        command: F,
+    ) -> Result<T, StoreError>
+    where
+        F: Fn(Conn) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
         let started = Instant::now();
@@ -499,14 +574,15 @@ impl RedisStore {
         let mut refused_once = false;
         loop {
             tries_left -= 1;
-            let (handle, result) = match self.leased() {
+            let (handle, result) = match Self::leased(links) {
                 Some(handle) => {
-                    let result = command(handle.conn.clone()).await;
+                    let result = command(Conn::Server(handle.conn.clone())).await;
                     (handle, result)
                 }
                 None => {
-                    let handle = self.lease_from_pool(deadline).await?;
-                    match tokio::time::timeout_at(deadline, command(handle.conn.clone())).await {
+                    let handle = self.lease_from_pool(links, deadline).await?;
+                    let attempt = command(Conn::Server(handle.conn.clone()));
+                    match tokio::time::timeout_at(deadline, attempt).await {
                         Ok(result) => (handle, result),
                         Err(_) => {
                             handle.broken.store(true, Ordering::Relaxed);
@@ -529,7 +605,7 @@ impl RedisStore {
                 // Redis refused the command without running it, so sending it once more, on
                 // a new connection, cannot run it twice, whatever the command.
                 handle.broken.store(true, Ordering::Relaxed);
-                self.reachability.dropped_before(Instant::now());
+                links.reachability.dropped_before(Instant::now());
                 if !refused_once {
                     refused_once = true;
                     tries_left = tries_left.max(1);
@@ -546,7 +622,7 @@ impl RedisStore {
                 if err.is_connection_dropped() {
                     // Every connection opened before the drop was seen may have gone with
                     // it; a healthy one among them costs one reconnect, a dead one a retry.
-                    self.reachability.dropped_before(Instant::now());
+                    links.reachability.dropped_before(Instant::now());
                     if tries_left > 0 {
                         tracing::debug!(command = name, error = %err, "Redis connection dropped; retrying on a new one");
                         continue;
@@ -582,7 +658,7 @@ fn breaks_connection(err: &RedisError) -> bool {
         || err.is_io_error()
 }
 
-fn classify(command: &'static str, err: RedisError) -> StoreError {
+pub(super) fn classify(command: &'static str, err: RedisError) -> StoreError {
     let kind = if err.is_timeout() {
         StoreErrorKind::Timeout
     } else if breaks_connection(&err) || is_demoted(&err) {
@@ -608,6 +684,14 @@ fn unexpected_reply(command: &'static str, detail: &str) -> StoreError {
         StoreErrorKind::Server,
         format!("Redis {command} gave an unexpected reply: {detail}"),
     )
+}
+
+/// The replicas a master's `INFO replication` counts.
+pub(super) fn connected_replicas(info: &str) -> u64 {
+    info.lines()
+        .find_map(|line| line.strip_prefix("connected_slaves:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn to_duration_ms(ms: i64) -> Duration {
@@ -667,9 +751,8 @@ impl Backend for RedisStore {
             .unlock
             .map(|(key, owner)| self.keys.make(key).map(|key| (key, owner)))
             .transpose()?;
-        let mut invocation = CACHE_PUT.prepare_invoke();
+        let mut invocation = CACHE_PUT.key(&entry);
         invocation
-            .key(&entry)
             .key(&vary)
             .key(&index)
             .key(&memo)
@@ -683,7 +766,7 @@ impl Backend for RedisStore {
         self.run(
             "cache put script",
             Retry::OnDroppedConnection,
-            move |mut conn| async move { invocation.invoke_async::<()>(&mut conn).await },
+            move |mut conn| async move { invocation.invoke::<()>(&mut conn).await },
         )
         .await
     }
@@ -696,9 +779,8 @@ impl Backend for RedisStore {
         let memo = self
             .keys
             .make(&crate::store::hit_for_miss_key(lock.entry_key))?;
-        let mut invocation = LOCK_AND_READ.prepare_invoke();
+        let mut invocation = LOCK_AND_READ.key(&lock_key);
         invocation
-            .key(&lock_key)
             .key(&vary)
             .key(&entry)
             .key(&memo)
@@ -711,7 +793,7 @@ impl Backend for RedisStore {
         type Read = Option<(Option<Vec<u8>>, Option<Vec<u8>>, i64)>;
         let stored: Read = self
             .run("lock script", Retry::Never, move |mut conn| async move {
-                invocation.invoke_async(&mut conn).await
+                invocation.invoke(&mut conn).await
             })
             .await?;
         Ok(stored.map(|(vary, entry, memo)| StoredNow {
@@ -727,7 +809,7 @@ impl Backend for RedisStore {
         let key = key.as_str();
         let released: i64 = self
             .run("unlock script", Retry::Never, move |mut conn| async move {
-                UNLOCK.key(key).arg(owner).invoke_async(&mut conn).await
+                UNLOCK.key(key).arg(owner).invoke(&mut conn).await
             })
             .await?;
         Ok(released == 1)
@@ -739,6 +821,21 @@ impl Backend for RedisStore {
     /// lost reply cannot tell whether the bump ran (a second bump would only invalidate again).
     async fn bump_generation(&self, key: &str) -> Result<GenerationBump, StoreError> {
         let key = self.keys.make(key)?;
+        // the wait leaves room within the command timeout for the bump and the reply
+        let wait_ms = u64::try_from(self.command_timeout.as_millis() * 3 / 4)
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let links = match &self.links {
+            Links::Cluster(links) => {
+                let (generation, acknowledged, replicas) =
+                    self.cluster_bump_generation(links, &key, wait_ms).await?;
+                return Ok(GenerationBump {
+                    generation,
+                    replicated: acknowledged >= replicas,
+                });
+            }
+            Links::Server(links) => links,
+        };
         let info: String = self
             .run(
                 "INFO replication",
@@ -751,17 +848,9 @@ impl Backend for RedisStore {
                 },
             )
             .await?;
-        let replicas: u64 = info
-            .lines()
-            .find_map(|line| line.strip_prefix("connected_slaves:"))
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or(0);
-        // the wait leaves room within the command timeout for the bump and the reply
-        let wait_ms = u64::try_from(self.command_timeout.as_millis() * 3 / 4)
-            .unwrap_or(u64::MAX)
-            .max(1);
+        let replicas = connected_replicas(&info);
         let bump = async {
-            let mut conn = self.pool.dedicated_connection().await?;
+            let mut conn = links.pool.dedicated_connection().await?;
             let mut pipe = redis::pipe();
             pipe.cmd("SET").arg(&key).arg(0).arg("NX").ignore();
             pipe.cmd("INCR").arg(&key);
@@ -787,6 +876,9 @@ impl Backend for RedisStore {
     /// Deletes every key matching the glob `pattern` (full-key form), with `SCAN`, never
     /// `KEYS`; returns how many were deleted.
     async fn delete_matching(&self, pattern: &str) -> Result<u64, StoreError> {
+        if let Links::Cluster(_) = &self.links {
+            return self.cluster_delete_matching(pattern).await;
+        }
         let mut cursor: u64 = 0;
         let mut deleted = 0;
         loop {
@@ -851,7 +943,7 @@ impl Backend for RedisStore {
                     .key(key)
                     .arg(kind)
                     .arg(argument)
-                    .invoke_async(&mut conn)
+                    .invoke(&mut conn)
                     .await
             })
             .await?;
@@ -936,7 +1028,7 @@ impl Backend for RedisStore {
                                 .key(key)
                                 .arg(limit)
                                 .arg(window_ms)
-                                .invoke_async(&mut conn)
+                                .invoke(&mut conn)
                                 .await
                         },
                     )
@@ -960,7 +1052,7 @@ impl Backend for RedisStore {
                         GCRA.key(key)
                             .arg(emission_us)
                             .arg(tolerance_us)
-                            .invoke_async(&mut conn)
+                            .invoke(&mut conn)
                             .await
                     })
                     .await?;
@@ -1026,6 +1118,15 @@ impl Store for RedisStore {
     }
 
     async fn set_many(&self, entries: &[(&str, Bytes, Expiry)]) -> Result<(), StoreError> {
+        if let Links::Cluster(_) = &self.links {
+            let writes = entries
+                .iter()
+                .map(|(key, value, expiry)| {
+                    Ok((self.keys.make(key)?, value.clone(), self.expiry_ms(*expiry)))
+                })
+                .collect::<Result<_, StoreError>>()?;
+            return self.cluster_set_many(writes).await;
+        }
         let mut pipe = redis::pipe();
         pipe.atomic();
         for (key, value, expiry) in entries {
@@ -1104,6 +1205,9 @@ impl Store for RedisStore {
     async fn index_add(&self, index: &str, member: &str) -> Result<(), StoreError> {
         let (index, member) = (self.keys.make(index)?, self.keys.make(member)?);
         let (index, member) = (index.as_str(), member.as_str());
+        if let Links::Cluster(_) = &self.links {
+            return self.cluster_index_add(index, member).await;
+        }
         self.run(
             "index_add script",
             Retry::OnDroppedConnection,
@@ -1111,7 +1215,7 @@ impl Store for RedisStore {
                 INDEX_ADD
                     .key(index)
                     .arg(member)
-                    .invoke_async::<()>(&mut conn)
+                    .invoke::<()>(&mut conn)
                     .await
             },
         )
@@ -1121,10 +1225,15 @@ impl Store for RedisStore {
     async fn index_members(&self, index: &str) -> Result<Vec<(String, Ttl)>, StoreError> {
         let index = self.keys.make(index)?;
         let index = index.as_str();
+        if let Links::Cluster(_) = &self.links {
+            return self.cluster_index_members(index).await;
+        }
         let flat: Vec<String> = self
-            .run("index_members script", Retry::OnDroppedConnection, move |mut conn| async move {
-                INDEX_MEMBERS.key(index).invoke_async(&mut conn).await
-            })
+            .run(
+                "index_members script",
+                Retry::OnDroppedConnection,
+                move |mut conn| async move { INDEX_MEMBERS.key(index).invoke(&mut conn).await },
+            )
             .await?;
         flat.chunks_exact(2)
             .map(|pair| {
@@ -1163,10 +1272,15 @@ impl Store for RedisStore {
     async fn index_delete_all(&self, index: &str) -> Result<u64, StoreError> {
         let index = self.keys.make(index)?;
         let index = index.as_str();
+        if let Links::Cluster(_) = &self.links {
+            return self.cluster_index_delete_all(index).await;
+        }
         let deleted: i64 = self
-            .run("index_delete_all script", Retry::OnDroppedConnection, move |mut conn| async move {
-                INDEX_DELETE_ALL.key(index).invoke_async(&mut conn).await
-            })
+            .run(
+                "index_delete_all script",
+                Retry::OnDroppedConnection,
+                move |mut conn| async move { INDEX_DELETE_ALL.key(index).invoke(&mut conn).await },
+            )
             .await?;
         Ok(u64::try_from(deleted).unwrap_or(0))
     }
@@ -1174,9 +1288,11 @@ impl Store for RedisStore {
     async fn increment(&self, key: &str, delta: i64) -> Result<Option<i64>, StoreError> {
         let key = self.keys.make(key)?;
         let key = key.as_str();
-        self.run("increment script", Retry::Never, move |mut conn| async move {
-            INCREMENT.key(key).arg(delta).invoke_async(&mut conn).await
-        })
+        self.run(
+            "increment script",
+            Retry::Never,
+            move |mut conn| async move { INCREMENT.key(key).arg(delta).invoke(&mut conn).await },
+        )
         .await
     }
 
@@ -1198,12 +1314,18 @@ impl Store for RedisStore {
     async fn bump_version(&self, key: &str, delta: i64) -> Result<Option<i64>, StoreError> {
         let (from, to, version) = self.keys.bumped(key, delta)?;
         let (from, to) = (from.as_str(), to.as_str());
+        if matches!(self.links, Links::Cluster(_))
+            && redis::cluster_routing::Slot::for_key(from)
+                != redis::cluster_routing::Slot::for_key(to)
+        {
+            return Ok(self.cluster_move(from, to).await?.then_some(version));
+        }
         let moved: i64 = self
             .run(
                 "bump_version script",
                 Retry::Never,
                 move |mut conn| async move {
-                    BUMP_VERSION.key(from).key(to).invoke_async(&mut conn).await
+                    BUMP_VERSION.key(from).key(to).invoke(&mut conn).await
                 },
             )
             .await?;
@@ -1245,6 +1367,8 @@ pub struct RedisStoreBuilder {
     tls_root: Option<Pem>,
     tls_client: Option<(Pem, Pem)>,
     sentinel: Option<SentinelTopology>,
+    /// The seed nodes of a Redis Cluster.
+    cluster: Option<Vec<String>>,
 }
 
 /// The sentinels to ask, and the name of the master they watch.
@@ -1269,6 +1393,13 @@ impl std::fmt::Debug for RedisStoreBuilder {
             .field("tls_root", &self.tls_root)
             .field("tls_client", &self.tls_client)
             .field("sentinel", &self.sentinel)
+            .field(
+                "cluster",
+                &self
+                    .cluster
+                    .as_ref()
+                    .map(|nodes| nodes.iter().map(|node| redact(node)).collect::<Vec<_>>()),
+            )
             .finish()
     }
 }
@@ -1424,6 +1555,16 @@ impl RedisStoreBuilder {
                 });
             }
         }
+        if let Some(nodes) = &self.cluster {
+            let links = self.cluster_links(nodes)?;
+            return Ok(RedisStore {
+                links: Links::Cluster(Arc::new(links)),
+                connect_timeout: self.connect_timeout,
+                keys: self.keys,
+                default_timeout: self.default_timeout,
+                command_timeout: self.command_timeout,
+            });
+        }
         let inner = match &self.sentinel {
             None => Connector::Direct(self.direct_connector()?),
             Some(sentinel) => {
@@ -1444,9 +1585,11 @@ impl RedisStoreBuilder {
             .await
             .map_err(|err| self.invalid_location("the pool could not start", Some(err)))?;
         Ok(RedisStore {
-            pool,
-            lease: Arc::new(RwLock::new(None)),
-            reachability,
+            links: Links::Server(ServerLinks {
+                pool,
+                lease: Arc::new(RwLock::new(None)),
+                reachability,
+            }),
             connect_timeout: self.connect_timeout,
             keys: self.keys,
             default_timeout: self.default_timeout,
@@ -1515,6 +1658,58 @@ impl RedisStoreBuilder {
             .map_err(|err| self.invalid_location("rejected by the Redis client", Some(err)))
     }
 
+    /// Links to the cluster that `nodes` belong to.
+    fn cluster_links(&self, nodes: &[String]) -> Result<super::cluster::ClusterLinks, ConfigError> {
+        if nodes.is_empty() {
+            return Err(ConfigError::InvalidOption {
+                option: "cluster",
+                reason: "name at least one seed node".to_owned(),
+            });
+        }
+        if self.database.is_some_and(|db| db != 0) {
+            return Err(ConfigError::InvalidOption {
+                option: "database",
+                reason: "a Redis Cluster has only database 0".to_owned(),
+            });
+        }
+        let mut infos = Vec::with_capacity(nodes.len());
+        for node in nodes {
+            let node = if node.contains("://") {
+                node.clone()
+            } else {
+                format!("redis://{node}")
+            };
+            if !cfg!(feature = "tls") && node.trim_start().starts_with("rediss://") {
+                return Err(
+                    self.invalid_location("`rediss://` needs this crate's `tls` feature", None)
+                );
+            }
+            let info = node.as_str().into_connection_info().map_err(|err| {
+                self.invalid_location("not a Redis URL this build can use", Some(err))
+            })?;
+            let settings = self.settings(info.redis_settings().clone());
+            infos.push(info.set_redis_settings(settings));
+        }
+        // a retry the client makes by itself may send a rate-limit hit twice: the store
+        // retries instead, knowing which commands may run twice
+        let mut client = redis::cluster::ClusterClient::builder(infos).retries(0);
+        if let Some(password) = &self.password {
+            client = client.password(password);
+        }
+        if let Some(username) = &self.username {
+            client = client.username(username);
+        }
+        client = self.with_cluster_certificates(client)?;
+        let client = client
+            .build()
+            .map_err(|err| self.invalid_location("rejected by the Redis client", Some(err)))?;
+        Ok(super::cluster::ClusterLinks::new(
+            client,
+            self.connect_timeout,
+            self.command_timeout,
+        ))
+    }
+
     /// A client that asks `sentinel`'s nodes for its service's master.
     fn sentinel_client(
         &self,
@@ -1563,76 +1758,117 @@ impl RedisStoreBuilder {
             return Ok(info);
         }
         #[cfg(not(feature = "tls"))]
-        return Err(ConfigError::InvalidOption {
-            option: "tls_root_certificate",
-            reason: "TLS certificates need this crate's `tls` feature".to_owned(),
-        });
-        #[cfg(feature = "tls")]
-        if !matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
-            return Err(ConfigError::InvalidOption {
-                option: "tls_root_certificate",
-                reason: format!(
-                    "TLS certificates were given for `{}`, which is not a `rediss://` location",
-                    redact(&self.location)
-                ),
-            });
-        }
+        return Err(tls_needs_feature());
         #[cfg(feature = "tls")]
         {
-            use rustls::pki_types::pem::PemObject;
-            use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-
-            // the client takes PEM without a certificate in it and fails every handshake
-            // later: what the PEM holds is checked here, where the mistake is made
-            let certificates = |pem: &Pem, option| {
-                let bytes = pem.read(option)?;
-                let parsed: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&bytes).collect();
-                match parsed {
-                    Ok(found) if !found.is_empty() => Ok(bytes),
-                    _ => Err(ConfigError::InvalidOption {
-                        option,
-                        reason: format!("{pem:?} holds no PEM certificate"),
-                    }),
-                }
-            };
-            let root_cert = self
-                .tls_root
-                .as_ref()
-                .map(|ca| certificates(ca, "tls_root_certificate"))
-                .transpose()?;
-            let client_tls = match &self.tls_client {
-                Some((certificate, key)) => {
-                    let client_key = key.read("tls_client_certificate")?;
-                    if PrivateKeyDer::from_pem_slice(&client_key).is_err() {
-                        return Err(ConfigError::InvalidOption {
-                            option: "tls_client_certificate",
-                            reason: format!("{key:?} holds no PEM private key"),
-                        });
-                    }
-                    Some(redis::ClientTlsConfig {
-                        client_cert: certificates(certificate, "tls_client_certificate")?,
-                        client_key,
-                    })
-                }
-                None => None,
-            };
-            // rustls picks its process-wide provider; an application that has not installed
-            // one (or links two) gets ring, which this feature brings
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let client = redis::Client::build_with_tls(
-                info,
-                redis::TlsCertificates {
-                    client_tls,
-                    root_cert,
-                },
-            )
-            .map_err(|err| ConfigError::InvalidLocation {
-                location: redact(&self.location),
-                reason: "its TLS certificates were refused".to_owned(),
-                source: Some(Box::new(err)),
-            })?;
+            if !matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
+                return Err(self.certificates_without_tls());
+            }
+            let client = redis::Client::build_with_tls(info, self.tls_certificates()?)
+                .map_err(|err| self.certificates_refused(err))?;
             Ok(client.get_connection_info().clone())
         }
+    }
+
+    /// `client` with the configured certificates, for `rediss://` seed nodes.
+    fn with_cluster_certificates(
+        &self,
+        client: redis::cluster::ClusterClientBuilder,
+    ) -> Result<redis::cluster::ClusterClientBuilder, ConfigError> {
+        if self.tls_root.is_none() && self.tls_client.is_none() {
+            return Ok(client);
+        }
+        #[cfg(not(feature = "tls"))]
+        return Err(tls_needs_feature());
+        #[cfg(feature = "tls")]
+        {
+            let all_tls = self
+                .cluster
+                .iter()
+                .flatten()
+                .all(|node| node.trim_start().starts_with("rediss://"));
+            if !all_tls {
+                return Err(self.certificates_without_tls());
+            }
+            Ok(client.certs(self.tls_certificates()?))
+        }
+    }
+
+    #[cfg(feature = "tls")]
+    fn certificates_without_tls(&self) -> ConfigError {
+        ConfigError::InvalidOption {
+            option: "tls_root_certificate",
+            reason: format!(
+                "TLS certificates were given for `{}`, which is not a `rediss://` location",
+                redact(&self.location)
+            ),
+        }
+    }
+
+    #[cfg(feature = "tls")]
+    fn certificates_refused(&self, err: RedisError) -> ConfigError {
+        ConfigError::InvalidLocation {
+            location: redact(&self.location),
+            reason: "its TLS certificates were refused".to_owned(),
+            source: Some(Box::new(err)),
+        }
+    }
+
+    /// The configured certificates, read and checked now.
+    #[cfg(feature = "tls")]
+    fn tls_certificates(&self) -> Result<redis::TlsCertificates, ConfigError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+        // the client takes PEM without a certificate in it and fails every handshake
+        // later: what the PEM holds is checked here, where the mistake is made
+        let certificates = |pem: &Pem, option| {
+            let bytes = pem.read(option)?;
+            let parsed: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&bytes).collect();
+            match parsed {
+                Ok(found) if !found.is_empty() => Ok(bytes),
+                _ => Err(ConfigError::InvalidOption {
+                    option,
+                    reason: format!("{pem:?} holds no PEM certificate"),
+                }),
+            }
+        };
+        let root_cert = self
+            .tls_root
+            .as_ref()
+            .map(|ca| certificates(ca, "tls_root_certificate"))
+            .transpose()?;
+        let client_tls = match &self.tls_client {
+            Some((certificate, key)) => {
+                let client_key = key.read("tls_client_certificate")?;
+                if PrivateKeyDer::from_pem_slice(&client_key).is_err() {
+                    return Err(ConfigError::InvalidOption {
+                        option: "tls_client_certificate",
+                        reason: format!("{key:?} holds no PEM private key"),
+                    });
+                }
+                Some(redis::ClientTlsConfig {
+                    client_cert: certificates(certificate, "tls_client_certificate")?,
+                    client_key,
+                })
+            }
+            None => None,
+        };
+        // rustls picks its process-wide provider; an application that has not installed
+        // one (or links two) gets ring, which this feature brings
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Ok(redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        })
+    }
+}
+
+#[cfg(not(feature = "tls"))]
+fn tls_needs_feature() -> ConfigError {
+    ConfigError::InvalidOption {
+        option: "tls_root_certificate",
+        reason: "TLS certificates need this crate's `tls` feature".to_owned(),
     }
 }
 

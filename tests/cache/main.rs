@@ -161,7 +161,7 @@ pub async fn until_hit(app: &App, request: impl Fn() -> Request<ReqBody>) -> Rep
 
 /// Waits until the background store of a miss has landed in Redis: `count` entries under the
 /// cache prefix (Vary lists, indexes, locks and the generation excluded).
-pub async fn stored_entries(redis: &support::TestRedis, count: usize) -> Vec<String> {
+pub async fn stored_entries(redis: &dyn support::RawRedis, count: usize) -> Vec<String> {
     for _ in 0..500 {
         let keys: Vec<String> = redis
             .command(&["KEYS", "*cache:*"])

@@ -120,6 +120,16 @@ async fn redis_sentinel_store() -> ((TestRedis, TestRedis), RedisStore) {
     ((master, sentinel), store)
 }
 
+/// A store on a 6-node Redis Cluster.
+async fn redis_cluster_store() -> (support::TestCluster, RedisStore) {
+    let cluster = support::TestCluster::start();
+    let store = RedisStore::cluster(cluster.seeds())
+        .build()
+        .await
+        .expect("build a store on the test cluster");
+    (cluster, store)
+}
+
 async fn memory_rate_limit_share() -> ((), MemoryStore) {
     ((), MemoryStore::new().for_rate_limits())
 }
@@ -135,6 +145,7 @@ conformance_suite!(memory_cache, crate::memory_cache_share);
 conformance_suite!(redis_backend, crate::redis_store);
 conformance_suite!(redis_tls, crate::redis_tls_store);
 conformance_suite!(redis_sentinel, crate::redis_sentinel_store);
+conformance_suite!(redis_cluster, crate::redis_cluster_store);
 
 /// The memory store keeps time on tokio's clock: a test pauses it and advances it past a
 /// deadline instead of sleeping.

@@ -398,6 +398,287 @@ impl TestSentinels {
     }
 }
 
+/// Raw commands to a test deployment, independent of the crate under test, so that cases
+/// can check what it wrote: one server, or a whole cluster.
+pub trait RawRedis: std::fmt::Debug + Send + Sync {
+    /// Runs one command, returning the reply as [`TestRedis::command`] does.
+    fn command(&self, args: &[&str]) -> String;
+}
+
+impl RawRedis for TestRedis {
+    fn command(&self, args: &[&str]) -> String {
+        TestRedis::command(self, args)
+    }
+}
+
+/// A Redis Cluster of three masters, each with one replica, on free ports; every node with an
+/// explicit cluster bus port (the default, port + 10000, may be another test's free port) and
+/// a node timeout of 1 s, so that a killed master is replaced in about 2.5 s.
+#[derive(Debug)]
+pub struct TestCluster {
+    pub nodes: Vec<TestRedis>,
+    bus_ports: Vec<u16>,
+}
+
+impl TestCluster {
+    /// Starts six nodes and joins them, the first three masters of a third of the slots each.
+    ///
+    /// # Panics
+    ///
+    /// When a node does not start, or the cluster is not serving every slot with synced
+    /// replicas within 20 s.
+    pub fn start() -> Self {
+        let mut nodes = Vec::with_capacity(6);
+        let mut bus_ports = Vec::with_capacity(6);
+        for _ in 0..6 {
+            let bus = free_port();
+            let bus_text = bus.to_string();
+            nodes.push(TestRedis::start_with(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "{dir}/nodes.conf",
+                "--cluster-node-timeout",
+                "1000",
+                "--cluster-port",
+                &bus_text,
+                // a replica's first sync starts at once instead of after 5 s
+                "--repl-diskless-sync-delay",
+                "0",
+            ]));
+            bus_ports.push(bus);
+        }
+        let cluster = Self { nodes, bus_ports };
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            // distinct epochs, as redis-cli gives, so that no collision has to be resolved
+            node.command(&["CLUSTER", "SET-CONFIG-EPOCH", &(i + 1).to_string()]);
+        }
+        for (node, range) in cluster
+            .nodes
+            .iter()
+            .zip([(0, 5460), (5461, 10922), (10923, 16383)])
+        {
+            let reply = node.command(&[
+                "CLUSTER",
+                "ADDSLOTSRANGE",
+                &range.0.to_string(),
+                &range.1.to_string(),
+            ]);
+            assert_eq!(reply, "OK", "ADDSLOTSRANGE");
+        }
+        // every node meets every other at once, rather than learning of them by gossip
+        for (i, from) in cluster.nodes.iter().enumerate() {
+            for (node, bus) in cluster.nodes.iter().zip(&cluster.bus_ports).skip(i + 1) {
+                let reply = from.command(&[
+                    "CLUSTER",
+                    "MEET",
+                    "127.0.0.1",
+                    &node.port().to_string(),
+                    &bus.to_string(),
+                ]);
+                assert_eq!(reply, "OK", "CLUSTER MEET");
+            }
+        }
+        let until = Instant::now() + Duration::from_secs(20);
+        let everyone_met = || {
+            cluster.nodes.iter().all(|node| {
+                let known = node.command(&["CLUSTER", "NODES"]);
+                known.lines().count() == 6 && !known.contains("handshake")
+            })
+        };
+        while !everyone_met() {
+            assert!(Instant::now() < until, "the cluster's nodes did not meet");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for i in 0..3 {
+            let master = cluster.nodes[i].command(&["CLUSTER", "MYID"]);
+            loop {
+                let reply = cluster.nodes[i + 3].command(&["CLUSTER", "REPLICATE", &master]);
+                if reply == "OK" {
+                    break;
+                }
+                // the replica may not know the master's id yet
+                assert!(Instant::now() < until, "CLUSTER REPLICATE: {reply}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        assert!(
+            cluster.wait_until_healthy(until.saturating_duration_since(Instant::now())),
+            "the cluster did not come up"
+        );
+        cluster
+    }
+
+    /// The seed node URLs a store is built from.
+    pub fn seeds(&self) -> Vec<String> {
+        self.nodes.iter().take(3).map(TestRedis::url).collect()
+    }
+
+    fn live_nodes(&self) -> impl Iterator<Item = &TestRedis> {
+        self.nodes.iter().filter(|node| node.child.is_some())
+    }
+
+    /// The running nodes that are masters now.
+    pub fn masters(&self) -> Vec<&TestRedis> {
+        self.live_nodes().filter(|node| is_master(node)).collect()
+    }
+
+    /// The index in [`nodes`](Self::nodes) of the master that serves `key` now.
+    pub fn master_of(&self, key: &str) -> usize {
+        let slot: u16 = self
+            .command(&["CLUSTER", "KEYSLOT", key])
+            .parse()
+            .expect("a slot");
+        self.nodes
+            .iter()
+            .position(|node| node.child.is_some() && is_master(node) && serves(node, slot))
+            .expect("a master serves every slot")
+    }
+
+    /// Waits until every live node sees the cluster serving every slot (`cluster_state:ok`)
+    /// and every master has a synced replica; `false` after `deadline`.
+    pub fn wait_until_healthy(&self, deadline: Duration) -> bool {
+        let until = Instant::now() + deadline;
+        while Instant::now() < until {
+            let ok = self.live_nodes().all(|node| {
+                node.command(&["CLUSTER", "INFO"])
+                    .contains("cluster_state:ok")
+            });
+            let synced = self.live_nodes().all(|node| {
+                let info = node.command(&["INFO", "replication"]);
+                info.contains("role:master") || info.contains("master_link_status:up")
+            });
+            if ok && synced {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Waits until every live node sees the cluster serving every slot; `false` after
+    /// `deadline`.
+    pub fn wait_until_serving(&self, deadline: Duration) -> bool {
+        let until = Instant::now() + deadline;
+        while Instant::now() < until {
+            if self.live_nodes().all(|node| {
+                node.command(&["CLUSTER", "INFO"])
+                    .contains("cluster_state:ok")
+            }) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+/// Whether `node` is a master now (asked with `INFO`, which cases that count commands allow).
+fn is_master(node: &TestRedis) -> bool {
+    node.command(&["INFO", "replication"])
+        .contains("role:master")
+}
+
+/// Whether `node` serves `slot`, by its own `CLUSTER NODES`.
+fn serves(node: &TestRedis, slot: u16) -> bool {
+    let myself = node.port().to_string();
+    node.command(&["CLUSTER", "NODES"]).lines().any(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        fields.len() > 8
+            && fields[2].contains("myself")
+            && fields[1].starts_with(&format!("127.0.0.1:{myself}@"))
+            && fields[8..].iter().any(|range| {
+                let (low, high) = range.split_once('-').unwrap_or((range, range));
+                matches!((low.parse::<u16>(), high.parse::<u16>()), (Ok(low), Ok(high)) if (low..=high).contains(&slot))
+            })
+    })
+}
+
+impl RawRedis for TestCluster {
+    /// Keyed commands go to the node that serves the key (following `MOVED`); `KEYS`,
+    /// `DBSIZE`, `FLUSHALL` and `INFO commandstats` cover every master, `CONFIG` every node.
+    fn command(&self, args: &[&str]) -> String {
+        let name = args[0].to_ascii_uppercase();
+        match name.as_str() {
+            "KEYS" => self
+                .masters()
+                .iter()
+                .map(|node| node.command(args))
+                .filter(|reply| !reply.is_empty())
+                .collect::<Vec<_>>()
+                .join("\n"),
+            "DBSIZE" => self
+                .masters()
+                .iter()
+                .map(|node| node.command(args).parse::<u64>().expect("DBSIZE"))
+                .sum::<u64>()
+                .to_string(),
+            "FLUSHALL" | "FLUSHDB" => {
+                for node in self.masters() {
+                    node.command(args);
+                }
+                "OK".to_owned()
+            }
+            "CONFIG" => {
+                for node in self.live_nodes() {
+                    node.command(args);
+                }
+                "OK".to_owned()
+            }
+            "INFO"
+                if args
+                    .get(1)
+                    .is_some_and(|section| section.eq_ignore_ascii_case("commandstats")) =>
+            {
+                let mut calls: Vec<(String, u64)> = Vec::new();
+                for node in self.masters() {
+                    for line in node.command(args).lines() {
+                        let Some((stat, rest)) = line.split_once(":calls=") else {
+                            continue;
+                        };
+                        let n: u64 = rest
+                            .split(',')
+                            .next()
+                            .and_then(|n| n.parse().ok())
+                            .unwrap_or(0);
+                        match calls.iter_mut().find(|(name, _)| name == stat) {
+                            Some((_, total)) => *total += n,
+                            None => calls.push((stat.to_owned(), n)),
+                        }
+                    }
+                }
+                calls
+                    .iter()
+                    .map(|(stat, n)| format!("{stat}:calls={n},"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }
+            _ => {
+                let mut node = self.live_nodes().next().expect("a live node");
+                let mut reply = node.command(args);
+                for _ in 0..5 {
+                    // ERR:MOVED 3999 127.0.0.1:6381
+                    let Some(moved) = reply.strip_prefix("ERR:MOVED ") else {
+                        break;
+                    };
+                    let port: u16 = moved
+                        .rsplit(':')
+                        .next()
+                        .and_then(|port| port.parse().ok())
+                        .expect("MOVED names host:port");
+                    node = self
+                        .nodes
+                        .iter()
+                        .find(|node| node.port() == port)
+                        .expect("MOVED to a node of this cluster");
+                    reply = node.command(args);
+                }
+                reply
+            }
+        }
+    }
+}
+
 /// Certificates for TLS test servers, made once per test process with the `openssl` command
 /// line tool: a CA, a server certificate for `127.0.0.1` and `localhost`, and a client
 /// certificate, both signed by the CA.
@@ -546,7 +827,7 @@ fn free_port() -> u16 {
 }
 
 /// The number of calls Redis counted for `command` (from `INFO commandstats`), 0 if none.
-pub fn command_calls(redis: &TestRedis, command: &str) -> u64 {
+pub fn command_calls(redis: &dyn RawRedis, command: &str) -> u64 {
     let info = redis.command(&["INFO", "commandstats"]);
     let prefix = format!("cmdstat_{}:calls=", command.to_ascii_lowercase());
     info.lines()
@@ -586,6 +867,11 @@ pub enum Backend {
         store: tower_redis_http::store::RedisStore,
         /// A sentinel the store asks, kept running for the case.
         sentinel: Option<Box<TestRedis>>,
+    },
+    /// A store on a Redis Cluster of its own.
+    Cluster {
+        cluster: Box<TestCluster>,
+        store: tower_redis_http::store::RedisStore,
     },
     Memory(tower_redis_http::store::MemoryStore),
 }
@@ -643,6 +929,20 @@ impl Backend {
         }
     }
 
+    /// A store on a 6-node Redis Cluster started for the case.
+    pub async fn redis_cluster() -> Self {
+        let cluster = TestCluster::start();
+        let store = tower_redis_http::store::RedisStore::cluster(cluster.seeds())
+            .command_timeout(Duration::from_secs(5))
+            .build()
+            .await
+            .expect("build a store on the test cluster");
+        Self::Cluster {
+            cluster: Box::new(cluster),
+            store,
+        }
+    }
+
     pub fn memory() -> Self {
         Self::Memory(tower_redis_http::store::MemoryStore::new())
     }
@@ -650,7 +950,7 @@ impl Backend {
     /// The store, for a layer or for the case's own reads and writes.
     pub fn store(&self) -> tower_redis_http::store::AnyStore {
         match self {
-            Self::Redis { store, .. } => store.clone().into(),
+            Self::Redis { store, .. } | Self::Cluster { store, .. } => store.clone().into(),
             Self::Memory(store) => store.clone().into(),
         }
     }
@@ -659,7 +959,7 @@ impl Backend {
     /// of the memory store (`MemoryStore::for_cache`).
     pub fn cache_store(&self) -> tower_redis_http::store::AnyStore {
         match self {
-            Self::Redis { store, .. } => store.clone().into(),
+            Self::Redis { store, .. } | Self::Cluster { store, .. } => store.clone().into(),
             Self::Memory(store) => store.for_cache().into(),
         }
     }
@@ -668,6 +968,7 @@ impl Backend {
     pub fn is_empty(&self) -> bool {
         match self {
             Self::Redis { server, .. } => server.command(&["DBSIZE"]).trim() == "0",
+            Self::Cluster { cluster, .. } => cluster.command(&["DBSIZE"]).trim() == "0",
             Self::Memory(store) => {
                 let usage = store.usage();
                 usage.entries + usage.rate_limit_keys + usage.cache_entries == 0
@@ -676,9 +977,10 @@ impl Backend {
     }
 
     /// The server, for what only Redis can show (round trips, raw keys).
-    pub fn server(&self) -> Option<&TestRedis> {
+    pub fn server(&self) -> Option<&dyn RawRedis> {
         match self {
             Self::Redis { server, .. } => Some(server),
+            Self::Cluster { cluster, .. } => Some(&**cluster),
             Self::Memory(_) => None,
         }
     }
@@ -688,7 +990,7 @@ impl Backend {
     /// sleeps there.
     pub async fn advance(&self, duration: Duration) {
         match self {
-            Self::Redis { .. } => tokio::time::sleep(duration).await,
+            Self::Redis { .. } | Self::Cluster { .. } => tokio::time::sleep(duration).await,
             Self::Memory(_) => {
                 tokio::time::pause();
                 tokio::time::advance(duration).await;
@@ -711,6 +1013,8 @@ macro_rules! on_each_backend {
             (flavor = "multi_thread", worker_threads = 4); $($case),*);
         $crate::on_each_backend!(@module threaded_on_redis_sentinel, { $crate::support::Backend::redis_sentinel().await },
             (flavor = "multi_thread", worker_threads = 4); $($case),*);
+        $crate::on_each_backend!(@module threaded_on_redis_cluster, { $crate::support::Backend::redis_cluster().await },
+            (flavor = "multi_thread", worker_threads = 4); $($case),*);
         $crate::on_each_backend!(@module threaded_on_memory, { $crate::support::Backend::memory() },
             (flavor = "multi_thread", worker_threads = 4); $($case),*);
     };
@@ -729,6 +1033,7 @@ macro_rules! on_each_backend {
         $crate::on_each_backend!(@module on_redis, { $crate::support::Backend::redis().await }, (); $($case),*);
         $crate::on_each_backend!(@module on_redis_tls, { $crate::support::Backend::redis_tls().await }, (); $($case),*);
         $crate::on_each_backend!(@module on_redis_sentinel, { $crate::support::Backend::redis_sentinel().await }, (); $($case),*);
+        $crate::on_each_backend!(@module on_redis_cluster, { $crate::support::Backend::redis_cluster().await }, (); $($case),*);
         $crate::on_each_backend!(@module on_memory, { $crate::support::Backend::memory() }, (); $($case),*);
     };
 }
