@@ -228,23 +228,27 @@ impl RedisStore {
         if members.is_empty() {
             return Ok(());
         }
-        let members = &members;
-        // one MGET, which the client splits by slot and sends to every node at once
-        let values: Vec<Option<Vec<u8>>> = self
-            .run(
-                "MGET",
-                Retry::OnDroppedConnection,
-                move |mut conn| async move {
-                    redis::cmd("MGET").arg(members).query_async(&mut conn).await
-                },
-            )
-            .await?;
-        let gone: Vec<&String> = members
-            .iter()
-            .zip(&values)
-            .filter(|(_, value)| value.is_none())
-            .map(|(member, _)| member)
-            .collect();
+        // one key at a time: a command the client splits by slot and sends to several nodes
+        // at once (MGET, a many-key DEL) is not retried part by part by the store, and right
+        // after a failover one part can fail or miscount
+        let mut gone = Vec::new();
+        for member in &members {
+            let exists: i64 = self
+                .run(
+                    "EXISTS",
+                    Retry::OnDroppedConnection,
+                    move |mut conn| async move {
+                        redis::cmd("EXISTS")
+                            .arg(member)
+                            .query_async(&mut conn)
+                            .await
+                    },
+                )
+                .await?;
+            if exists == 0 {
+                gone.push(member);
+            }
+        }
         self.cluster_index_forget(index, &gone).await
     }
 
@@ -287,16 +291,19 @@ impl RedisStore {
         if members.is_empty() {
             return Ok(0);
         }
-        let members = &members;
-        let deleted: u64 = self
-            .run(
-                "DEL",
-                Retry::OnDroppedConnection,
-                move |mut conn| async move {
-                    redis::cmd("DEL").arg(members).query_async(&mut conn).await
-                },
-            )
-            .await?;
+        let mut deleted = 0;
+        for member in &members {
+            let removed: u64 = self
+                .run(
+                    "DEL",
+                    Retry::OnDroppedConnection,
+                    move |mut conn| async move {
+                        redis::cmd("DEL").arg(member).query_async(&mut conn).await
+                    },
+                )
+                .await?;
+            deleted += removed;
+        }
         let all: Vec<&String> = members.iter().collect();
         self.cluster_index_forget(index, &all).await?;
         Ok(deleted)
@@ -457,19 +464,7 @@ impl RedisStore {
                         redis::from_redis_value(reply).map_err(RedisError::from)
                     })
                     .await?;
-                if !keys.is_empty() {
-                    let keys = &keys;
-                    let removed: u64 = self
-                        .run(
-                            "UNLINK",
-                            Retry::OnDroppedConnection,
-                            move |mut conn| async move {
-                                redis::cmd("UNLINK").arg(keys).query_async(&mut conn).await
-                            },
-                        )
-                        .await?;
-                    deleted += removed;
-                }
+                deleted += self.cluster_unlink(keys).await?;
                 if next == 0 {
                     break;
                 }
@@ -477,6 +472,33 @@ impl RedisStore {
             }
         }
         Ok(deleted)
+    }
+
+    /// Unlinks `keys`, one `UNLINK` per hash slot (a cluster refuses one across slots, and the
+    /// store retries one slot's command as a whole).
+    async fn cluster_unlink(&self, keys: Vec<String>) -> Result<u64, StoreError> {
+        let mut slots: std::collections::HashMap<Slot, Vec<String>> =
+            std::collections::HashMap::new();
+        for key in keys {
+            slots.entry(Slot::for_key(&key)).or_default().push(key);
+        }
+        let mut unlinked = 0;
+        for same_slot in slots.values() {
+            let removed: u64 = self
+                .run(
+                    "UNLINK",
+                    Retry::OnDroppedConnection,
+                    move |mut conn| async move {
+                        redis::cmd("UNLINK")
+                            .arg(same_slot)
+                            .query_async(&mut conn)
+                            .await
+                    },
+                )
+                .await?;
+            unlinked += removed;
+        }
+        Ok(unlinked)
     }
 
     /// The replicas that serve `key`'s master, and a bump acknowledged by them, on a

@@ -1,4 +1,5 @@
-//! All three layers through a Sentinel failover: the master is killed while requests run;
+//! All three layers through a failover, behind Sentinel and on a Redis Cluster: the master
+//! is killed while requests run;
 //! every request is answered within its bound by the layers' failure policies, the layers
 //! serve normally again soon after the promotion, and what was done before the failover
 //! (a send flag's exclusivity, a revoke-all, a cache invalidation) still holds after it.
@@ -17,12 +18,12 @@ use http_body_util::{BodyExt, Empty, Full};
 use serde::{Deserialize, Serialize};
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
-use tower_redis_http::auth::{TokenAuthLayer, Tokens};
+use tower_redis_http::auth::{TokenAuthLayer, TokenKeys, Tokens};
 use tower_redis_http::cache::ResponseCacheLayer;
 use tower_redis_http::ratelimit::{Key, RateLimitLayer, Rule};
 use tower_redis_http::store::{AnyStore, RatePolicy, RedisStore, Store};
 
-use support::TestSentinels;
+use support::{TestCluster, TestSentinels};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct User {
@@ -42,9 +43,63 @@ async fn get(app: &App, token: &str) -> (StatusCode, Bytes, Duration) {
     (response.status(), response.into_body(), started.elapsed())
 }
 
+/// A deployment whose master can be killed: Sentinel's master, or the cluster master that
+/// serves the first token.
+trait Failover {
+    /// Waits until the replicas have every write so far.
+    fn replicate(&self) -> bool;
+    fn kill_master(&mut self);
+    /// Whether a replica has taken the killed master's place.
+    fn promoted(&self) -> bool;
+}
+
+struct SentinelFailover(TestSentinels);
+
+impl Failover for SentinelFailover {
+    fn replicate(&self) -> bool {
+        self.0.master.replicas_caught_up()
+    }
+
+    fn kill_master(&mut self) {
+        self.0.master.kill();
+    }
+
+    fn promoted(&self) -> bool {
+        self.0.master_port() == Some(self.0.replica.port())
+    }
+}
+
+struct ClusterFailover {
+    cluster: TestCluster,
+    /// The key whose master is killed.
+    key: String,
+    killed: Option<usize>,
+}
+
+impl Failover for ClusterFailover {
+    fn replicate(&self) -> bool {
+        self.cluster
+            .masters()
+            .iter()
+            .all(|master| master.replicas_caught_up())
+    }
+
+    fn kill_master(&mut self) {
+        let master = self.cluster.master_of(&self.key);
+        self.cluster.nodes[master].kill();
+        self.killed = Some(master);
+    }
+
+    fn promoted(&self) -> bool {
+        self.cluster
+            .serving_master_of(&self.key)
+            .is_some_and(|master| Some(master) != self.killed)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_layers_ride_out_a_sentinel_failover() {
-    let mut topology = TestSentinels::start();
+    let topology = TestSentinels::start();
     assert!(
         topology.wait_until_ready(Duration::from_secs(30)),
         "the sentinels never saw the replica and each other"
@@ -59,6 +114,40 @@ async fn the_layers_ride_out_a_sentinel_failover() {
         .into();
     let tokens = Tokens::new(store.clone(), |user: &User| user.id.to_string());
     let token = tokens.issue(&User { id: 1 }).await.unwrap();
+    ride_out(SentinelFailover(topology), store, tokens, token, timeout).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_layers_ride_out_a_cluster_failover() {
+    let cluster = TestCluster::start();
+    let timeout = Duration::from_millis(500);
+    let store: AnyStore = RedisStore::cluster(cluster.seeds())
+        .command_timeout(timeout)
+        .connect_timeout(timeout)
+        .build()
+        .await
+        .unwrap()
+        .into();
+    let tokens = Tokens::new(store.clone(), |user: &User| user.id.to_string());
+    let token = tokens.issue(&User { id: 1 }).await.unwrap();
+    // the master of the token's key goes: auth, which fails closed, has to wait for the
+    // promotion
+    let key = format!(":1:{}", TokenKeys::new().key(&token));
+    let failover = ClusterFailover {
+        cluster,
+        key,
+        killed: None,
+    };
+    ride_out(failover, store, tokens, token, timeout).await;
+}
+
+async fn ride_out(
+    mut topology: impl Failover,
+    store: AnyStore,
+    tokens: Tokens<User>,
+    token: String,
+    timeout: Duration,
+) {
     let second = tokens.issue(&User { id: 1 }).await.unwrap();
 
     let cache = ResponseCacheLayer::cache_page(store.clone(), Duration::from_secs(600))
@@ -115,15 +204,9 @@ async fn the_layers_ride_out_a_sentinel_failover() {
     tokio::time::sleep(stored).await;
     assert_eq!(get(&app, &token).await.1, second_version, "a hit");
     // the replica has everything written so far before the master goes
-    let replica_port = topology.replica.port();
-    assert!(
-        support::eventually(Duration::from_secs(5), || async {
-            topology.master.command(&["WAIT", "1", "1000"]) == "1"
-        })
-        .await
-    );
+    assert!(support::eventually(Duration::from_secs(5), || async { topology.replicate() }).await);
 
-    topology.master.kill();
+    topology.kill_master();
     let killed = Instant::now();
     let clients: Vec<_> = (0..8)
         .map(|_| {
@@ -152,7 +235,7 @@ async fn the_layers_ride_out_a_sentinel_failover() {
         .collect();
     let mut promoted = None;
     while killed.elapsed() < Duration::from_secs(20) {
-        if topology.master_port() == Some(replica_port) {
+        if topology.promoted() {
             promoted = Some(killed.elapsed());
             break;
         }

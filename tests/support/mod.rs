@@ -280,6 +280,33 @@ impl TestRedis {
     }
 }
 
+impl TestRedis {
+    /// Whether this master's replicas have acknowledged everything it has written (a `WAIT`
+    /// on a fresh connection waits for nothing: it has written nothing).
+    pub fn replicas_caught_up(&self) -> bool {
+        let info = self.command(&["INFO", "replication"]);
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|line| line.strip_prefix(name))
+                .map(str::to_owned)
+        };
+        let Some(written) = field("master_repl_offset:").and_then(|n| n.trim().parse::<u64>().ok())
+        else {
+            return false;
+        };
+        let replicas: Vec<u64> = info
+            .lines()
+            .filter(|line| line.starts_with("slave") && line.contains("state=online"))
+            .filter_map(|line| {
+                line.split(',')
+                    .find_map(|part| part.strip_prefix("offset="))
+                    .and_then(|n| n.parse().ok())
+            })
+            .collect();
+        !replicas.is_empty() && replicas.iter().all(|&acknowledged| acknowledged >= written)
+    }
+}
+
 fn read_reply(reader: &mut impl BufRead) -> String {
     let mut line = String::new();
     reader.read_line(&mut line).expect("read reply");
@@ -524,7 +551,17 @@ impl TestCluster {
     }
 
     /// The index in [`nodes`](Self::nodes) of the master that serves `key` now.
+    ///
+    /// # Panics
+    ///
+    /// When no running master serves it.
     pub fn master_of(&self, key: &str) -> usize {
+        self.serving_master_of(key)
+            .expect("a running master serves every slot")
+    }
+
+    /// The index of the running master that serves `key` by its own account, if one does.
+    pub fn serving_master_of(&self, key: &str) -> Option<usize> {
         let slot: u16 = self
             .command(&["CLUSTER", "KEYSLOT", key])
             .parse()
@@ -532,7 +569,6 @@ impl TestCluster {
         self.nodes
             .iter()
             .position(|node| node.child.is_some() && is_master(node) && serves(node, slot))
-            .expect("a master serves every slot")
     }
 
     /// Waits until every live node sees the cluster serving every slot (`cluster_state:ok`)
