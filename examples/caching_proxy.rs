@@ -28,7 +28,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tower::ServiceBuilder;
 use tower_redis_http::cache::ResponseCacheLayer;
-use tower_redis_http::store::{AnyStore, MemoryStore, RedisStore};
+use tower_redis_http::store::{AnyStore, MemoryStore};
 
 type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
@@ -144,28 +144,10 @@ async fn main() -> Result<(), ServeError> {
         std::process::exit(2);
     };
     let origin: Origin = origin.parse()?;
-    let sentinels = std::env::var("REDIS_SENTINELS")
-        .ok()
-        .filter(|s| !s.trim().is_empty());
-    let (store, backend): (AnyStore, _) = match std::env::var("REDIS_URL") {
-        // through Sentinel: `host:port` sentinels, comma-separated, watching
-        // `REDIS_SENTINEL_MASTER` (`mymaster` by default)
-        _ if sentinels.is_some() => {
-            let nodes = sentinels.iter().flat_map(|s| s.split(',')).map(str::trim);
-            let master =
-                std::env::var("REDIS_SENTINEL_MASTER").unwrap_or_else(|_| "mymaster".to_owned());
-            let store = RedisStore::sentinel(nodes.map(str::to_owned), master);
-            (store.build().await?.into(), "redis (sentinel)")
-        }
-        Ok(url) => {
-            let mut builder = RedisStore::builder(url);
-            // `rediss://` trusts the system's roots, or the CA in the PEM file `REDIS_CA_CERT`
-            if let Some(ca) = std::env::var_os("REDIS_CA_CERT") {
-                builder = builder.tls_root_certificate(tower_redis_http::store::Pem::file(ca));
-            }
-            (builder.build().await?.into(), "redis")
-        }
-        Err(_) => (MemoryStore::new().into(), "memory"),
+    // REDIS_CLUSTER, REDIS_SENTINELS or REDIS_URL (see `common::redis_from_env`)
+    let (store, backend): (AnyStore, _) = match common::redis_from_env() {
+        Some((redis, backend)) => (redis().build().await?.into(), backend),
+        None => (MemoryStore::new().into(), "memory"),
     };
     let addr = std::env::var("ADDR")
         .ok()

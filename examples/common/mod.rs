@@ -102,48 +102,85 @@ impl Answer {
     }
 }
 
+/// Makes builders for the Redis the environment names.
+pub type RedisFromEnv = Box<dyn Fn() -> RedisStoreBuilder + Send + Sync>;
+
+/// The Redis the environment names, and a label for it; `None` when it names none:
+///
+/// - `REDIS_CLUSTER`: a Redis Cluster, through its seed node URLs (comma-separated);
+/// - `REDIS_SENTINELS`: sentinels (`host:port`, comma-separated) watching the master
+///   `REDIS_SENTINEL_MASTER` (`mymaster` by default);
+/// - `REDIS_URL`: one server (`rediss://` for TLS).
+///
+/// A `rediss://` server is trusted by the system's roots, or by the CA in the PEM file
+/// `REDIS_CA_CERT`.
+pub fn redis_from_env() -> Option<(RedisFromEnv, &'static str)> {
+    redis_from(|name| std::env::var(name).ok())
+}
+
+/// [`redis_from_env`] on the variables `var` gives.
+pub fn redis_from(var: impl Fn(&str) -> Option<String>) -> Option<(RedisFromEnv, &'static str)> {
+    let listed = |name: &str| -> Option<Vec<String>> {
+        let value = var(name)?;
+        let items: Vec<String> = value
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(str::to_owned)
+            .collect();
+        (!items.is_empty()).then_some(items)
+    };
+    if let Some(seeds) = listed("REDIS_CLUSTER") {
+        let redis: RedisFromEnv =
+            Box::new(move || with_ca_from_env(RedisStore::cluster(seeds.clone())));
+        return Some((redis, "redis (cluster)"));
+    }
+    if let Some(sentinels) = listed("REDIS_SENTINELS") {
+        let master = var("REDIS_SENTINEL_MASTER").unwrap_or_else(|| "mymaster".to_owned());
+        let redis: RedisFromEnv =
+            Box::new(move || RedisStore::sentinel(sentinels.clone(), master.clone()));
+        return Some((redis, "redis (sentinel)"));
+    }
+    let url = var("REDIS_URL")?;
+    let redis: RedisFromEnv = Box::new(move || with_ca_from_env(RedisStore::builder(&url)));
+    Some((redis, "redis"))
+}
+
+/// `builder` trusting the CA in `REDIS_CA_CERT`, when it names one.
+fn with_ca_from_env(builder: RedisStoreBuilder) -> RedisStoreBuilder {
+    match std::env::var_os("REDIS_CA_CERT") {
+        Some(ca) => builder.tls_root_certificate(Pem::file(ca)),
+        None => builder,
+    }
+}
+
 impl Demo {
-    /// The demo on Redis when the environment names one, else on the embedded memory store:
-    /// through Sentinel when `REDIS_SENTINELS` lists sentinels (`host:port`, comma-separated)
-    /// watching the master `REDIS_SENTINEL_MASTER` (`mymaster` by default), else at
-    /// `REDIS_URL` (`rediss://` for TLS, trusting the system's roots or the PEM file
-    /// `REDIS_CA_CERT`).
+    /// The demo on the Redis the environment names (see [`redis_from_env`]), else on the
+    /// embedded memory store.
     pub async fn from_env() -> Result<(Self, &'static str), ConfigError> {
-        let sentinels = std::env::var("REDIS_SENTINELS")
-            .ok()
-            .filter(|s| !s.trim().is_empty());
-        let (mut demo, backend) = match (sentinels, std::env::var("REDIS_URL")) {
-            (Some(sentinels), _) => {
-                let master = std::env::var("REDIS_SENTINEL_MASTER")
-                    .unwrap_or_else(|_| "mymaster".to_owned());
-                let nodes: Vec<String> =
-                    sentinels.split(',').map(|s| s.trim().to_owned()).collect();
-                let demo =
-                    Self::on_redis_with(|| RedisStore::sentinel(nodes.clone(), master.clone()))
-                        .await?;
-                (demo, "redis (sentinel)")
-            }
-            (None, Ok(url)) => (Self::on_redis(&url).await?, "redis"),
-            (None, Err(_)) => (Self::in_memory()?, "memory"),
+        let (mut demo, backend) = match redis_from_env() {
+            Some((redis, backend)) => (Self::on_redis_with(redis).await?, backend),
+            None => (Self::in_memory()?, "memory"),
         };
         demo.trusted_proxies = trusted_proxies_from_env();
         Ok((demo, backend))
     }
 
+    /// The demo on the Redis that `redis` makes builders for (see [`redis_from_env`]).
+    pub async fn on(redis: RedisFromEnv) -> Result<Self, ConfigError> {
+        Self::on_redis_with(redis).await
+    }
+
     pub async fn on_redis(url: &str) -> Result<Self, ConfigError> {
-        let ca = std::env::var_os("REDIS_CA_CERT").map(Pem::file);
-        Self::on_redis_with(|| {
-            let builder = RedisStore::builder(url);
-            match &ca {
-                Some(ca) => builder.tls_root_certificate(ca.clone()),
-                None => builder,
-            }
-        })
+        let url = url.to_owned();
+        Self::on_redis_with(Box::new(move || {
+            with_ca_from_env(RedisStore::builder(&url))
+        }))
         .await
     }
 
     /// The demo on the Redis that `redis` makes builders for.
-    async fn on_redis_with(redis: impl Fn() -> RedisStoreBuilder) -> Result<Self, ConfigError> {
+    async fn on_redis_with(redis: RedisFromEnv) -> Result<Self, ConfigError> {
         let store = |prefix: &'static str| {
             redis()
                 .key_prefix(prefix)

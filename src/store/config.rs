@@ -99,7 +99,7 @@ pub struct StoresConfig {
 /// | field | Django | meaning |
 /// |---|---|---|
 /// | `backend` | `BACKEND` | optional; `...RedisCache` or `...LocMemCache`; otherwise the location decides |
-/// | `location` | `LOCATION` | `redis://...`, `unix://...`, or `memory://` (also empty) for the embedded store |
+/// | `location` | `LOCATION` | `redis://...`, `unix://...`, or `memory://` (also empty) for the embedded store; a list: a master and its replicas (the first is used), or a cluster's seed nodes |
 /// | `key_prefix` | `KEY_PREFIX` | default `""` |
 /// | `version` | `VERSION` | default `1` |
 /// | `timeout` | `TIMEOUT` | seconds, or `null`/`"never"`; default `300` |
@@ -129,11 +129,12 @@ pub struct StoreConfig {
     /// The Django backend path, if given.
     #[serde(alias = "BACKEND")]
     pub backend: Option<String>,
-    /// Where the store is. A list, as django-redis takes a master followed by its replicas,
-    /// gives its first entry: every read goes to the master too, so none sees a replica's
-    /// stale copy.
-    #[serde(alias = "LOCATION", deserialize_with = "first_location")]
-    pub location: String,
+    /// Where the store is: one location, or a list. A list, as django-redis takes a master
+    /// followed by its replicas, is read as its first entry: every read goes to the master
+    /// too, so none sees a replica's stale copy. For a Redis Cluster (see
+    /// [`StoreOptions::cluster`]) the list is the seed nodes.
+    #[serde(alias = "LOCATION", deserialize_with = "locations")]
+    pub location: Vec<String>,
     /// The key prefix.
     #[serde(alias = "KEY_PREFIX")]
     pub key_prefix: String,
@@ -152,7 +153,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             backend: None,
-            location: String::new(),
+            location: Vec::new(),
             key_prefix: String::new(),
             version: 1,
             timeout: Timeout::default(),
@@ -236,6 +237,15 @@ pub struct StoreOptions {
     /// anything else is refused.
     #[serde(alias = "SENTINEL_KWARGS")]
     pub sentinel_kwargs: BTreeMap<String, PoolArgument>,
+    /// A Redis Cluster, whose seed nodes the location lists. Also set by the ways Django
+    /// settings name a cluster: a `REDIS_CLIENT_CLASS` of `redis.cluster.RedisCluster` (or
+    /// redis-py-cluster's `rediscluster.RedisCluster`), or a `CLIENT_CLASS`, `BACKEND` or
+    /// `CONNECTION_POOL_CLASS` with `Cluster` in its name.
+    #[serde(alias = "CLUSTER")]
+    pub cluster: bool,
+    /// django-redis's redis-py client class: `redis.Redis` (or unset), or a cluster class.
+    #[serde(alias = "REDIS_CLIENT_CLASS")]
+    pub redis_client_class: Option<String>,
     /// The key layout: `"django"` (`prefix:version:key`, the default) or `"raw"`, the keys
     /// as given, as `get_redis_connection()` users write them.
     #[serde(alias = "KEY_LAYOUT")]
@@ -302,6 +312,8 @@ impl fmt::Debug for StoreOptions {
                 "sentinel_kwargs",
                 &self.sentinel_kwargs.keys().collect::<Vec<_>>(),
             )
+            .field("cluster", &self.cluster)
+            .field("redis_client_class", &self.redis_client_class)
             .finish()
     }
 }
@@ -347,6 +359,9 @@ impl StoreOptions {
                     );
                 }
                 "SentinelClient" => {}
+                // the cluster clients Django projects use (django-redis-cluster's, or a
+                // DefaultClient subclass over redis-py's RedisCluster)
+                name if name.contains("Cluster") => {}
                 "HerdClient" => {
                     return refuse(
                         "client_class",
@@ -375,11 +390,26 @@ impl StoreOptions {
             let name = class.rsplit('.').next().unwrap_or(class);
             if !matches!(
                 name,
-                "ConnectionPool" | "SentinelConnectionPool" | "BlockingConnectionPool"
+                "ConnectionPool"
+                    | "SentinelConnectionPool"
+                    | "BlockingConnectionPool"
+                    | "ClusterConnectionPool"
             ) {
                 return refuse(
                     "connection_pool_class",
                     format!("`{class}` is not a redis-py pool this crate can stand in for"),
+                );
+            }
+        }
+        if let Some(class) = &self.redis_client_class {
+            let name = class.rsplit('.').next().unwrap_or(class);
+            if !matches!(
+                name,
+                "Redis" | "StrictRedis" | "RedisCluster" | "StrictRedisCluster"
+            ) {
+                return refuse(
+                    "redis_client_class",
+                    format!("`{class}` is not a redis-py client this crate can stand in for"),
                 );
             }
         }
@@ -484,8 +514,9 @@ impl StoreOptions {
     }
 }
 
-/// `LOCATION` as a string, or a non-empty list whose first entry is the master.
-fn first_location<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+/// `LOCATION` as a string, or a non-empty list (a master and its replicas, or a cluster's
+/// seed nodes).
+fn locations<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Location {
@@ -493,25 +524,50 @@ fn first_location<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<S
         List(Vec<String>),
     }
     match Location::deserialize(deserializer)? {
-        Location::One(location) => Ok(location),
-        Location::List(list) => list.into_iter().next().ok_or_else(|| {
-            serde::de::Error::custom("LOCATION is an empty list; name the master first")
-        }),
+        Location::One(location) if location.trim().is_empty() => Ok(Vec::new()),
+        Location::One(location) => Ok(vec![location]),
+        Location::List(list) if list.is_empty() => Err(serde::de::Error::custom(
+            "LOCATION is an empty list; name the master (or the cluster's seed nodes)",
+        )),
+        Location::List(list) => Ok(list),
     }
 }
 
 impl StoreConfig {
+    /// The location: the first of a list.
+    fn primary_location(&self) -> &str {
+        self.location.first().map_or("", |location| location.trim())
+    }
+
+    /// Whether the settings name a Redis Cluster.
+    fn is_cluster(&self) -> bool {
+        let options = &self.options;
+        let names_cluster = |class: &Option<String>| {
+            class.as_deref().is_some_and(|class| {
+                class
+                    .rsplit('.')
+                    .next()
+                    .unwrap_or(class)
+                    .contains("Cluster")
+            })
+        };
+        options.cluster
+            || names_cluster(&options.redis_client_class)
+            || names_cluster(&options.client_class)
+            || names_cluster(&options.connection_pool_class)
+            || names_cluster(&self.backend)
+    }
+
     /// A store through Sentinel: the location names the service and the database,
     /// `redis://<service>/<db>`, as django-redis's `SentinelClient` reads it.
     fn sentinel_builder(&self) -> Result<crate::store::RedisStoreBuilder, ConfigError> {
         let invalid = |reason: &str| ConfigError::InvalidLocation {
-            location: self.location.clone(),
+            location: self.primary_location().to_owned(),
             reason: reason.to_owned(),
             source: None,
         };
         let rest = self
-            .location
-            .trim()
+            .primary_location()
             .strip_prefix("redis://")
             .ok_or_else(|| invalid("with sentinels, the location is `redis://<service>/<db>`"))?;
         let (service, db) = rest.split_once('/').unwrap_or((rest, ""));
@@ -556,7 +612,7 @@ impl StoreConfig {
     }
 
     fn backend(&self) -> Result<Backend, ConfigError> {
-        let location = self.location.trim();
+        let location = self.primary_location();
         let from_location = if location.is_empty() || location.starts_with("memory://") {
             Backend::Memory
         } else {
@@ -634,8 +690,16 @@ impl StoreConfig {
             }
             Backend::Redis => {
                 let options = &self.options;
-                let mut builder = if options.sentinels.is_empty() {
-                    RedisStore::builder(self.location.trim())
+                let mut builder = if self.is_cluster() {
+                    if !options.sentinels.is_empty() {
+                        return Err(ConfigError::InvalidOption {
+                            option: "sentinels",
+                            reason: "a Redis Cluster fails over by itself; name either sentinels or a cluster".to_owned(),
+                        });
+                    }
+                    RedisStore::cluster(self.location.iter().map(|node| node.trim()))
+                } else if options.sentinels.is_empty() {
+                    RedisStore::builder(self.primary_location())
                 } else {
                     self.sentinel_builder()?
                 }
@@ -755,7 +819,7 @@ mod tests {
         assert!(config.backend().is_err());
         let config = StoreConfig {
             backend: Some("django.core.cache.backends.locmem.LocMemCache".into()),
-            location: "unique-snowflake".into(),
+            location: vec!["unique-snowflake".into()],
             ..StoreConfig::default()
         };
         assert_eq!(config.backend().unwrap(), Backend::Memory);

@@ -31,7 +31,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
-use support::TestRedis;
+use support::{RawRedis, TestCluster, TestRedis};
 
 mod proxy;
 
@@ -108,7 +108,7 @@ impl Http {
 }
 
 /// The flows every example must serve identically.
-async fn suite(http: &Http, redis: &TestRedis) {
+async fn suite(http: &Http, redis: &dyn RawRedis) {
     // login: wrong credentials 403, right ones a token
     let denied = http
         .send(
@@ -404,6 +404,27 @@ async fn the_axum_example_serves_every_flow() {
     let (listener, addr) = listener().await;
     let server = tokio::spawn(axum_example::serve(listener, demo));
     suite(&Http::new(addr), &redis).await;
+    server.abort();
+}
+
+/// `REDIS_CLUSTER` puts an example on a Redis Cluster, unchanged: every flow still holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_axum_example_serves_every_flow_on_a_cluster() {
+    let cluster = TestCluster::start();
+    let seeds = cluster.seeds().join(",");
+    let env = |name: &str| (name == "REDIS_CLUSTER").then(|| seeds.clone());
+    let (redis, backend) = axum_example::common::redis_from(env).expect("a Redis");
+    assert_eq!(backend, "redis (cluster)");
+    let mut demo = axum_example::common::Demo::on(redis).await.unwrap();
+    let limits = test_limits();
+    demo.limits = axum_example::common::Limits {
+        header_read: limits.header_read,
+        body_read: limits.body_read,
+        max_body: limits.max_body,
+    };
+    let (listener, addr) = listener().await;
+    let server = tokio::spawn(axum_example::serve(listener, demo));
+    suite(&Http::new(addr), &cluster).await;
     server.abort();
 }
 

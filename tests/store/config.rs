@@ -219,3 +219,44 @@ async fn a_location_list_uses_its_first_entry_the_master() {
     .expect_err("an empty LOCATION list is refused");
     assert!(empty.to_string().contains("master"), "{empty}");
 }
+
+/// The ways Django settings name a Redis Cluster (redis-py's `RedisCluster` as the client
+/// class, or this crate's `CLUSTER` option) build a cluster store on the seed nodes the
+/// location lists, and keys land on the node of their slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_is_built_from_django_settings_and_its_seed_nodes() {
+    let cluster = crate::support::TestCluster::start();
+    let seeds = cluster.seeds();
+    let config: StoresConfig = serde_json::from_value(serde_json::json!({
+        "redis_py": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": seeds[0],
+            "OPTIONS": {"REDIS_CLIENT_CLASS": "redis.cluster.RedisCluster"}
+        },
+        "listed": {"LOCATION": seeds, "OPTIONS": {"CLUSTER": true}}
+    }))
+    .unwrap();
+    let stores = Stores::from_config(&config).await.unwrap();
+    for alias in ["redis_py", "listed"] {
+        let store = stores.get(alias).unwrap();
+        // keys in every third of the slots: a single-server store would be refused MOVED
+        for key in ["a", "b", "c", "d", "e", "f"] {
+            store
+                .set(key, Bytes::from_static(b"v"), Expiry::Never)
+                .await
+                .unwrap_or_else(|err| panic!("{alias}: {err}"));
+        }
+    }
+    let dump = crate::support::RawRedis::command(&cluster, &["KEYS", "*"]);
+    assert_eq!(dump.lines().count(), 6, "{dump}");
+
+    let both = serde_json::from_value::<StoresConfig>(serde_json::json!({
+        "default": {
+            "LOCATION": seeds[0],
+            "OPTIONS": {"CLUSTER": true, "SENTINELS": [["127.0.0.1", 26379]]}
+        }
+    }))
+    .unwrap();
+    let err = Stores::from_config(&both).await.map(|_| ()).unwrap_err();
+    assert!(err.to_string().contains("sentinels"), "{err}");
+}
