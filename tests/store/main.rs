@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod cluster;
 mod config;
 mod conformance;
 mod harness;

@@ -1,0 +1,85 @@
+//! Redis Cluster: what only a cluster can show. The conformance suite runs on a cluster too
+//! (`redis_cluster` in main.rs), as do the layers' suites and the failover test.
+
+use std::time::Duration;
+
+use tower_redis_http::ConfigError;
+use tower_redis_http::store::{RatePolicy, RedisStore, Store};
+
+use crate::support::{TestCluster, command_calls};
+
+/// A promoted replica has an empty script cache. The store reloads a script on the one node
+/// its key lives on (`EVAL`), not with a `SCRIPT LOAD` sent to every node, which a node that
+/// is down (a master not yet replaced) would fail for every key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_reload_on_their_node_while_another_master_is_down() {
+    let mut cluster = TestCluster::start();
+    let store = RedisStore::cluster(cluster.seeds())
+        .command_timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap();
+    let gcra = RatePolicy::gcra(100, Duration::from_secs(60), 100).unwrap();
+    assert!(store.rate_limit("sms", &gcra).await.unwrap().allowed);
+
+    let home = cluster.master_of(":1:sms");
+    let other = (0..cluster.nodes.len())
+        .find(|&i| {
+            i != home
+                && cluster
+                    .masters()
+                    .iter()
+                    .any(|m| m.port() == cluster.nodes[i].port())
+        })
+        .expect("another master");
+    cluster.nodes[other].kill();
+    // as on a replica just promoted: the node that serves the key has no scripts
+    assert_eq!(cluster.nodes[home].command(&["SCRIPT", "FLUSH"]), "OK");
+    let evals_before = command_calls(&cluster.nodes[home], "eval");
+
+    let decision = store.rate_limit("sms", &gcra).await.unwrap();
+    assert!(decision.allowed);
+    assert_eq!(
+        command_calls(&cluster.nodes[home], "eval"),
+        evals_before + 1,
+        "the script was sent with its body to the key's node"
+    );
+    // and the node has it cached again: the next call goes by digest
+    assert!(store.rate_limit("sms", &gcra).await.unwrap().allowed);
+    assert_eq!(
+        command_calls(&cluster.nodes[home], "eval"),
+        evals_before + 1
+    );
+}
+
+#[tokio::test]
+async fn cluster_mistakes_are_configuration_errors() {
+    let none = RedisStore::cluster(Vec::<String>::new())
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            none,
+            ConfigError::InvalidOption {
+                option: "cluster",
+                ..
+            }
+        ),
+        "{none:?}"
+    );
+    let database = RedisStore::cluster(["redis://127.0.0.1:7000"])
+        .database(2)
+        .build()
+        .await
+        .unwrap_err();
+    assert!(database.to_string().contains("database 0"), "{database}");
+    let bad = RedisStore::cluster(["http://127.0.0.1:7000"])
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(bad, ConfigError::InvalidLocation { .. }),
+        "{bad:?}"
+    );
+}
