@@ -86,14 +86,23 @@
 //! | one Redis, or a managed one behind a single endpoint | plain | [`RedisStore::builder`](store::RedisStore::builder)`("redis://...")` |
 //! | managed Redis that needs encryption | TLS (`tls` feature) | `RedisStore::builder("rediss://...")`, with [`tls_root_certificate`](store::RedisStoreBuilder::tls_root_certificate) for a private CA |
 //! | self-hosted high availability | Sentinel | [`RedisStore::sentinel`](store::RedisStore::sentinel) |
-//! | more than one Redis holds | Redis Cluster | not supported yet |
+//! | more data or load than one Redis holds | Redis Cluster | [`RedisStore::cluster`](store::RedisStore::cluster) |
 //!
 //! [`store::StoresConfig`] takes each from Django settings. That includes django-redis's
-//! `SentinelClient` options and redis-py's `ssl_*` pool arguments.
+//! `SentinelClient` options, redis-py's `ssl_*` pool arguments, and a `LOCATION` list of
+//! cluster seed nodes with `REDIS_CLIENT_CLASS: "redis.cluster.RedisCluster"`.
+//!
+//! On a cluster each command goes to its key's node, one round trip per layer as on one
+//! server. The cache keeps each URL's keys under one `{hash tag}`, so its scripts stay atomic;
+//! rate limits touch one key. A user's token index and `bump_version` span slots and run as
+//! several steps, ordered so that no live token escapes its index (see
+//! [`store::RedisStore::cluster`] and the README).
 //!
 //! On a failover, the store replaces broken connections and connections to a demoted master
-//! (a `READONLY` reply). The command that met `READONLY` is sent once more: Redis did not run
-//! it. Until the promotion, each call fails within the command timeout and each layer applies
+//! (a `READONLY` reply). A command the server refused unrun (`READONLY`, and on a cluster
+//! `MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`) is sent once more; one whose connection dropped
+//! is re-sent only when a second run changes nothing, so rate-limit hits and locks never
+//! count twice. Until the promotion, each call fails within the command timeout and each layer applies
 //! its failure policy:
 //! - auth fails closed (503) by default;
 //! - the cache fails open;

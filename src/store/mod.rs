@@ -43,8 +43,9 @@
 //! compute in the memory store. No operation checks and then sets across two round trips. Every
 //! operation touches one key, except [`Store::bump_version`], which moves one logical key
 //! between two versions, and the `index_*` operations, which read or delete the keys an index
-//! names. A cluster backend needs those keys in one hash slot, which a [`KeyScheme::custom`]
-//! function can ensure with a `{hash tag}`.
+//! names. On a Redis Cluster ([`RedisStore::cluster`]) those keys live in different slots, and
+//! these operations run as several steps, ordered so that no live member escapes its index;
+//! [`Store::set_many`] is atomic per slot there. [`RedisStore::cluster`] says what holds.
 //!
 //! # Failures
 //!
@@ -252,7 +253,7 @@ pub trait Store: backend::Backend {
 
     /// Stores several values in one atomic step and one round trip (a `MULTI` pipeline in
     /// Redis): a cache entry and the list of headers it varies on, for instance. Zero expiries
-    /// delete, as in [`set`](Store::set).
+    /// delete, as in [`set`](Store::set). On a Redis Cluster: one atomic step per hash slot.
     fn set_many(
         &self,
         entries: &[(&str, Bytes, Expiry)],
@@ -277,7 +278,8 @@ pub trait Store: backend::Backend {
 
     /// Adds the key `member` to the set of keys under `index` (a user's live tokens, say), and
     /// drops members whose keys no longer exist, in one atomic step. Indexes never expire by
-    /// themselves; pruning keeps them as small as their live members.
+    /// themselves; pruning keeps them as small as their live members. On a Redis Cluster, the
+    /// add and the pruning are separate steps (see [`RedisStore::cluster`]).
     fn index_add(
         &self,
         index: &str,
@@ -299,7 +301,9 @@ pub trait Store: backend::Backend {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Deletes every member's key and the index itself in one atomic step, returning how many
-    /// member keys existed. A member added after this step is not affected.
+    /// member keys existed. A member added after this step is not affected. On a Redis
+    /// Cluster, the members read are deleted and then removed from the index, so a member
+    /// added meanwhile stays listed.
     fn index_delete_all(&self, index: &str)
     -> impl Future<Output = Result<u64, StoreError>> + Send;
 

@@ -398,6 +398,16 @@ impl RedisStore {
     /// user are the nodes'; a cluster has only database 0, and one connection per node
     /// ([`max_connections`](RedisStoreBuilder::max_connections) does not apply).
     ///
+    /// Operations on one key and the scripts run on their key's node, atomic as on one server;
+    /// the cache keeps each URL's keys in one slot. Three operations span slots and run as
+    /// several steps:
+    /// - the `index_*` operations (a user's tokens): a member is added after its key is
+    ///   stored and dropped only once its key is gone, and `index_delete_all` deletes the
+    ///   members it read, then removes exactly those, so no live member escapes its index;
+    /// - [`bump_version`](Store::bump_version): `DUMP`, `RESTORE`, `DEL`, as Django's
+    ///   `incr_version` does it in three steps;
+    /// - [`set_many`](Store::set_many): atomic per hash slot.
+    ///
     /// # Example
     ///
     /// ```no_run
