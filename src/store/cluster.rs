@@ -62,15 +62,16 @@ impl std::fmt::Debug for ClusterLinks {
 
 impl ClusterLinks {
     /// Links over `client`, whose connections open in the background on first use, so that a
-    /// service starts while the cluster is down.
+    /// service starts while the cluster is down. The client bounds each request with its
+    /// overall response timeout (queueing, reconnects and redirects included), the command
+    /// timeout; the nodes' connections get no timer of their own, which would be a second
+    /// one per request.
     pub(super) fn new(
         client: ClusterClient,
         connect_timeout: Duration,
         command_timeout: Duration,
     ) -> Self {
-        let config = redis::cluster::ClusterConfig::new()
-            .set_connection_timeout(connect_timeout)
-            .set_response_timeout(command_timeout);
+        let config = redis::cluster::ClusterConfig::new().set_connection_timeout(connect_timeout);
         let conn = client.get_pending_async_connection_with_config(config);
         Self {
             client,
@@ -97,8 +98,8 @@ impl ClusterLinks {
         let mut first = true;
         loop {
             let attempt = command(Conn::Cluster(self.conn.clone()));
-            // the first attempt is bounded by the client's own response timeout; a timer per
-            // call costs throughput, so only the sends after it arm one
+            // the first attempt is bounded by the client's overall response timeout; a second
+            // timer per call costs throughput, so only the sends after it arm one
             let result = if first {
                 attempt.await
             } else {

@@ -84,7 +84,14 @@ const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 ///   the timeout: [`StoreErrorKind::Connection`] when the server refused,
 ///   [`StoreErrorKind::Timeout`] when it did not answer. bb8 keeps reconnecting in the
 ///   background, and calls go through again from its first success.
-/// - Scripts are sent by SHA and reloaded by themselves when Redis has forgotten them.
+/// - Scripts are sent by SHA; one the server has forgotten (a restart, a promoted replica) is
+///   sent once with its body, to its key's node.
+/// - **On a Redis Cluster** ([`RedisStore::cluster`]) the same rules hold, with redis-rs's
+///   cluster client in place of the pool: its own retries are off (it would re-send any
+///   command after a dropped connection), a command the cluster refused unrun (`MOVED`,
+///   `ASK`, `TRYAGAIN`, `CLUSTERDOWN`, `READONLY`, an unreachable node) is sent again once the
+///   client knows the new slot map, and one whose connection dropped is retried only where
+///   the list above allows, all within the command timeout.
 ///
 /// [bb8]: https://docs.rs/bb8
 /// [bb8-redis]: https://docs.rs/bb8-redis
@@ -1702,7 +1709,9 @@ impl RedisStoreBuilder {
         }
         // a retry the client makes by itself may send a rate-limit hit twice: the store
         // retries instead, knowing which commands may run twice
-        let mut client = redis::cluster::ClusterClient::builder(infos).retries(0);
+        let mut client = redis::cluster::ClusterClient::builder(infos)
+            .retries(0)
+            .overall_response_timeout(Some(self.command_timeout));
         if let Some(password) = &self.password {
             client = client.password(password);
         }

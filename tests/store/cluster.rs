@@ -83,3 +83,40 @@ async fn cluster_mistakes_are_configuration_errors() {
         "{bad:?}"
     );
 }
+
+/// A node that stops answering (SIGSTOP) fails the calls on its keys within the command
+/// timeout, with a timeout error; the cluster's other keys go on being served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_node_fails_its_calls_within_the_command_timeout() {
+    let cluster = TestCluster::start();
+    let timeout = Duration::from_millis(300);
+    let store = RedisStore::cluster(cluster.seeds())
+        .command_timeout(timeout)
+        .build()
+        .await
+        .unwrap();
+    // keys until one lives on another master than the first key's
+    let stalled_key = "k0";
+    let home = cluster.master_of(":1:k0");
+    let other_key = (1..)
+        .map(|n| format!("k{n}"))
+        .find(|key| cluster.master_of(&format!(":1:{key}")) != home)
+        .unwrap();
+    for key in [stalled_key, other_key.as_str()] {
+        assert_eq!(store.get(key).await.unwrap(), None);
+    }
+
+    cluster.nodes[home].pause();
+    let started = std::time::Instant::now();
+    let err = store.get(stalled_key).await.unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(
+        err.kind(),
+        tower_redis_http::store::StoreErrorKind::Timeout,
+        "{err}"
+    );
+    assert!(took < timeout + Duration::from_millis(200), "took {took:?}");
+    assert_eq!(store.get(&other_key).await.unwrap(), None);
+    cluster.nodes[home].resume();
+    assert_eq!(store.get(stalled_key).await.unwrap(), None);
+}
