@@ -56,8 +56,48 @@ pids+=($!)
 redis_pid=$!
 for _ in $(seq 1 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.05; done
 
+# A Redis Cluster of three masters (no replicas: like the single Redis, nothing else copies
+# the writes), each with an explicit cluster bus port: the default, port + 10000, may be taken.
+echo "== starting a 3-master Redis Cluster"
+cluster_ports=()
+cluster_buses=()
+redis_pids=("$redis_pid")
+for i in 0 1 2; do
+  port=$(free_port); bus=$(free_port)
+  mkdir -p "$workdir/cluster-$i"
+  redis-server --port "$port" --cluster-port "$bus" --cluster-enabled yes \
+    --cluster-config-file "$workdir/cluster-$i/nodes.conf" --cluster-node-timeout 1000 \
+    --bind 127.0.0.1 --save "" --appendonly no --dir "$workdir/cluster-$i" >/dev/null &
+  pids+=($!)
+  redis_pids+=($!)
+  cluster_ports+=("$port")
+  cluster_buses+=("$bus")
+done
+for port in "${cluster_ports[@]}"; do
+  for _ in $(seq 1 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+done
+slots=("0 5460" "5461 10922" "10923 16383")
+for i in 0 1 2; do
+  redis-cli -p "${cluster_ports[$i]}" CLUSTER SET-CONFIG-EPOCH $((i + 1)) >/dev/null
+  # shellcheck disable=SC2086 # the range is two words
+  redis-cli -p "${cluster_ports[$i]}" CLUSTER ADDSLOTSRANGE ${slots[$i]} >/dev/null
+done
+for i in 1 2; do
+  redis-cli -p "${cluster_ports[0]}" CLUSTER MEET 127.0.0.1 "${cluster_ports[$i]}" "${cluster_buses[$i]}" >/dev/null
+done
+for _ in $(seq 1 200); do
+  ok=yes
+  for port in "${cluster_ports[@]}"; do
+    redis-cli -p "$port" CLUSTER INFO | grep -q cluster_state:ok || ok=no
+  done
+  [ "$ok" = yes ] && break
+  sleep 0.05
+done
+[ "$ok" = yes ] || { echo "the benchmark cluster did not come up" >&2; exit 1; }
+cluster_seeds=$(printf 'redis://127.0.0.1:%s,' "${cluster_ports[@]}")
+
 server_port=$(free_port)
-REDIS_URL="redis://127.0.0.1:$redis_port" ADDR="127.0.0.1:$server_port" "${server_cpu[@]}" target/release/examples/bench_server >/dev/null &
+REDIS_URL="redis://127.0.0.1:$redis_port" REDIS_CLUSTER="${cluster_seeds%,}" ADDR="127.0.0.1:$server_port" "${server_cpu[@]}" target/release/examples/bench_server >/dev/null &
 pids+=($!)
 server_pid=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$server_port/plain" >/dev/null 2>&1 && break; sleep 0.05; done
@@ -88,11 +128,19 @@ scenarios=(
   "rl_gcra_memory|/rl/gcra/memory|no|no|0|-"
   "rl_tower_governor|/rl/governor|no|no|0|-"
   "full_stack_redis|/full/redis|yes|no|1|hit"
+  "cluster_floor|/cluster/floor|yes|no|0|-"
+  "cluster_floor_unique|/cluster/floor/{n}|yes|yes|0|-"
+  "cluster_auth|/cluster/auth|yes|no|0|-"
+  "cluster_cache_hit|/cluster/cache|no|no|0|hit"
+  "cluster_rl_cooldown|/cluster/rl/cooldown/{n}|no|yes|1|-"
+  "cluster_rl_window|/cluster/rl/window|no|no|0|-"
+  "cluster_rl_gcra|/cluster/rl/gcra|no|no|1|-"
 )
 
 # warm the cache entries so the hit scenarios measure hits
 curl -s "$base/cache/redis" >/dev/null; curl -s "$base/cache/memory" >/dev/null
 curl -s -H "$auth" "$base/full/redis" >/dev/null
+curl -s "$base/cluster/cache" >/dev/null
 sleep 0.5
 
 # Each scenario must be what its name says before it is timed: a hit scenario that does not
@@ -111,8 +159,11 @@ for entry in "${scenarios[@]}"; do
   esac || { echo "$name is not what its name says: Cache-Status: ${status:-none}" >&2; exit 1; }
 done
 
+# the round trips every Redis (the single one and the cluster's nodes) counted so far
 calls() {
-  redis-cli -p "$redis_port" INFO commandstats | tr -d '\r' | python3 -c '
+  for port in "$redis_port" "${cluster_ports[@]}"; do
+    redis-cli -p "$port" INFO commandstats
+  done | tr -d '\r' | python3 -c '
 import sys
 wanted = {"get", "getex", "evalsha", "eval", "exec"}
 total = 0
@@ -124,8 +175,8 @@ for line in sys.stdin:
 print(total)'
 }
 
-# CPU time (user + system, in clock ticks) a process has used so far
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# CPU time (user + system, in clock ticks) the processes have used so far
+ticks() { for pid in "$@"; do awk '{print $14 + $15}' "/proc/$pid/stat"; done | awk '{s += $1} END {print s}'; }
 hz=$(getconf CLK_TCK)
 
 results=bench/results.tsv
@@ -140,9 +191,9 @@ for round in $(seq 1 "$ROUNDS"); do
       args+=(-s bench/unique.lua)
       export BENCH_PATH="$path"
     fi
-    before=$(calls); server_before=$(ticks "$server_pid"); redis_before=$(ticks "$redis_pid")
+    before=$(calls); server_before=$(ticks "$server_pid"); redis_before=$(ticks "${redis_pids[@]}")
     out=$("${wrk_cpu[@]}" wrk "${args[@]}" "$url")
-    after=$(calls); server_after=$(ticks "$server_pid"); redis_after=$(ticks "$redis_pid")
+    after=$(calls); server_after=$(ticks "$server_pid"); redis_after=$(ticks "${redis_pids[@]}")
     python3 - "$name" "$round" "$((after - before))" "$scripted" "$out" \
       "$((server_after - server_before))" "$((redis_after - redis_before))" "$hz" >>"$results" <<'PY'
 import re, sys

@@ -1,7 +1,9 @@
 //! The load-benchmark server: one axum binary, one route per scenario, each route with its own
 //! layers, all on the same runtime. `bench/run.sh` starts it and drives it with wrk.
 //!
-//! `REDIS_URL` (required) and `ADDR` (default 127.0.0.1:3100). Every response body is 1 KiB.
+//! `REDIS_URL` (required), `REDIS_CLUSTER` (seed node URLs, comma-separated: the cluster
+//! scenarios under `/cluster/`) and `ADDR` (default 127.0.0.1:3100). Every response body is
+//! 1 KiB.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -11,7 +13,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
 use tower_governor::GovernorLayer;
 use tower_governor::governor::GovernorConfigBuilder;
 use tower_governor::key_extractor::GlobalKeyExtractor;
@@ -47,9 +50,10 @@ async fn public_page() -> ([(http::HeaderName, &'static str); 1], Bytes) {
     )
 }
 
-/// Scenario 2, the floor: the lookup written by hand, one GET on one shared connection.
-async fn floor(
-    State(conn): State<MultiplexedConnection>,
+/// Scenario 2, the floor: the lookup written by hand, one GET on one shared connection (on a
+/// cluster, redis-rs's cluster connection, which routes it to the key's node).
+async fn floor<C: ConnectionLike + Clone>(
+    State(conn): State<C>,
     headers: HeaderMap,
 ) -> Result<Bytes, StatusCode> {
     let token = headers
@@ -135,8 +139,8 @@ fn scenarios(redis: &AnyStore, memory_auth: &AnyStore, conn: MultiplexedConnecti
         .merge(route("/plain-layered").route_layer(tower::layer::util::Identity::new()))
         .merge(
             Router::new()
-                .route("/floor", get(floor))
-                .route("/floor/{n}", get(floor))
+                .route("/floor", get(floor::<MultiplexedConnection>))
+                .route("/floor/{n}", get(floor::<MultiplexedConnection>))
                 .with_state(conn),
         )
         .merge(route("/auth/redis").route_layer(auth(redis)))
@@ -171,6 +175,28 @@ fn scenarios(redis: &AnyStore, memory_auth: &AnyStore, conn: MultiplexedConnecti
         )
 }
 
+/// The single-layer scenarios again on a Redis Cluster, against a floor on the cluster.
+fn cluster_scenarios(cluster: &AnyStore, conn: ClusterConnection) -> Router {
+    let route = |path: &str| Router::new().route(path, get(plain));
+    let cooldown = Rule::cooldown(
+        "cooldown",
+        Duration::from_secs(60),
+        Key::path_segment("/cluster/rl/cooldown/{n}", "n"),
+    );
+    Router::new()
+        .merge(
+            Router::new()
+                .route("/cluster/floor", get(floor::<ClusterConnection>))
+                .route("/cluster/floor/{n}", get(floor::<ClusterConnection>))
+                .with_state(conn),
+        )
+        .merge(route("/cluster/auth").route_layer(auth(cluster)))
+        .merge(route("/cluster/cache").route_layer(cache(cluster)))
+        .merge(route("/cluster/rl/cooldown/{n}").route_layer(limit(cluster, cooldown)))
+        .merge(route("/cluster/rl/window").route_layer(limit(cluster, window())))
+        .merge(route("/cluster/rl/gcra").route_layer(limit(cluster, gcra())))
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("REDIS_URL").map_err(|_| "REDIS_URL is required")?;
@@ -192,7 +218,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let conn = redis::Client::open(url.as_str())?
         .get_multiplexed_async_connection()
         .await?;
-    let app = scenarios(&redis, &memory, conn);
+    let mut app = scenarios(&redis, &memory, conn);
+    let seeds: Vec<String> = std::env::var("REDIS_CLUSTER")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|seed| !seed.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if !seeds.is_empty() {
+        let cluster: AnyStore = RedisStore::cluster(seeds.clone()).build().await?.into();
+        cluster
+            .set(TOKEN, value::encode(&user)?, Expiry::Never)
+            .await?;
+        let conn = redis::cluster::ClusterClient::new(seeds)?
+            .get_async_connection()
+            .await?;
+        app = app.merge(cluster_scenarios(&cluster, conn));
+    }
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app).await?;
