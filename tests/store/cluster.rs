@@ -120,3 +120,51 @@ async fn a_stalled_node_fails_its_calls_within_the_command_timeout() {
     cluster.nodes[home].resume();
     assert_eq!(store.get(stalled_key).await.unwrap(), None);
 }
+
+/// A cluster behind TLS (`rediss://` seed nodes, `tls-cluster yes`), as managed clusters with
+/// encryption in transit run: the client learns the nodes' TLS ports, trusts the given CA,
+/// and every operation reaches its key's node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_speaks_tls_to_every_node() {
+    let cluster = TestCluster::start_tls();
+    let store = RedisStore::cluster(cluster.tls_seeds())
+        .tls_root_certificate(tower_redis_http::store::Pem::file(
+            crate::support::TestCertificates::get().path("ca.pem"),
+        ))
+        .build()
+        .await
+        .unwrap();
+    let flag = RatePolicy::cooldown(Duration::from_secs(60)).unwrap();
+    // keys in every third of the slots
+    for key in ["a", "b", "c", "d", "e", "f"] {
+        store
+            .set(
+                key,
+                bytes::Bytes::from_static(b"v"),
+                tower_redis_http::store::Expiry::Never,
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.get(key).await.unwrap().as_deref(), Some(&b"v"[..]));
+        let flag_key = format!("flag-{key}");
+        assert!(store.rate_limit(&flag_key, &flag).await.unwrap().allowed);
+        assert!(!store.rate_limit(&flag_key, &flag).await.unwrap().allowed);
+    }
+    assert_eq!(
+        crate::support::RawRedis::command(&cluster, &["DBSIZE"]),
+        "12"
+    );
+
+    let untrusted = RedisStore::cluster(cluster.tls_seeds())
+        .tls_root_certificate(tower_redis_http::store::Pem::file(
+            crate::support::TestCertificates::get().path("other-ca.pem"),
+        ))
+        .command_timeout(Duration::from_millis(500))
+        .build()
+        .await
+        .unwrap();
+    assert!(
+        untrusted.get("a").await.is_err(),
+        "a server the CA did not sign was trusted"
+    );
+}

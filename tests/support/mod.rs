@@ -115,12 +115,17 @@ impl TestRedis {
     /// [`tls_url`](Self::tls_url); the plain port stays open for the test's own commands.
     /// With `client_auth`, TLS clients must show a certificate the test CA signed.
     pub fn start_tls(client_auth: bool) -> Self {
+        Self::start_tls_with(client_auth, &[])
+    }
+
+    /// [`start_tls`](Self::start_tls) with extra command-line arguments.
+    pub fn start_tls_with(client_auth: bool, extra_args: &[&str]) -> Self {
         let certificates = TestCertificates::get();
         let tls_port = free_port().to_string();
         let path = |name: &str| certificates.path(name).to_string_lossy().into_owned();
         let (cert, key, ca) = (path("server.pem"), path("server.key"), path("ca.pem"));
         let auth = if client_auth { "yes" } else { "no" };
-        let mut server = Self::start_with(&[
+        let mut args = vec![
             "--tls-port",
             &tls_port,
             "--tls-cert-file",
@@ -131,7 +136,9 @@ impl TestRedis {
             &ca,
             "--tls-auth-clients",
             auth,
-        ]);
+        ];
+        args.extend_from_slice(extra_args);
+        let mut server = Self::start_with(&args);
         server.tls_port = Some(tls_port.parse().expect("a port"));
         server
     }
@@ -455,12 +462,47 @@ impl TestCluster {
     /// When a node does not start, or the cluster is not serving every slot with synced
     /// replicas within 20 s.
     pub fn start() -> Self {
+        Self::start_nodes(false)
+    }
+
+    /// A cluster whose nodes also speak TLS, to clients and to each other (the test CA's
+    /// server certificate); a TLS client is told the nodes' TLS ports.
+    pub fn start_tls() -> Self {
+        Self::start_nodes(true)
+    }
+
+    /// The seed node URLs of a cluster started with [`start_tls`](Self::start_tls).
+    pub fn tls_seeds(&self) -> Vec<String> {
+        self.nodes.iter().take(3).map(TestRedis::tls_url).collect()
+    }
+
+    fn start_nodes(tls: bool) -> Self {
         let mut nodes = Vec::with_capacity(6);
         let mut bus_ports = Vec::with_capacity(6);
         for _ in 0..6 {
             let bus = free_port();
             let bus_text = bus.to_string();
-            nodes.push(TestRedis::start_with(&[
+            let start = |args: &[&str]| {
+                if tls {
+                    // nodes and replicas show each other the client certificate: the cluster
+                    // bus and replication authenticate both ends
+                    let certificates = TestCertificates::get();
+                    let path = |name: &str| certificates.path(name).to_string_lossy().into_owned();
+                    let (cert, key) = (path("client.pem"), path("client.key"));
+                    let mut args = args.to_vec();
+                    args.extend(["--tls-cluster", "yes", "--tls-replication", "yes"]);
+                    args.extend([
+                        "--tls-client-cert-file",
+                        &cert,
+                        "--tls-client-key-file",
+                        &key,
+                    ]);
+                    TestRedis::start_tls_with(false, &args)
+                } else {
+                    TestRedis::start_with(args)
+                }
+            };
+            nodes.push(start(&[
                 "--cluster-enabled",
                 "yes",
                 "--cluster-config-file",
@@ -496,11 +538,13 @@ impl TestCluster {
         // every node meets every other at once, rather than learning of them by gossip
         for (i, from) in cluster.nodes.iter().enumerate() {
             for (node, bus) in cluster.nodes.iter().zip(&cluster.bus_ports).skip(i + 1) {
+                // a TLS cluster's nodes know each other by their TLS ports
+                let port = node.tls_port.unwrap_or(node.port());
                 let reply = from.command(&[
                     "CLUSTER",
                     "MEET",
                     "127.0.0.1",
-                    &node.port().to_string(),
+                    &port.to_string(),
                     &bus.to_string(),
                 ]);
                 assert_eq!(reply, "OK", "CLUSTER MEET");
@@ -514,7 +558,11 @@ impl TestCluster {
             })
         };
         while !everyone_met() {
-            assert!(Instant::now() < until, "the cluster's nodes did not meet");
+            assert!(
+                Instant::now() < until,
+                "the cluster's nodes did not meet: {}",
+                cluster.nodes[0].command(&["CLUSTER", "NODES"])
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         for i in 0..3 {
