@@ -371,6 +371,11 @@ impl RedisStore {
     /// old master break (it is down, or answers `READONLY` once demoted) and are replaced.
     /// The builder's password, user and database are the master's.
     ///
+    /// With TLS certificates given ([`tls_root_certificate`](RedisStoreBuilder::tls_root_certificate),
+    /// [`tls_client_certificate`](RedisStoreBuilder::tls_client_certificate)), or sentinels
+    /// given as `rediss://host:port`, the master is reached over TLS (the `tls` feature);
+    /// `rediss://` sentinels are reached over TLS too, with the same certificates.
+    ///
     /// # Example
     ///
     /// ```no_run
@@ -1734,12 +1739,6 @@ impl RedisStoreBuilder {
         &self,
         sentinel: &SentinelTopology,
     ) -> Result<redis::sentinel::SentinelClient, ConfigError> {
-        if self.tls_root.is_some() || self.tls_client.is_some() {
-            return Err(ConfigError::InvalidOption {
-                option: "tls_root_certificate",
-                reason: "TLS through Sentinel is not supported yet".to_owned(),
-            });
-        }
         if sentinel.nodes.is_empty() {
             return Err(ConfigError::InvalidOption {
                 option: "sentinels",
@@ -1757,6 +1756,18 @@ impl RedisStoreBuilder {
                 }
             })
             .collect();
+        let tls_sentinels = nodes
+            .iter()
+            .any(|node| node.trim_start().starts_with("rediss://"));
+        if tls_sentinels || self.tls_root.is_some() || self.tls_client.is_some() {
+            #[cfg(not(feature = "tls"))]
+            return Err(self.invalid_location(
+                "TLS through Sentinel needs this crate's `tls` feature",
+                None,
+            ));
+            #[cfg(feature = "tls")]
+            return self.sentinel_client_over_tls(&nodes, &sentinel.service, tls_sentinels);
+        }
         let master = redis::sentinel::SentinelNodeConnectionInfo::default()
             .set_redis_connection_info(self.settings(redis::RedisConnectionInfo::default()));
         redis::sentinel::SentinelClient::build(
@@ -1768,6 +1779,64 @@ impl RedisStoreBuilder {
         .map_err(|err| {
             self.invalid_location("not sentinel addresses this build can use", Some(err))
         })
+    }
+
+    /// A sentinel client that reaches the master over TLS (with the configured certificates,
+    /// else the system's roots), and the sentinels over TLS too when they are `rediss://`.
+    #[cfg(feature = "tls")]
+    fn sentinel_client_over_tls(
+        &self,
+        nodes: &[String],
+        service: &str,
+        tls_sentinels: bool,
+    ) -> Result<redis::sentinel::SentinelClient, ConfigError> {
+        use redis::TlsMode;
+        use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+
+        let refused =
+            |err| self.invalid_location("not sentinel addresses this build can use", Some(err));
+        let mut addresses = Vec::with_capacity(nodes.len());
+        let mut sentinel_auth = None;
+        for node in nodes {
+            let info = node.as_str().into_connection_info().map_err(refused)?;
+            let settings = info.redis_settings();
+            if let Some(password) = settings.password() {
+                sentinel_auth = Some((settings.username().map(str::to_owned), password.to_owned()));
+            }
+            addresses.push(info.addr().clone());
+        }
+        let mut client = SentinelClientBuilder::new(addresses, service, SentinelServerType::Master)
+            .map_err(refused)?
+            .set_client_to_redis_tls_mode(TlsMode::Secure);
+        let master = self.settings(redis::RedisConnectionInfo::default());
+        if let Some(password) = master.password() {
+            client = client.set_client_to_redis_password(password);
+        }
+        if let Some(username) = master.username() {
+            client = client.set_client_to_redis_username(username);
+        }
+        if master.db() != 0 {
+            client = client.set_client_to_redis_db(master.db());
+        }
+        if tls_sentinels {
+            client = client.set_client_to_sentinel_tls_mode(TlsMode::Secure);
+        }
+        if let Some((username, password)) = sentinel_auth {
+            client = client.set_client_to_sentinel_password(password);
+            if let Some(username) = username {
+                client = client.set_client_to_sentinel_username(username);
+            }
+        }
+        if self.tls_root.is_some() || self.tls_client.is_some() {
+            let certificates = self.tls_certificates()?;
+            if tls_sentinels {
+                client = client.set_client_to_sentinel_certificates(certificates.clone());
+            }
+            client = client.set_client_to_redis_certificates(certificates);
+        } else {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        client.build().map_err(refused)
     }
 
     /// `info` with the configured certificates, read now (a missing file is a configuration

@@ -179,3 +179,34 @@ async fn django_sentinel_settings_reach_the_master() {
     let err = Stores::from_config(&missing).await.unwrap_err();
     assert!(err.to_string().contains("client_class"), "{err}");
 }
+
+/// TLS through Sentinel: the sentinels over `rediss://`, and the master they name over TLS,
+/// both trusting the given CA; plain sentinels with a TLS master when certificates are given.
+#[tokio::test]
+async fn the_store_reaches_a_tls_master_through_tls_sentinels() {
+    let master = TestRedis::start_tls(false);
+    let sentinel = TestRedis::start_tls_sentinel(master.tls_port());
+    let ca = || {
+        tower_redis_http::store::Pem::file(crate::support::TestCertificates::get().path("ca.pem"))
+    };
+    for sentinels in [sentinel.tls_url(), format!("127.0.0.1:{}", sentinel.port())] {
+        let store = RedisStore::sentinel([sentinels.clone()], TestSentinels::SERVICE)
+            .tls_root_certificate(ca())
+            .build()
+            .await
+            .unwrap();
+        store
+            .set("greeting", Bytes::from_static(b"hi"), Expiry::Never)
+            .await
+            .unwrap_or_else(|err| panic!("through {sentinels}: {err}"));
+        assert_eq!(master.command(&["GET", ":1:greeting"]), "hi");
+        assert_eq!(master.command(&["DEL", ":1:greeting"]), "1");
+    }
+    // without the CA, the test master's certificate is not trusted
+    let untrusted = RedisStore::sentinel([sentinel.tls_url()], TestSentinels::SERVICE)
+        .command_timeout(Duration::from_millis(500))
+        .build()
+        .await
+        .unwrap();
+    assert!(untrusted.get("greeting").await.is_err());
+}

@@ -67,6 +67,30 @@ impl TestRedis {
         Self::start_sentinel_with(TestSentinels::SERVICE, master_port, 1, &extra)
     }
 
+    /// A sentinel (quorum 1) that speaks TLS on [`tls_url`](Self::tls_url) (its plain port
+    /// stays open) and reaches the master it watches, at `master_tls_port`, over TLS.
+    pub fn start_tls_sentinel(master_tls_port: u16) -> Self {
+        let certificates = TestCertificates::get();
+        let path = |name: &str| certificates.path(name).to_string_lossy().into_owned();
+        let tls_port = free_port();
+        let extra = format!(
+            "tls-port {tls_port}\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\
+             tls-auth-clients no\ntls-replication yes\n",
+            path("server.pem"),
+            path("server.key"),
+            path("ca.pem"),
+        );
+        let mut sentinel =
+            Self::start_sentinel_with(TestSentinels::SERVICE, master_tls_port, 1, &extra);
+        sentinel.tls_port = Some(tls_port);
+        sentinel
+    }
+
+    /// The TLS port of a server started with [`start_tls`](Self::start_tls).
+    pub fn tls_port(&self) -> u16 {
+        self.tls_port.expect("a server started with TLS")
+    }
+
     /// A sentinel with `extra` lines in its configuration file.
     fn start_sentinel_with(service: &str, master_port: u16, quorum: u32, extra: &str) -> Self {
         let config = format!(
