@@ -114,7 +114,14 @@ impl ClusterLinks {
             };
             if refused_unrun(&err) {
                 if tokio::time::Instant::now() + REROUTE_PAUSE >= deadline {
-                    return Err(classify(name, err));
+                    // a slot without a master for longer than the command timeout: the
+                    // cluster is failing over, which is the connection's trouble, not the
+                    // command's
+                    return Err(StoreError::with_source(
+                        StoreErrorKind::Connection,
+                        format!("Redis Cluster did not take {name} within the command timeout"),
+                        err,
+                    ));
                 }
                 tracing::debug!(command = name, error = %err, "Redis Cluster refused a command during a topology change; sending it again");
                 tokio::time::sleep(REROUTE_PAUSE).await;
