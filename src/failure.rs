@@ -1,6 +1,10 @@
-//! What a layer does when its store fails.
+//! What a layer does when its store fails, and how the log tells of it without drowning.
 
 use std::fmt;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::store::{StoreError, StoreErrorKind};
 
 /// How a layer behaves when the store errors or times out.
 ///
@@ -10,6 +14,10 @@ use std::fmt;
 /// windows and GCRA fail open; see
 /// [`Rule::on_store_error`](crate::ratelimit::Rule::on_store_error)). Either way the error is logged through [`tracing`] at `WARN` with the layer's name, so a
 /// Redis outage is visible even while requests keep flowing.
+///
+/// An outage does not flood the log: per layer and kind of error, the first failure is logged
+/// at once, then one summary at most every 5 seconds says how many failed meanwhile (with
+/// the latest error), and a Redis store logs one `INFO` line when its calls succeed again.
 ///
 /// # Example
 ///
@@ -64,7 +72,7 @@ impl FailurePolicy {
     /// ```
     #[must_use]
     pub fn handle(self, layer: &'static str, error: &(dyn std::error::Error + 'static)) -> bool {
-        tracing::warn!(layer, policy = %self, error = %ErrorChain(error), "store call failed");
+        log_store_failure(layer, "store call failed", Some(self), error);
         self.is_open()
     }
 }
@@ -90,5 +98,85 @@ impl fmt::Display for ErrorChain<'_> {
             source = err.source();
         }
         Ok(())
+    }
+}
+
+/// How often a failure that keeps happening is summed up in the log, per layer and kind; also
+/// how long without a failure ends an episode, after which the next failure is logged at once.
+pub(crate) const SUMMARY_EVERY: Duration = Duration::from_secs(5);
+
+/// The failures of one layer and kind of error, since the latest line about them.
+struct Episode {
+    layer: &'static str,
+    what: &'static str,
+    kind: Option<StoreErrorKind>,
+    started: Instant,
+    last_logged: Instant,
+    last_failed: Instant,
+    unlogged: u64,
+}
+
+/// The episodes under way. A handful at most (layers times kinds), so a list; the lock is
+/// taken only when a store call failed, never on the way of a healthy request.
+static EPISODES: Mutex<Vec<Episode>> = Mutex::new(Vec::new());
+
+/// Logs a store failure of `layer` at `WARN`: the first of an episode at once, the others as
+/// a count in one summary line at most every [`SUMMARY_EVERY`].
+pub(crate) fn log_store_failure(
+    layer: &'static str,
+    what: &'static str,
+    policy: Option<FailurePolicy>,
+    error: &(dyn std::error::Error + 'static),
+) {
+    let kind = error.downcast_ref::<StoreError>().map(StoreError::kind);
+    let now = Instant::now();
+    let summary = {
+        let Ok(mut episodes) = EPISODES.lock() else {
+            return;
+        };
+        let found = episodes
+            .iter_mut()
+            .find(|e| e.layer == layer && e.what == what && e.kind == kind);
+        match found {
+            Some(episode) if now.duration_since(episode.last_failed) < SUMMARY_EVERY => {
+                episode.last_failed = now;
+                episode.unlogged += 1;
+                if now.duration_since(episode.last_logged) < SUMMARY_EVERY {
+                    return;
+                }
+                episode.last_logged = now;
+                let failed = std::mem::take(&mut episode.unlogged);
+                Some((failed, now.duration_since(episode.started)))
+            }
+            found => {
+                let fresh = Episode {
+                    layer,
+                    what,
+                    kind,
+                    started: now,
+                    last_logged: now,
+                    last_failed: now,
+                    unlogged: 0,
+                };
+                match found {
+                    Some(episode) => *episode = fresh,
+                    None => episodes.push(fresh),
+                }
+                None
+            }
+        }
+    };
+    let policy = policy.map(tracing::field::display);
+    match summary {
+        None => tracing::warn!(layer, policy, error = %ErrorChain(error), "{what}"),
+        Some((failed, lasting)) => tracing::warn!(
+            layer,
+            policy,
+            failed,
+            for_s = lasting.as_secs(),
+            error = %ErrorChain(error),
+            "{what}: {failed} more times in the last {}s (the latest error shown)",
+            SUMMARY_EVERY.as_secs()
+        ),
     }
 }

@@ -64,11 +64,12 @@ impl Config {
                         .writes_refused_until
                         .store(unix_ms() + WRITES_REFUSED_FOR_MS, Ordering::Relaxed);
                 }
-                tracing::warn!(
-                    layer = "cache",
-                    url = %url,
-                    error = %crate::failure::ErrorChain(&err),
-                    "cache entry not stored, though its response announced it"
+                tracing::debug!(url = %url, "cache entry not stored");
+                crate::failure::log_store_failure(
+                    "cache",
+                    "cache entry not stored, though its response announced it",
+                    None,
+                    &err,
                 );
             }
         });

@@ -114,6 +114,7 @@ const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 #[derive(Clone)]
 pub struct RedisStore {
     links: Links,
+    outage: Arc<Outage>,
     connect_timeout: Duration,
     keys: KeyScheme,
     default_timeout: Timeout,
@@ -128,6 +129,55 @@ impl std::fmt::Debug for RedisStore {
             .field("command_timeout", &self.command_timeout)
             .field("links", &self.links)
             .finish()
+    }
+}
+
+/// Whether calls are failing because Redis is out of reach, so that the log says once when
+/// they succeed again.
+#[derive(Default)]
+struct Outage {
+    failing: AtomicBool,
+    failed_calls: AtomicU64,
+    /// When the calls began failing, and when the latest recovery was logged.
+    times: Mutex<(Option<Instant>, Option<Instant>)>,
+}
+
+impl Outage {
+    fn failed(&self) {
+        self.failed_calls.fetch_add(1, Ordering::Relaxed);
+        if !self.failing.swap(true, Ordering::Relaxed)
+            && let Ok(mut times) = self.times.lock()
+        {
+            times.0.get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// One `INFO` line, at most every [`SUMMARY_EVERY`](crate::failure::SUMMARY_EVERY), so
+    /// that a flapping network does not log a line per call either.
+    fn recovered(&self) {
+        // one caller per recovery goes on; a suppressed line leaves its count to the next
+        if !self.failing.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let Ok(mut times) = self.times.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        if times
+            .1
+            .is_some_and(|logged| now.duration_since(logged) < crate::failure::SUMMARY_EVERY)
+        {
+            return;
+        }
+        let failed = self.failed_calls.swap(0, Ordering::Relaxed);
+        let lasted = times.0.take().map_or(Duration::ZERO, |since| now - since);
+        times.1 = Some(now);
+        tracing::info!(
+            failed,
+            for_ms = u64::try_from(lasted.as_millis()).unwrap_or(u64::MAX),
+            "Redis answers again after {failed} failed calls over {:.1}s",
+            lasted.as_secs_f64()
+        );
     }
 }
 
@@ -568,10 +618,27 @@ impl RedisStore {
         F: Fn(Conn) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
-        match &self.links {
+        let result = match &self.links {
             Links::Server(links) => self.run_on_server(links, name, retry, command).await,
             Links::Cluster(links) => links.run(name, retry, self.command_timeout, command).await,
+        };
+        match &result {
+            Ok(_) => {
+                if self.outage.failing.load(Ordering::Relaxed) {
+                    self.outage.recovered();
+                }
+            }
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    StoreErrorKind::Timeout | StoreErrorKind::Connection
+                ) =>
+            {
+                self.outage.failed();
+            }
+            Err(_) => {}
         }
+        result
     }
 
     /// [`run`](Self::run) on one server.
@@ -1581,6 +1648,7 @@ impl RedisStoreBuilder {
             let links = self.cluster_links(nodes)?;
             return Ok(RedisStore {
                 links: Links::Cluster(Arc::new(links)),
+                outage: Arc::default(),
                 connect_timeout: self.connect_timeout,
                 keys: self.keys,
                 default_timeout: self.default_timeout,
@@ -1607,6 +1675,7 @@ impl RedisStoreBuilder {
             .await
             .map_err(|err| self.invalid_location("the pool could not start", Some(err)))?;
         Ok(RedisStore {
+            outage: Arc::default(),
             links: Links::Server(ServerLinks {
                 pool,
                 lease: Arc::new(RwLock::new(None)),
