@@ -12,6 +12,7 @@
 //! curl -si localhost:3000/articles/                                      # Cache-Status: ...
 //! curl -si localhost:3000/sms_codes/13800138000/                         # 200, then 429
 //! curl -s -X POST localhost:3000/logout/ -H "authorization: Bearer $TOKEN"
+//! curl -s localhost:3000/healthz                                         # {"status": "ok", ...}
 //! ```
 
 pub mod common;
@@ -67,6 +68,10 @@ async fn articles(State(demo): State<Demo>) -> Response {
     reply(demo.articles())
 }
 
+async fn healthz(State(demo): State<Demo>) -> Response {
+    reply(demo.healthz().await)
+}
+
 async fn sms_code(State(demo): State<Demo>, Path(mobile): Path<String>) -> Response {
     reply(demo.sms_code(&mobile).await)
 }
@@ -83,6 +88,7 @@ pub fn app(demo: Demo) -> Router {
         .route("/me/", get(me))
         .route("/articles/", get(articles).layer(demo.cache_layer()))
         .route("/sms_codes/{mobile}/", get(sms_code))
+        .route("/healthz", get(healthz))
         .route_layer(demo.rate_limit_layer())
         .layer(demo.auth_layer())
         // outermost: an oversized or stalled body costs no store round trip

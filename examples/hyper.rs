@@ -13,6 +13,7 @@
 //! curl -si localhost:3000/articles/                                      # Cache-Status: ...
 //! curl -si localhost:3000/sms_codes/13800138000/                         # 200, then 429
 //! curl -s -X POST localhost:3000/logout/ -H "authorization: Bearer $TOKEN"
+//! curl -s localhost:3000/healthz                                         # {"status": "ok", ...}
 //! ```
 
 pub mod common;
@@ -79,6 +80,7 @@ where
         (Method::POST, ["register"], _) => reply(demo.register(&body)),
         (Method::GET, ["me"], Some(auth)) => reply(demo.me(&auth.principal)),
         (Method::GET, ["articles"], _) => reply(demo.articles()),
+        (Method::GET, ["healthz"], _) if !path.ends_with('/') => reply(demo.healthz().await),
         (Method::GET, ["sms_codes", mobile], _) if path.ends_with('/') => {
             match common::path_value(mobile) {
                 Some(mobile) => reply(demo.sms_code(&mobile).await),

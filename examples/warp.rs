@@ -13,6 +13,7 @@
 //! curl -si localhost:3000/articles/                                      # Cache-Status: ...
 //! curl -si localhost:3000/sms_codes/13800138000/                         # 200, then 429
 //! curl -s -X POST localhost:3000/logout/ -H "authorization: Bearer $TOKEN"
+//! curl -s localhost:3000/healthz                                         # {"status": "ok", ...}
 //! ```
 
 pub mod common;
@@ -85,6 +86,10 @@ pub fn routes(
         .and(warp::path!("articles"))
         .and(with_demo.clone())
         .map(|demo: Demo| reply(demo.articles()));
+    let healthz = get_or_head()
+        .and(warp::path!("healthz"))
+        .and(with_demo.clone())
+        .then(|demo: Demo| async move { reply(demo.healthz().await) });
     let sms = get_or_head()
         .and(warp::path!("sms_codes" / String))
         .and(with_demo)
@@ -103,6 +108,8 @@ pub fn routes(
         .or(articles)
         .unify()
         .or(sms)
+        .unify()
+        .or(healthz)
         .unify()
 }
 

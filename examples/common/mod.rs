@@ -236,6 +236,7 @@ impl Demo {
             .allow_for([Method::POST], "/register/")
             .allow("/sms_codes/{mobile}/")
             .allow("/articles/")
+            .allow("/healthz")
             .allow_method(Method::OPTIONS)
             .validate(|user: &User| {
                 if user.is_active {
@@ -343,6 +344,33 @@ impl Demo {
                 StatusCode::BAD_REQUEST,
                 json!({"detail": "A username and a password of 8 or more characters are needed."}),
             ),
+        }
+    }
+
+    /// `GET /healthz`: every store pinged within its command timeout; 200 when all answer,
+    /// else 503 with what failed. Open to all (no token), never cached or rate limited.
+    pub async fn healthz(&self) -> Answer {
+        let mut stores = serde_json::Map::new();
+        let mut ready = true;
+        for (alias, answer) in self.stores.ping().await {
+            let state = match answer {
+                Ok(()) => "ok".to_owned(),
+                Err(err) => {
+                    ready = false;
+                    err.to_string()
+                }
+            };
+            stores.insert(alias.to_owned(), json!(state));
+        }
+        let status = if ready { "ok" } else { "unavailable" };
+        Answer {
+            status: if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            },
+            body: json!({"status": status, "stores": stores}),
+            cache_control: Some("no-store"),
         }
     }
 

@@ -218,6 +218,27 @@ fn deadline(expiry: Expiry, now: Instant) -> Deadline {
 }
 
 impl MemoryStore {
+    /// Ready, always: the embedded store has nothing to reach. There for health endpoints
+    /// that check every store alike (see [`AnyStore::ping`](super::AnyStore::ping)).
+    ///
+    /// # Errors
+    ///
+    /// None; the `Result` is the one every store's ping returns.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// assert!(MemoryStore::new().ping().await.is_ok());
+    /// # }
+    /// ```
+    #[allow(clippy::unused_async)]
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// A store with the defaults: 100 000 entries, Django's key layout, a 300 s default
     /// timeout.
     ///

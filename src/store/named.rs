@@ -56,6 +56,29 @@ macro_rules! dispatch {
     };
 }
 
+impl AnyStore {
+    /// A readiness check for health endpoints: [`RedisStore::ping`] (`PING`, within the
+    /// command timeout), or [`MemoryStore::ping`] (always ready).
+    ///
+    /// # Errors
+    ///
+    /// The [`StoreError`] of a Redis that did not answer.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::store::{AnyStore, MemoryStore};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let store = AnyStore::from(MemoryStore::new());
+    /// assert!(store.ping().await.is_ok());
+    /// # }
+    /// ```
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        dispatch!(self, store => store.ping().await)
+    }
+}
+
 /// The shares of a memory store the layers keep their state in.
 impl AnyStore {
     /// Where the rate-limit layer keeps its state: the memory store's rate-limit share, whose
@@ -332,6 +355,47 @@ impl Stores {
     /// ```
     pub fn aliases(&self) -> impl Iterator<Item = &str> {
         self.stores.keys().map(String::as_str)
+    }
+
+    /// Pings every store at once ([`AnyStore::ping`]) and gives each alias its answer: what a
+    /// readiness endpoint reports. Each ping is bounded by its store's command timeout, so the
+    /// whole check takes no longer than the slowest timeout.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::store::{MemoryStore, Stores};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let stores = Stores::builder().store("default", MemoryStore::new()).build();
+    /// let answers = stores.ping().await;
+    /// assert_eq!(answers.len(), 1);
+    /// assert!(answers[0].1.is_ok());
+    /// # }
+    /// ```
+    pub async fn ping(&self) -> Vec<(&str, Result<(), StoreError>)> {
+        let pings: Vec<_> = self
+            .stores
+            .iter()
+            .map(|(alias, store)| {
+                let store = store.clone();
+                (
+                    alias.as_str(),
+                    tokio::spawn(async move { store.ping().await }),
+                )
+            })
+            .collect();
+        let mut answers = Vec::with_capacity(pings.len());
+        for (alias, ping) in pings {
+            let answer = ping.await.unwrap_or_else(|err| {
+                Err(StoreError::new(
+                    crate::store::StoreErrorKind::Connection,
+                    format!("the ping task failed: {err}"),
+                ))
+            });
+            answers.push((alias, answer));
+        }
+        answers
     }
 }
 

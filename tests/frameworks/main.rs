@@ -322,6 +322,14 @@ async fn suite(http: &Http, redis: &dyn RawRedis) {
         "a stalled body was not answered: {stalled_body:?}"
     );
 
+    // the readiness check: every store answered, no token needed
+    let health = http.send(Method::GET, "/healthz", &[], None).await;
+    assert_eq!(health.status, StatusCode::OK, "{}", health.json);
+    assert_eq!(
+        health.json,
+        json!({"status": "ok", "stores": {"default": "ok", "verify_codes": "ok"}})
+    );
+
     // logout revokes the token
     let logout = http
         .send(
@@ -649,6 +657,59 @@ macro_rules! per_address_test {
         }
     };
 }
+
+/// `/healthz` answers 503 within the command timeout while Redis is down, naming what failed,
+/// and 200 again once it is back.
+macro_rules! healthz_test {
+    ($name:ident, $example:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let mut redis = TestRedis::start();
+            let demo = $example::common::Demo::on_redis(&redis.url())
+                .await
+                .unwrap();
+            let (listener, addr) = listener().await;
+            let server = tokio::spawn($example::serve(listener, demo));
+            let http = Http::new(addr);
+            assert_eq!(
+                http.send(Method::GET, "/healthz", &[], None).await.status,
+                StatusCode::OK
+            );
+
+            redis.kill();
+            let started = std::time::Instant::now();
+            let down = http.send(Method::GET, "/healthz", &[], None).await;
+            // the demo's command timeout is 250 ms; the cache in front may try once too
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "{:?}",
+                started.elapsed()
+            );
+            assert_eq!(
+                down.status,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{}",
+                down.json
+            );
+            assert_eq!(down.json["status"], "unavailable");
+            assert_ne!(down.json["stores"]["default"], "ok", "{}", down.json);
+
+            redis.restart();
+            assert!(
+                support::eventually(Duration::from_secs(5), || async {
+                    http.send(Method::GET, "/healthz", &[], None).await.status == StatusCode::OK
+                })
+                .await,
+                "ready again"
+            );
+            server.abort();
+        }
+    };
+}
+
+healthz_test!(the_axum_example_reports_readiness, axum_example);
+healthz_test!(the_hyper_example_reports_readiness, hyper_example);
+healthz_test!(the_warp_example_reports_readiness, warp_example);
 
 per_address_test!(
     the_axum_example_limits_logins_per_client_address,
