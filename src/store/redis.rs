@@ -79,6 +79,9 @@ const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 /// - **Every call is bounded by one deadline**, the command timeout, from checkout to reply,
 ///   retry included. A stalled server gives [`StoreErrorKind::Timeout`], never a hung
 ///   request; the connect timeout only bounds bb8's own connection attempts in the background.
+/// - **One timeout for a stalled server, not one per call.** After a call timed out, calls
+///   fail at once with [`StoreErrorKind::Timeout`] while one task pings the server; the first
+///   answer ends it. A request through three layers waits one timeout, not three.
 /// - **Fail fast while Redis is down.** When the latest connection attempt failed within the
 ///   connect timeout and no connection is open, calls fail at once instead of each waiting out
 ///   the timeout: [`StoreErrorKind::Connection`] when the server refused,
@@ -207,6 +210,21 @@ struct ServerLinks {
     pool: bb8::Pool<TrackedManager>,
     lease: Arc<RwLock<Option<Lease>>>,
     reachability: Arc<Reachability>,
+    stall: Arc<Stall>,
+}
+
+/// Whether the server stopped answering. After a call timed out, calls fail at once (and each
+/// layer's failure policy answers at once) instead of each waiting out the command timeout,
+/// so that a request through three layers waits one timeout, not three; meanwhile one task
+/// pings the server, one ping after another, and the first answer ends the stall (a ping
+/// that was waiting when the server came back is answered at once).
+///
+/// Redis runs one command at a time: a call that took longer than the command timeout means
+/// every other call waited as long, so one timeout is reason enough.
+#[derive(Default)]
+struct Stall {
+    stalled: AtomicBool,
+    probing: AtomicBool,
 }
 
 /// How long calls reuse the connection handle last taken from the pool before asking bb8
@@ -619,7 +637,25 @@ impl RedisStore {
         Fut: Future<Output = Result<T, RedisError>>,
     {
         let result = match &self.links {
-            Links::Server(links) => self.run_on_server(links, name, retry, command).await,
+            Links::Server(links) => {
+                if links.stall.stalled.load(Ordering::Relaxed) {
+                    Err(StoreError::new(
+                        StoreErrorKind::Timeout,
+                        format!(
+                            "Redis {name} not sent: Redis stopped answering within the command timeout; calls fail at once until it answers a ping"
+                        ),
+                    ))
+                } else {
+                    let result = self.run_on_server(links, name, retry, command).await;
+                    if result
+                        .as_ref()
+                        .is_err_and(|err| err.kind() == StoreErrorKind::Timeout)
+                    {
+                        self.stalled(links);
+                    }
+                    result
+                }
+            }
             Links::Cluster(links) => links.run(name, retry, self.command_timeout, command).await,
         };
         match &result {
@@ -639,6 +675,50 @@ impl RedisStore {
             Err(_) => {}
         }
         result
+    }
+
+    /// A call timed out: calls fail at once from now on, while one task pings until the server
+    /// answers (see [`Stall`]).
+    fn stalled(&self, links: &ServerLinks) {
+        links.stall.stalled.store(true, Ordering::Relaxed);
+        if links.stall.probing.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // nobody to ping: the next call finds out
+            links.stall.stalled.store(false, Ordering::Relaxed);
+            links.stall.probing.store(false, Ordering::Relaxed);
+            return;
+        };
+        let store = self.clone();
+        runtime.spawn(async move {
+            let Links::Server(links) = &store.links else {
+                return;
+            };
+            // ends when the server answers, when the trouble becomes another (a refused
+            // connection has its own fail-fast), or when this task holds the last handle
+            loop {
+                let ping =
+                    store
+                        .run_on_server(
+                            links,
+                            "PING",
+                            Retry::OnDroppedConnection,
+                            |mut conn| async move {
+                                redis::cmd("PING").query_async::<()>(&mut conn).await
+                            },
+                        )
+                        .await;
+                let still_stalled = ping.is_err_and(|err| err.kind() == StoreErrorKind::Timeout);
+                if !still_stalled || Arc::strong_count(&links.stall) == 1 {
+                    break;
+                }
+                // a ping refused at once (the pool's own fail-fast) must not spin
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            links.stall.stalled.store(false, Ordering::Relaxed);
+            links.stall.probing.store(false, Ordering::Relaxed);
+        });
     }
 
     /// [`run`](Self::run) on one server.
@@ -1680,6 +1760,7 @@ impl RedisStoreBuilder {
                 pool,
                 lease: Arc::new(RwLock::new(None)),
                 reachability,
+                stall: Arc::default(),
             }),
             connect_timeout: self.connect_timeout,
             keys: self.keys,

@@ -611,6 +611,15 @@ async fn a_stalled_redis_during_a_burst_of_one_number_sends_exactly_one_code() {
             .all(|s| *s == StatusCode::SERVICE_UNAVAILABLE),
         "a cooldown let a request through a stalled Redis: {statuses:?}"
     );
+    // the store fails calls at once while Redis is stalled, until its ping is answered: a
+    // moment after SIGCONT
+    assert!(
+        support::eventually(Duration::from_secs(1), || async {
+            send(&app, sms("13800138000")).await.status == StatusCode::TOO_MANY_REQUESTS
+        })
+        .await,
+        "the flag was not read again within 1 s of SIGCONT"
+    );
     let after = burst_with(&app, 50, || {}).await;
     assert_eq!(
         sent.load(Ordering::SeqCst),
