@@ -707,6 +707,58 @@ macro_rules! healthz_test {
     };
 }
 
+/// Redis refusing writes (`maxmemory` reached, `noeviction`): login answers a clear 503, the
+/// send flag fails closed as its rule says, and a cache miss is served, uncached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_axum_example_meets_a_redis_that_refuses_writes() {
+    let redis = TestRedis::start();
+    let demo = axum_example::common::Demo::on_redis(&redis.url())
+        .await
+        .unwrap();
+    let (listener, addr) = listener().await;
+    let server = tokio::spawn(axum_example::serve(listener, demo));
+    let http = Http::new(addr);
+    let credentials = json!({"username": "alice", "password": "wonderland"});
+    let login = http
+        .send(Method::POST, "/login/", &[], Some(credentials.clone()))
+        .await;
+    assert_eq!(login.status, StatusCode::OK);
+    let bearer = format!("Bearer {}", login.json["token"].as_str().unwrap());
+
+    // noeviction is Redis's default policy
+    assert_eq!(redis.command(&["CONFIG", "SET", "maxmemory", "1"]), "OK");
+    let refused = http
+        .send(Method::POST, "/login/", &[], Some(credentials))
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        refused.json
+    );
+    assert_eq!(refused.json, json!({"detail": "Try again later."}));
+    let flag = http
+        .send(Method::GET, "/sms_codes/13800138000/", &[], None)
+        .await;
+    assert_eq!(
+        flag.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        flag.json
+    );
+    for run in 1..=2 {
+        let page = http.send(Method::GET, "/articles/", &[], None).await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert_eq!(page.json["handler_runs"], run, "served uncached");
+    }
+    // a signed-in user's reads go on
+    let me = http
+        .send(Method::GET, "/me/", &[("authorization", &bearer)], None)
+        .await;
+    assert_eq!(me.status, StatusCode::OK, "{}", me.json);
+    server.abort();
+}
+
 healthz_test!(the_axum_example_reports_readiness, axum_example);
 healthz_test!(the_hyper_example_reports_readiness, hyper_example);
 healthz_test!(the_warp_example_reports_readiness, warp_example);

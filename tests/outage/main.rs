@@ -146,3 +146,129 @@ async fn a_paused_redis_is_met_by_each_layer_s_policy_within_the_bound() {
         "a request took {slowest:?}"
     );
 }
+
+/// The store, a token for user 1, and the three-layer stack, on a server of the test's own.
+async fn setup(redis: &TestRedis) -> (AnyStore, Tokens<User>, String, App) {
+    let timeout = Duration::from_millis(200);
+    let store: AnyStore = RedisStore::builder(redis.url())
+        .command_timeout(timeout)
+        .connect_timeout(timeout)
+        .build()
+        .await
+        .unwrap()
+        .into();
+    let tokens = Tokens::new(store.clone(), |user: &User| user.id.to_string());
+    let token = tokens.issue(&User { id: 1 }).await.unwrap();
+    let app = stack(&store);
+    (store, tokens, token, app)
+}
+
+/// Requests from `clients` tasks for `run_for`, each status with when it was answered.
+fn load(
+    app: &App,
+    token: &str,
+    clients: usize,
+    run_for: Duration,
+) -> tokio::task::JoinHandle<Vec<(Duration, StatusCode)>> {
+    let (app, token) = (app.clone(), token.to_owned());
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..clients)
+            .map(|client| {
+                let (app, token) = (app.clone(), token.clone());
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    let mut n = 0;
+                    while started.elapsed() < run_for {
+                        n += 1;
+                        let path = format!("/page/{client}/{}", n % 5);
+                        let (status, _) = send(&app, &path, &token).await;
+                        seen.push((started.elapsed(), status));
+                        tokio::task::yield_now().await;
+                    }
+                    seen
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await.unwrap());
+        }
+        all
+    })
+}
+
+/// Redis killed under load and restarted empty: no request gets anything but an answer of
+/// the layers' policies, answers are normal again within 1 s of its return, a token revoked
+/// before stays refused, and the empty cache misses rather than errs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_killed_and_restarted_empty_is_recovered_from_within_a_second() {
+    let mut redis = TestRedis::start();
+    let (_store, tokens, token, app) = setup(&redis).await;
+    let revoked = tokens.issue(&User { id: 2 }).await.unwrap();
+    assert!(tokens.revoke(&revoked).await.unwrap());
+    assert_eq!(send(&app, "/page", &token).await.0, StatusCode::OK);
+
+    let load = load(&app, &token, 8, Duration::from_millis(2500));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.kill();
+    let killed = Instant::now();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.restart();
+    let back = killed.elapsed() + Duration::from_millis(300);
+    for (at, status) in load.await.unwrap() {
+        // the token died with Redis's memory: 401 is the normal answer after the restart
+        assert!(
+            [
+                StatusCode::OK,
+                StatusCode::UNAUTHORIZED,
+                StatusCode::SERVICE_UNAVAILABLE
+            ]
+            .contains(&status),
+            "{status} at {at:?}"
+        );
+        if at > back + Duration::from_secs(1) {
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "at {at:?}, Redis back at {back:?}"
+            );
+        }
+    }
+    assert_eq!(
+        send(&app, "/page", &revoked).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    // a token issued now is served, through a cache that starts empty
+    let fresh = tokens.issue(&User { id: 1 }).await.unwrap();
+    assert_eq!(send(&app, "/page/after", &fresh).await.0, StatusCode::OK);
+    assert_eq!(send(&app, "/page/after", &fresh).await.0, StatusCode::OK);
+}
+
+/// Connections killed (`CLIENT KILL`) and the script cache flushed (`SCRIPT FLUSH`) under load:
+/// reads are retried on a new connection, scripts are sent again with their body, and what
+/// may not be re-sent falls to a policy that lets the request on; no client sees an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_connections_and_a_flushed_script_cache_reach_no_client() {
+    let redis = TestRedis::start();
+    let (_store, _tokens, token, app) = setup(&redis).await;
+    assert_eq!(send(&app, "/page", &token).await.0, StatusCode::OK);
+
+    let load = load(&app, &token, 8, Duration::from_millis(1500));
+    for action in [
+        &["CLIENT", "KILL", "TYPE", "normal"][..],
+        &["SCRIPT", "FLUSH"],
+        &["CLIENT", "KILL", "TYPE", "normal"],
+        &["SCRIPT", "FLUSH"],
+    ] {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        redis.command(action);
+    }
+    let answers = load.await.unwrap();
+    let failed: Vec<_> = answers
+        .iter()
+        .filter(|(_, status)| *status != StatusCode::OK)
+        .collect();
+    assert!(answers.len() > 100, "only {} requests", answers.len());
+    assert!(failed.is_empty(), "{failed:?}");
+}
