@@ -11,7 +11,7 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::answer::{CACHE_STATUS, Fwd, Served, X_CACHE, http_date};
+use super::answer::{CACHE_STATUS, Fwd, Served, Unstored, X_CACHE, http_date};
 use super::entry::Entry;
 use super::flight::{FlightGuard, StoreLock};
 use super::flow::{Flow, Flowed};
@@ -296,13 +296,18 @@ impl Pending {
     fn decide(self, parts: &mut http::response::Parts, body_len: Option<u64>) -> Option<Recorder> {
         let config = Arc::clone(&self.config);
         let fwd = self.fwd;
-        let recorder = self.recorder(parts, body_len);
+        let (recorder, unstored) = match self.recorder(parts, body_len) {
+            Ok(recorder) => (Some(recorder), None),
+            Err(unstored) => (None, unstored),
+        };
         // `stored` announces a write handed to the store; the write itself ends after the
         // header has gone, so a store that just refused one is not announced to take this one
         let stored = recorder.is_some() && body_len.is_some() && !config.writes_refused();
-        parts
-            .headers
-            .append(CACHE_STATUS, config.forwarded_status(fwd, stored));
+        let status = match unstored {
+            Some(unstored) => config.unstored_status(fwd, unstored),
+            None => config.forwarded_status(fwd, stored),
+        };
+        parts.headers.append(CACHE_STATUS, status);
         if config.x_cache {
             parts
                 .headers
@@ -317,29 +322,37 @@ impl Pending {
         }
     }
 
+    /// The recorder of a response to store, or why the response is not stored (`None` when
+    /// the request itself ruled storing out).
     fn recorder(
         mut self,
         parts: &mut http::response::Parts,
         body_len: Option<u64>,
-    ) -> Option<Recorder> {
+    ) -> Result<Recorder, Option<Unstored>> {
         if !self.store_allowed || self.head {
-            return None;
+            return Err(None);
         }
         let config = Arc::clone(&self.config);
         let storable = self.storage(parts, body_len);
         if self.remembered_unstorable {
             // a request on the memo kept neither its key nor its headers: a storable answer
             // ends the memo, and the next request stores it
-            if storable.is_some() {
-                config.unstorable.forget(self.url.id);
-            }
-            return None;
+            return match storable {
+                Ok(_) => {
+                    config.unstorable.forget(self.url.id);
+                    Err(None)
+                }
+                Err(unstored) => Err(Some(unstored)),
+            };
         }
         let flight = self.flight.take();
-        if let Some((storage, vary)) = storable {
-            config.unstorable.forget(self.url.id);
-            return Some(self.record(parts, storage, vary).led(flight));
-        }
+        let unstored = match storable {
+            Ok((storage, vary)) => {
+                config.unstorable.forget(self.url.id);
+                return Ok(self.record(parts, storage, vary).led(flight));
+            }
+            Err(unstored) => unstored,
+        };
         if self.fwd == Fwd::UriMiss {
             // nothing stored and nothing storable: the next requests skip the lookup
             config.unstorable.remember(self.url.id, self.credentialed);
@@ -350,22 +363,22 @@ impl Pending {
             config.remember_uncacheable(flight.key());
             flight.uncacheable();
         }
-        None
+        Err(Some(unstored))
     }
 
-    /// How the response may be stored, and the request headers it varies on; `None` when
-    /// it may not be.
+    /// How the response may be stored, and the request headers it varies on; or why it may
+    /// not be.
     fn storage(
         &self,
         parts: &mut http::response::Parts,
         body_len: Option<u64>,
-    ) -> Option<(policy::Storage, Vec<HeaderName>)> {
+    ) -> Result<(policy::Storage, Vec<HeaderName>), Unstored> {
         let config = &self.config;
         if !config.statuses.is_empty() && !config.statuses.contains(&parts.status) {
-            return None;
+            return Err(Unstored::Status);
         }
         if body_len.is_some_and(|len| len > config.max_body as u64) {
-            return None;
+            return Err(Unstored::TooLarge);
         }
         let storage = match &config.http {
             Some(rules) => {
@@ -393,7 +406,7 @@ impl Pending {
             Ok(storage) => storage,
             Err(reason) => {
                 tracing::debug!(?reason, "response not stored");
-                return None;
+                return Err(reason.into());
             }
         };
         // the HTTP-cache mode counts an entry's life from the response's generation: one
@@ -404,10 +417,10 @@ impl Pending {
                 >= storage.keep
         {
             tracing::debug!("response arrived older than it may be kept; not stored");
-            return None;
+            return Err(Unstored::StaleOnArrival);
         }
-        let vary = policy::vary(&parts.headers).ok()?;
-        Some((storage, vary))
+        let vary = policy::vary(&parts.headers).map_err(|()| Unstored::VaryUnreadable)?;
+        Ok((storage, vary))
     }
 
     /// The recorder that stores a storable answer (without its flight) once its body has

@@ -113,6 +113,8 @@ pub(crate) struct Config {
     /// `Cache-Status` of a response from the inner service, by `fwd` reason and whether it
     /// is stored (see `Config::forwarded_status`).
     pub(crate) forwarded_statuses: &'static [[HeaderValue; 2]; 5],
+    /// The same with why a response was not stored, unless the layer leaves that out.
+    pub(crate) unstored_statuses: Option<&'static super::answer::UnstoredStatuses>,
 }
 
 /// A replacement for the answers the cache gives by itself.
@@ -251,6 +253,7 @@ impl ResponseCacheLayer {
             store_cookies: false,
             patch_headers: false,
             x_cache: false,
+            status_detail: true,
             name: "tower-redis-http".to_owned(),
             compute_etag: false,
             compress_above: None,
@@ -364,6 +367,7 @@ pub struct ResponseCacheBuilder {
     store_cookies: bool,
     patch_headers: bool,
     x_cache: bool,
+    status_detail: bool,
     name: String,
     compute_etag: bool,
     compress_above: Option<usize>,
@@ -464,6 +468,20 @@ impl ResponseCacheBuilder {
     /// (`Cache-Status` is always sent).
     pub fn x_cache_header(mut self, on: bool) -> Self {
         self.x_cache = on;
+        self
+    }
+
+    /// Whether a response that was not stored says why in `Cache-Status`, with RFC 9211's
+    /// `detail` parameter: `tower-redis-http; fwd=uri-miss; detail=private`. The reasons
+    /// restate what the response or the request showed (`no-store`, `private`, `no-cache`,
+    /// `set-cookie`, `authorization`, `vary-star`, `zero-ttl`, `status`, `no-freshness`,
+    /// `too-large`, `stale-on-arrival`, `vary-unreadable`), which a client can see anyway,
+    /// except `too-large`, which tells the layer's body bound, and `authorization`, which
+    /// tells that credentials keep a page out of a shared cache: turn it off where even that
+    /// says too much to clients. A response passed by the memo of URLs known to be
+    /// uncacheable says `fwd=uri-miss` alone. Defaults to on.
+    pub fn cache_status_detail(mut self, on: bool) -> Self {
+        self.status_detail = on;
         self
     }
 
@@ -850,6 +868,9 @@ impl ResponseCacheBuilder {
                 patch_headers: self.patch_headers,
                 x_cache: self.x_cache,
                 forwarded_statuses: Fwd::statuses_for(&self.name),
+                unstored_statuses: self
+                    .status_detail
+                    .then(|| Fwd::unstored_statuses_for(&self.name)),
                 name: self.name,
                 compute_etag: self.compute_etag,
                 compress_above: self.compress_above,

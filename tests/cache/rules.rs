@@ -192,6 +192,60 @@ async fn responses_that_must_not_be_shared_are_never_stored(backend: &Backend) {
     assert!(backend.is_empty(), "something was stored");
 }
 
+/// A response that is not stored says why, with RFC 9211's `detail`; the layer can leave it
+/// out.
+async fn a_response_not_stored_says_why_in_cache_status(backend: &Backend) {
+    type Respond = Box<dyn Fn() -> Response<TestBody> + Send + Sync>;
+    let cases: Vec<(&str, Respond, bool, &str)> = vec![
+        ("private", Box::new(|| cc("private")), false, "private"),
+        ("no-store", Box::new(|| cc("no-store")), false, "no-store"),
+        ("no-cache", Box::new(|| cc("no-cache")), false, "no-cache"),
+        ("zero-ttl", Box::new(|| cc("max-age=0")), false, "zero-ttl"),
+        (
+            "cookie",
+            Box::new(|| with("set-cookie", "a=b")(&req(get("/")), 0)),
+            false,
+            "set-cookie",
+        ),
+        (
+            "vary",
+            Box::new(|| with("vary", "*")(&req(get("/")), 0)),
+            false,
+            "vary-star",
+        ),
+        (
+            "missing",
+            Box::new(|| {
+                let mut response = ok("not found");
+                *response.status_mut() = StatusCode::NOT_FOUND;
+                response
+            }),
+            false,
+            "status",
+        ),
+        ("secret", Box::new(|| ok("secret")), true, "authorization"),
+    ];
+    for (path, respond, credentialed, detail) in cases {
+        let respond = Arc::new(respond);
+        let (app, _) = app(cache(backend), move |_, _| respond());
+        let mut request = get(&format!("/why/{path}"));
+        if credentialed {
+            request = request.header("authorization", "Bearer t");
+        }
+        let reply = send(&app, req(request)).await;
+        assert_eq!(
+            reply.cache_status(),
+            format!("tower-redis-http; fwd=uri-miss; detail={detail}"),
+            "{path}"
+        );
+    }
+    let (quiet, _) = app(cache(backend).cache_status_detail(false), |_, _| {
+        cc("private")
+    });
+    let reply = send(&quiet, req(get("/why/quiet"))).await;
+    assert_eq!(reply.cache_status(), "tower-redis-http; fwd=uri-miss");
+}
+
 async fn authorized_requests_are_stored_when_the_response_says_public(backend: &Backend) {
     let (app, runs) = app(cache(backend), |_, _| cc("public, max-age=60"));
     send(&app, req(get("/pub").header("authorization", "Bearer t"))).await;
@@ -877,6 +931,7 @@ crate::on_each_backend!(
     a_miss_is_stored_and_then_served_with_age_and_cache_status,
     head_is_answered_from_the_get_entry_and_never_stored_itself,
     responses_that_must_not_be_shared_are_never_stored,
+    a_response_not_stored_says_why_in_cache_status,
     authorized_requests_are_stored_when_the_response_says_public,
     cookies_are_stored_only_on_request_and_never_replayed,
     the_handlers_max_age_shortens_the_ttl_and_expired_entries_are_misses,
