@@ -13,6 +13,7 @@
 //! curl -si localhost:3000/sms_codes/13800138000/                         # 200, then 429
 //! curl -s -X POST localhost:3000/logout/ -H "authorization: Bearer $TOKEN"
 //! curl -s localhost:3000/healthz                                         # {"status": "ok", ...}
+//! curl -s localhost:3000/metrics            # with --features metrics: the layers' counters
 //! ```
 
 pub mod common;
@@ -72,6 +73,17 @@ async fn healthz(State(demo): State<Demo>) -> Response {
     reply(demo.healthz().await)
 }
 
+/// The layers' counters and histograms in Prometheus's text format (the `metrics` feature).
+#[cfg(feature = "metrics")]
+async fn metrics() -> Response {
+    let mut response = common::prometheus().render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
+}
+
 async fn sms_code(State(demo): State<Demo>, Path(mobile): Path<String>) -> Response {
     reply(demo.sms_code(&mobile).await)
 }
@@ -81,7 +93,12 @@ async fn sms_code(State(demo): State<Demo>, Path(mobile): Path<String>) -> Respo
 /// answers HEAD too.
 pub fn app(demo: Demo) -> Router {
     let limits = demo.limits;
-    Router::new()
+    #[cfg(feature = "metrics")]
+    common::prometheus();
+    let router = Router::new();
+    #[cfg(feature = "metrics")]
+    let router = router.route("/metrics", get(metrics));
+    router
         .route("/login/", post(login))
         .route("/logout/", post(logout))
         .route("/register/", post(register))

@@ -76,6 +76,8 @@
 //! | `warp` | `auth::warp` filters for the principal, and a `recover` for their rejection |
 //! | `tls` | TLS to Redis (`rediss://`) on rustls with the ring provider, no OpenSSL: the system's roots or a given CA ([`store::RedisStoreBuilder::tls_root_certificate`]), client certificates for mutual TLS ([`store::RedisStoreBuilder::tls_client_certificate`]), and django-redis's `ssl_*` pool arguments |
 //!
+//! | `metrics` | counters and histograms through the [`metrics`](https://docs.rs/metrics) facade, for the exporter the application already uses: each layer's decisions (auth outcomes; cache hits, misses, stores and why not; rate-limit outcomes per rule), store call latency per operation, store errors by kind, connections opened and script reloads. Labels are bounded: never a token, key, path or user |
+//!
 //! All are off by default; the core depends on no framework and no TLS library, and refuses a
 //! `rediss://` location without `tls`.
 //!
@@ -160,6 +162,7 @@ mod failure;
 mod gate;
 mod hex;
 mod json;
+mod observe;
 mod path;
 mod peer;
 mod principal;

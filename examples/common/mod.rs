@@ -102,6 +102,19 @@ impl Answer {
     }
 }
 
+/// The Prometheus recorder the layers' metrics go to (the crate's `metrics` feature),
+/// installed on first use; its text is what `GET /metrics` answers.
+#[cfg(feature = "metrics")]
+pub fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .expect("no other metrics recorder is installed")
+    })
+}
+
 /// Makes builders for the Redis the environment names.
 pub type RedisFromEnv = Box<dyn Fn() -> RedisStoreBuilder + Send + Sync>;
 
@@ -237,6 +250,7 @@ impl Demo {
             .allow("/sms_codes/{mobile}/")
             .allow("/articles/")
             .allow("/healthz")
+            .allow("/metrics")
             .allow_method(Method::OPTIONS)
             .validate(|user: &User| {
                 if user.is_active {

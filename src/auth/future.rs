@@ -131,19 +131,30 @@ impl<P: DeserializeOwned> Config<P> {
     fn principal(&self, found: Result<Option<Bytes>, StoreError>) -> Result<P, AuthErrorKind> {
         let stored = match found {
             Ok(Some(stored)) => stored,
-            Ok(None) => return Err(AuthErrorKind::InvalidToken),
-            Err(err) if self.on_store_error.handle("auth", &err) => {
+            Ok(None) => {
+                crate::observe::auth("invalid");
                 return Err(AuthErrorKind::InvalidToken);
             }
-            Err(_) => return Err(AuthErrorKind::StoreUnavailable),
+            Err(err) => {
+                crate::observe::auth("store_error");
+                if self.on_store_error.handle("auth", &err) {
+                    return Err(AuthErrorKind::InvalidToken);
+                }
+                return Err(AuthErrorKind::StoreUnavailable);
+            }
         };
         let principal = value::decode::<P>(&stored).map_err(|err| {
+            crate::observe::auth("invalid");
             tracing::warn!(layer = "auth", error = %crate::failure::ErrorChain(&err), "stored principal does not decode; treating the token as unknown");
             AuthErrorKind::InvalidToken
         })?;
         if let Some(validate) = &self.validate {
-            validate(&principal).map_err(AuthErrorKind::PrincipalRejected)?;
+            validate(&principal).map_err(|why| {
+                crate::observe::auth("rejected");
+                AuthErrorKind::PrincipalRejected(why)
+            })?;
         }
+        crate::observe::auth("authenticated");
         Ok(principal)
     }
 }

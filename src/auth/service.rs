@@ -130,9 +130,13 @@ impl<P> Config<P> {
     fn decide<B>(&self, request: &Request<B>) -> Decision {
         let access = match self.paths.access(request.method(), request.uri().path()) {
             Ok(access) => access,
-            Err(why) => return Decision::Reject(AuthErrorKind::PathNotNormalized(why)),
+            Err(why) => {
+                crate::observe::auth("malformed");
+                return Decision::Reject(AuthErrorKind::PathNotNormalized(why));
+            }
         };
         if access == Access::Open {
+            crate::observe::auth("open_path");
             return Decision::Pass;
         }
         match extract_token(
@@ -143,9 +147,18 @@ impl<P> Config<P> {
         ) {
             // a present token is checked on optional paths too: a bad one is rejected
             Ok(Some(token)) => Decision::Lookup { token },
-            Ok(None) if access == Access::Optional => Decision::Pass,
-            Ok(None) => Decision::Reject(AuthErrorKind::NotAuthenticated),
-            Err(kind) => Decision::Reject(kind),
+            Ok(None) if access == Access::Optional => {
+                crate::observe::auth("anonymous");
+                Decision::Pass
+            }
+            Ok(None) => {
+                crate::observe::auth("missing");
+                Decision::Reject(AuthErrorKind::NotAuthenticated)
+            }
+            Err(kind) => {
+                crate::observe::auth("malformed");
+                Decision::Reject(kind)
+            }
         }
     }
 

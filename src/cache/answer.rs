@@ -252,6 +252,11 @@ impl Config {
     fn cache_status_served(&self, headers: &mut HeaderMap, served: Served, ttl_left: i128) {
         let mut value = String::with_capacity(self.name.len() + 48);
         value.push_str(&self.name);
+        crate::observe::cache(match served {
+            Served::Hit => "hit",
+            Served::Revalidated => "revalidated",
+            Served::StaleOnError(_) => "stale",
+        });
         match served {
             Served::Hit => value.push_str("; hit"),
             Served::Revalidated => value.push_str("; fwd=stale; fwd-status=304"),

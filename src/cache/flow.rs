@@ -141,6 +141,7 @@ fn store_failed<S, ReqBody>(ctx: Ctx<S, ReqBody>, err: &StoreError) -> Flowed<S:
 where
     S: Service<Request<ReqBody>>,
 {
+    crate::observe::cache("store_error");
     if ctx.config.on_store_error.handle("cache", err) {
         return call(ctx, Fwd::Miss, None, None, None);
     }
@@ -164,7 +165,10 @@ where
             match ctx.config.flights.join(&key) {
                 Role::Leader(guard) => return lead(ctx, fwd, guard, key, None, false).await,
                 Role::Follower(waiter) => {
+                    let waiting = std::time::Instant::now();
                     let shared = waiter.wait(wait).await;
+                    crate::observe::cache("collapsed");
+                    crate::observe::cache_lock_wait(waiting.elapsed());
                     return followed(ctx, fwd, shared);
                 }
                 Role::Pass => None,

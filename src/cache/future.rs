@@ -303,8 +303,17 @@ impl Pending {
         // `stored` announces a write handed to the store; the write itself ends after the
         // header has gone, so a store that just refused one is not announced to take this one
         let stored = recorder.is_some() && body_len.is_some() && !config.writes_refused();
+        crate::observe::cache("miss");
+        if stored {
+            crate::observe::cache_stored(
+                usize::try_from(body_len.unwrap_or(0)).unwrap_or(usize::MAX),
+            );
+        }
         let status = match unstored {
-            Some(unstored) => config.unstored_status(fwd, unstored),
+            Some(unstored) => {
+                crate::observe::cache_not_stored(unstored.as_str());
+                config.unstored_status(fwd, unstored)
+            }
             None => config.forwarded_status(fwd, stored),
         };
         parts.headers.append(CACHE_STATUS, status);

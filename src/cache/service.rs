@@ -256,6 +256,8 @@ where
             && !self.config.reads_directives(request.headers())
             && !self.config.unstorable.rechecks()
         {
+            crate::observe::cache("miss");
+            crate::observe::cache_not_stored("remembered");
             let status = self.config.forwarded_status(Fwd::UriMiss, false);
             return ResponseFuture::passed(self.inner.call(request), status, self.config.x_cache);
         }

@@ -44,9 +44,17 @@ pub(crate) async fn release_all(config: &Config, hits: &[Counted]) {
 
 async fn give_back<B: Backend>(config: &Config, store: &B, hits: &[Counted]) {
     for hit in hits {
-        let policy = &config.rules[hit.rule].policy;
-        if let Err(err) = store.release_full(&hit.key, policy, &hit.decision).await {
-            let _ = crate::FailurePolicy::Open.handle("ratelimit", &err);
+        let rule = &config.rules[hit.rule];
+        match store
+            .release_full(&hit.key, &rule.policy, &hit.decision)
+            .await
+        {
+            Ok(true) => crate::observe::ratelimit(&rule.name, "released"),
+            Ok(false) => {}
+            Err(err) => {
+                crate::observe::ratelimit(&rule.name, "store_error");
+                let _ = crate::FailurePolicy::Open.handle("ratelimit", &err);
+            }
         }
     }
 }
@@ -59,18 +67,24 @@ async fn check_rules<B: Backend>(config: &Config, store: &B, checks: Checks) -> 
     let mut counted = Hits::new();
     for (rule, key) in checks {
         let policy = &config.rules[rule].policy;
+        let name = &config.rules[rule].name;
         let decision = match store.rate_limit_full(&key, policy).await {
             Ok(decision) => decision,
-            Err(err) if config.survives(rule, &err) => continue,
-            Err(_) => {
+            Err(err) => {
+                crate::observe::ratelimit(name, "store_error");
+                if config.survives(rule, &err) {
+                    continue;
+                }
                 give_back(config, store, &counted).await;
                 return Outcome::Unavailable;
             }
         };
         if !decision.allowed {
+            crate::observe::ratelimit(name, "limited");
             give_back(config, store, &counted).await;
             return Outcome::Denied { rule, decision };
         }
+        crate::observe::ratelimit(name, "allowed");
         counted.push(Counted {
             rule,
             key,

@@ -64,6 +64,7 @@ impl LuaCall {
             .await
         {
             Err(err) if err.code() == Some("NOSCRIPT") => {
+                crate::observe::script_reload();
                 self.command("EVAL", self.lua.source)
                     .query_async(conn)
                     .await

@@ -375,6 +375,9 @@ impl bb8::ManageConnection for TrackedManager {
     async fn connect(&self) -> Result<TrackedConnection, RedisError> {
         let connected = self.inner.connect().await;
         self.reachability.record(connected.as_ref().map(|_| ()));
+        if connected.is_ok() {
+            crate::observe::store_reconnect();
+        }
         let mut conn = connected?;
         conn.set_response_timeout(self.command_timeout);
         Ok(TrackedConnection {
@@ -636,6 +639,7 @@ impl RedisStore {
         F: Fn(Conn) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
+        let started = crate::observe::TIMES_STORE_CALLS.then(Instant::now);
         let result = match &self.links {
             Links::Server(links) => {
                 if links.stall.stalled.load(Ordering::Relaxed) {
@@ -658,6 +662,12 @@ impl RedisStore {
             }
             Links::Cluster(links) => links.run(name, retry, self.command_timeout, command).await,
         };
+        if let Some(started) = started {
+            crate::observe::store_call(name, started.elapsed());
+        }
+        if let Err(err) = &result {
+            crate::observe::store_error(name, err.kind());
+        }
         match &result {
             Ok(_) => {
                 if self.outage.failing.load(Ordering::Relaxed) {

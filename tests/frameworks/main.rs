@@ -759,6 +759,87 @@ async fn the_axum_example_meets_a_redis_that_refuses_writes() {
     server.abort();
 }
 
+/// With the `metrics` feature, `/metrics` shows what each layer decided and how long store
+/// calls took, in Prometheus text, with bounded labels only: never the token, the key or the
+/// path. (Other tests of this binary count into the same recorder, so counts are lower bounds.)
+#[cfg(feature = "metrics")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_axum_example_exposes_the_layers_metrics() {
+    let redis = TestRedis::start();
+    let demo = axum_example::common::Demo::on_redis(&redis.url())
+        .await
+        .unwrap();
+    let (listener, addr) = listener().await;
+    let server = tokio::spawn(axum_example::serve(listener, demo));
+    let http = Http::new(addr);
+    let login = http
+        .send(
+            Method::POST,
+            "/login/",
+            &[],
+            Some(json!({"username": "alice", "password": "wonderland"})),
+        )
+        .await;
+    let token = login.json["token"].as_str().unwrap().to_owned();
+    let bearer = format!("Bearer {token}");
+    assert_eq!(
+        http.send(Method::GET, "/me/", &[("authorization", &bearer)], None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let unknown = format!("Bearer {}", "f".repeat(64));
+    http.send(Method::GET, "/me/", &[("authorization", &unknown)], None)
+        .await;
+    http.send(Method::GET, "/me/", &[], None).await;
+    for _ in 0..3 {
+        http.send(Method::GET, "/articles/", &[], None).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..2 {
+        http.send(Method::GET, "/sms_codes/13900139000/", &[], None)
+            .await;
+    }
+
+    let response = metrics_text(addr, "/metrics").await;
+    for series in [
+        "tower_redis_http_auth_requests_total{outcome=\"authenticated\"}",
+        "tower_redis_http_auth_requests_total{outcome=\"invalid\"}",
+        "tower_redis_http_auth_requests_total{outcome=\"missing\"}",
+        "tower_redis_http_auth_requests_total{outcome=\"open_path\"}",
+        "tower_redis_http_cache_requests_total{outcome=\"miss\"}",
+        "tower_redis_http_cache_requests_total{outcome=\"hit\"}",
+        "tower_redis_http_cache_stores_total{outcome=\"stored\"}",
+        "tower_redis_http_ratelimit_requests_total{rule=\"sms\",outcome=\"allowed\"}",
+        "tower_redis_http_ratelimit_requests_total{rule=\"sms\",outcome=\"limited\"}",
+        "tower_redis_http_store_call_seconds",
+        "tower_redis_http_cache_entry_bytes",
+    ] {
+        assert!(
+            response.contains(series),
+            "{series} missing from:\n{response}"
+        );
+    }
+    assert!(!response.contains(&token), "a token is in the metrics");
+    assert!(
+        !response.contains("13900139000"),
+        "a path is in the metrics"
+    );
+    server.abort();
+}
+
+/// GET `path` on `addr`, the body as text.
+#[cfg(feature = "metrics")]
+async fn metrics_text(addr: SocketAddr, path: &str) -> String {
+    let reply = raw_exchange(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    reply
+}
+
 healthz_test!(the_axum_example_reports_readiness, axum_example);
 healthz_test!(the_hyper_example_reports_readiness, hyper_example);
 healthz_test!(the_warp_example_reports_readiness, warp_example);

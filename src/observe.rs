@@ -1,0 +1,134 @@
+//! What the layers count, through the [`metrics`](https://docs.rs/metrics) facade (the
+//! `metrics` feature): the application installs the exporter it already uses (Prometheus,
+//! StatsD, OpenTelemetry) and these appear beside its own. Without the feature every function
+//! here is empty and inlined away.
+//!
+//! Labels take values from small fixed sets (outcomes, reasons, operation names) or from the
+//! configuration (rule names), never from requests: no token, key, path or user id becomes a
+//! label, so the number of series stays bounded whatever the traffic.
+//!
+//! | metric | kind | labels |
+//! |---|---|---|
+//! | `tower_redis_http_auth_requests_total` | counter | `outcome`: `authenticated`, `open_path`, `anonymous`, `missing`, `malformed`, `invalid`, `rejected`, `store_error` |
+//! | `tower_redis_http_cache_requests_total` | counter | `outcome`: `hit`, `stale`, `revalidated`, `miss`, `collapsed`, `store_error` |
+//! | `tower_redis_http_cache_stores_total` | counter | `outcome`: `stored`, `not_stored`; `reason` for `not_stored` (the `Cache-Status` detail, or `remembered`) |
+//! | `tower_redis_http_cache_entry_bytes` | histogram | |
+//! | `tower_redis_http_cache_lock_wait_seconds` | histogram | |
+//! | `tower_redis_http_ratelimit_requests_total` | counter | `rule`; `outcome`: `allowed`, `limited`, `released`, `store_error` |
+//! | `tower_redis_http_store_call_seconds` | histogram | `operation` (`GET`, `GCRA script`, ...) |
+//! | `tower_redis_http_store_errors_total` | counter | `operation`; `kind`: `timeout`, `connection`, `server`, ... |
+//! | `tower_redis_http_store_connections_opened_total` | counter | |
+//! | `tower_redis_http_store_script_reloads_total` | counter | |
+
+#[cfg(feature = "metrics")]
+mod on {
+    use std::time::Duration;
+
+    use crate::store::StoreErrorKind;
+
+    pub(crate) fn auth(outcome: &'static str) {
+        metrics::counter!("tower_redis_http_auth_requests_total", "outcome" => outcome)
+            .increment(1);
+    }
+
+    pub(crate) fn cache(outcome: &'static str) {
+        metrics::counter!("tower_redis_http_cache_requests_total", "outcome" => outcome)
+            .increment(1);
+    }
+
+    pub(crate) fn cache_stored(bytes: usize) {
+        metrics::counter!("tower_redis_http_cache_stores_total", "outcome" => "stored")
+            .increment(1);
+        #[allow(clippy::cast_precision_loss)]
+        metrics::histogram!("tower_redis_http_cache_entry_bytes").record(bytes as f64);
+    }
+
+    pub(crate) fn cache_not_stored(reason: &'static str) {
+        metrics::counter!(
+            "tower_redis_http_cache_stores_total",
+            "outcome" => "not_stored",
+            "reason" => reason
+        )
+        .increment(1);
+    }
+
+    pub(crate) fn cache_lock_wait(waited: Duration) {
+        metrics::histogram!("tower_redis_http_cache_lock_wait_seconds")
+            .record(waited.as_secs_f64());
+    }
+
+    pub(crate) fn ratelimit(rule: &str, outcome: &'static str) {
+        metrics::counter!(
+            "tower_redis_http_ratelimit_requests_total",
+            "rule" => rule.to_owned(),
+            "outcome" => outcome
+        )
+        .increment(1);
+    }
+
+    pub(crate) fn store_call(operation: &'static str, took: Duration) {
+        metrics::histogram!("tower_redis_http_store_call_seconds", "operation" => operation)
+            .record(took.as_secs_f64());
+    }
+
+    pub(crate) fn store_reconnect() {
+        metrics::counter!("tower_redis_http_store_connections_opened_total").increment(1);
+    }
+
+    pub(crate) fn script_reload() {
+        metrics::counter!("tower_redis_http_store_script_reloads_total").increment(1);
+    }
+
+    pub(crate) fn store_error(operation: &'static str, kind: StoreErrorKind) {
+        let kind = match kind {
+            StoreErrorKind::Timeout => "timeout",
+            StoreErrorKind::Connection => "connection",
+            StoreErrorKind::Server => "server",
+            StoreErrorKind::InvalidValue => "invalid_value",
+            StoreErrorKind::InvalidKey => "invalid_key",
+            StoreErrorKind::Unsupported => "unsupported",
+            StoreErrorKind::CapacityExceeded => "capacity_exceeded",
+        };
+        metrics::counter!(
+            "tower_redis_http_store_errors_total",
+            "operation" => operation,
+            "kind" => kind
+        )
+        .increment(1);
+    }
+}
+
+#[cfg(not(feature = "metrics"))]
+#[allow(clippy::inline_always)]
+mod on {
+    use std::time::Duration;
+
+    use crate::store::StoreErrorKind;
+
+    #[inline(always)]
+    pub(crate) fn auth(_: &'static str) {}
+    #[inline(always)]
+    pub(crate) fn cache(_: &'static str) {}
+    #[inline(always)]
+    pub(crate) fn cache_stored(_: usize) {}
+    #[inline(always)]
+    pub(crate) fn cache_not_stored(_: &'static str) {}
+    #[inline(always)]
+    pub(crate) fn cache_lock_wait(_: Duration) {}
+    #[inline(always)]
+    pub(crate) fn ratelimit(_: &str, _: &'static str) {}
+    #[inline(always)]
+    pub(crate) fn store_call(_: &'static str, _: Duration) {}
+    #[inline(always)]
+    pub(crate) fn store_reconnect() {}
+    #[inline(always)]
+    pub(crate) fn script_reload() {}
+    #[inline(always)]
+    pub(crate) fn store_error(_: &'static str, _: StoreErrorKind) {}
+}
+
+pub(crate) use on::*;
+
+/// Whether the store's calls are timed: reading the clock twice per call is left out of
+/// builds that count nothing.
+pub(crate) const TIMES_STORE_CALLS: bool = cfg!(feature = "metrics");
