@@ -159,6 +159,11 @@ pub mod body;
 pub mod cache;
 mod error;
 mod failure;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
+#[cfg(all(test, not(fuzzing)))]
+mod fuzzing;
 mod gate;
 mod hex;
 mod json;

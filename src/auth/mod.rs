@@ -115,6 +115,8 @@ mod principal;
 mod rejection;
 mod service;
 mod source;
+#[cfg(any(fuzzing, test))]
+pub(crate) use self::source::extract_token;
 mod tokens;
 
 #[cfg(feature = "axum")]

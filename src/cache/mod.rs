@@ -182,6 +182,8 @@ mod policy;
 mod recorder;
 mod service;
 mod storage;
+#[cfg(any(fuzzing, test))]
+pub(crate) use self::{entry::Entry, policy::cache_control};
 
 pub use self::future::ResponseFuture;
 pub use self::invalidate::CacheInvalidator;

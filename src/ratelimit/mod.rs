@@ -116,6 +116,8 @@ mod key;
 mod layer;
 mod rule;
 mod service;
+#[cfg(any(fuzzing, test))]
+pub(crate) use self::client_ip::{client_key_text, resolve};
 
 pub use self::future::ResponseFuture;
 pub use self::key::{Key, RequestHead};
