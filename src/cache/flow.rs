@@ -91,7 +91,7 @@ where
                         return miss(ctx, Fwd::UriMiss, Some(flight_key)).await;
                     };
                     let Some(vary) = key::decode_vary(&list) else {
-                        tracing::warn!(url = %ctx.url, "stored Vary list is unreadable; treating as a miss");
+                        tracing::warn!(url = %crate::failure::Digest(&ctx.url), "stored Vary list is unreadable; treating as a miss");
                         config.discard(key::vary_key(&prefix, &ctx.url));
                         let flight_key = key::entry_key(&prefix, &ctx.url, "-");
                         return miss(ctx, Fwd::UriMiss, Some(flight_key)).await;
@@ -129,7 +129,7 @@ where
             miss(ctx, Fwd::VaryMiss, Some(key)).await
         }
         Found::Unreadable(err) => {
-            tracing::warn!(key = %key, error = %crate::failure::ErrorChain(&err), "unreadable cache entry; deleting it");
+            tracing::warn!(key = %crate::failure::Digest(&key), error = %crate::failure::ErrorChain(&err), "unreadable cache entry; deleting it");
             config.discard(key.clone());
             miss(ctx, Fwd::UriMiss, Some(key)).await
         }

@@ -84,7 +84,7 @@ impl Tap for Recorder {
     fn data(&mut self, data: &Bytes) -> bool {
         self.len += data.len();
         if self.len > self.config.max_body {
-            tracing::debug!(url = %self.url, limit = self.config.max_body, "response body outgrew the cache bound; not stored");
+            tracing::debug!(url = %crate::failure::Digest(&self.url), limit = self.config.max_body, "response body outgrew the cache bound; not stored");
             return false;
         }
         self.chunks.push(data.clone());

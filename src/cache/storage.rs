@@ -64,7 +64,7 @@ impl Config {
                         .writes_refused_until
                         .store(unix_ms() + WRITES_REFUSED_FOR_MS, Ordering::Relaxed);
                 }
-                tracing::debug!(url = %url, "cache entry not stored");
+                tracing::debug!(url = %crate::failure::Digest(&url), "cache entry not stored");
                 crate::failure::log_store_failure(
                     "cache",
                     "cache entry not stored, though its response announced it",
