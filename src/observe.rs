@@ -7,6 +7,10 @@
 //! configuration (rule names), never from requests: no token, key, path or user id becomes a
 //! label, so the number of series stays bounded whatever the traffic.
 //!
+//! Each decision (auth outcome, cache outcome and reason, rate-limit outcome per rule) is also
+//! a `DEBUG` event on the target `tower_redis_http::decision` with the same fields, with or
+//! without the feature.
+//!
 //! | metric | kind | labels |
 //! |---|---|---|
 //! | `tower_redis_http_auth_requests_total` | counter | `outcome`: `authenticated`, `open_path`, `anonymous`, `missing`, `malformed`, `invalid`, `rejected`, `store_error` |
@@ -127,7 +131,33 @@ mod on {
     pub(crate) fn store_error(_: &'static str, _: StoreErrorKind) {}
 }
 
-pub(crate) use on::*;
+pub(crate) use on::{
+    cache_lock_wait, cache_stored, script_reload, store_call, store_error, store_reconnect,
+};
+
+/// The decisions are also `DEBUG` events (target `tower_redis_http::decision`) with the same
+/// bounded fields, for a tracing subscriber; one level check when nobody listens.
+const DECISION: &str = "tower_redis_http::decision";
+
+pub(crate) fn auth(outcome: &'static str) {
+    tracing::debug!(target: DECISION, layer = "auth", outcome);
+    on::auth(outcome);
+}
+
+pub(crate) fn cache(outcome: &'static str) {
+    tracing::debug!(target: DECISION, layer = "cache", outcome);
+    on::cache(outcome);
+}
+
+pub(crate) fn cache_not_stored(reason: &'static str) {
+    tracing::debug!(target: DECISION, layer = "cache", outcome = "not_stored", reason);
+    on::cache_not_stored(reason);
+}
+
+pub(crate) fn ratelimit(rule: &str, outcome: &'static str) {
+    tracing::debug!(target: DECISION, layer = "ratelimit", rule, outcome);
+    on::ratelimit(rule, outcome);
+}
 
 /// Whether the store's calls are timed: reading the clock twice per call is left out of
 /// builds that count nothing.
