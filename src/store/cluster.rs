@@ -181,10 +181,14 @@ fn master_of(key: &str) -> RoutingInfo {
     )))
 }
 
-fn cluster_conn(conn: Conn) -> ClusterConnection {
+/// The cluster connection a cluster-only operation needs (those run on cluster links only).
+fn cluster_conn(conn: Conn) -> Result<ClusterConnection, RedisError> {
     match conn {
-        Conn::Cluster(conn) => conn,
-        Conn::Server(_) => unreachable!("cluster operations run on cluster links"),
+        Conn::Cluster(conn) => Ok(conn),
+        Conn::Server(_) => Err(RedisError::from((
+            redis::ErrorKind::Client,
+            "a Redis Cluster operation was sent to a single server",
+        ))),
     }
 }
 
@@ -468,7 +472,7 @@ impl RedisStore {
                             host: host.to_owned(),
                             port,
                         });
-                        let reply = cluster_conn(conn).route_command(scan, node).await?;
+                        let reply = cluster_conn(conn)?.route_command(scan, node).await?;
                         redis::from_redis_value(reply).map_err(RedisError::from)
                     })
                     .await?;
@@ -522,7 +526,7 @@ impl RedisStore {
                 "INFO replication",
                 Retry::OnDroppedConnection,
                 move |conn| async move {
-                    let reply = cluster_conn(conn)
+                    let reply = cluster_conn(conn)?
                         .route_command(
                             redis::cmd("INFO").arg("replication").clone(),
                             master_of(key),

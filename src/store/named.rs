@@ -374,6 +374,14 @@ impl Stores {
     /// # }
     /// ```
     pub async fn ping(&self) -> Vec<(&str, Result<(), StoreError>)> {
+        // at once where a Tokio runtime runs this, one after another elsewhere
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            let mut answers = Vec::with_capacity(self.stores.len());
+            for (alias, store) in self.stores.iter() {
+                answers.push((alias.as_str(), store.ping().await));
+            }
+            return answers;
+        };
         let pings: Vec<_> = self
             .stores
             .iter()
@@ -381,7 +389,7 @@ impl Stores {
                 let store = store.clone();
                 (
                     alias.as_str(),
-                    tokio::spawn(async move { store.ping().await }),
+                    runtime.spawn(async move { store.ping().await }),
                 )
             })
             .collect();
