@@ -44,6 +44,8 @@ pub(crate) struct Waiting<S, ReqBody, K> {
     inner: S,
     request: Request<ReqBody>,
     keeper: K,
+    /// The layer's decision span, entered while the check runs and the keeper decides.
+    span: tracing::Span,
 }
 
 pin_project! {
@@ -90,6 +92,7 @@ where
         inner: S,
         request: Request<ReqBody>,
         keeper: K,
+        span: tracing::Span,
     ) -> Self {
         Self::Checking {
             check,
@@ -97,6 +100,7 @@ where
                 inner,
                 request,
                 keeper,
+                span,
             })),
         }
     }
@@ -133,13 +137,17 @@ where
         loop {
             match self.as_mut().project() {
                 GateProj::Checking { check, waiting } => {
-                    let checked = ready!(check.as_mut().poll(cx));
+                    let checked = {
+                        let _in_span = waiting.as_ref().map(|waiting| waiting.span.enter());
+                        ready!(check.as_mut().poll(cx))
+                    };
                     let Waiting {
                         mut inner,
                         mut request,
                         keeper,
+                        span,
                     } = *waiting.take().expect("a check is polled until it moves on");
-                    let verdict = keeper.decide(checked, &mut request);
+                    let verdict = span.in_scope(|| keeper.decide(checked, &mut request));
                     self.set(Self::decided(verdict, &mut inner, request));
                 }
                 GateProj::Inner { future, pass } => {

@@ -9,7 +9,8 @@
 //!
 //! Each decision (auth outcome, cache outcome and reason, rate-limit outcome per rule) is also
 //! a `DEBUG` event on the target `tower_redis_http::decision` with the same fields, with or
-//! without the feature.
+//! without the feature, inside a `decision` span per layer and request (field `layer`) that
+//! covers the layer's store call.
 //!
 //! | metric | kind | labels |
 //! |---|---|---|
@@ -138,6 +139,13 @@ pub(crate) use on::{
 /// The decisions are also `DEBUG` events (target `tower_redis_http::decision`) with the same
 /// bounded fields, for a tracing subscriber; one level check when nobody listens.
 const DECISION: &str = "tower_redis_http::decision";
+
+/// The span a layer's decision about one request runs in: its store call and the decision
+/// event (`DEBUG`, target `tower_redis_http::decision`, field `layer`). Disabled, it costs a
+/// level check.
+pub(crate) fn span(layer: &'static str) -> tracing::Span {
+    tracing::debug_span!(target: DECISION, "decision", layer)
+}
 
 pub(crate) fn auth(outcome: &'static str) {
     tracing::debug!(target: DECISION, layer = "auth", outcome);

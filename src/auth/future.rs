@@ -85,8 +85,9 @@ where
         inner: S,
         request: Request<ReqBody>,
         keeper: TokenCheck<P, R>,
+        span: tracing::Span,
     ) -> Self {
-        Self::new(Gate::checking(check, inner, request, keeper))
+        Self::new(Gate::checking(check, inner, request, keeper, span))
     }
 }
 

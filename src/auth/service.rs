@@ -182,7 +182,8 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        match self.config.decide(&request) {
+        let span = crate::observe::span("auth");
+        match span.in_scope(|| self.config.decide(&request)) {
             Decision::Pass => ResponseFuture::new(Gate::open(self.inner.call(request))),
             Decision::Reject(kind) => {
                 let error = self.config.error(kind);
@@ -198,7 +199,8 @@ where
                     && let Ok(key) = &key
                     && let Some(found) = config.store.now(|store| store.get_full(key))
                 {
-                    let verdict = config.verdict(found, token, &self.rejection, &mut request);
+                    let verdict = span
+                        .in_scope(|| config.verdict(found, token, &self.rejection, &mut request));
                     return ResponseFuture::new(Gate::decided(verdict, &mut self.inner, request));
                 }
                 // clone-and-swap: the future gets the service that was polled ready
@@ -218,7 +220,7 @@ where
                     rejection: self.rejection.clone(),
                     token,
                 };
-                ResponseFuture::lookup(check, ready, request, keeper)
+                ResponseFuture::lookup(check, ready, request, keeper, span)
             }
         }
     }

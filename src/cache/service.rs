@@ -225,6 +225,8 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let span = crate::observe::span("cache");
+        let _in_span = span.enter();
         let head = request.method() == Method::HEAD;
         if request.method() != Method::GET && !head {
             return self.not_cacheable(request);
@@ -317,7 +319,10 @@ where
             config: Arc::clone(&self.config),
         };
         let start = self.flow_start(plan.lookup, known, found_now, &prefix, &ctx.url);
-        ResponseFuture::flowing(Box::pin(flow::<S, ReqBody, ResBody>(ctx, start)))
+        ResponseFuture::flowing(Box::pin(tracing::Instrument::instrument(
+            flow::<S, ReqBody, ResBody>(ctx, start),
+            span.clone(),
+        )))
     }
 }
 

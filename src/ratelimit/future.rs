@@ -151,12 +151,14 @@ where
         request: Request<ReqBody>,
         config: Arc<Config>,
         rejection: R,
+        span: tracing::Span,
     ) -> Self {
         Self::new(Gate::checking(
             check,
             inner,
             request,
             RuleCheck { config, rejection },
+            span,
         ))
     }
 }

@@ -207,7 +207,8 @@ where
         if checks.is_empty() {
             return ResponseFuture::passthrough(self.inner.call(request));
         }
-        if let Some(outcome) = config.check_now(&mut checks) {
+        let span = crate::observe::span("ratelimit");
+        if let Some(outcome) = span.in_scope(|| config.check_now(&mut checks)) {
             return ResponseFuture::decided(
                 outcome,
                 &mut self.inner,
@@ -225,6 +226,7 @@ where
             request,
             Arc::clone(config),
             self.rejection.clone(),
+            span,
         )
     }
 }

@@ -93,12 +93,12 @@ async fn an_outage_logs_a_few_lines_not_one_per_request() {
         async move { app.oneshot(request).await.unwrap().status() }
     };
     assert_eq!(get().await, StatusCode::OK);
-    // each decision is a DEBUG event with bounded fields
+    // each decision is a DEBUG event with bounded fields, in the layer's decision span
     let decided = captured.lines("tower_redis_http::decision");
     assert!(
         decided
             .iter()
-            .any(|line| line.contains("layer=\"auth\"")
+            .any(|line| line.contains("decision{layer=\"auth\"}")
                 && line.contains("outcome=\"authenticated\"")),
         "{decided:#?}"
     );
