@@ -437,6 +437,18 @@ impl LockAttempt {
     /// the entry appears, the lock is free (the holder finished without storing, or died and
     /// the lock expired) or `wait` passes.
     pub(crate) async fn run(self) -> Locked {
+        let started = std::time::Instant::now();
+        let locked = self.acquire().await;
+        // an entry another instance stored while this one waited: a request collapsed
+        // across processes
+        if matches!(locked, Locked::Entry(_)) {
+            crate::observe::cache("collapsed");
+        }
+        crate::observe::cache_lock_wait(started.elapsed());
+        locked
+    }
+
+    async fn acquire(self) -> Locked {
         let owner = crate::store::new_ticket();
         let lock_key = key::lock_key(&self.entry_key);
         let deadline = tokio::time::Instant::now() + self.wait;
