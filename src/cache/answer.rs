@@ -22,83 +22,8 @@ pub(crate) enum Fwd {
     Stale,
 }
 
-/// Why a response from the inner service was not stored: the `detail` of its
-/// `Cache-Status` (RFC 9211 §2.8). Each names something the response or the request showed
-/// (its own `Cache-Control`, `Set-Cookie`, `Authorization`, `Vary`, status or size), or
-/// that it arrived older than it may be kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Unstored {
-    NoStore,
-    Private,
-    NoCache,
-    SetCookie,
-    Authorization,
-    VaryStar,
-    ZeroTtl,
-    Status,
-    NoFreshness,
-    TooLarge,
-    StaleOnArrival,
-    VaryUnreadable,
-}
-
-impl Unstored {
-    const ALL: [Self; 12] = [
-        Self::NoStore,
-        Self::Private,
-        Self::NoCache,
-        Self::SetCookie,
-        Self::Authorization,
-        Self::VaryStar,
-        Self::ZeroTtl,
-        Self::Status,
-        Self::NoFreshness,
-        Self::TooLarge,
-        Self::StaleOnArrival,
-        Self::VaryUnreadable,
-    ];
-
-    fn index(self) -> usize {
-        self as usize
-    }
-
-    /// The `detail` token.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::NoStore => "no-store",
-            Self::Private => "private",
-            Self::NoCache => "no-cache",
-            Self::SetCookie => "set-cookie",
-            Self::Authorization => "authorization",
-            Self::VaryStar => "vary-star",
-            Self::ZeroTtl => "zero-ttl",
-            Self::Status => "status",
-            Self::NoFreshness => "no-freshness",
-            Self::TooLarge => "too-large",
-            Self::StaleOnArrival => "stale-on-arrival",
-            Self::VaryUnreadable => "vary-unreadable",
-        }
-    }
-}
-
-impl From<NotStored> for Unstored {
-    fn from(reason: NotStored) -> Self {
-        match reason {
-            NotStored::NoStore => Self::NoStore,
-            NotStored::Private => Self::Private,
-            NotStored::NoCache => Self::NoCache,
-            NotStored::SetCookie => Self::SetCookie,
-            NotStored::Authorization => Self::Authorization,
-            NotStored::VaryStar => Self::VaryStar,
-            NotStored::ZeroTtl => Self::ZeroTtl,
-            NotStored::Status => Self::Status,
-            NotStored::NoFreshness => Self::NoFreshness,
-        }
-    }
-}
-
-/// The `Cache-Status` values of responses not stored, by `fwd` reason and [`Unstored`].
-pub(crate) type UnstoredStatuses = [[HeaderValue; Unstored::ALL.len()]; Fwd::ALL.len()];
+/// The `Cache-Status` values of responses not stored, by `fwd` reason and [`NotStored`].
+pub(crate) type NotStoredStatuses = [[HeaderValue; NotStored::ALL.len()]; Fwd::ALL.len()];
 
 impl Fwd {
     /// Every reason, in the order of [`Fwd::index`].
@@ -136,15 +61,15 @@ impl Fwd {
 
     /// [`statuses_for`](Self::statuses_for) with `detail=<why it was not stored>`: static
     /// too, made once per name.
-    pub(crate) fn unstored_statuses_for(name: &str) -> &'static UnstoredStatuses {
-        static MADE: std::sync::Mutex<Vec<(String, &'static UnstoredStatuses)>> =
+    pub(crate) fn unstored_statuses_for(name: &str) -> &'static NotStoredStatuses {
+        static MADE: std::sync::Mutex<Vec<(String, &'static NotStoredStatuses)>> =
             std::sync::Mutex::new(Vec::new());
         let mut made = MADE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some((_, statuses)) = made.iter().find(|(made, _)| made == name) {
             return statuses;
         }
-        let statuses: &'static UnstoredStatuses = Box::leak(Box::new(Self::ALL.map(|fwd| {
-            Unstored::ALL.map(|unstored| {
+        let statuses: &'static NotStoredStatuses = Box::leak(Box::new(Self::ALL.map(|fwd| {
+            NotStored::ALL.map(|unstored| {
                 let value: &'static str = Box::leak(
                     format!("{name}; fwd={}; detail={}", fwd.as_str(), unstored.as_str())
                         .into_boxed_str(),
@@ -240,7 +165,7 @@ impl Config {
     /// `Cache-Status` for a response from the inner service that was not stored,
     /// `<name>; fwd=<why>; detail=<why not stored>`, or without the detail when the layer
     /// was built with [`cache_status_detail(false)`](super::ResponseCacheBuilder::cache_status_detail).
-    pub(crate) fn unstored_status(&self, fwd: Fwd, unstored: Unstored) -> HeaderValue {
+    pub(crate) fn unstored_status(&self, fwd: Fwd, unstored: NotStored) -> HeaderValue {
         match self.unstored_statuses {
             Some(statuses) => statuses[fwd.index()][unstored.index()].clone(),
             None => self.forwarded_status(fwd, false),

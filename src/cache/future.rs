@@ -11,11 +11,12 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::answer::{CACHE_STATUS, Fwd, Served, Unstored, X_CACHE, http_date};
+use super::answer::{CACHE_STATUS, Fwd, Served, X_CACHE, http_date};
 use super::entry::Entry;
 use super::flight::{FlightGuard, StoreLock};
 use super::flow::{Flow, Flowed};
 use super::layer::Config;
+use super::policy::NotStored;
 use super::policy::RequestRules;
 use super::recorder::Recorder;
 use super::{ResponseBody, invalidate, key, policy};
@@ -337,7 +338,7 @@ impl Pending {
         mut self,
         parts: &mut http::response::Parts,
         body_len: Option<u64>,
-    ) -> Result<Recorder, Option<Unstored>> {
+    ) -> Result<Recorder, Option<NotStored>> {
         if !self.store_allowed || self.head {
             return Err(None);
         }
@@ -381,13 +382,13 @@ impl Pending {
         &self,
         parts: &mut http::response::Parts,
         body_len: Option<u64>,
-    ) -> Result<(policy::Storage, Vec<HeaderName>), Unstored> {
+    ) -> Result<(policy::Storage, Vec<HeaderName>), NotStored> {
         let config = &self.config;
         if !config.statuses.is_empty() && !config.statuses.contains(&parts.status) {
-            return Err(Unstored::Status);
+            return Err(NotStored::Status);
         }
         if body_len.is_some_and(|len| len > config.max_body as u64) {
-            return Err(Unstored::TooLarge);
+            return Err(NotStored::TooLarge);
         }
         let storage = match &config.http {
             Some(rules) => {
@@ -415,7 +416,7 @@ impl Pending {
             Ok(storage) => storage,
             Err(reason) => {
                 tracing::debug!(?reason, "response not stored");
-                return Err(reason.into());
+                return Err(reason);
             }
         };
         // the HTTP-cache mode counts an entry's life from the response's generation: one
@@ -426,9 +427,9 @@ impl Pending {
                 >= storage.keep
         {
             tracing::debug!("response arrived older than it may be kept; not stored");
-            return Err(Unstored::StaleOnArrival);
+            return Err(NotStored::StaleOnArrival);
         }
-        let vary = policy::vary(&parts.headers).map_err(|()| Unstored::VaryUnreadable)?;
+        let vary = policy::vary(&parts.headers).map_err(|()| NotStored::VaryUnreadable)?;
         Ok((storage, vary))
     }
 

@@ -114,7 +114,7 @@ pub(crate) struct Config {
     /// is stored (see `Config::forwarded_status`).
     pub(crate) forwarded_statuses: &'static [[HeaderValue; 2]; 5],
     /// The same with why a response was not stored, unless the layer leaves that out.
-    pub(crate) unstored_statuses: Option<&'static super::answer::UnstoredStatuses>,
+    pub(crate) unstored_statuses: Option<&'static super::answer::NotStoredStatuses>,
 }
 
 /// A replacement for the answers the cache gives by itself.

@@ -162,6 +162,52 @@ pub(crate) enum NotStored {
     Status,
     /// Neither explicit freshness nor a status or `public` that allows a heuristic.
     NoFreshness,
+    /// A body over the layer's bound.
+    TooLarge,
+    /// Arrived older than it may be kept.
+    StaleOnArrival,
+    /// A `Vary` that names no header this cache can read.
+    VaryUnreadable,
+}
+
+impl NotStored {
+    pub(crate) const ALL: [Self; 12] = [
+        Self::NoStore,
+        Self::Private,
+        Self::NoCache,
+        Self::SetCookie,
+        Self::Authorization,
+        Self::VaryStar,
+        Self::ZeroTtl,
+        Self::Status,
+        Self::NoFreshness,
+        Self::TooLarge,
+        Self::StaleOnArrival,
+        Self::VaryUnreadable,
+    ];
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The `detail` of the response's `Cache-Status` (RFC 9211 §2.8): each names something
+    /// the response or the request showed, or that it arrived older than it may be kept.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::NoStore => "no-store",
+            Self::Private => "private",
+            Self::NoCache => "no-cache",
+            Self::SetCookie => "set-cookie",
+            Self::Authorization => "authorization",
+            Self::VaryStar => "vary-star",
+            Self::ZeroTtl => "zero-ttl",
+            Self::Status => "status",
+            Self::NoFreshness => "no-freshness",
+            Self::TooLarge => "too-large",
+            Self::StaleOnArrival => "stale-on-arrival",
+            Self::VaryUnreadable => "vary-unreadable",
+        }
+    }
 }
 
 /// The request facts storability depends on.
