@@ -80,41 +80,11 @@ async fn send(app: &App, path: &str, token: &str) -> (StatusCode, Duration) {
 async fn a_paused_redis_is_met_by_each_layer_s_policy_within_the_bound() {
     let redis = TestRedis::start();
     let timeout = Duration::from_millis(200);
-    let store: AnyStore = RedisStore::builder(redis.url())
-        .command_timeout(timeout)
-        .connect_timeout(timeout)
-        .build()
-        .await
-        .unwrap()
-        .into();
-    let token = Tokens::new(store.clone(), |user: &User| user.id.to_string())
-        .issue(&User { id: 1 })
-        .await
-        .unwrap();
-    let app = stack(&store);
+    let (_store, _tokens, token, app) = setup(&redis).await;
     assert_eq!(send(&app, "/page", &token).await.0, StatusCode::OK);
 
-    let run_for = Duration::from_millis(2500);
     let started = Instant::now();
-    let clients: Vec<_> = (0..8)
-        .map(|client| {
-            let (app, token) = (app.clone(), token.clone());
-            tokio::spawn(async move {
-                let mut seen = Vec::new();
-                let mut n = 0;
-                while started.elapsed() < run_for {
-                    n += 1;
-                    let path = format!("/page/{client}/{}", n % 5);
-                    let (status, took) = send(&app, &path, &token).await;
-                    seen.push((started.elapsed(), status, took));
-                    // as a client on a network would: an answer given at once must not keep
-                    // this task from giving the runtime's other tasks their turn
-                    tokio::task::yield_now().await;
-                }
-                seen
-            })
-        })
-        .collect();
+    let clients = load(&app, &token, 8, Duration::from_millis(2500), started);
     tokio::time::sleep(Duration::from_millis(300)).await;
     redis.pause();
     tokio::time::sleep(5 * timeout).await;
@@ -122,19 +92,17 @@ async fn a_paused_redis_is_met_by_each_layer_s_policy_within_the_bound() {
     let resumed = started.elapsed();
     let mut slowest = Duration::ZERO;
     let mut unavailable = 0;
-    for client in clients {
-        for (at, status, took) in client.await.unwrap() {
-            slowest = slowest.max(took);
-            assert!(
-                status == StatusCode::OK || status == StatusCode::SERVICE_UNAVAILABLE,
-                "{status} at {at:?}"
-            );
-            unavailable += usize::from(status == StatusCode::SERVICE_UNAVAILABLE);
-            // served again once Redis runs: the store's ping is answered a moment after
-            // SIGCONT, and requests answered 100 ms later are served
-            if at > resumed + Duration::from_millis(100) {
-                assert_eq!(status, StatusCode::OK, "at {at:?}, resumed at {resumed:?}");
-            }
+    for (at, status, took) in clients.await.unwrap() {
+        slowest = slowest.max(took);
+        assert!(
+            status == StatusCode::OK || status == StatusCode::SERVICE_UNAVAILABLE,
+            "{status} at {at:?}"
+        );
+        unavailable += usize::from(status == StatusCode::SERVICE_UNAVAILABLE);
+        // served again once Redis runs: the store's ping is answered a moment after
+        // SIGCONT, and requests answered 100 ms later are served
+        if at > resumed + Duration::from_millis(100) {
+            assert_eq!(status, StatusCode::OK, "at {at:?}, resumed at {resumed:?}");
         }
     }
     assert!(
@@ -163,16 +131,17 @@ async fn setup(redis: &TestRedis) -> (AnyStore, Tokens<User>, String, App) {
     (store, tokens, token, app)
 }
 
-/// Requests from `clients` tasks for `run_for`, each status with when it was answered.
+/// Requests from `clients` tasks for `run_for`, each status with when (after `started`) it
+/// was answered and how long it took.
 fn load(
     app: &App,
     token: &str,
     clients: usize,
     run_for: Duration,
-) -> tokio::task::JoinHandle<Vec<(Duration, StatusCode)>> {
+    started: Instant,
+) -> tokio::task::JoinHandle<Vec<(Duration, StatusCode, Duration)>> {
     let (app, token) = (app.clone(), token.to_owned());
     tokio::spawn(async move {
-        let started = Instant::now();
         let tasks: Vec<_> = (0..clients)
             .map(|client| {
                 let (app, token) = (app.clone(), token.clone());
@@ -182,8 +151,10 @@ fn load(
                     while started.elapsed() < run_for {
                         n += 1;
                         let path = format!("/page/{client}/{}", n % 5);
-                        let (status, _) = send(&app, &path, &token).await;
-                        seen.push((started.elapsed(), status));
+                        let (status, took) = send(&app, &path, &token).await;
+                        seen.push((started.elapsed(), status, took));
+                        // as a client on a network would: an answer given at once must not
+                        // keep this task from giving the runtime's other tasks their turn
                         tokio::task::yield_now().await;
                     }
                     seen
@@ -209,14 +180,14 @@ async fn a_redis_killed_and_restarted_empty_is_recovered_from_within_a_second() 
     assert!(tokens.revoke(&revoked).await.unwrap());
     assert_eq!(send(&app, "/page", &token).await.0, StatusCode::OK);
 
-    let load = load(&app, &token, 8, Duration::from_millis(2500));
+    let load = load(&app, &token, 8, Duration::from_millis(2500), Instant::now());
     tokio::time::sleep(Duration::from_millis(300)).await;
     redis.kill();
     let killed = Instant::now();
     tokio::time::sleep(Duration::from_millis(500)).await;
     redis.restart();
     let back = killed.elapsed() + Duration::from_millis(300);
-    for (at, status) in load.await.unwrap() {
+    for (at, status, _) in load.await.unwrap() {
         // the token died with Redis's memory: 401 is the normal answer after the restart
         assert!(
             [
@@ -254,7 +225,7 @@ async fn killed_connections_and_a_flushed_script_cache_reach_no_client() {
     let (_store, _tokens, token, app) = setup(&redis).await;
     assert_eq!(send(&app, "/page", &token).await.0, StatusCode::OK);
 
-    let load = load(&app, &token, 8, Duration::from_millis(1500));
+    let load = load(&app, &token, 8, Duration::from_millis(1500), Instant::now());
     for action in [
         &["CLIENT", "KILL", "TYPE", "normal"][..],
         &["SCRIPT", "FLUSH"],
@@ -267,7 +238,7 @@ async fn killed_connections_and_a_flushed_script_cache_reach_no_client() {
     let answers = load.await.unwrap();
     let failed: Vec<_> = answers
         .iter()
-        .filter(|(_, status)| *status != StatusCode::OK)
+        .filter(|(_, status, _)| *status != StatusCode::OK)
         .collect();
     assert!(answers.len() > 100, "only {} requests", answers.len());
     assert!(failed.is_empty(), "{failed:?}");

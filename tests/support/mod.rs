@@ -559,21 +559,26 @@ impl TestCluster {
             ]);
             assert_eq!(reply, "OK", "ADDSLOTSRANGE");
         }
-        // every node meets every other at once, rather than learning of them by gossip
-        for (i, from) in cluster.nodes.iter().enumerate() {
-            for (node, bus) in cluster.nodes.iter().zip(&cluster.bus_ports).skip(i + 1) {
-                // a TLS cluster's nodes know each other by their TLS ports
-                let port = node.tls_port.unwrap_or(node.port());
-                let reply = from.command(&[
-                    "CLUSTER",
-                    "MEET",
-                    "127.0.0.1",
-                    &port.to_string(),
-                    &bus.to_string(),
-                ]);
-                assert_eq!(reply, "OK", "CLUSTER MEET");
+        // every node meets every other at once, rather than learning of them by gossip; on a
+        // loaded machine a handshake can time out, so the meetings are repeated every 2 s
+        // until everyone knows everyone (a repeated MEET is harmless)
+        let meet_everyone = || {
+            for (i, from) in cluster.nodes.iter().enumerate() {
+                for (node, bus) in cluster.nodes.iter().zip(&cluster.bus_ports).skip(i + 1) {
+                    // a TLS cluster's nodes know each other by their TLS ports
+                    let port = node.tls_port.unwrap_or(node.port());
+                    let reply = from.command(&[
+                        "CLUSTER",
+                        "MEET",
+                        "127.0.0.1",
+                        &port.to_string(),
+                        &bus.to_string(),
+                    ]);
+                    assert_eq!(reply, "OK", "CLUSTER MEET");
+                }
             }
-        }
+        };
+        meet_everyone();
         let until = Instant::now() + Duration::from_secs(20);
         let everyone_met = || {
             cluster.nodes.iter().all(|node| {
@@ -581,12 +586,17 @@ impl TestCluster {
                 known.lines().count() == 6 && !known.contains("handshake")
             })
         };
+        let mut met_at = Instant::now();
         while !everyone_met() {
             assert!(
                 Instant::now() < until,
                 "the cluster's nodes did not meet: {}",
                 cluster.nodes[0].command(&["CLUSTER", "NODES"])
             );
+            if met_at.elapsed() > Duration::from_secs(2) {
+                meet_everyone();
+                met_at = Instant::now();
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
         for i in 0..3 {
