@@ -24,6 +24,8 @@ pub struct TestRedis {
     child: Option<Child>,
     /// The TLS port, for a server started with [`TestRedis::start_tls`].
     tls_port: Option<u16>,
+    /// The cluster bus port, for a node of a [`TestCluster`].
+    bus_port: Option<u16>,
     /// A configuration file's text, written to the scratch directory and given first (a
     /// sentinel rewrites its configuration file, so it needs one).
     config: Option<String>,
@@ -72,18 +74,14 @@ impl TestRedis {
     pub fn start_tls_sentinel(master_tls_port: u16) -> Self {
         let certificates = TestCertificates::get();
         let path = |name: &str| certificates.path(name).to_string_lossy().into_owned();
-        let tls_port = free_port();
         let extra = format!(
-            "tls-port {tls_port}\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\
+            "tls-port {{tls_port}}\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\
              tls-auth-clients no\ntls-replication yes\n",
             path("server.pem"),
             path("server.key"),
             path("ca.pem"),
         );
-        let mut sentinel =
-            Self::start_sentinel_with(TestSentinels::SERVICE, master_tls_port, 1, &extra);
-        sentinel.tls_port = Some(tls_port);
-        sentinel
+        Self::start_sentinel_with(TestSentinels::SERVICE, master_tls_port, 1, &extra)
     }
 
     /// The TLS port of a server started with [`start_tls`](Self::start_tls).
@@ -102,6 +100,9 @@ impl TestRedis {
         Self::start_configured("redis-server", Some(&config), &["--sentinel"])
     }
 
+    /// Starts a server on a free port. `{tls_port}` and `{bus_port}` in `config` or
+    /// `extra_args` stand for further free ports, chosen anew with the server's own port on
+    /// each attempt.
     fn start_configured(binary: &str, config: Option<&str>, extra_args: &[&str]) -> Self {
         static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
@@ -109,23 +110,37 @@ impl TestRedis {
             std::process::id(),
             NEXT_DIR.fetch_add(1, Ordering::Relaxed)
         ));
-        let extra_args: Vec<String> = extra_args
-            .iter()
-            .map(|arg| arg.replace("{dir}", &dir.to_string_lossy()))
-            .collect();
-        // A freshly freed port can be taken by a parallel test before the server binds it;
-        // try a few.
+        let mentions = |placeholder: &str| {
+            config.is_some_and(|config| config.contains(placeholder))
+                || extra_args.iter().any(|arg| arg.contains(placeholder))
+        };
+        let (wants_tls_port, wants_bus_port) = (mentions("{tls_port}"), mentions("{bus_port}"));
+        // Another process can bind a port between `free_port` and the server's bind; try a
+        // few, each time with every port chosen anew.
         let mut last_error = String::new();
         for _ in 0..5 {
             let port = free_port();
+            let tls_port = wants_tls_port.then(free_port);
+            let bus_port = wants_bus_port.then(free_port);
+            let fill = |text: &str| {
+                let mut text = text.replace("{dir}", &dir.to_string_lossy());
+                if let Some(tls_port) = tls_port {
+                    text = text.replace("{tls_port}", &tls_port.to_string());
+                }
+                if let Some(bus_port) = bus_port {
+                    text = text.replace("{bus_port}", &bus_port.to_string());
+                }
+                text
+            };
             let mut server = Self {
                 binary: binary.to_owned(),
                 port,
                 dir: dir.clone(),
-                extra_args: extra_args.clone(),
+                extra_args: extra_args.iter().map(|arg| fill(arg)).collect(),
                 child: None,
-                tls_port: None,
-                config: config.map(str::to_owned),
+                tls_port,
+                bus_port,
+                config: config.map(fill),
             };
             match server.spawn() {
                 Ok(()) => return server,
@@ -145,13 +160,12 @@ impl TestRedis {
     /// [`start_tls`](Self::start_tls) with extra command-line arguments.
     pub fn start_tls_with(client_auth: bool, extra_args: &[&str]) -> Self {
         let certificates = TestCertificates::get();
-        let tls_port = free_port().to_string();
         let path = |name: &str| certificates.path(name).to_string_lossy().into_owned();
         let (cert, key, ca) = (path("server.pem"), path("server.key"), path("ca.pem"));
         let auth = if client_auth { "yes" } else { "no" };
         let mut args = vec![
             "--tls-port",
-            &tls_port,
+            "{tls_port}",
             "--tls-cert-file",
             &cert,
             "--tls-key-file",
@@ -162,9 +176,7 @@ impl TestRedis {
             auth,
         ];
         args.extend_from_slice(extra_args);
-        let mut server = Self::start_with(&args);
-        server.tls_port = Some(tls_port.parse().expect("a port"));
-        server
+        Self::start_with(&args)
     }
 
     /// `rediss://127.0.0.1:<tls port>`, for a server started with [`start_tls`](Self::start_tls).
@@ -475,7 +487,6 @@ impl RawRedis for TestRedis {
 #[derive(Debug)]
 pub struct TestCluster {
     pub nodes: Vec<TestRedis>,
-    bus_ports: Vec<u16>,
 }
 
 impl TestCluster {
@@ -502,10 +513,7 @@ impl TestCluster {
 
     fn start_nodes(tls: bool) -> Self {
         let mut nodes = Vec::with_capacity(6);
-        let mut bus_ports = Vec::with_capacity(6);
         for _ in 0..6 {
-            let bus = free_port();
-            let bus_text = bus.to_string();
             let start = |args: &[&str]| {
                 if tls {
                     // nodes and replicas show each other the client certificate: the cluster
@@ -534,14 +542,13 @@ impl TestCluster {
                 "--cluster-node-timeout",
                 "1000",
                 "--cluster-port",
-                &bus_text,
+                "{bus_port}",
                 // a replica's first sync starts at once instead of after 5 s
                 "--repl-diskless-sync-delay",
                 "0",
             ]));
-            bus_ports.push(bus);
         }
-        let cluster = Self { nodes, bus_ports };
+        let cluster = Self { nodes };
         for (i, node) in cluster.nodes.iter().enumerate() {
             // distinct epochs, as redis-cli gives, so that no collision has to be resolved
             node.command(&["CLUSTER", "SET-CONFIG-EPOCH", &(i + 1).to_string()]);
@@ -564,9 +571,10 @@ impl TestCluster {
         // until everyone knows everyone (a repeated MEET is harmless)
         let meet_everyone = || {
             for (i, from) in cluster.nodes.iter().enumerate() {
-                for (node, bus) in cluster.nodes.iter().zip(&cluster.bus_ports).skip(i + 1) {
+                for node in cluster.nodes.iter().skip(i + 1) {
                     // a TLS cluster's nodes know each other by their TLS ports
                     let port = node.tls_port.unwrap_or(node.port());
+                    let bus = node.bus_port.expect("a cluster node has a bus port");
                     let reply = from.command(&[
                         "CLUSTER",
                         "MEET",
@@ -942,11 +950,29 @@ impl TestCertificates {
     }
 }
 
+/// A loopback port nothing listens on, from below the kernel's ephemeral range: a port from
+/// that range, freed again, can become the local end of any outgoing connection before the
+/// server binds it (a test opens thousands). Ports are handed out in turn from a start that
+/// differs between processes, so that tests of one process never get the same port twice.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("bind an ephemeral loopback port")
-        .port()
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let (low, high) = (10_000, ephemeral_range_start().max(10_001));
+    let span = usize::from(high - low);
+    let start = std::process::id() as usize * 977;
+    loop {
+        let candidate = low + ((start + NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", candidate)).is_ok() {
+            return candidate;
+        }
+    }
+}
+
+/// The first port the kernel hands out for outgoing connections (32768 unless configured).
+fn ephemeral_range_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// The number of calls Redis counted for `command` (from `INFO commandstats`), 0 if none.
