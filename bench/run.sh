@@ -128,6 +128,9 @@ scenarios=(
   "rl_gcra_memory|/rl/gcra/memory|no|no|0|-"
   "rl_tower_governor|/rl/governor|no|no|0|-"
   "full_stack_redis|/full/redis|yes|no|1|hit"
+  "near_auth|/near/auth|yes|no|0|-"
+  "near_cache_hit|/near/cache|no|no|0|hit"
+  "near_full_stack|/near/full|yes|no|1|hit"
   "cluster_floor|/cluster/floor|yes|no|0|-"
   "cluster_floor_unique|/cluster/floor/{n}|yes|yes|0|-"
   "cluster_auth|/cluster/auth|yes|no|0|-"
@@ -140,6 +143,7 @@ scenarios=(
 # warm the cache entries so the hit scenarios measure hits
 curl -s "$base/cache/redis" >/dev/null; curl -s "$base/cache/memory" >/dev/null
 curl -s -H "$auth" "$base/full/redis" >/dev/null
+curl -s "$base/near/cache" >/dev/null; curl -s -H "$auth" "$base/near/full" >/dev/null
 curl -s "$base/cluster/cache" >/dev/null
 sleep 0.5
 
@@ -158,6 +162,34 @@ for entry in "${scenarios[@]}"; do
     miss) [[ "$status" == *"fwd="* && "$status" != *"stored"* ]] ;;
   esac || { echo "$name is not what its name says: Cache-Status: ${status:-none}" >&2; exit 1; }
 done
+
+# The near-cache scenarios must be served from process memory once warm: no GET reaches
+# Redis for them.
+gets() { redis-cli -p "$redis_port" INFO commandstats | tr -d '\r' | sed -n 's/^cmdstat_get:calls=\([0-9]*\),.*/\1/p'; }
+for path in /near/auth /near/cache; do
+  curl -s -H "$auth" "$base$path" >/dev/null
+  before=$(gets)
+  for _ in $(seq 1 20); do curl -s -o /dev/null -H "$auth" "$base$path"; done
+  after=$(gets)
+  [ "$before" = "$after" ] || { echo "$path is not served from the near cache: $((after - before)) GETs for 20 requests" >&2; exit 1; }
+done
+# A token revoked by another client (redis-cli, as another instance would) is refused by the
+# near cache within 50 ms; the time includes curl's own start.
+revoked="Authorization: Bearer bench-revoked-0123456789abcdef"
+for _ in 1 2; do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -H "$revoked" "$base/near/auth")" = 200 ] ||
+    { echo "the token to revoke is not accepted before its revocation" >&2; exit 1; }
+done
+revoked_at=$(date +%s%N)
+redis-cli -p "$redis_port" DEL ":1:bench-revoked-0123456789abcdef" >/dev/null
+until [ "$(curl -s -o /dev/null -w '%{http_code}' -H "$revoked" "$base/near/auth")" = 401 ]; do
+  [ $(( ($(date +%s%N) - revoked_at) / 1000000 )) -lt 1000 ] ||
+    { echo "the near cache still accepts a token revoked 1 s ago" >&2; exit 1; }
+done
+revocation_ms=$(( ($(date +%s%N) - revoked_at) / 1000000 ))
+[ "$revocation_ms" -lt 50 ] || { echo "the near cache refused a revoked token only after $revocation_ms ms" >&2; exit 1; }
+echo "== a revocation by another client was refused by the near cache after $revocation_ms ms"
+export REVOCATION_MS=$revocation_ms
 
 # the round trips every Redis (the single one and the cluster's nodes) counted so far
 calls() {

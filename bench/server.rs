@@ -3,7 +3,8 @@
 //!
 //! `REDIS_URL` (required), `REDIS_CLUSTER` (seed node URLs, comma-separated: the cluster
 //! scenarios under `/cluster/`) and `ADDR` (default 127.0.0.1:3100). Every response body is
-//! 1 KiB.
+//! 1 KiB. The scenarios under `/near/` run on a Redis store with a near cache; `bench/run.sh`
+//! revokes [`REVOKED_TOKEN`] behind its back to check that the near cache hears of it.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -21,10 +22,14 @@ use tower_governor::key_extractor::GlobalKeyExtractor;
 use tower_redis_http::auth::TokenAuthLayer;
 use tower_redis_http::cache::ResponseCacheLayer;
 use tower_redis_http::ratelimit::{Key, RateLimitLayer, Rule};
-use tower_redis_http::store::{AnyStore, Expiry, MemoryStore, RedisStore, Store, value};
+use tower_redis_http::store::{AnyStore, Expiry, MemoryStore, NearCache, RedisStore, Store, value};
 
 /// The token every authenticated scenario presents.
 const TOKEN: &str = "bench-token-0123456789abcdef";
+
+/// A second token, which `bench/run.sh` deletes from Redis with `redis-cli` (another client,
+/// as another instance of the service would) after the near cache holds it.
+const REVOKED_TOKEN: &str = "bench-revoked-0123456789abcdef";
 
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct User {
@@ -112,7 +117,12 @@ fn cooldown() -> Rule {
 /// Each memory-store scenario gets a store of its own: the cooldown scenario writes hundreds of
 /// thousands of distinct keys, which a shared bounded store would make room for by evicting
 /// the other scenarios' entries (the benchmark token among them).
-fn scenarios(redis: &AnyStore, memory_auth: &AnyStore, conn: MultiplexedConnection) -> Router {
+fn scenarios(
+    redis: &AnyStore,
+    near: &AnyStore,
+    memory_auth: &AnyStore,
+    conn: MultiplexedConnection,
+) -> Router {
     // room for every distinct cooldown key a run writes: a full rate-limit share would fail
     // the cooldown closed (503) instead of measuring it
     let memory = || {
@@ -158,21 +168,27 @@ fn scenarios(redis: &AnyStore, memory_auth: &AnyStore, conn: MultiplexedConnecti
         .merge(route("/rl/gcra/redis").route_layer(limit(redis, gcra())))
         .merge(route("/rl/gcra/memory").route_layer(limit(&memory(), gcra())))
         .merge(route("/rl/governor").route_layer(GovernorLayer::new(governor)))
-        .merge(
-            Router::new()
-                .route("/full/redis", get(public_page))
-                .route_layer(cache(redis))
-                .route_layer(limit(
-                    redis,
-                    Rule::gcra(
-                        "user",
-                        "1000000/s",
-                        1_000_000,
-                        Key::principal(|u: &User| u.id.to_string()),
-                    ),
-                ))
-                .route_layer(auth(redis)),
-        )
+        .merge(full_stack("/full/redis", redis))
+        .merge(route("/near/auth").route_layer(auth(near)))
+        .merge(route("/near/cache").route_layer(cache(near)))
+        .merge(full_stack("/near/full", near))
+}
+
+/// Auth, a per-user GCRA limit and a cache hit, composed on `store`.
+fn full_stack(path: &str, store: &AnyStore) -> Router {
+    Router::new()
+        .route(path, get(public_page))
+        .route_layer(cache(store))
+        .route_layer(limit(
+            store,
+            Rule::gcra(
+                "user",
+                "1000000/s",
+                1_000_000,
+                Key::principal(|u: &User| u.id.to_string()),
+            ),
+        ))
+        .route_layer(auth(store))
 }
 
 /// The single-layer scenarios again on a Redis Cluster, against a floor on the cluster.
@@ -204,6 +220,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|_| "127.0.0.1:3100".into())
         .parse()?;
     let redis: AnyStore = RedisStore::builder(&url).build().await?.into();
+    let near: AnyStore = RedisStore::builder(&url)
+        .near_cache(NearCache::new())
+        .build()
+        .await?
+        .into();
     let memory: AnyStore = MemoryStore::new().into();
     let user = User {
         id: 1,
@@ -215,10 +236,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .set(TOKEN, value::encode(&user)?, Expiry::Never)
             .await?;
     }
+    redis
+        .set(REVOKED_TOKEN, value::encode(&user)?, Expiry::Never)
+        .await?;
     let conn = redis::Client::open(url.as_str())?
         .get_multiplexed_async_connection()
         .await?;
-    let mut app = scenarios(&redis, &memory, conn);
+    let mut app = scenarios(&redis, &near, &memory, conn);
     let seeds: Vec<String> = std::env::var("REDIS_CLUSTER")
         .unwrap_or_default()
         .split(',')

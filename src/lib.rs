@@ -116,6 +116,15 @@
 //! The README's "Production topologies" section has the full table and the environment
 //! variables the examples read.
 //!
+//! # A near cache
+//!
+//! A [`RedisStore`](store::RedisStore) built with a [`NearCache`](store::NearCache) keeps hot
+//! tokens and cache entries in process memory, and Redis (6+, client tracking) tells it when one
+//! changes anywhere: a revocation on another instance is refused here within milliseconds.
+//! When that news could be missed (the tracking connection is lost or silent), the near cache
+//! is emptied and bypassed until it is back; no entry outlives its maximum local age. Rate
+//! limits never use it. See [`NearCache`](store::NearCache).
+//!
 //! # Conventions
 //!
 //! - Every layer is made by a builder whose defaults are the safe choice; `build()` reports

@@ -24,6 +24,8 @@
 //! | `tower_redis_http_store_errors_total` | counter | `operation`; `kind`: `timeout`, `connection`, `server`, ... |
 //! | `tower_redis_http_store_connections_opened_total` | counter | |
 //! | `tower_redis_http_store_script_reloads_total` | counter | |
+//! | `tower_redis_http_near_cache_reads_total` | counter | `outcome`: `hit`, `miss` |
+//! | `tower_redis_http_near_cache_flushes_total` | counter | (each loss of the tracking connection) |
 
 #[cfg(feature = "metrics")]
 mod on {
@@ -84,6 +86,15 @@ mod on {
         metrics::counter!("tower_redis_http_store_script_reloads_total").increment(1);
     }
 
+    pub(crate) fn near_cache(outcome: &'static str) {
+        metrics::counter!("tower_redis_http_near_cache_reads_total", "outcome" => outcome)
+            .increment(1);
+    }
+
+    pub(crate) fn near_cache_flush() {
+        metrics::counter!("tower_redis_http_near_cache_flushes_total").increment(1);
+    }
+
     pub(crate) fn store_error(operation: &'static str, kind: StoreErrorKind) {
         let kind = match kind {
             StoreErrorKind::Timeout => "timeout",
@@ -129,11 +140,16 @@ mod on {
     #[inline(always)]
     pub(crate) fn script_reload() {}
     #[inline(always)]
+    pub(crate) fn near_cache(_: &'static str) {}
+    #[inline(always)]
+    pub(crate) fn near_cache_flush() {}
+    #[inline(always)]
     pub(crate) fn store_error(_: &'static str, _: StoreErrorKind) {}
 }
 
 pub(crate) use on::{
-    cache_lock_wait, cache_stored, script_reload, store_call, store_error, store_reconnect,
+    cache_lock_wait, cache_stored, near_cache, near_cache_flush, script_reload, store_call,
+    store_error, store_reconnect,
 };
 
 /// The decisions are also `DEBUG` events (target `tower_redis_http::decision`) with the same

@@ -194,10 +194,11 @@ where
                 let key = config
                     .keys
                     .full_key(config.store.key_scheme(), token.as_str());
-                // the memory store answers at once: no boxed future, no second poll
+                // the memory store, and a Redis store's near cache holding the token, answer
+                // at once: no boxed future, no second poll
                 if config.sliding.is_none()
                     && let Ok(key) = &key
-                    && let Some(found) = config.store.now(|store| store.get_full(key))
+                    && let Some(found) = config.store.get_now(key)
                 {
                     let verdict = span
                         .in_scope(|| config.verdict(found, token, &self.rejection, &mut request));

@@ -218,8 +218,15 @@ impl Config {
     }
 
     /// Rereads the generation another instance may have bumped, at most once a second and in
-    /// the background, so that requests never wait for it.
+    /// the background, so that requests never wait for it. With a near cache, also as soon as
+    /// Redis announced a change of a key this process holds (the generation among them): the
+    /// reread is then mostly local, and a bump is seen within milliseconds.
     pub(crate) fn recheck_generation(self: &Arc<Self>) {
+        if let Some(changes) = self.store.near_cache_changes()
+            && self.near_changes_seen.swap(changes, Ordering::Relaxed) != changes
+        {
+            self.generation_due.store(0, Ordering::Relaxed);
+        }
         let now_ms = super::storage::unix_ms();
         let due = self.generation_due.load(Ordering::Relaxed);
         let next = now_ms + GENERATION_RECHECK.as_millis() as u64;

@@ -104,6 +104,9 @@ pub(crate) struct Config {
     /// it (milliseconds since the Unix epoch).
     pub(crate) generation: AtomicU64,
     pub(crate) generation_due: AtomicU64,
+    /// The near cache's count of changes when this layer last looked (see
+    /// `recheck_generation`).
+    pub(crate) near_changes_seen: AtomicU64,
     /// Until when (milliseconds since the Unix epoch) the store is taken to refuse writes,
     /// after it refused one (out of memory, a read-only replica): misses meanwhile do not
     /// announce `stored` in `Cache-Status`.
@@ -888,6 +891,7 @@ impl ResponseCacheBuilder {
                 hit_for_miss: self.hit_for_miss,
                 generation: AtomicU64::new(0),
                 generation_due: AtomicU64::new(0),
+                near_changes_seen: AtomicU64::new(0),
                 writes_refused_until: AtomicU64::new(0),
                 vary_lists: moka::sync::Cache::builder()
                     .max_capacity(10_000)

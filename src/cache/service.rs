@@ -414,7 +414,7 @@ impl<S> ResponseCache<S> {
     }
 
     /// The variant's entry, read at once from a store that answers at once (the memory
-    /// store); `None` from one that needs a round trip.
+    /// store) or from a Redis store's near cache; `None` when that needs a round trip.
     fn read_now(
         &self,
         prefix: &str,
@@ -423,7 +423,7 @@ impl<S> ResponseCache<S> {
         vary: &[HeaderName],
     ) -> Option<Found> {
         let store = &self.config.store;
-        if !store.answers_at_once() {
+        if !store.answers_at_once() && !store.has_near_cache() {
             return None;
         }
         let full_key = store
@@ -431,7 +431,7 @@ impl<S> ResponseCache<S> {
             .make_joined(&[prefix, "{", url, "}:", variant])
             .ok()?;
         // a failure takes the path that handles it by the layer's policy
-        let stored = store.now(|store| store.get_full(&full_key))?.ok()?;
+        let stored = store.get_now(&full_key)?.ok()?;
         Some(Found::read(stored, vary))
     }
 

@@ -28,6 +28,11 @@ pub trait Backend: Clone + Send + Sync + 'static {
         false
     }
 
+    /// The value under a full key if it can be had without waiting: always from the memory
+    /// store, from a Redis store's near cache when it holds the key; `None` when only a round
+    /// trip can tell (then nothing was started).
+    fn get_now(&self, key: &str) -> Option<Result<Option<Bytes>, StoreError>>;
+
     /// The value under a full key.
     fn get_full(&self, key: &str)
     -> impl Future<Output = Result<Option<Bytes>, StoreError>> + Send;

@@ -640,6 +640,11 @@ impl Backend for MemoryStore {
         true
     }
 
+    #[inline]
+    fn get_now(&self, key: &str) -> Option<Result<Option<Bytes>, StoreError>> {
+        Some(Ok(self.live_value(key)))
+    }
+
     async fn get_full(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         Ok(self.live_value(key))
     }

@@ -90,6 +90,23 @@ impl AnyStore {
         }
     }
 
+    /// How many changes a Redis store's near cache has been told of (or made) so far; `None`
+    /// without a near cache.
+    #[inline]
+    pub(crate) fn near_cache_changes(&self) -> Option<u64> {
+        match self {
+            Self::Redis(store) => store.near_cache_changes(),
+            Self::Memory(_) => None,
+        }
+    }
+
+    /// Whether reads may be answered from process memory without being the memory store: a
+    /// Redis store with a near cache.
+    #[inline]
+    pub(crate) fn has_near_cache(&self) -> bool {
+        matches!(self, Self::Redis(store) if store.has_near_cache())
+    }
+
     /// `operation` on the memory store, decided at once (its futures are ready at their first
     /// poll), so that a layer answers within `call`; `None` on Redis, whose answer needs a
     /// round trip (the operation is then not started).
@@ -117,6 +134,11 @@ impl AnyStore {
 impl Backend for AnyStore {
     fn answers_at_once(&self) -> bool {
         dispatch!(self, store => store.answers_at_once())
+    }
+
+    #[inline]
+    fn get_now(&self, key: &str) -> Option<Result<Option<Bytes>, StoreError>> {
+        dispatch!(self, store => store.get_now(key))
     }
 
     async fn get_full(&self, key: &str) -> Result<Option<Bytes>, StoreError> {

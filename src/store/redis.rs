@@ -9,6 +9,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{ConnectionInfo, IntoConnectionInfo, RedisError};
 
 use super::lua::{Conn, Lua};
+use super::near::{Near, NearCache, NearCacheUsage, TrackingConnector};
 
 use super::rate::{PolicyKind, cooldown_decision, gcra_decision, new_ticket, window_decision};
 use super::{
@@ -122,6 +123,8 @@ pub struct RedisStore {
     keys: KeyScheme,
     default_timeout: Timeout,
     pub(super) command_timeout: Duration,
+    /// The near cache, when the store has one.
+    near: Option<Arc<Near>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -131,6 +134,7 @@ impl std::fmt::Debug for RedisStore {
             .field("default_timeout", &self.default_timeout)
             .field("command_timeout", &self.command_timeout)
             .field("links", &self.links)
+            .field("near", &self.near)
             .finish()
     }
 }
@@ -396,6 +400,24 @@ impl bb8::ManageConnection for TrackedManager {
     }
 }
 
+/// Drops near-cache entries when a write returns, however it returns: see
+/// [`RedisStore::written`].
+struct Written<'a> {
+    near: Option<&'a Near>,
+    /// `None`: every key.
+    key: Option<&'a str>,
+}
+
+impl Drop for Written<'_> {
+    fn drop(&mut self) {
+        match (self.near, self.key) {
+            (Some(near), Some(key)) => near.forget(key.as_bytes()),
+            (Some(near), None) => near.forget_all(),
+            (None, _) => {}
+        }
+    }
+}
+
 /// Whether a command may be sent a second time when the first attempt found the connection
 /// dropped: only if running it twice has the effect of running it once.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -432,6 +454,7 @@ impl RedisStore {
             tls_client: None,
             sentinel: None,
             cluster: None,
+            near: None,
         }
     }
 
@@ -877,9 +900,9 @@ fn to_duration_ms(ms: i64) -> Duration {
     Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
-impl Backend for RedisStore {
-    /// [`Store::get`] on a full key.
-    async fn get_full(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+impl RedisStore {
+    /// `GET` over the pool, bypassing the near cache.
+    async fn get_untracked(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         let value: Option<Vec<u8>> = self
             .run("GET", Retry::OnDroppedConnection, move |mut conn| async move {
                 redis::cmd("GET").arg(key).query_async(&mut conn).await
@@ -888,12 +911,125 @@ impl Backend for RedisStore {
         Ok(value.map(Bytes::from))
     }
 
+    /// `GET` (with `PTTL`, to bound the entry's age) over the near cache's tracking connection,
+    /// so that Redis announces the key's next change; the value is kept unless the key changed
+    /// while the read was under way. `None` while there is no tracking connection.
+    async fn get_tracked(
+        &self,
+        near: &Near,
+        key: &str,
+    ) -> Option<Result<Option<Bytes>, StoreError>> {
+        let fill = near.start_fill(key)?;
+        let mut conn = fill.conn();
+        let read: Result<(Option<Vec<u8>>, i64), RedisError> = redis::pipe()
+            .cmd("GET")
+            .arg(key)
+            .cmd("PTTL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await;
+        match read {
+            Ok((value, pttl)) => {
+                let value = value.map(Bytes::from);
+                near.finish_fill(key, &fill, value.as_ref().map(|value| (value, pttl)));
+                if self.outage.failing.load(Ordering::Relaxed) {
+                    self.outage.recovered();
+                }
+                Some(Ok(value))
+            }
+            Err(err) => {
+                near.fill_failed(key, &fill, &err);
+                if err.is_timeout() {
+                    // Redis stopped answering: the store's own stall handling takes over
+                    // rather than a second wait on the pool
+                    let err = classify("GET", err);
+                    if let Links::Server(links) = &self.links {
+                        self.stalled(links);
+                    }
+                    self.outage.failed();
+                    return Some(Err(err));
+                }
+                // only the tracking connection failed, or it did with the others: the pool
+                // finds out which, with its own retry
+                None
+            }
+        }
+    }
+
+    /// A guard for a write to `key`: when the write returns, what the near cache holds for
+    /// the key is dropped at once rather than when Redis's invalidation arrives, so that this
+    /// process reads its own writes.
+    fn written<'a>(&'a self, key: &'a str) -> Written<'a> {
+        Written {
+            near: self.near.as_deref(),
+            key: Some(key),
+        }
+    }
+
+    /// [`written`](Self::written) for a write to keys the store cannot name one by one.
+    fn written_many(&self) -> Written<'_> {
+        Written {
+            near: self.near.as_deref(),
+            key: None,
+        }
+    }
+
+    pub(super) fn near_cache_changes(&self) -> Option<u64> {
+        self.near.as_ref().map(|near| near.changes())
+    }
+
+    pub(super) fn has_near_cache(&self) -> bool {
+        self.near.is_some()
+    }
+
+    /// What the near cache holds now, and whether it is serving; `None` without one.
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// use tower_redis_http::store::{NearCache, RedisStore};
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), tower_redis_http::ConfigError> {
+    /// let store = RedisStore::builder("redis://127.0.0.1").near_cache(NearCache::new()).build().await?;
+    /// if let Some(usage) = store.near_cache_usage() {
+    ///     println!("{} entries, serving: {}", usage.entries, usage.serving);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn near_cache_usage(&self) -> Option<NearCacheUsage> {
+        self.near.as_ref().map(|near| near.usage())
+    }
+}
+
+impl Backend for RedisStore {
+    fn get_now(&self, key: &str) -> Option<Result<Option<Bytes>, StoreError>> {
+        let value = self.near.as_ref()?.get(key);
+        crate::observe::near_cache(if value.is_some() { "hit" } else { "miss" });
+        Some(Ok(Some(value?)))
+    }
+
+    /// [`Store::get`] on a full key.
+    async fn get_full(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        if let Some(near) = &self.near {
+            if let Some(value) = near.get(key) {
+                crate::observe::near_cache("hit");
+                return Ok(Some(value));
+            }
+            crate::observe::near_cache("miss");
+            if let Some(read) = self.get_tracked(near, key).await {
+                return read;
+            }
+        }
+        self.get_untracked(key).await
+    }
+
     /// [`Store::get_and_refresh`] on a full key.
     async fn get_and_refresh_full(
         &self,
         key: &str,
         ttl: Duration,
     ) -> Result<Option<Bytes>, StoreError> {
+        let _written = self.written(key);
         let value: Option<Vec<u8>> = if ttl.is_zero() {
             self.run("GETDEL", Retry::Never, move |mut conn| async move {
                 redis::cmd("GETDEL").arg(key).query_async(&mut conn).await
@@ -930,6 +1066,11 @@ impl Backend for RedisStore {
             .unlock
             .map(|(key, owner)| self.keys.make(key).map(|key| (key, owner)))
             .transpose()?;
+        let _written = (
+            self.written(&entry),
+            self.written(&vary),
+            self.written(&memo),
+        );
         let mut invocation = CACHE_PUT.key(&entry);
         invocation
             .key(&vary)
@@ -1000,6 +1141,7 @@ impl Backend for RedisStore {
     /// lost reply cannot tell whether the bump ran (a second bump would only invalidate again).
     async fn bump_generation(&self, key: &str) -> Result<GenerationBump, StoreError> {
         let key = self.keys.make(key)?;
+        let _written = self.written(&key);
         // the wait leaves room within the command timeout for the bump and the reply
         let wait_ms = u64::try_from(self.command_timeout.as_millis() * 3 / 4)
             .unwrap_or(u64::MAX)
@@ -1055,6 +1197,7 @@ impl Backend for RedisStore {
     /// Deletes every key matching the glob `pattern` (full-key form), with `SCAN`, never
     /// `KEYS`; returns how many were deleted.
     async fn delete_matching(&self, pattern: &str) -> Result<u64, StoreError> {
+        let _written = self.written_many();
         if let Links::Cluster(_) = &self.links {
             return self.cluster_delete_matching(pattern).await;
         }
@@ -1263,6 +1406,7 @@ impl Store for RedisStore {
     async fn set(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<(), StoreError> {
         let key = self.keys.make(key)?;
         let key = key.as_str();
+        let _written = self.written(key);
         let value = &value[..];
         match self.expiry_ms(expiry) {
             None => {
@@ -1297,6 +1441,7 @@ impl Store for RedisStore {
     }
 
     async fn set_many(&self, entries: &[(&str, Bytes, Expiry)]) -> Result<(), StoreError> {
+        let _written = self.written_many();
         if let Links::Cluster(_) = &self.links {
             let writes = entries
                 .iter()
@@ -1344,6 +1489,7 @@ impl Store for RedisStore {
         let Some(ms) = self.expiry_ms(expiry) else {
             return Ok(false);
         };
+        let _written = self.written(key);
         // Not retried: if the first SET NX landed but its reply was lost, a retry would answer
         // "taken" for the caller's own write.
         let reply: Option<String> = self
@@ -1362,6 +1508,7 @@ impl Store for RedisStore {
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         let key = self.keys.make(key)?;
         let key = key.as_str();
+        let _written = self.written(key);
         let removed: i64 = self
             .run("DEL", Retry::OnDroppedConnection, move |mut conn| async move {
                 redis::cmd("DEL").arg(key).query_async(&mut conn).await
@@ -1373,6 +1520,7 @@ impl Store for RedisStore {
     async fn take(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         let key = self.keys.make(key)?;
         let key = key.as_str();
+        let _written = self.written(key);
         let value: Option<Vec<u8>> = self
             .run("GETDEL", Retry::Never, move |mut conn| async move {
                 redis::cmd("GETDEL").arg(key).query_async(&mut conn).await
@@ -1451,6 +1599,8 @@ impl Store for RedisStore {
     async fn index_delete_all(&self, index: &str) -> Result<u64, StoreError> {
         let index = self.keys.make(index)?;
         let index = index.as_str();
+        // the members it deletes are not named here
+        let _written = self.written_many();
         if let Links::Cluster(_) = &self.links {
             return self.cluster_index_delete_all(index).await;
         }
@@ -1467,6 +1617,7 @@ impl Store for RedisStore {
     async fn increment(&self, key: &str, delta: i64) -> Result<Option<i64>, StoreError> {
         let key = self.keys.make(key)?;
         let key = key.as_str();
+        let _written = self.written(key);
         self.run(
             "increment script",
             Retry::Never,
@@ -1493,6 +1644,7 @@ impl Store for RedisStore {
     async fn bump_version(&self, key: &str, delta: i64) -> Result<Option<i64>, StoreError> {
         let (from, to, version) = self.keys.bumped(key, delta)?;
         let (from, to) = (from.as_str(), to.as_str());
+        let _written = (self.written(from), self.written(to));
         if matches!(self.links, Links::Cluster(_))
             && redis::cluster_routing::Slot::for_key(from)
                 != redis::cluster_routing::Slot::for_key(to)
@@ -1548,6 +1700,7 @@ pub struct RedisStoreBuilder {
     sentinel: Option<SentinelTopology>,
     /// The seed nodes of a Redis Cluster.
     cluster: Option<Vec<String>>,
+    near: Option<NearCache>,
 }
 
 /// The sentinels to ask, and the name of the master they watch.
@@ -1579,6 +1732,7 @@ impl std::fmt::Debug for RedisStoreBuilder {
                     .as_ref()
                     .map(|nodes| nodes.iter().map(|node| redact(node)).collect::<Vec<_>>()),
             )
+            .field("near", &self.near)
             .finish()
     }
 }
@@ -1696,6 +1850,27 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// Keeps hot values in process memory, invalidated by Redis when they change anywhere
+    /// (Redis 6+ client tracking): see [`NearCache`] for what uses it and what bounds it. Off
+    /// by default. Not on a cluster: [`build`](Self::build) refuses it there.
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// use tower_redis_http::store::{NearCache, RedisStore};
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), tower_redis_http::ConfigError> {
+    /// let store = RedisStore::builder("redis://127.0.0.1:6379")
+    ///     .near_cache(NearCache::new())
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn near_cache(mut self, near: NearCache) -> Self {
+        self.near = Some(near);
+        self
+    }
+
     /// The store. Connections open on first use, so a service starts while Redis is down and
     /// its layers apply their failure policy until Redis is back; [`RedisStore::ping`] checks
     /// readiness. Must be called within a Tokio runtime (the pool spawns its reaper there).
@@ -1734,7 +1909,22 @@ impl RedisStoreBuilder {
                 });
             }
         }
+        if let Some(problem) = self.near.as_ref().and_then(NearCache::problem) {
+            return Err(ConfigError::InvalidOption {
+                option: "near_cache",
+                reason: problem.to_owned(),
+            });
+        }
         if let Some(nodes) = &self.cluster {
+            if self.near.is_some() {
+                return Err(ConfigError::InvalidOption {
+                    option: "near_cache",
+                    reason: "a near cache needs one server or Sentinel: on a cluster each node \
+                             would need its own tracking connection, which this store does not \
+                             keep"
+                        .to_owned(),
+                });
+            }
             let links = self.cluster_links(nodes)?;
             return Ok(RedisStore {
                 links: Links::Cluster(Arc::new(links)),
@@ -1743,13 +1933,51 @@ impl RedisStoreBuilder {
                 keys: self.keys,
                 default_timeout: self.default_timeout,
                 command_timeout: self.command_timeout,
+                near: None,
             });
         }
-        let inner = match &self.sentinel {
-            None => Connector::Direct(self.direct_connector()?),
-            Some(sentinel) => {
-                Connector::Sentinel(tokio::sync::Mutex::new(self.sentinel_client(sentinel)?))
+        let (inner, tracking) = match &self.sentinel {
+            None => {
+                let info = self.direct_info()?;
+                let manager = RedisConnectionManager::new(info.clone()).map_err(|err| {
+                    self.invalid_location("rejected by the Redis client", Some(err))
+                })?;
+                let tracking = match self.near {
+                    Some(_) => Some(TrackingConnector::Direct(
+                        super::near::resp3_client(info).map_err(|err| {
+                            self.invalid_location("rejected by the Redis client", Some(err))
+                        })?,
+                    )),
+                    None => None,
+                };
+                (Connector::Direct(manager), tracking)
             }
+            Some(sentinel) => {
+                let tracking = match self.near {
+                    Some(_) => Some(TrackingConnector::Sentinel(tokio::sync::Mutex::new(
+                        self.sentinel_client(sentinel)?,
+                    ))),
+                    None => None,
+                };
+                let client = self.sentinel_client(sentinel)?;
+                (
+                    Connector::Sentinel(tokio::sync::Mutex::new(client)),
+                    tracking,
+                )
+            }
+        };
+        let near = match (self.near, tracking) {
+            (Some(settings), Some(connector)) => {
+                let near = Arc::new(Near::new(settings));
+                tokio::spawn(super::near::keep_tracking(
+                    Arc::downgrade(&near),
+                    connector,
+                    self.connect_timeout,
+                    self.command_timeout,
+                ));
+                Some(near)
+            }
+            _ => None,
         };
         let reachability = Arc::new(Reachability::default());
         let manager = TrackedManager {
@@ -1776,6 +2004,7 @@ impl RedisStoreBuilder {
             keys: self.keys,
             default_timeout: self.default_timeout,
             command_timeout: self.command_timeout,
+            near,
         })
     }
 }
@@ -1822,8 +2051,8 @@ impl RedisStoreBuilder {
         settings
     }
 
-    /// Connections straight to the location.
-    fn direct_connector(&self) -> Result<RedisConnectionManager, ConfigError> {
+    /// Where connections straight to the location go, with the builder's settings.
+    fn direct_info(&self) -> Result<ConnectionInfo, ConfigError> {
         if !cfg!(feature = "tls") && self.location.trim_start().starts_with("rediss://") {
             return Err(self.invalid_location("`rediss://` needs this crate's `tls` feature", None));
         }
@@ -1835,9 +2064,7 @@ impl RedisStoreBuilder {
                 self.invalid_location("not a Redis URL this build can use", Some(err))
             })?;
         let settings = self.settings(info.redis_settings().clone());
-        let info = self.with_tls_certificates(info.set_redis_settings(settings))?;
-        RedisConnectionManager::new(info)
-            .map_err(|err| self.invalid_location("rejected by the Redis client", Some(err)))
+        self.with_tls_certificates(info.set_redis_settings(settings))
     }
 
     /// Links to the cluster that `nodes` belong to.

@@ -227,3 +227,68 @@ async fn a_namespace_bump_waits_for_the_replicas() {
     replica.resume();
     assert_eq!(invalidator.invalidate_all().await.unwrap(), 3);
 }
+
+/// Two instances on one Redis, the second with a near cache: what the first invalidates (one
+/// URL, or the whole namespace) stops being served by the second within 50 ms, though the
+/// second serves its hits from process memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_near_cache_drops_what_another_instance_invalidates_within_50_ms() {
+    use std::time::Instant;
+    use tower_redis_http::store::RedisStore;
+
+    let redis = crate::support::TestRedis::start();
+    let plain = RedisStore::builder(redis.url()).build().await.unwrap();
+    let near = crate::support::near_store(&redis).await;
+    let (one, invalidator) = site(ResponseCacheLayer::cache_page(
+        plain,
+        Duration::from_secs(60),
+    ));
+    let (two, _) = site(ResponseCacheLayer::cache_page(
+        near.clone(),
+        Duration::from_secs(60),
+    ));
+    let missed_within = |path: &'static str| {
+        let two = two.clone();
+        async move {
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(1) {
+                if !is_hit(&two, path, "en").await {
+                    return started.elapsed();
+                }
+                tokio::task::yield_now().await;
+            }
+            started.elapsed()
+        }
+    };
+
+    warm(&one, "/a").await;
+    assert!(is_hit(&two, "/a", "en").await);
+    let gets = crate::support::command_calls(&redis, "GET");
+    for _ in 0..20 {
+        assert!(is_hit(&two, "/a", "en").await);
+    }
+    assert_eq!(
+        crate::support::command_calls(&redis, "GET"),
+        gets,
+        "the second instance's hits come from its near cache"
+    );
+    invalidator
+        .invalidate_url("http://shop.example/a")
+        .await
+        .unwrap();
+    let took = missed_within("/a").await;
+    assert!(
+        took < Duration::from_millis(50),
+        "invalidated URL served for {took:?}"
+    );
+
+    warm(&one, "/b").await;
+    assert!(is_hit(&two, "/b", "en").await);
+    assert!(is_hit(&two, "/b", "en").await);
+    invalidator.invalidate_all().await.unwrap();
+    let took = missed_within("/b").await;
+    assert!(
+        took < Duration::from_millis(50),
+        "bumped namespace served for {took:?}"
+    );
+}

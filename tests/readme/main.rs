@@ -97,6 +97,20 @@ mod warp_service {
 }
 
 #[rustfmt::skip]
+async fn near_cache() -> Result<(), Box<dyn Error>> {
+    // readme-snippet
+    use std::time::Duration;
+    use tower_redis_http::store::{NearCache, RedisStore};
+
+    let store = RedisStore::builder("redis://127.0.0.1:6379")
+        .near_cache(NearCache::new().max_entries(50_000).max_bytes(64 << 20).max_age(Duration::from_secs(30)))
+        .build()
+        .await?;
+    // readme-snippet
+    Ok(())
+}
+
+#[rustfmt::skip]
 async fn building_blocks(user: User) -> Result<(), Box<dyn Error>> {
     // readme-snippet
     use std::time::Duration;
@@ -194,8 +208,8 @@ fn the_readme_shows_the_compiled_snippets() {
     let shown = readme_blocks(readme);
     assert_eq!(
         shown.len(),
-        5,
-        "the README has 5 Rust blocks; update this test with it"
+        6,
+        "the README has 6 Rust blocks; update this test with it"
     );
     assert_eq!(
         shown, compiled,

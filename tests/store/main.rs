@@ -8,6 +8,7 @@ mod cluster;
 mod config;
 mod conformance;
 mod harness;
+mod near_cache;
 mod redis;
 mod sentinel;
 mod tls;
@@ -94,6 +95,18 @@ async fn redis_store() -> (TestRedis, RedisStore) {
     (redis, store)
 }
 
+/// A store with a near cache, serving.
+async fn redis_near_store() -> (TestRedis, RedisStore) {
+    let redis = TestRedis::start();
+    let store = RedisStore::builder(redis.url())
+        .near_cache(tower_redis_http::store::NearCache::new())
+        .build()
+        .await
+        .expect("build a store with a near cache on the test server");
+    support::wait_until_near_cache_serves(&store).await;
+    (redis, store)
+}
+
 /// A store speaking TLS to a server that also listens for it, trusting the test CA.
 async fn redis_tls_store() -> (TestRedis, RedisStore) {
     let redis = TestRedis::start_tls(false);
@@ -144,6 +157,7 @@ conformance_suite!(memory, crate::memory_store);
 conformance_suite!(memory_rate_limits, crate::memory_rate_limit_share);
 conformance_suite!(memory_cache, crate::memory_cache_share);
 conformance_suite!(redis_backend, crate::redis_store);
+conformance_suite!(redis_near, crate::redis_near_store);
 conformance_suite!(redis_tls, crate::redis_tls_store);
 conformance_suite!(redis_sentinel, crate::redis_sentinel_store);
 conformance_suite!(redis_cluster, crate::redis_cluster_store);

@@ -975,6 +975,37 @@ fn ephemeral_range_start() -> u16 {
         .unwrap_or(32_768)
 }
 
+/// A store on `server` with a near cache (the default settings), serving.
+pub async fn near_store(server: &TestRedis) -> tower_redis_http::store::RedisStore {
+    let store = tower_redis_http::store::RedisStore::builder(server.url())
+        .command_timeout(Duration::from_secs(5))
+        .near_cache(tower_redis_http::store::NearCache::new())
+        .build()
+        .await
+        .expect("build a store with a near cache on the test server");
+    wait_until_near_cache_serves(&store).await;
+    store
+}
+
+/// Waits until `store`'s near cache has its tracking connection.
+///
+/// # Panics
+///
+/// When it has none within 5 s, or the store has no near cache.
+pub async fn wait_until_near_cache_serves(store: &tower_redis_http::store::RedisStore) {
+    let serving = eventually(Duration::from_secs(5), || async {
+        store
+            .near_cache_usage()
+            .expect("a store with a near cache")
+            .serving
+    })
+    .await;
+    assert!(
+        serving,
+        "the near cache's tracking connection did not come up"
+    );
+}
+
 /// The number of calls Redis counted for `command` (from `INFO commandstats`), 0 if none.
 pub fn command_calls(redis: &dyn RawRedis, command: &str) -> u64 {
     let info = redis.command(&["INFO", "commandstats"]);
@@ -1035,6 +1066,17 @@ impl Backend {
             .build()
             .await
             .expect("build a store on the test server");
+        Self::Redis {
+            server,
+            store,
+            sentinel: None,
+        }
+    }
+
+    /// A Redis store with a near cache, serving before the case starts.
+    pub async fn redis_near() -> Self {
+        let server = TestRedis::start();
+        let store = near_store(&server).await;
         Self::Redis {
             server,
             store,
@@ -1113,6 +1155,11 @@ impl Backend {
         }
     }
 
+    /// Whether the store keeps a near cache (reads of hot keys skip Redis).
+    pub fn has_near_cache(&self) -> bool {
+        matches!(self, Self::Redis { store, .. } if store.near_cache_usage().is_some())
+    }
+
     /// Whether the store holds nothing at all.
     pub fn is_empty(&self) -> bool {
         match self {
@@ -1149,7 +1196,8 @@ impl Backend {
     }
 }
 
-/// One `#[tokio::test]` per case and backend, in modules `on_redis` and `on_memory`: each case
+/// One `#[tokio::test]` per case and backend, in modules `on_redis` (`on_redis_near` with a
+/// near cache, `on_redis_tls`, ...) and `on_memory`: each case
 /// is an `async fn(&Backend)` of the module that invokes this. Cases that need worker threads
 /// (`multi_thread: case, ...`) go to `threaded_on_redis` and `threaded_on_memory`; they cannot
 /// [`advance`](Backend::advance) the memory store's clock.
@@ -1157,6 +1205,8 @@ impl Backend {
 macro_rules! on_each_backend {
     (multi_thread: $($case:ident),* $(,)?) => {
         $crate::on_each_backend!(@module threaded_on_redis, { $crate::support::Backend::redis().await },
+            (flavor = "multi_thread", worker_threads = 4); $($case),*);
+        $crate::on_each_backend!(@module threaded_on_redis_near, { $crate::support::Backend::redis_near().await },
             (flavor = "multi_thread", worker_threads = 4); $($case),*);
         $crate::on_each_backend!(@module threaded_on_redis_tls, { $crate::support::Backend::redis_tls().await },
             (flavor = "multi_thread", worker_threads = 4); $($case),*);
@@ -1180,6 +1230,7 @@ macro_rules! on_each_backend {
     };
     ($($case:ident),* $(,)?) => {
         $crate::on_each_backend!(@module on_redis, { $crate::support::Backend::redis().await }, (); $($case),*);
+        $crate::on_each_backend!(@module on_redis_near, { $crate::support::Backend::redis_near().await }, (); $($case),*);
         $crate::on_each_backend!(@module on_redis_tls, { $crate::support::Backend::redis_tls().await }, (); $($case),*);
         $crate::on_each_backend!(@module on_redis_sentinel, { $crate::support::Backend::redis_sentinel().await }, (); $($case),*);
         $crate::on_each_backend!(@module on_redis_cluster, { $crate::support::Backend::redis_cluster().await }, (); $($case),*);

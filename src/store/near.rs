@@ -1,0 +1,538 @@
+//! The near cache: values of plain reads kept in process memory, dropped as soon as Redis says
+//! they changed (server-assisted client-side caching, Redis 6's `CLIENT TRACKING`).
+//!
+//! One connection per store speaks RESP3 with tracking on. Every read that misses the near
+//! cache goes over that connection, so Redis remembers exactly the keys this process holds and
+//! pushes an `invalidate` message on the same connection when any client changes, deletes,
+//! expires or evicts one of them. The pushed message is handled in the connection's reader
+//! task, before any later reply on the connection is delivered.
+//!
+//! Three rules keep it correct:
+//! - **A read that raced a change is not kept.** Each miss registers a ticket for its key
+//!   before it is sent; an invalidation of the key takes the ticket back, and the reply is
+//!   kept only if its ticket is still there (the race the Redis documentation describes: the
+//!   invalidation can be handled before the reply that it makes stale).
+//! - **No tracking, no near cache.** When the tracking connection drops or stops answering
+//!   its heartbeat, every entry is dropped at once and reads go to Redis until a new tracking
+//!   connection is up; changes made meanwhile were never announced to anyone.
+//! - **Bounded age.** No entry is served after the maximum local age, nor after the key's own
+//!   expiry as Redis reported it when it was read.
+//!
+//! redis-rs's own `cache-aio` client cache was weighed and not used: it keeps one cache per
+//! connection (the store shares a pool of them), bounds entries but not bytes, and offers no
+//! way to bypass the cache while invalidations cannot arrive.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use moka::sync::Cache;
+use redis::aio::MultiplexedConnection;
+use redis::{PushInfo, PushKind, RedisError, Value};
+
+/// How often the tracking connection is pinged: a connection that looks open but no longer
+/// delivers (a network partition) is found out within this plus the command timeout.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// The name the tracking connection gives itself (`CLIENT SETNAME`), so that an operator can
+/// find it in `CLIENT LIST`.
+pub(super) const TRACKING_CLIENT_NAME: &str = "tower-redis-http-near-cache";
+
+/// The settings of a near cache on a [`RedisStore`](super::RedisStore): hot values read from
+/// process memory, invalidated by Redis when they change anywhere.
+///
+/// Only plain reads use it ([`Store::get`](super::Store::get), the auth layer's token
+/// lookup without sliding expiry, the cache layer's entry and generation reads). Rate limits,
+/// send flags, scripts and every write always go to Redis. Needs Redis 6 or later, on one
+/// server or through Sentinel; a cluster store refuses it.
+///
+/// # Example
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tower_redis_http::store::{NearCache, RedisStore};
+///
+/// # #[tokio::main] async fn main() -> Result<(), tower_redis_http::ConfigError> {
+/// let store = RedisStore::builder("redis://127.0.0.1:6379")
+///     .near_cache(
+///         NearCache::new()
+///             .max_entries(50_000)
+///             .max_bytes(64 * 1024 * 1024)
+///             .max_age(Duration::from_secs(30)),
+///     )
+///     .build()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NearCache {
+    max_entries: u64,
+    max_bytes: u64,
+    max_age: Duration,
+}
+
+impl Default for NearCache {
+    fn default() -> Self {
+        Self {
+            max_entries: 10_000,
+            max_bytes: 32 * 1024 * 1024,
+            max_age: Duration::from_secs(30),
+        }
+    }
+}
+
+impl NearCache {
+    /// The defaults: 10,000 entries, 32 MiB of keys and values, 30 s of local age.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::store::NearCache;
+    ///
+    /// let near = NearCache::new();
+    /// assert_eq!(near, NearCache::default());
+    /// ```
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// At most this many entries (the least recently used go first).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::store::NearCache;
+    ///
+    /// let near = NearCache::new().max_entries(1_000);
+    /// ```
+    #[must_use]
+    pub fn max_entries(mut self, max_entries: u64) -> Self {
+        self.max_entries = max_entries;
+        self
+    }
+
+    /// At most this many bytes of keys and values together.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::store::NearCache;
+    ///
+    /// let near = NearCache::new().max_bytes(8 * 1024 * 1024);
+    /// ```
+    #[must_use]
+    pub fn max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// No entry is served longer than this after it was read from Redis, invalidated or not:
+    /// the bound on staleness if an invalidation were ever lost.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::store::NearCache;
+    ///
+    /// let near = NearCache::new().max_age(Duration::from_secs(5));
+    /// ```
+    #[must_use]
+    pub fn max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = max_age;
+        self
+    }
+
+    /// Why these settings cannot work, if they cannot.
+    pub(super) fn problem(&self) -> Option<&'static str> {
+        if self.max_entries == 0 || self.max_bytes == 0 {
+            Some("a near cache needs room for at least one entry")
+        } else if self.max_age.is_zero() {
+            Some("a near cache's maximum local age must be longer than zero")
+        } else {
+            None
+        }
+    }
+}
+
+/// What a near cache holds now, from [`RedisStore::near_cache_usage`](super::RedisStore::near_cache_usage).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NearCacheUsage {
+    /// Entries held (approximate while moka's bookkeeping catches up).
+    pub entries: u64,
+    /// Whether reads are served from process memory: the tracking connection is up.
+    pub serving: bool,
+}
+
+/// A value read from Redis and when it stops being served.
+#[derive(Clone)]
+struct NearValue {
+    value: Bytes,
+    until: Instant,
+}
+
+/// The tracking connection in use, and which one it is.
+struct Link {
+    conn: MultiplexedConnection,
+    id: u64,
+}
+
+/// A near cache's state, shared by every clone of its store.
+pub(super) struct Near {
+    settings: NearCache,
+    entries: Cache<String, NearValue>,
+    /// Mirrors `link.is_some()` for the read path, which should not take a lock.
+    serving: AtomicBool,
+    link: RwLock<Option<Link>>,
+    /// The reads in flight over the tracking connection: key to ticket.
+    fills: Mutex<HashMap<String, u64>>,
+    next_ticket: AtomicU64,
+    next_link: AtomicU64,
+    /// How many keys (or whole flushes) were dropped so far, for layers that keep values
+    /// derived from stored ones (the cache's namespace generation).
+    changes: AtomicU64,
+    /// Wakes the task that keeps the tracking connection when it is lost.
+    lost: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for Near {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Near")
+            .field("settings", &self.settings)
+            .field("serving", &self.serving.load(Ordering::Relaxed))
+            .field("entries", &self.entries.entry_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A read registered before it was sent: which key, which ticket, over which connection.
+pub(super) struct Fill {
+    conn: MultiplexedConnection,
+    ticket: u64,
+    link: u64,
+}
+
+impl Fill {
+    pub(super) fn conn(&self) -> MultiplexedConnection {
+        self.conn.clone()
+    }
+}
+
+impl Near {
+    pub(super) fn new(settings: NearCache) -> Self {
+        // Every entry weighs at least max_bytes / max_entries, so that one weight bound keeps
+        // both the byte and the entry bound.
+        let least_weight = (settings.max_bytes / settings.max_entries).max(1);
+        let entries = Cache::builder()
+            .max_capacity(settings.max_bytes)
+            .weigher(move |key: &String, value: &NearValue| {
+                let bytes = (key.len() + value.value.len()) as u64;
+                u32::try_from(bytes.max(least_weight)).unwrap_or(u32::MAX)
+            })
+            .time_to_live(settings.max_age)
+            .build();
+        Self {
+            settings,
+            entries,
+            serving: AtomicBool::new(false),
+            link: RwLock::new(None),
+            fills: Mutex::new(HashMap::new()),
+            next_ticket: AtomicU64::new(0),
+            next_link: AtomicU64::new(0),
+            changes: AtomicU64::new(0),
+            lost: tokio::sync::Notify::new(),
+        }
+    }
+
+    pub(super) fn usage(&self) -> NearCacheUsage {
+        self.entries.run_pending_tasks();
+        NearCacheUsage {
+            entries: self.entries.entry_count(),
+            serving: self.serving.load(Ordering::Acquire),
+        }
+    }
+
+    /// The value held for `key`, if the near cache is serving and holds a live one.
+    #[inline]
+    pub(super) fn get(&self, key: &str) -> Option<Bytes> {
+        if !self.serving.load(Ordering::Acquire) {
+            return None;
+        }
+        let held = self.entries.get(key)?;
+        (held.until > Instant::now()).then_some(held.value)
+    }
+
+    /// Registers a read of `key` over the tracking connection; `None` while there is none
+    /// (the read goes to Redis the usual way).
+    pub(super) fn start_fill(&self, key: &str) -> Option<Fill> {
+        let (conn, link) = {
+            let link = self.link.read().ok()?;
+            let link = link.as_ref()?;
+            (link.conn.clone(), link.id)
+        };
+        let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+        self.fills.lock().ok()?.insert(key.to_owned(), ticket);
+        Some(Fill { conn, ticket, link })
+    }
+
+    /// Keeps what a registered read found, unless the key changed since it was registered,
+    /// or the connection it went over is no longer the one in use.
+    pub(super) fn finish_fill(&self, key: &str, fill: &Fill, found: Option<(&Bytes, i64)>) {
+        let Ok(mut fills) = self.fills.lock() else {
+            return;
+        };
+        if fills.get(key) != Some(&fill.ticket) {
+            return;
+        }
+        fills.remove(key);
+        let Some((value, pttl_ms)) = found else {
+            return;
+        };
+        let current = self
+            .link
+            .read()
+            .is_ok_and(|link| link.as_ref().is_some_and(|link| link.id == fill.link));
+        if !current {
+            return;
+        }
+        // PTTL: -1 for a key without expiry; -2 (gone meanwhile) does not get here with a value
+        let max_age = match u64::try_from(pttl_ms) {
+            Ok(ms) => self.settings.max_age.min(Duration::from_millis(ms)),
+            Err(_) => self.settings.max_age,
+        };
+        self.entries.insert(
+            key.to_owned(),
+            NearValue {
+                value: value.clone(),
+                until: Instant::now() + max_age,
+            },
+        );
+    }
+
+    /// A registered read failed: forget its ticket, and the connection if it broke.
+    pub(super) fn fill_failed(&self, key: &str, fill: &Fill, err: &RedisError) {
+        if let Ok(mut fills) = self.fills.lock()
+            && fills.get(key) == Some(&fill.ticket)
+        {
+            fills.remove(key);
+        }
+        if err.is_connection_dropped() || err.is_timeout() || err.is_io_error() {
+            self.lose(fill.link, "a read over it failed");
+        }
+    }
+
+    /// Drops what is held for `key`: Redis said it changed, or this process just changed it.
+    pub(super) fn forget(&self, key: &[u8]) {
+        let Ok(key) = std::str::from_utf8(key) else {
+            // the crate's keys are text; another client's binary key is nothing held here
+            return;
+        };
+        if let Ok(mut fills) = self.fills.lock() {
+            fills.remove(key);
+            self.entries.invalidate(key);
+        }
+        self.changes.fetch_add(1, Ordering::Release);
+    }
+
+    /// See [`Near::changes`](field@Near::changes).
+    pub(super) fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
+    }
+
+    /// Drops everything held (a `FLUSHDB` anywhere, or a change this process made to keys it
+    /// cannot name one by one).
+    pub(super) fn forget_all(&self) {
+        if let Ok(mut fills) = self.fills.lock() {
+            fills.clear();
+            self.entries.invalidate_all();
+        }
+        self.changes.fetch_add(1, Ordering::Release);
+    }
+
+    /// The tracking connection `link` is gone or unreliable: stop serving, drop everything,
+    /// and wake the task that opens a new one. A report about an older connection is ignored.
+    pub(super) fn lose(&self, link: u64, why: &str) {
+        {
+            let Ok(mut current) = self.link.write() else {
+                return;
+            };
+            if current.as_ref().is_none_or(|current| current.id != link) {
+                return;
+            }
+            self.serving.store(false, Ordering::Release);
+            *current = None;
+        }
+        // not under the link's lock: a fill holds the fills' lock while it reads the link
+        self.forget_all();
+        crate::observe::near_cache_flush();
+        tracing::info!(
+            why,
+            "near cache bypassed and emptied: its invalidation connection is lost"
+        );
+        self.lost.notify_one();
+    }
+
+    fn link_up(&self, conn: MultiplexedConnection, id: u64) {
+        if let Ok(mut current) = self.link.write() {
+            *current = Some(Link { conn, id });
+            self.serving.store(true, Ordering::Release);
+        }
+    }
+
+    fn current_link(&self) -> Option<(MultiplexedConnection, u64)> {
+        let link = self.link.read().ok()?;
+        link.as_ref().map(|link| (link.conn.clone(), link.id))
+    }
+
+    /// What Redis pushes on the tracking connection.
+    fn pushed(&self, link: u64, push: &PushInfo) {
+        match push.kind {
+            PushKind::Invalidate => match push.data.first() {
+                Some(Value::Array(keys)) => {
+                    for key in keys {
+                        if let Value::BulkString(key) = key {
+                            self.forget(key);
+                        }
+                    }
+                }
+                // a nil list: the whole database was flushed
+                _ => self.forget_all(),
+            },
+            PushKind::Disconnection => self.lose(link, "the connection closed"),
+            _ => {}
+        }
+    }
+}
+
+/// How the tracking connection reaches Redis: straight, or through Sentinel to the master.
+pub(super) enum TrackingConnector {
+    Direct(redis::Client),
+    Sentinel(tokio::sync::Mutex<redis::sentinel::SentinelClient>),
+}
+
+impl TrackingConnector {
+    async fn connect(
+        &self,
+        near: &Arc<Near>,
+        link: u64,
+        command_timeout: Duration,
+    ) -> Result<MultiplexedConnection, RedisError> {
+        let client = match self {
+            Self::Direct(client) => client.clone(),
+            Self::Sentinel(sentinel) => {
+                let master = sentinel.lock().await.async_get_client().await?;
+                resp3_client(master.get_connection_info().clone())?
+            }
+        };
+        let weak: Weak<Near> = Arc::downgrade(near);
+        let config = redis::AsyncConnectionConfig::new()
+            .set_response_timeout(Some(command_timeout))
+            .set_push_sender(move |push: PushInfo| {
+                if let Some(near) = weak.upgrade() {
+                    near.pushed(link, &push);
+                }
+                Ok::<(), std::convert::Infallible>(())
+            });
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        redis::pipe()
+            .cmd("CLIENT")
+            .arg("SETNAME")
+            .arg(TRACKING_CLIENT_NAME)
+            .ignore()
+            .cmd("CLIENT")
+            .arg("TRACKING")
+            .arg("ON")
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(conn)
+    }
+}
+
+/// A client for `info` that speaks RESP3, which push messages need.
+pub(super) fn resp3_client(info: redis::ConnectionInfo) -> Result<redis::Client, RedisError> {
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(redis::ProtocolVersion::RESP3);
+    redis::Client::open(info.set_redis_settings(settings))
+}
+
+/// Keeps a tracking connection open for `near` while any store handle holds it: opens one
+/// (with growing pauses while Redis is away), pings it every [`HEARTBEAT`], and opens a new
+/// one when it is lost.
+pub(super) async fn keep_tracking(
+    near: Weak<Near>,
+    connector: TrackingConnector,
+    connect_timeout: Duration,
+    command_timeout: Duration,
+) {
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let Some(strong) = near.upgrade() else {
+            return;
+        };
+        let id = strong.next_link.fetch_add(1, Ordering::Relaxed);
+        let connected = tokio::time::timeout(
+            connect_timeout,
+            connector.connect(&strong, id, command_timeout),
+        )
+        .await;
+        match connected {
+            Ok(Ok(conn)) => {
+                strong.link_up(conn, id);
+                pause = Duration::from_millis(50);
+            }
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err, "near cache: no tracking connection yet");
+                drop(strong);
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(HEARTBEAT);
+                continue;
+            }
+            Err(_) => {
+                drop(strong);
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(HEARTBEAT);
+                continue;
+            }
+        }
+        drop(strong);
+        watch(&near, id, command_timeout).await;
+    }
+}
+
+/// Pings the tracking connection `id` until it is lost, or every store handle is gone.
+async fn watch(near: &Weak<Near>, id: u64, command_timeout: Duration) {
+    loop {
+        let Some(strong) = near.upgrade() else {
+            return;
+        };
+        let Some((mut conn, current)) = strong.current_link() else {
+            return;
+        };
+        if current != id {
+            return;
+        }
+        if tokio::time::timeout(HEARTBEAT, strong.lost.notified())
+            .await
+            .is_ok()
+        {
+            continue;
+        }
+        let ping = tokio::time::timeout(
+            command_timeout,
+            redis::cmd("PING").query_async::<()>(&mut conn),
+        )
+        .await;
+        if !matches!(ping, Ok(Ok(()))) {
+            strong.lose(id, "it did not answer a ping within the command timeout");
+        }
+    }
+}
