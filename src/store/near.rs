@@ -166,6 +166,8 @@ pub struct NearCacheUsage {
     pub entries: u64,
     /// Whether reads are served from process memory: the tracking connection is up.
     pub serving: bool,
+    /// How many times a lost tracking connection emptied the near cache.
+    pub flushes: u64,
 }
 
 /// A value read from Redis and when it stops being served.
@@ -195,6 +197,8 @@ pub(super) struct Near {
     /// How many keys (or whole flushes) were dropped so far, for layers that keep values
     /// derived from stored ones (the cache's namespace generation).
     changes: AtomicU64,
+    /// See [`NearCacheUsage::flushes`].
+    flushes: AtomicU64,
     /// Wakes the task that keeps the tracking connection when it is lost.
     lost: tokio::sync::Notify,
 }
@@ -244,6 +248,7 @@ impl Near {
             next_ticket: AtomicU64::new(0),
             next_link: AtomicU64::new(0),
             changes: AtomicU64::new(0),
+            flushes: AtomicU64::new(0),
             lost: tokio::sync::Notify::new(),
         }
     }
@@ -253,6 +258,7 @@ impl Near {
         NearCacheUsage {
             entries: self.entries.entry_count(),
             serving: self.serving.load(Ordering::Acquire),
+            flushes: self.flushes.load(Ordering::Relaxed),
         }
     }
 
@@ -368,6 +374,7 @@ impl Near {
         }
         // not under the link's lock: a fill holds the fills' lock while it reads the link
         self.forget_all();
+        self.flushes.fetch_add(1, Ordering::Relaxed);
         crate::observe::near_cache_flush();
         tracing::info!(
             why,

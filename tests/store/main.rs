@@ -217,6 +217,61 @@ mod memory_clock {
     }
 }
 
+mod memory_rate_limit_expiry {
+    use std::time::Duration;
+
+    use tower_redis_http::store::{MemoryStore, RatePolicy, Store};
+
+    /// A flood of send flags that all expire together is dropped by the writes that follow, a
+    /// few per write, rather than all at once by the map's upkeep (which stalled every writer).
+    #[tokio::test(start_paused = true)]
+    async fn expired_rate_limit_keys_are_dropped_by_later_writes() {
+        let store = MemoryStore::new();
+        let flags = store.for_rate_limits();
+        let cooldown = RatePolicy::cooldown(Duration::from_secs(60)).unwrap();
+        for n in 0..1_000 {
+            let key = format!("sms:{n}");
+            assert!(flags.rate_limit(&key, &cooldown).await.unwrap().allowed);
+        }
+        assert_eq!(store.usage().rate_limit_keys, 1_000);
+        tokio::time::advance(Duration::from_secs(61)).await;
+        for n in 0..600 {
+            let key = format!("sms:later:{n}");
+            assert!(flags.rate_limit(&key, &cooldown).await.unwrap().allowed);
+        }
+        assert_eq!(
+            store.usage().rate_limit_keys,
+            600,
+            "every expired flag was dropped by the 600 writes after it"
+        );
+    }
+
+    /// A key written again after it expired gets a new deadline; the check queued for its old
+    /// one finds it live and leaves it.
+    #[tokio::test(start_paused = true)]
+    async fn a_key_renewed_after_its_expiry_is_not_dropped_by_its_old_deadline() {
+        let store = MemoryStore::new();
+        let flags = store.for_rate_limits();
+        let window = RatePolicy::fixed_window(10, Duration::from_secs(10)).unwrap();
+        assert_eq!(flags.rate_limit("api", &window).await.unwrap().remaining, 9);
+        tokio::time::advance(Duration::from_secs(11)).await;
+        // a new window, then writes to other keys that sweep the old deadline's queue
+        assert_eq!(flags.rate_limit("api", &window).await.unwrap().remaining, 9);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        for n in 0..10 {
+            flags
+                .rate_limit(&format!("other:{n}"), &window)
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            flags.rate_limit("api", &window).await.unwrap().remaining,
+            8,
+            "the renewed window kept its count"
+        );
+    }
+}
+
 mod memory_shares {
     use std::time::Duration;
 
