@@ -38,6 +38,10 @@ LABELS = {
     "near_auth": ("8", "auth layer, valid token, Redis with a near cache"),
     "near_cache_hit": ("8", "cache layer hit, Redis with a near cache"),
     "near_full_stack": ("8", "auth + rate limit + cache hit, Redis with a near cache (the rate limit still goes to Redis)"),
+    "peers_plain": ("9", "plain handler on the peers' server (`bench/peers`, its own binary: its ceiling)"),
+    "peer_tower_http_cache_memory": ("9", "peer: tower-http-cache 0.6, in-memory backend, hit"),
+    "peer_tower_http_cache_redis": ("9", "peer: tower-http-cache 0.6, Redis backend, hit"),
+    "peer_http_cache_tower_server_moka": ("9", "peer: http-cache-tower-server 0.2, moka manager, hit"),
     "cluster_floor": ("7", "hand-written handler, one GET on redis-rs's cluster connection (floor on the cluster)"),
     "cluster_floor_unique": ("7u", "the cluster floor handler, distinct paths"),
     "cluster_auth": ("7", "auth layer, valid token, Redis Cluster"),
@@ -51,6 +55,13 @@ LABELS = {
 UNIQUE = {"cache_miss_redis", "rl_cooldown_redis", "rl_cooldown_memory", "cluster_rl_cooldown"}
 # the baselines of the scenarios on the cluster: its own one-GET floor
 CLUSTER = {"cluster_auth", "cluster_cache_hit", "cluster_rl_cooldown", "cluster_rl_window", "cluster_rl_gcra"}
+# each peer beside the scenario of this crate that does the same work
+PEERS = {
+    "peer_tower_http_cache_memory": "cache_hit_memory",
+    "peer_http_cache_tower_server_moka": "cache_hit_memory",
+    "peer_tower_http_cache_redis": "cache_hit_redis",
+    "rl_tower_governor": "rl_gcra_memory",
+}
 EXPECTED_TRIPS = {"near_auth": 0, "near_cache_hit": 0, "near_full_stack": 1, "plain": 0, "plain_unique": 0, "plain_layered": 0, "floor": 1, "floor_unique": 1, "cache_miss_redis": 3, "full_stack_redis": 3, "rl_tower_governor": 0, "cluster_floor": 1, "cluster_floor_unique": 1}
 
 rows = list(csv.DictReader(open(results), delimiter="\t"))
@@ -117,7 +128,13 @@ except OSError:
 
 def target(name, s):
     ceiling, one_get = baselines(name)
-    if name in ("plain", "floor", "plain_unique", "floor_unique", "plain_layered", "rl_tower_governor", "cluster_floor", "cluster_floor_unique"):
+    if name in PEERS and PEERS[name] in stats:
+        ours = stats[PEERS[name]]["rps"]
+        verdict = "ahead" if ours >= s["rps"] else "behind"
+        return f"this crate {verdict}: {PEERS[name]} at {ours / s['rps']:.2f}× this"
+    if name == "peers_plain":
+        return ""
+    if name in ("plain", "floor", "plain_unique", "floor_unique", "plain_layered", "cluster_floor", "cluster_floor_unique"):
         return ""
     if name == "rl_gcra_memory":
         gov = stats.get("rl_tower_governor", {}).get("rps", 0)
@@ -187,6 +204,19 @@ lines += [
     "near-cache scenarios are checked to send no `GET` to Redis once warm, and a token that",
     "another client deletes from Redis is checked to be refused by the near cache within 50 ms"
     + (f" (this run: {os.environ['REVOCATION_MS']} ms, curl's start included)." if os.environ.get("REVOCATION_MS") else "."),
+    "",
+    "## Peers",
+    "",
+    "Scenarios 9 run other crates' layers on the same work, from `bench/peers` (a crate of its",
+    "own, so that their dependencies stay out of this one): the same axum server shape, the same",
+    "1 KiB page (marked `public, max-age=3600`, which those HTTP caches need to store it), the same",
+    "Redis, timed in the same rounds. Each is checked to hit before it is timed (its handler does not",
+    "run again). The target column puts this crate's equivalent scenario beside each, as this",
+    "crate's throughput over the peer's; tower_governor (5) is set beside the memory-store GCRA.",
+    "The peers' pages are served by a tower `service_fn` rather than an axum handler:",
+    "tower-http-cache needs a `Sync` response body, which axum's is not. tower-rate-limiter",
+    "(its memory and Redis stores) is not here: every release (0.1.0 to 0.1.6) requires rustc",
+    "1.96, and this project builds on 1.95.",
     "",
     "## Where the CPU goes",
     "",

@@ -47,8 +47,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== building the benchmark server (release)"
+echo "== building the benchmark server and the peers' server (release)"
 cargo build --release --example bench_server -q
+# the peers live in a crate of their own, so that their dependencies stay out of this one
+cargo build --release -q --manifest-path bench/peers/Cargo.toml
 
 redis_port=$(free_port)
 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$workdir" >/dev/null &
@@ -102,6 +104,15 @@ pids+=($!)
 server_pid=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$server_port/plain" >/dev/null 2>&1 && break; sleep 0.05; done
 base="http://127.0.0.1:$server_port"
+peers_port=$(free_port)
+REDIS_URL="redis://127.0.0.1:$redis_port" ADDR="127.0.0.1:$peers_port" "${server_cpu[@]}" bench/peers/target/release/tower-redis-http-peers >/dev/null &
+pids+=($!)
+peers_pid=$!
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$peers_port/plain" >/dev/null 2>&1 && break; sleep 0.05; done
+peers_base="http://127.0.0.1:$peers_port"
+# a path starting with @peers is served by the peers' server (bench/peers)
+url_of() { case "$1" in @peers*) echo "$peers_base${1#@peers}" ;; *) echo "$base$1" ;; esac; }
+pid_of() { case "$1" in @peers*) echo "$peers_pid" ;; *) echo "$server_pid" ;; esac; }
 auth="Authorization: Bearer bench-token-0123456789abcdef"
 
 # name | path | needs the token | unique path per request | GETs Redis runs inside a script or
@@ -131,6 +142,10 @@ scenarios=(
   "near_auth|/near/auth|yes|no|0|-"
   "near_cache_hit|/near/cache|no|no|0|hit"
   "near_full_stack|/near/full|yes|no|1|hit"
+  "peers_plain|@peers/plain|no|no|0|-"
+  "peer_tower_http_cache_memory|@peers/peers/tower-http-cache/memory|no|no|0|-"
+  "peer_tower_http_cache_redis|@peers/peers/tower-http-cache/redis|no|no|0|-"
+  "peer_http_cache_tower_server_moka|@peers/peers/http-cache-tower-server/moka|no|no|0|-"
   "cluster_floor|/cluster/floor|yes|no|0|-"
   "cluster_floor_unique|/cluster/floor/{n}|yes|yes|0|-"
   "cluster_auth|/cluster/auth|yes|no|0|-"
@@ -162,6 +177,17 @@ for entry in "${scenarios[@]}"; do
     miss) [[ "$status" == *"fwd="* && "$status" != *"stored"* ]] ;;
   esac || { echo "$name is not what its name says: Cache-Status: ${status:-none}" >&2; exit 1; }
 done
+
+# The peers' cache scenarios must hit once warm: their handlers do not run again.
+for path in /peers/tower-http-cache/memory /peers/tower-http-cache/redis /peers/http-cache-tower-server/moka; do
+  curl -s -o /dev/null "$peers_base$path"; curl -s -o /dev/null "$peers_base$path"
+done
+before=$(curl -s "$peers_base/runs")
+for path in /peers/tower-http-cache/memory /peers/tower-http-cache/redis /peers/http-cache-tower-server/moka; do
+  for _ in $(seq 1 20); do curl -s -o /dev/null "$peers_base$path"; done
+done
+after=$(curl -s "$peers_base/runs")
+[ "$before" = "$after" ] || { echo "a peer's cache did not hit: handler runs went from [$before] to [$after]" >&2; exit 1; }
 
 # The near-cache scenarios must be served from process memory once warm: no GET reaches
 # Redis for them.
@@ -218,14 +244,15 @@ for round in $(seq 1 "$ROUNDS"); do
     IFS='|' read -r name path token unique scripted expect <<<"$entry"
     args=(-t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency)
     [ "$token" = yes ] && args+=(-H "$auth")
-    url="$base${path//\{n\}/0}"
+    url=$(url_of "${path//\{n\}/0}")
+    timed_pid=$(pid_of "$path")
     if [ "$unique" = yes ]; then
       args+=(-s bench/unique.lua)
       export BENCH_PATH="$path"
     fi
-    before=$(calls); server_before=$(ticks "$server_pid"); redis_before=$(ticks "${redis_pids[@]}")
+    before=$(calls); server_before=$(ticks "$timed_pid"); redis_before=$(ticks "${redis_pids[@]}")
     out=$("${wrk_cpu[@]}" wrk "${args[@]}" "$url")
-    after=$(calls); server_after=$(ticks "$server_pid"); redis_after=$(ticks "${redis_pids[@]}")
+    after=$(calls); server_after=$(ticks "$timed_pid"); redis_after=$(ticks "${redis_pids[@]}")
     python3 - "$name" "$round" "$((after - before))" "$scripted" "$out" \
       "$((server_after - server_before))" "$((redis_after - redis_before))" "$hz" >>"$results" <<'PY'
 import re, sys
