@@ -481,6 +481,7 @@ pub(super) async fn keep_tracking(
     command_timeout: Duration,
 ) {
     let mut pause = Duration::from_millis(50);
+    let mut warned = false;
     loop {
         let Some(strong) = near.upgrade() else {
             return;
@@ -497,7 +498,14 @@ pub(super) async fn keep_tracking(
                 pause = Duration::from_millis(50);
             }
             Ok(Err(err)) => {
-                tracing::debug!(error = %err, "near cache: no tracking connection yet");
+                // A server that refuses tracking (Redis before 6, a managed service that
+                // forbids CLIENT) will refuse it every time: say so once, loudly enough.
+                if err.code().is_some() && !warned {
+                    warned = true;
+                    tracing::warn!(error = %err, "near cache off: Redis refused client tracking; reads go to Redis");
+                } else {
+                    tracing::debug!(error = %err, "near cache: no tracking connection yet");
+                }
                 drop(strong);
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(HEARTBEAT);
