@@ -121,9 +121,20 @@ const EXPIRY_BUCKET_MS: u128 = 100;
 /// share instead drops expired entries itself, [`SWEEP_PER_WRITE`] on each write, so no
 /// write pays for more than a few. A key written again is queued again; its older queue
 /// place finds it live and leaves it.
-#[derive(Default)]
 struct Expiries {
     due: Mutex<BTreeMap<u64, Vec<String>>>,
+    /// The first queued bucket (`u64::MAX` when none), so that a write with nothing due takes
+    /// no lock.
+    first: AtomicU64,
+}
+
+impl Default for Expiries {
+    fn default() -> Self {
+        Self {
+            due: Mutex::default(),
+            first: AtomicU64::new(u64::MAX),
+        }
+    }
 }
 
 impl Expiries {
@@ -134,6 +145,7 @@ impl Expiries {
         let bucket = u64::try_from(bucket).unwrap_or(u64::MAX);
         if let Ok(mut due) = self.due.lock() {
             due.entry(bucket).or_default().push(key);
+            self.first.fetch_min(bucket, Ordering::Relaxed);
         }
     }
 
@@ -141,6 +153,9 @@ impl Expiries {
     fn take_due(&self, now: Instant, epoch: Instant, limit: usize) -> Vec<String> {
         let current = now.saturating_duration_since(epoch).as_millis() / EXPIRY_BUCKET_MS;
         let current = u64::try_from(current).unwrap_or(u64::MAX);
+        if self.first.load(Ordering::Relaxed) > current {
+            return Vec::new();
+        }
         let Ok(mut due) = self.due.lock() else {
             return Vec::new();
         };
@@ -161,6 +176,9 @@ impl Expiries {
                 taken.extend(keys.drain(keys.len() - wanted..));
             }
         }
+        // under the lock, so that a concurrent `expect` cannot be overwritten
+        let first = due.first_key_value().map_or(u64::MAX, |(&bucket, _)| bucket);
+        self.first.store(first, Ordering::Relaxed);
         taken
     }
 }
