@@ -177,7 +177,9 @@ impl Expiries {
             }
         }
         // under the lock, so that a concurrent `expect` cannot be overwritten
-        let first = due.first_key_value().map_or(u64::MAX, |(&bucket, _)| bucket);
+        let first = due
+            .first_key_value()
+            .map_or(u64::MAX, |(&bucket, _)| bucket);
         self.first.store(first, Ordering::Relaxed);
         taken
     }

@@ -357,3 +357,56 @@ async fn a_cluster_or_an_empty_near_cache_is_refused() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_near_cache_finds_its_server_through_sentinel() {
+    let master = TestRedis::start();
+    let sentinel =
+        TestRedis::start_sentinel(crate::support::TestSentinels::SERVICE, master.port(), 1);
+    let b = RedisStore::sentinel(
+        [format!("127.0.0.1:{}", sentinel.port())],
+        crate::support::TestSentinels::SERVICE,
+    )
+    .near_cache(NearCache::new())
+    .build()
+    .await
+    .expect("build a store with a near cache through the sentinel");
+    wait_until_near_cache_serves(&b).await;
+    b.set("token", value("alice"), Expiry::Never).await.unwrap();
+    let before = command_calls(&master, "GET");
+    for _ in 0..10 {
+        assert_eq!(b.get("token").await.unwrap(), Some(value("alice")));
+    }
+    assert_eq!(
+        command_calls(&master, "GET") - before,
+        1,
+        "read once, then held"
+    );
+    master.command(&["SET", ":1:token", "bob"]);
+    let took = time_until(&b, "token", Some("bob")).await;
+    assert!(
+        took.is_some_and(|took| took < VISIBLE_WITHIN),
+        "the master's change reached the near cache after {took:?}"
+    );
+}
+
+/// A server that refuses `CLIENT` (as some managed services do) has no tracking to give: the
+/// near cache never serves, and every read goes to Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_refuses_tracking_leaves_every_read_to_redis() {
+    let redis = TestRedis::start_with(&["--rename-command", "CLIENT", ""]);
+    let b = RedisStore::builder(redis.url())
+        .near_cache(NearCache::new())
+        .build()
+        .await
+        .expect("build a store with a near cache");
+    b.set("token", value("alice"), Expiry::Never).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = command_calls(&redis, "GET");
+    for _ in 0..10 {
+        assert_eq!(b.get("token").await.unwrap(), Some(value("alice")));
+    }
+    assert_eq!(command_calls(&redis, "GET") - before, 10);
+    let usage = b.near_cache_usage().unwrap();
+    assert!(!usage.serving && usage.entries == 0, "{usage:?}");
+}
