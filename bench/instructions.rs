@@ -32,6 +32,7 @@ const SCENARIOS: &[&str] = &[
     "cache",
     "uncacheable",
     "gcra",
+    "gcra_bare",
     "window",
     "cooldown",
     "governor",
@@ -76,6 +77,14 @@ fn router(scenario: &str, store: &MemoryStore) -> Option<Router> {
             1_000_000,
             Key::global(),
         ))),
+        // what tower_governor does: the limit without the informational RateLimit fields
+        "gcra_bare" => route.route_layer(
+            RateLimitLayer::builder(store.clone())
+                .rule(Rule::gcra("g", "1000000/s", 1_000_000, Key::global()))
+                .informational_headers(false)
+                .build()
+                .expect("valid"),
+        ),
         "window" => route.route_layer(limit(Rule::fixed_window(
             "w",
             "1000000000/h",

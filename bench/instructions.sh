@@ -22,7 +22,7 @@ count() {
 }
 printf '%-10s %14s %14s\n' scenario "instr/request" "over plain"
 plain=""
-for scenario in plain plain_layered auth cache uncacheable gcra window cooldown governor; do
+for scenario in plain plain_layered auth cache uncacheable gcra gcra_bare window cooldown governor; do
   small=$(count "$scenario" "$SMALL")
   large=$(count "$scenario" $((SMALL + 10000)))
   per=$(((large - small) / 10000))

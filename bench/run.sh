@@ -137,6 +137,7 @@ scenarios=(
   "rl_window_memory|/rl/window/memory|no|no|0|-"
   "rl_gcra_redis|/rl/gcra/redis|no|no|1|-"
   "rl_gcra_memory|/rl/gcra/memory|no|no|0|-"
+  "rl_gcra_memory_bare|/rl/gcra/memory-bare|no|no|0|-"
   "rl_tower_governor|/rl/governor|no|no|0|-"
   "full_stack_redis|/full/redis|yes|no|1|hit"
   "near_auth|/near/auth|yes|no|0|-"

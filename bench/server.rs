@@ -167,6 +167,16 @@ fn scenarios(
         .merge(route("/rl/window/memory").route_layer(limit(&memory(), window())))
         .merge(route("/rl/gcra/redis").route_layer(limit(redis, gcra())))
         .merge(route("/rl/gcra/memory").route_layer(limit(&memory(), gcra())))
+        // the same without the informational RateLimit fields: the work tower_governor does
+        .merge(
+            route("/rl/gcra/memory-bare").route_layer(
+                RateLimitLayer::builder(memory())
+                    .rule(gcra())
+                    .informational_headers(false)
+                    .build()
+                    .expect("valid"),
+            ),
+        )
         .merge(route("/rl/governor").route_layer(GovernorLayer::new(governor)))
         .merge(full_stack("/full/redis", redis))
         .merge(route("/near/auth").route_layer(auth(near)))
