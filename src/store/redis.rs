@@ -949,8 +949,9 @@ impl RedisStore {
                     self.outage.failed();
                     return Some(Err(err));
                 }
-                // only the tracking connection failed, or it did with the others: the pool
-                // finds out which, with its own retry
+                // only the tracking connection failed, or it did with the others, or Redis
+                // refused the read (a key of another type, reported inside the pipeline's
+                // error): the pool finds out which, with its own retry and error kinds
                 None
             }
         }

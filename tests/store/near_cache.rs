@@ -410,3 +410,17 @@ async fn a_server_that_refuses_tracking_leaves_every_read_to_redis() {
     let usage = b.near_cache_usage().unwrap();
     assert!(!usage.serving && usage.entries == 0, "{usage:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_of_another_type_is_a_server_error_and_keeps_the_near_cache() {
+    let redis = TestRedis::start();
+    let b = near(&redis, NearCache::new()).await;
+    redis.command(&["SADD", ":1:members", "a"]);
+    let err = b.get("members").await.expect_err("GET on a set fails");
+    assert_eq!(err.kind(), StoreErrorKind::Server, "{err}");
+    let usage = b.near_cache_usage().unwrap();
+    assert!(
+        usage.serving && usage.flushes == 0,
+        "a refused read keeps the tracking connection: {usage:?}"
+    );
+}
