@@ -263,12 +263,17 @@ impl Config {
     }
 }
 
-/// RFC 9111 §4.4: the unsafe methods whose non-error responses invalidate.
+/// RFC 9111 §4.4: a non-error response to an unsafe request invalidates. Every method is
+/// unsafe unless it is known to be safe (RFC 9110 §9.2.1): the safe methods of RFC 9110, and
+/// the extension methods the IANA method registry marks safe. An unknown extension method
+/// (`M-SEARCH`, a custom `PURGE`) invalidates, as POST does: a cache that let it pass would
+/// keep serving what it may have changed.
 pub(crate) fn invalidates(method: &Method) -> bool {
-    matches!(
+    const SAFE_EXTENSIONS: [&str; 4] = ["PROPFIND", "REPORT", "SEARCH", "PRI"];
+    !matches!(
         *method,
-        Method::POST | Method::PUT | Method::DELETE | Method::PATCH
-    )
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    ) && !SAFE_EXTENSIONS.contains(&method.as_str())
 }
 
 /// The URL keys a non-error response to an unsafe request invalidates: the target, and the

@@ -173,6 +173,82 @@ async fn the_caching_proxy_caches_revalidates_and_invalidates_what_the_origin_al
     origin.abort();
 }
 
+/// RFC 9111 §4.4 for methods the crate has no name for: an extension method that is not
+/// known to be safe (`M-SEARCH`, a custom `PURGE`) invalidates the URL it went to as POST
+/// does, and one the IANA registry marks safe (`PROPFIND`) does not. Through the proxy
+/// example, on Redis and on the memory store.
+async fn unsafe_extension_methods_invalidate_and_safe_ones_do_not(
+    store: tower_redis_http::store::AnyStore,
+) {
+    let log = OriginLog::default();
+    let (origin_listener, origin_addr) = listener().await;
+    let origin_log = log.clone();
+    let origin = tokio::spawn(proxy::common::serve_tower(
+        origin_listener,
+        tower::service_fn(move |request: Request<Incoming>| {
+            let answer = origin_answer(&origin_log, &request);
+            async move { Ok::<_, Infallible>(answer) }
+        }),
+        Duration::from_secs(10),
+    ));
+    let (listener, addr) = listener().await;
+    let server = tokio::spawn(async move {
+        proxy::serve(
+            listener,
+            format!("http://{origin_addr}").parse().unwrap(),
+            store,
+            &[],
+        )
+        .await
+    });
+    let http = Http::new(addr);
+    let is_hit = |reply: &Reply| reply.headers["x-cache"] == "HIT";
+
+    get_until(&http, "/fresh", is_hit).await;
+    let propfind = Method::from_bytes(b"PROPFIND").unwrap();
+    assert_eq!(
+        http.send(propfind.clone(), "/fresh", &[], None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(log.count(&propfind, "/fresh"), 1, "passed to the origin");
+    let after_safe = http.send(Method::GET, "/fresh", &[], None).await;
+    assert!(is_hit(&after_safe), "a safe method invalidated");
+
+    for method in ["M-SEARCH", "PURGE"] {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        get_until(&http, "/fresh", is_hit).await;
+        let runs = log.count(&Method::GET, "/fresh");
+        assert_eq!(
+            http.send(method.clone(), "/fresh", &[], None).await.status,
+            StatusCode::OK
+        );
+        let after = http.send(Method::GET, "/fresh", &[], None).await;
+        assert!(
+            cache_status(&after).contains("fwd=uri-miss"),
+            "{method} left /fresh stored: {}",
+            cache_status(&after)
+        );
+        assert_eq!(log.count(&Method::GET, "/fresh"), runs + 1, "{method}");
+    }
+    server.abort();
+    origin.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_extension_methods_invalidate_on_redis() {
+    let redis = TestRedis::start();
+    let store = RedisStore::builder(redis.url()).build().await.unwrap();
+    unsafe_extension_methods_invalidate_and_safe_ones_do_not(store.into()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_extension_methods_invalidate_on_the_memory_store() {
+    let store = tower_redis_http::store::MemoryStore::new();
+    unsafe_extension_methods_invalidate_and_safe_ones_do_not(store.into()).await;
+}
+
 #[tokio::test]
 async fn the_caching_proxy_answers_502_when_the_origin_is_down() {
     let redis = TestRedis::start();
