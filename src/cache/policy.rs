@@ -370,8 +370,67 @@ pub(crate) fn stale_if_error(age: Duration, freshness: Duration, reuse: &Reuse) 
 }
 
 fn header_date(headers: &HeaderMap, name: &HeaderName) -> Option<SystemTime> {
-    let value = headers.get(name)?.to_str().ok()?;
-    httpdate::parse_http_date(value).ok()
+    parse_http_date(headers.get(name)?.to_str().ok()?)
+}
+
+/// An HTTP date in any of the three formats of RFC 9110 §5.6.7 (IMF-fixdate, RFC 850, ANSI C
+/// `asctime`), whatever the letter case of its weekday, month and zone: recipients are asked
+/// to accept the obsolete formats, and origins send `gmt` and `JAN`.
+pub(crate) fn parse_http_date(value: &str) -> Option<SystemTime> {
+    httpdate::parse_http_date(value)
+        .ok()
+        .or_else(|| httpdate::parse_http_date(&usual_case(value)).ok())
+}
+
+/// `value` with each run of letters as dates write it: `Mon`, `Jan`, `Sunday`, `GMT`.
+fn usual_case(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if word.eq_ignore_ascii_case("gmt") {
+            out.push_str("GMT");
+        } else {
+            let mut letters = word.chars();
+            if let Some(first) = letters.next() {
+                out.push(first.to_ascii_uppercase());
+                out.extend(letters.map(|c| c.to_ascii_lowercase()));
+            }
+        }
+        word.clear();
+    };
+    for c in value.chars() {
+        if c.is_ascii_alphabetic() {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
+/// What RFC 9111 §1.2.2 has a cache take for a delta-seconds value too large to represent;
+/// here also what an `Age` that is not one delta-seconds counts as (`old, 0`, `5, 5`, `3;x`):
+/// old enough to be stale, never fresh.
+const UNREADABLE_AGE: Duration = Duration::from_secs(2_147_483_648);
+
+/// The `Age` a response came with (RFC 9111 §5.1): zero without one.
+fn age_value(headers: &HeaderMap) -> Duration {
+    let Some(age) = headers.get(header::AGE) else {
+        return Duration::ZERO;
+    };
+    let digits = age
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|value| !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()));
+    match digits {
+        Some(digits) => digits.parse::<u64>().map_or(UNREADABLE_AGE, |seconds| {
+            Duration::from_secs(seconds).min(UNREADABLE_AGE)
+        }),
+        None => UNREADABLE_AGE,
+    }
 }
 
 /// `corrected_initial_age` of RFC 9111 §4.2.3: the age the response had when it arrived, from
@@ -381,10 +440,7 @@ pub(crate) fn initial_age(
     request_time: SystemTime,
     response_time: SystemTime,
 ) -> Duration {
-    let age_value = headers
-        .get(header::AGE)
-        .and_then(|age| age.to_str().ok()?.trim().parse::<u64>().ok())
-        .map_or(Duration::ZERO, Duration::from_secs);
+    let age_value = age_value(headers);
     let apparent_age = header_date(headers, &header::DATE)
         .and_then(|date| response_time.duration_since(date).ok())
         .unwrap_or_default();
@@ -941,6 +997,26 @@ mod tests {
     }
 
     #[test]
+    fn dates_parse_in_all_three_formats_and_any_letter_case() {
+        let expected = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
+        for value in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+            "sun, 06 nov 1994 08:49:37 gmt",
+            "SUN, 06 NOV 1994 08:49:37 GMT",
+            "SUNDAY, 06-NOV-94 08:49:37 gmt",
+            "sun nov  6 08:49:37 1994",
+        ] {
+            assert_eq!(parse_http_date(value), Some(expected), "{value}");
+        }
+        // what the httpdate crate alone refuses
+        assert!(httpdate::parse_http_date("sun, 06 nov 1994 08:49:37 gmt").is_err());
+        assert_eq!(parse_http_date("tomorrow"), None);
+        assert_eq!(parse_http_date("0"), None);
+    }
+
+    #[test]
     fn age_follows_rfc_9111_section_4_2_3() {
         let secs = Duration::from_secs;
         // Age plus the time the inner service took
@@ -962,9 +1038,22 @@ mod tests {
             initial_age(&headers(&[("date", &date(100))]), at(0), at(0)),
             Duration::ZERO
         );
+        // an Age that is not one delta-seconds makes the response stale, never fresh
+        for junk in ["junk", "old, 0", "5, 5", "3;x", "-1", ""] {
+            assert_eq!(
+                initial_age(&headers(&[("age", junk)]), at(0), at(0)),
+                UNREADABLE_AGE,
+                "{junk:?}"
+            );
+        }
+        // too large to represent: the largest value RFC 9111 §1.2.2 names
         assert_eq!(
-            initial_age(&headers(&[("age", "junk")]), at(0), at(0)),
-            Duration::ZERO
+            initial_age(&headers(&[("age", "99999999999999999999")]), at(0), at(0)),
+            UNREADABLE_AGE
+        );
+        assert_eq!(
+            initial_age(&headers(&[("age", " 7 ")]), at(0), at(0)),
+            secs(7)
         );
     }
 

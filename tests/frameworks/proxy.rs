@@ -70,11 +70,63 @@ fn origin_answer(log: &OriginLog, request: &Request<Incoming>) -> Response<Full<
             answer
         }
         (_, "/private") => response("private, max-age=60", format!("private {runs}")),
+        (_, "/age/unreadable") => {
+            let mut answer = response("max-age=60", format!("aged {runs}"));
+            answer
+                .headers_mut()
+                .insert("age", "old, 0".parse().unwrap());
+            answer
+        }
+        (_, "/age/ten") => {
+            let mut answer = response("max-age=60", format!("ten {runs}"));
+            answer.headers_mut().insert("age", "10".parse().unwrap());
+            answer
+        }
+        (_, expires) if expires.starts_with("/expires/") => {
+            let format = &expires["/expires/".len()..];
+            Response::builder()
+                .header("expires", in_an_hour(format))
+                .header("content-type", "text/plain")
+                .body(Full::new(Bytes::from(format!("{format} {runs}"))))
+                .unwrap()
+        }
         _ => {
             let mut answer = response("no-store", "not found".to_owned());
             *answer.status_mut() = StatusCode::NOT_FOUND;
             answer
         }
+    }
+}
+
+/// An hour from now as an HTTP date in `format`: `lowercase` (IMF-fixdate in lower case),
+/// `rfc850` or `asctime` (RFC 9110 §5.6.7's obsolete formats).
+fn in_an_hour(format: &str) -> String {
+    let fixdate = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(3600));
+    // "Sun, 06 Nov 1994 08:49:37 GMT"
+    let (weekday, day, month, year, time) = (
+        &fixdate[0..3],
+        &fixdate[5..7],
+        &fixdate[8..11],
+        &fixdate[12..16],
+        &fixdate[17..25],
+    );
+    let long_weekday = match weekday {
+        "Mon" => "Monday",
+        "Tue" => "Tuesday",
+        "Wed" => "Wednesday",
+        "Thu" => "Thursday",
+        "Fri" => "Friday",
+        "Sat" => "Saturday",
+        _ => "Sunday",
+    };
+    match format {
+        "lowercase" => fixdate.to_ascii_lowercase(),
+        "rfc850" => format!("{long_weekday}, {day}-{month}-{} {time} GMT", &year[2..]),
+        "asctime" => format!(
+            "{weekday} {month} {:>2} {time} {year}",
+            day.trim_start_matches('0')
+        ),
+        other => panic!("no date format {other}"),
     }
 }
 
@@ -247,6 +299,77 @@ async fn unsafe_extension_methods_invalidate_on_redis() {
 async fn unsafe_extension_methods_invalidate_on_the_memory_store() {
     let store = tower_redis_http::store::MemoryStore::new();
     unsafe_extension_methods_invalidate_and_safe_ones_do_not(store.into()).await;
+}
+
+/// RFC 9111 §5.1 and RFC 9110 §5.6.7 as origins really send them: an `Age` that is not one
+/// number makes the response stale (not stored: it arrived older than it may be kept), a
+/// valid one is counted; `Expires` in the two obsolete formats, or in lower case, gives the
+/// freshness it says. Through the proxy example, on Redis and on the memory store.
+async fn odd_but_valid_age_and_expires_are_read_as_the_rfcs_say(
+    store: tower_redis_http::store::AnyStore,
+) {
+    let log = OriginLog::default();
+    let (origin_listener, origin_addr) = listener().await;
+    let origin_log = log.clone();
+    let origin = tokio::spawn(proxy::common::serve_tower(
+        origin_listener,
+        tower::service_fn(move |request: Request<Incoming>| {
+            let answer = origin_answer(&origin_log, &request);
+            async move { Ok::<_, Infallible>(answer) }
+        }),
+        Duration::from_secs(10),
+    ));
+    let (listener, addr) = listener().await;
+    let server = tokio::spawn(async move {
+        proxy::serve(
+            listener,
+            format!("http://{origin_addr}").parse().unwrap(),
+            store,
+            &[],
+        )
+        .await
+    });
+    let http = Http::new(addr);
+    let is_hit = |reply: &Reply| reply.headers["x-cache"] == "HIT";
+
+    for run in 1..=3 {
+        let reply = http.send(Method::GET, "/age/unreadable", &[], None).await;
+        assert_eq!(
+            text(&reply),
+            format!("aged {run}"),
+            "an unreadable Age was reused"
+        );
+        assert!(
+            !cache_status(&reply).contains("stored"),
+            "{}",
+            cache_status(&reply)
+        );
+    }
+    let hit = get_until(&http, "/age/ten", is_hit).await;
+    let age: u64 = hit.headers["age"].to_str().unwrap().parse().unwrap();
+    assert!(age >= 10, "the origin's Age is counted: {age}");
+
+    for format in ["lowercase", "rfc850", "asctime"] {
+        let path = format!("/expires/{format}");
+        let hit = get_until(&http, &path, is_hit).await;
+        assert_eq!(text(&hit), format!("{format} 1"), "{format}");
+        assert_eq!(log.count(&Method::GET, &path), 1, "{format}");
+    }
+    server.abort();
+    origin.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_age_and_expires_on_redis() {
+    let redis = TestRedis::start();
+    let store = RedisStore::builder(redis.url()).build().await.unwrap();
+    odd_but_valid_age_and_expires_are_read_as_the_rfcs_say(store.into()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_age_and_expires_on_the_memory_store() {
+    let store = tower_redis_http::store::MemoryStore::new();
+    odd_but_valid_age_and_expires_are_read_as_the_rfcs_say(store.into()).await;
 }
 
 #[tokio::test]
