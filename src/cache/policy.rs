@@ -73,7 +73,7 @@ pub(crate) fn cache_control(headers: &HeaderMap) -> CacheControl {
                 Some((name, argument)) => (name.trim(), Some(argument.trim().trim_matches('"'))),
                 None => (item, None),
             };
-            let seconds = || argument.and_then(|a| a.parse::<u64>().ok()).unwrap_or(0);
+            let seconds = || argument.map_or(0, delta_seconds);
             let least =
                 |current: Option<u64>| Some(current.map_or(seconds(), |m| m.min(seconds())));
             let is = |directive: &str| name.eq_ignore_ascii_case(directive);
@@ -118,6 +118,18 @@ pub(crate) fn cache_control(headers: &HeaderMap) -> CacheControl {
         }
     }
     cc
+}
+
+/// A delta-seconds argument (RFC 9111 §1.2.2): digits only; one too large to represent is
+/// 2147483648, as that section asks; anything else (a decimal, a sign, a unit) is invalid and
+/// reads as 0, the most restrictive value, so an entry it governs is stale (§4.2.1).
+fn delta_seconds(argument: &str) -> u64 {
+    if argument.is_empty() || !argument.bytes().all(|b| b.is_ascii_digit()) {
+        return 0;
+    }
+    argument
+        .parse::<u64>()
+        .map_or(2_147_483_648, |seconds| seconds.min(2_147_483_648))
 }
 
 /// The field names of a qualified `private="a, b"` / `no-cache="a, b"`.
@@ -631,6 +643,28 @@ mod tests {
     const MINUTE: Duration = Duration::from_secs(60);
 
     type Pairs<'a> = &'a [(&'a str, &'a str)];
+
+    #[test]
+    fn delta_seconds_follow_rfc_9111() {
+        let max_age = |value: &str| cache_control(&headers(&[("cache-control", value)])).max_age;
+        assert_eq!(max_age("max-age=60"), Some(60));
+        assert_eq!(max_age("max-age = 60"), Some(60), "spaces around =");
+        assert_eq!(max_age(r#"max-age="60""#), Some(60));
+        assert_eq!(
+            max_age("max-age=60, max-age=10"),
+            Some(10),
+            "the most restrictive"
+        );
+        assert_eq!(max_age("max-age=1.5"), Some(0), "a decimal is invalid");
+        assert_eq!(max_age("max-age=-5"), Some(0));
+        assert_eq!(max_age("max-age=60s"), Some(0));
+        assert_eq!(max_age("max-age="), Some(0));
+        assert_eq!(
+            max_age("max-age=99999999999999999999999"),
+            Some(2_147_483_648),
+            "too large: RFC 9111 §1.2.2's value"
+        );
+    }
 
     #[test]
     fn never_stored_cases() {

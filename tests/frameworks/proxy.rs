@@ -82,6 +82,9 @@ fn origin_answer(log: &OriginLog, request: &Request<Incoming>) -> Response<Full<
             answer.headers_mut().insert("age", "10".parse().unwrap());
             answer
         }
+        (_, "/max-age/twice") => response("max-age=3600, max-age=0", format!("twice {runs}")),
+        (_, "/max-age/decimal") => response("max-age=1.5", format!("decimal {runs}")),
+        (_, "/max-age/spaced") => response("max-age = 3600", format!("spaced {runs}")),
         (_, expires) if expires.starts_with("/expires/") => {
             let format = &expires["/expires/".len()..];
             Response::builder()
@@ -301,10 +304,12 @@ async fn unsafe_extension_methods_invalidate_on_the_memory_store() {
     unsafe_extension_methods_invalidate_and_safe_ones_do_not(store.into()).await;
 }
 
-/// RFC 9111 §5.1 and RFC 9110 §5.6.7 as origins really send them: an `Age` that is not one
-/// number makes the response stale (not stored: it arrived older than it may be kept), a
-/// valid one is counted; `Expires` in the two obsolete formats, or in lower case, gives the
-/// freshness it says. Through the proxy example, on Redis and on the memory store.
+/// RFC 9111 §5.1, §4.2.1 and RFC 9110 §5.6.7 as origins really send them: an `Age` that is
+/// not one number makes the response stale (not stored: it arrived older than it may be
+/// kept), a valid one is counted; of two `max-age`s the smaller counts, a decimal one is
+/// invalid (stale), spaces around `=` are read; `Expires` in the two obsolete formats, or in
+/// lower case, gives the freshness it says. Through the proxy example, on Redis and on the
+/// memory store.
 async fn odd_but_valid_age_and_expires_are_read_as_the_rfcs_say(
     store: tower_redis_http::store::AnyStore,
 ) {
@@ -348,6 +353,24 @@ async fn odd_but_valid_age_and_expires_are_read_as_the_rfcs_say(
     let hit = get_until(&http, "/age/ten", is_hit).await;
     let age: u64 = hit.headers["age"].to_str().unwrap().parse().unwrap();
     assert!(age >= 10, "the origin's Age is counted: {age}");
+
+    // a repeated max-age: the most restrictive; a decimal one: invalid, so stale; spaces
+    // around `=`: read
+    for (path, reused) in [
+        ("/max-age/twice", false),
+        ("/max-age/decimal", false),
+        ("/max-age/spaced", true),
+    ] {
+        http.send(Method::GET, path, &[], None).await;
+        let second = http.send(Method::GET, path, &[], None).await;
+        if reused {
+            get_until(&http, path, is_hit).await;
+            assert_eq!(log.count(&Method::GET, path), 1, "{path}");
+        } else {
+            assert!(!is_hit(&second), "{path} was reused");
+            assert_eq!(log.count(&Method::GET, path), 2, "{path}");
+        }
+    }
 
     for format in ["lowercase", "rfc850", "asctime"] {
         let path = format!("/expires/{format}");
