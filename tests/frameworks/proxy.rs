@@ -153,18 +153,25 @@ async fn get_until(http: &Http, path: &str, done: impl Fn(&Reply) -> bool) -> Re
     panic!("{path} never reached the awaited state");
 }
 
+type Proxy = tokio::task::JoinHandle<Result<(), proxy::ServeError>>;
+
 /// The example's proxy for the origin at `origin`, storing in `redis`, and a client for it.
-async fn start_proxy(
-    redis: &TestRedis,
-    origin: SocketAddr,
-) -> (tokio::task::JoinHandle<Result<(), proxy::ServeError>>, Http) {
+async fn start_proxy(redis: &TestRedis, origin: SocketAddr) -> (Proxy, Http) {
     let store = RedisStore::builder(redis.url()).build().await.unwrap();
+    start_proxy_on(store.into(), origin).await
+}
+
+/// The example's proxy for the origin at `origin`, storing in `store`, and a client for it.
+async fn start_proxy_on(
+    store: tower_redis_http::store::AnyStore,
+    origin: SocketAddr,
+) -> (Proxy, Http) {
     let (listener, addr) = listener().await;
     let server = tokio::spawn(async move {
         proxy::serve(
             listener,
             format!("http://{origin}").parse().unwrap(),
-            store.into(),
+            store,
             &[],
         )
         .await
@@ -172,9 +179,12 @@ async fn start_proxy(
     (server, Http::new(addr))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_caching_proxy_caches_revalidates_and_invalidates_what_the_origin_allows() {
-    let redis = TestRedis::start();
+/// The origin of [`origin_answer`] on loopback, and the log of what it saw.
+async fn start_origin() -> (
+    tokio::task::JoinHandle<std::io::Result<()>>,
+    SocketAddr,
+    OriginLog,
+) {
     let log = OriginLog::default();
     let (origin_listener, origin_addr) = listener().await;
     let origin_log = log.clone();
@@ -186,6 +196,13 @@ async fn the_caching_proxy_caches_revalidates_and_invalidates_what_the_origin_al
         }),
         Duration::from_secs(10),
     ));
+    (origin, origin_addr, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_caching_proxy_caches_revalidates_and_invalidates_what_the_origin_allows() {
+    let redis = TestRedis::start();
+    let (origin, origin_addr, log) = start_origin().await;
     let (server, http) = start_proxy(&redis, origin_addr).await;
 
     // max-age: a stored miss, then hits the origin never sees
@@ -235,28 +252,8 @@ async fn the_caching_proxy_caches_revalidates_and_invalidates_what_the_origin_al
 async fn unsafe_extension_methods_invalidate_and_safe_ones_do_not(
     store: tower_redis_http::store::AnyStore,
 ) {
-    let log = OriginLog::default();
-    let (origin_listener, origin_addr) = listener().await;
-    let origin_log = log.clone();
-    let origin = tokio::spawn(proxy::common::serve_tower(
-        origin_listener,
-        tower::service_fn(move |request: Request<Incoming>| {
-            let answer = origin_answer(&origin_log, &request);
-            async move { Ok::<_, Infallible>(answer) }
-        }),
-        Duration::from_secs(10),
-    ));
-    let (listener, addr) = listener().await;
-    let server = tokio::spawn(async move {
-        proxy::serve(
-            listener,
-            format!("http://{origin_addr}").parse().unwrap(),
-            store,
-            &[],
-        )
-        .await
-    });
-    let http = Http::new(addr);
+    let (origin, origin_addr, log) = start_origin().await;
+    let (server, http) = start_proxy_on(store, origin_addr).await;
     let is_hit = |reply: &Reply| reply.headers["x-cache"] == "HIT";
 
     get_until(&http, "/fresh", is_hit).await;
@@ -313,28 +310,8 @@ async fn unsafe_extension_methods_invalidate_on_the_memory_store() {
 async fn odd_but_valid_age_and_expires_are_read_as_the_rfcs_say(
     store: tower_redis_http::store::AnyStore,
 ) {
-    let log = OriginLog::default();
-    let (origin_listener, origin_addr) = listener().await;
-    let origin_log = log.clone();
-    let origin = tokio::spawn(proxy::common::serve_tower(
-        origin_listener,
-        tower::service_fn(move |request: Request<Incoming>| {
-            let answer = origin_answer(&origin_log, &request);
-            async move { Ok::<_, Infallible>(answer) }
-        }),
-        Duration::from_secs(10),
-    ));
-    let (listener, addr) = listener().await;
-    let server = tokio::spawn(async move {
-        proxy::serve(
-            listener,
-            format!("http://{origin_addr}").parse().unwrap(),
-            store,
-            &[],
-        )
-        .await
-    });
-    let http = Http::new(addr);
+    let (origin, origin_addr, log) = start_origin().await;
+    let (server, http) = start_proxy_on(store, origin_addr).await;
     let is_hit = |reply: &Reply| reply.headers["x-cache"] == "HIT";
 
     for run in 1..=3 {

@@ -98,12 +98,7 @@ async fn redis_store() -> (TestRedis, RedisStore) {
 /// A store with a near cache, serving.
 async fn redis_near_store() -> (TestRedis, RedisStore) {
     let redis = TestRedis::start();
-    let store = RedisStore::builder(redis.url())
-        .near_cache(tower_redis_http::store::NearCache::new())
-        .build()
-        .await
-        .expect("build a store with a near cache on the test server");
-    support::wait_until_near_cache_serves(&store).await;
+    let store = support::near_store(&redis).await;
     (redis, store)
 }
 
