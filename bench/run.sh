@@ -190,6 +190,14 @@ done
 after=$(curl -s "$peers_base/runs")
 [ "$before" = "$after" ] || { echo "a peer's cache did not hit: handler runs went from [$before] to [$after]" >&2; exit 1; }
 
+# The GCRA scenarios must differ only in the informational fields: with them, RateLimit is
+# sent; without them (the work tower_governor does), it is not.
+curl -s -D - -o /dev/null "$base/rl/gcra/memory" | tr -d '\r' | grep -qi '^ratelimit:' ||
+  { echo "rl_gcra_memory sends no RateLimit field" >&2; exit 1; }
+if curl -s -D - -o /dev/null "$base/rl/gcra/memory-bare" | tr -d '\r' | grep -qi '^ratelimit'; then
+  echo "rl_gcra_memory_bare sends RateLimit fields" >&2; exit 1
+fi
+
 # The near-cache scenarios must be served from process memory once warm: no GET reaches
 # Redis for them.
 gets() { redis-cli -p "$redis_port" INFO commandstats | tr -d '\r' | sed -n 's/^cmdstat_get:calls=\([0-9]*\),.*/\1/p'; }
