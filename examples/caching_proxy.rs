@@ -8,9 +8,19 @@
 //! ```
 //!
 //! What is stored, for how long and when it is revalidated is the origin's call
-//! (`Cache-Control`, `Expires`, validators). It listens on `ADDR` (127.0.0.1:3002 by
-//! default) and stores in Redis at `REDIS_URL`, or in memory without it. The proxy speaks
-//! plain HTTP/1.1 to the origin.
+//! (`Cache-Control`, `CDN-Cache-Control`, `Expires`, validators). It listens on `ADDR`
+//! (127.0.0.1:3002 by default) and stores in Redis at `REDIS_URL`, or in memory without it.
+//! The proxy speaks plain HTTP/1.1 to the origin.
+//!
+//! Options, from the environment:
+//!
+//! - `HEURISTIC_FRESHNESS_SECS`: heuristic freshness (RFC 9111 §4.2.2) up to this many
+//!   seconds for responses without explicit freshness whose status RFC 9110 §15.1 marks
+//!   heuristically cacheable; off by default.
+//! - `REPLAY_SET_COOKIE=1`: store responses that set cookies and replay their `Set-Cookie`
+//!   to every client served the entry, as RFC 9111 allows. Off by default, and for good
+//!   reason: read the crate's cache security notes first.
+//! - `TRUSTED_PROXIES`: the proxies in front of this one whose forwarding headers are keyed.
 
 pub mod common;
 
@@ -106,20 +116,51 @@ async fn forward(
     }
 }
 
+/// How the proxy's cache is set up beyond what the origin's headers decide.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// The proxies whose `X-Forwarded-Host` / `-Proto` are part of the key instead of refused.
+    pub trusted_proxies: Vec<String>,
+    /// Heuristic freshness up to this bound, for responses without explicit freshness.
+    pub heuristic_freshness: Option<Duration>,
+    /// Store responses that set cookies and replay their `Set-Cookie` on hits.
+    pub replay_set_cookie: bool,
+}
+
+impl Options {
+    /// `TRUSTED_PROXIES`, `HEURISTIC_FRESHNESS_SECS` and `REPLAY_SET_COOKIE`.
+    pub fn from_env() -> Result<Self, String> {
+        let heuristic_freshness = match std::env::var("HEURISTIC_FRESHNESS_SECS") {
+            Ok(seconds) => Some(Duration::from_secs(seconds.trim().parse().map_err(|_| {
+                format!("HEURISTIC_FRESHNESS_SECS={seconds:?} is not a number of seconds")
+            })?)),
+            Err(_) => None,
+        };
+        Ok(Self {
+            trusted_proxies: common::trusted_proxies_from_env(),
+            heuristic_freshness,
+            replay_set_cookie: std::env::var("REPLAY_SET_COOKIE").is_ok_and(|on| on == "1"),
+        })
+    }
+}
+
 /// Serves the proxy on `listener`: the cache layer in HTTP-cache mode, storing in `store`,
 /// in front of a handler that forwards every request to `origin`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     origin: Origin,
     store: AnyStore,
-    trusted_proxies: &[String],
+    options: &Options,
 ) -> Result<(), ServeError> {
-    let cache = ResponseCacheLayer::http_cache(store)
+    let mut cache = ResponseCacheLayer::http_cache(store)
         .keep_stale(Duration::from_secs(3600))
         .x_cache_header(true)
-        // behind these, X-Forwarded-Host / -Proto are part of the key instead of refused
-        .trusted_proxies(trusted_proxies.iter().map(String::as_str))
-        .build()?;
+        .trusted_proxies(options.trusted_proxies.iter().map(String::as_str))
+        .replay_set_cookie(options.replay_set_cookie);
+    if let Some(bound) = options.heuristic_freshness {
+        cache = cache.heuristic_freshness(bound);
+    }
+    let cache = cache.build()?;
     let client: Client<HttpConnector, Incoming> =
         Client::builder(TokioExecutor::new()).build_http();
     let service =
@@ -160,5 +201,5 @@ async fn main() -> Result<(), ServeError> {
         origin.scheme,
         origin.authority
     );
-    serve(listener, origin, store, &common::trusted_proxies_from_env()).await
+    serve(listener, origin, store, &Options::from_env()?).await
 }

@@ -452,7 +452,7 @@ impl Pending {
             }
         }
         let mut stored_headers = parts.headers.clone();
-        policy::strip_unstorable(&mut stored_headers);
+        policy::strip_unstorable(&mut stored_headers, config.replays_cookies());
         for name in &storage.strip {
             stored_headers.remove(name);
         }
@@ -484,7 +484,7 @@ impl Pending {
     fn revalidated(mut self, mut update: HeaderMap) -> Response<Bytes> {
         let stale = self.stale.take().expect("only a revalidation gets here");
         let response_time = SystemTime::now();
-        policy::strip_unstorable(&mut update);
+        policy::strip_unstorable(&mut update, self.config.replays_cookies());
         update.remove(header::CONTENT_LENGTH);
         let mut headers = stale.headers.clone();
         for name in update.keys() {

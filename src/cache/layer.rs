@@ -120,6 +120,13 @@ pub(crate) struct Config {
     pub(crate) unstored_statuses: Option<&'static super::answer::NotStoredStatuses>,
 }
 
+impl Config {
+    /// Whether stored entries keep `Set-Cookie`, and hits replay it.
+    pub(crate) fn replays_cookies(&self) -> bool {
+        self.http.is_some_and(|rules| rules.replay_cookies)
+    }
+}
+
 /// A replacement for the answers the cache gives by itself.
 pub(crate) type RefusalFn = Arc<dyn Fn(&CacheRefusal) -> Response<Bytes> + Send + Sync>;
 
@@ -304,6 +311,7 @@ impl ResponseCacheLayer {
             keep_stale: Duration::from_secs(600),
             max_ttl: builder.timeout,
             store_cookies: false,
+            replay_cookies: false,
         });
         builder.statuses = Vec::new();
         builder.request_directives = RequestDirectives::Honor;
@@ -456,6 +464,37 @@ impl ResponseCacheBuilder {
     /// replays a cookie. Defaults to not storing them at all.
     pub fn store_responses_setting_cookies(mut self, on: bool) -> Self {
         self.store_cookies = on;
+        self
+    }
+
+    /// Stores responses that set cookies **with** their `Set-Cookie` fields, and replays them
+    /// on every hit, as RFC 9111 lets a shared cache do. HTTP-cache mode only. Defaults to
+    /// off.
+    ///
+    /// This is the one RFC 9111 behaviour the layer leaves off by default: a response that
+    /// sets a session or CSRF cookie, stored and replayed, hands one user's cookie to every
+    /// user after them (see the [security notes](super#security)). Turn it on only in front
+    /// of an origin whose cookies are the same for everyone (a consent banner's, a load
+    /// balancer's affinity cookie), or that marks per-user responses `private` or
+    /// `no-cache="Set-Cookie"`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::cache::ResponseCacheLayer;
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let cache = ResponseCacheLayer::http_cache(MemoryStore::new())
+    ///     .replay_set_cookie(true)
+    ///     .build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn replay_set_cookie(mut self, on: bool) -> Self {
+        match &mut self.http {
+            Some(rules) => rules.replay_cookies = on,
+            None if on => self.http_only.push("replay_set_cookie"),
+            None => {}
+        }
         self
     }
 

@@ -122,6 +122,18 @@
 //! (web cache deception). Place the cache **inside** the auth layer for per-user pages that
 //! vary on `Authorization`, or rely on the `Authorization` rule above.
 //!
+//! **`Set-Cookie` is the one RFC 9111 permission this layer does not take by default.** A
+//! shared cache may store a response that sets a cookie and replay the cookie to everyone it
+//! serves the entry to; a session or CSRF cookie so replayed logs every later visitor in as
+//! the first, the classic cache-poisoning failure of shared caches in front of frameworks that
+//! set a cookie on any page. So a response with `Set-Cookie` is not stored (it is passed
+//! through, `Cache-Status: ...; detail=set-cookie`).
+//! [`ResponseCacheBuilder::store_responses_setting_cookies`] stores such responses without
+//! the cookie, and, in the HTTP-cache mode only, [`ResponseCacheBuilder::replay_set_cookie`]
+//! stores and replays it as RFC 9111 allows: for origins whose cookies are the same for
+//! everyone, or that mark per-user ones `private` or `no-cache="Set-Cookie"` (those are never
+//! stored, whatever the setting).
+//!
 //! # Hits
 //!
 //! A hit answers the stored status, headers and body, with `Age` (resident time plus any `Age`
@@ -157,8 +169,10 @@
 //!
 //! # Invalidation
 //!
-//! A non-error response to `POST`, `PUT`, `DELETE` or `PATCH` invalidates every stored variant
-//! of the target URL, and of its `Location` and `Content-Location` when they are on the same
+//! A non-error response to any method not known to be safe (`POST`, `PUT`, `DELETE`, `PATCH`,
+//! and extension methods such as `PURGE` or `M-SEARCH`; `GET`, `HEAD`, `OPTIONS`, `TRACE` and
+//! the registry's safe `PROPFIND`, `REPORT`, `SEARCH` and `PRI` are not) invalidates every
+//! stored variant of the target URL, and of its `Location` and `Content-Location` when they are on the same
 //! origin (RFC 9111 §4.4), before the response goes out. [`CacheInvalidator`] (from
 //! [`ResponseCacheLayer::invalidator`]) invalidates one URL, a URL pattern (with `SCAN`), or
 //! the whole namespace by a generation bump.
@@ -182,6 +196,7 @@ mod policy;
 mod recorder;
 mod service;
 mod storage;
+mod validators;
 #[cfg(any(fuzzing, test))]
 pub(crate) use self::{entry::Entry, policy::cache_control};
 

@@ -282,6 +282,8 @@ pub(crate) struct HttpRules {
     /// No entry is kept longer than this.
     pub(crate) max_ttl: Duration,
     pub(crate) store_cookies: bool,
+    /// Responses that set cookies are stored with their `Set-Cookie`, and hits replay it.
+    pub(crate) replay_cookies: bool,
 }
 
 /// How a stored response may be reused once stale, from its `Cache-Control`.
@@ -527,6 +529,7 @@ pub(crate) fn storable_http(
     let mut strip = cc.private_fields.clone();
     strip.extend(cc.no_cache_fields.iter().cloned());
     if !rules.store_cookies
+        && !rules.replay_cookies
         && headers.contains_key(header::SET_COOKIE)
         && !strip.contains(&header::SET_COOKIE)
     {
@@ -586,8 +589,9 @@ pub(crate) fn storable_http(
 }
 
 /// Headers never stored: hop-by-hop fields (RFC 9111 §3.1), the ones named by `Connection`,
-/// and `Set-Cookie` (never replayed). `Age` is kept: a hit adds its resident time to it.
-pub(crate) fn strip_unstorable(headers: &mut HeaderMap) {
+/// and `Set-Cookie` unless the layer replays it. `Age` is kept: a hit adds its resident time
+/// to it.
+pub(crate) fn strip_unstorable(headers: &mut HeaderMap, replay_cookies: bool) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -611,9 +615,11 @@ pub(crate) fn strip_unstorable(headers: &mut HeaderMap) {
         header::UPGRADE,
         header::PROXY_AUTHENTICATE,
         header::PROXY_AUTHORIZATION,
-        header::SET_COOKIE,
     ] {
         headers.remove(name);
+    }
+    if !replay_cookies {
+        headers.remove(header::SET_COOKIE);
     }
     headers.remove("keep-alive");
     headers.remove("proxy-connection");
@@ -789,10 +795,16 @@ mod tests {
             ("keep-alive", "timeout=5"),
             ("content-type", "text/plain"),
         ]);
-        strip_unstorable(&mut map);
+        let mut replayed = map.clone();
+        strip_unstorable(&mut map, false);
         assert_eq!(
             map.keys().map(HeaderName::as_str).collect::<Vec<_>>(),
             ["content-type"]
+        );
+        strip_unstorable(&mut replayed, true);
+        assert_eq!(
+            replayed.keys().map(HeaderName::as_str).collect::<Vec<_>>(),
+            ["set-cookie", "content-type"]
         );
     }
 
@@ -801,6 +813,7 @@ mod tests {
         keep_stale: Duration::from_secs(600),
         max_ttl: Duration::from_secs(86_400),
         store_cookies: false,
+        replay_cookies: false,
     };
 
     fn at(seconds: u64) -> SystemTime {

@@ -16,6 +16,9 @@ use crate::caching_proxy_example as proxy;
 use crate::support::TestRedis;
 use crate::{Http, Reply, listener};
 
+#[path = "proxy_rules.rs"]
+mod rules;
+
 /// What the origin saw: requests per method and path, and the headers of each.
 #[derive(Clone, Default)]
 struct OriginLog(Arc<Mutex<Vec<(Method, String, HeaderMap)>>>);
@@ -85,6 +88,36 @@ fn origin_answer(log: &OriginLog, request: &Request<Incoming>) -> Response<Full<
         (_, "/max-age/twice") => response("max-age=3600, max-age=0", format!("twice {runs}")),
         (_, "/max-age/decimal") => response("max-age=1.5", format!("decimal {runs}")),
         (_, "/max-age/spaced") => response("max-age = 3600", format!("spaced {runs}")),
+        (_, "/etag/comma") => {
+            let mut answer = response("max-age=60", format!("tagged {runs}"));
+            answer
+                .headers_mut()
+                .insert("etag", "\"a,b\"".parse().unwrap());
+            answer
+        }
+        (_, "/cookie") => {
+            let mut answer = response("max-age=60", format!("cookie {runs}"));
+            answer
+                .headers_mut()
+                .insert("set-cookie", format!("banner={runs}; Path=/").parse().unwrap());
+            answer
+        }
+        (_, "/cookie/per-user") => {
+            let mut answer = response(
+                "max-age=60, no-cache=\"Set-Cookie\"",
+                format!("per-user {runs}"),
+            );
+            answer
+                .headers_mut()
+                .insert("set-cookie", format!("session={runs}").parse().unwrap());
+            answer
+        }
+        (_, "/no-content") => {
+            let mut answer = response("max-age=60", String::new());
+            *answer.status_mut() = StatusCode::NO_CONTENT;
+            answer.headers_mut().insert("x-run", runs.into());
+            answer
+        }
         (_, expires) if expires.starts_with("/expires/") => {
             let format = &expires["/expires/".len()..];
             Response::builder()
@@ -166,13 +199,22 @@ async fn start_proxy_on(
     store: tower_redis_http::store::AnyStore,
     origin: SocketAddr,
 ) -> (Proxy, Http) {
+    start_proxy_with(store, origin, proxy::Options::default()).await
+}
+
+/// [`start_proxy_on`] with the example's `options`.
+async fn start_proxy_with(
+    store: tower_redis_http::store::AnyStore,
+    origin: SocketAddr,
+    options: proxy::Options,
+) -> (Proxy, Http) {
     let (listener, addr) = listener().await;
     let server = tokio::spawn(async move {
         proxy::serve(
             listener,
             format!("http://{origin}").parse().unwrap(),
             store,
-            &[],
+            &options,
         )
         .await
     });

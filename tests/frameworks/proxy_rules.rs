@@ -1,0 +1,132 @@
+//! The finer RFC 9110 / 9111 / 9213 rules of the HTTP-cache mode, each through the caching
+//! proxy example against the loopback origin of [`origin_answer`](super::origin_answer), on
+//! Redis and on the memory store.
+
+use http::{Method, StatusCode};
+use tower_redis_http::store::AnyStore;
+
+use super::{
+    Reply, cache_status, get_until, proxy, start_origin, start_proxy_on, start_proxy_with, text,
+};
+
+/// Runs the rule `$rule(store)` once on a fresh Redis and once on a memory store.
+macro_rules! on_each_store {
+    ($rule:ident) => {
+        mod $rule {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_redis() {
+                let redis = crate::support::TestRedis::start();
+                let store = tower_redis_http::store::RedisStore::builder(redis.url())
+                    .build()
+                    .await
+                    .unwrap();
+                super::$rule(store.into()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_the_memory_store() {
+                super::$rule(tower_redis_http::store::MemoryStore::new().into()).await;
+            }
+        }
+    };
+}
+
+fn is_hit(reply: &Reply) -> bool {
+    reply.headers["x-cache"] == "HIT"
+}
+
+/// RFC 9110 §13.1.2: `If-None-Match` holds a list of entity tags compared weakly, and an
+/// opaque tag may hold a comma, so the list is read tag by tag, not split at commas. A tag
+/// without quotes is no entity tag: the condition cannot be read and the full response is
+/// the answer.
+async fn entity_tag_lists(store: AnyStore) {
+    let (origin, origin_addr, log) = start_origin().await;
+    let (server, http) = start_proxy_on(store, origin_addr).await;
+    get_until(&http, "/etag/comma", is_hit).await;
+
+    for (condition, not_modified) in [
+        ("\"x\", \"a,b\"", true),
+        ("W/\"a,b\"", true),
+        ("\"x\",W/\"a,b\"", true),
+        ("*", true),
+        ("\"a\", \"b\"", false),
+        ("a,b", false),
+        ("\"a,b", false),
+    ] {
+        let reply = http
+            .send(
+                Method::GET,
+                "/etag/comma",
+                &[("if-none-match", condition)],
+                None,
+            )
+            .await;
+        let expected = if not_modified {
+            StatusCode::NOT_MODIFIED
+        } else {
+            StatusCode::OK
+        };
+        assert_eq!(reply.status, expected, "If-None-Match: {condition}");
+        assert!(is_hit(&reply), "{condition}: {}", cache_status(&reply));
+    }
+    assert_eq!(log.count(&Method::GET, "/etag/comma"), 1);
+    server.abort();
+    origin.abort();
+}
+on_each_store!(entity_tag_lists);
+
+/// RFC 9110 §15.3.5 and RFC 9111 §3: a `204` with explicit freshness is stored and reused
+/// like any other response, with no body.
+async fn fresh_204_is_reused(store: AnyStore) {
+    let (origin, origin_addr, log) = start_origin().await;
+    let (server, http) = start_proxy_on(store, origin_addr).await;
+    let first = http.send(Method::GET, "/no-content", &[], None).await;
+    assert_eq!(first.status, StatusCode::NO_CONTENT);
+    assert!(cache_status(&first).contains("stored"), "{}", cache_status(&first));
+    let hit = get_until(&http, "/no-content", is_hit).await;
+    assert_eq!(hit.status, StatusCode::NO_CONTENT);
+    assert_eq!(text(&hit), "");
+    assert_eq!(hit.headers["x-run"], "1");
+    assert_eq!(log.count(&Method::GET, "/no-content"), 1);
+    server.abort();
+    origin.abort();
+}
+on_each_store!(fresh_204_is_reused);
+
+/// RFC 9111 lets a shared cache store and replay `Set-Cookie`; the proxy does not unless
+/// told to (`REPLAY_SET_COOKIE=1`): by default such a response is never stored, so one
+/// client's cookie never reaches another. Told to, it stores the response with its cookie
+/// and replays it, but still drops a cookie the origin marks `no-cache="Set-Cookie"`.
+async fn set_cookie_is_replayed_only_when_asked(store: AnyStore) {
+    let (origin, origin_addr, log) = start_origin().await;
+    let (server, http) = start_proxy_on(store.clone(), origin_addr).await;
+    for run in 1..=2 {
+        let reply = http.send(Method::GET, "/cookie", &[], None).await;
+        assert_eq!(reply.headers["set-cookie"], format!("banner={run}; Path=/"));
+        // the second is passed on the unstorable-URL memo, without a detail
+        assert!(
+            !cache_status(&reply).contains("stored")
+                && (run == 2 || cache_status(&reply).contains("detail=set-cookie")),
+            "{}",
+            cache_status(&reply)
+        );
+    }
+    server.abort();
+
+    let replaying = proxy::Options {
+        replay_set_cookie: true,
+        ..proxy::Options::default()
+    };
+    let (server, http) = start_proxy_with(store, origin_addr, replaying).await;
+    let hit = get_until(&http, "/cookie", is_hit).await;
+    assert_eq!(hit.headers["set-cookie"], "banner=3; Path=/", "replayed");
+    assert_eq!(text(&hit), "cookie 3");
+    assert_eq!(log.count(&Method::GET, "/cookie"), 3);
+
+    let hit = get_until(&http, "/cookie/per-user", is_hit).await;
+    assert!(!hit.headers.contains_key("set-cookie"), "a per-user cookie was replayed");
+    assert_eq!(log.count(&Method::GET, "/cookie/per-user"), 1);
+    server.abort();
+    origin.abort();
+}
+on_each_store!(set_cookie_is_replayed_only_when_asked);
