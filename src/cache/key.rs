@@ -244,8 +244,9 @@ fn forwarding_rest(headers: &HeaderMap) -> Option<Vec<u8>> {
     (!rest.is_empty()).then_some(rest)
 }
 
-/// The variant part: the names the response varies on and the request's values for them.
-/// Values are hashed raw, as Django does; absent and empty headers differ.
+/// The variant part: the names the response varies on and the request's values for them,
+/// normalised as RFC 9111 §4.1 lets a cache match selecting fields (see [`selecting_value`]);
+/// absent and empty headers differ.
 pub(crate) fn variant_hash(vary: &[HeaderName], headers: &HeaderMap) -> Cow<'static, str> {
     if vary.is_empty() {
         return Cow::Borrowed("-");
@@ -253,17 +254,119 @@ pub(crate) fn variant_hash(vary: &[HeaderName], headers: &HeaderMap) -> Cow<'sta
     let mut hasher = Sha256::new();
     for name in vary {
         hasher.update(name.as_str().as_bytes());
-        let mut values = headers.get_all(name).iter().peekable();
-        if values.peek().is_none() {
-            hasher.update(b"\x01");
-        }
-        for value in values {
-            hasher.update(b"\x00");
-            hasher.update(value.as_bytes());
+        match selecting_value(name, headers) {
+            Some(value) => {
+                hasher.update(b"\x00");
+                hasher.update(&value);
+            }
+            None => hasher.update(b"\x01"),
         }
         hasher.update(b"\x02");
     }
     Cow::Owned(hex_digest(&hasher.finalize()[..16]))
+}
+
+/// A request's value for a selecting field, in a form two requests share exactly when RFC
+/// 9111 §4.1 lets their values match; `None` when the field is absent.
+///
+/// - Every field: its lines joined by commas (combining lines is allowed for any field sent
+///   more than once), each line without surrounding whitespace.
+/// - The content negotiation lists (`Accept`, `Accept-Charset`, `Accept-Encoding`,
+///   `Accept-Language`): members without whitespace around commas and semicolons.
+/// - `Accept-Encoding` and `Accept-Language`, whose members are case-insensitive tokens
+///   ranked by weight: lowercased, `q` written in its shortest form (`q=1` dropped), and
+///   sorted by weight, then by name. The order of equal weights is taken as not significant,
+///   as RFC 9110 §12.4.2 defines preference by weight alone; `en, fr` and `fr, en` share one
+///   entry.
+fn selecting_value(name: &HeaderName, headers: &HeaderMap) -> Option<Vec<u8>> {
+    let mut lines = headers.get_all(name).iter().peekable();
+    lines.peek()?;
+    let weighted = *name == header::ACCEPT_LANGUAGE || *name == header::ACCEPT_ENCODING;
+    let list = weighted || *name == header::ACCEPT || *name == header::ACCEPT_CHARSET;
+    let texts: Option<Vec<&str>> = headers
+        .get_all(name)
+        .iter()
+        .map(|line| line.to_str().ok())
+        .collect();
+    match texts {
+        Some(texts) if list => Some(normalised_list(&texts, weighted).into_bytes()),
+        // a field of another syntax (or not text): only the whitespace around each line
+        _ => {
+            let mut joined = Vec::new();
+            for (i, line) in lines.enumerate() {
+                if i > 0 {
+                    joined.push(b',');
+                }
+                joined.extend_from_slice(line.as_bytes().trim_ascii());
+            }
+            Some(joined)
+        }
+    }
+}
+
+/// The members of a negotiation list, as [`selecting_value`] describes.
+fn normalised_list(lines: &[&str], weighted: bool) -> String {
+    let mut members: Vec<(u16, String)> = lines
+        .iter()
+        .flat_map(|line| super::policy::split_list(line))
+        .map(|member| {
+            let mut weight = 1000;
+            let mut parts = Vec::new();
+            for (i, part) in member.split(';').map(str::trim).enumerate() {
+                if part.is_empty() {
+                    continue;
+                }
+                if weighted {
+                    let part = part.to_ascii_lowercase();
+                    match part.strip_prefix("q=").filter(|_| i > 0) {
+                        Some(q) => weight = qvalue(q).unwrap_or(weight),
+                        None => parts.push(part),
+                    }
+                } else {
+                    parts.push(part.to_owned());
+                }
+            }
+            (weight, parts.join(";"))
+        })
+        .collect();
+    if weighted {
+        members.sort_by(|(wa, a), (wb, b)| wb.cmp(wa).then_with(|| a.cmp(b)));
+    }
+    let mut out = String::new();
+    for (i, (weight, member)) in members.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(member);
+        if weighted && *weight < 1000 {
+            out.push_str(";q=");
+            out.push_str(&format!("{:.3}", f64::from(*weight) / 1000.0));
+            while out.ends_with('0') {
+                out.pop();
+            }
+            if out.ends_with('.') {
+                out.pop();
+            }
+        }
+    }
+    out
+}
+
+/// A weight (RFC 9110 §12.4.2: `0`, `1`, up to three decimals) in thousandths; `None` when it
+/// is not one, and the member keeps the default weight.
+fn qvalue(text: &str) -> Option<u16> {
+    let (whole, decimals) = text.split_once('.').unwrap_or((text, ""));
+    if decimals.len() > 3
+        || !matches!(whole, "0" | "1")
+        || !decimals.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let mut thousandths = u16::from(whole == "1") * 1000;
+    for (digit, scale) in decimals.bytes().zip([100, 10, 1]) {
+        thousandths += u16::from(digit - b'0') * scale;
+    }
+    (thousandths <= 1000).then_some(thousandths)
 }
 
 /// Keys under the layer's prefix. The URL hash is a `{hash tag}`, so an entry and its Vary
@@ -547,6 +650,51 @@ mod tests {
             variant_hash(&vary, &empty)
         );
         assert_eq!(variant_hash(&[], &en), "-");
+    }
+
+    fn normalised(name: &'static str, lines: &[&str]) -> String {
+        let mut headers = HeaderMap::new();
+        for line in lines {
+            headers.append(name, line.parse().unwrap());
+        }
+        String::from_utf8(selecting_value(&HeaderName::from_static(name), &headers).unwrap())
+            .unwrap()
+    }
+
+    #[test]
+    fn selecting_values_are_normalised_as_rfc_9111_section_4_1_allows() {
+        let language = "en-us,fr;q=0.5";
+        for same in [
+            &["en-US, fr;q=0.5"][..],
+            &["fr;q=0.50,EN-us"],
+            &[" en-US ", "fr ; q=0.500"],
+            &["en-us;q=1.0", "FR;Q=0.5"],
+        ] {
+            assert_eq!(normalised("accept-language", same), language, "{same:?}");
+        }
+        assert_eq!(normalised("accept-language", &["fr, en-US"]), "en-us,fr");
+        assert_eq!(normalised("accept-language", &["en-US, fr"]), "en-us,fr");
+        assert_eq!(
+            normalised("accept-language", &["da, en-gb;q=0.8, en;q=0.7, *;q=0"]),
+            "da,en-gb;q=0.8,en;q=0.7,*;q=0"
+        );
+        // a weight that is not one leaves the default
+        assert_eq!(normalised("accept-language", &["de;q=2"]), "de");
+        assert_eq!(
+            normalised("accept-encoding", &["gzip, deflate, br"]),
+            normalised("accept-encoding", &["br,GZIP ,deflate"])
+        );
+        // Accept keeps its order and case; only whitespace goes
+        assert_eq!(
+            normalised("accept", &["text/html ; level=1, application/json"]),
+            "text/html;level=1,application/json"
+        );
+        // other fields: each line trimmed, lines joined
+        assert_eq!(normalised("x-tenant", &["  acme  "]), "acme");
+        assert_eq!(normalised("x-tenant", &["a", " b"]), "a,b");
+        assert_eq!(qvalue("0.001"), Some(1));
+        assert_eq!(qvalue("1.000"), Some(1000));
+        assert_eq!(qvalue("1.5"), None);
     }
 
     #[test]

@@ -92,7 +92,11 @@
 //! The **scheme** (the URI's, else the configured default), the **host** the application sees
 //! (the URI authority, else `Host`; lowercased; **never** `X-Forwarded-Host`), the **path** and
 //! the **query** (as received, or with parameters sorted); the store's namespace (prefix and
-//! version); and the values of the request headers the response names in `Vary`. The Vary list is learned per URL and stored beside the entries (as Django's
+//! version); and the values of the request headers the response names in `Vary`, normalised as
+//! RFC 9111 §4.1 allows: lines joined and trimmed, whitespace inside `Accept`-style lists
+//! dropped, and `Accept-Language` / `Accept-Encoding` lowercased and sorted by weight (equal
+//! weights by name), so `en-US, fr;q=0.5` and `fr;q=0.50,EN-us` share an entry. The Vary
+//! list is learned per URL and stored beside the entries (as Django's
 //! `learn_cache_key` does); each entry records its Vary list and the hash of its varied values,
 //! and is served only to requests whose values match. Keys are
 //! `<prefix>{<url>}:<variant hash>`, for example `cache:{https://shop.example/a?x=1}:-`: the

@@ -33,7 +33,7 @@ pub(crate) struct CacheControl {
 }
 
 /// Splits a field value at commas outside quoted strings (`private="a, b"` is one item).
-fn split_list(value: &str) -> impl Iterator<Item = &str> {
+pub(crate) fn split_list(value: &str) -> impl Iterator<Item = &str> {
     let mut items = Vec::new();
     let (mut start, mut quoted, mut escaped) = (0, false, false);
     for (i, c) in value.char_indices() {

@@ -112,6 +112,12 @@ fn origin_answer(log: &OriginLog, request: &Request<Incoming>) -> Response<Full<
                 .insert("set-cookie", format!("session={runs}").parse().unwrap());
             answer
         }
+        (_, vary) if vary.starts_with("/vary/") => {
+            let field = &vary["/vary/".len()..];
+            let mut answer = response("max-age=60", format!("{field} {runs}"));
+            answer.headers_mut().insert("vary", field.parse().unwrap());
+            answer
+        }
         (_, "/no-content") => {
             let mut answer = response("max-age=60", String::new());
             *answer.status_mut() = StatusCode::NO_CONTENT;

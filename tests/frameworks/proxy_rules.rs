@@ -6,7 +6,7 @@ use http::{Method, StatusCode};
 use tower_redis_http::store::AnyStore;
 
 use super::{
-    Reply, cache_status, get_until, proxy, start_origin, start_proxy_on, start_proxy_with, text,
+    Http, Reply, cache_status, get_until, proxy, start_origin, start_proxy_on, start_proxy_with, text,
 };
 
 /// Runs the rule `$rule(store)` once on a fresh Redis and once on a memory store.
@@ -33,6 +33,24 @@ macro_rules! on_each_store {
 
 fn is_hit(reply: &Reply) -> bool {
     reply.headers["x-cache"] == "HIT"
+}
+
+/// Sends GETs of `path` with `headers` until `done` holds for one, which it returns: a
+/// store write ends after the response that announced it.
+async fn send_until(
+    http: &Http,
+    path: &str,
+    headers: &[(&str, &str)],
+    done: impl Fn(&Reply) -> bool,
+) -> Reply {
+    for _ in 0..500 {
+        let reply = http.send(Method::GET, path, headers, None).await;
+        if done(&reply) {
+            return reply;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{path} with {headers:?} never reached the awaited state");
 }
 
 /// RFC 9110 §13.1.2: `If-None-Match` holds a list of entity tags compared weakly, and an
@@ -130,3 +148,42 @@ async fn set_cookie_is_replayed_only_when_asked(store: AnyStore) {
     origin.abort();
 }
 on_each_store!(set_cookie_is_replayed_only_when_asked);
+
+/// RFC 9111 §4.1: selecting fields match when they differ only in whitespace, in how they
+/// are split over lines, or in what their syntax makes insignificant. `Accept-Language` is
+/// keyed on its lowercased members sorted by weight; any other selecting field on its
+/// trimmed lines. A different preference is still another variant.
+async fn vary_keys_normalised_values(store: AnyStore) {
+    let (origin, origin_addr, log) = start_origin().await;
+    let (server, http) = start_proxy_on(store, origin_addr).await;
+    let language = "/vary/accept-language";
+    let first = http
+        .send(Method::GET, language, &[("accept-language", "en-US, fr;q=0.5")], None)
+        .await;
+    assert!(cache_status(&first).contains("stored"), "{}", cache_status(&first));
+    for same in [
+        &[("accept-language", "fr;q=0.50,EN-us")][..],
+        &[("accept-language", " en-us "), ("accept-language", "fr ; q=0.5")],
+        &[("accept-language", "en-US;q=1.0, FR;q=0.5")],
+    ] {
+        let reply = send_until(&http, language, same, is_hit).await;
+        assert_eq!(text(&reply), "accept-language 1", "{same:?}");
+    }
+    // French first is another preference
+    let other = http
+        .send(Method::GET, language, &[("accept-language", "fr, en-US;q=0.5")], None)
+        .await;
+    assert!(!is_hit(&other));
+    assert_eq!(text(&other), "accept-language 2");
+
+    let tenant = "/vary/x-tenant";
+    http.send(Method::GET, tenant, &[("x-tenant", "acme")], None).await;
+    send_until(&http, tenant, &[("x-tenant", "  acme ")], is_hit).await;
+    let other = http.send(Method::GET, tenant, &[("x-tenant", "globex")], None).await;
+    assert!(!is_hit(&other));
+    assert_eq!(log.count(&Method::GET, tenant), 2);
+    assert_eq!(log.count(&Method::GET, language), 2);
+    server.abort();
+    origin.abort();
+}
+on_each_store!(vary_keys_normalised_values);
