@@ -187,3 +187,43 @@ async fn vary_keys_normalised_values(store: AnyStore) {
     origin.abort();
 }
 on_each_store!(vary_keys_normalised_values);
+
+/// RFC 9111 §4.2.2 with RFC 9110 §15.1: with heuristic freshness on
+/// (`HEURISTIC_FRESHNESS_SECS`), a response without explicit freshness whose status is
+/// heuristically cacheable is reused for a share of the time since its `Last-Modified`;
+/// other statuses are not. Without the option, such a response is revalidated every time.
+async fn heuristic_statuses_are_reused(store: AnyStore) {
+    let (origin, origin_addr, log) = start_origin().await;
+    let (server, http) = start_proxy_on(store.clone(), origin_addr).await;
+    for run in 1..=2 {
+        let reply = http.send(Method::GET, "/heuristic/200", &[], None).await;
+        assert_eq!(reply.headers["x-run"], run.to_string(), "reused without the option");
+    }
+    server.abort();
+
+    let heuristic = proxy::Options {
+        heuristic_freshness: Some(std::time::Duration::from_secs(300)),
+        ..proxy::Options::default()
+    };
+    let (server, http) = start_proxy_with(store, origin_addr, heuristic).await;
+    for status in [203, 204, 300, 301, 308, 404, 405, 410, 414, 501] {
+        let path = format!("/heuristic/{status}");
+        let hit = get_until(&http, &path, is_hit).await;
+        assert_eq!(hit.status.as_u16(), status);
+        assert_eq!(hit.headers["x-run"], "1", "{status}");
+        let ttl = cache_status(&hit).rsplit("ttl=").next().unwrap().to_owned();
+        let ttl: i64 = ttl.parse().unwrap();
+        assert!((290..=300).contains(&ttl), "{status}: ttl {ttl}, bounded by the option");
+        assert_eq!(log.count(&Method::GET, &path), 1, "{status}");
+    }
+    for status in [201, 302, 500] {
+        let path = format!("/heuristic/{status}");
+        for run in 1..=2 {
+            let reply = http.send(Method::GET, &path, &[], None).await;
+            assert_eq!(reply.headers["x-run"], run.to_string(), "{status} was reused");
+        }
+    }
+    server.abort();
+    origin.abort();
+}
+on_each_store!(heuristic_statuses_are_reused);
