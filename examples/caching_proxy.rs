@@ -20,6 +20,9 @@
 //! - `REPLAY_SET_COOKIE=1`: store responses that set cookies and replay their `Set-Cookie`
 //!   to every client served the entry, as RFC 9111 allows. Off by default, and for good
 //!   reason: read the crate's cache security notes first.
+//! - `TARGETED_CACHE_CONTROL`: the targeted cache-control fields (RFC 9213) obeyed, most
+//!   precedent first, comma-separated; `CDN-Cache-Control` by default. They are forwarded
+//!   with responses, so a CDN in front applies them too.
 //! - `TRUSTED_PROXIES`: the proxies in front of this one whose forwarding headers are keyed.
 
 pub mod common;
@@ -125,18 +128,37 @@ pub struct Options {
     pub heuristic_freshness: Option<Duration>,
     /// Store responses that set cookies and replay their `Set-Cookie` on hits.
     pub replay_set_cookie: bool,
+    /// The targeted cache-control fields obeyed, most precedent first; `None` keeps the
+    /// layer's default, `CDN-Cache-Control`.
+    pub targeted_cache_control: Option<Vec<http::HeaderName>>,
 }
 
 impl Options {
     /// `TRUSTED_PROXIES`, `HEURISTIC_FRESHNESS_SECS` and `REPLAY_SET_COOKIE`.
     pub fn from_env() -> Result<Self, String> {
         let heuristic_freshness = match std::env::var("HEURISTIC_FRESHNESS_SECS") {
-            Ok(seconds) => Some(Duration::from_secs(seconds.trim().parse().map_err(|_| {
-                format!("HEURISTIC_FRESHNESS_SECS={seconds:?} is not a number of seconds")
-            })?)),
+            Ok(seconds) => Some(Duration::from_secs(seconds.trim().parse().map_err(
+                |_| format!("HEURISTIC_FRESHNESS_SECS={seconds:?} is not a number of seconds"),
+            )?)),
+            Err(_) => None,
+        };
+        let targeted_cache_control = match std::env::var("TARGETED_CACHE_CONTROL") {
+            Ok(names) => Some(
+                names
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|name| !name.is_empty())
+                    .map(|name| {
+                        http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                            format!("TARGETED_CACHE_CONTROL: {name:?} is not a field name")
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
             Err(_) => None,
         };
         Ok(Self {
+            targeted_cache_control,
             trusted_proxies: common::trusted_proxies_from_env(),
             heuristic_freshness,
             replay_set_cookie: std::env::var("REPLAY_SET_COOKIE").is_ok_and(|on| on == "1"),
@@ -159,6 +181,9 @@ pub async fn serve(
         .replay_set_cookie(options.replay_set_cookie);
     if let Some(bound) = options.heuristic_freshness {
         cache = cache.heuristic_freshness(bound);
+    }
+    if let Some(names) = &options.targeted_cache_control {
+        cache = cache.targeted_cache_control(names.iter().cloned());
     }
     let cache = cache.build()?;
     let client: Client<HttpConnector, Incoming> =

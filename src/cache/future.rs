@@ -397,13 +397,21 @@ impl Pending {
                 if !parts.headers.contains_key(header::DATE) {
                     parts.headers.insert(header::DATE, http_date(now));
                 }
-                policy::storable_http(self.facts(), parts.status, &parts.headers, rules, now)
+                policy::storable_http(
+                    self.facts(),
+                    parts.status,
+                    &parts.headers,
+                    rules,
+                    &config.targeted,
+                    now,
+                )
             }
             None => policy::storable(
                 self.facts(),
                 &parts.headers,
                 config.timeout,
                 config.store_cookies,
+                &config.targeted,
             )
             .map(|ttl| policy::Storage {
                 freshness: ttl,
@@ -500,7 +508,14 @@ impl Pending {
         headers.remove(header::AGE);
         let config = Arc::clone(&self.config);
         let storage = config.http.as_ref().map(|rules| {
-            policy::storable_http(self.facts(), stale.status, &headers, rules, response_time)
+            policy::storable_http(
+                self.facts(),
+                stale.status,
+                &headers,
+                rules,
+                &config.targeted,
+                response_time,
+            )
         });
         let mut entry = Entry {
             headers,

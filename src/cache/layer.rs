@@ -42,6 +42,9 @@ pub enum RequestDirectives {
     Honor,
 }
 
+/// The targeted cache-control field of RFC 9213 §3, for CDN caches.
+pub(crate) const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
+
 /// The request headers that bypass storing by default: they commonly change what an
 /// application answers without being part of the key (web cache poisoning).
 pub(crate) const DEFAULT_UNKEYED: &[&str] = &[
@@ -81,6 +84,8 @@ pub(crate) struct Config {
     pub(crate) query: QueryOrder,
     pub(crate) request_directives: RequestDirectives,
     pub(crate) store_cookies: bool,
+    /// The targeted cache-control fields this cache obeys, in precedence order (RFC 9213).
+    pub(crate) targeted: Vec<HeaderName>,
     pub(crate) patch_headers: bool,
     pub(crate) x_cache: bool,
     pub(crate) name: String,
@@ -261,6 +266,7 @@ impl ResponseCacheLayer {
             query: QueryOrder::default(),
             request_directives: RequestDirectives::default(),
             store_cookies: false,
+            targeted: Vec::new(),
             patch_headers: false,
             x_cache: false,
             status_detail: true,
@@ -315,6 +321,7 @@ impl ResponseCacheLayer {
         });
         builder.statuses = Vec::new();
         builder.request_directives = RequestDirectives::Honor;
+        builder.targeted = vec![CDN_CACHE_CONTROL];
         builder
     }
 }
@@ -376,6 +383,7 @@ pub struct ResponseCacheBuilder {
     query: QueryOrder,
     request_directives: RequestDirectives,
     store_cookies: bool,
+    targeted: Vec<HeaderName>,
     patch_headers: bool,
     x_cache: bool,
     status_detail: bool,
@@ -464,6 +472,42 @@ impl ResponseCacheBuilder {
     /// replays a cookie. Defaults to not storing them at all.
     pub fn store_responses_setting_cookies(mut self, on: bool) -> Self {
         self.store_cookies = on;
+        self
+    }
+
+    /// The targeted cache-control fields (RFC 9213) this cache obeys, most precedent first:
+    /// the first of them a response carries with a valid, non-empty value decides storing and
+    /// reuse for this cache (`max-age`, `s-maxage`, `no-store`, `no-cache`, `private`,
+    /// `must-revalidate`, the RFC 5861 windows, ...), and its `Cache-Control` and `Expires`
+    /// are then ignored. A field that is not a valid Structured Fields dictionary (a
+    /// non-integer `max-age`, a stray character) is ignored as if absent; directive names are
+    /// read in any letter case.
+    ///
+    /// Defaults to `CDN-Cache-Control` in the HTTP-cache mode, and to none in the
+    /// `cache_page` mode. A deployment-specific name (`Acme-Cache-Control`) goes first to
+    /// override `CDN-Cache-Control` for this cache only; an empty list turns targeting off.
+    ///
+    /// The fields are **forwarded** with the response, stored ones included: this cache does
+    /// not consume them, so a CDN in front of it applies the same policy, and browsers ignore
+    /// them. Strip them in the origin's or the edge's configuration to hide them.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use http::HeaderName;
+    /// use tower_redis_http::cache::ResponseCacheLayer;
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let cache = ResponseCacheLayer::http_cache(MemoryStore::new())
+    ///     .targeted_cache_control([
+    ///         HeaderName::from_static("acme-cache-control"),
+    ///         HeaderName::from_static("cdn-cache-control"),
+    ///     ])
+    ///     .build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn targeted_cache_control(mut self, names: impl IntoIterator<Item = HeaderName>) -> Self {
+        self.targeted = names.into_iter().collect();
         self
     }
 
@@ -907,6 +951,7 @@ impl ResponseCacheBuilder {
                 query: self.query,
                 request_directives: self.request_directives,
                 store_cookies: self.store_cookies,
+                targeted: self.targeted,
                 patch_headers: self.patch_headers,
                 x_cache: self.x_cache,
                 forwarded_statuses: Fwd::statuses_for(&self.name),

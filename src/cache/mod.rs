@@ -63,6 +63,12 @@
 //!   stored and unqualified `no-cache` only with a validator; an `Authorization`ed request's
 //!   response only with `public`, `s-maxage` or `must-revalidate`. A cache adds the `Date` a
 //!   response lacks (RFC 9110 §6.6.1).
+//! - **Targeted fields** (RFC 9213): `CDN-Cache-Control` (or the fields of
+//!   [`ResponseCacheBuilder::targeted_cache_control`], in their order) replaces
+//!   `Cache-Control` and `Expires` for this cache when it has a valid, non-empty value: a
+//!   response with `Cache-Control: no-store` and `CDN-Cache-Control: max-age=60` is stored
+//!   for a minute. The field is forwarded downstream, for a CDN in front. Off in the
+//!   `cache_page` mode unless asked for.
 //! - **Requests** are heard ([`RequestDirectives::Honor`] is this mode's default): `no-cache`
 //!   or `Pragma: no-cache` and a `max-age` the entry exceeds revalidate it; `min-fresh`
 //!   demands freshness left; `max-stale` accepts a stale copy (not one marked

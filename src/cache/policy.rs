@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use http::StatusCode;
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// The `Cache-Control` directives this cache acts on, from a request or a response.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -118,6 +118,95 @@ pub(crate) fn cache_control(headers: &HeaderMap) -> CacheControl {
         }
     }
     cc
+}
+
+/// The response directives this cache follows (RFC 9213 §2.1): those of the first field on
+/// the `targeted` list with a valid, non-empty value, and then neither `Cache-Control` nor
+/// `Expires` counts; else `Cache-Control`'s. The second value says whether `Expires` counts.
+pub(crate) fn response_directives(
+    headers: &HeaderMap,
+    targeted: &[HeaderName],
+) -> (CacheControl, bool) {
+    for name in targeted {
+        if let Some(cc) = targeted_directives(headers, name) {
+            return (cc, false);
+        }
+    }
+    (cache_control(headers), true)
+}
+
+/// A targeted field (RFC 9213 §2.2) as directives, or `None` when it is absent, empty or not
+/// a valid Structured Fields dictionary: the field is then ignored. Directive names are taken
+/// in any letter case; `max-age`, `s-maxage` and the RFC 5861 windows must be non-negative
+/// integers; a boolean `?0` turns its directive off, `?1` is as if bare.
+fn targeted_directives(headers: &HeaderMap, name: &HeaderName) -> Option<CacheControl> {
+    let mut directives = Vec::new();
+    for line in headers.get_all(name) {
+        for member in split_list(line.to_str().ok()?) {
+            // parameters of a member change nothing this cache acts on
+            let member = member.split(';').next().unwrap_or_default().trim();
+            let (key, value) = match member.split_once('=') {
+                Some((key, value)) => (key.to_ascii_lowercase(), Some(value)),
+                None => (member.to_ascii_lowercase(), None),
+            };
+            let mut key_bytes = key.bytes();
+            let key_ok = key_bytes
+                .next()
+                .is_some_and(|b| b.is_ascii_lowercase() || b == b'*')
+                && key_bytes
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.*".contains(&b));
+            if !key_ok {
+                return None;
+            }
+            let seconds = matches!(
+                key.as_str(),
+                "max-age" | "s-maxage" | "stale-while-revalidate" | "stale-if-error"
+            );
+            match value {
+                None | Some("?1") => directives.push(key),
+                Some("?0") => {}
+                Some(value)
+                    if seconds
+                        && (1..=15).contains(&value.len())
+                        && value.bytes().all(|b| b.is_ascii_digit()) =>
+                {
+                    directives.push(format!("{key}={value}"));
+                }
+                Some(_) if seconds => return None,
+                Some(value) if sf_item(value) => directives.push(format!("{key}={value}")),
+                Some(_) => return None,
+            }
+        }
+    }
+    if directives.is_empty() {
+        return None;
+    }
+    let mut map = HeaderMap::new();
+    map.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_str(&directives.join(", ")).ok()?,
+    );
+    Some(cache_control(&map))
+}
+
+/// Whether `value` is a bare Structured Fields item this cache can pass on: a string, a
+/// token, a number or a boolean.
+fn sf_item(value: &str) -> bool {
+    let quoted = value.len() >= 2 && value.starts_with('"') && value.ends_with('"');
+    let token = value
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'*')
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:/".contains(&b));
+    let number = value
+        .strip_prefix('-')
+        .unwrap_or(value)
+        .bytes()
+        .all(|b| b.is_ascii_digit() || b == b'.')
+        && !value.is_empty();
+    quoted || token || number
 }
 
 /// A delta-seconds argument (RFC 9111 §1.2.2): digits only; one too large to represent is
@@ -235,8 +324,9 @@ pub(crate) fn storable(
     headers: &HeaderMap,
     timeout: Duration,
     store_cookies: bool,
+    targeted: &[HeaderName],
 ) -> Result<Duration, NotStored> {
-    let cc = cache_control(headers);
+    let (cc, _) = response_directives(headers, targeted);
     if cc.no_store {
         return Err(NotStored::NoStore);
     }
@@ -470,6 +560,7 @@ pub(crate) fn initial_age(
 /// `Last-Modified`). `None` when nothing gives one.
 fn freshness(
     cc: &CacheControl,
+    expires_counts: bool,
     headers: &HeaderMap,
     heuristic: Option<Duration>,
     response_time: SystemTime,
@@ -477,7 +568,7 @@ fn freshness(
     if let Some(seconds) = cc.s_maxage.or(cc.max_age) {
         return Some(Duration::from_secs(seconds));
     }
-    if headers.contains_key(header::EXPIRES) {
+    if expires_counts && headers.contains_key(header::EXPIRES) {
         let date = header_date(headers, &header::DATE).unwrap_or(response_time);
         return Some(
             header_date(headers, &header::EXPIRES)
@@ -503,6 +594,7 @@ pub(crate) fn storable_http(
     status: StatusCode,
     headers: &HeaderMap,
     rules: &HttpRules,
+    targeted: &[HeaderName],
     response_time: SystemTime,
 ) -> Result<Storage, NotStored> {
     // 206 needs range handling and 304 updates rather than stores: neither is understood here
@@ -512,7 +604,7 @@ pub(crate) fn storable_http(
     {
         return Err(NotStored::Status);
     }
-    let cc = cache_control(headers);
+    let (cc, expires_counts) = response_directives(headers, targeted);
     let understood = HEURISTICALLY_CACHEABLE.contains(&status.as_u16());
     if cc.must_understand {
         // §5.2.2.3: a cache that understands the status ignores no-store, one that does not
@@ -549,7 +641,7 @@ pub(crate) fn storable_http(
         return Err(NotStored::NoCache);
     }
     let heuristic = rules.heuristic.filter(|_| understood || cc.public);
-    let Some(freshness) = freshness(&cc, headers, heuristic, response_time)
+    let Some(freshness) = freshness(&cc, expires_counts, headers, heuristic, response_time)
         .or_else(|| (understood || cc.public).then_some(Duration::ZERO))
     else {
         return Err(NotStored::NoFreshness);
@@ -718,7 +810,7 @@ mod tests {
         ];
         for (pairs, request, expected) in cases {
             assert_eq!(
-                storable(*request, &headers(pairs), MINUTE, false),
+                storable(*request, &headers(pairs), MINUTE, false, &[]),
                 Err(*expected),
                 "{pairs:?}"
             );
@@ -760,13 +852,13 @@ mod tests {
         ];
         for (pairs, request, ttl) in cases {
             assert_eq!(
-                storable(*request, &headers(pairs), MINUTE, false),
+                storable(*request, &headers(pairs), MINUTE, false, &[]),
                 Ok(*ttl),
                 "{pairs:?}"
             );
         }
         assert_eq!(
-            storable(ANON, &headers(&[("set-cookie", "a=1")]), MINUTE, true),
+            storable(ANON, &headers(&[("set-cookie", "a=1")]), MINUTE, true, &[]),
             Ok(MINUTE)
         );
     }
@@ -830,6 +922,7 @@ mod tests {
             StatusCode::from_u16(status).unwrap(),
             &headers(pairs),
             rules,
+            &[],
             at(0),
         )
     }
@@ -993,6 +1086,7 @@ mod tests {
                     StatusCode::OK,
                     &headers(&[("cache-control", cc)]),
                     &RULES,
+                    &[],
                     at(0)
                 )
                 .is_ok(),
@@ -1005,6 +1099,7 @@ mod tests {
                 StatusCode::OK,
                 &headers(&[("cache-control", "max-age=60")]),
                 &RULES,
+                &[],
                 at(0)
             ),
             Err(NotStored::Authorization)
@@ -1041,6 +1136,64 @@ mod tests {
                 .keep,
             Duration::from_secs(10)
         );
+    }
+
+    #[test]
+    fn a_targeted_field_replaces_cache_control_and_expires_when_it_parses() {
+        let cdn = [HeaderName::from_static("cdn-cache-control")];
+        let directives = |pairs: &[(&str, &str)]| response_directives(&headers(pairs), &cdn);
+        let general = ("cache-control", "max-age=3600");
+        let (cc, expires_counts) = directives(&[general, ("cdn-cache-control", "max-age=5")]);
+        assert_eq!((cc.max_age, expires_counts), (Some(5), false));
+        let (cc, _) = directives(&[general, ("cdn-cache-control", "No-Store, MAX-AGE=9")]);
+        assert!(cc.no_store);
+        assert_eq!(cc.max_age, Some(9));
+        // a boolean false turns a directive off; parameters change nothing
+        let (cc, _) = directives(&[("cdn-cache-control", "no-store=?0, max-age=7;foo=1")]);
+        assert!(!cc.no_store);
+        assert_eq!(cc.max_age, Some(7));
+        // ignored when empty or not a dictionary: Cache-Control and Expires count
+        for invalid in [
+            "",
+            "max-age=ten",
+            "max-age=1.5",
+            "max age",
+            "\"x\"",
+            "a=\"open",
+        ] {
+            let (cc, expires_counts) = directives(&[general, ("cdn-cache-control", invalid)]);
+            assert_eq!(
+                (cc.max_age, expires_counts),
+                (Some(3600), true),
+                "{invalid:?}"
+            );
+        }
+        // the first field on the list with a valid value wins
+        let both = [
+            HeaderName::from_static("acme-cache-control"),
+            HeaderName::from_static("cdn-cache-control"),
+        ];
+        let pairs = headers(&[
+            ("acme-cache-control", "max-age=70"),
+            ("cdn-cache-control", "max-age=5"),
+        ]);
+        assert_eq!(response_directives(&pairs, &both).0.max_age, Some(70));
+        assert_eq!(response_directives(&pairs, &both[1..]).0.max_age, Some(5));
+        // and Expires no longer counts for freshness
+        let storage = storable_http(
+            ANON,
+            StatusCode::OK,
+            &headers(&[
+                ("cdn-cache-control", "public"),
+                ("expires", &date(300)),
+                ("etag", "\"v\""),
+            ]),
+            &RULES,
+            &cdn,
+            at(0),
+        )
+        .unwrap();
+        assert_eq!(storage.freshness, Duration::ZERO);
     }
 
     #[test]

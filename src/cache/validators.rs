@@ -171,7 +171,11 @@ mod tests {
     fn if_none_match_lists_keep_commas_inside_quotes() {
         let stored = tag("\"a,b\"");
         let list = lines(&["\"x\", \"a,b\""]);
-        assert!(IfNoneMatch::from_headers(&list).unwrap().matches(Some(stored)));
+        assert!(
+            IfNoneMatch::from_headers(&list)
+                .unwrap()
+                .matches(Some(stored))
+        );
         // split at commas, the list would hold `"a` and `b"` and never match
         let split = lines(&["\"a\", \"b\""]);
         assert!(
@@ -181,7 +185,11 @@ mod tests {
         );
         // over several lines, weak against strong, without spaces
         let many = lines(&["\"x\"", "W/\"y\",W/\"a,b\""]);
-        assert!(IfNoneMatch::from_headers(&many).unwrap().matches(Some(stored)));
+        assert!(
+            IfNoneMatch::from_headers(&many)
+                .unwrap()
+                .matches(Some(stored))
+        );
         assert!(
             IfNoneMatch::from_headers(&lines(&["*"]))
                 .unwrap()

@@ -97,9 +97,10 @@ fn origin_answer(log: &OriginLog, request: &Request<Incoming>) -> Response<Full<
         }
         (_, "/cookie") => {
             let mut answer = response("max-age=60", format!("cookie {runs}"));
-            answer
-                .headers_mut()
-                .insert("set-cookie", format!("banner={runs}; Path=/").parse().unwrap());
+            answer.headers_mut().insert(
+                "set-cookie",
+                format!("banner={runs}; Path=/").parse().unwrap(),
+            );
             answer
         }
         (_, "/cookie/per-user") => {
@@ -131,6 +132,59 @@ fn origin_answer(log: &OriginLog, request: &Request<Incoming>) -> Response<Full<
                 .status(status)
                 .header("last-modified", httpdate::fmt_http_date(a_day_ago))
                 .header("x-run", runs)
+                .body(Full::new(Bytes::from(body)))
+                .unwrap()
+        }
+        (_, targeted) if targeted.starts_with("/targeted/") => {
+            // (CDN-Cache-Control, Cache-Control, Acme-Cache-Control) per case
+            let (cdn, general, acme) = match &targeted["/targeted/".len()..] {
+                "short" => ("max-age=30", "max-age=3600", ""),
+                "long" => ("max-age=3600", "max-age=5", ""),
+                "zero" => ("max-age=0", "", ""),
+                "no-store" => ("no-store", "max-age=3600", ""),
+                "private" => ("private", "public, max-age=3600", ""),
+                "no-cache" => ("no-cache, max-age=3600", "max-age=3600", ""),
+                "s-maxage" => ("s-maxage=40", "max-age=5", ""),
+                "upper" => ("MAX-AGE=50", "max-age=5", ""),
+                "over-no-store" => ("max-age=60", "no-store", ""),
+                "invalid" => ("max-age=ten", "max-age=20", ""),
+                "acme" => ("max-age=3600", "max-age=5", "max-age=70"),
+                other => panic!("no targeted case {other}"),
+            };
+            let mut answer = Response::builder()
+                .header("content-type", "text/plain")
+                .header("etag", "\"t\"")
+                .header("x-run", runs);
+            if targeted.ends_with("/zero") {
+                answer = answer.header("expires", in_an_hour("lowercase"));
+            }
+            for (name, value) in [
+                ("cdn-cache-control", cdn),
+                ("cache-control", general),
+                ("acme-cache-control", acme),
+            ] {
+                if !value.is_empty() {
+                    answer = answer.header(name, value);
+                }
+            }
+            if targeted.ends_with("/zero") {
+                // no validator: a stale response is not worth storing
+                let mut answer = answer.body(Full::new(Bytes::from("zero"))).unwrap();
+                answer.headers_mut().remove("etag");
+                return answer;
+            }
+            let conditional = request
+                .headers()
+                .get("if-none-match")
+                .is_some_and(|t| t == "\"t\"");
+            let status = if conditional { 304 } else { 200 };
+            let body = if conditional {
+                String::new()
+            } else {
+                format!("targeted {runs}")
+            };
+            answer
+                .status(status)
                 .body(Full::new(Bytes::from(body)))
                 .unwrap()
         }

@@ -6,7 +6,8 @@ use http::{Method, StatusCode};
 use tower_redis_http::store::AnyStore;
 
 use super::{
-    Http, Reply, cache_status, get_until, proxy, start_origin, start_proxy_on, start_proxy_with, text,
+    Http, Reply, cache_status, get_until, proxy, start_origin, start_proxy_on, start_proxy_with,
+    text,
 };
 
 /// Runs the rule `$rule(store)` once on a fresh Redis and once on a memory store.
@@ -100,7 +101,11 @@ async fn fresh_204_is_reused(store: AnyStore) {
     let (server, http) = start_proxy_on(store, origin_addr).await;
     let first = http.send(Method::GET, "/no-content", &[], None).await;
     assert_eq!(first.status, StatusCode::NO_CONTENT);
-    assert!(cache_status(&first).contains("stored"), "{}", cache_status(&first));
+    assert!(
+        cache_status(&first).contains("stored"),
+        "{}",
+        cache_status(&first)
+    );
     let hit = get_until(&http, "/no-content", is_hit).await;
     assert_eq!(hit.status, StatusCode::NO_CONTENT);
     assert_eq!(text(&hit), "");
@@ -142,7 +147,10 @@ async fn set_cookie_is_replayed_only_when_asked(store: AnyStore) {
     assert_eq!(log.count(&Method::GET, "/cookie"), 3);
 
     let hit = get_until(&http, "/cookie/per-user", is_hit).await;
-    assert!(!hit.headers.contains_key("set-cookie"), "a per-user cookie was replayed");
+    assert!(
+        !hit.headers.contains_key("set-cookie"),
+        "a per-user cookie was replayed"
+    );
     assert_eq!(log.count(&Method::GET, "/cookie/per-user"), 1);
     server.abort();
     origin.abort();
@@ -158,12 +166,24 @@ async fn vary_keys_normalised_values(store: AnyStore) {
     let (server, http) = start_proxy_on(store, origin_addr).await;
     let language = "/vary/accept-language";
     let first = http
-        .send(Method::GET, language, &[("accept-language", "en-US, fr;q=0.5")], None)
+        .send(
+            Method::GET,
+            language,
+            &[("accept-language", "en-US, fr;q=0.5")],
+            None,
+        )
         .await;
-    assert!(cache_status(&first).contains("stored"), "{}", cache_status(&first));
+    assert!(
+        cache_status(&first).contains("stored"),
+        "{}",
+        cache_status(&first)
+    );
     for same in [
         &[("accept-language", "fr;q=0.50,EN-us")][..],
-        &[("accept-language", " en-us "), ("accept-language", "fr ; q=0.5")],
+        &[
+            ("accept-language", " en-us "),
+            ("accept-language", "fr ; q=0.5"),
+        ],
         &[("accept-language", "en-US;q=1.0, FR;q=0.5")],
     ] {
         let reply = send_until(&http, language, same, is_hit).await;
@@ -171,15 +191,23 @@ async fn vary_keys_normalised_values(store: AnyStore) {
     }
     // French first is another preference
     let other = http
-        .send(Method::GET, language, &[("accept-language", "fr, en-US;q=0.5")], None)
+        .send(
+            Method::GET,
+            language,
+            &[("accept-language", "fr, en-US;q=0.5")],
+            None,
+        )
         .await;
     assert!(!is_hit(&other));
     assert_eq!(text(&other), "accept-language 2");
 
     let tenant = "/vary/x-tenant";
-    http.send(Method::GET, tenant, &[("x-tenant", "acme")], None).await;
+    http.send(Method::GET, tenant, &[("x-tenant", "acme")], None)
+        .await;
     send_until(&http, tenant, &[("x-tenant", "  acme ")], is_hit).await;
-    let other = http.send(Method::GET, tenant, &[("x-tenant", "globex")], None).await;
+    let other = http
+        .send(Method::GET, tenant, &[("x-tenant", "globex")], None)
+        .await;
     assert!(!is_hit(&other));
     assert_eq!(log.count(&Method::GET, tenant), 2);
     assert_eq!(log.count(&Method::GET, language), 2);
@@ -197,7 +225,11 @@ async fn heuristic_statuses_are_reused(store: AnyStore) {
     let (server, http) = start_proxy_on(store.clone(), origin_addr).await;
     for run in 1..=2 {
         let reply = http.send(Method::GET, "/heuristic/200", &[], None).await;
-        assert_eq!(reply.headers["x-run"], run.to_string(), "reused without the option");
+        assert_eq!(
+            reply.headers["x-run"],
+            run.to_string(),
+            "reused without the option"
+        );
     }
     server.abort();
 
@@ -213,17 +245,97 @@ async fn heuristic_statuses_are_reused(store: AnyStore) {
         assert_eq!(hit.headers["x-run"], "1", "{status}");
         let ttl = cache_status(&hit).rsplit("ttl=").next().unwrap().to_owned();
         let ttl: i64 = ttl.parse().unwrap();
-        assert!((290..=300).contains(&ttl), "{status}: ttl {ttl}, bounded by the option");
+        assert!(
+            (290..=300).contains(&ttl),
+            "{status}: ttl {ttl}, bounded by the option"
+        );
         assert_eq!(log.count(&Method::GET, &path), 1, "{status}");
     }
     for status in [201, 302, 500] {
         let path = format!("/heuristic/{status}");
         for run in 1..=2 {
             let reply = http.send(Method::GET, &path, &[], None).await;
-            assert_eq!(reply.headers["x-run"], run.to_string(), "{status} was reused");
+            assert_eq!(
+                reply.headers["x-run"],
+                run.to_string(),
+                "{status} was reused"
+            );
         }
     }
     server.abort();
     origin.abort();
 }
 on_each_store!(heuristic_statuses_are_reused);
+
+/// The seconds of freshness left that `reply`'s `Cache-Status` announces.
+fn ttl(reply: &Reply) -> i64 {
+    cache_status(reply)
+        .rsplit("ttl=")
+        .next()
+        .and_then(|ttl| ttl.parse().ok())
+        .unwrap_or_else(|| panic!("no ttl in {}", cache_status(reply)))
+}
+
+/// RFC 9213: `CDN-Cache-Control` decides storing and reuse for this cache whatever
+/// `Cache-Control` and `Expires` say, directive names in any case; a field that does not
+/// parse is ignored; it is forwarded downstream; a deployment's own targeted field
+/// (`TARGETED_CACHE_CONTROL`) takes precedence over it.
+async fn targeted_cache_control_takes_precedence(store: AnyStore) {
+    let (origin, origin_addr, log) = start_origin().await;
+    let (server, http) = start_proxy_on(store.clone(), origin_addr).await;
+    // (case, freshness the hit announces)
+    for (case, fresh_for) in [
+        ("short", 30),
+        ("long", 3600),
+        ("s-maxage", 40),
+        ("upper", 50),
+        ("over-no-store", 60),
+        ("invalid", 20),
+    ] {
+        let path = format!("/targeted/{case}");
+        let hit = get_until(&http, &path, is_hit).await;
+        assert!(
+            (fresh_for - 5..=fresh_for).contains(&ttl(&hit)),
+            "{case}: {}",
+            cache_status(&hit)
+        );
+        assert_eq!(hit.headers["x-run"], "1", "{case}");
+        assert!(
+            hit.headers.contains_key("cdn-cache-control"),
+            "{case}: not forwarded"
+        );
+    }
+    // not stored, whatever Cache-Control and Expires say
+    for case in ["zero", "no-store", "private"] {
+        let path = format!("/targeted/{case}");
+        for run in 1..=2 {
+            let reply = http.send(Method::GET, &path, &[], None).await;
+            assert!(!cache_status(&reply).contains("stored"), "{case}");
+            assert!(!is_hit(&reply), "{case}");
+            assert_eq!(log.count(&Method::GET, &path), run, "{case}");
+        }
+    }
+    // targeted no-cache: stored, and revalidated before every use
+    http.send(Method::GET, "/targeted/no-cache", &[], None)
+        .await;
+    let revalidated = get_until(&http, "/targeted/no-cache", |reply| {
+        cache_status(reply).contains("fwd-status=304")
+    })
+    .await;
+    assert_eq!(text(&revalidated), "targeted 1");
+    server.abort();
+
+    let acme = proxy::Options {
+        targeted_cache_control: Some(vec![
+            http::HeaderName::from_static("acme-cache-control"),
+            http::HeaderName::from_static("cdn-cache-control"),
+        ]),
+        ..proxy::Options::default()
+    };
+    let (server, http) = start_proxy_with(store, origin_addr, acme).await;
+    let hit = get_until(&http, "/targeted/acme", is_hit).await;
+    assert!((65..=70).contains(&ttl(&hit)), "{}", cache_status(&hit));
+    server.abort();
+    origin.abort();
+}
+on_each_store!(targeted_cache_control_takes_precedence);
