@@ -113,10 +113,17 @@ where
     match found {
         Found::Entry(entry) => match config.verdict(&entry, &ctx.rules) {
             Verdict::Fresh | Verdict::StaleAccepted => served(&ctx, entry),
-            // the cache_page mode keeps entries no longer than they are fresh, and HEAD is not
-            // worth a conditional request: both fetch anew
-            Verdict::Refresh { .. } if config.http.is_none() || ctx.head => {
+            // the cache_page mode keeps entries no longer than they are fresh: it fetches anew
+            Verdict::Refresh { .. } if config.http.is_none() => {
                 miss(ctx, Fwd::Stale, Some(key)).await
+            }
+            // a HEAD's answer has no body to share: no flight, but its fields freshen (or
+            // invalidate) the stored GET response (RFC 9111 §4.3.5)
+            Verdict::Refresh { .. } if ctx.head => {
+                if ctx.rules.only_if_cached {
+                    return Flowed::Answer(config.gateway_timeout());
+                }
+                call(ctx, Fwd::Stale, None, Some(Box::new(entry)), None)
             }
             Verdict::Refresh {
                 serve_stale_meanwhile,

@@ -489,10 +489,79 @@ impl Pending {
     /// The inner service answered 304 to the conditional request: the stored headers are
     /// updated from it (RFC 9111 §4.3.4), freshness computed anew, and the entry served and
     /// stored again.
-    fn revalidated(mut self, mut update: HeaderMap) -> Response<Bytes> {
+    fn revalidated(mut self, update: HeaderMap) -> Response<Bytes> {
         let stale = self.stale.take().expect("only a revalidation gets here");
+        let config = Arc::clone(&self.config);
+        let (entry, storable) = self.updated(*stale, update);
+        if !storable {
+            // no longer storable (or no rules to store it by): served this once
+            return config.serve(entry, &self.request_headers, self.head, Served::Revalidated);
+        }
+        let entry = Arc::new(entry);
+        if let Some(flight) = self.flight.take() {
+            flight.complete(Arc::clone(&entry));
+        }
+        if self.store_allowed {
+            config.put(Arc::clone(&entry), &self.url.key, self.lock.take());
+        }
+        let entry = Arc::unwrap_or_clone(entry);
+        config.serve(entry, &self.request_headers, self.head, Served::Revalidated)
+    }
+
+    /// RFC 9111 §4.3.5: the inner service answered a `HEAD` for a stored `GET` response. A
+    /// `200` or `410`, like the stored status, whose validators and `Content-Length` match the
+    /// stored ones updates the stored fields and freshness as a `304` would; any other answer
+    /// but a server error means the stored response no longer describes the resource, and it
+    /// is deleted. The `HEAD`'s own answer passes through.
+    fn freshen_with_head(mut self, parts: &mut http::response::Parts) {
+        let stale = self.stale.take().expect("only a HEAD over a stored entry gets here");
+        let config = Arc::clone(&self.config);
+        let entry_key = key::entry_key(&config.prefix(), &self.url.key, &stale.variant);
+        let same = |name: HeaderName| {
+            parts
+                .headers
+                .get(&name)
+                .is_none_or(|new| stale.headers.get(&name) == Some(new))
+        };
+        let length_matches = parts.headers.get(header::CONTENT_LENGTH).is_none_or(|new| {
+            match stale.headers.get(header::CONTENT_LENGTH) {
+                Some(stored) => stored == new,
+                None => new.to_str().ok() == Some(&stale.body.len().to_string()),
+            }
+        });
+        let describes_the_entry = matches!(parts.status.as_u16(), 200 | 410)
+            && parts.status == stale.status
+            && same(header::ETAG)
+            && same(header::LAST_MODIFIED)
+            && length_matches;
+        let mut stored = false;
+        if describes_the_entry && self.store_allowed {
+            let (entry, storable) = self.updated(*stale, parts.headers.clone());
+            if storable {
+                config.put(Arc::new(entry), &self.url.key, self.lock.take());
+                stored = true;
+            }
+        }
+        if !stored && !parts.status.is_server_error() {
+            config.discard(entry_key);
+        }
+        parts
+            .headers
+            .append(CACHE_STATUS, config.forwarded_status(Fwd::Stale, stored));
+        if config.x_cache {
+            parts
+                .headers
+                .insert(X_CACHE, HeaderValue::from_static("MISS"));
+        }
+    }
+
+    /// `stale` with the fields of a response that describes it (a `304`, or a `HEAD`'s `200`)
+    /// in place of its own, and its age and freshness computed anew (RFC 9111 §3.2); and
+    /// whether it may still be stored.
+    fn updated(&self, stale: Entry, mut update: HeaderMap) -> (Entry, bool) {
+        let config = &self.config;
         let response_time = SystemTime::now();
-        policy::strip_unstorable(&mut update, self.config.replays_cookies());
+        policy::strip_unstorable(&mut update, config.replays_cookies());
         update.remove(header::CONTENT_LENGTH);
         let mut headers = stale.headers.clone();
         for name in update.keys() {
@@ -506,7 +575,6 @@ impl Pending {
         }
         let initial_age = policy::initial_age(&headers, self.request_time, response_time);
         headers.remove(header::AGE);
-        let config = Arc::clone(&self.config);
         let storage = config.http.as_ref().map(|rules| {
             policy::storable_http(
                 self.facts(),
@@ -521,29 +589,18 @@ impl Pending {
             headers,
             stored_at: response_time,
             initial_age,
-            ..*stale
+            ..stale
         };
-        match storage {
-            Some(Ok(storage)) => {
-                for name in &storage.strip {
-                    entry.headers.remove(name);
-                }
-                entry.freshness = storage.freshness;
-                entry.keep = storage.keep;
-                entry.reuse = storage.reuse;
-                let entry = Arc::new(entry);
-                if let Some(flight) = self.flight.take() {
-                    flight.complete(Arc::clone(&entry));
-                }
-                if self.store_allowed {
-                    config.put(Arc::clone(&entry), &self.url.key, self.lock.take());
-                }
-                let entry = Arc::unwrap_or_clone(entry);
-                config.serve(entry, &self.request_headers, self.head, Served::Revalidated)
-            }
-            // no longer storable (or no rules to store it by): served this once
-            _ => config.serve(entry, &self.request_headers, self.head, Served::Revalidated),
+        let Some(Ok(storage)) = storage else {
+            return (entry, false);
+        };
+        for name in &storage.strip {
+            entry.headers.remove(name);
         }
+        entry.freshness = storage.freshness;
+        entry.keep = storage.keep;
+        entry.reuse = storage.reuse;
+        (entry, true)
     }
 
     /// The stale entry in place of a failure (`status`, or an error), when `stale-if-error`
@@ -623,6 +680,10 @@ impl Pending {
             }
         }
         let (mut parts, body) = response.into_parts();
+        if self.head && self.stale.is_some() {
+            self.freshen_with_head(&mut parts);
+            return Ok(Response::from_parts(parts, ResponseBody::inner(body)));
+        }
         let recorder = self.decide(&mut parts, body.size_hint().exact());
         let body = match recorder {
             Some(recorder) => ResponseBody::tapped(body, Box::new(recorder)),

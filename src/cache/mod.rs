@@ -82,7 +82,10 @@
 //!   `If-None-Match` / `If-Modified-Since` in place of the client's; a `304` updates the
 //!   stored fields and freshness and the stored body is served
 //!   (`Cache-Status: ...; fwd=stale; fwd-status=304`); any other answer replaces the entry
-//!   as a miss would.
+//!   as a miss would. A `HEAD` over a stale entry (or one the client asks to revalidate) goes
+//!   on too, and its `200` or `410` freshens the stored `GET` response when the status,
+//!   `ETag`, `Last-Modified` and `Content-Length` match; any other answer but a server error
+//!   deletes it (RFC 9111 §4.3.5).
 //! - **`stale-while-revalidate`**: within the window, every request is served the stale copy
 //!   at once (`ttl` negative in `Cache-Status`), and the first to find it stale revalidates it
 //!   in a spawned Tokio task: its own request, made conditional, goes on to the inner service

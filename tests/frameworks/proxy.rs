@@ -188,6 +188,31 @@ fn origin_answer(log: &OriginLog, request: &Request<Incoming>) -> Response<Full<
                 .body(Full::new(Bytes::from(body)))
                 .unwrap()
         }
+        (method, head) if head.starts_with("/head/") => {
+            // (GET status, HEAD status, HEAD's ETag) per case
+            let case = &head["/head/".len()..];
+            let (get_status, head_status, head_etag) = match case {
+                "fresh" => (200, 200, "\"h\""),
+                "gone" => (410, 410, "\"h\""),
+                "changed" => (200, 200, "\"other\""),
+                "now-gone" => (200, 410, "\"h\""),
+                other => panic!("no HEAD case {other}"),
+            };
+            let is_head = method == Method::HEAD;
+            Response::builder()
+                .status(if is_head { head_status } else { get_status })
+                .header("etag", if is_head { head_etag } else { "\"h\"" })
+                .header(
+                    "cache-control",
+                    if is_head { "max-age=3600" } else { "max-age=60" },
+                )
+                .header(
+                    "x-version",
+                    format!("{}-{runs}", if is_head { "head" } else { "get" }),
+                )
+                .body(Full::new(Bytes::from("head body")))
+                .unwrap()
+        }
         (_, "/no-content") => {
             let mut answer = response("max-age=60", String::new());
             *answer.status_mut() = StatusCode::NO_CONTENT;

@@ -339,3 +339,43 @@ async fn targeted_cache_control_takes_precedence(store: AnyStore) {
     origin.abort();
 }
 on_each_store!(targeted_cache_control_takes_precedence);
+
+/// RFC 9111 §4.3.5: a `HEAD` that reaches the origin over a stored `GET` response (here, one
+/// the client asked to revalidate) updates the stored fields and freshness when its `200` or
+/// `410` matches the stored status and validators; when it does not, the stored response is
+/// no longer used.
+async fn head_answers_freshen_the_stored_get(store: AnyStore) {
+    let (origin, origin_addr, log) = start_origin().await;
+    let (server, http) = start_proxy_on(store, origin_addr).await;
+    let revalidate = [("cache-control", "no-cache")];
+    for (case, status) in [("fresh", 200), ("gone", 410)] {
+        let path = format!("/head/{case}");
+        let hit = get_until(&http, &path, is_hit).await;
+        assert!(ttl(&hit) <= 60, "{case}");
+        let head = http.send(Method::HEAD, &path, &revalidate, None).await;
+        assert_eq!(head.status.as_u16(), status, "{case}");
+        assert!(
+            cache_status(&head).contains("fwd=stale; stored"),
+            "{case}: {}",
+            cache_status(&head)
+        );
+        assert_eq!(log.count(&Method::HEAD, &path), 1, "{case}");
+        let freshened = get_until(&http, &path, |reply| reply.headers["x-version"] == "head-1").await;
+        assert!(is_hit(&freshened), "{case}");
+        assert_eq!(freshened.status.as_u16(), status, "{case}");
+        assert!(ttl(&freshened) > 3500, "{case}: {}", cache_status(&freshened));
+        assert_eq!(text(&freshened), "head body");
+        assert_eq!(log.count(&Method::GET, &path), 1, "{case}");
+    }
+    for case in ["changed", "now-gone"] {
+        let path = format!("/head/{case}");
+        get_until(&http, &path, is_hit).await;
+        http.send(Method::HEAD, &path, &revalidate, None).await;
+        let fetched = get_until(&http, &path, |reply| !is_hit(reply)).await;
+        assert_eq!(fetched.headers["x-version"], "get-2", "{case}");
+        assert_eq!(log.count(&Method::GET, &path), 2, "{case}");
+    }
+    server.abort();
+    origin.abort();
+}
+on_each_store!(head_answers_freshen_the_stored_get);
