@@ -384,7 +384,11 @@ impl Pending {
         body_len: Option<u64>,
     ) -> Result<(policy::Storage, Vec<HeaderName>), NotStored> {
         let config = &self.config;
-        if !config.statuses.is_empty() && !config.statuses.contains(&parts.status) {
+        // an interim response is never a response to store, whatever the statuses allowed
+        // (a service that returns one as final has already broken the exchange)
+        if parts.status.is_informational()
+            || (!config.statuses.is_empty() && !config.statuses.contains(&parts.status))
+        {
             return Err(NotStored::Status);
         }
         if body_len.is_some_and(|len| len > config.max_body as u64) {
@@ -514,7 +518,10 @@ impl Pending {
     /// but a server error means the stored response no longer describes the resource, and it
     /// is deleted. The `HEAD`'s own answer passes through.
     fn freshen_with_head(mut self, parts: &mut http::response::Parts) {
-        let stale = self.stale.take().expect("only a HEAD over a stored entry gets here");
+        let stale = self
+            .stale
+            .take()
+            .expect("only a HEAD over a stored entry gets here");
         let config = Arc::clone(&self.config);
         let entry_key = key::entry_key(&config.prefix(), &self.url.key, &stale.variant);
         let same = |name: HeaderName| {
@@ -523,12 +530,13 @@ impl Pending {
                 .get(&name)
                 .is_none_or(|new| stale.headers.get(&name) == Some(new))
         };
-        let length_matches = parts.headers.get(header::CONTENT_LENGTH).is_none_or(|new| {
-            match stale.headers.get(header::CONTENT_LENGTH) {
-                Some(stored) => stored == new,
-                None => new.to_str().ok() == Some(&stale.body.len().to_string()),
-            }
-        });
+        let length_matches =
+            parts.headers.get(header::CONTENT_LENGTH).is_none_or(|new| {
+                match stale.headers.get(header::CONTENT_LENGTH) {
+                    Some(stored) => stored == new,
+                    None => new.to_str().ok() == Some(&stale.body.len().to_string()),
+                }
+            });
         let describes_the_entry = matches!(parts.status.as_u16(), 200 | 410)
             && parts.status == stale.status
             && same(header::ETAG)

@@ -43,6 +43,12 @@
 //! - it has no `Vary: *`;
 //! - the request carries none of the unkeyed headers below, and no body.
 //!
+//! Interim (1xx) responses are never stored, whatever [`ResponseCacheBuilder::statuses`]
+//! lists: a `tower` service answers with its final response only, so the one stored is that,
+//! without the fields of any `103 Early Hints` before it. Passing a `103` on to the client is
+//! the server's part; hyper's server (1.x) sends no 1xx but `100 Continue`, which reaches a
+//! client that waits for it as soon as the request body is read.
+//!
 //! The entry lives for the layer's timeout, shortened by the response's `s-maxage` or
 //! `max-age`; a zero lifetime stores nothing. Hop-by-hop headers and `Set-Cookie` are not
 //! stored. The request's own `Cache-Control` is ignored unless [`RequestDirectives::Honor`].

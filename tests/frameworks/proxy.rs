@@ -204,7 +204,11 @@ fn origin_answer(log: &OriginLog, request: &Request<Incoming>) -> Response<Full<
                 .header("etag", if is_head { head_etag } else { "\"h\"" })
                 .header(
                     "cache-control",
-                    if is_head { "max-age=3600" } else { "max-age=60" },
+                    if is_head {
+                        "max-age=3600"
+                    } else {
+                        "max-age=60"
+                    },
                 )
                 .header(
                     "x-version",
