@@ -10,6 +10,7 @@ use http::{Response, StatusCode};
 use super::entry::Entry;
 use super::layer::{CacheRefusal, Config};
 use super::policy::{self, NotStored, RequestRules, Verdict};
+use super::ranges::{self, ByteRanges, Pieces};
 use super::validators::{EntityTag, IfNoneMatch};
 
 /// Why a request went to the inner service (RFC 9211 `fwd`).
@@ -129,6 +130,8 @@ impl Config {
                 }
             }
             response
+        } else if let Some(response) = ranged_answer(request, &entry, head) {
+            response
         } else {
             let body = if head { Bytes::new() } else { entry.body };
             let mut response = Response::new(body);
@@ -136,8 +139,44 @@ impl Config {
             *response.headers_mut() = entry.headers;
             response
         };
-        let headers = response.headers_mut();
-        // RFC 9111 §5.1: the current age, replacing any Age the entry held
+        self.mark_served(response.headers_mut(), age, ttl_left, served);
+        response
+    }
+
+    /// The answer to a range request from the stored pieces of a representation: `206` when
+    /// they hold every range asked, `416` when none is satisfiable; `None` when they do not
+    /// cover it or its `If-Range` does not hold, and the request goes on.
+    pub(crate) fn serve_pieces(
+        &self,
+        entry: &Entry,
+        pieces: &Pieces,
+        request: &HeaderMap,
+    ) -> Option<Response<Bytes>> {
+        let ranges = ByteRanges::from_headers(request)?;
+        if !ranges::if_range_holds(request, &entry.headers) {
+            return None;
+        }
+        let mut response = ranges::answer(
+            &ranges,
+            entry.headers.clone(),
+            pieces.complete_len,
+            |range| pieces.covering(range),
+        )?;
+        let age = entry.age(SystemTime::now());
+        let ttl_left = i128::from(entry.freshness.as_secs()) - i128::from(age.as_secs());
+        self.mark_served(response.headers_mut(), age, ttl_left, Served::Hit);
+        Some(response)
+    }
+
+    /// What every answer from an entry carries: its `Age`, replacing any the entry held (RFC
+    /// 9111 §5.1), `Cache-Status`, and `X-Cache` when asked.
+    fn mark_served(
+        &self,
+        headers: &mut HeaderMap,
+        age: std::time::Duration,
+        ttl_left: i128,
+        served: Served,
+    ) {
         headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
         self.cache_status_served(headers, served, ttl_left);
         if self.x_cache {
@@ -146,7 +185,6 @@ impl Config {
                 HeaderValue::from_static(if served == Served::Hit { "HIT" } else { "MISS" }),
             );
         }
-        response
     }
 
     /// Appends this cache's member to `Cache-Status` (RFC 9211 §2: the cache nearest the
@@ -263,6 +301,23 @@ fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
         return false;
     };
     date(stored, header::LAST_MODIFIED).is_some_and(|modified| modified <= since)
+}
+
+/// The `206` or `416` answer to the ranges a `GET` asks of a stored `200` (RFC 9110 §14.2),
+/// when its `If-Range` holds; `None` for the full response: other statuses and `HEAD` ignore
+/// `Range`.
+fn ranged_answer(request: &HeaderMap, entry: &Entry, head: bool) -> Option<Response<Bytes>> {
+    if head || entry.status != StatusCode::OK || !request.contains_key(header::RANGE) {
+        return None;
+    }
+    let ranges = ByteRanges::from_headers(request)?;
+    if !ranges::if_range_holds(request, &entry.headers) {
+        return None;
+    }
+    let body = &entry.body;
+    ranges::answer(&ranges, entry.headers.clone(), body.len() as u64, |range| {
+        Some(body.slice(range.start as usize..range.end as usize))
+    })
 }
 
 /// `time` as an HTTP date (`Date`, `Expires`).

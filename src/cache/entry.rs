@@ -4,6 +4,11 @@
 //! "TRHC" | version (1 byte) | metadata length (u32, little endian) | metadata (postcard) | body
 //! ```
 //!
+//! A partial response (the pieces of one representation, RFC 9111 §3.3) is version 4: the
+//! same, with `pieces length (u32) | pieces (postcard)` after the metadata, and the pieces'
+//! bytes one after the other as the body. It is stored under a key of its own, so a reader
+//! of complete entries never meets one.
+//!
 //! The body follows the metadata as is, or LZ4-compressed (block format) when the layer
 //! compresses bodies and that saves space; the metadata records which, so entries stay
 //! readable whatever the layer's current setting. An uncompressed body is served as a slice of
@@ -18,9 +23,11 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
 use super::policy::Reuse;
+use super::ranges;
 
 const MAGIC: &[u8; 4] = b"TRHC";
 const VERSION: u8 = 3;
+const PARTIAL_VERSION: u8 = 4;
 /// The largest body a compressed entry may claim: a corrupt length must not make a hit
 /// allocate gigabytes.
 const MAX_DECOMPRESSED: u64 = 64 * 1024 * 1024;
@@ -69,6 +76,13 @@ struct Meta<'a> {
     variant: &'a str,
     #[serde(borrow)]
     headers: Vec<(&'a str, RawBytes<'a>)>,
+}
+
+/// Where a partial entry's pieces lie: `(start, length)` of each, in the body's order.
+#[derive(Serialize, Deserialize)]
+struct PieceMeta {
+    complete_len: u64,
+    pieces: Vec<(u64, u64)>,
 }
 
 /// How the body is stored.
@@ -134,6 +148,30 @@ impl Entry {
     /// The stored form; the body is LZ4-compressed when `compress_above` is set, the body is
     /// at least that long, and compressing saves space.
     pub(crate) fn encode(&self, compress_above: Option<usize>) -> Bytes {
+        self.encode_as(VERSION, None, compress_above)
+    }
+
+    /// The stored form of a partial entry: this entry's fields (its body the pieces' bytes,
+    /// one after the other) with where each piece lies.
+    pub(crate) fn encode_partial(&self, pieces: &ranges::Pieces) -> Bytes {
+        let meta = PieceMeta {
+            complete_len: pieces.complete_len,
+            pieces: pieces
+                .held
+                .iter()
+                .map(|(start, bytes)| (*start, bytes.len() as u64))
+                .collect(),
+        };
+        let meta = postcard::to_allocvec(&meta).expect("piece metadata always serializes");
+        self.encode_as(PARTIAL_VERSION, Some(&meta), None)
+    }
+
+    fn encode_as(
+        &self,
+        version: u8,
+        pieces: Option<&[u8]>,
+        compress_above: Option<usize>,
+    ) -> Bytes {
         let compressed = compress_above
             .filter(|&threshold| self.body.len() >= threshold)
             .map(|_| lz4_flex::block::compress(&self.body))
@@ -169,16 +207,54 @@ impl Entry {
         };
         let meta = postcard::to_allocvec(&meta).expect("entry metadata always serializes");
         let meta_len = u32::try_from(meta.len()).expect("metadata is far below 4 GiB");
-        let mut out = BytesMut::with_capacity(PREFIX_LEN + meta.len() + body.len());
+        let extra = pieces.map_or(0, |pieces| 4 + pieces.len());
+        let mut out = BytesMut::with_capacity(PREFIX_LEN + meta.len() + extra + body.len());
         out.put_slice(MAGIC);
-        out.put_u8(VERSION);
+        out.put_u8(version);
         out.put_u32_le(meta_len);
         out.put_slice(&meta);
+        if let Some(pieces) = pieces {
+            out.put_u32_le(u32::try_from(pieces.len()).expect("piece metadata is small"));
+            out.put_slice(pieces);
+        }
         out.put_slice(body);
         out.freeze()
     }
 
     pub(crate) fn decode(stored: &Bytes) -> Result<Self, EntryError> {
+        Self::decode_as(stored, VERSION).map(|(entry, _)| entry)
+    }
+
+    /// A partial entry and its pieces, from their stored form.
+    pub(crate) fn decode_partial(stored: &Bytes) -> Result<(Self, ranges::Pieces), EntryError> {
+        let (entry, meta) = Self::decode_as(stored, PARTIAL_VERSION)?;
+        let meta = meta.ok_or(EntryError::Corrupt(None))?;
+        let mut held = Vec::with_capacity(meta.pieces.len());
+        let mut offset = 0_usize;
+        for (start, len) in meta.pieces {
+            let len = usize::try_from(len).map_err(|_| EntryError::Corrupt(None))?;
+            let end = offset
+                .checked_add(len)
+                .filter(|&end| end <= entry.body.len())
+                .ok_or(EntryError::Truncated)?;
+            held.push((start, entry.body.slice(offset..end)));
+            offset = end;
+        }
+        if offset != entry.body.len()
+            || held
+                .iter()
+                .any(|(start, bytes)| start.saturating_add(bytes.len() as u64) > meta.complete_len)
+        {
+            return Err(EntryError::Corrupt(None));
+        }
+        let pieces = ranges::Pieces {
+            complete_len: meta.complete_len,
+            held,
+        };
+        Ok((entry, pieces))
+    }
+
+    fn decode_as(stored: &Bytes, version: u8) -> Result<(Self, Option<PieceMeta>), EntryError> {
         if stored.len() < PREFIX_LEN {
             return Err(if stored.starts_with(&MAGIC[..stored.len().min(4)]) {
                 EntryError::Truncated
@@ -189,16 +265,31 @@ impl Entry {
         if &stored[..4] != MAGIC {
             return Err(EntryError::Foreign);
         }
-        if stored[4] != VERSION {
+        if stored[4] != version {
             return Err(EntryError::Version(stored[4]));
         }
         let meta_len = u32::from_le_bytes(stored[5..9].try_into().expect("four bytes")) as usize;
-        let body_start = PREFIX_LEN
+        let meta_end = PREFIX_LEN
             .checked_add(meta_len)
             .filter(|&end| end <= stored.len())
             .ok_or(EntryError::Truncated)?;
-        let meta: Meta<'_> = postcard::from_bytes(&stored[PREFIX_LEN..body_start])
+        let meta: Meta<'_> = postcard::from_bytes(&stored[PREFIX_LEN..meta_end])
             .map_err(|err| EntryError::Corrupt(Some(err)))?;
+        let (pieces, body_start) = if version == PARTIAL_VERSION {
+            let len_end = meta_end.checked_add(4).filter(|&end| end <= stored.len());
+            let len_end = len_end.ok_or(EntryError::Truncated)?;
+            let pieces_len =
+                u32::from_le_bytes(stored[meta_end..len_end].try_into().expect("four bytes"));
+            let pieces_end = len_end
+                .checked_add(pieces_len as usize)
+                .filter(|&end| end <= stored.len())
+                .ok_or(EntryError::Truncated)?;
+            let pieces: PieceMeta = postcard::from_bytes(&stored[len_end..pieces_end])
+                .map_err(|err| EntryError::Corrupt(Some(err)))?;
+            (Some(pieces), pieces_end)
+        } else {
+            (None, meta_end)
+        };
         let status = StatusCode::from_u16(meta.status).map_err(|_| EntryError::Corrupt(None))?;
         // room for what a hit adds (Age, Cache-Status, X-Cache) without regrowing
         let mut headers = HeaderMap::with_capacity(meta.headers.len() + 3);
@@ -232,7 +323,7 @@ impl Entry {
                 Bytes::from(body)
             }
         };
-        Ok(Self {
+        let entry = Self {
             status,
             headers,
             body,
@@ -249,7 +340,8 @@ impl Entry {
             },
             vary,
             variant: meta.variant.to_owned(),
-        })
+        };
+        Ok((entry, pieces))
     }
 }
 
@@ -331,6 +423,46 @@ mod tests {
             *byte = 0xff;
         }
         assert!(Entry::decode(&Bytes::from(garbled)).is_err());
+    }
+
+    #[test]
+    fn partial_entries_round_trip_and_never_pass_for_complete_ones() {
+        let pieces = ranges::Pieces {
+            complete_len: 100,
+            held: vec![
+                (0, Bytes::from_static(b"abc")),
+                (50, Bytes::from_static(b"xyz!")),
+            ],
+        };
+        let partial = Entry {
+            body: Bytes::from_static(b"abcxyz!"),
+            ..entry()
+        };
+        let stored = partial.encode_partial(&pieces);
+        let (decoded, decoded_pieces) = Entry::decode_partial(&stored).unwrap();
+        assert_eq!(decoded_pieces, pieces);
+        assert_eq!(decoded.headers, entry().headers);
+        assert_eq!(decoded.variant, entry().variant);
+        // each kind is refused where the other is read
+        assert!(matches!(
+            Entry::decode(&stored),
+            Err(EntryError::Version(PARTIAL_VERSION))
+        ));
+        assert!(matches!(
+            Entry::decode_partial(&entry().encode(None)),
+            Err(EntryError::Version(VERSION))
+        ));
+        // pieces that claim more bytes than the body holds, or lie past the whole
+        let short = Entry {
+            body: Bytes::from_static(b"abc"),
+            ..entry()
+        };
+        assert!(Entry::decode_partial(&short.encode_partial(&pieces)).is_err());
+        let past = ranges::Pieces {
+            complete_len: 10,
+            ..pieces
+        };
+        assert!(Entry::decode_partial(&partial.encode_partial(&past)).is_err());
     }
 
     fn big(body: Bytes) -> Entry {

@@ -164,6 +164,9 @@ async fn miss<S, ReqBody>(
 where
     S: Service<Request<ReqBody>>,
 {
+    if ctx.ranged && ctx.store_allowed && ctx.config.http.is_some() {
+        return ranged_miss(ctx, fwd, flight_key).await;
+    }
     if ctx.rules.only_if_cached {
         return Flowed::Answer(ctx.config.gateway_timeout());
     }
@@ -184,6 +187,51 @@ where
         _ => None,
     };
     call(ctx, fwd, flight, None, None)
+}
+
+/// A range request with no complete entry to answer it (RFC 9111 §3.3-3.4): the stored
+/// pieces of the representation answer it when they cover it and are fresh; else it goes on
+/// as it came, in no flight (its answer is not the whole), and a partial answer is kept to
+/// combine with them.
+async fn ranged_miss<S, ReqBody>(
+    ctx: Ctx<S, ReqBody>,
+    fwd: Fwd,
+    entry_key: Option<String>,
+) -> Flowed<S::Future>
+where
+    S: Service<Request<ReqBody>>,
+{
+    let config = Arc::clone(&ctx.config);
+    let stored = match &entry_key {
+        Some(entry_key) => match config.store.get(&key::partial_key(entry_key)).await {
+            Ok(stored) => stored,
+            Err(err) => return store_failed(ctx, &err),
+        },
+        None => None,
+    };
+    // pieces that cannot be read, or of another variant, are replaced by the next ones
+    let partial = stored
+        .and_then(|stored| Entry::decode_partial(&stored).ok())
+        .filter(|(entry, _)| {
+            key::variant_hash(&entry.vary, ctx.request.headers()) == entry.variant
+        });
+    if let Some((entry, pieces)) = &partial
+        && matches!(
+            config.verdict(entry, &ctx.rules),
+            Verdict::Fresh | Verdict::StaleAccepted
+        )
+        && let Some(response) = config.serve_pieces(entry, pieces, ctx.request.headers())
+    {
+        return Flowed::Answer(response);
+    }
+    if ctx.rules.only_if_cached {
+        return Flowed::Answer(config.gateway_timeout());
+    }
+    let mut call = call(ctx, fwd, None, None, None);
+    if let Flowed::Call(_, pending) = &mut call {
+        pending.partial = Some(partial.map(|(entry, pieces)| (Box::new(entry), pieces)));
+    }
+    call
 }
 
 /// A stale entry: one request revalidates it; the others wait for the result, or are served
@@ -364,6 +412,7 @@ where
         store_allowed: ctx.store_allowed,
         head: ctx.head,
         remembered_unstorable: false,
+        ranged: ctx.ranged,
     };
     let url = Url {
         key: ctx.url,
@@ -380,9 +429,13 @@ where
 
 /// Turns a request into the conditional request that revalidates `entry` (RFC 9111 §4.3.1):
 /// its validators replace the client's own.
+/// A range request revalidates the whole entry (it is at most the layer's body bound), whose
+/// `304` or `200` then answers the range or the whole.
 fn make_conditional(headers: &mut HeaderMap, entry: &Entry) {
     headers.remove(header::IF_NONE_MATCH);
     headers.remove(header::IF_MODIFIED_SINCE);
+    headers.remove(header::RANGE);
+    headers.remove(header::IF_RANGE);
     if let Some(etag) = entry.headers.get(header::ETAG) {
         headers.insert(header::IF_NONE_MATCH, etag.clone());
     }

@@ -18,6 +18,7 @@ use super::flow::{Flow, Flowed};
 use super::layer::Config;
 use super::policy::NotStored;
 use super::policy::RequestRules;
+use super::ranges::{self, Pieces};
 use super::recorder::Recorder;
 use super::{ResponseBody, invalidate, key, policy};
 
@@ -33,6 +34,8 @@ where
     pub(crate) url_id: u64,
     pub(crate) store_allowed: bool,
     pub(crate) head: bool,
+    /// A `GET` with a `Range`: its answer may be a part, never shared as the whole.
+    pub(crate) ranged: bool,
     pub(crate) rules: RequestRules,
     pub(crate) config: Arc<Config>,
 }
@@ -46,7 +49,9 @@ where
     /// another: its answer is not shared unless it says `public` (RFC 9111 §3.5), and
     /// requests whose answers cannot be shared must not queue behind one another.
     pub(crate) fn joins_flights(&self) -> bool {
-        self.store_allowed && !self.request.headers().contains_key(header::AUTHORIZATION)
+        self.store_allowed
+            && !self.ranged
+            && !self.request.headers().contains_key(header::AUTHORIZATION)
     }
 }
 
@@ -64,12 +69,17 @@ pub(crate) struct Pending {
     /// Whether the request went to the handler on the unstorable-URL memo, without its
     /// headers kept: a storable answer that varies on them ends the memo but is not stored.
     remembered_unstorable: bool,
+    /// A range request (see [`Miss::ranged`]).
+    ranged: bool,
     /// When the request went to the inner service (`request_time` of RFC 9111 §4.2.3).
     request_time: SystemTime,
     /// The stale entry being revalidated: a 304 refreshes it, a failure may serve it.
     pub(crate) stale: Option<Box<Entry>>,
     /// The cross-process lock, released with the entry's write or when dropped.
     pub(crate) lock: Option<StoreLock>,
+    /// A range request of the HTTP-cache mode, with the pieces stored so far: a `206` is
+    /// combined with them.
+    pub(crate) partial: Option<Option<(Box<Entry>, Pieces)>>,
 }
 
 /// What an unsafe request's success invalidates (RFC 9111 §4.4).
@@ -258,6 +268,8 @@ pub(crate) struct Miss {
     pub(crate) store_allowed: bool,
     pub(crate) head: bool,
     pub(crate) remembered_unstorable: bool,
+    /// A `GET` with a `Range`: an answer other than a whole `200` says nothing of the URL.
+    pub(crate) ranged: bool,
 }
 
 impl Pending {
@@ -287,9 +299,11 @@ impl Pending {
             head: miss.head,
             credentialed: request.contains_key(header::AUTHORIZATION),
             remembered_unstorable: miss.remembered_unstorable,
+            ranged: miss.ranged,
             request_time: SystemTime::now(),
             stale,
             lock: None,
+            partial: None,
         }
     }
 
@@ -363,7 +377,7 @@ impl Pending {
             }
             Err(unstored) => unstored,
         };
-        if self.fwd == Fwd::UriMiss {
+        if self.fwd == Fwd::UriMiss && !self.ranged {
             // nothing stored and nothing storable: the next requests skip the lookup
             config.unstorable.remember(self.url.id, self.credentialed);
         }
@@ -386,7 +400,9 @@ impl Pending {
         let config = &self.config;
         // an interim response is never a response to store, whatever the statuses allowed
         // (a service that returns one as final has already broken the exchange)
+        // nor is a part of one: partial responses are kept as pieces (`partial_recorder`)
         if parts.status.is_informational()
+            || parts.status == http::StatusCode::PARTIAL_CONTENT
             || (!config.statuses.is_empty() && !config.statuses.contains(&parts.status))
         {
             return Err(NotStored::Status);
@@ -563,6 +579,121 @@ impl Pending {
         }
     }
 
+    /// A partial response to a range request: its `Cache-Status`, and the recorder that adds
+    /// it to the `stored` pieces when it may be kept.
+    fn decide_partial(
+        self,
+        parts: &mut http::response::Parts,
+        stored: Option<(Box<Entry>, Pieces)>,
+    ) -> Option<Recorder> {
+        let config = Arc::clone(&self.config);
+        let fwd = self.fwd;
+        crate::observe::cache("miss");
+        let recorder = self.partial_recorder(parts, stored);
+        let status = match &recorder {
+            Ok(_) => config.forwarded_status(fwd, !config.writes_refused()),
+            Err(unstored) => {
+                tracing::debug!(reason = ?unstored, "partial response not stored");
+                crate::observe::cache_not_stored(unstored.as_str());
+                config.unstored_status(fwd, *unstored)
+            }
+        };
+        parts.headers.append(CACHE_STATUS, status);
+        if config.x_cache {
+            parts
+                .headers
+                .insert(X_CACHE, HeaderValue::from_static("MISS"));
+        }
+        recorder.ok()
+    }
+
+    /// How a partial response is kept (RFC 9111 §3.3): under the rules of the complete
+    /// response it is part of, when its `Content-Range` gives its place and the whole's
+    /// length, and the whole fits the body bound. It joins the `stored` pieces only when
+    /// both come from the same representation (§3.4: the same strong validator); its fields
+    /// replace the stored ones of the same name, and the others are kept (§3.2).
+    fn partial_recorder(
+        mut self,
+        parts: &mut http::response::Parts,
+        stored: Option<(Box<Entry>, Pieces)>,
+    ) -> Result<Recorder, NotStored> {
+        let config = Arc::clone(&self.config);
+        let Some(rules) = config.http.as_ref() else {
+            return Err(NotStored::Status);
+        };
+        let Some((range, complete_len)) = ranges::parse_content_range(&parts.headers) else {
+            return Err(NotStored::Status);
+        };
+        if complete_len > config.max_body as u64 {
+            return Err(NotStored::TooLarge);
+        }
+        let now = SystemTime::now();
+        if !parts.headers.contains_key(header::DATE) {
+            parts.headers.insert(header::DATE, http_date(now));
+        }
+        let storage = policy::storable_http(
+            self.facts(),
+            http::StatusCode::OK,
+            &parts.headers,
+            rules,
+            &config.targeted,
+            now,
+        )?;
+        let initial_age = policy::initial_age(&parts.headers, self.request_time, now);
+        if initial_age >= storage.keep {
+            return Err(NotStored::StaleOnArrival);
+        }
+        let vary = policy::vary(&parts.headers).map_err(|()| NotStored::VaryUnreadable)?;
+        let variant = key::variant_hash(&vary, &self.request_headers).into_owned();
+        let same_representation = |(entry, pieces): &(Box<Entry>, Pieces)| {
+            pieces.complete_len == complete_len
+                && entry.vary == vary
+                && entry.variant == variant
+                && ranges::same_strong_validator(&entry.headers, &parts.headers)
+        };
+        let (mut headers, pieces) = match stored.filter(same_representation) {
+            Some((entry, pieces)) => (entry.headers, pieces),
+            None => (
+                HeaderMap::new(),
+                Pieces {
+                    complete_len,
+                    held: Vec::new(),
+                },
+            ),
+        };
+        let mut update = parts.headers.clone();
+        policy::strip_unstorable(&mut update, config.replays_cookies());
+        for name in update.keys() {
+            headers.remove(name);
+        }
+        for (name, value) in &update {
+            headers.append(name.clone(), value.clone());
+        }
+        for name in [header::CONTENT_RANGE, header::CONTENT_LENGTH, header::AGE] {
+            headers.remove(name);
+        }
+        for name in &storage.strip {
+            headers.remove(name);
+        }
+        let url = std::mem::take(&mut self.url.key);
+        config
+            .vary_lists
+            .insert(url.clone(), Arc::new(vary.clone()));
+        let entry = Entry {
+            status: http::StatusCode::OK,
+            headers,
+            body: Bytes::new(),
+            stored_at: now,
+            initial_age,
+            freshness: storage.freshness,
+            keep: storage.keep,
+            reuse: storage.reuse,
+            vary,
+            variant,
+        };
+        Ok(Recorder::partial(config, entry, url, pieces, range))
+    }
+
     /// `stale` with the fields of a response that describes it (a `304`, or a `HEAD`'s `200`)
     /// in place of its own, and its age and freshness computed anew (RFC 9111 §3.2); and
     /// whether it may still be stored.
@@ -686,6 +817,16 @@ impl Pending {
             {
                 return Ok(stale.map(ResponseBody::full));
             }
+        }
+        if let Some(stored) = self.partial.take()
+            && response.status() == http::StatusCode::PARTIAL_CONTENT
+        {
+            let (mut parts, body) = response.into_parts();
+            let body = match self.decide_partial(&mut parts, stored) {
+                Some(recorder) => ResponseBody::tapped(body, Box::new(recorder)),
+                None => ResponseBody::inner(body),
+            };
+            return Ok(Response::from_parts(parts, body));
         }
         let (mut parts, body) = response.into_parts();
         if self.head && self.stale.is_some() {

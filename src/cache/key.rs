@@ -386,6 +386,14 @@ pub(crate) fn entry_key(prefix: &str, url: &str, variant: &str) -> String {
     key
 }
 
+/// Where the pieces of a variant's partial responses are kept, beside its complete entry.
+pub(crate) fn partial_key(entry_key: &str) -> String {
+    let mut key = String::with_capacity(entry_key.len() + 8);
+    key.push_str(entry_key);
+    key.push_str(":partial");
+    key
+}
+
 /// The set of a URL's entry keys, so that every variant can be invalidated at once.
 pub(crate) fn index_key(prefix: &str, url: &str) -> String {
     entry_key(prefix, url, "index")

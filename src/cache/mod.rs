@@ -63,7 +63,8 @@
 //!   when it has a validator (`ETag`, `Last-Modified`), and is then revalidated before every
 //!   use, unless [`ResponseCacheBuilder::heuristic_freshness`] is on (statuses of RFC 9110
 //!   §15.1, or `public`, only).
-//! - **Storing** follows RFC 9111 §3: any status but 1xx, 206 and 304; no `no-store` (unless
+//! - **Storing** follows RFC 9111 §3: any status but 1xx, 206 (kept as pieces, below) and
+//!   304; no `no-store` (unless
 //!   `must-understand` on a status it understands); `private` and `no-cache` qualified with
 //!   field names store the response without those fields, unqualified `private` is never
 //!   stored and unqualified `no-cache` only with a validator; an `Authorization`ed request's
@@ -101,6 +102,26 @@
 //! - **`stale-if-error`**: when the revalidation fails with a 5xx or an error, the stale copy
 //!   is served within the window (`fwd=stale; fwd-status=503`). `must-revalidate` and
 //!   `proxy-revalidate` forbid every stale use: their failures pass through.
+//!
+//! # Ranges
+//!
+//! A `GET` with a `Range` of `bytes` (RFC 9110 §14) is answered from a stored `200` in both
+//! modes: `206` with `Content-Range` for one range (first-last, open-ended `500-`, suffix
+//! `-500`), `multipart/byteranges` for several (overlapping and adjacent ones merged), `416`
+//! with `Content-Range: bytes */<length>` when none is satisfiable. `If-Range` gets the
+//! range only with the stored strong `ETag`, or the exact `Last-Modified` when it is strong
+//! (a minute or more before `Date`); otherwise the whole `200`. Another unit, more than 16
+//! ranges, or an invalid range set is ignored, as if absent. `HEAD` ignores `Range`.
+//!
+//! With no complete entry, the request goes on as it came, in no single flight. In the
+//! HTTP-cache mode its `206` is kept (RFC 9111 §3.3) under the rules of the whole response,
+//! when its `Content-Range` names the whole's length and that fits the body bound: later
+//! ranges those pieces cover are answered from them, and pieces of the same representation
+//! (the same strong `ETag`, or strong `Last-Modified`) combine (§3.4), the newest piece's
+//! fields replacing the stored ones of the same name and the others kept. Once the pieces
+//! make up the whole, they become the complete entry, which a plain `GET` then hits. Pieces
+//! of another representation replace the stored ones. A stale complete entry is revalidated
+//! whole (without the `Range`), and its `304` answers the range.
 //!
 //! # What forms a key
 //!
@@ -212,6 +233,7 @@ mod invalidate;
 mod key;
 mod layer;
 mod policy;
+mod ranges;
 mod recorder;
 mod service;
 mod storage;

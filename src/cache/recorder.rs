@@ -1,6 +1,7 @@
 //! The cache's recorder: the copy of a response on its way to the client, stored once its
 //! body has gone by.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -9,7 +10,9 @@ use sha2::{Digest, Sha256};
 
 use super::entry::Entry;
 use super::flight::{FlightGuard, StoreLock};
+use super::key;
 use super::layer::Config;
+use super::ranges::Pieces;
 use crate::body::Tap;
 use crate::hex::hex_digest;
 
@@ -23,6 +26,8 @@ pub(crate) struct Recorder {
     url: String,
     flight: Option<FlightGuard>,
     lock: Option<StoreLock>,
+    /// For a partial response: the pieces stored so far, and the range this one holds.
+    piece: Option<(Pieces, Range<u64>)>,
 }
 
 impl Recorder {
@@ -41,6 +46,23 @@ impl Recorder {
             url,
             flight,
             lock,
+            piece: None,
+        }
+    }
+
+    /// The recorder of a partial response holding `range`: once its body has gone by, it is
+    /// added to `pieces` and stored with them, or as the complete entry when they make up
+    /// the whole. `entry` holds the fields to store.
+    pub(crate) fn partial(
+        config: Arc<Config>,
+        entry: Entry,
+        url: String,
+        pieces: Pieces,
+        range: Range<u64>,
+    ) -> Self {
+        Self {
+            piece: Some((pieces, range)),
+            ..Self::new(config, entry, url, None, None)
         }
     }
 
@@ -64,6 +86,10 @@ impl Recorder {
             }
         };
         let mut entry = self.entry;
+        if let Some((pieces, range)) = self.piece {
+            Self::finish_piece(&self.config, entry, &self.url, pieces, range, body);
+            return;
+        }
         if self.config.compute_etag && !entry.headers.contains_key(header::ETAG) {
             let digest = hex_digest(&Sha256::digest(&body)[..16]);
             if let Ok(etag) = HeaderValue::from_str(&format!("\"{digest}\"")) {
@@ -76,6 +102,43 @@ impl Recorder {
             flight.complete(Arc::clone(&entry));
         }
         self.config.put(entry, &self.url, self.lock);
+    }
+}
+
+impl Recorder {
+    /// Adds a partial response's `body` to the stored `pieces` (RFC 9111 §3.4) and stores
+    /// them, or the complete entry they make up.
+    fn finish_piece(
+        config: &Arc<Config>,
+        mut entry: Entry,
+        url: &str,
+        pieces: Pieces,
+        range: Range<u64>,
+        body: Bytes,
+    ) {
+        if body.len() as u64 != range.end - range.start {
+            tracing::debug!(url = %crate::failure::Digest(url), "partial response body does not match its Content-Range; not stored");
+            return;
+        }
+        let pieces = pieces.with(range.start, body);
+        if let Some(whole) = pieces.whole() {
+            entry.headers.insert(
+                header::CONTENT_LENGTH,
+                HeaderValue::from(pieces.complete_len),
+            );
+            entry.body = whole;
+            let partial_key =
+                key::partial_key(&key::entry_key(&config.prefix(), url, &entry.variant));
+            config.put(Arc::new(entry), url, None);
+            config.discard(partial_key);
+            return;
+        }
+        let mut joined = BytesMut::with_capacity(pieces.len());
+        for (_, bytes) in &pieces.held {
+            joined.extend_from_slice(bytes);
+        }
+        entry.body = joined.freeze();
+        config.put_partial(entry, pieces, url);
     }
 }
 

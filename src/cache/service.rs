@@ -308,7 +308,9 @@ where
         // clone-and-swap: the future gets the service that was polled ready
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
+        let ranged = !head && request.headers().contains_key(header::RANGE);
         let ctx = Ctx {
+            ranged,
             inner,
             request,
             url,
@@ -365,6 +367,7 @@ impl<S> ResponseCache<S> {
             store_allowed: plan.store,
             head,
             remembered_unstorable: true,
+            ranged: false,
         };
         let url = Url {
             key: String::new(),

@@ -11,6 +11,7 @@ use super::entry::Entry;
 use super::flight::StoreLock;
 use super::key;
 use super::layer::Config;
+use super::ranges::Pieces;
 use crate::store::{Backend, CacheWrite, Store, StoreErrorKind};
 
 /// How long a store that refused a write is taken to refuse the next ones.
@@ -31,8 +32,34 @@ impl Config {
     /// Stores `entry` (and the URL's Vary list) in the background: a response need not wait
     /// for it.
     pub(crate) fn put(self: &Arc<Self>, entry: Arc<Entry>, url: &str, lock: Option<StoreLock>) {
+        let entry_key = key::entry_key(&self.prefix(), url, &entry.variant);
+        self.write(entry_key, entry, None, url, lock);
+    }
+
+    /// Stores the pieces of a partial response (see [`Entry::encode_partial`]) beside the
+    /// variant's complete entry, in the background; the URL's invalidation reaches them too.
+    pub(crate) fn put_partial(self: &Arc<Self>, entry: Entry, pieces: Pieces, url: &str) {
+        let entry_key = key::entry_key(&self.prefix(), url, &entry.variant);
+        self.write(
+            key::partial_key(&entry_key),
+            Arc::new(entry),
+            Some(pieces),
+            url,
+            None,
+        );
+    }
+
+    /// Writes `entry` (with its `pieces`, for a partial one) under `entry_key`, with the URL's
+    /// Vary list and index.
+    fn write(
+        self: &Arc<Self>,
+        entry_key: String,
+        entry: Arc<Entry>,
+        pieces: Option<Pieces>,
+        url: &str,
+        lock: Option<StoreLock>,
+    ) {
         let prefix = self.prefix();
-        let entry_key = key::entry_key(&prefix, url, &entry.variant);
         let vary_key = key::vary_key(&prefix, url);
         let index_key = key::index_key(&prefix, url);
         let config = Arc::clone(self);
@@ -47,7 +74,10 @@ impl Config {
                 .store
                 .cache_put(&CacheWrite {
                     entry_key: &entry_key,
-                    entry: entry.encode(config.compress_above),
+                    entry: match &pieces {
+                        Some(pieces) => entry.encode_partial(pieces),
+                        None => entry.encode(config.compress_above),
+                    },
                     vary_key: &vary_key,
                     vary: Bytes::from(key::encode_vary(&entry.vary)),
                     index_key: &index_key,

@@ -31,6 +31,14 @@ impl OriginLog {
             .count()
     }
 
+    /// The requests for `path` that carried a `Range`.
+    fn ranged(&self, path: &str) -> usize {
+        let seen = self.0.lock().unwrap();
+        seen.iter()
+            .filter(|(_, p, headers)| p == path && headers.contains_key("range"))
+            .count()
+    }
+
     fn last_headers(&self, path: &str) -> HeaderMap {
         let seen = self.0.lock().unwrap();
         let (_, _, headers) = seen.iter().rev().find(|(_, p, _)| p == path).unwrap();
@@ -217,6 +225,7 @@ fn origin_answer(log: &OriginLog, request: &Request<Incoming>) -> Response<Full<
                 .body(Full::new(Bytes::from("head body")))
                 .unwrap()
         }
+        (_, ranged) if ranged.starts_with("/ranged/") => ranged_answer(request, ranged, runs),
         (_, "/no-content") => {
             let mut answer = response("max-age=60", String::new());
             *answer.status_mut() = StatusCode::NO_CONTENT;
@@ -236,6 +245,52 @@ fn origin_answer(log: &OriginLog, request: &Request<Incoming>) -> Response<Full<
             *answer.status_mut() = StatusCode::NOT_FOUND;
             answer
         }
+    }
+}
+
+/// The 100 bytes every `/ranged/` path serves: the alphabet over and over.
+const RANGED_BODY: &[u8; 100] = b"abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuv";
+
+/// A `/ranged/` path: the whole of [`RANGED_BODY`], or the single byte range a `Range` asks
+/// (`206`, with `x-first` on the piece that starts the body). `/ranged/changing` has a new
+/// `ETag` on every answer, so its pieces never combine.
+fn ranged_answer(request: &Request<Incoming>, path: &str, runs: usize) -> Response<Full<Bytes>> {
+    let etag = if path.ends_with("/changing") {
+        format!("\"v{runs}\"")
+    } else {
+        "\"r1\"".to_owned()
+    };
+    let answer = Response::builder()
+        .header("cache-control", "max-age=60")
+        .header("content-type", "text/plain")
+        .header("etag", etag)
+        .header("x-piece", runs);
+    let wanted = request
+        .headers()
+        .get("range")
+        .and_then(|range| range.to_str().ok()?.strip_prefix("bytes=")?.split_once('-'))
+        .and_then(|(first, last)| {
+            Some((first.parse::<usize>().ok()?, last.parse::<usize>().ok()?))
+        });
+    match wanted {
+        Some((first, last)) => {
+            let last = last.min(RANGED_BODY.len() - 1);
+            let answer = if first == 0 {
+                answer.header("x-first", "yes")
+            } else {
+                answer
+            };
+            answer
+                .status(StatusCode::PARTIAL_CONTENT)
+                .header("content-range", format!("bytes {first}-{last}/100"))
+                .body(Full::new(Bytes::copy_from_slice(
+                    &RANGED_BODY[first..=last],
+                )))
+                .unwrap()
+        }
+        None => answer
+            .body(Full::new(Bytes::from_static(RANGED_BODY)))
+            .unwrap(),
     }
 }
 

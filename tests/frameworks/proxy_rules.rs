@@ -512,3 +512,143 @@ async fn a_client_expecting_100_continue_gets_it() {
     server.abort();
     origin.abort();
 }
+
+fn slice(range: std::ops::Range<usize>) -> String {
+    String::from_utf8(super::RANGED_BODY[range].to_vec()).unwrap()
+}
+
+/// RFC 9110 §14 from a stored complete response: byte, open-ended and suffix ranges are
+/// answered `206` with their `Content-Range`, several ranges as `multipart/byteranges`, an
+/// unsatisfiable one `416`; `If-Range` with the stored strong `ETag` gets the range, any
+/// other the whole; all without the origin.
+async fn ranges_from_a_stored_response(store: AnyStore) {
+    let (origin, origin_addr, log) = start_origin().await;
+    let (server, http) = start_proxy_on(store, origin_addr).await;
+    let path = "/ranged/whole";
+    let (_, runs) = first_hit(&http, &log, path, &[]).await;
+    let ranged = |range: &'static str| [("range", range)];
+    for (range, content_range, body) in [
+        ("bytes=0-9", "bytes 0-9/100", slice(0..10)),
+        ("bytes=90-", "bytes 90-99/100", slice(90..100)),
+        ("bytes=-5", "bytes 95-99/100", slice(95..100)),
+        ("bytes=95-200", "bytes 95-99/100", slice(95..100)),
+    ] {
+        let reply = http.send(Method::GET, path, &ranged(range), None).await;
+        assert_eq!(reply.status, StatusCode::PARTIAL_CONTENT, "{range}");
+        assert!(is_hit(&reply), "{range}: {}", cache_status(&reply));
+        assert_eq!(reply.headers["content-range"], content_range, "{range}");
+        assert_eq!(text(&reply), body, "{range}");
+    }
+    let none = http
+        .send(Method::GET, path, &ranged("bytes=100-"), None)
+        .await;
+    assert_eq!(none.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(none.headers["content-range"], "bytes */100");
+    let two = http
+        .send(Method::GET, path, &ranged("bytes=0-1, 10-11"), None)
+        .await;
+    assert_eq!(two.status, StatusCode::PARTIAL_CONTENT);
+    let content_type = two.headers["content-type"].to_str().unwrap();
+    assert!(
+        content_type.starts_with("multipart/byteranges; boundary="),
+        "{content_type}"
+    );
+    assert!(text(&two).contains("content-range: bytes 10-11/100\r\n\r\nkl\r\n"));
+    // a range unit this cache does not know, or a range of a non-200, is not a range
+    let other_unit = http
+        .send(Method::GET, path, &ranged("items=0-1"), None)
+        .await;
+    assert_eq!(other_unit.status, StatusCode::OK);
+    for (condition, status) in [
+        ("\"r1\"", StatusCode::PARTIAL_CONTENT),
+        ("W/\"r1\"", StatusCode::OK),
+        ("\"r2\"", StatusCode::OK),
+    ] {
+        let headers = [("range", "bytes=0-9"), ("if-range", condition)];
+        let reply = http.send(Method::GET, path, &headers, None).await;
+        assert_eq!(reply.status, status, "If-Range: {condition}");
+        assert!(is_hit(&reply));
+    }
+    assert_eq!(log.count(&Method::GET, path), runs);
+    server.abort();
+    origin.abort();
+}
+on_each_store!(ranges_from_a_stored_response);
+
+/// RFC 9111 §3.3-3.4: partial responses are stored, reused for the ranges they cover, and
+/// combined with the pieces of the same representation (same strong `ETag`); a new piece's
+/// fields replace the stored ones, the others are kept; once the pieces make up the whole,
+/// it is a complete entry that answers a plain `GET`. Pieces of different representations
+/// never combine.
+async fn partial_responses_are_stored_and_combined(store: AnyStore) {
+    let (origin, origin_addr, log) = start_origin().await;
+    let (server, http) = start_proxy_on(store, origin_addr).await;
+    let path = "/ranged/pieces";
+    let first = http
+        .send(Method::GET, path, &[("range", "bytes=0-49")], None)
+        .await;
+    assert_eq!(first.status, StatusCode::PARTIAL_CONTENT);
+    assert!(
+        cache_status(&first).contains("stored"),
+        "{}",
+        cache_status(&first)
+    );
+    let covered = send_until(&http, path, &[("range", "bytes=10-19")], is_hit).await;
+    assert_eq!(covered.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(covered.headers["content-range"], "bytes 10-19/100");
+    assert_eq!(text(&covered), slice(10..20));
+    let asked = log.ranged(path);
+
+    // not covered: the origin's piece, combined with the first
+    let second = http
+        .send(Method::GET, path, &[("range", "bytes=40-59")], None)
+        .await;
+    assert_eq!(text(&second), slice(40..60));
+    assert_eq!(log.ranged(path), asked + 1);
+    let combined = send_until(&http, path, &[("range", "bytes=5-55")], is_hit).await;
+    assert_eq!(text(&combined), slice(5..56));
+
+    // the last piece makes up the whole: a complete entry, for plain GETs too
+    http.send(Method::GET, path, &[("range", "bytes=60-99")], None)
+        .await;
+    let whole = send_until(&http, path, &[], is_hit).await;
+    assert_eq!(whole.status, StatusCode::OK);
+    assert_eq!(text(&whole), slice(0..100));
+    assert_eq!(whole.headers["content-length"], "100");
+    assert_eq!(
+        whole.headers["x-first"], "yes",
+        "a field of an earlier piece was lost"
+    );
+    assert_eq!(
+        whole.headers["x-piece"],
+        log.count(&Method::GET, path).to_string(),
+        "the newest piece's fields win"
+    );
+    assert_eq!(
+        log.count(&Method::GET, path),
+        log.ranged(path),
+        "no plain GET reached the origin"
+    );
+
+    // a new ETag on every answer: the pieces never make a whole
+    let changing = "/ranged/changing";
+    http.send(Method::GET, changing, &[("range", "bytes=0-49")], None)
+        .await;
+    send_until(&http, changing, &[("range", "bytes=0-9")], is_hit).await;
+    http.send(Method::GET, changing, &[("range", "bytes=50-99")], None)
+        .await;
+    send_until(&http, changing, &[("range", "bytes=50-59")], is_hit).await;
+    let plain = http.send(Method::GET, changing, &[], None).await;
+    assert!(
+        !is_hit(&plain),
+        "pieces of two representations were combined"
+    );
+    // and the first piece was replaced by the second
+    let replaced = http
+        .send(Method::GET, changing, &[("range", "bytes=0-9")], None)
+        .await;
+    assert!(!is_hit(&replaced) || replaced.headers["etag"] != "\"v1\"");
+    server.abort();
+    origin.abort();
+}
+on_each_store!(partial_responses_are_stored_and_combined);

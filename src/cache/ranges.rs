@@ -1,0 +1,499 @@
+//! Range requests (RFC 9110 §14): `Range` and `If-Range` read, `206` and `416` answered from
+//! a stored complete response, and partial responses (RFC 9111 §3.3-3.4) kept and combined.
+
+use std::ops::Range;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Response, StatusCode};
+
+use super::policy;
+use super::validators::EntityTag;
+
+/// More ranges than this in one request are not worth answering piecewise (RFC 9110 §14.2
+/// lets a server ignore `Range`): the full response is the answer, and a request for
+/// thousands of tiny ranges cannot make a small entry a large answer.
+const MAX_RANGES: usize = 16;
+
+/// One `range-spec` of a `bytes` range set, before the representation's length is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Spec {
+    /// `first-last`, or `first-` (`last` is `None`).
+    From { first: u64, last: Option<u64> },
+    /// `-length`: the last `length` bytes.
+    Suffix(u64),
+}
+
+/// A request's `Range` of bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ByteRanges(Vec<Spec>);
+
+/// What a `Range` asks of a representation of a known length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Wanted {
+    /// The satisfiable ranges, sorted and coalesced: at least one.
+    Ranges(Vec<Range<u64>>),
+    /// None of them is satisfiable: `416`.
+    Unsatisfiable,
+}
+
+impl ByteRanges {
+    /// The request's `Range`, when it is one `bytes` range set that parses: a field with
+    /// another unit, more than one line, an invalid spec or too many ranges is ignored (RFC
+    /// 9110 §14.2), as if absent.
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Option<Self> {
+        let mut lines = headers.get_all(header::RANGE).iter();
+        let line = lines.next()?.to_str().ok()?;
+        if lines.next().is_some() {
+            return None;
+        }
+        let (unit, set) = line.trim().split_once('=')?;
+        if !unit.trim().eq_ignore_ascii_case("bytes") {
+            return None;
+        }
+        let number = |text: &str| {
+            let text = text.trim();
+            (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| text.parse::<u64>().ok())
+                .flatten()
+        };
+        let mut specs = Vec::new();
+        for spec in set.split(',') {
+            let spec = spec.trim();
+            if spec.is_empty() {
+                continue;
+            }
+            let (first, last) = spec.split_once('-')?;
+            let parsed = match (first.trim().is_empty(), last.trim().is_empty()) {
+                (true, false) => Spec::Suffix(number(last)?),
+                (false, true) => Spec::From {
+                    first: number(first)?,
+                    last: None,
+                },
+                (false, false) => {
+                    let (first, last) = (number(first)?, number(last)?);
+                    if last < first {
+                        return None;
+                    }
+                    Spec::From {
+                        first,
+                        last: Some(last),
+                    }
+                }
+                (true, true) => return None,
+            };
+            specs.push(parsed);
+        }
+        (!specs.is_empty() && specs.len() <= MAX_RANGES).then_some(Self(specs))
+    }
+
+    /// The ranges of a representation `len` bytes long that this asks for (RFC 9110
+    /// §14.1.2): each clipped to the representation, overlapping and adjacent ones merged.
+    pub(crate) fn of(&self, len: u64) -> Wanted {
+        let mut ranges: Vec<Range<u64>> = self
+            .0
+            .iter()
+            .filter_map(|spec| match *spec {
+                Spec::From { first, .. } if first >= len => None,
+                Spec::From { first, last } => {
+                    Some(first..last.map_or(len, |last| last.saturating_add(1).min(len)))
+                }
+                Spec::Suffix(0) => None,
+                Spec::Suffix(length) => Some(len.saturating_sub(length)..len),
+            })
+            .filter(|range| !range.is_empty())
+            .collect();
+        if ranges.is_empty() {
+            return Wanted::Unsatisfiable;
+        }
+        ranges.sort_by_key(|range| range.start);
+        let mut merged: Vec<Range<u64>> = Vec::with_capacity(ranges.len());
+        for range in ranges {
+            match merged.last_mut() {
+                Some(last) if range.start <= last.end => last.end = last.end.max(range.end),
+                _ => merged.push(range),
+            }
+        }
+        Wanted::Ranges(merged)
+    }
+}
+
+/// Whether `If-Range` lets the ranges be served from a stored response with `stored`
+/// headers (RFC 9110 §13.1.5): absent, or a strong entity tag equal to the stored `ETag`, or
+/// a date equal to a strong `Last-Modified` (one at least a minute before the response's
+/// `Date`, RFC 9110 §8.8.2.2). Otherwise the full response is the answer.
+pub(crate) fn if_range_holds(request: &HeaderMap, stored: &HeaderMap) -> bool {
+    let Some(condition) = request.get(header::IF_RANGE) else {
+        return true;
+    };
+    let Ok(condition) = condition.to_str() else {
+        return false;
+    };
+    if let Some(tag) = EntityTag::parse(condition) {
+        return EntityTag::of(stored).is_some_and(|etag| etag.strong_eq(tag));
+    }
+    let Some(date) = policy::parse_http_date(condition) else {
+        return false;
+    };
+    let read = |name| {
+        stored
+            .get(name)
+            .and_then(|value: &HeaderValue| policy::parse_http_date(value.to_str().ok()?))
+    };
+    let (Some(modified), Some(sent)) = (read(header::LAST_MODIFIED), read(header::DATE)) else {
+        return false;
+    };
+    modified == date
+        && sent
+            .duration_since(modified)
+            .is_ok_and(|age| age.as_secs() >= 60)
+}
+
+/// The answer to `ranges` from a representation `len` bytes long whose bytes `slice` gives:
+/// `206` with the one range and its `Content-Range`, or `multipart/byteranges` for several,
+/// or `416` with `Content-Range: bytes */<length>`; `None` when `slice` lacks a range.
+/// `headers` are the stored response's; its `Content-Length` is dropped (the server sets the
+/// answer's).
+pub(crate) fn answer(
+    ranges: &ByteRanges,
+    mut headers: HeaderMap,
+    len: u64,
+    slice: impl Fn(&Range<u64>) -> Option<Bytes>,
+) -> Option<Response<Bytes>> {
+    headers.remove(header::CONTENT_LENGTH);
+    let mut response = Response::new(Bytes::new());
+    let ranges = match ranges.of(len) {
+        Wanted::Unsatisfiable => {
+            *response.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+            headers.remove(header::CONTENT_TYPE);
+            headers.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{len}")).expect("digits"),
+            );
+            *response.headers_mut() = headers;
+            return Some(response);
+        }
+        Wanted::Ranges(ranges) => ranges,
+    };
+    *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+    let parts: Vec<Bytes> = ranges.iter().map(&slice).collect::<Option<_>>()?;
+    if let ([range], [part]) = (ranges.as_slice(), parts.as_slice()) {
+        headers.insert(header::CONTENT_RANGE, content_range(range, len));
+        *response.headers_mut() = headers;
+        *response.body_mut() = part.clone();
+        return Some(response);
+    }
+    let boundary = boundary(&parts);
+    let content_type = headers.remove(header::CONTENT_TYPE);
+    let mut out = BytesMut::new();
+    for (range, part) in ranges.iter().zip(&parts) {
+        out.put_slice(b"--");
+        out.put_slice(boundary.as_bytes());
+        out.put_slice(b"\r\n");
+        if let Some(content_type) = &content_type {
+            out.put_slice(b"content-type: ");
+            out.put_slice(content_type.as_bytes());
+            out.put_slice(b"\r\n");
+        }
+        out.put_slice(b"content-range: ");
+        out.put_slice(content_range(range, len).as_bytes());
+        out.put_slice(b"\r\n\r\n");
+        out.put_slice(part);
+        out.put_slice(b"\r\n");
+    }
+    out.put_slice(b"--");
+    out.put_slice(boundary.as_bytes());
+    out.put_slice(b"--\r\n");
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&format!("multipart/byteranges; boundary={boundary}"))
+            .expect("a token boundary"),
+    );
+    *response.headers_mut() = headers;
+    *response.body_mut() = out.freeze();
+    Some(response)
+}
+
+/// `bytes <first>-<last>/<length>`.
+pub(crate) fn content_range(range: &Range<u64>, len: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("bytes {}-{}/{len}", range.start, range.end - 1))
+        .expect("digits")
+}
+
+/// A multipart boundary that occurs in none of the `parts`.
+fn boundary(parts: &[Bytes]) -> String {
+    let mut seed = parts.iter().map(Bytes::len).sum::<usize>() as u64 ^ 0x9e37_79b9_7f4a_7c15;
+    loop {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        let candidate = format!("trhc{seed:016x}");
+        let occurs = parts.iter().any(|part| {
+            part.windows(candidate.len())
+                .any(|window| window == candidate.as_bytes())
+        });
+        if !occurs {
+            return candidate;
+        }
+    }
+}
+
+/// A partial response's `Content-Range`: the range it holds and the complete length, when
+/// both are known (`bytes 0-99/1000`; not `bytes 0-99/*`).
+pub(crate) fn parse_content_range(headers: &HeaderMap) -> Option<(Range<u64>, u64)> {
+    let value = headers.get(header::CONTENT_RANGE)?.to_str().ok()?.trim();
+    let (unit, rest) = value.split_once(' ')?;
+    if !unit.eq_ignore_ascii_case("bytes") {
+        return None;
+    }
+    let (range, complete) = rest.trim().split_once('/')?;
+    let (first, last) = range.split_once('-')?;
+    let digits = |text: &str| {
+        (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| text.parse::<u64>().ok())
+            .flatten()
+    };
+    let (first, last, complete) = (digits(first)?, digits(last)?, digits(complete)?);
+    (first <= last && last < complete).then_some((first..last + 1, complete))
+}
+
+/// Whether two responses come from one representation, so that their pieces combine (RFC
+/// 9111 §3.4): the same strong `ETag`, or without one on either side the same strong
+/// `Last-Modified` (a minute or more before its `Date`).
+pub(crate) fn same_strong_validator(stored: &HeaderMap, new: &HeaderMap) -> bool {
+    match (EntityTag::of(stored), EntityTag::of(new)) {
+        (Some(stored), Some(new)) => stored.strong_eq(new),
+        (None, None) => {
+            let strong_modified = |headers: &HeaderMap| {
+                let read = |name| {
+                    headers.get(name).and_then(|value: &HeaderValue| {
+                        policy::parse_http_date(value.to_str().ok()?)
+                    })
+                };
+                let (modified, sent) = (read(header::LAST_MODIFIED)?, read(header::DATE)?);
+                sent.duration_since(modified)
+                    .is_ok_and(|age| age.as_secs() >= 60)
+                    .then_some(modified)
+            };
+            strong_modified(stored).is_some_and(|stored| strong_modified(new) == Some(stored))
+        }
+        _ => false,
+    }
+}
+
+/// The stored pieces of one representation: byte ranges of a response `complete_len` long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Pieces {
+    pub(crate) complete_len: u64,
+    /// Sorted, disjoint and not adjacent, each with its bytes.
+    pub(crate) held: Vec<(u64, Bytes)>,
+}
+
+impl Pieces {
+    /// The pieces with `bytes` at `start` added: newer bytes win where they overlap, and
+    /// touching pieces are joined.
+    pub(crate) fn with(self, start: u64, bytes: Bytes) -> Self {
+        let end = start + bytes.len() as u64;
+        // what the older pieces keep outside the new one
+        let mut pieces: Vec<(u64, Bytes)> = Vec::with_capacity(self.held.len() + 2);
+        for (old_start, old) in self.held {
+            let old_end = old_start + old.len() as u64;
+            if old_end <= start || end <= old_start {
+                pieces.push((old_start, old));
+                continue;
+            }
+            if old_start < start {
+                pieces.push((old_start, old.slice(..(start - old_start) as usize)));
+            }
+            if end < old_end {
+                pieces.push((end, old.slice((end - old_start) as usize..)));
+            }
+        }
+        pieces.push((start, bytes));
+        pieces.sort_by_key(|(start, _)| *start);
+        let mut held: Vec<(u64, Bytes)> = Vec::with_capacity(pieces.len());
+        for (start, bytes) in pieces {
+            match held.last_mut() {
+                Some((last_start, last)) if *last_start + last.len() as u64 == start => {
+                    let mut joined = BytesMut::with_capacity(last.len() + bytes.len());
+                    joined.put_slice(last);
+                    joined.put_slice(&bytes);
+                    *last = joined.freeze();
+                }
+                _ => held.push((start, bytes)),
+            }
+        }
+        Self {
+            complete_len: self.complete_len,
+            held,
+        }
+    }
+
+    /// The whole representation, once the pieces make it up.
+    pub(crate) fn whole(&self) -> Option<Bytes> {
+        match self.held.as_slice() {
+            [(0, bytes)] if bytes.len() as u64 == self.complete_len => Some(bytes.clone()),
+            _ => None,
+        }
+    }
+
+    /// The bytes of `range`, when one piece holds all of it.
+    pub(crate) fn covering(&self, range: &Range<u64>) -> Option<Bytes> {
+        self.held.iter().find_map(|(start, bytes)| {
+            let end = start + bytes.len() as u64;
+            (*start <= range.start && range.end <= end)
+                .then(|| bytes.slice((range.start - start) as usize..(range.end - start) as usize))
+        })
+    }
+
+    /// How many bytes are held.
+    pub(crate) fn len(&self) -> usize {
+        self.held.iter().map(|(_, bytes)| bytes.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(value: &str) -> Option<ByteRanges> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::RANGE, value.parse().unwrap());
+        ByteRanges::from_headers(&headers)
+    }
+
+    #[test]
+    // a list of one range is what `of` answers, not a range to collect
+    #[allow(clippy::single_range_in_vec_init)]
+    fn byte_ranges_follow_rfc_9110_section_14_1_2() {
+        let of = |value: &str, len| range(value).unwrap().of(len);
+        assert_eq!(of("bytes=0-499", 1000), Wanted::Ranges(vec![0..500]));
+        assert_eq!(of("bytes=500-", 1000), Wanted::Ranges(vec![500..1000]));
+        assert_eq!(of("bytes=-200", 1000), Wanted::Ranges(vec![800..1000]));
+        assert_eq!(of("bytes=-2000", 1000), Wanted::Ranges(vec![0..1000]));
+        assert_eq!(of("bytes=900-1999", 1000), Wanted::Ranges(vec![900..1000]));
+        assert_eq!(of("BYTES = 1-1", 10), Wanted::Ranges(vec![1..2]));
+        // overlapping and adjacent ranges merge; order does not matter
+        assert_eq!(
+            of("bytes=500-599, 0-99, 50-149, 150-199", 1000),
+            Wanted::Ranges(vec![0..200, 500..600])
+        );
+        assert_eq!(of("bytes=1000-", 1000), Wanted::Unsatisfiable);
+        assert_eq!(of("bytes=-0", 1000), Wanted::Unsatisfiable);
+        assert_eq!(of("bytes=5-, 2000-", 1000), Wanted::Ranges(vec![5..1000]));
+        for ignored in [
+            "items=0-5",
+            "bytes=5-1",
+            "bytes=a-b",
+            "bytes=-",
+            "bytes=",
+            "bytes=1-2-3",
+            "0-5",
+        ] {
+            assert_eq!(range(ignored), None, "{ignored}");
+        }
+        let many = format!("bytes={}", vec!["0-0"; MAX_RANGES + 1].join(","));
+        assert_eq!(range(&many), None);
+    }
+
+    fn stored(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn if_range_needs_a_strong_match() {
+        let modified = "Wed, 21 Oct 2015 07:28:00 GMT";
+        let entry = stored(&[
+            ("etag", "\"v1\""),
+            ("last-modified", modified),
+            ("date", "Wed, 21 Oct 2015 08:28:00 GMT"),
+        ]);
+        let holds = |condition: &str, entry: &HeaderMap| {
+            if_range_holds(&stored(&[("if-range", condition)]), entry)
+        };
+        assert!(if_range_holds(&HeaderMap::new(), &entry));
+        assert!(holds("\"v1\"", &entry));
+        assert!(!holds("W/\"v1\"", &entry));
+        assert!(!holds("\"v2\"", &entry));
+        assert!(holds(modified, &entry));
+        assert!(!holds("Wed, 21 Oct 2015 07:28:01 GMT", &entry));
+        // a Last-Modified within a minute of Date is weak
+        let recent = stored(&[
+            ("last-modified", modified),
+            ("date", "Wed, 21 Oct 2015 07:28:30 GMT"),
+        ]);
+        assert!(!holds(modified, &recent));
+        let weak = stored(&[("etag", "W/\"v1\"")]);
+        assert!(!holds("\"v1\"", &weak));
+        assert!(!holds("garbage", &entry));
+    }
+
+    #[test]
+    fn answers_are_206_multipart_or_416() {
+        let body = Bytes::from_static(b"0123456789");
+        let headers = stored(&[("content-type", "text/plain"), ("content-length", "10")]);
+        let whole = |range: &Range<u64>| Some(body.slice(range.start as usize..range.end as usize));
+        let answer = |value: &str, headers: HeaderMap| {
+            answer(&range(value).unwrap(), headers, 10, whole).unwrap()
+        };
+        let one = answer("bytes=2-4", headers.clone());
+        assert_eq!(one.status(), 206);
+        assert_eq!(one.headers()["content-range"], "bytes 2-4/10");
+        assert!(!one.headers().contains_key("content-length"));
+        assert_eq!(one.body(), "234");
+        let two = answer("bytes=0-0,-1", headers.clone());
+        let content_type = two.headers()["content-type"].to_str().unwrap().to_owned();
+        let boundary = content_type.split("boundary=").nth(1).unwrap();
+        let expected = format!(
+            "--{boundary}\r\ncontent-type: text/plain\r\ncontent-range: bytes 0-0/10\r\n\r\n0\r\n\
+             --{boundary}\r\ncontent-type: text/plain\r\ncontent-range: bytes 9-9/10\r\n\r\n9\r\n\
+             --{boundary}--\r\n"
+        );
+        assert_eq!(two.body(), expected.as_bytes());
+        let none = answer("bytes=10-", headers);
+        assert_eq!(none.status(), 416);
+        assert_eq!(none.headers()["content-range"], "bytes */10");
+        assert!(none.body().is_empty());
+    }
+
+    #[test]
+    fn content_range_needs_a_known_length() {
+        let read = |value: &str| parse_content_range(&stored(&[("content-range", value)]));
+        assert_eq!(read("bytes 0-99/1000"), Some((0..100, 1000)));
+        assert_eq!(read("bytes 0-99/*"), None);
+        assert_eq!(read("bytes 5-1/10"), None);
+        assert_eq!(read("bytes 0-10/10"), None);
+        assert_eq!(read("items 0-1/2"), None);
+    }
+
+    #[test]
+    fn pieces_join_and_newer_bytes_win() {
+        let pieces = Pieces {
+            complete_len: 10,
+            held: Vec::new(),
+        };
+        let pieces = pieces.with(0, Bytes::from_static(b"0123"));
+        assert_eq!(pieces.whole(), None);
+        assert_eq!(pieces.covering(&(1..3)), Some(Bytes::from_static(b"12")));
+        assert_eq!(pieces.covering(&(3..5)), None);
+        let pieces = pieces.with(6, Bytes::from_static(b"6789"));
+        assert_eq!(pieces.held.len(), 2);
+        // the middle piece, overlapping both sides with newer bytes
+        let pieces = pieces.with(3, Bytes::from_static(b"XYZAB"));
+        assert_eq!(pieces.whole(), Some(Bytes::from_static(b"012XYZAB89")));
+        assert_eq!(pieces.len(), 10);
+        // an older piece inside a newer one changes nothing
+        let inside = Pieces {
+            complete_len: 10,
+            held: vec![(0, Bytes::from_static(b"abcdef"))],
+        }
+        .with(8, Bytes::from_static(b"ij"))
+        .with(6, Bytes::from_static(b"gh"));
+        assert_eq!(inside.whole(), Some(Bytes::from_static(b"abcdefghij")));
+    }
+}
