@@ -81,9 +81,35 @@ pub fn forwarded(data: &[u8]) {
     let _ = crate::ratelimit::client_key_text(client);
 }
 
-/// A stored cache entry, as Redis hands it back (written by any version, or corrupted).
+/// A stored cache entry, as Redis hands it back (written by any version, or corrupted): as a
+/// complete entry and as the pieces of a partial one.
 pub fn cache_entry(data: &[u8]) {
-    let _ = crate::cache::Entry::decode(&Bytes::copy_from_slice(data));
+    let stored = Bytes::copy_from_slice(data);
+    let _ = crate::cache::Entry::decode(&stored);
+    let _ = crate::cache::Entry::decode_partial(&stored);
+}
+
+/// What a range request and a partial response send (`Range`, `If-Range`, `If-None-Match`,
+/// `Content-Range`), all read from the bytes after the first, which sets the length of the
+/// stored body they are answered from.
+pub fn range(data: &[u8]) {
+    let Some((&len, value)) = data.split_first() else {
+        return;
+    };
+    let Ok(value) = HeaderValue::from_bytes(value) else {
+        return;
+    };
+    let mut headers = HeaderMap::new();
+    for name in [
+        header::RANGE,
+        header::IF_RANGE,
+        header::IF_NONE_MATCH,
+        header::CONTENT_RANGE,
+        header::ETAG,
+    ] {
+        headers.insert(name, value.clone());
+    }
+    crate::cache::answer_ranges(&headers, usize::from(len));
 }
 
 #[cfg(test)]
@@ -142,6 +168,28 @@ mod tests {
             let mut data = chain.to_vec();
             data.extend_from_slice(chain);
             super::forwarded(&data);
+        }
+
+        #[test]
+        fn range_requests_are_answered_within_the_body(
+            len in any::<u8>(),
+            value in "(bytes|BYTES|items)?=?( ?[0-9]{0,4}-?[0-9]{0,4},?){0,5}|W?/?\"[a-z,]{0,5}\"?(, ?\"[a-z]{0,3}\")*|bytes [0-9]{0,3}-[0-9]{0,3}/[0-9*]{0,3}",
+        ) {
+            let mut data = vec![len];
+            data.extend_from_slice(value.as_bytes());
+            super::range(&data);
+        }
+
+        #[test]
+        fn range_requests_answer_any_bytes(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+            super::range(&data);
+        }
+
+        #[test]
+        fn a_partial_entry_decodes_or_is_refused(rest in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let mut data = b"TRHC\x04".to_vec();
+            data.extend(rest);
+            super::cache_entry(&data);
         }
 
         #[test]

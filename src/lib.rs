@@ -125,6 +125,27 @@
 //! is emptied and bypassed until it is back; no entry outlives its maximum local age. Rate
 //! limits never use it. See [`NearCache`](store::NearCache).
 //!
+//! # Security
+//!
+//! Each layer's default is the safe reading of its standard, and where the standard allows
+//! something unsafe in practice, the layer leaves it off until asked:
+//!
+//! - **`Set-Cookie` is never stored or replayed by default.** RFC 9111 lets a shared cache
+//!   store a response that sets a cookie and replay the cookie to everyone it serves; a
+//!   session or CSRF cookie replayed that way hands one user's session to the next, the
+//!   classic cache-poisoning failure in front of frameworks that set a cookie on any page.
+//!   Such responses pass through unstored.
+//!   [`store_responses_setting_cookies`](cache::ResponseCacheBuilder::store_responses_setting_cookies)
+//!   stores them without the cookie, and
+//!   [`replay_set_cookie`](cache::ResponseCacheBuilder::replay_set_cookie) (HTTP-cache mode
+//!   only) replays it, as the RFC allows.
+//! - The cache keys only what it can see: requests carrying forwarding or method-override
+//!   headers, or a body on a `GET`, are answered but not stored, unless they come from a
+//!   trusted proxy; responses to `Authorization`ed requests are stored only when they say so.
+//! - Tokens never reach the logs; URLs and cache keys only as short digests.
+//!
+//! The [cache module's security notes](cache#security) give the details.
+//!
 //! # Conventions
 //!
 //! - Every layer is made by a builder whose defaults are the safe choice; `build()` reports

@@ -239,7 +239,7 @@ mod service;
 mod storage;
 mod validators;
 #[cfg(any(fuzzing, test))]
-pub(crate) use self::{entry::Entry, policy::cache_control};
+pub(crate) use self::{entry::Entry, policy::cache_control, ranges::answer_ranges};
 
 pub use self::future::ResponseFuture;
 pub use self::invalidate::CacheInvalidator;

@@ -279,6 +279,43 @@ pub(crate) fn same_strong_validator(stored: &HeaderMap, new: &HeaderMap) -> bool
     }
 }
 
+/// Every range reader over `headers`, answered from a body `len` bytes long and from pieces
+/// of it, checking what each answer promises (for the fuzz targets and property tests).
+#[cfg(any(fuzzing, test))]
+pub(crate) fn answer_ranges(headers: &HeaderMap, len: usize) {
+    let body = Bytes::from(vec![b'x'; len]);
+    if let Some(ranges) = ByteRanges::from_headers(headers) {
+        if let Wanted::Ranges(ranges) = ranges.of(len as u64) {
+            assert!(
+                ranges.windows(2).all(|pair| pair[0].end < pair[1].start)
+                    && ranges
+                        .iter()
+                        .all(|range| range.start < range.end && range.end <= len as u64),
+                "{ranges:?} of {len}"
+            );
+        }
+        let whole = |range: &Range<u64>| Some(body.slice(range.start as usize..range.end as usize));
+        assert!(answer(&ranges, headers.clone(), len as u64, whole).is_some());
+        let pieces = Pieces {
+            complete_len: len as u64,
+            held: Vec::new(),
+        }
+        .with(0, body.slice(..len / 2))
+        .with((len as u64 * 3) / 4, body.slice((len * 3) / 4..));
+        let _ = answer(&ranges, headers.clone(), len as u64, |range| {
+            pieces.covering(range)
+        });
+    }
+    let _ = if_range_holds(headers, headers);
+    let _ = same_strong_validator(headers, headers);
+    if let Some((range, complete)) = parse_content_range(headers) {
+        assert!(range.start < range.end && range.end <= complete);
+    }
+    if let Some(condition) = super::validators::IfNoneMatch::from_headers(headers) {
+        let _ = condition.matches(super::validators::EntityTag::of(headers));
+    }
+}
+
 /// The stored pieces of one representation: byte ranges of a response `complete_len` long.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Pieces {

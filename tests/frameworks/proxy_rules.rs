@@ -570,6 +570,20 @@ async fn ranges_from_a_stored_response(store: AnyStore) {
         assert!(is_hit(&reply));
     }
     assert_eq!(log.count(&Method::GET, path), runs);
+
+    // an entry to revalidate is revalidated whole, without the client's Range
+    let headers = [("range", "bytes=0-9"), ("cache-control", "no-cache")];
+    let revalidated = http.send(Method::GET, path, &headers, None).await;
+    assert_eq!(log.count(&Method::GET, path), runs + 1);
+    let sent = log.last_headers(path);
+    assert!(!sent.contains_key("range"), "{sent:?}");
+    assert_eq!(sent["if-none-match"], "\"r1\"");
+    assert_eq!(
+        revalidated.status,
+        StatusCode::OK,
+        "the origin's whole answer"
+    );
+    assert_eq!(text(&revalidated), slice(0..100));
     server.abort();
     origin.abort();
 }
