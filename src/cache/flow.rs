@@ -428,9 +428,9 @@ where
 }
 
 /// Turns a request into the conditional request that revalidates `entry` (RFC 9111 §4.3.1):
-/// its validators replace the client's own.
-/// A range request revalidates the whole entry (it is at most the layer's body bound), whose
-/// `304` or `200` then answers the range or the whole.
+/// its validators replace the client's own. A range request revalidates the whole entry (it
+/// is at most the layer's body bound), whose `304` or `200` then answers the range or the
+/// whole.
 fn make_conditional(headers: &mut HeaderMap, entry: &Entry) {
     headers.remove(header::IF_NONE_MATCH);
     headers.remove(header::IF_MODIFIED_SINCE);

@@ -103,9 +103,7 @@ impl Recorder {
         }
         self.config.put(entry, &self.url, self.lock);
     }
-}
 
-impl Recorder {
     /// Adds a partial response's `body` to the stored `pieces` (RFC 9111 §3.4) and stores
     /// them, or the complete entry they make up.
     fn finish_piece(
