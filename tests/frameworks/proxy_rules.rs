@@ -478,15 +478,10 @@ on_each_store!(interim_responses_are_never_stored);
 /// `100 Continue` reaches a client that waits for it before sending its body, through the
 /// cache (here an unsafe request it passes on): the proxy's server sends it as soon as the
 /// request body is read to go on to the origin.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_expecting_100_continue_gets_it() {
+async fn a_client_expecting_100_continue_gets_it(store: AnyStore) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (origin, origin_addr, log) = start_origin().await;
-    let (server, http) = start_proxy_on(
-        tower_redis_http::store::MemoryStore::new().into(),
-        origin_addr,
-    )
-    .await;
+    let (server, http) = start_proxy_on(store, origin_addr).await;
     let mut socket = tokio::net::TcpStream::connect(http.base).await.unwrap();
     socket
         .write_all(
@@ -512,6 +507,7 @@ async fn a_client_expecting_100_continue_gets_it() {
     server.abort();
     origin.abort();
 }
+on_each_store!(a_client_expecting_100_continue_gets_it);
 
 fn slice(range: std::ops::Range<usize>) -> String {
     String::from_utf8(super::RANGED_BODY[range].to_vec()).unwrap()
