@@ -21,7 +21,7 @@ use tower_service::Service;
 use super::answer::{Fwd, Served};
 use super::entry::Entry;
 use super::flight::{FlightGuard, LockAttempt, Locked, Role, StoreLock};
-use super::future::{Ctx, Found, Miss, Pending, Url};
+use super::future::{Ctx, Found, Miss, PartialMiss, Pending, Url};
 use super::key;
 use super::policy::Verdict;
 use crate::store::{Backend, Store, StoreError};
@@ -229,7 +229,9 @@ where
     }
     let mut call = call(ctx, fwd, None, None, None);
     if let Flowed::Call(_, pending) = &mut call {
-        pending.partial = Some(partial.map(|(entry, pieces)| (Box::new(entry), pieces)));
+        pending.partial = Some(PartialMiss {
+            stored: partial.map(|(entry, pieces)| (Box::new(entry), pieces)),
+        });
     }
     call
 }

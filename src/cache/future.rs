@@ -77,9 +77,14 @@ pub(crate) struct Pending {
     pub(crate) stale: Option<Box<Entry>>,
     /// The cross-process lock, released with the entry's write or when dropped.
     pub(crate) lock: Option<StoreLock>,
-    /// A range request of the HTTP-cache mode, with the pieces stored so far: a `206` is
-    /// combined with them.
-    pub(crate) partial: Option<Option<(Box<Entry>, Pieces)>>,
+    /// A range request of the HTTP-cache mode: a `206` is kept, with the pieces stored so far.
+    pub(crate) partial: Option<PartialMiss>,
+}
+
+/// A range request that found no complete entry, and the stored pieces of its variant (the
+/// entry that holds their fields, and the pieces), when there were any.
+pub(crate) struct PartialMiss {
+    pub(crate) stored: Option<(Box<Entry>, Pieces)>,
 }
 
 /// What an unsafe request's success invalidates (RFC 9111 §4.4).
@@ -818,11 +823,11 @@ impl Pending {
                 return Ok(stale.map(ResponseBody::full));
             }
         }
-        if let Some(stored) = self.partial.take()
+        if let Some(partial) = self.partial.take()
             && response.status() == http::StatusCode::PARTIAL_CONTENT
         {
             let (mut parts, body) = response.into_parts();
-            let body = match self.decide_partial(&mut parts, stored) {
+            let body = match self.decide_partial(&mut parts, partial.stored) {
                 Some(recorder) => ResponseBody::tapped(body, Box::new(recorder)),
                 None => ResponseBody::inner(body),
             };
