@@ -24,6 +24,7 @@ use super::flight::{FlightGuard, LockAttempt, Locked, Role, StoreLock};
 use super::future::{Ctx, Found, Miss, PartialMiss, Pending, Url};
 use super::key;
 use super::policy::Verdict;
+use super::ranges;
 use crate::store::{Backend, Store, StoreError};
 
 /// Where a request's flow starts.
@@ -202,19 +203,23 @@ where
     S: Service<Request<ReqBody>>,
 {
     let config = Arc::clone(&ctx.config);
-    let stored = match &entry_key {
-        Some(entry_key) => match config.store.get(&key::partial_key(entry_key)).await {
+    let partial_key = entry_key.as_deref().map(key::partial_key);
+    let stored = match &partial_key {
+        Some(partial_key) => match config.store.get(partial_key).await {
             Ok(stored) => stored,
             Err(err) => return store_failed(ctx, &err),
         },
         None => None,
     };
-    // pieces that cannot be read, or of another variant, are replaced by the next ones
-    let partial = stored
-        .and_then(|stored| Entry::decode_partial(&stored).ok())
-        .filter(|(entry, _)| {
-            key::variant_hash(&entry.vary, ctx.request.headers()) == entry.variant
-        });
+    // pieces that cannot be read are replaced by the next ones
+    let stored = stored.and_then(|stored| Entry::decode_partial(&stored).ok());
+    let recent = partial_key
+        .as_ref()
+        .and_then(|partial_key| config.recent_pieces.get(partial_key))
+        .map(|recent| (recent.0.clone(), recent.1.clone()));
+    let partial = ranges::newest_pieces(stored, recent).filter(|(entry, _)| {
+        key::variant_hash(&entry.vary, ctx.request.headers()) == entry.variant
+    });
     if let Some((entry, pieces)) = &partial
         && matches!(
             config.verdict(entry, &ctx.rules),

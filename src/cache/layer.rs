@@ -8,8 +8,10 @@ use http::{Response, StatusCode};
 use tower_layer::Layer;
 
 use super::answer::Fwd;
+use super::entry::Entry;
 use super::flight::{Flights, UnstorableUrls};
 use super::policy::HttpRules;
+use super::ranges::Pieces;
 use super::{QueryOrder, ResponseCache};
 use crate::peer::{Network, PeerFn, default_peer};
 use crate::store::AnyStore;
@@ -116,6 +118,10 @@ pub(crate) struct Config {
     /// after it refused one (out of memory, a read-only replica): misses meanwhile do not
     /// announce `stored` in `Cache-Status`.
     pub(crate) writes_refused_until: AtomicU64,
+    /// The pieces of partial responses this process stored last, by their key, for a few
+    /// seconds: a store write ends after its response, so the client's next range request
+    /// could otherwise read the pieces from before it, and its own write would drop them.
+    pub(crate) recent_pieces: moka::sync::Cache<String, Arc<(Entry, Pieces)>>,
     /// The learned Vary list per URL, so that a hit costs one round trip.
     pub(crate) vary_lists: moka::sync::Cache<String, Arc<Vec<HeaderName>>>,
     /// `Cache-Status` of a response from the inner service, by `fwd` reason and whether it
@@ -977,6 +983,10 @@ impl ResponseCacheBuilder {
                 generation_due: AtomicU64::new(0),
                 near_changes_seen: AtomicU64::new(0),
                 writes_refused_until: AtomicU64::new(0),
+                recent_pieces: moka::sync::Cache::builder()
+                    .max_capacity(1_000)
+                    .time_to_live(Duration::from_secs(10))
+                    .build(),
                 vary_lists: moka::sync::Cache::builder()
                     .max_capacity(10_000)
                     .time_to_live(Duration::from_secs(60).min(self.timeout))

@@ -7,6 +7,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 
+use super::entry::Entry;
 use super::policy;
 use super::validators::EntityTag;
 
@@ -316,6 +317,37 @@ pub(crate) fn answer_ranges(headers: &HeaderMap, len: usize) {
     }
 }
 
+/// What the store holds and what this process last wrote of one variant's pieces, as one:
+/// the union when both are of one representation (this process's bytes and fields win, as
+/// the newer), else the more recently stored.
+pub(crate) fn newest_pieces(
+    stored: Option<(Entry, Pieces)>,
+    recent: Option<(Entry, Pieces)>,
+) -> Option<(Entry, Pieces)> {
+    match (stored, recent) {
+        (Some((stored, stored_pieces)), Some((recent, recent_pieces))) => {
+            let one_representation = stored_pieces.complete_len == recent_pieces.complete_len
+                && stored.vary == recent.vary
+                && stored.variant == recent.variant
+                && same_strong_validator(&stored.headers, &recent.headers);
+            if one_representation {
+                let pieces = recent_pieces
+                    .held
+                    .into_iter()
+                    .fold(stored_pieces, |pieces, (start, bytes)| {
+                        pieces.with(start, bytes)
+                    });
+                Some((recent, pieces))
+            } else if recent.stored_at >= stored.stored_at {
+                Some((recent, recent_pieces))
+            } else {
+                Some((stored, stored_pieces))
+            }
+        }
+        (stored, recent) => recent.or(stored),
+    }
+}
+
 /// The stored pieces of one representation: byte ranges of a response `complete_len` long.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Pieces {
@@ -506,6 +538,56 @@ mod tests {
         assert_eq!(read("bytes 5-1/10"), None);
         assert_eq!(read("bytes 0-10/10"), None);
         assert_eq!(read("items 0-1/2"), None);
+    }
+
+    fn stored_entry(etag: &str, stored_at: u64) -> Entry {
+        Entry {
+            status: StatusCode::OK,
+            headers: stored(&[("etag", etag)]),
+            body: Bytes::new(),
+            stored_at: std::time::UNIX_EPOCH + std::time::Duration::from_secs(stored_at),
+            initial_age: std::time::Duration::ZERO,
+            freshness: std::time::Duration::from_secs(60),
+            keep: std::time::Duration::from_secs(60),
+            reuse: policy::Reuse::default(),
+            vary: Vec::new(),
+            variant: "-".to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_process_sees_its_own_pieces_with_what_the_store_holds() {
+        let pieces = |start: u64, bytes: &'static [u8]| Pieces {
+            complete_len: 10,
+            held: vec![(start, Bytes::from_static(bytes))],
+        };
+        // one representation: the union, this process's bytes winning
+        let (_, union) = newest_pieces(
+            Some((stored_entry("\"a\"", 1), pieces(0, b"0123"))),
+            Some((stored_entry("\"a\"", 2), pieces(3, b"XY"))),
+        )
+        .unwrap();
+        assert_eq!(union.held, vec![(0, Bytes::from_static(b"012XY"))]);
+        // two representations: the more recently stored
+        let (entry, newer) = newest_pieces(
+            Some((stored_entry("\"b\"", 5), pieces(0, b"0123"))),
+            Some((stored_entry("\"a\"", 2), pieces(3, b"XY"))),
+        )
+        .unwrap();
+        assert_eq!(
+            (entry.headers["etag"].as_bytes(), newer.held.len()),
+            (&b"\"b\""[..], 1)
+        );
+        assert_eq!(newer.held[0].0, 0);
+        assert!(newest_pieces(None, None).is_none());
+        assert_eq!(
+            newest_pieces(None, Some((stored_entry("\"a\"", 2), pieces(3, b"XY"))))
+                .unwrap()
+                .1
+                .held[0]
+                .0,
+            3
+        );
     }
 
     #[test]

@@ -128,6 +128,7 @@ impl Recorder {
             let partial_key =
                 key::partial_key(&key::entry_key(&config.prefix(), url, &entry.variant));
             config.put(Arc::new(entry), url, None);
+            config.recent_pieces.invalidate(&partial_key);
             config.discard(partial_key);
             return;
         }
@@ -136,6 +137,10 @@ impl Recorder {
             joined.extend_from_slice(bytes);
         }
         entry.body = joined.freeze();
+        let partial_key = key::partial_key(&key::entry_key(&config.prefix(), url, &entry.variant));
+        config
+            .recent_pieces
+            .insert(partial_key, Arc::new((entry.clone(), pieces.clone())));
         config.put_partial(entry, pieces, url);
     }
 }

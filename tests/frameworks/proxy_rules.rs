@@ -502,7 +502,12 @@ async fn a_client_expecting_100_continue_gets_it(store: AnyStore) {
     socket.write_all(b"body").await.unwrap();
     let mut status = [0; 12];
     socket.read_exact(&mut status).await.unwrap();
-    assert_eq!(&status, b"HTTP/1.1 200");
+    assert_eq!(
+        &status,
+        b"HTTP/1.1 200",
+        "{}",
+        String::from_utf8_lossy(&status)
+    );
     assert_eq!(log.count(&Method::POST, "/fresh"), 1);
     server.abort();
     origin.abort();
