@@ -927,7 +927,53 @@ async fn an_http2_get_with_a_body_but_no_length_is_not_stored(backend: &Backend)
     assert!(status(&clean).contains("stored"), "{}", status(&clean));
 }
 
+/// The `cache_page` mode answers ranges from its stored `200` too; a range request that
+/// misses goes to the handler as it came, its `206` is never stored as the page, and the
+/// URL is not remembered as unstorable: the next plain `GET` is stored.
+async fn ranges_are_answered_from_the_page_and_partial_answers_never_stored(backend: &Backend) {
+    let (app, runs) = app(cache(backend), |request, run| {
+        let mut response = ok(&format!("0123456789 run {run}"));
+        if request.headers().contains_key("range") {
+            *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+            response
+                .headers_mut()
+                .insert("content-range", "bytes 0-1/16".parse().unwrap());
+            *response.body_mut() = TestBody::full("01");
+        }
+        response
+    });
+    let ranged = || req(get("/doc").header("range", "bytes=0-1"));
+    for _ in 0..2 {
+        let partial = send(&app, ranged()).await;
+        assert_eq!(partial.status, StatusCode::PARTIAL_CONTENT);
+        assert!(
+            !partial.cache_status().contains("stored"),
+            "{}",
+            partial.cache_status()
+        );
+    }
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        2,
+        "the range misses both reach the handler"
+    );
+    let page = send(&app, req(get("/doc"))).await;
+    assert!(
+        page.cache_status().contains("stored"),
+        "{}",
+        page.cache_status()
+    );
+    until_hit(&app, || req(get("/doc"))).await;
+    let hit = send(&app, req(get("/doc").header("range", "bytes=-5"))).await;
+    assert_eq!(hit.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(hit.headers["content-range"], "bytes 11-15/16");
+    assert_eq!(hit.body, "run 3");
+    assert!(hit.cache_status().contains("hit"));
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+}
+
 crate::on_each_backend!(
+    ranges_are_answered_from_the_page_and_partial_answers_never_stored,
     a_miss_is_stored_and_then_served_with_age_and_cache_status,
     head_is_answered_from_the_get_entry_and_never_stored_itself,
     responses_that_must_not_be_shared_are_never_stored,
