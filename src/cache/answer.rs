@@ -292,15 +292,10 @@ fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
         return IfNoneMatch::from_headers(request)
             .is_some_and(|condition| condition.matches(EntityTag::of(stored)));
     }
-    let date = |headers: &HeaderMap, name| {
-        headers
-            .get(name)
-            .and_then(|v| policy::parse_http_date(v.to_str().ok()?))
-    };
-    let Some(since) = date(request, header::IF_MODIFIED_SINCE) else {
+    let Some(since) = policy::header_date(request, &header::IF_MODIFIED_SINCE) else {
         return false;
     };
-    date(stored, header::LAST_MODIFIED).is_some_and(|modified| modified <= since)
+    policy::header_date(stored, &header::LAST_MODIFIED).is_some_and(|modified| modified <= since)
 }
 
 /// The `206` or `416` answer to the ranges a `GET` asks of a stored `200` (RFC 9110 §14.2),

@@ -336,12 +336,7 @@ impl Pending {
             }
             None => config.forwarded_status(fwd, stored),
         };
-        parts.headers.append(CACHE_STATUS, status);
-        if config.x_cache {
-            parts
-                .headers
-                .insert(X_CACHE, HeaderValue::from_static("MISS"));
-        }
+        mark_forwarded(&config, &mut parts.headers, status);
         recorder
     }
 
@@ -574,14 +569,11 @@ impl Pending {
         if !stored && !parts.status.is_server_error() {
             config.discard(entry_key);
         }
-        parts
-            .headers
-            .append(CACHE_STATUS, config.forwarded_status(Fwd::Stale, stored));
-        if config.x_cache {
-            parts
-                .headers
-                .insert(X_CACHE, HeaderValue::from_static("MISS"));
-        }
+        mark_forwarded(
+            &config,
+            &mut parts.headers,
+            config.forwarded_status(Fwd::Stale, stored),
+        );
     }
 
     /// A partial response to a range request: its `Cache-Status`, and the recorder that adds
@@ -603,12 +595,7 @@ impl Pending {
                 config.unstored_status(fwd, *unstored)
             }
         };
-        parts.headers.append(CACHE_STATUS, status);
-        if config.x_cache {
-            parts
-                .headers
-                .insert(X_CACHE, HeaderValue::from_static("MISS"));
-        }
+        mark_forwarded(&config, &mut parts.headers, status);
         recorder.ok()
     }
 
@@ -668,12 +655,7 @@ impl Pending {
         };
         let mut update = parts.headers.clone();
         policy::strip_unstorable(&mut update, config.replays_cookies());
-        for name in update.keys() {
-            headers.remove(name);
-        }
-        for (name, value) in &update {
-            headers.append(name.clone(), value.clone());
-        }
+        replace_fields(&mut headers, &update);
         for name in [header::CONTENT_RANGE, header::CONTENT_LENGTH, header::AGE] {
             headers.remove(name);
         }
@@ -708,12 +690,7 @@ impl Pending {
         policy::strip_unstorable(&mut update, config.replays_cookies());
         update.remove(header::CONTENT_LENGTH);
         let mut headers = stale.headers.clone();
-        for name in update.keys() {
-            headers.remove(name);
-        }
-        for (name, value) in &update {
-            headers.append(name.clone(), value.clone());
-        }
+        replace_fields(&mut headers, &update);
         if !update.contains_key(header::DATE) {
             headers.insert(header::DATE, http_date(response_time));
         }
@@ -761,6 +738,26 @@ impl Pending {
             self.head,
             Served::StaleOnError(status),
         ))
+    }
+}
+
+/// A stored response's fields updated from a newer response's (RFC 9111 §3.2): each field
+/// `update` holds replaces every stored line of its name; the others are kept.
+fn replace_fields(stored: &mut HeaderMap, update: &HeaderMap) {
+    for name in update.keys() {
+        stored.remove(name);
+    }
+    for (name, value) in update {
+        stored.append(name.clone(), value.clone());
+    }
+}
+
+/// The `Cache-Status` member of an answer from the inner service, and `X-Cache: MISS` when
+/// the layer adds it.
+fn mark_forwarded(config: &Config, headers: &mut HeaderMap, status: HeaderValue) {
+    headers.append(CACHE_STATUS, status);
+    if config.x_cache {
+        headers.insert(X_CACHE, HeaderValue::from_static("MISS"));
     }
 }
 

@@ -473,7 +473,8 @@ pub(crate) fn stale_if_error(age: Duration, freshness: Duration, reuse: &Reuse) 
         && !reuse.stale_if_error.is_zero()
 }
 
-fn header_date(headers: &HeaderMap, name: &HeaderName) -> Option<SystemTime> {
+/// The HTTP date in the field `name`, when it holds one.
+pub(crate) fn header_date(headers: &HeaderMap, name: &HeaderName) -> Option<SystemTime> {
     parse_http_date(headers.get(name)?.to_str().ok()?)
 }
 

@@ -52,12 +52,7 @@ impl ByteRanges {
         if !unit.trim().eq_ignore_ascii_case("bytes") {
             return None;
         }
-        let number = |text: &str| {
-            let text = text.trim();
-            (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| text.parse::<u64>().ok())
-                .flatten()
-        };
+        let number = |text: &str| digits(text.trim());
         let mut specs = Vec::new();
         for spec in set.split(',') {
             let spec = spec.trim();
@@ -133,21 +128,8 @@ pub(crate) fn if_range_holds(request: &HeaderMap, stored: &HeaderMap) -> bool {
     if let Some(tag) = EntityTag::parse(condition) {
         return EntityTag::of(stored).is_some_and(|etag| etag.strong_eq(tag));
     }
-    let Some(date) = policy::parse_http_date(condition) else {
-        return false;
-    };
-    let read = |name| {
-        stored
-            .get(name)
-            .and_then(|value: &HeaderValue| policy::parse_http_date(value.to_str().ok()?))
-    };
-    let (Some(modified), Some(sent)) = (read(header::LAST_MODIFIED), read(header::DATE)) else {
-        return false;
-    };
-    modified == date
-        && sent
-            .duration_since(modified)
-            .is_ok_and(|age| age.as_secs() >= 60)
+    policy::parse_http_date(condition)
+        .is_some_and(|date| strong_last_modified(stored) == Some(date))
 }
 
 /// The answer to `ranges` from a representation `len` bytes long whose bytes `slice` gives:
@@ -247,11 +229,6 @@ pub(crate) fn parse_content_range(headers: &HeaderMap) -> Option<(Range<u64>, u6
     }
     let (range, complete) = rest.trim().split_once('/')?;
     let (first, last) = range.split_once('-')?;
-    let digits = |text: &str| {
-        (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| text.parse::<u64>().ok())
-            .flatten()
-    };
     let (first, last, complete) = (digits(first)?, digits(last)?, digits(complete)?);
     (first <= last && last < complete).then_some((first..last + 1, complete))
 }
@@ -262,22 +239,27 @@ pub(crate) fn parse_content_range(headers: &HeaderMap) -> Option<(Range<u64>, u6
 pub(crate) fn same_strong_validator(stored: &HeaderMap, new: &HeaderMap) -> bool {
     match (EntityTag::of(stored), EntityTag::of(new)) {
         (Some(stored), Some(new)) => stored.strong_eq(new),
-        (None, None) => {
-            let strong_modified = |headers: &HeaderMap| {
-                let read = |name| {
-                    headers.get(name).and_then(|value: &HeaderValue| {
-                        policy::parse_http_date(value.to_str().ok()?)
-                    })
-                };
-                let (modified, sent) = (read(header::LAST_MODIFIED)?, read(header::DATE)?);
-                sent.duration_since(modified)
-                    .is_ok_and(|age| age.as_secs() >= 60)
-                    .then_some(modified)
-            };
-            strong_modified(stored).is_some_and(|stored| strong_modified(new) == Some(stored))
-        }
+        (None, None) => strong_last_modified(stored)
+            .is_some_and(|stored| strong_last_modified(new) == Some(stored)),
         _ => false,
     }
+}
+
+/// A `Last-Modified` that is a strong validator: a minute or more before the response's
+/// `Date` (RFC 9110 §8.8.2.2), so no second change could share it.
+fn strong_last_modified(headers: &HeaderMap) -> Option<std::time::SystemTime> {
+    let modified = policy::header_date(headers, &header::LAST_MODIFIED)?;
+    let sent = policy::header_date(headers, &header::DATE)?;
+    sent.duration_since(modified)
+        .is_ok_and(|age| age.as_secs() >= 60)
+        .then_some(modified)
+}
+
+/// A non-negative decimal number, digits only (no sign, no space inside).
+fn digits(text: &str) -> Option<u64> {
+    (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| text.parse().ok())
+        .flatten()
 }
 
 /// Every range reader over `headers`, answered from a body `len` bytes long and from pieces

@@ -119,14 +119,14 @@ impl Recorder {
             return;
         }
         let pieces = pieces.with(range.start, body);
+        let entry_key = key::entry_key(&config.prefix(), url, &entry.variant);
+        let partial_key = key::partial_key(&entry_key);
         if let Some(whole) = pieces.whole() {
             entry.headers.insert(
                 header::CONTENT_LENGTH,
                 HeaderValue::from(pieces.complete_len),
             );
             entry.body = whole;
-            let partial_key =
-                key::partial_key(&key::entry_key(&config.prefix(), url, &entry.variant));
             config.put(Arc::new(entry), url, None);
             config.recent_pieces.invalidate(&partial_key);
             config.discard(partial_key);
@@ -137,11 +137,11 @@ impl Recorder {
             joined.extend_from_slice(bytes);
         }
         entry.body = joined.freeze();
-        let partial_key = key::partial_key(&key::entry_key(&config.prefix(), url, &entry.variant));
-        config
-            .recent_pieces
-            .insert(partial_key, Arc::new((entry.clone(), pieces.clone())));
-        config.put_partial(entry, pieces, url);
+        config.recent_pieces.insert(
+            partial_key.clone(),
+            Arc::new((entry.clone(), pieces.clone())),
+        );
+        config.put_partial(partial_key, entry, pieces, url);
     }
 }
 

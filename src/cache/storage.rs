@@ -36,17 +36,17 @@ impl Config {
         self.write(entry_key, entry, None, url, lock);
     }
 
-    /// Stores the pieces of a partial response (see [`Entry::encode_partial`]) beside the
-    /// variant's complete entry, in the background; the URL's invalidation reaches them too.
-    pub(crate) fn put_partial(self: &Arc<Self>, entry: Entry, pieces: Pieces, url: &str) {
-        let entry_key = key::entry_key(&self.prefix(), url, &entry.variant);
-        self.write(
-            key::partial_key(&entry_key),
-            Arc::new(entry),
-            Some(pieces),
-            url,
-            None,
-        );
+    /// Stores the pieces of a partial response (see [`Entry::encode_partial`]) under
+    /// `partial_key`, beside the variant's complete entry, in the background; the URL's
+    /// invalidation reaches them too.
+    pub(crate) fn put_partial(
+        self: &Arc<Self>,
+        partial_key: String,
+        entry: Entry,
+        pieces: Pieces,
+        url: &str,
+    ) {
+        self.write(partial_key, Arc::new(entry), Some(pieces), url, None);
     }
 
     /// Writes `entry` (with its `pieces`, for a partial one) under `entry_key`, with the URL's
