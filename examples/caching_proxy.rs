@@ -131,10 +131,15 @@ pub struct Options {
     /// The targeted cache-control fields obeyed, most precedent first; `None` keeps the
     /// layer's default, `CDN-Cache-Control`.
     pub targeted_cache_control: Option<Vec<http::HeaderName>>,
+    /// Let a targeted field replace `Cache-Control`'s `private`, field-qualified `private` /
+    /// `no-cache` and the credentials rule too (RFC 9213 in full; see the cache module's
+    /// security notes before turning it on).
+    pub targeted_cache_control_overrides_private: bool,
 }
 
 impl Options {
-    /// `TRUSTED_PROXIES`, `HEURISTIC_FRESHNESS_SECS` and `REPLAY_SET_COOKIE`.
+    /// `TRUSTED_PROXIES`, `HEURISTIC_FRESHNESS_SECS`, `TARGETED_CACHE_CONTROL`,
+    /// `TARGETED_CACHE_CONTROL_OVERRIDES_PRIVATE` and `REPLAY_SET_COOKIE`.
     pub fn from_env() -> Result<Self, String> {
         let heuristic_freshness = match std::env::var("HEURISTIC_FRESHNESS_SECS") {
             Ok(seconds) => Some(Duration::from_secs(seconds.trim().parse().map_err(
@@ -162,6 +167,10 @@ impl Options {
             trusted_proxies: common::trusted_proxies_from_env(),
             heuristic_freshness,
             replay_set_cookie: std::env::var("REPLAY_SET_COOKIE").is_ok_and(|on| on == "1"),
+            targeted_cache_control_overrides_private: std::env::var(
+                "TARGETED_CACHE_CONTROL_OVERRIDES_PRIVATE",
+            )
+            .is_ok_and(|on| on == "1"),
         })
     }
 }
@@ -178,7 +187,8 @@ pub async fn serve(
         .keep_stale(Duration::from_secs(3600))
         .x_cache_header(true)
         .trusted_proxies(options.trusted_proxies.iter().map(String::as_str))
-        .replay_set_cookie(options.replay_set_cookie);
+        .replay_set_cookie(options.replay_set_cookie)
+        .targeted_cache_control_overrides_private(options.targeted_cache_control_overrides_private);
     if let Some(bound) = options.heuristic_freshness {
         cache = cache.heuristic_freshness(bound);
     }

@@ -139,6 +139,12 @@
 //!   stores them without the cookie, and
 //!   [`replay_set_cookie`](cache::ResponseCacheBuilder::replay_set_cookie) (HTTP-cache mode
 //!   only) replays it, as the RFC allows.
+//! - **A targeted field (`CDN-Cache-Control`) never overrides `private`** or the
+//!   credentials rule by default: it sets freshness, while `Cache-Control`'s `private`,
+//!   `private="Set-Cookie"` and `no-cache="Set-Cookie"` keep one user's page and cookie from
+//!   the next;
+//!   [`targeted_cache_control_overrides_private`](cache::ResponseCacheBuilder::targeted_cache_control_overrides_private)
+//!   obeys RFC 9213 in full.
 //! - The cache keys only what it can see: requests carrying forwarding or method-override
 //!   headers, or a body on a `GET`, are answered but not stored, unless they come from a
 //!   trusted proxy; responses to `Authorization`ed requests are stored only when they say so.

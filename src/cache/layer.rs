@@ -10,7 +10,7 @@ use tower_layer::Layer;
 use super::answer::Fwd;
 use super::entry::Entry;
 use super::flight::{Flights, UnstorableUrls};
-use super::policy::HttpRules;
+use super::policy::{HttpRules, Targeting};
 use super::ranges::Pieces;
 use super::{QueryOrder, ResponseCache};
 use crate::peer::{Network, PeerFn, default_peer};
@@ -86,8 +86,8 @@ pub(crate) struct Config {
     pub(crate) query: QueryOrder,
     pub(crate) request_directives: RequestDirectives,
     pub(crate) store_cookies: bool,
-    /// The targeted cache-control fields this cache obeys, in precedence order (RFC 9213).
-    pub(crate) targeted: Vec<HeaderName>,
+    /// The targeted cache-control fields this cache obeys (RFC 9213), and how far they reach.
+    pub(crate) targeted: Targeting,
     pub(crate) patch_headers: bool,
     pub(crate) x_cache: bool,
     pub(crate) name: String,
@@ -272,7 +272,7 @@ impl ResponseCacheLayer {
             query: QueryOrder::default(),
             request_directives: RequestDirectives::default(),
             store_cookies: false,
-            targeted: Vec::new(),
+            targeted: Targeting::default(),
             patch_headers: false,
             x_cache: false,
             status_detail: true,
@@ -327,7 +327,7 @@ impl ResponseCacheLayer {
         });
         builder.statuses = Vec::new();
         builder.request_directives = RequestDirectives::Honor;
-        builder.targeted = vec![CDN_CACHE_CONTROL];
+        builder.targeted.fields = vec![CDN_CACHE_CONTROL];
         builder
     }
 }
@@ -389,7 +389,7 @@ pub struct ResponseCacheBuilder {
     query: QueryOrder,
     request_directives: RequestDirectives,
     store_cookies: bool,
-    targeted: Vec<HeaderName>,
+    targeted: Targeting,
     patch_headers: bool,
     x_cache: bool,
     status_detail: bool,
@@ -485,7 +485,11 @@ impl ResponseCacheBuilder {
     /// the first of them a response carries with a valid, non-empty value decides storing and
     /// reuse for this cache (`max-age`, `s-maxage`, `no-store`, `no-cache`, `private`,
     /// `must-revalidate`, the RFC 5861 windows, ...), and its `Cache-Control` and `Expires`
-    /// are then ignored. A field that is not a valid Structured Fields dictionary (a
+    /// are then ignored, but for what keeps a response from other users: `Cache-Control`'s
+    /// `private`, its field-qualified `private` / `no-cache`, and the permission to share the
+    /// answer to a request with credentials keep their effect unless
+    /// [`targeted_cache_control_overrides_private`](Self::targeted_cache_control_overrides_private).
+    /// A field that is not a valid Structured Fields dictionary (a
     /// non-integer `max-age`, a stray character) is ignored as if absent; directive names are
     /// read in any letter case.
     ///
@@ -513,7 +517,39 @@ impl ResponseCacheBuilder {
     /// # Ok::<(), tower_redis_http::ConfigError>(())
     /// ```
     pub fn targeted_cache_control(mut self, names: impl IntoIterator<Item = HeaderName>) -> Self {
-        self.targeted = names.into_iter().collect();
+        self.targeted.fields = names.into_iter().collect();
+        self
+    }
+
+    /// Lets a targeted field (see [`targeted_cache_control`](Self::targeted_cache_control))
+    /// replace **all** of `Cache-Control`, as RFC 9213 has it: its `private`, its
+    /// field-qualified `private` and `no-cache` (such as `no-cache="Set-Cookie"`), and the
+    /// permission a response to a request with credentials needs to be shared (RFC 9111
+    /// §3.5). Defaults to off.
+    ///
+    /// Off, a targeted field sets freshness and storing for this cache, but a response whose
+    /// `Cache-Control` says `private` is still never stored, the fields it names in
+    /// `private="..."` or `no-cache="..."` are still never stored or replayed, and the answer
+    /// to a request with `Authorization` is still stored only when `Cache-Control` itself says
+    /// `public`, `s-maxage` or `must-revalidate`. Targeted fields are often set for a whole
+    /// site (a CDN rule, a framework setting) while `private` is set page by page: with the
+    /// override on, one user's page marked `private` is served to the next user as soon as a
+    /// site-wide `CDN-Cache-Control: max-age=60` reaches it. Turn it on only when every
+    /// targeted field is written with the page's privacy in mind.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::cache::ResponseCacheLayer;
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let cache = ResponseCacheLayer::http_cache(MemoryStore::new())
+    ///     .targeted_cache_control_overrides_private(true)
+    ///     .build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn targeted_cache_control_overrides_private(mut self, on: bool) -> Self {
+        self.targeted.overrides_private = on;
         self
     }
 

@@ -74,8 +74,9 @@
 //!   [`ResponseCacheBuilder::targeted_cache_control`], in their order) replaces
 //!   `Cache-Control` and `Expires` for this cache when it has a valid, non-empty value: a
 //!   response with `Cache-Control: no-store` and `CDN-Cache-Control: max-age=60` is stored
-//!   for a minute. The field is forwarded downstream, for a CDN in front. Off in the
-//!   `cache_page` mode unless asked for.
+//!   for a minute. What keeps a response from other users stays `Cache-Control`'s to say
+//!   (see [Security](#security)). The field is forwarded downstream, for a CDN in front. Off
+//!   in the `cache_page` mode unless asked for.
 //! - **Requests** are heard ([`RequestDirectives::Honor`] is this mode's default): `no-cache`
 //!   or `Pragma: no-cache` and a `max-age` the entry exceeds revalidate it; `min-fresh`
 //!   demands freshness left; `max-stale` accepts a stale copy (not one marked
@@ -173,6 +174,23 @@
 //! stores and replays it as RFC 9111 allows: for origins whose cookies are the same for
 //! everyone, or that mark per-user ones `private` or `no-cache="Set-Cookie"` (those are never
 //! stored, whatever the setting).
+//!
+//! **A targeted field never makes a private response shared by default.** RFC 9213 lets
+//! `CDN-Cache-Control` replace `Cache-Control` whole, but a targeted field is usually set for
+//! a whole site (a CDN rule, a framework setting) while `private` is set page by page: obeyed
+//! whole, a site-wide `CDN-Cache-Control: max-age=60` would store one user's `private` page
+//! and serve it to the next. So under a targeted field, `Cache-Control`'s `private` still
+//! keeps the response unstored, the fields its `private="..."` and `no-cache="..."` name
+//! (`Set-Cookie`) are still never stored or replayed, and the answer to a request with
+//! `Authorization` is still stored only when `Cache-Control` itself says `public`, `s-maxage`
+//! or `must-revalidate`; the targeted field decides freshness and the rest.
+//! [`ResponseCacheBuilder::targeted_cache_control_overrides_private`] obeys RFC 9213 in full.
+//!
+//! **`must-revalidate` lets a response to an `Authorization`ed request be stored** in the
+//! HTTP-cache mode, as RFC 9111 §3.5 says, and it is then served to any request for the URL
+//! while fresh, whoever sends it. The key does not hold `Authorization`: an origin whose
+//! per-user pages say `must-revalidate` (without `private`) must vary on the credential, or
+//! the cache must sit inside the auth layer with the user in the key.
 //!
 //! # Hits
 //!

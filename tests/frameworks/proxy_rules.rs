@@ -357,6 +357,88 @@ async fn targeted_cache_control_takes_precedence(store: AnyStore) {
 }
 on_each_store!(targeted_cache_control_takes_precedence);
 
+/// Issue 28, finding 1: a targeted field sets freshness, but what `Cache-Control` says to
+/// keep a response from other users holds: alice's page marked `private`, her cookie named
+/// by `private="Set-Cookie"` or `no-cache="set-cookie"`, and the answer to her credentialed
+/// request never reach bob, unless the deployment opts in to the full RFC 9213 override.
+async fn targeted_fields_keep_pages_private(store: AnyStore) {
+    let (origin, origin_addr, log) = start_origin().await;
+    let replaying = proxy::Options {
+        replay_set_cookie: true,
+        ..proxy::Options::default()
+    };
+    let (server, http) = start_proxy_with(store.clone(), origin_addr, replaying).await;
+    let alice = [("x-user", "alice")];
+    let bob = [("x-user", "bob")];
+
+    for _ in 0..2 {
+        for user in [&alice, &bob] {
+            let reply = http
+                .send(Method::GET, "/targeted/private-page", user, None)
+                .await;
+            let runs = log.count(&Method::GET, "/targeted/private-page");
+            assert_eq!(
+                text(&reply),
+                format!("targeted {runs}{}", user[0].1),
+                "another user's private page"
+            );
+            assert!(!is_hit(&reply), "{}", cache_status(&reply));
+        }
+    }
+
+    for case in ["cookie-private", "cookie-no-cache"] {
+        let path = format!("/targeted/{case}");
+        let first = http.send(Method::GET, &path, &alice, None).await;
+        assert_eq!(first.headers["set-cookie"], "session=alice", "{case}");
+        let hit = send_until(&http, &path, &bob, is_hit).await;
+        assert!(
+            !hit.headers.contains_key("set-cookie"),
+            "{case}: alice's cookie replayed to bob: {:?}",
+            hit.headers.get("set-cookie")
+        );
+        assert_eq!(
+            text(&hit),
+            "targeted 1alice",
+            "{case}: the page itself is shared"
+        );
+    }
+
+    let credentialed = [("x-user", "alice"), ("authorization", "Bearer alice")];
+    for run in 1..=2 {
+        let reply = http
+            .send(Method::GET, "/targeted/credentialed", &credentialed, None)
+            .await;
+        assert!(
+            !cache_status(&reply).contains("stored"),
+            "{}",
+            cache_status(&reply)
+        );
+        assert_eq!(log.count(&Method::GET, "/targeted/credentialed"), run);
+    }
+    server.abort();
+
+    // opted in: RFC 9213 in full, and the private page is shared
+    let overriding = proxy::Options {
+        targeted_cache_control_overrides_private: true,
+        ..proxy::Options::default()
+    };
+    let (server, http) = start_proxy_with(store, origin_addr, overriding).await;
+    let runs = log.count(&Method::GET, "/targeted/private-page");
+    let stored = http
+        .send(Method::GET, "/targeted/private-page", &alice, None)
+        .await;
+    assert!(
+        cache_status(&stored).contains("stored"),
+        "{}",
+        cache_status(&stored)
+    );
+    let hit = send_until(&http, "/targeted/private-page", &bob, is_hit).await;
+    assert_eq!(text(&hit), format!("targeted {}alice", runs + 1));
+    server.abort();
+    origin.abort();
+}
+on_each_store!(targeted_fields_keep_pages_private);
+
 /// RFC 9111 §4.3.5: a `HEAD` that reaches the origin over a stored `GET` response (here, one
 /// the client asked to revalidate) updates the stored fields and freshness when its `200` or
 /// `410` matches the stored status and validators; when it does not, the stored response is
