@@ -407,6 +407,17 @@ impl Pending {
         {
             return Err(NotStored::Status);
         }
+        // the answer to a range request stands for the whole representation only when it is
+        // the whole: a `200`, or a status listed for whole responses. A `416` (or any error)
+        // answers the client's range, not the URL: stored, `Range: bytes=999999-` would make
+        // every plain GET a `416` hit (cache-poisoned denial of service)
+        if self.ranged
+            && parts.status != http::StatusCode::OK
+            && (parts.status == http::StatusCode::RANGE_NOT_SATISFIABLE
+                || !config.statuses.contains(&parts.status))
+        {
+            return Err(NotStored::Status);
+        }
         if body_len.is_some_and(|len| len > config.max_body as u64) {
             return Err(NotStored::TooLarge);
         }

@@ -972,7 +972,53 @@ async fn ranges_are_answered_from_the_page_and_partial_answers_never_stored(back
     assert_eq!(runs.load(Ordering::SeqCst), 3);
 }
 
+/// Issue 28, finding 2, in the `cache_page` mode: with `416` among the statuses stored, the
+/// `416` a range miss got still never becomes the page; another listed status does.
+async fn a_range_miss_stores_only_a_whole_answer(backend: &Backend) {
+    let listed = [
+        StatusCode::OK,
+        StatusCode::NOT_FOUND,
+        StatusCode::RANGE_NOT_SATISFIABLE,
+    ];
+    let (app, runs) = app(cache(backend).statuses(listed), |request, run| {
+        let mut response = ok(&format!("run {run}"));
+        match request.uri().path() {
+            "/gone" => *response.status_mut() = StatusCode::NOT_FOUND,
+            _ if request.headers().contains_key("range") => {
+                *response.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+                response
+                    .headers_mut()
+                    .insert("content-range", "bytes */5".parse().unwrap());
+            }
+            _ => {}
+        }
+        response
+    });
+    let attack = || req(get("/doc").header("range", "bytes=999999-"));
+    for _ in 0..2 {
+        let reply = send(&app, attack()).await;
+        assert_eq!(reply.status, StatusCode::RANGE_NOT_SATISFIABLE);
+        assert!(
+            !reply.cache_status().contains("stored"),
+            "{}",
+            reply.cache_status()
+        );
+    }
+    let page = send(&app, req(get("/doc"))).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.cache_status());
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+    // a listed whole-response status answers a range request as it would a plain one
+    let gone = send(&app, req(get("/gone").header("range", "bytes=0-1"))).await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    assert!(
+        gone.cache_status().contains("stored"),
+        "{}",
+        gone.cache_status()
+    );
+}
+
 crate::on_each_backend!(
+    a_range_miss_stores_only_a_whole_answer,
     ranges_are_answered_from_the_page_and_partial_answers_never_stored,
     a_miss_is_stored_and_then_served_with_age_and_cache_status,
     head_is_answered_from_the_get_entry_and_never_stored_itself,

@@ -265,7 +265,7 @@ fn origin_answer(log: &OriginLog, request: &Request<()>) -> Response<Full<Bytes>
 const RANGED_BODY: &[u8; 100] = b"abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuv";
 
 /// A `/ranged/` path: the whole of [`RANGED_BODY`], or the single byte range a `Range` asks
-/// (`206`, with `x-first` on the piece that starts the body). `/ranged/changing` has a new
+/// (`206`, with `x-first` on the piece that starts the body; `416` past the end). `/ranged/changing` has a new
 /// `ETag` on every answer, so its pieces never combine.
 fn ranged_answer(request: &Request<()>, path: &str, runs: usize) -> Response<Full<Bytes>> {
     let etag = if path.ends_with("/changing") {
@@ -283,9 +283,20 @@ fn ranged_answer(request: &Request<()>, path: &str, runs: usize) -> Response<Ful
         .get("range")
         .and_then(|range| range.to_str().ok()?.strip_prefix("bytes=")?.split_once('-'))
         .and_then(|(first, last)| {
-            Some((first.parse::<usize>().ok()?, last.parse::<usize>().ok()?))
+            let last = if last.is_empty() {
+                Ok(99)
+            } else {
+                last.parse()
+            };
+            Some((first.parse::<usize>().ok()?, last.ok()?))
         });
     match wanted {
+        // unsatisfiable, still with the path's max-age=60, as origins send it
+        Some((first, _)) if first >= RANGED_BODY.len() => answer
+            .status(StatusCode::RANGE_NOT_SATISFIABLE)
+            .header("content-range", "bytes */100")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
         Some((first, last)) => {
             let last = last.min(RANGED_BODY.len() - 1);
             let answer = if first == 0 {

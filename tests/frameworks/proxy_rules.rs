@@ -672,6 +672,39 @@ async fn ranges_from_a_stored_response(store: AnyStore) {
 }
 on_each_store!(ranges_from_a_stored_response);
 
+/// Issue 28, finding 2 (cache-poisoned denial of service): the origin's `416` to an
+/// attacker's `Range: bytes=999999-`, fresh for a minute, is passed on but never stored as
+/// the URL's response; the next plain `GET` gets the whole `200`, which is stored.
+async fn an_unsatisfiable_range_never_becomes_the_page(store: AnyStore) {
+    let (origin, origin_addr, log) = start_origin().await;
+    let (server, http) = start_proxy_on(store, origin_addr).await;
+    let path = "/ranged/cpdos";
+    for _ in 0..2 {
+        let attack = http
+            .send(Method::GET, path, &[("range", "bytes=999999-")], None)
+            .await;
+        assert_eq!(attack.status, StatusCode::RANGE_NOT_SATISFIABLE);
+        assert!(
+            !cache_status(&attack).contains("stored"),
+            "{}",
+            cache_status(&attack)
+        );
+    }
+    let page = http.send(Method::GET, path, &[], None).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", cache_status(&page));
+    assert!(
+        !is_hit(&page),
+        "the 416 was stored: {}",
+        cache_status(&page)
+    );
+    let (hit, runs) = first_hit(&http, &log, path, &[]).await;
+    assert_eq!((hit.status, text(&hit)), (StatusCode::OK, slice(0..100).as_str()));
+    assert_eq!(runs, 3);
+    server.abort();
+    origin.abort();
+}
+on_each_store!(an_unsatisfiable_range_never_becomes_the_page);
+
 /// RFC 9111 §3.3-3.4: partial responses are stored, reused for the ranges they cover, and
 /// combined with the pieces of the same representation (same strong `ETag`); a new piece's
 /// fields replace the stored ones, the others are kept; once the pieces make up the whole,
