@@ -151,8 +151,8 @@ impl Entry {
         self.encode_as(VERSION, None, compress_above)
     }
 
-    /// The stored form of a partial entry: this entry's fields (its body the pieces' bytes,
-    /// one after the other) with where each piece lies.
+    /// The stored form of a partial entry: this entry's fields (its own body unused: the
+    /// pieces' bytes, one after the other, stand for it) with where each piece lies.
     pub(crate) fn encode_partial(&self, pieces: &ranges::Pieces) -> Bytes {
         let meta = PieceMeta {
             complete_len: pieces.complete_len,
@@ -163,16 +163,20 @@ impl Entry {
                 .collect(),
         };
         let meta = postcard::to_allocvec(&meta).expect("piece metadata always serializes");
-        self.encode_as(PARTIAL_VERSION, Some(&meta), None)
+        self.encode_as(PARTIAL_VERSION, Some((&meta, pieces)), None)
     }
 
+    /// The stored form, of the entry's body, or (for a partial entry) of the pieces' bytes
+    /// one after the other, which are then written straight from the pieces: an entry kept
+    /// with its pieces holds no second, joined copy of them.
     fn encode_as(
         &self,
         version: u8,
-        pieces: Option<&[u8]>,
+        pieces: Option<(&[u8], &ranges::Pieces)>,
         compress_above: Option<usize>,
     ) -> Bytes {
         let compressed = compress_above
+            .filter(|_| pieces.is_none())
             .filter(|&threshold| self.body.len() >= threshold)
             .map(|_| lz4_flex::block::compress(&self.body))
             .filter(|compressed| compressed.len() < self.body.len());
@@ -180,10 +184,11 @@ impl Entry {
             Some(compressed) => (Codec::Lz4, compressed),
             None => (Codec::Identity, &self.body),
         };
+        let body_len = pieces.map_or(self.body.len(), |(_, pieces)| pieces.len());
         let meta = Meta {
             status: self.status.as_u16(),
             codec,
-            body_len: self.body.len() as u64,
+            body_len: body_len as u64,
             stored_at_ms: millis(
                 self.stored_at
                     .duration_since(UNIX_EPOCH)
@@ -207,17 +212,27 @@ impl Entry {
         };
         let meta = postcard::to_allocvec(&meta).expect("entry metadata always serializes");
         let meta_len = u32::try_from(meta.len()).expect("metadata is far below 4 GiB");
-        let extra = pieces.map_or(0, |pieces| 4 + pieces.len());
-        let mut out = BytesMut::with_capacity(PREFIX_LEN + meta.len() + extra + body.len());
+        let extra = pieces.map_or(0, |(piece_meta, _)| 4 + piece_meta.len());
+        let body_len = if pieces.is_some() {
+            body_len
+        } else {
+            body.len()
+        };
+        let mut out = BytesMut::with_capacity(PREFIX_LEN + meta.len() + extra + body_len);
         out.put_slice(MAGIC);
         out.put_u8(version);
         out.put_u32_le(meta_len);
         out.put_slice(&meta);
-        if let Some(pieces) = pieces {
-            out.put_u32_le(u32::try_from(pieces.len()).expect("piece metadata is small"));
-            out.put_slice(pieces);
+        match pieces {
+            Some((piece_meta, pieces)) => {
+                out.put_u32_le(u32::try_from(piece_meta.len()).expect("piece metadata is small"));
+                out.put_slice(piece_meta);
+                for (_, bytes) in &pieces.held {
+                    out.put_slice(bytes);
+                }
+            }
+            None => out.put_slice(body),
         }
-        out.put_slice(body);
         out.freeze()
     }
 
@@ -434,8 +449,9 @@ mod tests {
                 (50, Bytes::from_static(b"xyz!")),
             ],
         };
+        // the entry's own body is not written: the pieces' bytes stand for it
         let partial = Entry {
-            body: Bytes::from_static(b"abcxyz!"),
+            body: Bytes::new(),
             ..entry()
         };
         let stored = partial.encode_partial(&pieces);
@@ -453,11 +469,7 @@ mod tests {
             Err(EntryError::Version(VERSION))
         ));
         // pieces that claim more bytes than the body holds, or lie past the whole
-        let short = Entry {
-            body: Bytes::from_static(b"abc"),
-            ..entry()
-        };
-        assert!(Entry::decode_partial(&short.encode_partial(&pieces)).is_err());
+        assert!(Entry::decode_partial(&stored.slice(..stored.len() - 1)).is_err());
         let past = ranges::Pieces {
             complete_len: 10,
             ..pieces

@@ -215,8 +215,12 @@ where
     let stored = stored.and_then(|stored| Entry::decode_partial(&stored).ok());
     let recent = partial_key
         .as_ref()
-        .and_then(|partial_key| config.recent_pieces.get(partial_key))
-        .map(|recent| (recent.0.clone(), recent.1.clone()));
+        .and_then(|partial_key| {
+            config
+                .recent_pieces
+                .get(&ctx.url, partial_key, stored.is_some())
+        })
+        .map(|recent| (recent.entry.clone(), recent.pieces.clone()));
     let partial = ranges::newest_pieces(stored, recent).filter(|(entry, _)| {
         key::variant_hash(&entry.vary, ctx.request.headers()) == entry.variant
     });

@@ -123,6 +123,7 @@ impl CacheInvalidator {
             .key_scheme()
             .make_joined(&[&prefix, "{", &glob, "}:*"])?;
         self.config.vary_lists.invalidate_all();
+        self.config.recent_pieces.forget_all();
         self.config.store.delete_matching(&full).await
     }
 
@@ -162,6 +163,7 @@ impl CacheInvalidator {
             .generation
             .fetch_max(generation, Ordering::AcqRel);
         self.config.vary_lists.invalidate_all();
+        self.config.recent_pieces.forget_all();
         if !bump.replicated {
             return Err(StoreError::new(
                 StoreErrorKind::Timeout,
@@ -251,6 +253,7 @@ impl Config {
                 && config.generation.fetch_max(generation, Ordering::AcqRel) < generation
             {
                 config.vary_lists.invalidate_all();
+                config.recent_pieces.forget_all();
             }
         });
     }
@@ -258,6 +261,8 @@ impl Config {
     /// Deletes every variant of the URL keyed `url`, its Vary list and index.
     pub(crate) async fn invalidate_url_key(&self, url: &str) -> Result<u64, StoreError> {
         self.vary_lists.invalidate(url);
+        // before the store's delete: a range request meanwhile finds neither
+        self.recent_pieces.forget_url(url);
         let index = key::index_key(&self.prefix(), url);
         self.store.index_delete_all(&index).await
     }

@@ -8,10 +8,9 @@ use http::{Response, StatusCode};
 use tower_layer::Layer;
 
 use super::answer::Fwd;
-use super::entry::Entry;
 use super::flight::{Flights, UnstorableUrls};
 use super::policy::{HttpRules, Targeting};
-use super::ranges::Pieces;
+use super::recent::RecentPieces;
 use super::{QueryOrder, ResponseCache};
 use crate::peer::{Network, PeerFn, default_peer};
 use crate::store::AnyStore;
@@ -43,6 +42,11 @@ pub enum RequestDirectives {
     /// response from being stored.
     Honor,
 }
+
+/// The bytes of recently written pieces a layer keeps (see [`RecentPieces`]), at the least:
+/// enough for the ranged traffic of seconds, and a cap on what a flood of partial responses
+/// for distinct URLs can pin.
+const RECENT_PIECES_BUDGET: u64 = 16 * 1024 * 1024;
 
 /// The targeted cache-control field of RFC 9213 §3, for CDN caches.
 pub(crate) const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
@@ -121,7 +125,8 @@ pub(crate) struct Config {
     /// The pieces of partial responses this process stored last, by their key, for a few
     /// seconds: a store write ends after its response, so the client's next range request
     /// could otherwise read the pieces from before it, and its own write would drop them.
-    pub(crate) recent_pieces: moka::sync::Cache<String, Arc<(Entry, Pieces)>>,
+    /// The pieces of partial responses this process wrote last, until their writes land.
+    pub(crate) recent_pieces: RecentPieces,
     /// The learned Vary list per URL, so that a hit costs one round trip.
     pub(crate) vary_lists: moka::sync::Cache<String, Arc<Vec<HeaderName>>>,
     /// `Cache-Status` of a response from the inner service, by `fwd` reason and whether it
@@ -1019,10 +1024,9 @@ impl ResponseCacheBuilder {
                 generation_due: AtomicU64::new(0),
                 near_changes_seen: AtomicU64::new(0),
                 writes_refused_until: AtomicU64::new(0),
-                recent_pieces: moka::sync::Cache::builder()
-                    .max_capacity(1_000)
-                    .time_to_live(Duration::from_secs(10))
-                    .build(),
+                recent_pieces: RecentPieces::new(
+                    RECENT_PIECES_BUDGET.max(2 * self.max_body as u64),
+                ),
                 vary_lists: moka::sync::Cache::builder()
                     .max_capacity(10_000)
                     .time_to_live(Duration::from_secs(60).min(self.timeout))

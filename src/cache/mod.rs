@@ -252,6 +252,7 @@ mod key;
 mod layer;
 mod policy;
 mod ranges;
+mod recent;
 mod recorder;
 mod service;
 mod storage;

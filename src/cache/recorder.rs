@@ -128,20 +128,17 @@ impl Recorder {
             );
             entry.body = whole;
             config.put(Arc::new(entry), url, None);
-            config.recent_pieces.invalidate(&partial_key);
+            config.recent_pieces.forget_variant(url, &partial_key);
             config.discard(partial_key);
             return;
         }
-        let mut joined = BytesMut::with_capacity(pieces.len());
-        for (_, bytes) in &pieces.held {
-            joined.extend_from_slice(bytes);
-        }
-        entry.body = joined.freeze();
-        config.recent_pieces.insert(
-            partial_key.clone(),
-            Arc::new((entry.clone(), pieces.clone())),
-        );
-        config.put_partial(partial_key, entry, pieces, url);
+        // the pieces hold the bytes: the entry keeps none of its own
+        entry.body = Bytes::new();
+        let write_ended =
+            config
+                .recent_pieces
+                .keep(url, partial_key.clone(), entry.clone(), pieces.clone());
+        config.put_partial(partial_key, entry, pieces, url, write_ended);
     }
 }
 

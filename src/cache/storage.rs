@@ -12,6 +12,7 @@ use super::flight::StoreLock;
 use super::key;
 use super::layer::Config;
 use super::ranges::Pieces;
+use super::recent::WriteEnded;
 use crate::store::{Backend, CacheWrite, Store, StoreErrorKind};
 
 /// How long a store that refused a write is taken to refuse the next ones.
@@ -45,8 +46,15 @@ impl Config {
         entry: Entry,
         pieces: Pieces,
         url: &str,
+        write_ended: WriteEnded,
     ) {
-        self.write(partial_key, Arc::new(entry), Some(pieces), url, None);
+        self.write(
+            partial_key,
+            Arc::new(entry),
+            Some((pieces, write_ended)),
+            url,
+            None,
+        );
     }
 
     /// Writes `entry` (with its `pieces`, for a partial one) under `entry_key`, with the URL's
@@ -55,7 +63,7 @@ impl Config {
         self: &Arc<Self>,
         entry_key: String,
         entry: Arc<Entry>,
-        pieces: Option<Pieces>,
+        pieces: Option<(Pieces, WriteEnded)>,
         url: &str,
         lock: Option<StoreLock>,
     ) {
@@ -75,7 +83,7 @@ impl Config {
                 .cache_put(&CacheWrite {
                     entry_key: &entry_key,
                     entry: match &pieces {
-                        Some(pieces) => entry.encode_partial(pieces),
+                        Some((pieces, _)) => entry.encode_partial(pieces),
                         None => entry.encode(config.compress_above),
                     },
                     vary_key: &vary_key,
@@ -85,6 +93,8 @@ impl Config {
                     unlock: unlock.as_ref().map(|(key, owner)| (key.as_str(), &**owner)),
                 })
                 .await;
+            // the recent pieces now stand beside the store's only while it has them
+            drop(pieces);
             if let Err(err) = written {
                 if matches!(
                     err.kind(),

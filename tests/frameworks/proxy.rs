@@ -266,18 +266,22 @@ const RANGED_BODY: &[u8; 100] = b"abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrst
 
 /// A `/ranged/` path: the whole of [`RANGED_BODY`], or the single byte range a `Range` asks
 /// (`206`, with `x-first` on the piece that starts the body; `416` past the end). `/ranged/changing` has a new
-/// `ETag` on every answer, so its pieces never combine.
+/// `ETag` on every answer, so its pieces never combine; `/ranged/varied` varies on
+/// `Accept-Language`.
 fn ranged_answer(request: &Request<()>, path: &str, runs: usize) -> Response<Full<Bytes>> {
     let etag = if path.ends_with("/changing") {
         format!("\"v{runs}\"")
     } else {
         "\"r1\"".to_owned()
     };
-    let answer = Response::builder()
+    let mut answer = Response::builder()
         .header("cache-control", "max-age=60")
         .header("content-type", "text/plain")
         .header("etag", etag)
         .header("x-piece", runs);
+    if path.ends_with("/varied") {
+        answer = answer.header("vary", "accept-language");
+    }
     let wanted = request
         .headers()
         .get("range")

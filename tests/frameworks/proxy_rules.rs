@@ -698,7 +698,10 @@ async fn an_unsatisfiable_range_never_becomes_the_page(store: AnyStore) {
         cache_status(&page)
     );
     let (hit, runs) = first_hit(&http, &log, path, &[]).await;
-    assert_eq!((hit.status, text(&hit)), (StatusCode::OK, slice(0..100).as_str()));
+    assert_eq!(
+        (hit.status, text(&hit)),
+        (StatusCode::OK, slice(0..100).as_str())
+    );
     assert_eq!(runs, 3);
     server.abort();
     origin.abort();
@@ -782,3 +785,76 @@ async fn partial_responses_are_stored_and_combined(store: AnyStore) {
     origin.abort();
 }
 on_each_store!(partial_responses_are_stored_and_combined);
+
+/// Issue 28, finding 3: an unsafe request's success invalidates the pieces of every variant
+/// of its URL at once, those this process wrote in the last seconds included: the next
+/// range request of each variant goes to the origin.
+async fn invalidation_drops_the_pieces_of_every_variant(store: AnyStore) {
+    let (origin, origin_addr, log) = start_origin().await;
+    let (server, http) = start_proxy_on(store, origin_addr).await;
+    let path = "/ranged/varied";
+    let languages = ["en", "fr"];
+    for language in languages {
+        let piece = [("range", "bytes=0-49"), ("accept-language", language)];
+        let first = http.send(Method::GET, path, &piece, None).await;
+        assert!(
+            cache_status(&first).contains("stored"),
+            "{}",
+            cache_status(&first)
+        );
+        let covered = [("range", "bytes=2-5"), ("accept-language", language)];
+        send_until(&http, path, &covered, is_hit).await;
+    }
+    let asked = log.ranged(path);
+    let update = http.send(Method::POST, path, &[], None).await;
+    assert_eq!(update.status, StatusCode::OK);
+    for (n, language) in languages.into_iter().enumerate() {
+        let covered = [("range", "bytes=2-5"), ("accept-language", language)];
+        let reply = http.send(Method::GET, path, &covered, None).await;
+        assert!(
+            !is_hit(&reply),
+            "{language}: invalidated pieces were served: {}",
+            cache_status(&reply)
+        );
+        assert_eq!(log.ranged(path), asked + n + 1, "{language}");
+    }
+    server.abort();
+    origin.abort();
+}
+on_each_store!(invalidation_drops_the_pieces_of_every_variant);
+
+/// Issue 28, finding 3, across instances: pieces one instance wrote are no longer served by
+/// it once another instance sharing the Redis invalidated the URL; its own copy stands only
+/// while its write may not have landed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_instances_invalidation_drops_the_pieces() {
+    let redis = crate::support::TestRedis::start();
+    let store = tower_redis_http::store::RedisStore::builder(redis.url())
+        .build()
+        .await
+        .unwrap();
+    let (origin, origin_addr, log) = start_origin().await;
+    let (server_a, a) = start_proxy_on(store.clone().into(), origin_addr).await;
+    let (server_b, b) = start_proxy_on(store.into(), origin_addr).await;
+    let path = "/ranged/shared";
+    // one host for both, as behind one name: one URL key
+    let host = ("host", "shop.example");
+    a.send(Method::GET, path, &[host, ("range", "bytes=0-49")], None)
+        .await;
+    let covered = [host, ("range", "bytes=2-5")];
+    send_until(&a, path, &covered, is_hit).await;
+    send_until(&b, path, &covered, is_hit).await;
+    let asked = log.ranged(path);
+    let update = b.send(Method::POST, path, &[host], None).await;
+    assert_eq!(update.status, StatusCode::OK);
+    let reply = a.send(Method::GET, path, &covered, None).await;
+    assert!(
+        !is_hit(&reply),
+        "pieces another instance invalidated were served: {}",
+        cache_status(&reply)
+    );
+    assert_eq!(log.ranged(path), asked + 1);
+    server_a.abort();
+    server_b.abort();
+    origin.abort();
+}
