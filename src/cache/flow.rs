@@ -204,6 +204,10 @@ where
 {
     let config = Arc::clone(&ctx.config);
     let partial_key = entry_key.as_deref().map(key::partial_key);
+    // seen before the store read: a write still pending then may land after it
+    let sighting = partial_key
+        .as_ref()
+        .and_then(|partial_key| config.recent_pieces.look(&ctx.url, partial_key));
     let stored = match &partial_key {
         Some(partial_key) => match config.store.get(partial_key).await {
             Ok(stored) => stored,
@@ -213,13 +217,8 @@ where
     };
     // pieces that cannot be read are replaced by the next ones
     let stored = stored.and_then(|stored| Entry::decode_partial(&stored).ok());
-    let recent = partial_key
-        .as_ref()
-        .and_then(|partial_key| {
-            config
-                .recent_pieces
-                .get(&ctx.url, partial_key, stored.is_some())
-        })
+    let recent = sighting
+        .and_then(|sighting| sighting.beside(stored.is_some()))
         .map(|recent| (recent.entry.clone(), recent.pieces.clone()));
     let partial = ranges::newest_pieces(stored, recent).filter(|(entry, _)| {
         key::variant_hash(&entry.vary, ctx.request.headers()) == entry.variant

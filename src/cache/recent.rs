@@ -47,6 +47,25 @@ impl Written {
     }
 }
 
+/// Recent pieces as seen before a store read.
+#[derive(Debug)]
+pub(crate) struct Sighting {
+    written: Arc<Written>,
+    /// Whether their write had not ended when they were seen, so a store read sent after
+    /// may have been answered before it landed.
+    write_pending: bool,
+}
+
+impl Sighting {
+    /// The pieces, when they still stand beside what a store read sent after the sighting
+    /// answered: `stored_any` says whether the store held pieces of this variant at all.
+    /// Without, pieces whose write had ended before the read are gone from the store
+    /// (deleted by an invalidation on any instance, expired or evicted), and not served.
+    pub(crate) fn beside(self, stored_any: bool) -> Option<Arc<Written>> {
+        (stored_any || self.write_pending).then_some(self.written)
+    }
+}
+
 /// Every URL's recently written pieces, at most `budget` bytes of them in all.
 pub(crate) struct RecentPieces {
     /// URL key → the variants written, newest last.
@@ -124,24 +143,18 @@ impl RecentPieces {
         WriteEnded(write_ended)
     }
 
-    /// The pieces this process wrote last under `partial_key` of `url`, while they may be
-    /// newer than what the store answered: `stored_any` says whether the store held pieces
-    /// of this variant at all. Without, pieces whose write has ended are gone from the
-    /// store (deleted, expired or evicted) and are dropped here too.
-    pub(crate) fn get(
-        &self,
-        url: &str,
-        partial_key: &str,
-        stored_any: bool,
-    ) -> Option<Arc<Written>> {
+    /// The pieces this process wrote last under `partial_key` of `url`, as seen now: look
+    /// before reading the store, then ask the sighting whether they stand beside what the
+    /// store answered.
+    pub(crate) fn look(&self, url: &str, partial_key: &str) -> Option<Sighting> {
         let variants = self.by_url.get(url)?;
         let written = variants
             .iter()
             .find(|written| written.partial_key == partial_key)?;
-        if !stored_any && !written.write_pending() {
-            return None;
-        }
-        Some(Arc::clone(written))
+        Some(Sighting {
+            write_pending: written.write_pending(),
+            written: Arc::clone(written),
+        })
     }
 
     /// Drops a variant whose pieces became its complete entry.
@@ -209,14 +222,25 @@ mod tests {
     fn pieces_whose_write_ended_stand_only_beside_stored_ones() {
         let recent = RecentPieces::new(1 << 20);
         let ended = recent.keep("u", "u:a:partial".into(), entry(), pieces(10));
-        assert!(
-            recent.get("u", "u:a:partial", false).is_some(),
-            "write pending"
-        );
+        let before_the_write_ended = recent.look("u", "u:a:partial").unwrap();
         drop(ended);
-        assert!(recent.get("u", "u:a:partial", true).is_some());
         assert!(
-            recent.get("u", "u:a:partial", false).is_none(),
+            before_the_write_ended.beside(false).is_some(),
+            "a read sent while the write was pending may have missed it"
+        );
+        assert!(
+            recent
+                .look("u", "u:a:partial")
+                .unwrap()
+                .beside(true)
+                .is_some()
+        );
+        assert!(
+            recent
+                .look("u", "u:a:partial")
+                .unwrap()
+                .beside(false)
+                .is_none(),
             "the store lost them: so does the process"
         );
     }
@@ -227,17 +251,17 @@ mod tests {
         recent.keep("u", "u:a:partial".into(), entry(), pieces(10));
         recent.keep("u", "u:b:partial".into(), entry(), pieces(10));
         recent.keep("v", "v:a:partial".into(), entry(), pieces(10));
-        assert!(recent.get("u", "u:a:partial", true).is_some());
-        assert!(recent.get("u", "u:b:partial", true).is_some());
+        assert!(recent.look("u", "u:a:partial").is_some());
+        assert!(recent.look("u", "u:b:partial").is_some());
         recent.forget_url("u");
-        assert!(recent.get("u", "u:a:partial", true).is_none());
-        assert!(recent.get("u", "u:b:partial", true).is_none());
-        assert!(recent.get("v", "v:a:partial", true).is_some());
+        assert!(recent.look("u", "u:a:partial").is_none());
+        assert!(recent.look("u", "u:b:partial").is_none());
+        assert!(recent.look("v", "v:a:partial").is_some());
         recent.forget_variant("v", "v:a:partial");
-        assert!(recent.get("v", "v:a:partial", true).is_none());
+        assert!(recent.look("v", "v:a:partial").is_none());
         recent.keep("w", "w:a:partial".into(), entry(), pieces(10));
         recent.forget_all();
-        assert!(recent.get("w", "w:a:partial", true).is_none());
+        assert!(recent.look("w", "w:a:partial").is_none());
     }
 
     #[test]
