@@ -16,6 +16,17 @@ use super::validators::EntityTag;
 /// thousands of tiny ranges cannot make a small entry a large answer.
 const MAX_RANGES: usize = 16;
 
+/// The most pieces one representation keeps (RFC 9111 §3.4 sets no bound). A partial
+/// response that would make more starts the pieces anew, alone: a client asking for
+/// thousands of disjoint one-byte ranges cannot make each merge, lookup and store write
+/// grow with them.
+pub(crate) const MAX_PIECES: usize = 32;
+
+/// How many random multipart boundaries are tried before giving up on a multipart answer
+/// (the full response is then the answer). A collision with a 128-bit random boundary is as
+/// likely as guessing a 128-bit key, so a second try is already never needed.
+const BOUNDARY_TRIES: usize = 3;
+
 /// One `range-spec` of a `bytes` range set, before the representation's length is known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Spec {
@@ -166,7 +177,7 @@ pub(crate) fn answer(
         *response.body_mut() = part.clone();
         return Some(response);
     }
-    let boundary = boundary(&parts);
+    let boundary = boundary(&parts)?;
     let content_type = headers.remove(header::CONTENT_TYPE);
     let mut out = BytesMut::new();
     for (range, part) in ranges.iter().zip(&parts) {
@@ -203,20 +214,40 @@ pub(crate) fn content_range(range: &Range<u64>, len: u64) -> HeaderValue {
         .expect("digits")
 }
 
-/// A multipart boundary that occurs in none of the `parts`.
-fn boundary(parts: &[Bytes]) -> String {
-    let mut seed = parts.iter().map(Bytes::len).sum::<usize>() as u64 ^ 0x9e37_79b9_7f4a_7c15;
-    loop {
-        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-        let candidate = format!("trhc{seed:016x}");
-        let occurs = parts.iter().any(|part| {
-            part.windows(candidate.len())
-                .any(|window| window == candidate.as_bytes())
-        });
-        if !occurs {
-            return candidate;
+/// A multipart boundary that occurs in none of the `parts`: random, so no stored body can
+/// be built to hold it (a predictable sequence of candidates let a crafted body make every
+/// try fail, each costing a scan of the whole body), each try one linear scan, at most
+/// [`BOUNDARY_TRIES`] of them. `None` when every try collided or no randomness was to be
+/// had.
+fn boundary(parts: &[Bytes]) -> Option<String> {
+    for _ in 0..BOUNDARY_TRIES {
+        let mut random = [0_u8; 16];
+        getrandom::fill(&mut random).ok()?;
+        let mut candidate = String::with_capacity(36);
+        candidate.push_str("trhc");
+        crate::hex::hex_into(&random, &mut candidate);
+        if !parts
+            .iter()
+            .any(|part| contains(part, candidate.as_bytes()))
+        {
+            return Some(candidate);
         }
     }
+    None
+}
+
+/// Whether `needle` occurs in `haystack`: one pass, each start compared until its first
+/// differing byte (the needle is a few dozen bytes, so at most that many times the
+/// haystack's length).
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    let Some((&first, rest)) = needle.split_first() else {
+        return true;
+    };
+    haystack.len() >= needle.len()
+        && haystack[..=haystack.len() - needle.len()]
+            .iter()
+            .enumerate()
+            .any(|(at, &byte)| byte == first && haystack[at + 1..].starts_with(rest))
 }
 
 /// A partial response's `Content-Range`: the range it holds and the complete length, when
@@ -289,6 +320,31 @@ pub(crate) fn answer_ranges(headers: &HeaderMap, len: usize) {
             pieces.covering(range)
         });
     }
+    // pieces made from the input, one per byte: the merge keeps its invariants and its cap
+    if len > 0 {
+        let mut pieces = Pieces {
+            complete_len: len as u64,
+            held: Vec::new(),
+        };
+        let seeds = headers
+            .get(header::RANGE)
+            .map_or(&[][..], HeaderValue::as_bytes);
+        for (at, seed) in seeds.iter().enumerate() {
+            let start = usize::from(*seed) % len;
+            let end = (start + 1 + at % 7).min(len);
+            pieces = pieces.with(start as u64, body.slice(start..end));
+            assert!(pieces.held.len() <= MAX_PIECES);
+            assert!(
+                pieces
+                    .held
+                    .windows(2)
+                    .all(|pair| pair[0].0 + (pair[0].1.len() as u64) < pair[1].0)
+            );
+            assert!(pieces.held.iter().all(
+                |(start, bytes)| !bytes.is_empty() && start + bytes.len() as u64 <= len as u64
+            ));
+        }
+    }
     let _ = if_range_holds(headers, headers);
     let _ = same_strong_validator(headers, headers);
     if let Some((range, complete)) = parse_content_range(headers) {
@@ -313,13 +369,12 @@ pub(crate) fn newest_pieces(
                 && stored.variant == recent.variant
                 && same_strong_validator(&stored.headers, &recent.headers);
             if one_representation {
-                let pieces = recent_pieces
-                    .held
-                    .into_iter()
-                    .fold(stored_pieces, |pieces, (start, bytes)| {
-                        pieces.with(start, bytes)
-                    });
-                Some((recent, pieces))
+                let merged = stored_pieces.overlaid(recent_pieces.held.clone());
+                // past the cap, this process's own pieces stand alone, as its writes do
+                if merged.held.len() > MAX_PIECES {
+                    return Some((recent, recent_pieces));
+                }
+                Some((recent, merged))
             } else if recent.stored_at >= stored.stored_at {
                 Some((recent, recent_pieces))
             } else {
@@ -338,43 +393,103 @@ pub(crate) struct Pieces {
     pub(crate) held: Vec<(u64, Bytes)>,
 }
 
+/// Pieces in order, touching ones gathered into runs that are joined once each.
+#[derive(Default)]
+struct Runs(Vec<(u64, u64, Vec<Bytes>)>);
+
+impl Runs {
+    fn push(&mut self, start: u64, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        let end = start + bytes.len() as u64;
+        match self.0.last_mut() {
+            Some((_, run_end, parts)) if *run_end == start => {
+                parts.push(bytes);
+                *run_end = end;
+            }
+            _ => self.0.push((start, end, vec![bytes])),
+        }
+    }
+
+    fn joined(self) -> Vec<(u64, Bytes)> {
+        self.0
+            .into_iter()
+            .map(|(start, end, mut parts)| {
+                if parts.len() == 1 {
+                    return (start, parts.pop().expect("one part"));
+                }
+                let mut joined = BytesMut::with_capacity((end - start) as usize);
+                for part in &parts {
+                    joined.put_slice(part);
+                }
+                (start, joined.freeze())
+            })
+            .collect()
+    }
+}
+
 impl Pieces {
     /// The pieces with `bytes` at `start` added: newer bytes win where they overlap, and
-    /// touching pieces are joined.
+    /// touching pieces are joined. When that would make more than [`MAX_PIECES`] pieces,
+    /// the new piece alone.
     pub(crate) fn with(self, start: u64, bytes: Bytes) -> Self {
-        let end = start + bytes.len() as u64;
-        // what the older pieces keep outside the new one
-        let mut pieces: Vec<(u64, Bytes)> = Vec::with_capacity(self.held.len() + 2);
-        for (old_start, old) in self.held {
-            let old_end = old_start + old.len() as u64;
-            if old_end <= start || end <= old_start {
-                pieces.push((old_start, old));
-                continue;
-            }
-            if old_start < start {
-                pieces.push((old_start, old.slice(..(start - old_start) as usize)));
-            }
-            if end < old_end {
-                pieces.push((end, old.slice((end - old_start) as usize..)));
-            }
+        let complete_len = self.complete_len;
+        let merged = self.overlaid(vec![(start, bytes.clone())]);
+        if merged.held.len() > MAX_PIECES {
+            return Self {
+                complete_len,
+                held: vec![(start, bytes)],
+            };
         }
-        pieces.push((start, bytes));
-        pieces.sort_by_key(|(start, _)| *start);
-        let mut held: Vec<(u64, Bytes)> = Vec::with_capacity(pieces.len());
-        for (start, bytes) in pieces {
-            match held.last_mut() {
-                Some((last_start, last)) if *last_start + last.len() as u64 == start => {
-                    let mut joined = BytesMut::with_capacity(last.len() + bytes.len());
-                    joined.put_slice(last);
-                    joined.put_slice(&bytes);
-                    *last = joined.freeze();
+        merged
+    }
+
+    /// These pieces with `newer` (sorted and disjoint, as `held` is) laid over them: newer
+    /// bytes win where both hold some, and touching pieces are joined. One pass over both
+    /// lists, and each byte copied at most once (touching pieces are joined run by run).
+    pub(crate) fn overlaid(self, newer: Vec<(u64, Bytes)>) -> Self {
+        let mut runs = Runs::default();
+        let mut older = self.held.into_iter();
+        let mut newer = newer.into_iter().peekable();
+        let mut old = older.next();
+        loop {
+            let Some((old_start, old_bytes)) = old.take() else {
+                newer.for_each(|(start, bytes)| runs.push(start, bytes));
+                break;
+            };
+            let Some((new_start, new_bytes)) = newer.peek() else {
+                runs.push(old_start, old_bytes);
+                older.for_each(|(start, bytes)| runs.push(start, bytes));
+                break;
+            };
+            let (new_start, new_end) = (*new_start, *new_start + new_bytes.len() as u64);
+            let old_end = old_start + old_bytes.len() as u64;
+            if old_end <= new_start {
+                runs.push(old_start, old_bytes);
+                old = older.next();
+            } else if new_end <= old_start {
+                let (start, bytes) = newer.next().expect("peeked");
+                runs.push(start, bytes);
+                old = Some((old_start, old_bytes));
+            } else {
+                // they overlap: the older piece keeps what lies outside the newer one
+                if old_start < new_start {
+                    runs.push(
+                        old_start,
+                        old_bytes.slice(..(new_start - old_start) as usize),
+                    );
                 }
-                _ => held.push((start, bytes)),
+                old = if new_end < old_end {
+                    Some((new_end, old_bytes.slice((new_end - old_start) as usize..)))
+                } else {
+                    older.next()
+                };
             }
         }
         Self {
             complete_len: self.complete_len,
-            held,
+            held: runs.joined(),
         }
     }
 
@@ -596,5 +711,118 @@ mod tests {
         .with(8, Bytes::from_static(b"ij"))
         .with(6, Bytes::from_static(b"gh"));
         assert_eq!(inside.whole(), Some(Bytes::from_static(b"abcdefghij")));
+    }
+
+    /// What a sequence of pieces leaves, byte by byte: each later piece's bytes win.
+    fn model(len: usize, writes: &[(usize, Vec<u8>)]) -> Vec<Option<u8>> {
+        let mut bytes = vec![None; len];
+        for (start, piece) in writes {
+            for (offset, byte) in piece.iter().enumerate() {
+                bytes[start + offset] = Some(*byte);
+            }
+        }
+        bytes
+    }
+
+    fn as_bytes(pieces: &Pieces) -> Vec<Option<u8>> {
+        let mut bytes = vec![None; pieces.complete_len as usize];
+        for (start, piece) in &pieces.held {
+            for (offset, byte) in piece.iter().enumerate() {
+                bytes[*start as usize + offset] = Some(*byte);
+            }
+        }
+        bytes
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Issue 28, finding 5: the one-pass overlay is the byte-by-byte model, and its
+        /// pieces stay sorted, disjoint, apart and non-empty.
+        #[test]
+        fn overlaying_pieces_is_writing_their_bytes_in_order(
+            writes in proptest::collection::vec((0_usize..60, 0_usize..20), 0..20)
+        ) {
+            let len = 80;
+            let writes: Vec<(usize, Vec<u8>)> = writes
+                .into_iter()
+                .enumerate()
+                .map(|(n, (start, piece_len))| (start, vec![n as u8; piece_len]))
+                .collect();
+            let mut pieces = Pieces { complete_len: len as u64, held: Vec::new() };
+            for (start, piece) in &writes {
+                pieces = pieces.with(*start as u64, Bytes::from(piece.clone()));
+            }
+            proptest::prop_assert_eq!(as_bytes(&pieces), model(len, &writes));
+            proptest::prop_assert!(pieces.held.iter().all(|(_, bytes)| !bytes.is_empty()));
+            proptest::prop_assert!(pieces
+                .held
+                .windows(2)
+                .all(|pair| pair[0].0 + (pair[0].1.len() as u64) < pair[1].0));
+        }
+    }
+
+    /// Issue 28, finding 5: a flood of disjoint one-byte pieces never holds more than the
+    /// cap; past it the newest piece starts the pieces anew.
+    #[test]
+    fn the_pieces_of_one_representation_are_capped() {
+        let mut pieces = Pieces {
+            complete_len: 4000,
+            held: Vec::new(),
+        };
+        for n in 0..2000_u64 {
+            pieces = pieces.with(n * 2, Bytes::from_static(b"x"));
+            assert!(
+                pieces.held.len() <= MAX_PIECES,
+                "{} pieces",
+                pieces.held.len()
+            );
+            assert_eq!(
+                pieces.covering(&(n * 2..n * 2 + 1)).as_deref(),
+                Some(&b"x"[..])
+            );
+        }
+        // stored and recent pieces past the cap together: the recent ones stand alone
+        let spread = |offset: u64| Pieces {
+            complete_len: 4000,
+            held: (0..MAX_PIECES as u64)
+                .map(|n| (n * 4 + offset, Bytes::from_static(b"y")))
+                .collect(),
+        };
+        let (_, newest) = newest_pieces(
+            Some((stored_entry("\"a\"", 1), spread(0))),
+            Some((stored_entry("\"a\"", 2), spread(2))),
+        )
+        .unwrap();
+        assert_eq!(newest, spread(2));
+    }
+
+    /// Issue 28, finding 6: the boundary is random and absent from the parts, even from a
+    /// body made of the boundary's fixed prefix over and over.
+    #[test]
+    fn multipart_boundaries_are_random_and_absent_from_the_body() {
+        let hostile = Bytes::from("trhc".repeat(10_000));
+        let first = boundary(std::slice::from_ref(&hostile)).unwrap();
+        let second = boundary(std::slice::from_ref(&hostile)).unwrap();
+        assert_ne!(first, second);
+        assert!(!contains(&hostile, first.as_bytes()));
+        assert_eq!(first.len(), 36);
+        for (haystack, needle, found) in [
+            (&b"abcabd"[..], &b"abd"[..], true),
+            (b"abcab", b"abd", false),
+            (b"ab", b"abd", false),
+            (b"", b"", true),
+            (b"xx", b"", true),
+        ] {
+            assert_eq!(contains(haystack, needle), found, "{haystack:?} {needle:?}");
+        }
+        let answer = answer(
+            &range("bytes=0-1, 5-6").unwrap(),
+            HeaderMap::new(),
+            hostile.len() as u64,
+            |range| Some(hostile.slice(range.start as usize..range.end as usize)),
+        )
+        .unwrap();
+        assert_eq!(answer.status(), StatusCode::PARTIAL_CONTENT);
     }
 }
