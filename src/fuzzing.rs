@@ -74,11 +74,14 @@ pub fn forwarded(data: &[u8]) {
         .filter_map(|network| network.parse().ok())
         .collect();
     let peer = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let client = crate::ratelimit::resolve(peer, &headers, &trusted);
-    let _ = crate::ratelimit::client_key_text(client);
-    headers.remove("forwarded");
-    let client = crate::ratelimit::resolve(peer, &headers, &trusted);
-    let _ = crate::ratelimit::client_key_text(client);
+    for from in [
+        crate::ratelimit::ClientAddressHeader::XForwardedFor,
+        crate::ratelimit::ClientAddressHeader::Forwarded,
+        crate::ratelimit::ClientAddressHeader::Named(HeaderName::from_static("forwarded")),
+    ] {
+        let client = crate::ratelimit::resolve(peer, &headers, &trusted, &from);
+        let _ = crate::ratelimit::client_key_text(client);
+    }
 }
 
 /// A stored cache entry, as Redis hands it back (written by any version, or corrupted): as a

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tower_redis_http::ConfigError;
 use tower_redis_http::auth::{TokenAuthLayer, Tokens};
 use tower_redis_http::cache::ResponseCacheLayer;
-use tower_redis_http::ratelimit::{Commit, Key, RateLimitLayer, Rule};
+use tower_redis_http::ratelimit::{ClientAddressHeader, Commit, Key, RateLimitLayer, Rule};
 use tower_redis_http::store::{
     AnyStore, MemoryStore, Pem, RedisStore, RedisStoreBuilder, Store, Stores,
 };
@@ -42,6 +42,11 @@ pub struct Demo {
     /// The proxies whose `Forwarded` / `X-Forwarded-For` is believed: `TRUSTED_PROXIES`,
     /// comma-separated addresses or networks, none by default.
     pub trusted_proxies: Vec<String>,
+    /// The header those proxies name the client in: `CLIENT_ADDRESS_HEADER`
+    /// (`x-forwarded-for` by default, `forwarded` for RFC 7239, or another name such as
+    /// `x-real-ip`). Set it to what the proxy in front writes: a header the proxy passes
+    /// through from clients would let each client pick its own rate-limit key.
+    pub client_address_header: ClientAddressHeader,
     article_runs: Arc<AtomicU64>,
 }
 
@@ -176,6 +181,7 @@ impl Demo {
             None => (Self::in_memory()?, "memory"),
         };
         demo.trusted_proxies = trusted_proxies_from_env();
+        demo.client_address_header = client_address_header_from_env();
         Ok((demo, backend))
     }
 
@@ -234,6 +240,7 @@ impl Demo {
             tokens,
             limits: Limits::default(),
             trusted_proxies: Vec::new(),
+            client_address_header: ClientAddressHeader::default(),
             article_runs: Arc::default(),
         }
     }
@@ -293,6 +300,7 @@ impl Demo {
                     .commit(Commit::Always),
             )
             .trusted_proxies(self.trusted_proxies.iter().map(String::as_str))
+            .client_address_header(self.client_address_header.clone())
             .commit(Commit::OnSuccess)
             .build()
             .expect("TRUSTED_PROXIES holds addresses or networks such as 10.0.0.0/8")
@@ -478,6 +486,25 @@ pub fn trusted_proxies_from_env() -> Vec<String> {
         .filter(|network| !network.is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+/// `CLIENT_ADDRESS_HEADER`: the header the trusted proxies name the client in.
+///
+/// # Panics
+///
+/// When the value is not a header name: the server would otherwise key clients wrongly.
+pub fn client_address_header_from_env() -> ClientAddressHeader {
+    let Ok(name) = std::env::var("CLIENT_ADDRESS_HEADER") else {
+        return ClientAddressHeader::default();
+    };
+    match name.trim().to_ascii_lowercase().as_str() {
+        "" | "x-forwarded-for" => ClientAddressHeader::XForwardedFor,
+        "forwarded" => ClientAddressHeader::Forwarded,
+        other => ClientAddressHeader::Named(
+            http::HeaderName::from_bytes(other.as_bytes())
+                .expect("CLIENT_ADDRESS_HEADER names a header, such as x-real-ip"),
+        ),
+    }
 }
 
 /// The address to listen on: `ADDR`, else 127.0.0.1:3000.

@@ -2,8 +2,8 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
-use http::HeaderMap;
 use http::header::FORWARDED;
+use http::{HeaderMap, HeaderName};
 
 use crate::peer::{Network, canonical, is_trusted};
 
@@ -21,54 +21,127 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
     })
 }
 
+/// The request header that names the client when the peer is a trusted proxy: the one the
+/// deployment's proxy writes. A client can send any header itself; only the one its proxy
+/// writes (or appends to) says who it is, so the choice is configured, never inferred from
+/// what a request carries.
+///
+/// # Example
+///
+/// ```
+/// use tower_redis_http::ratelimit::{ClientAddressHeader, Key, RateLimitLayer, Rule};
+/// use tower_redis_http::store::MemoryStore;
+///
+/// // behind Envoy set to write RFC 7239 `Forwarded`
+/// let limit = RateLimitLayer::builder(MemoryStore::new())
+///     .rule(Rule::fixed_window("login", "10/m", Key::client_ip()))
+///     .trusted_proxies(["10.0.0.0/8"])
+///     .client_address_header(ClientAddressHeader::Forwarded)
+///     .build()?;
+/// # Ok::<(), tower_redis_http::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ClientAddressHeader {
+    /// `X-Forwarded-For`, which nginx (`$proxy_add_x_forwarded_for`), HAProxy, AWS ALB,
+    /// Heroku and Google Cloud load balancers append the client to. Default. A `Forwarded`
+    /// header is then ignored: those proxies pass the client's own through.
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded`, its `for=` parameters, for proxies set to write it (Envoy,
+    /// nginx with a `Forwarded` map). `X-Forwarded-For` is then ignored.
+    Forwarded,
+    /// Another header, read as `X-Forwarded-For` is (a list of addresses, the nearest
+    /// last): `X-Real-IP`, `True-Client-IP`, `CF-Connecting-IP`, `Fly-Client-IP`, which a
+    /// proxy sets to the one address it saw.
+    Named(HeaderName),
+}
+
 /// Who a request comes from: an address, or the identifier a trusted proxy reported for a
 /// client it would not or could not name by address (`unknown`, an obfuscated `_hidden`,
-/// garbage the client sent that the proxy passed on).
+/// garbage the client sent that the proxy passed on), or nobody: a trusted proxy that named
+/// no client at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Client<'a> {
     Address(IpAddr),
     Opaque(&'a str),
+    /// The peer is a trusted proxy and the configured header names no client: the proxy
+    /// does not write that header. Keyed by the proxy's address, every client behind it
+    /// would share one bucket, and one client would exhaust everyone's limit.
+    Unnamed,
 }
 
-/// The hop texts a request passed through, nearest last: the `for=` values of `Forwarded`
-/// when present, else `X-Forwarded-For`. `None` when a field is not text at all.
-fn forwarded_hops(headers: &HeaderMap) -> Option<Vec<&str>> {
+/// The hop texts of the configured header, nearest last; `None` for a hop that is not text.
+fn forwarded_hops<'a>(headers: &'a HeaderMap, from: &ClientAddressHeader) -> Vec<Option<&'a str>> {
     let mut hops = Vec::new();
-    if headers.contains_key(FORWARDED) {
-        for value in headers.get_all(FORWARDED) {
-            for element in value.to_str().ok()?.split(',') {
-                let for_value = element.split(';').find_map(|pair| {
-                    let (name, value) = pair.split_once('=')?;
-                    name.trim().eq_ignore_ascii_case("for").then_some(value)
-                });
-                hops.extend(for_value);
+    let name = match from {
+        ClientAddressHeader::Forwarded => {
+            for value in headers.get_all(FORWARDED) {
+                for element in value.as_bytes().split(|&b| b == b',') {
+                    let for_value = element.split(|&b| b == b';').find_map(|pair| {
+                        let at = pair.iter().position(|&b| b == b'=')?;
+                        let (name, value) = (&pair[..at], &pair[at + 1..]);
+                        name.trim_ascii()
+                            .eq_ignore_ascii_case(b"for")
+                            .then(|| std::str::from_utf8(value).ok())
+                    });
+                    hops.extend(for_value);
+                }
             }
+            return hops;
         }
-        return Some(hops);
+        ClientAddressHeader::XForwardedFor => &X_FORWARDED_FOR,
+        ClientAddressHeader::Named(name) => name,
+    };
+    for value in headers.get_all(name) {
+        hops.extend(
+            value
+                .as_bytes()
+                .split(|&b| b == b',')
+                .map(|hop| std::str::from_utf8(hop).ok()),
+        );
     }
-    for value in headers.get_all("x-forwarded-for") {
-        hops.extend(value.to_str().ok()?.split(','));
-    }
-    Some(hops)
+    hops
 }
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// What stands for a hop that is not text, as the client's identifier.
+const NOT_TEXT: &str = "non-text";
 
 /// The client of a request from `peer`: the peer itself unless it is a trusted proxy; then
-/// the forwarding chain is walked from the nearest hop, skipping trusted proxies, and the
-/// first hop that is not one is the client.
+/// the configured header's chain is walked from the nearest hop, skipping trusted proxies,
+/// and the first hop that is not one is the client.
 ///
 /// Hops are read only as far as the walk goes: what a client wrote further left (a forged
 /// address, garbage) is never read. A hop that is not an address is the client's identifier
 /// as the proxy reported it, so clients behind one proxy never share its bucket because of one
-/// odd value.
-pub(crate) fn resolve<'a>(peer: IpAddr, headers: &'a HeaderMap, trusted: &[Network]) -> Client<'a> {
+/// odd value. A trusted peer whose header names no hop at all is [`Client::Unnamed`].
+pub(crate) fn resolve<'a>(
+    peer: IpAddr,
+    headers: &'a HeaderMap,
+    trusted: &[Network],
+    from: &ClientAddressHeader,
+) -> Client<'a> {
     let mut client = Client::Address(canonical(peer));
     if !is_trusted(trusted, peer) {
         return client;
     }
-    let Some(hops) = forwarded_hops(headers) else {
-        return client;
-    };
+    let hops = forwarded_hops(headers, from);
+    if hops
+        .iter()
+        .all(|hop| hop.is_some_and(|hop| hop.trim().is_empty()))
+    {
+        return Client::Unnamed;
+    }
     for hop in hops.into_iter().rev() {
+        let Some(hop) = hop else {
+            client = Client::Opaque(NOT_TEXT);
+            break;
+        };
+        if hop.trim().is_empty() {
+            continue;
+        }
         match parse_hop(hop) {
             Some(address) => {
                 client = Client::Address(canonical(address));
@@ -77,10 +150,7 @@ pub(crate) fn resolve<'a>(peer: IpAddr, headers: &'a HeaderMap, trusted: &[Netwo
                 }
             }
             None => {
-                let text = hop.trim().trim_matches('"');
-                if !text.is_empty() {
-                    client = Client::Opaque(text);
-                }
+                client = Client::Opaque(hop.trim().trim_matches('"'));
                 break;
             }
         }
@@ -93,6 +163,7 @@ pub(crate) fn client_key_text(client: Client<'_>) -> String {
     match client {
         Client::Address(address) => key_text(address),
         Client::Opaque(text) => format!("hop:{text}"),
+        Client::Unnamed => "unnamed".to_owned(),
     }
 }
 
@@ -135,31 +206,44 @@ mod tests {
         Client::Address(ip(text))
     }
 
+    const XFF: ClientAddressHeader = ClientAddressHeader::XForwardedFor;
+
     #[test]
     fn an_untrusted_peer_is_the_client_whatever_it_claims() {
         let trusted = networks(&["10.0.0.0/8"]);
         let spoof = headers(&[("x-forwarded-for", "1.1.1.1"), ("forwarded", "for=2.2.2.2")]);
-        assert_eq!(
-            resolve(ip("203.0.113.9"), &spoof, &trusted),
-            address("203.0.113.9")
-        );
-        assert_eq!(
-            resolve(ip("203.0.113.9"), &spoof, &[]),
-            address("203.0.113.9")
-        );
+        for from in [XFF, ClientAddressHeader::Forwarded] {
+            assert_eq!(
+                resolve(ip("203.0.113.9"), &spoof, &trusted, &from),
+                address("203.0.113.9")
+            );
+            assert_eq!(
+                resolve(ip("203.0.113.9"), &spoof, &[], &from),
+                address("203.0.113.9")
+            );
+        }
     }
 
     #[test]
     fn trusted_proxies_are_skipped_from_the_nearest_hop() {
         let trusted = networks(&["10.0.0.0/8", "192.168.0.1"]);
-        let cases: &[(&[(&str, &str)], Client<'_>)] = &[
+        let forwarded = ClientAddressHeader::Forwarded;
+        let real_ip = ClientAddressHeader::Named(HeaderName::from_static("x-real-ip"));
+        type Case<'a> = (
+            &'a [(&'a str, &'a str)],
+            &'a ClientAddressHeader,
+            Client<'a>,
+        );
+        let cases: &[Case<'_>] = &[
             (
                 &[("x-forwarded-for", "203.0.113.9")],
+                &XFF,
                 address("203.0.113.9"),
             ),
             // the client forged the leftmost entry; the proxies appended the real hops
             (
                 &[("x-forwarded-for", "6.6.6.6, 203.0.113.9, 10.0.0.7")],
+                &XFF,
                 address("203.0.113.9"),
             ),
             (
@@ -167,14 +251,17 @@ mod tests {
                     ("x-forwarded-for", "6.6.6.6"),
                     ("x-forwarded-for", "203.0.113.9, 192.168.0.1"),
                 ],
+                &XFF,
                 address("203.0.113.9"),
             ),
             (
                 &[("x-forwarded-for", "203.0.113.9:4711")],
+                &XFF,
                 address("203.0.113.9"),
             ),
             (
                 &[("x-forwarded-for", "[2001:db8::1]:80")],
+                &XFF,
                 address("2001:db8::1"),
             ),
             (
@@ -182,44 +269,92 @@ mod tests {
                     "forwarded",
                     r#"for=6.6.6.6, for="[2001:db8::2]:443";proto=https"#,
                 )],
+                &forwarded,
                 address("2001:db8::2"),
             ),
+            // issue 29, finding 1: the client's own Forwarded, passed through by a proxy
+            // that appends to X-Forwarded-For, is never read
+            (
+                &[
+                    ("forwarded", "for=6.6.6.6"),
+                    ("x-forwarded-for", "203.0.113.9"),
+                ],
+                &XFF,
+                address("203.0.113.9"),
+            ),
+            // and the other way round, behind a proxy that writes Forwarded
             (
                 &[
                     ("forwarded", "For=203.0.113.9"),
                     ("x-forwarded-for", "6.6.6.6"),
                 ],
+                &forwarded,
+                address("203.0.113.9"),
+            ),
+            (
+                &[("x-real-ip", "203.0.113.9"), ("x-forwarded-for", "6.6.6.6")],
+                &real_ip,
                 address("203.0.113.9"),
             ),
             // everything trusted: the farthest hop
             (
                 &[("x-forwarded-for", "10.0.0.1, 10.0.0.2")],
+                &XFF,
                 address("10.0.0.1"),
             ),
-            // nothing forwarded: the peer
-            (&[], address("10.0.0.5")),
             // garbage left of the client is never read
             (
                 &[("x-forwarded-for", "not-an-ip, 203.0.113.9")],
+                &XFF,
                 address("203.0.113.9"),
             ),
             // a hop that is not an address is the client as the proxy names it
             (
                 &[("x-forwarded-for", "203.0.113.9, unknown, 10.0.0.7")],
+                &XFF,
                 Client::Opaque("unknown"),
             ),
             (
                 &[("forwarded", "for=_hidden7;proto=https")],
+                &forwarded,
                 Client::Opaque("_hidden7"),
             ),
+            // issue 29, finding 1: a trusted proxy that names no client (no header, or a
+            // Forwarded without for=) is not every client at once
+            (&[], &XFF, Client::Unnamed),
+            (&[("forwarded", "for=203.0.113.9")], &XFF, Client::Unnamed),
+            (
+                &[("forwarded", "proto=https;by=10.0.0.5")],
+                &forwarded,
+                Client::Unnamed,
+            ),
+            (&[("x-forwarded-for", " , ")], &XFF, Client::Unnamed),
         ];
-        for (pairs, expected) in cases {
+        for (pairs, from, expected) in cases {
             assert_eq!(
-                resolve(ip("10.0.0.5"), &headers(pairs), &trusted),
+                resolve(ip("10.0.0.5"), &headers(pairs), &trusted, from),
                 *expected,
-                "{pairs:?}"
+                "{pairs:?} from {from:?}"
             );
         }
+        // a hop that is not text is the client's identifier, not the proxy
+        let mut odd = HeaderMap::new();
+        odd.insert(
+            "x-forwarded-for",
+            http::HeaderValue::from_bytes(b"\xff, 203.0.113.9").unwrap(),
+        );
+        assert_eq!(
+            resolve(ip("10.0.0.5"), &odd, &trusted, &XFF),
+            address("203.0.113.9")
+        );
+        odd.insert(
+            "x-forwarded-for",
+            http::HeaderValue::from_bytes(b"203.0.113.9, \xff").unwrap(),
+        );
+        assert_eq!(
+            resolve(ip("10.0.0.5"), &odd, &trusted, &XFF),
+            Client::Opaque(NOT_TEXT)
+        );
     }
 
     #[test]
@@ -230,7 +365,7 @@ mod tests {
         let odd = headers(&[("x-forwarded-for", "_obf1")]);
         let keys: Vec<String> = [&a, &b, &odd]
             .iter()
-            .map(|h| client_key_text(resolve(ip("10.0.0.5"), h, &trusted)))
+            .map(|h| client_key_text(resolve(ip("10.0.0.5"), h, &trusted, &XFF)))
             .collect();
         assert_eq!(keys, ["203.0.113.1", "203.0.113.2", "hop:_obf1"]);
     }

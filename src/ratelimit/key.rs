@@ -349,6 +349,15 @@ impl CompiledKey {
                 }
             }
             Self::ClientIp => match request.client {
+                Some(super::client_ip::Client::Unnamed) => {
+                    return Err(KeyError::Misconfigured(
+                        "a trusted proxy forwarded a request without naming its client in the \
+                         configured header (`RateLimitBuilder::client_address_header`, \
+                         X-Forwarded-For by default): keyed by the proxy's address, every client \
+                         behind it would share one limit"
+                            .to_owned(),
+                    ));
+                }
                 Some(client) => Cow::Owned(super::client_ip::client_key_text(client)),
                 None => {
                     return Err(KeyError::Misconfigured(

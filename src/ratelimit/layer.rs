@@ -5,6 +5,7 @@ use bytes::Bytes;
 use http::{Extensions, HeaderValue, Response, StatusCode};
 use tower_layer::Layer;
 
+use super::client_ip::ClientAddressHeader;
 use super::headers::{policy_field, policy_item, valid_name};
 use super::key::CompiledKey;
 use super::{RateLimit, Rule};
@@ -339,6 +340,8 @@ pub(crate) struct Config {
     /// `RateLimit-Policy` when every rule counted the request (the usual case).
     pub(crate) all_policies: Option<HeaderValue>,
     pub(crate) trusted: Vec<Network>,
+    /// The header a trusted proxy names the client in.
+    pub(crate) client_header: ClientAddressHeader,
     pub(crate) peer: PeerFn,
     pub(crate) needs_ip: bool,
     /// Whether a misconfigured rule was logged already (once per layer).
@@ -413,6 +416,7 @@ impl RateLimitLayer {
             informational: true,
             on_store_error: None,
             trusted: Vec::new(),
+            client_header: ClientAddressHeader::default(),
             peer: Arc::new(default_peer),
             status: StatusCode::TOO_MANY_REQUESTS,
         }
@@ -483,6 +487,7 @@ pub struct RateLimitBuilder {
     informational: bool,
     on_store_error: Option<FailurePolicy>,
     trusted: Vec<String>,
+    client_header: ClientAddressHeader,
     peer: PeerFn,
     status: StatusCode,
 }
@@ -492,6 +497,7 @@ impl std::fmt::Debug for RateLimitBuilder {
         f.debug_struct("RateLimitBuilder")
             .field("rules", &self.rules)
             .field("trusted", &self.trusted)
+            .field("client_header", &self.client_header)
             .finish_non_exhaustive()
     }
 }
@@ -630,6 +636,36 @@ impl RateLimitBuilder {
         self
     }
 
+    /// The header in which the [trusted proxies](Self::trusted_proxies) name the client:
+    /// the one the deployment's proxy writes. Defaults to
+    /// [`ClientAddressHeader::XForwardedFor`], which nginx, HAProxy, AWS ALB, Heroku and
+    /// Google Cloud load balancers append to.
+    ///
+    /// Only this header is read, whatever else a request carries: a client behind nginx that
+    /// sends its own `Forwarded: for=<random>` gets it passed through untouched, and would
+    /// pick its own key if `Forwarded` were believed. A request from a trusted proxy whose
+    /// header names no client is answered 500 and logged once, as a misconfiguration:
+    /// keyed by the proxy's address, every client behind it would share one limit.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use http::HeaderName;
+    /// use tower_redis_http::ratelimit::{ClientAddressHeader, Key, RateLimitLayer, Rule};
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let limit = RateLimitLayer::builder(MemoryStore::new())
+    ///     .rule(Rule::fixed_window("login", "10/m", Key::client_ip()))
+    ///     .trusted_proxies(["10.0.0.0/8"])
+    ///     .client_address_header(ClientAddressHeader::Named(HeaderName::from_static("x-real-ip")))
+    ///     .build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn client_address_header(mut self, header: ClientAddressHeader) -> Self {
+        self.client_header = header;
+        self
+    }
+
     /// Where the peer address is found in the request extensions. Defaults to a
     /// `std::net::SocketAddr` or `std::net::IpAddr` extension, or (with the `axum` feature)
     /// axum's `ConnectInfo<SocketAddr>`.
@@ -730,6 +766,7 @@ impl RateLimitBuilder {
                 commit: self.commit,
                 informational: self.informational,
                 trusted,
+                client_header: self.client_header,
                 peer: self.peer,
                 needs_ip,
                 misconfiguration_reported: std::sync::atomic::AtomicBool::new(false),

@@ -119,6 +119,7 @@ mod service;
 #[cfg(any(fuzzing, test))]
 pub(crate) use self::client_ip::{client_key_text, resolve};
 
+pub use self::client_ip::ClientAddressHeader;
 pub use self::future::ResponseFuture;
 pub use self::key::{Key, RequestHead};
 pub use self::layer::{

@@ -149,8 +149,14 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let config = &self.config;
         let client = if config.needs_ip {
-            (config.peer)(request.extensions())
-                .map(|peer| super::client_ip::resolve(peer, request.headers(), &config.trusted))
+            (config.peer)(request.extensions()).map(|peer| {
+                super::client_ip::resolve(
+                    peer,
+                    request.headers(),
+                    &config.trusted,
+                    &config.client_header,
+                )
+            })
         } else {
             None
         };

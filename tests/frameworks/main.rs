@@ -639,6 +639,43 @@ async fn logins_are_limited_per_client_address(base: SocketAddr) {
         StatusCode::FORBIDDEN,
         "another client behind the same proxies shared the first one's limit"
     );
+
+    // issue 29, finding 1: behind a proxy that appends to X-Forwarded-For and passes the
+    // client's own Forwarded through, a Forwarded of the client's choosing picks no key
+    let chosen = |n: usize| async move {
+        let forwarded = format!("for=198.51.100.{n}");
+        proxy()
+            .send(
+                Method::POST,
+                "/login/",
+                &[
+                    ("forwarded", forwarded.as_str()),
+                    ("x-forwarded-for", "203.0.113.9, 10.0.0.1"),
+                ],
+                Some(json!({"username": "alice", "password": "guess"})),
+            )
+            .await
+            .status
+    };
+    for n in 0..10 {
+        assert_eq!(chosen(n).await, StatusCode::FORBIDDEN, "attempt {n}");
+    }
+    assert_eq!(
+        chosen(10).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "a Forwarded of the client's choosing escaped the limit"
+    );
+    // a trusted proxy that names no client (a Forwarded without for=, no X-Forwarded-For)
+    // is a misconfiguration, answered as one: not every client in the proxy's bucket
+    let unnamed = proxy()
+        .send(
+            Method::POST,
+            "/login/",
+            &[("forwarded", "proto=https;by=10.0.0.1")],
+            Some(json!({"username": "alice", "password": "guess"})),
+        )
+        .await;
+    assert_eq!(unnamed.status, StatusCode::INTERNAL_SERVER_ERROR);
 }
 
 macro_rules! per_address_test {
