@@ -56,17 +56,34 @@ fn authenticated() -> impl Filter<Extract = (Authenticated<User>,), Error = warp
     warp::ext::get::<Authenticated<User>>()
 }
 
+/// Passes only paths spelled with (or without) a trailing slash, exactly as the layers'
+/// allow-list and rules name them: `warp::path!` alone answers `/login` and `/login/` alike,
+/// and the route a rule does not name is a way past it.
+fn slash(trailing: bool) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+    warp::path::full()
+        .and_then(move |full: warp::path::FullPath| async move {
+            if full.as_str().ends_with('/') == trailing {
+                Ok(())
+            } else {
+                Err(warp::reject::not_found())
+            }
+        })
+        .untuple_one()
+}
+
 pub fn routes(
     demo: Demo,
 ) -> impl Filter<Extract = (Response<Bytes>,), Error = warp::Rejection> + Clone {
     let with_demo = warp::any().map(move || demo.clone());
     let login = warp::post()
         .and(warp::path!("login"))
+        .and(slash(true))
         .and(with_demo.clone())
         .and(warp::body::bytes())
         .then(|demo: Demo, body: Bytes| async move { reply(demo.login(&body).await) });
     let logout = warp::post()
         .and(warp::path!("logout"))
+        .and(slash(true))
         .and(with_demo.clone())
         .and(authenticated())
         .then(|demo: Demo, auth: Authenticated<User>| async move {
@@ -74,24 +91,29 @@ pub fn routes(
         });
     let register = warp::post()
         .and(warp::path!("register"))
+        .and(slash(true))
         .and(with_demo.clone())
         .and(warp::body::bytes())
         .map(|demo: Demo, body: Bytes| reply(demo.register(&body)));
     let me = get_or_head()
         .and(warp::path!("me"))
+        .and(slash(true))
         .and(with_demo.clone())
         .and(auth::warp::principal::<User>())
         .map(|demo: Demo, user: User| reply(demo.me(&user)));
     let articles = get_or_head()
         .and(warp::path!("articles"))
+        .and(slash(true))
         .and(with_demo.clone())
         .map(|demo: Demo| reply(demo.articles()));
     let healthz = get_or_head()
         .and(warp::path!("healthz"))
+        .and(slash(false))
         .and(with_demo.clone())
         .then(|demo: Demo| async move { reply(demo.healthz().await) });
     let sms = get_or_head()
         .and(warp::path!("sms_codes" / String))
+        .and(slash(true))
         .and(with_demo)
         .then(|mobile: String, demo: Demo| async move {
             // warp hands the raw segment over; decode it as axum does

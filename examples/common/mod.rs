@@ -294,9 +294,7 @@ impl Demo {
             .rule(
                 // every attempt counts, failed ones above all
                 Rule::fixed_window("login", "10/m", Key::client_ip())
-                    .when(|request| {
-                        request.method == Method::POST && request.uri.path() == "/login/"
-                    })
+                    .when(|request| request.method == Method::POST && request.path_is("/login/"))
                     .commit(Commit::Always),
             )
             .trusted_proxies(self.trusted_proxies.iter().map(String::as_str))

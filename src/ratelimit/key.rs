@@ -45,6 +45,55 @@ pub struct RequestHead<'a> {
     pub(crate) client: Option<super::client_ip::Client<'a>>,
 }
 
+impl RequestHead<'_> {
+    /// Whether the request's path is `pattern` (`{name}` standing for any one non-empty
+    /// segment) as a router may see it: a trailing slash and the letter case of ASCII letters
+    /// do not count. For rule conditions, where `uri.path() == "/login/"` would let
+    /// `POST /login` past a login limit on a router that serves both spellings; counting a
+    /// spelling the router does not serve costs nothing.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use http::Method;
+    /// use tower_redis_http::ratelimit::{Key, RequestHead, Rule};
+    ///
+    /// let logins = Rule::fixed_window("login", "10/m", Key::client_ip())
+    ///     .when(|request: &RequestHead<'_>| {
+    ///         request.method == Method::POST && request.path_is("/login/")
+    ///     });
+    /// ```
+    pub fn path_is(&self, pattern: &str) -> bool {
+        same_route(pattern, self.uri.path())
+    }
+}
+
+/// A path without its trailing slash (`/` stays itself).
+fn without_trailing_slash(path: &str) -> &str {
+    match path.strip_suffix('/') {
+        Some(trimmed) if !trimmed.is_empty() => trimmed,
+        _ => path,
+    }
+}
+
+/// See [`RequestHead::path_is`].
+fn same_route(pattern: &str, path: &str) -> bool {
+    let mut wanted = without_trailing_slash(pattern).split('/');
+    let mut parts = without_trailing_slash(path).split('/');
+    loop {
+        match (wanted.next(), parts.next()) {
+            (None, None) => return true,
+            (Some(want), Some(part)) => {
+                let any = want.len() > 2 && want.starts_with('{') && want.ends_with('}');
+                if (any && part.is_empty()) || (!any && !want.eq_ignore_ascii_case(part)) {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+}
+
 type Extract = Arc<dyn Fn(&RequestHead<'_>) -> Option<String> + Send + Sync>;
 
 /// What a [`Rule`](super::Rule) counts by: a path segment, a header, a query parameter, the
@@ -110,7 +159,10 @@ impl fmt::Debug for Key {
 
 impl Key {
     /// The named segment of a path pattern: `/sms_codes/{mobile}/` keyed by `mobile`. Paths
-    /// that do not match the pattern (or are not in normal form) have no key.
+    /// that do not match the pattern (or are not in normal form) have no key. A trailing
+    /// slash and the case of ASCII letters in the pattern's literal segments do not count,
+    /// as for [`RequestHead::path_is`]: `/SMS_codes/138/` and `/sms_codes/138` share
+    /// `/sms_codes/138/`'s key, whichever of them the router serves.
     ///
     /// # Example
     ///
@@ -297,6 +349,13 @@ fn compile_pattern(pattern: &str, wanted: &str) -> Result<Vec<Segment>, ConfigEr
             },
         )
         .collect::<Result<Vec<_>, _>>()?;
+    // the trailing slash does not count (see `capture`)
+    let mut segments = segments;
+    if segments.len() > 2
+        && matches!(segments.last(), Some(Segment::Literal(last)) if last.is_empty())
+    {
+        segments.pop();
+    }
     if captures != 1 {
         return Err(invalid(&format!(
             "the pattern must name `{{{wanted}}}` exactly once"
@@ -409,13 +468,15 @@ impl CompiledKey {
 /// router makes of it, so no key can be trusted to be the one the handler sees.
 fn capture<'a>(segments: &[Segment], path: &'a str) -> Result<Option<Cow<'a, str>>, KeyError> {
     let mut captured = None;
-    let mut parts = path.split('/');
+    // a router that serves the pattern's path may serve it with or without the trailing
+    // slash, and in other letter case: each spelling must meet the rule
+    let mut parts = without_trailing_slash(path).split('/');
     for segment in segments {
         let Some(part) = parts.next() else {
             return Ok(None);
         };
         match segment {
-            Segment::Literal(literal) if part == literal => {}
+            Segment::Literal(literal) if part.eq_ignore_ascii_case(literal) => {}
             Segment::Any | Segment::Capture if part.is_empty() => {
                 // `//` where a value belongs: the route's shape, spelled ambiguously
                 return Err(KeyError::Malformed("the path has an empty segment"));
@@ -474,11 +535,24 @@ mod tests {
             extract(&key(), "/sms_codes/13800138000/", &[], None).as_deref(),
             Some("13800138000")
         );
+        // issue 29, finding 2: every spelling a router may serve the route under
         for uri in [
             "/sms_codes/13800138000",
+            "/SMS_Codes/13800138000/",
+            "/sms_codes/13800138000/?x=1",
+        ] {
+            assert_eq!(
+                extract(&key(), uri, &[], None).as_deref(),
+                Some("13800138000"),
+                "{uri}"
+            );
+        }
+        for uri in [
             "/sms_codes/1/2/",
             "/other/1/",
             "/sms_codes/../1/",
+            "/sms_codes/",
+            "/sms_codes",
         ] {
             assert_eq!(extract(&key(), uri, &[], None), None, "{uri}");
         }
@@ -634,6 +708,25 @@ mod tests {
                 Key::path_segment(pattern, name).compile().is_err(),
                 "{pattern}"
             );
+        }
+    }
+
+    #[test]
+    fn path_is_ignores_the_trailing_slash_and_letter_case() {
+        for (pattern, path, expected) in [
+            ("/login/", "/login/", true),
+            ("/login/", "/login", true),
+            ("/login", "/login/", true),
+            ("/login/", "/LOGIN/", true),
+            ("/login/", "/login//", false),
+            ("/login/", "/logins/", false),
+            ("/login/", "/", false),
+            ("/", "/", true),
+            ("/users/{id}/", "/users/7", true),
+            ("/users/{id}/", "/users//", false),
+            ("/users/{id}/", "/users/7/x/", false),
+        ] {
+            assert_eq!(same_route(pattern, path), expected, "{pattern} {path}");
         }
     }
 }

@@ -302,7 +302,9 @@ impl Rule {
 
     /// Counts only the requests `applies` accepts; the others pass this rule untouched. For
     /// a rule that belongs to one route of a layer that wraps many, such as a per-address
-    /// limit on `POST /login/`.
+    /// limit on `POST /login/`. Compare paths with [`RequestHead::path_is`], which counts
+    /// every spelling a router may serve (`/login` and `/LOGIN/` too): comparing
+    /// `uri.path()` to one spelling lets the others past the limit.
     ///
     /// # Example
     ///
@@ -313,7 +315,7 @@ impl Rule {
     /// // brute-force protection: ten login attempts a minute per client address
     /// let logins = Rule::fixed_window("login", "10/m", Key::client_ip())
     ///     .when(|request: &RequestHead<'_>| {
-    ///         request.method == Method::POST && request.uri.path() == "/login/"
+    ///         request.method == Method::POST && request.path_is("/login/")
     ///     });
     /// ```
     #[must_use]

@@ -678,6 +678,81 @@ async fn logins_are_limited_per_client_address(base: SocketAddr) {
     assert_eq!(unnamed.status, StatusCode::INTERNAL_SERVER_ERROR);
 }
 
+/// Issue 29, finding 2: no spelling of a limited route escapes its rule. `POST /login`
+/// (no slash, a logged-in attacker guessing another password) and `GET /sms_codes/N` are
+/// not routed to the handlers, and a rule counts them anyway: never an eleventh password
+/// check in a minute, never a second code inside the cooldown.
+async fn limited_routes_have_no_second_spelling(base: SocketAddr) {
+    let http = Http::new(base);
+    let login = http
+        .send(
+            Method::POST,
+            "/login/",
+            &[],
+            Some(json!({"username": "alice", "password": "wonderland"})),
+        )
+        .await;
+    let bearer = format!("Bearer {}", login.json["token"].as_str().unwrap());
+    let auth = [("authorization", bearer.as_str())];
+    for path in ["/login", "/LOGIN/", "/Login"] {
+        for n in 0..11 {
+            let reply = http
+                .send(
+                    Method::POST,
+                    path,
+                    &auth,
+                    Some(json!({"username": "alice", "password": "guess"})),
+                )
+                .await;
+            // not routed (warp ranks its rejections and answers 405), or refused by the
+            // rule: never the handler's 403 for a wrong password
+            assert!(
+                [
+                    StatusCode::NOT_FOUND,
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    StatusCode::TOO_MANY_REQUESTS
+                ]
+                .contains(&reply.status),
+                "{path} attempt {n}: {} {}",
+                reply.status,
+                reply.json
+            );
+        }
+    }
+    let mut sent = 0;
+    for path in [
+        "/sms_codes/13900139000",
+        "/sms_codes/13900139000/",
+        "/SMS_codes/13900139000/",
+    ] {
+        let reply = http.send(Method::GET, path, &[], None).await;
+        if reply.status == StatusCode::OK {
+            sent += 1;
+        }
+    }
+    assert_eq!(sent, 1, "codes sent inside one cooldown");
+}
+
+macro_rules! slash_test {
+    ($name:ident, $example:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let redis = TestRedis::start();
+            let demo = $example::common::Demo::on_redis(&redis.url())
+                .await
+                .unwrap();
+            let (listener, addr) = listener().await;
+            let server = tokio::spawn($example::serve(listener, demo));
+            limited_routes_have_no_second_spelling(addr).await;
+            server.abort();
+        }
+    };
+}
+
+slash_test!(the_axum_example_limits_every_spelling, axum_example);
+slash_test!(the_hyper_example_limits_every_spelling, hyper_example);
+slash_test!(the_warp_example_limits_every_spelling, warp_example);
+
 macro_rules! per_address_test {
     ($name:ident, $example:ident) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
