@@ -178,7 +178,9 @@ impl Key {
         })
     }
 
-    /// A request header's value.
+    /// A request header's value. A request that repeats the header, or sends a value that
+    /// is not text, is refused (400): the application behind may read another line, or
+    /// decode the bytes otherwise, than the key does.
     ///
     /// # Example
     ///
@@ -192,7 +194,10 @@ impl Key {
         Self(KeyKind::Header(name))
     }
 
-    /// A query parameter's value, percent-decoded.
+    /// A query parameter's value, percent-decoded. A request that repeats the parameter is
+    /// refused (400): axum's and Django's extractors take the last of repeated parameters,
+    /// so keying by the first would let `?phone=<random>&phone=<victim>` send the victim a
+    /// code on every request.
     ///
     /// # Example
     ///
@@ -392,20 +397,35 @@ impl CompiledKey {
                 Some(text) => text,
                 None => return Ok(None),
             },
-            Self::Header(name) => match request.headers.get(name).map(|v| v.to_str()) {
-                Some(Ok(value)) => Cow::Borrowed(value.trim()),
-                _ => return Ok(None),
-            },
+            // a value the application may read otherwise than the key does (another of two
+            // lines, another of two parameters, a decoding of bytes that are not text) would
+            // let a client count against one key and act on another
+            Self::Header(name) => {
+                let mut values = request.headers.get_all(name).iter();
+                let Some(value) = values.next() else {
+                    return Ok(None);
+                };
+                if values.next().is_some() {
+                    return Err(KeyError::Malformed("the key header is repeated"));
+                }
+                let value = value
+                    .to_str()
+                    .map_err(|_| KeyError::Malformed("the key header is not text"))?;
+                Cow::Borrowed(value.trim())
+            }
             Self::Query(name) => {
-                let found = request.uri.query().and_then(|query| {
+                let mut found = request.uri.query().into_iter().flat_map(|query| {
                     form_urlencoded::parse(query.as_bytes())
-                        .find(|(key, _)| key == name.as_ref())
+                        .filter(|(key, _)| key == name.as_ref())
                         .map(|(_, value)| value)
                 });
-                match found {
-                    Some(value) => value,
-                    None => return Ok(None),
+                let Some(value) = found.next() else {
+                    return Ok(None);
+                };
+                if found.next().is_some() {
+                    return Err(KeyError::Malformed("the key parameter is repeated"));
                 }
+                value
             }
             Self::ClientIp => match request.client {
                 Some(super::client_ip::Client::Unnamed) => {
@@ -564,12 +584,16 @@ mod tests {
     }
 
     fn refusal(key: &Key, uri: &str) -> Option<KeyError> {
+        refusal_with(key, uri, &HeaderMap::new())
+    }
+
+    fn refusal_with(key: &Key, uri: &str, headers: &HeaderMap) -> Option<KeyError> {
         let uri: Uri = uri.parse().unwrap();
-        let (headers, extensions) = (HeaderMap::new(), Extensions::new());
+        let extensions = Extensions::new();
         let head = RequestHead {
             method: &Method::GET,
             uri: &uri,
-            headers: &headers,
+            headers,
             extensions: &extensions,
             client_ip: None,
             client: None,
@@ -634,6 +658,36 @@ mod tests {
             Some("+86 138")
         );
         assert_eq!(extract(&Key::query("phone"), "/?x=1", &[], None), None);
+        // issue 29, finding 6: a key the handler may read otherwise is refused, 400
+        for uri in [
+            "/?phone=1&phone=2",
+            "/?phone=1&x=0&phone=1",
+            "/?phone&phone=2",
+        ] {
+            assert!(
+                matches!(
+                    refusal(&Key::query("phone"), uri),
+                    Some(KeyError::Malformed("the key parameter is repeated"))
+                ),
+                "{uri}"
+            );
+        }
+        let mut twice = HeaderMap::new();
+        twice.append("x-api-key", "a".parse().unwrap());
+        twice.append("x-api-key", "b".parse().unwrap());
+        assert!(matches!(
+            refusal_with(&api(), "/", &twice),
+            Some(KeyError::Malformed("the key header is repeated"))
+        ));
+        let mut bytes = HeaderMap::new();
+        bytes.insert(
+            "x-api-key",
+            http::HeaderValue::from_bytes(b"k\xff").unwrap(),
+        );
+        assert!(matches!(
+            refusal_with(&api(), "/", &bytes),
+            Some(KeyError::Malformed("the key header is not text"))
+        ));
         assert_eq!(
             extract(&Key::client_ip(), "/", &[], Some("203.0.113.9")).as_deref(),
             Some("203.0.113.9")

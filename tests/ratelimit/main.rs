@@ -449,6 +449,57 @@ async fn requests_without_a_key_pass_or_get_400(backend: &Backend) {
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
 }
 
+/// Issue 29, finding 6: `?phone=<random>&phone=<victim>` is refused (400), under the default
+/// missing-key policy: the handler's extractor reads the last, a key of the first would send
+/// the victim a code on every request. So is a repeated or unreadable key header.
+async fn a_key_the_handler_may_read_otherwise_is_refused(backend: &Backend) {
+    let by_query = app(
+        RateLimitLayer::builder(backend.store()).rule(Rule::cooldown(
+            "sms",
+            std::time::Duration::from_secs(60),
+            Key::query("phone"),
+        )),
+    );
+    let ask = |query: &str| {
+        Request::get(format!("/sms/?{query}"))
+            .body(Empty::new())
+            .unwrap()
+    };
+    assert_eq!(
+        send(&by_query, ask("phone=13800138000")).await.status,
+        StatusCode::OK
+    );
+    for n in 0..3 {
+        let query = format!("phone=1390000000{n}&phone=13800138000");
+        assert_eq!(
+            send(&by_query, ask(&query)).await.status,
+            StatusCode::BAD_REQUEST
+        );
+    }
+    let by_header = app(
+        RateLimitLayer::builder(backend.store()).rule(Rule::cooldown(
+            "sms",
+            std::time::Duration::from_secs(60),
+            Key::header(http::HeaderName::from_static("x-phone")),
+        )),
+    );
+    let mut twice = Request::get("/sms/").body(Empty::new()).unwrap();
+    twice.headers_mut().append("x-phone", "1".parse().unwrap());
+    twice.headers_mut().append("x-phone", "2".parse().unwrap());
+    assert_eq!(
+        send(&by_header, twice).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    let mut bytes = Request::get("/sms/").body(Empty::new()).unwrap();
+    bytes
+        .headers_mut()
+        .insert("x-phone", http::HeaderValue::from_bytes(b"1\xff").unwrap());
+    assert_eq!(
+        send(&by_header, bytes).await.status,
+        StatusCode::BAD_REQUEST
+    );
+}
+
 #[tokio::test]
 async fn the_gcra_script_reloads_after_a_script_flush() {
     let redis = TestRedis::start();
@@ -882,6 +933,7 @@ crate::on_each_backend!(
     a_refusal_by_a_later_rule_gives_back_the_earlier_hits,
     the_rejection_is_replaceable_and_keeps_retry_after,
     requests_without_a_key_pass_or_get_400,
+    a_key_the_handler_may_read_otherwise_is_refused,
     a_principal_key_limits_each_user_behind_the_auth_layer,
 );
 crate::on_each_backend!(
