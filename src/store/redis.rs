@@ -2015,18 +2015,18 @@ pub(crate) fn redact(location: &str) -> String {
     let Some((scheme, rest)) = location.split_once("://") else {
         return location.to_owned();
     };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let redacted = match userinfo.split_once(':') {
-                Some((user, _)) => format!("{user}:***"),
-                None => "***".to_owned(),
-            };
-            format!("{scheme}://{redacted}@{host}{tail}")
-        }
-        None => location.to_owned(),
-    }
+    // the user-info ends at the last `@`, wherever that is: a password written unencoded
+    // may hold `/`, `?`, `#` or `@`, which would otherwise end the authority early and leave
+    // the rest of it in plain sight (an `@` in a path or query is redacted too: better
+    // hidden than shown)
+    let Some((userinfo, host_and_tail)) = rest.rsplit_once('@') else {
+        return location.to_owned();
+    };
+    let redacted = match userinfo.split_once(':') {
+        Some((user, _)) if !user.contains(['/', '?', '#']) => format!("{user}:***"),
+        _ => "***".to_owned(),
+    };
+    format!("{scheme}://{redacted}@{host_and_tail}")
 }
 
 impl RedisStoreBuilder {
@@ -2360,6 +2360,17 @@ mod tests {
             ("redis://user:s3cret@host", "redis://user:***@host"),
             ("redis://token@host", "redis://***@host"),
             ("redis://:p@ss@word@host/2", "redis://:***@host/2"),
+            // issue 29, finding 7: unencoded `/`, `?` and `#` in the password
+            (
+                "redis://:pa/ss?wo#rd@host:6379/0",
+                "redis://:***@host:6379/0",
+            ),
+            ("redis://user:a/b@host", "redis://user:***@host"),
+            ("rediss://us/er:secret@host", "rediss://***@host"),
+            (
+                "redis://:s3cret?@host/1?protocol=resp3",
+                "redis://:***@host/1?protocol=resp3",
+            ),
             ("unix:///tmp/redis.sock?db=2", "unix:///tmp/redis.sock?db=2"),
             ("not a url", "not a url"),
         ];

@@ -260,3 +260,34 @@ async fn a_cluster_is_built_from_django_settings_and_its_seed_nodes() {
     let err = Stores::from_config(&both).await.map(|_| ()).unwrap_err();
     assert!(err.to_string().contains("sentinels"), "{err}");
 }
+
+/// Issue 29, finding 7: a password written unencoded, with `/`, `?` or `#` in it, appears
+/// in no configuration error, `Debug` or `Display`, with its causes.
+#[tokio::test]
+async fn passwords_never_reach_configuration_errors_however_they_are_written() {
+    for location in [
+        "redis://:pa/ss@127.0.0.1:1/0",
+        "redis://:pa?ss@127.0.0.1:1",
+        "redis://user:pa#ss@127.0.0.1:1/x",
+        "redis://:pa/ss?x@not a host/0",
+        "rediz://:pa/ss@127.0.0.1:1",
+    ] {
+        let err = tower_redis_http::store::RedisStore::builder(location)
+            .build()
+            .await
+            .expect_err(location);
+        let mut texts = vec![err.to_string(), format!("{err:?}")];
+        let mut source = std::error::Error::source(&err);
+        while let Some(cause) = source {
+            texts.push(cause.to_string());
+            texts.push(format!("{cause:?}"));
+            source = cause.source();
+        }
+        for text in texts {
+            assert!(
+                !text.contains("pa/ss") && !text.contains("pa?ss") && !text.contains("pa#ss"),
+                "{location}: {text}"
+            );
+        }
+    }
+}
