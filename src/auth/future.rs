@@ -13,6 +13,7 @@ use super::layer::Config;
 use super::{AuthErrorKind, Authenticated, PrincipalType, RejectionResponse, Token, rejection};
 use crate::body::ResponseBody;
 use crate::gate::{Check, Gate, Gatekeeper, Verdict};
+use crate::principal::Credentialed;
 use crate::store::{StoreError, value};
 
 /// What a token's lookup answers.
@@ -31,14 +32,20 @@ where
     R: RejectionResponse,
 {
     type Checked = Lookup;
-    type Pass = ();
+    type Pass = Credentialed;
 
-    fn decide<B>(&self, found: Lookup, request: &mut Request<B>) -> Verdict<()> {
+    fn decide<B>(&self, found: Lookup, request: &mut Request<B>) -> Verdict<Credentialed> {
         self.config
             .verdict(found, self.token.clone(), &self.rejection, request)
     }
 
-    fn finish<ResBody, E>((): (), _answer: &mut Result<Response<ResBody>, E>) {}
+    /// Marks the response to a request let through on a token, for a cache outside this
+    /// layer (see [`Credentialed`]).
+    fn finish<ResBody, E>(mark: Credentialed, answer: &mut Result<Response<ResBody>, E>) {
+        if let Ok(response) = answer {
+            response.extensions_mut().insert(mark);
+        }
+    }
 }
 
 pin_project! {
@@ -67,7 +74,7 @@ pin_project! {
         S: Service<Request<ReqBody>>,
     {
         #[pin]
-        gate: Gate<S, ReqBody, TokenCheck<P, R>, Lookup, ()>,
+        gate: Gate<S, ReqBody, TokenCheck<P, R>, Lookup, Credentialed>,
     }
 }
 
@@ -75,7 +82,7 @@ impl<S, ReqBody, P, R> ResponseFuture<S, ReqBody, P, R>
 where
     S: Service<Request<ReqBody>>,
 {
-    pub(crate) fn new(gate: Gate<S, ReqBody, TokenCheck<P, R>, Lookup, ()>) -> Self {
+    pub(crate) fn new(gate: Gate<S, ReqBody, TokenCheck<P, R>, Lookup, Credentialed>) -> Self {
         Self { gate }
     }
 
@@ -114,13 +121,14 @@ where
         token: Token,
         rejection: &R,
         request: &mut Request<B>,
-    ) -> Verdict<()> {
+    ) -> Verdict<Credentialed> {
         match self.principal(found) {
             Ok(principal) => {
                 let extensions = request.extensions_mut();
                 extensions.insert(Authenticated::new(principal, token));
                 extensions.insert(PrincipalType(std::any::type_name::<P>()));
-                Verdict::Call(())
+                extensions.insert(self.credentialed.clone());
+                Verdict::Call(self.credentialed.clone())
             }
             Err(kind) => Verdict::Answer(rejection::respond(rejection, &self.error(kind))),
         }

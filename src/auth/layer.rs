@@ -12,6 +12,7 @@ use super::{
     AmbiguousPaths, Case, Challenge, JsonRejection, RejectionResponse, TokenAuth, TokenKeys,
     TokenSource, TrailingSlash,
 };
+use crate::principal::Credentialed;
 use crate::store::AnyStore;
 use crate::{ConfigError, FailurePolicy};
 
@@ -30,6 +31,8 @@ pub(crate) struct Config<P> {
     pub(crate) validate: Option<Validator<P>>,
     pub(crate) challenge: Challenge,
     pub(crate) on_store_error: FailurePolicy,
+    /// What marks the requests let through on a token, and their responses, for the cache.
+    pub(crate) credentialed: Credentialed,
 }
 
 /// A [`Layer`] that authenticates requests by a token looked up in the store.
@@ -551,6 +554,14 @@ where
         Ok(TokenAuthLayer {
             config: Arc::new(Config {
                 store: self.store,
+                credentialed: Credentialed {
+                    query_tokens: self
+                        .sources
+                        .iter()
+                        .filter_map(TokenSource::query_parameter)
+                        .cloned()
+                        .collect(),
+                },
                 sources: self.sources,
                 paths: self.paths,
                 keys: self.keys,

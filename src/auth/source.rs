@@ -37,6 +37,14 @@ enum Source {
 }
 
 impl TokenSource {
+    /// The query parameter this source reads, if it reads one.
+    pub(crate) fn query_parameter(&self) -> Option<&Arc<str>> {
+        match &self.0 {
+            Source::Query(name) => Some(name),
+            _ => None,
+        }
+    }
+
     /// `Authorization: Bearer <token>` (RFC 6750), the default.
     ///
     /// # Example

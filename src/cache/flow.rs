@@ -423,6 +423,7 @@ where
         head: ctx.head,
         remembered_unstorable: false,
         ranged: ctx.ranged,
+        credentialed: ctx.credentialed,
     };
     let url = Url {
         key: ctx.url,

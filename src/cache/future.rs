@@ -21,6 +21,7 @@ use super::policy::RequestRules;
 use super::ranges::{self, Pieces};
 use super::recorder::Recorder;
 use super::{ResponseBody, invalidate, key, policy};
+use crate::principal::Credentialed;
 
 /// A cacheable request on its way through the layer.
 pub(crate) struct Ctx<S, ReqBody>
@@ -36,6 +37,8 @@ where
     pub(crate) head: bool,
     /// A `GET` with a `Range`: its answer may be a part, never shared as the whole.
     pub(crate) ranged: bool,
+    /// With credentials: `Authorization`, or a token the auth layer accepted.
+    pub(crate) credentialed: bool,
     pub(crate) rules: RequestRules,
     pub(crate) config: Arc<Config>,
 }
@@ -49,9 +52,7 @@ where
     /// another: its answer is not shared unless it says `public` (RFC 9111 §3.5), and
     /// requests whose answers cannot be shared must not queue behind one another.
     pub(crate) fn joins_flights(&self) -> bool {
-        self.store_allowed
-            && !self.ranged
-            && !self.request.headers().contains_key(header::AUTHORIZATION)
+        self.store_allowed && !self.ranged && !self.credentialed
     }
 }
 
@@ -275,6 +276,16 @@ pub(crate) struct Miss {
     pub(crate) remembered_unstorable: bool,
     /// A `GET` with a `Range`: an answer other than a whole `200` says nothing of the URL.
     pub(crate) ranged: bool,
+    /// With credentials (see [`credentialed`]).
+    pub(crate) credentialed: bool,
+}
+
+/// Whether a request carries credentials a shared cache must respect (RFC 9111 §3.5):
+/// `Authorization`, or a token the auth layer accepted from any source (a cookie, another
+/// header, a query parameter), which it marks.
+pub(crate) fn credentialed<B>(request: &Request<B>) -> bool {
+    request.headers().contains_key(header::AUTHORIZATION)
+        || request.extensions().get::<Credentialed>().is_some()
 }
 
 impl Pending {
@@ -302,7 +313,7 @@ impl Pending {
             flight: None,
             store_allowed: miss.store_allowed,
             head: miss.head,
-            credentialed: request.contains_key(header::AUTHORIZATION),
+            credentialed: miss.credentialed,
             remembered_unstorable: miss.remembered_unstorable,
             ranged: miss.ranged,
             request_time: SystemTime::now(),
@@ -819,6 +830,11 @@ impl Pending {
                 };
             }
         };
+        // an auth layer inside this one let the request through on a token this layer could
+        // not see (a cookie, a header of its own, a query parameter): RFC 9111 §3.5 applies
+        if response.extensions().get::<Credentialed>().is_some() {
+            self.credentialed = true;
+        }
         if self.stale.is_some() {
             let status = response.status();
             if status == http::StatusCode::NOT_MODIFIED {

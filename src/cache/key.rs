@@ -128,6 +128,29 @@ pub(crate) fn url_parts<'a>(
 }
 
 impl UrlParts<'_> {
+    /// The URL without the query parameters `names` (names compared percent-decoded), such
+    /// as those an auth layer reads tokens from: a token is never part of a key in the store.
+    pub(crate) fn without_parameters(mut self, names: &[std::sync::Arc<str>]) -> Self {
+        let Some(query) = &self.query else {
+            return self;
+        };
+        let unkeyed = |pair: &&str| {
+            form_urlencoded::parse(pair.as_bytes())
+                .next()
+                .is_some_and(|(name, _)| names.iter().any(|unkeyed| **unkeyed == *name))
+        };
+        if !query.split('&').any(|pair| unkeyed(&pair)) {
+            return self;
+        }
+        let kept = query
+            .split('&')
+            .filter(|pair| !unkeyed(pair))
+            .collect::<Vec<_>>()
+            .join("&");
+        self.query = (!kept.is_empty()).then_some(Cow::Owned(kept));
+        self
+    }
+
     /// A Host of anything but host characters is keyed by the hash of its raw bytes, never
     /// rewritten: two different Host values must never share an entry (cache poisoning).
     fn plain_host(&self) -> Option<&str> {
@@ -716,5 +739,28 @@ mod tests {
         assert!(decode_vary(b"bad name").is_none());
         assert_eq!(entry_key("cache:", "ab", "-"), "cache:{ab}:-");
         assert_eq!(vary_key("cache:", "ab"), "cache:{ab}:vary");
+    }
+
+    /// Issue 29, finding 5: a token read from the query is never part of a key.
+    #[test]
+    fn token_parameters_are_left_out_of_the_key() {
+        let names: Vec<std::sync::Arc<str>> = vec!["token".into(), "access_token".into()];
+        let key = |uri: &str| {
+            let parts = parts(uri, &[("host", "shop.example")]);
+            url_parts(
+                &parts.uri,
+                &parts.headers,
+                "http",
+                QueryOrder::AsReceived,
+                false,
+            )
+            .without_parameters(&names)
+            .key()
+        };
+        assert_eq!(key("/me/?token=s3cret"), key("/me/"));
+        assert_eq!(key("/me/?page=2&tok%65n=s3cret"), key("/me/?page=2"));
+        assert_eq!(key("/me/?access_token=s3cret&page=2"), key("/me/?page=2"));
+        assert!(!key("/me/?page=2&token=s3cret").contains("s3cret"));
+        assert_ne!(key("/me/?tokens=1"), key("/me/"));
     }
 }

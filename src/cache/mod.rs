@@ -38,8 +38,11 @@
 //!   case-insensitively, qualified forms such as `private="Set-Cookie"` included);
 //! - it sets no cookie (unless [`ResponseCacheBuilder::store_responses_setting_cookies`]; a hit
 //!   never replays `Set-Cookie`);
-//! - the request had no `Authorization`, or the response says `public` or `s-maxage`
-//!   (RFC 9111 §3.5);
+//! - the request had no credentials, or the response says `public` or `s-maxage` (RFC 9111
+//!   §3.5). A credential is `Authorization`, or a token the crate's auth layer accepted from
+//!   any source (a cookie, another header, a query parameter): the layer marks the request,
+//!   which a cache inside it sees, and the response, which a cache outside it sees. A query
+//!   parameter the auth layer reads tokens from is never part of a key;
 //! - it has no `Vary: *`;
 //! - the request carries none of the unkeyed headers below, and no body.
 //!

@@ -15,6 +15,7 @@ use super::future::{Ctx, Found, Miss, Pending, ResponseFuture, Url};
 use super::layer::{self, Config, RequestDirectives};
 use super::policy::{RequestRules, Verdict};
 use super::{invalidate, key, policy};
+use crate::principal::Credentialed;
 use crate::store::{Backend, Store};
 
 /// The service [`ResponseCacheLayer`](super::ResponseCacheLayer) wraps around an inner
@@ -241,7 +242,14 @@ where
             self.config.query,
             forwarded,
         );
-        let credentialed = request.headers().contains_key(header::AUTHORIZATION);
+        // a token the auth layer reads from the query never becomes part of a key
+        let parts = match request.extensions().get::<Credentialed>() {
+            Some(mark) if !mark.query_tokens.is_empty() => {
+                parts.without_parameters(&mark.query_tokens)
+            }
+            _ => parts,
+        };
+        let credentialed = super::future::credentialed(&request);
         // the identity is worth computing here only when the memo holds any URL; a request
         // that goes on to a miss computes it below
         let remembered_id = self
@@ -311,6 +319,7 @@ where
         let ranged = !head && request.headers().contains_key(header::RANGE);
         let ctx = Ctx {
             ranged,
+            credentialed,
             inner,
             request,
             url,
@@ -368,6 +377,7 @@ impl<S> ResponseCache<S> {
             head,
             remembered_unstorable: true,
             ranged: false,
+            credentialed: super::future::credentialed(&request),
         };
         let url = Url {
             key: String::new(),

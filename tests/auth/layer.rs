@@ -796,7 +796,72 @@ fn invalid_allow_list_entries_fail_at_build_time() {
     }
 }
 
+/// Issue 29, finding 5: a token read from a cookie or the query is a credential to the
+/// cache as `Authorization` is (RFC 9111 §3.5), with the cache inside the auth layer (it
+/// sees the request's mark) or outside (the response's): alice's page never reaches bob,
+/// nor anyone without a token.
+async fn the_cache_treats_a_token_from_any_source_as_a_credential(backend: &Backend) {
+    let store = backend.store();
+    let bob = User {
+        id: 2,
+        username: "bob".into(),
+        is_active: true,
+    };
+    let tokens = [issue(&store, &alice()).await, issue(&store, &bob).await];
+    let cache = || {
+        tower_redis_http::cache::ResponseCacheLayer::cache_page(
+            store.clone(),
+            Duration::from_secs(60),
+        )
+        .build()
+        .unwrap()
+    };
+    let auth = || {
+        TokenAuthLayer::<User>::bearer(store.clone())
+            .token_from(TokenSource::cookie("token"))
+            .token_from(TokenSource::query("token"))
+            .build()
+            .unwrap()
+    };
+    let inside = ServiceBuilder::new()
+        .layer(auth())
+        .layer(cache())
+        .service_fn(whoami);
+    let outside = ServiceBuilder::new()
+        .layer(cache())
+        .layer(auth())
+        .service_fn(whoami);
+    let by_cookie = |token: &str| empty(get("/me/").header("cookie", format!("token={token}")));
+    let by_query = |token: &str| empty(get(&format!("/me/?token={token}")));
+    for round in 0..3 {
+        for (token, who) in tokens.iter().zip(["user:alice", "user:bob"]) {
+            for request in [by_cookie(token), by_query(token)] {
+                assert_eq!(
+                    send(&inside, request).await.body,
+                    who,
+                    "inside, round {round}"
+                );
+            }
+            for request in [by_cookie(token), by_query(token)] {
+                assert_eq!(
+                    send(&outside, request).await.body,
+                    who,
+                    "outside, round {round}"
+                );
+            }
+        }
+        let anonymous = send(&outside, empty(get("/me/"))).await;
+        assert_eq!(
+            anonymous.status,
+            StatusCode::UNAUTHORIZED,
+            "{}",
+            anonymous.body
+        );
+    }
+}
+
 crate::on_each_backend!(
+    the_cache_treats_a_token_from_any_source_as_a_credential,
     a_valid_bearer_token_reaches_the_handler_with_the_principal,
     every_token_source_works,
     each_rejection_has_its_status_challenge_and_detail,
