@@ -87,6 +87,36 @@ fn bad_gateway(detail: &str) -> Response<ProxyBody> {
     response
 }
 
+/// Removes the fields that belong to one connection (RFC 9110 §7.6.1): those `Connection`
+/// names, and the hop-by-hop fields themselves, so neither the client's nor the origin's
+/// reach the other side (a `Proxy-Authorization` meant for this hop, a `Connection:
+/// X-Secret` that hides a field from the next). Hyper frames each side's body itself.
+fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    let named: Vec<http::HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| http::HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+        header::PROXY_AUTHENTICATE,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
 /// Sends `request` on to the origin, keeping its method, path, query, headers and body.
 async fn forward(
     client: Client<HttpConnector, Incoming>,
@@ -106,10 +136,12 @@ async fn forward(
     if let Ok(host) = HeaderValue::from_str(origin.authority.as_str()) {
         request.headers_mut().insert(header::HOST, host);
     }
+    strip_hop_by_hop(request.headers_mut());
     match client.request(request).await {
         Ok(mut response) => {
             // the origin's HTTP version is its own hop's; this hop answers in its own
             *response.version_mut() = http::Version::HTTP_11;
+            strip_hop_by_hop(response.headers_mut());
             response.map(BodyExt::boxed)
         }
         Err(err) => {

@@ -446,6 +446,7 @@ fn make_conditional(headers: &mut HeaderMap, entry: &Entry) {
     headers.remove(header::IF_NONE_MATCH);
     headers.remove(header::IF_MODIFIED_SINCE);
     headers.remove(header::RANGE);
+    headers.remove("request-range");
     headers.remove(header::IF_RANGE);
     if let Some(etag) = entry.headers.get(header::ETAG) {
         headers.insert(header::IF_NONE_MATCH, etag.clone());

@@ -68,6 +68,7 @@ pub(crate) const DEFAULT_UNKEYED: &[&str] = &[
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
+    "front-end-https",
 ];
 
 /// The forwarding headers a trusted proxy sets: keyed from such a proxy, refused otherwise.

@@ -125,7 +125,15 @@
 //! fields replacing the stored ones of the same name and the others kept. Once the pieces
 //! make up the whole, they become the complete entry, which a plain `GET` then hits. Pieces
 //! of another representation replace the stored ones. A stale complete entry is revalidated
-//! whole (without the `Range`), and its `304` answers the range.
+//! whole (without the `Range`), and its `304` answers the range. `Request-Range`, the
+//! pre-standard spelling some origins still answer, counts as a range request for storing.
+//!
+//! A representation keeps at most 32 pieces: a partial response that would make more
+//! starts them anew. Invalidating a URL drops every variant's pieces, in the store and in
+//! each process. A range request already on its way to the origin when an invalidation
+//! lands stores its piece after it, combined with the pieces it read before: harmless when
+//! the origin changes its strong validator with its bytes, as RFC 9110 §8.8.1 requires of
+//! a strong validator, and stale bytes under the old one if it does not.
 //!
 //! # What forms a key
 //!

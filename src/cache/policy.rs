@@ -61,6 +61,20 @@ pub(crate) fn split_list(value: &str) -> impl Iterator<Item = &str> {
         .filter(|item| !item.is_empty())
 }
 
+/// Whether every quoted string in `value` ends (backslash escapes inside read as such).
+fn quotes_balance(value: &str) -> bool {
+    let (mut quoted, mut escaped) = (false, false);
+    for c in value.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            _ => {}
+        }
+    }
+    !quoted
+}
+
 /// Parses every `Cache-Control` field of `headers`. Directive names are case-insensitive
 /// (RFC 9111 §5.2). A qualified `private="..."` or `no-cache="..."` counts as the plain
 /// directive in `private` / `no_cache` *and* lists its fields; the HTTP-cache mode strips those
@@ -74,6 +88,12 @@ pub(crate) fn cache_control(headers: &HeaderMap) -> CacheControl {
             cc.no_store = true;
             continue;
         };
+        if !quotes_balance(value) {
+            // an unterminated quoted string hides what follows it (`x="a, private`)
+            cc.no_store = true;
+            cc.private = true;
+            cc.private_all = true;
+        }
         for item in split_list(value) {
             let (name, argument) = match item.split_once('=') {
                 Some((name, argument)) => (name.trim(), Some(argument.trim().trim_matches('"'))),
@@ -86,15 +106,18 @@ pub(crate) fn cache_control(headers: &HeaderMap) -> CacheControl {
             if is("no-store") {
                 cc.no_store = true;
             } else if is("no-cache") {
+                // a list that names no field (`no-cache=""`) is read as the whole response
+                let before = cc.no_cache_fields.len();
                 cc.no_cache = true;
-                cc.no_cache_all |= argument.is_none();
                 cc.no_cache_fields
                     .extend(argument.into_iter().flat_map(field_names));
+                cc.no_cache_all |= cc.no_cache_fields.len() == before;
             } else if is("private") {
+                let before = cc.private_fields.len();
                 cc.private = true;
-                cc.private_all |= argument.is_none();
                 cc.private_fields
                     .extend(argument.into_iter().flat_map(field_names));
+                cc.private_all |= cc.private_fields.len() == before;
             } else if is("public") {
                 cc.public = true;
             } else if is("max-age") {
@@ -297,10 +320,23 @@ fn delta_seconds(argument: &str) -> u64 {
         .map_or(2_147_483_648, |seconds| seconds.min(2_147_483_648))
 }
 
-/// The field names of a qualified `private="a, b"` / `no-cache="a, b"`.
+/// The field names of a qualified `private="a, b"` / `no-cache="a, b"`, each backslash
+/// escape read as the character it escapes (RFC 9110 §5.6.4: `"Set\-Cookie"` names
+/// `Set-Cookie`).
 fn field_names(list: &str) -> impl Iterator<Item = HeaderName> + '_ {
-    list.split(',')
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+    list.split(',').filter_map(|name| {
+        let mut unescaped = Vec::with_capacity(name.len());
+        let mut escaped = false;
+        for byte in name.trim().bytes() {
+            if byte == b'\\' && !escaped {
+                escaped = true;
+                continue;
+            }
+            escaped = false;
+            unescaped.push(byte);
+        }
+        HeaderName::from_bytes(&unescaped).ok()
+    })
 }
 
 /// The response's `Vary`, as sorted lowercase names, or `Err(())` for `Vary: *`.
@@ -1375,6 +1411,30 @@ mod tests {
         }
         // no-store is still the targeted field's to replace (RFC 9213 §2.1)
         assert!(store(&[("cache-control", "no-store"), targeted], ANON, false).is_ok());
+    }
+
+    /// The adversary's review of issue 28: escaped, empty and broken field lists.
+    #[test]
+    fn qualified_directives_are_read_as_strictly_as_they_could_mean() {
+        let cc = |value: &str| cache_control(&headers(&[("cache-control", value)]));
+        let escaped = cc("private=\"Set\\-Cookie\", max-age=60");
+        assert_eq!(escaped.private_fields, [header::SET_COOKIE]);
+        assert!(!escaped.private_all);
+        assert_eq!(
+            cc("no-cache=\"X-User\\-Id\"").no_cache_fields,
+            ["x-user-id"]
+        );
+        for whole in [
+            "private=\"\"",
+            "private=",
+            "private=\"\\\"\"",
+            "private, private=\"x\"",
+        ] {
+            assert!(cc(whole).private_all, "{whole}");
+        }
+        assert!(cc("no-cache=\"\"").no_cache_all);
+        let broken = cc("foo=\"unterminated, private");
+        assert!(broken.private_all && broken.no_store);
     }
 
     #[test]

@@ -171,6 +171,7 @@ impl Config {
         if request.headers().iter().any(|(name, value)| {
             (self.unkeyed.contains(name)
                 && !(forwarded && layer::FORWARDING.contains(&name.as_str())))
+                || self.unkeyed_spelled_with_underscores(name)
                 || announces_body(name, value)
         }) || carries_body_without_length(request)
         {
@@ -181,6 +182,25 @@ impl Config {
             store,
             rules,
         }
+    }
+}
+
+impl Config {
+    /// Whether `name` is an unkeyed header spelled with `_` for `-` (`X_Forwarded_Host`):
+    /// CGI and WSGI servers, and frameworks on them (Werkzeug's `ProxyFix`), read it as the
+    /// dashed name, so it would poison the entry as the dashed one does. Never keyed, even
+    /// from a trusted proxy, which writes the dashed names.
+    fn unkeyed_spelled_with_underscores(&self, name: &HeaderName) -> bool {
+        let name = name.as_str();
+        name.contains('_')
+            && self.unkeyed.iter().any(|unkeyed| {
+                unkeyed.as_str().len() == name.len()
+                    && unkeyed
+                        .as_str()
+                        .bytes()
+                        .zip(name.bytes())
+                        .all(|(u, n)| u == n || (u == b'-' && n == b'_'))
+            })
     }
 }
 
@@ -316,7 +336,11 @@ where
         // clone-and-swap: the future gets the service that was polled ready
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let ranged = !head && request.headers().contains_key(header::RANGE);
+        // `Request-Range` is the pre-standard spelling Apache httpd and Squid still read:
+        // the answer to it is no more the whole than the answer to a `Range`
+        let ranged = !head
+            && (request.headers().contains_key(header::RANGE)
+                || request.headers().contains_key("request-range"));
         let ctx = Ctx {
             ranged,
             credentialed,

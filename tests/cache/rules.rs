@@ -433,6 +433,16 @@ async fn an_unkeyed_forwarded_host_cannot_poison_the_entry_for_others(backend: &
     let poisoned = send(&app, attack()).await;
     assert!(poisoned.body.contains("evil.example"));
     assert!(!poisoned.cache_status().contains("stored"));
+    // the spellings CGI and WSGI servers read as the same field (the adversary's review of
+    // issue 28): not stored either
+    for spelling in ["x_forwarded_host", "X_Forwarded-Host", "x-forwarded_host"] {
+        let underscored = send(&app, req(get("/home").header(spelling, "evil.example"))).await;
+        assert!(
+            !underscored.cache_status().contains("stored"),
+            "{spelling}: {}",
+            underscored.cache_status()
+        );
+    }
     tokio::time::sleep(Duration::from_millis(50)).await;
     let victim = send(&app, req(get("/home"))).await;
     assert!(
@@ -984,7 +994,9 @@ async fn a_range_miss_stores_only_a_whole_answer(backend: &Backend) {
         let mut response = ok(&format!("run {run}"));
         match request.uri().path() {
             "/gone" => *response.status_mut() = StatusCode::NOT_FOUND,
-            _ if request.headers().contains_key("range") => {
+            _ if request.headers().contains_key("range")
+                || request.headers().contains_key("request-range") =>
+            {
                 *response.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
                 response
                     .headers_mut()
@@ -1004,9 +1016,21 @@ async fn a_range_miss_stores_only_a_whole_answer(backend: &Backend) {
             reply.cache_status()
         );
     }
+    // the pre-standard `Request-Range` some origins (Apache httpd) still answer
+    let legacy = send(
+        &app,
+        req(get("/doc").header("request-range", "bytes=999999-")),
+    )
+    .await;
+    assert_eq!(legacy.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert!(
+        !legacy.cache_status().contains("stored"),
+        "{}",
+        legacy.cache_status()
+    );
     let page = send(&app, req(get("/doc"))).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.cache_status());
-    assert_eq!(runs.load(Ordering::SeqCst), 3);
+    assert_eq!(runs.load(Ordering::SeqCst), 4);
     // a listed whole-response status answers a range request as it would a plain one
     let gone = send(&app, req(get("/gone").header("range", "bytes=0-1"))).await;
     assert_eq!(gone.status, StatusCode::NOT_FOUND);

@@ -65,6 +65,15 @@ fn origin_answer(log: &OriginLog, request: &Request<()>) -> Response<Full<Bytes>
     match (request.method().clone(), path.as_str()) {
         (Method::POST, _) => response("no-store", "updated".to_owned()),
         (_, "/fresh") => response("max-age=60", format!("fresh {runs}")),
+        (_, "/hop") => {
+            let mut answer = response("max-age=60", format!("hop {runs}"));
+            let headers = answer.headers_mut();
+            headers.insert("connection", "x-hop".parse().unwrap());
+            headers.insert("x-hop", "secret".parse().unwrap());
+            headers.insert("proxy-authenticate", "Basic".parse().unwrap());
+            headers.insert("keep-alive", "timeout=5".parse().unwrap());
+            answer
+        }
         (_, "/validated") => {
             let matches = request
                 .headers()

@@ -858,3 +858,37 @@ async fn another_instances_invalidation_drops_the_pieces() {
     server_b.abort();
     origin.abort();
 }
+
+/// RFC 9110 §7.6.1, for the proxy example (the adversary's review of issue 28): the fields
+/// of one connection reach neither the origin nor the client.
+async fn hop_by_hop_fields_stay_on_their_hop(store: AnyStore) {
+    let (origin, origin_addr, log) = start_origin().await;
+    let (server, http) = start_proxy_on(store, origin_addr).await;
+    let reply = http
+        .send(
+            Method::GET,
+            "/hop",
+            &[
+                ("connection", "x-secret"),
+                ("x-secret", "s3"),
+                ("proxy-authorization", "Basic eDp5"),
+                ("te", "trailers"),
+            ],
+            None,
+        )
+        .await;
+    let sent = log.last_headers("/hop");
+    for name in ["x-secret", "proxy-authorization", "te"] {
+        assert!(!sent.contains_key(name), "{name} reached the origin");
+    }
+    for name in ["x-hop", "proxy-authenticate", "keep-alive"] {
+        assert!(
+            !reply.headers.contains_key(name),
+            "{name} reached the client"
+        );
+    }
+    assert_eq!(text(&reply), "hop 1");
+    server.abort();
+    origin.abort();
+}
+on_each_store!(hop_by_hop_fields_stay_on_their_hop);
