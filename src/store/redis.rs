@@ -82,7 +82,10 @@ const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 ///   request; the connect timeout only bounds bb8's own connection attempts in the background.
 /// - **One timeout for a stalled server, not one per call.** After a call timed out, calls
 ///   fail at once with [`StoreErrorKind::Timeout`] while one task pings the server; the first
-///   answer ends it. A request through three layers waits one timeout, not three.
+///   answer ends it. A request through three layers waits one timeout, not three. A call that
+///   times out on a connection already known bad (flagged by another call, or opened before a
+///   drop was seen, as after a `CLIENT KILL`) fails alone: the store has moved to a new
+///   connection on which the server answers, so that timeout is no sign of a stall.
 /// - **Fail fast while Redis is down.** When the latest connection attempt failed within the
 ///   connect timeout and no connection is open, calls fail at once instead of each waiting out
 ///   the timeout: [`StoreErrorKind::Connection`] when the server refused,
@@ -224,7 +227,9 @@ struct ServerLinks {
 /// that was waiting when the server came back is answered at once).
 ///
 /// Redis runs one command at a time: a call that took longer than the command timeout means
-/// every other call waited as long, so one timeout is reason enough.
+/// every other call waited as long, so one timeout is reason enough, but only on a connection
+/// that was healthy: a call still waiting on a connection already known dropped or silent
+/// (see [`RedisStore::timed_out`]) learns nothing about the server.
 #[derive(Default)]
 struct Stall {
     stalled: AtomicBool,
@@ -673,14 +678,7 @@ impl RedisStore {
                         ),
                     ))
                 } else {
-                    let result = self.run_on_server(links, name, retry, command).await;
-                    if result
-                        .as_ref()
-                        .is_err_and(|err| err.kind() == StoreErrorKind::Timeout)
-                    {
-                        self.stalled(links);
-                    }
-                    result
+                    self.run_on_server(links, name, retry, command).await
                 }
             }
             Links::Cluster(links) => links.run(name, retry, self.command_timeout, command).await,
@@ -708,6 +706,20 @@ impl RedisStore {
             Err(_) => {}
         }
         result
+    }
+
+    /// A call on `handle` went unanswered for the command timeout: the connection is
+    /// flagged broken, and the server is taken as stalled unless the connection was known bad
+    /// before (flagged by another call, or opened before a drop was seen). A timeout on a
+    /// connection already replaced says nothing about the server, which answers on the new
+    /// one: a `CLIENT KILL` whose close never reached one waiting call must fail that call
+    /// only, not every call until a ping answers.
+    fn timed_out(&self, links: &ServerLinks, handle: &Handle) {
+        let known_bad = handle.broken.swap(true, Ordering::Relaxed)
+            || links.reachability.is_suspect(handle.opened_at);
+        if !known_bad {
+            self.stalled(links);
+        }
     }
 
     /// A call timed out: calls fail at once from now on, while one task pings until the server
@@ -782,12 +794,21 @@ impl RedisStore {
                     (handle, result)
                 }
                 None => {
-                    let handle = self.lease_from_pool(links, deadline).await?;
+                    let handle = match self.lease_from_pool(links, deadline).await {
+                        Ok(handle) => handle,
+                        Err(err) => {
+                            if err.kind() == StoreErrorKind::Timeout {
+                                // no connection within the deadline: nothing answered
+                                self.stalled(links);
+                            }
+                            return Err(err);
+                        }
+                    };
                     let attempt = command(Conn::Server(handle.conn.clone()));
                     match tokio::time::timeout_at(deadline, attempt).await {
                         Ok(result) => (handle, result),
                         Err(_) => {
-                            handle.broken.store(true, Ordering::Relaxed);
+                            self.timed_out(links, &handle);
                             return Err(StoreError::new(
                                 StoreErrorKind::Timeout,
                                 format!("Redis {name} took longer than the command timeout"),
@@ -816,10 +837,12 @@ impl RedisStore {
                 }
                 return Err(classify(name, err));
             }
-            if breaks_connection(&err) {
+            if err.is_timeout() {
                 // A connection that stays silent past the timeout may be half-open (a peer
                 // gone without a reset); replacing it costs one reconnect, keeping it may
                 // cost every later call a timeout.
+                self.timed_out(links, &handle);
+            } else if breaks_connection(&err) {
                 handle.broken.store(true, Ordering::Relaxed);
                 if err.is_connection_dropped() {
                     // Every connection opened before the drop was seen may have gone with
