@@ -11,7 +11,9 @@
 //! - **A read that raced a change is not kept.** Each miss registers a ticket for its key
 //!   before it is sent; an invalidation of the key takes the ticket back, and the reply is
 //!   kept only if its ticket is still there (the race the Redis documentation describes: the
-//!   invalidation can be handled before the reply that it makes stale).
+//!   invalidation can be handled before the reply that it makes stale). A read dropped
+//!   before its reply (a client hanging up) gives its ticket back, so tickets never outlive
+//!   their reads whatever keys clients choose.
 //! - **No tracking, no near cache.** When the tracking connection drops or stops answering
 //!   its heartbeat, every entry is dropped at once and reads go to Redis until a new tracking
 //!   connection is up; changes made meanwhile were never announced to anyone.
@@ -168,6 +170,9 @@ pub struct NearCacheUsage {
     pub serving: bool,
     /// How many times a lost tracking connection emptied the near cache.
     pub flushes: u64,
+    /// Reads under way over the tracking connection (each holds a ticket until it returns or
+    /// is dropped).
+    pub reads_in_flight: u64,
 }
 
 /// A value read from Redis and when it stops being served.
@@ -214,15 +219,44 @@ impl std::fmt::Debug for Near {
 }
 
 /// A read registered before it was sent: which key, which ticket, over which connection.
-pub(super) struct Fill {
+/// Dropped before [`finish`](Self::finish) or [`failed`](Self::failed) (the request went away
+/// mid-read), it gives its ticket back, so that reads of client-chosen keys cannot pile
+/// tickets up.
+pub(super) struct Fill<'a> {
+    near: &'a Near,
+    key: &'a str,
     conn: MultiplexedConnection,
     ticket: u64,
     link: u64,
+    /// The ticket was dealt with already.
+    settled: bool,
 }
 
-impl Fill {
+impl Fill<'_> {
     pub(super) fn conn(&self) -> MultiplexedConnection {
         self.conn.clone()
+    }
+
+    /// Keeps what the read found, unless the key changed since it was registered, or the
+    /// connection it went over is no longer the one in use.
+    pub(super) fn finish(mut self, found: Option<(&Bytes, i64)>) {
+        self.near.finish_fill(&self, found);
+        self.settled = true;
+    }
+
+    /// The read failed: give the ticket back, and forget the connection if it broke.
+    pub(super) fn failed(self, err: &RedisError) {
+        if err.is_connection_dropped() || err.is_timeout() || err.is_io_error() {
+            self.near.lose(self.link, "a read over it failed");
+        }
+    }
+}
+
+impl Drop for Fill<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.near.take_ticket(self.key, self.ticket);
+        }
     }
 }
 
@@ -259,6 +293,7 @@ impl Near {
             entries: self.entries.entry_count(),
             serving: self.serving.load(Ordering::Acquire),
             flushes: self.flushes.load(Ordering::Relaxed),
+            reads_in_flight: self.fills.lock().map_or(0, |fills| fills.len() as u64),
         }
     }
 
@@ -274,7 +309,7 @@ impl Near {
 
     /// Registers a read of `key` over the tracking connection; `None` while there is none
     /// (the read goes to Redis the usual way).
-    pub(super) fn start_fill(&self, key: &str) -> Option<Fill> {
+    pub(super) fn start_fill<'a>(&'a self, key: &'a str) -> Option<Fill<'a>> {
         let (conn, link) = {
             let link = self.link.read().ok()?;
             let link = link.as_ref()?;
@@ -282,12 +317,30 @@ impl Near {
         };
         let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
         self.fills.lock().ok()?.insert(key.to_owned(), ticket);
-        Some(Fill { conn, ticket, link })
+        Some(Fill {
+            near: self,
+            key,
+            conn,
+            ticket,
+            link,
+            settled: false,
+        })
     }
 
-    /// Keeps what a registered read found, unless the key changed since it was registered,
-    /// or the connection it went over is no longer the one in use.
-    pub(super) fn finish_fill(&self, key: &str, fill: &Fill, found: Option<(&Bytes, i64)>) {
+    /// Removes `key`'s ticket if it is still `ticket` (a later read of the key may hold it).
+    fn take_ticket(&self, key: &str, ticket: u64) {
+        if let Ok(mut fills) = self.fills.lock()
+            && fills.get(key) == Some(&ticket)
+        {
+            fills.remove(key);
+        }
+    }
+
+    /// See [`Fill::finish`].
+    fn finish_fill(&self, fill: &Fill<'_>, found: Option<(&Bytes, i64)>) {
+        let key = fill.key;
+        // held until the value is in: an invalidation handled meanwhile would otherwise drop
+        // nothing and leave the stale value behind
         let Ok(mut fills) = self.fills.lock() else {
             return;
         };
@@ -317,18 +370,6 @@ impl Near {
                 until: Instant::now() + max_age,
             },
         );
-    }
-
-    /// A registered read failed: forget its ticket, and the connection if it broke.
-    pub(super) fn fill_failed(&self, key: &str, fill: &Fill, err: &RedisError) {
-        if let Ok(mut fills) = self.fills.lock()
-            && fills.get(key) == Some(&fill.ticket)
-        {
-            fills.remove(key);
-        }
-        if err.is_connection_dropped() || err.is_timeout() || err.is_io_error() {
-            self.lose(fill.link, "a read over it failed");
-        }
     }
 
     /// Drops what is held for `key`: Redis said it changed, or this process just changed it.

@@ -954,14 +954,14 @@ impl RedisStore {
         match read {
             Ok((value, pttl)) => {
                 let value = value.map(Bytes::from);
-                near.finish_fill(key, &fill, value.as_ref().map(|value| (value, pttl)));
+                fill.finish(value.as_ref().map(|value| (value, pttl)));
                 if self.outage.failing.load(Ordering::Relaxed) {
                     self.outage.recovered();
                 }
                 Some(Ok(value))
             }
             Err(err) => {
-                near.fill_failed(key, &fill, &err);
+                fill.failed(&err);
                 if err.is_timeout() {
                     // Redis stopped answering: the store's own stall handling takes over
                     // rather than a second wait on the pool

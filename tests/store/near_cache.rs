@@ -424,3 +424,36 @@ async fn a_key_of_another_type_is_a_server_error_and_keeps_the_near_cache() {
         "a refused read keeps the tracking connection: {usage:?}"
     );
 }
+
+/// A read dropped before its reply (a client hanging up, a layer's timeout) gives its ticket
+/// back: keys are chosen by clients (tokens, URLs), so a ticket left behind per dropped read
+/// would grow the process without bound (issue 28, finding 7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_dropped_mid_flight_leaves_no_ticket_behind() {
+    let redis = TestRedis::start();
+    let store = near(&redis, NearCache::new()).await;
+    let mut dropped = 0;
+    for i in 0..1_000 {
+        // polled once: the read is registered and sent, then dropped before its reply (the
+        // rare one answered within that poll is simply done)
+        let key = format!("token:{i}");
+        dropped += tokio::select! {
+            biased;
+            _ = store.get(&key) => 0,
+            () = std::future::ready(()) => 1,
+        };
+    }
+    assert!(
+        dropped > 0,
+        "no read was dropped mid-flight: the case was not met"
+    );
+    assert_eq!(
+        store.near_cache_usage().unwrap().reads_in_flight,
+        0,
+        "{dropped} reads dropped"
+    );
+    // and the near cache still serves
+    store.set("k", value("v"), Expiry::Never).await.unwrap();
+    assert_eq!(store.get("k").await.unwrap(), Some(value("v")));
+    assert_eq!(store.near_cache_usage().unwrap().reads_in_flight, 0);
+}
