@@ -19,6 +19,11 @@
 //!   connection is up; changes made meanwhile were never announced to anyone.
 //! - **Bounded age.** No entry is served after the maximum local age, nor after the key's own
 //!   expiry as Redis reported it when it was read.
+//! - **The same database.** `SWAPDB` sends no invalidation (Redis tracks keys, not
+//!   databases). The heartbeat reads a marker key ([`EPOCH_KEY`]) that a swap takes away with
+//!   the rest of the database, and empties the near cache when its value changed, so a swap
+//!   is seen within one heartbeat plus the command timeout. A server that refuses the marker's
+//!   `SET` (an ACL) leaves only the maximum age to bound a swap.
 //!
 //! redis-rs's own `cache-aio` client cache was weighed and not used: it keeps one cache per
 //! connection (the store shares a pool of them), bounds entries but not bytes, and offers no
@@ -37,6 +42,11 @@ use redis::{PushInfo, PushKind, RedisError, Value};
 /// How often the tracking connection is pinged: a connection that looks open but no longer
 /// delivers (a network partition) is found out within this plus the command timeout.
 const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// The logical key (under the store's key scheme) whose value the heartbeat reads to tell
+/// that the database is still the one the near cache's entries were read from: `SWAPDB`
+/// sends no invalidation (Redis tracks keys, not databases), but swaps this key away too.
+pub(super) const EPOCH_KEY: &str = "tower-redis-http:near-cache-epoch";
 
 /// The name the tracking connection gives itself (`CLIENT SETNAME`), so that an operator can
 /// find it in `CLIENT LIST`.
@@ -132,7 +142,9 @@ impl NearCache {
     }
 
     /// No entry is served longer than this after it was read from Redis, invalidated or not:
-    /// the bound on staleness if an invalidation were ever lost.
+    /// the bound on staleness if an invalidation were ever lost, and on a `SWAPDB` when the
+    /// store may not write the heartbeat's marker key (otherwise a swap is seen within about
+    /// a second and a half). Defaults to 30 s.
     ///
     /// # Example
     ///
@@ -206,6 +218,10 @@ pub(super) struct Near {
     flushes: AtomicU64,
     /// Wakes the task that keeps the tracking connection when it is lost.
     lost: tokio::sync::Notify,
+    /// The full key of [`EPOCH_KEY`], and the value it held when the entries were read
+    /// (`None`: Redis refused to keep one, and only `PING` is checked).
+    epoch_key: String,
+    epoch: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Near {
@@ -261,7 +277,7 @@ impl Drop for Fill<'_> {
 }
 
 impl Near {
-    pub(super) fn new(settings: NearCache) -> Self {
+    pub(super) fn new(settings: NearCache, epoch_key: String) -> Self {
         // Every entry weighs at least max_bytes / max_entries, so that one weight bound keeps
         // both the byte and the entry bound.
         let least_weight = (settings.max_bytes / settings.max_entries).max(1);
@@ -284,6 +300,8 @@ impl Near {
             changes: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
             lost: tokio::sync::Notify::new(),
+            epoch_key,
+            epoch: Mutex::new(None),
         }
     }
 
@@ -431,6 +449,16 @@ impl Near {
         }
     }
 
+    fn epoch(&self) -> Option<String> {
+        self.epoch.lock().ok()?.clone()
+    }
+
+    fn set_epoch(&self, epoch: Option<String>) {
+        if let Ok(mut current) = self.epoch.lock() {
+            *current = epoch;
+        }
+    }
+
     fn current_link(&self) -> Option<(MultiplexedConnection, u64)> {
         let link = self.link.read().ok()?;
         link.as_ref().map(|link| (link.conn.clone(), link.id))
@@ -534,7 +562,24 @@ pub(super) async fn keep_tracking(
         )
         .await;
         match connected {
-            Ok(Ok(conn)) => {
+            Ok(Ok(mut conn)) => {
+                let epoch = tokio::time::timeout(
+                    command_timeout,
+                    claim_epoch(&mut conn, &strong.epoch_key),
+                )
+                .await;
+                match epoch {
+                    Ok(Ok(epoch)) => strong.set_epoch(epoch),
+                    // refused (an ACL on the key, a read-only replica): PING alone
+                    Ok(Err(err)) if err.code().is_some() => strong.set_epoch(None),
+                    // no answer in time: try a new connection
+                    _ => {
+                        drop(strong);
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(HEARTBEAT);
+                        continue;
+                    }
+                }
                 strong.link_up(conn, id);
                 pause = Duration::from_millis(50);
             }
@@ -582,13 +627,88 @@ async fn watch(near: &Weak<Near>, id: u64, command_timeout: Duration) {
         {
             continue;
         }
-        let ping = tokio::time::timeout(
-            command_timeout,
-            redis::cmd("PING").query_async::<()>(&mut conn),
-        )
+        let expected = strong.epoch();
+        let beat = tokio::time::timeout(command_timeout, async {
+            match &expected {
+                // GETRANGE rather than GET, so that Redis's command statistics keep counting
+                // the application's reads alone
+                Some(_) => redis::cmd("GETRANGE")
+                    .arg(&strong.epoch_key)
+                    .arg(0)
+                    .arg(-1)
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .map(|seen| Some(seen).filter(|seen| !seen.is_empty())),
+                None => redis::cmd("PING")
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map(|()| None),
+            }
+        })
         .await;
-        if !matches!(ping, Ok(Ok(()))) {
-            strong.lose(id, "it did not answer a ping within the command timeout");
+        match beat {
+            Ok(Ok(seen)) if expected.is_some() && seen != expected => {
+                // another database was swapped in (`SWAPDB`), or this one flushed: what is
+                // held was read from a database this one no longer is
+                strong.forget_all();
+                strong.flushes.fetch_add(1, Ordering::Relaxed);
+                crate::observe::near_cache_flush();
+                tracing::info!(
+                    "near cache emptied: its database changed under it (SWAPDB or a flush)"
+                );
+                match tokio::time::timeout(
+                    command_timeout,
+                    claim_epoch(&mut conn, &strong.epoch_key),
+                )
+                .await
+                {
+                    Ok(Ok(epoch)) => strong.set_epoch(epoch),
+                    Ok(Err(err)) if err.code().is_some() => strong.set_epoch(None),
+                    _ => strong.lose(id, "it did not answer within the command timeout"),
+                }
+            }
+            Ok(Ok(_)) => {}
+            _ => strong.lose(
+                id,
+                "it did not answer a heartbeat within the command timeout",
+            ),
         }
     }
+}
+
+/// Makes sure [`EPOCH_KEY`] holds a value (a new random one unless another instance already
+/// set it) and returns it. Read over the tracking connection, so it is tracked as well.
+async fn claim_epoch(
+    conn: &mut MultiplexedConnection,
+    key: &str,
+) -> Result<Option<String>, RedisError> {
+    let mut candidate = [0u8; 16];
+    // a value that differs between databases is all that is needed; the process id and time
+    // stand in should the system's randomness be unavailable
+    let candidate = match getrandom::fill(&mut candidate) {
+        Ok(()) => candidate
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>(),
+        Err(_) => format!(
+            "{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+        ),
+    };
+    let (epoch,): (Option<String>,) = redis::pipe()
+        .cmd("SET")
+        .arg(key)
+        .arg(candidate)
+        .arg("NX")
+        .ignore()
+        .cmd("GETRANGE")
+        .arg(key)
+        .arg(0)
+        .arg(-1)
+        .query_async(conn)
+        .await?;
+    Ok(epoch.filter(|epoch| !epoch.is_empty()))
 }

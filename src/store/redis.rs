@@ -1992,7 +1992,14 @@ impl RedisStoreBuilder {
         };
         let near = match (self.near, tracking) {
             (Some(settings), Some(connector)) => {
-                let near = Arc::new(Near::new(settings));
+                // the key whose value tells the heartbeat the database is still the one read
+                let epoch_key = self.keys.make(super::near::EPOCH_KEY).map_err(|err| {
+                    ConfigError::InvalidOption {
+                        option: "key_prefix",
+                        reason: err.to_string(),
+                    }
+                })?;
+                let near = Arc::new(Near::new(settings, epoch_key));
                 tokio::spawn(super::near::keep_tracking(
                     Arc::downgrade(&near),
                     connector,
