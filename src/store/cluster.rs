@@ -28,6 +28,12 @@
 //! the new slot map, whatever the command; a dropped connection is retried only for commands
 //! whose second run changes nothing (see [`RedisStore`]'s list). All within the command
 //! timeout.
+//!
+//! An `ASK` (a slot in the middle of a migration, the key on the importing node or on none
+//! yet) is followed at once: the command is sent to the node it names, after `ASKING` in the
+//! same write, scripts included. The slot map does not change until the
+//! migration ends, so sending the command again to the slot's owner would only meet the same
+//! `ASK` until the timeout.
 
 use std::future::Future;
 use std::time::Duration;
@@ -96,8 +102,18 @@ impl ClusterLinks {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut resend_if_dropped = retry == Retry::OnDroppedConnection;
         let mut first = true;
+        // the node an ASK named, for the next attempt only
+        let mut asking: Option<SingleNodeRoutingInfo> = None;
         loop {
-            let attempt = command(Conn::Cluster(self.conn.clone()));
+            let conn = match asking.take() {
+                Some(node) => Conn::Asking {
+                    conn: self.conn.clone(),
+                    node,
+                },
+                None => Conn::Cluster(self.conn.clone()),
+            };
+            let was_asking = matches!(conn, Conn::Asking { .. });
+            let attempt = command(conn);
             // the first attempt is bounded by the client's overall response timeout; a second
             // timer per call costs throughput, so only the sends after it arm one
             let result = if first {
@@ -112,6 +128,15 @@ impl ClusterLinks {
                 Ok(value) => return Ok(value),
                 Err(err) => err,
             };
+            if !was_asking && let Some(node) = ask_target(&err) {
+                // The slot is migrating and the key is on the importing node (or not yet
+                // anywhere): the slot map stays as it is until the migration ends, so sending
+                // again would meet the same ASK until the timeout. The command goes once to
+                // the node named, after ASKING, at once; a refusal there is handled below.
+                tracing::debug!(command = name, error = %err, "Redis Cluster answered ASK; following it");
+                asking = Some(node);
+                continue;
+            }
             if refused_unrun(&err) {
                 if tokio::time::Instant::now() + REROUTE_PAUSE >= deadline {
                     // a slot without a master for longer than the command timeout: the
@@ -173,6 +198,22 @@ fn refused_unrun(err: &RedisError) -> bool {
     ) || err.is_connection_refusal()
 }
 
+/// The node an `ASK` redirection names (`ASK <slot> <host>:<port>`).
+fn ask_target(err: &RedisError) -> Option<SingleNodeRoutingInfo> {
+    if !matches!(err.retry_method(), RetryMethod::AskRedirect) {
+        return None;
+    }
+    let (address, _slot) = err.redirect_node()?;
+    let (host, port) = address.rsplit_once(':')?;
+    Some(SingleNodeRoutingInfo::ByAddress {
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        port: port.parse().ok()?,
+    })
+}
+
 /// The master that serves `key`'s slot.
 fn master_of(key: &str) -> RoutingInfo {
     RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::with_key(
@@ -183,13 +224,12 @@ fn master_of(key: &str) -> RoutingInfo {
 
 /// The cluster connection a cluster-only operation needs (those run on cluster links only).
 fn cluster_conn(conn: Conn) -> Result<ClusterConnection, RedisError> {
-    match conn {
-        Conn::Cluster(conn) => Ok(conn),
-        Conn::Server(_) => Err(RedisError::from((
+    conn.cluster().ok_or_else(|| {
+        RedisError::from((
             redis::ErrorKind::Client,
             "a Redis Cluster operation was sent to a single server",
-        ))),
-    }
+        ))
+    })
 }
 
 /// The masters (`host`, `port`) that `CLUSTER NODES` lists as serving, failed ones left out.

@@ -97,8 +97,9 @@ const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 ///   cluster client in place of the pool: its own retries are off (it would re-send any
 ///   command after a dropped connection), a command the cluster refused unrun (`MOVED`,
 ///   `ASK`, `TRYAGAIN`, `CLUSTERDOWN`, `READONLY`, an unreachable node) is sent again once the
-///   client knows the new slot map, and one whose connection dropped is retried only where
-///   the list above allows, all within the command timeout.
+///   client knows the new slot map (an `ASK` at once to the node it names, after `ASKING`),
+///   and one whose connection dropped is retried only where the list above allows, all
+///   within the command timeout.
 ///
 /// [bb8]: https://docs.rs/bb8
 /// [bb8-redis]: https://docs.rs/bb8-redis
