@@ -29,9 +29,11 @@
 //! whose second run changes nothing (see [`RedisStore`]'s list). All within the command
 //! timeout.
 //!
-//! An `ASK` (a slot in the middle of a migration, the key on the importing node or on none
-//! yet) is followed at once: the command is sent to the node it names, after `ASKING` in the
-//! same write, scripts included. The slot map does not change until the
+//! A `MOVED` or an `ASK` (a slot in the middle of a migration, the key on the importing node
+//! or on none yet) is followed at once: the command is sent to the node it names (after
+//! `ASKING` in the same write for an `ASK`), scripts and transactions included; a refusal
+//! inside a transaction's `EXECABORT` counts as the plain one. The slot map does not change
+//! until the
 //! migration ends, so sending the command again to the slot's owner would only meet the same
 //! `ASK` until the timeout.
 
@@ -102,17 +104,18 @@ impl ClusterLinks {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut resend_if_dropped = retry == Retry::OnDroppedConnection;
         let mut first = true;
-        // the node an ASK named, for the next attempt only
-        let mut asking: Option<SingleNodeRoutingInfo> = None;
+        // the node a MOVED or an ASK named, for the next attempt only
+        let mut redirect: Option<(SingleNodeRoutingInfo, bool)> = None;
         loop {
-            let conn = match asking.take() {
-                Some(node) => Conn::Asking {
+            let conn = match redirect.take() {
+                Some((node, asking)) => Conn::Redirected {
                     conn: self.conn.clone(),
                     node,
+                    asking,
                 },
                 None => Conn::Cluster(self.conn.clone()),
             };
-            let was_asking = matches!(conn, Conn::Asking { .. });
+            let redirected = matches!(conn, Conn::Redirected { .. });
             let attempt = command(conn);
             // the first attempt is bounded by the client's overall response timeout; a second
             // timer per call costs throughput, so only the sends after it arm one
@@ -126,15 +129,18 @@ impl ClusterLinks {
             first = false;
             let err = match result {
                 Ok(value) => return Ok(value),
-                Err(err) => err,
+                // a transaction refused as a whole shows why inside its EXECABORT
+                Err(err) => super::redis::refusal_inside(err),
             };
-            if !was_asking && let Some(node) = ask_target(&err) {
-                // The slot is migrating and the key is on the importing node (or not yet
-                // anywhere): the slot map stays as it is until the migration ends, so sending
-                // again would meet the same ASK until the timeout. The command goes once to
-                // the node named, after ASKING, at once; a refusal there is handled below.
-                tracing::debug!(command = name, error = %err, "Redis Cluster answered ASK; following it");
-                asking = Some(node);
+            if !redirected && let Some(target) = redirect_target(&err) {
+                // ASK: the slot is migrating and the key is on the importing node (or not yet
+                // anywhere); the slot map stays as it is until the migration ends, so sending
+                // again would meet the same ASK until the timeout. MOVED: the slot moved; a
+                // MOVED seen only inside an EXECABORT does not make the client learn the new
+                // slot map. Either way the command goes once to the node named, at once (after
+                // ASKING for an ASK); a refusal there is handled below.
+                tracing::debug!(command = name, error = %err, "Redis Cluster redirected a command; following it");
+                redirect = Some(target);
                 continue;
             }
             if refused_unrun(&err) {
@@ -198,20 +204,24 @@ fn refused_unrun(err: &RedisError) -> bool {
     ) || err.is_connection_refusal()
 }
 
-/// The node an `ASK` redirection names (`ASK <slot> <host>:<port>`).
-fn ask_target(err: &RedisError) -> Option<SingleNodeRoutingInfo> {
-    if !matches!(err.retry_method(), RetryMethod::AskRedirect) {
-        return None;
-    }
+/// The node a `MOVED` or `ASK` redirection names (`ASK <slot> <host>:<port>`), and whether
+/// it was an `ASK` (the command must follow `ASKING`).
+fn redirect_target(err: &RedisError) -> Option<(SingleNodeRoutingInfo, bool)> {
+    let asking = match err.retry_method() {
+        RetryMethod::AskRedirect => true,
+        RetryMethod::MovedRedirect => false,
+        _ => return None,
+    };
     let (address, _slot) = err.redirect_node()?;
     let (host, port) = address.rsplit_once(':')?;
-    Some(SingleNodeRoutingInfo::ByAddress {
+    let node = SingleNodeRoutingInfo::ByAddress {
         host: host
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned(),
         port: port.parse().ok()?,
-    })
+    };
+    Some((node, asking))
 }
 
 /// The master that serves `key`'s slot.

@@ -91,11 +91,13 @@ impl LuaCall {
 pub(super) enum Conn {
     Server(MultiplexedConnection),
     Cluster(ClusterConnection),
-    /// After an `ASK`: every command goes to `node`, each request preceded by `ASKING` (on the
-    /// same connection, in the same write), which lets a node serve a slot it is importing.
-    Asking {
+    /// After a `MOVED` or an `ASK`: every command goes to `node`; after an `ASK` each request
+    /// is preceded by `ASKING` (on the same connection, in the same write), which lets a node
+    /// serve a slot it is importing.
+    Redirected {
         conn: ClusterConnection,
         node: SingleNodeRoutingInfo,
+        asking: bool,
     },
 }
 
@@ -104,7 +106,7 @@ impl Conn {
     pub(super) fn cluster(self) -> Option<ClusterConnection> {
         match self {
             Self::Server(_) => None,
-            Self::Cluster(conn) | Self::Asking { conn, .. } => Some(conn),
+            Self::Cluster(conn) | Self::Redirected { conn, .. } => Some(conn),
         }
     }
 }
@@ -132,7 +134,19 @@ impl ConnectionLike for Conn {
         match self {
             Self::Server(conn) => conn.req_packed_command(cmd),
             Self::Cluster(conn) => conn.req_packed_command(cmd),
-            Self::Asking { conn, node } => Box::pin(async move {
+            Self::Redirected {
+                conn,
+                node,
+                asking: false,
+            } => Box::pin(async move {
+                let routing = redis::cluster_routing::RoutingInfo::SingleNode(node.clone());
+                conn.route_command(cmd.clone(), routing).await
+            }),
+            Self::Redirected {
+                conn,
+                node,
+                asking: true,
+            } => Box::pin(async move {
                 let mut asking = redis::pipe();
                 asking.add_command(redis::cmd("ASKING"));
                 asking.add_command(cmd.clone());
@@ -151,7 +165,19 @@ impl ConnectionLike for Conn {
         match self {
             Self::Server(conn) => conn.req_packed_commands(pipeline, offset, count),
             Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
-            Self::Asking { conn, node } => Box::pin(async move {
+            Self::Redirected {
+                conn,
+                node,
+                asking: false,
+            } => Box::pin(async move {
+                conn.route_pipeline(pipeline.clone(), offset, count, node.clone())
+                    .await
+            }),
+            Self::Redirected {
+                conn,
+                node,
+                asking: true,
+            } => Box::pin(async move {
                 let asking = after_asking(pipeline);
                 let mut replies = conn
                     .route_pipeline(asking, offset + 1, count, node.clone())
@@ -170,7 +196,7 @@ impl ConnectionLike for Conn {
     fn get_db(&self) -> i64 {
         match self {
             Self::Server(conn) => conn.get_db(),
-            Self::Cluster(conn) | Self::Asking { conn, .. } => conn.get_db(),
+            Self::Cluster(conn) | Self::Redirected { conn, .. } => conn.get_db(),
         }
     }
 }

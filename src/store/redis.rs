@@ -73,7 +73,7 @@ const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 ///   and release scripts, and `get_and_refresh` with a zero TTL (`GETDEL`).
 /// - **A demoted master is left at once.** A `READONLY` reply (a failover behind one endpoint,
 ///   such as a managed "primary endpoint" or a moved DNS name, leaves old sockets on a
-///   replica) breaks the connection and makes every connection opened before it suspect; the
+///   replica), also one inside a refused `MULTI`/`EXEC` (`EXECABORT`), breaks the connection and makes every connection opened before it suspect; the
 ///   refused command, which Redis did not run, is sent once more on a new connection, whatever
 ///   the command. A second `READONLY` is a [`StoreErrorKind::Connection`] error, so the
 ///   layers' failure policy applies.
@@ -820,7 +820,8 @@ impl RedisStore {
             };
             let err = match result {
                 Ok(value) => return Ok(value),
-                Err(err) => err,
+                // a transaction refused as a whole shows why inside its EXECABORT
+                Err(err) => refusal_inside(err),
             };
             if is_demoted(&err) {
                 // The server this connection reaches is a replica now (a failover behind a
@@ -875,6 +876,34 @@ fn is_demoted(err: &RedisError) -> bool {
         || err
             .detail()
             .is_some_and(|detail| detail.contains("READONLY"))
+}
+
+/// The refusal inside a transaction Redis refused as a whole (`EXECABORT`): a queued command
+/// answered `READONLY` (a demoted master), `MOVED`, `ASK`, `TRYAGAIN` or `CLUSTERDOWN` (a
+/// cluster's topology change). Nothing in the transaction ran, so it is the same refusal as
+/// the plain error, and is handled as one; any other error is returned as it is.
+pub(super) fn refusal_inside(err: RedisError) -> RedisError {
+    if !matches!(
+        err.kind(),
+        redis::ErrorKind::Server(redis::ServerErrorKind::ExecAbort)
+    ) {
+        return err;
+    }
+    let refusal = err.clone().into_server_errors().and_then(|errors| {
+        errors.iter().find_map(|(_, inner)| {
+            let inner = RedisError::from(inner.clone());
+            let refused = is_demoted(&inner)
+                || matches!(
+                    inner.retry_method(),
+                    redis::RetryMethod::MovedRedirect
+                        | redis::RetryMethod::AskRedirect
+                        | redis::RetryMethod::RefreshSlotsAndRetry
+                        | redis::RetryMethod::WaitAndRetry
+                );
+            refused.then_some(inner)
+        })
+    });
+    refusal.unwrap_or(err)
 }
 
 fn breaks_connection(err: &RedisError) -> bool {

@@ -238,6 +238,24 @@ async fn calls_follow_ask_during_a_slot_migration() {
         .await
         .unwrap();
     assert_eq!(store.get("{mig}new").await.unwrap(), Some(v("new")));
+    // a transaction (the cooldown's MULTI) on a new key: its ASK shows inside the EXECABORT.
+    // (A transaction over several keys of the slot is refused with TRYAGAIN until the
+    // migration ends, as Redis documents: it fails within the timeout.)
+    let cooldown = RatePolicy::cooldown(Duration::from_secs(60)).unwrap();
+    assert!(
+        store
+            .rate_limit("{mig}sms", &cooldown)
+            .await
+            .unwrap()
+            .allowed
+    );
+    assert!(
+        !store
+            .rate_limit("{mig}sms", &cooldown)
+            .await
+            .unwrap()
+            .allowed
+    );
     let login = RatePolicy::fixed_window(10, Duration::from_secs(60)).unwrap();
     let mut allowed = 0;
     for _ in 0..15 {
@@ -284,5 +302,92 @@ async fn calls_follow_ask_during_a_slot_migration() {
             .await
             .unwrap()
             .allowed
+    );
+}
+
+/// After a slot moved (`MIGRATE` of its keys, `CLUSTER SETSLOT ... NODE`), the store's slot
+/// map is stale until some plain command meets a `MOVED`. A cooldown's transaction and a
+/// `set_many` are the first commands on the slot: the old owner refuses each queued command
+/// with `MOVED`, which only shows inside the `EXECABORT`. It is the same refusal as a plain
+/// `MOVED`, and is followed to the node it names (issue 28, finding 10: the send flag answered
+/// 503 until another command refreshed the slot map).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_inside_a_transaction_is_followed() {
+    let cluster = TestCluster::start();
+    let store = RedisStore::cluster(cluster.seeds())
+        .command_timeout(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap();
+    let cooldown = RatePolicy::cooldown(Duration::from_secs(60)).unwrap();
+    assert!(
+        store
+            .rate_limit("{mv}sms:1", &cooldown)
+            .await
+            .unwrap()
+            .allowed
+    );
+    let flag = ":1:{mv}sms:1";
+    let source = cluster.master_of(flag);
+    let target = (0..cluster.nodes.len())
+        .find(|&i| {
+            i != source
+                && cluster
+                    .masters()
+                    .iter()
+                    .any(|m| m.port() == cluster.nodes[i].port())
+        })
+        .expect("another master");
+    let slot = cluster.command(&["CLUSTER", "KEYSLOT", flag]);
+    let id = |i: usize| cluster.nodes[i].command(&["CLUSTER", "MYID"]);
+    let (source_id, target_id) = (id(source), id(target));
+    let target_port = cluster.nodes[target].port().to_string();
+    assert_eq!(
+        cluster.nodes[target].command(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &source_id]),
+        "OK"
+    );
+    assert_eq!(
+        cluster.nodes[source].command(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &target_id]),
+        "OK"
+    );
+    assert_eq!(
+        cluster.nodes[source].command(&[
+            "MIGRATE",
+            "127.0.0.1",
+            &target_port,
+            "",
+            "0",
+            "5000",
+            "KEYS",
+            flag
+        ]),
+        "OK"
+    );
+    for node in cluster.masters() {
+        assert_eq!(
+            node.command(&["CLUSTER", "SETSLOT", &slot, "NODE", &target_id]),
+            "OK"
+        );
+    }
+
+    let decision = store.rate_limit("{mv}sms:2", &cooldown).await;
+    assert!(decision.unwrap().allowed);
+    assert!(
+        !store
+            .rate_limit("{mv}sms:1", &cooldown)
+            .await
+            .unwrap()
+            .allowed
+    );
+    store
+        .set_many(&[
+            ("{mv}a", Bytes::from_static(b"1"), Expiry::Never),
+            ("{mv}b", Bytes::from_static(b"2"), Expiry::Never),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get("{mv}b").await.unwrap(),
+        Some(Bytes::from_static(b"2"))
     );
 }

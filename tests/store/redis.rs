@@ -623,3 +623,30 @@ async fn a_demoted_master_s_connections_are_replaced() {
         .unwrap();
     assert_eq!(server.command(&["GET", ":1:after"]), "1");
 }
+
+/// A failover behind one endpoint while a cooldown's transaction (`MULTI` `SET NX` `PTTL`
+/// `GET` `EXEC`) is the first write: the demoted master refuses the queued `SET` with
+/// `READONLY`, which only shows inside the `EXECABORT`. It is the same refusal as a plain
+/// `READONLY`: the connections are replaced and the transaction sent once more, where the
+/// endpoint now leads (issue 28, finding 10: the flag answered 503 until a script met a plain
+/// `READONLY`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readonly_inside_a_transaction_is_a_demoted_master_too() {
+    let old = TestRedis::start();
+    let new = TestRedis::start();
+    let relay = TestRelay::start(old.port());
+    let store = RedisStore::builder(relay.url()).build().await.unwrap();
+    let cooldown = RatePolicy::cooldown(Duration::from_secs(60)).unwrap();
+    assert!(store.rate_limit("sms:1", &cooldown).await.unwrap().allowed);
+
+    assert_eq!(
+        old.command(&["REPLICAOF", "127.0.0.1", &new.port().to_string()]),
+        "OK"
+    );
+    relay.retarget(new.port());
+    let decision = tokio::time::timeout(HANG_GUARD, store.rate_limit("sms:2", &cooldown))
+        .await
+        .expect("the refused transaction answers");
+    assert!(decision.unwrap().allowed);
+    assert!(!store.rate_limit("sms:2", &cooldown).await.unwrap().allowed);
+}

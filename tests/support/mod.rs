@@ -1249,6 +1249,8 @@ pub struct TestRelay {
     silent_below: std::sync::Arc<AtomicUsize>,
     /// How many connections were accepted.
     opened: std::sync::Arc<AtomicUsize>,
+    /// The port new connections are relayed to.
+    upstream: std::sync::Arc<AtomicUsize>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -1265,10 +1267,12 @@ impl TestRelay {
         let silent_below = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let opened = Arc::new(AtomicUsize::new(0));
-        let (silent, stopping, count) = (
+        let upstream = Arc::new(AtomicUsize::new(usize::from(upstream)));
+        let (silent, stopping, count, target) = (
             Arc::clone(&silent_below),
             Arc::clone(&stop),
             Arc::clone(&opened),
+            Arc::clone(&upstream),
         );
         std::thread::spawn(move || {
             while !stopping.load(Ordering::Relaxed) {
@@ -1281,7 +1285,8 @@ impl TestRelay {
                     }
                     Err(_) => break,
                 };
-                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                let port = u16::try_from(target.load(Ordering::SeqCst)).expect("a port");
+                let Ok(server) = TcpStream::connect(("127.0.0.1", port)) else {
                     continue;
                 };
                 let _ = client.set_nonblocking(false);
@@ -1319,6 +1324,7 @@ impl TestRelay {
             port,
             silent_below,
             opened,
+            upstream,
             stop,
         }
     }
@@ -1332,6 +1338,12 @@ impl TestRelay {
     pub fn silence_open_connections(&self) {
         self.silent_below
             .store(self.opened.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+
+    /// Connections opened from now on reach `127.0.0.1:port` (a failover behind one
+    /// endpoint); open ones stay where they are.
+    pub fn retarget(&self, port: u16) {
+        self.upstream.store(usize::from(port), Ordering::SeqCst);
     }
 
     /// How many connections the relay has accepted.
