@@ -28,6 +28,14 @@
 //! the new slot map, whatever the command; a dropped connection is retried only for commands
 //! whose second run changes nothing (see [`RedisStore`]'s list). All within the command
 //! timeout.
+//!
+//! A `MOVED` or an `ASK` (a slot in the middle of a migration, the key on the importing node
+//! or on none yet) is followed at once: the command is sent to the node it names (after
+//! `ASKING` in the same write for an `ASK`), scripts and transactions included; a refusal
+//! inside a transaction's `EXECABORT` counts as the plain one. The slot map does not change
+//! until the
+//! migration ends, so sending the command again to the slot's owner would only meet the same
+//! `ASK` until the timeout.
 
 use std::future::Future;
 use std::time::Duration;
@@ -96,8 +104,19 @@ impl ClusterLinks {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut resend_if_dropped = retry == Retry::OnDroppedConnection;
         let mut first = true;
+        // the node a MOVED or an ASK named, for the next attempt only
+        let mut redirect: Option<(SingleNodeRoutingInfo, bool)> = None;
         loop {
-            let attempt = command(Conn::Cluster(self.conn.clone()));
+            let conn = match redirect.take() {
+                Some((node, asking)) => Conn::Redirected {
+                    conn: self.conn.clone(),
+                    node,
+                    asking,
+                },
+                None => Conn::Cluster(self.conn.clone()),
+            };
+            let redirected = matches!(conn, Conn::Redirected { .. });
+            let attempt = command(conn);
             // the first attempt is bounded by the client's overall response timeout; a second
             // timer per call costs throughput, so only the sends after it arm one
             let result = if first {
@@ -110,8 +129,20 @@ impl ClusterLinks {
             first = false;
             let err = match result {
                 Ok(value) => return Ok(value),
-                Err(err) => err,
+                // a transaction refused as a whole shows why inside its EXECABORT
+                Err(err) => super::redis::refusal_inside(err),
             };
+            if !redirected && let Some(target) = redirect_target(&err) {
+                // ASK: the slot is migrating and the key is on the importing node (or not yet
+                // anywhere); the slot map stays as it is until the migration ends, so sending
+                // again would meet the same ASK until the timeout. MOVED: the slot moved; a
+                // MOVED seen only inside an EXECABORT does not make the client learn the new
+                // slot map. Either way the command goes once to the node named, at once (after
+                // ASKING for an ASK); a refusal there is handled below.
+                tracing::debug!(command = name, error = %err, "Redis Cluster redirected a command; following it");
+                redirect = Some(target);
+                continue;
+            }
             if refused_unrun(&err) {
                 if tokio::time::Instant::now() + REROUTE_PAUSE >= deadline {
                     // a slot without a master for longer than the command timeout: the
@@ -173,6 +204,26 @@ fn refused_unrun(err: &RedisError) -> bool {
     ) || err.is_connection_refusal()
 }
 
+/// The node a `MOVED` or `ASK` redirection names (`ASK <slot> <host>:<port>`), and whether
+/// it was an `ASK` (the command must follow `ASKING`).
+fn redirect_target(err: &RedisError) -> Option<(SingleNodeRoutingInfo, bool)> {
+    let asking = match err.retry_method() {
+        RetryMethod::AskRedirect => true,
+        RetryMethod::MovedRedirect => false,
+        _ => return None,
+    };
+    let (address, _slot) = err.redirect_node()?;
+    let (host, port) = address.rsplit_once(':')?;
+    let node = SingleNodeRoutingInfo::ByAddress {
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        port: port.parse().ok()?,
+    };
+    Some((node, asking))
+}
+
 /// The master that serves `key`'s slot.
 fn master_of(key: &str) -> RoutingInfo {
     RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::with_key(
@@ -183,13 +234,12 @@ fn master_of(key: &str) -> RoutingInfo {
 
 /// The cluster connection a cluster-only operation needs (those run on cluster links only).
 fn cluster_conn(conn: Conn) -> Result<ClusterConnection, RedisError> {
-    match conn {
-        Conn::Cluster(conn) => Ok(conn),
-        Conn::Server(_) => Err(RedisError::from((
+    conn.cluster().ok_or_else(|| {
+        RedisError::from((
             redis::ErrorKind::Client,
             "a Redis Cluster operation was sent to a single server",
-        ))),
-    }
+        ))
+    })
 }
 
 /// The masters (`host`, `port`) that `CLUSTER NODES` lists as serving, failed ones left out.

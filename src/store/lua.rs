@@ -8,6 +8,7 @@
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::SingleNodeRoutingInfo;
 use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, RedisResult, ToRedisArgs, Value};
 
 /// A Lua script: its body and the SHA-1 digest Redis caches it under.
@@ -84,11 +85,48 @@ impl LuaCall {
 }
 
 /// The connection a store call runs its commands on: a multiplexed connection to one server,
-/// or the cluster client, which routes each command to the node of its key.
+/// or the cluster client, which routes each command to the node of its key, or sends it to
+/// the node an `ASK` named.
 #[derive(Clone)]
 pub(super) enum Conn {
     Server(MultiplexedConnection),
     Cluster(ClusterConnection),
+    /// After a `MOVED` or an `ASK`: every command goes to `node`; after an `ASK` each request
+    /// is preceded by `ASKING` (on the same connection, in the same write), which lets a node
+    /// serve a slot it is importing.
+    Redirected {
+        conn: ClusterConnection,
+        node: SingleNodeRoutingInfo,
+        asking: bool,
+    },
+}
+
+impl Conn {
+    /// The cluster connection under this one, if it is one.
+    pub(super) fn cluster(self) -> Option<ClusterConnection> {
+        match self {
+            Self::Server(_) => None,
+            Self::Cluster(conn) | Self::Redirected { conn, .. } => Some(conn),
+        }
+    }
+}
+
+/// `pipeline`'s commands after an `ASKING`, as a plain pipeline: a transaction's `MULTI` and
+/// `EXEC` are written out, after the `ASKING`, since one inside the transaction would come too
+/// late for the commands it queues. The replies wanted are then one further on.
+fn after_asking(pipeline: &Pipeline) -> Pipeline {
+    let mut asking = redis::pipe();
+    asking.add_command(redis::cmd("ASKING"));
+    if pipeline.is_transaction() {
+        asking.add_command(redis::cmd("MULTI"));
+    }
+    for cmd in pipeline.cmd_iter() {
+        asking.add_command(cmd.clone());
+    }
+    if pipeline.is_transaction() {
+        asking.add_command(redis::cmd("EXEC"));
+    }
+    asking
 }
 
 impl ConnectionLike for Conn {
@@ -96,6 +134,25 @@ impl ConnectionLike for Conn {
         match self {
             Self::Server(conn) => conn.req_packed_command(cmd),
             Self::Cluster(conn) => conn.req_packed_command(cmd),
+            Self::Redirected {
+                conn,
+                node,
+                asking: false,
+            } => Box::pin(async move {
+                let routing = redis::cluster_routing::RoutingInfo::SingleNode(node.clone());
+                conn.route_command(cmd.clone(), routing).await
+            }),
+            Self::Redirected {
+                conn,
+                node,
+                asking: true,
+            } => Box::pin(async move {
+                let mut asking = redis::pipe();
+                asking.add_command(redis::cmd("ASKING"));
+                asking.add_command(cmd.clone());
+                let mut replies = conn.route_pipeline(asking, 1, 1, node.clone()).await?;
+                replies.pop().ok_or_else(no_reply)
+            }),
         }
     }
 
@@ -108,13 +165,45 @@ impl ConnectionLike for Conn {
         match self {
             Self::Server(conn) => conn.req_packed_commands(pipeline, offset, count),
             Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Redirected {
+                conn,
+                node,
+                asking: false,
+            } => Box::pin(async move {
+                conn.route_pipeline(pipeline.clone(), offset, count, node.clone())
+                    .await
+            }),
+            Self::Redirected {
+                conn,
+                node,
+                asking: true,
+            } => Box::pin(async move {
+                let asking = after_asking(pipeline);
+                let mut replies = conn
+                    .route_pipeline(asking, offset + 1, count, node.clone())
+                    .await?;
+                // a refused transaction's EXEC is an error (EXECABORT) where the caller
+                // expects the replies' array: give it as the error it is
+                if pipeline.is_transaction() {
+                    let exec = replies.pop().ok_or_else(no_reply)?;
+                    return Ok(vec![exec.extract_error()?]);
+                }
+                Ok(replies)
+            }),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             Self::Server(conn) => conn.get_db(),
-            Self::Cluster(conn) => conn.get_db(),
+            Self::Cluster(conn) | Self::Redirected { conn, .. } => conn.get_db(),
         }
     }
+}
+
+fn no_reply() -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::UnexpectedReturnType,
+        "Redis Cluster sent no reply after ASKING",
+    ))
 }

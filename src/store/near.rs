@@ -11,12 +11,19 @@
 //! - **A read that raced a change is not kept.** Each miss registers a ticket for its key
 //!   before it is sent; an invalidation of the key takes the ticket back, and the reply is
 //!   kept only if its ticket is still there (the race the Redis documentation describes: the
-//!   invalidation can be handled before the reply that it makes stale).
+//!   invalidation can be handled before the reply that it makes stale). A read dropped
+//!   before its reply (a client hanging up) gives its ticket back, so tickets never outlive
+//!   their reads whatever keys clients choose.
 //! - **No tracking, no near cache.** When the tracking connection drops or stops answering
 //!   its heartbeat, every entry is dropped at once and reads go to Redis until a new tracking
 //!   connection is up; changes made meanwhile were never announced to anyone.
 //! - **Bounded age.** No entry is served after the maximum local age, nor after the key's own
 //!   expiry as Redis reported it when it was read.
+//! - **The same database.** `SWAPDB` sends no invalidation (Redis tracks keys, not
+//!   databases). The heartbeat reads a marker key ([`EPOCH_KEY`]) that a swap takes away with
+//!   the rest of the database, and empties the near cache when its value changed, so a swap
+//!   is seen within one heartbeat plus the command timeout. A server that refuses the marker's
+//!   `SET` (an ACL) leaves only the maximum age to bound a swap.
 //!
 //! redis-rs's own `cache-aio` client cache was weighed and not used: it keeps one cache per
 //! connection (the store shares a pool of them), bounds entries but not bytes, and offers no
@@ -35,6 +42,11 @@ use redis::{PushInfo, PushKind, RedisError, Value};
 /// How often the tracking connection is pinged: a connection that looks open but no longer
 /// delivers (a network partition) is found out within this plus the command timeout.
 const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// The logical key (under the store's key scheme) whose value the heartbeat reads to tell
+/// that the database is still the one the near cache's entries were read from: `SWAPDB`
+/// sends no invalidation (Redis tracks keys, not databases), but swaps this key away too.
+pub(super) const EPOCH_KEY: &str = "tower-redis-http:near-cache-epoch";
 
 /// The name the tracking connection gives itself (`CLIENT SETNAME`), so that an operator can
 /// find it in `CLIENT LIST`.
@@ -130,7 +142,9 @@ impl NearCache {
     }
 
     /// No entry is served longer than this after it was read from Redis, invalidated or not:
-    /// the bound on staleness if an invalidation were ever lost.
+    /// the bound on staleness if an invalidation were ever lost, and on a `SWAPDB` when the
+    /// store may not write the heartbeat's marker key (otherwise a swap is seen within about
+    /// a second and a half). Defaults to 30 s.
     ///
     /// # Example
     ///
@@ -168,6 +182,9 @@ pub struct NearCacheUsage {
     pub serving: bool,
     /// How many times a lost tracking connection emptied the near cache.
     pub flushes: u64,
+    /// Reads under way over the tracking connection (each holds a ticket until it returns or
+    /// is dropped).
+    pub reads_in_flight: u64,
 }
 
 /// A value read from Redis and when it stops being served.
@@ -201,6 +218,10 @@ pub(super) struct Near {
     flushes: AtomicU64,
     /// Wakes the task that keeps the tracking connection when it is lost.
     lost: tokio::sync::Notify,
+    /// The full key of [`EPOCH_KEY`], and the value it held when the entries were read
+    /// (`None`: Redis refused to keep one, and only `PING` is checked).
+    epoch_key: String,
+    epoch: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Near {
@@ -214,20 +235,49 @@ impl std::fmt::Debug for Near {
 }
 
 /// A read registered before it was sent: which key, which ticket, over which connection.
-pub(super) struct Fill {
+/// Dropped before [`finish`](Self::finish) or [`failed`](Self::failed) (the request went away
+/// mid-read), it gives its ticket back, so that reads of client-chosen keys cannot pile
+/// tickets up.
+pub(super) struct Fill<'a> {
+    near: &'a Near,
+    key: &'a str,
     conn: MultiplexedConnection,
     ticket: u64,
     link: u64,
+    /// The ticket was dealt with already.
+    settled: bool,
 }
 
-impl Fill {
+impl Fill<'_> {
     pub(super) fn conn(&self) -> MultiplexedConnection {
         self.conn.clone()
+    }
+
+    /// Keeps what the read found, unless the key changed since it was registered, or the
+    /// connection it went over is no longer the one in use.
+    pub(super) fn finish(mut self, found: Option<(&Bytes, i64)>) {
+        self.near.finish_fill(&self, found);
+        self.settled = true;
+    }
+
+    /// The read failed: give the ticket back, and forget the connection if it broke.
+    pub(super) fn failed(self, err: &RedisError) {
+        if err.is_connection_dropped() || err.is_timeout() || err.is_io_error() {
+            self.near.lose(self.link, "a read over it failed");
+        }
+    }
+}
+
+impl Drop for Fill<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.near.take_ticket(self.key, self.ticket);
+        }
     }
 }
 
 impl Near {
-    pub(super) fn new(settings: NearCache) -> Self {
+    pub(super) fn new(settings: NearCache, epoch_key: String) -> Self {
         // Every entry weighs at least max_bytes / max_entries, so that one weight bound keeps
         // both the byte and the entry bound.
         let least_weight = (settings.max_bytes / settings.max_entries).max(1);
@@ -250,6 +300,8 @@ impl Near {
             changes: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
             lost: tokio::sync::Notify::new(),
+            epoch_key,
+            epoch: Mutex::new(None),
         }
     }
 
@@ -259,6 +311,7 @@ impl Near {
             entries: self.entries.entry_count(),
             serving: self.serving.load(Ordering::Acquire),
             flushes: self.flushes.load(Ordering::Relaxed),
+            reads_in_flight: self.fills.lock().map_or(0, |fills| fills.len() as u64),
         }
     }
 
@@ -274,7 +327,7 @@ impl Near {
 
     /// Registers a read of `key` over the tracking connection; `None` while there is none
     /// (the read goes to Redis the usual way).
-    pub(super) fn start_fill(&self, key: &str) -> Option<Fill> {
+    pub(super) fn start_fill<'a>(&'a self, key: &'a str) -> Option<Fill<'a>> {
         let (conn, link) = {
             let link = self.link.read().ok()?;
             let link = link.as_ref()?;
@@ -282,12 +335,30 @@ impl Near {
         };
         let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
         self.fills.lock().ok()?.insert(key.to_owned(), ticket);
-        Some(Fill { conn, ticket, link })
+        Some(Fill {
+            near: self,
+            key,
+            conn,
+            ticket,
+            link,
+            settled: false,
+        })
     }
 
-    /// Keeps what a registered read found, unless the key changed since it was registered,
-    /// or the connection it went over is no longer the one in use.
-    pub(super) fn finish_fill(&self, key: &str, fill: &Fill, found: Option<(&Bytes, i64)>) {
+    /// Removes `key`'s ticket if it is still `ticket` (a later read of the key may hold it).
+    fn take_ticket(&self, key: &str, ticket: u64) {
+        if let Ok(mut fills) = self.fills.lock()
+            && fills.get(key) == Some(&ticket)
+        {
+            fills.remove(key);
+        }
+    }
+
+    /// See [`Fill::finish`].
+    fn finish_fill(&self, fill: &Fill<'_>, found: Option<(&Bytes, i64)>) {
+        let key = fill.key;
+        // held until the value is in: an invalidation handled meanwhile would otherwise drop
+        // nothing and leave the stale value behind
         let Ok(mut fills) = self.fills.lock() else {
             return;
         };
@@ -317,18 +388,6 @@ impl Near {
                 until: Instant::now() + max_age,
             },
         );
-    }
-
-    /// A registered read failed: forget its ticket, and the connection if it broke.
-    pub(super) fn fill_failed(&self, key: &str, fill: &Fill, err: &RedisError) {
-        if let Ok(mut fills) = self.fills.lock()
-            && fills.get(key) == Some(&fill.ticket)
-        {
-            fills.remove(key);
-        }
-        if err.is_connection_dropped() || err.is_timeout() || err.is_io_error() {
-            self.lose(fill.link, "a read over it failed");
-        }
     }
 
     /// Drops what is held for `key`: Redis said it changed, or this process just changed it.
@@ -387,6 +446,16 @@ impl Near {
         if let Ok(mut current) = self.link.write() {
             *current = Some(Link { conn, id });
             self.serving.store(true, Ordering::Release);
+        }
+    }
+
+    fn epoch(&self) -> Option<String> {
+        self.epoch.lock().ok()?.clone()
+    }
+
+    fn set_epoch(&self, epoch: Option<String>) {
+        if let Ok(mut current) = self.epoch.lock() {
+            *current = epoch;
         }
     }
 
@@ -493,7 +562,24 @@ pub(super) async fn keep_tracking(
         )
         .await;
         match connected {
-            Ok(Ok(conn)) => {
+            Ok(Ok(mut conn)) => {
+                let epoch = tokio::time::timeout(
+                    command_timeout,
+                    claim_epoch(&mut conn, &strong.epoch_key),
+                )
+                .await;
+                match epoch {
+                    Ok(Ok(epoch)) => strong.set_epoch(epoch),
+                    // refused (an ACL on the key, a read-only replica): PING alone
+                    Ok(Err(err)) if err.code().is_some() => strong.set_epoch(None),
+                    // no answer in time: try a new connection
+                    _ => {
+                        drop(strong);
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(HEARTBEAT);
+                        continue;
+                    }
+                }
                 strong.link_up(conn, id);
                 pause = Duration::from_millis(50);
             }
@@ -541,13 +627,88 @@ async fn watch(near: &Weak<Near>, id: u64, command_timeout: Duration) {
         {
             continue;
         }
-        let ping = tokio::time::timeout(
-            command_timeout,
-            redis::cmd("PING").query_async::<()>(&mut conn),
-        )
+        let expected = strong.epoch();
+        let beat = tokio::time::timeout(command_timeout, async {
+            match &expected {
+                // GETRANGE rather than GET, so that Redis's command statistics keep counting
+                // the application's reads alone
+                Some(_) => redis::cmd("GETRANGE")
+                    .arg(&strong.epoch_key)
+                    .arg(0)
+                    .arg(-1)
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .map(|seen| Some(seen).filter(|seen| !seen.is_empty())),
+                None => redis::cmd("PING")
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map(|()| None),
+            }
+        })
         .await;
-        if !matches!(ping, Ok(Ok(()))) {
-            strong.lose(id, "it did not answer a ping within the command timeout");
+        match beat {
+            Ok(Ok(seen)) if expected.is_some() && seen != expected => {
+                // another database was swapped in (`SWAPDB`), or this one flushed: what is
+                // held was read from a database this one no longer is
+                strong.forget_all();
+                strong.flushes.fetch_add(1, Ordering::Relaxed);
+                crate::observe::near_cache_flush();
+                tracing::info!(
+                    "near cache emptied: its database changed under it (SWAPDB or a flush)"
+                );
+                match tokio::time::timeout(
+                    command_timeout,
+                    claim_epoch(&mut conn, &strong.epoch_key),
+                )
+                .await
+                {
+                    Ok(Ok(epoch)) => strong.set_epoch(epoch),
+                    Ok(Err(err)) if err.code().is_some() => strong.set_epoch(None),
+                    _ => strong.lose(id, "it did not answer within the command timeout"),
+                }
+            }
+            Ok(Ok(_)) => {}
+            _ => strong.lose(
+                id,
+                "it did not answer a heartbeat within the command timeout",
+            ),
         }
     }
+}
+
+/// Makes sure [`EPOCH_KEY`] holds a value (a new random one unless another instance already
+/// set it) and returns it. Read over the tracking connection, so it is tracked as well.
+async fn claim_epoch(
+    conn: &mut MultiplexedConnection,
+    key: &str,
+) -> Result<Option<String>, RedisError> {
+    let mut candidate = [0u8; 16];
+    // a value that differs between databases is all that is needed; the process id and time
+    // stand in should the system's randomness be unavailable
+    let candidate = match getrandom::fill(&mut candidate) {
+        Ok(()) => candidate
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>(),
+        Err(_) => format!(
+            "{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+        ),
+    };
+    let (epoch,): (Option<String>,) = redis::pipe()
+        .cmd("SET")
+        .arg(key)
+        .arg(candidate)
+        .arg("NX")
+        .ignore()
+        .cmd("GETRANGE")
+        .arg(key)
+        .arg(0)
+        .arg(-1)
+        .query_async(conn)
+        .await?;
+    Ok(epoch.filter(|epoch| !epoch.is_empty()))
 }

@@ -73,7 +73,7 @@ const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 ///   and release scripts, and `get_and_refresh` with a zero TTL (`GETDEL`).
 /// - **A demoted master is left at once.** A `READONLY` reply (a failover behind one endpoint,
 ///   such as a managed "primary endpoint" or a moved DNS name, leaves old sockets on a
-///   replica) breaks the connection and makes every connection opened before it suspect; the
+///   replica), also one inside a refused `MULTI`/`EXEC` (`EXECABORT`), breaks the connection and makes every connection opened before it suspect; the
 ///   refused command, which Redis did not run, is sent once more on a new connection, whatever
 ///   the command. A second `READONLY` is a [`StoreErrorKind::Connection`] error, so the
 ///   layers' failure policy applies.
@@ -82,7 +82,10 @@ const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 ///   request; the connect timeout only bounds bb8's own connection attempts in the background.
 /// - **One timeout for a stalled server, not one per call.** After a call timed out, calls
 ///   fail at once with [`StoreErrorKind::Timeout`] while one task pings the server; the first
-///   answer ends it. A request through three layers waits one timeout, not three.
+///   answer ends it. A request through three layers waits one timeout, not three. A call that
+///   times out on a connection already known bad (flagged by another call, or opened before a
+///   drop was seen, as after a `CLIENT KILL`) fails alone: the store has moved to a new
+///   connection on which the server answers, so that timeout is no sign of a stall.
 /// - **Fail fast while Redis is down.** When the latest connection attempt failed within the
 ///   connect timeout and no connection is open, calls fail at once instead of each waiting out
 ///   the timeout: [`StoreErrorKind::Connection`] when the server refused,
@@ -94,8 +97,9 @@ const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 ///   cluster client in place of the pool: its own retries are off (it would re-send any
 ///   command after a dropped connection), a command the cluster refused unrun (`MOVED`,
 ///   `ASK`, `TRYAGAIN`, `CLUSTERDOWN`, `READONLY`, an unreachable node) is sent again once the
-///   client knows the new slot map, and one whose connection dropped is retried only where
-///   the list above allows, all within the command timeout.
+///   client knows the new slot map (an `ASK` at once to the node it names, after `ASKING`),
+///   and one whose connection dropped is retried only where the list above allows, all
+///   within the command timeout.
 ///
 /// [bb8]: https://docs.rs/bb8
 /// [bb8-redis]: https://docs.rs/bb8-redis
@@ -224,7 +228,9 @@ struct ServerLinks {
 /// that was waiting when the server came back is answered at once).
 ///
 /// Redis runs one command at a time: a call that took longer than the command timeout means
-/// every other call waited as long, so one timeout is reason enough.
+/// every other call waited as long, so one timeout is reason enough, but only on a connection
+/// that was healthy: a call still waiting on a connection already known dropped or silent
+/// (see [`RedisStore::timed_out`]) learns nothing about the server.
 #[derive(Default)]
 struct Stall {
     stalled: AtomicBool,
@@ -673,14 +679,7 @@ impl RedisStore {
                         ),
                     ))
                 } else {
-                    let result = self.run_on_server(links, name, retry, command).await;
-                    if result
-                        .as_ref()
-                        .is_err_and(|err| err.kind() == StoreErrorKind::Timeout)
-                    {
-                        self.stalled(links);
-                    }
-                    result
+                    self.run_on_server(links, name, retry, command).await
                 }
             }
             Links::Cluster(links) => links.run(name, retry, self.command_timeout, command).await,
@@ -708,6 +707,20 @@ impl RedisStore {
             Err(_) => {}
         }
         result
+    }
+
+    /// A call on `handle` went unanswered for the command timeout: the connection is
+    /// flagged broken, and the server is taken as stalled unless the connection was known bad
+    /// before (flagged by another call, or opened before a drop was seen). A timeout on a
+    /// connection already replaced says nothing about the server, which answers on the new
+    /// one: a `CLIENT KILL` whose close never reached one waiting call must fail that call
+    /// only, not every call until a ping answers.
+    fn timed_out(&self, links: &ServerLinks, handle: &Handle) {
+        let known_bad = handle.broken.swap(true, Ordering::Relaxed)
+            || links.reachability.is_suspect(handle.opened_at);
+        if !known_bad {
+            self.stalled(links);
+        }
     }
 
     /// A call timed out: calls fail at once from now on, while one task pings until the server
@@ -782,12 +795,21 @@ impl RedisStore {
                     (handle, result)
                 }
                 None => {
-                    let handle = self.lease_from_pool(links, deadline).await?;
+                    let handle = match self.lease_from_pool(links, deadline).await {
+                        Ok(handle) => handle,
+                        Err(err) => {
+                            if err.kind() == StoreErrorKind::Timeout {
+                                // no connection within the deadline: nothing answered
+                                self.stalled(links);
+                            }
+                            return Err(err);
+                        }
+                    };
                     let attempt = command(Conn::Server(handle.conn.clone()));
                     match tokio::time::timeout_at(deadline, attempt).await {
                         Ok(result) => (handle, result),
                         Err(_) => {
-                            handle.broken.store(true, Ordering::Relaxed);
+                            self.timed_out(links, &handle);
                             return Err(StoreError::new(
                                 StoreErrorKind::Timeout,
                                 format!("Redis {name} took longer than the command timeout"),
@@ -798,7 +820,8 @@ impl RedisStore {
             };
             let err = match result {
                 Ok(value) => return Ok(value),
-                Err(err) => err,
+                // a transaction refused as a whole shows why inside its EXECABORT
+                Err(err) => refusal_inside(err),
             };
             if is_demoted(&err) {
                 // The server this connection reaches is a replica now (a failover behind a
@@ -816,10 +839,12 @@ impl RedisStore {
                 }
                 return Err(classify(name, err));
             }
-            if breaks_connection(&err) {
+            if err.is_timeout() {
                 // A connection that stays silent past the timeout may be half-open (a peer
                 // gone without a reset); replacing it costs one reconnect, keeping it may
                 // cost every later call a timeout.
+                self.timed_out(links, &handle);
+            } else if breaks_connection(&err) {
                 handle.broken.store(true, Ordering::Relaxed);
                 if err.is_connection_dropped() {
                     // Every connection opened before the drop was seen may have gone with
@@ -851,6 +876,34 @@ fn is_demoted(err: &RedisError) -> bool {
         || err
             .detail()
             .is_some_and(|detail| detail.contains("READONLY"))
+}
+
+/// The refusal inside a transaction Redis refused as a whole (`EXECABORT`): a queued command
+/// answered `READONLY` (a demoted master), `MOVED`, `ASK`, `TRYAGAIN` or `CLUSTERDOWN` (a
+/// cluster's topology change). Nothing in the transaction ran, so it is the same refusal as
+/// the plain error, and is handled as one; any other error is returned as it is.
+pub(super) fn refusal_inside(err: RedisError) -> RedisError {
+    if !matches!(
+        err.kind(),
+        redis::ErrorKind::Server(redis::ServerErrorKind::ExecAbort)
+    ) {
+        return err;
+    }
+    let refusal = err.clone().into_server_errors().and_then(|errors| {
+        errors.iter().find_map(|(_, inner)| {
+            let inner = RedisError::from(inner.clone());
+            let refused = is_demoted(&inner)
+                || matches!(
+                    inner.retry_method(),
+                    redis::RetryMethod::MovedRedirect
+                        | redis::RetryMethod::AskRedirect
+                        | redis::RetryMethod::RefreshSlotsAndRetry
+                        | redis::RetryMethod::WaitAndRetry
+                );
+            refused.then_some(inner)
+        })
+    });
+    refusal.unwrap_or(err)
 }
 
 fn breaks_connection(err: &RedisError) -> bool {
@@ -931,14 +984,14 @@ impl RedisStore {
         match read {
             Ok((value, pttl)) => {
                 let value = value.map(Bytes::from);
-                near.finish_fill(key, &fill, value.as_ref().map(|value| (value, pttl)));
+                fill.finish(value.as_ref().map(|value| (value, pttl)));
                 if self.outage.failing.load(Ordering::Relaxed) {
                     self.outage.recovered();
                 }
                 Some(Ok(value))
             }
             Err(err) => {
-                near.fill_failed(key, &fill, &err);
+                fill.failed(&err);
                 if err.is_timeout() {
                     // Redis stopped answering: the store's own stall handling takes over
                     // rather than a second wait on the pool
@@ -1969,7 +2022,14 @@ impl RedisStoreBuilder {
         };
         let near = match (self.near, tracking) {
             (Some(settings), Some(connector)) => {
-                let near = Arc::new(Near::new(settings));
+                // the key whose value tells the heartbeat the database is still the one read
+                let epoch_key = self.keys.make(super::near::EPOCH_KEY).map_err(|err| {
+                    ConfigError::InvalidOption {
+                        option: "key_prefix",
+                        reason: err.to_string(),
+                    }
+                })?;
+                let near = Arc::new(Near::new(settings, epoch_key));
                 tokio::spawn(super::near::keep_tracking(
                     Arc::downgrade(&near),
                     connector,

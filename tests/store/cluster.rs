@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use tower_redis_http::ConfigError;
-use tower_redis_http::store::{RatePolicy, RedisStore, Store};
+use tower_redis_http::store::{Expiry, RatePolicy, RedisStore, Store};
 
-use crate::support::{TestCluster, command_calls};
+use crate::support::{RawRedis, TestCluster, command_calls};
 
 /// A promoted replica has an empty script cache. The store reloads a script on the one node
 /// its key lives on (`EVAL`), not with a `SCRIPT LOAD` sent to every node, which a node that
@@ -166,5 +167,227 @@ async fn a_cluster_speaks_tls_to_every_node() {
     assert!(
         untrusted.get("a").await.is_err(),
         "a server the CA did not sign was trusted"
+    );
+}
+
+/// A slot in the middle of a migration (`CLUSTER SETSLOT ... MIGRATING/IMPORTING`, some keys
+/// moved with `MIGRATE`): the source node answers `ASK` for every key it no longer holds, and
+/// the store follows it with `ASKING` on the target node, once, within the command timeout,
+/// for reads, writes and scripts alike (issue 28, finding 9: the `ASK` was re-sent to the
+/// source until the timeout, and the login limit failed open during a resharding).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_follow_ask_during_a_slot_migration() {
+    let cluster = TestCluster::start();
+    let store = RedisStore::cluster(cluster.seeds())
+        .command_timeout(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap();
+    let v = |text: &'static str| Bytes::from_static(text.as_bytes());
+    for key in ["{mig}moved", "{mig}stays"] {
+        store.set(key, v(key), Expiry::Never).await.unwrap();
+    }
+    let moved = ":1:{mig}moved";
+    let source = cluster.master_of(moved);
+    let target = (0..cluster.nodes.len())
+        .find(|&i| {
+            i != source
+                && cluster
+                    .masters()
+                    .iter()
+                    .any(|m| m.port() == cluster.nodes[i].port())
+        })
+        .expect("another master");
+    let slot = cluster.command(&["CLUSTER", "KEYSLOT", moved]);
+    let id = |i: usize| cluster.nodes[i].command(&["CLUSTER", "MYID"]);
+    let (source_id, target_id) = (id(source), id(target));
+    let target_port = cluster.nodes[target].port().to_string();
+    assert_eq!(
+        cluster.nodes[target].command(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &source_id]),
+        "OK"
+    );
+    assert_eq!(
+        cluster.nodes[source].command(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &target_id]),
+        "OK"
+    );
+    assert_eq!(
+        cluster.nodes[source].command(&[
+            "MIGRATE",
+            "127.0.0.1",
+            &target_port,
+            "",
+            "0",
+            "5000",
+            "KEYS",
+            moved
+        ]),
+        "OK"
+    );
+
+    // mid-migration: a moved key, a key not moved yet, a new key, a script on a new key
+    assert_eq!(
+        store.get("{mig}moved").await.unwrap(),
+        Some(v("{mig}moved"))
+    );
+    assert_eq!(
+        store.get("{mig}stays").await.unwrap(),
+        Some(v("{mig}stays"))
+    );
+    store
+        .set("{mig}new", v("new"), Expiry::Never)
+        .await
+        .unwrap();
+    assert_eq!(store.get("{mig}new").await.unwrap(), Some(v("new")));
+    // a transaction (the cooldown's MULTI) on a new key: its ASK shows inside the EXECABORT.
+    // (A transaction over several keys of the slot is refused with TRYAGAIN until the
+    // migration ends, as Redis documents: it fails within the timeout.)
+    let cooldown = RatePolicy::cooldown(Duration::from_secs(60)).unwrap();
+    assert!(
+        store
+            .rate_limit("{mig}sms", &cooldown)
+            .await
+            .unwrap()
+            .allowed
+    );
+    assert!(
+        !store
+            .rate_limit("{mig}sms", &cooldown)
+            .await
+            .unwrap()
+            .allowed
+    );
+    let login = RatePolicy::fixed_window(10, Duration::from_secs(60)).unwrap();
+    let mut allowed = 0;
+    for _ in 0..15 {
+        allowed += usize::from(
+            store
+                .rate_limit("{mig}login", &login)
+                .await
+                .unwrap()
+                .allowed,
+        );
+    }
+    assert_eq!(
+        allowed, 10,
+        "a fixed window of 10 let {allowed} of 15 through"
+    );
+
+    // the migration ends: every node learns the slot's new owner, and MOVED takes over
+    assert_eq!(
+        cluster.nodes[source].command(&[
+            "MIGRATE",
+            "127.0.0.1",
+            &target_port,
+            "",
+            "0",
+            "5000",
+            "KEYS",
+            ":1:{mig}stays"
+        ]),
+        "OK"
+    );
+    for node in cluster.masters() {
+        assert_eq!(
+            node.command(&["CLUSTER", "SETSLOT", &slot, "NODE", &target_id]),
+            "OK"
+        );
+    }
+    assert_eq!(
+        store.get("{mig}stays").await.unwrap(),
+        Some(v("{mig}stays"))
+    );
+    assert!(
+        !store
+            .rate_limit("{mig}login", &login)
+            .await
+            .unwrap()
+            .allowed
+    );
+}
+
+/// After a slot moved (`MIGRATE` of its keys, `CLUSTER SETSLOT ... NODE`), the store's slot
+/// map is stale until some plain command meets a `MOVED`. A cooldown's transaction and a
+/// `set_many` are the first commands on the slot: the old owner refuses each queued command
+/// with `MOVED`, which only shows inside the `EXECABORT`. It is the same refusal as a plain
+/// `MOVED`, and is followed to the node it names (issue 28, finding 10: the send flag answered
+/// 503 until another command refreshed the slot map).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_inside_a_transaction_is_followed() {
+    let cluster = TestCluster::start();
+    let store = RedisStore::cluster(cluster.seeds())
+        .command_timeout(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap();
+    let cooldown = RatePolicy::cooldown(Duration::from_secs(60)).unwrap();
+    assert!(
+        store
+            .rate_limit("{mv}sms:1", &cooldown)
+            .await
+            .unwrap()
+            .allowed
+    );
+    let flag = ":1:{mv}sms:1";
+    let source = cluster.master_of(flag);
+    let target = (0..cluster.nodes.len())
+        .find(|&i| {
+            i != source
+                && cluster
+                    .masters()
+                    .iter()
+                    .any(|m| m.port() == cluster.nodes[i].port())
+        })
+        .expect("another master");
+    let slot = cluster.command(&["CLUSTER", "KEYSLOT", flag]);
+    let id = |i: usize| cluster.nodes[i].command(&["CLUSTER", "MYID"]);
+    let (source_id, target_id) = (id(source), id(target));
+    let target_port = cluster.nodes[target].port().to_string();
+    assert_eq!(
+        cluster.nodes[target].command(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &source_id]),
+        "OK"
+    );
+    assert_eq!(
+        cluster.nodes[source].command(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &target_id]),
+        "OK"
+    );
+    assert_eq!(
+        cluster.nodes[source].command(&[
+            "MIGRATE",
+            "127.0.0.1",
+            &target_port,
+            "",
+            "0",
+            "5000",
+            "KEYS",
+            flag
+        ]),
+        "OK"
+    );
+    for node in cluster.masters() {
+        assert_eq!(
+            node.command(&["CLUSTER", "SETSLOT", &slot, "NODE", &target_id]),
+            "OK"
+        );
+    }
+
+    let decision = store.rate_limit("{mv}sms:2", &cooldown).await;
+    assert!(decision.unwrap().allowed);
+    assert!(
+        !store
+            .rate_limit("{mv}sms:1", &cooldown)
+            .await
+            .unwrap()
+            .allowed
+    );
+    store
+        .set_many(&[
+            ("{mv}a", Bytes::from_static(b"1"), Expiry::Never),
+            ("{mv}b", Bytes::from_static(b"2"), Expiry::Never),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get("{mv}b").await.unwrap(),
+        Some(Bytes::from_static(b"2"))
     );
 }

@@ -424,3 +424,77 @@ async fn a_key_of_another_type_is_a_server_error_and_keeps_the_near_cache() {
         "a refused read keeps the tracking connection: {usage:?}"
     );
 }
+
+/// A read dropped before its reply (a client hanging up, a layer's timeout) gives its ticket
+/// back: keys are chosen by clients (tokens, URLs), so a ticket left behind per dropped read
+/// would grow the process without bound (issue 28, finding 7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_dropped_mid_flight_leaves_no_ticket_behind() {
+    let redis = TestRedis::start();
+    let store = near(&redis, NearCache::new()).await;
+    let mut dropped = 0;
+    for i in 0..1_000 {
+        // polled once: the read is registered and sent, then dropped before its reply (the
+        // rare one answered within that poll is simply done)
+        let key = format!("token:{i}");
+        dropped += tokio::select! {
+            biased;
+            _ = store.get(&key) => 0,
+            () = std::future::ready(()) => 1,
+        };
+    }
+    assert!(
+        dropped > 0,
+        "no read was dropped mid-flight: the case was not met"
+    );
+    assert_eq!(
+        store.near_cache_usage().unwrap().reads_in_flight,
+        0,
+        "{dropped} reads dropped"
+    );
+    // and the near cache still serves
+    store.set("k", value("v"), Expiry::Never).await.unwrap();
+    assert_eq!(store.get("k").await.unwrap(), Some(value("v")));
+    assert_eq!(store.near_cache_usage().unwrap().reads_in_flight, 0);
+}
+
+/// `SWAPDB` sends no invalidation (Redis tracks keys, not databases): a token removed by
+/// swapping in another database was served from the near cache for its whole maximum age
+/// (issue 28, finding 13). The heartbeat finds the swap: nothing held is served longer than
+/// one heartbeat plus the command timeout after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swapdb_empties_the_near_cache_within_a_heartbeat() {
+    let redis = TestRedis::start();
+    let command_timeout = Duration::from_millis(500);
+    let store = near(&redis, NearCache::new()).await;
+    store
+        .set("token", value("alice"), Expiry::Never)
+        .await
+        .unwrap();
+    assert_eq!(store.get("token").await.unwrap(), Some(value("alice")));
+    assert_eq!(store.near_cache_usage().unwrap().entries, 1, "held");
+    // database 1 is empty: the token is gone from database 0
+    assert_eq!(redis.command(&["SWAPDB", "0", "1"]), "OK");
+    // the heartbeat's period (1 s) plus its reply's bound, twice over for a loaded machine
+    let within = 2 * (Duration::from_secs(1) + command_timeout);
+    let gone = eventually(within, || async {
+        store.get("token").await.unwrap().is_none()
+    })
+    .await;
+    assert!(
+        gone,
+        "the swapped-out token was still served {within:?} after SWAPDB"
+    );
+    // and the near cache serves again afterwards
+    store
+        .set("token", value("bob"), Expiry::Never)
+        .await
+        .unwrap();
+    assert_eq!(store.get("token").await.unwrap(), Some(value("bob")));
+    assert!(
+        eventually(within, || async {
+            store.near_cache_usage().unwrap().serving
+        })
+        .await
+    );
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tower_redis_http::store::{Expiry, RatePolicy, RedisStore, Store, StoreErrorKind, value};
 
-use crate::support::{TestRedis, command_calls, eventually};
+use crate::support::{TestRedis, TestRelay, command_calls, eventually};
 
 /// How long a test waits for a call that must not hang before declaring it hung: far above
 /// every configured timeout, so it only trips on a real hang.
@@ -289,6 +289,86 @@ async fn after_a_client_kill_every_call_is_retried_on_a_new_connection() {
     }
 }
 
+/// A connection goes silent (half-open, as when a `CLIENT KILL`'s close never reaches the
+/// client) while the server answers: the calls on it time out, the store moves to a new
+/// connection, and the later timeouts of calls still waiting on the silent one fail those
+/// calls only. They say nothing about the server, which answers on the new connection, so they
+/// must not make the calls sent there fail at once as during a stall (issue 28, finding 15:
+/// under load, the suite saw 50 of 200 requests answered 503 after one such timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_on_a_connection_already_replaced_fail_only_the_calls_on_it() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let redis = TestRedis::start();
+    let relay = TestRelay::start(redis.port());
+    let timeout = Duration::from_millis(300);
+    let store = RedisStore::builder(relay.url())
+        .command_timeout(timeout)
+        .build()
+        .await
+        .unwrap();
+    store
+        .set("k", Bytes::from_static(b"v"), Expiry::Never)
+        .await
+        .unwrap();
+    relay.silence_open_connections();
+
+    // Events are numbered in order (a send, an answer) rather than timed. A read starts every
+    // millisecond (the load's shape, not a synchronisation) until every read sent on the silent
+    // connection has timed out: those were all sent within one timeout of the silence.
+    let events = Arc::new(AtomicU64::new(0));
+    let first_answer = Arc::new(AtomicU64::new(u64::MAX));
+    let mut calls = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    let load_for = 3 * timeout;
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < load_for {
+        tick.tick().await;
+        let (store, events, first_answer) = (
+            store.clone(),
+            Arc::clone(&events),
+            Arc::clone(&first_answer),
+        );
+        calls.push(tokio::spawn(async move {
+            let sent = events.fetch_add(1, Ordering::SeqCst);
+            let result = tokio::time::timeout(HANG_GUARD, store.get("k"))
+                .await
+                .expect("a call hung past the command timeout");
+            let done = events.fetch_add(1, Ordering::SeqCst);
+            if result.is_ok() {
+                first_answer.fetch_min(done, Ordering::SeqCst);
+            }
+            (sent, result)
+        }));
+    }
+    let mut results = Vec::new();
+    for call in calls {
+        results.push(call.await.unwrap());
+    }
+    let recovered = first_answer.load(Ordering::SeqCst);
+    assert_ne!(recovered, u64::MAX, "the store never answered again");
+    let failed_after: Vec<_> = results
+        .iter()
+        .filter(|(sent, result)| *sent > recovered && result.is_err())
+        .map(|(_, result)| result.as_ref().unwrap_err().to_string())
+        .collect();
+    assert!(
+        failed_after.is_empty(),
+        "{} of {} calls sent after the store answered on a new connection failed: {:?}",
+        failed_after.len(),
+        results.len(),
+        &failed_after[..failed_after.len().min(3)]
+    );
+    // the silent connection did carry calls, which timed out: the case was met
+    assert!(
+        results
+            .iter()
+            .any(|(_, result)| result.as_ref().is_err_and(|err| err.is_timeout())),
+        "no call met the silent connection"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_stalled_before_the_first_connection_also_times_out() {
     let redis = TestRedis::start();
@@ -542,4 +622,31 @@ async fn a_demoted_master_s_connections_are_replaced() {
         .await
         .unwrap();
     assert_eq!(server.command(&["GET", ":1:after"]), "1");
+}
+
+/// A failover behind one endpoint while a cooldown's transaction (`MULTI` `SET NX` `PTTL`
+/// `GET` `EXEC`) is the first write: the demoted master refuses the queued `SET` with
+/// `READONLY`, which only shows inside the `EXECABORT`. It is the same refusal as a plain
+/// `READONLY`: the connections are replaced and the transaction sent once more, where the
+/// endpoint now leads (issue 28, finding 10: the flag answered 503 until a script met a plain
+/// `READONLY`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readonly_inside_a_transaction_is_a_demoted_master_too() {
+    let old = TestRedis::start();
+    let new = TestRedis::start();
+    let relay = TestRelay::start(old.port());
+    let store = RedisStore::builder(relay.url()).build().await.unwrap();
+    let cooldown = RatePolicy::cooldown(Duration::from_secs(60)).unwrap();
+    assert!(store.rate_limit("sms:1", &cooldown).await.unwrap().allowed);
+
+    assert_eq!(
+        old.command(&["REPLICAOF", "127.0.0.1", &new.port().to_string()]),
+        "OK"
+    );
+    relay.retarget(new.port());
+    let decision = tokio::time::timeout(HANG_GUARD, store.rate_limit("sms:2", &cooldown))
+        .await
+        .expect("the refused transaction answers");
+    assert!(decision.unwrap().allowed);
+    assert!(!store.rate_limit("sms:2", &cooldown).await.unwrap().allowed);
 }

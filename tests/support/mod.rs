@@ -1237,3 +1237,123 @@ macro_rules! on_each_backend {
         $crate::on_each_backend!(@module on_memory, { $crate::support::Backend::memory() }, (); $($case),*);
     };
 }
+
+/// A TCP relay in front of a server that can make the connections it carries go silent
+/// (half-open: sockets stay open, no byte reaches the client), as a peer gone without a reset
+/// or a lost `FIN` would, while connections opened after that go through. Plain threads, so
+/// it runs whatever the test's runtime does.
+#[derive(Debug)]
+pub struct TestRelay {
+    port: u16,
+    /// Connections numbered below this are silent.
+    silent_below: std::sync::Arc<AtomicUsize>,
+    /// How many connections were accepted.
+    opened: std::sync::Arc<AtomicUsize>,
+    /// The port new connections are relayed to.
+    upstream: std::sync::Arc<AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl TestRelay {
+    /// A relay on a free loopback port to `127.0.0.1:upstream`.
+    pub fn start(upstream: u16) -> Self {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicBool;
+        let listener = TcpListener::bind(("127.0.0.1", 0)).expect("bind the relay");
+        let port = listener.local_addr().expect("relay address").port();
+        listener
+            .set_nonblocking(true)
+            .expect("a non-blocking listener");
+        let silent_below = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let opened = Arc::new(AtomicUsize::new(0));
+        let upstream = Arc::new(AtomicUsize::new(usize::from(upstream)));
+        let (silent, stopping, count, target) = (
+            Arc::clone(&silent_below),
+            Arc::clone(&stop),
+            Arc::clone(&opened),
+            Arc::clone(&upstream),
+        );
+        std::thread::spawn(move || {
+            while !stopping.load(Ordering::Relaxed) {
+                let client = match listener.accept() {
+                    Ok((client, _)) => client,
+                    Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                        // an idle accept loop; not a test's synchronisation
+                        std::thread::sleep(Duration::from_millis(1));
+                        continue;
+                    }
+                    Err(_) => break,
+                };
+                let port = u16::try_from(target.load(Ordering::SeqCst)).expect("a port");
+                let Ok(server) = TcpStream::connect(("127.0.0.1", port)) else {
+                    continue;
+                };
+                let _ = client.set_nonblocking(false);
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let id = count.fetch_add(1, Ordering::SeqCst);
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let silent = Arc::clone(&silent);
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16 * 1024];
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            if id < silent.load(Ordering::SeqCst) {
+                                // swallowed: the other end hears nothing, not even a close
+                                continue;
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        if id >= silent.load(Ordering::SeqCst) {
+                            let _ = to.shutdown(std::net::Shutdown::Both);
+                        }
+                    });
+                }
+            }
+        });
+        Self {
+            port,
+            silent_below,
+            opened,
+            upstream,
+            stop,
+        }
+    }
+
+    /// The relay's URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Every connection open now goes silent both ways and stays open; later ones go through.
+    pub fn silence_open_connections(&self) {
+        self.silent_below
+            .store(self.opened.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+
+    /// Connections opened from now on reach `127.0.0.1:port` (a failover behind one
+    /// endpoint); open ones stay where they are.
+    pub fn retarget(&self, port: u16) {
+        self.upstream.store(usize::from(port), Ordering::SeqCst);
+    }
+
+    /// How many connections the relay has accepted.
+    pub fn connections(&self) -> usize {
+        self.opened.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for TestRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
