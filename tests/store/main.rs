@@ -252,6 +252,35 @@ mod memory_rate_limit_expiry {
         );
     }
 
+    /// Issue 29, finding 4: the expiry queue holds a place per key, given up with the key:
+    /// 150,000 sends given back (the handler failed) leave nothing queued, and one key sent
+    /// to again and again holds one place.
+    #[tokio::test(start_paused = true)]
+    async fn the_expiry_queue_is_bounded_by_the_keys_not_the_writes() {
+        let store = MemoryStore::new();
+        let flags = store.for_rate_limits();
+        let cooldown = RatePolicy::cooldown(Duration::from_secs(60)).unwrap();
+        for n in 0..150_000 {
+            let key = format!("sms:{n}");
+            let decision = flags.rate_limit(&key, &cooldown).await.unwrap();
+            assert!(flags.release(&key, &cooldown, &decision).await.unwrap());
+        }
+        let usage = store.usage();
+        assert_eq!(
+            (usage.rate_limit_keys, usage.expiring_rate_limit_keys),
+            (0, 0)
+        );
+        let window = RatePolicy::fixed_window(1_000_000, Duration::from_secs(60)).unwrap();
+        for second in 0..100 {
+            flags.rate_limit("api", &window).await.unwrap();
+            tokio::time::advance(Duration::from_secs(1)).await;
+            assert!(
+                store.usage().expiring_rate_limit_keys <= 1,
+                "second {second}"
+            );
+        }
+    }
+
     /// A key written again after it expired gets a new deadline; the check queued for its old
     /// one finds it live and leaves it.
     #[tokio::test(start_paused = true)]
