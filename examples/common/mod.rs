@@ -10,13 +10,13 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tower_redis_http::ConfigError;
 use tower_redis_http::auth::{TokenAuthLayer, Tokens};
 use tower_redis_http::cache::ResponseCacheLayer;
 use tower_redis_http::ratelimit::{ClientAddressHeader, Commit, Key, RateLimitLayer, Rule};
 use tower_redis_http::store::{
     AnyStore, MemoryStore, Pem, RedisStore, RedisStoreBuilder, Store, Stores,
 };
+use tower_redis_http::{ConfigError, FailurePolicy};
 
 /// The principal stored under each token.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -281,9 +281,10 @@ impl Demo {
             .expect("TRUSTED_PROXIES holds addresses or networks such as 10.0.0.0/8")
     }
 
-    /// One SMS code per phone number per minute (a failed send does not count), and ten
-    /// login attempts a minute per client address (brute-force protection). The client
-    /// address is the peer's, or what a proxy in `TRUSTED_PROXIES` forwarded.
+    /// One SMS code per phone number per minute (a failed send does not count), twenty codes
+    /// an hour per client address, and ten login attempts a minute per client address
+    /// (brute-force protection, failing closed). The client address is the peer's, or what a
+    /// proxy in `TRUSTED_PROXIES` forwarded.
     pub fn rate_limit_layer(&self) -> RateLimitLayer {
         RateLimitLayer::builder(self.store())
             .rule(Rule::cooldown(
@@ -292,10 +293,18 @@ impl Demo {
                 Key::path_segment("/sms_codes/{mobile}/", "mobile"),
             ))
             .rule(
-                // every attempt counts, failed ones above all
+                // every attempt counts, failed ones above all; a guess the limit cannot count
+                // (the store down, its room full) is refused rather than let through
                 Rule::fixed_window("login", "10/m", Key::client_ip())
                     .when(|request| request.method == Method::POST && request.path_is("/login/"))
-                    .commit(Commit::Always),
+                    .commit(Commit::Always)
+                    .on_store_error(FailurePolicy::Closed),
+            )
+            .rule(
+                // one number's cooldown does not stop one client asking codes for many
+                Rule::fixed_window("sms_per_address", "20/h", Key::client_ip()).when(|request| {
+                    request.method == Method::GET && request.path_is("/sms_codes/{mobile}/")
+                }),
             )
             .trusted_proxies(self.trusted_proxies.iter().map(String::as_str))
             .client_address_header(self.client_address_header.clone())

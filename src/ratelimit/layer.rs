@@ -731,7 +731,13 @@ impl RateLimitBuilder {
                     format!("two rules are named `{}`", rule.name),
                 ));
             }
-            let policy = rule.policy()?;
+            // each rule's keys have a room of their own in a memory store's rate-limit
+            // share, so one rule's flood never fills the others'
+            let room = std::hash::BuildHasher::hash_one(
+                &foldhash::fast::FixedState::with_seed(0x726c_726f_6f6d),
+                &*rule.name,
+            );
+            let policy = rule.policy()?.in_room(room);
             let (key_before, key_after) = rule.store_key_parts()?;
             rules.push(CompiledRule {
                 name: Arc::clone(&rule.name),

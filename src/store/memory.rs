@@ -45,9 +45,11 @@ const SLOT_OVERHEAD: u64 = 96;
 ///   first. Nothing an anonymous client sends creates entries here through the layers.
 /// - the **rate-limit** share ([`RateLimitLayer`](crate::ratelimit::RateLimitLayer)'s
 ///   counters and flags): [`max_rate_limit_keys`](MemoryStoreBuilder::max_rate_limit_keys).
-///   A live entry is **never** evicted before it expires; when the share is full, a new key is
-///   a store failure ([`StoreErrorKind::CapacityExceeded`]) and the rule applies its failure
-///   policy (a cooldown answers 503, a window lets the request through uncounted).
+///   Each rule has a room of that many keys of its own, so one rule's flood never fills
+///   another's. A live entry is **never** evicted before it expires; when a rule's room is
+///   full, a new key of it is a store failure ([`StoreErrorKind::CapacityExceeded`]) and the
+///   rule applies its failure policy (a cooldown answers 503, a window lets the request
+///   through uncounted unless it fails closed).
 /// - the **cache** share ([`ResponseCacheLayer`](crate::cache::ResponseCacheLayer)'s entries):
 ///   [`max_cache_bytes`](MemoryStoreBuilder::max_cache_bytes), least useful evicted first.
 ///
@@ -96,6 +98,8 @@ struct Shared {
     /// Without moka's per-entry expiry: see [`Expiries`].
     rate_limits: Cache<String, Slot>,
     rate_limit_expiries: Expiries,
+    /// The live keys of each rule's room; each room holds up to `max_rate_limit_keys`.
+    rooms: Rooms,
     max_rate_limit_keys: u64,
     /// When the rate-limit share's count was last settled, in ms after `epoch`.
     rate_limits_settled_ms: AtomicU64,
@@ -234,22 +238,65 @@ impl Expiries {
     }
 }
 
+/// The rate-limit share's rooms: one per rule (the layer names each rule's room in its
+/// [`RatePolicy`]), each counting its live keys and holding up to the share's bound on its
+/// own. A flood of one rule's keys (a code for each of 100,000 phone numbers) fills that
+/// rule's room only: the others (the login limit per address) go on admitting new keys.
+#[derive(Default)]
+struct Rooms(std::sync::RwLock<HashMap<u64, Arc<AtomicU64>>>);
+
+impl Rooms {
+    /// The live-key count of `room`.
+    fn count(&self, room: u64) -> Arc<AtomicU64> {
+        if let Ok(rooms) = self.0.read()
+            && let Some(count) = rooms.get(&room)
+        {
+            return Arc::clone(count);
+        }
+        let Ok(mut rooms) = self.0.write() else {
+            return Arc::new(AtomicU64::new(0));
+        };
+        Arc::clone(rooms.entry(room).or_default())
+    }
+
+    /// A key joined (`true`) or left `room`.
+    fn change(&self, room: Option<u64>, joined: bool) {
+        let Some(room) = room else {
+            return;
+        };
+        let count = self.count(room);
+        if joined {
+            count.fetch_add(1, Ordering::Relaxed);
+        } else {
+            // saturating: a count never wraps below zero
+            let _ = count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
+    }
+}
+
 impl Shared {
     /// Drops up to `limit` rate-limit entries that have expired (see [`Expiries`]).
     fn sweep_rate_limits(&self, limit: usize) {
         let now = Instant::now();
         for key in self.rate_limit_expiries.take_due(now, self.epoch, limit) {
             let mut live_until = None;
+            let mut left = None;
             self.rate_limits
                 .entry(key.to_string())
                 .and_compute_with(|entry| match entry {
-                    Some(entry) if !entry.value().is_live(now) => Op::Remove,
+                    Some(entry) if !entry.value().is_live(now) => {
+                        left = Some(entry.value().room);
+                        Op::Remove
+                    }
                     Some(entry) => {
                         live_until = entry.value().expires_at;
                         Op::Nop
                     }
                     None => Op::Nop,
                 });
+            if let Some(room) = left {
+                self.rooms.change(room, false);
+            }
             // written again since it was queued, and queued again then: keep its place
             if let Some(at) = live_until {
                 self.rate_limit_expiries.expect(&key, at, self.epoch);
@@ -292,6 +339,8 @@ struct Slot {
     /// reads the entry without writing a new one (a moka write costs about seven reads).
     /// When set, it is the slot's value and `value` is unused.
     counter: Option<Arc<AtomicU64>>,
+    /// The rate-limit room the key is counted in (see [`Rooms`]).
+    room: Option<u64>,
 }
 
 impl Slot {
@@ -530,13 +579,18 @@ impl MemoryStore {
     /// Whether `key` may be written in this handle's share: always, except in a full
     /// rate-limit share, where only keys that are already there may (live entries are never
     /// evicted to make room).
-    fn admits(&self, key: &str) -> Result<(), StoreError> {
+    fn admits(&self, key: &str, room: Option<u64>) -> Result<(), StoreError> {
         if self.share != Share::RateLimits {
             return Ok(());
         }
         let shared = &self.shared;
         let max = shared.max_rate_limit_keys;
-        if shared.rate_limits.entry_count() < max || self.live_slot(key, Instant::now()).is_some() {
+        let room_count = room.map(|room| shared.rooms.count(room));
+        let has_room = || match &room_count {
+            Some(count) => count.load(Ordering::Relaxed) < max,
+            None => shared.rate_limits.entry_count() < max,
+        };
+        if has_room() || self.live_slot(key, Instant::now()).is_some() {
             return Ok(());
         }
         // The count trails writes and keeps expired entries until moka's upkeep: settle it,
@@ -552,13 +606,18 @@ impl MemoryStore {
         {
             shared.sweep_rate_limits(SWEEP_WHEN_FULL);
             shared.rate_limits.run_pending_tasks();
-            if shared.rate_limits.entry_count() < max {
+            if has_room() {
                 return Ok(());
             }
         }
         Err(StoreError::new(
             StoreErrorKind::CapacityExceeded,
-            format!("the memory store's rate-limit share is full ({max} live keys)"),
+            match room {
+                Some(_) => format!(
+                    "this rule's room in the memory store's rate-limit share is full ({max} live keys)"
+                ),
+                None => format!("the memory store's rate-limit share is full ({max} live keys)"),
+            },
         ))
     }
 
@@ -569,9 +628,21 @@ impl MemoryStore {
         key: String,
         f: impl FnOnce(Option<&Slot>, Instant) -> (Op<Slot>, R),
     ) -> R {
+        self.compute_in(key, None, f)
+    }
+
+    /// [`compute`](Self::compute), a key it creates counted in `room` of the rate-limit
+    /// share (a key keeps the room it was created in).
+    fn compute_in<R>(
+        &self,
+        key: String,
+        room: Option<u64>,
+        f: impl FnOnce(Option<&Slot>, Instant) -> (Op<Slot>, R),
+    ) -> R {
         let mut out = None;
         let mut expires = None;
         let mut removed = false;
+        let mut room_change = None;
         let rate_limits = self.share == Share::RateLimits;
         let expiring_key = rate_limits.then(|| key.clone());
         self.entries().entry(key).and_compute_with(|entry| {
@@ -583,14 +654,31 @@ impl MemoryStore {
                 (Op::Nop, true) => Op::Remove,
                 (op, _) => op,
             };
-            match &op {
-                Op::Put(slot) => expires = slot.expires_at,
-                Op::Remove => removed = true,
-                Op::Nop => {}
-            }
+            let old_room = entry.as_ref().and_then(|entry| entry.value().room);
+            let op = match op {
+                Op::Put(mut slot) => {
+                    expires = slot.expires_at;
+                    slot.room = if entry.is_some() { old_room } else { room };
+                    if entry.is_none() {
+                        room_change = Some((slot.room, true));
+                    }
+                    Op::Put(slot)
+                }
+                Op::Remove => {
+                    removed = true;
+                    if entry.is_some() {
+                        room_change = Some((old_room, false));
+                    }
+                    Op::Remove
+                }
+                Op::Nop => Op::Nop,
+            };
             out = Some(result);
             op
         });
+        if let Some((room, joined)) = room_change {
+            self.shared.rooms.change(room, joined);
+        }
         if let Some(key) = expiring_key {
             let expiries = &self.shared.rate_limit_expiries;
             match expires {
@@ -627,30 +715,39 @@ impl MemoryStore {
 
     /// A send flag: set when absent, for `interval_ms`.
     #[inline]
-    fn cooldown(&self, key: &str, interval_ms: u64) -> Result<RateDecision, StoreError> {
+    fn cooldown(
+        &self,
+        key: &str,
+        room: Option<u64>,
+        interval_ms: u64,
+    ) -> Result<RateDecision, StoreError> {
         let ticket = new_ticket();
-        Ok(self.compute(key.to_owned(), |slot, now| match slot {
-            Some(slot) => match slot.remaining_ms(now) {
-                Some(ttl) => (Op::Nop, cooldown_decision(interval_ms, Some(ttl), ticket)),
-                // a flag stored without expiry would block forever: give it the interval
+        Ok(
+            self.compute_in(key.to_owned(), room, |slot, now| match slot {
+                Some(slot) => match slot.remaining_ms(now) {
+                    Some(ttl) => (Op::Nop, cooldown_decision(interval_ms, Some(ttl), ticket)),
+                    // a flag stored without expiry would block forever: give it the interval
+                    None => (
+                        Op::Put(Slot {
+                            value: slot.value.clone(),
+                            expires_at: now.checked_add(Duration::from_millis(interval_ms)),
+                            counter: None,
+                            room: None,
+                        }),
+                        cooldown_decision(interval_ms, Some(interval_ms), ticket),
+                    ),
+                },
                 None => (
                     Op::Put(Slot {
-                        value: slot.value.clone(),
+                        value: Bytes::copy_from_slice(ticket.as_bytes()),
                         expires_at: now.checked_add(Duration::from_millis(interval_ms)),
                         counter: None,
+                        room: None,
                     }),
-                    cooldown_decision(interval_ms, Some(interval_ms), ticket),
+                    cooldown_decision(interval_ms, None, ticket),
                 ),
-            },
-            None => (
-                Op::Put(Slot {
-                    value: Bytes::copy_from_slice(ticket.as_bytes()),
-                    expires_at: now.checked_add(Duration::from_millis(interval_ms)),
-                    counter: None,
-                }),
-                cooldown_decision(interval_ms, None, ticket),
-            ),
-        }))
+            }),
+        )
     }
 
     /// A fixed-window counter, counted in place while it lives.
@@ -658,6 +755,7 @@ impl MemoryStore {
     fn fixed_window(
         &self,
         key: &str,
+        room: Option<u64>,
         limit: u64,
         window_ms: u64,
     ) -> Result<RateDecision, StoreError> {
@@ -669,7 +767,7 @@ impl MemoryStore {
             let ttl_ms = duration_ms_floor(expires_at.saturating_duration_since(now));
             return Ok(count_hit(counter, limit, ttl_ms));
         }
-        self.compute(key.to_owned(), |slot, now| {
+        self.compute_in(key.to_owned(), room, |slot, now| {
             let window_end = || now.checked_add(Duration::from_millis(window_ms));
             match slot {
                 Some(slot) => {
@@ -710,6 +808,7 @@ impl MemoryStore {
     fn gcra(
         &self,
         key: &str,
+        room: Option<u64>,
         emission_us: u64,
         tolerance_us: u64,
         burst: u64,
@@ -744,7 +843,7 @@ impl MemoryStore {
                 }
             }
         }
-        self.compute(key.to_owned(), |slot, now| {
+        self.compute_in(key.to_owned(), room, |slot, now| {
             // the slot lives for the tolerance, which the stored time never passes
             // (an allowed time is at most `now + tolerance`), so the state is never
             // dropped while it limits anything
@@ -857,17 +956,18 @@ impl Backend for MemoryStore {
         key: &str,
         policy: &RatePolicy,
     ) -> Result<RateDecision, StoreError> {
-        self.admits(key)?;
+        let room = policy.room();
+        self.admits(key, room)?;
         match policy.kind() {
-            PolicyKind::Cooldown { interval_ms } => self.cooldown(key, interval_ms),
+            PolicyKind::Cooldown { interval_ms } => self.cooldown(key, room, interval_ms),
             PolicyKind::FixedWindow { limit, window_ms } => {
-                self.fixed_window(key, limit, window_ms)
+                self.fixed_window(key, room, limit, window_ms)
             }
             PolicyKind::Gcra {
                 emission_us,
                 tolerance_us,
                 burst,
-            } => self.gcra(key, emission_us, tolerance_us, burst),
+            } => self.gcra(key, room, emission_us, tolerance_us, burst),
         }
     }
 
@@ -918,6 +1018,7 @@ impl Backend for MemoryStore {
                     value: value.clone(),
                     expires_at,
                     counter: None,
+                    room: None,
                 },
             );
         }
@@ -965,6 +1066,7 @@ impl Backend for MemoryStore {
                     value: owner,
                     expires_at: Some(now + lock.ttl),
                     counter: None,
+                    room: None,
                 }),
                 true,
             ),
@@ -998,6 +1100,7 @@ impl Backend for MemoryStore {
                 self.entries().invalidate(key.as_str());
                 if self.share == Share::RateLimits {
                     self.shared.rate_limit_expiries.forget(&key);
+                    self.shared.rooms.change(slot.room, false);
                 }
                 deleted += u64::from(slot.is_live(now));
             }
@@ -1028,6 +1131,7 @@ impl Store for MemoryStore {
                     value,
                     expires_at,
                     counter: None,
+                    room: None,
                 }),
                 (),
             ),
@@ -1051,6 +1155,7 @@ impl Store for MemoryStore {
                         value,
                         expires_at,
                         counter: None,
+                        room: None,
                     }),
                     (),
                 ),
@@ -1075,6 +1180,7 @@ impl Store for MemoryStore {
                         value,
                         expires_at,
                         counter: None,
+                        room: None,
                     }),
                     true,
                 ),
@@ -1208,6 +1314,7 @@ impl Store for MemoryStore {
                         value: Bytes::from(next.to_string()),
                         expires_at: slot.expires_at,
                         counter: None,
+                        room: None,
                     }),
                     Ok(Some(next)),
                 ),
@@ -1425,11 +1532,15 @@ impl MemoryStoreBuilder {
         self
     }
 
-    /// The most live keys of the rate-limit share. Defaults to 100 000.
+    /// The most live keys of each rule in the rate-limit share (and of the keys written
+    /// through the store API without a rule). Defaults to 100 000.
     ///
-    /// A live counter or flag is never evicted to make room: when the share is full, a new key
-    /// fails with [`StoreErrorKind::CapacityExceeded`] until entries expire, and the rule
-    /// applies its failure policy.
+    /// Each rule of a [`RateLimitLayer`](crate::ratelimit::RateLimitLayer) has a room of this
+    /// size of its own: a flood of one rule's keys (a code for each of 100,000 numbers) never
+    /// fills another's (the login limit per address). A live counter or flag is never evicted
+    /// to make room: when a rule's room is full, a new key of that rule fails with
+    /// [`StoreErrorKind::CapacityExceeded`] until entries expire, and the rule applies its
+    /// failure policy; a rule that guards a secret (a login limit) should fail closed.
     pub fn max_rate_limit_keys(mut self, max: u64) -> Self {
         self.max_rate_limit_keys = max;
         self
@@ -1542,6 +1653,7 @@ impl MemoryStoreBuilder {
                 general,
                 rate_limits,
                 rate_limit_expiries: Expiries::default(),
+                rooms: Rooms::default(),
                 max_rate_limit_keys: self.max_rate_limit_keys,
                 rate_limits_settled_ms: AtomicU64::new(0),
                 cache,

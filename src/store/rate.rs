@@ -27,6 +27,9 @@ use crate::ConfigError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RatePolicy {
     kind: PolicyKind,
+    /// The room of the memory store's rate-limit share its keys are counted in: one per
+    /// rule, so that one rule's keys never fill another's (see `MemoryStore`).
+    room: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -58,6 +61,19 @@ fn millis(option: &'static str, duration: Duration) -> Result<u64, ConfigError> 
 }
 
 impl RatePolicy {
+    /// This policy with its keys counted in `room` of the memory store's rate-limit share.
+    pub(crate) fn in_room(self, room: u64) -> Self {
+        Self {
+            room: Some(room),
+            ..self
+        }
+    }
+
+    /// The room its keys are counted in, when one was given.
+    pub(crate) fn room(&self) -> Option<u64> {
+        self.room
+    }
+
     /// At most one hit per `interval`: the send flag.
     ///
     /// # Errors
@@ -77,6 +93,7 @@ impl RatePolicy {
             kind: PolicyKind::Cooldown {
                 interval_ms: millis("interval", interval)?,
             },
+            room: None,
         })
     }
 
@@ -103,6 +120,7 @@ impl RatePolicy {
                 limit,
                 window_ms: millis("window", window)?,
             },
+            room: None,
         })
     }
 
@@ -153,6 +171,7 @@ impl RatePolicy {
                 tolerance_us,
                 burst,
             },
+            room: None,
         })
     }
 

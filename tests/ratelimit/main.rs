@@ -500,6 +500,45 @@ async fn a_key_the_handler_may_read_otherwise_is_refused(backend: &Backend) {
     );
 }
 
+/// Issue 29, finding 3: on a memory store, one rule's flood of keys fills that rule's room of
+/// the rate-limit share only. 150 phone numbers against a share of 100 keys leave the login
+/// limit per address admitting new addresses and refusing the eleventh attempt of each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_rules_flood_leaves_the_other_rules_room() {
+    let store = MemoryStore::builder()
+        .max_rate_limit_keys(100)
+        .build()
+        .unwrap();
+    let app = app(RateLimitLayer::builder(store).rule(sms_rule()).rule(
+        Rule::fixed_window("login", "10/m", Key::client_ip())
+            .when(|request| request.path_is("/api/")),
+    ));
+    let mut refused = 0;
+    for n in 0..150 {
+        let reply = send(&app, sms(&format!("1390000{n:04}"))).await;
+        if reply.status == StatusCode::SERVICE_UNAVAILABLE {
+            refused += 1;
+        } else {
+            assert_eq!(reply.status, StatusCode::OK);
+        }
+    }
+    assert_eq!(refused, 50, "the sms rule's room holds 100 keys");
+    for address in ["203.0.113.1", "203.0.113.2"] {
+        for attempt in 0..10 {
+            assert_eq!(
+                send(&app, from(address, &[])).await.status,
+                StatusCode::OK,
+                "{address} attempt {attempt}"
+            );
+        }
+        assert_eq!(
+            send(&app, from(address, &[])).await.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "the login limit failed open for {address}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_gcra_script_reloads_after_a_script_flush() {
     let redis = TestRedis::start();
