@@ -817,6 +817,31 @@ fn invalid_rules_fail_at_build_time() {
     }
 }
 
+/// Issue 29, finding 8a: rule `a` keyed `b:x` and rule `a:b` keyed `x` both counted in
+/// `rl:a:b:x`.
+#[test]
+fn a_rule_name_with_a_colon_is_refused_as_its_keys_could_be_another_rules() {
+    let store = MemoryStore::new();
+    let err = RateLimitLayer::builder(store.clone())
+        .rule(Rule::fixed_window(
+            "a",
+            "5/m",
+            Key::header(http::HeaderName::from_static("x-k")),
+        ))
+        .rule(Rule::fixed_window("a:b", "5/m", Key::global()))
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`a:b`"), "{err}");
+    // with a store key of its own, the name is not part of any key
+    assert!(
+        RateLimitLayer::builder(store)
+            .rule(Rule::fixed_window("a:b", "5/m", Key::global()).store_key("ab_{key}"))
+            .build()
+            .is_ok()
+    );
+}
+
 #[tokio::test]
 async fn a_rule_shares_the_send_flag_a_django_app_writes() {
     use tower_redis_http::store::KeyScheme;
