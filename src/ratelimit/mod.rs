@@ -53,8 +53,11 @@
 //!
 //! [`Key`]: a named path segment, a header, a query parameter, the authenticated principal, the
 //! client address, a closure, or one global counter. Store keys are `rl:<rule>:<key>` inside
-//! the store's namespace; key text over 128 bytes is hashed. A request without a key passes or
-//! gets 400 ([`MissingKey`]).
+//! the store's namespace (a rule name holds no `:`, so one rule's keys are never another's,
+//! unless [`Rule::store_key`] gives a rule its own template); key text over 128 bytes, and any
+//! that starts with `sha256:`, is counted as `sha256:<hex>` of itself, so a client cannot send
+//! a long key's hashed form to share its counter. A request without a key passes or gets 400
+//! ([`MissingKey`]).
 //!
 //! # Answers
 //!

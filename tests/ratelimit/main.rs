@@ -452,6 +452,59 @@ async fn requests_without_a_key_pass_or_get_400(backend: &Backend) {
 /// Issue 29, finding 6: `?phone=<random>&phone=<victim>` is refused (400), under the default
 /// missing-key policy: the handler's extractor reads the last, a key of the first would send
 /// the victim a code on every request. So is a repeated or unreadable key header.
+/// Issue 29, finding 8b: key text over 128 bytes is counted as `sha256:<hex>`; a client that
+/// sent that text literally shared the long key's counter.
+async fn a_literal_key_never_shares_a_hashed_keys_counter(backend: &Backend) {
+    use sha2::{Digest, Sha256};
+    let limited = app(
+        RateLimitLayer::builder(backend.store()).rule(Rule::cooldown(
+            "sms",
+            std::time::Duration::from_secs(60),
+            Key::header(http::HeaderName::from_static("x-phone")),
+        )),
+    );
+    let ask = |key: &str| {
+        Request::get("/sms/")
+            .header("x-phone", key)
+            .body(Empty::new())
+            .unwrap()
+    };
+    let long = "1".repeat(200);
+    let hashed: String = Sha256::digest(long.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let literal = format!("sha256:{hashed}");
+    assert_eq!(send(&limited, ask(&long)).await.status, StatusCode::OK);
+    assert_eq!(
+        send(&limited, ask(&literal)).await.status,
+        StatusCode::OK,
+        "the literal marker shared the long key's counter"
+    );
+    // and the other way round: the literal was counted first
+    let other = "2".repeat(200);
+    let hashed: String = Sha256::digest(other.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        send(&limited, ask(&format!("sha256:{hashed}")))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(send(&limited, ask(&other)).await.status, StatusCode::OK);
+    // each is still limited on its own
+    assert_eq!(
+        send(&limited, ask(&long)).await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        send(&limited, ask(&literal)).await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
 async fn a_key_the_handler_may_read_otherwise_is_refused(backend: &Backend) {
     let by_query = app(
         RateLimitLayer::builder(backend.store()).rule(Rule::cooldown(
@@ -964,6 +1017,7 @@ crate::on_each_backend!(
     the_rejection_is_replaceable_and_keeps_retry_after,
     requests_without_a_key_pass_or_get_400,
     a_key_the_handler_may_read_otherwise_is_refused,
+    a_literal_key_never_shares_a_hashed_keys_counter,
     a_principal_key_limits_each_user_behind_the_auth_layer,
 );
 crate::on_each_backend!(
