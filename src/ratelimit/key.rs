@@ -215,7 +215,9 @@ impl Key {
 
     /// The client address: the peer, or what trusted proxies forwarded (see
     /// [`RateLimitBuilder::trusted_proxies`](super::RateLimitBuilder::trusted_proxies)). IPv6
-    /// clients count by their /64.
+    /// clients count by their /64, except those whose address embeds an IPv4 one (NAT64's
+    /// `64:ff9b::/96`, 6to4's `2002::/16`, Teredo, IPv4-mapped), which count as that IPv4
+    /// client.
     ///
     /// The peer is read from the request extensions: a `std::net::SocketAddr` or `IpAddr`
     /// (what a hyper or warp server should insert per connection), axum's

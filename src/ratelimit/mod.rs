@@ -85,7 +85,8 @@
 //! [`RateLimitBuilder::peer_address`]). `Forwarded` and `X-Forwarded-For` count only when the
 //! peer is a configured trusted proxy, and then the nearest hop that is not a trusted proxy is
 //! the client: a client cannot pick its own key by sending those headers. IPv6 clients count by
-//! their /64.
+//! their /64, except those whose address embeds an IPv4 one (IPv4-mapped, NAT64's
+//! `64:ff9b::/96`, 6to4's `2002::/16`, Teredo), which count as that IPv4 client.
 //!
 //! # Failures
 //!

@@ -452,6 +452,40 @@ async fn requests_without_a_key_pass_or_get_400(backend: &Backend) {
 /// Issue 29, finding 6: `?phone=<random>&phone=<victim>` is refused (400), under the default
 /// missing-key policy: the handler's extractor reads the last, a key of the first would send
 /// the victim a code on every request. So is a repeated or unreadable key header.
+/// Issue 29, finding 8c: every IPv4 client behind NAT64 shared the key of `64:ff9b::/64`.
+async fn ipv6_clients_behind_nat64_or_6to4_are_limited_by_their_ipv4(backend: &Backend) {
+    let limited = app(
+        RateLimitLayer::builder(backend.store()).rule(Rule::fixed_window(
+            "login",
+            "1/m",
+            Key::client_ip(),
+        )),
+    );
+    for peer in [
+        "64:ff9b::203.0.113.1",
+        "64:ff9b::203.0.113.2",
+        "2002:cb00:7103::1",
+    ] {
+        assert_eq!(
+            send(&limited, from(peer, &[])).await.status,
+            StatusCode::OK,
+            "{peer}"
+        );
+    }
+    // each is the IPv4 client it stands for, in every spelling
+    for peer in [
+        "203.0.113.1",
+        "2002:cb00:7101:1::1",
+        "2002:cb00:7103:ffff::2",
+    ] {
+        assert_eq!(
+            send(&limited, from(peer, &[])).await.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{peer}"
+        );
+    }
+}
+
 /// Issue 29, finding 8b: key text over 128 bytes is counted as `sha256:<hex>`; a client that
 /// sent that text literally shared the long key's counter.
 async fn a_literal_key_never_shares_a_hashed_keys_counter(backend: &Backend) {
@@ -1018,6 +1052,7 @@ crate::on_each_backend!(
     requests_without_a_key_pass_or_get_400,
     a_key_the_handler_may_read_otherwise_is_refused,
     a_literal_key_never_shares_a_hashed_keys_counter,
+    ipv6_clients_behind_nat64_or_6to4_are_limited_by_their_ipv4,
     a_principal_key_limits_each_user_behind_the_auth_layer,
 );
 crate::on_each_backend!(
