@@ -72,7 +72,9 @@
 //! With [`Commit::OnSuccess`], a hit counts unless the inner service answers with a failure
 //! (a non-2xx response or an error). A request dropped after the inner service was called
 //! keeps its hit: the side effect may have happened. A cooldown is given back only by the hit
-//! that set it, so a release never lets two requests through at once.
+//! that set it, so a release never lets two requests through at once; a fixed-window hit on
+//! Redis only to the window it was counted in, so a handler that fails after its window ended
+//! never buys the next window an extra hit.
 //!
 //! # Several rules
 //!

@@ -452,6 +452,71 @@ async fn requests_without_a_key_pass_or_get_400(backend: &Backend) {
 /// Issue 29, finding 6: `?phone=<random>&phone=<victim>` is refused (400), under the default
 /// missing-key policy: the handler's extractor reads the last, a key of the first would send
 /// the victim a code on every request. So is a repeated or unreadable key header.
+/// Issue 29, finding 8e: a hit given back after its window ended was taken off the next
+/// window's count, one more hit in that window than its limit.
+async fn a_give_back_after_the_window_ended_leaves_the_next_window_alone(backend: &Backend) {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let waiting = Arc::clone(&gate);
+    let service = ServiceBuilder::new()
+        .layer(
+            RateLimitLayer::builder(backend.store())
+                .rule(Rule::fixed_window("api", "1/2s", Key::global()))
+                .commit(Commit::OnSuccess)
+                .build()
+                .unwrap(),
+        )
+        .service_fn(move |req: Request<Empty<Bytes>>| {
+            let waiting = Arc::clone(&waiting);
+            async move {
+                let mut response = Response::new(Full::new(Bytes::new()));
+                if req.uri().path() == "/slow/" {
+                    // fails once the test lets it, after its window ended
+                    let _ = waiting.acquire().await.unwrap();
+                    *response.status_mut() = StatusCode::BAD_GATEWAY;
+                }
+                Ok::<_, Infallible>(response)
+            }
+        });
+    let app: App = BoxCloneService::new(service);
+    let get = |path: &str| Request::get(path).body(Empty::new()).unwrap();
+    let slow = tokio::spawn(send(&app, get("/slow/")));
+    // the slow request holds the first window's only hit
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let probe = send(&app, get("/")).await;
+        if probe.status == StatusCode::TOO_MANY_REQUESTS {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow hit was never counted"
+        );
+        tokio::task::yield_now().await;
+    }
+    backend.advance(Duration::from_millis(2100)).await;
+    // a new window, its one hit taken
+    assert_eq!(send(&app, get("/")).await.status, StatusCode::OK);
+    // the first window's hit fails and is given back: not to this window
+    gate.add_permits(1);
+    assert_eq!(slow.await.unwrap().status, StatusCode::BAD_GATEWAY);
+    // the give-back runs in a task of its own: watch the window while it lands (well
+    // within the window's 2 s)
+    let watch = std::time::Instant::now() + Duration::from_millis(300);
+    while std::time::Instant::now() < watch {
+        assert_eq!(
+            send(&app, get("/")).await.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "the give-back landed in the next window"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+crate::on_each_backend!(@module give_back_on_redis, { crate::support::Backend::redis().await }, ();
+    a_give_back_after_the_window_ended_leaves_the_next_window_alone);
+crate::on_each_backend!(@module give_back_on_redis_cluster, { crate::support::Backend::redis_cluster().await }, ();
+    a_give_back_after_the_window_ended_leaves_the_next_window_alone);
+
 /// Issue 29, finding 8c: every IPv4 client behind NAT64 shared the key of `64:ff9b::/64`.
 async fn ipv6_clients_behind_nat64_or_6to4_are_limited_by_their_ipv4(backend: &Backend) {
     let limited = app(
