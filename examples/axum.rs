@@ -13,7 +13,7 @@
 //! curl -si localhost:3000/sms_codes/13800138000/                         # 200, then 429
 //! curl -s -X POST localhost:3000/logout/ -H "authorization: Bearer $TOKEN"
 //! curl -s localhost:3000/healthz                                         # {"status": "ok", ...}
-//! curl -s localhost:3000/metrics            # with --features metrics: the layers' counters
+//! curl -s localhost:3000/metrics            # with --features metrics: the layers' counters, to anyone
 //! ```
 
 pub mod common;
@@ -74,6 +74,11 @@ async fn healthz(State(demo): State<Demo>) -> Response {
 }
 
 /// The layers' counters and histograms in Prometheus's text format (the `metrics` feature).
+///
+/// Served to anyone, without a token (the auth layer allows `/metrics`): the series hold no
+/// keys or tokens, but they tell who can reach them the request rates, the share of 429s and
+/// whether the store fails. A deployment serves this on an address only its scraper reaches
+/// (another listener, or a proxy rule), not beside the public routes as this demo does.
 #[cfg(feature = "metrics")]
 async fn metrics() -> Response {
     let mut response = common::prometheus().render().into_response();

@@ -108,7 +108,9 @@ impl Answer {
 }
 
 /// The Prometheus recorder the layers' metrics go to (the crate's `metrics` feature),
-/// installed on first use; its text is what `GET /metrics` answers.
+/// installed on first use; its text is what `GET /metrics` answers, to anyone: the auth layer
+/// allows the path. Serve it on an address only the scraper reaches, or behind a rule of the
+/// proxy in front, before copying this.
 #[cfg(feature = "metrics")]
 pub fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
     static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
@@ -420,7 +422,8 @@ impl Demo {
         }))
     }
 
-    /// `GET /sms_codes/{mobile}/`: stores a code for 300 s in `verify_codes` and logs it.
+    /// `GET /sms_codes/{mobile}/`: stores a code for 300 s in `verify_codes` and logs a
+    /// digest of the number (never the number or the code).
     /// The rate-limit layer in front allows one per number per minute.
     pub async fn sms_code(&self, mobile: &str) -> Answer {
         if !valid_mobile(mobile) {
@@ -444,10 +447,12 @@ impl Demo {
             .await;
         match stored {
             Ok(()) => {
+                // neither the number nor its code goes to the log, which more people read
+                // than the SMS reaches: a digest tells one number's requests apart, as the
+                // crate logs keys; the code is in `verify_codes` under `sms_<mobile>`
                 tracing::info!(
-                    mobile,
-                    code,
-                    "verification code (sent by SMS in a real service)"
+                    mobile = %digest(mobile),
+                    "verification code stored (sent by SMS in a real service)"
                 );
                 Answer {
                     cache_control: Some("no-store"),
@@ -463,6 +468,18 @@ impl Demo {
             }
         }
     }
+}
+
+/// A short digest of `text` for logs, `#` and 12 hex digits of its SHA-256, as the crate
+/// logs store keys: the same text gives the same digest, and the log does not hold the text.
+pub fn digest(text: &str) -> String {
+    use sha2::Digest as _;
+    let hash = sha2::Sha256::digest(text.as_bytes());
+    let mut out = String::from("#");
+    for byte in &hash[..6] {
+        out.push_str(&format!("{byte:02x}"));
+    }
+    out
 }
 
 /// A path segment as the handler must read it: percent-decoded, as axum's `Path` extractor

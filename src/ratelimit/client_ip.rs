@@ -168,14 +168,42 @@ pub(crate) fn client_key_text(client: Client<'_>) -> String {
 }
 
 /// The key text of an address: IPv6 clients are keyed by their /64, since one subscriber
-/// usually holds a whole /64 (as django-ratelimit's default `RATELIMIT_IPV6_MASK`).
+/// usually holds a whole /64 (as django-ratelimit's default `RATELIMIT_IPV6_MASK`), except
+/// those whose address embeds the IPv4 one they come from, which are keyed by it as an IPv4
+/// client is: behind NAT64 every IPv4 client shares `64:ff9b::/64`, and a 6to4 site or a
+/// Teredo client could pick among many /64s.
 pub(crate) fn key_text(address: IpAddr) -> String {
     match address {
         IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => {
-            let masked = u128::from(v6) & (u128::MAX << 64);
-            format!("{}/64", Ipv6Addr::from(masked))
-        }
+        IpAddr::V6(v6) => match embedded_ipv4(v6) {
+            Some(v4) => v4.to_string(),
+            None => {
+                let masked = u128::from(v6) & (u128::MAX << 64);
+                format!("{}/64", Ipv6Addr::from(masked))
+            }
+        },
+    }
+}
+
+/// The IPv4 address an IPv6 one stands for: IPv4-mapped `::ffff:a.b.c.d` (RFC 4291 §2.5.5.2),
+/// the NAT64 well-known prefix `64:ff9b::/96` (RFC 6052 §2.1), 6to4 `2002:AABB:CCDD::/48`
+/// (RFC 3056 §2), and Teredo `2001:0::/32`, whose last 32 bits are the client's public IPv4
+/// inverted (RFC 4380 §4).
+fn embedded_ipv4(v6: Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    let bits = u128::from(v6);
+    // the truncations keep exactly the 32 bits each layout puts the IPv4 address in
+    let (low, after_2002) = (bits as u32, (bits >> 80) as u32);
+    let segments = v6.segments();
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        Some(v4)
+    } else if bits >> 32 == 0x0064_ff9b_u128 << 64 {
+        Some(low.into())
+    } else if segments[0] == 0x2002 {
+        Some(after_2002.into())
+    } else if segments[0] == 0x2001 && segments[1] == 0 {
+        Some((!low).into())
+    } else {
+        None
     }
 }
 
@@ -375,5 +403,25 @@ mod tests {
         assert_eq!(key_text(ip("203.0.113.9")), "203.0.113.9");
         assert_eq!(key_text(ip("2001:db8:1:2:3:4:5:6")), "2001:db8:1:2::/64");
         assert_eq!(key_text(ip("2001:db8:1:2:ffff::1")), "2001:db8:1:2::/64");
+    }
+
+    #[test]
+    fn ipv6_clients_that_embed_an_ipv4_address_are_keyed_by_it() {
+        // issue 29, finding 8c: every IPv4 client behind NAT64 shared `64:ff9b::/64`, and
+        // a 6to4 site held 65,536 /64s
+        for (v6, v4) in [
+            ("64:ff9b::203.0.113.9", "203.0.113.9"),
+            ("64:ff9b::198.51.100.1", "198.51.100.1"),
+            ("2002:cb00:7109::1", "203.0.113.9"),
+            ("2002:cb00:7109:ffff:1:2:3:4", "203.0.113.9"),
+            ("::ffff:203.0.113.9", "203.0.113.9"),
+            // Teredo: the client's public address, inverted, in the last 32 bits
+            ("2001:0:4136:e378:8000:63bf:34ff:8cf6", "203.0.115.9"),
+        ] {
+            assert_eq!(key_text(ip(v6)), v4, "{v6}");
+        }
+        // the same prefix with other bits set is not NAT64's
+        assert_eq!(key_text(ip("64:ff9b:1::1")), "64:ff9b:1::/64");
+        assert_eq!(key_text(ip("2001:db8::1")), "2001:db8::/64");
     }
 }

@@ -126,6 +126,7 @@ mod tests {
             retry_after: None,
             reset: Duration::from_millis(reset_ms),
             ticket: None,
+            window_end_ms: None,
         };
         let (first, second) = (decision(0, 59_001), decision(42, 1000));
         let rules = [

@@ -16,6 +16,9 @@ use crate::principal::{Authenticated, PrincipalType};
 /// grow without bound.
 const MAX_KEY_TEXT: usize = 128;
 
+/// What starts a hashed key text, and no literal one.
+const HASHED_MARKER: &str = "sha256:";
+
 /// A view of the request for [`Key::custom`] extractors.
 ///
 /// # Example
@@ -212,7 +215,9 @@ impl Key {
 
     /// The client address: the peer, or what trusted proxies forwarded (see
     /// [`RateLimitBuilder::trusted_proxies`](super::RateLimitBuilder::trusted_proxies)). IPv6
-    /// clients count by their /64.
+    /// clients count by their /64, except those whose address embeds an IPv4 one (NAT64's
+    /// `64:ff9b::/96`, 6to4's `2002::/16`, Teredo, IPv4-mapped), which count as that IPv4
+    /// client.
     ///
     /// The peer is read from the request extensions: a `std::net::SocketAddr` or `IpAddr`
     /// (what a hyper or warp server should insert per connection), axum's
@@ -380,7 +385,7 @@ pub(crate) enum KeyError {
 }
 
 impl CompiledKey {
-    /// The key text for `request`, hashed when long; `Ok(None)` when the request has none by
+    /// The key text for `request`, hashed when long or when it starts as a hash does; `Ok(None)` when the request has none by
     /// design (an anonymous request on a per-user rule, a header it did not send), and a
     /// [`KeyError`] when the key cannot be computed.
     ///
@@ -469,14 +474,19 @@ impl CompiledKey {
         if text.is_empty() {
             return Ok(None);
         }
-        Ok(Some(if text.len() > MAX_KEY_TEXT {
-            Cow::Owned(format!(
-                "sha256:{}",
-                hex_digest(&Sha256::digest(text.as_bytes()))
-            ))
-        } else {
-            text
-        }))
+        // a text that starts with the marker is hashed too, so a key starting with it is
+        // always a hash: a client sending `sha256:<hex>` literally would otherwise count
+        // against the long key hashed to it
+        Ok(Some(
+            if text.len() > MAX_KEY_TEXT || text.starts_with(HASHED_MARKER) {
+                Cow::Owned(format!(
+                    "{HASHED_MARKER}{}",
+                    hex_digest(&Sha256::digest(text.as_bytes()))
+                ))
+            } else {
+                text
+            },
+        ))
     }
 }
 
@@ -747,6 +757,30 @@ mod tests {
         )
         .unwrap();
         assert!(key.starts_with("sha256:") && key.len() == 7 + 64);
+        // issue 29, finding 8b: the hashed form sent literally is hashed again, not shared
+        let literal = extract(
+            &Key::header(HeaderName::from_static("x-k")),
+            "/",
+            &[("x-k", &key)],
+            None,
+        )
+        .unwrap();
+        assert!(literal.starts_with("sha256:") && literal.len() == 7 + 64);
+        assert_ne!(literal, key);
+        for short in ["sha256:", "sha256:x", "SHA256:x"] {
+            let text = extract(
+                &Key::header(HeaderName::from_static("x-k")),
+                "/",
+                &[("x-k", short)],
+                None,
+            )
+            .unwrap();
+            assert_eq!(
+                text.starts_with("sha256:"),
+                short.starts_with("sha256:"),
+                "{short}"
+            );
+        }
     }
 
     #[test]

@@ -699,7 +699,8 @@ impl RateLimitBuilder {
     /// # Errors
     ///
     /// [`ConfigError::InvalidOption`] for no rule, a bad rate or pattern (naming the rule), a
-    /// duplicate or unusable rule name, or a bad proxy network.
+    /// duplicate or unusable rule name (one with a `:` too, unless the rule has its own
+    /// [`store_key`](super::Rule::store_key)), or a bad proxy network.
     ///
     /// # Example
     ///
@@ -721,6 +722,17 @@ impl RateLimitBuilder {
                     "rule",
                     format!(
                         "`{}` is not a printable ASCII name without quotes or backslashes",
+                        rule.name
+                    ),
+                ));
+            }
+            // `rl:<name>:<key>` reads back unambiguously only if the name holds no `:`: rule
+            // `a` keyed `b:x` and rule `a:b` keyed `x` would both count in `rl:a:b:x`
+            if rule.store_key.is_none() && rule.name.contains(':') {
+                return Err(invalid(
+                    "rule",
+                    format!(
+                        "`{}` holds a `:`, so its store keys could be another rule's",
                         rule.name
                     ),
                 ));

@@ -53,8 +53,11 @@
 //!
 //! [`Key`]: a named path segment, a header, a query parameter, the authenticated principal, the
 //! client address, a closure, or one global counter. Store keys are `rl:<rule>:<key>` inside
-//! the store's namespace; key text over 128 bytes is hashed. A request without a key passes or
-//! gets 400 ([`MissingKey`]).
+//! the store's namespace (a rule name holds no `:`, so one rule's keys are never another's,
+//! unless [`Rule::store_key`] gives a rule its own template); key text over 128 bytes, and any
+//! that starts with `sha256:`, is counted as `sha256:<hex>` of itself, so a client cannot send
+//! a long key's hashed form to share its counter. A request without a key passes or gets 400
+//! ([`MissingKey`]).
 //!
 //! # Answers
 //!
@@ -69,7 +72,9 @@
 //! With [`Commit::OnSuccess`], a hit counts unless the inner service answers with a failure
 //! (a non-2xx response or an error). A request dropped after the inner service was called
 //! keeps its hit: the side effect may have happened. A cooldown is given back only by the hit
-//! that set it, so a release never lets two requests through at once.
+//! that set it, so a release never lets two requests through at once; a fixed-window hit on
+//! Redis only to the window it was counted in, so a handler that fails after its window ended
+//! never buys the next window an extra hit.
 //!
 //! # Several rules
 //!
@@ -82,7 +87,8 @@
 //! [`RateLimitBuilder::peer_address`]). `Forwarded` and `X-Forwarded-For` count only when the
 //! peer is a configured trusted proxy, and then the nearest hop that is not a trusted proxy is
 //! the client: a client cannot pick its own key by sending those headers. IPv6 clients count by
-//! their /64.
+//! their /64, except those whose address embeds an IPv4 one (IPv4-mapped, NAT64's
+//! `64:ff9b::/96`, 6to4's `2002::/16`, Teredo), which count as that IPv4 client.
 //!
 //! # Failures
 //!

@@ -147,7 +147,9 @@ impl fmt::Display for Rate {
 /// One limit: a named policy over a key.
 ///
 /// The name goes into store keys (`rl:<name>:<key>`) and into the `RateLimit` headers, so two
-/// rules with one key never share a counter.
+/// rules with one key never share a counter. It is printable ASCII without `"` or `\`, and
+/// without `:` unless the rule has its own [`store_key`](Rule::store_key): rule `a` keyed
+/// `b:x` and a rule `a:b` keyed `x` would both count in `rl:a:b:x`.
 ///
 /// # Example
 ///

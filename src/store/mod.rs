@@ -353,7 +353,8 @@ pub trait Store: backend::Backend {
     /// Gives back the hit an allowed `decision` counted (commit on success: a failed SMS send
     /// does not use up the minute), telling whether anything was given back. A cooldown flag is
     /// cleared only if it is still the one this hit set, so a release never frees a slot that a
-    /// later request holds.
+    /// later request holds. On Redis a window hit is given back only to the window it was
+    /// counted in, never to a later one.
     fn release(
         &self,
         key: &str,

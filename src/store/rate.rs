@@ -255,6 +255,11 @@ pub struct RateDecision {
     pub reset: Duration,
     /// For an allowed cooldown hit, the value its flag holds, so only it can release the flag.
     pub(crate) ticket: Option<std::sync::Arc<str>>,
+    /// For an allowed fixed-window hit, when the window it was counted in ends, in ms on the
+    /// store's clock (Unix time on the Redis server), so that giving it back never takes a
+    /// hit off a later window. `None` when the store does not say: then it is given back to
+    /// whatever window is current.
+    pub(crate) window_end_ms: Option<u64>,
 }
 
 /// A value no other hit in any process holds: a per-process random prefix and a counter.
@@ -288,6 +293,7 @@ pub(crate) fn cooldown_decision(
             retry_after: None,
             reset: Duration::from_millis(interval_ms),
             ticket: Some(ticket),
+            window_end_ms: None,
         },
         Some(ttl_ms) => RateDecision {
             allowed: false,
@@ -296,6 +302,7 @@ pub(crate) fn cooldown_decision(
             retry_after: Some(Duration::from_millis(ttl_ms)),
             reset: Duration::from_millis(ttl_ms),
             ticket: None,
+            window_end_ms: None,
         },
     }
 }
@@ -311,6 +318,7 @@ pub(crate) fn window_decision(limit: u64, allowed: bool, count: u64, ttl_ms: u64
         retry_after: (!allowed).then_some(ttl),
         reset: ttl,
         ticket: None,
+        window_end_ms: None,
     }
 }
 
@@ -363,6 +371,7 @@ pub(crate) fn gcra_decision(
             .then(|| Duration::from_micros((ttl_us + emission_us).saturating_sub(tolerance_us))),
         reset: Duration::from_micros(ttl_us),
         ticket: None,
+        window_end_ms: None,
     }
 }
 

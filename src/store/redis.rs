@@ -1304,13 +1304,21 @@ impl Backend for RedisStore {
         if !decision.allowed {
             return Ok(false);
         }
-        let (kind, argument) = match policy.kind() {
+        let (kind, argument, window_ms) = match policy.kind() {
             PolicyKind::Cooldown { .. } => match &decision.ticket {
-                Some(ticket) => ("cooldown", ticket.to_string()),
+                Some(ticket) => ("cooldown", ticket.to_string(), 0),
                 None => return Ok(false),
             },
-            PolicyKind::FixedWindow { .. } => ("window", String::new()),
-            PolicyKind::Gcra { emission_us, .. } => ("gcra", emission_us.to_string()),
+            // the window the hit was counted in, so a give-back never lands in a later one
+            PolicyKind::FixedWindow { window_ms, .. } => (
+                "window",
+                decision
+                    .window_end_ms
+                    .map(|end| end.to_string())
+                    .unwrap_or_default(),
+                window_ms,
+            ),
+            PolicyKind::Gcra { emission_us, .. } => ("gcra", emission_us.to_string(), 0),
         };
         let argument = argument.as_str();
         let released: i64 = self
@@ -1319,6 +1327,7 @@ impl Backend for RedisStore {
                     .key(key)
                     .arg(kind)
                     .arg(argument)
+                    .arg(window_ms)
                     .invoke(&mut conn)
                     .await
             })
@@ -1395,7 +1404,7 @@ impl Backend for RedisStore {
                 Ok(cooldown_decision(interval_ms, Some(ttl_ms), ticket))
             }
             PolicyKind::FixedWindow { limit, window_ms } => {
-                let (count, ttl_ms): (i64, i64) = self
+                let (count, ttl_ms, window_end_ms): (i64, i64, i64) = self
                     .run(
                         "fixed window script",
                         Retry::Never,
@@ -1411,12 +1420,15 @@ impl Backend for RedisStore {
                     .await?;
                 // the count after an allowed hit, or minus the count a denied one found
                 let allowed = count > 0;
-                Ok(window_decision(
+                let mut decision = window_decision(
                     limit,
                     allowed,
                     count.unsigned_abs(),
                     u64::try_from(ttl_ms).unwrap_or(window_ms),
-                ))
+                );
+                decision.window_end_ms =
+                    allowed.then(|| u64::try_from(window_end_ms).ok()).flatten();
+                Ok(decision)
             }
             PolicyKind::Gcra {
                 emission_us,

@@ -452,6 +452,158 @@ async fn requests_without_a_key_pass_or_get_400(backend: &Backend) {
 /// Issue 29, finding 6: `?phone=<random>&phone=<victim>` is refused (400), under the default
 /// missing-key policy: the handler's extractor reads the last, a key of the first would send
 /// the victim a code on every request. So is a repeated or unreadable key header.
+/// Issue 29, finding 8e: a hit given back after its window ended was taken off the next
+/// window's count, one more hit in that window than its limit.
+async fn a_give_back_after_the_window_ended_leaves_the_next_window_alone(backend: &Backend) {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let waiting = Arc::clone(&gate);
+    let service = ServiceBuilder::new()
+        .layer(
+            RateLimitLayer::builder(backend.store())
+                .rule(Rule::fixed_window("api", "1/2s", Key::global()))
+                .commit(Commit::OnSuccess)
+                .build()
+                .unwrap(),
+        )
+        .service_fn(move |req: Request<Empty<Bytes>>| {
+            let waiting = Arc::clone(&waiting);
+            async move {
+                let mut response = Response::new(Full::new(Bytes::new()));
+                if req.uri().path() == "/slow/" {
+                    // fails once the test lets it, after its window ended
+                    let _ = waiting.acquire().await.unwrap();
+                    *response.status_mut() = StatusCode::BAD_GATEWAY;
+                }
+                Ok::<_, Infallible>(response)
+            }
+        });
+    let app: App = BoxCloneService::new(service);
+    let get = |path: &str| Request::get(path).body(Empty::new()).unwrap();
+    let slow = tokio::spawn(send(&app, get("/slow/")));
+    // the slow request holds the first window's only hit
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let probe = send(&app, get("/")).await;
+        if probe.status == StatusCode::TOO_MANY_REQUESTS {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow hit was never counted"
+        );
+        tokio::task::yield_now().await;
+    }
+    backend.advance(Duration::from_millis(2100)).await;
+    // a new window, its one hit taken
+    assert_eq!(send(&app, get("/")).await.status, StatusCode::OK);
+    // the first window's hit fails and is given back: not to this window
+    gate.add_permits(1);
+    assert_eq!(slow.await.unwrap().status, StatusCode::BAD_GATEWAY);
+    // the give-back runs in a task of its own: watch the window while it lands (well
+    // within the window's 2 s)
+    let watch = std::time::Instant::now() + Duration::from_millis(300);
+    while std::time::Instant::now() < watch {
+        assert_eq!(
+            send(&app, get("/")).await.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "the give-back landed in the next window"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+crate::on_each_backend!(@module give_back_on_redis, { crate::support::Backend::redis().await }, ();
+    a_give_back_after_the_window_ended_leaves_the_next_window_alone);
+crate::on_each_backend!(@module give_back_on_redis_cluster, { crate::support::Backend::redis_cluster().await }, ();
+    a_give_back_after_the_window_ended_leaves_the_next_window_alone);
+
+/// Issue 29, finding 8c: every IPv4 client behind NAT64 shared the key of `64:ff9b::/64`.
+async fn ipv6_clients_behind_nat64_or_6to4_are_limited_by_their_ipv4(backend: &Backend) {
+    let limited = app(
+        RateLimitLayer::builder(backend.store()).rule(Rule::fixed_window(
+            "login",
+            "1/m",
+            Key::client_ip(),
+        )),
+    );
+    for peer in [
+        "64:ff9b::203.0.113.1",
+        "64:ff9b::203.0.113.2",
+        "2002:cb00:7103::1",
+    ] {
+        assert_eq!(
+            send(&limited, from(peer, &[])).await.status,
+            StatusCode::OK,
+            "{peer}"
+        );
+    }
+    // each is the IPv4 client it stands for, in every spelling
+    for peer in [
+        "203.0.113.1",
+        "2002:cb00:7101:1::1",
+        "2002:cb00:7103:ffff::2",
+    ] {
+        assert_eq!(
+            send(&limited, from(peer, &[])).await.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{peer}"
+        );
+    }
+}
+
+/// Issue 29, finding 8b: key text over 128 bytes is counted as `sha256:<hex>`; a client that
+/// sent that text literally shared the long key's counter.
+async fn a_literal_key_never_shares_a_hashed_keys_counter(backend: &Backend) {
+    use sha2::{Digest, Sha256};
+    let limited = app(
+        RateLimitLayer::builder(backend.store()).rule(Rule::cooldown(
+            "sms",
+            std::time::Duration::from_secs(60),
+            Key::header(http::HeaderName::from_static("x-phone")),
+        )),
+    );
+    let ask = |key: &str| {
+        Request::get("/sms/")
+            .header("x-phone", key)
+            .body(Empty::new())
+            .unwrap()
+    };
+    let long = "1".repeat(200);
+    let hashed: String = Sha256::digest(long.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let literal = format!("sha256:{hashed}");
+    assert_eq!(send(&limited, ask(&long)).await.status, StatusCode::OK);
+    assert_eq!(
+        send(&limited, ask(&literal)).await.status,
+        StatusCode::OK,
+        "the literal marker shared the long key's counter"
+    );
+    // and the other way round: the literal was counted first
+    let other = "2".repeat(200);
+    let hashed: String = Sha256::digest(other.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        send(&limited, ask(&format!("sha256:{hashed}")))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(send(&limited, ask(&other)).await.status, StatusCode::OK);
+    // each is still limited on its own
+    assert_eq!(
+        send(&limited, ask(&long)).await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        send(&limited, ask(&literal)).await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
 async fn a_key_the_handler_may_read_otherwise_is_refused(backend: &Backend) {
     let by_query = app(
         RateLimitLayer::builder(backend.store()).rule(Rule::cooldown(
@@ -856,6 +1008,31 @@ fn invalid_rules_fail_at_build_time() {
     }
 }
 
+/// Issue 29, finding 8a: rule `a` keyed `b:x` and rule `a:b` keyed `x` both counted in
+/// `rl:a:b:x`.
+#[test]
+fn a_rule_name_with_a_colon_is_refused_as_its_keys_could_be_another_rules() {
+    let store = MemoryStore::new();
+    let err = RateLimitLayer::builder(store.clone())
+        .rule(Rule::fixed_window(
+            "a",
+            "5/m",
+            Key::header(http::HeaderName::from_static("x-k")),
+        ))
+        .rule(Rule::fixed_window("a:b", "5/m", Key::global()))
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`a:b`"), "{err}");
+    // with a store key of its own, the name is not part of any key
+    assert!(
+        RateLimitLayer::builder(store)
+            .rule(Rule::fixed_window("a:b", "5/m", Key::global()).store_key("ab_{key}"))
+            .build()
+            .is_ok()
+    );
+}
+
 #[tokio::test]
 async fn a_rule_shares_the_send_flag_a_django_app_writes() {
     use tower_redis_http::store::KeyScheme;
@@ -978,6 +1155,8 @@ crate::on_each_backend!(
     the_rejection_is_replaceable_and_keeps_retry_after,
     requests_without_a_key_pass_or_get_400,
     a_key_the_handler_may_read_otherwise_is_refused,
+    a_literal_key_never_shares_a_hashed_keys_counter,
+    ipv6_clients_behind_nat64_or_6to4_are_limited_by_their_ipv4,
     a_principal_key_limits_each_user_behind_the_auth_layer,
 );
 crate::on_each_backend!(

@@ -1,6 +1,7 @@
 -- Fixed window: at most ARGV[1] hits per window of ARGV[2] ms, starting at the first hit.
--- A denied hit is not counted. Returns {count, window ttl in ms}: the count after this hit when
--- allowed, minus the count found when denied.
+-- A denied hit is not counted. Returns {count, window ttl in ms, window end in Unix ms}: the
+-- count after this hit when allowed, minus the count found when denied; the end names the
+-- window, so that release.lua gives a hit back to its own window only.
 -- INCR refuses a value that is not an integer ("not an integer" → InvalidValue).
 local count = redis.call('INCR', KEYS[1])
 if count < 1 then
@@ -13,8 +14,10 @@ if ttl < 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   ttl = tonumber(ARGV[2])
 end
+local time = redis.call('TIME')
+local window_end = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) + ttl
 if count > tonumber(ARGV[1]) then
   redis.call('DECR', KEYS[1])
-  return {1 - count, ttl}
+  return {1 - count, ttl, window_end}
 end
-return {count, ttl}
+return {count, ttl, window_end}
