@@ -765,18 +765,19 @@ impl MemoryStore {
             && let (Some(counter), Some(expires_at)) = (&slot.counter, slot.expires_at)
         {
             let ttl_ms = duration_ms_floor(expires_at.saturating_duration_since(now));
-            return Ok(count_hit(counter, limit, ttl_ms));
+            return Ok(self.in_window(count_hit(counter, limit, ttl_ms), Some(expires_at)));
         }
         self.compute_in(key.to_owned(), room, |slot, now| {
             let window_end = || now.checked_add(Duration::from_millis(window_ms));
-            match slot {
+            let (op, decision) = match slot {
                 Some(slot) => {
                     let expires_at = slot.expires_at.or_else(window_end);
                     let ttl_ms = expires_at.map_or(window_ms, |at| {
                         duration_ms_floor(at.saturating_duration_since(now))
                     });
                     if let Some(counter) = &slot.counter {
-                        return (Op::Nop, Ok(count_hit(counter, limit, ttl_ms)));
+                        let decision = count_hit(counter, limit, ttl_ms);
+                        return (Op::Nop, Ok(self.in_window(decision, expires_at)));
                     }
                     let Some(count) = slot.number() else {
                         return (Op::Nop, Err(not_a_counter()));
@@ -791,15 +792,33 @@ impl MemoryStore {
                     }
                     (
                         Op::Put(Slot::counter(count + 1, expires_at)),
-                        Ok(window_decision(limit, true, count + 1, ttl_ms)),
+                        self.in_window(window_decision(limit, true, count + 1, ttl_ms), expires_at),
                     )
                 }
-                None if limit == 0 => (Op::Nop, Ok(window_decision(limit, false, 0, window_ms))),
+                None if limit == 0 => (Op::Nop, window_decision(limit, false, 0, window_ms)),
                 None => (
                     Op::Put(Slot::counter(1, window_end())),
-                    Ok(window_decision(limit, true, 1, window_ms)),
+                    self.in_window(window_decision(limit, true, 1, window_ms), window_end()),
                 ),
-            }
+            };
+            (op, Ok(decision))
+        })
+    }
+
+    /// `decision` with the end of the window it was counted in, when allowed: a give-back
+    /// lands only in that window, never in the next (issue 29, finding 8e).
+    fn in_window(&self, mut decision: RateDecision, window_end: Option<Instant>) -> RateDecision {
+        if decision.allowed {
+            decision.window_end_ms = self.window_mark(window_end);
+        }
+        decision
+    }
+
+    /// A window's end as milliseconds after the store's epoch.
+    fn window_mark(&self, window_end: Option<Instant>) -> Option<u64> {
+        window_end.map(|at| {
+            u64::try_from(at.saturating_duration_since(self.shared.epoch).as_millis())
+                .unwrap_or(u64::MAX)
         })
     }
 
@@ -990,6 +1009,14 @@ impl Backend for MemoryStore {
                     Some(ticket) if slot.value == ticket.as_bytes() => (Op::Remove, true),
                     _ => (Op::Nop, false),
                 },
+                // only into the window the hit was counted in: that window's counter has the
+                // same end; a later one would take back a hit it never counted
+                PolicyKind::FixedWindow { .. }
+                    if decision.window_end_ms.is_some()
+                        && decision.window_end_ms != self.window_mark(slot.expires_at) =>
+                {
+                    (Op::Nop, false)
+                }
                 PolicyKind::FixedWindow { .. } => (Op::Nop, give_back(slot, 1)),
                 PolicyKind::Gcra { emission_us, .. } => (Op::Nop, give_back(slot, emission_us)),
             }
