@@ -4,12 +4,14 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::TokenKeys;
 use crate::hex::hex_into;
-use crate::store::{AnyStore, Store, StoreError, Ttl, value};
+use crate::store::{AnyStore, Store, StoreError, StoreErrorKind, Ttl, value};
 
 /// Random bytes per token: 256 bits, above the 160 that Django REST framework's
 /// `token_hex(20)` gives.
@@ -41,6 +43,10 @@ pub enum TokenError {
     /// The configured TTL is zero, so a token would expire as it is issued.
     #[error("token TTL is zero")]
     ZeroTtl,
+    /// A [`Tokens::revoke_all`] of the user ran while the token was being issued: the token
+    /// was taken back, as the revocation covers every login before it ended.
+    #[error("the user's tokens were revoked while this one was issued")]
+    RevokedWhileIssued,
 }
 
 /// A live token of a user, as [`Tokens::list`] reports it.
@@ -198,6 +204,12 @@ where
         format!("{}{user_id}", self.index_prefix)
     }
 
+    /// Where [`revoke_all`](Self::revoke_all) marks a user's revocation, for the logins under
+    /// way to see.
+    fn revocation(&self, user_id: &str) -> String {
+        format!("revoked:{}{user_id}", self.index_prefix)
+    }
+
     /// Issues a new token for `principal` and returns it.
     ///
     /// # Errors
@@ -228,12 +240,21 @@ where
 
         let key = self.keys.key(&token);
         let encoded = value::encode(principal)?;
-        // Stored before indexed: a revoke_all that runs in between cannot see the token,
-        // but the token is then indexed and revocable, never live and unlisted.
+        let user_id = (self.user_id)(principal);
+        let index = self.index(&user_id);
+        let revocation = self.revocation(&user_id);
+        // Stored before indexed, and the user's revocation mark read before and after: a
+        // revoke_all marks before it reads the index, so it either finds this token in the
+        // index and deletes it, or changed the mark this login reads last, and the login
+        // takes its token back. No token issued across a revoke_all outlives it.
+        let mark = self.store.get(&revocation).await?;
         self.store.set(&key, encoded, self.ttl.into()).await?;
-        self.store
-            .index_add(&self.index(&(self.user_id)(principal)), &key)
-            .await?;
+        self.store.index_add(&index, &key).await?;
+        if self.store.get(&revocation).await? != mark {
+            self.store.delete(&key).await?;
+            self.store.index_remove(&index, &key).await?;
+            return Err(TokenError::RevokedWhileIssued);
+        }
         Ok(token)
     }
 
@@ -270,7 +291,9 @@ where
         Ok(true)
     }
 
-    /// Revokes every live token of the user `user_id`, returning how many there were.
+    /// Revokes every live token of the user `user_id`, returning how many there were: every
+    /// token issued before it ends, those of logins under way included (their `issue` fails
+    /// with [`TokenError::RevokedWhileIssued`]).
     ///
     /// # Errors
     ///
@@ -290,6 +313,18 @@ where
     /// # Ok(()) }
     /// ```
     pub async fn revoke_all(&self, user_id: &str) -> Result<u64, StoreError> {
+        // marked first: a login under way that indexes its token after the index is read
+        // below sees the new mark and takes its token back (see `issue`)
+        let mut mark = [0u8; 16];
+        getrandom::fill(&mut mark)
+            .map_err(|err| StoreError::with_source(StoreErrorKind::Server, "no randomness", err))?;
+        self.store
+            .set(
+                &self.revocation(user_id),
+                Bytes::from(crate::hex::hex_digest(&mark)),
+                self.ttl.into(),
+            )
+            .await?;
         self.store.index_delete_all(&self.index(user_id)).await
     }
 

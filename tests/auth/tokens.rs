@@ -122,7 +122,7 @@ async fn revoke_all_under_concurrent_logins_leaves_no_live_token_outside_the_ind
         let (tokens, barrier) = (tokens.clone(), Arc::clone(&barrier));
         issued.push(tokio::spawn(async move {
             barrier.wait().await;
-            tokens.issue(&alice()).await.unwrap()
+            tokens.issue(&alice()).await
         }));
     }
     let mut revokers = Vec::new();
@@ -134,8 +134,14 @@ async fn revoke_all_under_concurrent_logins_leaves_no_live_token_outside_the_ind
         }));
     }
     let mut all = Vec::new();
+    let mut taken_back = 0;
     for handle in issued {
-        all.push(handle.await.unwrap());
+        match handle.await.unwrap() {
+            Ok(token) => all.push(token),
+            // a revoke_all ran while it was issued (issue 29, finding 8f)
+            Err(tower_redis_http::auth::TokenError::RevokedWhileIssued) => taken_back += 1,
+            Err(err) => panic!("{err}"),
+        }
     }
     let mut revoked = 0;
     for handle in revokers {
@@ -160,10 +166,12 @@ async fn revoke_all_under_concurrent_logins_leaves_no_live_token_outside_the_ind
             );
         }
     }
-    assert_eq!(
-        live as u64 + revoked,
-        logins as u64,
-        "each token is revoked once or still live"
+    // each token issued is revoked once or still live; one taken back by its login may have
+    // been revoked too
+    assert!(
+        (all.len() as u64..=logins as u64).contains(&(live as u64 + revoked)),
+        "{live} live, {revoked} revoked, {} issued, {taken_back} taken back",
+        all.len()
     );
     assert_eq!(tokens.revoke_all("1").await.unwrap(), live as u64);
     for token in &all {
