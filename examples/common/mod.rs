@@ -304,8 +304,10 @@ impl Demo {
             )
             .rule(
                 // one number's cooldown does not stop one client asking codes for many
+                // HEAD too: every router here answers it with the GET handler, which sends
                 Rule::fixed_window("sms_per_address", "20/h", Key::client_ip()).when(|request| {
-                    request.method == Method::GET && request.path_is("/sms_codes/{mobile}/")
+                    (request.method == Method::GET || request.method == Method::HEAD)
+                        && request.path_is("/sms_codes/{mobile}/")
                 }),
             )
             .trusted_proxies(self.trusted_proxies.iter().map(String::as_str))
@@ -470,11 +472,23 @@ impl Demo {
     }
 }
 
-/// A short digest of `text` for logs, `#` and 12 hex digits of its SHA-256, as the crate
-/// logs store keys: the same text gives the same digest, and the log does not hold the text.
+/// A short digest of `text` for logs, `#` and 12 hex digits of a SHA-256 keyed with a
+/// secret this process draws at start: the same text gives the same digest within the
+/// process, and the log does not hold the text. Keyed, since a phone number is one of a few
+/// billion: an unkeyed digest of one is reversed by trying them all.
 pub fn digest(text: &str) -> String {
     use sha2::Digest as _;
-    let hash = sha2::Sha256::digest(text.as_bytes());
+    static SECRET: std::sync::OnceLock<[u8; 16]> = std::sync::OnceLock::new();
+    let secret = SECRET.get_or_init(|| {
+        let mut secret = [0u8; 16];
+        // without randomness the digest is merely unkeyed; the number is still not logged
+        let _ = getrandom::fill(&mut secret);
+        secret
+    });
+    let hash = sha2::Sha256::new()
+        .chain_update(secret)
+        .chain_update(text.as_bytes())
+        .finalize();
     let mut out = String::from("#");
     for byte in &hash[..6] {
         out.push_str(&format!("{byte:02x}"));

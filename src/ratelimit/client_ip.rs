@@ -85,7 +85,9 @@ fn forwarded_hops<'a>(headers: &'a HeaderMap, from: &ClientAddressHeader) -> Vec
                             .eq_ignore_ascii_case(b"for")
                             .then(|| std::str::from_utf8(value).ok())
                     });
-                    hops.extend(for_value);
+                    // an element without `for=` is a hop that names nobody: kept, so the
+                    // walk stops there instead of reading what the client wrote before it
+                    hops.push(for_value.unwrap_or(Some("")));
                 }
             }
             return hops;
@@ -116,7 +118,8 @@ const NOT_TEXT: &str = "non-text";
 /// Hops are read only as far as the walk goes: what a client wrote further left (a forged
 /// address, garbage) is never read. A hop that is not an address is the client's identifier
 /// as the proxy reported it, so clients behind one proxy never share its bucket because of one
-/// odd value. A trusted peer whose header names no hop at all is [`Client::Unnamed`].
+/// odd value. A trusted peer whose header names no hop at all, or whose walk meets a hop that
+/// names nobody, is [`Client::Unnamed`].
 pub(crate) fn resolve<'a>(
     peer: IpAddr,
     headers: &'a HeaderMap,
@@ -128,10 +131,7 @@ pub(crate) fn resolve<'a>(
         return client;
     }
     let hops = forwarded_hops(headers, from);
-    if hops
-        .iter()
-        .all(|hop| hop.is_some_and(|hop| hop.trim().is_empty()))
-    {
+    if hops.is_empty() {
         return Client::Unnamed;
     }
     for hop in hops.into_iter().rev() {
@@ -139,8 +139,10 @@ pub(crate) fn resolve<'a>(
             client = Client::Opaque(NOT_TEXT);
             break;
         };
+        // a hop that names nobody (an empty list member, an element without `for=`): what
+        // lies further left is the client's own writing, never read
         if hop.trim().is_empty() {
-            continue;
+            return Client::Unnamed;
         }
         match parse_hop(hop) {
             Some(address) => {
@@ -357,6 +359,28 @@ mod tests {
                 Client::Unnamed,
             ),
             (&[("x-forwarded-for", " , ")], &XFF, Client::Unnamed),
+            // the adversary's review of issue 29: the nearest hop names nobody, and what the
+            // client wrote to its left is not read
+            (&[("x-forwarded-for", "10.43.0.1,,")], &XFF, Client::Unnamed),
+            (&[("x-forwarded-for", "10.43.0.1, ")], &XFF, Client::Unnamed),
+            (
+                &[("x-forwarded-for", "10.43.0.1"), ("x-forwarded-for", "")],
+                &XFF,
+                Client::Unnamed,
+            ),
+            (
+                &[("forwarded", "for=10.98.0.1, proto=https")],
+                &forwarded,
+                Client::Unnamed,
+            ),
+            (
+                &[
+                    ("forwarded", "for=10.98.0.1"),
+                    ("forwarded", "proto=https;host=x"),
+                ],
+                &forwarded,
+                Client::Unnamed,
+            ),
         ];
         for (pairs, from, expected) in cases {
             assert_eq!(
