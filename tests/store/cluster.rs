@@ -187,42 +187,8 @@ async fn calls_follow_ask_during_a_slot_migration() {
     for key in ["{mig}moved", "{mig}stays"] {
         store.set(key, v(key), Expiry::Never).await.unwrap();
     }
-    let moved = ":1:{mig}moved";
-    let source = cluster.master_of(moved);
-    let target = (0..cluster.nodes.len())
-        .find(|&i| {
-            i != source
-                && cluster
-                    .masters()
-                    .iter()
-                    .any(|m| m.port() == cluster.nodes[i].port())
-        })
-        .expect("another master");
-    let slot = cluster.command(&["CLUSTER", "KEYSLOT", moved]);
-    let id = |i: usize| cluster.nodes[i].command(&["CLUSTER", "MYID"]);
-    let (source_id, target_id) = (id(source), id(target));
-    let target_port = cluster.nodes[target].port().to_string();
-    assert_eq!(
-        cluster.nodes[target].command(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &source_id]),
-        "OK"
-    );
-    assert_eq!(
-        cluster.nodes[source].command(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &target_id]),
-        "OK"
-    );
-    assert_eq!(
-        cluster.nodes[source].command(&[
-            "MIGRATE",
-            "127.0.0.1",
-            &target_port,
-            "",
-            "0",
-            "5000",
-            "KEYS",
-            moved
-        ]),
-        "OK"
-    );
+    let migration = SlotMigration::begin(&cluster, ":1:{mig}moved");
+    migration.moves(":1:{mig}moved");
 
     // mid-migration: a moved key, a key not moved yet, a new key, a script on a new key
     assert_eq!(
@@ -273,25 +239,8 @@ async fn calls_follow_ask_during_a_slot_migration() {
     );
 
     // the migration ends: every node learns the slot's new owner, and MOVED takes over
-    assert_eq!(
-        cluster.nodes[source].command(&[
-            "MIGRATE",
-            "127.0.0.1",
-            &target_port,
-            "",
-            "0",
-            "5000",
-            "KEYS",
-            ":1:{mig}stays"
-        ]),
-        "OK"
-    );
-    for node in cluster.masters() {
-        assert_eq!(
-            node.command(&["CLUSTER", "SETSLOT", &slot, "NODE", &target_id]),
-            "OK"
-        );
-    }
+    migration.moves(":1:{mig}stays");
+    migration.ends();
     assert_eq!(
         store.get("{mig}stays").await.unwrap(),
         Some(v("{mig}stays"))
@@ -327,48 +276,9 @@ async fn a_moved_inside_a_transaction_is_followed() {
             .unwrap()
             .allowed
     );
-    let flag = ":1:{mv}sms:1";
-    let source = cluster.master_of(flag);
-    let target = (0..cluster.nodes.len())
-        .find(|&i| {
-            i != source
-                && cluster
-                    .masters()
-                    .iter()
-                    .any(|m| m.port() == cluster.nodes[i].port())
-        })
-        .expect("another master");
-    let slot = cluster.command(&["CLUSTER", "KEYSLOT", flag]);
-    let id = |i: usize| cluster.nodes[i].command(&["CLUSTER", "MYID"]);
-    let (source_id, target_id) = (id(source), id(target));
-    let target_port = cluster.nodes[target].port().to_string();
-    assert_eq!(
-        cluster.nodes[target].command(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &source_id]),
-        "OK"
-    );
-    assert_eq!(
-        cluster.nodes[source].command(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &target_id]),
-        "OK"
-    );
-    assert_eq!(
-        cluster.nodes[source].command(&[
-            "MIGRATE",
-            "127.0.0.1",
-            &target_port,
-            "",
-            "0",
-            "5000",
-            "KEYS",
-            flag
-        ]),
-        "OK"
-    );
-    for node in cluster.masters() {
-        assert_eq!(
-            node.command(&["CLUSTER", "SETSLOT", &slot, "NODE", &target_id]),
-            "OK"
-        );
-    }
+    let migration = SlotMigration::begin(&cluster, ":1:{mv}sms:1");
+    migration.moves(":1:{mv}sms:1");
+    migration.ends();
 
     let decision = store.rate_limit("{mv}sms:2", &cooldown).await;
     assert!(decision.unwrap().allowed);
@@ -390,4 +300,76 @@ async fn a_moved_inside_a_transaction_is_followed() {
         store.get("{mv}b").await.unwrap(),
         Some(Bytes::from_static(b"2"))
     );
+}
+
+/// One slot moving from its master to another, step by step as `redis-cli --cluster
+/// reshard` moves it.
+struct SlotMigration<'a> {
+    cluster: &'a TestCluster,
+    source: usize,
+    slot: String,
+    target_id: String,
+    target_port: String,
+}
+
+impl<'a> SlotMigration<'a> {
+    /// Starts moving the slot of `key` (a full key) to another master: `IMPORTING` on the
+    /// target, `MIGRATING` on the source.
+    fn begin(cluster: &'a TestCluster, key: &str) -> Self {
+        let source = cluster.master_of(key);
+        let target = (0..cluster.nodes.len())
+            .find(|&i| {
+                i != source
+                    && cluster
+                        .masters()
+                        .iter()
+                        .any(|m| m.port() == cluster.nodes[i].port())
+            })
+            .expect("another master");
+        let slot = cluster.command(&["CLUSTER", "KEYSLOT", key]);
+        let id = |i: usize| cluster.nodes[i].command(&["CLUSTER", "MYID"]);
+        let (source_id, target_id) = (id(source), id(target));
+        assert_eq!(
+            cluster.nodes[target].command(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &source_id]),
+            "OK"
+        );
+        assert_eq!(
+            cluster.nodes[source].command(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &target_id]),
+            "OK"
+        );
+        Self {
+            cluster,
+            source,
+            slot,
+            target_id,
+            target_port: cluster.nodes[target].port().to_string(),
+        }
+    }
+
+    /// Moves `key` (a full key of the slot) to the target with `MIGRATE`.
+    fn moves(&self, key: &str) {
+        assert_eq!(
+            self.cluster.nodes[self.source].command(&[
+                "MIGRATE",
+                "127.0.0.1",
+                &self.target_port,
+                "",
+                "0",
+                "5000",
+                "KEYS",
+                key
+            ]),
+            "OK"
+        );
+    }
+
+    /// Ends the migration: every master learns the slot's new owner.
+    fn ends(&self) {
+        for node in self.cluster.masters() {
+            assert_eq!(
+                node.command(&["CLUSTER", "SETSLOT", &self.slot, "NODE", &self.target_id]),
+                "OK"
+            );
+        }
+    }
 }
