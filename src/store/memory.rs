@@ -243,17 +243,21 @@ impl Expiries {
 /// own. A flood of one rule's keys (a code for each of 100,000 phone numbers) fills that
 /// rule's room only: the others (the login limit per address) go on admitting new keys.
 #[derive(Default)]
-struct Rooms(std::sync::RwLock<HashMap<u64, Arc<AtomicU64>>>);
+struct Rooms {
+    counts: std::sync::RwLock<HashMap<u64, Arc<AtomicU64>>>,
+    /// The live keys of all rooms together.
+    total: AtomicU64,
+}
 
 impl Rooms {
     /// The live-key count of `room`.
     fn count(&self, room: u64) -> Arc<AtomicU64> {
-        if let Ok(rooms) = self.0.read()
+        if let Ok(rooms) = self.counts.read()
             && let Some(count) = rooms.get(&room)
         {
             return Arc::clone(count);
         }
-        let Ok(mut rooms) = self.0.write() else {
+        let Ok(mut rooms) = self.counts.write() else {
             return Arc::new(AtomicU64::new(0));
         };
         Arc::clone(rooms.entry(room).or_default())
@@ -264,12 +268,14 @@ impl Rooms {
         let Some(room) = room else {
             return;
         };
-        let count = self.count(room);
-        if joined {
-            count.fetch_add(1, Ordering::Relaxed);
-        } else {
-            // saturating: a count never wraps below zero
-            let _ = count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        for count in [&*self.count(room), &self.total] {
+            if joined {
+                count.fetch_add(1, Ordering::Relaxed);
+            } else {
+                // saturating: a count never wraps below zero
+                let _ =
+                    count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+            }
         }
     }
 }
@@ -585,6 +591,11 @@ impl MemoryStore {
         }
         let shared = &self.shared;
         let max = shared.max_rate_limit_keys;
+        // while all rooms together hold fewer keys than a room may, none is full: a hit
+        // takes no lock (the count is exact, unlike the map's own)
+        if room.is_some() && shared.rooms.total.load(Ordering::Relaxed) < max {
+            return Ok(());
+        }
         let room_count = room.map(|room| shared.rooms.count(room));
         let has_room = || match &room_count {
             Some(count) => count.load(Ordering::Relaxed) < max,
