@@ -245,7 +245,7 @@ impl Config {
         };
         let config = Arc::clone(self);
         runtime.spawn(async move {
-            let stored = config.store.get(&config.generation_key()).await;
+            let stored = config.store.get_watched(&config.generation_key()).await;
             if let Ok(Some(value)) = stored
                 && let Some(generation) = std::str::from_utf8(&value)
                     .ok()

@@ -100,6 +100,18 @@ impl AnyStore {
         }
     }
 
+    /// [`Store::get`](super::Store::get) of a key this process wants to hear about even while
+    /// it does not exist (the cache's namespace generation): on a Redis store with a near
+    /// cache the read is tracked whatever it finds, so another instance creating the key is
+    /// announced. Only for keys the crate names itself, a handful per layer: a key that does
+    /// not exist stays in Redis's tracking table until it is written.
+    pub(crate) async fn get_watched(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        match self {
+            Self::Redis(store) => store.get_watched(key).await,
+            Self::Memory(store) => store.get(key).await,
+        }
+    }
+
     /// Whether reads may be answered from process memory without being the memory store: a
     /// Redis store with a near cache.
     #[inline]

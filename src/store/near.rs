@@ -1,11 +1,15 @@
 //! The near cache: values of plain reads kept in process memory, dropped as soon as Redis says
 //! they changed (server-assisted client-side caching, Redis 6's `CLIENT TRACKING`).
 //!
-//! One connection per store speaks RESP3 with tracking on. Every read that misses the near
-//! cache goes over that connection, so Redis remembers exactly the keys this process holds and
-//! pushes an `invalidate` message on the same connection when any client changes, deletes,
-//! expires or evicts one of them. The pushed message is handled in the connection's reader
-//! task, before any later reply on the connection is delivered.
+//! One connection per store speaks RESP3 with opt-in tracking (`CLIENT TRACKING ON OPTIN`).
+//! Every read that misses the near cache goes over that connection: an untracked `EXISTS`,
+//! then, for a key found, `CLIENT CACHING YES` and the `GET`, so Redis remembers the keys this
+//! process holds and pushes an `invalidate` message on the same connection when any client
+//! changes, deletes, expires or evicts one of them. A key that was missing is not tracked:
+//! reads of client-chosen tokens or URLs that do not exist would otherwise fill Redis's
+//! tracking table up to `tracking-table-max-keys`, past which Redis drops tracked keys at
+//! random. The pushed message is handled in the connection's reader task, before any later
+//! reply on the connection is delivered.
 //!
 //! Three rules keep it correct:
 //! - **A read that raced a change is not kept.** Each miss registers a ticket for its key
@@ -524,6 +528,7 @@ impl TrackingConnector {
             .cmd("CLIENT")
             .arg("TRACKING")
             .arg("ON")
+            .arg("OPTIN")
             .ignore()
             .query_async::<()>(&mut conn)
             .await?;
@@ -677,7 +682,7 @@ async fn watch(near: &Weak<Near>, id: u64, command_timeout: Duration) {
 }
 
 /// Makes sure [`EPOCH_KEY`] holds a value (a new random one unless another instance already
-/// set it) and returns it. Read over the tracking connection, so it is tracked as well.
+/// set it) and returns it. Not tracked (tracking is opt-in): the heartbeat rereads it.
 async fn claim_epoch(
     conn: &mut MultiplexedConnection,
     key: &str,

@@ -953,6 +953,20 @@ fn to_duration_ms(ms: i64) -> Duration {
     Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
+/// Which near-cache reads Redis is asked to track: see [`RedisStore::get_tracked`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Track {
+    /// Only a key that exists: the keys clients choose.
+    IfFound,
+    /// Whatever the read finds: a key the crate names itself and wants to hear created.
+    Always,
+}
+
+/// The error of a read that outlasted its deadline, as redis-rs reports its own timeouts.
+fn timed_out() -> RedisError {
+    RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
+}
+
 impl RedisStore {
     /// `GET` over the pool, bypassing the near cache.
     async fn get_untracked(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
@@ -967,20 +981,52 @@ impl RedisStore {
     /// `GET` (with `PTTL`, to bound the entry's age) over the near cache's tracking connection,
     /// so that Redis announces the key's next change; the value is kept unless the key changed
     /// while the read was under way. `None` while there is no tracking connection.
+    ///
+    /// Tracking is opt-in (`CLIENT TRACKING ON OPTIN`), and `track` says for which reads:
+    /// [`Track::IfFound`] sends an untracked `EXISTS` first and reads (tracked) only a key that
+    /// exists, because keys are mostly chosen by clients (tokens, URLs) and every key read
+    /// tracked stays in Redis's tracking table until it is written: unknown tokens would fill
+    /// it up to `tracking-table-max-keys`, past which Redis evicts tracked keys at random.
+    /// A fill of a key found costs one round trip more; an unknown key costs one, as before.
     async fn get_tracked(
         &self,
         near: &Near,
         key: &str,
+        track: Track,
     ) -> Option<Result<Option<Bytes>, StoreError>> {
         let fill = near.start_fill(key)?;
         let mut conn = fill.conn();
-        let read: Result<(Option<Vec<u8>>, i64), RedisError> = redis::pipe()
-            .cmd("GET")
-            .arg(key)
-            .cmd("PTTL")
-            .arg(key)
-            .query_async(&mut conn)
-            .await;
+        let tracked_read = |mut conn: MultiplexedConnection| async move {
+            redis::pipe()
+                .cmd("CLIENT")
+                .arg("CACHING")
+                .arg("YES")
+                .ignore()
+                .cmd("GET")
+                .arg(key)
+                .cmd("PTTL")
+                .arg(key)
+                .query_async::<(Option<Vec<u8>>, i64)>(&mut conn)
+                .await
+        };
+        let read: Result<(Option<Vec<u8>>, i64), RedisError> = match track {
+            Track::Always => tracked_read(conn).await,
+            Track::IfFound => {
+                // both round trips within one command timeout, as any other read
+                let deadline = tokio::time::Instant::now() + self.command_timeout;
+                match redis::cmd("EXISTS")
+                    .arg(key)
+                    .query_async::<bool>(&mut conn)
+                    .await
+                {
+                    Ok(false) => Ok((None, -2)),
+                    Ok(true) => tokio::time::timeout_at(deadline, tracked_read(conn))
+                        .await
+                        .unwrap_or_else(|_| Err(timed_out())),
+                    Err(err) => Err(err),
+                }
+            }
+        };
         match read {
             Ok((value, pttl)) => {
                 let value = value.map(Bytes::from);
@@ -1008,6 +1054,21 @@ impl RedisStore {
                 None
             }
         }
+    }
+
+    /// [`Store::get`], tracked by the near cache even while the key does not exist, so that
+    /// its creation by another instance is announced: see [`AnyStore::get_watched`](super::AnyStore).
+    pub(super) async fn get_watched(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        let key = self.keys.make(key)?;
+        if let Some(near) = &self.near {
+            if let Some(value) = near.get(&key) {
+                return Ok(Some(value));
+            }
+            if let Some(read) = self.get_tracked(near, &key, Track::Always).await {
+                return read;
+            }
+        }
+        self.get_untracked(&key).await
     }
 
     /// A guard for a write to `key`: when the write returns, what the near cache holds for
@@ -1070,7 +1131,7 @@ impl Backend for RedisStore {
                 return Ok(Some(value));
             }
             crate::observe::near_cache("miss");
-            if let Some(read) = self.get_tracked(near, key).await {
+            if let Some(read) = self.get_tracked(near, key, Track::IfFound).await {
                 return read;
             }
         }

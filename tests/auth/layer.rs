@@ -304,6 +304,9 @@ async fn a_token_that_is_too_long_never_reaches_redis_and_a_valid_one_costs_one_
         commands.iter().all(|line| line.starts_with("cmdstat_get:")
             || (backend.has_near_cache()
                 && (line.starts_with("cmdstat_pttl:calls=1,")
+                    // opt-in tracking: the key's existence first, then its tracked read
+                    || line.starts_with("cmdstat_exists:calls=1,")
+                    || line.starts_with("cmdstat_client|caching:calls=1,")
                     // the near cache's heartbeat, once a second
                     || line.starts_with("cmdstat_getrange:")))
             || line.starts_with("cmdstat_config")

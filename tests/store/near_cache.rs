@@ -498,3 +498,38 @@ async fn a_swapdb_empties_the_near_cache_within_a_heartbeat() {
         .await
     );
 }
+
+/// The number of keys Redis tracks for client-side caching (`INFO stats`).
+fn tracked_keys(redis: &TestRedis) -> u64 {
+    redis
+        .command(&["INFO", "stats"])
+        .lines()
+        .find_map(|line| line.strip_prefix("tracking_total_keys:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("tracking_total_keys in INFO stats")
+}
+
+/// A read of a key that does not exist leaves nothing in Redis's tracking table: tokens and
+/// URLs are chosen by clients, and a table filled with their misses (up to
+/// `tracking-table-max-keys`) makes Redis evict tracked keys at random, dropping the hits
+/// (issue 28, finding 8). A key that exists is still tracked, and its change still seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_of_missing_keys_leave_nothing_tracked() {
+    let redis = TestRedis::start();
+    let store = near(&redis, NearCache::new()).await;
+    let writer = plain(&redis).await;
+    for i in 0..1_000 {
+        assert_eq!(store.get(&format!("token:{i}")).await.unwrap(), None);
+    }
+    assert_eq!(tracked_keys(&redis), 0, "misses were tracked");
+
+    writer.set("k", value("v1"), Expiry::Never).await.unwrap();
+    assert_eq!(store.get("k").await.unwrap(), Some(value("v1")));
+    assert_eq!(tracked_keys(&redis), 1, "a hit was not tracked");
+    assert_eq!(store.near_cache_usage().unwrap().entries, 1);
+    writer.set("k", value("v2"), Expiry::Never).await.unwrap();
+    assert!(
+        time_until(&store, "k", Some("v2")).await.is_some(),
+        "the change of a tracked key was not seen"
+    );
+}
