@@ -104,6 +104,7 @@ mod on {
             StoreErrorKind::InvalidKey => "invalid_key",
             StoreErrorKind::Unsupported => "unsupported",
             StoreErrorKind::CapacityExceeded => "capacity_exceeded",
+            StoreErrorKind::NotReplicated => "not_replicated",
         };
         metrics::counter!(
             "tower_redis_http_store_errors_total",

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use super::TokenKeys;
 use crate::hex::hex_into;
-use crate::store::{AnyStore, Store, StoreError, StoreErrorKind, Ttl, value};
+use crate::store::{AnyStore, Durability, Store, StoreError, StoreErrorKind, Ttl, value};
 
 /// Random bytes per token: 256 bits, above the 160 that Django REST framework's
 /// `token_hex(20)` gives.
@@ -113,6 +113,7 @@ pub struct Tokens<P> {
     keys: TokenKeys,
     ttl: Duration,
     index_prefix: Arc<str>,
+    durability: Durability,
     user_id: Arc<dyn Fn(&P) -> String + Send + Sync>,
     _principal: PhantomData<fn(&P)>,
 }
@@ -124,6 +125,7 @@ impl<P> Clone for Tokens<P> {
             keys: self.keys.clone(),
             ttl: self.ttl,
             index_prefix: Arc::clone(&self.index_prefix),
+            durability: self.durability,
             user_id: Arc::clone(&self.user_id),
             _principal: PhantomData,
         }
@@ -137,6 +139,7 @@ impl<P> std::fmt::Debug for Tokens<P> {
             .field("keys", &self.keys)
             .field("ttl", &self.ttl)
             .field("index_prefix", &self.index_prefix)
+            .field("durability", &self.durability)
             .finish_non_exhaustive()
     }
 }
@@ -164,6 +167,7 @@ where
             keys: TokenKeys::default(),
             ttl: Duration::from_secs(72 * 3600),
             index_prefix: Arc::from("tokens_of:"),
+            durability: Durability::ReplicaIfAny,
             user_id: Arc::new(user_id),
             _principal: PhantomData,
         }
@@ -197,6 +201,29 @@ where
     #[must_use]
     pub fn index_prefix(mut self, prefix: impl Into<Arc<str>>) -> Self {
         self.index_prefix = prefix.into();
+        self
+    }
+
+    /// What a revocation ([`revoke`](Self::revoke), [`revoke_all`](Self::revoke_all)) must
+    /// reach before it returns. Defaults to [`Durability::ReplicaIfAny`]: replication is
+    /// asynchronous, and a revocation the master took but lost in a failover before any
+    /// replica had it would bring the token back. A revocation no replica acknowledged within
+    /// the command timeout fails with [`StoreErrorKind::NotReplicated`] (the token is revoked
+    /// on the master; revoke again). On a Redis Cluster the wait covers every master the
+    /// revocation wrote to.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::auth::Tokens;
+    /// use tower_redis_http::store::{Durability, MemoryStore};
+    ///
+    /// let tokens = Tokens::new(MemoryStore::new(), |id: &u64| id.to_string())
+    ///     .durability(Durability::Replica);
+    /// ```
+    #[must_use]
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
         self
     }
 
@@ -279,12 +306,13 @@ where
     /// ```
     pub async fn revoke(&self, token: &str) -> Result<bool, TokenError> {
         let key = self.keys.key(token);
-        let Some(stored) = self.store.take(&key).await? else {
+        let store = self.store.durable(self.durability);
+        let Some(stored) = store.take(&key).await? else {
             return Ok(false);
         };
         // A principal that no longer decodes leaves its index entry to be pruned later.
         if let Ok(principal) = value::decode::<P>(&stored) {
-            self.store
+            store
                 .index_remove(&self.index(&(self.user_id)(&principal)), &key)
                 .await?;
         }
@@ -318,14 +346,15 @@ where
         let mut mark = [0u8; 16];
         getrandom::fill(&mut mark)
             .map_err(|err| StoreError::with_source(StoreErrorKind::Server, "no randomness", err))?;
-        self.store
+        let store = self.store.durable(self.durability);
+        store
             .set(
                 &self.revocation(user_id),
                 Bytes::from(crate::hex::hex_digest(&mark)),
                 self.ttl.into(),
             )
             .await?;
-        self.store.index_delete_all(&self.index(user_id)).await
+        store.index_delete_all(&self.index(user_id)).await
     }
 
     /// The live tokens of the user `user_id`.

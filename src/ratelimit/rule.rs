@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{Commit, Key, RequestHead};
-use crate::store::RatePolicy;
+use crate::store::{Durability, RatePolicy};
 use crate::{ConfigError, FailurePolicy};
 
 /// A rate in django-ratelimit's notation: `count/period`, the period one of `s`, `m`, `h`, `d`
@@ -171,6 +171,7 @@ pub struct Rule {
     pub(crate) applies: Option<Applies>,
     pub(crate) commit: Option<Commit>,
     pub(crate) store_key: Option<Arc<str>>,
+    pub(crate) durability: Option<Durability>,
 }
 
 /// Which requests a rule counts, when not all that the layer sees.
@@ -186,6 +187,7 @@ impl fmt::Debug for Rule {
             .field("when", &self.applies.as_ref().map(|_| ".."))
             .field("commit", &self.commit)
             .field("store_key", &self.store_key)
+            .field("durability", &self.durability)
             .finish()
     }
 }
@@ -221,6 +223,7 @@ impl Rule {
             applies: None,
             commit: None,
             store_key: None,
+            durability: None,
         }
     }
 
@@ -246,6 +249,7 @@ impl Rule {
             applies: None,
             commit: None,
             store_key: None,
+            durability: None,
         }
     }
 
@@ -272,6 +276,7 @@ impl Rule {
             applies: None,
             commit: None,
             store_key: None,
+            durability: None,
         }
     }
 
@@ -394,6 +399,33 @@ impl Rule {
         self
     }
 
+    /// What an allowed hit's write must reach before the request goes on: the master alone,
+    /// or a replica as well, so that a failover cannot take the hit back (see [`Durability`]).
+    /// Defaults to [`Durability::ReplicaIfAny`] for a cooldown (a send flag lost in a
+    /// failover lets a second SMS code out inside the interval) and to [`Durability::Master`]
+    /// for a fixed window or GCRA.
+    ///
+    /// A hit that no replica acknowledged within the store's command timeout is given back,
+    /// and the rule's [failure policy](Self::on_store_error) answers the request. Only
+    /// allowed hits wait; a refused one wrote nothing. The memory store ignores it.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::ratelimit::{Key, Rule};
+    /// use tower_redis_http::store::Durability;
+    ///
+    /// // a resend link: a second one after a failover is harmless, the wait is not worth it
+    /// let resend = Rule::cooldown("resend", Duration::from_secs(60), Key::query("email"))
+    ///     .durability(Durability::Master);
+    /// ```
+    #[must_use]
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = Some(durability);
+        self
+    }
+
     /// The failure policy that applies, given the layer's default (if one was set).
     pub(crate) fn failure_policy(&self, layer_default: Option<FailurePolicy>) -> FailurePolicy {
         self.on_store_error
@@ -405,6 +437,14 @@ impl Rule {
     }
 
     pub(crate) fn policy(&self) -> Result<RatePolicy, ConfigError> {
+        let policy = self.policy_of_spec()?;
+        Ok(match self.durability {
+            Some(durability) => policy.with_durability(durability),
+            None => policy,
+        })
+    }
+
+    fn policy_of_spec(&self) -> Result<RatePolicy, ConfigError> {
         let invalid = |reason: String| ConfigError::InvalidOption {
             option: "rule",
             reason: format!("rule `{}`: {reason}", self.name),

@@ -43,7 +43,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
+use redis::cluster_routing::{
+    AggregateOp, MultipleNodeRoutingInfo, ResponsePolicy, Route, RoutingInfo,
+    SingleNodeRoutingInfo, Slot, SlotAddr,
+};
 use redis::{RedisError, RetryMethod};
 
 use super::lua::Conn;
@@ -101,6 +104,22 @@ impl ClusterLinks {
         F: Fn(Conn) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
+        self.run_on(&self.conn, name, retry, timeout, command).await
+    }
+
+    /// [`run`](Self::run) over `base`: the shared connection, or a durable write's lane.
+    pub(super) async fn run_on<T, F, Fut>(
+        &self,
+        base: &ClusterConnection,
+        name: &'static str,
+        retry: Retry,
+        timeout: Duration,
+        command: F,
+    ) -> Result<T, StoreError>
+    where
+        F: Fn(Conn) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut resend_if_dropped = retry == Retry::OnDroppedConnection;
         let mut first = true;
@@ -109,11 +128,11 @@ impl ClusterLinks {
         loop {
             let conn = match redirect.take() {
                 Some((node, asking)) => Conn::Redirected {
-                    conn: self.conn.clone(),
+                    conn: base.clone(),
                     node,
                     asking,
                 },
-                None => Conn::Cluster(self.conn.clone()),
+                None => Conn::Cluster(base.clone()),
             };
             let redirected = matches!(conn, Conn::Redirected { .. });
             let attempt = command(conn);
@@ -169,7 +188,7 @@ impl ClusterLinks {
 
     /// A connection of its own, for a command that blocks its connection (`WAIT`): the
     /// shared one carries every request's commands.
-    async fn dedicated(&self) -> Result<ClusterConnection, StoreError> {
+    pub(super) async fn dedicated(&self) -> Result<ClusterConnection, StoreError> {
         let config = redis::cluster::ClusterConfig::new()
             .set_connection_timeout(self.command_timeout)
             .set_response_timeout(self.command_timeout);
@@ -180,6 +199,51 @@ impl ClusterLinks {
         .await
         .map_err(|_| timed_out("cluster connection"))?
         .map_err(|err| classify("cluster connection", err))
+    }
+}
+
+impl ClusterLinks {
+    /// `WAIT replicas wait_ms` on every serving master of `lane`, and the fewest replicas any
+    /// of them counted: the lane's writes may have gone to any master, and `WAIT` on a master
+    /// the lane wrote nothing to answers at once.
+    pub(super) async fn wait_on_masters(
+        &self,
+        lane: &mut ClusterConnection,
+        replicas: u64,
+        wait_ms: u64,
+    ) -> Result<u64, RedisError> {
+        let reply = lane
+            .route_command(
+                redis::cmd("WAIT").arg(replicas).arg(wait_ms).clone(),
+                RoutingInfo::MultiNode((
+                    MultipleNodeRoutingInfo::AllMasters,
+                    Some(ResponsePolicy::Aggregate(AggregateOp::Min)),
+                )),
+            )
+            .await?;
+        redis::from_redis_value(reply).map_err(RedisError::from)
+    }
+}
+
+impl RedisStore {
+    /// The fewest healthy replicas any serving master has (`CLUSTER NODES` on any node).
+    pub(super) async fn cluster_fewest_replicas(&self) -> Result<u64, StoreError> {
+        let nodes: String = self
+            .run_master(
+                "CLUSTER NODES",
+                Retry::OnDroppedConnection,
+                move |conn| async move {
+                    let reply = cluster_conn(conn)?
+                        .route_command(
+                            redis::cmd("CLUSTER").arg("NODES").clone(),
+                            RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+                        )
+                        .await?;
+                    redis::from_redis_value(reply).map_err(RedisError::from)
+                },
+            )
+            .await?;
+        Ok(super::durable::fewest_replicas(&nodes))
     }
 }
 

@@ -29,6 +29,10 @@ pub enum StoreErrorKind {
     /// The store is full and will not make room by evicting live state (the memory store's
     /// rate-limit share), or Redis refused a write for lack of memory (`OOM`).
     CapacityExceeded,
+    /// The write reached the master, but no replica acknowledged it within the command
+    /// timeout (or none was connected), as its [`Durability`](super::Durability) asks: a
+    /// failover now could lose it.
+    NotReplicated,
 }
 
 impl fmt::Display for StoreErrorKind {
@@ -41,6 +45,7 @@ impl fmt::Display for StoreErrorKind {
             Self::InvalidKey => "invalid store key",
             Self::Unsupported => "operation not supported by this store configuration",
             Self::CapacityExceeded => "store is full",
+            Self::NotReplicated => "store write did not reach a replica in time",
         })
     }
 }

@@ -57,6 +57,7 @@
 mod backend;
 mod cluster;
 mod config;
+mod durable;
 mod error;
 mod key;
 mod lua;
@@ -77,6 +78,7 @@ pub(crate) use self::backend::{
     Backend, CacheLock, CacheWrite, GenerationBump, StoredNow, at_once, hit_for_miss_key,
 };
 pub use self::config::{PoolArgument, StoreConfig, StoreOptions, StoresConfig, Timeout};
+pub use self::durable::Durability;
 pub use self::error::{StoreError, StoreErrorKind};
 pub use self::key::{KeyFn, KeyScheme};
 pub use self::memory::{MemoryStore, MemoryStoreBuilder, MemoryUsage};

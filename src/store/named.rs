@@ -100,6 +100,15 @@ impl AnyStore {
         }
     }
 
+    /// The same store, with every write made through the returned handle under
+    /// `durability` (see [`Durability`](super::Durability)); the memory store as it is.
+    pub(crate) fn durable(&self, durability: super::Durability) -> Self {
+        match self {
+            Self::Redis(store) => Self::Redis(store.with_durability(durability)),
+            Self::Memory(_) => self.clone(),
+        }
+    }
+
     /// [`Store::get`](super::Store::get) of a key this process wants to hear about even while
     /// it does not exist (the cache's namespace generation): on a Redis store with a near
     /// cache the read is tracked whatever it finds, so another instance creating the key is

@@ -1,5 +1,6 @@
 use std::time::Duration;
 
+use super::Durability;
 use crate::ConfigError;
 
 /// What [`Store::rate_limit`](super::Store::rate_limit) enforces on one key.
@@ -30,6 +31,8 @@ pub struct RatePolicy {
     /// The room of the memory store's rate-limit share its keys are counted in: one per
     /// rule, so that one rule's keys never fill another's (see `MemoryStore`).
     room: Option<u64>,
+    /// What an allowed hit's write must reach before it counts.
+    durability: Durability,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -94,6 +97,8 @@ impl RatePolicy {
                 interval_ms: millis("interval", interval)?,
             },
             room: None,
+            // a send flag lost in a failover lets a second code out inside the cooldown
+            durability: Durability::ReplicaIfAny,
         })
     }
 
@@ -121,6 +126,7 @@ impl RatePolicy {
                 window_ms: millis("window", window)?,
             },
             room: None,
+            durability: Durability::Master,
         })
     }
 
@@ -172,11 +178,39 @@ impl RatePolicy {
                 burst,
             },
             room: None,
+            durability: Durability::Master,
         })
     }
 
     pub(crate) fn kind(&self) -> PolicyKind {
         self.kind
+    }
+
+    /// This policy with its allowed hits under `durability`: see [`Durability`]. A cooldown
+    /// waits for a replica when the server has one ([`Durability::ReplicaIfAny`]); a fixed
+    /// window and GCRA do not ([`Durability::Master`]).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::store::{Durability, RatePolicy};
+    ///
+    /// let sms = RatePolicy::cooldown(Duration::from_secs(60))?;
+    /// assert_eq!(sms.durability(), Durability::ReplicaIfAny);
+    /// let strict = sms.with_durability(Durability::Replica);
+    /// assert_eq!(strict.durability(), Durability::Replica);
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn with_durability(self, durability: Durability) -> Self {
+        Self { durability, ..self }
+    }
+
+    /// What an allowed hit's write must reach before it counts.
+    #[must_use]
+    pub fn durability(&self) -> Durability {
+        self.durability
     }
 
     /// How many hits the policy allows at once: 1 for a cooldown, the window's limit, or

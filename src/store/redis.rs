@@ -8,6 +8,7 @@ use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
 use redis::{ConnectionInfo, IntoConnectionInfo, RedisError};
 
+use super::durable::{Durability, Lane, LaneConn};
 use super::lua::{Conn, Lua};
 use super::near::{Near, NearCache, NearCacheUsage, TrackingConnector};
 
@@ -129,6 +130,10 @@ pub struct RedisStore {
     pub(super) command_timeout: Duration,
     /// The near cache, when the store has one.
     near: Option<Arc<Near>>,
+    /// The connection writes that wait for a replica go over, shared by every clone.
+    lane: Arc<Lane>,
+    /// What this handle's writes must reach (see [`AnyStore::durable`](super::AnyStore)).
+    durability: Durability,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -658,7 +663,31 @@ impl RedisStore {
     /// own response timeout, with no timer of its own: a second timer per call cost about a
     /// tenth of the throughput (see `benches/store_ratio.rs`). Only a call that has to go to
     /// the pool (a new lease, a retry) arms a timer for what is left of the deadline.
+    ///
+    /// On a handle made [durable](Self::with_durability), the call goes over the store's
+    /// lane and waits for a replica (see [`run_replicated`](Self::run_replicated)).
     pub(super) async fn run<T, F, Fut>(
+        &self,
+        name: &'static str,
+        retry: Retry,
+        command: F,
+    ) -> Result<T, StoreError>
+    where
+        F: Fn(Conn) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        if self.durability.waits() {
+            // boxed: rare, and every store call's future would otherwise carry it inline
+            let replicated =
+                Box::pin(self.run_replicated(name, retry, self.durability, command, |_| true))
+                    .await?;
+            return replicated.value_if_acknowledged(name);
+        }
+        self.run_master(name, retry, command).await
+    }
+
+    /// [`run`](Self::run) for a write the master's acknowledgement is enough for.
+    pub(super) async fn run_master<T, F, Fut>(
         &self,
         name: &'static str,
         retry: Retry,
@@ -1116,6 +1145,313 @@ impl RedisStore {
     }
 }
 
+/// What a call that may wait for a replica found: its value, and whether the writes it made
+/// reached a replica (or needed not).
+pub(super) struct Replicated<T> {
+    value: T,
+    acknowledged: bool,
+}
+
+impl<T> Replicated<T> {
+    fn value_if_acknowledged(self, name: &'static str) -> Result<T, StoreError> {
+        if self.acknowledged {
+            Ok(self.value)
+        } else {
+            Err(not_replicated(name))
+        }
+    }
+}
+
+fn not_replicated(name: &'static str) -> StoreError {
+    StoreError::new(
+        StoreErrorKind::NotReplicated,
+        format!(
+            "Redis {name}: no replica acknowledged the write within the command timeout; a failover now could lose it"
+        ),
+    )
+}
+
+/// Writes that wait for a replica: see [`Durability`].
+impl RedisStore {
+    /// The same store, with every write made through this handle under `durability`.
+    pub(super) fn with_durability(&self, durability: Durability) -> Self {
+        Self {
+            durability,
+            ..self.clone()
+        }
+    }
+
+    /// How many replicas a write under `durability` waits for: `None` when the master's
+    /// acknowledgement is enough (asked for, or no replica to wait for).
+    async fn replicas_to_wait_for(
+        &self,
+        durability: Durability,
+    ) -> Result<Option<u64>, StoreError> {
+        if !durability.waits() {
+            return Ok(None);
+        }
+        let replicas = match self.lane.known_replicas() {
+            Some(replicas) => replicas,
+            None => {
+                let replicas = match &self.links {
+                    Links::Server(_) => {
+                        let info: String = self
+                            .run_master(
+                                "INFO replication",
+                                Retry::OnDroppedConnection,
+                                |mut conn| async move {
+                                    redis::cmd("INFO")
+                                        .arg("replication")
+                                        .query_async(&mut conn)
+                                        .await
+                                },
+                            )
+                            .await?;
+                        connected_replicas(&info)
+                    }
+                    Links::Cluster(_) => self.cluster_fewest_replicas().await?,
+                };
+                self.lane.set_replicas(replicas);
+                replicas
+            }
+        };
+        match (durability, replicas) {
+            (_, 1..) => Ok(Some(1)),
+            (Durability::Replica, _) => Err(StoreError::new(
+                StoreErrorKind::NotReplicated,
+                "Redis has no replica connected to acknowledge the write; it was not made",
+            )),
+            _ => Ok(None),
+        }
+    }
+
+    /// Runs `command` over the store's lane and, when `wrote` says its reply changed
+    /// something, waits (`WAIT`) on the same connection for a replica to have it, all within
+    /// the command timeout. Where `durability` needs no replica, an ordinary call.
+    pub(super) async fn run_replicated<T, F, Fut>(
+        &self,
+        name: &'static str,
+        retry: Retry,
+        durability: Durability,
+        command: F,
+        wrote: impl Fn(&T) -> bool,
+    ) -> Result<Replicated<T>, StoreError>
+    where
+        F: Fn(Conn) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.command_timeout;
+        let Some(replicas) = self.replicas_to_wait_for(durability).await? else {
+            let value = self.run_master(name, retry, command).await?;
+            return Ok(Replicated {
+                value,
+                acknowledged: true,
+            });
+        };
+        let timeout = || {
+            StoreError::new(
+                StoreErrorKind::Timeout,
+                format!("Redis {name} took longer than the command timeout"),
+            )
+        };
+        let result = match &self.links {
+            Links::Server(links) => {
+                if links.stall.stalled.load(Ordering::Relaxed) {
+                    return Err(timeout());
+                }
+                self.run_on_lane_server(links, name, retry, deadline, &command)
+                    .await
+            }
+            Links::Cluster(links) => {
+                let lane = self.lane.connection(|| async {
+                    Ok::<_, StoreError>(LaneConn::Cluster(links.dedicated().await?))
+                });
+                let lane = tokio::time::timeout_at(deadline, lane)
+                    .await
+                    .map_err(|_| timeout())??;
+                let LaneConn::Cluster(conn) = lane else {
+                    return Err(unexpected_reply(
+                        name,
+                        "a cluster store holds a server lane",
+                    ));
+                };
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let value = links.run_on(&conn, name, retry, left, &command).await;
+                value.map(|value| (value, LaneConn::Cluster(conn)))
+            }
+        };
+        let (value, lane) = result.inspect_err(|_| self.lane.reset())?;
+        if !wrote(&value) {
+            return Ok(Replicated {
+                value,
+                acknowledged: true,
+            });
+        }
+        // the wait leaves room within the deadline for the reply
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let wait_ms = u64::try_from(left.as_millis() * 3 / 4)
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let wait = async {
+            match (lane, &self.links) {
+                (LaneConn::Server(mut conn), _) => {
+                    redis::cmd("WAIT")
+                        .arg(replicas)
+                        .arg(wait_ms)
+                        .query_async::<u64>(&mut conn)
+                        .await
+                }
+                (LaneConn::Cluster(mut conn), Links::Cluster(links)) => {
+                    links.wait_on_masters(&mut conn, replicas, wait_ms).await
+                }
+                (LaneConn::Cluster(_), Links::Server(_)) => Ok(0),
+            }
+        };
+        let acknowledged = match tokio::time::timeout_at(deadline, wait).await {
+            Ok(Ok(acknowledged)) => acknowledged >= replicas,
+            // no answer, or a broken connection: the write may or may not have reached a
+            // replica, which is not the promise
+            _ => {
+                self.lane.reset();
+                false
+            }
+        };
+        if !acknowledged && durability == Durability::ReplicaIfAny {
+            // the count may be a second old: a failover can have left this master with no
+            // replica, and then the master alone is all that was asked for
+            self.lane.forget_replicas();
+            if let Ok(None) = self.replicas_to_wait_for(durability).await {
+                return Ok(Replicated {
+                    value,
+                    acknowledged: true,
+                });
+            }
+        }
+        if !acknowledged {
+            tracing::warn!(
+                command = name,
+                "a write that must reach a replica did not within the command timeout"
+            );
+        }
+        Ok(Replicated {
+            value,
+            acknowledged,
+        })
+    }
+
+    /// A rate-limit step under `policy`'s durability; `wrote` tells from its reply whether
+    /// the hit was allowed (a refused hit wrote nothing, and waits for nothing).
+    async fn run_step<T, F, Fut>(
+        &self,
+        policy: &RatePolicy,
+        name: &'static str,
+        retry: Retry,
+        command: F,
+        wrote: impl Fn(&T) -> bool,
+    ) -> Result<Replicated<T>, StoreError>
+    where
+        F: Fn(Conn) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        let durability = policy.durability();
+        let no_replica_to_wait_for =
+            durability == Durability::ReplicaIfAny && self.lane.known_replicas() == Some(0);
+        if durability.waits() && !no_replica_to_wait_for {
+            // boxed, so that a hit that needs no replica carries none of it in its future
+            return Box::pin(self.run_replicated(name, retry, durability, command, wrote)).await;
+        }
+        let value = self.run_master(name, retry, command).await?;
+        Ok(Replicated {
+            value,
+            acknowledged: true,
+        })
+    }
+
+    /// `decision`, unless its hit was allowed and did not reach a replica in time: then the
+    /// hit is given back (a send flag a failover may lose is not one to rely on, and the
+    /// client may try again at once) and the call fails as not replicated.
+    async fn kept(
+        &self,
+        key: &str,
+        policy: &RatePolicy,
+        decision: RateDecision,
+        acknowledged: bool,
+    ) -> Result<RateDecision, StoreError> {
+        if acknowledged {
+            return Ok(decision);
+        }
+        if let Err(err) = self.release_full(key, policy, &decision).await {
+            tracing::warn!(error = %err, "an unreplicated rate-limit hit could not be given back");
+        }
+        Err(not_replicated("rate-limit step"))
+    }
+
+    /// `command` on the lane to one server, opened when there is none, and once more on a
+    /// new one when the connection dropped and `retry` allows.
+    async fn run_on_lane_server<T, F, Fut>(
+        &self,
+        links: &ServerLinks,
+        name: &'static str,
+        retry: Retry,
+        deadline: tokio::time::Instant,
+        command: &F,
+    ) -> Result<(T, LaneConn), StoreError>
+    where
+        F: Fn(Conn) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        let mut tries_left = if retry == Retry::OnDroppedConnection {
+            2
+        } else {
+            1
+        };
+        loop {
+            tries_left -= 1;
+            let attempt = async {
+                let lane = self
+                    .lane
+                    .connection(|| async {
+                        let conn = links
+                            .pool
+                            .dedicated_connection()
+                            .await
+                            .map_err(|err| classify("durable write connection", err))?;
+                        Ok::<_, StoreError>(LaneConn::Server(conn.conn))
+                    })
+                    .await?;
+                let LaneConn::Server(conn) = lane else {
+                    return Err(unexpected_reply(
+                        name,
+                        "a server store holds a cluster lane",
+                    ));
+                };
+                match command(Conn::Server(conn.clone())).await {
+                    Ok(value) => Ok(Ok((value, LaneConn::Server(conn)))),
+                    Err(err) => Ok(Err(refusal_inside(err))),
+                }
+            };
+            let err = match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(Ok(Ok(done))) => return Ok(done),
+                Ok(Ok(Err(err))) => err,
+                Ok(Err(err)) => return Err(err),
+                Err(_) => {
+                    return Err(StoreError::new(
+                        StoreErrorKind::Timeout,
+                        format!("Redis {name} took longer than the command timeout"),
+                    ));
+                }
+            };
+            if breaks_connection(&err) || is_demoted(&err) {
+                self.lane.reset();
+                if tries_left > 0 && (err.is_connection_dropped() || is_demoted(&err)) {
+                    continue;
+                }
+            }
+            return Err(classify(name, err));
+        }
+    }
+}
+
 impl Backend for RedisStore {
     fn get_now(&self, key: &str) -> Option<Result<Option<Bytes>, StoreError>> {
         let value = self.near.as_ref()?.get(key);
@@ -1411,8 +1747,9 @@ impl Backend for RedisStore {
                 // the step safe to send twice: when a dropped connection lost the reply to a
                 // SET that landed, the retry finds the flag holding this hit's own ticket and
                 // answers "allowed" instead of refusing the request its own flag.
-                let (set, ttl_ms, holder): (Option<String>, i64, Option<String>) = self
-                    .run(
+                let step = self
+                    .run_step(
+                        policy,
                         "cooldown flag",
                         Retry::OnDroppedConnection,
                         move |mut conn| async move {
@@ -1428,18 +1765,21 @@ impl Backend for RedisStore {
                                 .arg(key)
                                 .cmd("GET")
                                 .arg(key)
-                                .query_async(&mut conn)
+                                .query_async::<(Option<String>, i64, Option<String>)>(&mut conn)
                                 .await
                         },
+                        |(set, _, holder)| set.is_some() || holder.as_deref() == Some(ticket_text),
                     )
                     .await?;
+                let (set, ttl_ms, holder) = &step.value;
                 if set.is_some() || holder.as_deref() == Some(ticket_text) {
                     let mut decision = cooldown_decision(interval_ms, None, Arc::clone(&ticket));
-                    if let Ok(ttl_ms) = u64::try_from(ttl_ms) {
+                    if let Ok(ttl_ms) = u64::try_from(*ttl_ms) {
                         decision.reset = Duration::from_millis(ttl_ms);
                     }
-                    return Ok(decision);
+                    return self.kept(key, policy, decision, step.acknowledged).await;
                 }
+                let ttl_ms = *ttl_ms;
                 let ttl_ms = match u64::try_from(ttl_ms) {
                     Ok(ttl_ms) => ttl_ms,
                     // -1: a flag someone stored without expiry would block forever; -2: it
@@ -1465,8 +1805,9 @@ impl Backend for RedisStore {
                 Ok(cooldown_decision(interval_ms, Some(ttl_ms), ticket))
             }
             PolicyKind::FixedWindow { limit, window_ms } => {
-                let (count, ttl_ms, window_end_ms): (i64, i64, i64) = self
-                    .run(
+                let step = self
+                    .run_step(
+                        policy,
                         "fixed window script",
                         Retry::Never,
                         move |mut conn| async move {
@@ -1474,11 +1815,13 @@ impl Backend for RedisStore {
                                 .key(key)
                                 .arg(limit)
                                 .arg(window_ms)
-                                .invoke(&mut conn)
+                                .invoke::<(i64, i64, i64)>(&mut conn)
                                 .await
                         },
+                        |(count, _, _)| *count > 0,
                     )
                     .await?;
+                let (count, ttl_ms, window_end_ms) = step.value;
                 // the count after an allowed hit, or minus the count a denied one found
                 let allowed = count > 0;
                 let mut decision = window_decision(
@@ -1489,30 +1832,38 @@ impl Backend for RedisStore {
                 );
                 decision.window_end_ms =
                     allowed.then(|| u64::try_from(window_end_ms).ok()).flatten();
-                Ok(decision)
+                self.kept(key, policy, decision, step.acknowledged).await
             }
             PolicyKind::Gcra {
                 emission_us,
                 tolerance_us,
                 burst,
             } => {
-                let ttl_us: i64 = self
-                    .run("GCRA script", Retry::Never, move |mut conn| async move {
-                        GCRA.key(key)
-                            .arg(emission_us)
-                            .arg(tolerance_us)
-                            .invoke(&mut conn)
-                            .await
-                    })
+                let step = self
+                    .run_step(
+                        policy,
+                        "GCRA script",
+                        Retry::Never,
+                        move |mut conn| async move {
+                            GCRA.key(key)
+                                .arg(emission_us)
+                                .arg(tolerance_us)
+                                .invoke::<i64>(&mut conn)
+                                .await
+                        },
+                        |ttl_us| *ttl_us > 0,
+                    )
                     .await?;
                 // the new TTL of an allowed hit, or minus the current TTL for a denied one
-                Ok(gcra_decision(
+                let ttl_us = step.value;
+                let decision = gcra_decision(
                     emission_us,
                     tolerance_us,
                     burst,
                     ttl_us > 0,
                     ttl_us.unsigned_abs(),
-                ))
+                );
+                self.kept(key, policy, decision, step.acknowledged).await
             }
         }
     }
@@ -2061,6 +2412,8 @@ impl RedisStoreBuilder {
                 default_timeout: self.default_timeout,
                 command_timeout: self.command_timeout,
                 near: None,
+                lane: Arc::default(),
+                durability: Durability::Master,
             });
         }
         let (inner, tracking) = match &self.sentinel {
@@ -2139,6 +2492,8 @@ impl RedisStoreBuilder {
             default_timeout: self.default_timeout,
             command_timeout: self.command_timeout,
             near,
+            lane: Arc::default(),
+            durability: Durability::Master,
         })
     }
 }

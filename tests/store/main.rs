@@ -7,6 +7,7 @@ mod support;
 mod cluster;
 mod config;
 mod conformance;
+mod durability;
 mod harness;
 mod near_cache;
 mod redis;

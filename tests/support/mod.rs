@@ -1329,6 +1329,11 @@ impl TestRelay {
         }
     }
 
+    /// The relay's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// The relay's URL.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
