@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use tokio::sync::Barrier;
 use tower_redis_http::auth::{TokenError, Tokens};
-use tower_redis_http::store::{Store, value};
+use tower_redis_http::store::{RedisStore, Store, value};
 
-use crate::support::TestRedis;
+use crate::support::{TestRedis, TestRelay};
 use crate::{User, alice, redis_store};
 
 fn tokens_for(store: tower_redis_http::store::RedisStore) -> Tokens<User> {
@@ -187,4 +187,57 @@ async fn issuing_with_a_zero_ttl_is_refused() {
         tokens.issue(&alice()).await,
         Err(TokenError::ZeroTtl)
     ));
+}
+
+/// The exact interleaving of issue 29, finding 8f: a login stores its token, and before it
+/// indexes it a `revoke_all` marks the user and reads the index (which does not list the token
+/// yet). The relay holds the login's index write until `revoke_all` returned, so the order is
+/// forced, not hoped for. Without the mark the token outlived `revoke_all`, alive and unlisted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_indexed_after_revoke_all_read_the_index_takes_its_token_back() {
+    let redis = TestRedis::start();
+    let relay = Arc::new(TestRelay::start(redis.port()));
+    let through_relay = RedisStore::builder(relay.url()).build().await.unwrap();
+    let direct = redis_store(&redis).await;
+    let (login, admin) = (tokens_for(through_relay), tokens_for(direct.clone()));
+    let index = direct.key_scheme().make("tokens_of:1").unwrap();
+    // the index write names the index key as a bulk string of its own; the mark's key only
+    // holds it as a suffix
+    relay.hold_request_containing(format!("\r\n{index}\r\n").as_bytes());
+
+    let issuing = tokio::spawn(async move { login.issue(&alice()).await });
+    let waiting = Arc::clone(&relay);
+    let holding =
+        tokio::task::spawn_blocking(move || waiting.wait_until_holding(Duration::from_secs(10)))
+            .await
+            .unwrap();
+    assert!(holding, "the login never sent its index write");
+    let stored: Vec<String> = redis
+        .command(&["KEYS", "*"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        stored.iter().any(|key| key.len() > 60),
+        "the token is not stored yet: {stored:?}"
+    );
+
+    // the login's token is stored, not indexed: revoke_all cannot find it
+    assert_eq!(admin.revoke_all("1").await.unwrap(), 0);
+    relay.release();
+    match issuing.await.unwrap() {
+        Err(TokenError::RevokedWhileIssued) => {}
+        Ok(token) => panic!(
+            "the login's token outlived revoke_all: stored {:?}",
+            direct.get(&token).await.unwrap().is_some()
+        ),
+        Err(err) => panic!("{err}"),
+    }
+    assert!(admin.list("1").await.unwrap().is_empty());
+    let tokens_left = redis
+        .command(&["KEYS", "*"])
+        .lines()
+        .filter(|key| key.len() > 60)
+        .count();
+    assert_eq!(tokens_left, 0, "a token key is left behind");
 }

@@ -1252,6 +1252,48 @@ pub struct TestRelay {
     /// The port new connections are relayed to.
     upstream: std::sync::Arc<AtomicUsize>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// What [`hold_request_containing`](Self::hold_request_containing) set up.
+    hold: std::sync::Arc<Hold>,
+}
+
+/// A request the relay holds back until the test releases it, so that a test can run
+/// something else at an exact point between two of a client's commands.
+#[derive(Debug, Default)]
+struct Hold {
+    /// The bytes that make a request from a client be held (once); empty: none.
+    pattern: std::sync::Mutex<Vec<u8>>,
+    /// Whether a request is held now, and whether it was released.
+    state: std::sync::Mutex<(bool, bool)>,
+    changed: std::sync::Condvar,
+}
+
+impl Hold {
+    /// Blocks the relaying thread while `chunk` (with the end of the one before, so that a
+    /// pattern split between two reads is seen) holds the pattern, until released.
+    fn wait_if_matching(&self, before: &[u8], chunk: &[u8]) {
+        let matched = {
+            let mut pattern = self.pattern.lock().unwrap();
+            let seen: Vec<u8> = before.iter().chain(chunk).copied().collect();
+            let found = !pattern.is_empty()
+                && seen
+                    .windows(pattern.len())
+                    .any(|window| window == pattern.as_slice());
+            if found {
+                pattern.clear();
+            }
+            found
+        };
+        if !matched {
+            return;
+        }
+        let mut state = self.state.lock().unwrap();
+        state.0 = true;
+        self.changed.notify_all();
+        while !state.1 {
+            state = self.changed.wait(state).unwrap();
+        }
+        state.0 = false;
+    }
 }
 
 impl TestRelay {
@@ -1268,11 +1310,13 @@ impl TestRelay {
         let stop = Arc::new(AtomicBool::new(false));
         let opened = Arc::new(AtomicUsize::new(0));
         let upstream = Arc::new(AtomicUsize::new(usize::from(upstream)));
-        let (silent, stopping, count, target) = (
+        let hold = Arc::new(Hold::default());
+        let (silent, stopping, count, target, holding) = (
             Arc::clone(&silent_below),
             Arc::clone(&stop),
             Arc::clone(&opened),
             Arc::clone(&upstream),
+            Arc::clone(&hold),
         );
         std::thread::spawn(move || {
             while !stopping.load(Ordering::Relaxed) {
@@ -1293,18 +1337,28 @@ impl TestRelay {
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
                 let id = count.fetch_add(1, Ordering::SeqCst);
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
+                for (mut from, mut to, from_client) in [
+                    (
+                        client.try_clone().unwrap(),
+                        server.try_clone().unwrap(),
+                        true,
+                    ),
+                    (server, client, false),
                 ] {
                     let silent = Arc::clone(&silent);
+                    let hold = Arc::clone(&holding);
                     std::thread::spawn(move || {
                         let mut buf = [0u8; 16 * 1024];
+                        let mut tail: Vec<u8> = Vec::new();
                         loop {
                             let n = match from.read(&mut buf) {
                                 Ok(0) | Err(_) => break,
                                 Ok(n) => n,
                             };
+                            if from_client {
+                                hold.wait_if_matching(&tail, &buf[..n]);
+                                tail = buf[n.saturating_sub(256)..n].to_vec();
+                            }
                             if id < silent.load(Ordering::SeqCst) {
                                 // swallowed: the other end hears nothing, not even a close
                                 continue;
@@ -1326,7 +1380,33 @@ impl TestRelay {
             opened,
             upstream,
             stop,
+            hold,
         }
+    }
+
+    /// The next request from a client whose bytes contain `pattern` is held back (not sent
+    /// on to the server, nor anything after it on that connection) until
+    /// [`release`](Self::release).
+    pub fn hold_request_containing(&self, pattern: &[u8]) {
+        *self.hold.state.lock().unwrap() = (false, false);
+        *self.hold.pattern.lock().unwrap() = pattern.to_vec();
+    }
+
+    /// Waits until a request is held; `false` after `deadline`.
+    pub fn wait_until_holding(&self, deadline: Duration) -> bool {
+        let state = self.hold.state.lock().unwrap();
+        let (state, _) = self
+            .hold
+            .changed
+            .wait_timeout_while(state, deadline, |state| !state.0)
+            .unwrap();
+        state.0
+    }
+
+    /// Sends the held request on.
+    pub fn release(&self) {
+        self.hold.state.lock().unwrap().1 = true;
+        self.hold.changed.notify_all();
     }
 
     /// The relay's port.
@@ -1360,5 +1440,7 @@ impl TestRelay {
 impl Drop for TestRelay {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        // a test that failed while a request was held must not leave its thread blocked
+        self.release();
     }
 }
