@@ -15,7 +15,7 @@
 //! | metric | kind | labels |
 //! |---|---|---|
 //! | `tower_redis_http_auth_requests_total` | counter | `outcome`: `authenticated`, `open_path`, `anonymous`, `missing`, `malformed`, `invalid`, `rejected`, `store_error` |
-//! | `tower_redis_http_cache_requests_total` | counter | `outcome`: `hit`, `stale`, `revalidated`, `miss`, `collapsed`, `store_error` |
+//! | `tower_redis_http_cache_requests_total` | counter | `outcome`: `hit`, `stale`, `revalidated`, `miss`, `collapsed`, `store_error`, `flight_slow` (a follower still waiting after the flight wait), `flight_timeout` (one answered at the flight deadline) |
 //! | `tower_redis_http_cache_stores_total` | counter | `outcome`: `stored`, `not_stored`; `reason` for `not_stored` (the `Cache-Status` detail, or `remembered`) |
 //! | `tower_redis_http_cache_entry_bytes` | histogram | |
 //! | `tower_redis_http_cache_lock_wait_seconds` | histogram | |

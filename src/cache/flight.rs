@@ -14,11 +14,25 @@ use super::key;
 use super::policy::{self, RequestRules, Verdict};
 use crate::store::{AnyStore, Backend, CacheLock, Store, StoredNow};
 
-/// What the leader of a flight ends with: the entry it stored, or nothing to share.
+/// What the leader of a flight ends with: the entry it stored, nothing to share, or nothing
+/// at all (it went away first).
 #[derive(Clone)]
 enum Outcome {
     Pending,
     Done(Option<Arc<Entry>>),
+    /// The leader was dropped before it finished (its client hung up, an outer timeout):
+    /// one follower takes its place, the others wait on that one.
+    Abandoned,
+}
+
+/// How a follower's wait ended.
+pub(crate) enum Waited {
+    /// The leader finished: its entry, or nothing to share (the follower asks the handler).
+    Done(Option<Arc<Entry>>),
+    /// The leader went away unfinished: join the flight again, and one follower leads.
+    Abandoned,
+    /// The deadline passed while the leader was still at work.
+    TimedOut,
 }
 
 /// The flights under way in this process, by entry key, and the keys whose last answer could
@@ -314,14 +328,17 @@ impl FlightGuard {
     /// later requests for the key skip the flight while the memo lasts.
     pub(crate) fn uncacheable(self) {
         self.flights.uncacheable.insert(self.key.clone(), ());
+        self.sender.send_replace(Outcome::Done(None));
     }
 }
 
 impl Drop for FlightGuard {
     fn drop(&mut self) {
+        // unfinished: its request went away, or the handler failed. A follower takes over,
+        // one at a time, rather than all of them calling the handler at once.
         self.sender.send_if_modified(|outcome| {
             if matches!(outcome, Outcome::Pending) {
-                *outcome = Outcome::Done(None);
+                *outcome = Outcome::Abandoned;
                 true
             } else {
                 false
@@ -348,44 +365,112 @@ pub(crate) struct Waiter {
 }
 
 impl Waiter {
-    /// The leader's entry, or `None` when the leader had nothing to share or `wait` passed.
-    pub(crate) async fn wait(mut self, wait: std::time::Duration) -> Option<Arc<Entry>> {
-        let done = tokio::time::timeout(
-            wait,
-            self.receiver
-                .wait_for(|outcome| matches!(outcome, Outcome::Done(_))),
-        )
-        .await;
-        match done {
-            Ok(Ok(outcome)) => match &*outcome {
-                Outcome::Done(entry) => entry.clone(),
-                Outcome::Pending => None,
-            },
-            _ => None,
+    /// Waits for the leader until `deadline`. A leader still at work after `patience` is
+    /// noted as slow (a metric and a log line), and waited for all the same: calling the
+    /// handler beside it would add load exactly when the origin is slow.
+    pub(crate) async fn wait(
+        mut self,
+        patience: Duration,
+        deadline: tokio::time::Instant,
+    ) -> Waited {
+        let finished = self
+            .receiver
+            .wait_for(|outcome| !matches!(outcome, Outcome::Pending));
+        let mut finished = std::pin::pin!(finished);
+        let patience_ends = (tokio::time::Instant::now() + patience).min(deadline);
+        let within_patience = tokio::time::timeout_at(patience_ends, &mut finished)
+            .await
+            .map(|outcome| outcome.map(|outcome| outcome.clone()));
+        let outcome = match within_patience {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                crate::observe::cache("flight_slow");
+                tracing::debug!(
+                    "a single flight's leader is still at work after the flight wait; waiting on"
+                );
+                let within_deadline = tokio::time::timeout_at(deadline, finished)
+                    .await
+                    .map(|outcome| outcome.map(|outcome| outcome.clone()));
+                match within_deadline {
+                    Ok(outcome) => outcome,
+                    Err(_) => return Waited::TimedOut,
+                }
+            }
+        };
+        match outcome {
+            Ok(Outcome::Done(entry)) => Waited::Done(entry),
+            // the leader's guard is gone without a word: as good as abandoned
+            Ok(Outcome::Abandoned | Outcome::Pending) | Err(_) => Waited::Abandoned,
         }
     }
 }
 
 /// The cross-process stampede lock an instance holds on an entry key: `SET NX PX` with an
 /// owner token, released by its owner only (with the entry's write, or on drop), and expiring
-/// by itself if the holder dies.
+/// by itself if the holder dies. While it is held, a task renews it every third of its life,
+/// up to the holder's flight deadline, so that an origin slower than the lock's life does not
+/// let another instance call it too: the other instances wait while the holder is alive, and
+/// take over once it is not.
 pub(crate) struct StoreLock {
     pub(crate) store: AnyStore,
     pub(crate) key: String,
     pub(crate) owner: Arc<str>,
     released: bool,
+    renewal: Option<tokio::task::AbortHandle>,
 }
 
 impl StoreLock {
+    /// The lock `owner` just took on `key` for `ttl`, renewed from now on until
+    /// `renew_until` (the holder's flight deadline, after which its waiters have given up
+    /// anyway: a handler that hangs must not hold the key for ever).
+    fn held(
+        store: AnyStore,
+        key: String,
+        owner: Arc<str>,
+        ttl: Duration,
+        renew_until: tokio::time::Instant,
+    ) -> Self {
+        let renewal = tokio::runtime::Handle::try_current().ok().map(|runtime| {
+            let (store, key, owner) = (store.clone(), key.clone(), Arc::clone(&owner));
+            runtime
+                .spawn(async move {
+                    loop {
+                        tokio::time::sleep(ttl / 3).await;
+                        if tokio::time::Instant::now() >= renew_until {
+                            return;
+                        }
+                        // lost (expired and taken) or unreachable: the lock's own life ends it
+                        if !matches!(store.renew_lock(&key, &owner, ttl).await, Ok(true)) {
+                            return;
+                        }
+                    }
+                })
+                .abort_handle()
+        });
+        Self {
+            store,
+            key,
+            owner,
+            released: false,
+            renewal,
+        }
+    }
+
     /// Marks the lock as released by the entry's write, which carries the release.
     pub(crate) fn released_by_write(mut self) -> (String, Arc<str>) {
         self.released = true;
+        if let Some(renewal) = self.renewal.take() {
+            renewal.abort();
+        }
         (std::mem::take(&mut self.key), Arc::clone(&self.owner))
     }
 }
 
 impl Drop for StoreLock {
     fn drop(&mut self) {
+        if let Some(renewal) = self.renewal.take() {
+            renewal.abort();
+        }
         if self.released {
             return;
         }
@@ -412,6 +497,9 @@ pub(crate) enum Locked {
     ServeStale,
     /// The entry's last answer (in any instance) could not be stored: no lock, no waiting.
     Uncacheable,
+    /// Another instance still held the lock (it is alive and at work) when the flight's
+    /// deadline passed.
+    TimedOut,
 }
 
 /// What a lock attempt needs to know.
@@ -429,13 +517,14 @@ pub(crate) struct LockAttempt {
     /// What the request asks of an entry: one that turns up must satisfy it as it stands.
     pub(crate) rules: RequestRules,
     pub(crate) serve_stale_meanwhile: bool,
-    pub(crate) wait: Duration,
+    /// When waiting on another instance's lock ends.
+    pub(crate) deadline: tokio::time::Instant,
 }
 
 impl LockAttempt {
     /// Takes the lock, or waits for the holder's entry: polling with a growing interval until
     /// the entry appears, the lock is free (the holder finished without storing, or died and
-    /// the lock expired) or `wait` passes.
+    /// its lock expired: this instance takes over) or the deadline passes.
     pub(crate) async fn run(self) -> Locked {
         let started = std::time::Instant::now();
         let locked = self.acquire().await;
@@ -451,7 +540,7 @@ impl LockAttempt {
     async fn acquire(self) -> Locked {
         let owner = crate::store::new_ticket();
         let lock_key = key::lock_key(&self.entry_key);
-        let deadline = tokio::time::Instant::now() + self.wait;
+        let deadline = self.deadline;
         let mut interval = Duration::from_millis(10);
         loop {
             let attempt = CacheLock {
@@ -464,12 +553,13 @@ impl LockAttempt {
             match self.store.lock_and_read(&attempt).await {
                 Ok(Some(stored)) if stored.uncacheable => return Locked::Uncacheable,
                 Ok(Some(stored)) => {
-                    let lock = StoreLock {
-                        store: self.store.clone(),
-                        key: lock_key,
+                    let lock = StoreLock::held(
+                        self.store.clone(),
+                        lock_key,
                         owner,
-                        released: false,
-                    };
+                        self.lock_ttl,
+                        self.deadline,
+                    );
                     // a holder that stored and released between this request's lookup and
                     // now: its entry is served (and the lock dropped), not rendered again
                     return match self.new_entry(stored).await {
@@ -483,7 +573,9 @@ impl LockAttempt {
                 Err(_) => return Locked::Lead(None),
             }
             if tokio::time::Instant::now() + interval > deadline {
-                return Locked::Lead(None);
+                // the holder is alive (its lock is renewed) and not done: calling the handler
+                // beside it would double the load on a slow origin
+                return Locked::TimedOut;
             }
             tokio::time::sleep(interval).await;
             interval = (interval * 3 / 2).min(Duration::from_millis(200));
@@ -600,9 +692,10 @@ mod tests {
         let Role::Follower(waiter) = flights.join("k") else {
             panic!("second follows")
         };
-        let waiting = tokio::spawn(waiter.wait(Duration::from_secs(10)));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let waiting = tokio::spawn(waiter.wait(Duration::from_secs(5), deadline));
         guard.complete(entry());
-        assert!(waiting.await.unwrap().is_some());
+        assert!(matches!(waiting.await.unwrap(), Waited::Done(Some(_))));
         assert_eq!(flights.len(), 0);
         assert!(
             matches!(flights.join("k"), Role::Leader(_)),
@@ -610,8 +703,44 @@ mod tests {
         );
     }
 
+    /// A leader dropped unfinished (its client hung up) hands the flight on: each follower
+    /// joins again, the first leads and the others follow it, so one handler call replaces
+    /// the lost one, not one per follower (issue 35, finding 2).
     #[tokio::test]
-    async fn a_dropped_leader_releases_its_followers_empty_handed() {
+    async fn a_dropped_leader_hands_the_flight_to_one_follower() {
+        let flights = Arc::new(Flights::default());
+        let Role::Leader(guard) = flights.join("k") else {
+            panic!()
+        };
+        let followers: Vec<Waiter> = (0..3)
+            .map(|_| match flights.join("k") {
+                Role::Follower(waiter) => waiter,
+                _ => panic!("a follower"),
+            })
+            .collect();
+        drop(guard);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut leaders = 0;
+        let mut guards = Vec::new();
+        for waiter in followers {
+            assert!(matches!(
+                waiter.wait(Duration::from_secs(5), deadline).await,
+                Waited::Abandoned
+            ));
+            match flights.join("k") {
+                Role::Leader(guard) => {
+                    leaders += 1;
+                    guards.push(guard);
+                }
+                Role::Follower(_) => {}
+                Role::Pass => panic!("no memo was set"),
+            }
+        }
+        assert_eq!(leaders, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_follower_waits_past_its_patience_for_a_working_leader_until_the_deadline() {
         let flights = Arc::new(Flights::default());
         let Role::Leader(guard) = flights.join("k") else {
             panic!()
@@ -619,20 +748,24 @@ mod tests {
         let Role::Follower(waiter) = flights.join("k") else {
             panic!()
         };
-        drop(guard);
-        assert!(waiter.wait(Duration::from_secs(10)).await.is_none());
-    }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let waiting = tokio::spawn(waiter.wait(Duration::from_secs(5), deadline));
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        assert!(!waiting.is_finished(), "gave up at its patience");
+        guard.complete(entry());
+        assert!(matches!(waiting.await.unwrap(), Waited::Done(Some(_))));
 
-    #[tokio::test(start_paused = true)]
-    async fn followers_stop_waiting_after_the_bound() {
-        let flights = Arc::new(Flights::default());
-        let Role::Leader(_guard) = flights.join("k") else {
+        let Role::Leader(_guard) = flights.join("j") else {
             panic!()
         };
-        let Role::Follower(waiter) = flights.join("k") else {
+        let Role::Follower(waiter) = flights.join("j") else {
             panic!()
         };
-        assert!(waiter.wait(Duration::from_millis(100)).await.is_none());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        assert!(matches!(
+            waiter.wait(Duration::from_secs(5), deadline).await,
+            Waited::TimedOut
+        ));
     }
 
     const URL: &str = "http://shop/a";
@@ -648,7 +781,7 @@ mod tests {
             request_headers: HeaderMap::new(),
             rules,
             serve_stale_meanwhile: false,
-            wait: Duration::from_secs(1),
+            deadline: tokio::time::Instant::now() + Duration::from_secs(1),
         }
     }
 

@@ -20,10 +20,10 @@ use tower_service::Service;
 
 use super::answer::{Fwd, Served};
 use super::entry::Entry;
-use super::flight::{FlightGuard, LockAttempt, Locked, Role, StoreLock};
+use super::flight::{FlightGuard, LockAttempt, Locked, Role, StoreLock, Waited};
 use super::future::{Ctx, Found, Miss, PartialMiss, Pending, Url};
 use super::key;
-use super::policy::Verdict;
+use super::policy::{self, Verdict};
 use super::ranges;
 use crate::store::{Backend, Store, StoreError};
 
@@ -171,23 +171,60 @@ where
     if ctx.rules.only_if_cached {
         return Flowed::Answer(ctx.config.gateway_timeout());
     }
-    let flight = match (ctx.config.flight_wait, flight_key) {
-        (Some(wait), Some(key)) if ctx.joins_flights() && !ctx.head => {
-            match ctx.config.flights.join(&key) {
-                Role::Leader(guard) => return lead(ctx, fwd, guard, key, None, false).await,
-                Role::Follower(waiter) => {
-                    let waiting = std::time::Instant::now();
-                    let shared = waiter.wait(wait).await;
+    let (Some(patience), Some(key)) = (ctx.config.flight_wait, flight_key) else {
+        return call(ctx, fwd, None, None, None);
+    };
+    if !ctx.joins_flights() || ctx.head {
+        return call(ctx, fwd, None, None, None);
+    }
+    let deadline = tokio::time::Instant::now() + ctx.config.flight_deadline;
+    let waiting = std::time::Instant::now();
+    // a leader that goes away unfinished hands the flight on: every follower joins again,
+    // one leads, the others follow it
+    loop {
+        match ctx.config.flights.join(&key) {
+            Role::Leader(guard) => return lead(ctx, fwd, guard, key, None, false, deadline).await,
+            Role::Follower(waiter) => match waiter.wait(patience, deadline).await {
+                Waited::Done(shared) => {
                     crate::observe::cache("collapsed");
                     crate::observe::cache_lock_wait(waiting.elapsed());
                     return followed(ctx, fwd, shared);
                 }
-                Role::Pass => None,
-            }
+                Waited::Abandoned => {}
+                Waited::TimedOut => return gave_up(&ctx, None),
+            },
+            Role::Pass => return call(ctx, fwd, None, None, None),
         }
-        _ => None,
-    };
-    call(ctx, fwd, flight, None, None)
+    }
+}
+
+/// The flight's deadline passed while its leader (here or in another instance) was still at
+/// work: the stale copy where `stale-if-error` allows it (a slow origin is an error to this
+/// client, RFC 5861 §4), else 504. Never a handler call beside the leader's.
+fn gave_up<S, ReqBody>(ctx: &Ctx<S, ReqBody>, stale: Option<Box<Entry>>) -> Flowed<S::Future>
+where
+    S: Service<Request<ReqBody>>,
+{
+    crate::observe::cache("flight_timeout");
+    tracing::debug!(
+        url = %crate::failure::Digest(&ctx.url),
+        "a single flight's leader did not finish within the flight deadline"
+    );
+    if let Some(stale) = stale
+        && policy::stale_if_error(
+            stale.age(std::time::SystemTime::now()),
+            stale.freshness,
+            &stale.reuse,
+        )
+    {
+        return Flowed::Answer(ctx.config.serve(
+            *stale,
+            ctx.request.headers(),
+            ctx.head,
+            Served::StaleOnError(Some(http::StatusCode::GATEWAY_TIMEOUT)),
+        ));
+    }
+    Flowed::Answer(ctx.config.gateway_timeout())
 }
 
 /// A range request with no complete entry to answer it (RFC 9111 §3.3-3.4): the stored
@@ -262,8 +299,15 @@ where
     if ctx.rules.only_if_cached {
         return Flowed::Answer(ctx.config.gateway_timeout());
     }
-    let flight = match ctx.config.flight_wait {
-        Some(wait) if ctx.joins_flights() => match ctx.config.flights.join(&key) {
+    let Some(patience) = ctx.config.flight_wait else {
+        return call(ctx, Fwd::Stale, None, Some(entry), None);
+    };
+    if !ctx.joins_flights() {
+        return call(ctx, Fwd::Stale, None, Some(entry), None);
+    }
+    let deadline = tokio::time::Instant::now() + ctx.config.flight_deadline;
+    loop {
+        match ctx.config.flights.join(&key) {
             Role::Leader(guard) => {
                 if serve_stale_meanwhile && let Ok(runtime) = tokio::runtime::Handle::try_current()
                 {
@@ -273,7 +317,7 @@ where
                         ctx.head,
                         Served::Hit,
                     );
-                    let refresh = lead(ctx, Fwd::Stale, guard, key, Some(entry), true);
+                    let refresh = lead(ctx, Fwd::Stale, guard, key, Some(entry), true, deadline);
                     runtime.spawn(refresh_to_its_end::<S, ReqBody, ResBody>(refresh));
                     return Flowed::Answer(response);
                 }
@@ -284,19 +328,19 @@ where
                     key,
                     Some(entry),
                     serve_stale_meanwhile,
+                    deadline,
                 )
                 .await;
             }
             Role::Follower(_) if serve_stale_meanwhile => return served(&ctx, *entry),
-            Role::Follower(waiter) => {
-                let shared = waiter.wait(wait).await;
-                return followed(ctx, Fwd::Stale, shared);
-            }
-            Role::Pass => None,
-        },
-        _ => None,
-    };
-    call(ctx, Fwd::Stale, flight, Some(entry), None)
+            Role::Follower(waiter) => match waiter.wait(patience, deadline).await {
+                Waited::Done(shared) => return followed(ctx, Fwd::Stale, shared),
+                Waited::Abandoned => {}
+                Waited::TimedOut => return gave_up(&ctx, Some(entry)),
+            },
+            Role::Pass => return call(ctx, Fwd::Stale, None, Some(entry), None),
+        }
+    }
 }
 
 /// Drives a stale entry's refresh to its end (a store, when its answer is storable, happens
@@ -332,12 +376,13 @@ async fn lead<S, ReqBody>(
     key: String,
     stale: Option<Box<Entry>>,
     serve_stale_meanwhile: bool,
+    deadline: tokio::time::Instant,
 ) -> Flowed<S::Future>
 where
     S: Service<Request<ReqBody>>,
 {
     let config = Arc::clone(&ctx.config);
-    let (Some(lock_ttl), Some(wait)) = (config.lock_ttl, config.flight_wait) else {
+    let Some(lock_ttl) = config.lock_ttl else {
         return call(ctx, fwd, Some(flight), stale, None);
     };
     // a memory store is this process's own: the in-process flight is all there is
@@ -355,7 +400,7 @@ where
         request_headers: ctx.request.headers().clone(),
         rules: ctx.rules,
         serve_stale_meanwhile: serve_stale_meanwhile && stale.is_some(),
-        wait,
+        deadline,
     };
     match (attempt.run().await, stale) {
         (Locked::Lead(lock), stale) => call(ctx, fwd, Some(flight), stale, lock),
@@ -372,6 +417,9 @@ where
             flight.uncacheable();
             call(ctx, fwd, None, stale, None)
         }
+        // another instance is still at work on it: this process's followers time out too
+        // (the guard ends as abandoned, and each follower's own deadline has passed or will)
+        (Locked::TimedOut, stale) => gave_up(&ctx, stale),
     }
 }
 

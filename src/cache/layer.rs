@@ -48,6 +48,9 @@ pub enum RequestDirectives {
 /// for distinct URLs can pin.
 const RECENT_PIECES_BUDGET: u64 = 16 * 1024 * 1024;
 
+/// How long a request waits at most on a single flight whose leader is still at work.
+const DEFAULT_FLIGHT_DEADLINE: Duration = Duration::from_secs(30);
+
 /// The targeted cache-control field of RFC 9213 §3, for CDN caches.
 pub(crate) const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
 
@@ -99,6 +102,7 @@ pub(crate) struct Config {
     pub(crate) compute_etag: bool,
     pub(crate) compress_above: Option<usize>,
     pub(crate) flight_wait: Option<Duration>,
+    pub(crate) flight_deadline: Duration,
     pub(crate) lock_ttl: Option<Duration>,
     pub(crate) on_store_error: FailurePolicy,
     /// Replaces the answers the cache gives by itself (see [`CacheRefusal`]).
@@ -286,6 +290,7 @@ impl ResponseCacheLayer {
             compute_etag: false,
             compress_above: None,
             flight_wait: Some(Duration::from_secs(5)),
+            flight_deadline: DEFAULT_FLIGHT_DEADLINE,
             lock_ttl: Some(Duration::from_secs(10)),
             on_store_error: FailurePolicy::Open,
             refusal: None,
@@ -403,6 +408,7 @@ pub struct ResponseCacheBuilder {
     compute_etag: bool,
     compress_above: Option<usize>,
     flight_wait: Option<Duration>,
+    flight_deadline: Duration,
     lock_ttl: Option<Duration>,
     on_store_error: FailurePolicy,
     refusal: Option<RefusalFn>,
@@ -655,8 +661,14 @@ impl ResponseCacheBuilder {
         self
     }
 
-    /// How long concurrent misses on one key wait for the one that runs the handler before
-    /// running it themselves; `None` turns single flight off. Defaults to 5 seconds.
+    /// Single flight: concurrent misses on one key (in this process, and across instances
+    /// sharing a Redis through the [stampede lock](Self::stampede_lock)) run the handler once,
+    /// and the others wait for its answer. `wait` is the flight's patience: a leader still at
+    /// work after it is counted as slow (`cache="flight_slow"`) and waited for all the same,
+    /// up to the [deadline](Self::single_flight_deadline). A follower never calls the handler
+    /// itself while the leader works, since that is when the origin is slow. A leader whose
+    /// request goes away unfinished (its client hung up) hands the flight to one follower.
+    /// `None` turns single flight off. Defaults to 5 seconds.
     ///
     /// # Example
     ///
@@ -675,11 +687,37 @@ impl ResponseCacheBuilder {
         self
     }
 
+    /// The longest a request waits on a [single flight](Self::single_flight) whose leader is
+    /// still at work. When it passes, the request gets the stale copy where its
+    /// `stale-if-error` allows one (a slow origin is an error to the client, RFC 5861 §4),
+    /// else `504 Gateway Timeout`; it does not call the handler beside the leader. Defaults
+    /// to 30 seconds.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::cache::ResponseCacheLayer;
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// // an origin that may take a minute under load: wait for it rather than pile on
+    /// let cache = ResponseCacheLayer::http_cache(MemoryStore::new())
+    ///     .single_flight_deadline(Duration::from_secs(60))
+    ///     .build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn single_flight_deadline(mut self, deadline: Duration) -> Self {
+        self.flight_deadline = deadline;
+        self
+    }
+
     /// How long the cross-process stampede lock lives: with many instances on one Redis, a
     /// miss or a stale entry makes one instance run the handler while the others wait (up to
-    /// the [`single_flight`](Self::single_flight) bound) for its entry, or serve the stale copy
-    /// within `stale-while-revalidate`. The lock is released with the entry's write, and
-    /// expires by itself if its holder dies, so it never blocks a key for longer. `None` turns
+    /// the [`single_flight_deadline`](Self::single_flight_deadline)) for its entry, or serve
+    /// the stale copy within `stale-while-revalidate`. The holder renews the lock every third
+    /// of this while it works, however slow the origin (up to its flight deadline); the lock is released with the entry's
+    /// write, and expires by itself within this time if its holder dies, after which a waiting
+    /// instance takes over. `None` turns
     /// it off (a miss then costs one round trip less). A memory store, being per process, needs
     /// none. Defaults to 10 seconds.
     ///
@@ -1010,6 +1048,7 @@ impl ResponseCacheBuilder {
                 compute_etag: self.compute_etag,
                 compress_above: self.compress_above,
                 flight_wait: self.flight_wait,
+                flight_deadline: self.flight_deadline,
                 lock_ttl: self.lock_ttl,
                 on_store_error: self.on_store_error,
                 refusal: self.refusal,

@@ -226,15 +226,27 @@
 //!
 //! # Single flight and stampedes
 //!
-//! Concurrent misses on one key in one process run the handler once: the others wait (5 s by
-//! default) for its entry, then run the handler themselves if it did not come. Across
-//! processes sharing a Redis, the one request per process that would run the handler first
-//! takes a short lock in Redis ([`ResponseCacheBuilder::stampede_lock`], `SET NX PX` with an
-//! owner token): only the holder runs the handler, the other instances poll for its entry (or
-//! serve the stale copy within `stale-while-revalidate`). The entry's write releases the lock
-//! in the same atomic step; a holder that dies leaves a lock that expires by itself. Taking
-//! the lock reads the entry in the same script, so a request whose lookup came just before
-//! another instance's write serves that entry rather than rendering it again.
+//! Concurrent misses on one key in one process run the handler once, and the others wait for
+//! its answer. Across processes sharing a Redis, the one request per process that would run
+//! the handler first takes a short lock in Redis ([`ResponseCacheBuilder::stampede_lock`],
+//! `SET NX PX` with an owner token): only the holder runs the handler, the other instances
+//! poll for its entry (or serve the stale copy within `stale-while-revalidate`). The entry's
+//! write releases the lock in the same atomic step. Taking the lock reads the entry in the
+//! same script, so a request whose lookup came just before another instance's write serves
+//! that entry rather than rendering it again.
+//!
+//! A slow origin is when this matters most, so a waiting request never calls the handler
+//! beside a leader that is still at work:
+//! - past the flight wait ([`ResponseCacheBuilder::single_flight`], 5 s) a waiter is counted
+//!   as slow (`flight_slow`) and keeps waiting; the lock holder renews its lock every third
+//!   of the lock's life, so the other instances keep waiting too;
+//! - past the flight deadline ([`ResponseCacheBuilder::single_flight_deadline`], 30 s) a
+//!   waiter is answered with the stale copy where `stale-if-error` allows one, else `504`;
+//!   the holder stops renewing then, so a handler that hangs holds the key no longer;
+//! - a leader whose request goes away unfinished (its client hung up, or the handler failed)
+//!   hands the flight on: in the process, one waiter leads and the others wait on it; across
+//!   processes, its lock is released (or, if the process died, expires within its life) and
+//!   one waiting instance takes it.
 //!
 //! # Invalidation
 //!

@@ -79,6 +79,15 @@ pub trait Backend: Clone + Send + Sync + 'static {
         owner: &str,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// Gives the cache lock under the logical `key` `ttl` more to live, if `owner` still
+    /// holds it: a holder at work past the lock's life keeps the others waiting on it.
+    fn renew_lock(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     /// Adds one to the cache's namespace generation under the logical `key` (created at 0),
     /// and tells whether every replica of the server has the new number: a bump that only
     /// the master holds can be lost with it, and an older generation come back.

@@ -1120,6 +1120,21 @@ impl Backend for MemoryStore {
         Ok(self.release_lock(self.keys.make(key)?, owner))
     }
 
+    async fn renew_lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        Ok(self.compute(self.keys.make(key)?, |slot, now| match slot {
+            Some(slot) if slot.value == owner.as_bytes() => (
+                Op::Put(Slot {
+                    value: slot.value.clone(),
+                    expires_at: Some(now + ttl),
+                    counter: None,
+                    room: None,
+                }),
+                true,
+            ),
+            _ => (Op::Nop, false),
+        }))
+    }
+
     async fn bump_generation(&self, key: &str) -> Result<GenerationBump, StoreError> {
         self.set_if_absent(key, Bytes::from_static(b"0"), Expiry::Never)
             .await?;

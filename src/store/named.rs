@@ -203,6 +203,10 @@ impl Backend for AnyStore {
         dispatch!(self, store => store.unlock(key, owner).await)
     }
 
+    async fn renew_lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        dispatch!(self, store => store.renew_lock(key, owner, ttl).await)
+    }
+
     async fn bump_generation(&self, key: &str) -> Result<GenerationBump, StoreError> {
         dispatch!(self, store => store.bump_generation(key).await)
     }

@@ -34,6 +34,8 @@ static CACHE_PUT: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("script
 static LOCK_AND_READ: LazyLock<Lua> =
     LazyLock::new(|| Lua::new(include_str!("scripts/lock_and_read.lua")));
 static UNLOCK: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("scripts/unlock.lua")));
+static RENEW_LOCK: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(include_str!("scripts/renew_lock.lua")));
 static GCRA: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("scripts/gcra.lua")));
 
 const DEFAULT_MAX_CONNECTIONS: u32 = 16;
@@ -1163,6 +1165,7 @@ impl<T> Replicated<T> {
 }
 
 fn not_replicated(name: &'static str) -> StoreError {
+    crate::observe::store_error(name, StoreErrorKind::NotReplicated);
     StoreError::new(
         StoreErrorKind::NotReplicated,
         format!(
@@ -1217,10 +1220,13 @@ impl RedisStore {
         };
         match (durability, replicas) {
             (_, 1..) => Ok(Some(1)),
-            (Durability::Replica, _) => Err(StoreError::new(
-                StoreErrorKind::NotReplicated,
-                "Redis has no replica connected to acknowledge the write; it was not made",
-            )),
+            (Durability::Replica, _) => {
+                crate::observe::store_error("durable write", StoreErrorKind::NotReplicated);
+                Err(StoreError::new(
+                    StoreErrorKind::NotReplicated,
+                    "Redis has no replica connected to acknowledge the write; it was not made",
+                ))
+            }
             _ => Ok(None),
         }
     }
@@ -1584,6 +1590,28 @@ impl Backend for RedisStore {
             })
             .await?;
         Ok(released == 1)
+    }
+
+    /// Extends a lock `owner` holds.
+    async fn renew_lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let key = self.keys.make(key)?;
+        let key = key.as_str();
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let renewed: i64 = self
+            .run(
+                "renew lock script",
+                Retry::OnDroppedConnection,
+                move |mut conn| async move {
+                    RENEW_LOCK
+                        .key(key)
+                        .arg(owner)
+                        .arg(ttl_ms)
+                        .invoke(&mut conn)
+                        .await
+                },
+            )
+            .await?;
+        Ok(renewed == 1)
     }
 
     /// The bump and a `WAIT` for the replicas the server has, in one pipeline on a

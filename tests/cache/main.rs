@@ -7,6 +7,7 @@ mod support;
 mod http_mode;
 mod invalidation;
 mod rules;
+mod slow_origin;
 mod stampede;
 
 use std::collections::VecDeque;

@@ -77,22 +77,31 @@ async fn two_hundred_misses_across_two_instances_run_the_handler_once() {
 async fn a_lock_holder_that_dies_blocks_the_key_no_longer_than_the_lock_lives() {
     let redis = TestRedis::start();
     let lock = Some(Duration::from_millis(500));
-    // instance one takes the lock, then "crashes": its handler never answers and its future is
-    // leaked, so nothing releases the lock
+    // instance one takes the lock on a runtime of its own, then "crashes": the runtime goes
+    // with every task on it (the lock's renewal too), and nothing releases the lock
     let stuck = ServiceBuilder::new()
         .layer(builder(&redis).await.stampede_lock(lock).build().unwrap())
         .service_fn(|_request: Request<ReqBody>| async {
             std::future::pending::<()>().await;
             Ok::<_, Infallible>(ok("never"))
         });
-    let mut dying = Box::pin(tower::ServiceExt::oneshot(stuck, req(get("/crash"))));
-    let _ = tokio::time::timeout(Duration::from_millis(200), dying.as_mut()).await;
-    let locks = redis.command(&["KEYS", "*:lock"]);
-    assert!(
-        locks.contains("/crash"),
-        "the first instance holds the lock: {locks:?}"
-    );
+    let process = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dying = process.spawn(async move {
+        let _ = tower::ServiceExt::oneshot(stuck, req(get("/crash"))).await;
+    });
+    let locked = crate::support::eventually(Duration::from_secs(5), || async {
+        redis.command(&["KEYS", "*:lock"]).contains("/crash")
+    })
+    .await;
+    assert!(locked, "the first instance holds the lock");
     std::mem::forget(dying);
+    std::thread::spawn(move || process.shutdown_background())
+        .join()
+        .unwrap();
 
     let runs = Arc::new(AtomicUsize::new(0));
     let two = instance(builder(&redis).await.stampede_lock(lock), "two", &runs);

@@ -1203,6 +1203,14 @@ impl Backend {
 /// [`advance`](Backend::advance) the memory store's clock.
 #[macro_export]
 macro_rules! on_each_backend {
+    // the two kinds of store alone, on worker threads: for slow cases, whose subject is the
+    // layer's flow rather than how each topology reaches Redis
+    (on_redis_and_memory: $($case:ident),* $(,)?) => {
+        $crate::on_each_backend!(@module threaded_on_redis, { $crate::support::Backend::redis().await },
+            (flavor = "multi_thread", worker_threads = 4); $($case),*);
+        $crate::on_each_backend!(@module threaded_on_memory, { $crate::support::Backend::memory() },
+            (flavor = "multi_thread", worker_threads = 4); $($case),*);
+    };
     (multi_thread: $($case:ident),* $(,)?) => {
         $crate::on_each_backend!(@module threaded_on_redis, { $crate::support::Backend::redis().await },
             (flavor = "multi_thread", worker_threads = 4); $($case),*);

@@ -1,0 +1,202 @@
+//! Single flight under a slow origin (issue 35, findings 1 and 2): concurrent misses wait
+//! for the one request that calls the origin, however long it takes up to the flight's
+//! deadline, in one process and across instances on one Redis; a leader whose client hangs up
+//! hands the flight to one follower. Origins here take seconds, as slow origins do: every bound
+//! is a multiple of the configured waits.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::{Request, StatusCode};
+use tower::ServiceBuilder;
+use tower::util::BoxCloneService;
+use tower_redis_http::cache::{ResponseCacheBuilder, ResponseCacheLayer};
+
+use crate::support::{Backend, TestRedis};
+use crate::{App, ReqBody, get, ok, req, send};
+
+/// How long the origin takes to answer.
+const ORIGIN: Duration = Duration::from_secs(3);
+/// The flight's patience: far shorter than the origin, as the 5 s default is to an 8 s one.
+const PATIENCE: Duration = Duration::from_millis(500);
+
+/// An app whose handler takes `origin` and counts its calls in `runs`.
+fn slow_app(builder: ResponseCacheBuilder, origin: Duration, runs: &Arc<AtomicUsize>) -> App {
+    let runs = Arc::clone(runs);
+    let service = ServiceBuilder::new()
+        .layer(builder.single_flight(Some(PATIENCE)).build().unwrap())
+        .service_fn(move |_request: Request<ReqBody>| {
+            let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                tokio::time::sleep(origin).await;
+                Ok::<_, Infallible>(ok(&format!("run {run}")))
+            }
+        });
+    BoxCloneService::new(service)
+}
+
+fn page(backend: &Backend) -> ResponseCacheBuilder {
+    ResponseCacheLayer::cache_page(backend.store(), Duration::from_secs(60))
+}
+
+/// `count` GETs of `path` on `app`, one after another only as far as spawning goes.
+fn concurrent(
+    app: &App,
+    path: &'static str,
+    count: usize,
+) -> Vec<tokio::task::JoinHandle<crate::Reply>> {
+    (0..count)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move { send(&app, req(get(path))).await })
+        })
+        .collect()
+}
+
+/// Waits until the handler has been called `calls` times (the leader is at work).
+async fn until_called(runs: &AtomicUsize, calls: usize) {
+    assert!(
+        crate::support::eventually(Duration::from_secs(10), || async {
+            runs.load(Ordering::SeqCst) >= calls
+        })
+        .await,
+        "the handler was never called"
+    );
+}
+
+/// 1 + 7 misses on an origin six times slower than the flight's patience: one origin call,
+/// and every follower gets its answer. Before, each follower gave up at the patience and
+/// called the origin itself: 8 calls, each follower answered after patience + origin.
+async fn a_slow_origin_is_called_once_for_concurrent_misses(backend: &Backend) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let app = slow_app(page(backend), ORIGIN, &runs);
+    let leader = concurrent(&app, "/slow", 1);
+    until_called(&runs, 1).await;
+    let followers = concurrent(&app, "/slow", 7);
+    for reply in leader.into_iter().chain(followers) {
+        let reply = reply.await.unwrap();
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (StatusCode::OK, "run 1")
+        );
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+/// Past the flight's deadline a follower is answered 504, and calls nothing beside the leader.
+async fn past_the_deadline_a_follower_gets_504_not_a_call_of_its_own(backend: &Backend) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let deadline = ORIGIN / 3;
+    let app = slow_app(
+        page(backend).single_flight_deadline(deadline),
+        ORIGIN,
+        &runs,
+    );
+    let leader = concurrent(&app, "/slower", 1);
+    until_called(&runs, 1).await;
+    let started = tokio::time::Instant::now();
+    for reply in concurrent(&app, "/slower", 3) {
+        let reply = reply.await.unwrap();
+        assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT, "{}", reply.body);
+    }
+    assert!(
+        started.elapsed() < ORIGIN,
+        "the followers waited for the origin"
+    );
+    assert_eq!(
+        leader.into_iter().next().unwrap().await.unwrap().body,
+        "run 1"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+/// The leader's client hangs up while the origin works: one follower takes over (one more
+/// origin call), the others wait on it. Before, every follower was released to the origin:
+/// 1 + 6 calls.
+async fn a_leader_whose_client_hangs_up_hands_the_flight_to_one_follower(backend: &Backend) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let app = slow_app(page(backend), ORIGIN, &runs);
+    let leader = concurrent(&app, "/left", 1);
+    until_called(&runs, 1).await;
+    let followers = concurrent(&app, "/left", 6);
+    // the followers join the flight before the leader goes
+    tokio::time::sleep(PATIENCE / 2).await;
+    for task in &leader {
+        task.abort();
+    }
+    for reply in followers {
+        let reply = reply.await.unwrap();
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (StatusCode::OK, "run 2")
+        );
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
+crate::on_each_backend!(
+    on_redis_and_memory:
+    a_slow_origin_is_called_once_for_concurrent_misses,
+    past_the_deadline_a_follower_gets_504_not_a_call_of_its_own,
+    a_leader_whose_client_hangs_up_hands_the_flight_to_one_follower,
+);
+
+/// Two instances on one Redis, a lock that lives a third of the origin's time: the holder
+/// renews it while it works, and the other instance waits for its entry rather than taking
+/// the expired lock and calling the origin again. Before: the lock expired (and the wait
+/// ended) long before the origin answered, and every request in the second instance called it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn across_instances_a_slow_origin_is_called_once_while_the_lock_holder_works() {
+    let redis = TestRedis::start();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let builder = || async {
+        ResponseCacheLayer::cache_page(crate::redis_store(&redis).await, Duration::from_secs(60))
+            .stampede_lock(Some(ORIGIN / 3))
+    };
+    let one = slow_app(builder().await, ORIGIN, &runs);
+    let two = slow_app(builder().await, ORIGIN, &runs);
+    let leader = concurrent(&one, "/shared", 1);
+    until_called(&runs, 1).await;
+    let others: Vec<_> = concurrent(&two, "/shared", 3)
+        .into_iter()
+        .chain(concurrent(&one, "/shared", 2))
+        .collect();
+    for reply in leader.into_iter().chain(others) {
+        let reply = reply.await.unwrap();
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (StatusCode::OK, "run 1")
+        );
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+/// The lock holder's instance goes away (its request dropped, the lock released): the other
+/// instance takes the lock over and calls the origin once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn across_instances_a_holder_that_goes_away_hands_over_to_one_waiter() {
+    let redis = TestRedis::start();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let builder = || async {
+        ResponseCacheLayer::cache_page(crate::redis_store(&redis).await, Duration::from_secs(60))
+    };
+    let one = slow_app(builder().await, ORIGIN, &runs);
+    let two = slow_app(builder().await, ORIGIN, &runs);
+    let leader = concurrent(&one, "/handed", 1);
+    until_called(&runs, 1).await;
+    let others = concurrent(&two, "/handed", 3);
+    tokio::time::sleep(PATIENCE / 2).await;
+    for task in &leader {
+        task.abort();
+    }
+    for reply in others {
+        let reply = reply.await.unwrap();
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (StatusCode::OK, "run 2")
+        );
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
