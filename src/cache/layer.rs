@@ -72,6 +72,17 @@ pub(crate) const DEFAULT_UNKEYED: &[&str] = &[
     "x-http-method",
     "x-method-override",
     "front-end-https",
+    // read by Rack (`X-Forwarded-Ssl`, `X-Url-Scheme`), Traefik and nginx set-ups
+    // (`X-Forwarded-Uri`, `X-Forwarded-Method`, `X-Original-Uri`, `X-Original-Method`) and
+    // frameworks on the CGI mapping (`X-Forwarded-Protocol`, `X-Forwarded-Path`)
+    "x-forwarded-ssl",
+    "x-url-scheme",
+    "x-forwarded-uri",
+    "x-forwarded-method",
+    "x-forwarded-protocol",
+    "x-forwarded-path",
+    "x-original-uri",
+    "x-original-method",
 ];
 
 /// The forwarding headers a trusted proxy sets: keyed from such a proxy, refused otherwise.
@@ -793,9 +804,14 @@ impl ResponseCacheBuilder {
     /// `Forwarded`, `X-Forwarded-Host`, `X-Forwarded-Server`, `X-Forwarded-Scheme`,
     /// `X-Forwarded-Proto`, `X-Forwarded-Port`, `X-Forwarded-Prefix`, `X-Host`,
     /// `X-Original-Host`, `X-Original-URL`, `X-Rewrite-URL`, `X-HTTP-Method-Override`,
-    /// `X-HTTP-Method`, `X-Method-Override`: the headers frameworks read to build absolute
-    /// URLs, links and redirects, so an application that reflects one would store the
-    /// attacker's value for the next client. Replacing the list drops these defaults.
+    /// `X-HTTP-Method`, `X-Method-Override`, `Front-End-Https`, `X-Forwarded-Ssl`,
+    /// `X-Url-Scheme`, `X-Forwarded-Uri`, `X-Forwarded-Method`, `X-Forwarded-Protocol`,
+    /// `X-Forwarded-Path`, `X-Original-Uri`, `X-Original-Method`: the headers frameworks
+    /// (Django, Rails and Rack, Werkzeug, IIS, Traefik and nginx set-ups) read to build
+    /// absolute URLs, links and redirects, so an application that reflects one would store
+    /// the attacker's value for the next client. Names are compared with `_` taken as `-`
+    /// (`X_Forwarded_Host`), since CGI and WSGI servers read both spellings as one. Replacing
+    /// the list drops these defaults.
     ///
     /// # Example
     ///

@@ -157,9 +157,12 @@
 //! Every request input that is not in the key is a cache-poisoning surface if the application
 //! reflects it. Requests carrying `Forwarded`, `X-Forwarded-Host`, `X-Forwarded-Server`,
 //! `X-Forwarded-Scheme`, `X-Forwarded-Proto`, `X-Forwarded-Port`, `X-Forwarded-Prefix`,
-//! `X-Host`, `X-Original-Host`, `X-Original-URL`, `X-Rewrite-URL` or a method-override header
-//! are answered from the cache but their responses are never stored, so they cannot plant an
-//! entry for other users ([`ResponseCacheBuilder::unkeyed_request_headers`] changes the list).
+//! `X-Host`, `X-Original-Host`, `X-Original-URL`, `X-Rewrite-URL`, a method-override header
+//! or another name frameworks read the scheme, host or path from (`X-Forwarded-Ssl`,
+//! `X-Url-Scheme`, `X-Forwarded-Uri`, ...; spelled with `_` for `-` too, as CGI and WSGI
+//! servers read them) are answered from the cache but their responses are never stored, so
+//! they cannot plant an entry for other users
+//! ([`ResponseCacheBuilder::unkeyed_request_headers`] lists them all, and changes the list).
 //! Behind a reverse proxy that adds forwarding headers to every request, name it in
 //! [`ResponseCacheBuilder::trusted_proxies`]: from its address, `X-Forwarded-Proto` and
 //! `X-Forwarded-Host` become the key's scheme and host and the other forwarding headers are

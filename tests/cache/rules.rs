@@ -466,6 +466,34 @@ async fn an_unkeyed_forwarded_host_cannot_poison_the_entry_for_others(backend: &
     assert!(victim.body.contains("shop.example"));
 }
 
+/// The other names frameworks read the scheme, host or path from (issue 35, finding 4):
+/// Rack's `X-Forwarded-Ssl` and `X-Url-Scheme`, Traefik's and nginx's `X-Forwarded-Uri`,
+/// `X-Original-Uri`, the CGI mapping's `X-Forwarded-Protocol`. An answer to a request that
+/// carries one (in either spelling) is not stored for everyone else.
+async fn every_name_frameworks_read_the_origin_from_keeps_an_answer_unstored(backend: &Backend) {
+    let (app, _) = app(cache(backend), |_, _| ok("page"));
+    for name in [
+        "x-forwarded-ssl",
+        "x-url-scheme",
+        "front-end-https",
+        "x-forwarded-uri",
+        "x-forwarded-method",
+        "x-forwarded-protocol",
+        "x-forwarded-path",
+        "x-original-uri",
+        "x-original-method",
+        "X_Forwarded_Ssl",
+        "x_url_scheme",
+    ] {
+        let reply = send(&app, req(get("/framework").header(name, "https"))).await;
+        assert!(
+            !reply.cache_status().contains("stored"),
+            "{name}: {}",
+            reply.cache_status()
+        );
+    }
+}
+
 async fn the_query_is_keyed_as_received_unless_sorting_is_asked_for(backend: &Backend) {
     let (app, runs) = app(cache(backend), |_, _| ok("q"));
     send(&app, req(get("/s?a=1&b=2"))).await;
@@ -1057,6 +1085,7 @@ crate::on_each_backend!(
     a_computed_etag_lets_hits_answer_304,
     age_adds_the_resident_time_to_the_age_the_handler_sent,
     an_unkeyed_forwarded_host_cannot_poison_the_entry_for_others,
+    every_name_frameworks_read_the_origin_from_keeps_an_answer_unstored,
     the_query_is_keyed_as_received_unless_sorting_is_asked_for,
     request_cache_control_is_ignored_by_default_and_honored_on_request,
     oversized_and_long_streaming_bodies_pass_through_unstored,
