@@ -167,6 +167,10 @@
 //! [`ResponseCacheBuilder::trusted_proxies`]: from its address, `X-Forwarded-Proto` and
 //! `X-Forwarded-Host` become the key's scheme and host and the other forwarding headers are
 //! keyed by their values, so pages are stored again; from any other peer they stay refused.
+//! Nor is the answer to a request whose absolute-form target names another host than its
+//! `Host` (`GET http://victim.example/p` with `Host: evil.example`): the key takes the
+//! target's authority (RFC 9112 §3.2.2), while an application building links from `Host`
+//! would write the other one into the page.
 //! Nor is the answer to a `GET` or `HEAD` that carries a body (a "fat GET": a non-zero
 //! `Content-Length` or a `Transfer-Encoding`, or over HTTP/2 and 3, where a body needs no
 //! length, a request body not at its end): the body is not in the key, and an application

@@ -1027,3 +1027,56 @@ async fn axum_connect_info_is_the_client_address_by_default() {
     logins_are_limited_per_client_address(addr).await;
     server.abort();
 }
+
+/// An absolute-form target and a `Host` that disagree (issue 35, finding 7): hyper, and so
+/// axum, hands the handler the `Host` header as sent, while the cache keys the target's
+/// authority. A page that builds its links from `Host` must not be stored under the target,
+/// or `victim.example`'s users get links to `evil.example`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_and_host_that_disagree_do_not_plant_an_entry_through_axum() {
+    use tower_redis_http::cache::ResponseCacheLayer;
+    use tower_redis_http::store::MemoryStore;
+
+    let cache = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let app = axum::Router::new()
+        .route(
+            "/p",
+            axum::routing::get(|headers: HeaderMap| async move {
+                let host = headers
+                    .get("host")
+                    .and_then(|host| host.to_str().ok())
+                    .unwrap_or("?")
+                    .to_owned();
+                format!("<a href=\"http://{host}/login\">sign in</a>")
+            }),
+        )
+        .layer(cache);
+    let (listener, addr) = listener().await;
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let attack = raw_exchange(
+        addr,
+        b"GET http://victim.example/p HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(attack.contains("evil.example/login"), "{attack}");
+    assert!(!attack.contains("; stored"), "{attack}");
+    // the victim's request for the same target, once any write would have landed
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let victim = raw_exchange(
+        addr,
+        b"GET http://victim.example/p HTTP/1.1\r\nHost: victim.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(victim.contains("victim.example/login"), "{victim}");
+    // the same host in another letter case, or with the default port, is the same host
+    let same = raw_exchange(
+        addr,
+        b"GET http://victim.example/p HTTP/1.1\r\nHost: VICTIM.example:80\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(same.contains("victim.example/login"), "{same}");
+    server.abort();
+}
