@@ -93,10 +93,15 @@ impl CacheInvalidator {
     }
 
     /// Deletes every entry whose URL matches `pattern`, where `*` stands for any run of
-    /// characters and `?` for one (`https://shop.example/articles/*`). Runs `SCAN` over the
-    /// store, never `KEYS`, so it costs a pass over the keyspace: meant for occasional
-    /// administration. URLs stored by their hash (longer than 512 bytes, or with an unusual
-    /// host) are not matched. Returns how many keys were deleted.
+    /// characters, `?` for any one (the `?` that starts a query too) and `\` makes the
+    /// character after it literal; every other character is itself
+    /// (`https://shop.example/articles/*`). A pattern built from input (a slug, a search
+    /// term) must pass that input through [`escape_pattern`], or a `*` in it widens the purge
+    /// to pages it never named; [`invalidate_prefix`](Self::invalidate_prefix) does so for the
+    /// common case. Runs `SCAN` over the store, never `KEYS`, so it costs a pass over the
+    /// keyspace: meant for occasional administration. URLs stored by their hash (longer than
+    /// 512 bytes, or with an unusual host) are not matched. Returns how many keys were
+    /// deleted.
     ///
     /// # Errors
     ///
@@ -114,9 +119,8 @@ impl CacheInvalidator {
     /// # Ok(()) }
     /// ```
     pub async fn invalidate_matching(&self, pattern: &str) -> Result<u64, StoreError> {
-        // only * and ? are wildcards here; Redis's other glob characters are literal
-        let glob = escape_glob(pattern, Wildcards::Keep);
-        let prefix = escape_glob(&self.config.prefix(), Wildcards::Escape);
+        let glob = pattern_to_glob(pattern);
+        let prefix = escape_glob(&self.config.prefix());
         let full = self
             .config
             .store
@@ -125,6 +129,35 @@ impl CacheInvalidator {
         self.config.vary_lists.invalidate_all();
         self.config.recent_pieces.forget_all();
         self.config.store.delete_matching(&full).await
+    }
+
+    /// Deletes every entry whose URL starts with `prefix`, read literally: no character in it
+    /// is a pattern (`https://shop.example/search?q=` deletes the searches, not
+    /// `/searchXq=...`). The prefix is compared with URLs as they are keyed: scheme and host
+    /// in lower case, the default port left out. Costs a `SCAN`, as
+    /// [`invalidate_matching`](Self::invalidate_matching) does. Returns how many keys were
+    /// deleted.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] when the store fails.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_redis_http::cache::ResponseCacheLayer;
+    /// # use tower_redis_http::store::MemoryStore;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let layer = ResponseCacheLayer::cache_page(MemoryStore::new(), Duration::from_secs(60)).build()?;
+    /// let slug = "50%-off*"; // from the database: its `*` must not widen the purge
+    /// layer.invalidator().invalidate_prefix(&format!("https://shop.example/sales/{slug}")).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn invalidate_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        let mut pattern = escape_pattern(prefix);
+        pattern.push('*');
+        self.invalidate_matching(&pattern).await
     }
 
     /// Makes every entry of this layer unreachable at once, on every instance sharing the
@@ -176,20 +209,62 @@ impl CacheInvalidator {
     }
 }
 
-/// Whether `escape_glob` leaves `*` and `?` as wildcards.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Wildcards {
-    Keep,
-    Escape,
+/// `text` as a pattern of [`CacheInvalidator::invalidate_matching`] that matches `text`
+/// alone: `*`, `?` and `\` escaped with `\`. For a pattern built from input:
+/// `format!("{}/*", escape_pattern(&url_of_the_category))`.
+///
+/// # Example
+///
+/// ```
+/// use tower_redis_http::cache::escape_pattern;
+///
+/// assert_eq!(escape_pattern("https://shop.example/search?q=*"), r"https://shop.example/search\?q=\*");
+/// ```
+#[must_use]
+pub fn escape_pattern(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len() + 4);
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
 }
 
-/// Escapes Redis glob characters in `text`: all of them, or all but `*` and `?`.
-fn escape_glob(text: &str, wildcards: Wildcards) -> String {
+/// An [`invalidate_matching`](CacheInvalidator::invalidate_matching) pattern as a Redis glob:
+/// `*` and `?` stay wildcards, `\` makes the next character literal, and every other
+/// character Redis's glob would read specially (`[`, `]`, `\`, `^`, `-`) is escaped.
+fn pattern_to_glob(pattern: &str) -> String {
+    let mut glob = String::with_capacity(pattern.len() + 8);
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' | '?' => glob.push(c),
+            // a trailing backslash escapes nothing: it is itself
+            '\\' => match chars.next() {
+                Some(literal) => {
+                    glob.push('\\');
+                    glob.push(literal);
+                }
+                None => glob.push_str("\\\\"),
+            },
+            c => {
+                if matches!(c, '[' | ']' | '^' | '-') {
+                    glob.push('\\');
+                }
+                glob.push(c);
+            }
+        }
+    }
+    glob
+}
+
+/// Escapes every Redis glob character in `text` (a key prefix, matched literally).
+fn escape_glob(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len() + 8);
     for c in text.chars() {
-        let wildcard = matches!(c, '*' | '?');
-        if matches!(c, '[' | ']' | '\\' | '^' | '-') || (wildcard && wildcards == Wildcards::Escape)
-        {
+        if matches!(c, '[' | ']' | '\\' | '^' | '-' | '*' | '?') {
             escaped.push('\\');
         }
         escaped.push(c);
@@ -359,10 +434,20 @@ mod tests {
 
     #[test]
     fn glob_characters_are_escaped() {
-        assert_eq!(
-            escape_glob("cache:{a*b?[c]}", Wildcards::Escape),
-            "cache:{a\\*b\\?\\[c\\]}"
-        );
-        assert_eq!(escape_glob("/a*/[b]?", Wildcards::Keep), "/a*/\\[b\\]?");
+        assert_eq!(escape_glob("cache:{a*b?[c]}"), "cache:{a\\*b\\?\\[c\\]}");
+        assert_eq!(pattern_to_glob("/a*/[b]?"), "/a*/\\[b\\]?");
+    }
+
+    #[test]
+    fn a_pattern_escapes_what_follows_a_backslash_and_an_escaped_text_matches_itself() {
+        assert_eq!(pattern_to_glob(r"/s\?q=\*x*"), r"/s\?q=\*x*");
+        assert_eq!(pattern_to_glob(r"/a\\b"), r"/a\\b");
+        assert_eq!(pattern_to_glob(r"/end\"), r"/end\\");
+        assert_eq!(pattern_to_glob(r"/\[x\]"), r"/\[x\]");
+        for text in ["/search?q=*", r"a\b", "x[y]-^z", "plain", "*?*"] {
+            let glob = pattern_to_glob(&escape_pattern(text));
+            // every character of the text is matched as itself
+            assert!(!glob.replace(r"\*", "").contains('*'), "{text}: {glob}");
+        }
     }
 }

@@ -291,7 +291,7 @@ mod validators;
 pub(crate) use self::{entry::Entry, policy::cache_control, ranges::answer_ranges};
 
 pub use self::future::ResponseFuture;
-pub use self::invalidate::CacheInvalidator;
+pub use self::invalidate::{CacheInvalidator, escape_pattern};
 pub use self::key::QueryOrder;
 pub use self::layer::{CacheRefusal, RequestDirectives, ResponseCacheBuilder, ResponseCacheLayer};
 pub use self::service::ResponseCache;

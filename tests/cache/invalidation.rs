@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use http::{Method, Request, StatusCode};
-use tower_redis_http::cache::{CacheInvalidator, ResponseCacheBuilder, ResponseCacheLayer};
+use tower_redis_http::cache::{
+    CacheInvalidator, ResponseCacheBuilder, ResponseCacheLayer, escape_pattern,
+};
 
 use crate::support::{Backend, eventually};
 use crate::{App, ReqBody, get, ok, req, send};
@@ -152,6 +154,46 @@ async fn the_api_invalidates_a_url_a_pattern_or_everything(backend: &Backend) {
     assert!(!is_hit(&app, "/b/1", "fr").await);
 }
 
+/// Patterns built from input do not widen (issue 35, finding 9): `?` in a pattern is any
+/// one character, the query's own `?` included, and a slug with `*` in it matched every page.
+/// `invalidate_prefix` reads its prefix literally; `escape_pattern` makes input literal inside
+/// a pattern of one's own.
+async fn a_purge_built_from_input_deletes_only_what_it_names(backend: &Backend) {
+    let (app, invalidator) = site(ResponseCacheLayer::cache_page(
+        backend.store(),
+        Duration::from_secs(60),
+    ));
+    for path in [
+        "/search?q=a",
+        "/searchXq=b",
+        "/sale/50*off/1",
+        "/sale/50-and-more-off/1",
+    ] {
+        warm(&app, path).await;
+    }
+    invalidator
+        .invalidate_prefix("http://shop.example/search?q=")
+        .await
+        .unwrap();
+    assert!(!is_hit(&app, "/search?q=a", "en").await);
+    assert!(
+        is_hit(&app, "/searchXq=b", "en").await,
+        "the prefix widened"
+    );
+
+    let slug = "50*off";
+    let pattern = format!(
+        "{}/*",
+        escape_pattern(&format!("http://shop.example/sale/{slug}"))
+    );
+    invalidator.invalidate_matching(&pattern).await.unwrap();
+    assert!(!is_hit(&app, "/sale/50*off/1", "en").await);
+    assert!(
+        is_hit(&app, "/sale/50-and-more-off/1", "en").await,
+        "the slug's * widened the purge"
+    );
+}
+
 async fn a_namespace_bump_reaches_other_instances(backend: &Backend) {
     let store = backend.store();
     let (one, invalidator) = site(ResponseCacheLayer::cache_page(
@@ -177,6 +219,7 @@ async fn a_namespace_bump_reaches_other_instances(backend: &Backend) {
 crate::on_each_backend!(
     unsafe_methods_invalidate_the_target_and_same_origin_location,
     the_api_invalidates_a_url_a_pattern_or_everything,
+    a_purge_built_from_input_deletes_only_what_it_names,
     a_namespace_bump_reaches_other_instances,
 );
 
