@@ -153,7 +153,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .unwrap_or_default();
             let wrong = match scenario.as_str() {
                 "cache" => !status.contains("; hit"),
-                "uncacheable" => !status.contains("fwd=") || status.contains("stored"),
+                "uncacheable" => !status.contains("fwd=") || status.contains("storing"),
                 _ => false,
             };
             if wrong {

@@ -174,8 +174,8 @@ for entry in "${scenarios[@]}"; do
     tr -d '\r' | sed -n 's/^cache-status: //Ip')
   case "$expect" in
     hit) [[ "$status" == *"; hit"* ]] ;;
-    stored) [[ "$status" == *"; stored"* ]] ;;
-    miss) [[ "$status" == *"fwd="* && "$status" != *"stored"* ]] ;;
+    stored) [[ "$status" == *"; detail=storing"* ]] ;;
+    miss) [[ "$status" == *"fwd="* && "$status" != *"storing"* ]] ;;
   esac || { echo "$name is not what its name says: Cache-Status: ${status:-none}" >&2; exit 1; }
 done
 

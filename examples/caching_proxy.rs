@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --example caching_proxy -- http://127.0.0.1:8000
-//! curl -si http://127.0.0.1:3002/some/page     # Cache-Status: ...; fwd=uri-miss; stored
+//! curl -si http://127.0.0.1:3002/some/page     # Cache-Status: ...; fwd=uri-miss; detail=storing
 //! curl -si http://127.0.0.1:3002/some/page     # Cache-Status: ...; hit; ttl=...
 //! ```
 //!

@@ -51,7 +51,8 @@ impl Fwd {
         }
         let statuses: Statuses = Box::leak(Box::new(Self::ALL.map(|fwd| {
             [false, true].map(|stored| {
-                let stored = if stored { "; stored" } else { "" };
+                // the body is still to go by: the entry is written once it has, whole
+                let stored = if stored { "; detail=storing" } else { "" };
                 let value: &'static str =
                     Box::leak(format!("{name}; fwd={}{stored}", fwd.as_str()).into_boxed_str());
                 HeaderValue::from_static(value)
@@ -195,7 +196,7 @@ impl Config {
         }
     }
 
-    /// `Cache-Status` for a response from the inner service, `<name>; fwd=<why>[; stored]`:
+    /// `Cache-Status` for a response from the inner service, `<name>; fwd=<why>[; detail=storing]`:
     /// built once with the layer, as it is on every miss.
     pub(crate) fn forwarded_status(&self, fwd: Fwd, stored: bool) -> HeaderValue {
         self.forwarded_statuses[fwd.index()][usize::from(stored)].clone()

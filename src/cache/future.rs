@@ -331,7 +331,7 @@ impl Pending {
             Ok(recorder) => (Some(recorder), None),
             Err(unstored) => (None, unstored),
         };
-        // `stored` announces a write handed to the store; the write itself ends after the
+        // `detail=storing` announces a write handed to the store; the write itself ends after the
         // header has gone, so a store that just refused one is not announced to take this one
         let stored = recorder.is_some() && body_len.is_some() && !config.writes_refused();
         crate::observe::cache("miss");

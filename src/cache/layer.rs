@@ -136,7 +136,7 @@ pub(crate) struct Config {
     pub(crate) near_changes_seen: AtomicU64,
     /// Until when (milliseconds since the Unix epoch) the store is taken to refuse writes,
     /// after it refused one (out of memory, a read-only replica): misses meanwhile do not
-    /// announce `stored` in `Cache-Status`.
+    /// announce `detail=storing` in `Cache-Status`.
     pub(crate) writes_refused_until: AtomicU64,
     /// The pieces of partial responses this process stored last, by their key, for a few
     /// seconds: a store write ends after its response, so the client's next range request

@@ -218,14 +218,17 @@
 //! `If-Modified-Since` (against `Last-Modified`) are answered `304 Not Modified`;
 //! [`ResponseCacheBuilder::compute_etag`] gives entries without an `ETag` a strong one. The
 //! body is served as a slice of the bytes the store returned. A miss carries
-//! `Cache-Status: ...; fwd=uri-miss` or `fwd=vary-miss`, with `stored` when the response is
-//! being stored.
+//! `Cache-Status: ...; fwd=uri-miss` or `fwd=vary-miss`, with `detail=storing` when the
+//! response is being stored.
 //!
-//! `stored` means that the response was storable and its entry is handed to the store: the
-//! header leaves before the body has gone by, so the write ends after it. A write the store
-//! then refuses (Redis out of memory, a read-only replica after a failover) is logged at
-//! `WARN` with the URL, and for a second after such a refusal misses no longer announce
-//! `stored`. An empty body is stored at once, since servers may never poll it.
+//! `detail=storing` means that the response is storable and its body is being recorded: the
+//! header leaves before the body has gone by, so the entry is written only once it has, whole.
+//! A body that ends in an error (an origin that truncates it, a connection that drops) is not
+//! stored, and neither is a write the store then refuses (Redis out of memory, a read-only
+//! replica after a failover: logged at `WARN` with the URL, and for a second after such a
+//! refusal misses no longer say `storing`). RFC 9211's `stored` is not sent, since at the
+//! header's time no write is certain. An empty body is stored at once, since servers may never
+//! poll it.
 //!
 //! A hit costs one store round trip (the Vary list of each URL is also kept in process for up
 //! to a minute); a miss that stores costs three on Redis: the lookup, the stampede lock, and

@@ -129,7 +129,7 @@ impl Config {
     }
 
     /// Whether a store write failed as refused within the last second: `Cache-Status` then
-    /// does not announce `stored` for a write that is likely to fail as well.
+    /// does not announce `detail=storing` for a write that is likely to fail as well.
     pub(crate) fn writes_refused(&self) -> bool {
         let until = self.writes_refused_until.load(Ordering::Relaxed);
         until != 0 && unix_ms() < until

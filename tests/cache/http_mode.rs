@@ -92,7 +92,7 @@ async fn freshness_comes_from_s_maxage_max_age_or_expires_and_hits_carry_age(bac
         });
         let miss = send(&app, req(get(path))).await;
         assert!(
-            miss.cache_status().contains("stored"),
+            miss.cache_status().contains("storing"),
             "{path}: {}",
             miss.cache_status()
         );
@@ -123,7 +123,7 @@ async fn an_invalid_or_past_expires_is_stale_and_without_a_validator_not_stored(
             page("page", &[("expires", expires)])
         });
         let first = send(&app, req(get("/x"))).await;
-        assert!(!first.cache_status().contains("stored"), "{expires}");
+        assert!(!first.cache_status().contains("storing"), "{expires}");
         send(&app, req(get("/x"))).await;
         assert_eq!(runs.load(Ordering::SeqCst), 2, "{expires}");
     }
@@ -192,7 +192,7 @@ async fn heuristic_freshness_is_off_by_default_and_limited_to_cacheable_statuses
     // 302 and 500 are not heuristically cacheable
     for path in ["/302?on", "/500?on"] {
         let first = send(&app, req(get(path))).await;
-        assert!(!first.cache_status().contains("stored"), "{path}");
+        assert!(!first.cache_status().contains("storing"), "{path}");
     }
     assert_eq!(runs.load(Ordering::SeqCst), 4);
 }
@@ -220,7 +220,7 @@ async fn no_cache_is_stored_only_with_a_validator_and_qualified_fields_are_strip
         }
     });
     let first = send(&app, req(get("/no-cache"))).await;
-    assert!(!first.cache_status().contains("stored"));
+    assert!(!first.cache_status().contains("storing"));
     send(&app, req(get("/fields"))).await;
     crate::stored(backend, 1).await;
     let hit = until_hit(&app, || req(get("/fields"))).await;
@@ -317,7 +317,9 @@ async fn a_full_response_to_a_revalidation_replaces_the_entry(backend: &Backend)
     let replaced = send(&app, req(get("/p"))).await;
     assert_eq!(replaced.body, "new");
     assert!(
-        replaced.cache_status().contains("fwd=stale; stored"),
+        replaced
+            .cache_status()
+            .contains("fwd=stale; detail=storing"),
         "{}",
         replaced.cache_status()
     );
@@ -399,7 +401,7 @@ async fn request_directives_are_honoured(backend: &Backend) {
 
     // no-store: the response is not stored
     let fresh = send(&app, req(get("/e").header("cache-control", "no-store"))).await;
-    assert!(!fresh.cache_status().contains("stored"));
+    assert!(!fresh.cache_status().contains("storing"));
 }
 
 async fn max_stale_accepts_stale_entries_unless_the_response_forbids_it(backend: &Backend) {

@@ -39,7 +39,7 @@ async fn a_miss_is_stored_and_then_served_with_age_and_cache_status(backend: &Ba
     assert_eq!(miss.body, "articles, run 1");
     assert_eq!(
         miss.cache_status(),
-        "tower-redis-http; fwd=uri-miss; stored"
+        "tower-redis-http; fwd=uri-miss; detail=storing"
     );
     assert_eq!(miss.headers["x-cache"], "MISS");
     crate::stored(backend, 1).await;
@@ -74,10 +74,10 @@ async fn head_is_answered_from_the_get_entry_and_never_stored_itself(backend: &B
     });
     let head = send(&app, req(get("/p").method(Method::HEAD))).await;
     assert!(head.cache_status().contains("fwd=uri-miss"));
-    assert!(!head.cache_status().contains("stored"));
+    assert!(!head.cache_status().contains("storing"));
     let miss = send(&app, req(get("/p"))).await;
     assert!(
-        miss.cache_status().contains("fwd=uri-miss; stored"),
+        miss.cache_status().contains("fwd=uri-miss; detail=storing"),
         "HEAD stored nothing"
     );
     crate::stored(backend, 1).await;
@@ -100,7 +100,7 @@ async fn assert_never_stored<F>(
     let (app, runs) = app(builder, respond);
     let first = send(&app, request()).await;
     assert!(
-        !first.cache_status().contains("stored"),
+        !first.cache_status().contains("storing"),
         "{case}: {}",
         first.cache_status()
     );
@@ -432,13 +432,13 @@ async fn an_unkeyed_forwarded_host_cannot_poison_the_entry_for_others(backend: &
     let attack = || req(get("/home").header("x-forwarded-host", "evil.example"));
     let poisoned = send(&app, attack()).await;
     assert!(poisoned.body.contains("evil.example"));
-    assert!(!poisoned.cache_status().contains("stored"));
+    assert!(!poisoned.cache_status().contains("storing"));
     // the spellings CGI and WSGI servers read as the same field (the adversary's review of
     // issue 28): not stored either
     for spelling in ["x_forwarded_host", "X_Forwarded-Host", "x-forwarded_host"] {
         let underscored = send(&app, req(get("/home").header(spelling, "evil.example"))).await;
         assert!(
-            !underscored.cache_status().contains("stored"),
+            !underscored.cache_status().contains("storing"),
             "{spelling}: {}",
             underscored.cache_status()
         );
@@ -487,10 +487,76 @@ async fn every_name_frameworks_read_the_origin_from_keeps_an_answer_unstored(bac
     ] {
         let reply = send(&app, req(get("/framework").header(name, "https"))).await;
         assert!(
-            !reply.cache_status().contains("stored"),
+            !reply.cache_status().contains("storing"),
             "{name}: {}",
             reply.cache_status()
         );
+    }
+}
+
+/// A body that sends half of what its `Content-Length` says, then fails: an origin that
+/// truncates its answer.
+struct TruncatedBody {
+    sent: bool,
+}
+
+impl http_body::Body for TruncatedBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        if self.sent {
+            return std::task::Poll::Ready(Some(Err(std::io::Error::other("origin hung up"))));
+        }
+        self.sent = true;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(
+            b"half of it",
+        )))))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(20)
+    }
+}
+
+/// The miss's `Cache-Status` leaves before the body has gone by, so it cannot say the response
+/// was stored (issue 35, finding 10): it says the response is being stored, and a body that
+/// then fails leaves nothing behind.
+async fn a_truncated_body_is_announced_as_storing_and_never_stored(backend: &Backend) {
+    use http_body_util::BodyExt;
+
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&runs);
+    let service = ServiceBuilder::new()
+        .layer(cache(backend).build().unwrap())
+        .service_fn(move |_request: Request<ReqBody>| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async {
+                let mut response = Response::new(TruncatedBody { sent: false });
+                response
+                    .headers_mut()
+                    .insert("content-length", "20".parse().unwrap());
+                Ok::<_, Infallible>(response)
+            }
+        });
+    for round in 1..=2 {
+        let response = service
+            .clone()
+            .oneshot(req(get("/truncated")))
+            .await
+            .unwrap();
+        let status = response.headers()["cache-status"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(status, "tower-redis-http; fwd=uri-miss; detail=storing");
+        assert!(response.into_body().collect().await.is_err());
+        // nothing stored: the next request goes to the handler again
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), round);
     }
 }
 
@@ -551,7 +617,7 @@ async fn request_cache_control_is_ignored_by_default_and_honored_on_request(back
         req(get("/fresh").header("cache-control", "no-store")),
     )
     .await;
-    assert!(!no_store.cache_status().contains("stored"));
+    assert!(!no_store.cache_status().contains("storing"));
 }
 
 async fn oversized_and_long_streaming_bodies_pass_through_unstored(backend: &Backend) {
@@ -571,7 +637,7 @@ async fn oversized_and_long_streaming_bodies_pass_through_unstored(backend: &Bac
     );
     let reply = send(&app, req(get("/big"))).await;
     assert_eq!(reply.body.len(), 2048);
-    assert!(!reply.cache_status().contains("stored"));
+    assert!(!reply.cache_status().contains("storing"));
     let reply = send(&app, req(get("/stream-long"))).await;
     assert_eq!(
         reply.body.len(),
@@ -843,7 +909,7 @@ async fn a_store_refusing_writes_is_not_announced_as_stored() {
             StatusCode::OK,
             "a refused write must not fail the request"
         );
-        if !miss.cache_status().contains("stored") {
+        if !miss.cache_status().contains("storing") {
             announced_after_refusal = Some(n);
             break;
         }
@@ -899,7 +965,7 @@ async fn behind_a_trusted_proxy_forwarded_host_and_scheme_are_keyed_not_refused(
     // from the proxy: stored under the URL the page really has, and hit
     let miss = send(&app, through([10, 0, 0, 1], "shop.example")).await;
     assert!(
-        miss.cache_status().contains("stored"),
+        miss.cache_status().contains("storing"),
         "{}",
         miss.cache_status()
     );
@@ -922,7 +988,7 @@ async fn behind_a_trusted_proxy_forwarded_host_and_scheme_are_keyed_not_refused(
     assert_eq!(other.body, "https://evil.example run 2");
     // the same headers from anyone else are a poisoning attempt: answered, never stored
     let attack = send(&app, through([203, 0, 113, 9], "evil.example")).await;
-    assert!(!attack.cache_status().contains("stored"));
+    assert!(!attack.cache_status().contains("storing"));
     assert_eq!(runs.load(Ordering::SeqCst), 3);
     let direct = send(&app, req(get("/page"))).await;
     assert!(!direct.body.contains("evil"), "{}", direct.body);
@@ -954,7 +1020,7 @@ async fn an_http2_get_with_a_body_but_no_length_is_not_stored(backend: &Backend)
     // DATA frames without a Content-Length: answered, never stored
     let poisoned = app.clone().oneshot(h2("evil")).await.unwrap();
     assert!(
-        !status(&poisoned).contains("stored"),
+        !status(&poisoned).contains("storing"),
         "{}",
         status(&poisoned)
     );
@@ -962,7 +1028,7 @@ async fn an_http2_get_with_a_body_but_no_length_is_not_stored(backend: &Backend)
     assert_eq!(&page[..], b"page evil");
     // the same request without a body is stored as usual
     let clean = app.clone().oneshot(h2("")).await.unwrap();
-    assert!(status(&clean).contains("stored"), "{}", status(&clean));
+    assert!(status(&clean).contains("storing"), "{}", status(&clean));
 }
 
 /// The `cache_page` mode answers ranges from its stored `200` too; a range request that
@@ -985,7 +1051,7 @@ async fn ranges_are_answered_from_the_page_and_partial_answers_never_stored(back
         let partial = send(&app, ranged()).await;
         assert_eq!(partial.status, StatusCode::PARTIAL_CONTENT);
         assert!(
-            !partial.cache_status().contains("stored"),
+            !partial.cache_status().contains("storing"),
             "{}",
             partial.cache_status()
         );
@@ -997,7 +1063,7 @@ async fn ranges_are_answered_from_the_page_and_partial_answers_never_stored(back
     );
     let page = send(&app, req(get("/doc"))).await;
     assert!(
-        page.cache_status().contains("stored"),
+        page.cache_status().contains("storing"),
         "{}",
         page.cache_status()
     );
@@ -1039,7 +1105,7 @@ async fn a_range_miss_stores_only_a_whole_answer(backend: &Backend) {
         let reply = send(&app, attack()).await;
         assert_eq!(reply.status, StatusCode::RANGE_NOT_SATISFIABLE);
         assert!(
-            !reply.cache_status().contains("stored"),
+            !reply.cache_status().contains("storing"),
             "{}",
             reply.cache_status()
         );
@@ -1052,7 +1118,7 @@ async fn a_range_miss_stores_only_a_whole_answer(backend: &Backend) {
     .await;
     assert_eq!(legacy.status, StatusCode::RANGE_NOT_SATISFIABLE);
     assert!(
-        !legacy.cache_status().contains("stored"),
+        !legacy.cache_status().contains("storing"),
         "{}",
         legacy.cache_status()
     );
@@ -1063,7 +1129,7 @@ async fn a_range_miss_stores_only_a_whole_answer(backend: &Backend) {
     let gone = send(&app, req(get("/gone").header("range", "bytes=0-1"))).await;
     assert_eq!(gone.status, StatusCode::NOT_FOUND);
     assert!(
-        gone.cache_status().contains("stored"),
+        gone.cache_status().contains("storing"),
         "{}",
         gone.cache_status()
     );
@@ -1086,6 +1152,7 @@ crate::on_each_backend!(
     age_adds_the_resident_time_to_the_age_the_handler_sent,
     an_unkeyed_forwarded_host_cannot_poison_the_entry_for_others,
     every_name_frameworks_read_the_origin_from_keeps_an_answer_unstored,
+    a_truncated_body_is_announced_as_storing_and_never_stored,
     the_query_is_keyed_as_received_unless_sorting_is_asked_for,
     request_cache_control_is_ignored_by_default_and_honored_on_request,
     oversized_and_long_streaming_bodies_pass_through_unstored,

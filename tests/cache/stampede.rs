@@ -320,21 +320,23 @@ async fn a_storable_answer_ends_the_hit_for_miss_memo(backend: &Backend) {
     storable.store(true, Ordering::SeqCst);
     let first = send(&app, page()).await;
     assert!(
-        !first.cache_status().contains("stored"),
+        !first.cache_status().contains("storing"),
         "{}",
         first.cache_status()
     );
     let mut stored = None;
     for _ in 0..9 {
         let reply = send(&app, page()).await;
-        if reply.cache_status().contains("stored") {
+        if reply.cache_status().contains("storing") {
             stored = Some(reply);
             break;
         }
     }
     let stored = stored.expect("the memo outlived nine storable answers");
     assert!(
-        stored.cache_status().contains("fwd=uri-miss; stored"),
+        stored
+            .cache_status()
+            .contains("fwd=uri-miss; detail=storing"),
         "{}",
         stored.cache_status()
     );
@@ -379,7 +381,7 @@ async fn a_never_storable_url_is_not_looked_up_again() {
         let reply = send(&app, me()).await;
         assert!(
             reply.cache_status().contains("fwd=uri-miss")
-                && !reply.cache_status().contains("stored"),
+                && !reply.cache_status().contains("storing"),
             "{}",
             reply.cache_status()
         );
@@ -405,7 +407,7 @@ async fn credentials_are_remembered_apart(backend: &Backend) {
     send(&app, credentialed()).await;
     let stored = send(&app, page()).await;
     assert!(
-        stored.cache_status().contains("stored"),
+        stored.cache_status().contains("storing"),
         "{}",
         stored.cache_status()
     );

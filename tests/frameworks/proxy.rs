@@ -459,7 +459,7 @@ async fn the_caching_proxy_caches_revalidates_and_invalidates_what_the_origin_al
     let miss = http.send(Method::GET, "/fresh", &[], None).await;
     assert_eq!((miss.status, text(&miss)), (StatusCode::OK, "fresh 1"));
     assert!(
-        cache_status(&miss).contains("fwd=uri-miss; stored"),
+        cache_status(&miss).contains("fwd=uri-miss; detail=storing"),
         "{}",
         cache_status(&miss)
     );
@@ -481,7 +481,7 @@ async fn the_caching_proxy_caches_revalidates_and_invalidates_what_the_origin_al
     for run in 1..=2 {
         let private = http.send(Method::GET, "/private", &[], None).await;
         assert_eq!(text(&private), format!("private {run}"));
-        assert!(!cache_status(&private).contains("stored"));
+        assert!(!cache_status(&private).contains("storing"));
     }
 
     // an unsafe method's success invalidates the URL it went to
@@ -569,7 +569,7 @@ async fn odd_but_valid_age_and_expires_are_read_as_the_rfcs_say(
         let path = format!("/age/odd/{which}");
         let first = http.send(Method::GET, &path, &[], None).await;
         assert!(
-            cache_status(&first).contains("stored"),
+            cache_status(&first).contains("storing"),
             "Age: {age} -> {}",
             cache_status(&first)
         );
@@ -698,7 +698,7 @@ async fn reflected_unkeyed_headers_and_fat_gets_never_reach_the_next_client() {
             "{path}: the origin did not reflect the vector: {:?}",
             poisoned.json
         );
-        assert!(!cache_status(&poisoned).contains("stored"), "{path}");
+        assert!(!cache_status(&poisoned).contains("storing"), "{path}");
         // the next clean clients get a clean page, stored for everyone after them
         let clean = http.send(Method::GET, path, &[], None).await;
         assert!(!text(&clean).contains("evil"), "{path} was poisoned");

@@ -115,7 +115,7 @@ async fn fresh_204_is_reused(store: AnyStore) {
     let first = http.send(Method::GET, "/no-content", &[], None).await;
     assert_eq!(first.status, StatusCode::NO_CONTENT);
     assert!(
-        cache_status(&first).contains("stored"),
+        cache_status(&first).contains("storing"),
         "{}",
         cache_status(&first)
     );
@@ -143,7 +143,7 @@ async fn set_cookie_is_replayed_only_when_asked(store: AnyStore) {
         assert_eq!(reply.headers["set-cookie"], format!("banner={run}; Path=/"));
         // the second is passed on the unstorable-URL memo, without a detail
         assert!(
-            !cache_status(&reply).contains("stored")
+            !cache_status(&reply).contains("storing")
                 && (run == 2 || cache_status(&reply).contains("detail=set-cookie")),
             "{}",
             cache_status(&reply)
@@ -322,7 +322,7 @@ async fn targeted_cache_control_takes_precedence(store: AnyStore) {
         let path = format!("/targeted/{case}");
         for run in 1..=2 {
             let reply = http.send(Method::GET, &path, &[], None).await;
-            assert!(!cache_status(&reply).contains("stored"), "{case}");
+            assert!(!cache_status(&reply).contains("storing"), "{case}");
             assert!(!is_hit(&reply), "{case}");
             assert_eq!(log.count(&Method::GET, &path), run, "{case}");
         }
@@ -409,7 +409,7 @@ async fn targeted_fields_keep_pages_private(store: AnyStore) {
             .send(Method::GET, "/targeted/credentialed", &credentialed, None)
             .await;
         assert!(
-            !cache_status(&reply).contains("stored"),
+            !cache_status(&reply).contains("storing"),
             "{}",
             cache_status(&reply)
         );
@@ -428,7 +428,7 @@ async fn targeted_fields_keep_pages_private(store: AnyStore) {
         .send(Method::GET, "/targeted/private-page", &alice, None)
         .await;
     assert!(
-        cache_status(&stored).contains("stored"),
+        cache_status(&stored).contains("storing"),
         "{}",
         cache_status(&stored)
     );
@@ -454,7 +454,7 @@ async fn head_answers_freshen_the_stored_get(store: AnyStore) {
         let head = http.send(Method::HEAD, &path, &revalidate, None).await;
         assert_eq!(head.status.as_u16(), status, "{case}");
         assert!(
-            cache_status(&head).contains("fwd=stale; stored"),
+            cache_status(&head).contains("fwd=stale; detail=storing"),
             "{case}: {}",
             cache_status(&head)
         );
@@ -542,7 +542,7 @@ async fn interim_responses_are_never_stored(store: AnyStore) {
     assert_eq!(first.status, StatusCode::OK);
     assert_eq!(text(&first), "final 1");
     assert!(
-        cache_status(&first).contains("stored"),
+        cache_status(&first).contains("storing"),
         "{}",
         cache_status(&first)
     );
@@ -685,7 +685,7 @@ async fn an_unsatisfiable_range_never_becomes_the_page(store: AnyStore) {
             .await;
         assert_eq!(attack.status, StatusCode::RANGE_NOT_SATISFIABLE);
         assert!(
-            !cache_status(&attack).contains("stored"),
+            !cache_status(&attack).contains("storing"),
             "{}",
             cache_status(&attack)
         );
@@ -722,7 +722,7 @@ async fn partial_responses_are_stored_and_combined(store: AnyStore) {
         .await;
     assert_eq!(first.status, StatusCode::PARTIAL_CONTENT);
     assert!(
-        cache_status(&first).contains("stored"),
+        cache_status(&first).contains("storing"),
         "{}",
         cache_status(&first)
     );
@@ -798,7 +798,7 @@ async fn invalidation_drops_the_pieces_of_every_variant(store: AnyStore) {
         let piece = [("range", "bytes=0-49"), ("accept-language", language)];
         let first = http.send(Method::GET, path, &piece, None).await;
         assert!(
-            cache_status(&first).contains("stored"),
+            cache_status(&first).contains("storing"),
             "{}",
             cache_status(&first)
         );
