@@ -11,7 +11,7 @@ use http::{Method, StatusCode, Uri};
 
 use super::key;
 use super::layer::Config;
-use crate::store::{Backend, Store, StoreError, StoreErrorKind};
+use crate::store::{Backend, Store, StoreError, StoreErrorKind, escape_glob};
 
 /// How often an instance rereads the namespace generation another instance may have bumped.
 const GENERATION_RECHECK: Duration = Duration::from_secs(1);
@@ -121,11 +121,12 @@ impl CacheInvalidator {
     pub async fn invalidate_matching(&self, pattern: &str) -> Result<u64, StoreError> {
         let glob = pattern_to_glob(pattern);
         let prefix = escape_glob(&self.config.prefix());
+        // the store's own prefix and version are escaped too
         let full = self
             .config
             .store
             .key_scheme()
-            .make_joined(&[&prefix, "{", &glob, "}:*"])?;
+            .make_pattern(&format!("{prefix}{{{glob}}}:*"))?;
         self.config.vary_lists.invalidate_all();
         self.config.recent_pieces.forget_all();
         self.config.store.delete_matching(&full).await
@@ -258,18 +259,6 @@ fn pattern_to_glob(pattern: &str) -> String {
         }
     }
     glob
-}
-
-/// Escapes every Redis glob character in `text` (a key prefix, matched literally).
-fn escape_glob(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if matches!(c, '[' | ']' | '\\' | '^' | '-' | '*' | '?') {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-    }
-    escaped
 }
 
 impl Config {

@@ -237,6 +237,20 @@ impl KeyScheme {
         self.build(parts, self.version)
     }
 
+    /// The full-key glob of the logical-key glob `glob`: the scheme's own prefix and version
+    /// escaped, so that glob characters in a `KEY_PREFIX` (`shop[eu]`, `sh?p`, `a\b`) match
+    /// themselves, as django-redis escapes them for `delete_pattern`. A custom key function is
+    /// given the glob as its key and its result used as it is.
+    pub(crate) fn make_pattern(&self, glob: &str) -> Result<String, StoreError> {
+        match &self.layout {
+            Layout::Django => {
+                let prefix = escape_glob(&self.prefix);
+                self.check(format!("{prefix}:{}:{glob}", self.version))
+            }
+            Layout::Raw | Layout::Custom(_) => self.build(&[glob], self.version),
+        }
+    }
+
     fn build(&self, parts: &[&str], version: i64) -> Result<String, StoreError> {
         let logical_len: usize = parts.iter().map(|part| part.len()).sum();
         let full = match &self.layout {
@@ -255,6 +269,11 @@ impl KeyScheme {
             Layout::Raw => parts.concat(),
             Layout::Custom(key_fn) => key_fn(&parts.concat(), &self.prefix, version),
         };
+        self.check(full)
+    }
+
+    /// `full`, unless it is empty or longer than the bound.
+    fn check(&self, full: String) -> Result<String, StoreError> {
         if full.is_empty() {
             return Err(StoreError::new(StoreErrorKind::InvalidKey, "empty key"));
         }
@@ -322,6 +341,19 @@ impl fmt::Debug for KeyScheme {
             .field("max_len", &self.max_len)
             .finish()
     }
+}
+
+/// Escapes every Redis glob character in `text`, so that a pattern holding it matches it
+/// literally.
+pub(crate) fn escape_glob(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if matches!(c, '[' | ']' | '\\' | '^' | '-' | '*' | '?') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
 }
 
 #[cfg(test)]

@@ -80,6 +80,7 @@ pub(crate) use self::backend::{
 pub use self::config::{PoolArgument, StoreConfig, StoreOptions, StoresConfig, Timeout};
 pub use self::durable::Durability;
 pub use self::error::{StoreError, StoreErrorKind};
+pub(crate) use self::key::escape_glob;
 pub use self::key::{KeyFn, KeyScheme};
 pub use self::memory::{MemoryStore, MemoryStoreBuilder, MemoryUsage};
 pub use self::named::{AnyStore, Stores, StoresBuilder};

@@ -7,6 +7,7 @@ use http::{Method, Request, StatusCode};
 use tower_redis_http::cache::{
     CacheInvalidator, ResponseCacheBuilder, ResponseCacheLayer, escape_pattern,
 };
+use tower_redis_http::store::{KeyScheme, Store};
 
 use crate::support::{Backend, eventually};
 use crate::{App, ReqBody, get, ok, req, send};
@@ -194,6 +195,41 @@ async fn a_purge_built_from_input_deletes_only_what_it_names(backend: &Backend) 
     );
 }
 
+/// Glob characters in the store's own `KEY_PREFIX` match themselves (issue 36, finding 8):
+/// `shop[eu]` deleted nothing of its own on Redis and `shope`'s pages instead, `sh?p` deleted
+/// `shop`'s too, and `a\b` matched `ab`. Each prefix shares the database with its neighbour.
+async fn glob_characters_in_the_stores_key_prefix_match_themselves(backend: &Backend) {
+    for (prefix, neighbour) in [("shop[eu]", "shope"), ("sh?p", "shop"), ("a\\b", "ab")] {
+        let scheme = |prefix: &str| {
+            backend
+                .store()
+                .with_key_scheme(KeyScheme::django(prefix, 1))
+        };
+        let (app, invalidator) = site(ResponseCacheLayer::cache_page(
+            scheme(prefix),
+            Duration::from_secs(60),
+        ));
+        let (next_door, _) = site(ResponseCacheLayer::cache_page(
+            scheme(neighbour),
+            Duration::from_secs(60),
+        ));
+        warm(&app, "/p").await;
+        warm(&next_door, "/p").await;
+        invalidator
+            .invalidate_matching("http://shop.example/*")
+            .await
+            .unwrap();
+        assert!(
+            !is_hit(&app, "/p", "en").await,
+            "{prefix}: its own pages stayed"
+        );
+        assert!(
+            is_hit(&next_door, "/p", "en").await,
+            "{prefix}: {neighbour}'s pages went"
+        );
+    }
+}
+
 async fn a_namespace_bump_reaches_other_instances(backend: &Backend) {
     let store = backend.store();
     let (one, invalidator) = site(ResponseCacheLayer::cache_page(
@@ -220,6 +256,7 @@ crate::on_each_backend!(
     unsafe_methods_invalidate_the_target_and_same_origin_location,
     the_api_invalidates_a_url_a_pattern_or_everything,
     a_purge_built_from_input_deletes_only_what_it_names,
+    glob_characters_in_the_stores_key_prefix_match_themselves,
     a_namespace_bump_reaches_other_instances,
 );
 
