@@ -13,7 +13,7 @@ use super::policy::{HttpRules, Targeting};
 use super::recent::RecentPieces;
 use super::{QueryOrder, ResponseCache};
 use crate::peer::{Network, PeerFn, default_peer};
-use crate::store::AnyStore;
+use crate::store::{AnyStore, MAX_EXPIRY};
 use crate::{ConfigError, FailurePolicy};
 
 /// Whether the request's own `Cache-Control` counts.
@@ -1030,10 +1030,17 @@ impl ResponseCacheBuilder {
         if let Some(option) = self.http_only.first() {
             return Err(invalid(option, "applies to the HTTP-cache mode only"));
         }
+        // durations past the longest a store keeps anything mean "for ever" (`cache_page`'s
+        // timeout as Django's `None`): saturated, so that no deadline or date overflows
+        let bounded = |duration: Duration| duration.min(MAX_EXPIRY);
         let http = self.http.map(|rules| HttpRules {
             store_cookies: self.store_cookies,
+            heuristic: rules.heuristic.map(bounded),
+            keep_stale: bounded(rules.keep_stale),
+            max_ttl: bounded(rules.max_ttl),
             ..rules
         });
+        let hit_for_miss = bounded(self.hit_for_miss);
         let token = |name: &str| {
             name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '*')
                 && name
@@ -1046,7 +1053,7 @@ impl ResponseCacheBuilder {
         Ok(ResponseCacheLayer {
             config: Arc::new(Config {
                 store: self.store.for_cache(),
-                timeout: self.timeout,
+                timeout: bounded(self.timeout),
                 http,
                 statuses: self.statuses,
                 max_body: self.max_body,
@@ -1063,9 +1070,9 @@ impl ResponseCacheBuilder {
                 name: self.name,
                 compute_etag: self.compute_etag,
                 compress_above: self.compress_above,
-                flight_wait: self.flight_wait,
-                flight_deadline: self.flight_deadline,
-                lock_ttl: self.lock_ttl,
+                flight_wait: self.flight_wait.map(bounded),
+                flight_deadline: bounded(self.flight_deadline),
+                lock_ttl: self.lock_ttl.map(bounded),
                 on_store_error: self.on_store_error,
                 refusal: self.refusal,
                 prefix: self.prefix,
@@ -1073,9 +1080,9 @@ impl ResponseCacheBuilder {
                 unkeyed: self.unkeyed,
                 trusted: crate::peer::networks(&self.trusted)?,
                 peer: self.peer,
-                flights: Arc::new(Flights::new(self.hit_for_miss)),
-                unstorable: UnstorableUrls::new(self.hit_for_miss),
-                hit_for_miss: self.hit_for_miss,
+                flights: Arc::new(Flights::new(hit_for_miss)),
+                unstorable: UnstorableUrls::new(hit_for_miss),
+                hit_for_miss,
                 generation: AtomicU64::new(0),
                 generation_due: AtomicU64::new(0),
                 near_changes_seen: AtomicU64::new(0),

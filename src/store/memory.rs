@@ -966,8 +966,9 @@ impl Backend for MemoryStore {
         key: &str,
         ttl: Duration,
     ) -> Result<Option<Bytes>, StoreError> {
+        let expiry = Expiry::After(ttl).resolve(self.default_timeout);
         Ok(self.compute(key.to_owned(), |slot, now| {
-            match (slot, deadline(ttl.into(), now)) {
+            match (slot, deadline(expiry, now)) {
                 (None, _) => (Op::Nop, None),
                 (Some(slot), Deadline::AlreadyExpired) => (Op::Remove, Some(slot.data())),
                 (Some(slot), Deadline::At(expires_at)) => (
@@ -1048,7 +1049,7 @@ impl Backend for MemoryStore {
             .unlock
             .map(|(key, owner)| self.keys.make(key).map(|key| (key, owner)))
             .transpose()?;
-        let expires_at = Some(Instant::now() + write.ttl);
+        let expires_at = Instant::now().checked_add(write.ttl);
         for (key, value) in [(&entry, &write.entry), (&vary, &write.vary)] {
             self.entries().insert(
                 key.clone(),
@@ -1102,7 +1103,7 @@ impl Backend for MemoryStore {
             None => (
                 Op::Put(Slot {
                     value: owner,
-                    expires_at: Some(now + lock.ttl),
+                    expires_at: now.checked_add(lock.ttl),
                     counter: None,
                     room: None,
                 }),
@@ -1125,7 +1126,7 @@ impl Backend for MemoryStore {
             Some(slot) if slot.value == owner.as_bytes() => (
                 Op::Put(Slot {
                     value: slot.value.clone(),
-                    expires_at: Some(now + ttl),
+                    expires_at: now.checked_add(ttl),
                     counter: None,
                     room: None,
                 }),

@@ -87,7 +87,7 @@ pub use self::named::{AnyStore, Stores, StoresBuilder};
 pub use self::near::{NearCache, NearCacheUsage};
 pub(crate) use self::rate::new_ticket;
 pub use self::rate::{RateDecision, RatePolicy};
-pub use self::redis::{RedisStore, RedisStoreBuilder};
+pub use self::redis::{MAX_CALL_TIMEOUT, RedisStore, RedisStoreBuilder};
 pub use self::tls::Pem;
 
 /// How long a value written with [`Store::set`] or [`Store::set_if_absent`] lives.
@@ -119,11 +119,20 @@ impl From<Duration> for Expiry {
     }
 }
 
+/// The longest expiry a store keeps, a hundred years: an expiry past it is taken as none, on
+/// both stores alike, as Django's `None` (Redis refuses a `PX` past its range, and the memory
+/// store's clock would overflow). Rate-limit intervals past it are refused instead.
+pub const MAX_EXPIRY: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 impl Expiry {
-    /// Turns `Default` into the store's default, so backends see only `After` or `Never`.
+    /// Turns `Default` into the store's default, so backends see only `After` or `Never`; an
+    /// expiry past [`MAX_EXPIRY`] is none.
     pub(crate) fn resolve(self, default: Timeout) -> Self {
         match (self, default) {
             (Self::Default, Timeout::Never) => Self::Never,
+            (Self::Default, Timeout::After(ttl)) | (Self::After(ttl), _) if ttl > MAX_EXPIRY => {
+                Self::Never
+            }
             (Self::Default, Timeout::After(ttl)) => Self::After(ttl),
             (other, _) => other,
         }

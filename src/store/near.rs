@@ -52,6 +52,10 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 /// sends no invalidation (Redis tracks keys, not databases), but swaps this key away too.
 pub(super) const EPOCH_KEY: &str = "tower-redis-http:near-cache-epoch";
 
+/// The longest [`NearCache::max_age`]: it is the bound on staleness should an invalidation be
+/// lost, so a day is already generous.
+const MAX_NEAR_AGE: Duration = Duration::from_secs(86_400);
+
 /// The name the tracking connection gives itself (`CLIENT SETNAME`), so that an operator can
 /// find it in `CLIENT LIST`.
 pub(super) const TRACKING_CLIENT_NAME: &str = "tower-redis-http-near-cache";
@@ -148,7 +152,7 @@ impl NearCache {
     /// No entry is served longer than this after it was read from Redis, invalidated or not:
     /// the bound on staleness if an invalidation were ever lost, and on a `SWAPDB` when the
     /// store may not write the heartbeat's marker key (otherwise a swap is seen within about
-    /// a second and a half). Defaults to 30 s.
+    /// a second and a half). Defaults to 30 s; at most a day.
     ///
     /// # Example
     ///
@@ -169,7 +173,9 @@ impl NearCache {
         if self.max_entries == 0 || self.max_bytes == 0 {
             Some("a near cache needs room for at least one entry")
         } else if self.max_age.is_zero() {
-            Some("a near cache's maximum local age must be longer than zero")
+            Some("a near cache's max_age must be longer than zero")
+        } else if self.max_age > MAX_NEAR_AGE {
+            Some("a near cache's max_age is at most a day: it bounds how stale a value may be")
         } else {
             None
         }

@@ -53,6 +53,14 @@ pub(crate) enum PolicyKind {
 }
 
 fn millis(option: &'static str, duration: Duration) -> Result<u64, ConfigError> {
+    if duration > super::MAX_EXPIRY {
+        return Err(ConfigError::InvalidOption {
+            option,
+            reason: format!(
+                "{duration:?} is past the longest a store keeps a key, a hundred years"
+            ),
+        });
+    }
     let ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
     if ms == 0 {
         return Err(ConfigError::InvalidOption {

@@ -993,6 +993,10 @@ enum Track {
     Always,
 }
 
+/// The longest connect or command timeout a store takes: every call's deadline is now plus
+/// one of them, and a longer wait is a misconfiguration, not a timeout.
+pub const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// The error of a read that outlasted its deadline, as redis-rs reports its own timeouts.
 fn timed_out() -> RedisError {
     RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
@@ -1491,6 +1495,20 @@ impl Backend for RedisStore {
             self.run("GETDEL", Retry::Never, move |mut conn| async move {
                 redis::cmd("GETDEL").arg(key).query_async(&mut conn).await
             })
+            .await?
+        } else if ttl > super::MAX_EXPIRY {
+            // past the longest expiry: none, as `set` takes it
+            self.run(
+                "GETEX",
+                Retry::OnDroppedConnection,
+                move |mut conn| async move {
+                    redis::cmd("GETEX")
+                        .arg(key)
+                        .arg("PERSIST")
+                        .query_async(&mut conn)
+                        .await
+                },
+            )
             .await?
         } else {
             let ms = ttl_ms_ceil(ttl);
@@ -2257,6 +2275,8 @@ impl RedisStoreBuilder {
     /// opening connections in the background within it. A call never waits longer than the
     /// [command timeout](Self::command_timeout), even while a connection is being opened.
     /// Defaults to 1 s.
+    ///
+    /// At most [`MAX_CALL_TIMEOUT`] (an hour): `build` refuses a longer one.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -2264,6 +2284,8 @@ impl RedisStoreBuilder {
 
     /// How long a store call may take, from getting a connection to the reply, a retry after
     /// a dropped connection included. Defaults to 500 ms.
+    ///
+    /// At most [`MAX_CALL_TIMEOUT`] (an hour): `build` refuses a longer one.
     pub fn command_timeout(mut self, timeout: Duration) -> Self {
         self.command_timeout = timeout;
         self
@@ -2412,6 +2434,15 @@ impl RedisStoreBuilder {
                 return Err(ConfigError::InvalidOption {
                     option,
                     reason: "must be longer than zero".to_owned(),
+                });
+            }
+            if value > MAX_CALL_TIMEOUT {
+                return Err(ConfigError::InvalidOption {
+                    option,
+                    reason: format!(
+                        "{value:?} is past the bound of {MAX_CALL_TIMEOUT:?}: a call that may wait \
+                         longer holds every request behind it"
+                    ),
                 });
             }
         }

@@ -8,6 +8,7 @@ mod cluster;
 mod config;
 mod conformance;
 mod durability;
+mod durations;
 mod harness;
 mod near_cache;
 mod redis;
