@@ -13,7 +13,7 @@ use tower_redis_http::auth::{TokenAuthLayer, Tokens};
 use tower_redis_http::cache::ResponseCacheLayer;
 use tower_redis_http::ratelimit::{Key, RateLimitLayer, Rule};
 use tower_redis_http::store::{
-    AnyStore, Expiry, MemoryStore, NearCache, RatePolicy, RedisStore, Store,
+    AnyStore, Expiry, MAX_EXPIRY, MemoryStore, NearCache, RatePolicy, RedisStore, Store,
 };
 
 use crate::support::TestRedis;
@@ -76,23 +76,18 @@ async fn store_calls_with_huge_expiries_answer_alike_on_both_stores() {
                 .set_many(&[("m", Bytes::from_static(b"v"), Expiry::After(huge))])
                 .await
                 .unwrap();
-            let policy = RatePolicy::cooldown(huge);
-            if let Ok(policy) = policy {
-                let decision = store.rate_limit("flag", &policy).await.unwrap();
-                let _ = decision.retry_after;
-                store.delete("flag").await.unwrap();
-            }
-            // past the longest a store keeps a key: refused, never a panic on a call
-            for policy in [
-                RatePolicy::fixed_window(5, huge),
-                RatePolicy::gcra(5, huge, 1),
-            ]
-            .into_iter()
-            .flatten()
-            {
-                store.rate_limit("w", &policy).await.unwrap();
-                store.delete("w").await.unwrap();
-            }
+            // past the longest a store keeps a key: refused when the policy is made
+            assert!(RatePolicy::cooldown(huge).is_err());
+            assert!(RatePolicy::fixed_window(5, huge).is_err());
+            assert!(RatePolicy::gcra(5, huge, 1).is_err());
+        }
+        // the longest allowed works on a call, on both stores
+        for policy in [
+            RatePolicy::cooldown(MAX_EXPIRY).unwrap(),
+            RatePolicy::fixed_window(5, MAX_EXPIRY).unwrap(),
+        ] {
+            assert!(store.rate_limit("edge", &policy).await.unwrap().allowed);
+            store.delete("edge").await.unwrap();
         }
     }
 }
