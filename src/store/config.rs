@@ -122,7 +122,7 @@ pub struct StoresConfig {
 /// assert!(!format!("{config:?}").contains("s3cret"));
 /// # Ok::<(), toml::de::Error>(())
 /// ```
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct StoreConfig {
@@ -183,7 +183,7 @@ pub struct StoreOptions {
     #[serde(alias = "MAX_CONNECTIONS")]
     pub max_connections: Option<u32>,
     /// Redis: the password, when the location has none.
-    #[serde(alias = "PASSWORD")]
+    #[serde(alias = "PASSWORD", deserialize_with = "secret")]
     pub password: Option<String>,
     /// Redis: the ACL user name, when the location has none.
     #[serde(alias = "USERNAME")]
@@ -289,6 +289,26 @@ impl PoolArgument {
     }
 }
 
+impl fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("backend", &self.backend)
+            .field(
+                "location",
+                &self
+                    .location
+                    .iter()
+                    .map(|location| super::redis::redact(location))
+                    .collect::<Vec<_>>(),
+            )
+            .field("key_prefix", &self.key_prefix)
+            .field("version", &self.version)
+            .field("timeout", &self.timeout)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
 impl fmt::Debug for StoreOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StoreOptions")
@@ -304,7 +324,12 @@ impl fmt::Debug for StoreOptions {
             .field("client_class", &self.client_class)
             .field("serializer", &self.serializer)
             .field("compressor", &self.compressor)
-            .field("connection_pool_kwargs", &self.connection_pool_kwargs)
+            // their values may hold a password, which is refused at build but must not reach
+            // a log before that
+            .field(
+                "connection_pool_kwargs",
+                &self.connection_pool_kwargs.keys().collect::<Vec<_>>(),
+            )
             .field("key_layout", &self.key_layout)
             .field("connection_pool_class", &self.connection_pool_class)
             .field("sentinels", &self.sentinels)
@@ -562,7 +587,7 @@ impl StoreConfig {
     /// `redis://<service>/<db>`, as django-redis's `SentinelClient` reads it.
     fn sentinel_builder(&self) -> Result<crate::store::RedisStoreBuilder, ConfigError> {
         let invalid = |reason: &str| ConfigError::InvalidLocation {
-            location: self.primary_location().to_owned(),
+            location: super::redis::redact(self.primary_location()),
             reason: reason.to_owned(),
             source: None,
         };
@@ -749,6 +774,59 @@ impl StoreConfig {
             }
         }
     }
+}
+
+/// A password as text; anything else is refused without its value in the message (serde's
+/// own message would echo a password written as a number).
+fn secret<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    struct Secret;
+
+    impl<'de> serde::de::Visitor<'de> for Secret {
+        type Value = Option<String>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a password as text")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+            Ok(Some(text.to_owned()))
+        }
+
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: serde::Deserializer<'de>>(
+            self,
+            inner: D,
+        ) -> Result<Self::Value, D::Error> {
+            inner.deserialize_any(Secret)
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Err(E::custom("PASSWORD must be text (in quotes), not a number"))
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Err(E::custom("PASSWORD must be text (in quotes), not a number"))
+        }
+
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Err(E::custom("PASSWORD must be text (in quotes), not a number"))
+        }
+
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Err(E::custom(
+                "PASSWORD must be text (in quotes), not true or false",
+            ))
+        }
+    }
+
+    deserializer.deserialize_any(Secret)
 }
 
 #[cfg(test)]

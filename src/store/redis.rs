@@ -2228,10 +2228,26 @@ pub struct RedisStoreBuilder {
 }
 
 /// The sentinels to ask, and the name of the master they watch.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct SentinelTopology {
     nodes: Vec<String>,
     service: String,
+}
+
+impl std::fmt::Debug for SentinelTopology {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentinelTopology")
+            .field(
+                "nodes",
+                &self
+                    .nodes
+                    .iter()
+                    .map(|node| redact(node))
+                    .collect::<Vec<_>>(),
+            )
+            .field("service", &self.service)
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for RedisStoreBuilder {
@@ -2557,23 +2573,82 @@ impl RedisStoreBuilder {
     }
 }
 
-/// The location with any password replaced, for errors and `Debug`.
+/// Whether `authority` reads as `host`, `host:port`, `[v6]` or `[v6]:port`, so that it may be
+/// shown: anything else may be part of a password.
+fn is_host_and_port(authority: &str) -> bool {
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((host, "")) => (host, None),
+            Some((host, port)) => (host, Some(port.strip_prefix(':').unwrap_or("x"))),
+            None => return false,
+        },
+        None => match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-_:%".contains(&b))
+        && (authority.starts_with('[') || !host.contains(':'));
+    let port_ok =
+        port.is_none_or(|port| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()));
+    host_ok && port_ok
+}
+
+/// What errors and `Debug` say of a location: for each URL of a comma-separated list,
+/// `scheme://host:port/db` built from its parts alone, never the text as written, so that no
+/// password (and no part of one: unencoded, it may hold `/`, `@`, `,` or anything else) can
+/// reach a log. A URL whose host cannot be read this way is shown as `scheme://<unreadable>`.
 pub(crate) fn redact(location: &str) -> String {
-    let Some((scheme, rest)) = location.split_once("://") else {
-        return location.to_owned();
+    location
+        .split(',')
+        .map(|url| describe_url(url.trim()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn describe_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        // a sentinel written `host:port`
+        return if is_host_and_port(url) {
+            url.to_owned()
+        } else {
+            "<not a URL>".to_owned()
+        };
     };
-    // the user-info ends at the last `@`, wherever that is: a password written unencoded
-    // may hold `/`, `?`, `#` or `@`, which would otherwise end the authority early and leave
-    // the rest of it in plain sight (an `@` in a path or query is redacted too: better
-    // hidden than shown)
-    let Some((userinfo, host_and_tail)) = rest.rsplit_once('@') else {
-        return location.to_owned();
-    };
-    let redacted = match userinfo.split_once(':') {
-        Some((user, _)) if !user.contains(['/', '?', '#']) => format!("{user}:***"),
-        _ => "***".to_owned(),
-    };
-    format!("{scheme}://{redacted}@{host_and_tail}")
+    if scheme.is_empty()
+        || !scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+    {
+        return "<not a URL>".to_owned();
+    }
+    if scheme.ends_with("unix") {
+        // a socket path, and a database among the query's parameters
+        let path = rest.rsplit_once('@').map_or(rest, |(_, path)| path);
+        let path = path.split(['?', '#']).next().unwrap_or_default();
+        return if path.bytes().all(|b| b.is_ascii_graphic()) {
+            format!("{scheme}://{path}")
+        } else {
+            format!("{scheme}://<unreadable>")
+        };
+    }
+    // the user-info ends at the last `@`, whatever it holds
+    let after_userinfo = rest.rsplit_once('@').map_or(rest, |(_, after)| after);
+    let (authority, path) = after_userinfo
+        .split_once('/')
+        .unwrap_or((after_userinfo, ""));
+    if !is_host_and_port(authority) {
+        return format!("{scheme}://<unreadable>");
+    }
+    let db = path.split(['?', '#']).next().unwrap_or_default();
+    if !db.is_empty() && db.bytes().all(|b| b.is_ascii_digit()) {
+        format!("{scheme}://{authority}/{db}")
+    } else {
+        format!("{scheme}://{authority}")
+    }
 }
 
 impl RedisStoreBuilder {
@@ -2900,26 +2975,30 @@ mod tests {
     use super::redact;
 
     #[test]
-    fn redact_hides_passwords_only() {
+    fn redact_shows_scheme_host_port_and_database_only() {
         let cases = [
             ("redis://127.0.0.1:6379/1", "redis://127.0.0.1:6379/1"),
-            ("redis://:s3cret@host:6379/0", "redis://:***@host:6379/0"),
-            ("redis://user:s3cret@host", "redis://user:***@host"),
-            ("redis://token@host", "redis://***@host"),
-            ("redis://:p@ss@word@host/2", "redis://:***@host/2"),
+            ("redis://:s3cret@host:6379/0", "redis://host:6379/0"),
+            ("redis://user:s3cret@host", "redis://host"),
+            ("redis://token@host", "redis://host"),
+            ("redis://:p@ss@word@host/2", "redis://host/2"),
             // issue 29, finding 7: unencoded `/`, `?` and `#` in the password
+            ("redis://:pa/ss?wo#rd@host:6379/0", "redis://host:6379/0"),
+            ("redis://user:a/b@host", "redis://host"),
+            ("rediss://us/er:secret@host", "rediss://host"),
+            ("redis://:s3cret?@host/1?protocol=resp3", "redis://host/1"),
+            ("unix:///tmp/redis.sock?db=2", "unix:///tmp/redis.sock"),
+            ("not a url", "<not a URL>"),
+            // issue 36, finding 1: a Sentinel master, and every URL of a list
+            ("redis://:pw@mymaster/0", "redis://mymaster/0"),
             (
-                "redis://:pa/ss?wo#rd@host:6379/0",
-                "redis://:***@host:6379/0",
+                "redis://:pw1@a:1,redis://:pw2@b:2,redis://:pw3@c:3/0",
+                "redis://a:1,redis://b:2,redis://c:3/0",
             ),
-            ("redis://user:a/b@host", "redis://user:***@host"),
-            ("rediss://us/er:secret@host", "rediss://***@host"),
-            (
-                "redis://:s3cret?@host/1?protocol=resp3",
-                "redis://:***@host/1?protocol=resp3",
-            ),
-            ("unix:///tmp/redis.sock?db=2", "unix:///tmp/redis.sock?db=2"),
-            ("not a url", "not a url"),
+            // a password with a comma or a slash and no `@` after it cannot be told apart
+            // from the host: shown as unreadable, never in part
+            ("redis://:pw,x/y", "redis://<unreadable>,<not a URL>"),
+            ("redis://:s3cr3t", "redis://<unreadable>"),
         ];
         for (input, expected) in cases {
             assert_eq!(redact(input), expected, "{input}");

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use tower_redis_http::ConfigError;
-use tower_redis_http::store::{AnyStore, Expiry, Store, Stores, StoresConfig, Ttl};
+use tower_redis_http::store::{AnyStore, Expiry, RedisStore, Store, Stores, StoresConfig, Ttl};
 
 use crate::support::TestRedis;
 
@@ -289,5 +289,96 @@ async fn passwords_never_reach_configuration_errors_however_they_are_written() {
                 "{location}: {text}"
             );
         }
+    }
+}
+
+/// Every configuration and builder type's `Debug`, and every error a configuration can give,
+/// formatted with a known password in each place a password can be written: the password
+/// appears in none of them (issue 36, findings 1 and 2).
+#[tokio::test]
+async fn a_password_appears_in_no_debug_or_error_text_wherever_it_is_written() {
+    const PW: &str = "Pw0rd-9f2c";
+    fn all_of(err: &dyn std::error::Error) -> String {
+        let mut text = format!("{err} {err:?}");
+        let mut source = err.source();
+        while let Some(cause) = source {
+            text.push_str(&format!(" {cause} {cause:?}"));
+            source = cause.source();
+        }
+        text
+    }
+    let mut texts: Vec<String> = Vec::new();
+    let documents = [
+        // a Sentinel master's LOCATION with its password
+        format!(
+            r#"{{"default": {{"LOCATION": "redis://:{PW}@mymaster/0", "OPTIONS": {{"SENTINELS": [["127.0.0.1", 1]]}}}}}}"#
+        ),
+        // a list in one string, django-redis's way, with a bad third URL
+        format!(
+            r#"{{"default": {{"LOCATION": "redis://:{PW}@127.0.0.1:1,redis://:{PW}@127.0.0.1:2,redis://:{PW}@bad host"}}}}"#
+        ),
+        // a cluster's seeds, one of them bad
+        format!(
+            r#"{{"default": {{"LOCATION": ["redis://:{PW}@127.0.0.1:1", "redis://:{PW}@[bad"], "OPTIONS": {{"CLUSTER": true}}}}}}"#
+        ),
+        // a password among the pool arguments (refused) and the sentinels' own
+        format!(
+            r#"{{"default": {{"LOCATION": "redis://127.0.0.1:1/0", "OPTIONS": {{"CONNECTION_POOL_KWARGS": {{"password": "{PW}"}}}}}}}}"#
+        ),
+        format!(
+            r#"{{"default": {{"LOCATION": "redis://mymaster/0", "OPTIONS": {{"SENTINELS": [["127.0.0.1", 1]], "SENTINEL_KWARGS": {{"password": "{PW}"}}}}}}}}"#
+        ),
+        format!(
+            r#"{{"default": {{"LOCATION": "redis://127.0.0.1:1/0", "OPTIONS": {{"PASSWORD": "{PW}", "DB": "x"}}}}}}"#
+        ),
+    ];
+    for document in &documents {
+        match serde_json::from_str::<StoresConfig>(document) {
+            Ok(config) => {
+                texts.push(format!("{config:?}"));
+                for store in config.stores.values() {
+                    texts.push(format!("{store:?} {:?}", store.options));
+                }
+                if let Err(err) = Stores::from_config(&config).await {
+                    texts.push(all_of(&err));
+                }
+            }
+            Err(err) => texts.push(all_of(&err)),
+        }
+    }
+    // a password written as a number: the parse error must not echo it
+    let numeric =
+        r#"{"default": {"LOCATION": "redis://127.0.0.1:1/0", "OPTIONS": {"PASSWORD": 987654321}}}"#;
+    let err = serde_json::from_str::<StoresConfig>(numeric).unwrap_err();
+    assert!(!all_of(&err).contains("987654321"), "{err}");
+    assert!(err.to_string().contains("PASSWORD"), "{err}");
+
+    // the builders, in every shape
+    let builders = [
+        RedisStore::builder(format!("redis://:{PW}@127.0.0.1:1/0")),
+        RedisStore::builder("redis://127.0.0.1:1/0").password(PW),
+        RedisStore::sentinel([format!("redis://:{PW}@127.0.0.1:1")], "mymaster"),
+        RedisStore::cluster([
+            format!("redis://:{PW}@127.0.0.1:1"),
+            format!("redis://:{PW}@127.0.0.1:2"),
+            format!("redis://:{PW}@bad host"),
+        ]),
+    ];
+    for builder in builders {
+        texts.push(format!("{builder:?}"));
+        if let Err(err) = builder
+            .command_timeout(std::time::Duration::from_millis(50))
+            .build()
+            .await
+        {
+            texts.push(all_of(&err));
+        }
+    }
+    for text in &texts {
+        assert!(!text.contains(PW), "the password is in: {text}");
+        assert!(
+            !text.contains("Pw0rd"),
+            "part of the password is in: {text}"
+        );
     }
 }
