@@ -99,7 +99,7 @@ pub struct StoresConfig {
 /// | field | Django | meaning |
 /// |---|---|---|
 /// | `backend` | `BACKEND` | optional; `...RedisCache` or `...LocMemCache`; otherwise the location decides |
-/// | `location` | `LOCATION` | `redis://...`, `unix://...`, or `memory://` (also empty) for the embedded store; a list: a master and its replicas (the first is used), or a cluster's seed nodes |
+/// | `location` | `LOCATION` | `redis://...`, `unix://...`, or `memory://` for the embedded store (empty only with a LocMemCache `BACKEND`); a list: a master and its replicas (the first is used), or a cluster's seed nodes |
 /// | `key_prefix` | `KEY_PREFIX` | default `""` |
 /// | `version` | `VERSION` | default `1` |
 /// | `timeout` | `TIMEOUT` | seconds, or `null`/`"never"`; default `300` |
@@ -149,6 +149,25 @@ pub struct StoreConfig {
     pub options: StoreOptions,
 }
 
+impl StoreConfig {
+    /// The embedded memory store (`LOCATION: "memory://"`), with the defaults otherwise.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::store::StoreConfig;
+    ///
+    /// assert_eq!(StoreConfig::memory().location, ["memory://"]);
+    /// ```
+    #[must_use]
+    pub fn memory() -> Self {
+        Self {
+            location: vec!["memory://".to_owned()],
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
@@ -162,7 +181,11 @@ impl Default for StoreConfig {
     }
 }
 
-/// Backend options, Django's `OPTIONS`. Unset options keep the builders' defaults.
+/// Backend options, Django's `OPTIONS`. Unset options keep the builders' defaults. An option
+/// the chosen backend would not use is refused by name when the store is built: the Redis
+/// ones (`PASSWORD`, `DB`, the timeouts, the pool and TLS arguments, `SENTINELS`, `CLUSTER`,
+/// ...) on the memory store, and the memory store's bounds (`MAX_ENTRIES`,
+/// `MAX_RATE_LIMIT_KEYS`, `MAX_CACHE_BYTES`) on Redis.
 ///
 /// # Example
 ///
@@ -289,6 +312,62 @@ impl PoolArgument {
     }
 }
 
+impl StoreOptions {
+    /// Refuses every option set that `backend` would not use: a Redis option on the memory
+    /// store (each process would quietly get a store of its own, with limits and tokens no
+    /// other process sees), a memory-store bound on Redis.
+    fn belong_to(&self, backend: Backend) -> Result<(), ConfigError> {
+        let set: &[(&'static str, bool)] = match backend {
+            Backend::Memory => &[
+                ("password", self.password.is_some()),
+                ("username", self.username.is_some()),
+                ("db", self.db.is_some()),
+                ("max_connections", self.max_connections.is_some()),
+                (
+                    "socket_connect_timeout",
+                    self.socket_connect_timeout.is_some(),
+                ),
+                ("socket_timeout", self.socket_timeout.is_some()),
+                ("client_class", self.client_class.is_some()),
+                ("serializer", self.serializer.is_some()),
+                ("compressor", self.compressor.is_some()),
+                (
+                    "connection_pool_kwargs",
+                    !self.connection_pool_kwargs.is_empty(),
+                ),
+                (
+                    "connection_pool_class",
+                    self.connection_pool_class.is_some(),
+                ),
+                ("sentinels", !self.sentinels.is_empty()),
+                ("sentinel_kwargs", !self.sentinel_kwargs.is_empty()),
+                ("cluster", self.cluster),
+                ("redis_client_class", self.redis_client_class.is_some()),
+            ],
+            Backend::Redis => &[
+                ("max_entries", self.max_entries.is_some()),
+                ("max_rate_limit_keys", self.max_rate_limit_keys.is_some()),
+                ("max_cache_bytes", self.max_cache_bytes.is_some()),
+            ],
+        };
+        match set.iter().find(|(_, set)| *set) {
+            Some((option, _)) => Err(ConfigError::InvalidOption {
+                option,
+                reason: match backend {
+                    Backend::Memory => "applies to Redis, and this store is the embedded memory \
+                                        one (an empty or memory:// location, or a LocMemCache \
+                                        BACKEND)"
+                        .to_owned(),
+                    Backend::Redis => "bounds the embedded memory store; Redis bounds itself \
+                                       (maxmemory)"
+                        .to_owned(),
+                },
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
 impl fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StoreConfig")
@@ -343,7 +422,7 @@ impl fmt::Debug for StoreOptions {
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Backend {
     Redis,
     Memory,
@@ -637,13 +716,23 @@ impl StoreConfig {
     }
 
     fn backend(&self) -> Result<Backend, ConfigError> {
-        let location = self.primary_location();
+        let location = self.primary_location().trim();
         let from_location = if location.is_empty() || location.starts_with("memory://") {
             Backend::Memory
         } else {
             Backend::Redis
         };
         let Some(backend) = &self.backend else {
+            // an empty location is a mistake more often than a wish for a per-process store,
+            // whose limits and tokens no other process sees (django-redis refuses it too)
+            if location.is_empty() {
+                return Err(ConfigError::InvalidOption {
+                    option: "location",
+                    reason: "is empty: name a redis:// or unix:// location, or `memory://` \
+                             (or a LocMemCache BACKEND) for the embedded per-process store"
+                        .to_owned(),
+                });
+            }
             return Ok(from_location);
         };
         let named = if backend.contains("LocMemCache") || backend.eq_ignore_ascii_case("memory") {
@@ -679,7 +768,7 @@ impl StoreConfig {
     /// use tower_redis_http::store::{AnyStore, StoreConfig};
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower_redis_http::ConfigError> {
-    /// let store = StoreConfig::default().build().await?;
+    /// let store = StoreConfig::memory().build().await?;
     /// assert!(matches!(store, AnyStore::Memory(_)));
     /// # Ok(()) }
     /// ```
@@ -696,7 +785,9 @@ impl StoreConfig {
         } else {
             KeyScheme::django(self.key_prefix.as_str(), self.version)
         };
-        match self.backend()? {
+        let backend = self.backend()?;
+        self.options.belong_to(backend)?;
+        match backend {
             Backend::Memory => {
                 let mut builder = MemoryStore::builder()
                     .key_scheme(keys)

@@ -69,8 +69,10 @@ async fn stores_build_from_a_django_shaped_toml_document() {
 
 #[tokio::test]
 async fn unknown_alias_names_the_alias_and_the_known_ones() {
-    let config: StoresConfig =
-        serde_json::from_str(r#"{"default": {}, "session": {"location": "memory://"}}"#).unwrap();
+    let config: StoresConfig = serde_json::from_str(
+        r#"{"default": {"location": "memory://"}, "session": {"location": "memory://"}}"#,
+    )
+    .unwrap();
     let stores = Stores::from_config(&config).await.unwrap();
     let err = stores.get("verify_codes").unwrap_err();
     match &err {
@@ -381,4 +383,77 @@ async fn a_password_appears_in_no_debug_or_error_text_wherever_it_is_written() {
             "part of the password is in: {text}"
         );
     }
+}
+
+/// Options that the chosen backend would not use are refused, naming them (issue 36, finding
+/// 3): a Redis option on the memory store gave each process a store of its own, silently, and
+/// a memory bound on Redis did nothing. An empty `LOCATION` is refused unless the backend is
+/// explicitly the memory one.
+#[tokio::test]
+async fn options_the_chosen_backend_would_not_use_are_refused_by_name() {
+    let build = |json: &str| {
+        let config: StoresConfig = serde_json::from_str(json).unwrap();
+        async move { Stores::from_config(&config).await.err() }
+    };
+    for (location, backend) in [
+        (r#""memory://""#, ""),
+        (
+            r#""""#,
+            r#", "BACKEND": "django.core.cache.backends.locmem.LocMemCache""#,
+        ),
+        (
+            r#"["", "redis://127.0.0.1:1"]"#,
+            r#", "BACKEND": "LocMemCache""#,
+        ),
+    ] {
+        for (option, value) in [
+            ("PASSWORD", r#""pw""#),
+            ("DB", "2"),
+            ("SENTINELS", r#"[["127.0.0.1", 26379]]"#),
+            ("CLUSTER", "true"),
+            ("SOCKET_TIMEOUT", "0.5"),
+            ("MAX_CONNECTIONS", "10"),
+            (
+                "CONNECTION_POOL_KWARGS",
+                r#"{"ssl_ca_certs": "/no/such/ca.pem"}"#,
+            ),
+        ] {
+            let json = format!(
+                r#"{{"default": {{"LOCATION": {location}{backend}, "OPTIONS": {{"{option}": {value}}}}}}}"#
+            );
+            let err = build(&json)
+                .await
+                .unwrap_or_else(|| panic!("built: {json}"));
+            assert!(
+                matches!(&err, ConfigError::InvalidOption { option: named, .. } if named.eq_ignore_ascii_case(option)),
+                "{json}: {err}"
+            );
+        }
+    }
+    for option in ["MAX_ENTRIES", "MAX_RATE_LIMIT_KEYS", "MAX_CACHE_BYTES"] {
+        let json = format!(
+            r#"{{"default": {{"LOCATION": "redis://127.0.0.1:1/0", "OPTIONS": {{"{option}": 10}}}}}}"#
+        );
+        let err = build(&json)
+            .await
+            .unwrap_or_else(|| panic!("built: {json}"));
+        assert!(
+            matches!(&err, ConfigError::InvalidOption { option: named, .. } if named.eq_ignore_ascii_case(option)),
+            "{json}: {err}"
+        );
+    }
+    // an empty or blank location with no backend named
+    for location in [r#""""#, r#""  ""#, r#"["", "redis://127.0.0.1:1"]"#] {
+        let json = format!(r#"{{"default": {{"LOCATION": {location}}}}}"#);
+        let err = build(&json)
+            .await
+            .unwrap_or_else(|| panic!("built: {json}"));
+        assert!(err.to_string().contains("location"), "{json}: {err}");
+    }
+    // the memory store's own bounds, on the memory store, are taken
+    assert!(
+        build(r#"{"default": {"LOCATION": "memory://", "OPTIONS": {"MAX_ENTRIES": 10}}}"#)
+            .await
+            .is_none()
+    );
 }
