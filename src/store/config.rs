@@ -312,6 +312,67 @@ impl PoolArgument {
     }
 }
 
+impl StoreConfig {
+    /// Refuses one setting given in two places with two values, naming both: django-redis
+    /// settles some such pairs one way and this crate did the other, so neither is guessed.
+    fn no_conflicts(&self, pool: &PoolArguments) -> Result<(), ConfigError> {
+        let conflict = |option: &'static str, first: &str, second: &str| {
+            Err(ConfigError::InvalidOption {
+                option,
+                reason: format!(
+                    "given twice with different values, in {first} and in {second}: keep one"
+                ),
+            })
+        };
+        let location = self.primary_location().trim();
+        let location_db = location
+            .split_once("://")
+            .and_then(|(_, rest)| {
+                rest.rsplit_once('@')
+                    .map_or(Some(rest), |(_, after)| Some(after))
+            })
+            .and_then(|rest| rest.split_once('/'))
+            .map(|(_, path)| path.split(['?', '#']).next().unwrap_or_default())
+            .filter(|db| !db.is_empty())
+            .and_then(|db| db.parse::<i64>().ok());
+        if let (Some(in_location), Some(in_options)) = (location_db, self.options.db)
+            && in_location != in_options
+        {
+            return conflict("db", "LOCATION's path", "OPTIONS.DB");
+        }
+        if let (Some(a), Some(b)) = (self.options.max_connections, pool.max_connections)
+            && a != b
+        {
+            return conflict(
+                "max_connections",
+                "OPTIONS.MAX_CONNECTIONS",
+                "CONNECTION_POOL_KWARGS.max_connections",
+            );
+        }
+        if let (Some(a), Some(b)) = (self.options.socket_timeout, pool.socket_timeout)
+            && a != b
+        {
+            return conflict(
+                "socket_timeout",
+                "OPTIONS.SOCKET_TIMEOUT",
+                "CONNECTION_POOL_KWARGS.socket_timeout",
+            );
+        }
+        if let (Some(a), Some(b)) = (
+            self.options.socket_connect_timeout,
+            pool.socket_connect_timeout,
+        ) && a != b
+        {
+            return conflict(
+                "socket_connect_timeout",
+                "OPTIONS.SOCKET_CONNECT_TIMEOUT",
+                "CONNECTION_POOL_KWARGS.socket_connect_timeout",
+            );
+        }
+        Ok(())
+    }
+}
+
 impl StoreOptions {
     /// Refuses every option set that `backend` would not use: a Redis option on the memory
     /// store (each process would quietly get a store of its own, with limits and tokens no
@@ -787,6 +848,7 @@ impl StoreConfig {
         };
         let backend = self.backend()?;
         self.options.belong_to(backend)?;
+        self.no_conflicts(&pool)?;
         match backend {
             Backend::Memory => {
                 let mut builder = MemoryStore::builder()

@@ -457,3 +457,54 @@ async fn options_the_chosen_backend_would_not_use_are_refused_by_name() {
             .is_none()
     );
 }
+
+/// One setting in two places with two values is refused, naming both (issue 36, finding 5):
+/// `LOCATION .../1` with `DB 2` wrote to db 1 while `.../0` with `DB 2` wrote to db 2, and the
+/// socket timeout took the opposite of django-redis's precedence. The same value twice is fine.
+#[tokio::test]
+async fn one_setting_given_twice_with_two_values_is_refused() {
+    for (options, location, option) in [
+        (r#"{"DB": 2}"#, "redis://127.0.0.1:1/1", "db"),
+        (r#"{"DB": 2}"#, "redis://127.0.0.1:1/0", "db"),
+        (r#"{"DB": 2}"#, "redis://:p/w@127.0.0.1:1/0", "db"),
+        (
+            r#"{"SOCKET_TIMEOUT": 1, "CONNECTION_POOL_KWARGS": {"socket_timeout": 2}}"#,
+            "redis://127.0.0.1:1/0",
+            "socket_timeout",
+        ),
+        (
+            r#"{"SOCKET_CONNECT_TIMEOUT": 1, "CONNECTION_POOL_KWARGS": {"socket_connect_timeout": 2}}"#,
+            "redis://127.0.0.1:1/0",
+            "socket_connect_timeout",
+        ),
+        (
+            r#"{"MAX_CONNECTIONS": 8, "CONNECTION_POOL_KWARGS": {"max_connections": 9}}"#,
+            "redis://127.0.0.1:1/0",
+            "max_connections",
+        ),
+    ] {
+        let json = format!(r#"{{"default": {{"LOCATION": "{location}", "OPTIONS": {options}}}}}"#);
+        let config: StoresConfig = serde_json::from_str(&json).unwrap();
+        let err = Stores::from_config(&config)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("built: {json}"));
+        assert!(
+            matches!(&err, ConfigError::InvalidOption { option: named, reason } if *named == option && reason.contains("twice")),
+            "{json}: {err}"
+        );
+    }
+    // the same value in both places, or in one, is taken
+    let redis = TestRedis::start();
+    for options in [
+        r#"{"DB": 3}"#,
+        r#"{"SOCKET_TIMEOUT": 1, "CONNECTION_POOL_KWARGS": {"socket_timeout": 1}}"#,
+    ] {
+        let json = format!(
+            r#"{{"default": {{"LOCATION": "{}/3", "OPTIONS": {options}}}}}"#,
+            redis.url().trim_end_matches("/0")
+        );
+        let config: StoresConfig = serde_json::from_str(&json).unwrap();
+        assert!(Stores::from_config(&config).await.is_ok(), "{json}");
+    }
+}
