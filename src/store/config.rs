@@ -842,10 +842,31 @@ impl StoreConfig {
                     reason: "the raw key layout writes keys as given, without a prefix".to_owned(),
                 });
             }
+            if self.version != 1 {
+                return Err(ConfigError::InvalidOption {
+                    option: "version",
+                    reason: "the raw key layout writes keys as given, without a version".to_owned(),
+                });
+            }
             keys
         } else {
             KeyScheme::django(self.key_prefix.as_str(), self.version)
         };
+        // a prefix that leaves no room for a key makes every call fail: refused now instead
+        if keys.make("k").is_err() {
+            return Err(ConfigError::InvalidOption {
+                option: "key_prefix",
+                reason: "leaves no room for a key within the key length bound".to_owned(),
+            });
+        }
+        if let Some(db) = self.options.db
+            && !(0..=i64::from(i32::MAX)).contains(&db)
+        {
+            return Err(ConfigError::InvalidOption {
+                option: "db",
+                reason: format!("{db} is not a database number (0 or more)"),
+            });
+        }
         let backend = self.backend()?;
         self.options.belong_to(backend)?;
         self.no_conflicts(&pool)?;

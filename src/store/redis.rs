@@ -2436,6 +2436,14 @@ impl RedisStoreBuilder {
     /// # }
     /// ```
     pub async fn build(self) -> Result<RedisStore, ConfigError> {
+        if let Some(database) = self.database
+            && !(0..=i64::from(i32::MAX)).contains(&database)
+        {
+            return Err(ConfigError::InvalidOption {
+                option: "database",
+                reason: format!("{database} is not a database number (0 or more)"),
+            });
+        }
         if self.max_connections == 0 {
             return Err(ConfigError::InvalidOption {
                 option: "max_connections",

@@ -508,3 +508,42 @@ async fn one_setting_given_twice_with_two_values_is_refused() {
         assert!(Stores::from_config(&config).await.is_ok(), "{json}");
     }
 }
+
+/// What would fail every call is refused when the store is built (issue 36, finding 6): a
+/// `KEY_PREFIX` that leaves no room for a key, a negative `DB` (every call was then reported as
+/// Redis unreachable, and fixed windows failed open), and a `VERSION` with the raw layout.
+#[tokio::test]
+async fn settings_that_would_fail_every_call_are_refused_at_build() {
+    let long = "p".repeat(2000);
+    for (json, option) in [
+        (
+            format!(r#"{{"default": {{"LOCATION": "redis://127.0.0.1:1/0", "KEY_PREFIX": "{long}"}}}}"#),
+            "key_prefix",
+        ),
+        (
+            format!(r#"{{"default": {{"LOCATION": "memory://", "KEY_PREFIX": "{long}"}}}}"#),
+            "key_prefix",
+        ),
+        (
+            r#"{"default": {"LOCATION": "redis://127.0.0.1:1", "OPTIONS": {"DB": -1}}}"#.to_owned(),
+            "db",
+        ),
+        (
+            r#"{"default": {"LOCATION": "redis://127.0.0.1:1/0", "VERSION": 2, "OPTIONS": {"KEY_LAYOUT": "raw"}}}"#.to_owned(),
+            "version",
+        ),
+    ] {
+        let config: StoresConfig = serde_json::from_str(&json).unwrap();
+        let err = Stores::from_config(&config).await.err().unwrap_or_else(|| panic!("built: {option}"));
+        assert!(
+            matches!(&err, ConfigError::InvalidOption { option: named, .. } if *named == option),
+            "{option}: {err}"
+        );
+    }
+    let err = RedisStore::builder("redis://127.0.0.1:1")
+        .database(-3)
+        .build()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("database"), "{err}");
+}
