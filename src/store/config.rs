@@ -10,7 +10,10 @@ use crate::ConfigError;
 /// A store's default lifetime for values written with [`Expiry::Default`](super::Expiry).
 ///
 /// In configuration: a number of seconds (Django's `TIMEOUT`), or `null` / `"never"` for no
-/// expiry (Django's `None`). Defaults to 300 seconds, as in Django.
+/// expiry (Django's `None`). Defaults to 300 seconds, as in Django. Fractions are kept
+/// (`0.5` is half a second, as django-redis stores it in milliseconds), where Django's own
+/// `int(TIMEOUT)` would make `0.5` expire at once; a number past [`MAX_EXPIRY`](super::MAX_EXPIRY)
+/// is no expiry.
 ///
 /// # Example
 ///
@@ -40,37 +43,81 @@ impl Default for Timeout {
 
 impl<'de> Deserialize<'de> for Timeout {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Seconds(f64),
-            Word(String),
-        }
-        match Option::<Raw>::deserialize(deserializer)? {
-            None => Ok(Self::Never),
-            Some(Raw::Word(word)) if matches!(word.as_str(), "never" | "none" | "None") => {
-                Ok(Self::Never)
-            }
-            Some(Raw::Word(word)) => Err(serde::de::Error::custom(format!(
-                "timeout must be seconds or \"never\", got {word:?}"
-            ))),
-            Some(Raw::Seconds(secs)) => {
-                Duration::try_from_secs_f64(secs)
-                    .map(Self::After)
-                    .map_err(|_| {
-                        serde::de::Error::custom(format!(
-                            "timeout must be 0 or more seconds, got {secs}"
-                        ))
-                    })
+        struct Seconds;
+
+        const EXPECTED: &str = "TIMEOUT must be a number of seconds, null or \"never\"";
+
+        impl Seconds {
+            fn of<E: serde::de::Error>(secs: f64) -> Result<Timeout, E> {
+                if secs.is_nan() || secs < 0.0 {
+                    return Err(E::custom(format!(
+                        "TIMEOUT must be 0 or more seconds, got {secs}"
+                    )));
+                }
+                // past the longest a store keeps a key: for ever, as `null`
+                if secs > super::MAX_EXPIRY.as_secs_f64() {
+                    return Ok(Timeout::Never);
+                }
+                Ok(Timeout::After(Duration::from_secs_f64(secs)))
             }
         }
+
+        impl<'v> serde::de::Visitor<'v> for Seconds {
+            type Value = Timeout;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(EXPECTED)
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, secs: f64) -> Result<Timeout, E> {
+                Self::of(secs)
+            }
+
+            #[allow(clippy::cast_precision_loss)]
+            fn visit_i64<E: serde::de::Error>(self, secs: i64) -> Result<Timeout, E> {
+                Self::of(secs as f64)
+            }
+
+            #[allow(clippy::cast_precision_loss)]
+            fn visit_u64<E: serde::de::Error>(self, secs: u64) -> Result<Timeout, E> {
+                Self::of(secs as f64)
+            }
+
+            fn visit_str<E: serde::de::Error>(self, word: &str) -> Result<Timeout, E> {
+                match word {
+                    "never" | "none" | "None" => Ok(Timeout::Never),
+                    other => Err(E::custom(format!("{EXPECTED}, got {other:?}"))),
+                }
+            }
+
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Timeout, E> {
+                Ok(Timeout::Never)
+            }
+
+            fn visit_none<E: serde::de::Error>(self) -> Result<Timeout, E> {
+                Ok(Timeout::Never)
+            }
+
+            fn visit_some<D: serde::Deserializer<'v>>(self, inner: D) -> Result<Timeout, D::Error> {
+                inner.deserialize_any(Seconds)
+            }
+
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Timeout, E> {
+                Err(E::custom(format!("{EXPECTED}, not true or false")))
+            }
+        }
+
+        deserializer.deserialize_any(Seconds)
     }
 }
 
 /// Named stores, shaped like Django's `CACHES` setting: a map from alias to [`StoreConfig`].
 ///
 /// Field names follow Django (lower case, with the upper-case Django spellings accepted too),
-/// so a settings dict translates line by line.
+/// so a settings dict translates line by line. Values this crate writes are JSON (integers as
+/// decimal text), as django-redis's `JSONSerializer` writes them: a Django process reading the
+/// same keys must use that serializer, since under django-redis's default (pickle) its
+/// `cache.get` fails on them.
 ///
 /// # Example
 ///
@@ -690,7 +737,11 @@ fn locations<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<St
     }
     match Location::deserialize(deserializer)? {
         Location::One(location) if location.trim().is_empty() => Ok(Vec::new()),
-        Location::One(location) => Ok(vec![location]),
+        // django-redis's comma-separated list: a master and its replicas, or seed nodes
+        Location::One(location) => Ok(location
+            .split(',')
+            .map(|one| one.trim().to_owned())
+            .collect()),
         Location::List(list) if list.is_empty() => Err(serde::de::Error::custom(
             "LOCATION is an empty list; name the master (or the cluster's seed nodes)",
         )),
@@ -755,6 +806,15 @@ impl StoreConfig {
             .options
             .sentinels
             .iter()
+            .map(|(host, port)| {
+                // an IPv6 address written without brackets, as redis-py takes it
+                let host = if host.contains(':') && !host.starts_with('[') {
+                    format!("[{host}]")
+                } else {
+                    host.clone()
+                };
+                (host, port)
+            })
             .map(|(host, port)| match password {
                 Some(password) => {
                     let password = percent_encoding::utf8_percent_encode(
@@ -1060,6 +1120,18 @@ mod tests {
         assert_eq!(parse("\"never\"").unwrap(), Timeout::Never);
         assert!(parse("-1").is_err());
         assert!(parse("\"soon\"").is_err());
+    }
+
+    /// An IPv6 sentinel written without brackets (redis-py takes it so) is one address, not
+    /// `::1:26379` read as a host `:` and the rest.
+    #[test]
+    fn an_ipv6_sentinel_without_brackets_is_one_address() {
+        let config: StoreConfig = serde_json::from_str(
+            r#"{"LOCATION": "redis://mymaster/0", "OPTIONS": {"SENTINELS": [["::1", 26379]]}}"#,
+        )
+        .unwrap();
+        let builder = format!("{:?}", config.sentinel_builder().unwrap());
+        assert!(builder.contains("[::1]:26379"), "{builder}");
     }
 
     #[test]

@@ -547,3 +547,40 @@ async fn settings_that_would_fail_every_call_are_refused_at_build() {
         .unwrap_err();
     assert!(err.to_string().contains("database"), "{err}");
 }
+
+/// Smaller edges of the configuration (issue 36, finding 9): errors that name the problem,
+/// django-redis's comma-separated `LOCATION`, an IPv6 sentinel without brackets, and a
+/// `TIMEOUT` past any real use taken as none.
+#[tokio::test]
+async fn configuration_edges_get_clear_answers() {
+    let parse = |json: &str| serde_json::from_str::<StoresConfig>(json);
+    let err = parse(r#"{"default": {"LOCATION": "memory://", "TIMEOUT": true}}"#).unwrap_err();
+    assert!(err.to_string().contains("TIMEOUT must be"), "{err}");
+    let err = parse(r#"{"default": {"LOCATION": "memory://", "TIMEOUT": -1}}"#).unwrap_err();
+    assert!(err.to_string().contains("0 or more"), "{err}");
+    let huge = parse(r#"{"default": {"LOCATION": "memory://", "TIMEOUT": 2e19}}"#).unwrap();
+    assert_eq!(
+        huge.stores["default"].timeout,
+        tower_redis_http::store::Timeout::Never
+    );
+
+    // a comma-separated LOCATION is a list, as django-redis reads it: the first is the master
+    let redis = TestRedis::start();
+    let json = format!(
+        r#"{{"default": {{"LOCATION": "{}/2,redis://127.0.0.1:1/2"}}}}"#,
+        redis.url().trim_end_matches("/0")
+    );
+    let config = parse(&json).unwrap();
+    assert_eq!(config.stores["default"].location.len(), 2);
+    let stores = Stores::from_config(&config).await.unwrap();
+    let store = stores.get("default").unwrap();
+    store
+        .set("k", Bytes::from_static(b"v"), Expiry::Never)
+        .await
+        .unwrap();
+    let db_2 = RedisStore::builder(format!("{}/2", redis.url().trim_end_matches("/0")))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(db_2.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+}
