@@ -97,8 +97,10 @@
 //! On a cluster each command goes to its key's node, one round trip per layer as on one
 //! server. The cache keeps each URL's keys under one `{hash tag}`, so its scripts stay atomic;
 //! rate limits touch one key. A user's token index and `bump_version` span slots and run as
-//! several steps, ordered so that no live token escapes its index (see
-//! [`store::RedisStore::cluster`] and the README).
+//! several steps, ordered so that no live token escapes its index. A pattern invalidation
+//! sweeps master by master, and sweeps again (or fails, after three passes) when slots moved
+//! under it, so a resharding cannot hide a key from it (see [`store::RedisStore::cluster`]
+//! and the README).
 //!
 //! On a failover, the store replaces broken connections and connections to a demoted master
 //! (a `READONLY` reply). A command the server refused unrun (`READONLY`, and on a cluster

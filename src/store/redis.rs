@@ -527,6 +527,13 @@ impl RedisStore {
     ///   `incr_version` does it in three steps;
     /// - [`set_many`](Store::set_many): atomic per hash slot.
     ///
+    /// A pattern invalidation
+    /// ([`CacheInvalidator::invalidate_matching`](crate::cache::CacheInvalidator::invalidate_matching))
+    /// runs `SCAN` master by master. When slots move while it runs (a resharding, a
+    /// failover), it sweeps again, at most three times in all, and then fails with
+    /// [`StoreErrorKind::Connection`] rather than report success while keys that moved past it
+    /// may remain.
+    ///
     /// # Example
     ///
     /// ```no_run

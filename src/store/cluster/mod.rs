@@ -19,6 +19,18 @@
 //!   one reports the move. A write to the old version in between is lost, as in Django.
 //! - **`set_many`** is atomic per hash slot: one `MULTI` per slot, all sent at once.
 //!
+//! **Pattern deletion** (the cache's `invalidate_matching`) runs `SCAN` master by master: a
+//! cluster has no keyspace-wide cursor. A slot that moves while it runs can carry keys from a
+//! master not yet swept to one already swept. So a sweep reads every master's own account of
+//! itself (its slots, config epoch and migration markers) before and after, sweeps a master
+//! that migrates a slot before the one that imports it, and sweeps again when the accounts
+//! changed, when a master it did not sweep serves slots (one failed, or one the listing node
+//! had not heard of), or when slots migrate to a node it did not sweep; at most three passes,
+//! each command within the command timeout. A cluster whose slots still move after the third
+//! fails the call with [`StoreErrorKind::Connection`](super::StoreErrorKind::Connection), whose
+//! message says how many keys were deleted and that matching keys may remain: never a success
+//! that left keys behind. See `sweep.rs` for why an unchanged account means no key slipped past.
+//!
 //! # Failover
 //!
 //! redis-rs re-sends a command whose connection dropped, which would count a rate-limit hit or
