@@ -115,6 +115,9 @@
 //! A whole-cache invalidation waits until the replicas have the new generation, so that a
 //! failover cannot bring back what it invalidated.
 //!
+//! On a cluster, a call the cluster sends to an address that cannot be reached (a node
+//! announcing one behind NAT) fails at once with an error naming it.
+//!
 //! The README's "Production topologies" section has the full table and the environment
 //! variables the examples read.
 //!

@@ -500,6 +500,123 @@ async fn invalidation_fails_while_slots_move_through_every_sweep() {
     assert!(moves >= 3, "{moves} moves");
 }
 
+/// A logical key (`:1:` prefix in the cluster), a hash tag alone (`{k7}`), whose slot
+/// `nodes[master]` serves, other than `taken`'s slots.
+fn key_on(cluster: &TestCluster, master: usize, taken: &[String]) -> String {
+    let slot = |key: &str| cluster.command(&["CLUSTER", "KEYSLOT", &format!(":1:{key}")]);
+    let slots: Vec<String> = taken.iter().map(|key| slot(key)).collect();
+    (0..)
+        .map(|n| format!("{{k{n}}}"))
+        .find(|key| {
+            cluster.master_of(&format!(":1:{key}")) == master && !slots.contains(&slot(key))
+        })
+        .expect("a key on every master")
+}
+
+/// How many times `node` refused `command` before running it (a `MOVED`, an `ASK`), by
+/// `INFO commandstats`.
+fn rejected_calls(node: &crate::support::TestRedis, command: &str) -> u64 {
+    let prefix = format!("cmdstat_{command}:");
+    node.command(&["INFO", "commandstats"])
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix).map(str::to_owned))
+        .and_then(|stats| {
+            stats
+                .split(',')
+                .find_map(|field| field.strip_prefix("rejected_calls=")?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// A master that announces a port nothing listens on (`cluster-announce-port`, as a node in a
+/// container or behind NAT announces an address clients cannot reach): the slot map and every
+/// `MOVED` name that address. A call for its keys fails at once with an error that names the
+/// address, rather than being sent again until the timeout; so does an `ASK` to it during a
+/// migration; the other masters' keys are served (issue 28, finding 12).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_announcing_an_unreachable_address_fails_its_calls_at_once_naming_it() {
+    let cluster = TestCluster::start();
+    let closed = crate::support::unused_port();
+    let away = 1;
+    cluster.announce_port(away, closed);
+    let timeout = Duration::from_secs(2);
+    let store = RedisStore::cluster(cluster.seeds())
+        .command_timeout(timeout)
+        .build()
+        .await
+        .unwrap();
+    let here = key_on(&cluster, 0, &[]);
+    let there = key_on(&cluster, away, &[]);
+    assert_eq!(store.get(&here).await.unwrap(), None);
+
+    let started = std::time::Instant::now();
+    for _ in 0..5 {
+        let err = store.get(&there).await.unwrap_err();
+        assert!(
+            err.to_string().contains(&format!("127.0.0.1:{closed}")),
+            "the error does not name the address: {err}"
+        );
+        assert!(err.to_string().contains("announce"), "{err}");
+        assert_eq!(err.kind(), StoreErrorKind::Connection, "{err}");
+    }
+    let took = started.elapsed();
+    assert!(took < timeout, "5 calls took {took:?}");
+    assert_eq!(store.get(&here).await.unwrap(), None);
+
+    // a slot migrating to that node: the ASK names the address clients cannot reach
+    let migration = SlotMigration::begin_to(&cluster, &format!(":1:{here}"), away);
+    let started = std::time::Instant::now();
+    let err = store
+        .set(
+            &format!("{here}new"),
+            Bytes::from_static(b"v"),
+            Expiry::Never,
+        )
+        .await;
+    let _ = migration;
+    let took = started.elapsed();
+    let err = err.unwrap_err();
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{closed}")),
+        "the error does not name the address: {err}"
+    );
+    assert!(took < timeout, "took {took:?}");
+}
+
+/// Two masters that disagree on who serves a slot (each names the other, as a botched manual
+/// `CLUSTER SETSLOT` leaves them) bounce a command back and forth. The store follows a bounded
+/// number of redirects and then fails with an error that says so, instead of bouncing until
+/// the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_between_nodes_that_disagree_are_bounded() {
+    let cluster = TestCluster::start();
+    let timeout = Duration::from_secs(2);
+    let store = RedisStore::cluster(cluster.seeds())
+        .command_timeout(timeout)
+        .build()
+        .await
+        .unwrap();
+    let key = key_on(&cluster, 0, &[]);
+    assert_eq!(store.get(&key).await.unwrap(), None);
+    let slot = cluster.command(&["CLUSTER", "KEYSLOT", &format!(":1:{key}")]);
+    let other_id = cluster.nodes[1].command(&["CLUSTER", "MYID"]);
+    // node 0 hands the slot to node 1, which goes on naming node 0 as its owner
+    assert_eq!(
+        cluster.nodes[0].command(&["CLUSTER", "SETSLOT", &slot, "NODE", &other_id]),
+        "OK"
+    );
+    let refused = |node: usize| rejected_calls(&cluster.nodes[node], "get");
+    let before = refused(0) + refused(1);
+
+    let started = std::time::Instant::now();
+    let err = store.get(&key).await.unwrap_err();
+    let took = started.elapsed();
+    let sent = refused(0) + refused(1) - before;
+    assert!(err.to_string().contains("redirect"), "{err}");
+    assert!(sent <= 8, "the GET was sent {sent} times");
+    assert!(took < timeout, "took {took:?}");
+}
+
 /// One slot moving from its master to another, step by step as `redis-cli --cluster
 /// reshard` moves it.
 struct SlotMigration<'a> {

@@ -2,6 +2,7 @@
 //! redirect, and survives a topology change within the command timeout.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::cluster::ClusterClient;
@@ -11,7 +12,10 @@ use redis::cluster_routing::{
     SingleNodeRoutingInfo, SlotAddr,
 };
 use redis::{RedisError, RetryMethod};
+use tokio::time::Instant;
 
+use super::nodes::Nodes;
+use super::redirect::Redirect;
 use crate::store::lua::Conn;
 use crate::store::redis::{Retry, classify};
 use crate::store::{StoreError, StoreErrorKind};
@@ -20,12 +24,19 @@ use crate::store::{StoreError, StoreErrorKind};
 /// refreshes its slot map in the background meanwhile.
 const REROUTE_PAUSE: Duration = Duration::from_millis(25);
 
+/// How many `MOVED` and `ASK` replies one call follows. A call meets one after a slot moved
+/// (the client's map is stale), and one or two more while a slot is migrating; more are
+/// nodes that disagree on who serves the slot, which sending again does not mend.
+const MAX_REDIRECTS: u32 = 5;
+
 /// The cluster client and its connection, shared by every call.
 #[derive(Clone)]
 pub(in crate::store) struct ClusterLinks {
     client: ClusterClient,
     conn: ClusterConnection,
+    connect_timeout: Duration,
     command_timeout: Duration,
+    nodes: Arc<Nodes>,
 }
 
 impl std::fmt::Debug for ClusterLinks {
@@ -50,12 +61,17 @@ impl ClusterLinks {
         Self {
             client,
             conn,
+            connect_timeout,
             command_timeout,
+            nodes: Arc::default(),
         }
     }
 
     /// Runs `command` on the cluster within `timeout`, sending it again when the cluster
     /// refused it unrun, or when the connection dropped and `retry` allows.
+    ///
+    /// A call the cluster redirects to an address that cannot be reached fails as soon as
+    /// that is known; one redirected more than [`MAX_REDIRECTS`] times fails then.
     pub(in crate::store) async fn run<T, F, Fut>(
         &self,
         name: &'static str,
@@ -83,21 +99,32 @@ impl ClusterLinks {
         F: Fn(Conn) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = Instant::now() + timeout;
         let mut resend_if_dropped = retry == Retry::OnDroppedConnection;
         let mut first = true;
+        let mut redirects = 0;
         // the node a MOVED or an ASK named, for the next attempt only
-        let mut redirect: Option<(SingleNodeRoutingInfo, bool)> = None;
+        let mut redirect: Option<Redirect> = None;
+        // a node a redirect named that the client has no connection to, though it answers
+        let mut unconnected: Option<Redirect> = None;
         loop {
-            let conn = match redirect.take() {
-                Some((node, asking)) => Conn::Redirected {
-                    conn: base.clone(),
-                    node,
-                    asking,
-                },
+            let target = redirect.take();
+            let conn = match &target {
+                Some(target) => {
+                    if let Some((kind, reason)) = self
+                        .nodes
+                        .recently_unreachable(&target.node(), self.connect_timeout)
+                    {
+                        return Err(target.unreachable(name, kind, &reason));
+                    }
+                    Conn::Redirected {
+                        conn: base.clone(),
+                        node: target.routing(),
+                        asking: target.asking,
+                    }
+                }
                 None => Conn::Cluster(base.clone()),
             };
-            let redirected = matches!(conn, Conn::Redirected { .. });
             let attempt = command(conn);
             // the first attempt is bounded by the client's overall response timeout; a second
             // timer per call costs throughput, so only the sends after it arm one
@@ -114,25 +141,55 @@ impl ClusterLinks {
                 // a transaction refused as a whole shows why inside its EXECABORT
                 Err(err) => crate::store::redis::refusal_inside(err),
             };
-            if !redirected && let Some(target) = redirect_target(&err) {
-                // ASK: the slot is migrating and the key is on the importing node (or not yet
-                // anywhere); the slot map stays as it is until the migration ends, so sending
-                // again would meet the same ASK until the timeout. MOVED: the slot moved; a
-                // MOVED seen only inside an EXECABORT does not make the client learn the new
-                // slot map. Either way the command goes once to the node named, at once (after
-                // ASKING for an ASK); a refusal there is handled below.
-                tracing::debug!(command = name, error = %err, "Redis Cluster redirected a command; following it");
-                redirect = Some(target);
-                continue;
+            if let Some(target) = &target
+                && (err.kind() == redis::ErrorKind::ClusterConnectionNotFound
+                    || err.is_connection_refusal())
+            {
+                // the client holds no connection to the node named: a node that serves no
+                // slot yet, or one whose announced address cannot be reached
+                if let Some((kind, reason)) = target
+                    .reach(&self.nodes, self.connect_timeout, deadline)
+                    .await
+                {
+                    return Err(target.unreachable(name, kind, &reason));
+                }
+                unconnected = Some(target.clone());
+            }
+            if let Some(next) = Redirect::from_error(&err) {
+                redirects += 1;
+                if redirects > MAX_REDIRECTS {
+                    return Err(next.bounced(name, redirects, unconnected.as_ref()));
+                }
+                if target.is_none() {
+                    // ASK: the slot is migrating and the key is on the importing node (or not
+                    // yet anywhere); the slot map stays as it is until the migration ends, so
+                    // sending again would meet the same ASK until the timeout. MOVED: the
+                    // slot moved; a MOVED seen only inside an EXECABORT does not make the
+                    // client learn the new slot map. Either way the command goes once to the
+                    // node named, at once (after ASKING for an ASK); a refusal there is
+                    // handled below.
+                    tracing::debug!(command = name, error = %err, "Redis Cluster redirected a command; following it");
+                    redirect = Some(next);
+                    continue;
+                }
             }
             if refused_unrun(&err) {
-                if tokio::time::Instant::now() + REROUTE_PAUSE >= deadline {
+                if Instant::now() + REROUTE_PAUSE >= deadline {
                     // a slot without a master for longer than the command timeout: the
                     // cluster is failing over, which is the connection's trouble, not the
                     // command's
+                    let detail = match &unconnected {
+                        Some(node) => format!(
+                            "Redis Cluster did not take {name} within the command timeout: it sent it to {}, which answers but is not among the nodes the client connects to (a node that serves no slot yet)",
+                            node.node()
+                        ),
+                        None => {
+                            format!("Redis Cluster did not take {name} within the command timeout")
+                        }
+                    };
                     return Err(StoreError::with_source(
                         StoreErrorKind::Connection,
-                        format!("Redis Cluster did not take {name} within the command timeout"),
+                        detail,
                         err,
                     ));
                 }
@@ -207,26 +264,6 @@ fn refused_unrun(err: &RedisError) -> bool {
             | RetryMethod::WaitAndRetry
             | RetryMethod::ReconnectFromInitialConnections
     ) || err.is_connection_refusal()
-}
-
-/// The node a `MOVED` or `ASK` redirection names (`ASK <slot> <host>:<port>`), and whether
-/// it was an `ASK` (the command must follow `ASKING`).
-fn redirect_target(err: &RedisError) -> Option<(SingleNodeRoutingInfo, bool)> {
-    let asking = match err.retry_method() {
-        RetryMethod::AskRedirect => true,
-        RetryMethod::MovedRedirect => false,
-        _ => return None,
-    };
-    let (address, _slot) = err.redirect_node()?;
-    let (host, port) = address.rsplit_once(':')?;
-    let node = SingleNodeRoutingInfo::ByAddress {
-        host: host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned(),
-        port: port.parse().ok()?,
-    };
-    Some((node, asking))
 }
 
 /// The master that serves `key`'s slot.

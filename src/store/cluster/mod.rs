@@ -45,11 +45,31 @@
 //! or on none yet) is followed at once: the command is sent to the node it names (after
 //! `ASKING` in the same write for an `ASK`), scripts and transactions included; a refusal
 //! inside a transaction's `EXECABORT` counts as the plain one. The slot map does not change
-//! until the
-//! migration ends, so sending the command again to the slot's owner would only meet the same
-//! `ASK` until the timeout.
+//! until the migration ends, so sending the command again to the slot's owner would only meet
+//! the same `ASK` until the timeout.
+//!
+//! A call follows at most five `MOVED` and `ASK` replies: a slot that moved costs one, a
+//! migration one or two more. More mean nodes that disagree on who serves the slot (each
+//! naming the other), and the call fails with
+//! [`StoreErrorKind::Connection`](super::StoreErrorKind::Connection) saying so, instead of
+//! bouncing between them until the timeout.
+//!
+//! # Nodes that cannot be reached
+//!
+//! Nodes tell clients their addresses (`CLUSTER SLOTS`, `MOVED`, `ASK`). A node behind NAT or
+//! in a container can announce one that clients cannot reach (`cluster-announce-ip`,
+//! `cluster-announce-port`, `cluster-announce-hostname`), and the client then holds no
+//! connection to it. A call the cluster sends to such a node is checked at once: the store
+//! opens a TCP connection to the address, within the connect timeout and the call's deadline.
+//! Refused, or silent for the whole connect timeout, the call fails with an error that names
+//! the address and those settings (`Connection` when refused, `Timeout` when silent), and calls
+//! sent there within the next connect timeout fail at once with the same. An address that
+//! answers is a node the client has not connected to yet (one that serves no slot yet), and
+//! the call is sent again, as before, until its deadline.
 
 mod links;
+mod nodes;
+mod redirect;
 mod sweep;
 
 use std::time::Duration;
