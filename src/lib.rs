@@ -115,8 +115,10 @@
 //! A whole-cache invalidation waits until the replicas have the new generation, so that a
 //! failover cannot bring back what it invalidated.
 //!
-//! On a cluster, a call the cluster sends to an address that cannot be reached (a node
-//! announcing one behind NAT) fails at once with an error naming it.
+//! A server that stops answering costs one command timeout, not one per call: calls fail at
+//! once until it answers a ping. On a cluster this holds node by node, and a call the cluster
+//! sends to an address that cannot be reached (a node announcing one behind NAT) fails at
+//! once with an error naming it.
 //!
 //! The README's "Production topologies" section has the full table and the environment
 //! variables the examples read.

@@ -86,7 +86,8 @@ async fn cluster_mistakes_are_configuration_errors() {
 }
 
 /// A node that stops answering (SIGSTOP) fails the calls on its keys within the command
-/// timeout, with a timeout error; the cluster's other keys go on being served meanwhile.
+/// timeout, with a timeout error; the cluster's other keys go on being served meanwhile, and
+/// its own once it answers again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_node_fails_its_calls_within_the_command_timeout() {
     let cluster = TestCluster::start();
@@ -119,7 +120,12 @@ async fn a_stalled_node_fails_its_calls_within_the_command_timeout() {
     assert!(took < timeout + Duration::from_millis(200), "took {took:?}");
     assert_eq!(store.get(&other_key).await.unwrap(), None);
     cluster.nodes[home].resume();
-    assert_eq!(store.get(stalled_key).await.unwrap(), None);
+    // its calls fail at once until the store's ping has its answer, a moment after
+    let back = crate::support::eventually(timeout * 20, || async {
+        store.get(stalled_key).await.is_ok()
+    })
+    .await;
+    assert!(back, "the node's keys are not served after it resumed");
 }
 
 /// A cluster behind TLS (`rediss://` seed nodes, `tls-cluster yes`), as managed clusters with
@@ -615,6 +621,95 @@ async fn redirects_between_nodes_that_disagree_are_bounded() {
     assert!(err.to_string().contains("redirect"), "{err}");
     assert!(sent <= 8, "the GET was sent {sent} times");
     assert!(took < timeout, "took {took:?}");
+}
+
+/// A master that stops answering (SIGSTOP) costs the calls for its keys one command timeout,
+/// not one each: after a call timed out there, calls for any key of that node fail at once
+/// until it answers a ping, while the other masters serve as before; once it is back, its
+/// keys are served again (issue 28, finding 12: a request through three layers waited three
+/// timeouts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_node_costs_its_keys_one_timeout_not_one_per_call() {
+    let cluster = TestCluster::start();
+    // no failover while the node is stopped: this is about a stall, not a failover
+    cluster.command(&["CONFIG", "SET", "cluster-node-timeout", "60000"]);
+    let timeout = Duration::from_millis(500);
+    let store = RedisStore::cluster(cluster.seeds())
+        .command_timeout(timeout)
+        .build()
+        .await
+        .unwrap();
+    let (tasks, calls_each) = (4, 6);
+    let mut stalled_keys = Vec::new();
+    for _ in 0..tasks * calls_each {
+        let key = key_on(&cluster, 0, &stalled_keys);
+        stalled_keys.push(key);
+    }
+    let mut healthy_keys = Vec::new();
+    for master in [1, 2] {
+        for _ in 0..tasks * calls_each / 2 {
+            let key = key_on(&cluster, master, &healthy_keys);
+            healthy_keys.push(key);
+        }
+    }
+    for key in stalled_keys.iter().chain(&healthy_keys) {
+        assert_eq!(store.get(key).await.unwrap(), None);
+    }
+
+    cluster.nodes[0].pause();
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(tasks * 2));
+    let mut stalled = Vec::new();
+    let mut healthy = Vec::new();
+    for task in 0..tasks {
+        let keys: Vec<String> = stalled_keys[task * calls_each..(task + 1) * calls_each].to_vec();
+        let (one, start) = (store.clone(), barrier.clone());
+        stalled.push(tokio::spawn(async move {
+            start.wait().await;
+            let started = std::time::Instant::now();
+            let mut waited = 0;
+            for key in &keys {
+                let err = one.get(key).await.unwrap_err();
+                assert_eq!(err.kind(), StoreErrorKind::Timeout, "{err}");
+                waited += usize::from(!err.to_string().contains("not sent"));
+            }
+            (waited, started.elapsed())
+        }));
+        let keys: Vec<String> = healthy_keys[task * calls_each..(task + 1) * calls_each].to_vec();
+        let (one, start) = (store.clone(), barrier.clone());
+        healthy.push(tokio::spawn(async move {
+            start.wait().await;
+            for key in &keys {
+                assert_eq!(one.get(key).await.unwrap(), None, "{key}");
+            }
+        }));
+    }
+    let mut waited = 0;
+    let mut longest = Duration::ZERO;
+    for task in stalled {
+        let (task_waited, took) = task.await.unwrap();
+        waited += task_waited;
+        longest = longest.max(took);
+    }
+    for task in healthy {
+        task.await.unwrap();
+    }
+    cluster.nodes[0].resume();
+    // each task's first call may have waited, all at once; none after
+    assert!(
+        waited <= tasks,
+        "{waited} of {} calls waited for the stalled node",
+        tasks * calls_each
+    );
+    assert!(longest < timeout * 3, "a task took {longest:?}");
+
+    let back = crate::support::eventually(timeout * 20, || async {
+        store.get(&stalled_keys[0]).await.is_ok()
+    })
+    .await;
+    assert!(back, "the node's keys are not served after it resumed");
+    for key in &stalled_keys {
+        assert_eq!(store.get(key).await.unwrap(), None, "{key}");
+    }
 }
 
 /// One slot moving from its master to another, step by step as `redis-cli --cluster

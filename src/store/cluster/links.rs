@@ -2,7 +2,9 @@
 //! redirect, and survives a topology change within the command timeout.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::pin::pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::cluster::ClusterClient;
@@ -14,7 +16,7 @@ use redis::cluster_routing::{
 use redis::{RedisError, RetryMethod};
 use tokio::time::Instant;
 
-use super::nodes::Nodes;
+use super::nodes::{Nodes, SlotMap, command_slot};
 use super::redirect::Redirect;
 use crate::store::lua::Conn;
 use crate::store::redis::{Retry, classify};
@@ -70,8 +72,10 @@ impl ClusterLinks {
     /// Runs `command` on the cluster within `timeout`, sending it again when the cluster
     /// refused it unrun, or when the connection dropped and `retry` allows.
     ///
-    /// A call the cluster redirects to an address that cannot be reached fails as soon as
-    /// that is known; one redirected more than [`MAX_REDIRECTS`] times fails then.
+    /// A call for a key of a node that stopped answering fails at once (see
+    /// [`timed_out`](Self::timed_out)); one the cluster redirects to an address that cannot
+    /// be reached fails as soon as that is known; one redirected more than
+    /// [`MAX_REDIRECTS`] times fails then.
     pub(in crate::store) async fn run<T, F, Fut>(
         &self,
         name: &'static str,
@@ -100,8 +104,20 @@ impl ClusterLinks {
         Fut: Future<Output = Result<T, RedisError>>,
     {
         let deadline = Instant::now() + timeout;
-        let mut resend_if_dropped = retry == Retry::OnDroppedConnection;
+        if !self.nodes.map_asked.load(Ordering::Relaxed) {
+            self.load_map_later();
+        }
+        // a call that waited for a stall's node to be named has less than the client's own
+        // timeout left, so its first attempt is timed like the later ones
         let mut first = true;
+        if self.nodes.any_stalled() {
+            match self.stalled_at(name, &command, deadline).await {
+                Stalled::Yes(err) => return Err(err),
+                Stalled::AfterWaiting => first = false,
+                Stalled::No => {}
+            }
+        }
+        let mut resend_if_dropped = retry == Retry::OnDroppedConnection;
         let mut redirects = 0;
         // the node a MOVED or an ASK named, for the next attempt only
         let mut redirect: Option<Redirect> = None;
@@ -135,12 +151,15 @@ impl ClusterLinks {
                     .await
                     .map_err(|_| timed_out(name))?
             };
-            first = false;
+            let was_first = std::mem::replace(&mut first, false);
             let err = match result {
                 Ok(value) => return Ok(value),
                 // a transaction refused as a whole shows why inside its EXECABORT
                 Err(err) => crate::store::redis::refusal_inside(err),
             };
+            if was_first && err.is_timeout() {
+                self.timed_out(&command).await;
+            }
             if let Some(target) = &target
                 && (err.kind() == redis::ErrorKind::ClusterConnectionNotFound
                     || err.is_connection_refusal())
@@ -206,6 +225,137 @@ impl ClusterLinks {
         }
     }
 
+    /// Whether the call's key is on a stalled node (see [`timed_out`](Self::timed_out)).
+    /// While a stall's node is still being looked up (no slot map was at hand), the call
+    /// waits for that, about one round trip, at most until its deadline.
+    async fn stalled_at<T, F, Fut>(
+        &self,
+        name: &'static str,
+        command: &F,
+        deadline: Instant,
+    ) -> Stalled
+    where
+        F: Fn(Conn) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        let Some(slot) = dry_run_slot(command).await else {
+            return Stalled::No;
+        };
+        let mut waited = false;
+        loop {
+            let mut settled = pin!(self.nodes.settled.notified());
+            settled.as_mut().enable();
+            if let Some(node) = self.nodes.stalled_node(slot) {
+                return Stalled::Yes(StoreError::new(
+                    StoreErrorKind::Timeout,
+                    format!(
+                        "Redis {name} not sent: the Redis Cluster node {node} stopped answering within the command timeout; calls for its keys fail at once until it answers a ping"
+                    ),
+                ));
+            }
+            if !self.nodes.identifying() {
+                break;
+            }
+            waited = true;
+            if tokio::time::timeout_at(deadline, settled).await.is_err() {
+                break;
+            }
+        }
+        if waited {
+            Stalled::AfterWaiting
+        } else {
+            Stalled::No
+        }
+    }
+
+    /// A call's first attempt went unanswered for the command timeout: the node that serves
+    /// its key is taken as stalled, and calls for any of its keys fail at once, while one
+    /// task pings it; the first answer ends it. Redis runs one command at a time, so a
+    /// command that waited the timeout means every command behind it waits as long: a
+    /// request through three layers would wait three timeouts. Calls for other nodes go on.
+    async fn timed_out<T, F, Fut>(&self, command: &F)
+    where
+        F: Fn(Conn) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        let Some(slot) = dry_run_slot(command).await else {
+            return;
+        };
+        if let Some(probe_slot) = self.nodes.stall(slot) {
+            tracing::debug!(
+                slot,
+                "a Redis Cluster node stopped answering; failing its calls at once until it answers a ping"
+            );
+            self.probe(probe_slot);
+        }
+    }
+
+    /// Pings the stalled node of `slot` until it answers, after learning which slots it
+    /// serves from a fresh slot map (asked of its replica first, which a stalled master
+    /// leaves answering).
+    fn probe(&self, slot: u16) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // nobody to ping: the next call finds out
+            self.nodes.recover(slot);
+            return;
+        };
+        let nodes = Arc::downgrade(&self.nodes);
+        let conn = self.conn.clone();
+        runtime.spawn(async move {
+            let map = load_map(conn.clone(), Some(slot)).await;
+            {
+                let Some(nodes) = nodes.upgrade() else {
+                    return;
+                };
+                let keep = nodes.identify(slot, map.as_ref());
+                if let Some(map) = map {
+                    nodes.set_map(map);
+                }
+                if !keep {
+                    return;
+                }
+            }
+            // ends when the node answers, when the trouble becomes another (a refusal, a
+            // moved slot: calls meet it themselves), or when the store is gone; each ping
+            // waits at most the command timeout (the client's own bound)
+            loop {
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                    Route::new(slot, SlotAddr::Master),
+                ));
+                let ping = conn
+                    .clone()
+                    .route_command(redis::cmd("PING"), routing)
+                    .await;
+                let Some(nodes) = nodes.upgrade() else {
+                    return;
+                };
+                if !ping.is_err_and(|err| err.is_timeout()) {
+                    nodes.recover(slot);
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Loads a first slot map in the background, for the first stall to find its node by.
+    fn load_map_later(&self) {
+        if self.nodes.map_asked.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let nodes = Arc::downgrade(&self.nodes);
+        let conn = self.conn.clone();
+        runtime.spawn(async move {
+            if let Some(map) = load_map(conn, None).await
+                && let Some(nodes) = nodes.upgrade()
+            {
+                nodes.set_map(map);
+            }
+        });
+    }
+
     /// A connection of its own, for a command that blocks its connection (`WAIT`): the
     /// shared one carries every request's commands.
     pub(in crate::store) async fn dedicated(&self) -> Result<ClusterConnection, StoreError> {
@@ -243,6 +393,44 @@ impl ClusterLinks {
             .await?;
         redis::from_redis_value(reply).map_err(RedisError::from)
     }
+}
+
+/// Whether a call is for a stalled node.
+enum Stalled {
+    Yes(StoreError),
+    /// Not known to be, after waiting for a stall's node to be named.
+    AfterWaiting,
+    No,
+}
+
+/// The slot of the key `command` is for, from a dry run of it (see [`Conn::Dry`]).
+async fn dry_run_slot<T, F, Fut>(command: &F) -> Option<u16>
+where
+    F: Fn(Conn) -> Fut,
+    Fut: Future<Output = Result<T, RedisError>>,
+{
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let _ = command(Conn::Dry(Arc::clone(&sent))).await;
+    let sent = sent.lock().ok()?;
+    command_slot(&sent)
+}
+
+/// One node's `CLUSTER SLOTS`: the replica of `near`'s master when given (a stalled master
+/// leaves its replica answering), else any node; within the client's overall timeout.
+async fn load_map(mut conn: ClusterConnection, near: Option<u16>) -> Option<SlotMap> {
+    let node = match near {
+        Some(slot) => {
+            SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::ReplicaRequired))
+        }
+        None => SingleNodeRoutingInfo::Random,
+    };
+    let mut slots = redis::cmd("CLUSTER");
+    slots.arg("SLOTS");
+    let reply = conn
+        .route_command(slots, RoutingInfo::SingleNode(node))
+        .await
+        .ok()?;
+    SlotMap::from_reply(&reply)
 }
 
 pub(super) fn timed_out(name: &'static str) -> StoreError {

@@ -66,6 +66,19 @@
 //! sent there within the next connect timeout fail at once with the same. An address that
 //! answers is a node the client has not connected to yet (one that serves no slot yet), and
 //! the call is sent again, as before, until its deadline.
+//!
+//! # Nodes that stop answering
+//!
+//! A node that stops answering (stalled, paused, a silent network) costs its keys one command
+//! timeout, not one per call, as one server does (see [`RedisStore`]): after a call's first
+//! attempt timed out, calls for any key of that node fail at once with `Timeout` while one
+//! task pings the node; the first answer ends it, a moment after the node is back. Calls for
+//! the other nodes go on. redis-rs does not say where it sent a command, so the store reads
+//! the slot from the commands a call sends (a dry run, only while a node is stalled or after
+//! a timeout) and finds the node in a slot map of its own (`CLUSTER SLOTS`, loaded once in the
+//! background, and again by each probe, from the stalled master's replica). Before the first
+//! map is in, a timeout stops its one slot, and calls wait for the probe's map, about one
+//! round trip, to tell whether they are for that node.
 
 mod links;
 mod nodes;
