@@ -97,8 +97,10 @@
 //! On a cluster each command goes to its key's node, one round trip per layer as on one
 //! server. The cache keeps each URL's keys under one `{hash tag}`, so its scripts stay atomic;
 //! rate limits touch one key. A user's token index and `bump_version` span slots and run as
-//! several steps, ordered so that no live token escapes its index (see
-//! [`store::RedisStore::cluster`] and the README).
+//! several steps, ordered so that no live token escapes its index. A pattern invalidation
+//! sweeps master by master, and sweeps again (or fails, after three passes) when slots moved
+//! under it, so a resharding cannot hide a key from it (see [`store::RedisStore::cluster`]
+//! and the README).
 //!
 //! On a failover, the store replaces broken connections and connections to a demoted master
 //! (a `READONLY` reply). A command the server refused unrun (`READONLY`, and on a cluster
@@ -112,6 +114,11 @@
 //!
 //! A whole-cache invalidation waits until the replicas have the new generation, so that a
 //! failover cannot bring back what it invalidated.
+//!
+//! A server that stops answering costs one command timeout, not one per call: calls fail at
+//! once until it answers a ping. On a cluster this holds node by node, and a call the cluster
+//! sends to an address that cannot be reached (a node announcing one behind NAT) fails at
+//! once with an error naming it.
 //!
 //! The README's "Production topologies" section has the full table and the environment
 //! variables the examples read.

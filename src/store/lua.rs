@@ -6,6 +6,8 @@
 //! the body instead, to the one node the script's first key lives on: that runs the script
 //! and caches it there, in the same round trip, whatever the other nodes are doing.
 
+use std::sync::{Arc, Mutex};
+
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::SingleNodeRoutingInfo;
@@ -99,16 +101,27 @@ pub(super) enum Conn {
         node: SingleNodeRoutingInfo,
         asking: bool,
     },
+    /// Sends nothing: keeps the commands a call would send and fails it at once, so that the
+    /// cluster client can tell which slot a call is for (redis-rs does not say).
+    Dry(Arc<Mutex<Vec<Cmd>>>),
 }
 
 impl Conn {
     /// The cluster connection under this one, if it is one.
     pub(super) fn cluster(self) -> Option<ClusterConnection> {
         match self {
-            Self::Server(_) => None,
+            Self::Server(_) | Self::Dry(_) => None,
             Self::Cluster(conn) | Self::Redirected { conn, .. } => Some(conn),
         }
     }
+}
+
+/// What a [`Conn::Dry`] answers.
+fn dry_run(sent: &Mutex<Vec<Cmd>>, cmds: impl Iterator<Item = Cmd>) -> redis::RedisError {
+    if let Ok(mut sent) = sent.lock() {
+        sent.extend(cmds);
+    }
+    redis::RedisError::from((redis::ErrorKind::Client, "a dry run sends nothing"))
 }
 
 /// `pipeline`'s commands after an `ASKING`, as a plain pipeline: a transaction's `MULTI` and
@@ -134,6 +147,10 @@ impl ConnectionLike for Conn {
         match self {
             Self::Server(conn) => conn.req_packed_command(cmd),
             Self::Cluster(conn) => conn.req_packed_command(cmd),
+            Self::Dry(sent) => {
+                let err = dry_run(sent, std::iter::once(cmd.clone()));
+                Box::pin(std::future::ready(Err(err)))
+            }
             Self::Redirected {
                 conn,
                 node,
@@ -165,6 +182,10 @@ impl ConnectionLike for Conn {
         match self {
             Self::Server(conn) => conn.req_packed_commands(pipeline, offset, count),
             Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Dry(sent) => {
+                let err = dry_run(sent, pipeline.cmd_iter().cloned());
+                Box::pin(std::future::ready(Err(err)))
+            }
             Self::Redirected {
                 conn,
                 node,
@@ -197,6 +218,7 @@ impl ConnectionLike for Conn {
         match self {
             Self::Server(conn) => conn.get_db(),
             Self::Cluster(conn) | Self::Redirected { conn, .. } => conn.get_db(),
+            Self::Dry(_) => 0,
         }
     }
 }

@@ -102,7 +102,9 @@ const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 ///   `ASK`, `TRYAGAIN`, `CLUSTERDOWN`, `READONLY`, an unreachable node) is sent again once the
 ///   client knows the new slot map (an `ASK` at once to the node it names, after `ASKING`),
 ///   and one whose connection dropped is retried only where the list above allows, all
-///   within the command timeout.
+///   within the command timeout. A stalled node costs one timeout as above, node by node;
+///   a call the cluster sends to an address that cannot be reached fails at once, naming
+///   it; and a call follows at most five redirects (see [`RedisStore::cluster`]).
 ///
 /// [bb8]: https://docs.rs/bb8
 /// [bb8-redis]: https://docs.rs/bb8-redis
@@ -526,6 +528,27 @@ impl RedisStore {
     /// - [`bump_version`](Store::bump_version): `DUMP`, `RESTORE`, `DEL`, as Django's
     ///   `incr_version` does it in three steps;
     /// - [`set_many`](Store::set_many): atomic per hash slot.
+    ///
+    /// A pattern invalidation
+    /// ([`CacheInvalidator::invalidate_matching`](crate::cache::CacheInvalidator::invalidate_matching))
+    /// runs `SCAN` master by master. When slots move while it runs (a resharding, a
+    /// failover), it sweeps again, at most three times in all, and then fails with
+    /// [`StoreErrorKind::Connection`] rather than report success while keys that moved past it
+    /// may remain.
+    ///
+    /// A call follows at most five `MOVED` or `ASK` redirects, then fails with
+    /// [`StoreErrorKind::Connection`]: nodes that disagree on who serves a slot would bounce
+    /// it until the timeout. A node that announces an address this client cannot reach
+    /// (`cluster-announce-ip`, `-port` or `-hostname`, behind NAT or in a container) fails the
+    /// calls sent there at once, with an error that names the address: the store tries a TCP
+    /// connection to an address the cluster names and the client holds no connection to, and
+    /// remembers a refusal, or a silence as long as the connect timeout, for the connect
+    /// timeout.
+    ///
+    /// A node that stops answering costs its keys one command timeout, not one per call: after
+    /// a call for one of its keys timed out, calls for any of its keys fail at once with
+    /// [`StoreErrorKind::Timeout`] until it answers a ping, a moment after it is back; calls
+    /// for other nodes go on.
     ///
     /// # Example
     ///

@@ -487,6 +487,8 @@ impl RawRedis for TestRedis {
 #[derive(Debug)]
 pub struct TestCluster {
     pub nodes: Vec<TestRedis>,
+    /// Ports nodes announce in place of their own (`announced`, `nodes` index).
+    announced: std::sync::Mutex<Vec<(u16, usize)>>,
 }
 
 impl TestCluster {
@@ -548,7 +550,10 @@ impl TestCluster {
                 "0",
             ]));
         }
-        let cluster = Self { nodes };
+        let cluster = Self {
+            nodes,
+            announced: std::sync::Mutex::default(),
+        };
         for (i, node) in cluster.nodes.iter().enumerate() {
             // distinct epochs, as redis-cli gives, so that no collision has to be resolved
             node.command(&["CLUSTER", "SET-CONFIG-EPOCH", &(i + 1).to_string()]);
@@ -682,6 +687,56 @@ impl TestCluster {
         false
     }
 
+    /// Makes node `node` tell clients (`CLUSTER SLOTS`, `MOVED`, `ASK`) that it listens on
+    /// `port` (`cluster-announce-port`), its cluster bus unchanged, as a node behind NAT or
+    /// in a container announces an address of its own; returns once every live node tells
+    /// the same.
+    ///
+    /// # Panics
+    ///
+    /// When the nodes do not all tell the new port within 20 s.
+    pub fn announce_port(&self, node: usize, port: u16) {
+        let reply = self.nodes[node].command(&[
+            "CONFIG",
+            "SET",
+            "cluster-announce-port",
+            &port.to_string(),
+        ]);
+        assert_eq!(reply, "OK", "CONFIG SET cluster-announce-port");
+        self.announced
+            .lock()
+            .expect("announced lock")
+            .push((port, node));
+        let id = self.nodes[node].command(&["CLUSTER", "MYID"]);
+        let announced = format!(" 127.0.0.1:{port}@");
+        let until = Instant::now() + Duration::from_secs(20);
+        while !self.live_nodes().all(|other| {
+            other
+                .command(&["CLUSTER", "NODES"])
+                .lines()
+                .any(|line| line.starts_with(&id) && line.contains(&announced))
+        }) {
+            assert!(
+                Instant::now() < until,
+                "the nodes did not learn node {node}'s announced port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A relay in front of each master, which the master announces as its address: a store
+    /// then reaches every master through its relay (at `relays[i]` for `nodes[i]`), while the
+    /// test's own commands and the cluster bus go straight to the nodes.
+    pub fn masters_behind_relays(&self) -> Vec<TestRelay> {
+        (0..3)
+            .map(|node| {
+                let relay = TestRelay::start(self.nodes[node].port());
+                self.announce_port(node, relay.port());
+                relay
+            })
+            .collect()
+    }
+
     /// Waits until every live node sees the cluster serving every slot; `false` after
     /// `deadline`.
     pub fn wait_until_serving(&self, deadline: Duration) -> bool {
@@ -705,14 +760,13 @@ fn is_master(node: &TestRedis) -> bool {
         .contains("role:master")
 }
 
-/// Whether `node` serves `slot`, by its own `CLUSTER NODES`.
+/// Whether `node` serves `slot`, by its own `CLUSTER NODES` (its `myself` line, whatever
+/// address it announces).
 fn serves(node: &TestRedis, slot: u16) -> bool {
-    let myself = node.port().to_string();
     node.command(&["CLUSTER", "NODES"]).lines().any(|line| {
         let fields: Vec<&str> = line.split(' ').collect();
         fields.len() > 8
             && fields[2].contains("myself")
-            && fields[1].starts_with(&format!("127.0.0.1:{myself}@"))
             && fields[8..].iter().any(|range| {
                 let (low, high) = range.split_once('-').unwrap_or((range, range));
                 matches!((low.parse::<u16>(), high.parse::<u16>()), (Ok(low), Ok(high)) if (low..=high).contains(&slot))
@@ -797,10 +851,16 @@ impl RawRedis for TestCluster {
                         .next()
                         .and_then(|port| port.parse().ok())
                         .expect("MOVED names host:port");
-                    node = self
-                        .nodes
+                    let announced = self
+                        .announced
+                        .lock()
+                        .expect("announced lock")
                         .iter()
-                        .find(|node| node.port() == port)
+                        .rev()
+                        .find(|(announced, _)| *announced == port)
+                        .map(|&(_, i)| &self.nodes[i]);
+                    node = announced
+                        .or_else(|| self.nodes.iter().find(|node| node.port() == port))
                         .expect("MOVED to a node of this cluster");
                     reply = node.command(args);
                 }
@@ -965,6 +1025,11 @@ fn free_port() -> u16 {
             return candidate;
         }
     }
+}
+
+/// A loopback port nothing listens on (see [`free_port`]).
+pub fn unused_port() -> u16 {
+    free_port()
 }
 
 /// The first port the kernel hands out for outgoing connections (32768 unless configured).
@@ -1260,47 +1325,57 @@ pub struct TestRelay {
     /// The port new connections are relayed to.
     upstream: std::sync::Arc<AtomicUsize>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    /// What [`hold_request_containing`](Self::hold_request_containing) set up.
+    /// Requests held back on their way to the server.
     hold: std::sync::Arc<Hold>,
 }
 
-/// A request the relay holds back until the test releases it, so that a test can run
-/// something else at an exact point between two of a client's commands.
+/// What a [`TestRelay`] holds back: requests from a client that contain the needle, until
+/// released, so that a test can run something else at an exact point between two of a
+/// client's commands.
 #[derive(Debug, Default)]
 struct Hold {
-    /// The bytes that make a request from a client be held (once); empty: none.
-    pattern: std::sync::Mutex<Vec<u8>>,
-    /// Whether a request is held now, and whether it was released.
-    state: std::sync::Mutex<(bool, bool)>,
+    state: std::sync::Mutex<HoldState>,
     changed: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct HoldState {
+    /// The bytes that make a request wait, when armed.
+    needle: Option<Vec<u8>>,
+    /// Whether the needle holds one request only (it is disarmed when one matches).
+    once: bool,
+    /// How many requests wait now.
+    waiting: usize,
+    /// How many requests have been held so far.
+    arrived: usize,
+    /// How many times the waiting requests were let go.
+    releases: usize,
 }
 
 impl Hold {
     /// Blocks the relaying thread while `chunk` (with the end of the one before, so that a
-    /// pattern split between two reads is seen) holds the pattern, until released.
+    /// needle split between two reads is seen) holds the needle, until the next release.
     fn wait_if_matching(&self, before: &[u8], chunk: &[u8]) {
-        let matched = {
-            let mut pattern = self.pattern.lock().unwrap();
-            let seen: Vec<u8> = before.iter().chain(chunk).copied().collect();
-            let found = !pattern.is_empty()
-                && seen
-                    .windows(pattern.len())
-                    .any(|window| window == pattern.as_slice());
-            if found {
-                pattern.clear();
-            }
-            found
-        };
-        if !matched {
+        let mut state = self.state.lock().unwrap();
+        let seen: Vec<u8> = before.iter().chain(chunk).copied().collect();
+        let holds = state.needle.as_ref().is_some_and(|needle| {
+            seen.windows(needle.len())
+                .any(|window| window == needle.as_slice())
+        });
+        if !holds {
             return;
         }
-        let mut state = self.state.lock().unwrap();
-        state.0 = true;
+        if state.once {
+            state.needle = None;
+        }
+        let releases = state.releases;
+        state.waiting += 1;
+        state.arrived += 1;
         self.changed.notify_all();
-        while !state.1 {
+        while state.releases == releases {
             state = self.changed.wait(state).unwrap();
         }
-        state.0 = false;
+        state.waiting -= 1;
     }
 }
 
@@ -1396,8 +1471,17 @@ impl TestRelay {
     /// on to the server, nor anything after it on that connection) until
     /// [`release`](Self::release).
     pub fn hold_request_containing(&self, pattern: &[u8]) {
-        *self.hold.state.lock().unwrap() = (false, false);
-        *self.hold.pattern.lock().unwrap() = pattern.to_vec();
+        let mut state = self.hold.state.lock().unwrap();
+        state.needle = Some(pattern.to_vec());
+        state.once = true;
+    }
+
+    /// From now on, every request that contains `needle` waits in the relay, unsent, until
+    /// [`let_go`](Self::let_go) or [`release`](Self::release).
+    pub fn hold(&self, needle: &[u8]) {
+        let mut state = self.hold.state.lock().unwrap();
+        state.needle = Some(needle.to_vec());
+        state.once = false;
     }
 
     /// Waits until a request is held; `false` after `deadline`.
@@ -1406,15 +1490,31 @@ impl TestRelay {
         let (state, _) = self
             .hold
             .changed
-            .wait_timeout_while(state, deadline, |state| !state.0)
+            .wait_timeout_while(state, deadline, |state| state.waiting == 0)
             .unwrap();
-        state.0
+        state.waiting > 0
     }
 
-    /// Sends the held request on.
-    pub fn release(&self) {
-        self.hold.state.lock().unwrap().1 = true;
+    /// How many requests wait in the relay now.
+    pub fn held(&self) -> usize {
+        self.hold.state.lock().unwrap().waiting
+    }
+
+    /// How many requests the relay has held so far, let go or not.
+    pub fn held_so_far(&self) -> usize {
+        self.hold.state.lock().unwrap().arrived
+    }
+
+    /// Sends the requests held now on, and holds later ones still.
+    pub fn let_go(&self) {
+        self.hold.state.lock().unwrap().releases += 1;
         self.hold.changed.notify_all();
+    }
+
+    /// Sends the requests held now on, and holds none from now on.
+    pub fn release(&self) {
+        self.hold.state.lock().unwrap().needle = None;
+        self.let_go();
     }
 
     /// The relay's port.
