@@ -134,8 +134,9 @@ impl CacheInvalidator {
 
     /// Deletes every entry whose URL starts with `prefix`, read literally: no character in it
     /// is a pattern (`https://shop.example/search?q=` deletes the searches, not
-    /// `/searchXq=...`). The prefix is compared with URLs as they are keyed: scheme and host
-    /// in lower case, the default port left out. Costs a `SCAN`, as
+    /// `/searchXq=...`). The prefix is brought to the form URLs are keyed in first: scheme
+    /// and host in lower case, no trailing dot, the default port left out, and characters
+    /// outside ASCII percent-encoded (`café` as `caf%C3%A9`, as clients send it). Costs a `SCAN`, as
     /// [`invalidate_matching`](Self::invalidate_matching) does. Returns how many keys were
     /// deleted.
     ///
@@ -156,7 +157,7 @@ impl CacheInvalidator {
     /// # Ok(()) }
     /// ```
     pub async fn invalidate_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
-        let mut pattern = escape_pattern(prefix);
+        let mut pattern = escape_pattern(&keyed_prefix(prefix));
         pattern.push('*');
         self.invalidate_matching(&pattern).await
     }
@@ -208,6 +209,40 @@ impl CacheInvalidator {
         }
         Ok(generation)
     }
+}
+
+/// `prefix` in the form URLs are keyed in: the scheme and the host as
+/// [`normal_host`](key::normal_host) writes them (when the prefix holds the whole host), and
+/// the rest with bytes outside printable ASCII percent-encoded.
+fn keyed_prefix(prefix: &str) -> String {
+    fn encoded(text: &str, into: &mut String) {
+        for &byte in text.as_bytes() {
+            if byte.is_ascii_graphic() {
+                into.push(char::from(byte));
+            } else {
+                into.push_str(&format!("%{byte:02X}"));
+            }
+        }
+    }
+    let mut keyed = String::with_capacity(prefix.len() + 8);
+    let Some((scheme, rest)) = prefix.split_once("://") else {
+        encoded(prefix, &mut keyed);
+        return keyed;
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    keyed.push_str(&scheme);
+    keyed.push_str("://");
+    match rest.split_once('/') {
+        Some((authority, path)) => {
+            let host = key::normal_host(authority.as_bytes(), &scheme);
+            keyed.push_str(&String::from_utf8_lossy(&host));
+            keyed.push('/');
+            encoded(path, &mut keyed);
+        }
+        // the prefix ends inside the host: only its letters can be brought to their case
+        None => encoded(&rest.to_ascii_lowercase(), &mut keyed),
+    }
+    keyed
 }
 
 /// `text` as a pattern of [`CacheInvalidator::invalidate_matching`] that matches `text`

@@ -65,6 +65,70 @@ const HOST_BYTE: [bool; 256] = {
     table
 };
 
+/// One spelling for every way of writing the same plain host: letters in lower case, no
+/// trailing dot, the port as a number and left out when it is the scheme's default
+/// (`SHOP.Example.:0080` is `shop.example:80`, which for `http` is `shop.example`). Two
+/// spellings would be two entries, and an invalidation of one would leave the others served.
+/// Anything but a plain host is left as it came (it is keyed by its hash).
+pub(crate) fn normal_host<'a>(host: &'a [u8], scheme: &str) -> Cow<'a, [u8]> {
+    if host.is_empty() || !host.iter().all(|&b| HOST_BYTE[usize::from(b)]) {
+        return Cow::Borrowed(host);
+    }
+    let Ok(text) = std::str::from_utf8(host) else {
+        return Cow::Borrowed(host);
+    };
+    let (name, port) = match text.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((address, "")) => (&text[..address.len() + 2], None),
+            Some((address, rest)) => match rest.strip_prefix(':') {
+                Some(port) => (&text[..address.len() + 2], Some(port)),
+                None => return Cow::Borrowed(host),
+            },
+            None => return Cow::Borrowed(host),
+        },
+        None => match text.split_once(':') {
+            Some((name, port)) if !port.contains(':') => (name, Some(port)),
+            Some(_) => return Cow::Borrowed(host),
+            None => (text, None),
+        },
+    };
+    let written_port = port;
+    let port = match port {
+        // `host:` is the host with no port (RFC 3986 §3.2.3)
+        Some("") | None => None,
+        Some(port) => match port.parse::<u16>() {
+            Ok(port) => Some(port),
+            Err(_) => return Cow::Borrowed(host),
+        },
+    };
+    let default_port = if scheme.eq_ignore_ascii_case("https") {
+        443
+    } else {
+        80
+    };
+    // the usual case, already in its one spelling: no copy on the request path
+    let port_is_normal = match (written_port, port) {
+        (None, _) => true,
+        (Some(written), Some(port)) => port != default_port && !written.starts_with('0'),
+        (Some(_), None) => false,
+    };
+    if port_is_normal && !name.ends_with('.') && !name.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Cow::Borrowed(host);
+    }
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let port = port.filter(|&port| port != default_port);
+    let mut normal = name.to_ascii_lowercase();
+    if let Some(port) = port {
+        normal.push(':');
+        normal.push_str(itoa::Buffer::new().format(port));
+    }
+    if normal.as_bytes() == host {
+        Cow::Borrowed(host)
+    } else {
+        Cow::Owned(normal.into_bytes())
+    }
+}
+
 /// What a request's URL key is made of, borrowed from the request where it can be: the key
 /// ([`UrlParts::key`]) and its in-process identity ([`UrlParts::identity`]) come from it.
 pub(crate) struct UrlParts<'a> {
@@ -100,16 +164,17 @@ pub(crate) fn url_parts<'a>(
             .or_else(|| headers.get(header::HOST).map(|h| h.as_bytes()))
             .unwrap_or_default(),
     };
+    let host = normal_host(host, scheme);
     // forwarding values that are not a plain scheme or host: appended after a space, which
     // makes the host non-plain, so the URL is keyed by its hash
     let host = match forwarded.then(|| forwarding_rest(headers)).flatten() {
         Some(rest) => {
-            let mut both = host.to_vec();
+            let mut both = host.into_owned();
             both.push(b' ');
             both.extend_from_slice(&rest);
             Cow::Owned(both)
         }
-        None => Cow::Borrowed(host),
+        None => host,
     };
     let query = match (uri.query(), query) {
         (Some(q), QueryOrder::Sorted) => {
@@ -451,6 +516,45 @@ pub(crate) fn decode_vary(text: &[u8]) -> Option<Vec<HeaderName>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every spelling of one host is one key (the adversary's review of issue 35): each
+    /// spelling was an entry of its own, and an invalidation of one left the others served.
+    #[test]
+    fn every_spelling_of_a_host_is_one() {
+        let one = |host: &str, scheme: &str| {
+            String::from_utf8(normal_host(host.as_bytes(), scheme).into_owned()).unwrap()
+        };
+        for spelling in [
+            "shop.example",
+            "SHOP.Example",
+            "shop.example.",
+            "shop.example:80",
+            "shop.example:0080",
+            "Shop.Example.:80",
+            "shop.example:",
+        ] {
+            assert_eq!(one(spelling, "http"), "shop.example", "{spelling}");
+        }
+        assert_eq!(one("shop.example:443", "https"), "shop.example");
+        assert_eq!(one("shop.example:443", "http"), "shop.example:443");
+        assert_eq!(one("shop.example:08080", "http"), "shop.example:8080");
+        assert_eq!(one("[::1]:80", "http"), "[::1]");
+        assert_eq!(one("[::1]:0443", "http"), "[::1]:443");
+        // not plain, or not a port: left as it came, to be keyed by its hash
+        for raw in [
+            "shop.example:99999",
+            "shop.example:x",
+            "a:b:c",
+            "evil host",
+            "[::1",
+        ] {
+            assert_eq!(one(raw, "http"), raw);
+        }
+        assert!(matches!(
+            normal_host(b"shop.example", "http"),
+            Cow::Borrowed(_)
+        ));
+    }
 
     fn parts(uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
         let mut request = http::Request::builder().uri(uri);

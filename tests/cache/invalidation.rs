@@ -195,6 +195,73 @@ async fn a_purge_built_from_input_deletes_only_what_it_names(backend: &Backend) 
     );
 }
 
+/// Every spelling of a host is one entry, so one invalidation reaches them all (the
+/// adversary's review of issue 35): `SHOP.Example`, `shop.example.`, `shop.example:80` and
+/// `shop.example:0080` were entries of their own, still served after `invalidate_url` of the
+/// page. `invalidate_prefix` brings its prefix to the keyed form too.
+async fn every_spelling_of_a_host_is_invalidated_together(backend: &Backend) {
+    let (app, invalidator) = site(ResponseCacheLayer::cache_page(
+        backend.store(),
+        Duration::from_secs(60),
+    ));
+    let spellings = [
+        "shop.example",
+        "SHOP.Example",
+        "shop.example.",
+        "shop.example:80",
+        "shop.example:0080",
+    ];
+    let spelled = |host: &'static str, path: &'static str| {
+        move || {
+            req(Request::get(path)
+                .header("host", host)
+                .header("accept-language", "en"))
+        }
+    };
+    for host in spellings {
+        let hit = crate::until_hit(&app, spelled(host, "/page")).await;
+        assert!(
+            hit.body.contains("run 1"),
+            "{host}: a separate entry: {}",
+            hit.body
+        );
+    }
+    invalidator
+        .invalidate_url("http://shop.example/page")
+        .await
+        .unwrap();
+    // the first spelling stores the page anew; no spelling gets the invalidated one
+    for host in spellings {
+        let reply = send(&app, spelled(host, "/page")()).await;
+        assert!(
+            !reply.body.contains("run 1"),
+            "{host}: the invalidated page is still served"
+        );
+    }
+
+    for path in ["/sales/a", "/sales/caf%C3%A9"] {
+        crate::until_hit(&app, spelled("Shop.Example:80", path)).await;
+    }
+    invalidator
+        .invalidate_prefix("HTTP://Shop.Example./sales/a")
+        .await
+        .unwrap();
+    assert!(
+        !send(&app, spelled("shop.example", "/sales/a")())
+            .await
+            .is_hit()
+    );
+    invalidator
+        .invalidate_prefix("http://shop.example/sales/café")
+        .await
+        .unwrap();
+    assert!(
+        !send(&app, spelled("shop.example", "/sales/caf%C3%A9")())
+            .await
+            .is_hit()
+    );
+}
+
 /// Glob characters in the store's own `KEY_PREFIX` match themselves (issue 36, finding 8):
 /// `shop[eu]` deleted nothing of its own on Redis and `shope`'s pages instead, `sh?p` deleted
 /// `shop`'s too, and `a\b` matched `ab`. Each prefix shares the database with its neighbour.
@@ -256,6 +323,7 @@ crate::on_each_backend!(
     unsafe_methods_invalidate_the_target_and_same_origin_location,
     the_api_invalidates_a_url_a_pattern_or_everything,
     a_purge_built_from_input_deletes_only_what_it_names,
+    every_spelling_of_a_host_is_invalidated_together,
     glob_characters_in_the_stores_key_prefix_match_themselves,
     a_namespace_bump_reaches_other_instances,
 );
