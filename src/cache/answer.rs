@@ -254,6 +254,13 @@ impl Config {
         response
     }
 
+    /// A single flight's leader did not finish within the flight deadline.
+    pub(crate) fn origin_too_slow(&self) -> Response<Bytes> {
+        let mut response = self.refuse(CacheRefusal::OriginTooSlow);
+        self.cache_status(response.headers_mut(), "fwd=miss; detail=flight-deadline");
+        response
+    }
+
     /// The store failed and the layer fails closed.
     pub(crate) fn unavailable(&self) -> Response<Bytes> {
         self.refuse(CacheRefusal::StoreUnavailable)

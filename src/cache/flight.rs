@@ -38,7 +38,10 @@ pub(crate) enum Waited {
 /// The flights under way in this process, by entry key, and the keys whose last answer could
 /// not be stored (Varnish's hit-for-miss).
 pub(crate) struct Flights {
-    flights: Mutex<HashMap<String, watch::Receiver<Outcome>>>,
+    flights: Mutex<HashMap<String, (watch::Receiver<Outcome>, tokio::time::Instant)>>,
+    /// How long a leader leads: past it, a request that comes for the key takes the flight
+    /// over (the leader's handler hangs, and waiting on it would answer 504 for ever).
+    lead_for: Duration,
     /// Keys whose leader's answer was not storable: their requests go straight to the
     /// handler, neither waiting on one another nor taking the lock, until the memo expires or
     /// a storable answer ends it.
@@ -51,7 +54,7 @@ pub(crate) const HIT_FOR_MISS: std::time::Duration = std::time::Duration::from_s
 
 impl Default for Flights {
     fn default() -> Self {
-        Self::new(HIT_FOR_MISS)
+        Self::new(HIT_FOR_MISS, Duration::from_secs(30))
     }
 }
 
@@ -263,9 +266,10 @@ pub(crate) enum Role {
 
 impl Flights {
     /// Flights that remember an unstorable key for `hit_for_miss`.
-    pub(crate) fn new(hit_for_miss: std::time::Duration) -> Self {
+    pub(crate) fn new(hit_for_miss: Duration, lead_for: Duration) -> Self {
         Self {
             flights: Mutex::default(),
+            lead_for,
             uncacheable: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(hit_for_miss)
@@ -281,16 +285,21 @@ impl Flights {
             .flights
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(receiver) = flights.get(key) {
-            // a finished flight whose guard is being dropped is not worth waiting for
-            if matches!(*receiver.borrow(), Outcome::Pending) {
+        let now = tokio::time::Instant::now();
+        if let Some((receiver, started)) = flights.get(key) {
+            // a finished flight whose guard is being dropped is not worth waiting for, nor is
+            // one whose leader has led past the flight deadline (its handler hangs): this
+            // request takes it over, and its own followers wait on it
+            if matches!(*receiver.borrow(), Outcome::Pending)
+                && now.saturating_duration_since(*started) < self.lead_for
+            {
                 return Role::Follower(Waiter {
                     receiver: receiver.clone(),
                 });
             }
         }
         let (sender, receiver) = watch::channel(Outcome::Pending);
-        flights.insert(key.to_owned(), receiver);
+        flights.insert(key.to_owned(), (receiver, now));
         Role::Leader(FlightGuard {
             flights: Arc::clone(self),
             key: key.to_owned(),
@@ -352,7 +361,7 @@ impl Drop for FlightGuard {
         // only our own flight: a newer one may hold the key by now
         if flights
             .get(&self.key)
-            .is_some_and(|receiver| receiver.same_channel(&self.sender.subscribe()))
+            .is_some_and(|(receiver, _)| receiver.same_channel(&self.sender.subscribe()))
         {
             flights.remove(&self.key);
         }
@@ -596,6 +605,12 @@ impl LockAttempt {
             self.store.get(&key).await.ok()??
         };
         self.usable(&entry, &vary)
+    }
+
+    /// A fresh entry for this request, if one is stored now (a flight that ended between
+    /// this request's lookup and its joining stored it).
+    pub(crate) async fn fresh_entry(&self) -> Option<Entry> {
+        self.stored_entry().await
     }
 
     /// A fresh entry for this request, if the holder has stored one.

@@ -224,7 +224,7 @@ where
             Served::StaleOnError(Some(http::StatusCode::GATEWAY_TIMEOUT)),
         ));
     }
-    Flowed::Answer(ctx.config.gateway_timeout())
+    Flowed::Answer(ctx.config.origin_too_slow())
 }
 
 /// A range request with no complete entry to answer it (RFC 9111 §3.3-3.4): the stored
@@ -385,10 +385,6 @@ where
     let Some(lock_ttl) = config.lock_ttl else {
         return call(ctx, fwd, Some(flight), stale, None);
     };
-    // a memory store is this process's own: the in-process flight is all there is
-    if config.store.answers_at_once() {
-        return call(ctx, fwd, Some(flight), stale, None);
-    }
     let prefix = config.prefix().into_owned();
     let attempt = LockAttempt {
         store: config.store.clone(),
@@ -402,6 +398,19 @@ where
         serve_stale_meanwhile: serve_stale_meanwhile && stale.is_some(),
         deadline,
     };
+    // a memory store is this process's own: the in-process flight is all there is. A flight
+    // that ended between this request's lookup and its joining has stored its entry by now
+    // (the memory store's writes land at once): served, not rendered again.
+    if config.store.answers_at_once() {
+        if stale.is_none()
+            && let Some(entry) = attempt.fresh_entry().await
+        {
+            let entry = Arc::new(entry);
+            flight.complete(Arc::clone(&entry));
+            return served(&ctx, Arc::unwrap_or_clone(entry));
+        }
+        return call(ctx, fwd, Some(flight), stale, None);
+    }
     match (attempt.run().await, stale) {
         (Locked::Lead(lock), stale) => call(ctx, fwd, Some(flight), stale, lock),
         (Locked::Entry(entry), _) => {

@@ -540,11 +540,12 @@ impl Pending {
             return config.serve(entry, &self.request_headers, self.head, Served::Revalidated);
         }
         let entry = Arc::new(entry);
-        if let Some(flight) = self.flight.take() {
-            flight.complete(Arc::clone(&entry));
-        }
+        // stored before the flight ends: a request that finds no flight finds the entry
         if self.store_allowed {
             config.put(Arc::clone(&entry), &self.url.key, self.lock.take());
+        }
+        if let Some(flight) = self.flight.take() {
+            flight.complete(Arc::clone(&entry));
         }
         let entry = Arc::unwrap_or_clone(entry);
         config.serve(entry, &self.request_headers, self.head, Served::Revalidated)

@@ -180,6 +180,10 @@ pub enum CacheRefusal {
     /// The request said `only-if-cached` and nothing stored satisfies it (RFC 9111
     /// §5.2.1.7): 504.
     OnlyIfCached,
+    /// Another request for the same page was still waiting on the origin when the
+    /// [single flight's deadline](ResponseCacheBuilder::single_flight_deadline) passed, and no
+    /// stale copy may be served: 504.
+    OriginTooSlow,
 }
 
 impl CacheRefusal {
@@ -196,7 +200,7 @@ impl CacheRefusal {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::OnlyIfCached => StatusCode::GATEWAY_TIMEOUT,
+            Self::OnlyIfCached | Self::OriginTooSlow => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -214,6 +218,7 @@ impl CacheRefusal {
         match self {
             Self::StoreUnavailable => "The cache is temporarily unavailable.",
             Self::OnlyIfCached => "No stored response satisfies only-if-cached.",
+            Self::OriginTooSlow => "The origin did not answer this page in time.",
         }
     }
 
@@ -701,8 +706,10 @@ impl ResponseCacheBuilder {
     /// The longest a request waits on a [single flight](Self::single_flight) whose leader is
     /// still at work. When it passes, the request gets the stale copy where its
     /// `stale-if-error` allows one (a slow origin is an error to the client, RFC 5861 §4),
-    /// else `504 Gateway Timeout`; it does not call the handler beside the leader. Defaults
-    /// to 30 seconds.
+    /// else `504 Gateway Timeout`; it does not call the handler beside the leader. A leader
+    /// still at work past it is taken to hang: the next request for the page leads a new
+    /// flight (in another instance, once the leader's lock, no longer renewed, expires), so
+    /// one hung handler cannot keep a page answering 504. Defaults to 30 seconds.
     ///
     /// # Example
     ///
@@ -1080,7 +1087,7 @@ impl ResponseCacheBuilder {
                 unkeyed: self.unkeyed,
                 trusted: crate::peer::networks(&self.trusted)?,
                 peer: self.peer,
-                flights: Arc::new(Flights::new(hit_for_miss)),
+                flights: Arc::new(Flights::new(hit_for_miss, bounded(self.flight_deadline))),
                 unstorable: UnstorableUrls::new(hit_for_miss),
                 hit_for_miss,
                 generation: AtomicU64::new(0),

@@ -98,10 +98,12 @@ impl Recorder {
         }
         entry.body = body;
         let entry = Arc::new(entry);
+        // stored before the flight ends (at once on the memory store): a request that finds
+        // no flight finds the entry instead of rendering it again
+        self.config.put(Arc::clone(&entry), &self.url, self.lock);
         if let Some(flight) = self.flight {
-            flight.complete(Arc::clone(&entry));
+            flight.complete(entry);
         }
-        self.config.put(entry, &self.url, self.lock);
     }
 
     /// Adds a partial response's `body` to the stored `pieces` (RFC 9111 §3.4) and stores

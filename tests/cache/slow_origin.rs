@@ -136,11 +136,65 @@ async fn a_leader_whose_client_hangs_up_hands_the_flight_to_one_follower(backend
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
 
+/// A handler that never answers must not keep its page answering 504 (the adversary's
+/// review of issue 35): its followers get 504 at the deadline, and once the leader has led
+/// past it, a new request leads a flight of its own. Before, every request for the page
+/// waited out the deadline and got 504, for as long as the hung call lasted.
+async fn a_hung_leader_is_taken_over_once_it_has_led_past_the_deadline(backend: &Backend) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&runs);
+    let deadline = Duration::from_secs(1);
+    let lock = Duration::from_secs(1);
+    let service = ServiceBuilder::new()
+        .layer(
+            page(backend)
+                .single_flight(Some(PATIENCE))
+                .single_flight_deadline(deadline)
+                .stampede_lock(Some(lock))
+                .build()
+                .unwrap(),
+        )
+        .service_fn(move |_request: Request<ReqBody>| {
+            let run = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                if run == 1 {
+                    std::future::pending::<()>().await;
+                }
+                Ok::<_, Infallible>(ok(&format!("run {run}")))
+            }
+        });
+    let app: App = BoxCloneService::new(service);
+    let _hung = concurrent(&app, "/hung", 1);
+    until_called(&runs, 1).await;
+    for reply in concurrent(&app, "/hung", 2) {
+        let reply = reply.await.unwrap();
+        assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT);
+        assert!(reply.body.contains("did not answer"), "{}", reply.body);
+    }
+    // past the leader's deadline (and, on Redis, its lock's life once no longer renewed)
+    let mut answered = None;
+    for _ in 0..50 {
+        let reply = send(&app, req(get("/hung"))).await;
+        if reply.status == StatusCode::OK {
+            answered = Some(reply.body);
+            break;
+        }
+        tokio::time::sleep(deadline / 10).await;
+    }
+    assert_eq!(
+        answered.as_deref(),
+        Some("run 2"),
+        "the page stayed blocked"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
 crate::on_each_backend!(
     on_redis_and_memory:
     a_slow_origin_is_called_once_for_concurrent_misses,
     past_the_deadline_a_follower_gets_504_not_a_call_of_its_own,
     a_leader_whose_client_hangs_up_hands_the_flight_to_one_follower,
+    a_hung_leader_is_taken_over_once_it_has_led_past_the_deadline,
 );
 
 /// Two instances on one Redis, a lock that lives half the origin's time: the holder
