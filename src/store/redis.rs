@@ -1372,6 +1372,14 @@ impl RedisStore {
         })
     }
 
+    /// Whether a hit under `policy` may have to wait for a replica (not when it needs none,
+    /// nor when the server was just seen to have none to wait for).
+    fn may_wait_for_replica(&self, policy: &RatePolicy) -> bool {
+        let durability = policy.durability();
+        durability.waits()
+            && !(durability == Durability::ReplicaIfAny && self.lane.known_replicas() == Some(0))
+    }
+
     /// A rate-limit step under `policy`'s durability; `wrote` tells from its reply whether
     /// the hit was allowed (a refused hit wrote nothing, and waits for nothing).
     async fn run_step<T, F, Fut>(
@@ -1387,9 +1395,7 @@ impl RedisStore {
         Fut: Future<Output = Result<T, RedisError>>,
     {
         let durability = policy.durability();
-        let no_replica_to_wait_for =
-            durability == Durability::ReplicaIfAny && self.lane.known_replicas() == Some(0);
-        if durability.waits() && !no_replica_to_wait_for {
+        if self.may_wait_for_replica(policy) {
             // boxed, so that a hit that needs no replica carries none of it in its future
             return Box::pin(self.run_replicated(name, retry, durability, command, wrote)).await;
         }
@@ -1809,6 +1815,25 @@ impl Backend for RedisStore {
     ) -> Result<RateDecision, StoreError> {
         match policy.kind() {
             PolicyKind::Cooldown { interval_ms } => {
+                // A flag that waits for a replica is set over the store's lane, which a `WAIT`
+                // blocks while a replica is slow: a hit the flag already refuses is answered
+                // from the pool first, so refusals never queue behind another hit's wait.
+                if self.may_wait_for_replica(policy) {
+                    let held_ms: i64 = self
+                        .run_master(
+                            "cooldown flag",
+                            Retry::OnDroppedConnection,
+                            move |mut conn| async move {
+                                redis::cmd("PTTL").arg(key).query_async(&mut conn).await
+                            },
+                        )
+                        .await?;
+                    if let Ok(held_ms) = u64::try_from(held_ms)
+                        && held_ms > 0
+                    {
+                        return Ok(cooldown_decision(interval_ms, Some(held_ms), new_ticket()));
+                    }
+                }
                 let ticket = new_ticket();
                 let ticket_text: &str = &ticket;
                 // A transaction, not a script: SET NX, PTTL and GET are all a send flag

@@ -63,7 +63,22 @@ async fn a_send_flag_no_replica_took_is_given_back_and_one_code_survives_the_fai
     // the replication link goes silent: the next number's flag cannot reach the replica
     relay.silence_open_connections();
     let started = Instant::now();
-    let err = store.rate_limit("sms:2", &sms).await.unwrap_err();
+    let waiting = tokio::spawn({
+        let (store, sms) = (store.clone(), sms);
+        async move { store.rate_limit("sms:2", &sms).await }
+    });
+    // while that hit waits for the replica (its `WAIT` blocks the lane), a hit the flag
+    // already refuses is answered at once: it never queues behind another hit's wait (the
+    // adversary's review: such refusals took 3/4 of the timeout, or failed as timeouts)
+    tokio::time::sleep(COMMAND_TIMEOUT / 10).await;
+    let refused_at = Instant::now();
+    assert!(!store.rate_limit("sms:1", &sms).await.unwrap().allowed);
+    assert!(
+        refused_at.elapsed() < COMMAND_TIMEOUT / 4,
+        "a refusal waited {:?} behind another hit's wait",
+        refused_at.elapsed()
+    );
+    let err = waiting.await.unwrap().unwrap_err();
     assert_eq!(err.kind(), StoreErrorKind::NotReplicated, "{err}");
     // the wait is bounded by the command timeout, plus the give-back (one more call)
     assert!(
