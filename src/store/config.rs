@@ -381,11 +381,20 @@ impl StoreConfig {
             .and_then(|rest| rest.split_once('/'))
             .map(|(_, path)| path.split(['?', '#']).next().unwrap_or_default())
             .filter(|db| !db.is_empty())
-            .and_then(|db| db.parse::<i64>().ok());
+            .and_then(|db| db.parse::<i64>().ok())
+            // a socket's database is a query parameter: `unix:///path?db=3`
+            .or_else(|| {
+                location
+                    .split_once('?')
+                    .and_then(|(_, query)| {
+                        query.split('&').find_map(|pair| pair.strip_prefix("db="))
+                    })
+                    .and_then(|db| db.parse::<i64>().ok())
+            });
         if let (Some(in_location), Some(in_options)) = (location_db, self.options.db)
             && in_location != in_options
         {
-            return conflict("db", "LOCATION's path", "OPTIONS.DB");
+            return conflict("db", "LOCATION", "OPTIONS.DB");
         }
         if let (Some(a), Some(b)) = (self.options.max_connections, pool.max_connections)
             && a != b
@@ -539,7 +548,11 @@ enum Backend {
 fn seconds(option: &'static str, secs: f64) -> Result<Duration, ConfigError> {
     Duration::try_from_secs_f64(secs).map_err(|_| ConfigError::InvalidOption {
         option,
-        reason: format!("must be 0 or more seconds, got {secs}"),
+        reason: if secs.is_nan() || secs < 0.0 {
+            format!("must be 0 or more seconds, got {secs}")
+        } else {
+            "is past any real use: a call timeout is at most an hour".to_owned()
+        },
     })
 }
 
@@ -838,7 +851,20 @@ impl StoreConfig {
 
     fn backend(&self) -> Result<Backend, ConfigError> {
         let location = self.primary_location().trim();
-        let from_location = if location.is_empty() || location.starts_with("memory://") {
+        let is_memory = |location: &str| {
+            location
+                .get(..9)
+                .is_some_and(|scheme| scheme.eq_ignore_ascii_case("memory://"))
+        };
+        if is_memory(location) && self.location.len() > 1 {
+            return Err(ConfigError::InvalidOption {
+                option: "location",
+                reason: "the embedded memory store is one process's own: a list after \
+                         `memory://` has nothing to name"
+                    .to_owned(),
+            });
+        }
+        let from_location = if location.is_empty() || is_memory(location) {
             Backend::Memory
         } else {
             Backend::Redis

@@ -584,3 +584,31 @@ async fn configuration_edges_get_clear_answers() {
         .unwrap();
     assert_eq!(db_2.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
 }
+
+/// The adversary's review of issue 36: a socket's `?db=` against `OPTIONS.DB`, `Memory://` in
+/// another letter case, a list after `memory://`, and a timeout past any use.
+#[tokio::test]
+async fn the_last_configuration_edges_are_refused_or_read_as_meant() {
+    let build = |json: &str| {
+        let config: StoresConfig = serde_json::from_str(json).unwrap();
+        async move { Stores::from_config(&config).await }
+    };
+    let err = build(r#"{"a": {"LOCATION": "unix:///tmp/no.sock?db=3", "OPTIONS": {"DB": 5}}}"#)
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("twice"), "{err}");
+    assert!(build(r#"{"a": {"LOCATION": "Memory://"}}"#).await.is_ok());
+    let err = build(r#"{"a": {"LOCATION": "memory://,redis://127.0.0.1:1"}}"#)
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("location"), "{err}");
+    let err = build(
+        r#"{"a": {"LOCATION": "redis://127.0.0.1:1", "OPTIONS": {"SOCKET_TIMEOUT": 1e300}}}"#,
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(!err.to_string().contains("0 or more"), "{err}");
+}
