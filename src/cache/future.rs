@@ -754,6 +754,10 @@ impl Pending {
             return None;
         }
         let stale = self.stale.take()?;
+        // the followers waiting on this call serve their stale copies too, at once
+        if let Some(flight) = self.flight.take() {
+            flight.failed(status);
+        }
         Some(self.config.serve(
             *stale,
             &self.request_headers,

@@ -253,6 +253,10 @@
 //! - past the flight deadline ([`ResponseCacheBuilder::single_flight_deadline`], 30 s) a
 //!   waiter is answered with the stale copy where `stale-if-error` allows one, else `504`;
 //!   the holder stops renewing then, so a handler that hangs holds the key no longer;
+//! - a leader whose revalidation fails (a server error, or the handler's error) and that is
+//!   answered with its stale copy under `stale-if-error` tells its followers, which serve
+//!   their stale copies at once under the same rule (else revalidate themselves), rather than
+//!   lead a new flight each that waits as long again;
 //! - a leader whose request goes away unfinished (its client hung up, or the handler failed)
 //!   hands the flight on: in the process, one waiter leads and the others wait on it; across
 //!   processes, its lock is released (or, if the process died, expires within its life) and

@@ -136,11 +136,76 @@ async fn a_leader_whose_client_hangs_up_hands_the_flight_to_one_follower(backend
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
 
+/// A stale entry (`stale-if-error=60`) whose revalidation fails after the origin's time: the
+/// leader and every follower waiting on it get the stale copy as soon as the leader's call
+/// fails, with one origin call (issue 35, finding 3: a timed-out origin behind the caching
+/// proxy). Before, the leader's guard ended unfinished, a follower led a new flight and
+/// waited as long again, then the next: one call and one origin's time more per follower.
+async fn followers_of_a_failed_revalidation_get_the_stale_copy_at_once(backend: &Backend) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&runs);
+    let service = ServiceBuilder::new()
+        .layer(
+            ResponseCacheLayer::http_cache(backend.store())
+                .single_flight(Some(PATIENCE))
+                .build()
+                .unwrap(),
+        )
+        .service_fn(move |_request: Request<ReqBody>| {
+            let run = counted.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                if run == 1 {
+                    // stale at once, kept a minute for errors, with a validator to revalidate
+                    let mut page = ok("run 1");
+                    let headers = page.headers_mut();
+                    headers.insert(
+                        "cache-control",
+                        "max-age=0, stale-if-error=60".parse().unwrap(),
+                    );
+                    headers.insert("etag", "\"1\"".parse().unwrap());
+                    return Ok::<_, Infallible>(page);
+                }
+                tokio::time::sleep(ORIGIN).await;
+                let mut down = ok("down");
+                *down.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                Ok(down)
+            }
+        });
+    let app: App = BoxCloneService::new(service);
+    assert_eq!(send(&app, req(get("/flaky"))).await.body, "run 1");
+    crate::stored(backend, 1).await;
+    let started = tokio::time::Instant::now();
+    let leader = concurrent(&app, "/flaky", 1);
+    until_called(&runs, 2).await;
+    let followers = concurrent(&app, "/flaky", 3);
+    for reply in leader.into_iter().chain(followers) {
+        let reply = reply.await.unwrap();
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (StatusCode::OK, "run 1"),
+            "{}",
+            reply.cache_status()
+        );
+        assert!(
+            reply.cache_status().contains("fwd-status=503"),
+            "{}",
+            reply.cache_status()
+        );
+    }
+    assert!(
+        started.elapsed() < ORIGIN * 2,
+        "the followers waited out the origin again: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "one revalidation for all");
+}
+
 crate::on_each_backend!(
     on_redis_and_memory:
     a_slow_origin_is_called_once_for_concurrent_misses,
     past_the_deadline_a_follower_gets_504_not_a_call_of_its_own,
     a_leader_whose_client_hangs_up_hands_the_flight_to_one_follower,
+    followers_of_a_failed_revalidation_get_the_stale_copy_at_once,
 );
 
 /// Two instances on one Redis, a lock that lives a third of the origin's time: the holder
