@@ -25,6 +25,7 @@
 //!   with responses, so a CDN in front applies them too.
 //! - `TRUSTED_PROXIES`: the proxies in front of this one whose forwarding headers are keyed.
 
+#[path = "../common/mod.rs"]
 pub mod common;
 
 use std::convert::Infallible;
