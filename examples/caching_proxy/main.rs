@@ -12,7 +12,24 @@
 //! (127.0.0.1:3002 by default) and stores in Redis at `REDIS_URL`, or in memory without it.
 //! The proxy speaks plain HTTP/1.1 to the origin.
 //!
-//! Options, from the environment:
+//! # Timeouts
+//!
+//! Each from the environment, in whole seconds from 1 to 86400, defaulting to nginx's 60:
+//!
+//! - `ORIGIN_CONNECT_TIMEOUT_SECS`: to open a connection to the origin;
+//! - `ORIGIN_READ_TIMEOUT_SECS`: for the origin's response header, once it has the whole
+//!   request;
+//! - `ORIGIN_BODY_IDLE_TIMEOUT_SECS`: between two pieces of the response body (a body that
+//!   stalls longer fails, and the client sees it cut short; the cache does not store it).
+//!
+//! A connect or read timeout is answered `504 Gateway Timeout`, which the cache replaces
+//! with a stale copy where the stored response's `stale-if-error` allows;
+//! within `stale-while-revalidate` the stale copy is served at once and the refresh times
+//! out on its own. Concurrent requests for one URL wait for the first one's origin call (the
+//! cache's single-flight deadline is the connect and read timeouts and a second more). A
+//! client's request body may stall for 10 s between pieces before the proxy answers `408`.
+//!
+//! # Other options, from the environment
 //!
 //! - `HEURISTIC_FRESHNESS_SECS`: heuristic freshness (RFC 9111 §4.2.2) up to this many
 //!   seconds for responses without explicit freshness whose status RFC 9110 §15.1 marks
@@ -24,139 +41,41 @@
 //!   precedent first, comma-separated; `CDN-Cache-Control` by default. They are forwarded
 //!   with responses, so a CDN in front applies them too.
 //! - `TRUSTED_PROXIES`: the proxies in front of this one whose forwarding headers are keyed.
+//!
+//! The example reads bottom-up: `answer` (the proxy's own answers), `body` (bodies with an
+//! idle timeout), `hop` (hop-by-hop fields), `origin` (the client and its timeouts), then
+//! this file, which puts the cache in front of them.
 
 #[path = "../common/mod.rs"]
 pub mod common;
 
+mod answer;
+mod body;
+mod hop;
+mod origin;
+
 use std::convert::Infallible;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::uri::{Authority, Scheme};
-use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
+use http::Request;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tower::ServiceBuilder;
 use tower_redis_http::cache::ResponseCacheLayer;
 use tower_redis_http::store::{AnyStore, MemoryStore};
 
-type ProxyBody = BoxBody<Bytes, hyper::Error>;
+use self::origin::Upstream;
+pub use self::origin::{Origin, Timeouts};
 
 /// Why the proxy stopped serving.
 pub type ServeError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Where requests go: the origin's scheme and authority.
-#[derive(Clone, Debug)]
-pub struct Origin {
-    scheme: Scheme,
-    authority: Authority,
-}
-
-impl std::str::FromStr for Origin {
-    type Err = String;
-
-    /// An absolute plain-HTTP URI such as `http://127.0.0.1:8000` (a path is ignored).
-    fn from_str(origin: &str) -> Result<Self, String> {
-        let uri: Uri = origin
-            .parse()
-            .map_err(|err| format!("{origin:?} is not a URI: {err}"))?;
-        let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned())
-        else {
-            return Err("the origin must be absolute, as http://host:port".to_owned());
-        };
-        if scheme != Scheme::HTTP {
-            return Err("this example forwards over plain HTTP only".to_owned());
-        }
-        Ok(Self { scheme, authority })
-    }
-}
-
-fn bad_gateway(detail: &str) -> Response<ProxyBody> {
-    let body = Full::new(Bytes::from(format!(r#"{{"detail":"{detail}"}}"#)))
-        .map_err(|never: Infallible| match never {})
-        .boxed();
-    let mut response = Response::new(body);
-    *response.status_mut() = StatusCode::BAD_GATEWAY;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-/// Removes the fields that belong to one connection (RFC 9110 §7.6.1): those `Connection`
-/// names, and the hop-by-hop fields themselves, so neither the client's nor the origin's
-/// reach the other side (a `Proxy-Authorization` meant for this hop, a `Connection:
-/// X-Secret` that hides a field from the next). Hyper frames each side's body itself.
-fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
-    let named: Vec<http::HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|name| http::HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in [
-        header::CONNECTION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::PROXY_AUTHORIZATION,
-        header::PROXY_AUTHENTICATE,
-    ] {
-        headers.remove(name);
-    }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
-}
-
-/// Sends `request` on to the origin, keeping its method, path, query, headers and body.
-async fn forward(
-    client: Client<HttpConnector, Incoming>,
-    origin: Origin,
-    mut request: Request<Incoming>,
-) -> Response<ProxyBody> {
-    let mut parts = request.uri().clone().into_parts();
-    parts.scheme = Some(origin.scheme);
-    parts.authority = Some(origin.authority.clone());
-    if parts.path_and_query.is_none() {
-        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
-    }
-    let Ok(uri) = Uri::from_parts(parts) else {
-        return bad_gateway("Cannot build the origin URI.");
-    };
-    *request.uri_mut() = uri;
-    if let Ok(host) = HeaderValue::from_str(origin.authority.as_str()) {
-        request.headers_mut().insert(header::HOST, host);
-    }
-    strip_hop_by_hop(request.headers_mut());
-    match client.request(request).await {
-        Ok(mut response) => {
-            // the origin's HTTP version is its own hop's; this hop answers in its own
-            *response.version_mut() = http::Version::HTTP_11;
-            strip_hop_by_hop(response.headers_mut());
-            response.map(BodyExt::boxed)
-        }
-        Err(err) => {
-            tracing::warn!(error = %err, "origin request failed");
-            bad_gateway("The origin did not answer.")
-        }
-    }
-}
-
-/// How the proxy's cache is set up beyond what the origin's headers decide.
+/// How the proxy is set up beyond what the origin's headers decide.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
     /// The proxies whose `X-Forwarded-Host` / `-Proto` are part of the key instead of refused.
     pub trusted_proxies: Vec<String>,
+    /// How long the origin and a client's upload are waited for.
+    pub timeouts: Timeouts,
     /// Heuristic freshness up to this bound, for responses without explicit freshness.
     pub heuristic_freshness: Option<Duration>,
     /// Store responses that set cookies and replay their `Set-Cookie` on hits.
@@ -171,21 +90,34 @@ pub struct Options {
 }
 
 impl Options {
-    /// `TRUSTED_PROXIES`, `HEURISTIC_FRESHNESS_SECS`, `TARGETED_CACHE_CONTROL`,
+    /// `TRUSTED_PROXIES`, `ORIGIN_CONNECT_TIMEOUT_SECS`, `ORIGIN_READ_TIMEOUT_SECS`,
+    /// `ORIGIN_BODY_IDLE_TIMEOUT_SECS`, `HEURISTIC_FRESHNESS_SECS`, `TARGETED_CACHE_CONTROL`,
     /// `TARGETED_CACHE_CONTROL_OVERRIDES_PRIVATE` and `REPLAY_SET_COOKIE`.
     pub fn from_env() -> Result<Self, String> {
-        let heuristic_freshness = match std::env::var("HEURISTIC_FRESHNESS_SECS") {
-            Ok(seconds) => Some(Duration::from_secs(seconds.trim().parse().map_err(
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// [`from_env`](Self::from_env) on the variables `var` gives.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let heuristic_freshness = match var("HEURISTIC_FRESHNESS_SECS") {
+            Some(seconds) => Some(Duration::from_secs(seconds.trim().parse().map_err(
                 |_| format!("HEURISTIC_FRESHNESS_SECS={seconds:?} is not a number of seconds"),
             )?)),
-            Err(_) => None,
+            None => None,
         };
-        let targeted_cache_control = match std::env::var("TARGETED_CACHE_CONTROL") {
-            Ok(names) => Some(
-                names
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|name| !name.is_empty())
+        let listed = |name: &str| -> Vec<String> {
+            var(name)
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        let targeted_cache_control = match var("TARGETED_CACHE_CONTROL") {
+            Some(_) => Some(
+                listed("TARGETED_CACHE_CONTROL")
+                    .iter()
                     .map(|name| {
                         http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
                             format!("TARGETED_CACHE_CONTROL: {name:?} is not a field name")
@@ -193,35 +125,68 @@ impl Options {
                     })
                     .collect::<Result<_, _>>()?,
             ),
-            Err(_) => None,
+            None => None,
+        };
+        let defaults = Timeouts::default();
+        let seconds = |name: &str, default: Duration| -> Result<Duration, String> {
+            let Some(text) = var(name) else {
+                return Ok(default);
+            };
+            // a day at most: beyond, a timeout is no bound, and deadlines built on it overflow
+            match text.trim().parse::<u64>() {
+                Ok(seconds @ 1..=86_400) => Ok(Duration::from_secs(seconds)),
+                _ => Err(format!(
+                    "{name}={text:?}: a whole number of seconds from 1 to 86400"
+                )),
+            }
+        };
+        let timeouts = Timeouts {
+            connect: seconds("ORIGIN_CONNECT_TIMEOUT_SECS", defaults.connect)?,
+            read: seconds("ORIGIN_READ_TIMEOUT_SECS", defaults.read)?,
+            body_idle: seconds("ORIGIN_BODY_IDLE_TIMEOUT_SECS", defaults.body_idle)?,
+            ..defaults
         };
         Ok(Self {
             targeted_cache_control,
-            trusted_proxies: common::trusted_proxies_from_env(),
+            trusted_proxies: listed("TRUSTED_PROXIES"),
+            timeouts,
             heuristic_freshness,
-            replay_set_cookie: std::env::var("REPLAY_SET_COOKIE").is_ok_and(|on| on == "1"),
-            targeted_cache_control_overrides_private: std::env::var(
+            replay_set_cookie: var("REPLAY_SET_COOKIE").is_some_and(|on| on == "1"),
+            targeted_cache_control_overrides_private: var(
                 "TARGETED_CACHE_CONTROL_OVERRIDES_PRIVATE",
             )
-            .is_ok_and(|on| on == "1"),
+            .is_some_and(|on| on == "1"),
         })
     }
 }
 
 /// Serves the proxy on `listener`: the cache layer in HTTP-cache mode, storing in `store`,
 /// in front of a handler that forwards every request to `origin`.
+///
+/// # Errors
+///
+/// An option the proxy cannot run with, or a listener that fails.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     origin: Origin,
     store: AnyStore,
     options: &Options,
 ) -> Result<(), ServeError> {
+    let timeouts = options.timeouts;
     let mut cache = ResponseCacheLayer::http_cache(store)
         .keep_stale(Duration::from_secs(3600))
         .x_cache_header(true)
         .trusted_proxies(options.trusted_proxies.iter().map(String::as_str))
         .replay_set_cookie(options.replay_set_cookie)
-        .targeted_cache_control_overrides_private(options.targeted_cache_control_overrides_private);
+        .targeted_cache_control_overrides_private(options.targeted_cache_control_overrides_private)
+        // requests for a URL being fetched wait for that fetch, however long the timeouts
+        // let it take, rather than time out before it does
+        .single_flight_deadline(
+            timeouts
+                .connect
+                .saturating_add(timeouts.read)
+                .saturating_add(Duration::from_secs(1)),
+        );
     if let Some(bound) = options.heuristic_freshness {
         cache = cache.heuristic_freshness(bound);
     }
@@ -229,14 +194,13 @@ pub async fn serve(
         cache = cache.targeted_cache_control(names.iter().cloned());
     }
     let cache = cache.build()?;
-    let client: Client<HttpConnector, Incoming> =
-        Client::builder(TokioExecutor::new()).build_http();
+    let upstream = Upstream::new(origin, timeouts);
     let service =
         ServiceBuilder::new()
             .layer(cache)
             .service_fn(move |request: Request<Incoming>| {
-                let (client, origin) = (client.clone(), origin.clone());
-                async move { Ok::<_, Infallible>(forward(client, origin, request).await) }
+                let upstream = upstream.clone();
+                async move { Ok::<_, Infallible>(upstream.forward(request).await) }
             });
     // bodies stream through to the origin unbuffered; the header still needs a bound
     common::serve_tower(listener, service, common::Limits::default().header_read).await?;
@@ -253,6 +217,7 @@ async fn main() -> Result<(), ServeError> {
         std::process::exit(2);
     };
     let origin: Origin = origin.parse()?;
+    let options = Options::from_env()?;
     // REDIS_CLUSTER, REDIS_SENTINELS or REDIS_URL (see `common::redis_from_env`)
     let (store, backend): (AnyStore, _) = match common::redis_from_env() {
         Some((redis, backend)) => (redis().build().await?.into(), backend),
@@ -264,10 +229,9 @@ async fn main() -> Result<(), ServeError> {
         .unwrap_or_else(|| "127.0.0.1:3002".parse().expect("a valid default address"));
     let listener = tokio::net::TcpListener::bind::<std::net::SocketAddr>(addr).await?;
     println!(
-        "caching proxy on http://{} for {}://{} (store: {backend})",
+        "caching proxy on http://{} for http://{} (store: {backend})",
         listener.local_addr()?,
-        origin.scheme,
-        origin.authority
+        origin.authority(),
     );
-    serve(listener, origin, store, &Options::from_env()?).await
+    serve(listener, origin, store, &options).await
 }

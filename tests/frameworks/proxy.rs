@@ -19,6 +19,9 @@ use crate::{Http, Reply, listener};
 #[path = "proxy_rules.rs"]
 mod rules;
 
+#[path = "proxy_gateway.rs"]
+mod gateway;
+
 /// What the origin saw: requests per method and path, and the headers of each.
 #[derive(Clone, Default)]
 struct OriginLog(Arc<Mutex<Vec<(Method, String, HeaderMap)>>>);
@@ -65,6 +68,11 @@ fn origin_answer(log: &OriginLog, request: &Request<()>) -> Response<Full<Bytes>
     match (request.method().clone(), path.as_str()) {
         (Method::POST, _) => response("no-store", "updated".to_owned()),
         (_, "/fresh") => response("max-age=60", format!("fresh {runs}")),
+        (_, "/sie") => response("max-age=1, stale-if-error=60", format!("sie {runs}")),
+        (_, "/swr") => response(
+            "max-age=1, stale-while-revalidate=60",
+            format!("swr {runs}"),
+        ),
         (_, "/hop") => {
             let mut answer = response("max-age=60", format!("hop {runs}"));
             let headers = answer.headers_mut();

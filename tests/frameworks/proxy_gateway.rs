@@ -1,0 +1,575 @@
+//! What a reverse proxy owes both sides (issue 35, finding 3), through the caching proxy
+//! example between a real client and an origin on loopback: timeouts on the origin.
+//!
+//! The timeouts are a second here; every bound a test asserts is a multiple of them
+//! ([`within`]), far above what a loaded machine needs.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tower_redis_http::store::{AnyStore, MemoryStore};
+
+use super::{
+    OriginLog, cache_status, get_until, origin_answer, proxy, start_origin, start_proxy_with, text,
+};
+use crate::{Reply, listener};
+
+/// The timeouts the proxy runs with here.
+const TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Five times `timeouts` of the configured length: the bound a test allows for what the
+/// proxy must do within them.
+fn within(timeouts: u32) -> Duration {
+    TIMEOUT * timeouts * 5
+}
+
+fn short_timeouts() -> proxy::Options {
+    proxy::Options {
+        timeouts: proxy::Timeouts {
+            connect: TIMEOUT,
+            read: TIMEOUT,
+            body_idle: TIMEOUT,
+            client_body_idle: TIMEOUT,
+        },
+        ..proxy::Options::default()
+    }
+}
+
+fn memory() -> AnyStore {
+    MemoryStore::new().into()
+}
+
+fn is_hit(reply: &Reply) -> bool {
+    reply.headers["x-cache"] == "HIT"
+}
+
+/// Polls `done` every 20 ms until it holds or `bound` has passed; whether it held.
+async fn eventually(bound: Duration, done: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + bound;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    done()
+}
+
+/// What the origin of [`start_switched_origin`] does with the next requests.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+enum Mode {
+    /// As [`origin_answer`] says.
+    Answer,
+    /// Reads the request and never answers.
+    Hang,
+    /// Answers `200` with `Content-Length: 100`, sends ten bytes, and stalls.
+    StallBody,
+    /// Answers `503`.
+    Fail,
+}
+
+/// The switch of an origin: its mode, and how many of its requests hang right now (a
+/// request's handler is dropped when the proxy closes its connection).
+#[derive(Clone, Default)]
+struct Switch {
+    mode: Arc<AtomicU8>,
+    hanging: Arc<AtomicUsize>,
+}
+
+impl Switch {
+    fn set(&self, mode: Mode) {
+        self.mode.store(mode as u8, Ordering::SeqCst);
+    }
+
+    fn mode(&self) -> Mode {
+        match self.mode.load(Ordering::SeqCst) {
+            1 => Mode::Hang,
+            2 => Mode::StallBody,
+            3 => Mode::Fail,
+            _ => Mode::Answer,
+        }
+    }
+
+    fn hanging(&self) -> usize {
+        self.hanging.load(Ordering::SeqCst)
+    }
+}
+
+/// Counts a hanging request for as long as its handler lives.
+struct Hanging(Arc<AtomicUsize>);
+
+impl Hanging {
+    fn enter(switch: &Switch) -> Self {
+        switch.hanging.fetch_add(1, Ordering::SeqCst);
+        Self(Arc::clone(&switch.hanging))
+    }
+}
+
+impl Drop for Hanging {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A body that sends ten bytes and then nothing, ever.
+struct Stalling {
+    sent: bool,
+}
+
+impl http_body::Body for Stalling {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        if self.sent {
+            return Poll::Pending;
+        }
+        self.sent = true;
+        Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(
+            b"0123456789",
+        )))))
+    }
+}
+
+type SwitchedBody = http_body_util::Either<Full<Bytes>, Stalling>;
+
+/// The origin of [`origin_answer`], logging every request, that does what its [`Switch`]
+/// says.
+async fn start_switched_origin() -> (
+    tokio::task::JoinHandle<std::io::Result<()>>,
+    SocketAddr,
+    OriginLog,
+    Switch,
+) {
+    let (log, switch) = (OriginLog::default(), Switch::default());
+    let (origin_listener, origin_addr) = listener().await;
+    let (origin_log, origin_switch) = (log.clone(), switch.clone());
+    let origin = tokio::spawn(proxy::common::serve_tower(
+        origin_listener,
+        tower::service_fn(move |request: Request<Incoming>| {
+            let (log, switch) = (origin_log.clone(), origin_switch.clone());
+            async move {
+                let (parts, body) = request.into_parts();
+                let _ = body.collect().await;
+                let request = Request::from_parts(parts, ());
+                let answer = match switch.mode() {
+                    Mode::Answer => origin_answer(&log, &request).map(SwitchedBody::Left),
+                    mode => {
+                        log.0.lock().unwrap().push((
+                            request.method().clone(),
+                            request.uri().path().to_owned(),
+                            request.headers().clone(),
+                        ));
+                        match mode {
+                            Mode::Hang => {
+                                let _hanging = Hanging::enter(&switch);
+                                std::future::pending::<()>().await;
+                                unreachable!("a pending future never ends")
+                            }
+                            Mode::StallBody => Response::builder()
+                                .header("cache-control", "max-age=60")
+                                .header("content-length", "100")
+                                .body(SwitchedBody::Right(Stalling { sent: false }))
+                                .unwrap(),
+                            _ => {
+                                let mut answer = Response::builder()
+                                    .status(StatusCode::SERVICE_UNAVAILABLE)
+                                    .header("connection", "x-hop")
+                                    .header("x-hop", "secret")
+                                    .header("keep-alive", "timeout=5")
+                                    .body(SwitchedBody::Left(Full::new(Bytes::from("down"))))
+                                    .unwrap();
+                                answer
+                                    .headers_mut()
+                                    .insert("proxy-authenticate", "Basic".parse().unwrap());
+                                answer
+                            }
+                        }
+                    }
+                };
+                Ok::<_, Infallible>(answer)
+            }
+        }),
+        Duration::from_secs(10),
+    ));
+    (origin, origin_addr, log, switch)
+}
+
+/// An origin that accepts connections, reads what comes and never answers; it counts the
+/// connections accepted and those the proxy has not closed yet.
+async fn start_silent_origin() -> (
+    tokio::task::JoinHandle<()>,
+    SocketAddr,
+    Arc<AtomicUsize>,
+    Arc<AtomicUsize>,
+) {
+    let (listener, addr) = listener().await;
+    let (accepted, open) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (counted, still_open) = (Arc::clone(&accepted), Arc::clone(&open));
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            counted.fetch_add(1, Ordering::SeqCst);
+            still_open.fetch_add(1, Ordering::SeqCst);
+            let still_open = Arc::clone(&still_open);
+            tokio::spawn(async move {
+                let mut buffer = [0; 4096];
+                while let Ok(1..) = socket.read(&mut buffer).await {}
+                still_open.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (task, addr, accepted, open)
+}
+
+/// Sends `bytes` to `addr` on a new connection and reads a response head (through the blank
+/// line), within `bound`; the head and the connection. An empty head when the connection
+/// closed first.
+async fn raw_head(
+    addr: SocketAddr,
+    bytes: &[u8],
+    bound: Duration,
+) -> (String, tokio::net::TcpStream) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0; 1];
+    let reading = async {
+        while !head.ends_with(b"\r\n\r\n") {
+            match stream.read(&mut byte).await {
+                Ok(1) => head.push(byte[0]),
+                _ => break,
+            }
+        }
+    };
+    tokio::time::timeout(bound, reading)
+        .await
+        .expect("a response head, or the connection closed, in time");
+    (String::from_utf8_lossy(&head).into_owned(), stream)
+}
+
+// Finding 3: the proxy never timed out on the origin.
+
+/// A connected origin that never answers: three clients on three URLs each get `504` at the
+/// read timeout, and the proxy closes every connection it opened to the origin. Three on one
+/// URL (nothing stored): the first gets it at the timeout; the two that waited on it then try
+/// the origin themselves, as after any unstorable answer, and get theirs at twice the
+/// timeout, never later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_origin_is_answered_504_within_the_read_timeout_and_let_go() {
+    let (origin, origin_addr, accepted, open) = start_silent_origin().await;
+    let (server, http) = start_proxy_with(memory(), origin_addr, short_timeouts()).await;
+    for same_url in [false, true] {
+        let started = Instant::now();
+        let mut clients = tokio::task::JoinSet::new();
+        for n in 0..3 {
+            let http = http.clone();
+            let path = if same_url {
+                "/hung/same".to_owned()
+            } else {
+                format!("/hung/{n}")
+            };
+            clients.spawn(async move {
+                let reply =
+                    tokio::time::timeout(within(2), http.send(Method::GET, &path, &[], None))
+                        .await
+                        .unwrap_or_else(|_| panic!("{path} unanswered after {:?}", within(2)));
+                (reply, started.elapsed())
+            });
+        }
+        for (reply, took) in clients.join_all().await {
+            eprintln!("hung origin, same URL {same_url}: 504 after {took:?}");
+            assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT, "{}", reply.json);
+            assert_eq!(
+                reply.json,
+                serde_json::json!({"detail": "The origin did not answer within 1s."})
+            );
+            assert!(took >= TIMEOUT, "504 before the timeout: {took:?}");
+            let bound = if same_url { within(2) } else { within(1) };
+            assert!(took < bound, "{took:?}");
+        }
+    }
+    assert!(accepted.load(Ordering::SeqCst) >= 4);
+    assert!(
+        eventually(within(1), || open.load(Ordering::SeqCst) == 0).await,
+        "{} connections to the hung origin left open",
+        open.load(Ordering::SeqCst)
+    );
+    server.abort();
+    origin.abort();
+}
+
+/// An origin whose listen queue is full (it never accepts, so the kernel drops the proxy's
+/// SYN): `504` within the connect timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_that_takes_no_connection_is_answered_504_within_the_connect_timeout() {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let full = socket.listen(1).unwrap();
+    let origin_addr = full.local_addr().unwrap();
+    // fill the accept queue: once it is full, a connection attempt waits, unanswered
+    let mut queued = Vec::new();
+    loop {
+        match tokio::time::timeout(
+            Duration::from_millis(300),
+            tokio::net::TcpStream::connect(origin_addr),
+        )
+        .await
+        {
+            Ok(Ok(stream)) => queued.push(stream),
+            Ok(Err(err)) => panic!("the listener refused instead of queueing: {err}"),
+            Err(_) => break,
+        }
+        assert!(queued.len() < 64, "the accept queue never filled");
+    }
+    let (server, http) = start_proxy_with(memory(), origin_addr, short_timeouts()).await;
+    let started = Instant::now();
+    let reply = tokio::time::timeout(within(1), http.send(Method::GET, "/", &[], None))
+        .await
+        .expect("answered within the bound");
+    eprintln!("full listen queue: 504 after {:?}", started.elapsed());
+    assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT, "{}", reply.json);
+    assert_eq!(
+        reply.json,
+        serde_json::json!({"detail": "The origin did not accept a connection within 1s."})
+    );
+    server.abort();
+    drop((full, queued));
+}
+
+/// A response body that stalls mid-way fails within the body idle timeout: the client sees
+/// it cut short (never a shorter body passed off as whole), and it is not stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stalls_fails_within_the_idle_timeout_and_is_not_stored() {
+    let (origin, origin_addr, log, switch) = start_switched_origin().await;
+    let (server, http) = start_proxy_with(memory(), origin_addr, short_timeouts()).await;
+    switch.set(Mode::StallBody);
+    let request = Request::get(format!("http://{}/fresh", http.base))
+        .body(Full::default())
+        .unwrap();
+    let started = Instant::now();
+    let response = tokio::time::timeout(within(1), http.client.request(request))
+        .await
+        .expect("a head within the bound")
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-length"], "100");
+    let body = tokio::time::timeout(within(1), response.into_body().collect())
+        .await
+        .expect("the body ended within the bound");
+    eprintln!("stalled body: ended after {:?}", started.elapsed());
+    assert!(body.is_err(), "a cut body was passed off as whole");
+
+    switch.set(Mode::Answer);
+    let next = http.send(Method::GET, "/fresh", &[], None).await;
+    assert!(!is_hit(&next), "the cut body was stored");
+    assert_eq!(text(&next), "fresh 2", "the origin's second answer");
+    assert_eq!(log.count(&Method::GET, "/fresh"), 2);
+    server.abort();
+    origin.abort();
+}
+
+/// A client whose request body stalls on its way to the origin is answered `408` within the
+/// client body timeout (the origin, waiting for the rest, is not blamed); an asterisk-form
+/// target (`OPTIONS *`) is answered too, not a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_upload_is_answered_408_within_the_timeout() {
+    let (origin, origin_addr, _) = start_origin().await;
+    let (server, http) = start_proxy_with(memory(), origin_addr, short_timeouts()).await;
+    let started = Instant::now();
+    // the connection is kept open: the body is late, not cut
+    let (head, _open) = raw_head(
+        http.base,
+        b"POST /fresh HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789",
+        within(1),
+    )
+    .await;
+    eprintln!("stalled upload: answered after {:?}", started.elapsed());
+    assert!(head.starts_with("HTTP/1.1 408"), "{head:?}");
+    let (head, _) = raw_head(
+        http.base,
+        b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        within(1),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 "), "{head:?}");
+    server.abort();
+    origin.abort();
+}
+
+/// RFC 5861 through the proxy: once `/sie` (`max-age=1, stale-if-error=60`) is stale and
+/// the origin hangs, the read timeout's `504` is replaced by the stored copy, within the
+/// timeout; within `stale-while-revalidate` (`/swr`) the stale copy is served at once and
+/// the refresh gives up on the hung origin within the timeout too.
+async fn stale_copies_stand_in_for_a_hung_origin(store: AnyStore) {
+    let (origin, origin_addr, log, switch) = start_switched_origin().await;
+    let (server, http) = start_proxy_with(store, origin_addr, short_timeouts()).await;
+    for path in ["/sie", "/swr"] {
+        get_until(&http, path, is_hit).await;
+    }
+    let runs = log.count(&Method::GET, "/sie");
+    switch.set(Mode::Hang);
+    // hits while fresh, then the first revalidation meets the hung origin
+    let stale = loop {
+        let started = Instant::now();
+        let reply = tokio::time::timeout(within(1), http.send(Method::GET, "/sie", &[], None))
+            .await
+            .expect("answered within the bound");
+        if !is_hit(&reply) || log.count(&Method::GET, "/sie") > runs {
+            eprintln!("stale-if-error: served after {:?}", started.elapsed());
+            break reply;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(stale.status, StatusCode::OK, "{}", stale.json);
+    assert_eq!(text(&stale), format!("sie {runs}"));
+    assert!(
+        cache_status(&stale).contains("fwd-status=504"),
+        "{}",
+        cache_status(&stale)
+    );
+
+    // served from the cache while the refresh meets the hung origin: a reply that had waited
+    // for it would be its 504 (`/swr` has no stale-if-error)
+    let refreshes = log.count(&Method::GET, "/swr");
+    let served = loop {
+        let started = Instant::now();
+        let reply = http.send(Method::GET, "/swr", &[], None).await;
+        if log.count(&Method::GET, "/swr") > refreshes {
+            eprintln!(
+                "stale-while-revalidate: served after {:?}",
+                started.elapsed()
+            );
+            break reply;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(served.status, StatusCode::OK, "{}", served.json);
+    assert!(is_hit(&served), "{}", cache_status(&served));
+    assert_eq!(text(&served), format!("swr {refreshes}"));
+    assert!(
+        eventually(within(1), || switch.hanging() == 0).await,
+        "the refresh still holds a connection to the hung origin"
+    );
+    server.abort();
+    origin.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_copies_stand_in_for_a_hung_origin_on_the_memory_store() {
+    stale_copies_stand_in_for_a_hung_origin(memory()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_copies_stand_in_for_a_hung_origin_on_redis() {
+    let redis = crate::support::TestRedis::start();
+    let store = tower_redis_http::store::RedisStore::builder(redis.url())
+        .build()
+        .await
+        .unwrap();
+    stale_copies_stand_in_for_a_hung_origin(store.into()).await;
+}
+
+/// Three clients at once on a stale `/sie` while the origin hangs: one revalidates, the
+/// others wait for it (the flight deadline is past the read timeout), and when its call
+/// times out all three get the stale copy, none a `504`. One call reaches the origin: the
+/// followers do not lead new flights one after another, each waiting out the timeout again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_clients_get_the_stale_copy_too() {
+    let (origin, origin_addr, log, switch) = start_switched_origin().await;
+    let (server, http) = start_proxy_with(memory(), origin_addr, short_timeouts()).await;
+    get_until(&http, "/sie", is_hit).await;
+    let runs = log.count(&Method::GET, "/sie");
+    // stale after its second of freshness: the first request past it goes to the origin
+    switch.set(Mode::Fail);
+    loop {
+        let reply = http.send(Method::GET, "/sie", &[], None).await;
+        if !is_hit(&reply) {
+            assert_eq!(text(&reply), format!("sie {runs}"));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    switch.set(Mode::Hang);
+    let asked = log.count(&Method::GET, "/sie");
+    let barrier = Arc::new(tokio::sync::Barrier::new(3));
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..3 {
+        let (http, barrier) = (http.clone(), Arc::clone(&barrier));
+        clients.spawn(async move {
+            barrier.wait().await;
+            let started = Instant::now();
+            let reply = tokio::time::timeout(within(2), http.send(Method::GET, "/sie", &[], None))
+                .await
+                .expect("answered within the bound");
+            (reply, started.elapsed())
+        });
+    }
+    for (reply, took) in clients.join_all().await {
+        eprintln!("a waiting client: {} after {took:?}", reply.status);
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+        assert_eq!(text(&reply), format!("sie {runs}"));
+    }
+    assert_eq!(
+        log.count(&Method::GET, "/sie"),
+        asked + 1,
+        "one revalidation for the three"
+    );
+    server.abort();
+    origin.abort();
+}
+
+/// The environment's names for the proxy's options, and their bounds.
+#[test]
+fn the_proxy_reads_its_options_from_the_environment() {
+    let options = |vars: &[(&str, &str)]| {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+        proxy::Options::from_vars(move |name| {
+            vars.iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, value)| value.clone())
+        })
+    };
+    let defaults = options(&[]).unwrap();
+    assert_eq!(defaults.timeouts.connect, Duration::from_secs(60));
+    assert_eq!(defaults.timeouts.read, Duration::from_secs(60));
+    assert_eq!(defaults.timeouts.body_idle, Duration::from_secs(60));
+    let set = options(&[
+        ("ORIGIN_CONNECT_TIMEOUT_SECS", "5"),
+        ("ORIGIN_READ_TIMEOUT_SECS", " 30 "),
+        ("ORIGIN_BODY_IDLE_TIMEOUT_SECS", "86400"),
+    ])
+    .unwrap();
+    assert_eq!(set.timeouts.connect, Duration::from_secs(5));
+    assert_eq!(set.timeouts.read, Duration::from_secs(30));
+    assert_eq!(set.timeouts.body_idle, Duration::from_secs(86400));
+    for bad in [
+        ("ORIGIN_READ_TIMEOUT_SECS", "0"),
+        ("ORIGIN_READ_TIMEOUT_SECS", "86401"),
+        ("ORIGIN_CONNECT_TIMEOUT_SECS", "-1"),
+        ("ORIGIN_BODY_IDLE_TIMEOUT_SECS", "1.5"),
+        ("ORIGIN_BODY_IDLE_TIMEOUT_SECS", "18446744073709551616"),
+    ] {
+        let err = options(&[bad]).unwrap_err();
+        assert!(err.contains(bad.0), "{bad:?}: {err}");
+    }
+}
