@@ -6,6 +6,11 @@ use http::{HeaderMap, HeaderName, header};
 /// hop-by-hop fields themselves, so neither the client's nor the origin's reach the other side
 /// (a `Proxy-Authorization` meant for this hop, a `Connection: X-Secret` that hides a field from
 /// the next). Hyper frames each side's body itself.
+///
+/// A request is stripped before the cache sees it, not on its way to the origin: a field the
+/// client's `Connection` names must not be keyed (`Vary: Accept-Language` with `Connection:
+/// accept-language`) when the origin never gets it, or the origin's answer to a request
+/// without it would be stored as the answer to one with it.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)

@@ -12,6 +12,12 @@
 //! (127.0.0.1:3002 by default) and stores in Redis at `REDIS_URL`, or in memory without it.
 //! The proxy speaks plain HTTP/1.1 to the origin.
 //!
+//! Hop-by-hop fields (RFC 9110 §7.6.1: `Connection` and the fields it names, `Keep-Alive`,
+//! `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-Connection`,
+//! `Proxy-Authorization`, `Proxy-Authenticate`) are removed from requests before the cache
+//! and from the origin's responses before the cache stores them, so a miss, a hit, a
+//! revalidation and a stale copy answer the same fields.
+//!
 //! # Timeouts
 //!
 //! Each from the environment, in whole seconds from 1 to 86400, defaulting to nginx's 60:
@@ -195,13 +201,17 @@ pub async fn serve(
     }
     let cache = cache.build()?;
     let upstream = Upstream::new(origin, timeouts);
-    let service =
-        ServiceBuilder::new()
-            .layer(cache)
-            .service_fn(move |request: Request<Incoming>| {
-                let upstream = upstream.clone();
-                async move { Ok::<_, Infallible>(upstream.forward(request).await) }
-            });
+    let service = ServiceBuilder::new()
+        // before the cache: a field the client's `Connection` names is neither keyed nor sent
+        .map_request(|mut request: Request<Incoming>| {
+            hop::strip_hop_by_hop(request.headers_mut());
+            request
+        })
+        .layer(cache)
+        .service_fn(move |request: Request<Incoming>| {
+            let upstream = upstream.clone();
+            async move { Ok::<_, Infallible>(upstream.forward(request).await) }
+        });
     // bodies stream through to the origin unbuffered; the header still needs a bound
     common::serve_tower(listener, service, common::Limits::default().header_read).await?;
     Ok(())

@@ -165,8 +165,8 @@ impl Upstream {
         }
     }
 
-    /// Sends `request` to the origin, without its hop-by-hop fields and with the origin's
-    /// `Host`: the response head within the timeouts, or why not.
+    /// Sends `request` (its hop-by-hop fields stripped before the cache) to the origin, with
+    /// the origin's `Host`: the response head within the timeouts, or why not.
     pub fn send(
         &self,
         request: Request<Incoming>,
@@ -186,7 +186,6 @@ impl Upstream {
                 .path_and_query(path)
                 .build()
                 .map_err(|_| Failure::Unroutable)?;
-            strip_hop_by_hop(&mut parts.headers);
             if let Ok(host) = HeaderValue::from_str(origin.authority.as_str()) {
                 parts.headers.insert(header::HOST, host);
             }

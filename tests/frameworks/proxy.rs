@@ -65,8 +65,46 @@ fn origin_answer(log: &OriginLog, request: &Request<()>) -> Response<Full<Bytes>
             .body(Full::new(Bytes::from(body)))
             .unwrap()
     };
+    let hop_fields = |answer: &mut Response<Full<Bytes>>| {
+        let headers = answer.headers_mut();
+        headers.insert("connection", "x-hop".parse().unwrap());
+        headers.insert("x-hop", "secret".parse().unwrap());
+        headers.insert("proxy-authenticate", "Basic".parse().unwrap());
+        headers.insert("keep-alive", "timeout=5".parse().unwrap());
+    };
     match (request.method().clone(), path.as_str()) {
         (Method::POST, _) => response("no-store", "updated".to_owned()),
+        (_, "/vary-echo") => {
+            let language = request
+                .headers()
+                .get("accept-language")
+                .map_or("none", |value| value.to_str().unwrap());
+            let mut answer = response("max-age=60", format!("lang={language}"));
+            answer
+                .headers_mut()
+                .insert("vary", "accept-language".parse().unwrap());
+            answer
+        }
+        (_, "/hop/validated") => {
+            // stale at once, revalidated on every use, its stale copy served on an error
+            let matches = request
+                .headers()
+                .get("if-none-match")
+                .is_some_and(|tag| tag == "\"h\"");
+            let mut answer = response(
+                "max-age=0, stale-if-error=60",
+                format!("validated hop {runs}"),
+            );
+            answer
+                .headers_mut()
+                .insert("etag", "\"h\"".parse().unwrap());
+            if matches {
+                *answer.status_mut() = StatusCode::NOT_MODIFIED;
+                *answer.body_mut() = Full::new(Bytes::new());
+            }
+            hop_fields(&mut answer);
+            answer
+        }
         (_, "/fresh") => response("max-age=60", format!("fresh {runs}")),
         (_, "/sie") => response("max-age=1, stale-if-error=60", format!("sie {runs}")),
         (_, "/swr") => response(
@@ -75,11 +113,7 @@ fn origin_answer(log: &OriginLog, request: &Request<()>) -> Response<Full<Bytes>
         ),
         (_, "/hop") => {
             let mut answer = response("max-age=60", format!("hop {runs}"));
-            let headers = answer.headers_mut();
-            headers.insert("connection", "x-hop".parse().unwrap());
-            headers.insert("x-hop", "secret".parse().unwrap());
-            headers.insert("proxy-authenticate", "Basic".parse().unwrap());
-            headers.insert("keep-alive", "timeout=5".parse().unwrap());
+            hop_fields(&mut answer);
             answer
         }
         (_, "/validated") => {

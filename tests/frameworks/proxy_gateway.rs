@@ -1,5 +1,6 @@
-//! What a reverse proxy owes both sides (issue 35, finding 3), through the caching proxy
-//! example between a real client and an origin on loopback: timeouts on the origin.
+//! What a reverse proxy owes both sides (issue 35, findings 3 and 5), through the caching
+//! proxy example between a real client and an origin on loopback: timeouts on the origin, and
+//! the hop-by-hop fields on every path.
 //!
 //! The timeouts are a second here; every bound a test asserts is a multiple of them
 //! ([`within`]), far above what a loaded machine needs.
@@ -20,7 +21,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower_redis_http::store::{AnyStore, MemoryStore};
 
 use super::{
-    OriginLog, cache_status, get_until, origin_answer, proxy, start_origin, start_proxy_with, text,
+    OriginLog, cache_status, get_until, origin_answer, proxy, start_origin, start_proxy_on,
+    start_proxy_with, text,
 };
 use crate::{Reply, listener};
 
@@ -531,6 +533,159 @@ async fn waiting_clients_get_the_stale_copy_too() {
         asked + 1,
         "one revalidation for the three"
     );
+    server.abort();
+    origin.abort();
+}
+
+// Finding 5: hop-by-hop fields, both ways, on every path.
+
+/// The fields of one connection a client sends on every request here.
+const CLIENT_HOP: [(&str, &str); 6] = [
+    ("connection", "x-secret"),
+    ("x-secret", "s3"),
+    ("proxy-authorization", "Basic eDp5"),
+    ("te", "trailers"),
+    ("keep-alive", "300"),
+    ("proxy-connection", "keep-alive"),
+];
+
+/// The fields a client must never get from the proxy (the origin sends the first four).
+const ORIGIN_HOP: [&str; 8] = [
+    "x-hop",
+    "keep-alive",
+    "proxy-authenticate",
+    "connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+];
+
+/// The field names of `reply` that do not depend on how it was served.
+fn stable_names(reply: &Reply) -> Vec<String> {
+    let mut names: Vec<String> = reply
+        .headers
+        .keys()
+        .map(|name| name.as_str().to_owned())
+        .filter(|name| {
+            ![
+                "age",
+                "cache-status",
+                "x-cache",
+                "date",
+                "content-length",
+                "transfer-encoding",
+            ]
+            .contains(&name.as_str())
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// RFC 9110 §7.6.1 on every path the proxy answers by: a miss, a hit, a `HEAD`, a
+/// revalidation's `304`, a stale copy in place of an error. The client never gets the
+/// origin's hop-by-hop fields, the origin never gets the client's, and one URL answers the
+/// same fields however it was served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_fields_stay_on_their_hop_on_every_path() {
+    let (origin, origin_addr, log, switch) = start_switched_origin().await;
+    let (server, http) = start_proxy_on(memory(), origin_addr).await;
+    let send = |method: Method, path: &'static str| {
+        let http = http.clone();
+        async move { http.send(method, path, &CLIENT_HOP, None).await }
+    };
+    let mut replies = Vec::new();
+    // /hop: fresh for a minute
+    let miss = send(Method::GET, "/hop").await;
+    assert!(cache_status(&miss).contains("fwd=uri-miss"));
+    replies.push(("/hop miss", miss));
+    let mut hit = send(Method::GET, "/hop").await;
+    while !is_hit(&hit) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        hit = send(Method::GET, "/hop").await;
+    }
+    replies.push(("/hop hit", hit));
+    let head = send(Method::HEAD, "/hop").await;
+    assert!(is_hit(&head));
+    replies.push(("/hop HEAD hit", head));
+    // /hop/validated: stale at once, so every use revalidates; then a stale copy on a 503
+    let miss = send(Method::GET, "/hop/validated").await;
+    replies.push(("/hop/validated miss", miss));
+    let mut revalidated = send(Method::GET, "/hop/validated").await;
+    while !cache_status(&revalidated).contains("fwd-status=304") {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        revalidated = send(Method::GET, "/hop/validated").await;
+    }
+    replies.push(("/hop/validated 304", revalidated));
+    let head = send(Method::HEAD, "/hop/validated").await;
+    replies.push(("/hop/validated HEAD", head));
+    switch.set(Mode::Fail);
+    let stale = send(Method::GET, "/hop/validated").await;
+    assert!(
+        cache_status(&stale).contains("fwd-status=503"),
+        "{}",
+        cache_status(&stale)
+    );
+    replies.push(("/hop/validated stale-if-error", stale));
+
+    for (case, reply) in &replies {
+        for name in ORIGIN_HOP {
+            assert!(
+                !reply.headers.contains_key(name),
+                "{case}: {name} reached the client: {:?}",
+                reply.headers
+            );
+        }
+    }
+    for path in ["/hop", "/hop/validated"] {
+        let mut sets = replies
+            .iter()
+            .filter(|(case, reply)| {
+                case.split(' ').next() == Some(path) && reply.status == StatusCode::OK
+            })
+            .map(|(case, reply)| (case, stable_names(reply)));
+        let (first_case, first) = sets.next().unwrap();
+        for (case, names) in sets {
+            assert_eq!(names, first, "{case} and {first_case} differ");
+        }
+    }
+    let seen = log.0.lock().unwrap().clone();
+    assert!(
+        seen.len() >= 5,
+        "{} requests reached the origin",
+        seen.len()
+    );
+    for (method, path, headers) in &seen {
+        for (name, _) in CLIENT_HOP {
+            assert!(
+                !headers.contains_key(name),
+                "{method} {path}: {name} reached the origin"
+            );
+        }
+    }
+    server.abort();
+    origin.abort();
+}
+
+/// A field the client's `Connection` names belongs to the client's hop, so it is removed
+/// before the cache: were it keyed and not forwarded, the origin's answer for a request
+/// without it (here its English page) would be stored as the answer for one with it, and
+/// served to the next French reader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_field_the_client_s_connection_names_is_neither_keyed_nor_forwarded() {
+    let (origin, origin_addr, log) = start_origin().await;
+    let (server, http) = start_proxy_on(memory(), origin_addr).await;
+    let attack = [("accept-language", "fr"), ("connection", "accept-language")];
+    let attacked = http.send(Method::GET, "/vary-echo", &attack, None).await;
+    assert_eq!(text(&attacked), "lang=none");
+    // the next French reader, once any write of the attack's answer has landed
+    let french = [("accept-language", "fr")];
+    get_until(&http, "/vary-echo", is_hit).await;
+    let reader = http.send(Method::GET, "/vary-echo", &french, None).await;
+    assert_eq!(text(&reader), "lang=fr", "{}", cache_status(&reader));
+    assert!(log.count(&Method::GET, "/vary-echo") >= 2);
     server.abort();
     origin.abort();
 }
