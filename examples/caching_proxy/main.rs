@@ -12,6 +12,30 @@
 //! (127.0.0.1:3002 by default) and stores in Redis at `REDIS_URL`, or in memory without it.
 //! The proxy speaks plain HTTP/1.1 to the origin.
 //!
+//! # Hosts
+//!
+//! The cache keys, and the origin gets, one `Host`: the public host the request is for, as
+//! configured. Without `PROXY_HOSTS` the proxy has one public host, `PUBLIC_HOST` (by
+//! default the origin's own authority), and every request is taken to be for it, whatever
+//! its `Host` says. With `PROXY_HOSTS` (comma-separated, `shop.example,api.example:8080`)
+//! a request is for the listed host its target or `Host` names (letter case and the default
+//! port do not count), or, from a proxy in `TRUSTED_PROXIES`, its `X-Forwarded-Host`; a
+//! request for any other host is answered `421 Misdirected Request`, and one with two
+//! `Host` fields `400`. So no `Host` value makes a second copy of a page, the origin's links
+//! and redirects name the public host, and a `Location` the origin sends after a `POST`
+//! invalidates the page it names (RFC 9111 §4.4).
+//!
+//! # Forwarded fields
+//!
+//! On its way to the origin (after the cache, which never sees them) a request gets
+//! `X-Forwarded-For` with the peer's address appended (`FORWARDED_FOR=append`, the default)
+//! or alone (`FORWARDED_FOR=replace`, unless the peer is a trusted proxy, whose list is
+//! appended to), `X-Forwarded-Proto` (`http`, or a trusted proxy's `https`),
+//! `X-Forwarded-Host` (the public host) and `Via: 1.1 tower-redis-http`; responses get
+//! `Via` too. A client's own `Forwarded` and `X-Forwarded-Host`, `-Proto`, `-Port` and
+//! `-Prefix` are dropped before the cache unless a trusted proxy sent them, and so is any of
+//! these names spelled with `_`, as CGI servers would read it.
+//!
 //! Hop-by-hop fields (RFC 9110 §7.6.1: `Connection` and the fields it names, `Keep-Alive`,
 //! `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-Connection`,
 //! `Proxy-Authorization`, `Proxy-Authenticate`) are removed from requests before the cache
@@ -46,11 +70,13 @@
 //! - `TARGETED_CACHE_CONTROL`: the targeted cache-control fields (RFC 9213) obeyed, most
 //!   precedent first, comma-separated; `CDN-Cache-Control` by default. They are forwarded
 //!   with responses, so a CDN in front applies them too.
-//! - `TRUSTED_PROXIES`: the proxies in front of this one whose forwarding headers are keyed.
+//! - `TRUSTED_PROXIES`: the proxies in front of this one (addresses or networks,
+//!   comma-separated) whose forwarding fields are keyed and believed.
 //!
 //! The example reads bottom-up: `answer` (the proxy's own answers), `body` (bodies with an
-//! idle timeout), `hop` (hop-by-hop fields), `origin` (the client and its timeouts), then
-//! this file, which puts the cache in front of them.
+//! idle timeout), `hop` (hop-by-hop fields), `hosts` (the host model and forwarded fields),
+//! `origin` (the client and its timeouts), then this file, which puts them in front of the
+//! cache.
 
 #[path = "../common/mod.rs"]
 pub mod common;
@@ -58,17 +84,24 @@ pub mod common;
 mod answer;
 mod body;
 mod hop;
+mod hosts;
 mod origin;
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
-use http::Request;
+use http::{Request, Response};
+use http_body_util::Either;
 use hyper::body::Incoming;
-use tower::ServiceBuilder;
-use tower_redis_http::cache::ResponseCacheLayer;
+use tower::util::BoxCloneService;
+use tower::{ServiceBuilder, ServiceExt};
+use tower_redis_http::cache::{ResponseBody, ResponseCacheLayer};
 use tower_redis_http::store::{AnyStore, MemoryStore};
 
+use self::answer::{ProxyBody, answer};
+pub use self::hosts::ForwardedFor;
+use self::hosts::{Hosts, TrustedProxies};
 use self::origin::Upstream;
 pub use self::origin::{Origin, Timeouts};
 
@@ -78,8 +111,16 @@ pub type ServeError = Box<dyn std::error::Error + Send + Sync>;
 /// How the proxy is set up beyond what the origin's headers decide.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
-    /// The proxies whose `X-Forwarded-Host` / `-Proto` are part of the key instead of refused.
+    /// The proxies whose `X-Forwarded-Host` / `-Proto` are part of the key instead of refused,
+    /// and whose forwarding fields go on to the origin.
     pub trusted_proxies: Vec<String>,
+    /// The hosts the proxy answers for (`PROXY_HOSTS`); others are refused with `421`. Empty
+    /// for one public host that every request is taken to be for.
+    pub hosts: Vec<String>,
+    /// That one public host (`PUBLIC_HOST`); `None` for the origin's authority.
+    pub public_host: Option<String>,
+    /// What `X-Forwarded-For` becomes on the way to the origin (`FORWARDED_FOR`).
+    pub forwarded_for: ForwardedFor,
     /// How long the origin and a client's upload are waited for.
     pub timeouts: Timeouts,
     /// Heuristic freshness up to this bound, for responses without explicit freshness.
@@ -96,7 +137,8 @@ pub struct Options {
 }
 
 impl Options {
-    /// `TRUSTED_PROXIES`, `ORIGIN_CONNECT_TIMEOUT_SECS`, `ORIGIN_READ_TIMEOUT_SECS`,
+    /// `TRUSTED_PROXIES`, `PROXY_HOSTS`, `PUBLIC_HOST`, `FORWARDED_FOR`,
+    /// `ORIGIN_CONNECT_TIMEOUT_SECS`, `ORIGIN_READ_TIMEOUT_SECS`,
     /// `ORIGIN_BODY_IDLE_TIMEOUT_SECS`, `HEURISTIC_FRESHNESS_SECS`, `TARGETED_CACHE_CONTROL`,
     /// `TARGETED_CACHE_CONTROL_OVERRIDES_PRIVATE` and `REPLAY_SET_COOKIE`.
     pub fn from_env() -> Result<Self, String> {
@@ -155,6 +197,12 @@ impl Options {
         Ok(Self {
             targeted_cache_control,
             trusted_proxies: listed("TRUSTED_PROXIES"),
+            hosts: listed("PROXY_HOSTS"),
+            public_host: var("PUBLIC_HOST").filter(|host| !host.trim().is_empty()),
+            forwarded_for: match var("FORWARDED_FOR") {
+                Some(mode) => mode.parse()?,
+                None => ForwardedFor::default(),
+            },
             timeouts,
             heuristic_freshness,
             replay_set_cookie: var("REPLAY_SET_COOKIE").is_some_and(|on| on == "1"),
@@ -163,6 +211,40 @@ impl Options {
             )
             .is_some_and(|on| on == "1"),
         })
+    }
+}
+
+/// What the proxy does before the cache: the hop-by-hop fields stripped, the host checked and
+/// set, the forwarding fields decided; then the request goes through `cache` to the origin.
+#[derive(Clone)]
+struct Front {
+    cache: CacheService,
+    hosts: Arc<Hosts>,
+    proxies: Arc<TrustedProxies>,
+    forwarded_for: ForwardedFor,
+}
+
+/// The cache in front of the origin, its type erased (one allocation per request, which
+/// spares the front its closure types).
+type CacheService =
+    BoxCloneService<Request<Incoming>, Response<ResponseBody<ProxyBody>>, Infallible>;
+
+impl Front {
+    async fn handle(
+        self,
+        mut request: Request<Incoming>,
+    ) -> Response<Either<ResponseBody<ProxyBody>, ProxyBody>> {
+        hop::strip_hop_by_hop(request.headers_mut());
+        let forwarding =
+            match hosts::prepare(&mut request, &self.hosts, &self.proxies, self.forwarded_for) {
+                Ok(forwarding) => forwarding,
+                Err(refused) => return answer(refused.status, refused.detail).map(Either::Right),
+            };
+        request.extensions_mut().insert(forwarding);
+        match self.cache.oneshot(request).await {
+            Ok(response) => response.map(Either::Left),
+            Err(never) => match never {},
+        }
     }
 }
 
@@ -200,18 +282,29 @@ pub async fn serve(
         cache = cache.targeted_cache_control(names.iter().cloned());
     }
     let cache = cache.build()?;
+    let hosts = Hosts::new(
+        &options.hosts,
+        options.public_host.as_deref(),
+        origin.authority(),
+    )?;
+    let proxies = TrustedProxies::parse(&options.trusted_proxies)?;
     let upstream = Upstream::new(origin, timeouts);
-    let service = ServiceBuilder::new()
-        // before the cache: a field the client's `Connection` names is neither keyed nor sent
-        .map_request(|mut request: Request<Incoming>| {
-            hop::strip_hop_by_hop(request.headers_mut());
-            request
-        })
+    let cache = ServiceBuilder::new()
         .layer(cache)
         .service_fn(move |request: Request<Incoming>| {
             let upstream = upstream.clone();
             async move { Ok::<_, Infallible>(upstream.forward(request).await) }
         });
+    let front = Front {
+        cache: BoxCloneService::new(cache),
+        hosts: Arc::new(hosts),
+        proxies: Arc::new(proxies),
+        forwarded_for: options.forwarded_for,
+    };
+    let service = tower::service_fn(move |request: Request<Incoming>| {
+        let front = front.clone();
+        async move { Ok::<_, Infallible>(front.handle(request).await) }
+    });
     // bodies stream through to the origin unbuffered; the header still needs a bound
     common::serve_tower(listener, service, common::Limits::default().header_read).await?;
     Ok(())

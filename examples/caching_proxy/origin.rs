@@ -5,7 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
+use http::{Request, Response, StatusCode, Uri, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -15,6 +15,7 @@ use hyper_util::rt::TokioExecutor;
 use super::answer::{ProxyBody, answer};
 use super::body::{IdleTimeout, SentNotice, Stalled};
 use super::hop::strip_hop_by_hop;
+use super::hosts::{Forwarding, VIA_NAME, appended, protocol};
 
 /// Where requests go: the origin's scheme and authority.
 #[derive(Clone, Debug)]
@@ -165,8 +166,8 @@ impl Upstream {
         }
     }
 
-    /// Sends `request` (its hop-by-hop fields stripped before the cache) to the origin, with
-    /// the origin's `Host`: the response head within the timeouts, or why not.
+    /// Sends `request` (origin-form, hop-by-hop fields stripped, its [`Forwarding`] in the
+    /// extensions) to the origin: the response head within the timeouts, or why not.
     pub fn send(
         &self,
         request: Request<Incoming>,
@@ -182,12 +183,12 @@ impl Upstream {
             // a target that makes no URI on the origin is the client's to fix
             parts.uri = Uri::builder()
                 .scheme(origin.scheme)
-                .authority(origin.authority.clone())
+                .authority(origin.authority)
                 .path_and_query(path)
                 .build()
                 .map_err(|_| Failure::Unroutable)?;
-            if let Ok(host) = HeaderValue::from_str(origin.authority.as_str()) {
-                parts.headers.insert(header::HOST, host);
+            if let Some(forwarding) = parts.extensions.get::<Forwarding>() {
+                forwarding.write(&mut parts.headers);
             }
             let (body, sent) =
                 SentNotice::new(IdleTimeout::new(body, timeouts.client_body_idle, "client"));
@@ -211,7 +212,7 @@ impl Upstream {
     }
 
     /// Sends `request` on to the origin and readies its answer for the client: hop-by-hop
-    /// fields stripped, the body bounded by the idle timeout.
+    /// fields stripped, `Via` added, the body bounded by the idle timeout.
     pub fn forward(
         &self,
         request: Request<Incoming>,
@@ -227,11 +228,17 @@ impl Upstream {
     }
 }
 
-/// The origin's `response` as the client gets it: hop-by-hop fields stripped, the body
-/// failing once it stalls for `body_idle`.
+/// The origin's `response` as the client gets it: hop-by-hop fields stripped, `Via` added,
+/// the body failing once it stalls for `body_idle`.
 fn finish(response: Response<Incoming>, body_idle: Duration) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    let via = appended(
+        &parts.headers,
+        header::VIA.as_str(),
+        &format!("{} {VIA_NAME}", protocol(parts.version)),
+    );
+    parts.headers.insert(header::VIA, via);
     // the origin's HTTP version is its own hop's; this hop answers in its own
     parts.version = http::Version::HTTP_11;
     let body = IdleTimeout::new(body, body_idle, "origin").boxed();

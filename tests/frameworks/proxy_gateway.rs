@@ -1,6 +1,7 @@
-//! What a reverse proxy owes both sides (issue 35, findings 3 and 5), through the caching
-//! proxy example between a real client and an origin on loopback: timeouts on the origin, and
-//! the hop-by-hop fields on every path.
+//! What a reverse proxy owes both sides (issue 35, findings 3, 5 and 6), through the caching
+//! proxy example between a real client and an origin on loopback: timeouts on the origin, the
+//! hop-by-hop fields on every path, one host for the key and the origin, and the forwarded
+//! fields.
 //!
 //! The timeouts are a second here; every bound a test asserts is a multiple of them
 //! ([`within`]), far above what a loaded machine needs.
@@ -24,7 +25,7 @@ use super::{
     OriginLog, cache_status, get_until, origin_answer, proxy, start_origin, start_proxy_on,
     start_proxy_with, text,
 };
-use crate::{Reply, listener};
+use crate::{Http, Reply, listener};
 
 /// The timeouts the proxy runs with here.
 const TIMEOUT: Duration = Duration::from_secs(1);
@@ -53,6 +54,18 @@ fn memory() -> AnyStore {
 
 fn is_hit(reply: &Reply) -> bool {
     reply.headers["x-cache"] == "HIT"
+}
+
+/// Sends GETs of `path` with `headers` until one is a hit, which it returns.
+async fn first_hit(http: &Http, path: &str, headers: &[(&str, &str)]) -> Reply {
+    for _ in 0..500 {
+        let reply = http.send(Method::GET, path, headers, None).await;
+        if is_hit(&reply) {
+            return reply;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{path} with {headers:?} never became a hit");
 }
 
 /// Polls `done` every 20 ms until it holds or `bound` has passed; whether it held.
@@ -665,6 +678,11 @@ async fn hop_by_hop_fields_stay_on_their_hop_on_every_path() {
             );
         }
     }
+    // and `Via` names this proxy on every path alike
+    for (case, reply) in &replies {
+        let via = reply.headers.get("via").map(|via| via.to_str().unwrap());
+        assert_eq!(via, Some("1.1 tower-redis-http"), "{case}");
+    }
     server.abort();
     origin.abort();
 }
@@ -690,6 +708,220 @@ async fn a_field_the_client_s_connection_names_is_neither_keyed_nor_forwarded() 
     origin.abort();
 }
 
+// Finding 6: the key and the origin see one host; the forwarded fields.
+
+/// With one public host (the default: the origin's authority), every `Host` a client sends
+/// is that host: fifty of them make no second fetch, and the origin gets the public host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_values_neither_bust_the_cache_nor_reach_the_origin() {
+    let (origin, origin_addr, log) = start_origin().await;
+    let (server, http) = start_proxy_on(memory(), origin_addr).await;
+    get_until(&http, "/fresh", is_hit).await;
+    let fetched = log.count(&Method::GET, "/fresh");
+    for n in 0..50 {
+        let host = format!("h{n}.example");
+        let reply = http
+            .send(Method::GET, "/fresh", &[("host", &host)], None)
+            .await;
+        assert!(is_hit(&reply), "{host}: {}", cache_status(&reply));
+    }
+    let absolute = raw_head(
+        http.base,
+        b"GET http://evil.example/fresh HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+        within(1),
+    )
+    .await
+    .0;
+    assert!(absolute.contains("x-cache: HIT"), "{absolute}");
+    assert_eq!(log.count(&Method::GET, "/fresh"), fetched);
+    assert_eq!(
+        log.last_headers("/fresh")["host"],
+        origin_addr.to_string().as_str()
+    );
+    server.abort();
+    origin.abort();
+}
+
+/// RFC 9111 §4.4 behind the proxy: the origin builds the `Location` of what a `POST`
+/// created from the `Host` it got, which is the host the cache keys, so the page it names
+/// is invalidated; with one public host and with `PROXY_HOSTS`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_location_the_origin_builds_invalidates_the_page_behind_the_proxy() {
+    let (origin, origin_addr, log) = start_origin().await;
+    for (hosts, host) in [
+        (vec![], origin_addr.to_string()),
+        (vec!["shop.example".to_owned()], "shop.example".to_owned()),
+    ] {
+        let options = proxy::Options {
+            hosts,
+            ..proxy::Options::default()
+        };
+        let (server, http) = start_proxy_with(memory(), origin_addr, options).await;
+        let sent_host = [("host", "shop.example")];
+        let hit = first_hit(&http, "/items", &sent_host).await;
+        let runs = log.count(&Method::GET, "/items");
+        assert_eq!(text(&hit), format!("items {runs}"));
+        let created = http
+            .send(Method::POST, "/items/new", &sent_host, None)
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED);
+        assert_eq!(
+            created.headers["location"],
+            format!("http://{host}/items").as_str()
+        );
+        let after = http.send(Method::GET, "/items", &sent_host, None).await;
+        assert!(
+            !is_hit(&after),
+            "{host}: the page the Location names is still served: {}",
+            cache_status(&after)
+        );
+        assert_eq!(text(&after), format!("items {}", runs + 1));
+        server.abort();
+    }
+    origin.abort();
+}
+
+/// `PROXY_HOSTS`: a listed host in any spelling is served, keyed and forwarded as listed;
+/// another host (in `Host` or in an absolute-form target) is `421`, two `Host` fields `400`,
+/// and neither reaches the origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_listed_hosts_are_served() {
+    let (origin, origin_addr, log) = start_origin().await;
+    let options = proxy::Options {
+        hosts: vec!["shop.example".to_owned(), "www.shop.example".to_owned()],
+        ..proxy::Options::default()
+    };
+    let (server, http) = start_proxy_with(memory(), origin_addr, options).await;
+    let refused = http
+        .send(Method::GET, "/fresh", &[("host", "evil.example")], None)
+        .await;
+    assert_eq!(refused.status, StatusCode::MISDIRECTED_REQUEST);
+    assert_eq!(
+        refused.json,
+        serde_json::json!({"detail": "This proxy does not serve that host."})
+    );
+    let absolute = raw_head(
+        http.base,
+        b"GET http://evil.example/fresh HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n",
+        within(1),
+    )
+    .await
+    .0;
+    assert!(absolute.starts_with("HTTP/1.1 421"), "{absolute}");
+    let two = raw_head(
+        http.base,
+        b"GET /fresh HTTP/1.1\r\nHost: shop.example\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+        within(1),
+    )
+    .await
+    .0;
+    assert!(two.starts_with("HTTP/1.1 400"), "{two}");
+    assert_eq!(log.count(&Method::GET, "/fresh"), 0);
+
+    let first = http
+        .send(Method::GET, "/fresh", &[("host", "SHOP.example:80")], None)
+        .await;
+    assert_eq!(text(&first), "fresh 1");
+    let sent = log.last_headers("/fresh");
+    assert_eq!(sent["host"], "shop.example");
+    assert_eq!(sent["x-forwarded-host"], "shop.example");
+    let hit = first_hit(&http, "/fresh", &[("host", "shop.example")]).await;
+    assert_eq!(text(&hit), "fresh 1", "one entry for both spellings");
+    let other = http
+        .send(Method::GET, "/fresh", &[("host", "www.shop.example")], None)
+        .await;
+    assert!(!is_hit(&other), "another listed host is another page");
+    assert_eq!(log.last_headers("/fresh")["host"], "www.shop.example");
+    server.abort();
+    origin.abort();
+}
+
+/// The origin learns the client's address, the scheme and the host from this proxy alone:
+/// `X-Forwarded-For` gets the peer appended (or, with `FORWARDED_FOR=replace`, is the peer),
+/// `X-Forwarded-Proto`, `X-Forwarded-Host` and `Via` are the proxy's, a client's own
+/// `Forwarded` and `X-Forwarded-Host` / `-Proto` (any spelling) never arrive. Pages are still
+/// stored, though the cache refuses requests that carry forwarding fields from a peer it does
+/// not trust: the proxy adds its own after the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origin_is_told_who_asked_by_this_proxy_alone() {
+    let (origin, origin_addr, log) = start_origin().await;
+    let claims = [
+        ("x-forwarded-for", "198.51.100.7"),
+        ("x_forwarded_for", "198.51.100.8"),
+        ("x-forwarded-host", "evil.example"),
+        ("x-forwarded-proto", "https"),
+        ("forwarded", "for=198.51.100.9;host=evil.example"),
+        ("via", "1.0 somewhere"),
+    ];
+    for (mode, chain, path) in [
+        (
+            proxy::ForwardedFor::Append,
+            "198.51.100.7, 127.0.0.1",
+            "/fresh",
+        ),
+        (proxy::ForwardedFor::Replace, "127.0.0.1", "/items"),
+    ] {
+        let options = proxy::Options {
+            forwarded_for: mode,
+            ..proxy::Options::default()
+        };
+        let (server, http) = start_proxy_with(memory(), origin_addr, options).await;
+        let first = http.send(Method::GET, path, &claims, None).await;
+        assert!(
+            cache_status(&first).contains("detail=storing"),
+            "{mode:?}: {}",
+            cache_status(&first)
+        );
+        assert_eq!(first.headers["via"], "1.1 tower-redis-http");
+        let sent = log.last_headers(path);
+        assert_eq!(sent["x-forwarded-for"], chain, "{mode:?}");
+        assert_eq!(sent["x-forwarded-proto"], "http");
+        assert_eq!(sent["x-forwarded-host"], origin_addr.to_string().as_str());
+        assert_eq!(sent["via"], "1.0 somewhere, 1.1 tower-redis-http");
+        for name in ["forwarded", "x_forwarded_for"] {
+            assert!(
+                !sent.contains_key(name),
+                "{mode:?}: {name} reached the origin"
+            );
+        }
+        let hit = get_until(&http, path, is_hit).await;
+        assert_eq!(text(&hit), text(&first));
+        server.abort();
+    }
+
+    // behind a trusted proxy (127.0.0.2): its host and scheme are the request's, its list
+    // is appended to; the same fields from another peer (127.0.0.3) are not believed
+    let options = proxy::Options {
+        trusted_proxies: vec!["127.0.0.2".to_owned()],
+        hosts: vec!["shop.example".to_owned()],
+        forwarded_for: proxy::ForwardedFor::Replace,
+        ..proxy::Options::default()
+    };
+    let (server, http) = start_proxy_with(memory(), origin_addr, options).await;
+    let front = Http::from_address(http.base, "127.0.0.2");
+    let forwarded = [
+        ("host", "proxy.internal"),
+        ("x-forwarded-for", "203.0.113.7"),
+        ("x-forwarded-host", "shop.example"),
+        ("x-forwarded-proto", "https"),
+    ];
+    let first = front.send(Method::GET, "/items", &forwarded, None).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.json);
+    assert!(cache_status(&first).contains("detail=storing"));
+    let sent = log.last_headers("/items");
+    assert_eq!(sent["host"], "shop.example");
+    assert_eq!(sent["x-forwarded-host"], "shop.example");
+    assert_eq!(sent["x-forwarded-proto"], "https");
+    assert_eq!(sent["x-forwarded-for"], "203.0.113.7, 127.0.0.2");
+    let hit = first_hit(&front, "/items", &forwarded).await;
+    assert_eq!(text(&hit), text(&first));
+    let stranger = Http::from_address(http.base, "127.0.0.3");
+    let refused = stranger.send(Method::GET, "/items", &forwarded, None).await;
+    assert_eq!(refused.status, StatusCode::MISDIRECTED_REQUEST);
+    server.abort();
+    origin.abort();
+}
+
 /// The environment's names for the proxy's options, and their bounds.
 #[test]
 fn the_proxy_reads_its_options_from_the_environment() {
@@ -708,21 +940,27 @@ fn the_proxy_reads_its_options_from_the_environment() {
     assert_eq!(defaults.timeouts.connect, Duration::from_secs(60));
     assert_eq!(defaults.timeouts.read, Duration::from_secs(60));
     assert_eq!(defaults.timeouts.body_idle, Duration::from_secs(60));
+    assert_eq!(defaults.forwarded_for, proxy::ForwardedFor::Append);
     let set = options(&[
         ("ORIGIN_CONNECT_TIMEOUT_SECS", "5"),
         ("ORIGIN_READ_TIMEOUT_SECS", " 30 "),
         ("ORIGIN_BODY_IDLE_TIMEOUT_SECS", "86400"),
+        ("PROXY_HOSTS", "shop.example, api.example:8080"),
+        ("FORWARDED_FOR", "Replace"),
     ])
     .unwrap();
     assert_eq!(set.timeouts.connect, Duration::from_secs(5));
     assert_eq!(set.timeouts.read, Duration::from_secs(30));
     assert_eq!(set.timeouts.body_idle, Duration::from_secs(86400));
+    assert_eq!(set.hosts, ["shop.example", "api.example:8080"]);
+    assert_eq!(set.forwarded_for, proxy::ForwardedFor::Replace);
     for bad in [
         ("ORIGIN_READ_TIMEOUT_SECS", "0"),
         ("ORIGIN_READ_TIMEOUT_SECS", "86401"),
         ("ORIGIN_CONNECT_TIMEOUT_SECS", "-1"),
         ("ORIGIN_BODY_IDLE_TIMEOUT_SECS", "1.5"),
         ("ORIGIN_BODY_IDLE_TIMEOUT_SECS", "18446744073709551616"),
+        ("FORWARDED_FOR", "both"),
     ] {
         let err = options(&[bad]).unwrap_err();
         assert!(err.contains(bad.0), "{bad:?}: {err}");
