@@ -50,7 +50,8 @@
 //! - `ORIGIN_READ_TIMEOUT_SECS`: for the origin's response header, once it has the whole
 //!   request;
 //! - `ORIGIN_BODY_IDLE_TIMEOUT_SECS`: between two pieces of the response body (a body that
-//!   stalls longer fails, and the client sees it cut short; the cache does not store it).
+//!   stalls longer fails, and the client sees it cut short; the cache does not store it), and
+//!   the longest a WebSocket tunnel may be silent both ways.
 //!
 //! A connect or read timeout is answered `504 Gateway Timeout`, which the cache replaces
 //! with a stale copy where the stored response's `stale-if-error` allows;
@@ -58,6 +59,14 @@
 //! out on its own. Concurrent requests for one URL wait for the first one's origin call (the
 //! cache's single-flight deadline is the connect and read timeouts and a second more). A
 //! client's request body may stall for 10 s between pieces before the proxy answers `408`.
+//!
+//! # Upgrades and `CONNECT`
+//!
+//! A WebSocket handshake (`GET`, `Connection: upgrade`, `Upgrade: websocket`) goes past the
+//! cache to the origin, and after its `101 Switching Protocols` both connections are spliced
+//! until either closes; it is never stored. Any other `Upgrade` (such as `h2c`) is ignored,
+//! as RFC 9110 §7.8 allows, and the request served as a plain one. `CONNECT` is answered
+//! `501 Not Implemented`: this is a reverse proxy for one origin, not a tunnel to any host.
 //!
 //! # Other options, from the environment
 //!
@@ -75,8 +84,8 @@
 //!
 //! The example reads bottom-up: `answer` (the proxy's own answers), `body` (bodies with an
 //! idle timeout), `hop` (hop-by-hop fields), `hosts` (the host model and forwarded fields),
-//! `origin` (the client and its timeouts), then this file, which puts them in front of the
-//! cache.
+//! `origin` (the client and its timeouts), `tunnel` (WebSocket and `CONNECT`), then this
+//! file, which puts them in front of the cache.
 
 #[path = "../common/mod.rs"]
 pub mod common;
@@ -86,12 +95,13 @@ mod body;
 mod hop;
 mod hosts;
 mod origin;
+mod tunnel;
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use http_body_util::Either;
 use hyper::body::Incoming;
 use tower::util::BoxCloneService;
@@ -214,11 +224,13 @@ impl Options {
     }
 }
 
-/// What the proxy does before the cache: the hop-by-hop fields stripped, the host checked and
-/// set, the forwarding fields decided; then the request goes through `cache` to the origin.
+/// What the proxy does before the cache: `CONNECT` refused, the host checked and set, the
+/// hop-by-hop fields stripped, the forwarding fields decided, WebSocket handshakes tunnelled;
+/// every other request goes through `cache` to the origin.
 #[derive(Clone)]
 struct Front {
     cache: CacheService,
+    upstream: Upstream,
     hosts: Arc<Hosts>,
     proxies: Arc<TrustedProxies>,
     forwarded_for: ForwardedFor,
@@ -234,6 +246,10 @@ impl Front {
         self,
         mut request: Request<Incoming>,
     ) -> Response<Either<ResponseBody<ProxyBody>, ProxyBody>> {
+        if request.method() == Method::CONNECT {
+            return tunnel::refuse_connect().map(Either::Right);
+        }
+        let websocket = hop::asks_for_websocket(&request);
         hop::strip_hop_by_hop(request.headers_mut());
         let forwarding =
             match hosts::prepare(&mut request, &self.hosts, &self.proxies, self.forwarded_for) {
@@ -241,6 +257,11 @@ impl Front {
                 Err(refused) => return answer(refused.status, refused.detail).map(Either::Right),
             };
         request.extensions_mut().insert(forwarding);
+        if websocket {
+            return tunnel::websocket(self.upstream, request)
+                .await
+                .map(Either::Right);
+        }
         match self.cache.oneshot(request).await {
             Ok(response) => response.map(Either::Left),
             Err(never) => match never {},
@@ -289,14 +310,16 @@ pub async fn serve(
     )?;
     let proxies = TrustedProxies::parse(&options.trusted_proxies)?;
     let upstream = Upstream::new(origin, timeouts);
+    let to_origin = upstream.clone();
     let cache = ServiceBuilder::new()
         .layer(cache)
         .service_fn(move |request: Request<Incoming>| {
-            let upstream = upstream.clone();
+            let upstream = to_origin.clone();
             async move { Ok::<_, Infallible>(upstream.forward(request).await) }
         });
     let front = Front {
         cache: BoxCloneService::new(cache),
+        upstream,
         hosts: Arc::new(hosts),
         proxies: Arc::new(proxies),
         forwarded_for: options.forwarded_for,

@@ -166,6 +166,10 @@ impl Upstream {
         }
     }
 
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+
     /// Sends `request` (origin-form, hop-by-hop fields stripped, its [`Forwarding`] in the
     /// extensions) to the origin: the response head within the timeouts, or why not.
     pub fn send(
@@ -225,6 +229,11 @@ impl Upstream {
                 Err(failure) => failure.answer(),
             }
         }
+    }
+
+    /// The origin's `response` as the client gets it.
+    pub fn finish(&self, response: Response<Incoming>) -> Response<ProxyBody> {
+        finish(response, self.timeouts.body_idle)
     }
 }
 

@@ -1,7 +1,7 @@
-//! What a reverse proxy owes both sides (issue 35, findings 3, 5 and 6), through the caching
+//! What a reverse proxy owes both sides (issue 35, findings 3, 5, 6 and 8), through the caching
 //! proxy example between a real client and an origin on loopback: timeouts on the origin, the
-//! hop-by-hop fields on every path, one host for the key and the origin, and the forwarded
-//! fields.
+//! hop-by-hop fields on every path, one host for the key and the origin, the forwarded fields,
+//! and upgrades and `CONNECT`.
 //!
 //! The timeouts are a second here; every bound a test asserts is a multiple of them
 //! ([`within`]), far above what a loaded machine needs.
@@ -918,6 +918,152 @@ async fn the_origin_is_told_who_asked_by_this_proxy_alone() {
     let stranger = Http::from_address(http.base, "127.0.0.3");
     let refused = stranger.send(Method::GET, "/items", &forwarded, None).await;
     assert_eq!(refused.status, StatusCode::MISDIRECTED_REQUEST);
+    server.abort();
+    origin.abort();
+}
+
+// Finding 8: upgrades and CONNECT.
+
+/// An origin that switches every WebSocket handshake to a connection that says `hello` and
+/// then echoes what it reads, prefixed with `echo:`; it logs every request.
+async fn start_websocket_origin() -> (
+    tokio::task::JoinHandle<std::io::Result<()>>,
+    SocketAddr,
+    OriginLog,
+) {
+    let log = OriginLog::default();
+    let (origin_listener, origin_addr) = listener().await;
+    let origin_log = log.clone();
+    let origin = tokio::spawn(proxy::common::serve_tower(
+        origin_listener,
+        tower::service_fn(move |mut request: Request<Incoming>| {
+            let log = origin_log.clone();
+            async move {
+                log.0.lock().unwrap().push((
+                    request.method().clone(),
+                    request.uri().path().to_owned(),
+                    request.headers().clone(),
+                ));
+                let upgrading = hyper::upgrade::on(&mut request);
+                tokio::spawn(async move {
+                    let Ok(upgraded) = upgrading.await else {
+                        return;
+                    };
+                    let mut io = hyper_util::rt::TokioIo::new(upgraded);
+                    io.write_all(b"hello").await.unwrap();
+                    let mut buffer = [0; 64];
+                    while let Ok(n @ 1..) = io.read(&mut buffer).await {
+                        let mut echo = b"echo:".to_vec();
+                        echo.extend_from_slice(&buffer[..n]);
+                        if io.write_all(&echo).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                let response = Response::builder()
+                    .status(StatusCode::SWITCHING_PROTOCOLS)
+                    .header("connection", "upgrade")
+                    .header("upgrade", "websocket")
+                    .header("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                Ok::<_, Infallible>(response)
+            }
+        }),
+        Duration::from_secs(10),
+    ));
+    (origin, origin_addr, log)
+}
+
+/// Reads exactly `expected.len()` bytes from `stream` within `bound`.
+async fn read_exactly(stream: &mut tokio::net::TcpStream, expected: &[u8], bound: Duration) {
+    let mut got = vec![0; expected.len()];
+    tokio::time::timeout(bound, stream.read_exact(&mut got))
+        .await
+        .expect("bytes through the tunnel in time")
+        .expect("the tunnel stayed open");
+    assert_eq!(got, expected, "{}", String::from_utf8_lossy(&got));
+}
+
+const HANDSHAKE: &[u8] = b"GET /ws HTTP/1.1\r\nHost: shop.example\r\n\
+    Connection: Upgrade, X-Secret\r\nX-Secret: s3\r\nUpgrade: websocket\r\n\
+    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+/// A WebSocket handshake goes past the cache to the origin, which gets the upgrade and not
+/// the client's other hop-by-hop fields; after the `101` the connection carries bytes both
+/// ways, each time anew (never from the cache); once both sides are silent for the body idle
+/// timeout, the tunnel is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_is_tunnelled_both_ways_past_the_cache() {
+    let (origin, origin_addr, log) = start_websocket_origin().await;
+    let (server, http) = start_proxy_with(memory(), origin_addr, short_timeouts()).await;
+    for run in 1..=2 {
+        let (head, mut stream) = raw_head(http.base, HANDSHAKE, within(1)).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        let lower = head.to_ascii_lowercase();
+        assert!(lower.contains("upgrade: websocket"), "{head}");
+        assert!(lower.contains("connection: upgrade"), "{head}");
+        assert!(!lower.contains("cache-status"), "{head}");
+        read_exactly(&mut stream, b"hello", within(1)).await;
+        stream.write_all(b"ping").await.unwrap();
+        read_exactly(&mut stream, b"echo:ping", within(1)).await;
+        assert_eq!(log.count(&Method::GET, "/ws"), run);
+        let sent = log.last_headers("/ws");
+        assert_eq!(sent["upgrade"], "websocket");
+        assert_eq!(sent["connection"], "upgrade");
+        assert_eq!(sent["sec-websocket-key"], "dGhlIHNhbXBsZSBub25jZQ==");
+        assert!(!sent.contains_key("x-secret"));
+        if run == 2 {
+            // silent both ways: closed within the idle timeout
+            let mut rest = Vec::new();
+            let closed = tokio::time::timeout(within(1), stream.read_to_end(&mut rest)).await;
+            assert!(closed.is_ok(), "an idle tunnel stayed open");
+        }
+    }
+    server.abort();
+    origin.abort();
+}
+
+/// `CONNECT` is refused with `501` and a JSON detail, and never reaches the origin; an
+/// `Upgrade` to anything but WebSocket (`h2c`) is ignored and the request served as a plain
+/// one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_is_refused_and_other_upgrades_ignored() {
+    let (origin, origin_addr, log) = start_origin().await;
+    let (server, http) = start_proxy_on(memory(), origin_addr).await;
+    let (head, mut stream) = raw_head(
+        http.base,
+        b"CONNECT internal.example:22 HTTP/1.1\r\nHost: internal.example:22\r\n\r\n",
+        within(1),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 501"), "{head:?}");
+    let mut body = vec![0; 77];
+    let read = tokio::time::timeout(within(1), stream.read(&mut body))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&body[..read]).contains("CONNECT is not supported"),
+        "{}",
+        String::from_utf8_lossy(&body[..read])
+    );
+    assert!(
+        log.0.lock().unwrap().is_empty(),
+        "CONNECT reached the origin"
+    );
+
+    let h2c = [
+        ("connection", "Upgrade, HTTP2-Settings"),
+        ("upgrade", "h2c"),
+        ("http2-settings", "AAMAAABkAAQAAP__"),
+    ];
+    let reply = http.send(Method::GET, "/fresh", &h2c, None).await;
+    assert_eq!((reply.status, text(&reply)), (StatusCode::OK, "fresh 1"));
+    let sent = log.last_headers("/fresh");
+    for name in ["upgrade", "http2-settings", "connection"] {
+        assert!(!sent.contains_key(name), "{name} reached the origin");
+    }
     server.abort();
     origin.abort();
 }
