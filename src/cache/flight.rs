@@ -20,8 +20,8 @@ use crate::store::{AnyStore, Backend, CacheLock, Store, StoredNow};
 enum Outcome {
     Pending,
     Done(Option<Arc<Entry>>),
-    /// The leader's call failed (a server error, with its status, or the inner service's
-    /// error) and it was served its stale copy in place of the failure.
+    /// The leader's revalidation failed (a server error, with its status, or the inner
+    /// service's error): the stale entry stands.
     Failed(Option<http::StatusCode>),
     /// The leader was dropped before it finished (its client hung up, an outer timeout):
     /// one follower takes its place, the others wait on that one.
@@ -331,9 +331,9 @@ impl FlightGuard {
         &self.key
     }
 
-    /// The leader's call failed (`status`, or `None` for an error) and its stale copy was
-    /// served instead: the followers are told, and the key is not remembered as unstorable,
-    /// since its entry stands.
+    /// The leader's revalidation failed (`status`, or `None` for an error), whether or not
+    /// its stale copy could be served in its place: the followers are told, and the key is not
+    /// remembered as unstorable, since its entry stands.
     pub(crate) fn failed(self, status: Option<http::StatusCode>) {
         self.sender.send_replace(Outcome::Failed(status));
     }

@@ -200,12 +200,66 @@ async fn followers_of_a_failed_revalidation_get_the_stale_copy_at_once(backend: 
     assert_eq!(runs.load(Ordering::SeqCst), 2, "one revalidation for all");
 }
 
+/// Within `stale-while-revalidate`, a refresh that fails (here a `503`, behind the caching
+/// proxy a `504` from its read timeout) leaves the stale copy served at once to the requests
+/// after it, each refreshing in turn. Before, the failed refresh marked the key unstorable
+/// (hit-for-miss), and for two minutes every request skipped the flight and waited on the
+/// failing origin for its error.
+async fn a_failed_refresh_leaves_the_stale_copy_served_at_once(backend: &Backend) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&runs);
+    let service = ServiceBuilder::new()
+        .layer(
+            ResponseCacheLayer::http_cache(backend.store())
+                .build()
+                .unwrap(),
+        )
+        .service_fn(move |_request: Request<ReqBody>| {
+            let run = counted.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                if run > 1 {
+                    let mut down = ok("down");
+                    *down.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                    return Ok::<_, Infallible>(down);
+                }
+                let mut page = ok("run 1");
+                let headers = page.headers_mut();
+                headers.insert(
+                    "cache-control",
+                    "max-age=0, stale-while-revalidate=60".parse().unwrap(),
+                );
+                headers.insert("etag", "\"1\"".parse().unwrap());
+                Ok(page)
+            }
+        });
+    let app: App = BoxCloneService::new(service);
+    assert_eq!(send(&app, req(get("/grace"))).await.body, "run 1");
+    crate::stored(backend, 1).await;
+    // until three refreshes have failed, each request is served the stale copy
+    for _ in 0..500 {
+        if runs.load(Ordering::SeqCst) >= 4 {
+            return;
+        }
+        let reply = send(&app, req(get("/grace"))).await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (StatusCode::OK, "run 1"),
+            "after {} refreshes: {}",
+            runs.load(Ordering::SeqCst) - 1,
+            reply.cache_status()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the stale copy was never refreshed three times");
+}
+
 crate::on_each_backend!(
     on_redis_and_memory:
     a_slow_origin_is_called_once_for_concurrent_misses,
     past_the_deadline_a_follower_gets_504_not_a_call_of_its_own,
     a_leader_whose_client_hangs_up_hands_the_flight_to_one_follower,
     followers_of_a_failed_revalidation_get_the_stale_copy_at_once,
+    a_failed_refresh_leaves_the_stale_copy_served_at_once,
 );
 
 /// Two instances on one Redis, a lock that lives a third of the origin's time: the holder

@@ -430,8 +430,9 @@ async fn a_stalled_upload_is_answered_408_within_the_timeout() {
 
 /// RFC 5861 through the proxy: once `/sie` (`max-age=1, stale-if-error=60`) is stale and
 /// the origin hangs, the read timeout's `504` is replaced by the stored copy, within the
-/// timeout; within `stale-while-revalidate` (`/swr`) the stale copy is served at once and
-/// the refresh gives up on the hung origin within the timeout too.
+/// timeout; within `stale-while-revalidate` (`/swr`) the stale copy is served at once, the
+/// refresh gives up on the hung origin within the timeout too, and the copy is still served
+/// at once after that.
 async fn stale_copies_stand_in_for_a_hung_origin(store: AnyStore) {
     let (origin, origin_addr, log, switch) = start_switched_origin().await;
     let (server, http) = start_proxy_with(store, origin_addr, short_timeouts()).await;
@@ -482,6 +483,11 @@ async fn stale_copies_stand_in_for_a_hung_origin(store: AnyStore) {
         eventually(within(1), || switch.hanging() == 0).await,
         "the refresh still holds a connection to the hung origin"
     );
+    // the refresh timed out: the next request in the window is still served the stale copy
+    // at once (and refreshes again), not sent to wait on the hung origin for a 504
+    let again = http.send(Method::GET, "/swr", &[], None).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.json);
+    assert!(is_hit(&again), "{}", cache_status(&again));
     server.abort();
     origin.abort();
 }
