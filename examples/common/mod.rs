@@ -580,8 +580,9 @@ pub fn init_tracing() {
 }
 
 /// Serves a tower service with hyper 1 over HTTP/1.1, one task per connection, closing
-/// connections whose request header takes longer than `header_read`: what the examples run
-/// on. (`axum::serve` has no header timeout, so the axum example runs on this too.)
+/// connections whose request header takes longer than `header_read`, and handing a
+/// connection a `101` answer switched to the service that asked for it: what the examples
+/// run on. (`axum::serve` has no header timeout, so the axum example runs on this too.)
 pub async fn serve_tower<S, B>(
     listener: tokio::net::TcpListener,
     service: S,
@@ -612,7 +613,10 @@ where
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(header_read)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                // a `101 Switching Protocols` hands the connection to the service (the
+                // caching proxy's WebSocket tunnel); without it hyper closes it instead
+                .with_upgrades();
             if let Err(err) = connection.await {
                 tracing::debug!(error = %err, "connection ended with an error");
             }

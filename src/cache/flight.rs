@@ -14,12 +14,15 @@ use super::key;
 use super::policy::{self, RequestRules, Verdict};
 use crate::store::{AnyStore, Backend, CacheLock, Store, StoredNow};
 
-/// What the leader of a flight ends with: the entry it stored, nothing to share, or nothing
-/// at all (it went away first).
+/// What the leader of a flight ends with: the entry it stored, nothing to share, a failure it
+/// met, or nothing at all (it went away first).
 #[derive(Clone)]
 enum Outcome {
     Pending,
     Done(Option<Arc<Entry>>),
+    /// The leader's revalidation failed (a server error, with its status, or the inner
+    /// service's error): the stale entry stands.
+    Failed(Option<http::StatusCode>),
     /// The leader was dropped before it finished (its client hung up, an outer timeout):
     /// one follower takes its place, the others wait on that one.
     Abandoned,
@@ -29,6 +32,10 @@ enum Outcome {
 pub(crate) enum Waited {
     /// The leader finished: its entry, or nothing to share (the follower asks the handler).
     Done(Option<Arc<Entry>>),
+    /// The leader's call failed just now, with this status (`None` for an error): a follower
+    /// with a stale copy serves it where `stale-if-error` allows, rather than call the
+    /// handler after it, or lead a new flight that waits as long again.
+    Failed(Option<http::StatusCode>),
     /// The leader went away unfinished: join the flight again, and one follower leads.
     Abandoned,
     /// The deadline passed while the leader was still at work.
@@ -333,6 +340,13 @@ impl FlightGuard {
         &self.key
     }
 
+    /// The leader's revalidation failed (`status`, or `None` for an error), whether or not
+    /// its stale copy could be served in its place: the followers are told, and the key is not
+    /// remembered as unstorable, since its entry stands.
+    pub(crate) fn failed(self, status: Option<http::StatusCode>) {
+        self.sender.send_replace(Outcome::Failed(status));
+    }
+
     /// The leader's answer cannot be stored: the followers are released to the handler, and
     /// later requests for the key skip the flight while the memo lasts.
     pub(crate) fn uncacheable(self) {
@@ -408,6 +422,7 @@ impl Waiter {
         };
         match outcome {
             Ok(Outcome::Done(entry)) => Waited::Done(entry),
+            Ok(Outcome::Failed(status)) => Waited::Failed(status),
             // the leader's guard is gone without a word: as good as abandoned
             Ok(Outcome::Abandoned | Outcome::Pending) | Err(_) => Waited::Abandoned,
         }
@@ -716,6 +731,31 @@ mod tests {
             matches!(flights.join("k"), Role::Leader(_)),
             "a finished flight starts anew"
         );
+    }
+
+    /// A leader whose call failed (and which served its stale copy) tells every follower at
+    /// once, with the status, and leaves no hit-for-miss memo: the entry stands.
+    #[tokio::test]
+    async fn followers_learn_of_the_leaders_failure_at_once() {
+        let flights = Arc::new(Flights::default());
+        let Role::Leader(guard) = flights.join("k") else {
+            panic!("first is the leader")
+        };
+        let followers: Vec<Waiter> = (0..3)
+            .map(|_| match flights.join("k") {
+                Role::Follower(waiter) => waiter,
+                _ => panic!("a follower"),
+            })
+            .collect();
+        guard.failed(Some(StatusCode::GATEWAY_TIMEOUT));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        for waiter in followers {
+            assert!(matches!(
+                waiter.wait(Duration::from_secs(5), deadline).await,
+                Waited::Failed(Some(StatusCode::GATEWAY_TIMEOUT))
+            ));
+        }
+        assert!(matches!(flights.join("k"), Role::Leader(_)), "no memo");
     }
 
     /// A leader dropped unfinished (its client hung up) hands the flight on: each follower

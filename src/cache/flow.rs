@@ -190,6 +190,8 @@ where
                     crate::observe::cache_lock_wait(waiting.elapsed());
                     return followed(ctx, fwd, shared);
                 }
+                // nothing stored to fall back on: as when the leader's answer was unstorable
+                Waited::Failed(_) => return call(ctx, fwd, None, None, None),
                 Waited::Abandoned => {}
                 Waited::TimedOut => return gave_up(&ctx, None),
             },
@@ -334,7 +336,8 @@ where
             }
             Role::Follower(_) if serve_stale_meanwhile => return served(&ctx, *entry),
             Role::Follower(waiter) => match waiter.wait(patience, deadline).await {
-                Waited::Done(shared) => return followed(ctx, Fwd::Stale, shared),
+                Waited::Done(shared) => return followed_refresh(ctx, entry, shared),
+                Waited::Failed(status) => return failed_with(ctx, entry, status),
                 Waited::Abandoned => {}
                 Waited::TimedOut => return gave_up(&ctx, Some(entry)),
             },
@@ -449,6 +452,54 @@ where
         }
         _ => call(ctx, fwd, None, None, None),
     }
+}
+
+/// A follower of a stale entry's refresh whose leader finished: the leader's entry, or the
+/// follower's own revalidation, which keeps the stale `entry` to fall back on (a failure of
+/// its own may still be answered with it).
+fn followed_refresh<S, ReqBody>(
+    ctx: Ctx<S, ReqBody>,
+    entry: Box<Entry>,
+    shared: Option<Arc<Entry>>,
+) -> Flowed<S::Future>
+where
+    S: Service<Request<ReqBody>>,
+{
+    match shared {
+        Some(shared)
+            if key::variant_hash(&shared.vary, ctx.request.headers()) == shared.variant =>
+        {
+            served(&ctx, Entry::clone(&shared))
+        }
+        _ => call(ctx, Fwd::Stale, None, Some(entry), None),
+    }
+}
+
+/// A follower of a stale entry's refresh whose leader's call failed just now (`status`, or an
+/// error): the stale copy where `stale-if-error` allows it, as the leader got (RFC 5861 §4),
+/// else its own revalidation.
+fn failed_with<S, ReqBody>(
+    ctx: Ctx<S, ReqBody>,
+    entry: Box<Entry>,
+    status: Option<http::StatusCode>,
+) -> Flowed<S::Future>
+where
+    S: Service<Request<ReqBody>>,
+{
+    if policy::stale_if_error(
+        entry.age(std::time::SystemTime::now()),
+        entry.freshness,
+        &entry.reuse,
+    ) {
+        crate::observe::cache("collapsed");
+        return Flowed::Answer(ctx.config.serve(
+            *entry,
+            ctx.request.headers(),
+            ctx.head,
+            Served::StaleOnError(status),
+        ));
+    }
+    call(ctx, Fwd::Stale, None, Some(entry), None)
 }
 
 /// A response from `entry`, for the request in `ctx`.

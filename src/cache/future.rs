@@ -755,6 +755,10 @@ impl Pending {
             return None;
         }
         let stale = self.stale.take()?;
+        // the followers waiting on this call serve their stale copies too, at once
+        if let Some(flight) = self.flight.take() {
+            flight.failed(status);
+        }
         Some(self.config.serve(
             *stale,
             &self.request_headers,
@@ -842,10 +846,16 @@ impl Pending {
                 let (parts, _) = response.into_parts();
                 return Ok(self.revalidated(parts.headers).map(ResponseBody::full));
             }
-            if status.is_server_error()
-                && let Some(stale) = self.stale_on_error(Some(status))
-            {
-                return Ok(stale.map(ResponseBody::full));
+            if status.is_server_error() {
+                if let Some(stale) = self.stale_on_error(Some(status)) {
+                    return Ok(stale.map(ResponseBody::full));
+                }
+                // the entry stands: a failed revalidation says nothing of whether the URL's
+                // answers can be stored, and a hit-for-miss memo would send every request in
+                // its `stale-while-revalidate` window to wait on the failing origin
+                if let Some(flight) = self.flight.take() {
+                    flight.failed(Some(status));
+                }
             }
         }
         if let Some(partial) = self.partial.take()

@@ -101,8 +101,10 @@
 //!   at once (`ttl` negative in `Cache-Status`), and the first to find it stale revalidates it
 //!   in a spawned Tokio task: its own request, made conditional, goes on to the inner service
 //!   and the answer is stored as above. One refresh runs per process (the single flight) and,
-//!   with the stampede lock, one across processes. This is why the service asks for `Send +
-//!   'static` inner service, futures and bodies, as `axum` and `hyper` servers have anyway.
+//!   with the stampede lock, one across processes. A refresh that fails (a 5xx or an error)
+//!   leaves the entry as it was: the next request in the window is served it at once and
+//!   refreshes again. This is why the service asks for `Send + 'static` inner service,
+//!   futures and bodies, as `axum` and `hyper` servers have anyway.
 //! - **`stale-if-error`**: when the revalidation fails with a 5xx or an error, the stale copy
 //!   is served within the window (`fwd=stale; fwd-status=503`). `must-revalidate` and
 //!   `proxy-revalidate` forbid every stale use: their failures pass through.
@@ -253,6 +255,10 @@
 //! - past the flight deadline ([`ResponseCacheBuilder::single_flight_deadline`], 30 s) a
 //!   waiter is answered with the stale copy where `stale-if-error` allows one, else `504`;
 //!   the holder stops renewing then, so a handler that hangs holds the key no longer;
+//! - a leader whose revalidation fails (a server error, or the handler's error) and that is
+//!   answered with its stale copy under `stale-if-error` tells its followers, which serve
+//!   their stale copies at once under the same rule (else revalidate themselves), rather than
+//!   lead a new flight each that waits as long again;
 //! - a leader whose request goes away unfinished (its client hung up, or the handler failed)
 //!   hands the flight on: in the process, one waiter leads and the others wait on it; across
 //!   processes, its lock is released (or, if the process died, expires within its life) and

@@ -189,12 +189,131 @@ async fn a_hung_leader_is_taken_over_once_it_has_led_past_the_deadline(backend: 
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
 
+/// A stale entry (`stale-if-error=60`) whose revalidation fails after the origin's time: the
+/// leader and every follower waiting on it get the stale copy as soon as the leader's call
+/// fails, with one origin call (issue 35, finding 3: a timed-out origin behind the caching
+/// proxy). Before, the leader's guard ended unfinished, a follower led a new flight and
+/// waited as long again, then the next: one call and one origin's time more per follower.
+async fn followers_of_a_failed_revalidation_get_the_stale_copy_at_once(backend: &Backend) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&runs);
+    let service = ServiceBuilder::new()
+        .layer(
+            ResponseCacheLayer::http_cache(backend.store())
+                .single_flight(Some(PATIENCE))
+                .build()
+                .unwrap(),
+        )
+        .service_fn(move |_request: Request<ReqBody>| {
+            let run = counted.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                if run == 1 {
+                    // stale at once, kept a minute for errors, with a validator to revalidate
+                    let mut page = ok("run 1");
+                    let headers = page.headers_mut();
+                    headers.insert(
+                        "cache-control",
+                        "max-age=0, stale-if-error=60".parse().unwrap(),
+                    );
+                    headers.insert("etag", "\"1\"".parse().unwrap());
+                    return Ok::<_, Infallible>(page);
+                }
+                tokio::time::sleep(ORIGIN).await;
+                let mut down = ok("down");
+                *down.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                Ok(down)
+            }
+        });
+    let app: App = BoxCloneService::new(service);
+    assert_eq!(send(&app, req(get("/flaky"))).await.body, "run 1");
+    crate::stored(backend, 1).await;
+    let started = tokio::time::Instant::now();
+    let leader = concurrent(&app, "/flaky", 1);
+    until_called(&runs, 2).await;
+    let followers = concurrent(&app, "/flaky", 3);
+    for reply in leader.into_iter().chain(followers) {
+        let reply = reply.await.unwrap();
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (StatusCode::OK, "run 1"),
+            "{}",
+            reply.cache_status()
+        );
+        assert!(
+            reply.cache_status().contains("fwd-status=503"),
+            "{}",
+            reply.cache_status()
+        );
+    }
+    assert!(
+        started.elapsed() < ORIGIN * 2,
+        "the followers waited out the origin again: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "one revalidation for all");
+}
+
+/// Within `stale-while-revalidate`, a refresh that fails (here a `503`, behind the caching
+/// proxy a `504` from its read timeout) leaves the stale copy served at once to the requests
+/// after it, each refreshing in turn. Before, the failed refresh marked the key unstorable
+/// (hit-for-miss), and for two minutes every request skipped the flight and waited on the
+/// failing origin for its error.
+async fn a_failed_refresh_leaves_the_stale_copy_served_at_once(backend: &Backend) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&runs);
+    let service = ServiceBuilder::new()
+        .layer(
+            ResponseCacheLayer::http_cache(backend.store())
+                .build()
+                .unwrap(),
+        )
+        .service_fn(move |_request: Request<ReqBody>| {
+            let run = counted.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                if run > 1 {
+                    let mut down = ok("down");
+                    *down.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                    return Ok::<_, Infallible>(down);
+                }
+                let mut page = ok("run 1");
+                let headers = page.headers_mut();
+                headers.insert(
+                    "cache-control",
+                    "max-age=0, stale-while-revalidate=60".parse().unwrap(),
+                );
+                headers.insert("etag", "\"1\"".parse().unwrap());
+                Ok(page)
+            }
+        });
+    let app: App = BoxCloneService::new(service);
+    assert_eq!(send(&app, req(get("/grace"))).await.body, "run 1");
+    crate::stored(backend, 1).await;
+    // until three refreshes have failed, each request is served the stale copy
+    for _ in 0..500 {
+        if runs.load(Ordering::SeqCst) >= 4 {
+            return;
+        }
+        let reply = send(&app, req(get("/grace"))).await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (StatusCode::OK, "run 1"),
+            "after {} refreshes: {}",
+            runs.load(Ordering::SeqCst) - 1,
+            reply.cache_status()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the stale copy was never refreshed three times");
+}
+
 crate::on_each_backend!(
     on_redis_and_memory:
     a_slow_origin_is_called_once_for_concurrent_misses,
     past_the_deadline_a_follower_gets_504_not_a_call_of_its_own,
     a_leader_whose_client_hangs_up_hands_the_flight_to_one_follower,
     a_hung_leader_is_taken_over_once_it_has_led_past_the_deadline,
+    followers_of_a_failed_revalidation_get_the_stale_copy_at_once,
+    a_failed_refresh_leaves_the_stale_copy_served_at_once,
 );
 
 /// Two instances on one Redis, a lock that lives half the origin's time: the holder

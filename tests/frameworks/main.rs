@@ -12,7 +12,7 @@ mod support;
 #[path = "../../examples/axum.rs"]
 mod axum_example;
 #[allow(dead_code, unreachable_pub)]
-#[path = "../../examples/caching_proxy.rs"]
+#[path = "../../examples/caching_proxy/main.rs"]
 mod caching_proxy_example;
 #[allow(dead_code, unreachable_pub)]
 #[path = "../../examples/hyper.rs"]
