@@ -13,12 +13,12 @@ use http::{HeaderMap, HeaderName, Method, Request, Version, header};
 /// accept-language`) when the origin never gets it, or the origin's answer to a request
 /// without it would be stored as the answer to one with it.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // read as bytes: one byte outside ASCII must not hide the names beside it
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
         .collect();
     for name in named {
         headers.remove(name);
@@ -93,6 +93,21 @@ mod tests {
             ("upgrade", "h2c"),
             ("accept", "text/html"),
         ]);
+        strip_hop_by_hop(&mut map);
+        assert_eq!(map, headers(&[("accept", "text/html")]));
+    }
+
+    /// A `Connection` line with a byte outside ASCII still names its other fields (the
+    /// adversary's review: `Connection: x-a, caf\xe9` forwarded `X-A`).
+    #[test]
+    fn a_connection_line_with_a_non_ascii_byte_still_names_its_fields() {
+        let mut map = HeaderMap::new();
+        map.append(
+            header::CONNECTION,
+            http::HeaderValue::from_bytes(b"x-a, caf\xe9").unwrap(),
+        );
+        map.append("x-a", "secret".parse().unwrap());
+        map.append("accept", "text/html".parse().unwrap());
         strip_hop_by_hop(&mut map);
         assert_eq!(map, headers(&[("accept", "text/html")]));
     }

@@ -240,6 +240,16 @@ impl Upstream {
 /// The origin's `response` as the client gets it: hop-by-hop fields stripped, `Via` added,
 /// the body failing once it stalls for `body_idle`.
 fn finish(response: Response<Incoming>, body_idle: Duration) -> Response<ProxyBody> {
+    // RFC 9110 §15.2.2: a 101 answers a request that asked for an upgrade, and this path
+    // carries none (the WebSocket one is the tunnel's): passed on, it would end the client's
+    // connection with its pipelined requests
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        tracing::warn!("the origin switched protocols for a request that asked for no upgrade");
+        return answer(
+            StatusCode::BAD_GATEWAY,
+            "The origin switched protocols unasked.",
+        );
+    }
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let via = appended(

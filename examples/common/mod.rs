@@ -600,7 +600,16 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     loop {
-        let (stream, peer) = listener.accept().await?;
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            // out of file descriptors (EMFILE), or a connection reset before it was taken: the
+            // server stays up, and tries again once connections have closed
+            Err(err) => {
+                tracing::warn!(error = %err, "could not accept a connection; retrying shortly");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         // the peer address, where the rate limiter looks for it by default
         let service = tower::ServiceBuilder::new()
             .map_request(move |mut request: http::Request<hyper::body::Incoming>| {
