@@ -23,7 +23,7 @@
 use std::collections::{HashMap, HashSet};
 
 use redis::RedisError;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo, Slot};
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
 
 use super::links::cluster_conn;
 use crate::store::redis::Retry;
@@ -243,6 +243,30 @@ impl RedisStore {
         ))
     }
 
+    /// Makes the cluster client open its connection to `master` if it has none yet: a command
+    /// routed by address goes only over a connection the client holds (else it is refused
+    /// with `ClusterConnectionNotFound` until the timeout), while one routed by slot opens
+    /// it. A `PING` by one of the master's slots; what it answers does not matter.
+    async fn open_connection_to(&self, master: &Listed) {
+        let Some(&(slot, _)) = master.slots.first() else {
+            return;
+        };
+        let _ = self
+            .run("PING", Retry::OnDroppedConnection, move |conn| async move {
+                let reply = cluster_conn(conn)?
+                    .route_command(
+                        redis::cmd("PING"),
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
+                            slot,
+                            SlotAddr::Master,
+                        ))),
+                    )
+                    .await?;
+                redis::from_redis_value::<String>(reply).map_err(RedisError::from)
+            })
+            .await;
+    }
+
     /// `CLUSTER NODES`, from `node` (`host`, `port`) or from any node.
     async fn cluster_nodes(&self, node: Option<(&str, u16)>) -> Result<String, StoreError> {
         self.run(
@@ -271,6 +295,7 @@ impl RedisStore {
     async fn own_accounts(&self, masters: &[Listed]) -> Result<Vec<Listed>, StoreError> {
         let mut accounts = Vec::with_capacity(masters.len());
         for master in masters {
+            self.open_connection_to(master).await;
             let nodes = self
                 .cluster_nodes(Some((&master.host, master.port)))
                 .await?;
