@@ -1525,32 +1525,20 @@ impl Backend for RedisStore {
                 redis::cmd("GETDEL").arg(key).query_async(&mut conn).await
             })
             .await?
-        } else if ttl > super::MAX_EXPIRY {
-            // past the longest expiry: none, as `set` takes it
-            self.run(
-                "GETEX",
-                Retry::OnDroppedConnection,
-                move |mut conn| async move {
-                    redis::cmd("GETEX")
-                        .arg(key)
-                        .arg("PERSIST")
-                        .query_async(&mut conn)
-                        .await
-                },
-            )
-            .await?
         } else {
-            let ms = ttl_ms_ceil(ttl);
+            // past the longest expiry: none, as `set` takes it
+            let ms = (ttl <= super::MAX_EXPIRY).then(|| ttl_ms_ceil(ttl));
             self.run(
                 "GETEX",
                 Retry::OnDroppedConnection,
                 move |mut conn| async move {
-                    redis::cmd("GETEX")
-                        .arg(key)
-                        .arg("PX")
-                        .arg(ms)
-                        .query_async(&mut conn)
-                        .await
+                    let mut getex = redis::cmd("GETEX");
+                    getex.arg(key);
+                    match ms {
+                        Some(ms) => getex.arg("PX").arg(ms),
+                        None => getex.arg("PERSIST"),
+                    };
+                    getex.query_async(&mut conn).await
                 },
             )
             .await?
