@@ -223,8 +223,8 @@ fn announces_body(name: &HeaderName, value: &HeaderValue) -> bool {
 /// `:authority`) names another host than the request's `Host`. The key takes the target's
 /// authority, as RFC 9112 §3.2.2 tells a server to, but an application that builds links from
 /// `Host` would write the other host into the entry the target's users get; so such an
-/// answer is not stored. Letter case and the scheme's default port do not count as a
-/// difference.
+/// answer is not stored. Hosts are compared as the key spells them
+/// ([`key::normal_host`]): letter case, a trailing dot and the default port do not count.
 fn target_and_host_disagree<B>(request: &Request<B>) -> bool {
     let Some(authority) = request.uri().authority() else {
         return false;
@@ -232,24 +232,11 @@ fn target_and_host_disagree<B>(request: &Request<B>) -> bool {
     let Some(host) = request.headers().get(header::HOST) else {
         return false;
     };
-    let default_port = match request.uri().scheme_str() {
-        Some(scheme) if scheme.eq_ignore_ascii_case("https") => 443,
-        _ => 80,
-    };
-    let normal = |host: &str, port: Option<u16>| {
-        let port = port.filter(|&port| port != default_port);
-        (host.to_ascii_lowercase(), port)
-    };
-    let Ok(host) = host.to_str().map(str::parse::<http::uri::Authority>) else {
-        return true;
-    };
-    match host {
-        Ok(host) => {
-            normal(host.host(), host.port_u16()) != normal(authority.host(), authority.port_u16())
-        }
-        // a Host that is no authority at all cannot be the target's
-        Err(_) => true,
-    }
+    // compared in the one spelling the key uses: no copy in the usual case (HTTP/2 has an
+    // authority on every request)
+    let scheme = request.uri().scheme_str().unwrap_or("http");
+    key::normal_host(authority.as_str().as_bytes(), scheme)
+        != key::normal_host(host.as_bytes(), scheme)
 }
 
 /// Whether an HTTP/2 or HTTP/3 request carries a body it announced no length for: DATA
