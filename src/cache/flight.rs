@@ -38,16 +38,55 @@ pub(crate) enum Waited {
     Failed(Option<http::StatusCode>),
     /// The leader went away unfinished: join the flight again, and one follower leads.
     Abandoned,
-    /// The deadline passed while the leader was still at work.
+    /// The leader fell silent (no response head, no piece of its body) for the flight
+    /// deadline.
     TimedOut,
 }
+
+/// When a flight's leader last showed that it is at work: its start, its response's head, each
+/// piece of the body it records, and, while it waits on another instance's lock, each look
+/// that finds the lock still held. Followers wait on a leader while its silence stays under
+/// the flight deadline, however long the whole takes (a big page from a slow but healthy
+/// origin), and the leader's stampede lock is renewed as long.
+pub(crate) struct Progress {
+    since: tokio::time::Instant,
+    /// Milliseconds from `since` to the last sign of work.
+    last: AtomicU64,
+}
+
+impl Progress {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            since: tokio::time::Instant::now(),
+            last: AtomicU64::new(0),
+        })
+    }
+
+    /// The leader is at work now.
+    pub(crate) fn stamp(&self) {
+        let elapsed = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.fetch_max(elapsed, Ordering::Relaxed);
+    }
+
+    /// When the leader will have been silent for `limit`, if it shows nothing more.
+    pub(crate) fn silent_until(&self, limit: Duration) -> tokio::time::Instant {
+        let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
+        // far enough: a limit of years must not overflow the clock
+        self.since
+            .checked_add(last.saturating_add(limit))
+            .unwrap_or_else(|| self.since + Duration::from_secs(100 * 365 * 86_400))
+    }
+}
+
+/// A flight under way: where its outcome comes, and its leader's progress.
+type Flight = (watch::Receiver<Outcome>, Arc<Progress>);
 
 /// The flights under way in this process, by entry key, and the keys whose last answer could
 /// not be stored (Varnish's hit-for-miss).
 pub(crate) struct Flights {
-    flights: Mutex<HashMap<String, (watch::Receiver<Outcome>, tokio::time::Instant)>>,
-    /// How long a leader leads: past it, a request that comes for the key takes the flight
-    /// over (the leader's handler hangs, and waiting on it would answer 504 for ever).
+    flights: Mutex<HashMap<String, Flight>>,
+    /// How long a leader may be silent: past it, a request that comes for the key takes the
+    /// flight over (the leader's handler hangs, and waiting on it would answer 504 for ever).
     lead_for: Duration,
     /// Keys whose leader's answer was not storable: their requests go straight to the
     /// handler, neither waiting on one another nor taking the lock, until the memo expires or
@@ -292,25 +331,27 @@ impl Flights {
             .flights
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let now = tokio::time::Instant::now();
-        if let Some((receiver, started)) = flights.get(key) {
+        if let Some((receiver, progress)) = flights.get(key) {
             // a finished flight whose guard is being dropped is not worth waiting for, nor is
-            // one whose leader has led past the flight deadline (its handler hangs): this
-            // request takes it over, and its own followers wait on it
+            // one whose leader has been silent for the flight deadline (its handler hangs):
+            // this request takes it over, and its own followers wait on it
             if matches!(*receiver.borrow(), Outcome::Pending)
-                && now.saturating_duration_since(*started) < self.lead_for
+                && tokio::time::Instant::now() < progress.silent_until(self.lead_for)
             {
                 return Role::Follower(Waiter {
                     receiver: receiver.clone(),
+                    progress: Arc::clone(progress),
                 });
             }
         }
         let (sender, receiver) = watch::channel(Outcome::Pending);
-        flights.insert(key.to_owned(), (receiver, now));
+        let progress = Progress::new();
+        flights.insert(key.to_owned(), (receiver, Arc::clone(&progress)));
         Role::Leader(FlightGuard {
             flights: Arc::clone(self),
             key: key.to_owned(),
             sender,
+            progress,
         })
     }
 
@@ -326,9 +367,15 @@ pub(crate) struct FlightGuard {
     flights: Arc<Flights>,
     key: String,
     sender: watch::Sender<Outcome>,
+    progress: Arc<Progress>,
 }
 
 impl FlightGuard {
+    /// Where the leader shows that it is at work.
+    pub(crate) fn progress(&self) -> &Arc<Progress> {
+        &self.progress
+    }
+
     /// Shares `entry` with the followers; a storable answer ends the key's hit-for-miss memo.
     pub(crate) fn complete(self, entry: Arc<Entry>) {
         self.flights.uncacheable.invalidate(&self.key);
@@ -385,22 +432,22 @@ impl Drop for FlightGuard {
 /// A follower's view of the flight.
 pub(crate) struct Waiter {
     receiver: watch::Receiver<Outcome>,
+    progress: Arc<Progress>,
 }
 
 impl Waiter {
-    /// Waits for the leader until `deadline`. A leader still at work after `patience` is
-    /// noted as slow (a metric and a log line), and waited for all the same: calling the
-    /// handler beside it would add load exactly when the origin is slow.
-    pub(crate) async fn wait(
-        mut self,
-        patience: Duration,
-        deadline: tokio::time::Instant,
-    ) -> Waited {
+    /// Waits for the leader while it shows work at least once per `silence` (the flight
+    /// deadline). A leader still at work after `patience` is noted as slow (a metric and a
+    /// log line), and waited for all the same: calling the handler beside it would add load
+    /// exactly when the origin is slow.
+    pub(crate) async fn wait(mut self, patience: Duration, silence: Duration) -> Waited {
+        let progress = self.progress;
         let finished = self
             .receiver
             .wait_for(|outcome| !matches!(outcome, Outcome::Pending));
         let mut finished = std::pin::pin!(finished);
-        let patience_ends = (tokio::time::Instant::now() + patience).min(deadline);
+        let patience_ends =
+            (tokio::time::Instant::now() + patience).min(progress.silent_until(silence));
         let within_patience = tokio::time::timeout_at(patience_ends, &mut finished)
             .await
             .map(|outcome| outcome.map(|outcome| outcome.clone()));
@@ -411,12 +458,14 @@ impl Waiter {
                 tracing::debug!(
                     "a single flight's leader is still at work after the flight wait; waiting on"
                 );
-                let within_deadline = tokio::time::timeout_at(deadline, finished)
-                    .await
-                    .map(|outcome| outcome.map(|outcome| outcome.clone()));
-                match within_deadline {
-                    Ok(outcome) => outcome,
-                    Err(_) => return Waited::TimedOut,
+                loop {
+                    let silent_until = progress.silent_until(silence);
+                    match tokio::time::timeout_at(silent_until, &mut finished).await {
+                        Ok(outcome) => break outcome.map(|outcome| outcome.clone()),
+                        // the leader showed work meanwhile: its silence is counted anew
+                        Err(_) if tokio::time::Instant::now() < progress.silent_until(silence) => {}
+                        Err(_) => return Waited::TimedOut,
+                    }
                 }
             }
         };
@@ -431,36 +480,39 @@ impl Waiter {
 
 /// The cross-process stampede lock an instance holds on an entry key: `SET NX PX` with an
 /// owner token, released by its owner only (with the entry's write, or on drop), and expiring
-/// by itself if the holder dies. While it is held, a task renews it every third of its life,
-/// up to the holder's flight deadline, so that an origin slower than the lock's life does not
-/// let another instance call it too: the other instances wait while the holder is alive, and
-/// take over once it is not.
+/// by itself if the holder dies. While it is held, a task renews it every third of its life
+/// for as long as the holder shows work within the flight deadline ([`Progress`]), so that an
+/// origin slower than the lock's life does not let another instance call it too: the other
+/// instances wait while the holder is at work, and take over once it is not.
 pub(crate) struct StoreLock {
     pub(crate) store: AnyStore,
     pub(crate) key: String,
     pub(crate) owner: Arc<str>,
+    progress: Arc<Progress>,
     released: bool,
     renewal: Option<tokio::task::AbortHandle>,
 }
 
 impl StoreLock {
-    /// The lock `owner` just took on `key` for `ttl`, renewed from now on until
-    /// `renew_until` (the holder's flight deadline, after which its waiters have given up
-    /// anyway: a handler that hangs must not hold the key for ever).
+    /// The lock `owner` just took on `key` for `ttl`, renewed from now on until the holder's
+    /// `progress` has been silent for `silence` (the flight deadline, after which its waiters
+    /// give up anyway: a handler that hangs must not hold the key for ever).
     fn held(
         store: AnyStore,
         key: String,
         owner: Arc<str>,
         ttl: Duration,
-        renew_until: tokio::time::Instant,
+        progress: Arc<Progress>,
+        silence: Duration,
     ) -> Self {
         let renewal = tokio::runtime::Handle::try_current().ok().map(|runtime| {
             let (store, key, owner) = (store.clone(), key.clone(), Arc::clone(&owner));
+            let progress = Arc::clone(&progress);
             runtime
                 .spawn(async move {
                     loop {
                         tokio::time::sleep(ttl / 3).await;
-                        if tokio::time::Instant::now() >= renew_until {
+                        if tokio::time::Instant::now() >= progress.silent_until(silence) {
                             return;
                         }
                         // lost (expired and taken) or unreachable: the lock's own life ends it
@@ -475,9 +527,15 @@ impl StoreLock {
             store,
             key,
             owner,
+            progress,
             released: false,
             renewal,
         }
+    }
+
+    /// Where the holder shows that it is at work.
+    pub(crate) fn progress(&self) -> &Arc<Progress> {
+        &self.progress
     }
 
     /// Marks the lock as released by the entry's write, which carries the release.
@@ -521,9 +579,6 @@ pub(crate) enum Locked {
     ServeStale,
     /// The entry's last answer (in any instance) could not be stored: no lock, no waiting.
     Uncacheable,
-    /// Another instance still held the lock (it is alive and at work) when the flight's
-    /// deadline passed.
-    TimedOut,
 }
 
 /// What a lock attempt needs to know.
@@ -541,14 +596,18 @@ pub(crate) struct LockAttempt {
     /// What the request asks of an entry: one that turns up must satisfy it as it stands.
     pub(crate) rules: RequestRules,
     pub(crate) serve_stale_meanwhile: bool,
-    /// When waiting on another instance's lock ends.
-    pub(crate) deadline: tokio::time::Instant,
+    /// The leader's progress in this process, which waiting on a live lock keeps up.
+    pub(crate) progress: Arc<Progress>,
+    /// The flight deadline: the longest the leader may be silent.
+    pub(crate) silence: Duration,
 }
 
 impl LockAttempt {
     /// Takes the lock, or waits for the holder's entry: polling with a growing interval until
-    /// the entry appears, the lock is free (the holder finished without storing, or died and
-    /// its lock expired: this instance takes over) or the deadline passes.
+    /// the entry appears or the lock is free (the holder finished without storing, or died or
+    /// hung and its lock, no longer renewed, expired: this instance takes over). A lock still
+    /// held is renewed only while its holder is at work, so each look that finds it held
+    /// counts as progress for this process's followers.
     pub(crate) async fn run(self) -> Locked {
         let started = std::time::Instant::now();
         let locked = self.acquire().await;
@@ -564,7 +623,6 @@ impl LockAttempt {
     async fn acquire(self) -> Locked {
         let owner = crate::store::new_ticket();
         let lock_key = key::lock_key(&self.entry_key);
-        let deadline = self.deadline;
         let mut interval = Duration::from_millis(10);
         loop {
             let attempt = CacheLock {
@@ -582,7 +640,8 @@ impl LockAttempt {
                         lock_key,
                         owner,
                         self.lock_ttl,
-                        self.deadline,
+                        Arc::clone(&self.progress),
+                        self.silence,
                     );
                     // a holder that stored and released between this request's lookup and
                     // now: its entry is served (and the lock dropped), not rendered again
@@ -592,14 +651,11 @@ impl LockAttempt {
                     };
                 }
                 Ok(None) if self.serve_stale_meanwhile => return Locked::ServeStale,
-                Ok(None) => {}
+                // the holder is at work (or its lock has not expired yet): calling the handler
+                // beside it would double the load on a slow origin
+                Ok(None) => self.progress.stamp(),
                 // fail open: the cache is an optimisation, the handler is the truth
                 Err(_) => return Locked::Lead(None),
-            }
-            if tokio::time::Instant::now() + interval > deadline {
-                // the holder is alive (its lock is renewed) and not done: calling the handler
-                // beside it would double the load on a slow origin
-                return Locked::TimedOut;
             }
             tokio::time::sleep(interval).await;
             interval = (interval * 3 / 2).min(Duration::from_millis(200));
@@ -722,8 +778,7 @@ mod tests {
         let Role::Follower(waiter) = flights.join("k") else {
             panic!("second follows")
         };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        let waiting = tokio::spawn(waiter.wait(Duration::from_secs(5), deadline));
+        let waiting = tokio::spawn(waiter.wait(Duration::from_secs(5), Duration::from_secs(10)));
         guard.complete(entry());
         assert!(matches!(waiting.await.unwrap(), Waited::Done(Some(_))));
         assert_eq!(flights.len(), 0);
@@ -748,10 +803,11 @@ mod tests {
             })
             .collect();
         guard.failed(Some(StatusCode::GATEWAY_TIMEOUT));
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         for waiter in followers {
             assert!(matches!(
-                waiter.wait(Duration::from_secs(5), deadline).await,
+                waiter
+                    .wait(Duration::from_secs(5), Duration::from_secs(10))
+                    .await,
                 Waited::Failed(Some(StatusCode::GATEWAY_TIMEOUT))
             ));
         }
@@ -774,12 +830,13 @@ mod tests {
             })
             .collect();
         drop(guard);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let mut leaders = 0;
         let mut guards = Vec::new();
         for waiter in followers {
             assert!(matches!(
-                waiter.wait(Duration::from_secs(5), deadline).await,
+                waiter
+                    .wait(Duration::from_secs(5), Duration::from_secs(10))
+                    .await,
                 Waited::Abandoned
             ));
             match flights.join("k") {
@@ -803,8 +860,7 @@ mod tests {
         let Role::Follower(waiter) = flights.join("k") else {
             panic!()
         };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        let waiting = tokio::spawn(waiter.wait(Duration::from_secs(5), deadline));
+        let waiting = tokio::spawn(waiter.wait(Duration::from_secs(5), Duration::from_secs(30)));
         tokio::time::sleep(Duration::from_secs(8)).await;
         assert!(!waiting.is_finished(), "gave up at its patience");
         guard.complete(entry());
@@ -816,11 +872,43 @@ mod tests {
         let Role::Follower(waiter) = flights.join("j") else {
             panic!()
         };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         assert!(matches!(
-            waiter.wait(Duration::from_secs(5), deadline).await,
+            waiter
+                .wait(Duration::from_secs(5), Duration::from_secs(30))
+                .await,
             Waited::TimedOut
         ));
+    }
+
+    /// A leader that keeps showing work (a slow body, piece by piece) is waited on past the
+    /// deadline, as long as no silence reaches it; the first silence that does ends the wait.
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_at_work_is_waited_on_past_the_deadline_until_it_falls_silent() {
+        let flights = Arc::new(Flights::new(HIT_FOR_MISS, Duration::from_secs(30)));
+        let Role::Leader(guard) = flights.join("k") else {
+            panic!()
+        };
+        let Role::Follower(waiter) = flights.join("k") else {
+            panic!()
+        };
+        let waiting = tokio::spawn(waiter.wait(Duration::from_secs(5), Duration::from_secs(30)));
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            guard.progress().stamp();
+        }
+        assert!(
+            !waiting.is_finished(),
+            "gave up on a leader at work after 80 s"
+        );
+        // a request arriving now follows too: the leader is not taken to hang
+        assert!(matches!(flights.join("k"), Role::Follower(_)));
+        tokio::time::sleep(Duration::from_secs(31)).await;
+        assert!(matches!(waiting.await.unwrap(), Waited::TimedOut));
+        assert!(
+            matches!(flights.join("k"), Role::Leader(_)),
+            "a silent leader is taken over"
+        );
+        drop(guard);
     }
 
     const URL: &str = "http://shop/a";
@@ -836,7 +924,8 @@ mod tests {
             request_headers: HeaderMap::new(),
             rules,
             serve_stale_meanwhile: false,
-            deadline: tokio::time::Instant::now() + Duration::from_secs(1),
+            progress: Progress::new(),
+            silence: Duration::from_secs(1),
         }
     }
 

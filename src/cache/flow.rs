@@ -177,14 +177,14 @@ where
     if !ctx.joins_flights() || ctx.head {
         return call(ctx, fwd, None, None, None);
     }
-    let deadline = tokio::time::Instant::now() + ctx.config.flight_deadline;
     let waiting = std::time::Instant::now();
     // a leader that goes away unfinished hands the flight on: every follower joins again,
     // one leads, the others follow it
     loop {
         match ctx.config.flights.join(&key) {
-            Role::Leader(guard) => return lead(ctx, fwd, guard, key, None, false, deadline).await,
-            Role::Follower(waiter) => match waiter.wait(patience, deadline).await {
+            Role::Leader(guard) => return lead(ctx, fwd, guard, key, None, false).await,
+            Role::Follower(waiter) => match waiter.wait(patience, ctx.config.flight_deadline).await
+            {
                 Waited::Done(shared) => {
                     crate::observe::cache("collapsed");
                     crate::observe::cache_lock_wait(waiting.elapsed());
@@ -200,7 +200,7 @@ where
     }
 }
 
-/// The flight's deadline passed while its leader (here or in another instance) was still at
+/// The flight's leader in this process fell silent for the flight deadline while still at
 /// work: the stale copy where `stale-if-error` allows it (a slow origin is an error to this
 /// client, RFC 5861 §4), else 504. Never a handler call beside the leader's.
 fn gave_up<S, ReqBody>(ctx: &Ctx<S, ReqBody>, stale: Option<Box<Entry>>) -> Flowed<S::Future>
@@ -210,7 +210,7 @@ where
     crate::observe::cache("flight_timeout");
     tracing::debug!(
         url = %crate::failure::Digest(&ctx.url),
-        "a single flight's leader did not finish within the flight deadline"
+        "a single flight's leader was silent for the flight deadline"
     );
     if let Some(stale) = stale
         && policy::stale_if_error(
@@ -307,7 +307,6 @@ where
     if !ctx.joins_flights() {
         return call(ctx, Fwd::Stale, None, Some(entry), None);
     }
-    let deadline = tokio::time::Instant::now() + ctx.config.flight_deadline;
     loop {
         match ctx.config.flights.join(&key) {
             Role::Leader(guard) => {
@@ -319,7 +318,7 @@ where
                         ctx.head,
                         Served::Hit,
                     );
-                    let refresh = lead(ctx, Fwd::Stale, guard, key, Some(entry), true, deadline);
+                    let refresh = lead(ctx, Fwd::Stale, guard, key, Some(entry), true);
                     runtime.spawn(refresh_to_its_end::<S, ReqBody, ResBody>(refresh));
                     return Flowed::Answer(response);
                 }
@@ -330,12 +329,12 @@ where
                     key,
                     Some(entry),
                     serve_stale_meanwhile,
-                    deadline,
                 )
                 .await;
             }
             Role::Follower(_) if serve_stale_meanwhile => return served(&ctx, *entry),
-            Role::Follower(waiter) => match waiter.wait(patience, deadline).await {
+            Role::Follower(waiter) => match waiter.wait(patience, ctx.config.flight_deadline).await
+            {
                 Waited::Done(shared) => return followed_refresh(ctx, entry, shared),
                 Waited::Failed(status) => return failed_with(ctx, entry, status),
                 Waited::Abandoned => {}
@@ -379,7 +378,6 @@ async fn lead<S, ReqBody>(
     key: String,
     stale: Option<Box<Entry>>,
     serve_stale_meanwhile: bool,
-    deadline: tokio::time::Instant,
 ) -> Flowed<S::Future>
 where
     S: Service<Request<ReqBody>>,
@@ -399,7 +397,8 @@ where
         request_headers: ctx.request.headers().clone(),
         rules: ctx.rules,
         serve_stale_meanwhile: serve_stale_meanwhile && stale.is_some(),
-        deadline,
+        progress: Arc::clone(flight.progress()),
+        silence: config.flight_deadline,
     };
     // a memory store is this process's own: the in-process flight is all there is. A flight
     // that ended between this request's lookup and its joining has stored its entry by now
@@ -429,9 +428,6 @@ where
             flight.uncacheable();
             call(ctx, fwd, None, stale, None)
         }
-        // another instance is still at work on it: this process's followers time out too
-        // (the guard ends as abandoned, and each follower's own deadline has passed or will)
-        (Locked::TimedOut, stale) => gave_up(&ctx, stale),
     }
 }
 

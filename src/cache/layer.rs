@@ -703,13 +703,15 @@ impl ResponseCacheBuilder {
         self
     }
 
-    /// The longest a request waits on a [single flight](Self::single_flight) whose leader is
-    /// still at work. When it passes, the request gets the stale copy where its
-    /// `stale-if-error` allows one (a slow origin is an error to the client, RFC 5861 §4),
-    /// else `504 Gateway Timeout`; it does not call the handler beside the leader. A leader
-    /// still at work past it is taken to hang: the next request for the page leads a new
-    /// flight (in another instance, once the leader's lock, no longer renewed, expires), so
-    /// one hung handler cannot keep a page answering 504. Defaults to 30 seconds.
+    /// The longest a request waits on a [single flight](Self::single_flight) whose leader
+    /// shows no work: no response head yet, or no piece of its body since the last. A leader
+    /// at work is waited for to its end, however long a slow body takes. When the leader has
+    /// been silent this long, the request gets the stale copy where its `stale-if-error`
+    /// allows one (a slow origin is an error to the client, RFC 5861 §4), else `504 Gateway
+    /// Timeout`; it does not call the handler beside the leader. Such a leader is taken to
+    /// hang: the next request for the page leads a new flight (in another instance, once the
+    /// leader's lock, no longer renewed, expires), so one hung handler cannot keep a page
+    /// answering 504. Defaults to 30 seconds.
     ///
     /// # Example
     ///
@@ -730,14 +732,14 @@ impl ResponseCacheBuilder {
     }
 
     /// How long the cross-process stampede lock lives: with many instances on one Redis, a
-    /// miss or a stale entry makes one instance run the handler while the others wait (up to
-    /// the [`single_flight_deadline`](Self::single_flight_deadline)) for its entry, or serve
+    /// miss or a stale entry makes one instance run the handler while the others wait (while
+    /// the lock lives) for its entry, or serve
     /// the stale copy within `stale-while-revalidate`. The holder renews the lock every third
-    /// of this while it works, however slow the origin (up to its flight deadline); the lock is released with the entry's
-    /// write, and expires by itself within this time if its holder dies, after which a waiting
-    /// instance takes over. `None` turns
-    /// it off (a miss then costs one round trip less). A memory store, being per process, needs
-    /// none. Defaults to 10 seconds.
+    /// of this while it works, however slow the origin, as long as it is never silent for its
+    /// flight deadline; the lock is released with the entry's write, and expires by itself
+    /// within this time if its holder dies or hangs, after which a waiting instance takes
+    /// over. `None` turns it off (a miss then costs one round trip less). A memory store,
+    /// being per process, needs none. Defaults to 10 seconds.
     ///
     /// # Example
     ///

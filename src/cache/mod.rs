@@ -252,9 +252,13 @@
 //! - past the flight wait ([`ResponseCacheBuilder::single_flight`], 5 s) a waiter is counted
 //!   as slow (`flight_slow`) and keeps waiting; the lock holder renews its lock every third
 //!   of the lock's life, so the other instances keep waiting too;
-//! - past the flight deadline ([`ResponseCacheBuilder::single_flight_deadline`], 30 s) a
-//!   waiter is answered with the stale copy where `stale-if-error` allows one, else `504`;
-//!   the holder stops renewing then, so a handler that hangs holds the key no longer;
+//! - the flight deadline ([`ResponseCacheBuilder::single_flight_deadline`], 30 s) bounds the
+//!   leader's silence, not its whole time: its response's head and each piece of its body
+//!   count as work, so a big page from a slow but healthy origin is waited for to its end.
+//!   A leader silent for the deadline is taken to hang: its waiters are answered with the
+//!   stale copy where `stale-if-error` allows one, else `504`, the next request leads a new
+//!   flight, and the holder stops renewing its lock, so that a handler that hangs holds the
+//!   key no longer (an instance waiting on the lock takes over once it expires);
 //! - a leader whose revalidation fails (a server error, or the handler's error) and that is
 //!   answered with its stale copy under `stale-if-error` tells its followers, which serve
 //!   their stale copies at once under the same rule (else revalidate themselves), rather than

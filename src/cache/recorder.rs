@@ -69,7 +69,19 @@ impl Recorder {
     /// The recorder, completing `flight` (when it leads one) with its entry.
     pub(crate) fn led(mut self, flight: Option<FlightGuard>) -> Self {
         self.flight = flight;
+        // the response's head has come: work the followers and the lock's renewal see
+        self.show_progress();
         self
+    }
+
+    /// Tells the flight's followers, and the stampede lock's renewal, that the body is still
+    /// coming: they wait on a slow body for as long as no piece is later than the deadline.
+    fn show_progress(&self) {
+        if let Some(flight) = &self.flight {
+            flight.progress().stamp();
+        } else if let Some(lock) = &self.lock {
+            lock.progress().stamp();
+        }
     }
 
     /// Completes the entry, shares it with waiting requests, and stores it in the background.
@@ -147,6 +159,7 @@ impl Recorder {
 impl Tap for Recorder {
     /// Keeps a data frame, or gives up when the body outgrows the bound.
     fn data(&mut self, data: &Bytes) -> bool {
+        self.show_progress();
         self.len += data.len();
         if self.len > self.config.max_body {
             tracing::debug!(url = %crate::failure::Digest(&self.url), limit = self.config.max_body, "response body outgrew the cache bound; not stored");

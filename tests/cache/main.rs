@@ -31,6 +31,8 @@ use tower_redis_http::cache::{ResponseBody, ResponseCacheBuilder, ResponseCacheL
 pub struct TestBody {
     chunks: VecDeque<Bytes>,
     exact: bool,
+    /// For a body that trickles: the time between two chunks, and the wait for the next.
+    gap: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
 }
 
 impl TestBody {
@@ -38,6 +40,7 @@ impl TestBody {
         Self {
             chunks: VecDeque::from([text.into()]),
             exact: true,
+            gap: None,
         }
     }
 
@@ -45,6 +48,16 @@ impl TestBody {
         Self {
             chunks: chunks.into(),
             exact: false,
+            gap: None,
+        }
+    }
+
+    /// A stream of `chunks`, each `gap` after the one before (the first too), as a slow
+    /// origin sends a big page.
+    pub fn trickling(chunks: Vec<Bytes>, gap: Duration) -> Self {
+        Self {
+            gap: Some((gap, Box::pin(tokio::time::sleep(gap)))),
+            ..Self::streaming(chunks)
         }
     }
 }
@@ -55,8 +68,17 @@ impl Body for TestBody {
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if !self.chunks.is_empty()
+            && let Some((gap, sleep)) = &mut self.gap
+        {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let next = tokio::time::Instant::now() + *gap;
+            sleep.as_mut().reset(next);
+        }
         Poll::Ready(self.chunks.pop_front().map(|chunk| Ok(Frame::data(chunk))))
     }
 

@@ -306,6 +306,86 @@ async fn a_failed_refresh_leaves_the_stale_copy_served_at_once(backend: &Backend
     panic!("the stale copy was never refreshed three times");
 }
 
+/// A handler that answers at once and then trickles its body: `PIECES` pieces, one every
+/// `GAP`, several times the flight deadline in all; it counts its calls in `runs`.
+fn trickling_app(builder: ResponseCacheBuilder, runs: &Arc<AtomicUsize>) -> App {
+    let runs = Arc::clone(runs);
+    let service = ServiceBuilder::new()
+        .layer(
+            builder
+                .single_flight(Some(PATIENCE))
+                .single_flight_deadline(GAP * 3)
+                .build()
+                .unwrap(),
+        )
+        .service_fn(move |_request: Request<ReqBody>| {
+            let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
+            let pieces = (0..PIECES)
+                .map(|n| bytes::Bytes::from(format!("run {run} piece {n};")))
+                .collect();
+            async move {
+                Ok::<_, Infallible>(http::Response::new(crate::TestBody::trickling(pieces, GAP)))
+            }
+        });
+    BoxCloneService::new(service)
+}
+
+/// The time between two pieces of [`trickling_app`]'s body.
+const GAP: Duration = Duration::from_millis(250);
+/// How many pieces: 16 x 250 ms, over five times the 750 ms flight deadline.
+const PIECES: usize = 16;
+
+fn trickled(run: usize) -> String {
+    (0..PIECES)
+        .map(|n| format!("run {run} piece {n};"))
+        .collect()
+}
+
+/// A leader whose origin answers at once and then sends a big body slowly (the adversary's
+/// review of issue 35): its followers wait to the end, never silent past the deadline, and
+/// get its entry; one origin call. Before, each follower got 504 at the deadline counted from
+/// its arrival, though the leader was streaming all along.
+async fn followers_wait_on_a_leader_whose_body_is_slow_but_flowing(backend: &Backend) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let app = trickling_app(page(backend), &runs);
+    let leader = concurrent(&app, "/big", 1);
+    until_called(&runs, 1).await;
+    let followers = concurrent(&app, "/big", 3);
+    for reply in leader.into_iter().chain(followers) {
+        let reply = reply.await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        assert_eq!(reply.body, trickled(1));
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+/// The same across two instances on one Redis, with a lock that lives a fraction of the
+/// body's time: the holder renews it while its body flows, and the other instance waits for
+/// its entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn across_instances_a_slow_body_is_waited_on_while_it_flows() {
+    let redis = TestRedis::start();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let builder = || async {
+        ResponseCacheLayer::cache_page(crate::redis_store(&redis).await, Duration::from_secs(60))
+            .stampede_lock(Some(GAP * 2))
+    };
+    let one = trickling_app(builder().await, &runs);
+    let two = trickling_app(builder().await, &runs);
+    let leader = concurrent(&one, "/big-shared", 1);
+    until_called(&runs, 1).await;
+    let others: Vec<_> = concurrent(&two, "/big-shared", 3)
+        .into_iter()
+        .chain(concurrent(&one, "/big-shared", 2))
+        .collect();
+    for reply in leader.into_iter().chain(others) {
+        let reply = reply.await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        assert_eq!(reply.body, trickled(1));
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
 crate::on_each_backend!(
     on_redis_and_memory:
     a_slow_origin_is_called_once_for_concurrent_misses,
@@ -314,6 +394,7 @@ crate::on_each_backend!(
     a_hung_leader_is_taken_over_once_it_has_led_past_the_deadline,
     followers_of_a_failed_revalidation_get_the_stale_copy_at_once,
     a_failed_refresh_leaves_the_stale_copy_served_at_once,
+    followers_wait_on_a_leader_whose_body_is_slow_but_flowing,
 );
 
 /// Two instances on one Redis, a lock that lives half the origin's time: the holder
