@@ -1,6 +1,9 @@
-//! Bodies with a bound on their silence, and a request body that tells when it has been sent.
+//! Bodies with a bound on their silence, and a request body that tells how far it has been
+//! sent.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -109,29 +112,77 @@ where
     }
 }
 
+/// How far a request body on its way to the origin has got: when the origin last took a
+/// piece of it, and whether the proxy is waiting on the client for the next one. The origin
+/// is blamed for a stall only when the client is not (nginx's `proxy_send_timeout`, between
+/// two writes): an origin that stops reading fills the socket, and the body is then not asked
+/// for at all, so no timer on the client's side would ever run.
+#[derive(Debug)]
+pub struct UploadProgress {
+    since: Instant,
+    /// Milliseconds from `since` to the last piece the origin took (or to the last reset).
+    last_taken: AtomicU64,
+    waiting_on_client: AtomicBool,
+}
+
+impl UploadProgress {
+    fn new() -> Self {
+        Self {
+            since: Instant::now(),
+            last_taken: AtomicU64::new(0),
+            waiting_on_client: AtomicBool::new(false),
+        }
+    }
+
+    /// Starts the origin's clock over: a connection is there to write to.
+    pub fn reset(&self) {
+        self.taken_now();
+    }
+
+    fn taken_now(&self) {
+        let elapsed = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_taken.store(elapsed, Ordering::Relaxed);
+    }
+
+    /// When the origin's silence reaches `limit`, counted from the last piece it took; `None`
+    /// while the proxy waits on the client instead (whose own idle timeout applies).
+    pub fn stalls_at(&self, limit: Duration) -> Option<Instant> {
+        if self.waiting_on_client.load(Ordering::Relaxed) {
+            return None;
+        }
+        let last = Duration::from_millis(self.last_taken.load(Ordering::Relaxed));
+        Some(self.since + last.saturating_add(limit))
+    }
+}
+
 pin_project_lite::pin_project! {
     /// A request body that says when it has been sent in full, so that the origin's time to
-    /// answer is counted from then and a slow upload is not taken for a slow origin.
+    /// answer is counted from then and a slow upload is not taken for a slow origin, and that
+    /// keeps its [`UploadProgress`] so that an origin that stops reading is.
     pub struct SentNotice<B> {
         #[pin]
         inner: B,
         sent: Option<oneshot::Sender<()>>,
+        progress: Arc<UploadProgress>,
     }
 }
 
 impl<B: Body> SentNotice<B> {
-    /// `inner`, and the receiver told once it has gone by (at once for an empty body). The
-    /// sender is dropped, which the receiver sees too, if the body fails or is dropped unsent.
-    pub fn new(inner: B) -> (Self, oneshot::Receiver<()>) {
+    /// `inner`, the receiver told once it has gone by (at once for an empty body), and its
+    /// progress. The sender is dropped, which the receiver sees too, if the body fails or is
+    /// dropped unsent.
+    pub fn new(inner: B) -> (Self, oneshot::Receiver<()>, Arc<UploadProgress>) {
         let (sender, receiver) = oneshot::channel();
+        let progress = Arc::new(UploadProgress::new());
         let mut body = Self {
             inner,
             sent: Some(sender),
+            progress: Arc::clone(&progress),
         };
         if body.inner.is_end_stream() {
             body.notify();
         }
-        (body, receiver)
+        (body, receiver, progress)
     }
 
     fn notify(&mut self) {
@@ -149,12 +200,20 @@ impl<B: Body> Body for SentNotice<B> {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let mut this = self.project();
         let polled = this.inner.as_mut().poll_frame(cx);
+        this.progress
+            .waiting_on_client
+            .store(polled.is_pending(), Ordering::Relaxed);
         match &polled {
             Poll::Ready(None) => notify(this.sent),
-            // hyper stops polling a body that says it has ended
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => notify(this.sent),
+            Poll::Ready(Some(Ok(_))) => {
+                this.progress.taken_now();
+                // hyper stops polling a body that says it has ended
+                if this.inner.is_end_stream() {
+                    notify(this.sent);
+                }
+            }
             Poll::Ready(Some(Err(_))) => drop(this.sent.take()),
-            _ => {}
+            Poll::Pending => {}
         }
         polled
     }

@@ -30,6 +30,48 @@ const FORWARDING: [&str; 6] = [
     "x-forwarded-prefix",
 ];
 
+/// What else a proxy in front tells an application about the original request (its host,
+/// scheme, path, method or client address) under names frameworks read: IIS and Symfony take
+/// the path from `X-Original-URL`, Rack the scheme from `X-Forwarded-Ssl`, many apps the
+/// client from `X-Real-IP`. From a peer that is not a trusted proxy they are claims nobody
+/// vouches for, so they are dropped before the cache, as the forwarding fields are: the origin
+/// never acts on a client's word for them (an access rule on `/admin` passed with
+/// `X-Original-URL: /admin`, a rate limit keyed on a forged `X-Real-IP`). Method overrides
+/// (`X-HTTP-Method-Override`) are the client's own convention, not a proxy's claim: they pass,
+/// and the cache never stores an answer to a request that carries one.
+const PROXY_CLAIMS: [&str; 18] = [
+    "x-forwarded-server",
+    "x-forwarded-scheme",
+    "x-forwarded-ssl",
+    "x-forwarded-uri",
+    "x-forwarded-path",
+    "x-forwarded-method",
+    "x-forwarded-protocol",
+    "x-url-scheme",
+    "front-end-https",
+    "x-host",
+    "x-original-host",
+    "x-original-url",
+    "x-original-uri",
+    "x-original-method",
+    "x-rewrite-url",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+];
+
+/// Whether `name`, with `_` read as `-` as CGI and WSGI servers read it, is one of `names`.
+fn is_one_of(name: &HeaderName, names: &[&str]) -> bool {
+    let name = name.as_str();
+    names.iter().any(|listed| {
+        listed.len() == name.len()
+            && listed
+                .bytes()
+                .zip(name.bytes())
+                .all(|(l, n)| l == n || (l == b'-' && n == b'_'))
+    })
+}
+
 /// What `X-Forwarded-For` becomes on the way to the origin (`FORWARDED_FOR`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ForwardedFor {
@@ -122,7 +164,23 @@ impl Listed {
         let invalid =
             || format!("{option}: {text:?} is not a host, as shop.example or shop.example:8080");
         let authority: Authority = text.parse().map_err(|_| invalid())?;
-        if text.is_empty() || text.contains('@') {
+        // a name or an address: `*` or `%` parse as an authority's host, and match nothing a
+        // client sends; a port past 65535 parses too, and would be dropped unsaid
+        let host = authority.host();
+        let is_name = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        let is_ipv6 = host
+            .strip_prefix('[')
+            .and_then(|host| host.strip_suffix(']'))
+            .is_some_and(|address| address.parse::<std::net::Ipv6Addr>().is_ok());
+        let port_fits = authority
+            .as_str()
+            .strip_prefix(host)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .is_none_or(|port| port.parse::<u16>().is_ok());
+        if text.contains('@') || !(is_name || is_ipv6) || !port_fits {
             return Err(invalid());
         }
         Ok(Self {
@@ -278,16 +336,17 @@ pub fn prepare<B>(
     let trusted = peer.is_some_and(|peer| proxies.contains(peer));
     let headers = request.headers_mut();
     // names that CGI and WSGI servers read as the forwarding fields (`X_Forwarded_For`):
-    // nobody writes them but a client speaking for a proxy
-    let underscored: Vec<HeaderName> = headers
+    // nobody writes them but a client speaking for a proxy; and the other claims, unless a
+    // trusted proxy made them
+    let unvouched: Vec<HeaderName> = headers
         .keys()
         .filter(|name| {
-            let name = name.as_str();
-            name.contains('_') && FORWARDING.contains(&name.replace('_', "-").as_str())
+            (name.as_str().contains('_') && is_one_of(name, &FORWARDING))
+                || (!trusted && is_one_of(name, &PROXY_CLAIMS))
         })
         .cloned()
         .collect();
-    for name in underscored {
+    for name in unvouched {
         headers.remove(name);
     }
     // the client's own list is kept when appending, or when a trusted proxy wrote it
@@ -483,7 +542,24 @@ mod tests {
         let refused = prepare(&mut two, &hosts, &proxies, ForwardedFor::Append);
         assert_eq!(refused.unwrap_err().status, StatusCode::BAD_REQUEST);
         assert!(Hosts::new(&listed, Some("shop.example"), &origin()).is_err());
-        assert!(Hosts::new(&["a@b".to_owned()], None, &origin()).is_err());
+        for bad in [
+            "a@b",
+            "*",
+            "shop.example:99999",
+            "shop%2eexample",
+            "[::1",
+            "",
+        ] {
+            assert!(
+                Hosts::new(&[bad.to_owned()], None, &origin()).is_err(),
+                "PROXY_HOSTS={bad}"
+            );
+            assert!(
+                Hosts::new(&[], Some(bad), &origin()).is_err(),
+                "PUBLIC_HOST={bad}"
+            );
+        }
+        assert!(Hosts::new(&["[::1]:8080".to_owned()], None, &origin()).is_ok());
     }
 
     #[test]
@@ -539,5 +615,35 @@ mod tests {
         assert_eq!(out["x-forwarded-for"], "203.0.113.7, 10.1.2.3");
         assert_eq!(out["x-forwarded-proto"], "https");
         assert_eq!(out["x-forwarded-host"], "shop.example");
+    }
+
+    /// The names frameworks read the original request's path, scheme, method or client from
+    /// reach the origin from a trusted proxy only, in either spelling; a method override is
+    /// the client's own and passes.
+    #[test]
+    fn other_claims_about_the_request_are_believed_from_a_trusted_proxy_alone() {
+        let hosts = Hosts::new(&[], None, &origin()).unwrap();
+        let proxies = TrustedProxies::parse(&["10.0.0.0/8".to_owned()]).unwrap();
+        let claims = [
+            ("x-original-url", "/admin"),
+            ("x_rewrite_url", "/admin"),
+            ("x-real-ip", "127.0.0.1"),
+            ("true-client-ip", "127.0.0.1"),
+            ("x-forwarded-ssl", "on"),
+            ("x_url_scheme", "https"),
+            ("x-http-method-override", "DELETE"),
+        ];
+        let mut from_client = request("192.0.2.1:5000", &claims);
+        prepare(&mut from_client, &hosts, &proxies, ForwardedFor::Append).unwrap();
+        for (name, _) in &claims[..6] {
+            assert!(!from_client.headers().contains_key(*name), "{name}");
+        }
+        assert_eq!(from_client.headers()["x-http-method-override"], "DELETE");
+
+        let mut from_proxy = request("10.0.0.9:5000", &claims);
+        prepare(&mut from_proxy, &hosts, &proxies, ForwardedFor::Append).unwrap();
+        for (name, value) in claims {
+            assert_eq!(from_proxy.headers()[name], value, "{name}");
+        }
     }
 }

@@ -47,13 +47,15 @@
 //! Each from the environment, in whole seconds from 1 to 86400, defaulting to nginx's 60:
 //!
 //! - `ORIGIN_CONNECT_TIMEOUT_SECS`: to open a connection to the origin;
+//! - `ORIGIN_SEND_TIMEOUT_SECS`: between two pieces of a request body the origin takes
+//!   while the proxy has the next one (an origin that stops reading an upload);
 //! - `ORIGIN_READ_TIMEOUT_SECS`: for the origin's response header, once it has the whole
 //!   request;
 //! - `ORIGIN_BODY_IDLE_TIMEOUT_SECS`: between two pieces of the response body (a body that
 //!   stalls longer fails, and the client sees it cut short; the cache does not store it), and
 //!   the longest a WebSocket tunnel may be silent both ways.
 //!
-//! A connect or read timeout is answered `504 Gateway Timeout`, which the cache replaces
+//! A connect, send or read timeout is answered `504 Gateway Timeout`, which the cache replaces
 //! with a stale copy where the stored response's `stale-if-error` allows;
 //! within `stale-while-revalidate` the stale copy is served at once and the refresh times
 //! out on its own. Concurrent requests for one URL wait for the first one's origin call (the
@@ -79,6 +81,8 @@
 //! - `TARGETED_CACHE_CONTROL`: the targeted cache-control fields (RFC 9213) obeyed, most
 //!   precedent first, comma-separated; `CDN-Cache-Control` by default. They are forwarded
 //!   with responses, so a CDN in front applies them too.
+//! - `MAX_TUNNELS`: how many WebSocket tunnels may be open at once (1024 by default); a
+//!   handshake beyond is answered `503 Service Unavailable` with `Retry-After: 1`.
 //! - `TRUSTED_PROXIES`: the proxies in front of this one (addresses or networks,
 //!   comma-separated) whose forwarding fields are keyed and believed.
 //!
@@ -119,7 +123,7 @@ pub use self::origin::{Origin, Timeouts};
 pub type ServeError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How the proxy is set up beyond what the origin's headers decide.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Options {
     /// The proxies whose `X-Forwarded-Host` / `-Proto` are part of the key instead of refused,
     /// and whose forwarding fields go on to the origin.
@@ -140,16 +144,40 @@ pub struct Options {
     /// The targeted cache-control fields obeyed, most precedent first; `None` keeps the
     /// layer's default, `CDN-Cache-Control`.
     pub targeted_cache_control: Option<Vec<http::HeaderName>>,
+    /// How many WebSocket tunnels may be open at once (`MAX_TUNNELS`); a handshake past it
+    /// is answered `503`.
+    pub max_tunnels: usize,
     /// Let a targeted field replace `Cache-Control`'s `private`, field-qualified `private` /
     /// `no-cache` and the credentials rule too (RFC 9213 in full; see the cache module's
     /// security notes before turning it on).
     pub targeted_cache_control_overrides_private: bool,
 }
 
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            trusted_proxies: Vec::new(),
+            hosts: Vec::new(),
+            public_host: None,
+            forwarded_for: ForwardedFor::default(),
+            timeouts: Timeouts::default(),
+            heuristic_freshness: None,
+            replay_set_cookie: false,
+            targeted_cache_control: None,
+            max_tunnels: DEFAULT_MAX_TUNNELS,
+            targeted_cache_control_overrides_private: false,
+        }
+    }
+}
+
+/// Open WebSocket tunnels at most, by default: each holds two sockets and a task for as long
+/// as it lives, so a client must not be able to open them without end.
+pub const DEFAULT_MAX_TUNNELS: usize = 1024;
+
 impl Options {
     /// `TRUSTED_PROXIES`, `PROXY_HOSTS`, `PUBLIC_HOST`, `FORWARDED_FOR`,
-    /// `ORIGIN_CONNECT_TIMEOUT_SECS`, `ORIGIN_READ_TIMEOUT_SECS`,
-    /// `ORIGIN_BODY_IDLE_TIMEOUT_SECS`, `HEURISTIC_FRESHNESS_SECS`, `TARGETED_CACHE_CONTROL`,
+    /// `ORIGIN_CONNECT_TIMEOUT_SECS`, `ORIGIN_SEND_TIMEOUT_SECS`, `ORIGIN_READ_TIMEOUT_SECS`,
+    /// `ORIGIN_BODY_IDLE_TIMEOUT_SECS`, `MAX_TUNNELS`, `HEURISTIC_FRESHNESS_SECS`, `TARGETED_CACHE_CONTROL`,
     /// `TARGETED_CACHE_CONTROL_OVERRIDES_PRIVATE` and `REPLAY_SET_COOKIE`.
     pub fn from_env() -> Result<Self, String> {
         Self::from_vars(|name| std::env::var(name).ok())
@@ -200,6 +228,7 @@ impl Options {
         };
         let timeouts = Timeouts {
             connect: seconds("ORIGIN_CONNECT_TIMEOUT_SECS", defaults.connect)?,
+            send: seconds("ORIGIN_SEND_TIMEOUT_SECS", defaults.send)?,
             read: seconds("ORIGIN_READ_TIMEOUT_SECS", defaults.read)?,
             body_idle: seconds("ORIGIN_BODY_IDLE_TIMEOUT_SECS", defaults.body_idle)?,
             ..defaults
@@ -214,6 +243,13 @@ impl Options {
                 None => ForwardedFor::default(),
             },
             timeouts,
+            max_tunnels: match var("MAX_TUNNELS") {
+                Some(text) => match text.trim().parse::<usize>() {
+                    Ok(count @ 1..=1_000_000) => count,
+                    _ => return Err(format!("MAX_TUNNELS={text:?}: a count from 1 to 1000000")),
+                },
+                None => DEFAULT_MAX_TUNNELS,
+            },
             heuristic_freshness,
             replay_set_cookie: var("REPLAY_SET_COOKIE").is_some_and(|on| on == "1"),
             targeted_cache_control_overrides_private: var(
@@ -234,6 +270,7 @@ struct Front {
     hosts: Arc<Hosts>,
     proxies: Arc<TrustedProxies>,
     forwarded_for: ForwardedFor,
+    tunnels: Arc<tokio::sync::Semaphore>,
 }
 
 /// The cache in front of the origin, its type erased (one allocation per request, which
@@ -258,7 +295,10 @@ impl Front {
             };
         request.extensions_mut().insert(forwarding);
         if websocket {
-            return tunnel::websocket(self.upstream, request)
+            let Ok(room) = Arc::clone(&self.tunnels).try_acquire_owned() else {
+                return tunnel::refuse_over_cap().map(Either::Right);
+            };
+            return tunnel::websocket(self.upstream, request, room)
                 .await
                 .map(Either::Right);
         }
@@ -269,8 +309,94 @@ impl Front {
     }
 }
 
-/// Serves the proxy on `listener`: the cache layer in HTTP-cache mode, storing in `store`,
-/// in front of a handler that forwards every request to `origin`.
+/// The proxy, its options checked and its parts built, ready to serve.
+pub struct Proxy {
+    front: Front,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy").finish_non_exhaustive()
+    }
+}
+
+impl Proxy {
+    /// The cache layer in HTTP-cache mode, storing in `store`, in front of a handler that
+    /// forwards every request to `origin`.
+    ///
+    /// # Errors
+    ///
+    /// An option the proxy cannot run with.
+    pub fn new(origin: Origin, store: AnyStore, options: &Options) -> Result<Self, ServeError> {
+        let timeouts = options.timeouts;
+        let mut cache = ResponseCacheLayer::http_cache(store)
+            .keep_stale(Duration::from_secs(3600))
+            .x_cache_header(true)
+            .trusted_proxies(options.trusted_proxies.iter().map(String::as_str))
+            .replay_set_cookie(options.replay_set_cookie)
+            .targeted_cache_control_overrides_private(
+                options.targeted_cache_control_overrides_private,
+            )
+            // requests for a URL being fetched wait for that fetch, however long the timeouts
+            // let it take, rather than time out before it does
+            .single_flight_deadline(
+                timeouts
+                    .connect
+                    .saturating_add(timeouts.read)
+                    .saturating_add(Duration::from_secs(1)),
+            );
+        if let Some(bound) = options.heuristic_freshness {
+            cache = cache.heuristic_freshness(bound);
+        }
+        if let Some(names) = &options.targeted_cache_control {
+            cache = cache.targeted_cache_control(names.iter().cloned());
+        }
+        let cache = cache.build()?;
+        let hosts = Hosts::new(
+            &options.hosts,
+            options.public_host.as_deref(),
+            origin.authority(),
+        )?;
+        let proxies = TrustedProxies::parse(&options.trusted_proxies)?;
+        let upstream = Upstream::new(origin, timeouts);
+        let to_origin = upstream.clone();
+        let cache =
+            ServiceBuilder::new()
+                .layer(cache)
+                .service_fn(move |request: Request<Incoming>| {
+                    let upstream = to_origin.clone();
+                    async move { Ok::<_, Infallible>(upstream.forward(request).await) }
+                });
+        Ok(Self {
+            front: Front {
+                cache: BoxCloneService::new(cache),
+                upstream,
+                hosts: Arc::new(hosts),
+                proxies: Arc::new(proxies),
+                forwarded_for: options.forwarded_for,
+                tunnels: Arc::new(tokio::sync::Semaphore::new(options.max_tunnels)),
+            },
+        })
+    }
+
+    /// Serves on `listener` until it fails.
+    ///
+    /// # Errors
+    ///
+    /// A listener that fails.
+    pub async fn serve(self, listener: tokio::net::TcpListener) -> Result<(), ServeError> {
+        let front = self.front;
+        let service = tower::service_fn(move |request: Request<Incoming>| {
+            let front = front.clone();
+            async move { Ok::<_, Infallible>(front.handle(request).await) }
+        });
+        // bodies stream through to the origin unbuffered; the header still needs a bound
+        common::serve_tower(listener, service, common::Limits::default().header_read).await?;
+        Ok(())
+    }
+}
+
+/// Serves the proxy on `listener`: [`Proxy::new`], then [`Proxy::serve`].
 ///
 /// # Errors
 ///
@@ -281,56 +407,7 @@ pub async fn serve(
     store: AnyStore,
     options: &Options,
 ) -> Result<(), ServeError> {
-    let timeouts = options.timeouts;
-    let mut cache = ResponseCacheLayer::http_cache(store)
-        .keep_stale(Duration::from_secs(3600))
-        .x_cache_header(true)
-        .trusted_proxies(options.trusted_proxies.iter().map(String::as_str))
-        .replay_set_cookie(options.replay_set_cookie)
-        .targeted_cache_control_overrides_private(options.targeted_cache_control_overrides_private)
-        // requests for a URL being fetched wait for that fetch, however long the timeouts
-        // let it take, rather than time out before it does
-        .single_flight_deadline(
-            timeouts
-                .connect
-                .saturating_add(timeouts.read)
-                .saturating_add(Duration::from_secs(1)),
-        );
-    if let Some(bound) = options.heuristic_freshness {
-        cache = cache.heuristic_freshness(bound);
-    }
-    if let Some(names) = &options.targeted_cache_control {
-        cache = cache.targeted_cache_control(names.iter().cloned());
-    }
-    let cache = cache.build()?;
-    let hosts = Hosts::new(
-        &options.hosts,
-        options.public_host.as_deref(),
-        origin.authority(),
-    )?;
-    let proxies = TrustedProxies::parse(&options.trusted_proxies)?;
-    let upstream = Upstream::new(origin, timeouts);
-    let to_origin = upstream.clone();
-    let cache = ServiceBuilder::new()
-        .layer(cache)
-        .service_fn(move |request: Request<Incoming>| {
-            let upstream = to_origin.clone();
-            async move { Ok::<_, Infallible>(upstream.forward(request).await) }
-        });
-    let front = Front {
-        cache: BoxCloneService::new(cache),
-        upstream,
-        hosts: Arc::new(hosts),
-        proxies: Arc::new(proxies),
-        forwarded_for: options.forwarded_for,
-    };
-    let service = tower::service_fn(move |request: Request<Incoming>| {
-        let front = front.clone();
-        async move { Ok::<_, Infallible>(front.handle(request).await) }
-    });
-    // bodies stream through to the origin unbuffered; the header still needs a bound
-    common::serve_tower(listener, service, common::Limits::default().header_read).await?;
-    Ok(())
+    Proxy::new(origin, store, options)?.serve(listener).await
 }
 
 #[tokio::main]
@@ -344,20 +421,20 @@ async fn main() -> Result<(), ServeError> {
     };
     let origin: Origin = origin.parse()?;
     let options = Options::from_env()?;
+    let addr = common::addr(3002)?;
     // REDIS_CLUSTER, REDIS_SENTINELS or REDIS_URL (see `common::redis_from_env`)
     let (store, backend): (AnyStore, _) = match common::redis_from_env() {
         Some((redis, backend)) => (redis().build().await?.into(), backend),
         None => (MemoryStore::new().into(), "memory"),
     };
-    let addr = std::env::var("ADDR")
-        .ok()
-        .and_then(|addr| addr.parse().ok())
-        .unwrap_or_else(|| "127.0.0.1:3002".parse().expect("a valid default address"));
-    let listener = tokio::net::TcpListener::bind::<std::net::SocketAddr>(addr).await?;
+    let origin_authority = origin.authority().clone();
+    // every option checked before the port is taken
+    let proxy = Proxy::new(origin, store, &options)?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
     println!(
         "caching proxy on http://{} for http://{} (store: {backend})",
         listener.local_addr()?,
-        origin.authority(),
+        origin_authority,
     );
-    serve(listener, origin, store, &options).await
+    proxy.serve(listener).await
 }

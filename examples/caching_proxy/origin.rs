@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{HttpConnector, capture_connection};
 use hyper_util::rt::TokioExecutor;
+use tokio::time::Instant;
 
 use super::answer::{ProxyBody, answer};
 use super::body::{IdleTimeout, SentNotice, Stalled};
@@ -56,6 +57,10 @@ impl Origin {
 pub struct Timeouts {
     /// To open a connection (`ORIGIN_CONNECT_TIMEOUT_SECS`, nginx's `proxy_connect_timeout`).
     pub connect: Duration,
+    /// Between two pieces of a request body the origin takes, while the proxy has the next
+    /// one ready (`ORIGIN_SEND_TIMEOUT_SECS`, nginx's `proxy_send_timeout`): an origin that
+    /// stops reading an upload is answered for as one that does not answer.
+    pub send: Duration,
     /// For the response header, counted from the moment the origin has the whole request
     /// (`ORIGIN_READ_TIMEOUT_SECS`, nginx's `proxy_read_timeout` before the first byte).
     pub read: Duration,
@@ -70,6 +75,7 @@ impl Default for Timeouts {
     fn default() -> Self {
         Self {
             connect: Duration::from_secs(60),
+            send: Duration::from_secs(60),
             read: Duration::from_secs(60),
             body_idle: Duration::from_secs(60),
             client_body_idle: Duration::from_secs(10),
@@ -82,6 +88,8 @@ impl Default for Timeouts {
 pub enum Failure {
     /// No connection within the connect timeout.
     ConnectTimeout(Duration),
+    /// The origin took no piece of the request body within the send timeout.
+    SendTimeout(Duration),
     /// No response header within the read timeout.
     ReadTimeout(Duration),
     /// The client's body stalled on its way to the origin.
@@ -119,6 +127,10 @@ impl Failure {
             Self::ConnectTimeout(limit) => answer(
                 StatusCode::GATEWAY_TIMEOUT,
                 &format!("The origin did not accept a connection within {limit:?}."),
+            ),
+            Self::SendTimeout(limit) => answer(
+                StatusCode::GATEWAY_TIMEOUT,
+                &format!("The origin took none of the request for {limit:?}."),
             ),
             Self::ReadTimeout(limit) => answer(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -194,23 +206,41 @@ impl Upstream {
             if let Some(forwarding) = parts.extensions.get::<Forwarding>() {
                 forwarding.write(&mut parts.headers);
             }
-            let (body, sent) =
+            let (body, sent, progress) =
                 SentNotice::new(IdleTimeout::new(body, timeouts.client_body_idle, "client"));
             let mut request = Request::from_parts(parts, body);
             let mut connection = capture_connection(&mut request);
             let response = client.request(request);
-            // the read timeout runs once the origin has a connection and the whole request
-            let origin_has_it = async move {
+            // once the origin has a connection, the send timeout runs until it has the whole
+            // request, and then the read timeout
+            let origin_times_out = async move {
                 connection.wait_for_connection_metadata().await;
-                let _ = sent.await;
+                progress.reset();
+                let mut sent = std::pin::pin!(sent);
+                loop {
+                    let stalls_at = progress.stalls_at(timeouts.send);
+                    let check_again = stalls_at.unwrap_or_else(|| Instant::now() + timeouts.send);
+                    tokio::select! {
+                        _ = &mut sent => break,
+                        () = tokio::time::sleep_until(check_again) => {
+                            if progress
+                                .stalls_at(timeouts.send)
+                                .is_some_and(|at| at <= Instant::now())
+                            {
+                                return Failure::SendTimeout(timeouts.send);
+                            }
+                        }
+                    }
+                }
                 tokio::time::sleep(timeouts.read).await;
+                Failure::ReadTimeout(timeouts.read)
             };
             tokio::select! {
                 biased;
                 response = response => {
                     response.map_err(|err| Failure::from_client(err, &timeouts))
                 }
-                () = origin_has_it => Err(Failure::ReadTimeout(timeouts.read)),
+                failure = origin_times_out => Err(failure),
             }
         }
     }

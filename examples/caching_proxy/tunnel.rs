@@ -9,6 +9,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::answer::{ProxyBody, answer};
 use super::hop::strip_hop_by_hop;
@@ -25,12 +26,30 @@ pub fn refuse_connect() -> Response<ProxyBody> {
     )
 }
 
+/// A WebSocket handshake past the cap on open tunnels (`MAX_TUNNELS`): `503`, to be tried
+/// again shortly, rather than one more pair of sockets held open.
+pub fn refuse_over_cap() -> Response<ProxyBody> {
+    let mut response = answer(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Too many WebSocket connections are open; try again shortly.",
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
 /// A WebSocket handshake (see [`asks_for_websocket`](super::hop::asks_for_websocket)),
 /// stripped of its hop-by-hop fields, sent on to the origin with `Connection: upgrade` and
 /// `Upgrade: websocket`, past the cache. When the origin switches protocols, the client gets
 /// its `101` and a task splices the two connections until either side closes or both fall
 /// silent for the body idle timeout; any other answer is passed on as it is, never stored.
-pub async fn websocket(upstream: Upstream, mut request: Request<Incoming>) -> Response<ProxyBody> {
+/// `room` is the tunnel's place under the cap, held until it closes.
+pub async fn websocket(
+    upstream: Upstream,
+    mut request: Request<Incoming>,
+    room: OwnedSemaphorePermit,
+) -> Response<ProxyBody> {
     let client_side = hyper::upgrade::on(&mut request);
     let headers = request.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -71,6 +90,7 @@ pub async fn websocket(upstream: Upstream, mut request: Request<Incoming>) -> Re
     parts.version = http::Version::HTTP_11;
     let idle = upstream.timeouts().body_idle;
     tokio::spawn(async move {
+        let _room = room;
         match tokio::join!(client_side, origin_side) {
             (Ok(client), Ok(origin)) => {
                 splice(TokioIo::new(client), TokioIo::new(origin), idle).await;

@@ -545,12 +545,18 @@ pub fn client_address_header_from_env() -> ClientAddressHeader {
     }
 }
 
-/// The address to listen on: `ADDR`, else 127.0.0.1:3000.
-pub fn addr() -> std::net::SocketAddr {
-    std::env::var("ADDR")
-        .ok()
-        .and_then(|addr| addr.parse().ok())
-        .unwrap_or_else(|| "127.0.0.1:3000".parse().expect("a valid default address"))
+/// The address to listen on: `ADDR`, else 127.0.0.1 on `default_port`.
+///
+/// # Errors
+///
+/// An `ADDR` that is not an address and port: said at start, not replaced by the default.
+pub fn addr(default_port: u16) -> Result<std::net::SocketAddr, String> {
+    match std::env::var("ADDR") {
+        Ok(addr) => addr.trim().parse().map_err(|_| {
+            format!("ADDR={addr:?} is not an address and port, as 127.0.0.1:{default_port}")
+        }),
+        Err(_) => Ok(std::net::SocketAddr::from(([127, 0, 0, 1], default_port))),
+    }
 }
 
 /// What each example's `main` does: logging, the demo on Redis or memory, the listener on
@@ -561,8 +567,9 @@ where
     Fut: std::future::Future<Output = std::io::Result<()>>,
 {
     init_tracing();
+    let addr = addr(3000)?;
     let (demo, backend) = Demo::from_env().await?;
-    let listener = tokio::net::TcpListener::bind(addr()).await?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
     println!(
         "listening on http://{} (store: {backend})",
         listener.local_addr()?

@@ -721,16 +721,26 @@ const REFLECTED: &[&str] = &[
     "x-host",
     "x-original-host",
     "x-forwarded-host",
+    "x-original-url",
+    "x-real-ip",
+    "x-http-method-override",
 ];
 
-/// The forwarding fields the proxy writes itself (issue 35, finding 6): a client's own never
-/// reach the origin, from a peer that is not a trusted proxy.
+/// The fields that speak for a proxy (issue 35, finding 6, and the adversary's review after
+/// it): the ones the proxy writes itself, and the other claims frameworks read the original
+/// host, path or client from. A client's own never reach the origin, from a peer that is not
+/// a trusted proxy. A method override is the client's own: it reaches the origin, and its
+/// answer is not stored.
 const OWNED_BY_THE_PROXY: &[&str] = &[
     "x-forwarded-proto",
     "x-forwarded-port",
     "x-forwarded-prefix",
     "forwarded",
     "x-forwarded-host",
+    "x-host",
+    "x-original-host",
+    "x-original-url",
+    "x-real-ip",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

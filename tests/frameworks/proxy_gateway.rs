@@ -40,6 +40,7 @@ fn short_timeouts() -> proxy::Options {
     proxy::Options {
         timeouts: proxy::Timeouts {
             connect: TIMEOUT,
+            send: TIMEOUT,
             read: TIMEOUT,
             body_idle: TIMEOUT,
             client_body_idle: TIMEOUT,
@@ -424,6 +425,71 @@ async fn a_stalled_upload_is_answered_408_within_the_timeout() {
     )
     .await;
     assert!(head.starts_with("HTTP/1.1 "), "{head:?}");
+    server.abort();
+    origin.abort();
+}
+
+/// An origin that accepts connections and never reads from them, holding them open.
+async fn start_deaf_origin() -> (tokio::task::JoinHandle<()>, SocketAddr) {
+    let (listener, addr) = listener().await;
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (task, addr)
+}
+
+/// An upload to an origin that stops reading it (its buffers full): `504` within the send
+/// timeout, not a client and an upstream socket held for ever; the client's own pace is never
+/// blamed on the origin (see the stalled upload above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_the_origin_never_reads_is_answered_504_within_the_send_timeout() {
+    let (origin, origin_addr) = start_deaf_origin().await;
+    let (server, http) = start_proxy_with(memory(), origin_addr, short_timeouts()).await;
+    const LENGTH: usize = 64 << 20;
+    let stream = tokio::net::TcpStream::connect(http.base).await.unwrap();
+    let (mut reads, mut writes) = stream.into_split();
+    let uploading = tokio::spawn(async move {
+        let head = format!("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {LENGTH}\r\n\r\n");
+        writes.write_all(head.as_bytes()).await?;
+        let chunk = vec![b'u'; 64 << 10];
+        for _ in 0..LENGTH / chunk.len() {
+            writes.write_all(&chunk).await?;
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    let started = Instant::now();
+    let mut head = Vec::new();
+    let mut byte = [0; 1];
+    let reading = async {
+        while !head.ends_with(b"\r\n\r\n") {
+            match reads.read(&mut byte).await {
+                Ok(1) => head.push(byte[0]),
+                _ => break,
+            }
+        }
+    };
+    tokio::time::timeout(within(2), reading)
+        .await
+        .expect("an answer while the origin does not read");
+    let head = String::from_utf8_lossy(&head);
+    eprintln!(
+        "deaf origin: {:?} after {:?}",
+        head.lines().next(),
+        started.elapsed()
+    );
+    assert!(head.starts_with("HTTP/1.1 504"), "{head:?}");
+    assert!(started.elapsed() >= TIMEOUT, "{:?}", started.elapsed());
+    let mut body = vec![0; 64];
+    let read = tokio::time::timeout(within(1), reads.read(&mut body))
+        .await
+        .unwrap()
+        .unwrap();
+    let body = String::from_utf8_lossy(&body[..read]);
+    assert!(body.contains("took none of the request"), "{body}");
+    uploading.abort();
     server.abort();
     origin.abort();
 }
@@ -1074,6 +1140,125 @@ async fn connect_is_refused_and_other_upgrades_ignored() {
     origin.abort();
 }
 
+/// At most `MAX_TUNNELS` WebSocket tunnels are open at once: one more handshake is answered
+/// `503` with `Retry-After`, and a closed tunnel makes room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_tunnels_are_capped() {
+    let (origin, origin_addr, log) = start_websocket_origin().await;
+    let options = proxy::Options {
+        max_tunnels: 1,
+        ..short_timeouts()
+    };
+    let (server, http) = start_proxy_with(memory(), origin_addr, options).await;
+    let (head, mut first) = raw_head(http.base, HANDSHAKE, within(1)).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    read_exactly(&mut first, b"hello", within(1)).await;
+    let (head, _) = raw_head(http.base, HANDSHAKE, within(1)).await;
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: 1"),
+        "{head}"
+    );
+    assert_eq!(
+        log.count(&Method::GET, "/ws"),
+        1,
+        "the refused one reached the origin"
+    );
+    drop(first);
+    let deadline = Instant::now() + within(1);
+    loop {
+        let (head, _) = raw_head(http.base, HANDSHAKE, within(1)).await;
+        if head.starts_with("HTTP/1.1 101") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no room after the tunnel closed: {head}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.abort();
+    origin.abort();
+}
+
+/// An origin that answers every request `101 Switching Protocols` to `h2c`, asked or not.
+async fn start_switching_origin() -> (tokio::task::JoinHandle<()>, SocketAddr) {
+    let (listener, addr) = listener().await;
+    let task = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match socket.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let _ = socket
+                    .write_all(
+                        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\
+                          Upgrade: h2c\r\n\r\n",
+                    )
+                    .await;
+                let mut rest = [0; 1024];
+                while let Ok(1..) = socket.read(&mut rest).await {}
+            });
+        }
+    });
+    (task, addr)
+}
+
+/// A `101` the request never asked for (RFC 9110 §15.2.2) is the origin's error: `502`, and
+/// the client's connection goes on serving its next request instead of being switched away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unasked_switch_of_protocols_is_a_bad_gateway() {
+    let (origin, origin_addr) = start_switching_origin().await;
+    let (server, http) = start_proxy_with(memory(), origin_addr, short_timeouts()).await;
+    let (head, mut stream) = raw_head(
+        http.base,
+        b"GET /plain HTTP/1.1\r\nHost: x\r\n\r\n",
+        within(1),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+    let length: usize = head
+        .lines()
+        .find_map(|line| {
+            line.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(|n| n.trim().parse().unwrap())
+        })
+        .expect("a length");
+    let mut body = vec![0; length];
+    tokio::time::timeout(within(1), stream.read_exact(&mut body))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&body).contains("switched protocols unasked"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    // the same connection: still HTTP, still answered
+    stream
+        .write_all(b"GET /again HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(within(1), stream.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        rest.starts_with(b"HTTP/1.1 502"),
+        "{}",
+        String::from_utf8_lossy(&rest)
+    );
+    server.abort();
+    origin.abort();
+}
+
 /// The environment's names for the proxy's options, and their bounds.
 #[test]
 fn the_proxy_reads_its_options_from_the_environment() {
@@ -1092,11 +1277,15 @@ fn the_proxy_reads_its_options_from_the_environment() {
     assert_eq!(defaults.timeouts.connect, Duration::from_secs(60));
     assert_eq!(defaults.timeouts.read, Duration::from_secs(60));
     assert_eq!(defaults.timeouts.body_idle, Duration::from_secs(60));
+    assert_eq!(defaults.timeouts.send, Duration::from_secs(60));
+    assert_eq!(defaults.max_tunnels, 1024);
     assert_eq!(defaults.forwarded_for, proxy::ForwardedFor::Append);
     let set = options(&[
         ("ORIGIN_CONNECT_TIMEOUT_SECS", "5"),
         ("ORIGIN_READ_TIMEOUT_SECS", " 30 "),
         ("ORIGIN_BODY_IDLE_TIMEOUT_SECS", "86400"),
+        ("ORIGIN_SEND_TIMEOUT_SECS", "7"),
+        ("MAX_TUNNELS", "10"),
         ("PROXY_HOSTS", "shop.example, api.example:8080"),
         ("FORWARDED_FOR", "Replace"),
     ])
@@ -1104,6 +1293,8 @@ fn the_proxy_reads_its_options_from_the_environment() {
     assert_eq!(set.timeouts.connect, Duration::from_secs(5));
     assert_eq!(set.timeouts.read, Duration::from_secs(30));
     assert_eq!(set.timeouts.body_idle, Duration::from_secs(86400));
+    assert_eq!(set.timeouts.send, Duration::from_secs(7));
+    assert_eq!(set.max_tunnels, 10);
     assert_eq!(set.hosts, ["shop.example", "api.example:8080"]);
     assert_eq!(set.forwarded_for, proxy::ForwardedFor::Replace);
     for bad in [
@@ -1113,6 +1304,9 @@ fn the_proxy_reads_its_options_from_the_environment() {
         ("ORIGIN_BODY_IDLE_TIMEOUT_SECS", "1.5"),
         ("ORIGIN_BODY_IDLE_TIMEOUT_SECS", "18446744073709551616"),
         ("FORWARDED_FOR", "both"),
+        ("ORIGIN_SEND_TIMEOUT_SECS", "0"),
+        ("MAX_TUNNELS", "0"),
+        ("MAX_TUNNELS", "many"),
     ] {
         let err = options(&[bad]).unwrap_err();
         assert!(err.contains(bad.0), "{bad:?}: {err}");
