@@ -749,14 +749,20 @@ impl RateLimitBuilder {
                 &foldhash::fast::FixedState::with_seed(0x726c_726f_6f6d),
                 &*rule.name,
             );
-            let policy = rule.policy()?.in_room(room);
+            let on_store_error = rule.failure_policy(self.on_store_error);
+            let mut policy = rule.policy()?.in_room(room);
+            if on_store_error == FailurePolicy::Open {
+                // the request goes on whatever the store says: a hit a replica missed stays
+                // counted on the master, or the rule would let every request through
+                policy = policy.keeping_unreplicated_hits();
+            }
             let (key_before, key_after) = rule.store_key_parts()?;
             rules.push(CompiledRule {
                 name: Arc::clone(&rule.name),
                 policy_item: policy_item(&rule.name, &policy),
                 policy,
                 key: rule.key.compile()?,
-                on_store_error: rule.failure_policy(self.on_store_error),
+                on_store_error,
                 applies: rule.applies.clone(),
                 commit: rule.commit.unwrap_or(self.commit),
                 key_before,

@@ -405,9 +405,12 @@ impl Rule {
     /// failover lets a second SMS code out inside the interval) and to [`Durability::Master`]
     /// for a fixed window or GCRA.
     ///
-    /// A hit that no replica acknowledged within the store's command timeout is given back,
-    /// and the rule's [failure policy](Self::on_store_error) answers the request. Only
-    /// allowed hits wait; a refused one wrote nothing. The memory store ignores it.
+    /// A hit that no replica acknowledged within the store's command timeout: under a rule
+    /// that fails closed (a cooldown's default) it is given back and the rule's [failure
+    /// policy](Self::on_store_error) answers the request; under one that fails open it stays
+    /// counted on the master and the request goes on, so that the rule never limits less than
+    /// without the wait. Only allowed hits wait; a refused one wrote nothing. The memory store
+    /// ignores it.
     ///
     /// # Example
     ///

@@ -27,12 +27,24 @@ const REPLICAS_RECHECK: Duration = Duration::from_secs(1);
 /// What a write must reach before it counts: the master alone (Redis's own default), or one
 /// replica as well, so that a failover cannot take it back.
 ///
-/// The wait is Redis's `WAIT 1 <ms>`, within the command timeout. A write that no replica
-/// acknowledged in time stays on the master, but the call fails with
-/// [`StoreErrorKind::NotReplicated`](super::StoreErrorKind::NotReplicated), and the layer's
-/// failure policy answers: a rate-limit hit is given back first (a send flag that might be
-/// lost is not kept), a revocation is reported so that it can be made again. Set per rate-limit
-/// rule with [`Rule::durability`](crate::ratelimit::Rule::durability), per
+/// The wait is Redis's `WAIT 1 <ms>`, within the command timeout, sent to the master the
+/// write went to. A write that no replica acknowledged in time stays on the master, and the
+/// call fails with [`StoreErrorKind::NotReplicated`](super::StoreErrorKind::NotReplicated)
+/// (or [`Timeout`](super::StoreErrorKind::Timeout) when the master did not answer the wait),
+/// except for a rate-limit hit under a rule that fails open: its requests go on whatever the
+/// store says, so the hit stays counted on the master and the request is allowed, exactly as
+/// under [`Master`](Self::Master) (giving it back would let every request through while a
+/// replica lags). Under a rule that fails closed (a cooldown's default) the hit is given back
+/// and the failure policy answers: a send flag a failover may lose is never relied on. A
+/// revocation is reported so that it can be made again. A request that goes away while its
+/// hit waits (its client gone, an outer timeout) has the hit given back.
+///
+/// [`ReplicaIfAny`](Self::ReplicaIfAny) waits only while the server reports a replica
+/// connected: while its one replica is disconnected (restarting, a network blip), writes count
+/// on the master alone, and a failover in that moment can lose them. Where even that must not
+/// happen, use [`Replica`](Self::Replica), which refuses writes while no replica is connected.
+///
+/// Set per rate-limit rule with [`Rule::durability`](crate::ratelimit::Rule::durability), per
 /// [`RatePolicy`](super::RatePolicy), and for revocations with
 /// [`Tokens::durability`](crate::auth::Tokens::durability). The memory store has no replica
 /// and ignores it.

@@ -33,6 +33,9 @@ pub struct RatePolicy {
     room: Option<u64>,
     /// What an allowed hit's write must reach before it counts.
     durability: Durability,
+    /// Whether a hit that did not reach a replica stays counted on the master (the request
+    /// goes on whatever the store says) rather than being given back.
+    keep_unreplicated: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -107,6 +110,7 @@ impl RatePolicy {
             room: None,
             // a send flag lost in a failover lets a second code out inside the cooldown
             durability: Durability::ReplicaIfAny,
+            keep_unreplicated: false,
         })
     }
 
@@ -135,6 +139,7 @@ impl RatePolicy {
             },
             room: None,
             durability: Durability::Master,
+            keep_unreplicated: false,
         })
     }
 
@@ -187,6 +192,7 @@ impl RatePolicy {
             },
             room: None,
             durability: Durability::Master,
+            keep_unreplicated: false,
         })
     }
 
@@ -219,6 +225,22 @@ impl RatePolicy {
     #[must_use]
     pub fn durability(&self) -> Durability {
         self.durability
+    }
+
+    /// This policy for a rule whose requests go on when the store fails (it fails open): an
+    /// allowed hit that no replica acknowledged stays counted on the master and is answered
+    /// as allowed, since giving it back would let the next request through uncounted, and
+    /// the rule would stop limiting whenever a replica lags.
+    pub(crate) fn keeping_unreplicated_hits(self) -> Self {
+        Self {
+            keep_unreplicated: true,
+            ..self
+        }
+    }
+
+    /// See [`keeping_unreplicated_hits`](Self::keeping_unreplicated_hits).
+    pub(crate) fn keeps_unreplicated_hits(&self) -> bool {
+        self.keep_unreplicated
     }
 
     /// How many hits the policy allows at once: 1 for a cooldown, the window's limit, or

@@ -1174,21 +1174,54 @@ impl RedisStore {
     }
 }
 
+/// How long an unreplicated hit is tried to be given back while the master does not answer,
+/// at most (a hit that resets sooner is not worth giving back past its reset).
+const GIVE_BACK_FOR: Duration = Duration::from_secs(60);
+
 /// What a call that may wait for a replica found: its value, and whether the writes it made
 /// reached a replica (or needed not).
 pub(super) struct Replicated<T> {
     value: T,
-    acknowledged: bool,
+    acknowledged: Acknowledged,
+}
+
+/// Whether a write reached a replica.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Acknowledged {
+    /// A replica has it, or none was needed.
+    Yes,
+    /// The master answered the wait: no replica had it in time.
+    Short,
+    /// The master did not answer the wait (stalled, or the connection broke): whether a
+    /// replica has the write is unknown.
+    NoAnswer,
 }
 
 impl<T> Replicated<T> {
-    fn value_if_acknowledged(self, name: &'static str) -> Result<T, StoreError> {
-        if self.acknowledged {
-            Ok(self.value)
-        } else {
-            Err(not_replicated(name))
+    fn done(value: T) -> Self {
+        Self {
+            value,
+            acknowledged: Acknowledged::Yes,
         }
     }
+
+    fn value_if_acknowledged(self, name: &'static str) -> Result<T, StoreError> {
+        match self.acknowledged {
+            Acknowledged::Yes => Ok(self.value),
+            Acknowledged::Short => Err(not_replicated(name)),
+            Acknowledged::NoAnswer => Err(wait_unanswered(name)),
+        }
+    }
+}
+
+fn wait_unanswered(name: &'static str) -> StoreError {
+    crate::observe::store_error(name, StoreErrorKind::Timeout);
+    StoreError::new(
+        StoreErrorKind::Timeout,
+        format!(
+            "Redis {name}: the master did not answer the wait for a replica within the command timeout"
+        ),
+    )
 }
 
 fn not_replicated(name: &'static str) -> StoreError {
@@ -1199,6 +1232,16 @@ fn not_replicated(name: &'static str) -> StoreError {
             "Redis {name}: no replica acknowledged the write within the command timeout; a failover now could lose it"
         ),
     )
+}
+
+impl RedisStore {
+    /// The cluster's links, on a cluster store.
+    pub(super) fn cluster_links(&self) -> Option<&super::cluster::ClusterLinks> {
+        match &self.links {
+            Links::Cluster(links) => Some(links),
+            Links::Server(_) => None,
+        }
+    }
 }
 
 /// Writes that wait for a replica: see [`Durability`].
@@ -1213,9 +1256,13 @@ impl RedisStore {
 
     /// How many replicas a write under `durability` waits for: `None` when the master's
     /// acknowledgement is enough (asked for, or no replica to wait for).
+    ///
+    /// On a cluster the count is asked of the master of `slot` (the write's), so that a
+    /// stalled master elsewhere costs the write nothing; of any node without one.
     async fn replicas_to_wait_for(
         &self,
         durability: Durability,
+        slot: Option<u16>,
     ) -> Result<Option<u64>, StoreError> {
         if !durability.waits() {
             return Ok(None);
@@ -1239,7 +1286,7 @@ impl RedisStore {
                             .await?;
                         connected_replicas(&info)
                     }
-                    Links::Cluster(_) => self.cluster_fewest_replicas().await?,
+                    Links::Cluster(_) => self.cluster_fewest_replicas(slot).await?,
                 };
                 self.lane.set_replicas(replicas);
                 replicas
@@ -1274,12 +1321,14 @@ impl RedisStore {
         Fut: Future<Output = Result<T, RedisError>>,
     {
         let deadline = tokio::time::Instant::now() + self.command_timeout;
-        let Some(replicas) = self.replicas_to_wait_for(durability).await? else {
+        // the write's slot on a cluster: its master alone is asked, for the count and the wait
+        let slot = match &self.links {
+            Links::Cluster(_) => super::cluster::dry_run_slot(&command).await,
+            Links::Server(_) => None,
+        };
+        let Some(replicas) = self.replicas_to_wait_for(durability, slot).await? else {
             let value = self.run_master(name, retry, command).await?;
-            return Ok(Replicated {
-                value,
-                acknowledged: true,
-            });
+            return Ok(Replicated::done(value));
         };
         let timeout = || {
             StoreError::new(
@@ -1315,10 +1364,7 @@ impl RedisStore {
         };
         let (value, lane) = result.inspect_err(|_| self.lane.reset())?;
         if !wrote(&value) {
-            return Ok(Replicated {
-                value,
-                acknowledged: true,
-            });
+            return Ok(Replicated::done(value));
         }
         // the wait leaves room within the deadline for the reply
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -1335,34 +1381,39 @@ impl RedisStore {
                         .await
                 }
                 (LaneConn::Cluster(mut conn), Links::Cluster(links)) => {
-                    links.wait_on_masters(&mut conn, replicas, wait_ms).await
+                    links.wait_after(&mut conn, slot, replicas, wait_ms).await
                 }
                 (LaneConn::Cluster(_), Links::Server(_)) => Ok(0),
             }
         };
         let acknowledged = match tokio::time::timeout_at(deadline, wait).await {
-            Ok(Ok(acknowledged)) => acknowledged >= replicas,
+            Ok(Ok(count)) if count >= replicas => Acknowledged::Yes,
+            Ok(Ok(_)) => Acknowledged::Short,
             // no answer, or a broken connection: the write may or may not have reached a
             // replica, which is not the promise
             _ => {
-                self.lane.reset();
-                false
+                // a server lane is one connection, blocked while its WAIT lasts; a cluster
+                // lane holds one per node and reconnects by itself, and opening another would
+                // wait on a stalled node again
+                if matches!(self.links, Links::Server(_)) {
+                    self.lane.reset();
+                }
+                Acknowledged::NoAnswer
             }
         };
-        if !acknowledged && durability == Durability::ReplicaIfAny {
+        if acknowledged == Acknowledged::Short && durability == Durability::ReplicaIfAny {
             // the count may be a second old: a failover can have left this master with no
-            // replica, and then the master alone is all that was asked for
+            // replica, and then the master alone is all that was asked for. Asked only of a
+            // master that answers: one that did not would cost a second timeout.
             self.lane.forget_replicas();
-            if let Ok(None) = self.replicas_to_wait_for(durability).await {
-                return Ok(Replicated {
-                    value,
-                    acknowledged: true,
-                });
+            if let Ok(None) = self.replicas_to_wait_for(durability, slot).await {
+                return Ok(Replicated::done(value));
             }
         }
-        if !acknowledged {
+        if acknowledged != Acknowledged::Yes {
             tracing::warn!(
                 command = name,
+                ?acknowledged,
                 "a write that must reach a replica did not within the command timeout"
             );
         }
@@ -1400,29 +1451,96 @@ impl RedisStore {
             return Box::pin(self.run_replicated(name, retry, durability, command, wrote)).await;
         }
         let value = self.run_master(name, retry, command).await?;
-        Ok(Replicated {
-            value,
-            acknowledged: true,
-        })
+        Ok(Replicated::done(value))
     }
 
-    /// `decision`, unless its hit was allowed and did not reach a replica in time: then the
-    /// hit is given back (a send flag a failover may lose is not one to rely on, and the
-    /// client may try again at once) and the call fails as not replicated.
+    /// `decision`, unless its hit was allowed and did not reach a replica in time. A policy
+    /// whose requests go on whatever the store says
+    /// ([`keeps_unreplicated_hits`](RatePolicy::keeps_unreplicated_hits)) keeps the hit on the
+    /// master and answers the decision: limiting as strict as [`Durability::Master`], never
+    /// less. Otherwise the hit is given back (a send flag a failover may lose is not one to
+    /// rely on, and the client may try again) and the call fails: as not replicated when the
+    /// master answered the wait, as a timeout when it did not, whose give-back goes on in the
+    /// background rather than cost the request a second timeout.
     async fn kept(
         &self,
         key: &str,
         policy: &RatePolicy,
         decision: RateDecision,
-        acknowledged: bool,
+        acknowledged: Acknowledged,
     ) -> Result<RateDecision, StoreError> {
-        if acknowledged {
+        if acknowledged == Acknowledged::Yes {
             return Ok(decision);
         }
-        if let Err(err) = self.release_full(key, policy, &decision).await {
-            tracing::warn!(error = %err, "an unreplicated rate-limit hit could not be given back");
+        if policy.keeps_unreplicated_hits() {
+            crate::observe::store_error("rate-limit step", StoreErrorKind::NotReplicated);
+            return Ok(decision);
         }
-        Err(not_replicated("rate-limit step"))
+        if acknowledged == Acknowledged::Short {
+            if let Err(err) = self.release_full(key, policy, &decision).await {
+                tracing::warn!(error = %err, "an unreplicated rate-limit hit could not be given back");
+            }
+            return Err(not_replicated("rate-limit step"));
+        }
+        self.give_back_later(key, policy, decision);
+        Err(wait_unanswered("rate-limit step"))
+    }
+
+    /// Gives `decision`'s hit back in the background, trying again while the master does not
+    /// answer (a stall outlasts one timeout), for as long as the hit itself would count.
+    fn give_back_later(&self, key: &str, policy: &RatePolicy, decision: RateDecision) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (store, key, policy) = (self.clone(), key.to_owned(), *policy);
+        runtime.spawn(async move {
+            let gives_up = tokio::time::Instant::now() + decision.reset.min(GIVE_BACK_FOR);
+            loop {
+                match store.release_full(&key, &policy, &decision).await {
+                    Ok(_) => return,
+                    Err(err) if tokio::time::Instant::now() >= gives_up => {
+                        tracing::warn!(error = %err, "an unreplicated rate-limit hit could not be given back");
+                        return;
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                }
+            }
+        });
+    }
+
+    /// [`rate_limit_full`](Backend::rate_limit_full) for a hit that may wait for a replica:
+    /// run in a task of its own, so that a request dropped during the wait (its client gone,
+    /// an outer timeout) does not leave its hit counted for a request that never went on: the
+    /// task gives it back.
+    async fn rate_limit_durably(
+        &self,
+        key: &str,
+        policy: &RatePolicy,
+    ) -> Result<RateDecision, StoreError> {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Box::pin(self.rate_limit_step(key, policy)).await;
+        };
+        let (store, owned_key, owned_policy) = (self.clone(), key.to_owned(), *policy);
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        runtime.spawn(async move {
+            let decided = store.rate_limit_step(&owned_key, &owned_policy).await;
+            if let Err(Ok(decision)) = answer.send(decided)
+                && decision.allowed
+            {
+                tracing::debug!(
+                    "a request went away while its hit waited for a replica; given back"
+                );
+                let _ = store
+                    .release_full(&owned_key, &owned_policy, &decision)
+                    .await;
+            }
+        });
+        answered.await.unwrap_or_else(|_| {
+            Err(unexpected_reply(
+                "rate-limit step",
+                "no answer from its task",
+            ))
+        })
     }
 
     /// `command` on the lane to one server, opened when there is none, and once more on a
@@ -1797,6 +1915,22 @@ impl Backend for RedisStore {
 
     /// [`Store::rate_limit`] on a full key.
     async fn rate_limit_full(
+        &self,
+        key: &str,
+        policy: &RatePolicy,
+    ) -> Result<RateDecision, StoreError> {
+        if self.may_wait_for_replica(policy) {
+            // boxed, so that a hit that needs no replica carries none of it in its future
+            return Box::pin(self.rate_limit_durably(key, policy)).await;
+        }
+        self.rate_limit_step(key, policy).await
+    }
+}
+
+impl RedisStore {
+    /// One rate-limit step under `policy`: a cooldown's flag, a window's count or GCRA's
+    /// time, set or refused in one atomic call.
+    async fn rate_limit_step(
         &self,
         key: &str,
         policy: &RatePolicy,

@@ -5,9 +5,11 @@
 mod support;
 
 mod cluster;
+mod cluster_sweep;
 mod config;
 mod conformance;
 mod durability;
+mod durability_under_faults;
 mod durations;
 mod harness;
 mod near_cache;

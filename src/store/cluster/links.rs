@@ -373,22 +373,71 @@ impl ClusterLinks {
 }
 
 impl ClusterLinks {
-    /// `WAIT replicas wait_ms` on every serving master of `lane`, and the fewest replicas any
-    /// of them counted: the lane's writes may have gone to any master, and `WAIT` on a master
-    /// the lane wrote nothing to answers at once.
-    pub(in crate::store) async fn wait_on_masters(
+    /// Whether the master the cluster lists at `host`:`port` can be reached (a TCP
+    /// connection within the connect timeout, remembered for as long when it cannot, as for
+    /// a node a redirect names): a call addressed to a node the client holds no connection to
+    /// is refused until its timeout, so a sweep asks first and fails at once, naming the
+    /// address and the settings that announce it.
+    pub(in crate::store) async fn reach_listed(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<(), StoreError> {
+        let node = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let found = match self.nodes.recently_unreachable(&node, self.connect_timeout) {
+            Some(found) => Some(found),
+            None => {
+                let deadline = Instant::now() + self.connect_timeout;
+                super::redirect::reach_node(
+                    &self.nodes,
+                    (host, port),
+                    &node,
+                    self.connect_timeout,
+                    deadline,
+                )
+                .await
+            }
+        };
+        match found {
+            None => Ok(()),
+            Some((kind, reason)) => Err(StoreError::new(
+                kind,
+                format!(
+                    "Redis Cluster lists the master {node}, which cannot be reached: {reason}. The node is down, or it announces an address this client cannot reach (cluster-announce-ip, cluster-announce-port or cluster-announce-hostname, as behind NAT or in a container)"
+                ),
+            )),
+        }
+    }
+    /// `WAIT replicas wait_ms` on `lane`, sent to the master of `slot` (the one that took the
+    /// write), and the replicas it counted. A write that names no one slot waits on every
+    /// serving master, the fewest counted: its writes may have gone to any. Only the master
+    /// written to is asked where it can be, so that a stalled master that took nothing of the
+    /// write fails no wait on the others.
+    pub(in crate::store) async fn wait_after(
         &self,
         lane: &mut ClusterConnection,
+        slot: Option<u16>,
         replicas: u64,
         wait_ms: u64,
     ) -> Result<u64, RedisError> {
+        let routing = match slot {
+            Some(slot) => RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
+                slot,
+                SlotAddr::Master,
+            ))),
+            None => RoutingInfo::MultiNode((
+                MultipleNodeRoutingInfo::AllMasters,
+                Some(ResponsePolicy::Aggregate(AggregateOp::Min)),
+            )),
+        };
         let reply = lane
             .route_command(
                 redis::cmd("WAIT").arg(replicas).arg(wait_ms).clone(),
-                RoutingInfo::MultiNode((
-                    MultipleNodeRoutingInfo::AllMasters,
-                    Some(ResponsePolicy::Aggregate(AggregateOp::Min)),
-                )),
+                routing,
             )
             .await?;
         redis::from_redis_value(reply).map_err(RedisError::from)
@@ -404,7 +453,7 @@ enum Stalled {
 }
 
 /// The slot of the key `command` is for, from a dry run of it (see [`Conn::Dry`]).
-async fn dry_run_slot<T, F, Fut>(command: &F) -> Option<u16>
+pub(in crate::store) async fn dry_run_slot<T, F, Fut>(command: &F) -> Option<u16>
 where
     F: Fn(Conn) -> Fut,
     Fut: Future<Output = Result<T, RedisError>>,

@@ -89,30 +89,38 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use redis::RedisError;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo, Slot};
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
 
-pub(super) use self::links::ClusterLinks;
+pub(super) use self::links::{ClusterLinks, dry_run_slot};
 use self::links::{cluster_conn, master_of, timed_out};
 use super::redis::{Retry, classify};
 use super::{RedisStore, StoreError, Ttl};
 
 impl RedisStore {
-    /// The fewest healthy replicas any serving master has (`CLUSTER NODES` on any node).
-    pub(super) async fn cluster_fewest_replicas(&self) -> Result<u64, StoreError> {
+    /// The fewest healthy replicas any serving master has (`CLUSTER NODES`, asked of the
+    /// master of `slot` when given, else of any node: a node picked at random may be the one
+    /// that stalls).
+    pub(super) async fn cluster_fewest_replicas(
+        &self,
+        slot: Option<u16>,
+    ) -> Result<u64, StoreError> {
+        let node = match slot {
+            Some(slot) => SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master)),
+            None => SingleNodeRoutingInfo::Random,
+        };
         let nodes: String = self
-            .run_master(
-                "CLUSTER NODES",
-                Retry::OnDroppedConnection,
-                move |conn| async move {
+            .run_master("CLUSTER NODES", Retry::OnDroppedConnection, move |conn| {
+                let node = node.clone();
+                async move {
                     let reply = cluster_conn(conn)?
                         .route_command(
                             redis::cmd("CLUSTER").arg("NODES").clone(),
-                            RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+                            RoutingInfo::SingleNode(node),
                         )
                         .await?;
                     redis::from_redis_value(reply).map_err(RedisError::from)
-                },
-            )
+                }
+            })
             .await?;
         Ok(super::durable::fewest_replicas(&nodes))
     }

@@ -112,24 +112,42 @@ impl Redirect {
         connect_timeout: Duration,
         deadline: Instant,
     ) -> Option<(StoreErrorKind, String)> {
-        let wait = connect_timeout.min(deadline.saturating_duration_since(Instant::now()));
-        if wait.is_zero() {
-            return None;
-        }
-        let connect = tokio::net::TcpStream::connect((self.host.as_str(), self.port));
-        let (kind, reason) = match tokio::time::timeout(wait, connect).await {
-            Ok(Ok(_)) => return None,
-            Ok(Err(err)) => (StoreErrorKind::Connection, err.to_string()),
-            Err(_) => (
-                StoreErrorKind::Timeout,
-                format!("no answer within {} ms", wait.as_millis()),
-            ),
-        };
-        if kind == StoreErrorKind::Connection || wait == connect_timeout {
-            nodes.unreachable(&self.node(), kind, reason.clone());
-        }
-        Some((kind, reason))
+        reach_node(
+            nodes,
+            (&self.host, self.port),
+            &self.node(),
+            connect_timeout,
+            deadline,
+        )
+        .await
     }
+}
+
+/// Whether `node` (at `host`, `port`) can be reached: see [`Redirect::reach`].
+pub(super) async fn reach_node(
+    nodes: &Nodes,
+    (host, port): (&str, u16),
+    node: &str,
+    connect_timeout: Duration,
+    deadline: Instant,
+) -> Option<(StoreErrorKind, String)> {
+    let wait = connect_timeout.min(deadline.saturating_duration_since(Instant::now()));
+    if wait.is_zero() {
+        return None;
+    }
+    let connect = tokio::net::TcpStream::connect((host, port));
+    let (kind, reason) = match tokio::time::timeout(wait, connect).await {
+        Ok(Ok(_)) => return None,
+        Ok(Err(err)) => (StoreErrorKind::Connection, err.to_string()),
+        Err(_) => (
+            StoreErrorKind::Timeout,
+            format!("no answer within {} ms", wait.as_millis()),
+        ),
+    };
+    if kind == StoreErrorKind::Connection || wait == connect_timeout {
+        nodes.unreachable(node, kind, reason.clone());
+    }
+    Some((kind, reason))
 }
 
 #[cfg(test)]

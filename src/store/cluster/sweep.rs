@@ -246,25 +246,26 @@ impl RedisStore {
     /// Makes the cluster client open its connection to `master` if it has none yet: a command
     /// routed by address goes only over a connection the client holds (else it is refused
     /// with `ClusterConnectionNotFound` until the timeout), while one routed by slot opens
-    /// it. A `PING` by one of the master's slots; what it answers does not matter.
-    async fn open_connection_to(&self, master: &Listed) {
+    /// it. A `PING` by one of the master's slots. A master that does not answer it fails the
+    /// sweep now, within one command timeout, rather than once more on the next call.
+    async fn open_connection_to(&self, master: &Listed) -> Result<(), StoreError> {
         let Some(&(slot, _)) = master.slots.first() else {
-            return;
+            return Ok(());
         };
-        let _ = self
-            .run("PING", Retry::OnDroppedConnection, move |conn| async move {
-                let reply = cluster_conn(conn)?
-                    .route_command(
-                        redis::cmd("PING"),
-                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
-                            slot,
-                            SlotAddr::Master,
-                        ))),
-                    )
-                    .await?;
-                redis::from_redis_value::<String>(reply).map_err(RedisError::from)
-            })
-            .await;
+        self.run("PING", Retry::OnDroppedConnection, move |conn| async move {
+            let reply = cluster_conn(conn)?
+                .route_command(
+                    redis::cmd("PING"),
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
+                        slot,
+                        SlotAddr::Master,
+                    ))),
+                )
+                .await?;
+            redis::from_redis_value::<String>(reply).map_err(RedisError::from)
+        })
+        .await
+        .map(drop)
     }
 
     /// `CLUSTER NODES`, from `node` (`host`, `port`) or from any node.
@@ -295,7 +296,10 @@ impl RedisStore {
     async fn own_accounts(&self, masters: &[Listed]) -> Result<Vec<Listed>, StoreError> {
         let mut accounts = Vec::with_capacity(masters.len());
         for master in masters {
-            self.open_connection_to(master).await;
+            if let Some(links) = self.cluster_links() {
+                links.reach_listed(&master.host, master.port).await?;
+            }
+            self.open_connection_to(master).await?;
             let nodes = self
                 .cluster_nodes(Some((&master.host, master.port)))
                 .await?;
