@@ -53,10 +53,12 @@ const SLOT_OVERHEAD: u64 = 96;
 /// - the **cache** share ([`ResponseCacheLayer`](crate::cache::ResponseCacheLayer)'s entries):
 ///   [`max_cache_bytes`](MemoryStoreBuilder::max_cache_bytes), least useful evicted first.
 ///
-/// Within a handle the store is one keyspace, as a Redis database is. The layers reach their
-/// share through [`for_rate_limits`](MemoryStore::for_rate_limits) and
-/// [`for_cache`](MemoryStore::for_cache), which an application can call too (to clear a send
-/// flag, say).
+/// The layers reach their share through [`for_rate_limits`](MemoryStore::for_rate_limits)
+/// and [`for_cache`](MemoryStore::for_cache). The store is still one keyspace, as a Redis
+/// database is: a general handle (the one the application holds) reads, times, clears and
+/// takes the layers' keys too (`get`, `ttl`, `delete`, `take` look in the layers' shares when
+/// its own has nothing), so clearing a send flag is `store.delete(key)` on either store.
+/// Writes through a general handle stay in the general share.
 ///
 /// Each `MemoryStore` (and its clones) is its own space; two instances share nothing, as two
 /// processes would not.
@@ -347,6 +349,9 @@ struct Slot {
     counter: Option<Arc<AtomicU64>>,
     /// The rate-limit room the key is counted in (see [`Rooms`]).
     room: Option<u64>,
+    /// An index (a set of keys, kept as Redis keeps a set), not a value: value reads refuse
+    /// it, and index operations refuse a value, as Redis answers `WRONGTYPE` for either.
+    index: bool,
 }
 
 impl Slot {
@@ -364,6 +369,14 @@ impl Slot {
             Some(counter) => Bytes::from(counter.load(Ordering::Acquire).to_string()),
             None => self.value.clone(),
         }
+    }
+
+    /// The value, unless the slot holds an index.
+    fn value(&self) -> Result<Bytes, StoreError> {
+        if self.index {
+            return Err(wrong_type("key holds an index, not a value"));
+        }
+        Ok(self.data())
     }
 
     /// The value as a non-negative counter, if it is one.
@@ -711,6 +724,36 @@ impl MemoryStore {
             .filter(|slot| slot.is_live(now))
     }
 
+    /// The layers' shares, which a general handle reads and clears through: within one
+    /// store the three shares are one keyspace, as a Redis database is, so the application's
+    /// own handle sees a send flag the rate-limit layer set (and can clear it) on either
+    /// store. Empty for a layer's own handle.
+    fn layers_shares(&self) -> impl Iterator<Item = Self> + '_ {
+        let shares: &[Share] = match self.share {
+            Share::General => &[Share::RateLimits, Share::Cache],
+            Share::RateLimits | Share::Cache => &[],
+        };
+        shares.iter().map(|&share| Self {
+            share,
+            ..self.clone()
+        })
+    }
+
+    /// The live value under a full key, in this handle's share or, from a general handle,
+    /// in a layer's; an index is refused.
+    fn read_through(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        let now = Instant::now();
+        if let Some(slot) = self.live_slot(key, now) {
+            return slot.value().map(Some);
+        }
+        for share in self.layers_shares() {
+            if let Some(slot) = share.live_slot(key, now) {
+                return slot.value().map(Some);
+            }
+        }
+        Ok(None)
+    }
+
     /// The live value under a full key.
     fn live_value(&self, key: &str) -> Option<Bytes> {
         self.live_slot(key, Instant::now()).map(|slot| slot.data())
@@ -744,6 +787,7 @@ impl MemoryStore {
                             expires_at: now.checked_add(Duration::from_millis(interval_ms)),
                             counter: None,
                             room: None,
+                            index: false,
                         }),
                         cooldown_decision(interval_ms, Some(interval_ms), ticket),
                     ),
@@ -754,6 +798,7 @@ impl MemoryStore {
                         expires_at: now.checked_add(Duration::from_millis(interval_ms)),
                         counter: None,
                         room: None,
+                        index: false,
                     }),
                     cooldown_decision(interval_ms, None, ticket),
                 ),
@@ -954,11 +999,11 @@ impl Backend for MemoryStore {
 
     #[inline]
     fn get_now(&self, key: &str) -> Option<Result<Option<Bytes>, StoreError>> {
-        Some(Ok(self.live_value(key)))
+        Some(self.read_through(key))
     }
 
     async fn get_full(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
-        Ok(self.live_value(key))
+        self.read_through(key)
     }
 
     async fn get_and_refresh_full(
@@ -967,19 +1012,20 @@ impl Backend for MemoryStore {
         ttl: Duration,
     ) -> Result<Option<Bytes>, StoreError> {
         let expiry = Expiry::After(ttl).resolve(self.default_timeout);
-        Ok(self.compute(key.to_owned(), |slot, now| {
+        self.compute(key.to_owned(), |slot, now| {
             match (slot, deadline(expiry, now)) {
-                (None, _) => (Op::Nop, None),
-                (Some(slot), Deadline::AlreadyExpired) => (Op::Remove, Some(slot.data())),
+                (None, _) => (Op::Nop, Ok(None)),
+                (Some(slot), _) if slot.index => (Op::Nop, slot.value().map(Some)),
+                (Some(slot), Deadline::AlreadyExpired) => (Op::Remove, Ok(Some(slot.data()))),
                 (Some(slot), Deadline::At(expires_at)) => (
                     Op::Put(Slot {
                         expires_at,
                         ..slot.clone()
                     }),
-                    Some(slot.data()),
+                    Ok(Some(slot.data())),
                 ),
             }
-        }))
+        })
     }
 
     async fn rate_limit_full(
@@ -1058,12 +1104,13 @@ impl Backend for MemoryStore {
                     expires_at,
                     counter: None,
                     room: None,
+                    index: false,
                 },
             );
         }
         self.compute(index, |slot, _| {
             let mut members = slot
-                .and_then(|slot| decode_index(&slot.value).ok())
+                .and_then(|slot| decode_index(slot).ok())
                 .unwrap_or_default();
             for key in [&entry, &vary] {
                 if !members.contains(key) {
@@ -1106,6 +1153,7 @@ impl Backend for MemoryStore {
                     expires_at: now.checked_add(lock.ttl),
                     counter: None,
                     room: None,
+                    index: false,
                 }),
                 true,
             ),
@@ -1129,6 +1177,7 @@ impl Backend for MemoryStore {
                     expires_at: now.checked_add(ttl),
                     counter: None,
                     room: None,
+                    index: false,
                 }),
                 true,
             ),
@@ -1186,6 +1235,7 @@ impl Store for MemoryStore {
                     expires_at,
                     counter: None,
                     room: None,
+                    index: false,
                 }),
                 (),
             ),
@@ -1210,6 +1260,7 @@ impl Store for MemoryStore {
                         expires_at,
                         counter: None,
                         room: None,
+                        index: false,
                     }),
                     (),
                 ),
@@ -1235,6 +1286,7 @@ impl Store for MemoryStore {
                         expires_at,
                         counter: None,
                         room: None,
+                        index: false,
                     }),
                     true,
                 ),
@@ -1244,18 +1296,37 @@ impl Store for MemoryStore {
 
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         let key = self.keys.make(key)?;
-        Ok(self.compute(key, |slot, _| (Op::Remove, slot.is_some())))
+        let mut existed = self.compute(key.clone(), |slot, _| (Op::Remove, slot.is_some()));
+        for share in self.layers_shares() {
+            existed |= share.compute(key.clone(), |slot, _| (Op::Remove, slot.is_some()));
+        }
+        Ok(existed)
     }
 
     async fn take(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         let key = self.keys.make(key)?;
-        Ok(self.compute(key, |slot, _| (Op::Remove, slot.map(Slot::data))))
+        let take = |slot: Option<&Slot>, _| match slot.map(Slot::value) {
+            None => (Op::Nop, Ok(None)),
+            Some(Ok(value)) => (Op::Remove, Ok(Some(value))),
+            Some(Err(err)) => (Op::Nop, Err(err)),
+        };
+        let taken = self.compute(key.clone(), take)?;
+        if taken.is_some() {
+            return Ok(taken);
+        }
+        for share in self.layers_shares() {
+            let taken = share.compute(key.clone(), take)?;
+            if taken.is_some() {
+                return Ok(taken);
+            }
+        }
+        Ok(None)
     }
 
     async fn index_add(&self, index: &str, member: &str) -> Result<(), StoreError> {
         let (index, member) = (self.keys.make(index)?, self.keys.make(member)?);
         self.compute(index, |slot, now| {
-            let mut members = match slot.map(|slot| decode_index(&slot.value)).transpose() {
+            let mut members = match slot.map(decode_index).transpose() {
                 Ok(members) => members.unwrap_or_default(),
                 Err(err) => return (Op::Nop, Err(err)),
             };
@@ -1273,7 +1344,7 @@ impl Store for MemoryStore {
             let Some(slot) = slot else {
                 return (Op::Nop, Ok(Vec::new()));
             };
-            let members = match decode_index(&slot.value) {
+            let members = match decode_index(slot) {
                 Ok(members) => members,
                 Err(err) => return (Op::Nop, Err(err)),
             };
@@ -1298,7 +1369,7 @@ impl Store for MemoryStore {
             let Some(slot) = slot else {
                 return (Op::Nop, Ok(false));
             };
-            match decode_index(&slot.value) {
+            match decode_index(slot) {
                 Ok(mut members) => {
                     let before = members.len();
                     members.retain(|m| *m != member);
@@ -1317,7 +1388,7 @@ impl Store for MemoryStore {
             let Some(slot) = slot else {
                 return (Op::Nop, Ok(0));
             };
-            match decode_index(&slot.value) {
+            match decode_index(slot) {
                 Ok(members) => {
                     let deleted = members
                         .iter()
@@ -1369,6 +1440,7 @@ impl Store for MemoryStore {
                         expires_at: slot.expires_at,
                         counter: None,
                         room: None,
+                        index: false,
                     }),
                     Ok(Some(next)),
                 ),
@@ -1380,7 +1452,11 @@ impl Store for MemoryStore {
     async fn ttl(&self, key: &str) -> Result<Ttl, StoreError> {
         let key = self.keys.make(key)?;
         let now = Instant::now();
-        Ok(match self.entries().get(&key).filter(|s| s.is_live(now)) {
+        let slot = self.live_slot(&key, now).or_else(|| {
+            self.layers_shares()
+                .find_map(|share| share.live_slot(&key, now))
+        });
+        Ok(match slot {
             None => Ttl::Missing,
             Some(slot) => match slot.remaining_ms(now) {
                 None => Ttl::Persistent,
@@ -1493,9 +1569,12 @@ fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
     pattern[p..].iter().all(|&c| c == b'*')
 }
 
-/// An index's members, stored as a JSON array of full keys.
-fn decode_index(value: &[u8]) -> Result<Vec<String>, StoreError> {
-    serde_json::from_slice(value).map_err(|err| {
+/// An index's members, stored as a JSON array of full keys in a slot marked as an index.
+fn decode_index(slot: &Slot) -> Result<Vec<String>, StoreError> {
+    if !slot.index {
+        return Err(wrong_type("key holds a value, not an index"));
+    }
+    serde_json::from_slice(&slot.value).map_err(|err| {
         StoreError::with_source(
             StoreErrorKind::InvalidValue,
             "key does not hold an index",
@@ -1507,8 +1586,14 @@ fn decode_index(value: &[u8]) -> Result<Vec<String>, StoreError> {
 fn index_slot(members: &[String]) -> Slot {
     Slot {
         value: Bytes::from(serde_json::to_vec(members).expect("a list of strings serializes")),
+        index: true,
         ..Slot::default()
     }
+}
+
+/// A value read as an index or an index as a value: what Redis answers `WRONGTYPE` for.
+fn wrong_type(detail: &'static str) -> StoreError {
+    StoreError::new(StoreErrorKind::InvalidValue, detail)
 }
 
 fn not_a_counter() -> StoreError {

@@ -289,15 +289,13 @@ struct Reachability {
     /// One dropped connection usually means all of them went (a `CLIENT KILL`, a restart, a
     /// failover): a retry must not pick another connection that the same event dropped.
     suspect_before: AtomicU64,
+    /// The database connections select, for what a refused `SELECT` says.
+    database: i64,
 }
 
 impl Default for Reachability {
     fn default() -> Self {
-        Self {
-            last_failure: Mutex::default(),
-            epoch: Instant::now(),
-            suspect_before: AtomicU64::new(0),
-        }
+        Self::selecting(0)
     }
 }
 
@@ -310,6 +308,16 @@ struct ConnectFailure {
 }
 
 impl Reachability {
+    /// For connections that select `database`.
+    fn selecting(database: i64) -> Self {
+        Self {
+            last_failure: Mutex::default(),
+            epoch: Instant::now(),
+            suspect_before: AtomicU64::new(0),
+            database,
+        }
+    }
+
     fn record(&self, outcome: Result<(), &RedisError>) {
         // A connection dropped during its handshake (reset, broken pipe) was made to a server
         // that is there, as when a `CLIENT KILL` catches a connection being opened: that is
@@ -322,14 +330,29 @@ impl Reachability {
             }
         });
         if let Ok(mut last) = self.last_failure.lock() {
-            *last = outcome.err().map(|err| ConnectFailure {
-                at: Instant::now(),
-                kind: if err.is_timeout() {
-                    StoreErrorKind::Timeout
-                } else {
-                    StoreErrorKind::Connection
+            *last = outcome.err().map(|err| match refused_select(err) {
+                // a server that answers and refuses the database is there: the configuration
+                // is wrong, which no waiting mends, and the layers must not take it for an
+                // outage
+                Some(detail) => ConnectFailure {
+                    at: Instant::now(),
+                    kind: StoreErrorKind::Unsupported,
+                    reason: format!(
+                        "Redis refused to select database {} ({detail}): the server has fewer \
+                         databases (its `databases` setting) than the database option names, or \
+                         this user may not select it",
+                        self.database
+                    ),
                 },
-                reason: err.to_string(),
+                None => ConnectFailure {
+                    at: Instant::now(),
+                    kind: if err.is_timeout() {
+                        StoreErrorKind::Timeout
+                    } else {
+                        StoreErrorKind::Connection
+                    },
+                    reason: err.to_string(),
+                },
             });
         }
     }
@@ -359,10 +382,22 @@ impl Reachability {
             .filter(|failure| failure.at.elapsed() < window)?;
         let detail = match failure.kind {
             StoreErrorKind::Timeout => format!("Redis does not answer: {}", failure.reason),
+            StoreErrorKind::Unsupported => failure.reason.clone(),
             _ => format!("Redis is unreachable: {}", failure.reason),
         };
         Some(StoreError::new(failure.kind, detail))
     }
+}
+
+/// What the server said when it refused a new connection's `SELECT`, if that is how the
+/// connection failed (redis-rs reports it as "refused to switch database").
+fn refused_select(err: &RedisError) -> Option<String> {
+    Some(err.to_string())
+        .filter(|text| text.contains("refused to switch database"))
+        .map(|text| {
+            text.rsplit_once(": ")
+                .map_or(text.clone(), |(_, detail)| detail.to_owned())
+        })
 }
 
 /// How new connections reach the master: straight to one address, or through Sentinel.
@@ -655,7 +690,12 @@ impl RedisStore {
         }
         loop {
             let pooled = links.pool.get().await.map_err(|err| match err {
-                bb8::RunError::User(err) => classify("connect", err),
+                bb8::RunError::User(err) => {
+                    match links.reachability.recent_failure(self.connect_timeout) {
+                        Some(failure) if failure.kind() == StoreErrorKind::Unsupported => failure,
+                        _ => classify("connect", err),
+                    }
+                }
                 bb8::RunError::TimedOut => {
                     match links.reachability.recent_failure(self.connect_timeout) {
                         Some(err) => err,
@@ -975,6 +1015,8 @@ pub(super) fn classify(command: &'static str, err: RedisError) -> StoreError {
     } else if err.code() == Some("OOM") {
         StoreErrorKind::CapacityExceeded
     } else if err.code() == Some("INVALIDVALUE")
+        // a value read as an index, or the reverse: the memory store's kind for it too
+        || err.code() == Some("WRONGTYPE")
         || err
             .detail()
             .is_some_and(|detail| detail.contains("not an integer") || detail.contains("overflow"))
@@ -2491,7 +2533,11 @@ impl RedisStoreBuilder {
     }
 
     /// The database number, when the location names none (or names database 0). Defaults to
-    /// the location's, else 0.
+    /// the location's, else 0. A negative number is refused at build; one the server does not
+    /// have (past its `databases` setting, 16 by default) fails every call with
+    /// [`StoreErrorKind::Unsupported`] and a message naming the database, at once, as the
+    /// configuration error it is: never as an outage, which the layers would answer with
+    /// their failure policy as if Redis were down for a while.
     pub fn database(mut self, database: i64) -> Self {
         self.database = Some(database);
         self
@@ -2719,7 +2765,11 @@ impl RedisStoreBuilder {
             }
             _ => None,
         };
-        let reachability = Arc::new(Reachability::default());
+        let database = match &self.sentinel {
+            None => self.direct_info()?.redis_settings().db(),
+            Some(_) => self.settings(redis::RedisConnectionInfo::default()).db(),
+        };
+        let reachability = Arc::new(Reachability::selecting(database));
         let manager = TrackedManager {
             inner,
             command_timeout: self.command_timeout,

@@ -612,3 +612,38 @@ async fn the_last_configuration_edges_are_refused_or_read_as_meant() {
     .unwrap();
     assert!(!err.to_string().contains("0 or more"), "{err}");
 }
+
+/// A database past the server's `databases` (16 here) is a configuration error, not an
+/// outage: each call fails with `Unsupported` and a message naming the database and the
+/// setting, at once and every time, rather than `Connection` ("Redis unreachable"), which
+/// the layers treat as an outage (fixed windows fail open through it). The server's
+/// reachability is not marked failed, so a store on a database it has keeps working.
+#[tokio::test]
+async fn a_database_the_server_does_not_have_is_a_configuration_error() {
+    let redis = TestRedis::start();
+    let store = RedisStore::builder(format!("{}/99", redis.url()))
+        .build()
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let err = store.get("k").await.unwrap_err();
+        assert_eq!(
+            err.kind(),
+            tower_redis_http::store::StoreErrorKind::Unsupported,
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(text.contains("99") && text.contains("databases"), "{text}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    let fine = RedisStore::builder(format!("{}/15", redis.url()))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(fine.get("k").await.unwrap(), None);
+}

@@ -715,3 +715,142 @@ pub async fn concurrent_release_and_acquire_never_admit_two_holders<S: Store>(st
         );
     assert_eq!(admitted, 1, "exactly one holder after the release");
 }
+
+/// An index and a value refuse each other's operations with one error kind on every store
+/// (Redis answers `WRONGTYPE`, the memory store the same kind), change nothing when they
+/// refuse, and a value written over an index replaces it, as Redis's `SET` does.
+pub async fn an_index_and_a_value_refuse_each_others_operations<S: Store>(store: S) {
+    store
+        .set("member", bytes("1"), Expiry::Never)
+        .await
+        .unwrap();
+    store.index_add("idx", "member").await.unwrap();
+    let refusals = [
+        ("get", store.get("idx").await.map(drop)),
+        ("take", store.take("idx").await.map(drop)),
+        ("increment", store.increment("idx", 1).await.map(drop)),
+        (
+            "get_and_refresh",
+            store
+                .get_and_refresh("idx", Duration::from_secs(60))
+                .await
+                .map(drop),
+        ),
+    ];
+    for (operation, result) in refusals {
+        assert_eq!(
+            result.map_err(|err| err.kind()),
+            Err(StoreErrorKind::InvalidValue),
+            "{operation} of an index"
+        );
+    }
+    assert_eq!(store.ttl("idx").await.unwrap(), Ttl::Persistent);
+    assert_eq!(store.index_members("idx").await.unwrap().len(), 1);
+
+    // a value that reads as a list of keys is still a value
+    let listed = bytes(r#"[":1:member"]"#);
+    store
+        .set("plain", listed.clone(), Expiry::Never)
+        .await
+        .unwrap();
+    let refusals = [
+        (
+            "index_members",
+            store.index_members("plain").await.map(drop),
+        ),
+        (
+            "index_add",
+            store.index_add("plain", "member").await.map(drop),
+        ),
+        (
+            "index_remove",
+            store.index_remove("plain", "member").await.map(drop),
+        ),
+        (
+            "index_delete_all",
+            store.index_delete_all("plain").await.map(drop),
+        ),
+    ];
+    for (operation, result) in refusals {
+        assert_eq!(
+            result.map_err(|err| err.kind()),
+            Err(StoreErrorKind::InvalidValue),
+            "{operation} of a value"
+        );
+    }
+    assert_eq!(store.get("plain").await.unwrap(), Some(listed));
+    assert_eq!(store.get("member").await.unwrap(), Some(bytes("1")));
+
+    store
+        .set("idx", bytes("a value now"), secs(60))
+        .await
+        .unwrap();
+    assert_eq!(store.get("idx").await.unwrap(), Some(bytes("a value now")));
+    assert!(store.delete("idx").await.unwrap());
+}
+
+/// One batch mixing every edge: an empty value, a zero expiry (a delete), an expiry past
+/// any real use (kept without one) and an ordinary one; all of it applies on every store.
+pub async fn set_many_applies_every_edge_of_one_batch<S: Store>(store: S) {
+    store
+        .set("doomed", bytes("x"), Expiry::Never)
+        .await
+        .unwrap();
+    store
+        .set_many(&[
+            ("empty", Bytes::new(), secs(60)),
+            ("doomed", bytes("y"), Duration::ZERO.into()),
+            ("forever", bytes("f"), Duration::MAX.into()),
+            ("minute", bytes("m"), secs(60)),
+            ("empty", bytes("second write wins"), secs(60)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get("empty").await.unwrap(),
+        Some(bytes("second write wins"))
+    );
+    assert_eq!(store.get("doomed").await.unwrap(), None);
+    assert_eq!(store.ttl("forever").await.unwrap(), Ttl::Persistent);
+    assert!(matches!(
+        store.ttl("minute").await.unwrap(),
+        Ttl::Expires(_)
+    ));
+}
+
+/// A send flag the rate-limit layer set through its handle (`layer`: a memory store's
+/// rate-limit share, the store itself on Redis) is read, timed, cleared and taken through
+/// the application's own handle (`app`), as one Redis database would have it; once cleared,
+/// the layer's next hit is allowed. Before, the memory store's general handle saw nothing of
+/// the layers' shares.
+pub async fn the_layers_keys_are_seen_through_the_applications_handle<S: Store>(app: S, layer: S) {
+    let policy = RatePolicy::cooldown(Duration::from_secs(60)).unwrap();
+    let flag = layer.rate_limit("sms:+15550100", &policy).await.unwrap();
+    assert!(flag.allowed);
+    assert!(app.get("sms:+15550100").await.unwrap().is_some());
+    assert!(matches!(
+        app.ttl("sms:+15550100").await.unwrap(),
+        Ttl::Expires(_)
+    ));
+    assert!(
+        app.delete("sms:+15550100").await.unwrap(),
+        "the flag was there"
+    );
+    assert_eq!(app.ttl("sms:+15550100").await.unwrap(), Ttl::Missing);
+    assert!(
+        layer
+            .rate_limit("sms:+15550100", &policy)
+            .await
+            .unwrap()
+            .allowed,
+        "cleared through the application's handle, the number is free"
+    );
+    assert!(app.take("sms:+15550100").await.unwrap().is_some());
+    assert!(
+        layer
+            .rate_limit("sms:+15550100", &policy)
+            .await
+            .unwrap()
+            .allowed
+    );
+}

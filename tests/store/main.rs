@@ -72,6 +72,8 @@ macro_rules! conformance_suite {
                 release_gives_a_cooldown_back_only_to_its_own_holder,
                 release_gives_back_a_window_hit_and_a_gcra_interval,
                 concurrent_release_and_acquire_never_admit_two_holders,
+                an_index_and_a_value_refuse_each_others_operations,
+                set_many_applies_every_edge_of_one_batch,
             );
         }
     };
@@ -160,6 +162,20 @@ async fn memory_rate_limit_share() -> ((), MemoryStore) {
 
 async fn memory_cache_share() -> ((), MemoryStore) {
     ((), MemoryStore::new().for_cache())
+}
+
+#[tokio::test]
+async fn memory_layers_keys_are_seen_through_the_applications_handle() {
+    let store = MemoryStore::new();
+    let layer = store.for_rate_limits();
+    conformance::the_layers_keys_are_seen_through_the_applications_handle(store, layer).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_layers_keys_are_seen_through_the_applications_handle() {
+    let (_redis, store) = redis_store().await;
+    let layer = store.clone();
+    conformance::the_layers_keys_are_seen_through_the_applications_handle(store, layer).await;
 }
 
 conformance_suite!(memory, crate::memory_store);
