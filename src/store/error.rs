@@ -18,9 +18,10 @@ pub enum StoreErrorKind {
     Timeout,
     /// The connection could not be made, or broke during the call.
     Connection,
-    /// The server refused the command (an error reply such as `WRONGTYPE` or `NOAUTH`).
+    /// The server refused the command (an error reply such as `NOAUTH` or `NOSCRIPT`).
     Server,
-    /// The stored value is not what the operation needs (a non-integer for `increment`).
+    /// The stored value is not what the operation needs (a non-integer for `increment`, an
+    /// index read as a value or a value used as an index: Redis's `WRONGTYPE`).
     InvalidValue,
     /// The key is empty or longer than the key scheme allows; nothing was sent.
     InvalidKey,
