@@ -1259,6 +1259,101 @@ async fn an_unasked_switch_of_protocols_is_a_bad_gateway() {
     origin.abort();
 }
 
+/// The built `caching_proxy` example (`cargo test` builds the examples beside the tests).
+fn example_binary() -> std::path::PathBuf {
+    let deps = std::env::current_exe().unwrap();
+    let binary = deps
+        .parent()
+        .and_then(std::path::Path::parent)
+        .unwrap()
+        .join("examples/caching_proxy");
+    let built = std::fs::metadata(&binary)
+        .and_then(|meta| meta.modified())
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} is missing: `cargo test` builds the examples, `cargo build --examples` too",
+                binary.display()
+            )
+        });
+    // a targeted `cargo test --test frameworks` does not build the examples: a binary older
+    // than its sources would test yesterday's code
+    let sources = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let newest_source = ["caching_proxy", "common"]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(sources.join(dir)).unwrap())
+        .filter_map(|entry| entry.ok()?.metadata().ok()?.modified().ok())
+        .max()
+        .unwrap();
+    assert!(
+        built >= newest_source,
+        "{} is older than its sources: run `cargo build --all-features --examples` (or the \
+         whole `cargo test`) first",
+        binary.display()
+    );
+    binary
+}
+
+/// Out of file descriptors, `accept` fails (`EMFILE`): the server logs it, waits and goes on
+/// accepting once connections close, rather than end (the adversary's review of issue 35: the
+/// accept loop returned on the first error, and the process exited). The example runs as its
+/// own process under `ulimit -n 64`, holding more connections than it has descriptors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_out_of_descriptors_goes_on_accepting_once_they_are_free() {
+    let (origin, origin_addr, _) = start_origin().await;
+    let port = crate::support::unused_port();
+    let mut proxy = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 64 && exec \"$0\" \"$1\"")
+        .arg(example_binary())
+        .arg(format!("http://{origin_addr}"))
+        .env("ADDR", format!("127.0.0.1:{port}"))
+        .env_remove("REDIS_URL")
+        .env_remove("REDIS_CLUSTER")
+        .env_remove("REDIS_SENTINELS")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert!(
+        eventually(within(5), || std::net::TcpStream::connect(addr).is_ok()).await,
+        "the proxy never listened"
+    );
+    // more connections than the process has descriptors: the rest wait in the backlog
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(stream) => held.push(stream),
+            Err(_) => break,
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        proxy.try_wait().unwrap().is_none(),
+        "the proxy exited when it ran out of descriptors"
+    );
+    drop(held);
+    let answered = eventually(within(5), || {
+        std::net::TcpStream::connect(addr).is_ok_and(|mut stream| {
+            use std::io::{Read, Write};
+            let _ = stream.set_read_timeout(Some(TIMEOUT));
+            stream
+                .write_all(b"GET /fresh HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .is_ok()
+                && {
+                    let mut reply = Vec::new();
+                    let _ = stream.read_to_end(&mut reply);
+                    reply.starts_with(b"HTTP/1.1 200")
+                }
+        })
+    })
+    .await;
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    origin.abort();
+    assert!(answered, "no answer once the descriptors were free again");
+}
+
 /// The environment's names for the proxy's options, and their bounds.
 #[test]
 fn the_proxy_reads_its_options_from_the_environment() {
