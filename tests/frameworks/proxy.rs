@@ -677,9 +677,12 @@ async fn odd_age_and_expires_on_the_memory_store() {
 #[tokio::test]
 async fn the_caching_proxy_answers_502_when_the_origin_is_down() {
     let redis = TestRedis::start();
-    // a port that was free a moment ago: nothing listens there
-    let (closed, closed_addr) = listener().await;
-    drop(closed);
+    // a port bound and never listened on: connections to it are refused, and no other test
+    // can take it meanwhile (a port freed again went to another test's silent origin, 1 run
+    // in 10, and the proxy answered that one's read timeout, 504)
+    let closed = tokio::net::TcpSocket::new_v4().unwrap();
+    closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let closed_addr = closed.local_addr().unwrap();
     let (server, http) = start_proxy(&redis, closed_addr).await;
     let reply = http.send(Method::GET, "/anything", &[], None).await;
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
@@ -687,6 +690,7 @@ async fn the_caching_proxy_answers_502_when_the_origin_is_down() {
         reply.json,
         serde_json::json!({"detail": "The origin did not answer."})
     );
+    drop(closed);
     server.abort();
 }
 
@@ -723,6 +727,8 @@ const REFLECTED: &[&str] = &[
     "x-forwarded-host",
     "x-original-url",
     "x-real-ip",
+    "x-scheme",
+    "x-script-name",
     "x-http-method-override",
 ];
 
@@ -741,6 +747,8 @@ const OWNED_BY_THE_PROXY: &[&str] = &[
     "x-original-host",
     "x-original-url",
     "x-real-ip",
+    "x-scheme",
+    "x-script-name",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
