@@ -39,7 +39,8 @@ const FORWARDING: [&str; 6] = [
 /// `X-Original-URL: /admin`, a rate limit keyed on a forged `X-Real-IP`). Method overrides
 /// (`X-HTTP-Method-Override`) are the client's own convention, not a proxy's claim: they pass,
 /// and the cache never stores an answer to a request that carries one.
-const PROXY_CLAIMS: [&str; 18] = [
+const PROXY_CLAIMS: &[&str] = &[
+    // the original request's host, scheme, path or method
     "x-forwarded-server",
     "x-forwarded-scheme",
     "x-forwarded-ssl",
@@ -47,7 +48,10 @@ const PROXY_CLAIMS: [&str; 18] = [
     "x-forwarded-path",
     "x-forwarded-method",
     "x-forwarded-protocol",
+    "x-original-proto",
     "x-url-scheme",
+    "x-scheme",
+    "x-script-name",
     "front-end-https",
     "x-host",
     "x-original-host",
@@ -55,9 +59,25 @@ const PROXY_CLAIMS: [&str; 18] = [
     "x-original-uri",
     "x-original-method",
     "x-rewrite-url",
+    // the client (django-ipware, CDNs, Envoy read these)
     "x-real-ip",
+    "x-real-port",
     "x-client-ip",
+    "client-ip",
     "true-client-ip",
+    "x-cluster-client-ip",
+    "x-forwarded",
+    "forwarded-for",
+    "x-original-forwarded-for",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-remote-ip",
+    "x-remote-addr",
+    "x-originating-ip",
+    "x-proxyuser-ip",
+    "x-envoy-external-address",
+    // a client certificate's identity, as a TLS-terminating proxy vouches for it
+    "x-forwarded-client-cert",
 ];
 
 /// Whether `name`, with `_` read as `-` as CGI and WSGI servers read it, is one of `names`.
@@ -116,14 +136,37 @@ impl Network {
         let address = canonical(address);
         let max = if address.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
-            Some(prefix) => prefix
-                .parse::<u32>()
-                .ok()
+            Some(prefix) => Some(prefix)
+                .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|p| p.parse::<u32>().ok())
                 .filter(|&p| p <= max)
                 .ok_or_else(invalid)?,
             None => max,
         };
-        Ok(Self { address, prefix })
+        let network = Self { address, prefix };
+        // `127.0.0.1/0` trusts every address, though it reads like one: an address with bits
+        // past its prefix is a typo, and trusting the world by one is how spoofing starts
+        if !network.contains_only_its_network() {
+            return Err(format!(
+                "TRUSTED_PROXIES: {text:?} has address bits past its /{prefix}: write the \
+                 network's first address, or the address alone"
+            ));
+        }
+        Ok(network)
+    }
+
+    /// Whether the address has no bits set past the prefix (`10.0.0.0/8`, not `10.1.2.3/8`).
+    fn contains_only_its_network(&self) -> bool {
+        match self.address {
+            IpAddr::V4(net) => {
+                let mask = u32::MAX.checked_shl(32 - self.prefix).unwrap_or(0);
+                u32::from(net) & !mask == 0
+            }
+            IpAddr::V6(net) => {
+                let mask = u128::MAX.checked_shl(128 - self.prefix).unwrap_or(0);
+                u128::from(net) & !mask == 0
+            }
+        }
     }
 
     fn contains(&self, address: IpAddr) -> bool {
@@ -150,6 +193,40 @@ fn canonical(address: IpAddr) -> IpAddr {
     }
 }
 
+/// Whether `host` is a DNS name (labels of letters, digits and inner `-`, 63 bytes each, 253
+/// in all, the last not all digits) or an IP address (`[v6]` in brackets). `*`, `%`, empty
+/// labels, `999.999.999.999` and `0x7f.1` parse as an authority's host, and match nothing a
+/// client sends, or something else than meant.
+fn is_host_name_or_address(host: &str) -> bool {
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return v6.parse::<std::net::Ipv6Addr>().is_ok();
+    }
+    if host.parse::<std::net::Ipv4Addr>().is_ok() {
+        return true;
+    }
+    let label = |label: &str| {
+        (1..=63).contains(&label.len())
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    host.len() <= 253
+        && host.split('.').all(label)
+        && host
+            .rsplit('.')
+            .next()
+            .is_some_and(|last| !last.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Whether `port` is a port as written in a URL: 1 to 65535, digits only, no leading zero.
+fn is_port(port: &str) -> bool {
+    !port.starts_with('0')
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u16>().is_ok_and(|port| port > 0)
+}
+
 /// A host the proxy answers for, as configured.
 #[derive(Clone, Debug)]
 struct Listed {
@@ -164,23 +241,12 @@ impl Listed {
         let invalid =
             || format!("{option}: {text:?} is not a host, as shop.example or shop.example:8080");
         let authority: Authority = text.parse().map_err(|_| invalid())?;
-        // a name or an address: `*` or `%` parse as an authority's host, and match nothing a
-        // client sends; a port past 65535 parses too, and would be dropped unsaid
         let host = authority.host();
-        let is_name = !host.is_empty()
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
-        let is_ipv6 = host
-            .strip_prefix('[')
-            .and_then(|host| host.strip_suffix(']'))
-            .is_some_and(|address| address.parse::<std::net::Ipv6Addr>().is_ok());
-        let port_fits = authority
+        let port = authority
             .as_str()
             .strip_prefix(host)
-            .and_then(|rest| rest.strip_prefix(':'))
-            .is_none_or(|port| port.parse::<u16>().is_ok());
-        if text.contains('@') || !(is_name || is_ipv6) || !port_fits {
+            .and_then(|rest| rest.strip_prefix(':'));
+        if text.contains('@') || !is_host_name_or_address(host) || !port.is_none_or(is_port) {
             return Err(invalid());
         }
         Ok(Self {
@@ -221,10 +287,21 @@ impl Hosts {
             if public.is_some() {
                 return Err("set PROXY_HOSTS or PUBLIC_HOST, not both".to_owned());
             }
-            let listed = allowed
+            let listed: Vec<Listed> = allowed
                 .iter()
                 .map(|host| Listed::parse(host, "PROXY_HOSTS"))
                 .collect::<Result<_, _>>()?;
+            for (n, host) in listed.iter().enumerate() {
+                if listed[..n]
+                    .iter()
+                    .any(|before| before.host == host.host && before.port == host.port)
+                {
+                    return Err(format!(
+                        "PROXY_HOSTS lists {:?} twice",
+                        host.value.to_str().unwrap_or_default()
+                    ));
+                }
+            }
             return Ok(Self {
                 listed,
                 allow_list: true,
@@ -342,7 +419,7 @@ pub fn prepare<B>(
         .keys()
         .filter(|name| {
             (name.as_str().contains('_') && is_one_of(name, &FORWARDING))
-                || (!trusted && is_one_of(name, &PROXY_CLAIMS))
+                || (!trusted && is_one_of(name, PROXY_CLAIMS))
         })
         .cloned()
         .collect();
@@ -549,6 +626,18 @@ mod tests {
             "shop%2eexample",
             "[::1",
             "",
+            "shop.example:0",
+            "shop.example:+80",
+            "shop.example:080",
+            ".",
+            "..",
+            "-",
+            "shop..example",
+            "-shop-.example",
+            "shop.example.",
+            "999.999.999.999",
+            "0x7f.1",
+            "shop_1.example",
         ] {
             assert!(
                 Hosts::new(&[bad.to_owned()], None, &origin()).is_err(),
@@ -559,7 +648,36 @@ mod tests {
                 "PUBLIC_HOST={bad}"
             );
         }
-        assert!(Hosts::new(&["[::1]:8080".to_owned()], None, &origin()).is_ok());
+        let long_label = format!("{}.example", "a".repeat(64));
+        assert!(Hosts::new(&[long_label], None, &origin()).is_err());
+        for good in [
+            "[::1]:8080",
+            "127.0.0.1",
+            "shop.example:65535",
+            "xn--bcher-kva.example",
+        ] {
+            assert!(
+                Hosts::new(&[good.to_owned()], None, &origin()).is_ok(),
+                "{good}"
+            );
+        }
+        let twice = ["shop.example".to_owned(), "SHOP.example".to_owned()];
+        assert!(Hosts::new(&twice, None, &origin()).is_err());
+        for bad in [
+            "127.0.0.1/0",
+            "10.1.2.3/8",
+            "10.0.0.0/+8",
+            "10.0.0.0/",
+            "::1/0",
+        ] {
+            assert!(
+                TrustedProxies::parse(&[bad.to_owned()]).is_err(),
+                "TRUSTED_PROXIES={bad}"
+            );
+        }
+        for good in ["10.0.0.0/8", "0.0.0.0/0", "192.0.2.7", "2001:db8::/32"] {
+            assert!(TrustedProxies::parse(&[good.to_owned()]).is_ok(), "{good}");
+        }
     }
 
     #[test]

@@ -175,6 +175,18 @@ impl Default for Options {
 pub const DEFAULT_MAX_TUNNELS: usize = 1024;
 
 impl Options {
+    /// Checks what needs the origin to check (the hosts, the trusted proxies), so that a bad
+    /// value is said before the store is connected and the port taken.
+    ///
+    /// # Errors
+    ///
+    /// The first option that does not hold, named.
+    pub fn check(&self, origin: &Origin) -> Result<(), String> {
+        Hosts::new(&self.hosts, self.public_host.as_deref(), origin.authority())?;
+        TrustedProxies::parse(&self.trusted_proxies)?;
+        Ok(())
+    }
+
     /// `TRUSTED_PROXIES`, `PROXY_HOSTS`, `PUBLIC_HOST`, `FORWARDED_FOR`,
     /// `ORIGIN_CONNECT_TIMEOUT_SECS`, `ORIGIN_SEND_TIMEOUT_SECS`, `ORIGIN_READ_TIMEOUT_SECS`,
     /// `ORIGIN_BODY_IDLE_TIMEOUT_SECS`, `MAX_TUNNELS`, `HEURISTIC_FRESHNESS_SECS`, `TARGETED_CACHE_CONTROL`,
@@ -421,6 +433,7 @@ async fn main() -> Result<(), ServeError> {
     };
     let origin: Origin = origin.parse()?;
     let options = Options::from_env()?;
+    options.check(&origin)?;
     let addr = common::addr(3002)?;
     // REDIS_CLUSTER, REDIS_SENTINELS or REDIS_URL (see `common::redis_from_env`)
     let (store, backend): (AnyStore, _) = match common::redis_from_env() {

@@ -39,7 +39,7 @@ pub(crate) enum Waited {
     /// The leader went away unfinished: join the flight again, and one follower leads.
     Abandoned,
     /// The leader fell silent (no response head, no piece of its body) for the flight
-    /// deadline.
+    /// deadline, or the wait reached its bound in all.
     TimedOut,
 }
 
@@ -355,6 +355,22 @@ impl Flights {
         })
     }
 
+    /// A waiter on the flight under way for `key`, if there is one and its leader is at
+    /// work: for a request that may wait on a flight but not lead one (a `HEAD`, a range).
+    pub(crate) fn follow(&self, key: &str) -> Option<Waiter> {
+        let flights = self
+            .flights
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (receiver, progress) = flights.get(key)?;
+        (matches!(*receiver.borrow(), Outcome::Pending)
+            && tokio::time::Instant::now() < progress.silent_until(self.lead_for))
+        .then(|| Waiter {
+            receiver: receiver.clone(),
+            progress: Arc::clone(progress),
+        })
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.flights.lock().unwrap().len()
@@ -429,6 +445,15 @@ impl Drop for FlightGuard {
     }
 }
 
+/// How long a request waits on flights: while the leader's silence stays under `silence`,
+/// and until `gives_up_at` at most, counted from the request's arrival however many flights
+/// it waits on (a leader that goes away hands the flight on).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WaitLimits {
+    pub(crate) silence: Duration,
+    pub(crate) gives_up_at: tokio::time::Instant,
+}
+
 /// A follower's view of the flight.
 pub(crate) struct Waiter {
     receiver: watch::Receiver<Outcome>,
@@ -436,18 +461,21 @@ pub(crate) struct Waiter {
 }
 
 impl Waiter {
-    /// Waits for the leader while it shows work at least once per `silence` (the flight
-    /// deadline). A leader still at work after `patience` is noted as slow (a metric and a
-    /// log line), and waited for all the same: calling the handler beside it would add load
-    /// exactly when the origin is slow.
-    pub(crate) async fn wait(mut self, patience: Duration, silence: Duration) -> Waited {
+    /// Waits for the leader while it shows work at least once per `limits.silence` (the
+    /// flight deadline), until `limits.gives_up_at` at most. A leader still at work after `patience`
+    /// is noted as slow (a metric and a log line), and waited for all the same: calling the
+    /// handler beside it would add load exactly when the origin is slow.
+    pub(crate) async fn wait(mut self, patience: Duration, limits: WaitLimits) -> Waited {
         let progress = self.progress;
+        let now = tokio::time::Instant::now();
+        let (silence, gives_up_at) = (limits.silence, limits.gives_up_at);
         let finished = self
             .receiver
             .wait_for(|outcome| !matches!(outcome, Outcome::Pending));
         let mut finished = std::pin::pin!(finished);
-        let patience_ends =
-            (tokio::time::Instant::now() + patience).min(progress.silent_until(silence));
+        let patience_ends = (now + patience)
+            .min(progress.silent_until(silence))
+            .min(gives_up_at);
         let within_patience = tokio::time::timeout_at(patience_ends, &mut finished)
             .await
             .map(|outcome| outcome.map(|outcome| outcome.clone()));
@@ -459,11 +487,13 @@ impl Waiter {
                     "a single flight's leader is still at work after the flight wait; waiting on"
                 );
                 loop {
-                    let silent_until = progress.silent_until(silence);
-                    match tokio::time::timeout_at(silent_until, &mut finished).await {
+                    let until = progress.silent_until(silence).min(gives_up_at);
+                    match tokio::time::timeout_at(until, &mut finished).await {
                         Ok(outcome) => break outcome.map(|outcome| outcome.clone()),
                         // the leader showed work meanwhile: its silence is counted anew
-                        Err(_) if tokio::time::Instant::now() < progress.silent_until(silence) => {}
+                        Err(_)
+                            if tokio::time::Instant::now()
+                                < progress.silent_until(silence).min(gives_up_at) => {}
                         Err(_) => return Waited::TimedOut,
                     }
                 }
@@ -579,6 +609,9 @@ pub(crate) enum Locked {
     ServeStale,
     /// The entry's last answer (in any instance) could not be stored: no lock, no waiting.
     Uncacheable,
+    /// Another instance still held the lock when this wait reached its bound in all
+    /// ([`single_flight_max_wait`](super::ResponseCacheBuilder::single_flight_max_wait)).
+    TimedOut,
 }
 
 /// What a lock attempt needs to know.
@@ -600,6 +633,8 @@ pub(crate) struct LockAttempt {
     pub(crate) progress: Arc<Progress>,
     /// The flight deadline: the longest the leader may be silent.
     pub(crate) silence: Duration,
+    /// When waiting on another instance's lock ends, however its holder works.
+    pub(crate) gives_up_at: tokio::time::Instant,
 }
 
 impl LockAttempt {
@@ -656,6 +691,9 @@ impl LockAttempt {
                 Ok(None) => self.progress.stamp(),
                 // fail open: the cache is an optimisation, the handler is the truth
                 Err(_) => return Locked::Lead(None),
+            }
+            if tokio::time::Instant::now() + interval > self.gives_up_at {
+                return Locked::TimedOut;
             }
             tokio::time::sleep(interval).await;
             interval = (interval * 3 / 2).min(Duration::from_millis(200));
@@ -778,7 +816,7 @@ mod tests {
         let Role::Follower(waiter) = flights.join("k") else {
             panic!("second follows")
         };
-        let waiting = tokio::spawn(waiter.wait(Duration::from_secs(5), Duration::from_secs(10)));
+        let waiting = tokio::spawn(waiter.wait(Duration::from_secs(5), limits(10)));
         guard.complete(entry());
         assert!(matches!(waiting.await.unwrap(), Waited::Done(Some(_))));
         assert_eq!(flights.len(), 0);
@@ -805,9 +843,7 @@ mod tests {
         guard.failed(Some(StatusCode::GATEWAY_TIMEOUT));
         for waiter in followers {
             assert!(matches!(
-                waiter
-                    .wait(Duration::from_secs(5), Duration::from_secs(10))
-                    .await,
+                waiter.wait(Duration::from_secs(5), limits(10)).await,
                 Waited::Failed(Some(StatusCode::GATEWAY_TIMEOUT))
             ));
         }
@@ -834,9 +870,7 @@ mod tests {
         let mut guards = Vec::new();
         for waiter in followers {
             assert!(matches!(
-                waiter
-                    .wait(Duration::from_secs(5), Duration::from_secs(10))
-                    .await,
+                waiter.wait(Duration::from_secs(5), limits(10)).await,
                 Waited::Abandoned
             ));
             match flights.join("k") {
@@ -860,7 +894,7 @@ mod tests {
         let Role::Follower(waiter) = flights.join("k") else {
             panic!()
         };
-        let waiting = tokio::spawn(waiter.wait(Duration::from_secs(5), Duration::from_secs(30)));
+        let waiting = tokio::spawn(waiter.wait(Duration::from_secs(5), limits(30)));
         tokio::time::sleep(Duration::from_secs(8)).await;
         assert!(!waiting.is_finished(), "gave up at its patience");
         guard.complete(entry());
@@ -873,9 +907,7 @@ mod tests {
             panic!()
         };
         assert!(matches!(
-            waiter
-                .wait(Duration::from_secs(5), Duration::from_secs(30))
-                .await,
+            waiter.wait(Duration::from_secs(5), limits(30)).await,
             Waited::TimedOut
         ));
     }
@@ -891,7 +923,7 @@ mod tests {
         let Role::Follower(waiter) = flights.join("k") else {
             panic!()
         };
-        let waiting = tokio::spawn(waiter.wait(Duration::from_secs(5), Duration::from_secs(30)));
+        let waiting = tokio::spawn(waiter.wait(Duration::from_secs(5), limits(30)));
         for _ in 0..4 {
             tokio::time::sleep(Duration::from_secs(20)).await;
             guard.progress().stamp();
@@ -911,6 +943,47 @@ mod tests {
         drop(guard);
     }
 
+    fn limits(silence: u64) -> WaitLimits {
+        WaitLimits {
+            silence: Duration::from_secs(silence),
+            gives_up_at: tokio::time::Instant::now() + Duration::from_secs(3600),
+        }
+    }
+
+    /// However its leader works, a follower waits its total bound at most: a body that
+    /// trickles forever does not hold it.
+    #[tokio::test(start_paused = true)]
+    async fn a_follower_gives_up_at_its_total_bound_however_the_leader_works() {
+        let flights = Arc::new(Flights::new(HIT_FOR_MISS, Duration::from_secs(30)));
+        let Role::Leader(guard) = flights.join("k") else {
+            panic!()
+        };
+        let Role::Follower(waiter) = flights.join("k") else {
+            panic!()
+        };
+        let started = tokio::time::Instant::now();
+        let bound = WaitLimits {
+            silence: Duration::from_secs(30),
+            gives_up_at: started + Duration::from_secs(120),
+        };
+        let waiting = tokio::spawn(waiter.wait(Duration::from_secs(5), bound));
+        while !waiting.is_finished() {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            guard.progress().stamp();
+        }
+        assert!(matches!(waiting.await.unwrap(), Waited::TimedOut));
+        assert!(
+            started.elapsed() <= Duration::from_secs(130),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            started.elapsed() >= Duration::from_secs(120),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
     const URL: &str = "http://shop/a";
 
     fn attempt(store: &AnyStore, rules: RequestRules) -> LockAttempt {
@@ -926,6 +999,7 @@ mod tests {
             serve_stale_meanwhile: false,
             progress: Progress::new(),
             silence: Duration::from_secs(1),
+            gives_up_at: tokio::time::Instant::now() + Duration::from_secs(1),
         }
     }
 

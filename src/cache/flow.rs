@@ -20,7 +20,9 @@ use tower_service::Service;
 
 use super::answer::{Fwd, Served};
 use super::entry::Entry;
-use super::flight::{FlightGuard, LockAttempt, Locked, Role, StoreLock, Waited};
+use super::flight::{
+    FlightGuard, LockAttempt, Locked, Role, StoreLock, WaitLimits, Waited, Waiter,
+};
 use super::future::{Ctx, Found, Miss, PartialMiss, Pending, Url};
 use super::key;
 use super::policy::{self, Verdict};
@@ -165,6 +167,15 @@ async fn miss<S, ReqBody>(
 where
     S: Service<Request<ReqBody>>,
 {
+    if (ctx.ranged || ctx.head)
+        && ctx.follows_flights()
+        && let (Some(patience), Some(key)) = (ctx.config.flight_wait, &flight_key)
+        && let Some(waiter) = ctx.config.flights.follow(key)
+    {
+        // a whole response is on its way for a GET: wait for it rather than call the
+        // origin beside it (boxed: rare, and every miss's future would carry it)
+        return Box::pin(follow_only(ctx, fwd, waiter, patience)).await;
+    }
     if ctx.ranged && ctx.store_allowed && ctx.config.http.is_some() {
         return ranged_miss(ctx, fwd, flight_key).await;
     }
@@ -178,13 +189,15 @@ where
         return call(ctx, fwd, None, None, None);
     }
     let waiting = std::time::Instant::now();
+    let limits = ctx.config.wait_limits();
     // a leader that goes away unfinished hands the flight on: every follower joins again,
     // one leads, the others follow it
     loop {
         match ctx.config.flights.join(&key) {
-            Role::Leader(guard) => return lead(ctx, fwd, guard, key, None, false).await,
-            Role::Follower(waiter) => match waiter.wait(patience, ctx.config.flight_deadline).await
-            {
+            Role::Leader(guard) => {
+                return lead(ctx, fwd, guard, key, None, false, limits).await;
+            }
+            Role::Follower(waiter) => match waiter.wait(patience, limits).await {
                 Waited::Done(shared) => {
                     crate::observe::cache("collapsed");
                     crate::observe::cache_lock_wait(waiting.elapsed());
@@ -197,6 +210,27 @@ where
             },
             Role::Pass => return call(ctx, fwd, None, None, None),
         }
+    }
+}
+
+/// A `HEAD` or range request waiting on the flight a GET leads: answered from the leader's
+/// entry (its range, or its head), else by the inner service as before; never a leader.
+async fn follow_only<S, ReqBody>(
+    ctx: Ctx<S, ReqBody>,
+    fwd: Fwd,
+    waiter: Waiter,
+    patience: std::time::Duration,
+) -> Flowed<S::Future>
+where
+    S: Service<Request<ReqBody>>,
+{
+    match waiter.wait(patience, ctx.config.wait_limits()).await {
+        Waited::Done(shared) => {
+            crate::observe::cache("collapsed");
+            followed(ctx, fwd, shared)
+        }
+        Waited::TimedOut => gave_up(&ctx, None),
+        Waited::Failed(_) | Waited::Abandoned => call(ctx, fwd, None, None, None),
     }
 }
 
@@ -307,6 +341,7 @@ where
     if !ctx.joins_flights() {
         return call(ctx, Fwd::Stale, None, Some(entry), None);
     }
+    let limits = ctx.config.wait_limits();
     loop {
         match ctx.config.flights.join(&key) {
             Role::Leader(guard) => {
@@ -318,7 +353,7 @@ where
                         ctx.head,
                         Served::Hit,
                     );
-                    let refresh = lead(ctx, Fwd::Stale, guard, key, Some(entry), true);
+                    let refresh = lead(ctx, Fwd::Stale, guard, key, Some(entry), true, limits);
                     runtime.spawn(refresh_to_its_end::<S, ReqBody, ResBody>(refresh));
                     return Flowed::Answer(response);
                 }
@@ -329,12 +364,12 @@ where
                     key,
                     Some(entry),
                     serve_stale_meanwhile,
+                    limits,
                 )
                 .await;
             }
             Role::Follower(_) if serve_stale_meanwhile => return served(&ctx, *entry),
-            Role::Follower(waiter) => match waiter.wait(patience, ctx.config.flight_deadline).await
-            {
+            Role::Follower(waiter) => match waiter.wait(patience, limits).await {
                 Waited::Done(shared) => return followed_refresh(ctx, entry, shared),
                 Waited::Failed(status) => return failed_with(ctx, entry, status),
                 Waited::Abandoned => {}
@@ -378,6 +413,7 @@ async fn lead<S, ReqBody>(
     key: String,
     stale: Option<Box<Entry>>,
     serve_stale_meanwhile: bool,
+    limits: WaitLimits,
 ) -> Flowed<S::Future>
 where
     S: Service<Request<ReqBody>>,
@@ -399,6 +435,7 @@ where
         serve_stale_meanwhile: serve_stale_meanwhile && stale.is_some(),
         progress: Arc::clone(flight.progress()),
         silence: config.flight_deadline,
+        gives_up_at: limits.gives_up_at,
     };
     // a memory store is this process's own: the in-process flight is all there is. A flight
     // that ended between this request's lookup and its joining has stored its entry by now
@@ -428,6 +465,9 @@ where
             flight.uncacheable();
             call(ctx, fwd, None, stale, None)
         }
+        // another instance still works on it after the longest wait: this process's
+        // followers reach their own bound too (the guard ends as abandoned)
+        (Locked::TimedOut, stale) => gave_up(&ctx, stale),
     }
 }
 

@@ -54,6 +54,14 @@ where
     pub(crate) fn joins_flights(&self) -> bool {
         self.store_allowed && !self.ranged && !self.credentialed
     }
+
+    /// Whether this request may wait on a flight another request leads, though it may not
+    /// lead one: a `HEAD` or a range request, answered from the whole entry the leader stores
+    /// (nginx's cache lock holds them too). Without it, `Range: bytes=0-` on every request
+    /// would stampede a slow origin past single flight.
+    pub(crate) fn follows_flights(&self) -> bool {
+        self.store_allowed && !self.credentialed
+    }
 }
 
 /// What the miss path needs to decide about storing the response.

@@ -8,7 +8,7 @@ use http::{Response, StatusCode};
 use tower_layer::Layer;
 
 use super::answer::Fwd;
-use super::flight::{Flights, UnstorableUrls};
+use super::flight::{Flights, UnstorableUrls, WaitLimits};
 use super::policy::{HttpRules, Targeting};
 use super::recent::RecentPieces;
 use super::{QueryOrder, ResponseCache};
@@ -48,8 +48,11 @@ pub enum RequestDirectives {
 /// for distinct URLs can pin.
 const RECENT_PIECES_BUDGET: u64 = 16 * 1024 * 1024;
 
-/// How long a request waits at most on a single flight whose leader is still at work.
+/// How long a request waits at most on a single flight whose leader shows no work.
 const DEFAULT_FLIGHT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// How long a request waits at most on a single flight, however its leader works.
+const DEFAULT_FLIGHT_MAX_WAIT: Duration = Duration::from_secs(120);
 
 /// The targeted cache-control field of RFC 9213 §3, for CDN caches.
 pub(crate) const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
@@ -83,6 +86,9 @@ pub(crate) const DEFAULT_UNKEYED: &[&str] = &[
     "x-forwarded-path",
     "x-original-uri",
     "x-original-method",
+    // Tornado's `xheaders` scheme, and the script root Flask and WSGI set-ups read
+    "x-scheme",
+    "x-script-name",
 ];
 
 /// The forwarding headers a trusted proxy sets: keyed from such a proxy, refused otherwise.
@@ -114,6 +120,7 @@ pub(crate) struct Config {
     pub(crate) compress_above: Option<usize>,
     pub(crate) flight_wait: Option<Duration>,
     pub(crate) flight_deadline: Duration,
+    pub(crate) flight_max_wait: Duration,
     pub(crate) lock_ttl: Option<Duration>,
     pub(crate) on_store_error: FailurePolicy,
     /// Replaces the answers the cache gives by itself (see [`CacheRefusal`]).
@@ -153,6 +160,18 @@ pub(crate) struct Config {
 }
 
 impl Config {
+    /// How long a request arriving now waits on flights.
+    pub(crate) fn wait_limits(&self) -> WaitLimits {
+        let now = tokio::time::Instant::now();
+        WaitLimits {
+            silence: self.flight_deadline,
+            // bounded at build; a clock near its end waits the deadline alone
+            gives_up_at: now
+                .checked_add(self.flight_max_wait)
+                .unwrap_or(now + self.flight_deadline),
+        }
+    }
+
     /// Whether stored entries keep `Set-Cookie`, and hits replay it.
     pub(crate) fn replays_cookies(&self) -> bool {
         self.http.is_some_and(|rules| rules.replay_cookies)
@@ -307,6 +326,7 @@ impl ResponseCacheLayer {
             compress_above: None,
             flight_wait: Some(Duration::from_secs(5)),
             flight_deadline: DEFAULT_FLIGHT_DEADLINE,
+            flight_max_wait: DEFAULT_FLIGHT_MAX_WAIT,
             lock_ttl: Some(Duration::from_secs(10)),
             on_store_error: FailurePolicy::Open,
             refusal: None,
@@ -425,6 +445,7 @@ pub struct ResponseCacheBuilder {
     compress_above: Option<usize>,
     flight_wait: Option<Duration>,
     flight_deadline: Duration,
+    flight_max_wait: Duration,
     lock_ttl: Option<Duration>,
     on_store_error: FailurePolicy,
     refusal: Option<RefusalFn>,
@@ -728,6 +749,31 @@ impl ResponseCacheBuilder {
     /// ```
     pub fn single_flight_deadline(mut self, deadline: Duration) -> Self {
         self.flight_deadline = deadline;
+        self
+    }
+
+    /// The longest a request waits on a [single flight](Self::single_flight) in all, however
+    /// its leader works: a body that trickles forever (a byte now and then, never silent for
+    /// the [deadline](Self::single_flight_deadline)) must not hold every other request for
+    /// the page with it. When it passes, the request is answered as at the deadline (the
+    /// stale copy where `stale-if-error` allows, else `504`); the leader goes on. Never
+    /// shorter than the deadline. Defaults to 2 minutes.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::cache::ResponseCacheLayer;
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// // pages of tens of megabytes from a slow origin: wait up to ten minutes for one
+    /// let cache = ResponseCacheLayer::http_cache(MemoryStore::new())
+    ///     .single_flight_max_wait(Duration::from_secs(600))
+    ///     .build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn single_flight_max_wait(mut self, max_wait: Duration) -> Self {
+        self.flight_max_wait = max_wait;
         self
     }
 
@@ -1081,6 +1127,8 @@ impl ResponseCacheBuilder {
                 compress_above: self.compress_above,
                 flight_wait: self.flight_wait.map(bounded),
                 flight_deadline: bounded(self.flight_deadline),
+                // never shorter than the deadline, which it bounds from above
+                flight_max_wait: bounded(self.flight_max_wait.max(self.flight_deadline)),
                 lock_ttl: self.lock_ttl.map(bounded),
                 on_store_error: self.on_store_error,
                 refusal: self.refusal,

@@ -161,9 +161,9 @@
 //! `X-Forwarded-Scheme`, `X-Forwarded-Proto`, `X-Forwarded-Port`, `X-Forwarded-Prefix`,
 //! `X-Host`, `X-Original-Host`, `X-Original-URL`, `X-Rewrite-URL`, a method-override header
 //! or another name frameworks read the scheme, host or path from (`X-Forwarded-Ssl`,
-//! `X-Url-Scheme`, `X-Forwarded-Uri`, ...; spelled with `_` for `-` too, as CGI and WSGI
-//! servers read them) are answered from the cache but their responses are never stored, so
-//! they cannot plant an entry for other users
+//! `X-Url-Scheme`, `X-Scheme`, `X-Script-Name`, `X-Forwarded-Uri`, ...; spelled with `_` for
+//! `-` too, as CGI and WSGI servers read them) are answered from the cache but their
+//! responses are never stored, so they cannot plant an entry for other users
 //! ([`ResponseCacheBuilder::unkeyed_request_headers`] lists them all, and changes the list).
 //! Behind a reverse proxy that adds forwarding headers to every request, name it in
 //! [`ResponseCacheBuilder::trusted_proxies`]: from its address, `X-Forwarded-Proto` and
@@ -254,7 +254,9 @@
 //!   of the lock's life, so the other instances keep waiting too;
 //! - the flight deadline ([`ResponseCacheBuilder::single_flight_deadline`], 30 s) bounds the
 //!   leader's silence, not its whole time: its response's head and each piece of its body
-//!   count as work, so a big page from a slow but healthy origin is waited for to its end.
+//!   count as work, so a big page from a slow but healthy origin is waited for to its end,
+//!   up to [`ResponseCacheBuilder::single_flight_max_wait`] (2 minutes) in all, so that a
+//!   body that trickles forever does not hold every other request for the page.
 //!   A leader silent for the deadline is taken to hang: its waiters are answered with the
 //!   stale copy where `stale-if-error` allows one, else `504`, the next request leads a new
 //!   flight, and the holder stops renewing its lock, so that a handler that hangs holds the

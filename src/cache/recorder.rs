@@ -163,6 +163,14 @@ impl Tap for Recorder {
         self.len += data.len();
         if self.len > self.config.max_body {
             tracing::debug!(url = %crate::failure::Digest(&self.url), limit = self.config.max_body, "response body outgrew the cache bound; not stored");
+            // as for a body whose declared length is over the bound: every follower goes to
+            // the handler at once, and the key skips the flight for a while. Dropped
+            // unfinished instead, the flight would hand itself to one follower after another,
+            // each waiting for the body to outgrow the bound again
+            if let Some(flight) = self.flight.take() {
+                self.config.remember_uncacheable(flight.key());
+                flight.uncacheable();
+            }
             return false;
         }
         self.chunks.push(data.clone());

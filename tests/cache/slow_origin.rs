@@ -359,6 +359,80 @@ async fn followers_wait_on_a_leader_whose_body_is_slow_but_flowing(backend: &Bac
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
 
+/// `HEAD` and range requests that come while a GET leads the page's flight wait for its
+/// entry and are answered from it (the adversary's review of issue 35): one origin call.
+/// Before, neither could join a flight, and each went to the slow origin beside the leader
+/// (`Range: bytes=0-` on every request stampeded it).
+async fn head_and_range_requests_wait_on_the_get_that_leads(backend: &Backend) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let app = slow_app(page(backend), ORIGIN, &runs);
+    let leader = concurrent(&app, "/media", 1);
+    until_called(&runs, 1).await;
+    let heads: Vec<_> = (0..3)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let request = http::Request::head("/media")
+                    .header("host", "shop.example")
+                    .body(ReqBody::new())
+                    .unwrap();
+                send(&app, request).await
+            })
+        })
+        .collect();
+    let ranges: Vec<_> = (0..3)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                send(&app, req(get("/media").header("range", "bytes=0-3"))).await
+            })
+        })
+        .collect();
+    assert_eq!(
+        leader.into_iter().next().unwrap().await.unwrap().body,
+        "run 1"
+    );
+    for head in heads {
+        let head = head.await.unwrap();
+        assert_eq!((head.status, head.body.as_str()), (StatusCode::OK, ""));
+    }
+    for range in ranges {
+        let range = range.await.unwrap();
+        assert_eq!(
+            (range.status, range.body.as_str()),
+            (StatusCode::PARTIAL_CONTENT, "run ")
+        );
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+/// A streamed body (no length to judge it by) that outgrows the cache's bound mid-way: every
+/// follower goes to the origin at once, as for a body whose declared length is too large, and
+/// the next request skips the flight (the adversary's review of issue 35). Before, the leader's
+/// flight passed to one follower after another, each waiting for the body to outgrow the
+/// bound again: when the leader's body ended, two of the four requests had reached the origin.
+async fn a_body_that_outgrows_the_bound_releases_every_follower_at_once(backend: &Backend) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    // each piece is about 16 bytes: the bound is passed at the tenth, 2.5 s in
+    let app = trickling_app(page(backend).max_body(150), &runs);
+    let leader = concurrent(&app, "/huge", 1);
+    until_called(&runs, 1).await;
+    let followers = concurrent(&app, "/huge", 3);
+    let leader = leader.into_iter().next().unwrap().await.unwrap();
+    assert_eq!(leader.body, trickled(1));
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        4,
+        "every follower reached the origin by the end of the leader's body"
+    );
+    for reply in followers {
+        assert_eq!(reply.await.unwrap().status, StatusCode::OK);
+    }
+    let next = send(&app, req(get("/huge"))).await;
+    assert_eq!(next.status, StatusCode::OK);
+    assert_eq!(runs.load(Ordering::SeqCst), 5);
+}
+
 /// The same across two instances on one Redis, with a lock that lives a fraction of the
 /// body's time: the holder renews it while its body flows, and the other instance waits for
 /// its entry.
@@ -395,6 +469,8 @@ crate::on_each_backend!(
     followers_of_a_failed_revalidation_get_the_stale_copy_at_once,
     a_failed_refresh_leaves_the_stale_copy_served_at_once,
     followers_wait_on_a_leader_whose_body_is_slow_but_flowing,
+    a_body_that_outgrows_the_bound_releases_every_follower_at_once,
+    head_and_range_requests_wait_on_the_get_that_leads,
 );
 
 /// Two instances on one Redis, a lock that lives half the origin's time: the holder
