@@ -33,7 +33,11 @@ use crate::store::{StoreError, StoreErrorKind};
 pub enum FailurePolicy {
     /// Log the error and carry on as if the store held nothing: an unknown token, a cache miss,
     /// a request under its limit. This is django-redis's `IGNORE_EXCEPTIONS`, bounded by the
-    /// command timeout so that it never hangs.
+    /// command timeout so that it never hangs. An outage ends; a configuration the server
+    /// refuses ([`StoreErrorKind::Unsupported`](crate::store::StoreErrorKind::Unsupported),
+    /// such as a database it does not have) does not, so it is answered as `Closed` is,
+    /// whatever the policy: a rate limit or a cache must not be switched off for good by a
+    /// typo, with a log line as the only sign.
     #[default]
     Open,
     /// Log the error and answer `503 Service Unavailable` without calling the inner service.
@@ -55,7 +59,9 @@ impl FailurePolicy {
         matches!(self, Self::Open)
     }
 
-    /// Logs a store error on behalf of `layer` and tells whether the request may go on.
+    /// Logs a store error on behalf of `layer` and tells whether the request may go on: never
+    /// for a configuration the server refuses
+    /// ([`StoreErrorKind::Unsupported`](crate::store::StoreErrorKind::Unsupported)).
     ///
     /// Layers call this at the one place where a store call failed, so every layer logs store
     /// failures with the same fields (`layer`, `policy`, `error`).
@@ -69,11 +75,17 @@ impl FailurePolicy {
     /// let err = StoreError::new(StoreErrorKind::Timeout, "GET took too long");
     /// assert!(FailurePolicy::Open.handle("cache", &err));
     /// assert!(!FailurePolicy::Closed.handle("auth", &err));
+    /// let misconfigured = StoreError::new(StoreErrorKind::Unsupported, "no database 99");
+    /// assert!(!FailurePolicy::Open.handle("ratelimit", &misconfigured));
     /// ```
     #[must_use]
     pub fn handle(self, layer: &'static str, error: &(dyn std::error::Error + 'static)) -> bool {
-        log_store_failure(layer, "store call failed", Some(self), error);
-        self.is_open()
+        let misconfigured = error
+            .downcast_ref::<crate::store::StoreError>()
+            .is_some_and(|err| err.kind() == crate::store::StoreErrorKind::Unsupported);
+        let policy = if misconfigured { Self::Closed } else { self };
+        log_store_failure(layer, "store call failed", Some(policy), error);
+        policy.is_open()
     }
 }
 

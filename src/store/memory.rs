@@ -739,6 +739,27 @@ impl MemoryStore {
         })
     }
 
+    /// The handle an operation on `key` (a full key) works through: a general handle's own,
+    /// unless its share has nothing live under the key and a layer's share has: then that
+    /// share's, so that the application's writes act on the send flag or counter the layer
+    /// holds, as on one Redis database. A layer's own handle is always its own.
+    fn owner(&self, key: &str) -> std::borrow::Cow<'_, Self> {
+        if self.share != Share::General {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        let now = Instant::now();
+        if self.live_slot(key, now).is_some() {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        match self
+            .layers_shares()
+            .find(|share| share.live_slot(key, now).is_some())
+        {
+            Some(share) => std::borrow::Cow::Owned(share),
+            None => std::borrow::Cow::Borrowed(self),
+        }
+    }
+
     /// The live value under a full key, in this handle's share or, from a general handle,
     /// in a layer's; an index is refused.
     fn read_through(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
@@ -776,34 +797,39 @@ impl MemoryStore {
         interval_ms: u64,
     ) -> Result<RateDecision, StoreError> {
         let ticket = new_ticket();
-        Ok(
-            self.compute_in(key.to_owned(), room, |slot, now| match slot {
-                Some(slot) => match slot.remaining_ms(now) {
-                    Some(ttl) => (Op::Nop, cooldown_decision(interval_ms, Some(ttl), ticket)),
-                    // a flag stored without expiry would block forever: give it the interval
-                    None => (
-                        Op::Put(Slot {
-                            value: slot.value.clone(),
-                            expires_at: now.checked_add(Duration::from_millis(interval_ms)),
-                            counter: None,
-                            room: None,
-                            index: false,
-                        }),
-                        cooldown_decision(interval_ms, Some(interval_ms), ticket),
-                    ),
-                },
+        self.compute_in(key.to_owned(), room, |slot, now| match slot {
+            // Redis's GET of the flag answers WRONGTYPE: the index is left as it is
+            Some(slot) if slot.index => {
+                (Op::Nop, Err(wrong_type("key holds an index, not a flag")))
+            }
+            Some(slot) => match slot.remaining_ms(now) {
+                Some(ttl) => (
+                    Op::Nop,
+                    Ok(cooldown_decision(interval_ms, Some(ttl), ticket)),
+                ),
+                // a flag stored without expiry would block forever: give it the interval
                 None => (
                     Op::Put(Slot {
-                        value: Bytes::copy_from_slice(ticket.as_bytes()),
+                        value: slot.value.clone(),
                         expires_at: now.checked_add(Duration::from_millis(interval_ms)),
                         counter: None,
                         room: None,
                         index: false,
                     }),
-                    cooldown_decision(interval_ms, None, ticket),
+                    Ok(cooldown_decision(interval_ms, Some(interval_ms), ticket)),
                 ),
-            }),
-        )
+            },
+            None => (
+                Op::Put(Slot {
+                    value: Bytes::copy_from_slice(ticket.as_bytes()),
+                    expires_at: now.checked_add(Duration::from_millis(interval_ms)),
+                    counter: None,
+                    room: None,
+                    index: false,
+                }),
+                Ok(cooldown_decision(interval_ms, None, ticket)),
+            ),
+        })
     }
 
     /// A fixed-window counter, counted in place while it lives.
@@ -1012,7 +1038,7 @@ impl Backend for MemoryStore {
         ttl: Duration,
     ) -> Result<Option<Bytes>, StoreError> {
         let expiry = Expiry::After(ttl).resolve(self.default_timeout);
-        self.compute(key.to_owned(), |slot, now| {
+        self.owner(key).compute(key.to_owned(), |slot, now| {
             match (slot, deadline(expiry, now)) {
                 (None, _) => (Op::Nop, Ok(None)),
                 (Some(slot), _) if slot.index => (Op::Nop, slot.value().map(Some)),
@@ -1036,15 +1062,19 @@ impl Backend for MemoryStore {
         let room = policy.room();
         self.admits(key, room)?;
         match policy.kind() {
-            PolicyKind::Cooldown { interval_ms } => self.cooldown(key, room, interval_ms),
+            PolicyKind::Cooldown { interval_ms } => {
+                self.owner(key).cooldown(key, room, interval_ms)
+            }
             PolicyKind::FixedWindow { limit, window_ms } => {
-                self.fixed_window(key, room, limit, window_ms)
+                self.owner(key).fixed_window(key, room, limit, window_ms)
             }
             PolicyKind::Gcra {
                 emission_us,
                 tolerance_us,
                 burst,
-            } => self.gcra(key, room, emission_us, tolerance_us, burst),
+            } => self
+                .owner(key)
+                .gcra(key, room, emission_us, tolerance_us, burst),
         }
     }
 
@@ -1057,15 +1087,23 @@ impl Backend for MemoryStore {
         if !decision.allowed {
             return Ok(false);
         }
-        Ok(self.compute(key.to_owned(), |slot, _| {
+        self.owner(key).compute(key.to_owned(), |slot, _| {
             let Some(slot) = slot else {
-                return (Op::Nop, false);
+                return (Op::Nop, Ok(false));
             };
-            match policy.kind() {
+            if slot.index {
+                return (
+                    Op::Nop,
+                    Err(wrong_type("key holds an index, not a rate-limit hit")),
+                );
+            }
+            let released = match policy.kind() {
                 // only the hit that set the flag may clear it
                 PolicyKind::Cooldown { .. } => match &decision.ticket {
-                    Some(ticket) if slot.value == ticket.as_bytes() => (Op::Remove, true),
-                    _ => (Op::Nop, false),
+                    Some(ticket) if slot.value == ticket.as_bytes() => {
+                        return (Op::Remove, Ok(true));
+                    }
+                    _ => false,
                 },
                 // only into the window the hit was counted in: that window's counter has the
                 // same end; a later one would take back a hit it never counted
@@ -1073,12 +1111,13 @@ impl Backend for MemoryStore {
                     if decision.window_end_ms.is_some()
                         && decision.window_end_ms != self.window_mark(slot.expires_at) =>
                 {
-                    (Op::Nop, false)
+                    false
                 }
-                PolicyKind::FixedWindow { .. } => (Op::Nop, give_back(slot, 1)),
-                PolicyKind::Gcra { emission_us, .. } => (Op::Nop, give_back(slot, emission_us)),
-            }
-        }))
+                PolicyKind::FixedWindow { .. } => give_back(slot, 1),
+                PolicyKind::Gcra { emission_us, .. } => give_back(slot, emission_us),
+            };
+            (Op::Nop, Ok(released))
+        })
     }
 
     async fn cache_put(&self, write: &CacheWrite<'_>) -> Result<(), StoreError> {
@@ -1227,32 +1266,8 @@ impl Store for MemoryStore {
     async fn set(&self, key: &str, value: Bytes, expiry: Expiry) -> Result<(), StoreError> {
         let key = self.keys.make(key)?;
         let expiry = expiry.resolve(self.default_timeout);
-        self.compute(key, |_, now| match deadline(expiry, now) {
-            Deadline::AlreadyExpired => (Op::Remove, ()),
-            Deadline::At(expires_at) => (
-                Op::Put(Slot {
-                    value,
-                    expires_at,
-                    counter: None,
-                    room: None,
-                    index: false,
-                }),
-                (),
-            ),
-        });
-        Ok(())
-    }
-
-    async fn set_many(&self, entries: &[(&str, Bytes, Expiry)]) -> Result<(), StoreError> {
-        // keys first, so that a bad key writes nothing, as in a failed MULTI
-        let keys = entries
-            .iter()
-            .map(|(key, _, _)| self.keys.make(key))
-            .collect::<Result<Vec<_>, _>>()?;
-        for (key, (_, value, expiry)) in keys.into_iter().zip(entries) {
-            let expiry = expiry.resolve(self.default_timeout);
-            let value = value.clone();
-            self.compute(key, |_, now| match deadline(expiry, now) {
+        self.owner(&key)
+            .compute(key, |_, now| match deadline(expiry, now) {
                 Deadline::AlreadyExpired => (Op::Remove, ()),
                 Deadline::At(expires_at) => (
                     Op::Put(Slot {
@@ -1265,6 +1280,32 @@ impl Store for MemoryStore {
                     (),
                 ),
             });
+        Ok(())
+    }
+
+    async fn set_many(&self, entries: &[(&str, Bytes, Expiry)]) -> Result<(), StoreError> {
+        // keys first, so that a bad key writes nothing, as in a failed MULTI
+        let keys = entries
+            .iter()
+            .map(|(key, _, _)| self.keys.make(key))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (key, (_, value, expiry)) in keys.into_iter().zip(entries) {
+            let expiry = expiry.resolve(self.default_timeout);
+            let value = value.clone();
+            self.owner(&key)
+                .compute(key, |_, now| match deadline(expiry, now) {
+                    Deadline::AlreadyExpired => (Op::Remove, ()),
+                    Deadline::At(expires_at) => (
+                        Op::Put(Slot {
+                            value,
+                            expires_at,
+                            counter: None,
+                            room: None,
+                            index: false,
+                        }),
+                        (),
+                    ),
+                });
         }
         Ok(())
     }
@@ -1277,8 +1318,9 @@ impl Store for MemoryStore {
     ) -> Result<bool, StoreError> {
         let key = self.keys.make(key)?;
         let expiry = expiry.resolve(self.default_timeout);
-        Ok(
-            self.compute(key, |slot, now| match (slot, deadline(expiry, now)) {
+        Ok(self
+            .owner(&key)
+            .compute(key, |slot, now| match (slot, deadline(expiry, now)) {
                 (Some(_), _) | (None, Deadline::AlreadyExpired) => (Op::Nop, false),
                 (None, Deadline::At(expires_at)) => (
                     Op::Put(Slot {
@@ -1290,8 +1332,7 @@ impl Store for MemoryStore {
                     }),
                     true,
                 ),
-            }),
-        )
+            }))
     }
 
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
@@ -1325,7 +1366,7 @@ impl Store for MemoryStore {
 
     async fn index_add(&self, index: &str, member: &str) -> Result<(), StoreError> {
         let (index, member) = (self.keys.make(index)?, self.keys.make(member)?);
-        self.compute(index, |slot, now| {
+        self.owner(&index).compute(index, |slot, now| {
             let mut members = match slot.map(decode_index).transpose() {
                 Ok(members) => members.unwrap_or_default(),
                 Err(err) => return (Op::Nop, Err(err)),
@@ -1334,13 +1375,13 @@ impl Store for MemoryStore {
                 members.push(member);
             }
             members.retain(|member| self.live_slot(member, now).is_some());
-            (Op::Put(index_slot(&members)), Ok(()))
+            (index_write(&members), Ok(()))
         })
     }
 
     async fn index_members(&self, index: &str) -> Result<Vec<(String, Ttl)>, StoreError> {
         let index = self.keys.make(index)?;
-        self.compute(index, |slot, now| {
+        self.owner(&index).compute(index, |slot, now| {
             let Some(slot) = slot else {
                 return (Op::Nop, Ok(Vec::new()));
             };
@@ -1359,13 +1400,13 @@ impl Store for MemoryStore {
                 })
                 .collect();
             let names: Vec<String> = live.iter().map(|(member, _)| member.clone()).collect();
-            (Op::Put(index_slot(&names)), Ok(live))
+            (index_write(&names), Ok(live))
         })
     }
 
     async fn index_remove(&self, index: &str, member: &str) -> Result<bool, StoreError> {
         let (index, member) = (self.keys.make(index)?, self.keys.make(member)?);
-        self.compute(index, |slot, _| {
+        self.owner(&index).compute(index, |slot, _| {
             let Some(slot) = slot else {
                 return (Op::Nop, Ok(false));
             };
@@ -1374,7 +1415,7 @@ impl Store for MemoryStore {
                     let before = members.len();
                     members.retain(|m| *m != member);
                     let removed = members.len() < before;
-                    (Op::Put(index_slot(&members)), Ok(removed))
+                    (index_write(&members), Ok(removed))
                 }
                 Err(err) => (Op::Nop, Err(err)),
             }
@@ -1384,7 +1425,7 @@ impl Store for MemoryStore {
     async fn index_delete_all(&self, index: &str) -> Result<u64, StoreError> {
         let index = self.keys.make(index)?;
         let entries = &self.entries();
-        self.compute(index, |slot, now| {
+        self.owner(&index).compute(index, |slot, now| {
             let Some(slot) = slot else {
                 return (Op::Nop, Ok(0));
             };
@@ -1407,7 +1448,7 @@ impl Store for MemoryStore {
 
     async fn increment(&self, key: &str, delta: i64) -> Result<Option<i64>, StoreError> {
         let key = self.keys.make(key)?;
-        self.compute(key, |slot, _| {
+        self.owner(&key).compute(key, |slot, _| {
             let Some(slot) = slot else {
                 return (Op::Nop, Ok(None));
             };
@@ -1470,7 +1511,7 @@ impl Store for MemoryStore {
         let entries = &self.entries();
         // The new key is written while the old one's lock is held, so readers see the value
         // under one version or both, never neither, and concurrent bumps move it once.
-        Ok(self.compute(from, |slot, _| match slot {
+        Ok(self.owner(&from).compute(from, |slot, _| match slot {
             None => (Op::Nop, None),
             Some(slot) => {
                 if let (Share::RateLimits, Some(at)) = (self.share, slot.expires_at) {
@@ -1588,6 +1629,16 @@ fn index_slot(members: &[String]) -> Slot {
         value: Bytes::from(serde_json::to_vec(members).expect("a list of strings serializes")),
         index: true,
         ..Slot::default()
+    }
+}
+
+/// An index left with `members`: gone when there are none, as Redis deletes an empty set
+/// (an emptied index kept would stay for ever, one per user who ever had one).
+fn index_write(members: &[String]) -> Op<Slot> {
+    if members.is_empty() {
+        Op::Remove
+    } else {
+        Op::Put(index_slot(members))
     }
 }
 

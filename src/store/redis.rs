@@ -1015,8 +1015,10 @@ pub(super) fn classify(command: &'static str, err: RedisError) -> StoreError {
     } else if err.code() == Some("OOM") {
         StoreErrorKind::CapacityExceeded
     } else if err.code() == Some("INVALIDVALUE")
-        // a value read as an index, or the reverse: the memory store's kind for it too
+        // a value read as an index, or the reverse: the memory store's kind for it too; inside
+        // a transaction's replies it comes without a code of its own
         || err.code() == Some("WRONGTYPE")
+        || err.to_string().contains("WRONGTYPE")
         || err
             .detail()
             .is_some_and(|detail| detail.contains("not an integer") || detail.contains("overflow"))
@@ -2535,9 +2537,9 @@ impl RedisStoreBuilder {
     /// The database number, when the location names none (or names database 0). Defaults to
     /// the location's, else 0. A negative number is refused at build; one the server does not
     /// have (past its `databases` setting, 16 by default) fails every call with
-    /// [`StoreErrorKind::Unsupported`] and a message naming the database, at once, as the
-    /// configuration error it is: never as an outage, which the layers would answer with
-    /// their failure policy as if Redis were down for a while.
+    /// [`StoreErrorKind::Unsupported`] and a message naming the database, as the
+    /// configuration error it is, not an outage: every layer answers it `503` whatever its
+    /// [failure policy](crate::FailurePolicy), so that no rule is switched off by a typo.
     pub fn database(mut self, database: i64) -> Self {
         self.database = Some(database);
         self

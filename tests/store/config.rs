@@ -647,3 +647,37 @@ async fn a_database_the_server_does_not_have_is_a_configuration_error() {
         .unwrap();
     assert_eq!(fine.get("k").await.unwrap(), None);
 }
+
+/// The layers do not fail open through a configuration error (the adversary's review of issue
+/// 36): a fixed-window rule, which fails open through an outage, answers 503 on a database
+/// the server does not have, instead of letting every request through unlimited for good.
+#[tokio::test]
+async fn a_window_rule_does_not_fail_open_through_a_configuration_error() {
+    use std::convert::Infallible;
+    use tower::ServiceExt;
+    use tower_redis_http::ratelimit::{Key, RateLimitLayer, Rule};
+
+    let redis = TestRedis::start();
+    let store = RedisStore::builder(format!("{}/99", redis.url()))
+        .build()
+        .await
+        .unwrap();
+    let limited = tower::ServiceBuilder::new()
+        .layer(
+            RateLimitLayer::builder(store)
+                .rule(Rule::fixed_window("api", "5/m", Key::global()))
+                .build()
+                .unwrap(),
+        )
+        .service_fn(|_: http::Request<http_body_util::Empty<Bytes>>| async {
+            Ok::<_, Infallible>(http::Response::new(http_body_util::Empty::<Bytes>::new()))
+        });
+    for _ in 0..3 {
+        let response = limited
+            .clone()
+            .oneshot(http::Request::new(http_body_util::Empty::new()))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+    }
+}

@@ -746,6 +746,31 @@ pub async fn an_index_and_a_value_refuse_each_others_operations<S: Store>(store:
     }
     assert_eq!(store.ttl("idx").await.unwrap(), Ttl::Persistent);
     assert_eq!(store.index_members("idx").await.unwrap().len(), 1);
+    // a rate-limit step on an index refuses, and leaves the index as it is
+    let flag = RatePolicy::cooldown(Duration::from_secs(100)).unwrap();
+    let window = RatePolicy::fixed_window(5, Duration::from_secs(100)).unwrap();
+    for policy in [flag, window] {
+        assert_eq!(
+            store
+                .rate_limit("idx", &policy)
+                .await
+                .map_err(|err| err.kind())
+                .err(),
+            Some(StoreErrorKind::InvalidValue),
+            "{policy:?} on an index"
+        );
+    }
+    let held = store.rate_limit("flag", &flag).await.unwrap();
+    assert_eq!(
+        store
+            .release("idx", &flag, &held)
+            .await
+            .map_err(|err| err.kind()),
+        Err(StoreErrorKind::InvalidValue),
+        "release on an index"
+    );
+    assert_eq!(store.ttl("idx").await.unwrap(), Ttl::Persistent);
+    assert_eq!(store.index_members("idx").await.unwrap().len(), 1);
 
     // a value that reads as a list of keys is still a value
     let listed = bytes(r#"[":1:member"]"#);
@@ -780,6 +805,17 @@ pub async fn an_index_and_a_value_refuse_each_others_operations<S: Store>(store:
     }
     assert_eq!(store.get("plain").await.unwrap(), Some(listed));
     assert_eq!(store.get("member").await.unwrap(), Some(bytes("1")));
+
+    // an index emptied is gone, as Redis deletes an empty set
+    store.index_add("emptied", "member").await.unwrap();
+    assert!(store.index_remove("emptied", "member").await.unwrap());
+    assert_eq!(store.ttl("emptied").await.unwrap(), Ttl::Missing);
+    assert!(
+        store
+            .set_if_absent("emptied", bytes("free"), secs(60))
+            .await
+            .unwrap()
+    );
 
     store
         .set("idx", bytes("a value now"), secs(60))
@@ -852,5 +888,41 @@ pub async fn the_layers_keys_are_seen_through_the_applications_handle<S: Store>(
             .await
             .unwrap()
             .allowed
+    );
+    // the application's writes act on the layer's key too: a held flag is not absent to it,
+    // and a counter it sets or increments is the one the layer counts
+    assert!(
+        !app.set_if_absent("sms:+15550100", bytes("x"), secs(60))
+            .await
+            .unwrap()
+    );
+    let window = RatePolicy::fixed_window(5, Duration::from_secs(60)).unwrap();
+    for _ in 0..2 {
+        layer.rate_limit("api:key", &window).await.unwrap();
+    }
+    assert_eq!(app.increment("api:key", 1).await.unwrap(), Some(3));
+    assert_eq!(
+        layer
+            .rate_limit("api:key", &window)
+            .await
+            .unwrap()
+            .remaining,
+        1
+    );
+    app.set("api:key", bytes("0"), secs(60)).await.unwrap();
+    assert_eq!(
+        layer
+            .rate_limit("api:key", &window)
+            .await
+            .unwrap()
+            .remaining,
+        4,
+        "a counter the application reset is the one the layer counts"
+    );
+    assert!(
+        app.get_and_refresh("api:key", Duration::from_secs(600))
+            .await
+            .unwrap()
+            .is_some()
     );
 }
