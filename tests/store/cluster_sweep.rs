@@ -8,17 +8,8 @@ use std::time::{Duration, Instant};
 
 use tower_redis_http::store::RedisStore;
 
+use crate::durability::{COMMAND_TIMEOUT, cluster_store};
 use crate::support::{RawRedis, TestCluster, eventually, unused_port};
-
-const T: Duration = Duration::from_secs(2);
-
-async fn cluster_store(cluster: &TestCluster) -> RedisStore {
-    RedisStore::cluster(cluster.seeds())
-        .command_timeout(T)
-        .build()
-        .await
-        .unwrap()
-}
 
 fn invalidator(store: &RedisStore) -> tower_redis_http::cache::CacheInvalidator {
     tower_redis_http::cache::ResponseCacheLayer::cache_page(store.clone(), Duration::from_secs(60))
@@ -262,8 +253,11 @@ async fn a_sweep_with_a_stalled_master_fails_within_one_timeout() {
     cluster.nodes[1].pause();
     for _ in 0..2 {
         let started = Instant::now();
-        let r =
-            tokio::time::timeout(T * 8, inv.invalidate_matching("http://shop.example/a/*")).await;
+        let r = tokio::time::timeout(
+            COMMAND_TIMEOUT * 8,
+            inv.invalidate_matching("http://shop.example/a/*"),
+        )
+        .await;
         out.push((format!("{r:?}"), started.elapsed()));
     }
     cluster.nodes[1].resume();
@@ -271,8 +265,8 @@ async fn a_sweep_with_a_stalled_master_fails_within_one_timeout() {
     for (r, took) in &out {
         assert!(r.starts_with("Ok(Err"), "not an error: {r}");
         assert!(
-            *took < T + T / 2,
-            "a sweep with one stalled master took {took:?} (timeout {T:?})"
+            *took < COMMAND_TIMEOUT + COMMAND_TIMEOUT / 2,
+            "a sweep with one stalled master took {took:?} (timeout {COMMAND_TIMEOUT:?})"
         );
     }
 }
@@ -292,8 +286,11 @@ async fn a_sweep_with_an_unreachable_announced_master_fails_at_once() {
     let mut out = Vec::new();
     for _ in 0..2 {
         let started = Instant::now();
-        let r =
-            tokio::time::timeout(T * 8, inv.invalidate_matching("http://shop.example/a/*")).await;
+        let r = tokio::time::timeout(
+            COMMAND_TIMEOUT * 8,
+            inv.invalidate_matching("http://shop.example/a/*"),
+        )
+        .await;
         out.push((format!("{r:?}"), started.elapsed()));
     }
     eprintln!("sweeps with master 1 announcing :{dead}: {out:#?}");
@@ -302,7 +299,7 @@ async fn a_sweep_with_an_unreachable_announced_master_fails_at_once() {
         // README: "fails the calls sent there at once, with an error that names the address
         // and those settings", and remembers it for the connect timeout
         assert!(
-            *took < T / 2,
+            *took < COMMAND_TIMEOUT / 2,
             "an unreachable announced master cost {took:?}: {r}"
         );
     }
@@ -326,7 +323,11 @@ async fn a_sweep_fails_while_a_master_is_dead_and_completes_after_the_failover()
     cluster.nodes[1].kill();
     let inv = invalidator(&store);
     let started = Instant::now();
-    let r = tokio::time::timeout(T * 8, inv.invalidate_matching("http://shop.example/a/*")).await;
+    let r = tokio::time::timeout(
+        COMMAND_TIMEOUT * 8,
+        inv.invalidate_matching("http://shop.example/a/*"),
+    )
+    .await;
     eprintln!("sweep right after a kill: {r:?} in {:?}", started.elapsed());
     assert!(matches!(r, Ok(Err(_))), "{r:?}");
     // wait for the failover

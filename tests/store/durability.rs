@@ -14,10 +14,10 @@ use tower_redis_http::store::{Durability, RatePolicy, RedisStore, Store, StoreEr
 use crate::support::{TestCluster, TestRedis, TestRelay, eventually};
 
 /// Long enough that a loaded machine's replica answers a healthy wait well within it.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A master, and a replica that replicates through a relay and has caught up with it.
-async fn replicated_pair() -> (TestRedis, TestRedis, TestRelay) {
+pub(crate) async fn replicated_pair() -> (TestRedis, TestRedis, TestRelay) {
     let master = TestRedis::start();
     let relay = TestRelay::start(master.port());
     let replica = TestRedis::start_with(&["--replicaof", "127.0.0.1", &relay.port().to_string()]);
@@ -34,8 +34,17 @@ async fn replicated_pair() -> (TestRedis, TestRedis, TestRelay) {
     (master, replica, relay)
 }
 
-async fn store_at(redis: &TestRedis) -> RedisStore {
+pub(crate) async fn store_at(redis: &TestRedis) -> RedisStore {
     RedisStore::builder(redis.url())
+        .command_timeout(COMMAND_TIMEOUT)
+        .build()
+        .await
+        .unwrap()
+}
+
+/// A store on `cluster`, with the same command timeout.
+pub(crate) async fn cluster_store(cluster: &TestCluster) -> RedisStore {
+    RedisStore::cluster(cluster.seeds())
         .command_timeout(COMMAND_TIMEOUT)
         .build()
         .await
