@@ -20,6 +20,24 @@ use tower_redis_http::store::{Durability, RatePolicy, RedisStore, Store};
 use crate::durability::{COMMAND_TIMEOUT, cluster_store, replicated_pair, store_at};
 use crate::support::{TestCluster, eventually, unused_port};
 
+/// `layer` around a handler that counts its calls in `calls` (the SMS sent, the login let in).
+fn counting_app(
+    layer: RateLimitLayer,
+    calls: Arc<AtomicUsize>,
+) -> impl tower::Service<
+    Request<Empty<Bytes>>,
+    Response = Response<impl http_body::Body>,
+    Error = Infallible,
+    Future: Send,
+> + Clone {
+    ServiceBuilder::new()
+        .layer(layer)
+        .service_fn(move |_req: Request<Empty<Bytes>>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"done")))) }
+        })
+}
+
 /// A logical key whose full key lives on master `nodes[master]`.
 fn logical_on(cluster: &TestCluster, store: &RedisStore, master: usize, stem: &str) -> String {
     (0..)
@@ -45,18 +63,7 @@ async fn a_request_gone_during_the_wait_has_its_flag_given_back() {
         ))
         .build()
         .unwrap();
-    let app = {
-        let calls = Arc::clone(&calls);
-        ServiceBuilder::new()
-            .layer(layer)
-            .service_fn(move |_req: Request<Empty<Bytes>>| {
-                let calls = Arc::clone(&calls);
-                async move {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"sent"))))
-                }
-            })
-    };
+    let app = counting_app(layer, Arc::clone(&calls));
     // warm the replica count (and the lane) with an unrelated store call
     let sms = RatePolicy::cooldown(Duration::from_secs(60)).unwrap();
     assert!(store.rate_limit("warm", &sms).await.unwrap().allowed);
@@ -422,18 +429,7 @@ async fn a_durable_window_that_fails_open_still_limits_when_the_replica_lags() {
         )
         .build()
         .unwrap();
-    let app = {
-        let calls = Arc::clone(&calls);
-        ServiceBuilder::new()
-            .layer(layer)
-            .service_fn(move |_req: Request<Empty<Bytes>>| {
-                let calls = Arc::clone(&calls);
-                async move {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"login"))))
-                }
-            })
-    };
+    let app = counting_app(layer, Arc::clone(&calls));
     // one hit while healthy: counted and replicated
     let first = app
         .clone()
@@ -505,18 +501,7 @@ async fn a_durable_cooldown_that_fails_open_still_limits_when_the_replica_lags()
         )
         .build()
         .unwrap();
-    let app = {
-        let calls = Arc::clone(&calls);
-        ServiceBuilder::new()
-            .layer(layer)
-            .service_fn(move |_req: Request<Empty<Bytes>>| {
-                let calls = Arc::clone(&calls);
-                async move {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"sent"))))
-                }
-            })
-    };
+    let app = counting_app(layer, Arc::clone(&calls));
     let warm = RatePolicy::cooldown(Duration::from_secs(60)).unwrap();
     assert!(store.rate_limit("warm", &warm).await.unwrap().allowed);
     relay.silence_open_connections();
