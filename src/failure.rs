@@ -2,8 +2,9 @@
 
 use std::fmt;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use crate::observe::SUMMARY_EVERY;
 use crate::store::{StoreError, StoreErrorKind};
 
 /// How a layer behaves when the store errors or times out.
@@ -112,10 +113,6 @@ impl fmt::Display for ErrorChain<'_> {
         Ok(())
     }
 }
-
-/// How often a failure that keeps happening is summed up in the log, per layer and kind; also
-/// how long without a failure ends an episode, after which the next failure is logged at once.
-pub(crate) const SUMMARY_EVERY: Duration = Duration::from_secs(5);
 
 /// The failures of one layer and kind of error, since the latest line about them.
 struct Episode {

@@ -27,11 +27,11 @@
 //! | `tower_redis_http_near_cache_reads_total` | counter | `outcome`: `hit`, `miss` |
 //! | `tower_redis_http_near_cache_flushes_total` | counter | (each loss of the tracking connection) |
 
+use std::time::Duration;
+
 #[cfg(feature = "metrics")]
 mod on {
     use std::time::Duration;
-
-    use crate::store::StoreErrorKind;
 
     pub(crate) fn auth(outcome: &'static str) {
         metrics::counter!("tower_redis_http_auth_requests_total", "outcome" => outcome)
@@ -95,17 +95,7 @@ mod on {
         metrics::counter!("tower_redis_http_near_cache_flushes_total").increment(1);
     }
 
-    pub(crate) fn store_error(operation: &'static str, kind: StoreErrorKind) {
-        let kind = match kind {
-            StoreErrorKind::Timeout => "timeout",
-            StoreErrorKind::Connection => "connection",
-            StoreErrorKind::Server => "server",
-            StoreErrorKind::InvalidValue => "invalid_value",
-            StoreErrorKind::InvalidKey => "invalid_key",
-            StoreErrorKind::Unsupported => "unsupported",
-            StoreErrorKind::CapacityExceeded => "capacity_exceeded",
-            StoreErrorKind::NotReplicated => "not_replicated",
-        };
+    pub(crate) fn store_error(operation: &'static str, kind: &'static str) {
         metrics::counter!(
             "tower_redis_http_store_errors_total",
             "operation" => operation,
@@ -119,8 +109,6 @@ mod on {
 #[allow(clippy::inline_always)]
 mod on {
     use std::time::Duration;
-
-    use crate::store::StoreErrorKind;
 
     #[inline(always)]
     pub(crate) fn auth(_: &'static str) {}
@@ -145,7 +133,7 @@ mod on {
     #[inline(always)]
     pub(crate) fn near_cache_flush() {}
     #[inline(always)]
-    pub(crate) fn store_error(_: &'static str, _: StoreErrorKind) {}
+    pub(crate) fn store_error(_: &'static str, _: &'static str) {}
 }
 
 pub(crate) use on::{
@@ -188,6 +176,10 @@ pub(crate) fn ratelimit(rule: &str, outcome: &'static str) {
     tracing::debug!(target: DECISION, layer = "ratelimit", rule, outcome);
     on::ratelimit(rule, outcome);
 }
+
+/// How often a failure that keeps happening is summed up in the log, per layer and kind; also
+/// how long without a failure ends an episode, after which the next failure is logged at once.
+pub(crate) const SUMMARY_EVERY: Duration = Duration::from_secs(5);
 
 /// Whether the store's calls are timed: reading the clock twice per call is left out of
 /// builds that count nothing.

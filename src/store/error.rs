@@ -36,6 +36,22 @@ pub enum StoreErrorKind {
     NotReplicated,
 }
 
+impl StoreErrorKind {
+    /// The kind as a metrics label (`tower_redis_http_store_errors_total`'s `kind`).
+    pub(crate) const fn label(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Connection => "connection",
+            Self::Server => "server",
+            Self::InvalidValue => "invalid_value",
+            Self::InvalidKey => "invalid_key",
+            Self::Unsupported => "unsupported",
+            Self::CapacityExceeded => "capacity_exceeded",
+            Self::NotReplicated => "not_replicated",
+        }
+    }
+}
+
 impl fmt::Display for StoreErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

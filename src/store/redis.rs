@@ -172,7 +172,7 @@ impl Outage {
         }
     }
 
-    /// One `INFO` line, at most every [`SUMMARY_EVERY`](crate::failure::SUMMARY_EVERY), so
+    /// One `INFO` line, at most every [`SUMMARY_EVERY`](crate::observe::SUMMARY_EVERY), so
     /// that a flapping network does not log a line per call either.
     fn recovered(&self) {
         // one caller per recovery goes on; a suppressed line leaves its count to the next
@@ -185,7 +185,7 @@ impl Outage {
         let now = Instant::now();
         if times
             .1
-            .is_some_and(|logged| now.duration_since(logged) < crate::failure::SUMMARY_EVERY)
+            .is_some_and(|logged| now.duration_since(logged) < crate::observe::SUMMARY_EVERY)
         {
             return;
         }
@@ -782,7 +782,7 @@ impl RedisStore {
             crate::observe::store_call(name, started.elapsed());
         }
         if let Err(err) = &result {
-            crate::observe::store_error(name, err.kind());
+            crate::observe::store_error(name, err.kind().label());
         }
         match &result {
             Ok(_) => {
@@ -1259,7 +1259,7 @@ impl<T> Replicated<T> {
 }
 
 fn wait_unanswered(name: &'static str) -> StoreError {
-    crate::observe::store_error(name, StoreErrorKind::Timeout);
+    crate::observe::store_error(name, StoreErrorKind::Timeout.label());
     StoreError::new(
         StoreErrorKind::Timeout,
         format!(
@@ -1269,7 +1269,7 @@ fn wait_unanswered(name: &'static str) -> StoreError {
 }
 
 fn not_replicated(name: &'static str) -> StoreError {
-    crate::observe::store_error(name, StoreErrorKind::NotReplicated);
+    crate::observe::store_error(name, StoreErrorKind::NotReplicated.label());
     StoreError::new(
         StoreErrorKind::NotReplicated,
         format!(
@@ -1339,7 +1339,7 @@ impl RedisStore {
         match (durability, replicas) {
             (_, 1..) => Ok(Some(1)),
             (Durability::Replica, _) => {
-                crate::observe::store_error("durable write", StoreErrorKind::NotReplicated);
+                crate::observe::store_error("durable write", StoreErrorKind::NotReplicated.label());
                 Err(StoreError::new(
                     StoreErrorKind::NotReplicated,
                     "Redis has no replica connected to acknowledge the write; it was not made",
@@ -1517,7 +1517,7 @@ impl RedisStore {
             return Ok(decision);
         }
         if policy.keeps_unreplicated_hits() {
-            crate::observe::store_error("rate-limit step", StoreErrorKind::NotReplicated);
+            crate::observe::store_error("rate-limit step", StoreErrorKind::NotReplicated.label());
             return Ok(decision);
         }
         if acknowledged == Acknowledged::Short {
