@@ -92,7 +92,9 @@ def circles(folder):
                     pattern = r"(\b{0}{1}\b|{2}{1}\b)".format(
                         re.escape(up), re.escape(target), re.escape(prefix)
                     )
-                    grouped = r"\b{0}\{{[^}}]*\b{1}\b".format(re.escape(up), re.escape(target))
+                    grouped = r"(\b{0}|{1})\{{[^}}]*\b{2}\b".format(
+                        re.escape(up), re.escape(prefix), re.escape(target)
+                    )
                     if re.search(pattern, text) or re.search(grouped, text, re.S):
                         edges[name].add(other)
                         break
