@@ -4,112 +4,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{AnyStore, KeyScheme, MemoryStore, Pem, RedisStore};
+use super::{AnyStore, KeyScheme, MemoryStore, Pem, RedisStore, Stores, Timeout};
 use crate::ConfigError;
-
-/// A store's default lifetime for values written with [`Expiry::Default`](super::Expiry).
-///
-/// In configuration: a number of seconds (Django's `TIMEOUT`), or `null` / `"never"` for no
-/// expiry (Django's `None`). Defaults to 300 seconds, as in Django. Fractions are kept
-/// (`0.5` is half a second, as django-redis stores it in milliseconds), where Django's own
-/// `int(TIMEOUT)` would make `0.5` expire at once; a number past [`MAX_EXPIRY`](super::MAX_EXPIRY)
-/// is no expiry.
-///
-/// # Example
-///
-/// ```
-/// use std::time::Duration;
-/// use tower_redis_http::store::Timeout;
-///
-/// assert_eq!(Timeout::default(), Timeout::After(Duration::from_secs(300)));
-/// let never: Timeout = serde_json::from_str("null").unwrap();
-/// assert_eq!(never, Timeout::Never);
-/// let half_minute: Timeout = serde_json::from_str("30").unwrap();
-/// assert_eq!(half_minute, Timeout::After(Duration::from_secs(30)));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Timeout {
-    /// Values expire after this long.
-    After(Duration),
-    /// Values never expire.
-    Never,
-}
-
-impl Default for Timeout {
-    fn default() -> Self {
-        Self::After(Duration::from_secs(300))
-    }
-}
-
-impl<'de> Deserialize<'de> for Timeout {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Seconds;
-
-        const EXPECTED: &str = "TIMEOUT must be a number of seconds, null or \"never\"";
-
-        impl Seconds {
-            fn of<E: serde::de::Error>(secs: f64) -> Result<Timeout, E> {
-                if secs.is_nan() || secs < 0.0 {
-                    return Err(E::custom(format!(
-                        "TIMEOUT must be 0 or more seconds, got {secs}"
-                    )));
-                }
-                // past the longest a store keeps a key: for ever, as `null`
-                if secs > super::MAX_EXPIRY.as_secs_f64() {
-                    return Ok(Timeout::Never);
-                }
-                Ok(Timeout::After(Duration::from_secs_f64(secs)))
-            }
-        }
-
-        impl<'v> serde::de::Visitor<'v> for Seconds {
-            type Value = Timeout;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(EXPECTED)
-            }
-
-            fn visit_f64<E: serde::de::Error>(self, secs: f64) -> Result<Timeout, E> {
-                Self::of(secs)
-            }
-
-            #[allow(clippy::cast_precision_loss)]
-            fn visit_i64<E: serde::de::Error>(self, secs: i64) -> Result<Timeout, E> {
-                Self::of(secs as f64)
-            }
-
-            #[allow(clippy::cast_precision_loss)]
-            fn visit_u64<E: serde::de::Error>(self, secs: u64) -> Result<Timeout, E> {
-                Self::of(secs as f64)
-            }
-
-            fn visit_str<E: serde::de::Error>(self, word: &str) -> Result<Timeout, E> {
-                match word {
-                    "never" | "none" | "None" => Ok(Timeout::Never),
-                    other => Err(E::custom(format!("{EXPECTED}, got {other:?}"))),
-                }
-            }
-
-            fn visit_unit<E: serde::de::Error>(self) -> Result<Timeout, E> {
-                Ok(Timeout::Never)
-            }
-
-            fn visit_none<E: serde::de::Error>(self) -> Result<Timeout, E> {
-                Ok(Timeout::Never)
-            }
-
-            fn visit_some<D: serde::Deserializer<'v>>(self, inner: D) -> Result<Timeout, D::Error> {
-                inner.deserialize_any(Seconds)
-            }
-
-            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Timeout, E> {
-                Err(E::custom(format!("{EXPECTED}, not true or false")))
-            }
-        }
-
-        deserializer.deserialize_any(Seconds)
-    }
-}
 
 /// Named stores, shaped like Django's `CACHES` setting: a map from alias to [`StoreConfig`].
 ///
@@ -1087,6 +983,55 @@ fn secret<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<St
     }
 
     deserializer.deserialize_any(Secret)
+}
+
+impl Stores {
+    /// Builds every store of `config`.
+    ///
+    /// # Errors
+    ///
+    /// The first store that fails to build, its alias named in the reason.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::store::{Stores, StoresConfig};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config: StoresConfig = toml::from_str(r#"
+    ///     [default]
+    ///     location = "memory://"
+    ///     [verify_codes]
+    ///     location = "memory://"
+    ///     key_prefix = "codes"
+    /// "#)?;
+    /// let stores = Stores::from_config(&config).await?;
+    /// assert!(stores.get("verify_codes").is_ok());
+    /// # Ok(()) }
+    /// ```
+    pub async fn from_config(config: &StoresConfig) -> Result<Self, ConfigError> {
+        let mut builder = Self::builder();
+        for (alias, store) in &config.stores {
+            let built = store.build().await.map_err(|err| match err {
+                ConfigError::InvalidOption { option, reason } => ConfigError::InvalidOption {
+                    option,
+                    reason: format!("store `{alias}`: {reason}"),
+                },
+                ConfigError::InvalidLocation {
+                    location,
+                    reason,
+                    source,
+                } => ConfigError::InvalidLocation {
+                    location,
+                    reason: format!("store `{alias}`: {reason}"),
+                    source,
+                },
+                other => other,
+            })?;
+            builder = builder.store(alias.clone(), built);
+        }
+        Ok(builder.build())
+    }
 }
 
 #[cfg(test)]

@@ -59,6 +59,7 @@ mod cluster;
 mod config;
 mod durable;
 mod error;
+mod expiry;
 mod key;
 mod lua;
 mod memory;
@@ -77,9 +78,11 @@ use bytes::Bytes;
 pub(crate) use self::backend::{
     Backend, CacheLock, CacheWrite, GenerationBump, StoredNow, at_once, hit_for_miss_key,
 };
-pub use self::config::{PoolArgument, StoreConfig, StoreOptions, StoresConfig, Timeout};
+pub use self::config::{PoolArgument, StoreConfig, StoreOptions, StoresConfig};
 pub use self::durable::Durability;
 pub use self::error::{StoreError, StoreErrorKind};
+pub(crate) use self::expiry::ttl_ms_ceil;
+pub use self::expiry::{Expiry, MAX_EXPIRY, Timeout, Ttl};
 pub(crate) use self::key::escape_glob;
 pub use self::key::{KeyFn, KeyScheme};
 pub use self::memory::{MemoryStore, MemoryStoreBuilder, MemoryUsage};
@@ -89,103 +92,6 @@ pub(crate) use self::rate::new_ticket;
 pub use self::rate::{RateDecision, RatePolicy};
 pub use self::redis::{MAX_CALL_TIMEOUT, RedisStore, RedisStoreBuilder};
 pub use self::tls::Pem;
-
-/// How long a value written with [`Store::set`] or [`Store::set_if_absent`] lives.
-///
-/// # Example
-///
-/// ```
-/// use std::time::Duration;
-/// use tower_redis_http::store::Expiry;
-///
-/// let sms_code: Expiry = Duration::from_secs(300).into();
-/// assert_eq!(sms_code, Expiry::After(Duration::from_secs(300)));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Expiry {
-    /// The store's default timeout (Django's `TIMEOUT`, 300 s unless configured).
-    #[default]
-    Default,
-    /// Expire after this long. A zero duration deletes the key, as Django's `timeout=0` does;
-    /// durations are kept to the millisecond, rounded up.
-    After(Duration),
-    /// Never expire (Django's `timeout=None`).
-    Never,
-}
-
-impl From<Duration> for Expiry {
-    fn from(ttl: Duration) -> Self {
-        Self::After(ttl)
-    }
-}
-
-/// The longest expiry a store keeps, a hundred years: an expiry past it is taken as none, on
-/// both stores alike, as Django's `None` (Redis refuses a `PX` past its range, and the memory
-/// store's clock would overflow). Rate-limit intervals past it are refused instead.
-pub const MAX_EXPIRY: Duration = Duration::from_secs(100 * 365 * 86_400);
-
-impl Expiry {
-    /// Turns `Default` into the store's default, so backends see only `After` or `Never`; an
-    /// expiry past [`MAX_EXPIRY`] is none.
-    pub(crate) fn resolve(self, default: Timeout) -> Self {
-        match (self, default) {
-            (Self::Default, Timeout::Never) => Self::Never,
-            (Self::Default, Timeout::After(ttl)) | (Self::After(ttl), _) if ttl > MAX_EXPIRY => {
-                Self::Never
-            }
-            (Self::Default, Timeout::After(ttl)) => Self::After(ttl),
-            (other, _) => other,
-        }
-    }
-}
-
-/// Redis keeps expiries in milliseconds; rounding up keeps a short positive TTL from becoming
-/// "expire now", and keeps both backends answering `ttl` alike.
-pub(crate) fn ttl_ms_ceil(ttl: Duration) -> u64 {
-    let ms = ttl.as_nanos().div_ceil(1_000_000);
-    u64::try_from(ms).unwrap_or(u64::MAX)
-}
-
-/// The remaining lifetime of a key, as [`Store::ttl`] reports it.
-///
-/// # Example
-///
-/// ```
-/// use std::time::Duration;
-/// use tower_redis_http::store::Ttl;
-///
-/// let ttl = Ttl::Expires(Duration::from_secs(30));
-/// assert_eq!(ttl.remaining(), Some(Duration::from_secs(30)));
-/// assert_eq!(Ttl::Missing.remaining(), None);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Ttl {
-    /// No such key.
-    Missing,
-    /// The key exists and never expires.
-    Persistent,
-    /// The key exists and expires after this long (millisecond precision).
-    Expires(Duration),
-}
-
-impl Ttl {
-    /// The remaining time for an expiring key, `None` otherwise.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use tower_redis_http::store::Ttl;
-    ///
-    /// assert_eq!(Ttl::Persistent.remaining(), None);
-    /// ```
-    #[must_use]
-    pub fn remaining(self) -> Option<Duration> {
-        match self {
-            Self::Expires(ttl) => Some(ttl),
-            Self::Missing | Self::Persistent => None,
-        }
-    }
-}
 
 /// The operations the layers need, each atomic on its own.
 ///

@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::{
     Backend, CacheLock, CacheWrite, Expiry, GenerationBump, KeyScheme, MemoryStore, RateDecision,
-    RatePolicy, RedisStore, Store, StoreError, StoredNow, StoresConfig, Ttl, at_once,
+    RatePolicy, RedisStore, Store, StoreError, StoredNow, Ttl, at_once,
 };
 use crate::ConfigError;
 
@@ -317,53 +317,6 @@ impl Stores {
     /// ```
     pub fn builder() -> StoresBuilder {
         StoresBuilder::default()
-    }
-
-    /// Builds every store of `config`.
-    ///
-    /// # Errors
-    ///
-    /// The first store that fails to build, its alias named in the reason.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use tower_redis_http::store::{Stores, StoresConfig};
-    ///
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let config: StoresConfig = toml::from_str(r#"
-    ///     [default]
-    ///     location = "memory://"
-    ///     [verify_codes]
-    ///     location = "memory://"
-    ///     key_prefix = "codes"
-    /// "#)?;
-    /// let stores = Stores::from_config(&config).await?;
-    /// assert!(stores.get("verify_codes").is_ok());
-    /// # Ok(()) }
-    /// ```
-    pub async fn from_config(config: &StoresConfig) -> Result<Self, ConfigError> {
-        let mut builder = Self::builder();
-        for (alias, store) in &config.stores {
-            let built = store.build().await.map_err(|err| match err {
-                ConfigError::InvalidOption { option, reason } => ConfigError::InvalidOption {
-                    option,
-                    reason: format!("store `{alias}`: {reason}"),
-                },
-                ConfigError::InvalidLocation {
-                    location,
-                    reason,
-                    source,
-                } => ConfigError::InvalidLocation {
-                    location,
-                    reason: format!("store `{alias}`: {reason}"),
-                    source,
-                },
-                other => other,
-            })?;
-            builder = builder.store(alias.clone(), built);
-        }
-        Ok(builder.build())
     }
 
     /// The store named `alias`.
