@@ -55,16 +55,13 @@
 //! [`FailurePolicy`](crate::FailurePolicy).
 
 mod backend;
-mod cluster;
 mod config;
 mod durable;
 mod error;
 mod expiry;
 mod key;
-mod lua;
 mod memory;
 mod named;
-mod near;
 mod rate;
 mod redis;
 mod tls;
@@ -87,10 +84,9 @@ pub(crate) use self::key::escape_glob;
 pub use self::key::{KeyFn, KeyScheme};
 pub use self::memory::{MemoryStore, MemoryStoreBuilder, MemoryUsage};
 pub use self::named::{AnyStore, Stores, StoresBuilder};
-pub use self::near::{NearCache, NearCacheUsage};
 pub(crate) use self::rate::new_ticket;
 pub use self::rate::{RateDecision, RatePolicy};
-pub use self::redis::{MAX_CALL_TIMEOUT, RedisStore, RedisStoreBuilder};
+pub use self::redis::{MAX_CALL_TIMEOUT, NearCache, NearCacheUsage, RedisStore, RedisStoreBuilder};
 pub use self::tls::Pem;
 
 /// The operations the layers need, each atomic on its own.

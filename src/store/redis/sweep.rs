@@ -25,9 +25,10 @@ use std::collections::{HashMap, HashSet};
 use redis::RedisError;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
 
-use super::links::cluster_conn;
-use crate::store::redis::Retry;
-use crate::store::{RedisStore, StoreError, StoreErrorKind};
+use super::classify::Retry;
+use super::cluster::cluster_conn;
+use super::handle::RedisStore;
+use crate::store::{StoreError, StoreErrorKind};
 
 /// How many times a pattern deletion sweeps the masters before it gives up on a cluster
 /// whose slots keep moving. One pass is enough while no slot moves; a resharding that moved

@@ -18,8 +18,8 @@ use tokio::time::Instant;
 
 use super::nodes::{Nodes, SlotMap, command_slot};
 use super::redirect::Redirect;
-use crate::store::lua::Conn;
-use crate::store::redis::{Retry, classify};
+use crate::store::redis::classify::{Retry, classify};
+use crate::store::redis::lua::Conn;
 use crate::store::{StoreError, StoreErrorKind};
 
 /// How long a call refused during a topology change waits before sending again: the client
@@ -155,7 +155,7 @@ impl ClusterLinks {
             let err = match result {
                 Ok(value) => return Ok(value),
                 // a transaction refused as a whole shows why inside its EXECABORT
-                Err(err) => crate::store::redis::refusal_inside(err),
+                Err(err) => crate::store::redis::classify::refusal_inside(err),
             };
             if was_first && err.is_timeout() {
                 self.timed_out(&command).await;
@@ -482,7 +482,7 @@ async fn load_map(mut conn: ClusterConnection, near: Option<u16>) -> Option<Slot
     SlotMap::from_reply(&reply)
 }
 
-pub(super) fn timed_out(name: &'static str) -> StoreError {
+pub(in crate::store) fn timed_out(name: &'static str) -> StoreError {
     StoreError::new(
         StoreErrorKind::Timeout,
         format!("Redis {name} took longer than the command timeout"),
@@ -504,7 +504,7 @@ fn refused_unrun(err: &RedisError) -> bool {
 }
 
 /// The master that serves `key`'s slot.
-pub(super) fn master_of(key: &str) -> RoutingInfo {
+pub(in crate::store) fn master_of(key: &str) -> RoutingInfo {
     RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::with_key(
         key,
         SlotAddr::Master,
@@ -512,7 +512,7 @@ pub(super) fn master_of(key: &str) -> RoutingInfo {
 }
 
 /// The cluster connection a cluster-only operation needs (those run on cluster links only).
-pub(super) fn cluster_conn(conn: Conn) -> Result<ClusterConnection, RedisError> {
+pub(in crate::store) fn cluster_conn(conn: Conn) -> Result<ClusterConnection, RedisError> {
     conn.cluster().ok_or_else(|| {
         RedisError::from((
             redis::ErrorKind::Client,

@@ -1,0 +1,334 @@
+//! The Redis store's `Backend`: the operations the layers use beyond `Store`.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::store::rate::PolicyKind;
+use crate::store::{
+    Backend, CacheLock, CacheWrite, GenerationBump, RateDecision, RatePolicy, StoreError,
+    StoreErrorKind, StoredNow, ttl_ms_ceil,
+};
+
+use super::classify::{Retry, classify, connected_replicas};
+use super::handle::{Links, RedisStore};
+use super::reads::Track;
+use super::scripts::{CACHE_PUT, LOCK_AND_READ, RELEASE, RENEW_LOCK, UNLOCK};
+
+impl Backend for RedisStore {
+    fn get_now(&self, key: &str) -> Option<Result<Option<Bytes>, StoreError>> {
+        let value = self.near.as_ref()?.get(key);
+        crate::observe::near_cache(if value.is_some() { "hit" } else { "miss" });
+        Some(Ok(Some(value?)))
+    }
+
+    /// [`Store::get`] on a full key.
+    async fn get_full(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        if let Some(near) = &self.near {
+            if let Some(value) = near.get(key) {
+                crate::observe::near_cache("hit");
+                return Ok(Some(value));
+            }
+            crate::observe::near_cache("miss");
+            if let Some(read) = self.get_tracked(near, key, Track::IfFound).await {
+                return read;
+            }
+        }
+        self.get_untracked(key).await
+    }
+
+    /// [`Store::get_and_refresh`] on a full key.
+    async fn get_and_refresh_full(
+        &self,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<Option<Bytes>, StoreError> {
+        let _written = self.written(key);
+        let value: Option<Vec<u8>> = if ttl.is_zero() {
+            self.run("GETDEL", Retry::Never, move |mut conn| async move {
+                redis::cmd("GETDEL").arg(key).query_async(&mut conn).await
+            })
+            .await?
+        } else {
+            // past the longest expiry: none, as `set` takes it
+            let ms = (ttl <= crate::store::MAX_EXPIRY).then(|| ttl_ms_ceil(ttl));
+            self.run(
+                "GETEX",
+                Retry::OnDroppedConnection,
+                move |mut conn| async move {
+                    let mut getex = redis::cmd("GETEX");
+                    getex.arg(key);
+                    match ms {
+                        Some(ms) => getex.arg("PX").arg(ms),
+                        None => getex.arg("PERSIST"),
+                    };
+                    getex.query_async(&mut conn).await
+                },
+            )
+            .await?
+        };
+        Ok(value.map(Bytes::from))
+    }
+
+    /// Stores a cache entry, see [`CacheWrite`].
+    async fn cache_put(&self, write: &CacheWrite<'_>) -> Result<(), StoreError> {
+        let entry = self.keys.make(write.entry_key)?;
+        let vary = self.keys.make(write.vary_key)?;
+        let index = self.keys.make(write.index_key)?;
+        let memo = self
+            .keys
+            .make(&crate::store::hit_for_miss_key(write.entry_key))?;
+        let lock = write
+            .unlock
+            .map(|(key, owner)| self.keys.make(key).map(|key| (key, owner)))
+            .transpose()?;
+        let _written = (
+            self.written(&entry),
+            self.written(&vary),
+            self.written(&memo),
+        );
+        let mut invocation = CACHE_PUT.key(&entry);
+        invocation
+            .key(&vary)
+            .key(&index)
+            .key(&memo)
+            .arg(&write.entry[..])
+            .arg(&write.vary[..])
+            .arg(crate::store::ttl_ms_ceil(write.ttl).max(1));
+        if let Some((key, owner)) = &lock {
+            invocation.key(key).arg(*owner);
+        }
+        let invocation = &invocation;
+        self.run(
+            "cache put script",
+            Retry::OnDroppedConnection,
+            move |mut conn| async move { invocation.invoke::<()>(&mut conn).await },
+        )
+        .await
+    }
+
+    /// Takes a cache entry's stampede lock and reads its Vary list and entry in one script.
+    async fn lock_and_read(&self, lock: &CacheLock<'_>) -> Result<Option<StoredNow>, StoreError> {
+        let lock_key = self.keys.make(lock.lock_key)?;
+        let vary = self.keys.make(lock.vary_key)?;
+        let entry = self.keys.make(lock.entry_key)?;
+        let memo = self
+            .keys
+            .make(&crate::store::hit_for_miss_key(lock.entry_key))?;
+        let mut invocation = LOCK_AND_READ.key(&lock_key);
+        invocation
+            .key(&vary)
+            .key(&entry)
+            .key(&memo)
+            .arg(lock.owner)
+            .arg(crate::store::ttl_ms_ceil(lock.ttl).max(1));
+        let invocation = &invocation;
+        // not retried: a lost reply to a lock that was taken would read as "held by another"
+        // nil when another owner holds the lock, else the Vary list, the entry and whether
+        // the entry's hit-for-miss memo stood in the way
+        type Read = Option<(Option<Vec<u8>>, Option<Vec<u8>>, i64)>;
+        let stored: Read = self
+            .run("lock script", Retry::Never, move |mut conn| async move {
+                invocation.invoke(&mut conn).await
+            })
+            .await?;
+        Ok(stored.map(|(vary, entry, memo)| StoredNow {
+            vary: vary.map(Bytes::from),
+            entry: entry.map(Bytes::from),
+            uncacheable: memo == 1,
+        }))
+    }
+
+    /// Releases a lock `owner` holds.
+    async fn unlock(&self, key: &str, owner: &str) -> Result<bool, StoreError> {
+        let key = self.keys.make(key)?;
+        let key = key.as_str();
+        let released: i64 = self
+            .run("unlock script", Retry::Never, move |mut conn| async move {
+                UNLOCK.key(key).arg(owner).invoke(&mut conn).await
+            })
+            .await?;
+        Ok(released == 1)
+    }
+
+    /// Extends a lock `owner` holds.
+    async fn renew_lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let key = self.keys.make(key)?;
+        let key = key.as_str();
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let renewed: i64 = self
+            .run(
+                "renew lock script",
+                Retry::OnDroppedConnection,
+                move |mut conn| async move {
+                    RENEW_LOCK
+                        .key(key)
+                        .arg(owner)
+                        .arg(ttl_ms)
+                        .invoke(&mut conn)
+                        .await
+                },
+            )
+            .await?;
+        Ok(renewed == 1)
+    }
+
+    /// The bump and a `WAIT` for the replicas the server has, in one pipeline on a
+    /// connection of its own: `WAIT` waits for the writes of its connection and blocks it
+    /// meanwhile, which must not stall the connections that requests share. Not retried: a
+    /// lost reply cannot tell whether the bump ran (a second bump would only invalidate again).
+    async fn bump_generation(&self, key: &str) -> Result<GenerationBump, StoreError> {
+        let key = self.keys.make(key)?;
+        let _written = self.written(&key);
+        // the wait leaves room within the command timeout for the bump and the reply
+        let wait_ms = u64::try_from(self.command_timeout.as_millis() * 3 / 4)
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let links = match &self.links {
+            Links::Cluster(links) => {
+                let (generation, acknowledged, replicas) =
+                    self.cluster_bump_generation(links, &key, wait_ms).await?;
+                return Ok(GenerationBump {
+                    generation,
+                    replicated: acknowledged >= replicas,
+                });
+            }
+            Links::Server(links) => links,
+        };
+        let info: String = self
+            .run(
+                "INFO replication",
+                Retry::OnDroppedConnection,
+                move |mut conn| async move {
+                    redis::cmd("INFO")
+                        .arg("replication")
+                        .query_async(&mut conn)
+                        .await
+                },
+            )
+            .await?;
+        let replicas = connected_replicas(&info);
+        let bump = async {
+            let mut conn = links.pool.dedicated_connection().await?;
+            let mut pipe = redis::pipe();
+            pipe.cmd("SET").arg(&key).arg(0).arg("NX").ignore();
+            pipe.cmd("INCR").arg(&key);
+            // with no replica, WAIT 0 answers at once
+            pipe.cmd("WAIT").arg(replicas).arg(wait_ms);
+            pipe.query_async::<(i64, u64)>(&mut conn.conn).await
+        };
+        let (generation, acknowledged) = tokio::time::timeout(self.command_timeout, bump)
+            .await
+            .map_err(|_| {
+                StoreError::new(
+                    StoreErrorKind::Timeout,
+                    "Redis generation bump took longer than the command timeout",
+                )
+            })?
+            .map_err(|err| classify("generation bump", err))?;
+        Ok(GenerationBump {
+            generation,
+            replicated: acknowledged >= replicas,
+        })
+    }
+
+    /// Deletes every key matching the glob `pattern` (full-key form), with `SCAN`, never
+    /// `KEYS`; returns how many were deleted.
+    async fn delete_matching(&self, pattern: &str) -> Result<u64, StoreError> {
+        let _written = self.written_many();
+        if let Links::Cluster(_) = &self.links {
+            return self.cluster_delete_matching(pattern).await;
+        }
+        let mut cursor: u64 = 0;
+        let mut deleted = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .run(
+                    "SCAN",
+                    Retry::OnDroppedConnection,
+                    move |mut conn| async move {
+                        redis::cmd("SCAN")
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(pattern)
+                            .arg("COUNT")
+                            .arg(1000)
+                            .query_async(&mut conn)
+                            .await
+                    },
+                )
+                .await?;
+            if !keys.is_empty() {
+                let keys = &keys;
+                let removed: u64 = self
+                    .run(
+                        "UNLINK",
+                        Retry::OnDroppedConnection,
+                        move |mut conn| async move {
+                            redis::cmd("UNLINK").arg(keys).query_async(&mut conn).await
+                        },
+                    )
+                    .await?;
+                deleted += removed;
+            }
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
+    }
+
+    /// [`Store::release`] on a full key.
+    async fn release_full(
+        &self,
+        key: &str,
+        policy: &RatePolicy,
+        decision: &RateDecision,
+    ) -> Result<bool, StoreError> {
+        if !decision.allowed {
+            return Ok(false);
+        }
+        let (kind, argument, window_ms) = match policy.kind() {
+            PolicyKind::Cooldown { .. } => match &decision.ticket {
+                Some(ticket) => ("cooldown", ticket.to_string(), 0),
+                None => return Ok(false),
+            },
+            // the window the hit was counted in, so a give-back never lands in a later one
+            PolicyKind::FixedWindow { window_ms, .. } => (
+                "window",
+                decision
+                    .window_end_ms
+                    .map(|end| end.to_string())
+                    .unwrap_or_default(),
+                window_ms,
+            ),
+            PolicyKind::Gcra { emission_us, .. } => ("gcra", emission_us.to_string(), 0),
+        };
+        let argument = argument.as_str();
+        let released: i64 = self
+            .run("release script", Retry::Never, move |mut conn| async move {
+                RELEASE
+                    .key(key)
+                    .arg(kind)
+                    .arg(argument)
+                    .arg(window_ms)
+                    .invoke(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(released == 1)
+    }
+
+    /// [`Store::rate_limit`] on a full key.
+    async fn rate_limit_full(
+        &self,
+        key: &str,
+        policy: &RatePolicy,
+    ) -> Result<RateDecision, StoreError> {
+        if self.may_wait_for_replica(policy) {
+            // boxed, so that a hit that needs no replica carries none of it in its future
+            return Box::pin(self.rate_limit_durably(key, policy)).await;
+        }
+        self.rate_limit_step(key, policy).await
+    }
+}
