@@ -8,7 +8,7 @@ use tower_layer::Layer;
 use super::client_ip::ClientAddressHeader;
 use super::headers::{policy_field, policy_item, valid_name};
 use super::key::CompiledKey;
-use super::{RateLimit, Rule};
+use super::{Commit, RateLimit, Rule};
 use crate::peer::{Network, PeerFn, default_peer};
 use crate::store::{AnyStore, RatePolicy};
 use crate::{ConfigError, FailurePolicy};
@@ -31,29 +31,6 @@ pub enum MissingKey {
     Pass,
     /// Answer `400 Bad Request`.
     Reject,
-}
-
-/// When a counted hit stays counted.
-///
-/// # Example
-///
-/// ```
-/// use tower_redis_http::ratelimit::Commit;
-///
-/// assert_eq!(Commit::default(), Commit::Always);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[non_exhaustive]
-pub enum Commit {
-    /// Every allowed request counts. Default.
-    #[default]
-    Always,
-    /// Only requests whose response is a success (2xx) count: a failing SMS gateway does not
-    /// lock the user out for a minute. A request cancelled once the inner service was called
-    /// (a client that resets its connection after sending) keeps its hit, since the side
-    /// effect may already have happened; only a failure answered by the inner service (a
-    /// non-2xx response or an error) gives it back.
-    OnSuccess,
 }
 
 /// Why a request was limited, handed to a custom rejection response.

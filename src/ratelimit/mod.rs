@@ -129,8 +129,7 @@ pub use self::client_ip::ClientAddressHeader;
 pub use self::future::ResponseFuture;
 pub use self::key::{Key, RequestHead};
 pub use self::layer::{
-    Commit, JsonLimited, Limited, LimitedResponse, MissingKey, RateLimitBuilder, RateLimitLayer,
-    Refusal,
+    JsonLimited, Limited, LimitedResponse, MissingKey, RateLimitBuilder, RateLimitLayer, Refusal,
 };
-pub use self::rule::{Rate, Rule};
+pub use self::rule::{Commit, Rate, Rule};
 pub use self::service::RateLimit;
