@@ -10,7 +10,8 @@ use tower_service::Service;
 
 use super::check::{Counted, Hits, Outcome, release_all};
 use super::headers::{self, Reported};
-use super::layer::{Config, Limited, LimitedResponse, Refusal, refuse};
+use super::layer::Config;
+use super::rejection::{Limited, LimitedResponse, Refusal, refuse};
 use super::rule::Commit;
 use crate::body::ResponseBody;
 use crate::gate::{Check, Gate, Gatekeeper, Verdict};

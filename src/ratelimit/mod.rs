@@ -120,6 +120,7 @@ mod future;
 mod headers;
 mod key;
 mod layer;
+mod rejection;
 mod rule;
 mod service;
 #[cfg(any(fuzzing, test))]
@@ -128,8 +129,7 @@ pub(crate) use self::client_ip::{client_key_text, resolve};
 pub use self::client_ip::ClientAddressHeader;
 pub use self::future::ResponseFuture;
 pub use self::key::{Key, RequestHead};
-pub use self::layer::{
-    JsonLimited, Limited, LimitedResponse, MissingKey, RateLimitBuilder, RateLimitLayer, Refusal,
-};
+pub use self::layer::{MissingKey, RateLimitBuilder, RateLimitLayer};
+pub use self::rejection::{JsonLimited, Limited, LimitedResponse, Refusal};
 pub use self::rule::{Commit, Rate, Rule};
 pub use self::service::RateLimit;

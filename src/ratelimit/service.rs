@@ -8,7 +8,8 @@ use super::check::Checks;
 use super::client_ip::Client;
 use super::future::ResponseFuture;
 use super::key::{KeyError, RequestHead};
-use super::layer::{Config, LimitedResponse, MissingKey, Refusal, refuse};
+use super::layer::{Config, MissingKey};
+use super::rejection::{LimitedResponse, Refusal, refuse};
 use crate::body::ResponseBody;
 use crate::store::Store;
 
