@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use super::layer::Config;
+use super::config::Config;
 use crate::store::{Backend, RateDecision, StoreError};
 
 /// One hit a rule counted.

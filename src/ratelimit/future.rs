@@ -9,8 +9,8 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::check::{Counted, Hits, Outcome, release_all};
+use super::config::Config;
 use super::headers::{self, Reported};
-use super::layer::Config;
 use super::rejection::{Limited, LimitedResponse, Refusal, refuse};
 use super::rule::Commit;
 use crate::body::ResponseBody;

@@ -116,6 +116,7 @@
 
 mod check;
 mod client_ip;
+mod config;
 mod future;
 mod headers;
 mod key;
@@ -127,9 +128,10 @@ mod service;
 pub(crate) use self::client_ip::{client_key_text, resolve};
 
 pub use self::client_ip::ClientAddressHeader;
+pub use self::config::MissingKey;
 pub use self::future::ResponseFuture;
 pub use self::key::{Key, RequestHead};
-pub use self::layer::{MissingKey, RateLimitBuilder, RateLimitLayer};
+pub use self::layer::{RateLimitBuilder, RateLimitLayer};
 pub use self::rejection::{JsonLimited, Limited, LimitedResponse, Refusal};
 pub use self::rule::{Commit, Rate, Rule};
 pub use self::service::RateLimit;

@@ -6,9 +6,9 @@ use tower_service::Service;
 
 use super::check::Checks;
 use super::client_ip::Client;
+use super::config::{Config, MissingKey};
 use super::future::ResponseFuture;
 use super::key::{KeyError, RequestHead};
-use super::layer::{Config, MissingKey};
 use super::rejection::{LimitedResponse, Refusal, refuse};
 use crate::body::ResponseBody;
 use crate::store::Store;
