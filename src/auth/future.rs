@@ -9,7 +9,7 @@ use pin_project_lite::pin_project;
 use serde::de::DeserializeOwned;
 use tower_service::Service;
 
-use super::layer::Config;
+use super::config::Config;
 use super::{AuthErrorKind, Authenticated, PrincipalType, RejectionResponse, Token, rejection};
 use crate::body::ResponseBody;
 use crate::gate::{Check, Gate, Gatekeeper, Verdict};

@@ -108,6 +108,7 @@
 //! [`TokenStorage::Sha256`] the store holds only digests, so a leaked dump holds no usable
 //! token.
 
+mod config;
 mod future;
 mod layer;
 mod paths;

@@ -5,8 +5,8 @@ use http::{Request, Response};
 use serde::de::DeserializeOwned;
 use tower_service::Service;
 
+use super::config::Config;
 use super::future::{ResponseFuture, TokenCheck};
-use super::layer::Config;
 use super::paths::Access;
 use super::source::extract_token;
 use super::{AuthError, AuthErrorKind, RejectionResponse, Token, rejection};
