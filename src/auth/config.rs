@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::paths::PathPolicy;
-use super::{Challenge, TokenKeys, TokenSource};
+use super::{AuthError, AuthErrorKind, Challenge, TokenKeys, TokenSource};
 use crate::FailurePolicy;
 use crate::principal::Credentialed;
 use crate::store::AnyStore;
@@ -23,4 +23,10 @@ pub(crate) struct Config<P> {
     pub(crate) on_store_error: FailurePolicy,
     /// What marks the requests let through on a token, and their responses, for the cache.
     pub(crate) credentialed: Credentialed,
+}
+
+impl<P> Config<P> {
+    pub(crate) fn error(&self, kind: AuthErrorKind) -> AuthError {
+        AuthError::new(kind, self.challenge.clone())
+    }
 }

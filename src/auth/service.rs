@@ -9,7 +9,7 @@ use super::config::Config;
 use super::future::{ResponseFuture, TokenCheck};
 use super::paths::Access;
 use super::source::extract_token;
-use super::{AuthError, AuthErrorKind, RejectionResponse, Token, rejection};
+use super::{AuthErrorKind, RejectionResponse, Token, rejection};
 use crate::body::ResponseBody;
 use crate::gate::Gate;
 use crate::store::{Backend, Store};
@@ -160,10 +160,6 @@ impl<P> Config<P> {
                 Decision::Reject(kind)
             }
         }
-    }
-
-    pub(crate) fn error(&self, kind: AuthErrorKind) -> AuthError {
-        AuthError::new(kind, self.challenge.clone())
     }
 }
 
