@@ -1,3 +1,5 @@
+//! The layer's settings, shared by the layer, its services and their futures behind one `Arc`.
+
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,3 +1,5 @@
+//! The response future, and the verdict on a request once its token's lookup answers.
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;

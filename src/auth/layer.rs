@@ -1,3 +1,5 @@
+//! The layer and its builder: what applications configure.
+
 use std::borrow::Cow;
 use std::marker::PhantomData;
 use std::sync::Arc;

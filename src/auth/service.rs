@@ -1,3 +1,5 @@
+//! The service: what is decided without the store (path policy, token syntax), then the lookup.
+
 use std::sync::Arc;
 use std::task::{Context, Poll};
 

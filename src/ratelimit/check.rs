@@ -1,5 +1,4 @@
-//! Checking a request's rules against the store, in order, giving back what earlier rules
-//! counted when a later one refuses.
+//! Checking a request's rules against the store, in order; a refusal gives back earlier hits.
 
 use std::sync::Arc;
 

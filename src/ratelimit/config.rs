@@ -1,3 +1,5 @@
+//! The layer's compiled rules and settings, shared by its services and futures behind one `Arc`.
+
 use std::sync::Arc;
 
 use http::HeaderValue;

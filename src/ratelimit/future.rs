@@ -1,3 +1,5 @@
+//! The response future: the verdict on checked rules, and the hits held until the answer.
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;

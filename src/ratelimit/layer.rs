@@ -1,3 +1,5 @@
+//! The layer and its builder, which compiles the rules into the shared config.
+
 use std::net::IpAddr;
 use std::sync::Arc;
 

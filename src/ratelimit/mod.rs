@@ -114,6 +114,11 @@
 //! not UTF-8, is answered `400 Bad Request`: letting it pass uncounted would let a router that
 //! reads a value out of it call the handler for free.
 
+// The folder reads bottom-up: `client_ip` and `headers` are leaves (who the client is, the
+// fields of an answer); `key` is what a rule counts by, `rule` the rule, and `rejection` the
+// answer to a refused request; `config` is the hub the layer shares (the compiled rules);
+// `check` runs the rules against the store; `future` and `service` carry a request through,
+// and `layer` builds them.
 mod check;
 mod client_ip;
 mod config;

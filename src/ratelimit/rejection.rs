@@ -1,3 +1,5 @@
+//! The answer to a request the layer refuses: a limit reached, or another refusal.
+
 use std::sync::Arc;
 
 use bytes::Bytes;

@@ -1,3 +1,5 @@
+//! A rule: a named policy (cooldown, fixed window, GCRA) over a key, and the rates it takes.
+
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;

@@ -1,3 +1,5 @@
+//! The service: each applicable rule's store key from the request, then the check.
+
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
