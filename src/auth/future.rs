@@ -1,3 +1,5 @@
+//! The response future, and the verdict on a request once its token's lookup answers.
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,7 +11,7 @@ use pin_project_lite::pin_project;
 use serde::de::DeserializeOwned;
 use tower_service::Service;
 
-use super::layer::Config;
+use super::config::Config;
 use super::{AuthErrorKind, Authenticated, PrincipalType, RejectionResponse, Token, rejection};
 use crate::body::ResponseBody;
 use crate::gate::{Check, Gate, Gatekeeper, Verdict};

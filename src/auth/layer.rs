@@ -1,3 +1,5 @@
+//! The layer and its builder: what applications configure.
+
 use std::borrow::Cow;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -7,6 +9,7 @@ use http::Method;
 use serde::de::DeserializeOwned;
 use tower_layer::Layer;
 
+use super::config::{Config, Validator};
 use super::paths::{Access, PathKind, PathPolicy};
 use super::{
     AmbiguousPaths, Case, Challenge, JsonRejection, RejectionResponse, TokenAuth, TokenKeys,
@@ -17,23 +20,6 @@ use crate::store::AnyStore;
 use crate::{ConfigError, FailurePolicy};
 
 const DEFAULT_MAX_TOKEN_LEN: usize = 256;
-
-pub(crate) type Validator<P> = Arc<dyn Fn(&P) -> Result<(), Cow<'static, str>> + Send + Sync>;
-
-/// Everything a [`TokenAuth`] service needs per request, shared behind one `Arc`.
-pub(crate) struct Config<P> {
-    pub(crate) store: AnyStore,
-    pub(crate) sources: Vec<TokenSource>,
-    pub(crate) paths: PathPolicy,
-    pub(crate) keys: TokenKeys,
-    pub(crate) max_token_len: usize,
-    pub(crate) sliding: Option<Duration>,
-    pub(crate) validate: Option<Validator<P>>,
-    pub(crate) challenge: Challenge,
-    pub(crate) on_store_error: FailurePolicy,
-    /// What marks the requests let through on a token, and their responses, for the cache.
-    pub(crate) credentialed: Credentialed,
-}
 
 /// A [`Layer`] that authenticates requests by a token looked up in the store.
 ///

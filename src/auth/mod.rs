@@ -108,6 +108,12 @@
 //! [`TokenStorage::Sha256`] the store holds only digests, so a leaked dump holds no usable
 //! token.
 
+// The folder reads bottom-up: `paths`, `principal` and `rejection` are leaves (what a path
+// allows, how a token becomes a store key, how a refusal reads); `source` finds a request's
+// token and `tokens` issues them; `config` is the hub the layer shares; `future` decides once
+// a lookup answers, `service` decides what it can before, and `layer` builds them. `extract`
+// and `warp` hand the principal to handlers.
+mod config;
 mod future;
 mod layer;
 mod paths;

@@ -1,3 +1,5 @@
+//! The service: what is decided without the store (path policy, token syntax), then the lookup.
+
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -5,11 +7,11 @@ use http::{Request, Response};
 use serde::de::DeserializeOwned;
 use tower_service::Service;
 
+use super::config::Config;
 use super::future::{ResponseFuture, TokenCheck};
-use super::layer::Config;
 use super::paths::Access;
 use super::source::extract_token;
-use super::{AuthError, AuthErrorKind, RejectionResponse, Token, rejection};
+use super::{AuthErrorKind, RejectionResponse, Token, rejection};
 use crate::body::ResponseBody;
 use crate::gate::Gate;
 use crate::store::{Backend, Store};
@@ -160,10 +162,6 @@ impl<P> Config<P> {
                 Decision::Reject(kind)
             }
         }
-    }
-
-    pub(crate) fn error(&self, kind: AuthErrorKind) -> AuthError {
-        AuthError::new(kind, self.challenge.clone())
     }
 }
 

@@ -1,11 +1,10 @@
-//! Checking a request's rules against the store, in order, giving back what earlier rules
-//! counted when a later one refuses.
+//! Checking a request's rules against the store, in order; a refusal gives back earlier hits.
 
 use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use super::layer::Config;
+use super::config::Config;
 use crate::store::{Backend, RateDecision, StoreError};
 
 /// One hit a rule counted.

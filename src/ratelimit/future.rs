@@ -1,3 +1,5 @@
+//! The response future: the verdict on checked rules, and the hits held until the answer.
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,8 +11,10 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::check::{Counted, Hits, Outcome, release_all};
+use super::config::Config;
 use super::headers::{self, Reported};
-use super::layer::{Commit, Config, Limited, LimitedResponse, Refusal, refuse};
+use super::rejection::{Limited, LimitedResponse, Refusal, refuse};
+use super::rule::Commit;
 use crate::body::ResponseBody;
 use crate::gate::{Check, Gate, Gatekeeper, Verdict};
 

@@ -1,5 +1,6 @@
-//! `Retry-After` and the IETF `RateLimit` / `RateLimit-Policy` fields
-//! (draft-ietf-httpapi-ratelimit-headers-10).
+//! `Retry-After` and the IETF `RateLimit` / `RateLimit-Policy` fields.
+//!
+//! The fields are those of draft-ietf-httpapi-ratelimit-headers-10.
 
 use std::time::Duration;
 

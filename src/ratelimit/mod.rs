@@ -114,23 +114,29 @@
 //! not UTF-8, is answered `400 Bad Request`: letting it pass uncounted would let a router that
 //! reads a value out of it call the handler for free.
 
+// The folder reads bottom-up: `client_ip` and `headers` are leaves (who the client is, the
+// fields of an answer); `key` is what a rule counts by, `rule` the rule, and `rejection` the
+// answer to a refused request; `config` is the hub the layer shares (the compiled rules);
+// `check` runs the rules against the store; `future` and `service` carry a request through,
+// and `layer` builds them.
 mod check;
 mod client_ip;
+mod config;
 mod future;
 mod headers;
 mod key;
 mod layer;
+mod rejection;
 mod rule;
 mod service;
 #[cfg(any(fuzzing, test))]
 pub(crate) use self::client_ip::{client_key_text, resolve};
 
 pub use self::client_ip::ClientAddressHeader;
+pub use self::config::MissingKey;
 pub use self::future::ResponseFuture;
 pub use self::key::{Key, RequestHead};
-pub use self::layer::{
-    Commit, JsonLimited, Limited, LimitedResponse, MissingKey, RateLimitBuilder, RateLimitLayer,
-    Refusal,
-};
-pub use self::rule::{Rate, Rule};
+pub use self::layer::{RateLimitBuilder, RateLimitLayer};
+pub use self::rejection::{JsonLimited, Limited, LimitedResponse, Refusal};
+pub use self::rule::{Commit, Rate, Rule};
 pub use self::service::RateLimit;

@@ -1,3 +1,5 @@
+//! A rule: a named policy (cooldown, fixed window, GCRA) over a key, and the rates it takes.
+
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -5,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Commit, Key, RequestHead};
+use super::{Key, RequestHead};
 use crate::store::{Durability, RatePolicy};
 use crate::{ConfigError, FailurePolicy};
 
@@ -142,6 +144,29 @@ impl fmt::Display for Rate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}s", self.count, self.period.as_secs())
     }
+}
+
+/// When a counted hit stays counted.
+///
+/// # Example
+///
+/// ```
+/// use tower_redis_http::ratelimit::Commit;
+///
+/// assert_eq!(Commit::default(), Commit::Always);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Commit {
+    /// Every allowed request counts. Default.
+    #[default]
+    Always,
+    /// Only requests whose response is a success (2xx) count: a failing SMS gateway does not
+    /// lock the user out for a minute. A request cancelled once the inner service was called
+    /// (a client that resets its connection after sending) keeps its hit, since the side
+    /// effect may already have happened; only a failure answered by the inner service (a
+    /// non-2xx response or an error) gives it back.
+    OnSuccess,
 }
 
 /// One limit: a named policy over a key.

@@ -1,3 +1,5 @@
+//! The service: each applicable rule's store key from the request, then the check.
+
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -6,9 +8,10 @@ use tower_service::Service;
 
 use super::check::Checks;
 use super::client_ip::Client;
+use super::config::{Config, MissingKey};
 use super::future::ResponseFuture;
 use super::key::{KeyError, RequestHead};
-use super::layer::{Config, LimitedResponse, MissingKey, Refusal, refuse};
+use super::rejection::{LimitedResponse, Refusal, refuse};
 use crate::body::ResponseBody;
 use crate::store::Store;
 
