@@ -11,7 +11,8 @@ use crate::store::{
 };
 
 use super::classify::{Retry, classify, connected_replicas};
-use super::handle::{Links, RedisStore};
+use super::handle::RedisStore;
+use super::transport::Links;
 use super::reads::Track;
 use super::scripts::{CACHE_PUT, LOCK_AND_READ, RELEASE, RENEW_LOCK, UNLOCK};
 
@@ -181,10 +182,10 @@ impl Backend for RedisStore {
         let key = self.keys.make(key)?;
         let _written = self.written(&key);
         // the wait leaves room within the command timeout for the bump and the reply
-        let wait_ms = u64::try_from(self.command_timeout.as_millis() * 3 / 4)
+        let wait_ms = u64::try_from(self.transport.command_timeout.as_millis() * 3 / 4)
             .unwrap_or(u64::MAX)
             .max(1);
-        let links = match &self.links {
+        let links = match &self.transport.links {
             Links::Cluster(links) => {
                 let (generation, acknowledged, replicas) =
                     self.cluster_bump_generation(links, &key, wait_ms).await?;
@@ -217,7 +218,7 @@ impl Backend for RedisStore {
             pipe.cmd("WAIT").arg(replicas).arg(wait_ms);
             pipe.query_async::<(i64, u64)>(&mut conn.conn).await
         };
-        let (generation, acknowledged) = tokio::time::timeout(self.command_timeout, bump)
+        let (generation, acknowledged) = tokio::time::timeout(self.transport.command_timeout, bump)
             .await
             .map_err(|_| {
                 StoreError::new(
@@ -236,7 +237,7 @@ impl Backend for RedisStore {
     /// `KEYS`; returns how many were deleted.
     async fn delete_matching(&self, pattern: &str) -> Result<u64, StoreError> {
         let _written = self.written_many();
-        if let Links::Cluster(_) = &self.links {
+        if let Links::Cluster(_) = &self.transport.links {
             return self.cluster_delete_matching(pattern).await;
         }
         let mut cursor: u64 = 0;

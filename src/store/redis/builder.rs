@@ -9,7 +9,8 @@ use crate::ConfigError;
 use crate::store::durable::Durability;
 use crate::store::{KeyScheme, Pem, Timeout};
 
-use super::handle::{Links, RedisStore};
+use super::handle::RedisStore;
+use super::transport::{Links, Transport};
 use super::near::{Near, NearCache, TrackingConnector};
 use super::pool::{Connector, Reachability, ServerLinks, TrackedManager};
 
@@ -453,12 +454,14 @@ impl RedisStoreBuilder {
             }
             let links = self.cluster_links(nodes)?;
             return Ok(RedisStore {
-                links: Links::Cluster(Arc::new(links)),
-                outage: Arc::default(),
-                connect_timeout: self.connect_timeout,
+                transport: Transport {
+                    links: Links::Cluster(Arc::new(links)),
+                    outage: Arc::default(),
+                    connect_timeout: self.connect_timeout,
+                    command_timeout: self.command_timeout,
+                },
                 keys: self.keys,
                 default_timeout: self.default_timeout,
-                command_timeout: self.command_timeout,
                 near: None,
                 lane: Arc::default(),
                 durability: Durability::Master,
@@ -532,17 +535,19 @@ impl RedisStoreBuilder {
             .await
             .map_err(|err| self.invalid_location("the pool could not start", Some(err)))?;
         Ok(RedisStore {
-            outage: Arc::default(),
-            links: Links::Server(ServerLinks {
-                pool,
-                lease: Arc::new(RwLock::new(None)),
-                reachability,
-                stall: Arc::default(),
-            }),
-            connect_timeout: self.connect_timeout,
+            transport: Transport {
+                links: Links::Server(ServerLinks {
+                    pool,
+                    lease: Arc::new(RwLock::new(None)),
+                    reachability,
+                    stall: Arc::default(),
+                }),
+                outage: Arc::default(),
+                connect_timeout: self.connect_timeout,
+                command_timeout: self.command_timeout,
+            },
             keys: self.keys,
             default_timeout: self.default_timeout,
-            command_timeout: self.command_timeout,
             near,
             lane: Arc::default(),
             durability: Durability::Master,

@@ -5,7 +5,8 @@ use bytes::Bytes;
 use crate::store::{Expiry, KeyScheme, Store, StoreError, Ttl};
 
 use super::classify::{Retry, to_duration_ms, unexpected_reply};
-use super::handle::{Links, RedisStore};
+use super::handle::RedisStore;
+use super::transport::Links;
 use super::scripts::{BUMP_VERSION, INCREMENT, INDEX_ADD, INDEX_DELETE_ALL, INDEX_MEMBERS};
 
 impl RedisStore {
@@ -85,7 +86,7 @@ impl Store for RedisStore {
 
     async fn set_many(&self, entries: &[(&str, Bytes, Expiry)]) -> Result<(), StoreError> {
         let _written = self.written_many();
-        if let Links::Cluster(_) = &self.links {
+        if let Links::Cluster(_) = &self.transport.links {
             let writes = entries
                 .iter()
                 .map(|(key, value, expiry)| {
@@ -175,7 +176,7 @@ impl Store for RedisStore {
     async fn index_add(&self, index: &str, member: &str) -> Result<(), StoreError> {
         let (index, member) = (self.keys.make(index)?, self.keys.make(member)?);
         let (index, member) = (index.as_str(), member.as_str());
-        if let Links::Cluster(_) = &self.links {
+        if let Links::Cluster(_) = &self.transport.links {
             return self.cluster_index_add(index, member).await;
         }
         self.run(
@@ -195,7 +196,7 @@ impl Store for RedisStore {
     async fn index_members(&self, index: &str) -> Result<Vec<(String, Ttl)>, StoreError> {
         let index = self.keys.make(index)?;
         let index = index.as_str();
-        if let Links::Cluster(_) = &self.links {
+        if let Links::Cluster(_) = &self.transport.links {
             return self.cluster_index_members(index).await;
         }
         let flat: Vec<String> = self
@@ -244,7 +245,7 @@ impl Store for RedisStore {
         let index = index.as_str();
         // the members it deletes are not named here
         let _written = self.written_many();
-        if let Links::Cluster(_) = &self.links {
+        if let Links::Cluster(_) = &self.transport.links {
             return self.cluster_index_delete_all(index).await;
         }
         let deleted: i64 = self
@@ -288,7 +289,7 @@ impl Store for RedisStore {
         let (from, to, version) = self.keys.bumped(key, delta)?;
         let (from, to) = (from.as_str(), to.as_str());
         let _written = (self.written(from), self.written(to));
-        if matches!(self.links, Links::Cluster(_))
+        if matches!(self.transport.links, Links::Cluster(_))
             && redis::cluster_routing::Slot::for_key(from)
                 != redis::cluster_routing::Slot::for_key(to)
         {

@@ -1,14 +1,12 @@
 //! `RedisStore`, the handle every operation goes through, and its links to one server or a cluster.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::store::durable::{Durability, Lane};
 use crate::store::{Expiry, KeyScheme, Timeout, ttl_ms_ceil};
 
 use super::near::Near;
-use super::outage::Outage;
-use super::pool::ServerLinks;
+use super::transport::{Links, Transport};
 
 /// The Redis backend: a [bb8] pool of [bb8-redis] connections, shared by request futures.
 ///
@@ -94,12 +92,9 @@ use super::pool::ServerLinks;
 /// ```
 #[derive(Clone)]
 pub struct RedisStore {
-    pub(super) links: Links,
-    pub(super) outage: Arc<Outage>,
-    pub(super) connect_timeout: Duration,
+    pub(super) transport: Transport,
     pub(super) keys: KeyScheme,
     pub(super) default_timeout: Timeout,
-    pub(super) command_timeout: Duration,
     /// The near cache, when the store has one.
     pub(super) near: Option<Arc<Near>>,
     /// The connection writes that wait for a replica go over, shared by every clone.
@@ -113,36 +108,19 @@ impl std::fmt::Debug for RedisStore {
         f.debug_struct("RedisStore")
             .field("keys", &self.keys)
             .field("default_timeout", &self.default_timeout)
-            .field("command_timeout", &self.command_timeout)
-            .field("links", &self.links)
+            .field("command_timeout", &self.transport.command_timeout)
+            .field("links", &self.transport.links)
             .field("near", &self.near)
             .finish()
     }
 }
 
 /// How a store reaches Redis.
-#[derive(Clone)]
-pub(super) enum Links {
-    /// One server, straight or found through Sentinel: a bb8 pool of multiplexed connections.
-    Server(ServerLinks),
-    /// A Redis Cluster: redis-rs's cluster client, which keeps one multiplexed connection per
-    /// node and routes each command to the node that serves its key's slot.
-    Cluster(Arc<super::cluster::ClusterLinks>),
-}
-
-impl std::fmt::Debug for Links {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Server(links) => f.debug_tuple("Server").field(&links.pool.state()).finish(),
-            Self::Cluster(links) => f.debug_tuple("Cluster").field(links).finish(),
-        }
-    }
-}
 
 impl RedisStore {
     /// The cluster's links, on a cluster store.
     pub(super) fn cluster_links(&self) -> Option<&super::cluster::ClusterLinks> {
-        match &self.links {
+        match &self.transport.links {
             Links::Cluster(links) => Some(links),
             Links::Server(_) => None,
         }

@@ -23,8 +23,7 @@ impl RedisStore {
             Some(slot) => SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master)),
             None => SingleNodeRoutingInfo::Random,
         };
-        let nodes: String = self
-            .run_master("CLUSTER NODES", Retry::OnDroppedConnection, move |conn| {
+        let nodes: String = self.transport.send("CLUSTER NODES", Retry::OnDroppedConnection, move |conn| {
                 let node = node.clone();
                 async move {
                     let reply = cluster_conn(conn)?
@@ -300,7 +299,7 @@ impl RedisStore {
                 .await
                 .map_err(|err| classify("generation bump", err))
         };
-        let (generation, acknowledged) = tokio::time::timeout(self.command_timeout, bump)
+        let (generation, acknowledged) = tokio::time::timeout(self.transport.command_timeout, bump)
             .await
             .map_err(|_| timed_out("generation bump"))??;
         Ok((generation, acknowledged, replicas))

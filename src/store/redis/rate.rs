@@ -26,8 +26,7 @@ impl RedisStore {
                 // blocks while a replica is slow: a hit the flag already refuses is answered
                 // from the pool first, so refusals never queue behind another hit's wait.
                 if self.may_wait_for_replica(policy) {
-                    let held_ms: i64 = self
-                        .run_master(
+                    let held_ms: i64 = self.transport.send(
                             "cooldown flag",
                             Retry::OnDroppedConnection,
                             move |mut conn| async move {

@@ -9,7 +9,8 @@ use redis::aio::MultiplexedConnection;
 use crate::store::StoreError;
 
 use super::classify::{Retry, classify, timed_out};
-use super::handle::{Links, RedisStore};
+use super::handle::RedisStore;
+use super::transport::Links;
 use super::near::{Near, NearCacheUsage};
 
 /// Drops near-cache entries when a write returns, however it returns: see
@@ -85,7 +86,7 @@ impl RedisStore {
             Track::Always => tracked_read(conn).await,
             Track::IfFound => {
                 // both round trips within one command timeout, as any other read
-                let deadline = tokio::time::Instant::now() + self.command_timeout;
+                let deadline = tokio::time::Instant::now() + self.transport.command_timeout;
                 match redis::cmd("EXISTS")
                     .arg(key)
                     .query_async::<bool>(&mut conn)
@@ -103,8 +104,8 @@ impl RedisStore {
             Ok((value, pttl)) => {
                 let value = value.map(Bytes::from);
                 fill.finish(value.as_ref().map(|value| (value, pttl)));
-                if self.outage.failing.load(Ordering::Relaxed) {
-                    self.outage.recovered();
+                if self.transport.outage.failing.load(Ordering::Relaxed) {
+                    self.transport.outage.recovered();
                 }
                 Some(Ok(value))
             }
@@ -114,10 +115,10 @@ impl RedisStore {
                     // Redis stopped answering: the store's own stall handling takes over
                     // rather than a second wait on the pool
                     let err = classify("GET", err);
-                    if let Links::Server(links) = &self.links {
-                        self.stalled(links);
+                    if let Links::Server(links) = &self.transport.links {
+                        self.transport.stalled(links);
                     }
-                    self.outage.failed();
+                    self.transport.outage.failed();
                     return Some(Err(err));
                 }
                 // only the tracking connection failed, or it did with the others, or Redis

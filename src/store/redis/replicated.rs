@@ -13,7 +13,8 @@ use super::classify::{
     Retry, breaks_connection, classify, connected_replicas, is_demoted, refusal_inside,
     unexpected_reply,
 };
-use super::handle::{Links, RedisStore};
+use super::handle::RedisStore;
+use super::transport::Links;
 use super::lua::Conn;
 use super::pool::ServerLinks;
 
@@ -79,6 +80,37 @@ pub(super) fn not_replicated(name: &'static str) -> StoreError {
 
 /// Writes that wait for a replica: see [`Durability`].
 impl RedisStore {
+    /// Sends `command` over the [transport](Transport::send), and on a handle made durable
+    /// waits for a replica.
+    ///
+    /// One deadline, the command timeout, bounds the whole call from checkout to reply,
+    /// retry included. On the usual path (a leased connection) that bound is the connection's
+    /// own response timeout, with no timer of its own: a second timer per call cost about a
+    /// tenth of the throughput (see `benches/store_ratio.rs`). Only a call that has to go to
+    /// the pool (a new lease, a retry) arms a timer for what is left of the deadline.
+    ///
+    /// On a handle made [durable](Self::with_durability), the call goes over the store's
+    /// lane and waits for a replica (see [`run_replicated`](Self::run_replicated)).
+    pub(super) async fn run<T, F, Fut>(
+        &self,
+        name: &'static str,
+        retry: Retry,
+        command: F,
+    ) -> Result<T, StoreError>
+    where
+        F: Fn(Conn) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        if self.durability.waits() {
+            // boxed: rare, and every store call's future would otherwise carry it inline
+            let replicated =
+                Box::pin(self.run_replicated(name, retry, self.durability, command, |_| true))
+                    .await?;
+            return replicated.value_if_acknowledged(name);
+        }
+        self.transport.send(name, retry, command).await
+    }
+
     /// How many replicas a write under `durability` waits for: `None` when the master's
     /// acknowledgement is enough (asked for, or no replica to wait for).
     ///
@@ -95,10 +127,9 @@ impl RedisStore {
         let replicas = match self.lane.known_replicas() {
             Some(replicas) => replicas,
             None => {
-                let replicas = match &self.links {
+                let replicas = match &self.transport.links {
                     Links::Server(_) => {
-                        let info: String = self
-                            .run_master(
+                        let info: String = self.transport.send(
                                 "INFO replication",
                                 Retry::OnDroppedConnection,
                                 |mut conn| async move {
@@ -145,14 +176,14 @@ impl RedisStore {
         F: Fn(Conn) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
-        let deadline = tokio::time::Instant::now() + self.command_timeout;
+        let deadline = tokio::time::Instant::now() + self.transport.command_timeout;
         // the write's slot on a cluster: its master alone is asked, for the count and the wait
-        let slot = match &self.links {
+        let slot = match &self.transport.links {
             Links::Cluster(_) => super::cluster::dry_run_slot(&command).await,
             Links::Server(_) => None,
         };
         let Some(replicas) = self.replicas_to_wait_for(durability, slot).await? else {
-            let value = self.run_master(name, retry, command).await?;
+            let value = self.transport.send(name, retry, command).await?;
             return Ok(Replicated::done(value));
         };
         let timeout = || {
@@ -161,7 +192,7 @@ impl RedisStore {
                 format!("Redis {name} took longer than the command timeout"),
             )
         };
-        let result = match &self.links {
+        let result = match &self.transport.links {
             Links::Server(links) => {
                 if links.stall.stalled.load(Ordering::Relaxed) {
                     return Err(timeout());
@@ -197,7 +228,7 @@ impl RedisStore {
             .unwrap_or(u64::MAX)
             .max(1);
         let wait = async {
-            match (lane, &self.links) {
+            match (lane, &self.transport.links) {
                 (LaneConn::Server(mut conn), _) => {
                     redis::cmd("WAIT")
                         .arg(replicas)
@@ -220,7 +251,7 @@ impl RedisStore {
                 // a server lane is one connection, blocked while its WAIT lasts; a cluster
                 // lane holds one per node and reconnects by itself, and opening another would
                 // wait on a stalled node again
-                if matches!(self.links, Links::Server(_)) {
+                if matches!(self.transport.links, Links::Server(_)) {
                     self.lane.reset();
                 }
                 Acknowledged::NoAnswer
@@ -275,7 +306,7 @@ impl RedisStore {
             // boxed, so that a hit that needs no replica carries none of it in its future
             return Box::pin(self.run_replicated(name, retry, durability, command, wrote)).await;
         }
-        let value = self.run_master(name, retry, command).await?;
+        let value = self.transport.send(name, retry, command).await?;
         Ok(Replicated::done(value))
     }
 

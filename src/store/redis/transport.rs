@@ -10,11 +10,38 @@ use redis::RedisError;
 use crate::store::{StoreError, StoreErrorKind};
 
 use super::classify::{Retry, breaks_connection, classify, is_demoted, refusal_inside};
-use super::handle::{Links, RedisStore};
+use super::cluster::ClusterLinks;
+use super::outage::Outage;
 use super::lua::Conn;
 use super::pool::{Handle, LEASE, Lease, ServerLinks};
 
-impl RedisStore {
+/// Where the store's commands go: one server (through a pool) or a cluster.
+#[derive(Clone)]
+pub(super) enum Links {
+    Server(ServerLinks),
+    Cluster(Arc<ClusterLinks>),
+}
+
+impl std::fmt::Debug for Links {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Server(links) => f.debug_tuple("Server").field(&links.pool.state()).finish(),
+            Self::Cluster(links) => f.debug_tuple("Cluster").field(links).finish(),
+        }
+    }
+}
+
+/// The one way a command reaches Redis: within the deadline, retried only where the command's
+/// [`Retry`] allows, its failure classified and counted, on one server or a cluster.
+#[derive(Clone)]
+pub(super) struct Transport {
+    pub(super) links: Links,
+    pub(super) outage: Arc<Outage>,
+    pub(super) connect_timeout: Duration,
+    pub(super) command_timeout: Duration,
+}
+
+impl Transport {
     /// A new lease: a multiplexed handle from bb8 (within `deadline`), which later calls share
     /// while it is fresh and unbroken (see [`leased`](Self::leased)).
     pub(super) async fn lease_from_pool(
@@ -109,39 +136,19 @@ impl RedisStore {
         }
     }
 
-    /// Runs `command` on a pooled connection, flags the connection when it broke or went
-    /// silent, and retries once on a new one where `retry` allows.
+    /// Sends `command` within the command timeout: on one server over the lease (or a
+    /// pooled connection), flagging a connection that broke or went silent and retrying once
+    /// on a new one where `retry` allows; on a cluster to the node of its slot, following
+    /// redirects. Every failure is classified and counted, and an outage of the whole store
+    /// logged. The master's acknowledgement is the answer: waiting for a replica is the
+    /// store's business (see `RedisStore::run`).
     ///
     /// One deadline, the command timeout, bounds the whole call from checkout to reply,
     /// retry included. On the usual path (a leased connection) that bound is the connection's
     /// own response timeout, with no timer of its own: a second timer per call cost about a
     /// tenth of the throughput (see `benches/store_ratio.rs`). Only a call that has to go to
     /// the pool (a new lease, a retry) arms a timer for what is left of the deadline.
-    ///
-    /// On a handle made [durable](Self::with_durability), the call goes over the store's
-    /// lane and waits for a replica (see [`run_replicated`](Self::run_replicated)).
-    pub(super) async fn run<T, F, Fut>(
-        &self,
-        name: &'static str,
-        retry: Retry,
-        command: F,
-    ) -> Result<T, StoreError>
-    where
-        F: Fn(Conn) -> Fut,
-        Fut: Future<Output = Result<T, RedisError>>,
-    {
-        if self.durability.waits() {
-            // boxed: rare, and every store call's future would otherwise carry it inline
-            let replicated =
-                Box::pin(self.run_replicated(name, retry, self.durability, command, |_| true))
-                    .await?;
-            return replicated.value_if_acknowledged(name);
-        }
-        self.run_master(name, retry, command).await
-    }
-
-    /// [`run`](Self::run) for a write the master's acknowledgement is enough for.
-    pub(super) async fn run_master<T, F, Fut>(
+    pub(super) async fn send<T, F, Fut>(
         &self,
         name: &'static str,
         retry: Retry,
@@ -162,7 +169,7 @@ impl RedisStore {
                         ),
                     ))
                 } else {
-                    self.run_on_server(links, name, retry, command).await
+                    self.send_to_server(links, name, retry, command).await
                 }
             }
             Links::Cluster(links) => links.run(name, retry, self.command_timeout, command).await,
@@ -219,17 +226,17 @@ impl RedisStore {
             links.stall.probing.store(false, Ordering::Relaxed);
             return;
         };
-        let store = self.clone();
+        let transport = self.clone();
         runtime.spawn(async move {
-            let Links::Server(links) = &store.links else {
+            let Links::Server(links) = &transport.links else {
                 return;
             };
             // ends when the server answers, when the trouble becomes another (a refused
             // connection has its own fail-fast), or when this task holds the last handle
             loop {
                 let ping =
-                    store
-                        .run_on_server(
+                    transport
+                        .send_to_server(
                             links,
                             "PING",
                             Retry::OnDroppedConnection,
@@ -250,8 +257,8 @@ impl RedisStore {
         });
     }
 
-    /// [`run`](Self::run) on one server.
-    pub(super) async fn run_on_server<T, F, Fut>(
+    /// [`send`](Self::send) on one server.
+    pub(super) async fn send_to_server<T, F, Fut>(
         &self,
         links: &ServerLinks,
         name: &'static str,
