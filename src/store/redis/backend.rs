@@ -12,9 +12,9 @@ use crate::store::{
 
 use super::classify::{Retry, classify, connected_replicas};
 use super::handle::RedisStore;
-use super::transport::Links;
 use super::reads::Track;
 use super::scripts::{CACHE_PUT, LOCK_AND_READ, RELEASE, RENEW_LOCK, UNLOCK};
+use super::transport::Links;
 
 impl Backend for RedisStore {
     fn get_now(&self, key: &str) -> Option<Result<Option<Bytes>, StoreError>> {
@@ -46,27 +46,19 @@ impl Backend for RedisStore {
     ) -> Result<Option<Bytes>, StoreError> {
         let _written = self.written(key);
         let value: Option<Vec<u8>> = if ttl.is_zero() {
-            self.run("GETDEL", Retry::Never, move |mut conn| async move {
-                redis::cmd("GETDEL").arg(key).query_async(&mut conn).await
-            })
-            .await?
+            self.call("GETDEL", Retry::Never, redis::cmd("GETDEL").arg(key))
+                .await?
         } else {
             // past the longest expiry: none, as `set` takes it
             let ms = (ttl <= crate::store::MAX_EXPIRY).then(|| ttl_ms_ceil(ttl));
-            self.run(
-                "GETEX",
-                Retry::OnDroppedConnection,
-                move |mut conn| async move {
-                    let mut getex = redis::cmd("GETEX");
-                    getex.arg(key);
-                    match ms {
-                        Some(ms) => getex.arg("PX").arg(ms),
-                        None => getex.arg("PERSIST"),
-                    };
-                    getex.query_async(&mut conn).await
-                },
-            )
-            .await?
+            let mut getex = redis::cmd("GETEX");
+            getex.arg(key);
+            match ms {
+                Some(ms) => getex.arg("PX").arg(ms),
+                None => getex.arg("PERSIST"),
+            };
+            self.call("GETEX", Retry::OnDroppedConnection, getex)
+                .await?
         };
         Ok(value.map(Bytes::from))
     }
@@ -99,13 +91,8 @@ impl Backend for RedisStore {
         if let Some((key, owner)) = &lock {
             invocation.key(key).arg(*owner);
         }
-        let invocation = &invocation;
-        self.run(
-            "cache put script",
-            Retry::OnDroppedConnection,
-            move |mut conn| async move { invocation.invoke::<()>(&mut conn).await },
-        )
-        .await
+        self.call("cache put script", Retry::OnDroppedConnection, invocation)
+            .await
     }
 
     /// Takes a cache entry's stampede lock and reads its Vary list and entry in one script.
@@ -123,16 +110,11 @@ impl Backend for RedisStore {
             .key(&memo)
             .arg(lock.owner)
             .arg(crate::store::ttl_ms_ceil(lock.ttl).max(1));
-        let invocation = &invocation;
         // not retried: a lost reply to a lock that was taken would read as "held by another"
         // nil when another owner holds the lock, else the Vary list, the entry and whether
         // the entry's hit-for-miss memo stood in the way
         type Read = Option<(Option<Vec<u8>>, Option<Vec<u8>>, i64)>;
-        let stored: Read = self
-            .run("lock script", Retry::Never, move |mut conn| async move {
-                invocation.invoke(&mut conn).await
-            })
-            .await?;
+        let stored: Read = self.call("lock script", Retry::Never, invocation).await?;
         Ok(stored.map(|(vary, entry, memo)| StoredNow {
             vary: vary.map(Bytes::from),
             entry: entry.map(Bytes::from),
@@ -145,9 +127,7 @@ impl Backend for RedisStore {
         let key = self.keys.make(key)?;
         let key = key.as_str();
         let released: i64 = self
-            .run("unlock script", Retry::Never, move |mut conn| async move {
-                UNLOCK.key(key).arg(owner).invoke(&mut conn).await
-            })
+            .call("unlock script", Retry::Never, UNLOCK.key(key).arg(owner))
             .await?;
         Ok(released == 1)
     }
@@ -158,17 +138,10 @@ impl Backend for RedisStore {
         let key = key.as_str();
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let renewed: i64 = self
-            .run(
+            .call(
                 "renew lock script",
                 Retry::OnDroppedConnection,
-                move |mut conn| async move {
-                    RENEW_LOCK
-                        .key(key)
-                        .arg(owner)
-                        .arg(ttl_ms)
-                        .invoke(&mut conn)
-                        .await
-                },
+                RENEW_LOCK.key(key).arg(owner).arg(ttl_ms),
             )
             .await?;
         Ok(renewed == 1)
@@ -197,15 +170,10 @@ impl Backend for RedisStore {
             Links::Server(links) => links,
         };
         let info: String = self
-            .run(
+            .call(
                 "INFO replication",
                 Retry::OnDroppedConnection,
-                move |mut conn| async move {
-                    redis::cmd("INFO")
-                        .arg("replication")
-                        .query_async(&mut conn)
-                        .await
-                },
+                redis::cmd("INFO").arg("replication"),
             )
             .await?;
         let replicas = connected_replicas(&info);
@@ -244,30 +212,24 @@ impl Backend for RedisStore {
         let mut deleted = 0;
         loop {
             let (next, keys): (u64, Vec<String>) = self
-                .run(
+                .call(
                     "SCAN",
                     Retry::OnDroppedConnection,
-                    move |mut conn| async move {
-                        redis::cmd("SCAN")
-                            .arg(cursor)
-                            .arg("MATCH")
-                            .arg(pattern)
-                            .arg("COUNT")
-                            .arg(1000)
-                            .query_async(&mut conn)
-                            .await
-                    },
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(1000),
                 )
                 .await?;
             if !keys.is_empty() {
                 let keys = &keys;
                 let removed: u64 = self
-                    .run(
+                    .call(
                         "UNLINK",
                         Retry::OnDroppedConnection,
-                        move |mut conn| async move {
-                            redis::cmd("UNLINK").arg(keys).query_async(&mut conn).await
-                        },
+                        redis::cmd("UNLINK").arg(keys),
                     )
                     .await?;
                 deleted += removed;
@@ -307,15 +269,11 @@ impl Backend for RedisStore {
         };
         let argument = argument.as_str();
         let released: i64 = self
-            .run("release script", Retry::Never, move |mut conn| async move {
-                RELEASE
-                    .key(key)
-                    .arg(kind)
-                    .arg(argument)
-                    .arg(window_ms)
-                    .invoke(&mut conn)
-                    .await
-            })
+            .call(
+                "release script",
+                Retry::Never,
+                RELEASE.key(key).arg(kind).arg(argument).arg(window_ms),
+            )
             .await?;
         Ok(released == 1)
     }

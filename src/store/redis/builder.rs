@@ -10,9 +10,9 @@ use crate::store::durable::Durability;
 use crate::store::{KeyScheme, Pem, Timeout};
 
 use super::handle::RedisStore;
-use super::transport::{Links, Transport};
 use super::near::{Near, NearCache, TrackingConnector};
 use super::pool::{Connector, Reachability, ServerLinks, TrackedManager};
+use super::transport::{Links, Transport};
 
 pub(super) const DEFAULT_MAX_CONNECTIONS: u32 = 16;
 pub(super) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);

@@ -6,8 +6,8 @@ use crate::store::{Expiry, KeyScheme, Store, StoreError, Ttl};
 
 use super::classify::{Retry, to_duration_ms, unexpected_reply};
 use super::handle::RedisStore;
-use super::transport::Links;
 use super::scripts::{BUMP_VERSION, INCREMENT, INDEX_ADD, INDEX_DELETE_ALL, INDEX_MEMBERS};
+use super::transport::Links;
 
 impl RedisStore {
     /// Sends `PING` and waits for the answer: a readiness check for health endpoints.
@@ -27,12 +27,8 @@ impl RedisStore {
     /// # Ok(()) }
     /// ```
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.run(
-            "PING",
-            Retry::OnDroppedConnection,
-            move |mut conn| async move { redis::cmd("PING").query_async::<()>(&mut conn).await },
-        )
-        .await
+        self.call::<()>("PING", Retry::OnDroppedConnection, redis::cmd("PING"))
+            .await
     }
 }
 impl Store for RedisStore {
@@ -54,32 +50,20 @@ impl Store for RedisStore {
         let value = &value[..];
         match self.expiry_ms(expiry) {
             None => {
-                self.run(
+                self.call::<()>(
                     "DEL",
                     Retry::OnDroppedConnection,
-                    move |mut conn| async move {
-                        redis::cmd("DEL")
-                            .arg(key)
-                            .query_async::<()>(&mut conn)
-                            .await
-                    },
+                    redis::cmd("DEL").arg(key),
                 )
                 .await
             }
             Some(ms) => {
-                self.run(
-                    "SET",
-                    Retry::OnDroppedConnection,
-                    move |mut conn| async move {
-                        let mut cmd = redis::cmd("SET");
-                        cmd.arg(key).arg(value);
-                        if let Some(ms) = ms {
-                            cmd.arg("PX").arg(ms);
-                        }
-                        cmd.query_async::<()>(&mut conn).await
-                    },
-                )
-                .await
+                let mut cmd = redis::cmd("SET");
+                cmd.arg(key).arg(value);
+                if let Some(ms) = ms {
+                    cmd.arg("PX").arg(ms);
+                }
+                self.call("SET", Retry::OnDroppedConnection, cmd).await
             }
         }
     }
@@ -112,13 +96,8 @@ impl Store for RedisStore {
                 }
             }
         }
-        let pipe = &pipe;
-        self.run(
-            "MULTI SET",
-            Retry::OnDroppedConnection,
-            move |mut conn| async move { pipe.query_async::<()>(&mut conn).await },
-        )
-        .await
+        self.call("MULTI SET", Retry::OnDroppedConnection, pipe)
+            .await
     }
 
     async fn set_if_absent(
@@ -136,16 +115,12 @@ impl Store for RedisStore {
         let _written = self.written(key);
         // Not retried: if the first SET NX landed but its reply was lost, a retry would answer
         // "taken" for the caller's own write.
-        let reply: Option<String> = self
-            .run("SET NX", Retry::Never, move |mut conn| async move {
-                let mut cmd = redis::cmd("SET");
-                cmd.arg(key).arg(value).arg("NX");
-                if let Some(ms) = ms {
-                    cmd.arg("PX").arg(ms);
-                }
-                cmd.query_async(&mut conn).await
-            })
-            .await?;
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value).arg("NX");
+        if let Some(ms) = ms {
+            cmd.arg("PX").arg(ms);
+        }
+        let reply: Option<String> = self.call("SET NX", Retry::Never, cmd).await?;
         Ok(reply.is_some())
     }
 
@@ -154,9 +129,11 @@ impl Store for RedisStore {
         let key = key.as_str();
         let _written = self.written(key);
         let removed: i64 = self
-            .run("DEL", Retry::OnDroppedConnection, move |mut conn| async move {
-                redis::cmd("DEL").arg(key).query_async(&mut conn).await
-            })
+            .call(
+                "DEL",
+                Retry::OnDroppedConnection,
+                redis::cmd("DEL").arg(key),
+            )
             .await?;
         Ok(removed > 0)
     }
@@ -166,9 +143,7 @@ impl Store for RedisStore {
         let key = key.as_str();
         let _written = self.written(key);
         let value: Option<Vec<u8>> = self
-            .run("GETDEL", Retry::Never, move |mut conn| async move {
-                redis::cmd("GETDEL").arg(key).query_async(&mut conn).await
-            })
+            .call("GETDEL", Retry::Never, redis::cmd("GETDEL").arg(key))
             .await?;
         Ok(value.map(Bytes::from))
     }
@@ -179,16 +154,10 @@ impl Store for RedisStore {
         if let Links::Cluster(_) = &self.transport.links {
             return self.cluster_index_add(index, member).await;
         }
-        self.run(
+        self.call::<()>(
             "index_add script",
             Retry::OnDroppedConnection,
-            move |mut conn| async move {
-                INDEX_ADD
-                    .key(index)
-                    .arg(member)
-                    .invoke::<()>(&mut conn)
-                    .await
-            },
+            INDEX_ADD.key(index).arg(member),
         )
         .await
     }
@@ -200,10 +169,10 @@ impl Store for RedisStore {
             return self.cluster_index_members(index).await;
         }
         let flat: Vec<String> = self
-            .run(
+            .call(
                 "index_members script",
                 Retry::OnDroppedConnection,
-                move |mut conn| async move { INDEX_MEMBERS.key(index).invoke(&mut conn).await },
+                INDEX_MEMBERS.key(index),
             )
             .await?;
         flat.chunks_exact(2)
@@ -225,16 +194,10 @@ impl Store for RedisStore {
         let (index, member) = (self.keys.make(index)?, self.keys.make(member)?);
         let (index, member) = (index.as_str(), member.as_str());
         let removed: i64 = self
-            .run(
+            .call(
                 "SREM",
                 Retry::OnDroppedConnection,
-                move |mut conn| async move {
-                    redis::cmd("SREM")
-                        .arg(index)
-                        .arg(member)
-                        .query_async(&mut conn)
-                        .await
-                },
+                redis::cmd("SREM").arg(index).arg(member),
             )
             .await?;
         Ok(removed > 0)
@@ -249,10 +212,10 @@ impl Store for RedisStore {
             return self.cluster_index_delete_all(index).await;
         }
         let deleted: i64 = self
-            .run(
+            .call(
                 "index_delete_all script",
                 Retry::OnDroppedConnection,
-                move |mut conn| async move { INDEX_DELETE_ALL.key(index).invoke(&mut conn).await },
+                INDEX_DELETE_ALL.key(index),
             )
             .await?;
         Ok(u64::try_from(deleted).unwrap_or(0))
@@ -262,10 +225,10 @@ impl Store for RedisStore {
         let key = self.keys.make(key)?;
         let key = key.as_str();
         let _written = self.written(key);
-        self.run(
+        self.call(
             "increment script",
             Retry::Never,
-            move |mut conn| async move { INCREMENT.key(key).arg(delta).invoke(&mut conn).await },
+            INCREMENT.key(key).arg(delta),
         )
         .await
     }
@@ -274,9 +237,11 @@ impl Store for RedisStore {
         let key = self.keys.make(key)?;
         let key = key.as_str();
         let ms: i64 = self
-            .run("PTTL", Retry::OnDroppedConnection, move |mut conn| async move {
-                redis::cmd("PTTL").arg(key).query_async(&mut conn).await
-            })
+            .call(
+                "PTTL",
+                Retry::OnDroppedConnection,
+                redis::cmd("PTTL").arg(key),
+            )
             .await?;
         Ok(match ms {
             -2 => Ttl::Missing,
@@ -296,12 +261,10 @@ impl Store for RedisStore {
             return Ok(self.cluster_move(from, to).await?.then_some(version));
         }
         let moved: i64 = self
-            .run(
+            .call(
                 "bump_version script",
                 Retry::Never,
-                move |mut conn| async move {
-                    BUMP_VERSION.key(from).key(to).invoke(&mut conn).await
-                },
+                BUMP_VERSION.key(from).key(to),
             )
             .await?;
         Ok((moved == 1).then_some(version))

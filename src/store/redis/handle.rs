@@ -115,8 +115,6 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-/// How a store reaches Redis.
-
 impl RedisStore {
     /// The cluster's links, on a cluster store.
     pub(super) fn cluster_links(&self) -> Option<&super::cluster::ClusterLinks> {

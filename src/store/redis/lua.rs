@@ -45,6 +45,15 @@ pub(super) struct LuaCall {
 }
 
 impl LuaCall {
+    /// This call, leaving one without keys or arguments in its place.
+    pub(super) fn take(&mut self) -> Self {
+        Self {
+            lua: self.lua,
+            keys: std::mem::take(&mut self.keys),
+            args: std::mem::take(&mut self.args),
+        }
+    }
+
     pub(super) fn key(&mut self, key: impl ToRedisArgs) -> &mut Self {
         key.write_redis_args(&mut self.keys);
         self

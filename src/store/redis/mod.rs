@@ -15,6 +15,7 @@ mod pool;
 mod rate;
 mod reads;
 mod replicated;
+mod request;
 mod scripts;
 mod sweep;
 mod transport;

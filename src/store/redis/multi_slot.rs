@@ -23,7 +23,9 @@ impl RedisStore {
             Some(slot) => SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master)),
             None => SingleNodeRoutingInfo::Random,
         };
-        let nodes: String = self.transport.send("CLUSTER NODES", Retry::OnDroppedConnection, move |conn| {
+        let nodes: String = self
+            .transport
+            .send("CLUSTER NODES", Retry::OnDroppedConnection, move |conn| {
                 let node = node.clone();
                 async move {
                     let reply = cluster_conn(conn)?
@@ -48,16 +50,10 @@ impl RedisStore {
         index: &str,
         member: &str,
     ) -> Result<(), StoreError> {
-        self.run(
+        self.call::<()>(
             "SADD",
             Retry::OnDroppedConnection,
-            move |mut conn| async move {
-                redis::cmd("SADD")
-                    .arg(index)
-                    .arg(member)
-                    .query_async::<()>(&mut conn)
-                    .await
-            },
+            redis::cmd("SADD").arg(index).arg(member),
         )
         .await?;
         let members = self.cluster_index_read(index).await?;
@@ -70,15 +66,10 @@ impl RedisStore {
         let mut gone = Vec::new();
         for member in &members {
             let exists: i64 = self
-                .run(
+                .call(
                     "EXISTS",
                     Retry::OnDroppedConnection,
-                    move |mut conn| async move {
-                        redis::cmd("EXISTS")
-                            .arg(member)
-                            .query_async(&mut conn)
-                            .await
-                    },
+                    redis::cmd("EXISTS").arg(member),
                 )
                 .await?;
             if exists == 0 {
@@ -98,12 +89,10 @@ impl RedisStore {
         let mut gone = Vec::new();
         for member in &members {
             let ms: i64 = self
-                .run(
+                .call(
                     "PTTL",
                     Retry::OnDroppedConnection,
-                    move |mut conn| async move {
-                        redis::cmd("PTTL").arg(member).query_async(&mut conn).await
-                    },
+                    redis::cmd("PTTL").arg(member),
                 )
                 .await?;
             match ms {
@@ -130,12 +119,10 @@ impl RedisStore {
         let mut deleted = 0;
         for member in &members {
             let removed: u64 = self
-                .run(
+                .call(
                     "DEL",
                     Retry::OnDroppedConnection,
-                    move |mut conn| async move {
-                        redis::cmd("DEL").arg(member).query_async(&mut conn).await
-                    },
+                    redis::cmd("DEL").arg(member),
                 )
                 .await?;
             deleted += removed;
@@ -146,15 +133,10 @@ impl RedisStore {
     }
 
     async fn cluster_index_read(&self, index: &str) -> Result<Vec<String>, StoreError> {
-        self.run(
+        self.call(
             "SMEMBERS",
             Retry::OnDroppedConnection,
-            move |mut conn| async move {
-                redis::cmd("SMEMBERS")
-                    .arg(index)
-                    .query_async(&mut conn)
-                    .await
-            },
+            redis::cmd("SMEMBERS").arg(index),
         )
         .await
     }
@@ -163,16 +145,10 @@ impl RedisStore {
         if gone.is_empty() {
             return Ok(());
         }
-        self.run(
+        self.call::<()>(
             "SREM",
             Retry::OnDroppedConnection,
-            move |mut conn| async move {
-                redis::cmd("SREM")
-                    .arg(index)
-                    .arg(gone)
-                    .query_async::<()>(&mut conn)
-                    .await
-            },
+            redis::cmd("SREM").arg(index).arg(gone),
         )
         .await
     }
@@ -180,18 +156,10 @@ impl RedisStore {
     /// [`Store::bump_version`](super::Store::bump_version) between two slots.
     pub(super) async fn cluster_move(&self, from: &str, to: &str) -> Result<bool, StoreError> {
         let (dump, ttl_ms): (Option<Vec<u8>>, i64) = self
-            .run(
+            .call(
                 "DUMP",
                 Retry::OnDroppedConnection,
-                move |mut conn| async move {
-                    redis::pipe()
-                        .cmd("DUMP")
-                        .arg(from)
-                        .cmd("PTTL")
-                        .arg(from)
-                        .query_async(&mut conn)
-                        .await
-                },
+                redis::pipe().cmd("DUMP").arg(from).cmd("PTTL").arg(from),
             )
             .await?;
         let Some(dump) = dump else {
@@ -200,26 +168,20 @@ impl RedisStore {
         // RESTORE's 0 keeps no expiry; an expiry that ran out meanwhile stays short
         let ttl_ms = u64::try_from(ttl_ms).map_or(0, |ms| ms.max(1));
         let dump = &dump[..];
-        self.run(
+        self.call::<()>(
             "RESTORE",
             Retry::OnDroppedConnection,
-            move |mut conn| async move {
-                redis::cmd("RESTORE")
-                    .arg(to)
-                    .arg(ttl_ms)
-                    .arg(dump)
-                    .arg("REPLACE")
-                    .query_async::<()>(&mut conn)
-                    .await
-            },
+            redis::cmd("RESTORE")
+                .arg(to)
+                .arg(ttl_ms)
+                .arg(dump)
+                .arg("REPLACE"),
         )
         .await?;
         // of concurrent moves, the one whose DEL removed the old key moved it; the others
         // restored the same value
         let removed: i64 = self
-            .run("DEL", Retry::Never, move |mut conn| async move {
-                redis::cmd("DEL").arg(from).query_async(&mut conn).await
-            })
+            .call("DEL", Retry::Never, redis::cmd("DEL").arg(from))
             .await?;
         Ok(removed == 1)
     }
@@ -254,13 +216,9 @@ impl RedisStore {
                 }
             }
         }
-        for (_, pipe) in &slots {
-            self.run(
-                "MULTI SET",
-                Retry::OnDroppedConnection,
-                move |mut conn| async move { pipe.query_async::<()>(&mut conn).await },
-            )
-            .await?;
+        for (_, pipe) in slots {
+            self.call::<()>("MULTI SET", Retry::OnDroppedConnection, pipe)
+                .await?;
         }
         Ok(())
     }

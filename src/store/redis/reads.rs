@@ -10,8 +10,8 @@ use crate::store::StoreError;
 
 use super::classify::{Retry, classify, timed_out};
 use super::handle::RedisStore;
-use super::transport::Links;
 use super::near::{Near, NearCacheUsage};
+use super::transport::Links;
 
 /// Drops near-cache entries when a write returns, however it returns: see
 /// [`RedisStore::written`].
@@ -44,9 +44,11 @@ impl RedisStore {
     /// `GET` over the pool, bypassing the near cache.
     pub(super) async fn get_untracked(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         let value: Option<Vec<u8>> = self
-            .run("GET", Retry::OnDroppedConnection, move |mut conn| async move {
-                redis::cmd("GET").arg(key).query_async(&mut conn).await
-            })
+            .call(
+                "GET",
+                Retry::OnDroppedConnection,
+                redis::cmd("GET").arg(key),
+            )
             .await?;
         Ok(value.map(Bytes::from))
     }

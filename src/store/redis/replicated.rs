@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use redis::RedisError;
+use redis::{FromRedisValue, RedisError};
 
 use crate::store::durable::{Durability, LaneConn};
 use crate::store::{Backend, RateDecision, RatePolicy, StoreError, StoreErrorKind};
@@ -14,9 +14,10 @@ use super::classify::{
     unexpected_reply,
 };
 use super::handle::RedisStore;
-use super::transport::Links;
 use super::lua::Conn;
 use super::pool::ServerLinks;
+use super::request::Request;
+use super::transport::Links;
 
 /// How long an unreplicated hit is tried to be given back while the master does not answer,
 /// at most (a hit that resets sooner is not worth giving back past its reset).
@@ -111,6 +112,21 @@ impl RedisStore {
         self.transport.send(name, retry, command).await
     }
 
+    /// [`run`](Self::run) for a request built once and sent as it is on every attempt: the
+    /// form every command takes unless its routing is special.
+    pub(super) async fn call<T: FromRedisValue>(
+        &self,
+        name: &'static str,
+        retry: Retry,
+        request: impl Into<Request>,
+    ) -> Result<T, StoreError> {
+        let request = &request.into();
+        self.run(name, retry, move |mut conn| async move {
+            request.send(&mut conn).await
+        })
+        .await
+    }
+
     /// How many replicas a write under `durability` waits for: `None` when the master's
     /// acknowledgement is enough (asked for, or no replica to wait for).
     ///
@@ -129,15 +145,12 @@ impl RedisStore {
             None => {
                 let replicas = match &self.transport.links {
                     Links::Server(_) => {
-                        let info: String = self.transport.send(
+                        let info: String = self
+                            .transport
+                            .call(
                                 "INFO replication",
                                 Retry::OnDroppedConnection,
-                                |mut conn| async move {
-                                    redis::cmd("INFO")
-                                        .arg("replication")
-                                        .query_async(&mut conn)
-                                        .await
-                                },
+                                redis::cmd("INFO").arg("replication"),
                             )
                             .await?;
                         connected_replicas(&info)
@@ -289,18 +302,16 @@ impl RedisStore {
 
     /// A rate-limit step under `policy`'s durability; `wrote` tells from its reply whether
     /// the hit was allowed (a refused hit wrote nothing, and waits for nothing).
-    pub(super) async fn run_step<T, F, Fut>(
+    pub(super) async fn run_step<T: FromRedisValue>(
         &self,
         policy: &RatePolicy,
         name: &'static str,
         retry: Retry,
-        command: F,
+        request: impl Into<Request>,
         wrote: impl Fn(&T) -> bool,
-    ) -> Result<Replicated<T>, StoreError>
-    where
-        F: Fn(Conn) -> Fut,
-        Fut: Future<Output = Result<T, RedisError>>,
-    {
+    ) -> Result<Replicated<T>, StoreError> {
+        let request = &request.into();
+        let command = move |mut conn: Conn| async move { request.send(&mut conn).await };
         let durability = policy.durability();
         if self.may_wait_for_replica(policy) {
             // boxed, so that a hit that needs no replica carries none of it in its future

@@ -378,15 +378,10 @@ impl RedisStore {
         let mut unlinked = 0;
         for same_slot in slots.values().chain(&alone) {
             let removed: u64 = self
-                .run(
+                .call(
                     "UNLINK",
                     Retry::OnDroppedConnection,
-                    move |mut conn| async move {
-                        redis::cmd("UNLINK")
-                            .arg(same_slot)
-                            .query_async(&mut conn)
-                            .await
-                    },
+                    redis::cmd("UNLINK").arg(same_slot),
                 )
                 .await?;
             unlinked += removed;
