@@ -5,9 +5,195 @@ use redis::{ConnectionInfo, IntoConnectionInfo, RedisError};
 use crate::ConfigError;
 use crate::store::Pem;
 
-use super::builder::{RedisStoreBuilder, SentinelTopology, redact};
+use std::sync::{Arc, RwLock};
+
+use bb8_redis::RedisConnectionManager;
+
+use crate::store::durable::Durability;
+
+use super::builder::{MAX_CALL_TIMEOUT, RedisStoreBuilder, SentinelTopology, redact};
+use super::handle::RedisStore;
+use super::near::{EPOCH_KEY, Near, NearCache, TrackingConnector, keep_tracking, resp3_client};
+use super::pool::{Connector, Reachability, ServerLinks, TrackedManager};
+use super::transport::{Links, Transport};
 
 impl RedisStoreBuilder {
+    /// The store. Connections open on first use, so a service starts while Redis is down and
+    /// its layers apply their failure policy until Redis is back; [`RedisStore::ping`] checks
+    /// readiness. Must be called within a Tokio runtime (the pool spawns its reaper there).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidLocation`] for a location that does not parse (a `rediss://`
+    /// location needs TLS, which this build lacks), [`ConfigError::InvalidOption`] for a zero
+    /// pool size or timeout.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_redis_http::{ConfigError, store::RedisStore};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let err = RedisStore::builder("http://127.0.0.1").build().await.unwrap_err();
+    /// assert!(matches!(err, ConfigError::InvalidLocation { .. }));
+    /// # }
+    /// ```
+    pub async fn build(self) -> Result<RedisStore, ConfigError> {
+        self.check()?;
+        let transport = match &self.cluster {
+            Some(nodes) => Transport {
+                links: Links::Cluster(Arc::new(self.cluster_links(nodes)?)),
+                outage: Arc::default(),
+                connect_timeout: self.connect_timeout,
+                command_timeout: self.command_timeout,
+            },
+            None => Transport {
+                links: Links::Server(self.server_links().await?),
+                outage: Arc::default(),
+                connect_timeout: self.connect_timeout,
+                command_timeout: self.command_timeout,
+            },
+        };
+        let near = match self.cluster {
+            Some(_) => None,
+            None => self.start_near_cache()?,
+        };
+        Ok(RedisStore {
+            transport,
+            keys: self.keys,
+            default_timeout: self.default_timeout,
+            near,
+            lane: Arc::default(),
+            durability: Durability::Master,
+        })
+    }
+
+    /// The settings that no connection needs to refuse: a database number, a pool size, the
+    /// timeouts, and a near cache where one can work.
+    fn check(&self) -> Result<(), ConfigError> {
+        if let Some(database) = self.database
+            && !(0..=i64::from(i32::MAX)).contains(&database)
+        {
+            return Err(ConfigError::InvalidOption {
+                option: "database",
+                reason: format!("{database} is not a database number (0 or more)"),
+            });
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::InvalidOption {
+                option: "max_connections",
+                reason: "the pool needs at least one connection".to_owned(),
+            });
+        }
+        for (option, value) in [
+            ("connect_timeout", self.connect_timeout),
+            ("command_timeout", self.command_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::InvalidOption {
+                    option,
+                    reason: "must be longer than zero".to_owned(),
+                });
+            }
+            if value > MAX_CALL_TIMEOUT {
+                return Err(ConfigError::InvalidOption {
+                    option,
+                    reason: format!(
+                        "{value:?} is past the bound of {MAX_CALL_TIMEOUT:?}: a call that may wait \
+                         longer holds every request behind it"
+                    ),
+                });
+            }
+        }
+        if let Some(problem) = self.near.as_ref().and_then(NearCache::problem) {
+            return Err(ConfigError::InvalidOption {
+                option: "near_cache",
+                reason: problem.to_owned(),
+            });
+        }
+        if self.cluster.is_some() && self.near.is_some() {
+            return Err(ConfigError::InvalidOption {
+                option: "near_cache",
+                reason: "a near cache needs one server or Sentinel: on a cluster each node \
+                         would need its own tracking connection, which this store does not \
+                         keep"
+                    .to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// One server's pool, reached directly or through Sentinel.
+    async fn server_links(&self) -> Result<ServerLinks, ConfigError> {
+        let inner = match &self.sentinel {
+            None => {
+                let manager = RedisConnectionManager::new(self.direct_info()?).map_err(|err| {
+                    self.invalid_location("rejected by the Redis client", Some(err))
+                })?;
+                Connector::Direct(manager)
+            }
+            Some(sentinel) => {
+                Connector::Sentinel(tokio::sync::Mutex::new(self.sentinel_client(sentinel)?))
+            }
+        };
+        let database = match &self.sentinel {
+            None => self.direct_info()?.redis_settings().db(),
+            Some(_) => self.settings(redis::RedisConnectionInfo::default()).db(),
+        };
+        let reachability = Arc::new(Reachability::selecting(database));
+        let manager = TrackedManager {
+            inner,
+            command_timeout: self.command_timeout,
+            reachability: Arc::clone(&reachability),
+        };
+        let pool = bb8::Pool::builder()
+            .max_size(self.max_connections)
+            .test_on_check_out(false)
+            .connection_timeout(self.connect_timeout)
+            .build(manager)
+            .await
+            .map_err(|err| self.invalid_location("the pool could not start", Some(err)))?;
+        Ok(ServerLinks {
+            pool,
+            lease: Arc::new(RwLock::new(None)),
+            reachability,
+            stall: Arc::default(),
+        })
+    }
+
+    /// The near cache, with the task that keeps its tracking connection, when one is asked for.
+    fn start_near_cache(&self) -> Result<Option<Arc<Near>>, ConfigError> {
+        let Some(settings) = self.near else {
+            return Ok(None);
+        };
+        let connector = match &self.sentinel {
+            None => {
+                TrackingConnector::Direct(resp3_client(self.direct_info()?).map_err(|err| {
+                    self.invalid_location("rejected by the Redis client", Some(err))
+                })?)
+            }
+            Some(sentinel) => TrackingConnector::Sentinel(tokio::sync::Mutex::new(
+                self.sentinel_client(sentinel)?,
+            )),
+        };
+        // the key whose value tells the heartbeat the database is still the one read
+        let epoch_key = self
+            .keys
+            .make(EPOCH_KEY)
+            .map_err(|err| ConfigError::InvalidOption {
+                option: "key_prefix",
+                reason: err.to_string(),
+            })?;
+        let near = Arc::new(Near::new(settings, epoch_key));
+        tokio::spawn(keep_tracking(
+            Arc::downgrade(&near),
+            connector,
+            self.connect_timeout,
+            self.command_timeout,
+        ));
+        Ok(Some(near))
+    }
+
     pub(super) fn invalid_location(&self, reason: &str, source: Option<RedisError>) -> ConfigError {
         ConfigError::InvalidLocation {
             location: redact(&self.location),
