@@ -6,8 +6,8 @@
 - No source file over 800 lines before its tests.
 - No function over 100 lines.
 
-`python3 scripts/layout.py` prints every breach and exits 1 if there is one;
-`--report` prints them and exits 0 (for the notes of a redesign under way); `--edges` also
+`python3 scripts/layout.py` prints every breach and exits 1 if there is one (`.ci/run` runs
+it); `--report` prints them and exits 0; `--edges` also
 prints, for each circle, which of its files each member imports.
 """
 

@@ -1,3 +1,5 @@
+//! `StoreError`: what went wrong in a store call, by kind.
+
 use std::error::Error as StdError;
 use std::fmt;
 

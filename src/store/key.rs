@@ -1,3 +1,5 @@
+//! How a logical key becomes the key stored: Django's `prefix:version:key`, raw, or a function.
+
 use std::fmt;
 use std::sync::Arc;
 

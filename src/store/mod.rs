@@ -54,6 +54,12 @@
 //! timeout while it waits for a connection, and by the command timeout for the reply. What a layer does with the error is its
 //! [`FailurePolicy`](crate::FailurePolicy).
 
+// Read bottom-up: the leaves say what a backend is asked and answers (`error`, `key`,
+// `value`, `expiry`, `rate`, `durable`, `tls`); `backend` is the one internal interface every
+// backend implements once, and the `Store` trait below is written on it; `memory/` and
+// `redis/` are the two backends; `named` chooses between them at run time, and `config/`
+// turns Django's `CACHES` into stores.
+
 mod backend;
 mod config;
 mod durable;

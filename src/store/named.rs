@@ -1,3 +1,5 @@
+//! `AnyStore`, the run-time choice of backend, and `Stores`, named stores as Django's `CACHES`.
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;

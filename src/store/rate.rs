@@ -1,3 +1,5 @@
+//! The rate-limit policies (send flag, fixed window, GCRA) and the decisions both backends make from their state.
+
 use std::time::Duration;
 
 use super::Durability;

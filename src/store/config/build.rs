@@ -1,9 +1,9 @@
 //! Settings into stores: the location read, the options applied, the store built.
 
 use crate::ConfigError;
-use crate::store::{AnyStore, KeyScheme, MemoryStore, Pem, RedisStore, Stores};
+use crate::store::{AnyStore, KeyScheme, MemoryStore, Pem, RedisStore, RedisStoreBuilder, Stores};
 
-use super::django::{Backend, seconds};
+use super::django::{Backend, PoolArguments, seconds};
 use super::options::{PoolArgument, StoreConfig, StoresConfig};
 
 impl StoreConfig {
@@ -165,30 +165,7 @@ impl StoreConfig {
     /// ```
     pub async fn build(&self) -> Result<AnyStore, ConfigError> {
         let (keys, pool) = self.options.django_redis()?;
-        let keys = if keys.is_raw() {
-            if !self.key_prefix.is_empty() {
-                return Err(ConfigError::InvalidOption {
-                    option: "key_prefix",
-                    reason: "the raw key layout writes keys as given, without a prefix".to_owned(),
-                });
-            }
-            if self.version != 1 {
-                return Err(ConfigError::InvalidOption {
-                    option: "version",
-                    reason: "the raw key layout writes keys as given, without a version".to_owned(),
-                });
-            }
-            keys
-        } else {
-            KeyScheme::django(self.key_prefix.as_str(), self.version)
-        };
-        // a prefix that leaves no room for a key makes every call fail: refused now instead
-        if keys.make("k").is_err() {
-            return Err(ConfigError::InvalidOption {
-                option: "key_prefix",
-                reason: "leaves no room for a key within the key length bound".to_owned(),
-            });
-        }
+        let keys = self.key_layout(keys)?;
         if let Some(db) = self.options.db
             && !(0..=i64::from(i32::MAX)).contains(&db)
         {
@@ -217,66 +194,107 @@ impl StoreConfig {
                 }
                 Ok(AnyStore::Memory(builder.build()?))
             }
-            Backend::Redis => {
-                let options = &self.options;
-                let mut builder = if self.is_cluster() {
-                    if !options.sentinels.is_empty() {
-                        return Err(ConfigError::InvalidOption {
-                            option: "sentinels",
-                            reason: "a Redis Cluster fails over by itself; name either sentinels or a cluster".to_owned(),
-                        });
-                    }
-                    RedisStore::cluster(self.location.iter().map(|node| node.trim()))
-                } else if options.sentinels.is_empty() {
-                    RedisStore::builder(self.primary_location())
-                } else {
-                    self.sentinel_builder()?
-                }
-                .key_scheme(keys)
-                .default_timeout(self.timeout);
-                if let Some(max) = options.max_connections.or(pool.max_connections) {
-                    builder = builder.max_connections(max);
-                }
-                if let Some(secs) = pool.socket_connect_timeout {
-                    builder = builder.connect_timeout(seconds("socket_connect_timeout", secs)?);
-                }
-                if let Some(secs) = pool.socket_timeout {
-                    builder = builder.command_timeout(seconds("socket_timeout", secs)?);
-                }
-                if let Some(ca) = &pool.ssl_ca_certs {
-                    builder = builder.tls_root_certificate(Pem::file(ca));
-                }
-                match (&pool.ssl_certfile, &pool.ssl_keyfile) {
-                    (Some(certificate), Some(key)) => {
-                        builder =
-                            builder.tls_client_certificate(Pem::file(certificate), Pem::file(key));
-                    }
-                    (None, None) => {}
-                    _ => {
-                        return Err(ConfigError::InvalidOption {
-                            option: "connection_pool_kwargs",
-                            reason: "`ssl_certfile` and `ssl_keyfile` go together".to_owned(),
-                        });
-                    }
-                }
-                if let Some(password) = &options.password {
-                    builder = builder.password(password.as_str());
-                }
-                if let Some(username) = &options.username {
-                    builder = builder.username(username.as_str());
-                }
-                if let Some(db) = options.db {
-                    builder = builder.database(db);
-                }
-                if let Some(secs) = options.socket_connect_timeout {
-                    builder = builder.connect_timeout(seconds("socket_connect_timeout", secs)?);
-                }
-                if let Some(secs) = options.socket_timeout {
-                    builder = builder.command_timeout(seconds("socket_timeout", secs)?);
-                }
-                Ok(AnyStore::Redis(builder.build().await?))
+            Backend::Redis => Ok(AnyStore::Redis(
+                self.redis_builder(keys, &pool)?.build().await?,
+            )),
+        }
+    }
+
+    /// The key scheme of the settings: the layout the options name, with `KEY_PREFIX` and
+    /// `VERSION`, refused when it leaves no room for a key.
+    fn key_layout(&self, keys: KeyScheme) -> Result<KeyScheme, ConfigError> {
+        let keys = if keys.is_raw() {
+            if !self.key_prefix.is_empty() {
+                return Err(ConfigError::InvalidOption {
+                    option: "key_prefix",
+                    reason: "the raw key layout writes keys as given, without a prefix".to_owned(),
+                });
+            }
+            if self.version != 1 {
+                return Err(ConfigError::InvalidOption {
+                    option: "version",
+                    reason: "the raw key layout writes keys as given, without a version".to_owned(),
+                });
+            }
+            keys
+        } else {
+            KeyScheme::django(self.key_prefix.as_str(), self.version)
+        };
+        // a prefix that leaves no room for a key makes every call fail: refused now instead
+        if keys.make("k").is_err() {
+            return Err(ConfigError::InvalidOption {
+                option: "key_prefix",
+                reason: "leaves no room for a key within the key length bound".to_owned(),
+            });
+        }
+        Ok(keys)
+    }
+
+    /// A Redis store's builder: one server, Sentinel or a cluster, with the pool arguments
+    /// and options applied.
+    fn redis_builder(
+        &self,
+        keys: KeyScheme,
+        pool: &PoolArguments,
+    ) -> Result<RedisStoreBuilder, ConfigError> {
+        let options = &self.options;
+        let mut builder = if self.is_cluster() {
+            if !options.sentinels.is_empty() {
+                return Err(ConfigError::InvalidOption {
+                    option: "sentinels",
+                    reason:
+                        "a Redis Cluster fails over by itself; name either sentinels or a cluster"
+                            .to_owned(),
+                });
+            }
+            RedisStore::cluster(self.location.iter().map(|node| node.trim()))
+        } else if options.sentinels.is_empty() {
+            RedisStore::builder(self.primary_location())
+        } else {
+            self.sentinel_builder()?
+        }
+        .key_scheme(keys)
+        .default_timeout(self.timeout);
+        if let Some(max) = options.max_connections.or(pool.max_connections) {
+            builder = builder.max_connections(max);
+        }
+        if let Some(secs) = pool.socket_connect_timeout {
+            builder = builder.connect_timeout(seconds("socket_connect_timeout", secs)?);
+        }
+        if let Some(secs) = pool.socket_timeout {
+            builder = builder.command_timeout(seconds("socket_timeout", secs)?);
+        }
+        if let Some(ca) = &pool.ssl_ca_certs {
+            builder = builder.tls_root_certificate(Pem::file(ca));
+        }
+        match (&pool.ssl_certfile, &pool.ssl_keyfile) {
+            (Some(certificate), Some(key)) => {
+                builder = builder.tls_client_certificate(Pem::file(certificate), Pem::file(key));
+            }
+            (None, None) => {}
+            _ => {
+                return Err(ConfigError::InvalidOption {
+                    option: "connection_pool_kwargs",
+                    reason: "`ssl_certfile` and `ssl_keyfile` go together".to_owned(),
+                });
             }
         }
+        if let Some(password) = &options.password {
+            builder = builder.password(password.as_str());
+        }
+        if let Some(username) = &options.username {
+            builder = builder.username(username.as_str());
+        }
+        if let Some(db) = options.db {
+            builder = builder.database(db);
+        }
+        if let Some(secs) = options.socket_connect_timeout {
+            builder = builder.connect_timeout(seconds("socket_connect_timeout", secs)?);
+        }
+        if let Some(secs) = options.socket_timeout {
+            builder = builder.command_timeout(seconds("socket_timeout", secs)?);
+        }
+        Ok(builder)
     }
 }
 

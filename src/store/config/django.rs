@@ -166,6 +166,13 @@ impl StoreOptions {
     /// Checks the django-redis options a shared settings file carries: what this crate does
     /// passes, what it cannot do is refused with the reason.
     pub(super) fn django_redis(&self) -> Result<(KeyScheme, PoolArguments), ConfigError> {
+        self.check_classes()?;
+        self.check_value_format()?;
+        Ok((self.key_scheme()?, self.pool_arguments()?))
+    }
+
+    /// The client, pool and redis-py classes named, and the sentinel options.
+    fn check_classes(&self) -> Result<(), ConfigError> {
         let refuse = |option, reason: String| Err(ConfigError::InvalidOption { option, reason });
         if let Some(class) = &self.client_class {
             let name = class.rsplit('.').next().unwrap_or(class);
@@ -238,6 +245,12 @@ impl StoreOptions {
                 format!("`{other}` is not a sentinel option this crate takes (password)"),
             );
         }
+        Ok(())
+    }
+
+    /// The serializer and compressor: values shared with Django must be plain JSON.
+    fn check_value_format(&self) -> Result<(), ConfigError> {
+        let refuse = |option, reason: String| Err(ConfigError::InvalidOption { option, reason });
         if let Some(serializer) = &self.serializer
             && !serializer.ends_with("JSONSerializer")
         {
@@ -258,6 +271,12 @@ impl StoreOptions {
                 ),
             );
         }
+        Ok(())
+    }
+
+    /// The key layout: Django's `prefix:version:key`, or the raw key.
+    fn key_scheme(&self) -> Result<KeyScheme, ConfigError> {
+        let refuse = |option, reason: String| Err(ConfigError::InvalidOption { option, reason });
         let keys = match self.key_layout.as_deref() {
             None | Some("django") => KeyScheme::default(),
             Some("raw") => KeyScheme::raw(),
@@ -268,6 +287,13 @@ impl StoreOptions {
                 );
             }
         };
+        Ok(keys)
+    }
+
+    /// The pool arguments of `CONNECTION_POOL_KWARGS` this crate applies; the others it
+    /// refuses, naming the ones it takes.
+    fn pool_arguments(&self) -> Result<PoolArguments, ConfigError> {
+        let refuse = |option, reason: String| Err(ConfigError::InvalidOption { option, reason });
         let mut pool = PoolArguments::default();
         for (name, value) in &self.connection_pool_kwargs {
             let bad = || {
@@ -329,6 +355,6 @@ impl StoreOptions {
                 }
             }
         }
-        Ok((keys, pool))
+        Ok(pool)
     }
 }

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::store::rate::PolicyKind;
 use crate::store::{
     Backend, CacheLock, CacheWrite, GenerationBump, RateDecision, RatePolicy, StoreError,
     StoreErrorKind, StoredNow, ttl_ms_ceil,
@@ -13,7 +12,7 @@ use crate::store::{
 use super::classify::{Retry, classify, connected_replicas};
 use super::handle::RedisStore;
 use super::reads::Track;
-use super::scripts::{CACHE_PUT, LOCK_AND_READ, RELEASE, RENEW_LOCK, UNLOCK};
+use super::scripts::{CACHE_PUT, LOCK_AND_READ, RENEW_LOCK, UNLOCK};
 use super::transport::Links;
 
 impl Backend for RedisStore {
@@ -248,34 +247,7 @@ impl Backend for RedisStore {
         policy: &RatePolicy,
         decision: &RateDecision,
     ) -> Result<bool, StoreError> {
-        if !decision.allowed {
-            return Ok(false);
-        }
-        let (kind, argument, window_ms) = match policy.kind() {
-            PolicyKind::Cooldown { .. } => match &decision.ticket {
-                Some(ticket) => ("cooldown", ticket.to_string(), 0),
-                None => return Ok(false),
-            },
-            // the window the hit was counted in, so a give-back never lands in a later one
-            PolicyKind::FixedWindow { window_ms, .. } => (
-                "window",
-                decision
-                    .window_end_ms
-                    .map(|end| end.to_string())
-                    .unwrap_or_default(),
-                window_ms,
-            ),
-            PolicyKind::Gcra { emission_us, .. } => ("gcra", emission_us.to_string(), 0),
-        };
-        let argument = argument.as_str();
-        let released: i64 = self
-            .call(
-                "release script",
-                Retry::Never,
-                RELEASE.key(key).arg(kind).arg(argument).arg(window_ms),
-            )
-            .await?;
-        Ok(released == 1)
+        self.give_back(key, policy, decision).await
     }
 
     /// [`Store::rate_limit`] on a full key.

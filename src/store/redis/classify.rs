@@ -117,3 +117,103 @@ pub(super) fn to_duration_ms(ms: i64) -> Duration {
 pub(super) fn timed_out() -> RedisError {
     RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
 }
+
+#[cfg(test)]
+mod tests {
+    use redis::RedisError;
+
+    use super::{breaks_connection, classify, is_demoted};
+    use crate::store::StoreErrorKind;
+
+    /// The error redis-rs makes of an error reply.
+    fn reply(text: &str) -> RedisError {
+        redis::parse_redis_value(format!("-{text}\r\n").as_bytes())
+            .expect("an error reply parses")
+            .extract_error()
+            .expect_err("an error reply is an error")
+    }
+
+    fn io(kind: std::io::ErrorKind) -> RedisError {
+        RedisError::from(std::io::Error::from(kind))
+    }
+
+    #[test]
+    fn sorts_each_failure_into_its_kind() {
+        use std::io::ErrorKind as Io;
+        // (error, kind, whether the connection is to be dropped, whether a demoted master)
+        let cases = [
+            (io(Io::TimedOut), StoreErrorKind::Timeout, true, false),
+            (
+                io(Io::ConnectionReset),
+                StoreErrorKind::Connection,
+                true,
+                false,
+            ),
+            (io(Io::BrokenPipe), StoreErrorKind::Connection, true, false),
+            (
+                io(Io::ConnectionRefused),
+                StoreErrorKind::Connection,
+                true,
+                false,
+            ),
+            (
+                reply("READONLY You can't write against a read only replica."),
+                StoreErrorKind::Connection,
+                false,
+                true,
+            ),
+            (
+                reply("ERR Error running script: @user_script:1: READONLY You can't write"),
+                StoreErrorKind::Connection,
+                false,
+                true,
+            ),
+            (
+                reply("OOM command not allowed when used memory > 'maxmemory'."),
+                StoreErrorKind::CapacityExceeded,
+                false,
+                false,
+            ),
+            (
+                reply("WRONGTYPE Operation against a key holding the wrong kind of value"),
+                StoreErrorKind::InvalidValue,
+                false,
+                false,
+            ),
+            (
+                reply("ERR value is not an integer or out of range"),
+                StoreErrorKind::InvalidValue,
+                false,
+                false,
+            ),
+            (
+                reply("ERR increment or decrement would overflow"),
+                StoreErrorKind::InvalidValue,
+                false,
+                false,
+            ),
+            (
+                reply("NOSCRIPT No matching script. Please use EVAL."),
+                StoreErrorKind::Server,
+                false,
+                false,
+            ),
+            (
+                reply("ERR unknown command 'FOO'"),
+                StoreErrorKind::Server,
+                false,
+                false,
+            ),
+        ];
+        for (err, kind, breaks, demoted) in cases {
+            let text = err.to_string();
+            assert_eq!(
+                breaks_connection(&err),
+                breaks,
+                "breaks the connection: {text}"
+            );
+            assert_eq!(is_demoted(&err), demoted, "a demoted master: {text}");
+            assert_eq!(classify("TEST", err).kind(), kind, "{text}");
+        }
+    }
+}

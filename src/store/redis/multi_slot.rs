@@ -4,43 +4,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use redis::RedisError;
-use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
+use redis::cluster_routing::Slot;
 
 use super::classify::{Retry, classify};
 use super::cluster::{ClusterLinks, cluster_conn, master_of, timed_out};
 use super::handle::RedisStore;
 use crate::store::{StoreError, Ttl};
 
-impl RedisStore {
-    /// The fewest healthy replicas any serving master has (`CLUSTER NODES`, asked of the
-    /// master of `slot` when given, else of any node: a node picked at random may be the one
-    /// that stalls).
-    pub(super) async fn cluster_fewest_replicas(
-        &self,
-        slot: Option<u16>,
-    ) -> Result<u64, StoreError> {
-        let node = match slot {
-            Some(slot) => SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master)),
-            None => SingleNodeRoutingInfo::Random,
-        };
-        let nodes: String = self
-            .transport
-            .send("CLUSTER NODES", Retry::OnDroppedConnection, move |conn| {
-                let node = node.clone();
-                async move {
-                    let reply = cluster_conn(conn)?
-                        .route_command(
-                            redis::cmd("CLUSTER").arg("NODES").clone(),
-                            RoutingInfo::SingleNode(node),
-                        )
-                        .await?;
-                    redis::from_redis_value(reply).map_err(RedisError::from)
-                }
-            })
-            .await?;
-        Ok(crate::store::durable::fewest_replicas(&nodes))
-    }
-}
+impl RedisStore {}
 
 impl RedisStore {
     /// [`Store::index_add`](super::Store::index_add) across slots: the member is added,

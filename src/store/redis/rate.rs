@@ -6,11 +6,13 @@ use std::time::Duration;
 use crate::store::rate::{
     PolicyKind, cooldown_decision, gcra_decision, new_ticket, window_decision,
 };
-use crate::store::{RateDecision, RatePolicy, StoreError};
+use crate::store::{RateDecision, RatePolicy, StoreError, StoreErrorKind};
 
 use super::classify::Retry;
+use super::classify::unexpected_reply;
 use super::handle::RedisStore;
-use super::scripts::{FIXED_WINDOW, GCRA};
+use super::replicated::{Acknowledged, GIVE_BACK_FOR, not_replicated, wait_unanswered};
+use super::scripts::{FIXED_WINDOW, GCRA, RELEASE};
 
 impl RedisStore {
     /// One rate-limit step under `policy`: a cooldown's flag, a window's count or GCRA's
@@ -174,5 +176,132 @@ impl RedisStore {
             ttl_us.unsigned_abs(),
         );
         self.kept(key, policy, decision, step.acknowledged).await
+    }
+}
+
+impl RedisStore {
+    /// `decision`, unless its hit was allowed and did not reach a replica in time. A policy
+    /// whose requests go on whatever the store says
+    /// ([`keeps_unreplicated_hits`](RatePolicy::keeps_unreplicated_hits)) keeps the hit on the
+    /// master and answers the decision: limiting as strict as [`Durability::Master`], never
+    /// less. Otherwise the hit is given back (a send flag a failover may lose is not one to
+    /// rely on, and the client may try again) and the call fails: as not replicated when the
+    /// master answered the wait, as a timeout when it did not, whose give-back goes on in the
+    /// background rather than cost the request a second timeout.
+    pub(super) async fn kept(
+        &self,
+        key: &str,
+        policy: &RatePolicy,
+        decision: RateDecision,
+        acknowledged: Acknowledged,
+    ) -> Result<RateDecision, StoreError> {
+        if acknowledged == Acknowledged::Yes {
+            return Ok(decision);
+        }
+        if policy.keeps_unreplicated_hits() {
+            crate::observe::store_error("rate-limit step", StoreErrorKind::NotReplicated.label());
+            return Ok(decision);
+        }
+        if acknowledged == Acknowledged::Short {
+            if let Err(err) = self.give_back(key, policy, &decision).await {
+                tracing::warn!(error = %err, "an unreplicated rate-limit hit could not be given back");
+            }
+            return Err(not_replicated("rate-limit step"));
+        }
+        self.give_back_later(key, policy, decision);
+        Err(wait_unanswered("rate-limit step"))
+    }
+
+    /// Gives `decision`'s hit back in the background, trying again while the master does not
+    /// answer (a stall outlasts one timeout), for as long as the hit itself would count.
+    pub(super) fn give_back_later(&self, key: &str, policy: &RatePolicy, decision: RateDecision) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (store, key, policy) = (self.clone(), key.to_owned(), *policy);
+        runtime.spawn(async move {
+            let gives_up = tokio::time::Instant::now() + decision.reset.min(GIVE_BACK_FOR);
+            loop {
+                match store.give_back(&key, &policy, &decision).await {
+                    Ok(_) => return,
+                    Err(err) if tokio::time::Instant::now() >= gives_up => {
+                        tracing::warn!(error = %err, "an unreplicated rate-limit hit could not be given back");
+                        return;
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                }
+            }
+        });
+    }
+
+    /// [`rate_limit_full`](Backend::rate_limit_full) for a hit that may wait for a replica:
+    /// run in a task of its own, so that a request dropped during the wait (its client gone,
+    /// an outer timeout) does not leave its hit counted for a request that never went on: the
+    /// task gives it back.
+    pub(super) async fn rate_limit_durably(
+        &self,
+        key: &str,
+        policy: &RatePolicy,
+    ) -> Result<RateDecision, StoreError> {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Box::pin(self.rate_limit_step(key, policy)).await;
+        };
+        let (store, owned_key, owned_policy) = (self.clone(), key.to_owned(), *policy);
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        runtime.spawn(async move {
+            let decided = store.rate_limit_step(&owned_key, &owned_policy).await;
+            if let Err(Ok(decision)) = answer.send(decided)
+                && decision.allowed
+            {
+                tracing::debug!(
+                    "a request went away while its hit waited for a replica; given back"
+                );
+                let _ = store.give_back(&owned_key, &owned_policy, &decision).await;
+            }
+        });
+        answered.await.unwrap_or_else(|_| {
+            Err(unexpected_reply(
+                "rate-limit step",
+                "no answer from its task",
+            ))
+        })
+    }
+
+    /// Gives `decision`'s hit back ([`Store::release`](crate::store::Store::release) on a
+    /// full key): the flag taken, the count or the time added, as the policy counted it.
+    pub(super) async fn give_back(
+        &self,
+        key: &str,
+        policy: &RatePolicy,
+        decision: &RateDecision,
+    ) -> Result<bool, StoreError> {
+        if !decision.allowed {
+            return Ok(false);
+        }
+        let (kind, argument, window_ms) = match policy.kind() {
+            PolicyKind::Cooldown { .. } => match &decision.ticket {
+                Some(ticket) => ("cooldown", ticket.to_string(), 0),
+                None => return Ok(false),
+            },
+            // the window the hit was counted in, so a give-back never lands in a later one
+            PolicyKind::FixedWindow { window_ms, .. } => (
+                "window",
+                decision
+                    .window_end_ms
+                    .map(|end| end.to_string())
+                    .unwrap_or_default(),
+                window_ms,
+            ),
+            PolicyKind::Gcra { emission_us, .. } => ("gcra", emission_us.to_string(), 0),
+        };
+        let argument = argument.as_str();
+        let released: i64 = self
+            .call(
+                "release script",
+                Retry::Never,
+                RELEASE.key(key).arg(kind).arg(argument).arg(window_ms),
+            )
+            .await?;
+        Ok(released == 1)
     }
 }

@@ -4,15 +4,18 @@ use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{FromRedisValue, RedisError};
 
 use crate::store::durable::{Durability, LaneConn};
-use crate::store::{Backend, RateDecision, RatePolicy, StoreError, StoreErrorKind};
+use crate::store::{RatePolicy, StoreError, StoreErrorKind};
 
 use super::classify::{
     Retry, breaks_connection, classify, connected_replicas, is_demoted, refusal_inside,
     unexpected_reply,
 };
+use super::cluster::ClusterLinks;
+use super::cluster::cluster_conn;
 use super::handle::RedisStore;
 use super::lua::Conn;
 use super::pool::ServerLinks;
@@ -199,36 +202,20 @@ impl RedisStore {
             let value = self.transport.send(name, retry, command).await?;
             return Ok(Replicated::done(value));
         };
-        let timeout = || {
-            StoreError::new(
-                StoreErrorKind::Timeout,
-                format!("Redis {name} took longer than the command timeout"),
-            )
-        };
         let result = match &self.transport.links {
             Links::Server(links) => {
                 if links.stall.stalled.load(Ordering::Relaxed) {
-                    return Err(timeout());
+                    return Err(StoreError::new(
+                        StoreErrorKind::Timeout,
+                        format!("Redis {name} took longer than the command timeout"),
+                    ));
                 }
                 self.run_on_lane_server(links, name, retry, deadline, &command)
                     .await
             }
             Links::Cluster(links) => {
-                let lane = self.lane.connection(|| async {
-                    Ok::<_, StoreError>(LaneConn::Cluster(links.dedicated().await?))
-                });
-                let lane = tokio::time::timeout_at(deadline, lane)
+                self.run_on_lane_cluster(links, name, retry, deadline, &command)
                     .await
-                    .map_err(|_| timeout())??;
-                let LaneConn::Cluster(conn) = lane else {
-                    return Err(unexpected_reply(
-                        name,
-                        "a cluster store holds a server lane",
-                    ));
-                };
-                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                let value = links.run_on(&conn, name, retry, left, &command).await;
-                value.map(|value| (value, LaneConn::Cluster(conn)))
             }
         };
         let (value, lane) = result.inspect_err(|_| self.lane.reset())?;
@@ -321,93 +308,40 @@ impl RedisStore {
         Ok(Replicated::done(value))
     }
 
-    /// `decision`, unless its hit was allowed and did not reach a replica in time. A policy
-    /// whose requests go on whatever the store says
-    /// ([`keeps_unreplicated_hits`](RatePolicy::keeps_unreplicated_hits)) keeps the hit on the
-    /// master and answers the decision: limiting as strict as [`Durability::Master`], never
-    /// less. Otherwise the hit is given back (a send flag a failover may lose is not one to
-    /// rely on, and the client may try again) and the call fails: as not replicated when the
-    /// master answered the wait, as a timeout when it did not, whose give-back goes on in the
-    /// background rather than cost the request a second timeout.
-    pub(super) async fn kept(
+    /// `command` on the lane to a cluster (a connection of its own, since `WAIT` blocks the
+    /// connection it is sent on), opened when there is none.
+    async fn run_on_lane_cluster<T, F, Fut>(
         &self,
-        key: &str,
-        policy: &RatePolicy,
-        decision: RateDecision,
-        acknowledged: Acknowledged,
-    ) -> Result<RateDecision, StoreError> {
-        if acknowledged == Acknowledged::Yes {
-            return Ok(decision);
-        }
-        if policy.keeps_unreplicated_hits() {
-            crate::observe::store_error("rate-limit step", StoreErrorKind::NotReplicated.label());
-            return Ok(decision);
-        }
-        if acknowledged == Acknowledged::Short {
-            if let Err(err) = self.release_full(key, policy, &decision).await {
-                tracing::warn!(error = %err, "an unreplicated rate-limit hit could not be given back");
-            }
-            return Err(not_replicated("rate-limit step"));
-        }
-        self.give_back_later(key, policy, decision);
-        Err(wait_unanswered("rate-limit step"))
-    }
-
-    /// Gives `decision`'s hit back in the background, trying again while the master does not
-    /// answer (a stall outlasts one timeout), for as long as the hit itself would count.
-    pub(super) fn give_back_later(&self, key: &str, policy: &RatePolicy, decision: RateDecision) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let (store, key, policy) = (self.clone(), key.to_owned(), *policy);
-        runtime.spawn(async move {
-            let gives_up = tokio::time::Instant::now() + decision.reset.min(GIVE_BACK_FOR);
-            loop {
-                match store.release_full(&key, &policy, &decision).await {
-                    Ok(_) => return,
-                    Err(err) if tokio::time::Instant::now() >= gives_up => {
-                        tracing::warn!(error = %err, "an unreplicated rate-limit hit could not be given back");
-                        return;
-                    }
-                    Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-                }
-            }
+        links: &ClusterLinks,
+        name: &'static str,
+        retry: Retry,
+        deadline: tokio::time::Instant,
+        command: &F,
+    ) -> Result<(T, LaneConn), StoreError>
+    where
+        F: Fn(Conn) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        let lane = self.lane.connection(|| async {
+            Ok::<_, StoreError>(LaneConn::Cluster(links.dedicated().await?))
         });
-    }
-
-    /// [`rate_limit_full`](Backend::rate_limit_full) for a hit that may wait for a replica:
-    /// run in a task of its own, so that a request dropped during the wait (its client gone,
-    /// an outer timeout) does not leave its hit counted for a request that never went on: the
-    /// task gives it back.
-    pub(super) async fn rate_limit_durably(
-        &self,
-        key: &str,
-        policy: &RatePolicy,
-    ) -> Result<RateDecision, StoreError> {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return Box::pin(self.rate_limit_step(key, policy)).await;
+        let lane = tokio::time::timeout_at(deadline, lane)
+            .await
+            .map_err(|_| {
+                StoreError::new(
+                    StoreErrorKind::Timeout,
+                    format!("Redis {name} took longer than the command timeout"),
+                )
+            })??;
+        let LaneConn::Cluster(conn) = lane else {
+            return Err(unexpected_reply(
+                name,
+                "a cluster store holds a server lane",
+            ));
         };
-        let (store, owned_key, owned_policy) = (self.clone(), key.to_owned(), *policy);
-        let (answer, answered) = tokio::sync::oneshot::channel();
-        runtime.spawn(async move {
-            let decided = store.rate_limit_step(&owned_key, &owned_policy).await;
-            if let Err(Ok(decision)) = answer.send(decided)
-                && decision.allowed
-            {
-                tracing::debug!(
-                    "a request went away while its hit waited for a replica; given back"
-                );
-                let _ = store
-                    .release_full(&owned_key, &owned_policy, &decision)
-                    .await;
-            }
-        });
-        answered.await.unwrap_or_else(|_| {
-            Err(unexpected_reply(
-                "rate-limit step",
-                "no answer from its task",
-            ))
-        })
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let value = links.run_on(&conn, name, retry, left, command).await;
+        value.map(|value| (value, LaneConn::Cluster(conn)))
     }
 
     /// `command` on the lane to one server, opened when there is none, and once more on a
@@ -473,5 +407,36 @@ impl RedisStore {
             }
             return Err(classify(name, err));
         }
+    }
+}
+
+impl RedisStore {
+    /// The fewest healthy replicas any serving master has (`CLUSTER NODES`, asked of the
+    /// master of `slot` when given, else of any node: a node picked at random may be the one
+    /// that stalls).
+    pub(super) async fn cluster_fewest_replicas(
+        &self,
+        slot: Option<u16>,
+    ) -> Result<u64, StoreError> {
+        let node = match slot {
+            Some(slot) => SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master)),
+            None => SingleNodeRoutingInfo::Random,
+        };
+        let nodes: String = self
+            .transport
+            .send("CLUSTER NODES", Retry::OnDroppedConnection, move |conn| {
+                let node = node.clone();
+                async move {
+                    let reply = cluster_conn(conn)?
+                        .route_command(
+                            redis::cmd("CLUSTER").arg("NODES").clone(),
+                            RoutingInfo::SingleNode(node),
+                        )
+                        .await?;
+                    redis::from_redis_value(reply).map_err(RedisError::from)
+                }
+            })
+            .await?;
+        Ok(crate::store::durable::fewest_replicas(&nodes))
     }
 }

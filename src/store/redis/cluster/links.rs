@@ -125,32 +125,8 @@ impl ClusterLinks {
         let mut unconnected: Option<Redirect> = None;
         loop {
             let target = redirect.take();
-            let conn = match &target {
-                Some(target) => {
-                    if let Some((kind, reason)) = self
-                        .nodes
-                        .recently_unreachable(&target.node(), self.connect_timeout)
-                    {
-                        return Err(target.unreachable(name, kind, &reason));
-                    }
-                    Conn::Redirected {
-                        conn: base.clone(),
-                        node: target.routing(),
-                        asking: target.asking,
-                    }
-                }
-                None => Conn::Cluster(base.clone()),
-            };
-            let attempt = command(conn);
-            // the first attempt is bounded by the client's overall response timeout; a second
-            // timer per call costs throughput, so only the sends after it arm one
-            let result = if first {
-                attempt.await
-            } else {
-                tokio::time::timeout_at(deadline, attempt)
-                    .await
-                    .map_err(|_| timed_out(name))?
-            };
+            let attempt = command(self.connection_to(base, target.as_ref(), name)?);
+            let result = bounded(attempt, first, deadline, name).await?;
             let was_first = std::mem::replace(&mut first, false);
             let err = match result {
                 Ok(value) => return Ok(value),
@@ -194,23 +170,7 @@ impl ClusterLinks {
             }
             if refused_unrun(&err) {
                 if Instant::now() + REROUTE_PAUSE >= deadline {
-                    // a slot without a master for longer than the command timeout: the
-                    // cluster is failing over, which is the connection's trouble, not the
-                    // command's
-                    let detail = match &unconnected {
-                        Some(node) => format!(
-                            "Redis Cluster did not take {name} within the command timeout: it sent it to {}, which answers but is not among the nodes the client connects to (a node that serves no slot yet)",
-                            node.node()
-                        ),
-                        None => {
-                            format!("Redis Cluster did not take {name} within the command timeout")
-                        }
-                    };
-                    return Err(StoreError::with_source(
-                        StoreErrorKind::Connection,
-                        detail,
-                        err,
-                    ));
+                    return Err(not_taken(name, unconnected.as_ref(), err));
                 }
                 tracing::debug!(command = name, error = %err, "Redis Cluster refused a command during a topology change; sending it again");
                 tokio::time::sleep(REROUTE_PAUSE).await;
@@ -223,6 +183,30 @@ impl ClusterLinks {
             }
             return Err(classify(name, err));
         }
+    }
+
+    /// The connection an attempt goes over: the cluster client, or the node a redirect named,
+    /// unless that node was found unreachable a moment ago.
+    fn connection_to(
+        &self,
+        base: &ClusterConnection,
+        target: Option<&Redirect>,
+        name: &'static str,
+    ) -> Result<Conn, StoreError> {
+        let Some(target) = target else {
+            return Ok(Conn::Cluster(base.clone()));
+        };
+        if let Some((kind, reason)) = self
+            .nodes
+            .recently_unreachable(&target.node(), self.connect_timeout)
+        {
+            return Err(target.unreachable(name, kind, &reason));
+        }
+        Ok(Conn::Redirected {
+            conn: base.clone(),
+            node: target.routing(),
+            asking: target.asking,
+        })
     }
 
     /// Whether the call's key is on a stalled node (see [`timed_out`](Self::timed_out)).
@@ -480,6 +464,37 @@ async fn load_map(mut conn: ClusterConnection, near: Option<u16>) -> Option<Slot
         .await
         .ok()?;
     SlotMap::from_reply(&reply)
+}
+
+/// An attempt within the call's deadline. The first is bounded by the client's overall
+/// response timeout; a second timer per call costs throughput, so only the sends after it
+/// arm one.
+async fn bounded<T>(
+    attempt: impl Future<Output = Result<T, RedisError>>,
+    first: bool,
+    deadline: Instant,
+    name: &'static str,
+) -> Result<Result<T, RedisError>, StoreError> {
+    if first {
+        return Ok(attempt.await);
+    }
+    tokio::time::timeout_at(deadline, attempt)
+        .await
+        .map_err(|_| timed_out(name))
+}
+
+/// A command the cluster kept refusing unrun past the command timeout: a slot without a
+/// master that long is a failover under way, the connection's trouble rather than the
+/// command's.
+fn not_taken(name: &'static str, unconnected: Option<&Redirect>, err: RedisError) -> StoreError {
+    let detail = match unconnected {
+        Some(node) => format!(
+            "Redis Cluster did not take {name} within the command timeout: it sent it to {}, which answers but is not among the nodes the client connects to (a node that serves no slot yet)",
+            node.node()
+        ),
+        None => format!("Redis Cluster did not take {name} within the command timeout"),
+    };
+    StoreError::with_source(StoreErrorKind::Connection, detail, err)
 }
 
 pub(in crate::store) fn timed_out(name: &'static str) -> StoreError {

@@ -1,5 +1,9 @@
-//! [`RedisStore`] on a Redis Cluster: the client, how a call survives a failover, and the
-//! operations that touch keys in more than one hash slot.
+//! [`RedisStore`](super::RedisStore) on a Redis Cluster: the client, and how a call survives a
+//! failover, a migration, an unreachable or a stalled node. The operations that touch keys in
+//! more than one hash slot are in `multi_slot` and `sweep`, over the transport.
+//!
+//! Read bottom-up: `nodes` (the slot map and stalled nodes), `redirect` (`MOVED`, `ASK`, and
+//! addresses that cannot be reached), `links` (a call sent, re-sent and bounded).
 //!
 //! # What holds on a cluster
 //!
