@@ -20,7 +20,7 @@ use super::policy::NotStored;
 use super::policy::RequestRules;
 use super::ranges::{self, Pieces};
 use super::recorder::Recorder;
-use super::{ResponseBody, invalidate, key, policy};
+use super::{ResponseBody, directives, invalidate, key, policy};
 use crate::principal::Credentialed;
 
 /// A cacheable request on its way through the layer.
@@ -487,7 +487,7 @@ impl Pending {
             tracing::debug!("response arrived older than it may be kept; not stored");
             return Err(NotStored::StaleOnArrival);
         }
-        let vary = policy::vary(&parts.headers).map_err(|()| NotStored::VaryUnreadable)?;
+        let vary = directives::vary(&parts.headers).map_err(|()| NotStored::VaryUnreadable)?;
         Ok((storage, vary))
     }
 
@@ -666,7 +666,7 @@ impl Pending {
         if initial_age >= storage.keep {
             return Err(NotStored::StaleOnArrival);
         }
-        let vary = policy::vary(&parts.headers).map_err(|()| NotStored::VaryUnreadable)?;
+        let vary = directives::vary(&parts.headers).map_err(|()| NotStored::VaryUnreadable)?;
         let variant = key::variant_hash(&vary, &self.request_headers).into_owned();
         let same_representation = |(entry, pieces): &(Box<Entry>, Pieces)| {
             pieces.complete_len == complete_len
@@ -798,7 +798,7 @@ fn mark_forwarded(config: &Config, headers: &mut HeaderMap, status: HeaderValue)
 
 /// Django's `patch_response_headers`: `max-age` no longer than `ttl`, `Expires` if absent.
 fn patch_response_headers(headers: &mut HeaderMap, ttl: std::time::Duration) {
-    let existing = policy::cache_control(headers).max_age;
+    let existing = directives::cache_control(headers).max_age;
     let max_age = existing.map_or(ttl.as_secs(), |m| m.min(ttl.as_secs()));
     let others: Vec<String> = headers
         .get_all(header::CACHE_CONTROL)

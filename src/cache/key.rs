@@ -396,7 +396,7 @@ fn selecting_value(name: &HeaderName, headers: &HeaderMap) -> Option<Vec<u8>> {
 fn normalised_list(lines: &[&str], weighted: bool) -> String {
     let mut members: Vec<(u16, String)> = lines
         .iter()
-        .flat_map(|line| super::policy::split_list(line))
+        .flat_map(|line| super::directives::split_list(line))
         .map(|member| {
             let mut weight = 1000;
             let mut parts = Vec::new();

@@ -8,8 +8,9 @@ use http::{Response, StatusCode};
 use tower_layer::Layer;
 
 use super::answer::Fwd;
+use super::directives::Targeting;
 use super::flight::{Flights, UnstorableUrls, WaitLimits};
-use super::policy::{HttpRules, Targeting};
+use super::policy::HttpRules;
 use super::recent::RecentPieces;
 use super::{QueryOrder, ResponseCache};
 use crate::peer::{Network, PeerFn, default_peer};

@@ -288,6 +288,7 @@
 //! Storing happens in a spawned Tokio task after the body has gone by.
 
 mod answer;
+mod directives;
 mod entry;
 mod flight;
 mod flow;
@@ -303,7 +304,7 @@ mod service;
 mod storage;
 mod validators;
 #[cfg(any(fuzzing, test))]
-pub(crate) use self::{entry::Entry, policy::cache_control, ranges::answer_ranges};
+pub(crate) use self::{directives::cache_control, entry::Entry, ranges::answer_ranges};
 
 pub use self::future::ResponseFuture;
 pub use self::invalidate::{CacheInvalidator, escape_pattern};

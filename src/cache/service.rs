@@ -14,7 +14,7 @@ use super::flow::{Start, flow};
 use super::future::{Ctx, Found, Miss, Pending, ResponseFuture, Url};
 use super::layer::{self, Config, RequestDirectives};
 use super::policy::{RequestRules, Verdict};
-use super::{invalidate, key, policy};
+use super::{directives, invalidate, key};
 use crate::principal::Credentialed;
 use crate::store::{Backend, Store};
 
@@ -146,7 +146,7 @@ impl Config {
     fn plan<B: http_body::Body>(&self, request: &Request<B>, forwarded: bool) -> Plan {
         let (mut lookup, mut store, mut rules) = (true, true, RequestRules::default());
         if self.request_directives == RequestDirectives::Honor {
-            let cc = policy::cache_control(request.headers());
+            let cc = directives::cache_control(request.headers());
             // RFC 9111 §5.4: Pragma counts only without Cache-Control
             let pragma_no_cache = !request.headers().contains_key(header::CACHE_CONTROL)
                 && request
