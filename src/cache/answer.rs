@@ -7,10 +7,10 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 
-use super::entry::Entry;
+use super::entry::{Entry, Pieces};
 use super::layer::{CacheRefusal, Config};
 use super::policy::{self, NotStored, RequestRules, Verdict};
-use super::ranges::{self, ByteRanges, Pieces};
+use super::ranges::{self, ByteRanges};
 use super::validators::{EntityTag, IfNoneMatch};
 
 /// Why a request went to the inner service (RFC 9211 `fwd`).

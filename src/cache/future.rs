@@ -12,13 +12,13 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::answer::{CACHE_STATUS, Fwd, Served, X_CACHE, http_date};
-use super::entry::Entry;
+use super::entry::{Entry, Pieces};
 use super::flight::{FlightGuard, StoreLock};
 use super::flow::{Flow, Flowed};
 use super::layer::Config;
 use super::policy::NotStored;
 use super::policy::RequestRules;
-use super::ranges::{self, Pieces};
+use super::ranges;
 use super::recorder::Recorder;
 use super::{ResponseBody, directives, invalidate, key, policy};
 use crate::principal::Credentialed;

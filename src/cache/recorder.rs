@@ -8,11 +8,10 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
 use sha2::{Digest, Sha256};
 
-use super::entry::Entry;
+use super::entry::{Entry, Pieces};
 use super::flight::{FlightGuard, StoreLock};
 use super::key;
 use super::layer::Config;
-use super::ranges::Pieces;
 use crate::body::Tap;
 use crate::hex::hex_digest;
 

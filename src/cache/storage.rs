@@ -7,11 +7,10 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
-use super::entry::Entry;
+use super::entry::{Entry, Pieces};
 use super::flight::StoreLock;
 use super::key;
 use super::layer::Config;
-use super::ranges::Pieces;
 use super::recent::WriteEnded;
 use crate::store::{Backend, CacheWrite, Store, StoreErrorKind};
 
