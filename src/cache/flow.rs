@@ -18,7 +18,7 @@ use http::{Request, Response};
 use http_body::Body;
 use tower_service::Service;
 
-use super::answer::{Fwd, Served};
+use super::answer::Served;
 use super::entry::Entry;
 use super::flight::{
     FlightGuard, LockAttempt, Locked, Role, StoreLock, WaitLimits, Waited, Waiter,
@@ -27,6 +27,7 @@ use super::future::{Ctx, Found, Miss, PartialMiss, Pending, Url};
 use super::key;
 use super::policy::{self, Verdict};
 use super::ranges;
+use super::status::Fwd;
 use crate::store::{Backend, Store, StoreError};
 
 /// Where a request's flow starts.

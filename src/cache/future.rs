@@ -11,7 +11,7 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::answer::{CACHE_STATUS, Fwd, Served, X_CACHE, http_date};
+use super::answer::{Served, http_date};
 use super::entry::{Entry, Pieces};
 use super::flight::{FlightGuard, StoreLock};
 use super::flow::{Flow, Flowed};
@@ -20,6 +20,7 @@ use super::policy::NotStored;
 use super::policy::RequestRules;
 use super::ranges;
 use super::recorder::Recorder;
+use super::status::{CACHE_STATUS, Fwd, X_CACHE};
 use super::{ResponseBody, directives, invalidate, key, policy};
 use crate::principal::Credentialed;
 

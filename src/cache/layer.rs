@@ -7,11 +7,11 @@ use http::header::{HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use tower_layer::Layer;
 
-use super::answer::Fwd;
 use super::directives::Targeting;
 use super::flight::{Flights, UnstorableUrls, WaitLimits};
 use super::policy::HttpRules;
 use super::recent::RecentPieces;
+use super::status::Fwd;
 use super::{QueryOrder, ResponseCache};
 use crate::peer::{Network, PeerFn, default_peer};
 use crate::store::{AnyStore, MAX_EXPIRY};
@@ -157,7 +157,7 @@ pub(crate) struct Config {
     /// is stored (see `Config::forwarded_status`).
     pub(crate) forwarded_statuses: &'static [[HeaderValue; 2]; 5],
     /// The same with why a response was not stored, unless the layer leaves that out.
-    pub(crate) unstored_statuses: Option<&'static super::answer::NotStoredStatuses>,
+    pub(crate) unstored_statuses: Option<&'static super::status::NotStoredStatuses>,
 }
 
 impl Config {

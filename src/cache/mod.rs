@@ -301,6 +301,7 @@ mod ranges;
 mod recent;
 mod recorder;
 mod service;
+mod status;
 mod storage;
 mod validators;
 #[cfg(any(fuzzing, test))]

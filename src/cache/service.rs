@@ -9,11 +9,12 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response};
 use tower_service::Service;
 
-use super::answer::{Fwd, Served};
+use super::answer::Served;
 use super::flow::{Start, flow};
 use super::future::{Ctx, Found, Miss, Pending, ResponseFuture, Url};
 use super::layer::{self, Config, RequestDirectives};
 use super::policy::{RequestRules, Verdict};
+use super::status::Fwd;
 use super::{directives, invalidate, key};
 use crate::principal::Credentialed;
 use crate::store::{Backend, Store};
