@@ -20,11 +20,10 @@ use tower_service::Service;
 
 use super::answer::Served;
 use super::entry::Entry;
-use super::flight::{
-    FlightGuard, LockAttempt, Locked, Role, StoreLock, WaitLimits, Waited, Waiter,
-};
+use super::flight::{FlightGuard, Role, WaitLimits, Waited, Waiter};
 use super::future::{Ctx, Found, Miss, PartialMiss, Pending, Url};
 use super::key;
+use super::lock::{LockAttempt, Locked, StoreLock};
 use super::policy::{self, Verdict};
 use super::ranges;
 use super::status::Fwd;

@@ -13,9 +13,10 @@ use tower_service::Service;
 
 use super::answer::{Served, http_date};
 use super::entry::{Entry, Pieces};
-use super::flight::{FlightGuard, StoreLock};
+use super::flight::FlightGuard;
 use super::flow::{Flow, Flowed};
 use super::layer::Config;
+use super::lock::StoreLock;
 use super::policy::NotStored;
 use super::policy::RequestRules;
 use super::ranges;

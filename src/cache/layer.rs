@@ -8,7 +8,8 @@ use http::{Response, StatusCode};
 use tower_layer::Layer;
 
 use super::directives::Targeting;
-use super::flight::{Flights, UnstorableUrls, WaitLimits};
+use super::flight::{Flights, WaitLimits};
+use super::memo::UnstorableUrls;
 use super::policy::HttpRules;
 use super::recent::RecentPieces;
 use super::status::Fwd;

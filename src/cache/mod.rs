@@ -296,6 +296,8 @@ mod future;
 mod invalidate;
 mod key;
 mod layer;
+mod lock;
+mod memo;
 mod policy;
 mod ranges;
 mod recent;

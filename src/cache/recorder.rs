@@ -9,9 +9,10 @@ use http::header::{self, HeaderValue};
 use sha2::{Digest, Sha256};
 
 use super::entry::{Entry, Pieces};
-use super::flight::{FlightGuard, StoreLock};
+use super::flight::FlightGuard;
 use super::key;
 use super::layer::Config;
+use super::lock::StoreLock;
 use crate::body::Tap;
 use crate::hex::hex_digest;
 
