@@ -7,10 +7,11 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 
+use super::config::Config;
 use super::entry::{Entry, Pieces};
-use super::layer::{CacheRefusal, Config};
 use super::policy::{self, NotStored, RequestRules, Verdict};
 use super::ranges::{self, ByteRanges};
+use super::refusal::CacheRefusal;
 use super::status::{CACHE_STATUS, Fwd, X_CACHE};
 use super::validators::{EntityTag, IfNoneMatch};
 

@@ -12,10 +12,10 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::answer::{Served, http_date};
+use super::config::Config;
 use super::entry::{Entry, Pieces};
 use super::flight::FlightGuard;
 use super::flow::{Flow, Flowed};
-use super::layer::Config;
 use super::lock::StoreLock;
 use super::policy::NotStored;
 use super::policy::RequestRules;

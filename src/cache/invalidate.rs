@@ -9,8 +9,8 @@ use std::time::Duration;
 use http::header::{self, HeaderMap};
 use http::{Method, StatusCode, Uri};
 
+use super::config::Config;
 use super::key;
-use super::layer::Config;
 use crate::store::{Backend, Store, StoreError, StoreErrorKind, escape_glob};
 
 /// How often an instance rereads the namespace generation another instance may have bumped.

@@ -288,6 +288,8 @@
 //! Storing happens in a spawned Tokio task after the body has gone by.
 
 mod answer;
+mod builder;
+mod config;
 mod directives;
 mod entry;
 mod flight;
@@ -302,6 +304,7 @@ mod policy;
 mod ranges;
 mod recent;
 mod recorder;
+mod refusal;
 mod service;
 mod status;
 mod storage;
@@ -309,9 +312,12 @@ mod validators;
 #[cfg(any(fuzzing, test))]
 pub(crate) use self::{directives::cache_control, entry::Entry, ranges::answer_ranges};
 
+pub use self::builder::ResponseCacheBuilder;
+pub use self::config::RequestDirectives;
 pub use self::future::ResponseFuture;
 pub use self::invalidate::{CacheInvalidator, escape_pattern};
 pub use self::key::QueryOrder;
-pub use self::layer::{CacheRefusal, RequestDirectives, ResponseCacheBuilder, ResponseCacheLayer};
+pub use self::layer::ResponseCacheLayer;
+pub use self::refusal::CacheRefusal;
 pub use self::service::ResponseCache;
 pub use crate::body::ResponseBody;

@@ -8,10 +8,10 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
 use sha2::{Digest, Sha256};
 
+use super::config::Config;
 use super::entry::{Entry, Pieces};
 use super::flight::FlightGuard;
 use super::key;
-use super::layer::Config;
 use super::lock::StoreLock;
 use crate::body::Tap;
 use crate::hex::hex_digest;

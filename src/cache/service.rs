@@ -10,9 +10,9 @@ use http::{Method, Request, Response};
 use tower_service::Service;
 
 use super::answer::Served;
+use super::config::{Config, RequestDirectives};
 use super::flow::{Start, flow};
 use super::future::{Ctx, Found, Miss, Pending, ResponseFuture, Url};
-use super::layer::{self, Config, RequestDirectives};
 use super::policy::{RequestRules, Verdict};
 use super::status::Fwd;
 use super::{directives, invalidate, key};
@@ -171,7 +171,7 @@ impl Config {
         // map, and requests carry few headers
         if request.headers().iter().any(|(name, value)| {
             (self.unkeyed.contains(name)
-                && !(forwarded && layer::FORWARDING.contains(&name.as_str())))
+                && !(forwarded && key::FORWARDING.contains(&name.as_str())))
                 || self.unkeyed_spelled_with_underscores(name)
                 || announces_body(name, value)
         }) || carries_body_without_length(request)

@@ -7,9 +7,9 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
+use super::config::Config;
 use super::entry::{Entry, Pieces};
 use super::key;
-use super::layer::Config;
 use super::lock::StoreLock;
 use super::recent::WriteEnded;
 use crate::store::{Backend, CacheWrite, Store, StoreErrorKind};
