@@ -1,7 +1,7 @@
 //! A request the cache could not answer within `call`, top to bottom: the lookup (the URL's
 //! Vary list, then its variant's entry), the entry's freshness, the single flight, the
 //! cross-process lock, and the call to the inner service. What the inner service answers is
-//! stored and served by [`Pending`](super::future::Pending) as the response goes by.
+//! stored and served by [`Pending`](super::origin::Pending) as the response goes by.
 //!
 //! The flow is one `async` function, boxed once per request that takes it; the response
 //! future polls it, then the inner service's future in place. The paths that pay for being
@@ -21,11 +21,12 @@ use tower_service::Service;
 use super::answer::Served;
 use super::entry::Entry;
 use super::flight::{FlightGuard, Role, WaitLimits, Waited, Waiter};
-use super::future::{Ctx, Found, Miss, PartialMiss, Pending, Url};
 use super::key;
 use super::lock::{LockAttempt, Locked, StoreLock};
+use super::origin::{PartialMiss, Pending};
 use super::policy::{self, Verdict};
 use super::ranges;
+use super::request::{Ctx, Found, Miss, Url};
 use super::status::Fwd;
 use crate::store::{Backend, Store, StoreError};
 

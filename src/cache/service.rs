@@ -12,8 +12,10 @@ use tower_service::Service;
 use super::answer::Served;
 use super::config::{Config, RequestDirectives};
 use super::flow::{Start, flow};
-use super::future::{Ctx, Found, Miss, Pending, ResponseFuture, Url};
+use super::future::ResponseFuture;
+use super::origin::Pending;
 use super::policy::{RequestRules, Verdict};
+use super::request::{Ctx, Found, Miss, Url};
 use super::status::Fwd;
 use super::{directives, invalidate, key};
 use crate::principal::Credentialed;
@@ -291,7 +293,7 @@ where
             }
             _ => parts,
         };
-        let credentialed = super::future::credentialed(&request);
+        let credentialed = super::request::credentialed(&request);
         // the identity is worth computing here only when the memo holds any URL; a request
         // that goes on to a miss computes it below
         let remembered_id = self
@@ -423,7 +425,7 @@ impl<S> ResponseCache<S> {
             head,
             remembered_unstorable: true,
             ranged: false,
-            credentialed: super::future::credentialed(&request),
+            credentialed: super::request::credentialed(&request),
         };
         let url = Url {
             key: String::new(),
