@@ -5,13 +5,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::Request;
-use http::header::{self, HeaderName};
+use http::header::{self, HeaderName, HeaderValue};
 use tower_service::Service;
 
-use super::config::Config;
+use super::config::{Config, RequestDirectives};
 use super::entry::Entry;
 use super::policy::RequestRules;
 use super::status::Fwd;
+use super::{directives, key};
 use crate::principal::Credentialed;
 
 /// A cacheable request on its way through the layer.
@@ -105,4 +106,129 @@ pub(crate) struct Miss {
 pub(crate) fn credentialed<B>(request: &Request<B>) -> bool {
     request.headers().contains_key(header::AUTHORIZATION)
         || request.extensions().get::<Credentialed>().is_some()
+}
+impl Config {
+    /// Where a cacheable request starts: what may be looked up and stored, and what the
+    /// request asks of a stored entry.
+    /// Whether the request comes straight from a trusted proxy, whose forwarding headers are
+    /// then keyed instead of refused.
+    pub(crate) fn comes_through_trusted_proxy(&self, extensions: &http::Extensions) -> bool {
+        !self.trusted.is_empty()
+            && (self.peer)(extensions)
+                .is_some_and(|peer| crate::peer::is_trusted(&self.trusted, peer))
+    }
+
+    /// Whether the request carries directives this layer honours (`Cache-Control`, or
+    /// `Pragma`), which the plan must read.
+    pub(crate) fn reads_directives(&self, headers: &http::HeaderMap) -> bool {
+        self.request_directives == RequestDirectives::Honor
+            && (headers.contains_key(header::CACHE_CONTROL) || headers.contains_key(header::PRAGMA))
+    }
+
+    pub(crate) fn plan<B: http_body::Body>(&self, request: &Request<B>, forwarded: bool) -> Plan {
+        let (mut lookup, mut store, mut rules) = (true, true, RequestRules::default());
+        if self.request_directives == RequestDirectives::Honor {
+            let cc = directives::cache_control(request.headers());
+            // RFC 9111 §5.4: Pragma counts only without Cache-Control
+            let pragma_no_cache = !request.headers().contains_key(header::CACHE_CONTROL)
+                && request
+                    .headers()
+                    .get(header::PRAGMA)
+                    .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"no-cache"));
+            if self.http.is_some() {
+                rules = RequestRules {
+                    no_cache: cc.no_cache || pragma_no_cache,
+                    max_age: cc.max_age,
+                    max_stale: cc.max_stale,
+                    min_fresh: cc.min_fresh,
+                    only_if_cached: cc.only_if_cached,
+                };
+            } else {
+                lookup = !(cc.no_cache || cc.max_age == Some(0) || pragma_no_cache);
+            }
+            store = !cc.no_store;
+        }
+        // one pass over the request's fields: cheaper than hashing each unkeyed name into the
+        // map, and requests carry few headers
+        if request.headers().iter().any(|(name, value)| {
+            (self.unkeyed.contains(name)
+                && !(forwarded && key::FORWARDING.contains(&name.as_str())))
+                || self.unkeyed_spelled_with_underscores(name)
+                || announces_body(name, value)
+        }) || carries_body_without_length(request)
+            || target_and_host_disagree(request)
+        {
+            store = false;
+        }
+        Plan {
+            lookup,
+            store,
+            rules,
+        }
+    }
+}
+
+impl Config {
+    /// Whether `name` is an unkeyed header spelled with `_` for `-` (`X_Forwarded_Host`):
+    /// CGI and WSGI servers, and frameworks on them (Werkzeug's `ProxyFix`), read it as the
+    /// dashed name, so it would poison the entry as the dashed one does. Never keyed, even
+    /// from a trusted proxy, which writes the dashed names.
+    fn unkeyed_spelled_with_underscores(&self, name: &HeaderName) -> bool {
+        let name = name.as_str();
+        name.contains('_')
+            && self.unkeyed.iter().any(|unkeyed| {
+                unkeyed.as_str().len() == name.len()
+                    && unkeyed
+                        .as_str()
+                        .bytes()
+                        .zip(name.bytes())
+                        .all(|(u, n)| u == n || (u == b'-' && n == b'_'))
+            })
+    }
+}
+
+pub(crate) struct Plan {
+    pub(crate) lookup: bool,
+    pub(crate) store: bool,
+    pub(crate) rules: RequestRules,
+}
+
+/// Whether a request field announces a body: a `Transfer-Encoding`, or a `Content-Length`
+/// other than 0 (RFC 9112 §6.3). A body on a `GET` or `HEAD` is not in the key, so its answer
+/// is never stored ("fat GET" poisoning); an unreadable length counts as a body.
+fn announces_body(name: &HeaderName, value: &HeaderValue) -> bool {
+    *name == header::TRANSFER_ENCODING
+        || (*name == header::CONTENT_LENGTH && value.as_bytes().iter().any(|&b| b != b'0'))
+}
+
+/// Whether an absolute-form target (`GET http://victim.example/p`, or HTTP/2's
+/// `:authority`) names another host than the request's `Host`. The key takes the target's
+/// authority, as RFC 9112 §3.2.2 tells a server to, but an application that builds links from
+/// `Host` would write the other host into the entry the target's users get; so such an
+/// answer is not stored. Hosts are compared as the key spells them
+/// ([`key::normal_host`]): letter case, a trailing dot and the default port do not count.
+fn target_and_host_disagree<B>(request: &Request<B>) -> bool {
+    let Some(authority) = request.uri().authority() else {
+        return false;
+    };
+    let Some(host) = request.headers().get(header::HOST) else {
+        return false;
+    };
+    // compared in the one spelling the key uses: no copy in the usual case (HTTP/2 has an
+    // authority on every request)
+    let scheme = request.uri().scheme_str().unwrap_or("http");
+    key::normal_host(authority.as_str().as_bytes(), scheme)
+        != key::normal_host(host.as_bytes(), scheme)
+}
+
+/// Whether an HTTP/2 or HTTP/3 request carries a body it announced no length for: DATA
+/// frames need no `Content-Length` there, so the framing headers do not tell. HTTP/1 bodies
+/// are always framed by a header ([`announces_body`]), so only later versions ask the body,
+/// and a body type that cannot tell it has ended (one keeping `http_body::Body`'s default
+/// `is_end_stream`, as some wrappers do) counts as carrying one: not storing is the safe side.
+fn carries_body_without_length<B: http_body::Body>(request: &Request<B>) -> bool {
+    matches!(
+        request.version(),
+        http::Version::HTTP_2 | http::Version::HTTP_3
+    ) && !request.body().is_end_stream()
 }
