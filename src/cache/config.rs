@@ -45,6 +45,8 @@ pub enum RequestDirectives {
     Honor,
 }
 
+/// A layer's settings, as `build` checked them, and its run-time [`State`]: what every
+/// service, response future, body and invalidator of the layer shares behind one `Arc`.
 pub(crate) struct Config {
     pub(crate) store: AnyStore,
     /// `cache_page`'s timeout, or the HTTP-cache mode's bound on how long entries are kept.
@@ -77,6 +79,19 @@ pub(crate) struct Config {
     pub(crate) trusted: Vec<Network>,
     pub(crate) peer: PeerFn,
     pub(crate) hit_for_miss: Duration,
+    /// `Cache-Status` of a response from the inner service, by `fwd` reason and whether it
+    /// is stored (see `Config::forwarded_status`).
+    pub(crate) forwarded_statuses: &'static [[HeaderValue; 2]; 5],
+    /// The same with why a response was not stored, unless the layer leaves that out.
+    pub(crate) unstored_statuses: Option<&'static super::status::NotStoredStatuses>,
+    /// What the layer learns and keeps while it runs.
+    pub(crate) state: State,
+}
+
+/// What a layer learns and keeps while it runs, in this process: the flights under way, the
+/// memos, the namespace generation, and the Vary lists and pieces it saw last. Made empty by
+/// `build`.
+pub(crate) struct State {
     pub(crate) flights: Arc<Flights>,
     pub(crate) unstorable: UnstorableUrls,
     /// The namespace generation (see `CacheInvalidator::invalidate_all`), and when to reread
@@ -93,15 +108,9 @@ pub(crate) struct Config {
     /// The pieces of partial responses this process stored last, by their key, for a few
     /// seconds: a store write ends after its response, so the client's next range request
     /// could otherwise read the pieces from before it, and its own write would drop them.
-    /// The pieces of partial responses this process wrote last, until their writes land.
     pub(crate) recent_pieces: RecentPieces,
     /// The learned Vary list per URL, so that a hit costs one round trip.
     pub(crate) vary_lists: moka::sync::Cache<String, Arc<Vec<HeaderName>>>,
-    /// `Cache-Status` of a response from the inner service, by `fwd` reason and whether it
-    /// is stored (see `Config::forwarded_status`).
-    pub(crate) forwarded_statuses: &'static [[HeaderValue; 2]; 5],
-    /// The same with why a response was not stored, unless the layer leaves that out.
-    pub(crate) unstored_statuses: Option<&'static super::status::NotStoredStatuses>,
 }
 
 impl Config {

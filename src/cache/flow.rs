@@ -101,7 +101,10 @@ where
                         return miss(ctx, Fwd::UriMiss, Some(flight_key)).await;
                     };
                     let vary = Arc::new(vary);
-                    config.vary_lists.insert(ctx.url.clone(), Arc::clone(&vary));
+                    config
+                        .state
+                        .vary_lists
+                        .insert(ctx.url.clone(), Arc::clone(&vary));
                     let variant = key::variant_hash(&vary, ctx.request.headers());
                     (vary, key::entry_key(&prefix, &ctx.url, &variant))
                 }
@@ -136,7 +139,7 @@ where
         Found::Missing if vary.is_empty() => miss(ctx, Fwd::UriMiss, Some(key)).await,
         Found::Missing => miss(ctx, Fwd::VaryMiss, Some(key)).await,
         Found::Outdated => {
-            config.vary_lists.invalidate(&ctx.url);
+            config.state.vary_lists.invalidate(&ctx.url);
             miss(ctx, Fwd::VaryMiss, Some(key)).await
         }
         Found::Unreadable(err) => {
@@ -171,7 +174,7 @@ where
     if (ctx.ranged || ctx.head)
         && ctx.follows_flights()
         && let (Some(patience), Some(key)) = (ctx.config.flight_wait, &flight_key)
-        && let Some(waiter) = ctx.config.flights.follow(key)
+        && let Some(waiter) = ctx.config.state.flights.follow(key)
     {
         // a whole response is on its way for a GET: wait for it rather than call the
         // origin beside it (boxed: rare, and every miss's future would carry it)
@@ -194,7 +197,7 @@ where
     // a leader that goes away unfinished hands the flight on: every follower joins again,
     // one leads, the others follow it
     loop {
-        match ctx.config.flights.join(&key) {
+        match ctx.config.state.flights.join(&key) {
             Role::Leader(guard) => {
                 return lead(ctx, fwd, guard, key, None, false, limits).await;
             }
@@ -281,7 +284,7 @@ where
     // seen before the store read: a write still pending then may land after it
     let sighting = partial_key
         .as_ref()
-        .and_then(|partial_key| config.recent_pieces.look(&ctx.url, partial_key));
+        .and_then(|partial_key| config.state.recent_pieces.look(&ctx.url, partial_key));
     let stored = match &partial_key {
         Some(partial_key) => match config.store.get(partial_key).await {
             Ok(stored) => stored,
@@ -344,7 +347,7 @@ where
     }
     let limits = ctx.config.wait_limits();
     loop {
-        match ctx.config.flights.join(&key) {
+        match ctx.config.state.flights.join(&key) {
             Role::Leader(guard) => {
                 if serve_stale_meanwhile && let Ok(runtime) = tokio::runtime::Handle::try_current()
                 {

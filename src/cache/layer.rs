@@ -7,7 +7,7 @@ use http::header::HeaderName;
 use tower_layer::Layer;
 
 use super::builder::ResponseCacheBuilder;
-use super::config::{Config, RequestDirectives};
+use super::config::{Config, RequestDirectives, State};
 use super::directives::Targeting;
 use super::flight::Flights;
 use super::key::QueryOrder;
@@ -300,20 +300,22 @@ impl ResponseCacheBuilder {
                 unkeyed: self.unkeyed,
                 trusted: crate::peer::networks(&self.trusted)?,
                 peer: self.peer,
-                flights: Arc::new(Flights::new(hit_for_miss, bounded(self.flight_deadline))),
-                unstorable: UnstorableUrls::new(hit_for_miss),
                 hit_for_miss,
-                generation: AtomicU64::new(0),
-                generation_due: AtomicU64::new(0),
-                near_changes_seen: AtomicU64::new(0),
-                writes_refused_until: AtomicU64::new(0),
-                recent_pieces: RecentPieces::new(
-                    RECENT_PIECES_BUDGET.max(2 * self.max_body as u64),
-                ),
-                vary_lists: moka::sync::Cache::builder()
-                    .max_capacity(10_000)
-                    .time_to_live(Duration::from_secs(60).min(self.timeout))
-                    .build(),
+                state: State {
+                    flights: Arc::new(Flights::new(hit_for_miss, bounded(self.flight_deadline))),
+                    unstorable: UnstorableUrls::new(hit_for_miss),
+                    generation: AtomicU64::new(0),
+                    generation_due: AtomicU64::new(0),
+                    near_changes_seen: AtomicU64::new(0),
+                    writes_refused_until: AtomicU64::new(0),
+                    recent_pieces: RecentPieces::new(
+                        RECENT_PIECES_BUDGET.max(2 * self.max_body as u64),
+                    ),
+                    vary_lists: moka::sync::Cache::builder()
+                        .max_capacity(10_000)
+                        .time_to_live(Duration::from_secs(60).min(self.timeout))
+                        .build(),
+                },
             }),
         })
     }

@@ -140,7 +140,7 @@ impl Pending {
             // ends the memo, and the next request stores it
             return match storable {
                 Ok(_) => {
-                    config.unstorable.forget(self.url.id);
+                    config.state.unstorable.forget(self.url.id);
                     Err(None)
                 }
                 Err(unstored) => Err(Some(unstored)),
@@ -149,14 +149,17 @@ impl Pending {
         let flight = self.flight.take();
         let unstored = match storable {
             Ok((storage, vary)) => {
-                config.unstorable.forget(self.url.id);
+                config.state.unstorable.forget(self.url.id);
                 return Ok(self.record(parts, storage, vary).led(flight));
             }
             Err(unstored) => unstored,
         };
         if self.fwd == Fwd::UriMiss && !self.ranged {
             // nothing stored and nothing storable: the next requests skip the lookup
-            config.unstorable.remember(self.url.id, self.credentialed);
+            config
+                .state
+                .unstorable
+                .remember(self.url.id, self.credentialed);
         }
         // the key skips the flight for a while, here and (through the store) in the other
         // instances
@@ -277,6 +280,7 @@ impl Pending {
         let variant = key::variant_hash(&vary, &self.request_headers);
         let url = std::mem::take(&mut self.url.key);
         config
+            .state
             .vary_lists
             .insert(url.clone(), Arc::new(vary.clone()));
         let entry = Entry {
@@ -453,6 +457,7 @@ impl Pending {
         }
         let url = std::mem::take(&mut self.url.key);
         config
+            .state
             .vary_lists
             .insert(url.clone(), Arc::new(vary.clone()));
         let entry = Entry {

@@ -142,16 +142,18 @@ impl Recorder {
             );
             entry.body = whole;
             config.put(Arc::new(entry), url, None);
-            config.recent_pieces.forget_variant(url, &partial_key);
+            config.state.recent_pieces.forget_variant(url, &partial_key);
             config.discard(partial_key);
             return;
         }
         // the pieces hold the bytes: the entry keeps none of its own
         entry.body = Bytes::new();
-        let write_ended =
-            config
-                .recent_pieces
-                .keep(url, partial_key.clone(), entry.clone(), pieces.clone());
+        let write_ended = config.state.recent_pieces.keep(
+            url,
+            partial_key.clone(),
+            entry.clone(),
+            pieces.clone(),
+        );
         config.put_partial(partial_key, entry, pieces, url, write_ended);
     }
 }

@@ -172,17 +172,18 @@ where
         // that goes on to a miss computes it below
         let remembered_id = self
             .config
+            .state
             .unstorable
             .holds_any(credentialed)
-            .then(|| self.config.unstorable.identity(&parts))
-            .filter(|&url_id| self.config.unstorable.remembers(url_id, credentialed));
+            .then(|| self.config.state.unstorable.identity(&parts))
+            .filter(|&url_id| self.config.state.unstorable.remembers(url_id, credentialed));
         let remembered = remembered_id.is_some();
         // nothing stored and the last answer unstorable: seven requests in eight pass with
         // only `Cache-Status` added, before the request's directives are even read (a
         // request that has some takes the checked path below)
         if remembered
             && !self.config.reads_directives(request.headers())
-            && !self.config.unstorable.rechecks()
+            && !self.config.state.unstorable.rechecks()
         {
             crate::observe::cache("miss");
             crate::observe::cache_not_stored("remembered");
@@ -202,6 +203,7 @@ where
         // a known Vary list gives the entry's variant up front, computed once for either store
         let known = self
             .config
+            .state
             .vary_lists
             .get(&url)
             .filter(|_| plan.lookup)
@@ -229,7 +231,7 @@ where
                 other => found_now = Some(other),
             }
         }
-        let url_id = remembered_id.unwrap_or_else(|| self.config.unstorable.identity(&parts));
+        let url_id = remembered_id.unwrap_or_else(|| self.config.state.unstorable.identity(&parts));
         drop(parts);
         // clone-and-swap: the future gets the service that was polled ready
         let clone = self.inner.clone();
