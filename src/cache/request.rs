@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::Request;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use tower_service::Service;
 
 use super::config::{Config, RequestDirectives};
@@ -116,6 +116,28 @@ impl Config {
         !self.trusted.is_empty()
             && (self.peer)(extensions)
                 .is_some_and(|peer| crate::peer::is_trusted(&self.trusted, peer))
+    }
+
+    /// The URL parts `request` is keyed by: a token the auth layer reads from the query never
+    /// becomes part of a key.
+    pub(crate) fn url_parts<'a, B>(
+        &'a self,
+        request: &'a Request<B>,
+        forwarded: bool,
+    ) -> key::UrlParts<'a> {
+        let parts = key::url_parts(
+            request.uri(),
+            request.headers(),
+            &self.default_scheme,
+            self.query,
+            forwarded,
+        );
+        match request.extensions().get::<Credentialed>() {
+            Some(mark) if !mark.query_tokens.is_empty() => {
+                parts.without_parameters(&mark.query_tokens)
+            }
+            _ => parts,
+        }
     }
 
     /// Whether the request carries directives this layer honours (`Cache-Control`, or
@@ -231,4 +253,13 @@ fn carries_body_without_length<B: http_body::Body>(request: &Request<B>) -> bool
         request.version(),
         http::Version::HTTP_2 | http::Version::HTTP_3
     ) && !request.body().is_end_stream()
+}
+
+/// Whether a `GET` asks for ranges: `Request-Range` is the pre-standard spelling Apache httpd
+/// and Squid still read, and the answer to it is no more the whole than the answer to a
+/// `Range`.
+// inline: on every miss, and written in `call` before it was a function of its own
+#[inline]
+pub(crate) fn asks_ranges(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::RANGE) || headers.contains_key("request-range")
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{self, HeaderName};
+use http::header::HeaderName;
 use http::{Method, Request, Response};
 use tower_service::Service;
 
@@ -18,7 +18,6 @@ use super::policy::Verdict;
 use super::request::{Ctx, Found, Miss, Plan, Url};
 use super::status::Fwd;
 use super::{invalidate, key};
-use crate::principal::Credentialed;
 use crate::store::{Backend, Store};
 
 /// The service [`ResponseCacheLayer`](super::ResponseCacheLayer) wraps around an inner
@@ -153,20 +152,7 @@ where
         let forwarded = self
             .config
             .comes_through_trusted_proxy(request.extensions());
-        let parts = key::url_parts(
-            request.uri(),
-            request.headers(),
-            &self.config.default_scheme,
-            self.config.query,
-            forwarded,
-        );
-        // a token the auth layer reads from the query never becomes part of a key
-        let parts = match request.extensions().get::<Credentialed>() {
-            Some(mark) if !mark.query_tokens.is_empty() => {
-                parts.without_parameters(&mark.query_tokens)
-            }
-            _ => parts,
-        };
+        let parts = self.config.url_parts(&request, forwarded);
         let credentialed = super::request::credentialed(&request);
         // the identity is worth computing here only when the memo holds any URL; a request
         // that goes on to a miss computes it below
@@ -236,13 +222,8 @@ where
         // clone-and-swap: the future gets the service that was polled ready
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        // `Request-Range` is the pre-standard spelling Apache httpd and Squid still read:
-        // the answer to it is no more the whole than the answer to a `Range`
-        let ranged = !head
-            && (request.headers().contains_key(header::RANGE)
-                || request.headers().contains_key("request-range"));
         let ctx = Ctx {
-            ranged,
+            ranged: !head && super::request::asks_ranges(request.headers()),
             credentialed,
             inner,
             request,
