@@ -1,5 +1,5 @@
-//! Single flight: concurrent misses on one key run the handler once, in one process (a map of
-//! flights) and across processes sharing a store (a short lock in the store).
+//! Single flight in this process: concurrent misses on one key run the handler once, and the
+//! others wait for its answer (across processes, the stampede lock of `lock.rs` does).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,3 +1,6 @@
+//! The response future: a request's flow, then the inner service's future, or an unsafe
+//! request's answer held until what it invalidates is gone.
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;

@@ -1,3 +1,6 @@
+//! The layer: its two presets, `build` (settings checked, run-time state made), and the
+//! service it wraps around an inner one.
+
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! Range requests (RFC 9110 §14): `Range` and `If-Range` read, `206` and `416` answered from
-//! a stored complete response, and partial responses (RFC 9111 §3.3-3.4) kept and combined.
+//! a stored complete response or its pieces, and which pieces (RFC 9111 §3.3-3.4) combine.
 
 use std::ops::Range;
 

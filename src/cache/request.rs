@@ -1,5 +1,5 @@
-//! A cacheable request as the flow carries it: its context, its URL key, how it goes to the
-//! inner service, and what its lookup found.
+//! A cacheable request: what it may look up and store (its plan), its context on the flow,
+//! its URL key, how it goes to the inner service, and what its lookup found.
 
 use std::sync::Arc;
 

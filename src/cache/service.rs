@@ -1,5 +1,5 @@
-//! The cache's service: where a request starts, what it may look up and store, and the paths
-//! decided in `call` (pass-through, memory-store hits, misses that need no lookup).
+//! The cache's service: where a request starts, and the paths decided in `call`
+//! (pass-through, memory-store hits, the unstorable-URL memo, misses that need no lookup).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
