@@ -15,6 +15,7 @@
 //! the bytes the store returned, without copying them again. Anything that is not such an
 //! envelope of a known version is refused, so the layer treats it as a miss.
 
+use std::ops::Range;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -23,7 +24,6 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
 use super::policy::Reuse;
-use super::ranges;
 
 const MAGIC: &[u8; 4] = b"TRHC";
 const VERSION: u8 = 3;
@@ -153,7 +153,7 @@ impl Entry {
 
     /// The stored form of a partial entry: this entry's fields (its own body unused: the
     /// pieces' bytes, one after the other, stand for it) with where each piece lies.
-    pub(crate) fn encode_partial(&self, pieces: &ranges::Pieces) -> Bytes {
+    pub(crate) fn encode_partial(&self, pieces: &Pieces) -> Bytes {
         let meta = PieceMeta {
             complete_len: pieces.complete_len,
             pieces: pieces
@@ -172,7 +172,7 @@ impl Entry {
     fn encode_as(
         &self,
         version: u8,
-        pieces: Option<(&[u8], &ranges::Pieces)>,
+        pieces: Option<(&[u8], &Pieces)>,
         compress_above: Option<usize>,
     ) -> Bytes {
         let compressed = compress_above
@@ -241,7 +241,7 @@ impl Entry {
     }
 
     /// A partial entry and its pieces, from their stored form.
-    pub(crate) fn decode_partial(stored: &Bytes) -> Result<(Self, ranges::Pieces), EntryError> {
+    pub(crate) fn decode_partial(stored: &Bytes) -> Result<(Self, Pieces), EntryError> {
         let (entry, meta) = Self::decode_as(stored, PARTIAL_VERSION)?;
         let meta = meta.ok_or(EntryError::Corrupt(None))?;
         let mut held = Vec::with_capacity(meta.pieces.len());
@@ -262,7 +262,7 @@ impl Entry {
         {
             return Err(EntryError::Corrupt(None));
         }
-        let pieces = ranges::Pieces {
+        let pieces = Pieces {
             complete_len: meta.complete_len,
             held,
         };
@@ -360,6 +360,143 @@ impl Entry {
     }
 }
 
+/// The most pieces one representation keeps (RFC 9111 §3.4 sets no bound). A partial
+/// response that would make more starts the pieces anew, alone: a client asking for
+/// thousands of disjoint one-byte ranges cannot make each merge, lookup and store write
+/// grow with them.
+pub(crate) const MAX_PIECES: usize = 32;
+
+/// The stored pieces of one representation: byte ranges of a response `complete_len` long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Pieces {
+    pub(crate) complete_len: u64,
+    /// Sorted, disjoint and not adjacent, each with its bytes.
+    pub(crate) held: Vec<(u64, Bytes)>,
+}
+
+/// Pieces in order, touching ones gathered into runs that are joined once each.
+#[derive(Default)]
+struct Runs(Vec<(u64, u64, Vec<Bytes>)>);
+
+impl Runs {
+    fn push(&mut self, start: u64, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        let end = start + bytes.len() as u64;
+        match self.0.last_mut() {
+            Some((_, run_end, parts)) if *run_end == start => {
+                parts.push(bytes);
+                *run_end = end;
+            }
+            _ => self.0.push((start, end, vec![bytes])),
+        }
+    }
+
+    fn joined(self) -> Vec<(u64, Bytes)> {
+        self.0
+            .into_iter()
+            .map(|(start, end, mut parts)| {
+                if parts.len() == 1 {
+                    return (start, parts.pop().expect("one part"));
+                }
+                let mut joined = BytesMut::with_capacity((end - start) as usize);
+                for part in &parts {
+                    joined.put_slice(part);
+                }
+                (start, joined.freeze())
+            })
+            .collect()
+    }
+}
+
+impl Pieces {
+    /// The pieces with `bytes` at `start` added: newer bytes win where they overlap, and
+    /// touching pieces are joined. When that would make more than [`MAX_PIECES`] pieces,
+    /// the new piece alone.
+    pub(crate) fn with(self, start: u64, bytes: Bytes) -> Self {
+        let complete_len = self.complete_len;
+        let merged = self.overlaid(vec![(start, bytes.clone())]);
+        if merged.held.len() > MAX_PIECES {
+            return Self {
+                complete_len,
+                held: vec![(start, bytes)],
+            };
+        }
+        merged
+    }
+
+    /// These pieces with `newer` (sorted and disjoint, as `held` is) laid over them: newer
+    /// bytes win where both hold some, and touching pieces are joined. One pass over both
+    /// lists, and each byte copied at most once (touching pieces are joined run by run).
+    pub(crate) fn overlaid(self, newer: Vec<(u64, Bytes)>) -> Self {
+        let mut runs = Runs::default();
+        let mut older = self.held.into_iter();
+        let mut newer = newer.into_iter().peekable();
+        let mut old = older.next();
+        loop {
+            let Some((old_start, old_bytes)) = old.take() else {
+                newer.for_each(|(start, bytes)| runs.push(start, bytes));
+                break;
+            };
+            let Some((new_start, new_bytes)) = newer.peek() else {
+                runs.push(old_start, old_bytes);
+                older.for_each(|(start, bytes)| runs.push(start, bytes));
+                break;
+            };
+            let (new_start, new_end) = (*new_start, *new_start + new_bytes.len() as u64);
+            let old_end = old_start + old_bytes.len() as u64;
+            if old_end <= new_start {
+                runs.push(old_start, old_bytes);
+                old = older.next();
+            } else if new_end <= old_start {
+                let (start, bytes) = newer.next().expect("peeked");
+                runs.push(start, bytes);
+                old = Some((old_start, old_bytes));
+            } else {
+                // they overlap: the older piece keeps what lies outside the newer one
+                if old_start < new_start {
+                    runs.push(
+                        old_start,
+                        old_bytes.slice(..(new_start - old_start) as usize),
+                    );
+                }
+                old = if new_end < old_end {
+                    Some((new_end, old_bytes.slice((new_end - old_start) as usize..)))
+                } else {
+                    older.next()
+                };
+            }
+        }
+        Self {
+            complete_len: self.complete_len,
+            held: runs.joined(),
+        }
+    }
+
+    /// The whole representation, once the pieces make it up.
+    pub(crate) fn whole(&self) -> Option<Bytes> {
+        match self.held.as_slice() {
+            [(0, bytes)] if bytes.len() as u64 == self.complete_len => Some(bytes.clone()),
+            _ => None,
+        }
+    }
+
+    /// The bytes of `range`, when one piece holds all of it.
+    pub(crate) fn covering(&self, range: &Range<u64>) -> Option<Bytes> {
+        self.held.iter().find_map(|(start, bytes)| {
+            let end = start + bytes.len() as u64;
+            (*start <= range.start && range.end <= end)
+                .then(|| bytes.slice((range.start - start) as usize..(range.end - start) as usize))
+        })
+    }
+
+    /// How many bytes are held.
+    pub(crate) fn len(&self) -> usize {
+        self.held.iter().map(|(_, bytes)| bytes.len()).sum()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,7 +579,7 @@ mod tests {
 
     #[test]
     fn partial_entries_round_trip_and_never_pass_for_complete_ones() {
-        let pieces = ranges::Pieces {
+        let pieces = Pieces {
             complete_len: 100,
             held: vec![
                 (0, Bytes::from_static(b"abc")),
@@ -470,7 +607,7 @@ mod tests {
         ));
         // pieces that claim more bytes than the body holds, or lie past the whole
         assert!(Entry::decode_partial(&stored.slice(..stored.len() - 1)).is_err());
-        let past = ranges::Pieces {
+        let past = Pieces {
             complete_len: 10,
             ..pieces
         };

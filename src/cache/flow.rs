@@ -1,7 +1,7 @@
 //! A request the cache could not answer within `call`, top to bottom: the lookup (the URL's
 //! Vary list, then its variant's entry), the entry's freshness, the single flight, the
 //! cross-process lock, and the call to the inner service. What the inner service answers is
-//! stored and served by [`Pending`](super::future::Pending) as the response goes by.
+//! stored and served by [`Pending`](super::origin::Pending) as the response goes by.
 //!
 //! The flow is one `async` function, boxed once per request that takes it; the response
 //! future polls it, then the inner service's future in place. The paths that pay for being
@@ -18,15 +18,16 @@ use http::{Request, Response};
 use http_body::Body;
 use tower_service::Service;
 
-use super::answer::{Fwd, Served};
+use super::answer::Served;
 use super::entry::Entry;
-use super::flight::{
-    FlightGuard, LockAttempt, Locked, Role, StoreLock, WaitLimits, Waited, Waiter,
-};
-use super::future::{Ctx, Found, Miss, PartialMiss, Pending, Url};
+use super::flight::{FlightGuard, Role, WaitLimits, Waited, Waiter};
 use super::key;
+use super::lock::{LockAttempt, Locked, StoreLock};
+use super::origin::{PartialMiss, Pending};
 use super::policy::{self, Verdict};
 use super::ranges;
+use super::request::{Ctx, Found, Miss, Url};
+use super::status::Fwd;
 use crate::store::{Backend, Store, StoreError};
 
 /// Where a request's flow starts.
@@ -100,7 +101,10 @@ where
                         return miss(ctx, Fwd::UriMiss, Some(flight_key)).await;
                     };
                     let vary = Arc::new(vary);
-                    config.vary_lists.insert(ctx.url.clone(), Arc::clone(&vary));
+                    config
+                        .state
+                        .vary_lists
+                        .insert(ctx.url.clone(), Arc::clone(&vary));
                     let variant = key::variant_hash(&vary, ctx.request.headers());
                     (vary, key::entry_key(&prefix, &ctx.url, &variant))
                 }
@@ -135,7 +139,7 @@ where
         Found::Missing if vary.is_empty() => miss(ctx, Fwd::UriMiss, Some(key)).await,
         Found::Missing => miss(ctx, Fwd::VaryMiss, Some(key)).await,
         Found::Outdated => {
-            config.vary_lists.invalidate(&ctx.url);
+            config.state.vary_lists.invalidate(&ctx.url);
             miss(ctx, Fwd::VaryMiss, Some(key)).await
         }
         Found::Unreadable(err) => {
@@ -170,7 +174,7 @@ where
     if (ctx.ranged || ctx.head)
         && ctx.follows_flights()
         && let (Some(patience), Some(key)) = (ctx.config.flight_wait, &flight_key)
-        && let Some(waiter) = ctx.config.flights.follow(key)
+        && let Some(waiter) = ctx.config.state.flights.follow(key)
     {
         // a whole response is on its way for a GET: wait for it rather than call the
         // origin beside it (boxed: rare, and every miss's future would carry it)
@@ -193,7 +197,7 @@ where
     // a leader that goes away unfinished hands the flight on: every follower joins again,
     // one leads, the others follow it
     loop {
-        match ctx.config.flights.join(&key) {
+        match ctx.config.state.flights.join(&key) {
             Role::Leader(guard) => {
                 return lead(ctx, fwd, guard, key, None, false, limits).await;
             }
@@ -280,7 +284,7 @@ where
     // seen before the store read: a write still pending then may land after it
     let sighting = partial_key
         .as_ref()
-        .and_then(|partial_key| config.recent_pieces.look(&ctx.url, partial_key));
+        .and_then(|partial_key| config.state.recent_pieces.look(&ctx.url, partial_key));
     let stored = match &partial_key {
         Some(partial_key) => match config.store.get(partial_key).await {
             Ok(stored) => stored,
@@ -343,7 +347,7 @@ where
     }
     let limits = ctx.config.wait_limits();
     loop {
-        match ctx.config.flights.join(&key) {
+        match ctx.config.state.flights.join(&key) {
             Role::Leader(guard) => {
                 if serve_stale_meanwhile && let Ok(runtime) = tokio::runtime::Handle::try_current()
                 {

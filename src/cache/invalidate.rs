@@ -9,8 +9,8 @@ use std::time::Duration;
 use http::header::{self, HeaderMap};
 use http::{Method, StatusCode, Uri};
 
+use super::config::Config;
 use super::key;
-use super::layer::Config;
 use crate::store::{Backend, Store, StoreError, StoreErrorKind, escape_glob};
 
 /// How often an instance rereads the namespace generation another instance may have bumped.
@@ -127,8 +127,8 @@ impl CacheInvalidator {
             .store
             .key_scheme()
             .make_pattern(&format!("{prefix}{{{glob}}}:*"))?;
-        self.config.vary_lists.invalidate_all();
-        self.config.recent_pieces.forget_all();
+        self.config.state.vary_lists.invalidate_all();
+        self.config.state.recent_pieces.forget_all();
         self.config.store.delete_matching(&full).await
     }
 
@@ -195,10 +195,11 @@ impl CacheInvalidator {
         let generation = u64::try_from(bump.generation).unwrap_or(0);
         // this instance switches whatever the replicas say
         self.config
+            .state
             .generation
             .fetch_max(generation, Ordering::AcqRel);
-        self.config.vary_lists.invalidate_all();
-        self.config.recent_pieces.forget_all();
+        self.config.state.vary_lists.invalidate_all();
+        self.config.state.recent_pieces.forget_all();
         if !bump.replicated {
             return Err(StoreError::new(
                 StoreErrorKind::Timeout,
@@ -299,7 +300,7 @@ fn pattern_to_glob(pattern: &str) -> String {
 impl Config {
     /// The key prefix with the namespace generation, when one was bumped.
     pub(crate) fn prefix(&self) -> Cow<'_, str> {
-        match self.generation.load(Ordering::Acquire) {
+        match self.state.generation.load(Ordering::Acquire) {
             0 => Cow::Borrowed(&self.prefix),
             generation => {
                 let mut prefix = String::with_capacity(self.prefix.len() + 12);
@@ -324,15 +325,20 @@ impl Config {
     /// reread is then mostly local, and a bump is seen within milliseconds.
     pub(crate) fn recheck_generation(self: &Arc<Self>) {
         if let Some(changes) = self.store.near_cache_changes()
-            && self.near_changes_seen.swap(changes, Ordering::Relaxed) != changes
+            && self
+                .state
+                .near_changes_seen
+                .swap(changes, Ordering::Relaxed)
+                != changes
         {
-            self.generation_due.store(0, Ordering::Relaxed);
+            self.state.generation_due.store(0, Ordering::Relaxed);
         }
         let now_ms = super::storage::unix_ms();
-        let due = self.generation_due.load(Ordering::Relaxed);
+        let due = self.state.generation_due.load(Ordering::Relaxed);
         let next = now_ms + GENERATION_RECHECK.as_millis() as u64;
         if now_ms < due
             || self
+                .state
                 .generation_due
                 .compare_exchange(due, next, Ordering::AcqRel, Ordering::Relaxed)
                 .is_err()
@@ -349,19 +355,23 @@ impl Config {
                 && let Some(generation) = std::str::from_utf8(&value)
                     .ok()
                     .and_then(|text| text.parse::<u64>().ok())
-                && config.generation.fetch_max(generation, Ordering::AcqRel) < generation
+                && config
+                    .state
+                    .generation
+                    .fetch_max(generation, Ordering::AcqRel)
+                    < generation
             {
-                config.vary_lists.invalidate_all();
-                config.recent_pieces.forget_all();
+                config.state.vary_lists.invalidate_all();
+                config.state.recent_pieces.forget_all();
             }
         });
     }
 
     /// Deletes every variant of the URL keyed `url`, its Vary list and index.
     pub(crate) async fn invalidate_url_key(&self, url: &str) -> Result<u64, StoreError> {
-        self.vary_lists.invalidate(url);
+        self.state.vary_lists.invalidate(url);
         // before the store's delete: a range request meanwhile finds neither
-        self.recent_pieces.forget_url(url);
+        self.state.recent_pieces.forget_url(url);
         let index = key::index_key(&self.prefix(), url);
         self.store.index_delete_all(&index).await
     }

@@ -10,6 +10,15 @@ use sha2::{Digest, Sha256};
 
 use crate::hex::hex_digest;
 
+/// The forwarding headers a trusted proxy sets: keyed from such a proxy, refused otherwise.
+pub(crate) const FORWARDING: &[&str] = &[
+    "forwarded",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+];
+
 /// Whether the query string is keyed as received or with its parameters sorted.
 ///
 /// # Example
@@ -313,7 +322,7 @@ fn forwarded_scheme(headers: &HeaderMap) -> Option<&'static str> {
 /// when there are none.
 fn forwarding_rest(headers: &HeaderMap) -> Option<Vec<u8>> {
     let mut rest = Vec::new();
-    for &name in super::layer::FORWARDING {
+    for &name in FORWARDING {
         let taken = match name {
             "x-forwarded-proto" => forwarded_scheme(headers).is_some(),
             "x-forwarded-host" => single_token(headers, name).is_some(),
@@ -396,7 +405,7 @@ fn selecting_value(name: &HeaderName, headers: &HeaderMap) -> Option<Vec<u8>> {
 fn normalised_list(lines: &[&str], weighted: bool) -> String {
     let mut members: Vec<(u16, String)> = lines
         .iter()
-        .flat_map(|line| super::policy::split_list(line))
+        .flat_map(|line| super::directives::split_list(line))
         .map(|member| {
             let mut weight = 1000;
             let mut parts = Vec::new();

@@ -287,7 +287,21 @@
 //! (corrupt, truncated, another format or version) is logged, deleted and treated as a miss.
 //! Storing happens in a spawned Tokio task after the body has gone by.
 
+// The folder reads bottom-up. `directives`, `policy`, `validators` and `status` are the pure
+// HTTP rules (Cache-Control read, storing and freshness decided, entity tags compared,
+// `Cache-Status` values made); `entry` is the stored format (pieces included), `key` the keys,
+// `ranges` the Range answers. `flight`, `lock`, `memo` and `refusal` coordinate requests (in
+// this process, across processes, for unstorable URLs, in answers of the cache's own);
+// `recent` keeps the pieces this process wrote. `config` is the hub: settings and run-time
+// state, importing none of the files that extend it. Above it `answer` (hits and refusals),
+// `storage` and `recorder` (writes), `invalidate`, `request` (a request's plan and context)
+// and `origin` (the inner service's answer made the client's); then `flow` (lookup, flight,
+// lock, call), `future` and `service`. `builder` collects the settings, and `layer` checks
+// them into a `config` and wraps the service.
 mod answer;
+mod builder;
+mod config;
+mod directives;
 mod entry;
 mod flight;
 mod flow;
@@ -295,19 +309,28 @@ mod future;
 mod invalidate;
 mod key;
 mod layer;
+mod lock;
+mod memo;
+mod origin;
 mod policy;
 mod ranges;
 mod recent;
 mod recorder;
+mod refusal;
+mod request;
 mod service;
+mod status;
 mod storage;
 mod validators;
 #[cfg(any(fuzzing, test))]
-pub(crate) use self::{entry::Entry, policy::cache_control, ranges::answer_ranges};
+pub(crate) use self::{directives::cache_control, entry::Entry, ranges::answer_ranges};
 
+pub use self::builder::ResponseCacheBuilder;
+pub use self::config::RequestDirectives;
 pub use self::future::ResponseFuture;
 pub use self::invalidate::{CacheInvalidator, escape_pattern};
 pub use self::key::QueryOrder;
-pub use self::layer::{CacheRefusal, RequestDirectives, ResponseCacheBuilder, ResponseCacheLayer};
+pub use self::layer::ResponseCacheLayer;
+pub use self::refusal::CacheRefusal;
 pub use self::service::ResponseCache;
 pub use crate::body::ResponseBody;

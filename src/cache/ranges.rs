@@ -1,5 +1,5 @@
 //! Range requests (RFC 9110 §14): `Range` and `If-Range` read, `206` and `416` answered from
-//! a stored complete response, and partial responses (RFC 9111 §3.3-3.4) kept and combined.
+//! a stored complete response or its pieces, and which pieces (RFC 9111 §3.3-3.4) combine.
 
 use std::ops::Range;
 
@@ -7,7 +7,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 
-use super::entry::Entry;
+use super::entry::{Entry, MAX_PIECES, Pieces};
 use super::policy;
 use super::validators::EntityTag;
 
@@ -15,12 +15,6 @@ use super::validators::EntityTag;
 /// lets a server ignore `Range`): the full response is the answer, and a request for
 /// thousands of tiny ranges cannot make a small entry a large answer.
 const MAX_RANGES: usize = 16;
-
-/// The most pieces one representation keeps (RFC 9111 §3.4 sets no bound). A partial
-/// response that would make more starts the pieces anew, alone: a client asking for
-/// thousands of disjoint one-byte ranges cannot make each merge, lookup and store write
-/// grow with them.
-pub(crate) const MAX_PIECES: usize = 32;
 
 /// How many random multipart boundaries are tried before giving up on a multipart answer
 /// (the full response is then the answer). A collision with a 128-bit random boundary is as
@@ -384,138 +378,6 @@ pub(crate) fn newest_pieces(
         (stored, recent) => recent.or(stored),
     }
 }
-
-/// The stored pieces of one representation: byte ranges of a response `complete_len` long.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Pieces {
-    pub(crate) complete_len: u64,
-    /// Sorted, disjoint and not adjacent, each with its bytes.
-    pub(crate) held: Vec<(u64, Bytes)>,
-}
-
-/// Pieces in order, touching ones gathered into runs that are joined once each.
-#[derive(Default)]
-struct Runs(Vec<(u64, u64, Vec<Bytes>)>);
-
-impl Runs {
-    fn push(&mut self, start: u64, bytes: Bytes) {
-        if bytes.is_empty() {
-            return;
-        }
-        let end = start + bytes.len() as u64;
-        match self.0.last_mut() {
-            Some((_, run_end, parts)) if *run_end == start => {
-                parts.push(bytes);
-                *run_end = end;
-            }
-            _ => self.0.push((start, end, vec![bytes])),
-        }
-    }
-
-    fn joined(self) -> Vec<(u64, Bytes)> {
-        self.0
-            .into_iter()
-            .map(|(start, end, mut parts)| {
-                if parts.len() == 1 {
-                    return (start, parts.pop().expect("one part"));
-                }
-                let mut joined = BytesMut::with_capacity((end - start) as usize);
-                for part in &parts {
-                    joined.put_slice(part);
-                }
-                (start, joined.freeze())
-            })
-            .collect()
-    }
-}
-
-impl Pieces {
-    /// The pieces with `bytes` at `start` added: newer bytes win where they overlap, and
-    /// touching pieces are joined. When that would make more than [`MAX_PIECES`] pieces,
-    /// the new piece alone.
-    pub(crate) fn with(self, start: u64, bytes: Bytes) -> Self {
-        let complete_len = self.complete_len;
-        let merged = self.overlaid(vec![(start, bytes.clone())]);
-        if merged.held.len() > MAX_PIECES {
-            return Self {
-                complete_len,
-                held: vec![(start, bytes)],
-            };
-        }
-        merged
-    }
-
-    /// These pieces with `newer` (sorted and disjoint, as `held` is) laid over them: newer
-    /// bytes win where both hold some, and touching pieces are joined. One pass over both
-    /// lists, and each byte copied at most once (touching pieces are joined run by run).
-    pub(crate) fn overlaid(self, newer: Vec<(u64, Bytes)>) -> Self {
-        let mut runs = Runs::default();
-        let mut older = self.held.into_iter();
-        let mut newer = newer.into_iter().peekable();
-        let mut old = older.next();
-        loop {
-            let Some((old_start, old_bytes)) = old.take() else {
-                newer.for_each(|(start, bytes)| runs.push(start, bytes));
-                break;
-            };
-            let Some((new_start, new_bytes)) = newer.peek() else {
-                runs.push(old_start, old_bytes);
-                older.for_each(|(start, bytes)| runs.push(start, bytes));
-                break;
-            };
-            let (new_start, new_end) = (*new_start, *new_start + new_bytes.len() as u64);
-            let old_end = old_start + old_bytes.len() as u64;
-            if old_end <= new_start {
-                runs.push(old_start, old_bytes);
-                old = older.next();
-            } else if new_end <= old_start {
-                let (start, bytes) = newer.next().expect("peeked");
-                runs.push(start, bytes);
-                old = Some((old_start, old_bytes));
-            } else {
-                // they overlap: the older piece keeps what lies outside the newer one
-                if old_start < new_start {
-                    runs.push(
-                        old_start,
-                        old_bytes.slice(..(new_start - old_start) as usize),
-                    );
-                }
-                old = if new_end < old_end {
-                    Some((new_end, old_bytes.slice((new_end - old_start) as usize..)))
-                } else {
-                    older.next()
-                };
-            }
-        }
-        Self {
-            complete_len: self.complete_len,
-            held: runs.joined(),
-        }
-    }
-
-    /// The whole representation, once the pieces make it up.
-    pub(crate) fn whole(&self) -> Option<Bytes> {
-        match self.held.as_slice() {
-            [(0, bytes)] if bytes.len() as u64 == self.complete_len => Some(bytes.clone()),
-            _ => None,
-        }
-    }
-
-    /// The bytes of `range`, when one piece holds all of it.
-    pub(crate) fn covering(&self, range: &Range<u64>) -> Option<Bytes> {
-        self.held.iter().find_map(|(start, bytes)| {
-            let end = start + bytes.len() as u64;
-            (*start <= range.start && range.end <= end)
-                .then(|| bytes.slice((range.start - start) as usize..(range.end - start) as usize))
-        })
-    }
-
-    /// How many bytes are held.
-    pub(crate) fn len(&self) -> usize {
-        self.held.iter().map(|(_, bytes)| bytes.len()).sum()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use moka::ops::compute::Op;
 
-use super::entry::Entry;
-use super::ranges::Pieces;
+use super::entry::{Entry, Pieces};
 
 /// How long a process keeps the pieces it wrote: far longer than a write takes, short
 /// enough that a piece never outlives the entry it completes by much.

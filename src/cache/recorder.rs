@@ -8,11 +8,11 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
 use sha2::{Digest, Sha256};
 
-use super::entry::Entry;
-use super::flight::{FlightGuard, StoreLock};
+use super::config::Config;
+use super::entry::{Entry, Pieces};
+use super::flight::FlightGuard;
 use super::key;
-use super::layer::Config;
-use super::ranges::Pieces;
+use super::lock::StoreLock;
 use crate::body::Tap;
 use crate::hex::hex_digest;
 
@@ -142,16 +142,18 @@ impl Recorder {
             );
             entry.body = whole;
             config.put(Arc::new(entry), url, None);
-            config.recent_pieces.forget_variant(url, &partial_key);
+            config.state.recent_pieces.forget_variant(url, &partial_key);
             config.discard(partial_key);
             return;
         }
         // the pieces hold the bytes: the entry keeps none of its own
         entry.body = Bytes::new();
-        let write_ended =
-            config
-                .recent_pieces
-                .keep(url, partial_key.clone(), entry.clone(), pieces.clone());
+        let write_ended = config.state.recent_pieces.keep(
+            url,
+            partial_key.clone(),
+            entry.clone(),
+            pieces.clone(),
+        );
         config.put_partial(partial_key, entry, pieces, url, write_ended);
     }
 }

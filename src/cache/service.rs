@@ -1,21 +1,23 @@
-//! The cache's service: where a request starts, what it may look up and store, and the paths
-//! decided in `call` (pass-through, memory-store hits, misses that need no lookup).
+//! The cache's service: where a request starts, and the paths decided in `call`
+//! (pass-through, memory-store hits, the unstorable-URL memo, misses that need no lookup).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::HeaderName;
 use http::{Method, Request, Response};
 use tower_service::Service;
 
-use super::answer::{Fwd, Served};
+use super::answer::Served;
+use super::config::Config;
 use super::flow::{Start, flow};
-use super::future::{Ctx, Found, Miss, Pending, ResponseFuture, Url};
-use super::layer::{self, Config, RequestDirectives};
-use super::policy::{RequestRules, Verdict};
-use super::{invalidate, key, policy};
-use crate::principal::Credentialed;
+use super::future::ResponseFuture;
+use super::origin::Pending;
+use super::policy::Verdict;
+use super::request::{Ctx, Found, Miss, Plan, Url};
+use super::status::Fwd;
+use super::{invalidate, key};
 use crate::store::{Backend, Store};
 
 /// The service [`ResponseCacheLayer`](super::ResponseCacheLayer) wraps around an inner
@@ -125,132 +127,6 @@ impl<S: std::fmt::Debug> std::fmt::Debug for ResponseCache<S> {
     }
 }
 
-impl Config {
-    /// Where a cacheable request starts: what may be looked up and stored, and what the
-    /// request asks of a stored entry.
-    /// Whether the request comes straight from a trusted proxy, whose forwarding headers are
-    /// then keyed instead of refused.
-    pub(crate) fn comes_through_trusted_proxy(&self, extensions: &http::Extensions) -> bool {
-        !self.trusted.is_empty()
-            && (self.peer)(extensions)
-                .is_some_and(|peer| crate::peer::is_trusted(&self.trusted, peer))
-    }
-
-    /// Whether the request carries directives this layer honours (`Cache-Control`, or
-    /// `Pragma`), which the plan must read.
-    fn reads_directives(&self, headers: &http::HeaderMap) -> bool {
-        self.request_directives == RequestDirectives::Honor
-            && (headers.contains_key(header::CACHE_CONTROL) || headers.contains_key(header::PRAGMA))
-    }
-
-    fn plan<B: http_body::Body>(&self, request: &Request<B>, forwarded: bool) -> Plan {
-        let (mut lookup, mut store, mut rules) = (true, true, RequestRules::default());
-        if self.request_directives == RequestDirectives::Honor {
-            let cc = policy::cache_control(request.headers());
-            // RFC 9111 §5.4: Pragma counts only without Cache-Control
-            let pragma_no_cache = !request.headers().contains_key(header::CACHE_CONTROL)
-                && request
-                    .headers()
-                    .get(header::PRAGMA)
-                    .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"no-cache"));
-            if self.http.is_some() {
-                rules = RequestRules {
-                    no_cache: cc.no_cache || pragma_no_cache,
-                    max_age: cc.max_age,
-                    max_stale: cc.max_stale,
-                    min_fresh: cc.min_fresh,
-                    only_if_cached: cc.only_if_cached,
-                };
-            } else {
-                lookup = !(cc.no_cache || cc.max_age == Some(0) || pragma_no_cache);
-            }
-            store = !cc.no_store;
-        }
-        // one pass over the request's fields: cheaper than hashing each unkeyed name into the
-        // map, and requests carry few headers
-        if request.headers().iter().any(|(name, value)| {
-            (self.unkeyed.contains(name)
-                && !(forwarded && layer::FORWARDING.contains(&name.as_str())))
-                || self.unkeyed_spelled_with_underscores(name)
-                || announces_body(name, value)
-        }) || carries_body_without_length(request)
-            || target_and_host_disagree(request)
-        {
-            store = false;
-        }
-        Plan {
-            lookup,
-            store,
-            rules,
-        }
-    }
-}
-
-impl Config {
-    /// Whether `name` is an unkeyed header spelled with `_` for `-` (`X_Forwarded_Host`):
-    /// CGI and WSGI servers, and frameworks on them (Werkzeug's `ProxyFix`), read it as the
-    /// dashed name, so it would poison the entry as the dashed one does. Never keyed, even
-    /// from a trusted proxy, which writes the dashed names.
-    fn unkeyed_spelled_with_underscores(&self, name: &HeaderName) -> bool {
-        let name = name.as_str();
-        name.contains('_')
-            && self.unkeyed.iter().any(|unkeyed| {
-                unkeyed.as_str().len() == name.len()
-                    && unkeyed
-                        .as_str()
-                        .bytes()
-                        .zip(name.bytes())
-                        .all(|(u, n)| u == n || (u == b'-' && n == b'_'))
-            })
-    }
-}
-
-struct Plan {
-    lookup: bool,
-    store: bool,
-    rules: RequestRules,
-}
-
-/// Whether a request field announces a body: a `Transfer-Encoding`, or a `Content-Length`
-/// other than 0 (RFC 9112 §6.3). A body on a `GET` or `HEAD` is not in the key, so its answer
-/// is never stored ("fat GET" poisoning); an unreadable length counts as a body.
-fn announces_body(name: &HeaderName, value: &HeaderValue) -> bool {
-    *name == header::TRANSFER_ENCODING
-        || (*name == header::CONTENT_LENGTH && value.as_bytes().iter().any(|&b| b != b'0'))
-}
-
-/// Whether an absolute-form target (`GET http://victim.example/p`, or HTTP/2's
-/// `:authority`) names another host than the request's `Host`. The key takes the target's
-/// authority, as RFC 9112 §3.2.2 tells a server to, but an application that builds links from
-/// `Host` would write the other host into the entry the target's users get; so such an
-/// answer is not stored. Hosts are compared as the key spells them
-/// ([`key::normal_host`]): letter case, a trailing dot and the default port do not count.
-fn target_and_host_disagree<B>(request: &Request<B>) -> bool {
-    let Some(authority) = request.uri().authority() else {
-        return false;
-    };
-    let Some(host) = request.headers().get(header::HOST) else {
-        return false;
-    };
-    // compared in the one spelling the key uses: no copy in the usual case (HTTP/2 has an
-    // authority on every request)
-    let scheme = request.uri().scheme_str().unwrap_or("http");
-    key::normal_host(authority.as_str().as_bytes(), scheme)
-        != key::normal_host(host.as_bytes(), scheme)
-}
-
-/// Whether an HTTP/2 or HTTP/3 request carries a body it announced no length for: DATA
-/// frames need no `Content-Length` there, so the framing headers do not tell. HTTP/1 bodies
-/// are always framed by a header ([`announces_body`]), so only later versions ask the body,
-/// and a body type that cannot tell it has ended (one keeping `http_body::Body`'s default
-/// `is_end_stream`, as some wrappers do) counts as carrying one: not storing is the safe side.
-fn carries_body_without_length<B: http_body::Body>(request: &Request<B>) -> bool {
-    matches!(
-        request.version(),
-        http::Version::HTTP_2 | http::Version::HTTP_3
-    ) && !request.body().is_end_stream()
-}
-
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ResponseCache<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
@@ -276,36 +152,24 @@ where
         let forwarded = self
             .config
             .comes_through_trusted_proxy(request.extensions());
-        let parts = key::url_parts(
-            request.uri(),
-            request.headers(),
-            &self.config.default_scheme,
-            self.config.query,
-            forwarded,
-        );
-        // a token the auth layer reads from the query never becomes part of a key
-        let parts = match request.extensions().get::<Credentialed>() {
-            Some(mark) if !mark.query_tokens.is_empty() => {
-                parts.without_parameters(&mark.query_tokens)
-            }
-            _ => parts,
-        };
-        let credentialed = super::future::credentialed(&request);
+        let parts = self.config.url_parts(&request, forwarded);
+        let credentialed = super::request::credentialed(&request);
         // the identity is worth computing here only when the memo holds any URL; a request
         // that goes on to a miss computes it below
         let remembered_id = self
             .config
+            .state
             .unstorable
             .holds_any(credentialed)
-            .then(|| self.config.unstorable.identity(&parts))
-            .filter(|&url_id| self.config.unstorable.remembers(url_id, credentialed));
+            .then(|| self.config.state.unstorable.identity(&parts))
+            .filter(|&url_id| self.config.state.unstorable.remembers(url_id, credentialed));
         let remembered = remembered_id.is_some();
         // nothing stored and the last answer unstorable: seven requests in eight pass with
         // only `Cache-Status` added, before the request's directives are even read (a
         // request that has some takes the checked path below)
         if remembered
             && !self.config.reads_directives(request.headers())
-            && !self.config.unstorable.rechecks()
+            && !self.config.state.unstorable.rechecks()
         {
             crate::observe::cache("miss");
             crate::observe::cache_not_stored("remembered");
@@ -325,6 +189,7 @@ where
         // a known Vary list gives the entry's variant up front, computed once for either store
         let known = self
             .config
+            .state
             .vary_lists
             .get(&url)
             .filter(|_| plan.lookup)
@@ -352,18 +217,13 @@ where
                 other => found_now = Some(other),
             }
         }
-        let url_id = remembered_id.unwrap_or_else(|| self.config.unstorable.identity(&parts));
+        let url_id = remembered_id.unwrap_or_else(|| self.config.state.unstorable.identity(&parts));
         drop(parts);
         // clone-and-swap: the future gets the service that was polled ready
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        // `Request-Range` is the pre-standard spelling Apache httpd and Squid still read:
-        // the answer to it is no more the whole than the answer to a `Range`
-        let ranged = !head
-            && (request.headers().contains_key(header::RANGE)
-                || request.headers().contains_key("request-range"));
         let ctx = Ctx {
-            ranged,
+            ranged: !head && super::request::asks_ranges(request.headers()),
             credentialed,
             inner,
             request,
@@ -422,7 +282,7 @@ impl<S> ResponseCache<S> {
             head,
             remembered_unstorable: true,
             ranged: false,
-            credentialed: super::future::credentialed(&request),
+            credentialed: super::request::credentialed(&request),
         };
         let url = Url {
             key: String::new(),

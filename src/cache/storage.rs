@@ -7,11 +7,10 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
-use super::entry::Entry;
-use super::flight::StoreLock;
+use super::config::Config;
+use super::entry::{Entry, Pieces};
 use super::key;
-use super::layer::Config;
-use super::ranges::Pieces;
+use super::lock::StoreLock;
 use super::recent::WriteEnded;
 use crate::store::{Backend, CacheWrite, Store, StoreErrorKind};
 
@@ -101,6 +100,7 @@ impl Config {
                     StoreErrorKind::CapacityExceeded | StoreErrorKind::Server
                 ) {
                     config
+                        .state
                         .writes_refused_until
                         .store(unix_ms() + WRITES_REFUSED_FOR_MS, Ordering::Relaxed);
                 }
@@ -131,7 +131,7 @@ impl Config {
     /// Whether a store write failed as refused within the last second: `Cache-Status` then
     /// does not announce `detail=storing` for a write that is likely to fail as well.
     pub(crate) fn writes_refused(&self) -> bool {
-        let until = self.writes_refused_until.load(Ordering::Relaxed);
+        let until = self.state.writes_refused_until.load(Ordering::Relaxed);
         until != 0 && unix_ms() < until
     }
 
