@@ -12,6 +12,7 @@ use super::classify::Retry;
 use super::classify::unexpected_reply;
 use super::handle::RedisStore;
 use super::replicated::{Acknowledged, GIVE_BACK_FOR, not_replicated, wait_unanswered};
+use super::request::Request;
 use super::scripts::{FIXED_WINDOW, GCRA, RELEASE};
 
 impl RedisStore {
@@ -49,13 +50,13 @@ impl RedisStore {
         // blocks while a replica is slow: a hit the flag already refuses is answered
         // from the pool first, so refusals never queue behind another hit's wait.
         if self.may_wait_for_replica(policy) {
+            // the pool's connection, never the lane, whatever the store's durability
+            let held = Request::from(redis::cmd("PTTL").arg(key));
             let held_ms: i64 = self
                 .transport
-                .call(
-                    "cooldown flag",
-                    Retry::OnDroppedConnection,
-                    redis::cmd("PTTL").arg(key),
-                )
+                .send("cooldown flag", Retry::OnDroppedConnection, |conn| {
+                    held.send(conn)
+                })
                 .await?;
             if let Ok(held_ms) = u64::try_from(held_ms)
                 && held_ms > 0

@@ -123,11 +123,8 @@ impl RedisStore {
         retry: Retry,
         request: impl Into<Request>,
     ) -> Result<T, StoreError> {
-        let request = &request.into();
-        self.run(name, retry, move |mut conn| async move {
-            request.send(&mut conn).await
-        })
-        .await
+        let request = request.into();
+        self.run(name, retry, |conn| request.send(conn)).await
     }
 
     /// How many replicas a write under `durability` waits for: `None` when the master's
@@ -148,13 +145,12 @@ impl RedisStore {
             None => {
                 let replicas = match &self.transport.links {
                     Links::Server(_) => {
+                        let info = Request::from(redis::cmd("INFO").arg("replication"));
                         let info: String = self
                             .transport
-                            .call(
-                                "INFO replication",
-                                Retry::OnDroppedConnection,
-                                redis::cmd("INFO").arg("replication"),
-                            )
+                            .send("INFO replication", Retry::OnDroppedConnection, |conn| {
+                                info.send(conn)
+                            })
                             .await?;
                         connected_replicas(&info)
                     }
@@ -297,8 +293,8 @@ impl RedisStore {
         request: impl Into<Request>,
         wrote: impl Fn(&T) -> bool,
     ) -> Result<Replicated<T>, StoreError> {
-        let request = &request.into();
-        let command = move |mut conn: Conn| async move { request.send(&mut conn).await };
+        let request = request.into();
+        let command = |conn| request.send(conn);
         let durability = policy.durability();
         if self.may_wait_for_replica(policy) {
             // boxed, so that a hit that needs no replica carries none of it in its future

@@ -16,12 +16,13 @@ pub(super) enum Request {
 }
 
 impl Request {
-    /// Sends the request on `conn` and decodes the reply.
-    pub(super) async fn send<T: FromRedisValue>(&self, conn: &mut Conn) -> RedisResult<T> {
+    /// Sends the request on `conn` and decodes the reply: what the transport calls on each
+    /// attempt (`|conn| request.send(conn)`).
+    pub(super) async fn send<T: FromRedisValue>(&self, mut conn: Conn) -> RedisResult<T> {
         match self {
-            Self::Command(cmd) => cmd.query_async(conn).await,
-            Self::Pipeline(pipe) => pipe.query_async(conn).await,
-            Self::Script(call) => call.invoke(conn).await,
+            Self::Command(cmd) => cmd.query_async(&mut conn).await,
+            Self::Pipeline(pipe) => pipe.query_async(&mut conn).await,
+            Self::Script(call) => call.invoke(&mut conn).await,
         }
     }
 }

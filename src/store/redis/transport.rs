@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use redis::{FromRedisValue, RedisError};
+use redis::RedisError;
 
 use crate::store::{StoreError, StoreErrorKind};
 
@@ -14,7 +14,6 @@ use super::cluster::ClusterLinks;
 use super::lua::Conn;
 use super::outage::Outage;
 use super::pool::{Handle, LEASE, Lease, ServerLinks};
-use super::request::Request;
 
 /// Where the store's commands go: one server (through a pool) or a cluster.
 #[derive(Clone)]
@@ -43,20 +42,6 @@ pub(super) struct Transport {
 }
 
 impl Transport {
-    /// [`send`](Self::send) for a request built once and sent as it is on every attempt.
-    pub(super) async fn call<T: FromRedisValue>(
-        &self,
-        name: &'static str,
-        retry: Retry,
-        request: impl Into<Request>,
-    ) -> Result<T, StoreError> {
-        let request = &request.into();
-        self.send(name, retry, move |mut conn| async move {
-            request.send(&mut conn).await
-        })
-        .await
-    }
-
     /// A new lease: a multiplexed handle from bb8 (within `deadline`), which later calls share
     /// while it is fresh and unbroken (see [`leased`](Self::leased)).
     pub(super) async fn lease_from_pool(
