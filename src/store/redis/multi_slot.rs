@@ -11,8 +11,6 @@ use super::cluster::{ClusterLinks, cluster_conn, master_of, timed_out};
 use super::handle::RedisStore;
 use crate::store::{StoreError, Ttl};
 
-impl RedisStore {}
-
 impl RedisStore {
     /// [`Store::index_add`](super::Store::index_add) across slots: the member is added,
     /// then members whose keys are gone are dropped.
