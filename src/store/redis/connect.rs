@@ -1,14 +1,13 @@
 //! Building the store: the pool, TLS, Sentinel and cluster clients, and the near cache's connection.
 
-use redis::{ConnectionInfo, IntoConnectionInfo, RedisError};
-
-use crate::ConfigError;
-use crate::store::Pem;
-
 use std::sync::{Arc, RwLock};
 
 use bb8_redis::RedisConnectionManager;
+use redis::{ConnectionInfo, IntoConnectionInfo, RedisError};
 
+use crate::ConfigError;
+#[cfg(feature = "tls")]
+use crate::store::Pem;
 use crate::store::durable::Durability;
 
 use super::builder::{MAX_CALL_TIMEOUT, RedisStoreBuilder, SentinelTopology, redact};
