@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// How long a value written with [`Store::set`] or [`Store::set_if_absent`] lives.
+/// How long a value written with [`Store::set`](crate::store::Store::set) or [`Store::set_if_absent`](crate::store::Store::set_if_absent) lives.
 ///
 /// # Example
 ///
@@ -61,7 +61,7 @@ pub(crate) fn ttl_ms_ceil(ttl: Duration) -> u64 {
     u64::try_from(ms).unwrap_or(u64::MAX)
 }
 
-/// The remaining lifetime of a key, as [`Store::ttl`] reports it.
+/// The remaining lifetime of a key, as [`Store::ttl`](crate::store::Store::ttl) reports it.
 ///
 /// # Example
 ///

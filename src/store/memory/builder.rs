@@ -119,7 +119,7 @@ impl MemoryStoreBuilder {
     /// size of its own: a flood of one rule's keys (a code for each of 100,000 numbers) never
     /// fills another's (the login limit per address). A live counter or flag is never evicted
     /// to make room: when a rule's room is full, a new key of that rule fails with
-    /// [`StoreErrorKind::CapacityExceeded`] until entries expire, and the rule applies its
+    /// [`StoreErrorKind::CapacityExceeded`](crate::store::StoreErrorKind::CapacityExceeded) until entries expire, and the rule applies its
     /// failure policy; a rule that guards a secret (a login limit) should fail closed.
     pub fn max_rate_limit_keys(mut self, max: u64) -> Self {
         self.max_rate_limit_keys = max;
@@ -181,7 +181,7 @@ impl MemoryStoreBuilder {
         self
     }
 
-    /// What [`Expiry::Default`] means. Defaults to 300 seconds, Django's `TIMEOUT`.
+    /// What [`Expiry::Default`](crate::store::Expiry::Default) means. Defaults to 300 seconds, Django's `TIMEOUT`.
     pub fn default_timeout(mut self, timeout: Timeout) -> Self {
         self.default_timeout = timeout;
         self

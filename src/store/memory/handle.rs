@@ -32,17 +32,17 @@ use super::slot::Slot;
 /// its own bound, and the layers each use their own:
 ///
 /// - the **general** share (tokens, sessions, the application's own keys; every handle a
-///   user builds): [`max_entries`](MemoryStoreBuilder::max_entries), least useful evicted
+///   user builds): [`max_entries`](crate::store::MemoryStoreBuilder::max_entries), least useful evicted
 ///   first. Nothing an anonymous client sends creates entries here through the layers.
 /// - the **rate-limit** share ([`RateLimitLayer`](crate::ratelimit::RateLimitLayer)'s
-///   counters and flags): [`max_rate_limit_keys`](MemoryStoreBuilder::max_rate_limit_keys).
+///   counters and flags): [`max_rate_limit_keys`](crate::store::MemoryStoreBuilder::max_rate_limit_keys).
 ///   Each rule has a room of that many keys of its own, so one rule's flood never fills
 ///   another's. A live entry is **never** evicted before it expires; when a rule's room is
 ///   full, a new key of it is a store failure ([`StoreErrorKind::CapacityExceeded`]) and the
 ///   rule applies its failure policy (a cooldown answers 503, a window lets the request
 ///   through uncounted unless it fails closed).
 /// - the **cache** share ([`ResponseCacheLayer`](crate::cache::ResponseCacheLayer)'s entries):
-///   [`max_cache_bytes`](MemoryStoreBuilder::max_cache_bytes), least useful evicted first.
+///   [`max_cache_bytes`](crate::store::MemoryStoreBuilder::max_cache_bytes), least useful evicted first.
 ///
 /// The layers reach their share through [`for_rate_limits`](MemoryStore::for_rate_limits)
 /// and [`for_cache`](MemoryStore::for_cache). The store is still one keyspace, as a Redis
@@ -54,7 +54,7 @@ use super::slot::Slot;
 /// Each `MemoryStore` (and its clones) is its own space; two instances share nothing, as two
 /// processes would not.
 ///
-/// [`RedisStore`]: super::RedisStore
+/// [`RedisStore`]: crate::store::RedisStore
 ///
 /// # Example
 ///
@@ -79,7 +79,7 @@ pub struct MemoryStore {
 
 impl MemoryStore {
     /// Ready, always: the embedded store has nothing to reach. There for health endpoints
-    /// that check every store alike (see [`AnyStore::ping`](super::AnyStore::ping)).
+    /// that check every store alike (see [`AnyStore::ping`](crate::store::AnyStore::ping)).
     ///
     /// # Errors
     ///
@@ -147,7 +147,7 @@ impl MemoryStore {
 
     /// This store's rate-limit share, where [`RateLimitLayer`](crate::ratelimit::RateLimitLayer)
     /// keeps its counters and flags: bounded by
-    /// [`max_rate_limit_keys`](MemoryStoreBuilder::max_rate_limit_keys), and never evicting a
+    /// [`max_rate_limit_keys`](crate::store::MemoryStoreBuilder::max_rate_limit_keys), and never evicting a
     /// live entry.
     ///
     /// # Example
@@ -170,7 +170,7 @@ impl MemoryStore {
     }
 
     /// This store's cache share, where [`ResponseCacheLayer`](crate::cache::ResponseCacheLayer)
-    /// keeps its entries: bounded by [`max_cache_bytes`](MemoryStoreBuilder::max_cache_bytes).
+    /// keeps its entries: bounded by [`max_cache_bytes`](crate::store::MemoryStoreBuilder::max_cache_bytes).
     ///
     /// # Example
     ///

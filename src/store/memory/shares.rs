@@ -240,7 +240,7 @@ impl Shared {
     }
 }
 
-/// How full each share of a [`MemoryStore`] is, from [`MemoryStore::usage`].
+/// How full each share of a [`MemoryStore`](crate::store::MemoryStore) is, from [`MemoryStore::usage`](crate::store::MemoryStore::usage).
 ///
 /// # Example
 ///

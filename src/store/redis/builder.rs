@@ -96,19 +96,19 @@ impl RedisStore {
     /// - the `index_*` operations (a user's tokens): a member is added after its key is
     ///   stored and dropped only once its key is gone, and `index_delete_all` deletes the
     ///   members it read, then removes exactly those, so no live member escapes its index;
-    /// - [`bump_version`](Store::bump_version): `DUMP`, `RESTORE`, `DEL`, as Django's
+    /// - [`bump_version`](crate::store::Store::bump_version): `DUMP`, `RESTORE`, `DEL`, as Django's
     ///   `incr_version` does it in three steps;
-    /// - [`set_many`](Store::set_many): atomic per hash slot.
+    /// - [`set_many`](crate::store::Store::set_many): atomic per hash slot.
     ///
     /// A pattern invalidation
     /// ([`CacheInvalidator::invalidate_matching`](crate::cache::CacheInvalidator::invalidate_matching))
     /// runs `SCAN` master by master. When slots move while it runs (a resharding, a
     /// failover), it sweeps again, at most three times in all, and then fails with
-    /// [`StoreErrorKind::Connection`] rather than report success while keys that moved past it
+    /// [`StoreErrorKind::Connection`](crate::store::StoreErrorKind::Connection) rather than report success while keys that moved past it
     /// may remain.
     ///
     /// A call follows at most five `MOVED` or `ASK` redirects, then fails with
-    /// [`StoreErrorKind::Connection`]: nodes that disagree on who serves a slot would bounce
+    /// [`StoreErrorKind::Connection`](crate::store::StoreErrorKind::Connection): nodes that disagree on who serves a slot would bounce
     /// it until the timeout. A node that announces an address this client cannot reach
     /// (`cluster-announce-ip`, `-port` or `-hostname`, behind NAT or in a container) fails the
     /// calls sent there at once, with an error that names the address: the store tries a TCP
@@ -118,7 +118,7 @@ impl RedisStore {
     ///
     /// A node that stops answering costs its keys one command timeout, not one per call: after
     /// a call for one of its keys timed out, calls for any of its keys fail at once with
-    /// [`StoreErrorKind::Timeout`] until it answers a ping, a moment after it is back; calls
+    /// [`StoreErrorKind::Timeout`](crate::store::StoreErrorKind::Timeout) until it answers a ping, a moment after it is back; calls
     /// for other nodes go on.
     ///
     /// # Example
@@ -279,7 +279,7 @@ impl RedisStoreBuilder {
     /// The database number, when the location names none (or names database 0). Defaults to
     /// the location's, else 0. A negative number is refused at build; one the server does not
     /// have (past its `databases` setting, 16 by default) fails every call with
-    /// [`StoreErrorKind::Unsupported`] and a message naming the database, as the
+    /// [`StoreErrorKind::Unsupported`](crate::store::StoreErrorKind::Unsupported) and a message naming the database, as the
     /// configuration error it is, not an outage: every layer answers it `503` whatever its
     /// [failure policy](crate::FailurePolicy), so that no rule is switched off by a typo.
     pub fn database(mut self, database: i64) -> Self {
@@ -305,7 +305,7 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// What [`Expiry::Default`] means. Defaults to 300 seconds, Django's `TIMEOUT`.
+    /// What [`Expiry::Default`](crate::store::Expiry::Default) means. Defaults to 300 seconds, Django's `TIMEOUT`.
     pub fn default_timeout(mut self, timeout: Timeout) -> Self {
         self.default_timeout = timeout;
         self

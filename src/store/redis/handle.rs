@@ -44,21 +44,21 @@ use super::transport::{Links, Transport};
 ///   such as a managed "primary endpoint" or a moved DNS name, leaves old sockets on a
 ///   replica), also one inside a refused `MULTI`/`EXEC` (`EXECABORT`), breaks the connection and makes every connection opened before it suspect; the
 ///   refused command, which Redis did not run, is sent once more on a new connection, whatever
-///   the command. A second `READONLY` is a [`StoreErrorKind::Connection`] error, so the
+///   the command. A second `READONLY` is a [`StoreErrorKind::Connection`](crate::store::StoreErrorKind::Connection) error, so the
 ///   layers' failure policy applies.
 /// - **Every call is bounded by one deadline**, the command timeout, from checkout to reply,
-///   retry included. A stalled server gives [`StoreErrorKind::Timeout`], never a hung
+///   retry included. A stalled server gives [`StoreErrorKind::Timeout`](crate::store::StoreErrorKind::Timeout), never a hung
 ///   request; the connect timeout only bounds bb8's own connection attempts in the background.
 /// - **One timeout for a stalled server, not one per call.** After a call timed out, calls
-///   fail at once with [`StoreErrorKind::Timeout`] while one task pings the server; the first
+///   fail at once with [`StoreErrorKind::Timeout`](crate::store::StoreErrorKind::Timeout) while one task pings the server; the first
 ///   answer ends it. A request through three layers waits one timeout, not three. A call that
 ///   times out on a connection already known bad (flagged by another call, or opened before a
 ///   drop was seen, as after a `CLIENT KILL`) fails alone: the store has moved to a new
 ///   connection on which the server answers, so that timeout is no sign of a stall.
 /// - **Fail fast while Redis is down.** When the latest connection attempt failed within the
 ///   connect timeout and no connection is open, calls fail at once instead of each waiting out
-///   the timeout: [`StoreErrorKind::Connection`] when the server refused,
-///   [`StoreErrorKind::Timeout`] when it did not answer. bb8 keeps reconnecting in the
+///   the timeout: [`StoreErrorKind::Connection`](crate::store::StoreErrorKind::Connection) when the server refused,
+///   [`StoreErrorKind::Timeout`](crate::store::StoreErrorKind::Timeout) when it did not answer. bb8 keeps reconnecting in the
 ///   background, and calls go through again from its first success.
 /// - Scripts are sent by SHA; one the server has forgotten (a restart, a promoted replica) is
 ///   sent once with its body, to its key's node.

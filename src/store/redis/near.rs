@@ -63,7 +63,7 @@ pub(super) const TRACKING_CLIENT_NAME: &str = "tower-redis-http-near-cache";
 /// The settings of a near cache on a [`RedisStore`](super::RedisStore): hot values read from
 /// process memory, invalidated by Redis when they change anywhere.
 ///
-/// Only plain reads use it ([`Store::get`](super::Store::get), the auth layer's token
+/// Only plain reads use it ([`Store::get`](crate::store::Store::get), the auth layer's token
 /// lookup without sliding expiry, the cache layer's entry and generation reads). Rate limits,
 /// send flags, scripts and every write always go to Redis. Needs Redis 6 or later, on one
 /// server or through Sentinel; a cluster store refuses it.
