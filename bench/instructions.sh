@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Instructions per request of each layer on the memory store, counted by callgrind (valgrind):
-# deterministic, unlike wall-clock runs, so a change to the hot path shows as a number.
+# deterministic, unlike wall-clock runs, so a change to the hot path shows as a number. Then
+# the peers' caches on a hit (bench/peers, its own workspace), counted the same way.
 # Each scenario runs twice (SMALL and SMALL + 10,000 requests); the difference divided by
 # 10,000 cancels start-up and shutdown.
 set -euo pipefail
@@ -28,4 +29,19 @@ for scenario in plain plain_layered auth cache uncacheable gcra gcra_bare window
   per=$(((large - small) / 10000))
   [ -z "$plain" ] && plain=$per
   printf '%-10s %14d %14d\n' "$scenario" "$per" $((per - plain))
+done
+
+# The peers: tower-http-cache (memory backend) and http-cache-tower-server (moka) on a hit,
+# over the same page as a service (their bodies must be Sync; axum's handler bodies are not).
+# Their `plain` is the crate's own baseline handler, built in their binary, for comparison.
+CARGO_PROFILE_RELEASE_DEBUG=1 cargo build --release -q --manifest-path bench/peers/Cargo.toml --bin peers_instructions
+binary=bench/peers/target/release/peers_instructions
+printf '\npeers (over plain_service)\n'
+base=""
+for scenario in plain plain_service tower_http_cache http_cache_tower_server; do
+  small=$(count "$scenario" "$SMALL")
+  large=$(count "$scenario" $((SMALL + 10000)))
+  per=$(((large - small) / 10000))
+  [ "$scenario" = plain_service ] && base=$per
+  printf '%-24s %14d %14s\n' "$scenario" "$per" "${base:+$((per - base))}"
 done
