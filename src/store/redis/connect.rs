@@ -124,20 +124,20 @@ impl RedisStoreBuilder {
 
     /// One server's pool, reached directly or through Sentinel.
     async fn server_links(&self) -> Result<ServerLinks, ConfigError> {
-        let inner = match &self.sentinel {
+        // one server's connection settings, read once for the pool and its database
+        let (inner, database) = match &self.sentinel {
             None => {
-                let manager = RedisConnectionManager::new(self.direct_info()?).map_err(|err| {
+                let info = self.direct_info()?;
+                let database = info.redis_settings().db();
+                let manager = RedisConnectionManager::new(info).map_err(|err| {
                     self.invalid_location("rejected by the Redis client", Some(err))
                 })?;
-                Connector::Direct(manager)
+                (Connector::Direct(manager), database)
             }
-            Some(sentinel) => {
-                Connector::Sentinel(tokio::sync::Mutex::new(self.sentinel_client(sentinel)?))
-            }
-        };
-        let database = match &self.sentinel {
-            None => self.direct_info()?.redis_settings().db(),
-            Some(_) => self.settings(redis::RedisConnectionInfo::default()).db(),
+            Some(sentinel) => (
+                Connector::Sentinel(tokio::sync::Mutex::new(self.sentinel_client(sentinel)?)),
+                self.settings(redis::RedisConnectionInfo::default()).db(),
+            ),
         };
         let reachability = Arc::new(Reachability::selecting(database));
         let manager = TrackedManager {

@@ -84,14 +84,8 @@ pub(super) fn not_replicated(name: &'static str) -> StoreError {
 
 /// Writes that wait for a replica: see [`Durability`].
 impl RedisStore {
-    /// Sends `command` over the [transport](Transport::send), and on a handle made durable
-    /// waits for a replica.
-    ///
-    /// One deadline, the command timeout, bounds the whole call from checkout to reply,
-    /// retry included. On the usual path (a leased connection) that bound is the connection's
-    /// own response timeout, with no timer of its own: a second timer per call cost about a
-    /// tenth of the throughput (see `benches/store_ratio.rs`). Only a call that has to go to
-    /// the pool (a new lease, a retry) arms a timer for what is left of the deadline.
+    /// Sends `command` over the [transport](super::transport::Transport::send), within its deadline and retry
+    /// rule.
     ///
     /// On a handle made [durable](Self::with_durability), the call goes over the store's
     /// lane and waits for a replica (see [`run_replicated`](Self::run_replicated)).
