@@ -4,14 +4,14 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use super::config::Config;
+use super::config::{Config, StoreKey};
 use crate::store::{Backend, RateDecision, StoreError};
 
 /// One hit a rule counted.
 pub(crate) struct Counted {
     pub(crate) rule: usize,
     /// The full store key (key scheme applied).
-    pub(crate) key: String,
+    pub(crate) key: StoreKey,
     pub(crate) decision: RateDecision,
 }
 
@@ -20,7 +20,7 @@ pub(crate) struct Counted {
 pub(crate) type Hits = SmallVec<[Counted; 1]>;
 
 /// The rules that apply to a request, each with its full store key.
-pub(crate) type Checks = SmallVec<[(usize, String); 1]>;
+pub(crate) type Checks = SmallVec<[(usize, StoreKey); 1]>;
 
 /// What checking the rules found.
 pub(crate) enum Outcome {
@@ -45,7 +45,7 @@ async fn give_back<B: Backend>(config: &Config, store: &B, hits: &[Counted]) {
     for hit in hits {
         let rule = &config.rules[hit.rule];
         match store
-            .release_full(&hit.key, &rule.policy, &hit.decision)
+            .release_full(rule.key_text(&hit.key), &rule.policy, &hit.decision)
             .await
         {
             Ok(true) => crate::observe::ratelimit(&rule.name, "released"),
@@ -65,9 +65,9 @@ async fn give_back<B: Backend>(config: &Config, store: &B, hits: &[Counted]) {
 async fn check_rules<B: Backend>(config: &Config, store: &B, checks: Checks) -> Outcome {
     let mut counted = Hits::new();
     for (rule, key) in checks {
-        let policy = &config.rules[rule].policy;
-        let name = &config.rules[rule].name;
-        let decision = match store.rate_limit_full(&key, policy).await {
+        let compiled = &config.rules[rule];
+        let (policy, name) = (&compiled.policy, &compiled.name);
+        let decision = match store.rate_limit_full(compiled.key_text(&key), policy).await {
             Ok(decision) => decision,
             Err(err) => {
                 crate::observe::ratelimit(name, "store_error");

@@ -9,7 +9,7 @@ use super::key::CompiledKey;
 use super::rule::Commit;
 use crate::FailurePolicy;
 use crate::peer::{Network, PeerFn};
-use crate::store::{AnyStore, RatePolicy};
+use crate::store::{AnyStore, KeyScheme, RatePolicy, StoreError};
 
 /// What happens to a request whose key cannot be extracted (no such header, a path that does
 /// not match the pattern, an anonymous user).
@@ -43,6 +43,72 @@ pub(crate) struct CompiledRule {
     /// The store key around the request's key: `rl:<name>:` and `` by default.
     pub(crate) key_before: Arc<str>,
     pub(crate) key_after: Arc<str>,
+    pub(crate) key_making: KeyMaking,
+}
+
+/// How a rule makes a request's full store key, decided at build time so that the work that
+/// cannot change between requests is done once.
+pub(crate) enum KeyMaking {
+    /// The same full key for every request (`Key::global()`): made once.
+    Fixed(String),
+    /// The full key's start (the key scheme's prefix and version, then `rl:<name>:`) made
+    /// once; each request appends its key and the rule's end.
+    FromStart(String),
+    /// Through the key scheme each time: a custom key function, or a fixed key the scheme
+    /// refuses (too long), which then fails per request as any other key would.
+    ByScheme,
+}
+
+/// A rule's full store key for one request.
+pub(crate) enum StoreKey {
+    /// The rule's [`KeyMaking::Fixed`] key.
+    Fixed,
+    Made(String),
+}
+
+impl CompiledRule {
+    /// How this rule makes its keys on `scheme`.
+    pub(crate) fn key_making(
+        key: &CompiledKey,
+        before: &str,
+        after: &str,
+        scheme: &KeyScheme,
+    ) -> KeyMaking {
+        let Some(start) = scheme.fixed_start(before) else {
+            return KeyMaking::ByScheme;
+        };
+        match key.fixed() {
+            Some(fixed) => match scheme.make_from_start(&start, &[fixed, after]) {
+                Ok(full) => KeyMaking::Fixed(full),
+                Err(_) => KeyMaking::ByScheme,
+            },
+            None => KeyMaking::FromStart(start),
+        }
+    }
+
+    /// The full store key for the request's `key`.
+    pub(crate) fn store_key(&self, scheme: &KeyScheme, key: &str) -> Result<StoreKey, StoreError> {
+        match &self.key_making {
+            KeyMaking::Fixed(_) => Ok(StoreKey::Fixed),
+            KeyMaking::FromStart(start) => scheme
+                .make_from_start(start, &[key, &self.key_after])
+                .map(StoreKey::Made),
+            KeyMaking::ByScheme => scheme
+                .make_joined(&[&self.key_before, key, &self.key_after])
+                .map(StoreKey::Made),
+        }
+    }
+
+    /// The text of `key`, one of this rule's store keys.
+    pub(crate) fn key_text<'a>(&'a self, key: &'a StoreKey) -> &'a str {
+        match (key, &self.key_making) {
+            (StoreKey::Made(made), _) => made,
+            (StoreKey::Fixed, KeyMaking::Fixed(fixed)) => fixed,
+            (StoreKey::Fixed, _) => {
+                unreachable!("`store_key` answers `Fixed` only for a rule whose key is fixed")
+            }
+        }
+    }
 }
 
 pub(crate) struct Config {

@@ -320,6 +320,9 @@ pub(crate) enum Segment {
     Capture,
 }
 
+/// The key text of [`Key::global`]'s single key.
+const GLOBAL: &str = "*";
+
 pub(crate) enum CompiledKey {
     PathSegment(Vec<Segment>),
     Header(HeaderName),
@@ -393,6 +396,14 @@ impl CompiledKey {
     /// handler (axum's `Path` does; warp's `param` does not, so the examples decode it as
     /// axum does): `/sms_codes/%313800138000/` is the number `13800138000` and must share its
     /// counter, or each of a number's 2,048 spellings would buy another SMS.
+    /// The key of every request, when it cannot change (`Key::global()`).
+    pub(crate) fn fixed(&self) -> Option<&'static str> {
+        match self {
+            Self::Global => Some(GLOBAL),
+            _ => None,
+        }
+    }
+
     pub(crate) fn extract<'a>(
         &self,
         request: &RequestHead<'a>,
@@ -465,7 +476,7 @@ impl CompiledKey {
                     None => return Ok(None),
                 },
             },
-            Self::Global => Cow::Borrowed("*"),
+            Self::Global => Cow::Borrowed(GLOBAL),
             Self::Custom(extract) => match extract(request) {
                 Some(text) => Cow::Owned(text),
                 None => return Ok(None),

@@ -13,7 +13,7 @@ use super::key::CompiledKey;
 use super::rejection::{JsonLimited, LimitedResponse};
 use super::{Commit, RateLimit, Rule};
 use crate::peer::{PeerFn, default_peer};
-use crate::store::AnyStore;
+use crate::store::{AnyStore, Store};
 use crate::{ConfigError, FailurePolicy};
 
 /// A [`Layer`] that limits requests per key, atomically in the store.
@@ -425,16 +425,20 @@ impl RateLimitBuilder {
                 policy = policy.keeping_unreplicated_hits();
             }
             let (key_before, key_after) = rule.store_key_parts()?;
+            let key = rule.key.compile()?;
+            let key_making =
+                CompiledRule::key_making(&key, &key_before, &key_after, self.store.key_scheme());
             rules.push(CompiledRule {
                 name: Arc::clone(&rule.name),
                 policy_item: policy_item(&rule.name, &policy),
                 policy,
-                key: rule.key.compile()?,
+                key,
                 on_store_error,
                 applies: rule.applies.clone(),
                 commit: rule.commit.unwrap_or(self.commit),
                 key_before,
                 key_after,
+                key_making,
             });
         }
         let trusted = crate::peer::networks(&self.trusted)?;

@@ -190,23 +190,16 @@ where
                     config.report_misconfiguration(&rule.name, &why);
                     return ResponseFuture::done(refuse(&self.rejection, Refusal::Misconfigured));
                 }
-                Ok(Some(key)) => {
-                    let store_key = config.store.key_scheme().make_joined(&[
-                        &rule.key_before,
-                        &key,
-                        &rule.key_after,
-                    ]);
-                    match store_key {
-                        Ok(store_key) => checks.push((index, store_key)),
-                        Err(err) if config.survives(index, &err) => {}
-                        Err(_) => {
-                            return ResponseFuture::done(refuse(
-                                &self.rejection,
-                                Refusal::StoreUnavailable,
-                            ));
-                        }
+                Ok(Some(key)) => match rule.store_key(config.store.key_scheme(), &key) {
+                    Ok(store_key) => checks.push((index, store_key)),
+                    Err(err) if config.survives(index, &err) => {}
+                    Err(_) => {
+                        return ResponseFuture::done(refuse(
+                            &self.rejection,
+                            Refusal::StoreUnavailable,
+                        ));
                     }
-                }
+                },
                 Ok(None) if config.missing_key == MissingKey::Reject => {
                     return ResponseFuture::done(refuse(&self.rejection, Refusal::MissingKey));
                 }

@@ -253,6 +253,33 @@ impl KeyScheme {
         }
     }
 
+    /// What every full key of a logical key starting with `before` starts with (prefix,
+    /// version and `before`), made once so that a layer keying `rl:<rule>:<value>` per request
+    /// appends only the value ([`make_from_start`](Self::make_from_start)). `None` under a
+    /// custom key function, which is handed the whole logical key.
+    pub(crate) fn fixed_start(&self, before: &str) -> Option<String> {
+        match &self.layout {
+            Layout::Django => Some(format!("{}:{}:{before}", self.prefix, self.version)),
+            Layout::Raw => Some(before.to_owned()),
+            Layout::Custom(_) => None,
+        }
+    }
+
+    /// The full key that `start` (from [`fixed_start`](Self::fixed_start)) and `parts` make:
+    /// the same key [`make_joined`](Self::make_joined) makes of `before` and `parts`, in one
+    /// copy of each part.
+    pub(crate) fn make_from_start(
+        &self,
+        start: &str,
+        parts: &[&str],
+    ) -> Result<String, StoreError> {
+        let len = start.len() + parts.iter().map(|part| part.len()).sum::<usize>();
+        let mut full = String::with_capacity(len);
+        full.push_str(start);
+        parts.iter().for_each(|part| full.push_str(part));
+        self.check(full)
+    }
+
     fn build(&self, parts: &[&str], version: i64) -> Result<String, StoreError> {
         let logical_len: usize = parts.iter().map(|part| part.len()).sum();
         let full = match &self.layout {
@@ -379,6 +406,41 @@ mod tests {
                 expected
             );
         }
+    }
+
+    #[test]
+    fn keys_from_a_fixed_start_are_the_joined_keys() {
+        let schemes = [
+            KeyScheme::django("shop", 3),
+            KeyScheme::django("", -1),
+            KeyScheme::raw(),
+            KeyScheme::django("p", 1).max_len(12),
+        ];
+        let cases: &[(&str, &[&str])] = &[
+            ("rl:sms:", &["+4912", ""]),
+            ("rl:a:", &["", ":end"]),
+            ("", &["x"]),
+            ("rl:long:", &["0123456789"]),
+        ];
+        for scheme in &schemes {
+            let start = scheme.fixed_start(cases[0].0);
+            assert!(
+                start.is_some(),
+                "only a custom key function has no fixed start"
+            );
+            for &(before, parts) in cases {
+                let start = scheme.fixed_start(before).unwrap();
+                let mut all = vec![before];
+                all.extend_from_slice(parts);
+                let joined = scheme.make_joined(&all).map_err(|err| err.kind());
+                let from_start = scheme
+                    .make_from_start(&start, parts)
+                    .map_err(|err| err.kind());
+                assert_eq!(from_start, joined, "{before:?} {parts:?}");
+            }
+        }
+        let custom = KeyScheme::custom("p", 1, |key, _, _| key.to_owned());
+        assert!(custom.fixed_start("rl:").is_none());
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicU64;
 // need not sleep; outside a paused runtime it is the monotonic clock.
 use tokio::time::Instant;
 
+use foldhash::fast::RandomState;
 use moka::sync::Cache;
 
 use crate::ConfigError;
@@ -218,8 +219,8 @@ impl MemoryStoreBuilder {
         let general = Cache::builder()
             .max_capacity(self.max_entries)
             .expire_after(SlotExpiry)
-            .build();
-        let rate_limits = Cache::builder().build();
+            .build_with_hasher(RandomState::default());
+        let rate_limits = Cache::builder().build_with_hasher(RandomState::default());
         let cache = Cache::builder()
             .max_capacity(self.max_cache_bytes)
             .weigher(|key: &String, slot: &Slot| {
@@ -227,7 +228,7 @@ impl MemoryStoreBuilder {
                 u32::try_from(weight).unwrap_or(u32::MAX)
             })
             .expire_after(SlotExpiry)
-            .build();
+            .build_with_hasher(RandomState::default());
         Ok(MemoryStore {
             shared: Arc::new(Shared {
                 general,

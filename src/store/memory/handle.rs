@@ -9,11 +9,10 @@ use tokio::time::Instant;
 
 use bytes::Bytes;
 use moka::ops::compute::Op;
-use moka::sync::Cache;
 
 use crate::store::{KeyScheme, StoreError, StoreErrorKind, Timeout};
 
-use super::shares::{MemoryUsage, SWEEP_PER_WRITE, SWEEP_WHEN_FULL, Share, Shared};
+use super::shares::{Entries, MemoryUsage, SWEEP_PER_WRITE, SWEEP_WHEN_FULL, Share, Shared};
 use super::slot::Slot;
 
 /// The embedded store: in-process, bounded in entries, TTL-aware, with [`RedisStore`]'s
@@ -188,7 +187,7 @@ impl MemoryStore {
         }
     }
 
-    pub(super) fn entries(&self) -> &Cache<String, Slot> {
+    pub(super) fn entries(&self) -> &Entries {
         match self.share {
             Share::General => &self.shared.general,
             Share::RateLimits => &self.shared.rate_limits,
@@ -389,8 +388,9 @@ impl MemoryStore {
         })
     }
 
-    pub(super) fn micros_now(&self) -> u64 {
-        u64::try_from(self.shared.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    pub(super) fn micros_at(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.shared.epoch).as_micros())
+            .unwrap_or(u64::MAX)
     }
 }
 

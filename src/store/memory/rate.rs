@@ -148,8 +148,8 @@ impl MemoryStore {
         tolerance_us: u64,
         burst: u64,
     ) -> Result<RateDecision, StoreError> {
-        let now_us = self.micros_now();
         let now = Instant::now();
+        let now_us = self.micros_at(now);
         // fast path: step the stored time in place while the slot outlives it
         if let Some(slot) = self.live_slot(key, now)
             && let (Some(counter), Some(expires_at)) = (&slot.counter, slot.expires_at)

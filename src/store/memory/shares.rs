@@ -13,6 +13,10 @@ use moka::sync::Cache;
 
 use super::slot::Slot;
 
+/// One share's entries. Hashed with foldhash, seeded per process: moka's default SipHash cost
+/// more than the rest of a rate-limit hit's lookup.
+pub(super) type Entries = Cache<String, Slot, foldhash::fast::RandomState>;
+
 /// Which share of the store a handle works in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Share {
@@ -22,17 +26,17 @@ pub(super) enum Share {
 }
 
 pub(super) struct Shared {
-    pub(super) general: Cache<String, Slot>,
+    pub(super) general: Entries,
     /// Unbounded for moka: the bound is enforced on admission, so that nothing live is evicted.
     /// Without moka's per-entry expiry: see [`Expiries`].
-    pub(super) rate_limits: Cache<String, Slot>,
+    pub(super) rate_limits: Entries,
     pub(super) rate_limit_expiries: Expiries,
     /// The live keys of each rule's room; each room holds up to `max_rate_limit_keys`.
     pub(super) rooms: Rooms,
     pub(super) max_rate_limit_keys: u64,
     /// When the rate-limit share's count was last settled, in ms after `epoch`.
     pub(super) rate_limits_settled_ms: AtomicU64,
-    pub(super) cache: Cache<String, Slot>,
+    pub(super) cache: Entries,
     /// The memory store's clock for GCRA: microseconds since this instant.
     pub(super) epoch: Instant,
 }

@@ -213,7 +213,8 @@ struct Link {
 /// A near cache's state, shared by every clone of its store.
 pub(super) struct Near {
     settings: NearCache,
-    entries: Cache<String, NearValue>,
+    /// Hashed with foldhash, seeded per process, as the memory store's entries are.
+    entries: Cache<String, NearValue, foldhash::fast::RandomState>,
     /// Mirrors `link.is_some()` for the read path, which should not take a lock.
     serving: AtomicBool,
     link: RwLock<Option<Link>>,
@@ -298,7 +299,7 @@ impl Near {
                 u32::try_from(bytes.max(least_weight)).unwrap_or(u32::MAX)
             })
             .time_to_live(settings.max_age)
-            .build();
+            .build_with_hasher(foldhash::fast::RandomState::default());
         Self {
             settings,
             entries,
