@@ -8,6 +8,10 @@
 //!
 //! Each request goes through an axum `Router` in process (no sockets), so the count is the
 //! router, the layer and the handler: the layer's cost is the difference to `plain`.
+//!
+//! A scenario named `redis_<layer>` runs the layer on a `RedisStore` (`near_<layer>`: with a
+//! near cache) at `REDIS_URL`; `redis_floor` is the one-GET floor handler, its baseline:
+//! callgrind counts this process only, so these are the client side's instructions.
 
 use std::time::Duration;
 
@@ -22,9 +26,10 @@ use tower_governor::key_extractor::GlobalKeyExtractor;
 use tower_redis_http::auth::TokenAuthLayer;
 use tower_redis_http::cache::ResponseCacheLayer;
 use tower_redis_http::ratelimit::{Key, RateLimitLayer, Rule};
-use tower_redis_http::store::{Expiry, MemoryStore, Store, value};
+use tower_redis_http::store::{AnyStore, Expiry, MemoryStore, NearCache, RedisStore, Store, value};
 
-/// The scenarios, in the order `bench/instructions.sh` reports them.
+/// The scenarios on the memory store, in the order `bench/instructions.sh` reports them; each
+/// but `plain*` and `governor` also runs as `redis_<name>` and `near_<name>`.
 const SCENARIOS: &[&str] = &[
     "plain",
     "plain_layered",
@@ -36,6 +41,7 @@ const SCENARIOS: &[&str] = &[
     "window",
     "cooldown",
     "governor",
+    "redis_floor",
 ];
 
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
@@ -49,7 +55,30 @@ async fn plain() -> Bytes {
     Bytes::from_static(&[b'x'; 1024])
 }
 
-fn router(scenario: &str, store: &MemoryStore) -> Option<Router> {
+/// The floor on Redis: the token's lookup written by hand, one GET on a shared
+/// `MultiplexedConnection`, then the page.
+async fn floor(
+    axum::extract::State(conn): axum::extract::State<redis::aio::MultiplexedConnection>,
+    headers: http::HeaderMap,
+) -> Result<Bytes, http::StatusCode> {
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(http::StatusCode::UNAUTHORIZED)?;
+    let mut conn = conn;
+    let stored: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(format!(":1:{token}"))
+        .query_async(&mut conn)
+        .await
+        .map_err(|_| http::StatusCode::SERVICE_UNAVAILABLE)?;
+    let stored = stored.ok_or(http::StatusCode::UNAUTHORIZED)?;
+    let _user: User =
+        serde_json::from_slice(&stored).map_err(|_| http::StatusCode::UNAUTHORIZED)?;
+    Ok(Bytes::from_static(&[b'x'; 1024]))
+}
+
+fn router(scenario: &str, store: &AnyStore) -> Option<Router> {
     let route = Router::new().route("/items/{n}", get(plain));
     let limit = |rule| {
         RateLimitLayer::builder(store.clone())
@@ -109,9 +138,23 @@ fn router(scenario: &str, store: &MemoryStore) -> Option<Router> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let scenario = args.next().unwrap_or_default();
+    let named = args.next().unwrap_or_default();
     let requests: usize = args.next().map_or(Ok(10_000), |n| n.parse())?;
-    let store = MemoryStore::new();
+    let redis_url = || std::env::var("REDIS_URL").map_err(|_| "REDIS_URL is required");
+    let (scenario, store): (&str, AnyStore) = if let Some(layer) = named.strip_prefix("redis_") {
+        (
+            layer,
+            RedisStore::builder(redis_url()?).build().await?.into(),
+        )
+    } else if let Some(layer) = named.strip_prefix("near_") {
+        let store = RedisStore::builder(redis_url()?)
+            .near_cache(NearCache::new())
+            .build()
+            .await?;
+        (layer, store.into())
+    } else {
+        (named.as_str(), MemoryStore::new().into())
+    };
     let user = User {
         id: 1,
         username: "bench".into(),
@@ -120,26 +163,56 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     store
         .set("token", value::encode(&user)?, Expiry::Never)
         .await?;
-    let Some(router) = router(&scenario, &store) else {
-        return Err(format!("scenario must be one of {SCENARIOS:?}").into());
+    let router = if named == "redis_floor" {
+        let client = redis::Client::open(redis_url()?)?;
+        let conn = client.get_multiplexed_async_connection().await?;
+        Some(
+            Router::new()
+                .route("/items/{n}", get(floor))
+                .with_state(conn),
+        )
+    } else {
+        router(scenario, &store)
     };
+    let Some(router) = router else {
+        return Err(format!(
+            "scenario must be one of {SCENARIOS:?}, or redis_/near_ and one of them"
+        )
+        .into());
+    };
+    let scenario = scenario.to_owned();
     let mut service = router.into_service::<Body>();
     for i in 0..requests {
-        // distinct paths for every scenario, so that all build the same requests
+        // every scenario builds the same request, so that building it is in the baseline: a
+        // distinct path and a token (which the cache scenario carries under another name,
+        // since `cache_page` stores no page asked for with `Authorization`)
+        let token_header = if scenario == "cache" {
+            "x-token"
+        } else {
+            "authorization"
+        };
         let mut request = http::Request::builder()
             .uri(format!("/items/{i}"))
-            .header("host", "localhost");
-        if scenario == "auth" || scenario == "uncacheable" {
-            request = request.header("authorization", "Bearer token");
-        }
+            .header("host", "localhost")
+            .header(token_header, "Bearer token");
         if scenario == "cache" || scenario == "uncacheable" {
             request = request.uri("/items/1");
+        }
+        if i + 1 == requests && named.starts_with("near_") {
+            reset_redis_stats(&redis_url()?).await?;
         }
         let response = service
             .ready()
             .await?
             .call(request.body(Body::empty())?)
             .await?;
+        if i + 1 == requests && named.starts_with("near_") {
+            // a near-cache scenario is what its name says: its warm request reads no key
+            let stats = redis_stats(&redis_url()?).await?;
+            if stats.contains("cmdstat_get:") || stats.contains("cmdstat_getex:") {
+                return Err(format!("{named} read Redis once warm:\n{stats}").into());
+            }
+        }
         if !response.status().is_success() {
             return Err(format!("{scenario}: request {i} answered {}", response.status()).into());
         }
@@ -165,9 +238,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         std::hint::black_box(response.into_body().collect().await?);
         if i == 0 {
-            // the cache stores its first response from a spawned task: let it run
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            // the cache stores its first response from a spawned task: let it run (its Redis
+            // round trips too, slowed by callgrind); the check on the last request tells
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
     Ok(())
+}
+
+async fn reset_redis_stats(url: &str) -> Result<(), redis::RedisError> {
+    let mut conn = redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut conn)
+        .await
+}
+
+async fn redis_stats(url: &str) -> Result<String, redis::RedisError> {
+    let mut conn = redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
 }

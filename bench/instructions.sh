@@ -23,13 +23,42 @@ count() {
 }
 printf '%-10s %14s %14s\n' scenario "instr/request" "over plain"
 plain=""
+declare -A memory
 for scenario in plain plain_layered auth cache uncacheable gcra gcra_bare window cooldown governor; do
   small=$(count "$scenario" "$SMALL")
   large=$(count "$scenario" $((SMALL + 10000)))
   per=$(((large - small) / 10000))
   [ -z "$plain" ] && plain=$per
+  memory[$scenario]=$per
   printf '%-10s %14d %14d\n' "$scenario" "$per" $((per - plain))
 done
+
+# The Redis path: the same layers on a RedisStore (near_: with a near cache) against a
+# redis-server of its own on a free port, beside the one-GET floor handler (redis_floor).
+# Counted is this process, the client side. Target (issue 31): each layer's cost over the
+# floor at most its memory-store cost over plain_layered (1l) plus 1,000.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
+redis_pid=$!
+trap 'kill $redis_pid 2>/dev/null || true' EXIT
+for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+export REDIS_URL="redis://127.0.0.1:$port"
+printf '\n%-20s %14s %14s %20s\n' "on Redis" "instr/request" "over floor" "target (over floor)"
+floor=""
+for scenario in redis_floor redis_auth near_auth redis_cache near_cache redis_uncacheable \
+  redis_gcra redis_gcra_bare redis_window redis_cooldown; do
+  redis-cli -p "$port" flushall >/dev/null
+  small=$(count "$scenario" "$SMALL")
+  redis-cli -p "$port" flushall >/dev/null
+  large=$(count "$scenario" $((SMALL + 10000)))
+  per=$(((large - small) / 10000))
+  [ -z "$floor" ] && floor=$per
+  layer=${scenario#*_}
+  target=""
+  [ -n "${memory[$layer]:-}" ] && target=$((memory[$layer] - memory[plain_layered] + 1000))
+  printf '%-20s %14d %14d %20s\n' "$scenario" "$per" $((per - floor)) "${target:+≤ $target}"
+done
+kill $redis_pid 2>/dev/null || true
 
 # The peers: tower-http-cache (memory backend) and http-cache-tower-server (moka) on a hit,
 # over the same page as a service (their bodies must be Sync; axum's handler bodies are not).

@@ -200,6 +200,7 @@
 pub mod auth;
 pub mod body;
 pub mod cache;
+mod decoded;
 mod error;
 mod failure;
 #[cfg(fuzzing)]

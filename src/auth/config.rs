@@ -5,8 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::paths::PathPolicy;
+use super::refresh::Refreshes;
 use super::{AuthError, AuthErrorKind, Challenge, TokenKeys, TokenSource};
 use crate::FailurePolicy;
+use crate::decoded::DecodedMemo;
 use crate::principal::Credentialed;
 use crate::store::AnyStore;
 
@@ -18,13 +20,21 @@ pub(crate) struct Config<P> {
     pub(crate) sources: Vec<TokenSource>,
     pub(crate) paths: PathPolicy,
     pub(crate) keys: TokenKeys,
+    /// The start every token's store key shares (prefix, version, the keys' prefix), made
+    /// once; `None` under a custom key function.
+    pub(crate) key_start: Option<String>,
     pub(crate) max_token_len: usize,
     pub(crate) sliding: Option<Duration>,
+    /// The sliding tokens refreshed within the refresh interval, when one is set.
+    pub(crate) refreshes: Option<Refreshes>,
     pub(crate) validate: Option<Validator<P>>,
     pub(crate) challenge: Challenge,
     pub(crate) on_store_error: FailurePolicy,
     /// What marks the requests let through on a token, and their responses, for the cache.
     pub(crate) credentialed: Credentialed,
+    /// The principals decoded from stored JSON, by that JSON: a token's hit does not parse it
+    /// again, and a principal changed in the store is other JSON, decoded anew.
+    pub(crate) decoded: DecodedMemo<P>,
 }
 
 impl<P> Config<P> {

@@ -137,7 +137,7 @@ where
     }
 }
 
-impl<P: DeserializeOwned> Config<P> {
+impl<P: DeserializeOwned + Clone> Config<P> {
     /// The principal for a lookup's outcome, or why there is none.
     fn principal(&self, found: Result<Option<Bytes>, StoreError>) -> Result<P, AuthErrorKind> {
         let stored = match found {
@@ -154,7 +154,7 @@ impl<P: DeserializeOwned> Config<P> {
                 return Err(AuthErrorKind::StoreUnavailable);
             }
         };
-        let principal = value::decode::<P>(&stored).map_err(|err| {
+        let principal = self.decoded.get_or_decode(&stored, value::decode::<P>).map_err(|err| {
             crate::observe::auth("invalid");
             tracing::warn!(layer = "auth", error = %crate::failure::ErrorChain(&err), "stored principal does not decode; treating the token as unknown");
             AuthErrorKind::InvalidToken

@@ -11,12 +11,14 @@ use tower_layer::Layer;
 
 use super::config::{Config, Validator};
 use super::paths::{Access, PathKind, PathPolicy};
+use super::refresh::Refreshes;
 use super::{
     AmbiguousPaths, Case, Challenge, JsonRejection, RejectionResponse, TokenAuth, TokenKeys,
     TokenSource, TrailingSlash,
 };
+use crate::decoded::DecodedMemo;
 use crate::principal::Credentialed;
-use crate::store::AnyStore;
+use crate::store::{AnyStore, Store};
 use crate::{ConfigError, FailurePolicy};
 
 const DEFAULT_MAX_TOKEN_LEN: usize = 256;
@@ -191,6 +193,7 @@ pub struct TokenAuthBuilder<P> {
     keys: TokenKeys,
     max_token_len: usize,
     sliding: Option<Duration>,
+    sliding_refresh_interval: Duration,
     validate: Option<Validator<P>>,
     challenge: Challenge,
     on_store_error: FailurePolicy,
@@ -220,6 +223,7 @@ where
             keys: TokenKeys::default(),
             max_token_len: DEFAULT_MAX_TOKEN_LEN,
             sliding: None,
+            sliding_refresh_interval: Duration::ZERO,
             validate: None,
             challenge,
             on_store_error: FailurePolicy::Closed,
@@ -460,6 +464,36 @@ where
         self
     }
 
+    /// Refreshes a [sliding](Self::sliding_expiration) token's expiry at most once per
+    /// `interval` in this process, as knox's `MIN_REFRESH_INTERVAL` does: the token's other
+    /// requests within it are plain reads, which the memory store and a Redis store's near
+    /// cache answer without a round trip. A token then lives at least its TTL less `interval`
+    /// after its last request. Each process refreshes on its own, so with `n` instances a token
+    /// is written at most `n` times per interval. Defaults to zero: every request refreshes.
+    ///
+    /// # Errors
+    ///
+    /// [`build`](Self::build) fails when `interval` is not shorter than the sliding TTL (a
+    /// token could expire between two refreshes), or when no sliding expiration is set.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redis_http::auth::TokenAuthLayer;
+    /// use tower_redis_http::store::MemoryStore;
+    ///
+    /// let auth = TokenAuthLayer::<u64>::bearer(MemoryStore::new())
+    ///     .sliding_expiration(Duration::from_secs(10 * 3600))
+    ///     .sliding_refresh_interval(Duration::from_secs(60))
+    ///     .build()?;
+    /// # Ok::<(), tower_redis_http::ConfigError>(())
+    /// ```
+    pub fn sliding_refresh_interval(mut self, interval: Duration) -> Self {
+        self.sliding_refresh_interval = interval;
+        self
+    }
+
     /// Checks each decoded principal; an `Err(message)` rejects the request with 401 and that
     /// message (DRF's `"User inactive or deleted."`). Defaults to accepting every principal.
     ///
@@ -537,6 +571,24 @@ where
                 reason: "a zero TTL would delete every token it touches".to_owned(),
             });
         }
+        if !self.sliding_refresh_interval.is_zero() {
+            let reason = match self.sliding {
+                None => Some("there is no sliding expiration to refresh".to_owned()),
+                Some(ttl) if self.sliding_refresh_interval >= ttl => Some(format!(
+                    "{:?} is not shorter than the sliding TTL {ttl:?}: a token could expire \
+                     between two refreshes",
+                    self.sliding_refresh_interval
+                )),
+                Some(_) => None,
+            };
+            if let Some(reason) = reason {
+                return Err(ConfigError::InvalidOption {
+                    option: "sliding_refresh_interval",
+                    reason,
+                });
+            }
+        }
+        let key_start = self.keys.fixed_start(self.store.key_scheme());
         Ok(TokenAuthLayer {
             config: Arc::new(Config {
                 store: self.store,
@@ -550,12 +602,16 @@ where
                 },
                 sources: self.sources,
                 paths: self.paths,
+                key_start,
                 keys: self.keys,
                 max_token_len: self.max_token_len,
                 sliding: self.sliding,
+                refreshes: (!self.sliding_refresh_interval.is_zero())
+                    .then(|| Refreshes::new(self.sliding_refresh_interval)),
                 validate: self.validate,
                 challenge: self.challenge,
                 on_store_error: self.on_store_error,
+                decoded: DecodedMemo::new(),
             }),
             rejection: JsonRejection,
         })

@@ -118,6 +118,7 @@ mod future;
 mod layer;
 mod paths;
 mod principal;
+mod refresh;
 mod rejection;
 mod service;
 mod source;

@@ -119,20 +119,72 @@ impl TokenKeys {
     }
 
     /// The full store key for `token` under `scheme` (the store's own layout applied), built
-    /// in one allocation: the auth layer does this on every request.
-    pub(crate) fn full_key(&self, scheme: &KeyScheme, token: &str) -> Result<String, StoreError> {
-        match self.storage {
-            TokenStorage::Plain => scheme.make_joined(&[&self.prefix, token]),
+    /// in one allocation: the auth layer does this on every request. `start` is the scheme's
+    /// [fixed start](KeyScheme::fixed_start) of this prefix, when the layer made it once.
+    pub(crate) fn full_key(
+        &self,
+        scheme: &KeyScheme,
+        start: Option<&str>,
+        token: &str,
+    ) -> Result<String, StoreError> {
+        let hex;
+        let id = match self.storage {
+            TokenStorage::Plain => token,
             TokenStorage::Sha256 => {
-                let mut hex = String::with_capacity(64);
-                hex_into(&Sha256::digest(token.as_bytes()), &mut hex);
-                scheme.make_joined(&[&self.prefix, &hex])
+                let mut digest = String::with_capacity(64);
+                hex_into(&Sha256::digest(token.as_bytes()), &mut digest);
+                hex = digest;
+                &hex
             }
+        };
+        match start {
+            Some(start) => scheme.make_from_start(start, &[id]),
+            None => scheme.make_joined(&[&self.prefix, id]),
         }
+    }
+
+    /// What every full key of this layout starts with under `scheme`, made once.
+    pub(crate) fn fixed_start(&self, scheme: &KeyScheme) -> Option<String> {
+        scheme.fixed_start(&self.prefix)
     }
 
     /// The part of a store key after the prefix: the token, or its hash.
     pub(crate) fn id_of<'a>(&self, key: &'a str) -> &'a str {
         key.strip_prefix(self.prefix.as_ref()).unwrap_or(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_key_from_the_fixed_start_is_the_key_the_scheme_makes() {
+        let layouts = [
+            TokenKeys::new(),
+            TokenKeys::new().prefix("token:"),
+            TokenKeys::new().storage(TokenStorage::Sha256),
+            TokenKeys::new().prefix("t:").storage(TokenStorage::Sha256),
+        ];
+        let schemes = [
+            KeyScheme::django("", 1),
+            KeyScheme::django("shop", 7),
+            KeyScheme::raw(),
+            KeyScheme::django("p", 1).max_len(20),
+        ];
+        for keys in &layouts {
+            for scheme in &schemes {
+                for token in ["abc", "0123456789abcdef0123456789abcdef"] {
+                    let start = keys.fixed_start(scheme);
+                    let made = keys.full_key(scheme, start.as_deref(), token);
+                    let expected = scheme.make(&keys.key(token));
+                    assert_eq!(
+                        made.map_err(|err| err.kind()),
+                        expected.map_err(|err| err.kind()),
+                        "{keys:?} {scheme:?} {token}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::{Request, Response};
 use serde::de::DeserializeOwned;
@@ -14,7 +15,7 @@ use super::source::extract_token;
 use super::{AuthErrorKind, RejectionResponse, Token, rejection};
 use crate::body::ResponseBody;
 use crate::gate::Gate;
-use crate::store::{Backend, Store};
+use crate::store::{Backend, Store, StoreError};
 
 /// The service [`TokenAuthLayer`](super::TokenAuthLayer) wraps around an inner service.
 ///
@@ -165,6 +166,29 @@ impl<P> Config<P> {
     }
 }
 
+/// A sliding token's refresh that is due: its new TTL, and when it was decided (the time a
+/// recorded refresh counts from, since the token lives at least the TTL after it).
+#[derive(Clone, Copy)]
+struct RefreshDue {
+    ttl: Duration,
+    asked_at: tokio::time::Instant,
+}
+
+impl<P> Config<P> {
+    /// Whether the lookup of the token stored under `key` refreshes its expiry: under sliding
+    /// expiration, unless this process refreshed it within the refresh interval.
+    fn refresh_due(&self, key: &Result<String, StoreError>) -> Option<RefreshDue> {
+        let ttl = self.sliding?;
+        let asked_at = tokio::time::Instant::now();
+        if let (Some(refreshes), Ok(key)) = (&self.refreshes, key)
+            && refreshes.is_recent(key, asked_at)
+        {
+            return None;
+        }
+        Some(RefreshDue { ttl, asked_at })
+    }
+}
+
 impl<S, P, R, ReqBody, ResBody> Service<Request<ReqBody>> for TokenAuth<S, P, R>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
@@ -189,12 +213,15 @@ where
             }
             Decision::Lookup { token } => {
                 let config = &self.config;
-                let key = config
-                    .keys
-                    .full_key(config.store.key_scheme(), token.as_str());
+                let key = config.keys.full_key(
+                    config.store.key_scheme(),
+                    config.key_start.as_deref(),
+                    token.as_str(),
+                );
+                let refresh = config.refresh_due(&key);
                 // the memory store, and a Redis store's near cache holding the token, answer
                 // at once: no boxed future, no second poll
-                if config.sliding.is_none()
+                if refresh.is_none()
                     && let Ok(key) = &key
                     && let Some(found) = config.store.get_now(key)
                 {
@@ -205,13 +232,18 @@ where
                 // clone-and-swap: the future gets the service that was polled ready
                 let clone = self.inner.clone();
                 let ready = std::mem::replace(&mut self.inner, clone);
-                let store = config.store.clone();
-                let sliding = config.sliding;
+                let shared = Arc::clone(config);
                 let check = Box::pin(async move {
                     let key = key?;
-                    match sliding {
-                        Some(ttl) => store.get_and_refresh_full(&key, ttl).await,
-                        None => store.get_full(&key).await,
+                    match refresh {
+                        Some(due) => {
+                            let found = shared.store.get_and_refresh_full(&key, due.ttl).await;
+                            if let (Ok(Some(_)), Some(refreshes)) = (&found, &shared.refreshes) {
+                                refreshes.record(&key, due.asked_at);
+                            }
+                            found
+                        }
+                        None => shared.store.get_full(&key).await,
                     }
                 });
                 let keeper = TokenCheck {

@@ -10,7 +10,7 @@ use tower_redis_http::auth::{
     AuthError, AuthErrorKind, TokenAuthBuilder, TokenAuthLayer, TokenKeys, TokenSource,
     TokenStorage, Tokens,
 };
-use tower_redis_http::store::{AnyStore, Expiry, RedisStore, Store};
+use tower_redis_http::store::{AnyStore, Expiry, RedisStore, Store, value};
 
 use crate::support::{Backend, TestRedis, command_calls, eventually};
 use crate::{Reply, User, alice, empty, get, send, whoami};
@@ -348,6 +348,96 @@ async fn sliding_expiration_pushes_the_ttl_out_in_the_same_round_trip(backend: &
     )
     .await;
     assert!(store.ttl(&token).await.unwrap().remaining().unwrap() <= Duration::from_secs(60));
+}
+
+/// Issue 31, point 3: with a refresh interval, a sliding token is refreshed once and then
+/// read, as knox's `MIN_REFRESH_INTERVAL` does; once the interval has passed it is refreshed
+/// again.
+async fn a_sliding_token_is_refreshed_once_per_refresh_interval(backend: &Backend) {
+    let store = backend.store();
+    let tokens =
+        Tokens::new(store.clone(), |u: &User| u.id.to_string()).ttl(Duration::from_secs(60));
+    let token = tokens.issue(&alice()).await.unwrap();
+    let sliding = |interval| {
+        app(TokenAuthLayer::bearer(store.clone())
+            .sliding_expiration(Duration::from_secs(72 * 3600))
+            .sliding_refresh_interval(interval))
+    };
+    let me = || empty(get("/me/").header("authorization", bearer(&token)));
+    let refreshed = |left: Duration| left > Duration::from_secs(71 * 3600);
+    let hourly = sliding(Duration::from_secs(3600));
+    assert_eq!(send(&hourly, me()).await.status, StatusCode::OK);
+    assert!(refreshed(
+        store.ttl(&token).await.unwrap().remaining().unwrap()
+    ));
+    // within the interval the token is only read: a TTL set meanwhile stays as it is
+    store
+        .get_and_refresh(&token, Duration::from_secs(60))
+        .await
+        .unwrap();
+    if let Some(redis) = backend.server() {
+        redis.command(&["CONFIG", "RESETSTAT"]);
+    }
+    for _ in 0..3 {
+        assert_eq!(send(&hourly, me()).await.status, StatusCode::OK);
+    }
+    let left = store.ttl(&token).await.unwrap().remaining().unwrap();
+    assert!(left <= Duration::from_secs(60), "{left:?}");
+    if let Some(redis) = backend.server() {
+        assert_eq!(command_calls(redis, "getex"), 0);
+    }
+    // a revoked token is refused at once, refreshed lately or not
+    let other = tokens.issue(&alice()).await.unwrap();
+    let other_me = || empty(get("/me/").header("authorization", bearer(&other)));
+    assert_eq!(send(&hourly, other_me()).await.status, StatusCode::OK);
+    tokens.revoke(&other).await.unwrap();
+    assert_eq!(
+        send(&hourly, other_me()).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // a short interval: once it has passed, the next request refreshes again
+    let brief = sliding(Duration::from_millis(20));
+    assert_eq!(send(&brief, me()).await.status, StatusCode::OK);
+    store
+        .get_and_refresh(&token, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            send(&brief, me()).await.status == StatusCode::OK
+                && refreshed(store.ttl(&token).await.unwrap().remaining().unwrap())
+        })
+        .await
+    );
+}
+
+/// Issue 31, point 1: principals are kept decoded by their stored JSON, so a principal
+/// changed in the store is what the next request sees.
+async fn a_principal_changed_in_the_store_is_seen_at_once(backend: &Backend) {
+    let store = backend.store();
+    let token = issue(&store, &alice()).await;
+    let service = ServiceBuilder::new()
+        .layer(
+            TokenAuthLayer::<User>::bearer(store.clone())
+                .build()
+                .unwrap(),
+        )
+        .service_fn(whoami);
+    let me = || empty(get("/me/").header("authorization", bearer(&token)));
+    let first = send(&service, me()).await;
+    assert_eq!(send(&service, me()).await.body, first.body);
+    let renamed = User {
+        username: "alice2".into(),
+        ..alice()
+    };
+    store
+        .set(&token, value::encode(&renamed).unwrap(), Expiry::Never)
+        .await
+        .unwrap();
+    let after = send(&service, me()).await;
+    assert_ne!(after.body, first.body);
+    assert!(after.body.contains("alice2"), "{}", after.body);
 }
 
 fn app_without_sliding(store: AnyStore) -> App {
@@ -875,6 +965,8 @@ crate::on_each_backend!(
     expired_and_revoked_tokens_are_invalid,
     a_token_that_is_too_long_never_reaches_redis_and_a_valid_one_costs_one_get,
     sliding_expiration_pushes_the_ttl_out_in_the_same_round_trip,
+    a_sliding_token_is_refreshed_once_per_refresh_interval,
+    a_principal_changed_in_the_store_is_seen_at_once,
     a_bare_user_id_as_django_stores_it_is_a_principal,
     a_corrupt_stored_entry_is_an_invalid_token_not_a_server_error,
     validation_rejects_inactive_users_with_its_own_reason,
