@@ -241,6 +241,24 @@ lines += [
     "  its expiry timer), and evicts once the store is full: its p99 shows moka's maintenance runs.",
     "",
 ]
+# the deterministic counts, from the last `bench/instructions.sh`, which keeps its output
+counts = root / "bench" / "instructions.txt"
+if counts.exists():
+    lines += [
+        "## Instructions per request",
+        "",
+        "`bash bench/instructions.sh` (callgrind; deterministic, unlike the load runs): each",
+        "scenario's requests through an in-process axum `Router`, 10,000 requests over the",
+        "start-up. The memory-store layers over `plain`; the layers on Redis over the one-GET",
+        "floor handler, counting this process (the client side), with the target of issue 31",
+        "(the layer's memory-store cost over `plain_layered`, plus 1,000); the peers over the",
+        "page as a service.",
+        "",
+        "```text",
+        counts.read_text().rstrip(),
+        "```",
+        "",
+    ]
 (root / "BENCHMARKS.md").write_text("\n".join(lines))
 
 # the chart: one bar per scenario, ratio to scenario 1 and to scenario 2

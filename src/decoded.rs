@@ -2,8 +2,6 @@
 
 use std::sync::Mutex;
 
-use bytes::Bytes;
-
 /// How many decoded values a memo keeps: enough for the hot tokens or pages of a process.
 const SLOTS: usize = 256;
 
@@ -11,8 +9,9 @@ const SLOTS: usize = 256;
 /// `SLOTS` times this many bytes of stored values (1 MiB).
 const MAX_BYTES: usize = 4096;
 
-/// Stored bytes and the value they decode to.
-type Decoded<T> = (Bytes, T);
+/// Stored bytes, copied (a slice of a stored page would keep the whole page alive), and the
+/// value they decode to.
+type Decoded<T> = (Box<[u8]>, T);
 
 /// Values decoded from stored bytes (a principal's JSON, a cache entry), kept by the exact
 /// bytes they came from: a request whose lookup answers bytes decoded before gets a copy of
@@ -41,7 +40,7 @@ impl<T: Clone> DecodedMemo<T> {
     /// logged by the caller every time).
     pub(crate) fn get_or_decode<E>(
         &self,
-        stored: &Bytes,
+        stored: &[u8],
         decode: impl FnOnce(&[u8]) -> Result<T, E>,
     ) -> Result<T, E> {
         if stored.len() > MAX_BYTES {
@@ -49,12 +48,12 @@ impl<T: Clone> DecodedMemo<T> {
         }
         let slot = &self.slots[self.slot_of(stored)];
         if let Some((bytes, value)) = &*lock(slot)
-            && bytes == stored
+            && **bytes == *stored
         {
             return Ok(value.clone());
         }
         let value = decode(stored)?;
-        *lock(slot) = Some((stored.clone(), value.clone()));
+        *lock(slot) = Some((stored.into(), value.clone()));
         Ok(value)
     }
 
@@ -81,6 +80,8 @@ impl<T> std::fmt::Debug for DecodedMemo<T> {
 #[cfg(test)]
 mod tests {
     use std::cell::Cell;
+
+    use bytes::Bytes;
 
     use super::*;
 

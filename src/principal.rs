@@ -79,20 +79,21 @@ impl<P> Authenticated<P> {
     }
 }
 
-/// Set beside [`Authenticated<P>`] on every authenticated request, naming `P`, so that a
-/// layer looking for another principal type (`User` where the auth layer attaches
-/// `Arc<User>`) can tell a misconfiguration from an anonymous request.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct PrincipalType(pub(crate) &'static str);
-
 /// Set by the auth layer on a request it let through on a token, whatever carried the token
 /// (`Authorization`, a cookie, another header, a query parameter), and on that request's
 /// response. A shared cache treats both as it treats a request with `Authorization` (RFC 9111
 /// §3.5): one user's answer is stored for all only when it says it may be. The cache sees
 /// the request's mark when it sits inside the auth layer, the response's when outside.
+///
+/// It also names the principal type `P` of the [`Authenticated<P>`] beside it, so that a layer
+/// looking for another type (`User` where the auth layer attaches `Arc<User>`) can tell a
+/// misconfiguration from an anonymous request: one extension for both, since each costs a
+/// request an allocation.
 #[derive(Debug, Clone)]
 pub(crate) struct Credentialed {
     /// The query parameters the auth layer reads tokens from: never part of a cache key, so
     /// a token never becomes part of a key in the store.
     pub(crate) query_tokens: Arc<[Arc<str>]>,
+    /// `std::any::type_name` of the principal the auth layer attaches.
+    pub(crate) principal_type: &'static str,
 }

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use tower_service::Service;
 
 use super::config::Config;
-use super::{AuthErrorKind, Authenticated, PrincipalType, RejectionResponse, Token, rejection};
+use super::{AuthErrorKind, Authenticated, RejectionResponse, Token, rejection};
 use crate::body::ResponseBody;
 use crate::gate::{Check, Gate, Gatekeeper, Verdict};
 use crate::principal::Credentialed;
@@ -128,7 +128,6 @@ where
             Ok(principal) => {
                 let extensions = request.extensions_mut();
                 extensions.insert(Authenticated::new(principal, token));
-                extensions.insert(PrincipalType(std::any::type_name::<P>()));
                 extensions.insert(self.credentialed.clone());
                 Verdict::Call(self.credentialed.clone())
             }

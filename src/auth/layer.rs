@@ -599,6 +599,7 @@ where
                         .filter_map(TokenSource::query_parameter)
                         .cloned()
                         .collect(),
+                    principal_type: std::any::type_name::<P>(),
                 },
                 sources: self.sources,
                 paths: self.paths,

@@ -143,5 +143,4 @@ pub use self::rejection::{AuthError, AuthErrorKind, Challenge, JsonRejection, Re
 pub use self::service::TokenAuth;
 pub use self::source::TokenSource;
 pub use self::tokens::{TokenError, TokenInfo, Tokens};
-pub(crate) use crate::principal::PrincipalType;
 pub use crate::principal::{Authenticated, Token};

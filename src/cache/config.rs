@@ -8,6 +8,7 @@ use http::StatusCode;
 use http::header::{HeaderName, HeaderValue};
 
 use super::directives::Targeting;
+use super::entry::Head;
 use super::flight::{Flights, WaitLimits};
 use super::key::QueryOrder;
 use super::memo::UnstorableUrls;
@@ -15,6 +16,7 @@ use super::policy::HttpRules;
 use super::recent::RecentPieces;
 use super::refusal::RefusalFn;
 use crate::FailurePolicy;
+use crate::decoded::DecodedMemo;
 use crate::peer::{Network, PeerFn};
 use crate::store::AnyStore;
 
@@ -105,6 +107,9 @@ pub(crate) struct State {
     /// after it refused one (out of memory, a read-only replica): misses meanwhile do not
     /// announce `detail=storing` in `Cache-Status`.
     pub(crate) writes_refused_until: AtomicU64,
+    /// The heads of entries decoded lately, by their stored bytes: a hit copies the status,
+    /// headers and times instead of parsing them again.
+    pub(crate) heads: DecodedMemo<Head>,
     /// The pieces of partial responses this process stored last, by their key, for a few
     /// seconds: a store write ends after its response, so the client's next range request
     /// could otherwise read the pieces from before it, and its own write would drop them.

@@ -24,6 +24,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
 use super::policy::Reuse;
+use crate::decoded::DecodedMemo;
 
 const MAGIC: &[u8; 4] = b"TRHC";
 const VERSION: u8 = 3;
@@ -270,6 +271,49 @@ impl Entry {
     }
 
     fn decode_as(stored: &Bytes, version: u8) -> Result<(Self, Option<PieceMeta>), EntryError> {
+        let (mut entry, pieces, body) = Self::decode_head(stored, version)?;
+        entry.body = body.of(stored)?;
+        Ok((entry, pieces))
+    }
+
+    /// A complete entry, its head (everything but the body) decoded once per distinct head
+    /// and kept in `memo` by the head's bytes: a hit then copies the decoded status, headers
+    /// and times instead of parsing them. An entry stored anew is other bytes (its time of
+    /// storing at least), so it is decoded anew.
+    pub(crate) fn decode_kept(
+        stored: &Bytes,
+        memo: &DecodedMemo<Head>,
+    ) -> Result<Self, EntryError> {
+        let Some(head_len) = Self::head_len(stored) else {
+            // not a well-formed complete entry: the full decoding says what is wrong
+            return Self::decode(stored);
+        };
+        let head = memo.get_or_decode(&stored[..head_len], |head| {
+            let (entry, _, body) = Self::decode_head(head, VERSION)?;
+            Ok::<_, EntryError>(Head { entry, body })
+        })?;
+        let mut entry = head.entry;
+        entry.body = head.body.of(stored)?;
+        Ok(entry)
+    }
+
+    /// The length of a complete entry's head (prefix and metadata), when `stored` holds one.
+    fn head_len(stored: &[u8]) -> Option<usize> {
+        if stored.len() < PREFIX_LEN || &stored[..4] != MAGIC || stored[4] != VERSION {
+            return None;
+        }
+        let meta_len = u32::from_le_bytes(stored[5..9].try_into().expect("four bytes")) as usize;
+        PREFIX_LEN
+            .checked_add(meta_len)
+            .filter(|&end| end <= stored.len())
+    }
+
+    /// The entry without its body, its pieces' metadata for a partial one, and where and
+    /// how its body is stored.
+    fn decode_head(
+        stored: &[u8],
+        version: u8,
+    ) -> Result<(Self, Option<PieceMeta>, BodyForm), EntryError> {
         if stored.len() < PREFIX_LEN {
             return Err(if stored.starts_with(&MAGIC[..stored.len().min(4)]) {
                 EntryError::Truncated
@@ -323,25 +367,15 @@ impl Entry {
                 HeaderName::from_bytes(name.as_bytes()).map_err(|_| EntryError::Corrupt(None))
             })
             .collect::<Result<_, _>>()?;
-        let body = match meta.codec {
-            Codec::Identity => stored.slice(body_start..),
-            Codec::Lz4 => {
-                if meta.body_len > MAX_DECOMPRESSED {
-                    return Err(EntryError::Decompress(None));
-                }
-                let body =
-                    lz4_flex::block::decompress(&stored[body_start..], meta.body_len as usize)
-                        .map_err(|err| EntryError::Decompress(Some(err)))?;
-                if body.len() as u64 != meta.body_len {
-                    return Err(EntryError::Decompress(None));
-                }
-                Bytes::from(body)
-            }
+        let body = BodyForm {
+            start: body_start,
+            codec: meta.codec,
+            len: meta.body_len,
         };
         let entry = Self {
             status,
             headers,
-            body,
+            body: Bytes::new(),
             stored_at: UNIX_EPOCH + Duration::from_millis(meta.stored_at_ms),
             initial_age: Duration::from_millis(meta.initial_age_ms),
             freshness: Duration::from_millis(meta.freshness_ms),
@@ -356,8 +390,45 @@ impl Entry {
             vary,
             variant: meta.variant.to_owned(),
         };
-        Ok((entry, pieces))
+        Ok((entry, pieces, body))
     }
+}
+
+/// Where an entry's body starts in its stored form, and how it is stored there.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyForm {
+    start: usize,
+    codec: Codec,
+    /// The body's length before compression.
+    len: u64,
+}
+
+impl BodyForm {
+    /// The body, from the entry's stored form: a slice of it, or decompressed.
+    fn of(self, stored: &Bytes) -> Result<Bytes, EntryError> {
+        let start = self.start.min(stored.len());
+        match self.codec {
+            Codec::Identity => Ok(stored.slice(start..)),
+            Codec::Lz4 => {
+                if self.len > MAX_DECOMPRESSED {
+                    return Err(EntryError::Decompress(None));
+                }
+                let body = lz4_flex::block::decompress(&stored[start..], self.len as usize)
+                    .map_err(|err| EntryError::Decompress(Some(err)))?;
+                if body.len() as u64 != self.len {
+                    return Err(EntryError::Decompress(None));
+                }
+                Ok(Bytes::from(body))
+            }
+        }
+    }
+}
+
+/// A complete entry's head, decoded: the entry without its body, and how the body is stored.
+#[derive(Debug, Clone)]
+pub(crate) struct Head {
+    entry: Entry,
+    body: BodyForm,
 }
 
 /// The most pieces one representation keeps (RFC 9111 §3.4 sets no bound). A partial
@@ -543,6 +614,84 @@ mod tests {
         // zero-copy: the body points into the stored buffer
         let stored_range = stored.as_ptr() as usize..stored.as_ptr() as usize + stored.len();
         assert!(stored_range.contains(&(decoded.body.as_ptr() as usize)));
+    }
+
+    /// Every field of `entry`, as a comparable text.
+    fn fields(entry: &Entry) -> String {
+        format!(
+            "{:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+            entry.status,
+            entry.headers,
+            entry.body,
+            entry.stored_at,
+            entry.initial_age,
+            entry.freshness,
+            entry.keep,
+            entry.reuse,
+            entry.vary,
+            entry.variant
+        )
+    }
+
+    #[test]
+    fn a_kept_head_decodes_as_the_entry_does_and_takes_each_entry_s_own_body() {
+        let memo = DecodedMemo::new();
+        let compressible = Entry {
+            body: Bytes::from(vec![b'a'; 4096]),
+            ..entry()
+        };
+        let stored = [
+            entry().encode(None),
+            compressible.encode(Some(100)),
+            Entry {
+                status: StatusCode::NOT_FOUND,
+                ..entry()
+            }
+            .encode(None),
+        ];
+        for _ in 0..2 {
+            for stored in &stored {
+                let kept = Entry::decode_kept(stored, &memo).unwrap();
+                assert_eq!(fields(&kept), fields(&Entry::decode(stored).unwrap()));
+            }
+        }
+        // the same head over another body: the body is each entry's own
+        let mut other_body = entry().encode(None).to_vec();
+        let last = other_body.len() - 1;
+        other_body[last] = b'!';
+        let other_body = Bytes::from(other_body);
+        assert_eq!(
+            Entry::decode_kept(&other_body, &memo).unwrap().body,
+            Entry::decode(&other_body).unwrap().body
+        );
+        // what is not a complete entry is refused as the full decoding refuses it
+        let mut future = stored[0].to_vec();
+        future[4] = 9;
+        let garbled = {
+            let mut garbled = stored[0].to_vec();
+            for byte in &mut garbled[PREFIX_LEN..PREFIX_LEN + 8] {
+                *byte = 0xff;
+            }
+            garbled
+        };
+        let pieces = Pieces {
+            complete_len: 10,
+            held: vec![(0, Bytes::from_static(b"abc"))],
+        };
+        for wrong in [
+            Bytes::new(),
+            Bytes::from_static(b"TRH"),
+            Bytes::from_static(b"<html>"),
+            stored[0].slice(..12),
+            Bytes::from(future),
+            Bytes::from(garbled),
+            entry().encode_partial(&pieces),
+        ] {
+            let kept = Entry::decode_kept(&wrong, &memo).map(|e| fields(&e));
+            let full = Entry::decode(&wrong).map(|e| fields(&e));
+            assert_eq!(format!("{kept:?}"), format!("{full:?}"));
+            assert!(kept.is_err());
+        }
     }
 
     #[test]

@@ -113,7 +113,7 @@ where
                 Ok(stored) => stored,
                 Err(err) => return store_failed(ctx, &err),
             };
-            let found = Found::read(stored, &vary);
+            let found = Found::read(stored, &vary, &config.state.heads);
             (vary, key, found)
         }
     };

@@ -19,6 +19,7 @@ use super::policy::HttpRules;
 use super::recent::RecentPieces;
 use super::service::ResponseCache;
 use super::status::Fwd;
+use crate::decoded::DecodedMemo;
 use crate::peer::default_peer;
 use crate::store::{AnyStore, MAX_EXPIRY};
 use crate::{ConfigError, FailurePolicy};
@@ -311,6 +312,7 @@ impl ResponseCacheBuilder {
                     generation_due: AtomicU64::new(0),
                     near_changes_seen: AtomicU64::new(0),
                     writes_refused_until: AtomicU64::new(0),
+                    heads: DecodedMemo::new(),
                     recent_pieces: RecentPieces::new(
                         RECENT_PIECES_BUDGET.max(2 * self.max_body as u64),
                     ),

@@ -9,10 +9,11 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use tower_service::Service;
 
 use super::config::{Config, RequestDirectives};
-use super::entry::Entry;
+use super::entry::{Entry, Head};
 use super::policy::RequestRules;
 use super::status::Fwd;
 use super::{directives, key};
+use crate::decoded::DecodedMemo;
 use crate::principal::Credentialed;
 
 /// A cacheable request on its way through the layer.
@@ -68,11 +69,15 @@ pub(crate) enum Found {
 }
 
 impl Found {
-    pub(crate) fn read(stored: Option<Bytes>, vary: &[HeaderName]) -> Self {
+    pub(crate) fn read(
+        stored: Option<Bytes>,
+        vary: &[HeaderName],
+        heads: &DecodedMemo<Head>,
+    ) -> Self {
         let Some(stored) = stored else {
             return Self::Missing;
         };
-        match Entry::decode(&stored) {
+        match Entry::decode_kept(&stored, heads) {
             Ok(entry) if entry.vary == vary => Self::Entry(entry),
             Ok(_) => Self::Outdated,
             Err(err) => Self::Unreadable(err),

@@ -350,7 +350,7 @@ impl<S> ResponseCache<S> {
             .ok()?;
         // a failure takes the path that handles it by the layer's policy
         let stored = store.get_now(&full_key)?.ok()?;
-        Some(Found::read(stored, vary))
+        Some(Found::read(stored, vary, &self.config.state.heads))
     }
 
     /// Whether a store that answers at once holds no Vary list for `url`: a URL never stored.

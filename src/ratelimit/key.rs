@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::ConfigError;
 use crate::hex::hex_digest;
-use crate::principal::{Authenticated, PrincipalType};
+use crate::principal::{Authenticated, Credentialed};
 
 /// The longest key text kept as is; longer ones are hashed, so request data cannot make keys
 /// grow without bound.
@@ -466,8 +466,11 @@ impl CompiledKey {
             },
             Self::Principal { id, type_name } => match id(request.extensions) {
                 Some(id) => Cow::Owned(id),
-                None => match request.extensions.get::<PrincipalType>() {
-                    Some(PrincipalType(attached)) => {
+                None => match request.extensions.get::<Credentialed>() {
+                    Some(Credentialed {
+                        principal_type: attached,
+                        ..
+                    }) => {
                         return Err(KeyError::Misconfigured(format!(
                             "`Key::principal::<{type_name}>` found no such principal, but the \
                              auth layer attached a `{attached}`: give both the same type"
@@ -746,11 +749,17 @@ mod tests {
         assert_eq!(key.extract(&head(&anonymous)), Ok(None));
         let mut right = Extensions::new();
         right.insert(Authenticated::new(User { id: 7 }, "t".into()));
-        right.insert(PrincipalType(std::any::type_name::<User>()));
+        right.insert(Credentialed {
+            query_tokens: Arc::from([]),
+            principal_type: std::any::type_name::<User>(),
+        });
         assert_eq!(key.extract(&head(&right)).unwrap().as_deref(), Some("7"));
         let mut wrong = Extensions::new();
         wrong.insert(Authenticated::new(Arc::new(User { id: 7 }), "t".into()));
-        wrong.insert(PrincipalType(std::any::type_name::<Arc<User>>()));
+        wrong.insert(Credentialed {
+            query_tokens: Arc::from([]),
+            principal_type: std::any::type_name::<Arc<User>>(),
+        });
         let Err(KeyError::Misconfigured(why)) = key.extract(&head(&wrong)) else {
             panic!("a wrong principal type passed");
         };

@@ -128,15 +128,19 @@ impl RedisStore {
         window_ms: u64,
     ) -> Result<RateDecision, StoreError> {
         let step = self
-            .run_step::<(i64, i64, i64)>(
+            .run_step::<WindowStep>(
                 policy,
                 "fixed window script",
                 Retry::Never,
                 FIXED_WINDOW.key(key).arg(limit).arg(window_ms),
-                |(count, _, _)| *count > 0,
+                |step| step.count > 0,
             )
             .await?;
-        let (count, ttl_ms, window_end_ms) = step.value;
+        let WindowStep {
+            count,
+            ttl_ms,
+            window_end_ms,
+        } = step.value;
         // the count after an allowed hit, or minus the count a denied one found
         let allowed = count > 0;
         let mut decision = window_decision(
@@ -304,5 +308,67 @@ impl RedisStore {
             )
             .await?;
         Ok(released == 1)
+    }
+}
+
+/// The fixed-window script's reply, `"count ttl end"` (see `fixed_window.lua`).
+struct WindowStep {
+    count: i64,
+    ttl_ms: i64,
+    window_end_ms: i64,
+}
+
+impl redis::FromRedisValue for WindowStep {
+    fn from_redis_value(value: redis::Value) -> Result<Self, redis::ParsingError> {
+        Self::from_redis_value_ref(&value)
+    }
+
+    fn from_redis_value_ref(value: &redis::Value) -> Result<Self, redis::ParsingError> {
+        let redis::Value::BulkString(text) = value else {
+            return Err(format!("the fixed window script answered {value:?}").into());
+        };
+        let unexpected = || format!("the fixed window script answered {text:?}");
+        let text = std::str::from_utf8(text).map_err(|_| unexpected())?;
+        let mut numbers = text.split(' ').map(str::parse::<i64>);
+        match (
+            numbers.next(),
+            numbers.next(),
+            numbers.next(),
+            numbers.next(),
+        ) {
+            (Some(Ok(count)), Some(Ok(ttl_ms)), Some(Ok(window_end_ms)), None) => Ok(Self {
+                count,
+                ttl_ms,
+                window_end_ms,
+            }),
+            _ => Err(unexpected().into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::{FromRedisValue, Value};
+
+    use super::WindowStep;
+
+    #[test]
+    fn the_window_reply_is_three_integers_in_one_string() {
+        let parse = |value: Value| {
+            WindowStep::from_redis_value(value)
+                .map(|step| (step.count, step.ttl_ms, step.window_end_ms))
+                .map_err(|_| ())
+        };
+        let text = |text: &str| Value::BulkString(text.as_bytes().to_vec());
+        assert_eq!(
+            parse(text("3 59000 1765000000000")),
+            Ok((3, 59_000, 1_765_000_000_000))
+        );
+        assert_eq!(parse(text("-4 10 20")), Ok((-4, 10, 20)));
+        for wrong in ["", "1 2", "1 2 3 4", "1  2 3", "a 2 3", "1 2 3.5"] {
+            assert_eq!(parse(text(wrong)), Err(()), "{wrong:?}");
+        }
+        let array = Value::Array(vec![Value::Int(1), Value::Int(2), Value::Int(3)]);
+        assert_eq!(parse(array), Err(()));
     }
 }

@@ -1,7 +1,9 @@
 -- Fixed window: at most ARGV[1] hits per window of ARGV[2] ms, starting at the first hit.
--- A denied hit is not counted. Returns {count, window ttl in ms, window end in Unix ms}: the
--- count after this hit when allowed, minus the count found when denied; the end names the
--- window, so that release.lua gives a hit back to its own window only.
+-- A denied hit is not counted. Returns "count ttl end" (window ttl in ms, window end in Unix
+-- ms): the count after this hit when allowed, minus the count found when denied; the end names
+-- the window, so that release.lua gives a hit back to its own window only. One string rather
+-- than an array of three integers: the client parses a reply value by value, and one value
+-- costs it a fraction of four.
 -- INCR refuses a value that is not an integer ("not an integer" → InvalidValue).
 local count = redis.call('INCR', KEYS[1])
 if count < 1 then
@@ -18,6 +20,6 @@ local time = redis.call('TIME')
 local window_end = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) + ttl
 if count > tonumber(ARGV[1]) then
   redis.call('DECR', KEYS[1])
-  return {1 - count, ttl, window_end}
+  return string.format('%d %d %d', 1 - count, ttl, window_end)
 end
-return {count, ttl, window_end}
+return string.format('%d %d %d', count, ttl, window_end)
