@@ -26,6 +26,8 @@ pub(crate) struct TokenCheck<P, R> {
     pub(crate) config: Arc<Config<P>>,
     pub(crate) rejection: R,
     pub(crate) token: Token,
+    /// The token's store key (empty when it could not be made; the lookup then fails).
+    pub(crate) key: String,
 }
 
 impl<P, R> Gatekeeper for TokenCheck<P, R>
@@ -37,8 +39,13 @@ where
     type Pass = Credentialed;
 
     fn decide<B>(&self, found: Lookup, request: &mut Request<B>) -> Verdict<Credentialed> {
-        self.config
-            .verdict(found, self.token.clone(), &self.rejection, request)
+        self.config.verdict(
+            found,
+            &self.key,
+            self.token.clone(),
+            &self.rejection,
+            request,
+        )
     }
 
     /// Marks the response to a request let through on a token, for a cache outside this
@@ -120,11 +127,12 @@ where
     pub(crate) fn verdict<B, R: RejectionResponse>(
         &self,
         found: Lookup,
+        key: &str,
         token: Token,
         rejection: &R,
         request: &mut Request<B>,
     ) -> Verdict<Credentialed> {
-        match self.principal(found) {
+        match self.principal(found, key) {
             Ok(principal) => {
                 let extensions = request.extensions_mut();
                 extensions.insert(Authenticated::new(principal, token));
@@ -138,7 +146,11 @@ where
 
 impl<P: DeserializeOwned + Clone> Config<P> {
     /// The principal for a lookup's outcome, or why there is none.
-    fn principal(&self, found: Result<Option<Bytes>, StoreError>) -> Result<P, AuthErrorKind> {
+    fn principal(
+        &self,
+        found: Result<Option<Bytes>, StoreError>,
+        key: &str,
+    ) -> Result<P, AuthErrorKind> {
         let stored = match found {
             Ok(Some(stored)) => stored,
             Ok(None) => {
@@ -153,7 +165,7 @@ impl<P: DeserializeOwned + Clone> Config<P> {
                 return Err(AuthErrorKind::StoreUnavailable);
             }
         };
-        let principal = self.decoded.get_or_decode(&stored, value::decode::<P>).map_err(|err| {
+        let principal = self.decoded.get_or_decode(key, &stored, value::decode::<P>).map_err(|err| {
             crate::observe::auth("invalid");
             tracing::warn!(layer = "auth", error = %crate::failure::ErrorChain(&err), "stored principal does not decode; treating the token as unknown");
             AuthErrorKind::InvalidToken

@@ -29,6 +29,12 @@ const DEFAULT_MAX_TOKEN_LEN: usize = 256;
 /// docs](super) for the whole behaviour. `P` is the application's principal type, decoded
 /// from the stored JSON (or a bare user id, with `P = u64`).
 ///
+/// The layer keeps the principals it decoded lately (256, each by its token and the exact
+/// JSON it came from) and gives each request a clone, so a token's hit does not parse its
+/// JSON again; a principal changed in the store is other JSON, decoded anew. A `P` that
+/// holds shared state (an `Arc<Mutex<_>>` left out of its JSON) therefore shares it among
+/// one token's requests, never between two tokens.
+///
 /// # Example
 ///
 /// ```
@@ -464,12 +470,21 @@ where
         self
     }
 
-    /// Refreshes a [sliding](Self::sliding_expiration) token's expiry at most once per
-    /// `interval` in this process, as knox's `MIN_REFRESH_INTERVAL` does: the token's other
-    /// requests within it are plain reads, which the memory store and a Redis store's near
-    /// cache answer without a round trip. A token then lives at least its TTL less `interval`
-    /// after its last request. Each process refreshes on its own, so with `n` instances a token
-    /// is written at most `n` times per interval. Defaults to zero: every request refreshes.
+    /// Refreshes a [sliding](Self::sliding_expiration) token's expiry only once it has less
+    /// than the TTL less `interval` left, as knox's `MIN_REFRESH_INTERVAL` does: the token's
+    /// other requests are plain reads. A token then lives at least its TTL less `interval`
+    /// after its last request, also when another client rewrote it with a shorter TTL (it is
+    /// refreshed on its next request). Defaults to zero: every request refreshes.
+    ///
+    /// The gain is where the store answers without a round trip:
+    ///
+    /// - the memory store reads the token's expiry with it;
+    /// - a Redis store's near cache keeps the expiry Redis gave with the value (`PTTL`). A
+    ///   token another client revokes or rewrites leaves the near cache when Redis's
+    ///   invalidation arrives, as a token without sliding expiry does; until then the near
+    ///   cache may answer with it (see [`NearCache`](crate::store::NearCache));
+    /// - on Redis without a near cache every lookup is a round trip anyway, and it refreshes
+    ///   in that same trip (`GETEX`), as without this setting.
     ///
     /// # Errors
     ///

@@ -37,6 +37,11 @@ impl Refreshes {
         }
     }
 
+    /// The refresh interval.
+    pub(crate) fn interval(&self) -> Duration {
+        self.interval
+    }
+
     /// Whether `key` was refreshed by this process less than the interval before `now`.
     pub(crate) fn is_recent(&self, key: &str, now: Instant) -> bool {
         match &*lock(self.slot(key)) {

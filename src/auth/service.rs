@@ -16,6 +16,7 @@ use super::{AuthErrorKind, RejectionResponse, Token, rejection};
 use crate::body::ResponseBody;
 use crate::gate::Gate;
 use crate::store::{Backend, Store, StoreError};
+use bytes::Bytes;
 
 /// The service [`TokenAuthLayer`](super::TokenAuthLayer) wraps around an inner service.
 ///
@@ -166,26 +167,71 @@ impl<P> Config<P> {
     }
 }
 
-/// A sliding token's refresh that is due: its new TTL, and when it was decided (the time a
-/// recorded refresh counts from, since the token lives at least the TTL after it).
-#[derive(Clone, Copy)]
-struct RefreshDue {
-    ttl: Duration,
-    asked_at: tokio::time::Instant,
+/// How a token is looked up.
+enum Lookup {
+    /// A plain read: no sliding expiration, or a sliding token refreshed lately enough.
+    Read,
+    /// A read that pushes the token's expiry out to `ttl` from now, decided at `asked_at`
+    /// (the time a recorded refresh counts from: the token lives at least `ttl` after it).
+    Refresh {
+        ttl: Duration,
+        asked_at: tokio::time::Instant,
+    },
+}
+
+/// What the store could tell of a token without a round trip.
+enum AtOnce {
+    /// Its value (or its absence), with no refresh due.
+    Found(Result<Option<Bytes>, StoreError>),
+    /// A sliding token whose refresh is due.
+    RefreshDue,
+    /// Nothing: only a round trip can tell.
+    Unknown,
 }
 
 impl<P> Config<P> {
-    /// Whether the lookup of the token stored under `key` refreshes its expiry: under sliding
-    /// expiration, unless this process refreshed it within the refresh interval.
-    fn refresh_due(&self, key: &Result<String, StoreError>) -> Option<RefreshDue> {
-        let ttl = self.sliding?;
+    /// What the store tells of the token under `key` at once (the memory store, a near
+    /// cache). With sliding expiration, a value is answered only while it has at least the
+    /// TTL less the refresh interval left, as knox decides from the token's expiry: a token
+    /// another client wrote with a shorter TTL is refreshed on its next request, and one it
+    /// deleted or rewrote has left a near cache once Redis's invalidation arrived.
+    fn at_once(&self, key: &str) -> AtOnce {
+        let Some(ttl) = self.sliding else {
+            return self
+                .store
+                .get_now(key)
+                .map_or(AtOnce::Unknown, AtOnce::Found);
+        };
+        let Some(refreshes) = &self.refreshes else {
+            return AtOnce::RefreshDue;
+        };
+        match self.store.get_now_expiring(key) {
+            None => AtOnce::Unknown,
+            Some(Ok(Some((value, Some(left))))) if left + refreshes.interval() >= ttl => {
+                AtOnce::Found(Ok(Some(value)))
+            }
+            // an error, a token gone (refused the same either way), one without expiry and
+            // one due for its refresh take the path that refreshes
+            Some(_) => AtOnce::RefreshDue,
+        }
+    }
+
+    /// How a token that the store could not answer at once is looked up: with sliding
+    /// expiration, refreshed, unless this process refreshed it within the interval and a near
+    /// cache that did not hold it will answer the next requests (a plain read fills it, with
+    /// the expiry that tells when the next refresh is due).
+    fn lookup(&self, key: &Result<String, StoreError>, at_once: &AtOnce) -> Lookup {
+        let Some(ttl) = self.sliding else {
+            return Lookup::Read;
+        };
         let asked_at = tokio::time::Instant::now();
-        if let (Some(refreshes), Ok(key)) = (&self.refreshes, key)
+        if let (AtOnce::Unknown, Some(refreshes), Ok(key)) = (at_once, &self.refreshes, key)
+            && self.store.has_near_cache()
             && refreshes.is_recent(key, asked_at)
         {
-            return None;
+            return Lookup::Read;
         }
-        Some(RefreshDue { ttl, asked_at })
+        Lookup::Refresh { ttl, asked_at }
     }
 }
 
@@ -218,38 +264,48 @@ where
                     config.key_start.as_deref(),
                     token.as_str(),
                 );
-                let refresh = config.refresh_due(&key);
                 // the memory store, and a Redis store's near cache holding the token, answer
                 // at once: no boxed future, no second poll
-                if refresh.is_none()
-                    && let Ok(key) = &key
-                    && let Some(found) = config.store.get_now(key)
-                {
-                    let verdict = span
-                        .in_scope(|| config.verdict(found, token, &self.rejection, &mut request));
-                    return ResponseFuture::new(Gate::decided(verdict, &mut self.inner, request));
-                }
+                let at_once = key
+                    .as_ref()
+                    .map_or(AtOnce::Unknown, |key| config.at_once(key));
+                let at_once = match (&key, at_once) {
+                    (Ok(key), AtOnce::Found(found)) => {
+                        let verdict = span.in_scope(|| {
+                            config.verdict(found, key, token, &self.rejection, &mut request)
+                        });
+                        return ResponseFuture::new(Gate::decided(
+                            verdict,
+                            &mut self.inner,
+                            request,
+                        ));
+                    }
+                    (_, at_once) => at_once,
+                };
+                let lookup = config.lookup(&key, &at_once);
                 // clone-and-swap: the future gets the service that was polled ready
                 let clone = self.inner.clone();
                 let ready = std::mem::replace(&mut self.inner, clone);
                 let shared = Arc::clone(config);
+                let owner = key.as_ref().map_or_else(|_| String::new(), Clone::clone);
                 let check = Box::pin(async move {
                     let key = key?;
-                    match refresh {
-                        Some(due) => {
-                            let found = shared.store.get_and_refresh_full(&key, due.ttl).await;
+                    match lookup {
+                        Lookup::Refresh { ttl, asked_at } => {
+                            let found = shared.store.get_and_refresh_full(&key, ttl).await;
                             if let (Ok(Some(_)), Some(refreshes)) = (&found, &shared.refreshes) {
-                                refreshes.record(&key, due.asked_at);
+                                refreshes.record(&key, asked_at);
                             }
                             found
                         }
-                        None => shared.store.get_full(&key).await,
+                        Lookup::Read => shared.store.get_full(&key).await,
                     }
                 });
                 let keeper = TokenCheck {
                     config: Arc::clone(config),
                     rejection: self.rejection.clone(),
                     token,
+                    key: owner,
                 };
                 ResponseFuture::lookup(check, ready, request, keeper, span)
             }

@@ -288,7 +288,8 @@ impl Entry {
             // not a well-formed complete entry: the full decoding says what is wrong
             return Self::decode(stored);
         };
-        let head = memo.get_or_decode(&stored[..head_len], |head| {
+        // an entry's head holds nothing a request changes: shared by every key that stores it
+        let head = memo.get_or_decode("", &stored[..head_len], |head| {
             let (entry, _, body) = Self::decode_head(head, VERSION)?;
             Ok::<_, EntryError>(Head { entry, body })
         })?;

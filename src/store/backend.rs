@@ -20,6 +20,9 @@ use bytes::Bytes;
 
 use super::{RateDecision, RatePolicy, StoreError};
 
+/// A value and how long it has left to live in the store (`None`: no expiry).
+pub(crate) type Expiring = (Bytes, Option<Duration>);
+
 /// A backend of the crate's stores: the operations the layers send, on full keys.
 pub trait Backend: Clone + Send + Sync + 'static {
     /// Whether every future of this backend is ready at its first poll (the memory store), so
@@ -32,6 +35,16 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// store, from a Redis store's near cache when it holds the key; `None` when only a round
     /// trip can tell (then nothing was started).
     fn get_now(&self, key: &str) -> Option<Result<Option<Bytes>, StoreError>>;
+
+    /// [`get_now`](Self::get_now), with how long the value has left to live in the store as
+    /// far as it is known without a round trip (`None`: no expiry). The near cache knows it
+    /// from the `PTTL` read with the value; it is a bound taken when the value was read, so a
+    /// key written since has left the near cache (Redis told it) rather than kept a stale
+    /// expiry. `None` where only a round trip can tell.
+    fn get_now_expiring(&self, key: &str) -> Option<Result<Option<Expiring>, StoreError>> {
+        let _ = key;
+        None
+    }
 
     /// The value under a full key.
     fn get_full(&self, key: &str)

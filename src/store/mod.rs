@@ -79,7 +79,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub(crate) use self::backend::{
-    Backend, CacheLock, CacheWrite, GenerationBump, StoredNow, at_once, hit_for_miss_key,
+    Backend, CacheLock, CacheWrite, Expiring, GenerationBump, StoredNow, at_once, hit_for_miss_key,
 };
 pub use self::config::{PoolArgument, StoreConfig, StoreOptions, StoresConfig};
 pub use self::durable::Durability;

@@ -8,8 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{
-    Backend, CacheLock, CacheWrite, Expiry, GenerationBump, KeyScheme, MemoryStore, RateDecision,
-    RatePolicy, RedisStore, Store, StoreError, StoredNow, Ttl, at_once,
+    Backend, CacheLock, CacheWrite, Expiring, Expiry, GenerationBump, KeyScheme, MemoryStore,
+    RateDecision, RatePolicy, RedisStore, Store, StoreError, StoredNow, Ttl, at_once,
 };
 use crate::ConfigError;
 
@@ -162,6 +162,11 @@ impl Backend for AnyStore {
     #[inline]
     fn get_now(&self, key: &str) -> Option<Result<Option<Bytes>, StoreError>> {
         dispatch!(self, store => store.get_now(key))
+    }
+
+    #[inline]
+    fn get_now_expiring(&self, key: &str) -> Option<Result<Option<Expiring>, StoreError>> {
+        dispatch!(self, store => store.get_now_expiring(key))
     }
 
     async fn get_full(&self, key: &str) -> Result<Option<Bytes>, StoreError> {

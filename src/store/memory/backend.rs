@@ -11,8 +11,8 @@ use moka::ops::compute::Op;
 
 use crate::store::rate::PolicyKind;
 use crate::store::{
-    Backend, CacheLock, CacheWrite, Expiry, GenerationBump, RateDecision, RatePolicy, Store,
-    StoreError, StoredNow,
+    Backend, CacheLock, CacheWrite, Expiring, Expiry, GenerationBump, RateDecision, RatePolicy,
+    Store, StoreError, StoredNow,
 };
 
 use super::glob::glob_match;
@@ -31,6 +31,11 @@ impl Backend for MemoryStore {
     #[inline]
     fn get_now(&self, key: &str) -> Option<Result<Option<Bytes>, StoreError>> {
         Some(self.read_through(key))
+    }
+
+    #[inline]
+    fn get_now_expiring(&self, key: &str) -> Option<Result<Option<Expiring>, StoreError>> {
+        Some(self.read_through_expiring(key))
     }
 
     async fn get_full(&self, key: &str) -> Result<Option<Bytes>, StoreError> {

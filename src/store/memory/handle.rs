@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use bytes::Bytes;
 use moka::ops::compute::Op;
 
-use crate::store::{KeyScheme, StoreError, StoreErrorKind, Timeout};
+use crate::store::{Expiring, KeyScheme, StoreError, StoreErrorKind, Timeout};
 
 use super::shares::{Entries, MemoryUsage, SWEEP_PER_WRITE, SWEEP_WHEN_FULL, Share, Shared};
 use super::slot::Slot;
@@ -373,6 +373,22 @@ impl MemoryStore {
             }
         }
         Ok(None)
+    }
+
+    /// [`read_through`](Self::read_through), with how long the value has left to live.
+    pub(super) fn read_through_expiring(&self, key: &str) -> Result<Option<Expiring>, StoreError> {
+        let now = Instant::now();
+        let slot = match self.live_slot(key, now) {
+            Some(slot) => Some(slot),
+            None => self
+                .layers_shares()
+                .find_map(|share| share.live_slot(key, now)),
+        };
+        slot.map(|slot| {
+            let left = slot.expires_at.map(|at| at.saturating_duration_since(now));
+            Ok((slot.value()?, left))
+        })
+        .transpose()
     }
 
     /// The live value under a full key.

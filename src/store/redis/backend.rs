@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::store::{
-    Backend, CacheLock, CacheWrite, GenerationBump, RateDecision, RatePolicy, StoreError,
+    Backend, CacheLock, CacheWrite, Expiring, GenerationBump, RateDecision, RatePolicy, StoreError,
     StoreErrorKind, StoredNow, ttl_ms_ceil,
 };
 
@@ -20,6 +20,12 @@ impl Backend for RedisStore {
         let value = self.near.as_ref()?.get(key);
         crate::observe::near_cache(if value.is_some() { "hit" } else { "miss" });
         Some(Ok(Some(value?)))
+    }
+
+    fn get_now_expiring(&self, key: &str) -> Option<Result<Option<Expiring>, StoreError>> {
+        let held = self.near.as_ref()?.get_expiring(key);
+        crate::observe::near_cache(if held.is_some() { "hit" } else { "miss" });
+        Some(Ok(Some(held?)))
     }
 
     /// [`Store::get`] on a full key.

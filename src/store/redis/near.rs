@@ -64,7 +64,9 @@ pub(super) const TRACKING_CLIENT_NAME: &str = "tower-redis-http-near-cache";
 /// process memory, invalidated by Redis when they change anywhere.
 ///
 /// Only plain reads use it ([`Store::get`](crate::store::Store::get), the auth layer's token
-/// lookup without sliding expiry, the cache layer's entry and generation reads). Rate limits,
+/// lookup (with sliding expiry, only under a
+/// [refresh interval](crate::auth::TokenAuthBuilder::sliding_refresh_interval)), the cache
+/// layer's entry and generation reads). Rate limits,
 /// send flags, scripts and every write always go to Redis. Needs Redis 6 or later, on one
 /// server or through Sentinel; a cluster store refuses it.
 ///
@@ -202,6 +204,9 @@ pub struct NearCacheUsage {
 struct NearValue {
     value: Bytes,
     until: Instant,
+    /// When the key expires in Redis, as its `PTTL` said when it was read; `None` without
+    /// expiry.
+    expires: Option<Instant>,
 }
 
 /// The tracking connection in use, and which one it is.
@@ -336,6 +341,17 @@ impl Near {
         (held.until > Instant::now()).then_some(held.value)
     }
 
+    /// [`get`](Self::get), with how long the key has left to live in Redis.
+    pub(super) fn get_expiring(&self, key: &str) -> Option<(Bytes, Option<Duration>)> {
+        if !self.serving.load(Ordering::Acquire) {
+            return None;
+        }
+        let held = self.entries.get(key)?;
+        let now = Instant::now();
+        let left = held.expires.map(|at| at.saturating_duration_since(now));
+        (held.until > now).then_some((held.value, left))
+    }
+
     /// Registers a read of `key` over the tracking connection; `None` while there is none
     /// (the read goes to Redis the usual way).
     pub(super) fn start_fill<'a>(&'a self, key: &'a str) -> Option<Fill<'a>> {
@@ -392,11 +408,16 @@ impl Near {
             Ok(ms) => self.settings.max_age.min(Duration::from_millis(ms)),
             Err(_) => self.settings.max_age,
         };
+        let now = Instant::now();
+        let expires = u64::try_from(pttl_ms)
+            .ok()
+            .map(|ms| now + Duration::from_millis(ms));
         self.entries.insert(
             key.to_owned(),
             NearValue {
                 value: value.clone(),
-                until: Instant::now() + max_age,
+                until: now + max_age,
+                expires,
             },
         );
     }
