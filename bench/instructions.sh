@@ -14,6 +14,9 @@ if ! command -v valgrind >/dev/null 2>&1; then
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
 fi
 
+# the tables also go to bench/instructions.txt, which bench/report.py puts in BENCHMARKS.md
+exec > >(tee bench/instructions.txt)
+
 CARGO_PROFILE_RELEASE_DEBUG=1 cargo build --release --example bench_instructions -q
 binary=target/release/examples/bench_instructions
 SMALL=1000

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::paths::PathPolicy;
-use super::refresh::Refreshes;
 use super::{AuthError, AuthErrorKind, Challenge, TokenKeys, TokenSource};
 use crate::FailurePolicy;
 use crate::decoded::DecodedMemo;
@@ -25,8 +24,9 @@ pub(crate) struct Config<P> {
     pub(crate) key_start: Option<String>,
     pub(crate) max_token_len: usize,
     pub(crate) sliding: Option<Duration>,
-    /// The sliding tokens refreshed within the refresh interval, when one is set.
-    pub(crate) refreshes: Option<Refreshes>,
+    /// Under sliding expiration, how much of its TTL a token may lose before a lookup
+    /// refreshes it; zero: every lookup refreshes.
+    pub(crate) refresh_interval: Duration,
     pub(crate) validate: Option<Validator<P>>,
     pub(crate) challenge: Challenge,
     pub(crate) on_store_error: FailurePolicy,

@@ -11,7 +11,6 @@ use tower_layer::Layer;
 
 use super::config::{Config, Validator};
 use super::paths::{Access, PathKind, PathPolicy};
-use super::refresh::Refreshes;
 use super::{
     AmbiguousPaths, Case, Challenge, JsonRejection, RejectionResponse, TokenAuth, TokenKeys,
     TokenSource, TrailingSlash,
@@ -74,6 +73,7 @@ impl<P, R> std::fmt::Debug for TokenAuthLayer<P, R> {
             .field("paths", &self.config.paths)
             .field("keys", &self.config.keys)
             .field("sliding", &self.config.sliding)
+            .field("refresh_interval", &self.config.refresh_interval)
             .field("on_store_error", &self.config.on_store_error)
             .finish_non_exhaustive()
     }
@@ -479,10 +479,12 @@ where
     /// The gain is where the store answers without a round trip:
     ///
     /// - the memory store reads the token's expiry with it;
-    /// - a Redis store's near cache keeps the expiry Redis gave with the value (`PTTL`). A
-    ///   token another client revokes or rewrites leaves the near cache when Redis's
-    ///   invalidation arrives, as a token without sliding expiry does; until then the near
-    ///   cache may answer with it (see [`NearCache`](crate::store::NearCache));
+    /// - a Redis store's near cache keeps the expiry Redis gave with the value (`PTTL`); a
+    ///   token it does not hold is read with its expiry in one round trip (which fills it),
+    ///   and refreshed in a second one only when that is due. A token another client revokes
+    ///   or rewrites leaves the near cache when Redis's invalidation arrives, as a token
+    ///   without sliding expiry does; until then the near cache may answer with it (see
+    ///   [`NearCache`](crate::store::NearCache));
     /// - on Redis without a near cache every lookup is a round trip anyway, and it refreshes
     ///   in that same trip (`GETEX`), as without this setting.
     ///
@@ -622,8 +624,7 @@ where
                 keys: self.keys,
                 max_token_len: self.max_token_len,
                 sliding: self.sliding,
-                refreshes: (!self.sliding_refresh_interval.is_zero())
-                    .then(|| Refreshes::new(self.sliding_refresh_interval)),
+                refresh_interval: self.sliding_refresh_interval,
                 validate: self.validate,
                 challenge: self.challenge,
                 on_store_error: self.on_store_error,

@@ -118,7 +118,6 @@ mod future;
 mod layer;
 mod paths;
 mod principal;
-mod refresh;
 mod rejection;
 mod service;
 mod source;

@@ -167,34 +167,37 @@ impl<P> Config<P> {
     }
 }
 
-/// How a token is looked up.
+/// How a token the store could not answer at once is looked up.
 enum Lookup {
-    /// A plain read: no sliding expiration, or a sliding token refreshed lately enough.
+    /// A plain read: no sliding expiration.
     Read,
-    /// A read that pushes the token's expiry out to `ttl` from now, decided at `asked_at`
-    /// (the time a recorded refresh counts from: the token lives at least `ttl` after it).
-    Refresh {
-        ttl: Duration,
-        asked_at: tokio::time::Instant,
-    },
+    /// A read that pushes the token's expiry out to `ttl` from now (`GETEX`).
+    Refresh { ttl: Duration },
+    /// A read with the token's expiry (`GET` and `PTTL`, filling a near cache), refreshed
+    /// in a second round trip only when the expiry says it is due.
+    ReadThenRefreshIfDue { ttl: Duration },
 }
 
 /// What the store could tell of a token without a round trip.
 enum AtOnce {
     /// Its value (or its absence), with no refresh due.
     Found(Result<Option<Bytes>, StoreError>),
-    /// A sliding token whose refresh is due.
-    RefreshDue,
-    /// Nothing: only a round trip can tell.
+    /// Nothing that serves the request: only a round trip can tell, or a refresh is due.
     Unknown,
 }
 
 impl<P> Config<P> {
+    /// Whether a sliding token with `left` to live is served without a refresh: while it has
+    /// at least its TTL less the refresh interval, as knox decides from a token's expiry. A
+    /// token another client rewrote with a shorter TTL is therefore refreshed on its next
+    /// request, and one without expiry at once.
+    fn fresh_enough(&self, ttl: Duration, left: Option<Duration>) -> bool {
+        !self.refresh_interval.is_zero()
+            && left.is_some_and(|left| left >= ttl.saturating_sub(self.refresh_interval))
+    }
+
     /// What the store tells of the token under `key` at once (the memory store, a near
-    /// cache). With sliding expiration, a value is answered only while it has at least the
-    /// TTL less the refresh interval left, as knox decides from the token's expiry: a token
-    /// another client wrote with a shorter TTL is refreshed on its next request, and one it
-    /// deleted or rewrote has left a near cache once Redis's invalidation arrived.
+    /// cache); a sliding token only while no refresh is due.
     fn at_once(&self, key: &str) -> AtOnce {
         let Some(ttl) = self.sliding else {
             return self
@@ -202,36 +205,49 @@ impl<P> Config<P> {
                 .get_now(key)
                 .map_or(AtOnce::Unknown, AtOnce::Found);
         };
-        let Some(refreshes) = &self.refreshes else {
-            return AtOnce::RefreshDue;
-        };
+        if self.refresh_interval.is_zero() {
+            return AtOnce::Unknown;
+        }
         match self.store.get_now_expiring(key) {
-            None => AtOnce::Unknown,
-            Some(Ok(Some((value, Some(left))))) if left + refreshes.interval() >= ttl => {
+            Some(Ok(Some((value, left)))) if self.fresh_enough(ttl, left) => {
                 AtOnce::Found(Ok(Some(value)))
             }
-            // an error, a token gone (refused the same either way), one without expiry and
-            // one due for its refresh take the path that refreshes
-            Some(_) => AtOnce::RefreshDue,
+            // an error, a token gone (refused the same either way) and one due for its
+            // refresh take the path that refreshes
+            _ => AtOnce::Unknown,
         }
     }
 
-    /// How a token that the store could not answer at once is looked up: with sliding
-    /// expiration, refreshed, unless this process refreshed it within the interval and a near
-    /// cache that did not hold it will answer the next requests (a plain read fills it, with
-    /// the expiry that tells when the next refresh is due).
-    fn lookup(&self, key: &Result<String, StoreError>, at_once: &AtOnce) -> Lookup {
+    /// How a token the store could not answer at once is looked up. A sliding token is
+    /// refreshed in the lookup's round trip (`GETEX`), except on a near cache under a refresh
+    /// interval: there the lookup reads the token with its expiry, which fills the near cache
+    /// for the next requests, and refreshes in a second round trip only when it is due.
+    fn lookup(&self, at_once_found_nothing: bool) -> Lookup {
         let Some(ttl) = self.sliding else {
             return Lookup::Read;
         };
-        let asked_at = tokio::time::Instant::now();
-        if let (AtOnce::Unknown, Some(refreshes), Ok(key)) = (at_once, &self.refreshes, key)
-            && self.store.has_near_cache()
-            && refreshes.is_recent(key, asked_at)
+        if at_once_found_nothing && !self.refresh_interval.is_zero() && self.store.has_near_cache()
         {
-            return Lookup::Read;
+            return Lookup::ReadThenRefreshIfDue { ttl };
         }
-        Lookup::Refresh { ttl, asked_at }
+        Lookup::Refresh { ttl }
+    }
+}
+
+/// The lookup of the token under `key` on `config`'s store.
+async fn look_up<P>(
+    config: &Config<P>,
+    key: &str,
+    lookup: Lookup,
+) -> Result<Option<Bytes>, StoreError> {
+    match lookup {
+        Lookup::Read => config.store.get_full(key).await,
+        Lookup::Refresh { ttl } => config.store.get_and_refresh_full(key, ttl).await,
+        Lookup::ReadThenRefreshIfDue { ttl } => match config.store.get_expiring_full(key).await? {
+            None => Ok(None),
+            Some((value, left)) if config.fresh_enough(ttl, left) => Ok(Some(value)),
+            Some(_) => config.store.get_and_refresh_full(key, ttl).await,
+        },
     }
 }
 
@@ -269,38 +285,19 @@ where
                 let at_once = key
                     .as_ref()
                     .map_or(AtOnce::Unknown, |key| config.at_once(key));
-                let at_once = match (&key, at_once) {
-                    (Ok(key), AtOnce::Found(found)) => {
-                        let verdict = span.in_scope(|| {
-                            config.verdict(found, key, token, &self.rejection, &mut request)
-                        });
-                        return ResponseFuture::new(Gate::decided(
-                            verdict,
-                            &mut self.inner,
-                            request,
-                        ));
-                    }
-                    (_, at_once) => at_once,
-                };
-                let lookup = config.lookup(&key, &at_once);
+                if let (Ok(key), AtOnce::Found(found)) = (&key, at_once) {
+                    let verdict = span.in_scope(|| {
+                        config.verdict(found, key, token, &self.rejection, &mut request)
+                    });
+                    return ResponseFuture::new(Gate::decided(verdict, &mut self.inner, request));
+                }
+                let lookup = config.lookup(key.is_ok());
                 // clone-and-swap: the future gets the service that was polled ready
                 let clone = self.inner.clone();
                 let ready = std::mem::replace(&mut self.inner, clone);
                 let shared = Arc::clone(config);
                 let owner = key.as_ref().map_or_else(|_| String::new(), Clone::clone);
-                let check = Box::pin(async move {
-                    let key = key?;
-                    match lookup {
-                        Lookup::Refresh { ttl, asked_at } => {
-                            let found = shared.store.get_and_refresh_full(&key, ttl).await;
-                            if let (Ok(Some(_)), Some(refreshes)) = (&found, &shared.refreshes) {
-                                refreshes.record(&key, asked_at);
-                            }
-                            found
-                        }
-                        Lookup::Read => shared.store.get_full(&key).await,
-                    }
-                });
+                let check = Box::pin(async move { look_up(&shared, &key?, lookup).await });
                 let keeper = TokenCheck {
                     config: Arc::clone(config),
                     rejection: self.rejection.clone(),

@@ -46,6 +46,13 @@ pub trait Backend: Clone + Send + Sync + 'static {
         None
     }
 
+    /// The value under a full key, with how long it has left to live (`None`: no expiry), in
+    /// one round trip (`GET` and `PTTL`); through the near cache, which it fills.
+    fn get_expiring_full(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<Expiring>, StoreError>> + Send;
+
     /// The value under a full key.
     fn get_full(&self, key: &str)
     -> impl Future<Output = Result<Option<Bytes>, StoreError>> + Send;

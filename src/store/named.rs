@@ -169,6 +169,10 @@ impl Backend for AnyStore {
         dispatch!(self, store => store.get_now_expiring(key))
     }
 
+    async fn get_expiring_full(&self, key: &str) -> Result<Option<Expiring>, StoreError> {
+        dispatch!(self, store => store.get_expiring_full(key).await)
+    }
+
     async fn get_full(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         dispatch!(self, store => store.get_full(key).await)
     }

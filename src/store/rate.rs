@@ -339,10 +339,14 @@ pub(crate) fn new_ticket() -> std::sync::Arc<str> {
         let _ = getrandom::fill(&mut random);
         crate::hex::hex_digest(&random)
     });
-    std::sync::Arc::from(format!(
-        "{process}-{}",
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ))
+    // written on the stack and copied once: a send flag's hit makes one of these
+    let mut digits = itoa::Buffer::new();
+    let count = digits.format(NEXT.fetch_add(1, Ordering::Relaxed));
+    let mut ticket = smallvec::SmallVec::<[u8; 48]>::new();
+    ticket.extend_from_slice(process.as_bytes());
+    ticket.push(b'-');
+    ticket.extend_from_slice(count.as_bytes());
+    std::sync::Arc::from(std::str::from_utf8(&ticket).expect("hex digits, a dash and digits"))
 }
 
 /// A cooldown decision, given the remaining life of an existing flag (`None` when absent).

@@ -845,6 +845,62 @@ async fn a_token_revoked_on_another_instance_is_refused_within_50_ms() {
     }
 }
 
+/// Adversary's finding G1: a token the near cache does not hold is read with its expiry,
+/// and refreshed in the same lookup when that is due, whatever the near cache holds later
+/// (it may be too small, down, or refused by ACLs). Here the token was stored with a minute
+/// and the near cache has never read it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sliding_token_the_near_cache_does_not_hold_is_refreshed_when_its_expiry_says_so() {
+    let redis = TestRedis::start();
+    let store = AnyStore::from(crate::support::near_store(&redis).await);
+    let token = Tokens::new(store.clone(), |u: &User| u.id.to_string())
+        .ttl(Duration::from_secs(60))
+        .issue(&alice())
+        .await
+        .unwrap();
+    let hour = Duration::from_secs(3600);
+    let app = app(TokenAuthLayer::bearer(store.clone())
+        .sliding_expiration(hour)
+        .sliding_refresh_interval(Duration::from_secs(600)));
+    let me = || empty(get("/me/").header("authorization", bearer(&token)));
+    redis.command(&["CONFIG", "RESETSTAT"]);
+    assert_eq!(send(&app, me()).await.status, StatusCode::OK);
+    let left = store.ttl(&token).await.unwrap().remaining().unwrap();
+    assert!(left > 50 * 60 * Duration::from_secs(1), "{left:?}");
+    assert_eq!(command_calls(&redis, "getex"), 1);
+    // the refresh left nothing in the near cache; another client now rewrites the token with
+    // a minute, and the next request reads that expiry and refreshes
+    let full_key = format!(":1:{token}");
+    let stored = redis.command(&["GET", &full_key]);
+    redis.command(&["SET", &full_key, &stored, "PX", "60000"]);
+    assert_eq!(send(&app, me()).await.status, StatusCode::OK);
+    let left = store.ttl(&token).await.unwrap().remaining().unwrap();
+    assert!(left > 50 * 60 * Duration::from_secs(1), "{left:?}");
+    assert_eq!(command_calls(&redis, "getex"), 2);
+    // fresh enough now: read (filling the near cache), then served from it, not refreshed
+    for _ in 0..3 {
+        assert_eq!(send(&app, me()).await.status, StatusCode::OK);
+    }
+    assert_eq!(command_calls(&redis, "getex"), 2);
+}
+
+/// Adversary's finding G2: the longest settings never overflow a request's arithmetic.
+async fn a_refresh_interval_near_duration_max_never_panics_a_request(backend: &Backend) {
+    let store = backend.store();
+    let token = issue(&store, &alice()).await;
+    let app = app(TokenAuthLayer::bearer(store.clone())
+        .sliding_expiration(Duration::MAX)
+        .sliding_refresh_interval(Duration::MAX - Duration::from_nanos(1)));
+    for _ in 0..3 {
+        let reply = send(
+            &app,
+            empty(get("/me/").header("authorization", bearer(&token))),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_fails_closed_with_503_and_recovers() {
     let mut redis = TestRedis::start();
@@ -1011,6 +1067,7 @@ crate::on_each_backend!(
     sliding_expiration_pushes_the_ttl_out_in_the_same_round_trip,
     a_sliding_token_is_refreshed_once_it_has_less_than_the_ttl_less_the_interval_left,
     principals_of_equal_json_do_not_share_state_between_tokens,
+    a_refresh_interval_near_duration_max_never_panics_a_request,
     a_principal_changed_in_the_store_is_seen_at_once,
     a_bare_user_id_as_django_stores_it_is_a_principal,
     a_corrupt_stored_entry_is_an_invalid_token_not_a_server_error,

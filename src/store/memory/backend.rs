@@ -38,6 +38,10 @@ impl Backend for MemoryStore {
         Some(self.read_through_expiring(key))
     }
 
+    async fn get_expiring_full(&self, key: &str) -> Result<Option<Expiring>, StoreError> {
+        self.read_through_expiring(key)
+    }
+
     async fn get_full(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         self.read_through(key)
     }

@@ -13,9 +13,12 @@ use moka::sync::Cache;
 
 use super::slot::Slot;
 
-/// One share's entries. Hashed with foldhash, seeded per process: moka's default SipHash cost
-/// more than the rest of a rate-limit hit's lookup.
-pub(super) type Entries = Cache<String, Slot, foldhash::fast::RandomState>;
+/// How the store's maps hash keys: foldhash, seeded per process as hashbrown's default is.
+/// SipHash (moka's and std's default) cost more than the rest of a rate-limit hit's lookup.
+pub(super) type Hashing = foldhash::fast::RandomState;
+
+/// One share's entries.
+pub(super) type Entries = Cache<String, Slot, Hashing>;
 
 /// Which share of the store a handle works in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,9 +74,9 @@ pub(super) struct Expiries {
 
 #[derive(Default)]
 pub(super) struct ExpiryQueue {
-    pub(super) due: BTreeMap<u64, HashSet<Arc<str>>>,
+    pub(super) due: BTreeMap<u64, HashSet<Arc<str>, Hashing>>,
     /// Each queued key's bucket.
-    pub(super) bucket_of: HashMap<Arc<str>, u64>,
+    pub(super) bucket_of: HashMap<Arc<str>, u64, Hashing>,
 }
 
 impl ExpiryQueue {
@@ -177,7 +180,7 @@ impl Expiries {
 /// rule's room only: the others (the login limit per address) go on admitting new keys.
 #[derive(Default)]
 pub(super) struct Rooms {
-    pub(super) counts: std::sync::RwLock<HashMap<u64, Arc<AtomicU64>>>,
+    pub(super) counts: std::sync::RwLock<HashMap<u64, Arc<AtomicU64>, Hashing>>,
     /// The live keys of all rooms together.
     pub(super) total: AtomicU64,
 }

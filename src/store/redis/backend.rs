@@ -28,6 +28,20 @@ impl Backend for RedisStore {
         Some(Ok(Some(held?)))
     }
 
+    async fn get_expiring_full(&self, key: &str) -> Result<Option<Expiring>, StoreError> {
+        if let Some(near) = &self.near {
+            if let Some(held) = near.get_expiring(key) {
+                crate::observe::near_cache("hit");
+                return Ok(Some(held));
+            }
+            crate::observe::near_cache("miss");
+            if let Some(read) = self.get_tracked_expiring(near, key, Track::IfFound).await {
+                return read;
+            }
+        }
+        self.get_untracked_expiring(key).await
+    }
+
     /// [`Store::get`] on a full key.
     async fn get_full(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         if let Some(near) = &self.near {

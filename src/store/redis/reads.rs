@@ -1,12 +1,13 @@
 //! Reads through the near cache: tracked `GET`s, and writes that drop what it holds.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use bytes::Bytes;
 use redis::RedisError;
 use redis::aio::MultiplexedConnection;
 
-use crate::store::StoreError;
+use crate::store::{Expiring, StoreError};
 
 use super::classify::{Retry, classify, timed_out};
 use super::handle::RedisStore;
@@ -69,6 +70,18 @@ impl RedisStore {
         key: &str,
         track: Track,
     ) -> Option<Result<Option<Bytes>, StoreError>> {
+        self.get_tracked_expiring(near, key, track)
+            .await
+            .map(|read| read.map(|found| found.map(|(value, _)| value)))
+    }
+
+    /// [`get_tracked`](Self::get_tracked), with how long the key has left to live.
+    pub(super) async fn get_tracked_expiring(
+        &self,
+        near: &Near,
+        key: &str,
+        track: Track,
+    ) -> Option<Result<Option<Expiring>, StoreError>> {
         let fill = near.start_fill(key)?;
         let mut conn = fill.conn();
         let tracked_read = |mut conn: MultiplexedConnection| async move {
@@ -109,7 +122,7 @@ impl RedisStore {
                 if self.transport.outage.failing.load(Ordering::Relaxed) {
                     self.transport.outage.recovered();
                 }
-                Some(Ok(value))
+                Some(Ok(value.map(|value| (value, time_left(pttl)))))
             }
             Err(err) => {
                 fill.failed(&err);
@@ -129,6 +142,21 @@ impl RedisStore {
                 None
             }
         }
+    }
+
+    /// `GET` and `PTTL` over the pool, in one round trip, bypassing the near cache.
+    pub(super) async fn get_untracked_expiring(
+        &self,
+        key: &str,
+    ) -> Result<Option<Expiring>, StoreError> {
+        let (value, pttl): (Option<Vec<u8>>, i64) = self
+            .call(
+                "GET",
+                Retry::OnDroppedConnection,
+                redis::pipe().cmd("GET").arg(key).cmd("PTTL").arg(key),
+            )
+            .await?;
+        Ok(value.map(|value| (Bytes::from(value), time_left(pttl))))
     }
 
     /// [`Store::get`], tracked by the near cache even while the key does not exist, so that
@@ -192,4 +220,10 @@ impl RedisStore {
     pub fn near_cache_usage(&self) -> Option<NearCacheUsage> {
         self.near.as_ref().map(|near| near.usage())
     }
+}
+
+/// A key's time left from its `PTTL`: `None` for a key without expiry (`-1`), and for one
+/// gone meanwhile (`-2`, which has no value to go with it).
+fn time_left(pttl_ms: i64) -> Option<Duration> {
+    u64::try_from(pttl_ms).ok().map(Duration::from_millis)
 }
