@@ -294,6 +294,8 @@ impl Entry {
             Ok::<_, EntryError>(Head { entry, body })
         })?;
         let mut entry = head.entry;
+        // a clone has no room to spare: make it for what a hit adds, as decoding does
+        entry.headers.reserve(3);
         entry.body = head.body.of(stored)?;
         Ok(entry)
     }

@@ -116,6 +116,9 @@ pub(crate) struct Config {
     pub(crate) rules: Vec<CompiledRule>,
     pub(crate) missing_key: MissingKey,
     pub(crate) commit: Commit,
+    /// Whether any rule commits on success only, so that an allowed request may hold hits
+    /// to give back: without one, the hold is never looked for.
+    pub(crate) holds_hits: bool,
     pub(crate) informational: bool,
     /// `RateLimit-Policy` when every rule counted the request (the usual case).
     pub(crate) all_policies: Option<HeaderValue>,

@@ -204,14 +204,17 @@ fn verdict<R: LimitedResponse>(
                 None
             };
             // only the hits of commit-on-success rules wait for the answer; the others stay
-            let held: Hits = counted
-                .into_iter()
-                .filter(|hit| config.rules[hit.rule].commit == Commit::OnSuccess)
-                .collect();
-            let hold = (!held.is_empty()).then(|| Hold {
-                config: Arc::clone(config),
-                hits: held,
+            let hold = config.holds_hits.then(|| {
+                let held: Hits = counted
+                    .into_iter()
+                    .filter(|hit| config.rules[hit.rule].commit == Commit::OnSuccess)
+                    .collect();
+                (!held.is_empty()).then(|| Hold {
+                    config: Arc::clone(config),
+                    hits: held,
+                })
             });
+            let hold = hold.flatten();
             Verdict::Call(Allowed { hold, fields })
         }
         Outcome::Denied { rule, decision } => {

@@ -453,9 +453,11 @@ impl RateLimitBuilder {
             )
         });
         let all_policies = policy_field(rules.iter().map(|rule| rule.policy_item.as_str()));
+        let holds_hits = rules.iter().any(|rule| rule.commit == Commit::OnSuccess);
         Ok(RateLimitLayer {
             config: Arc::new(Config {
                 all_policies,
+                holds_hits,
                 store: self.store.for_rate_limits(),
                 rules,
                 missing_key: self.missing_key,
