@@ -17,9 +17,9 @@ type Decoded<T> = (Box<str>, Box<[u8]>, T);
 /// bytes they came from: a request whose lookup answers bytes decoded before gets a copy of
 /// the value without decoding them again.
 ///
-/// Keyed by content, not by store key, so nothing can go stale: a value changed in Redis (or
-/// in the memory store) comes back as other bytes, which miss, and are decoded. The decoding
-/// must be a function of the bytes alone. A direct-mapped table of [`SLOTS`] entries, placed
+/// Keyed by content (and by an owner, see [`get_or_decode`](Self::get_or_decode)), so
+/// nothing can go stale: a value changed in Redis (or in the memory store) comes back as other
+/// bytes, which miss, and are decoded. The decoding must be a function of the bytes alone. A direct-mapped table of [`SLOTS`] entries, placed
 /// by a hash seeded per process: two values that land in one slot take turns, which costs a
 /// decode, never a wrong answer, since a hit compares the whole bytes.
 pub(crate) struct DecodedMemo<T> {

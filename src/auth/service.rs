@@ -222,12 +222,11 @@ impl<P> Config<P> {
     /// refreshed in the lookup's round trip (`GETEX`), except on a near cache under a refresh
     /// interval: there the lookup reads the token with its expiry, which fills the near cache
     /// for the next requests, and refreshes in a second round trip only when it is due.
-    fn lookup(&self, at_once_found_nothing: bool) -> Lookup {
+    fn lookup(&self) -> Lookup {
         let Some(ttl) = self.sliding else {
             return Lookup::Read;
         };
-        if at_once_found_nothing && !self.refresh_interval.is_zero() && self.store.has_near_cache()
-        {
+        if !self.refresh_interval.is_zero() && self.store.has_near_cache() {
             return Lookup::ReadThenRefreshIfDue { ttl };
         }
         Lookup::Refresh { ttl }
@@ -291,7 +290,7 @@ where
                     });
                     return ResponseFuture::new(Gate::decided(verdict, &mut self.inner, request));
                 }
-                let lookup = config.lookup(key.is_ok());
+                let lookup = config.lookup();
                 // clone-and-swap: the future gets the service that was polled ready
                 let clone = self.inner.clone();
                 let ready = std::mem::replace(&mut self.inner, clone);
