@@ -480,8 +480,10 @@ where
     ///
     /// - the memory store reads the token's expiry with it;
     /// - a Redis store's near cache keeps the expiry Redis gave with the value (`PTTL`); a
-    ///   token it does not hold is read with its expiry in one round trip (which fills it),
-    ///   and refreshed in a second one only when that is due. A token another client revokes
+    ///   token it does not hold is read with its expiry (an `EXISTS`, then a tracked `GET`
+    ///   and `PTTL`: two round trips, which fill it), and refreshed in one more only when
+    ///   that is due. A near cache too small to keep a hot token therefore costs more round
+    ///   trips than refreshing on every request. A token another client revokes
     ///   or rewrites leaves the near cache when Redis's invalidation arrives, as a token
     ///   without sliding expiry does; until then the near cache may answer with it (see
     ///   [`NearCache`](crate::store::NearCache));

@@ -15,7 +15,7 @@ use super::source::extract_token;
 use super::{AuthErrorKind, RejectionResponse, Token, rejection};
 use crate::body::ResponseBody;
 use crate::gate::Gate;
-use crate::store::{Backend, Store, StoreError};
+use crate::store::{Backend, MAX_EXPIRY, Store, StoreError};
 use bytes::Bytes;
 
 /// The service [`TokenAuthLayer`](super::TokenAuthLayer) wraps around an inner service.
@@ -190,10 +190,13 @@ impl<P> Config<P> {
     /// Whether a sliding token with `left` to live is served without a refresh: while it has
     /// at least its TTL less the refresh interval, as knox decides from a token's expiry. A
     /// token another client rewrote with a shorter TTL is therefore refreshed on its next
-    /// request, and one without expiry at once.
+    /// request, and one without expiry at once, unless the TTL is past the longest expiry a
+    /// store keeps (a refresh then leaves the token without one).
     fn fresh_enough(&self, ttl: Duration, left: Option<Duration>) -> bool {
         !self.refresh_interval.is_zero()
-            && left.is_some_and(|left| left >= ttl.saturating_sub(self.refresh_interval))
+            && left.map_or(ttl > MAX_EXPIRY, |left| {
+                left >= ttl.saturating_sub(self.refresh_interval)
+            })
     }
 
     /// What the store tells of the token under `key` at once (the memory store, a near

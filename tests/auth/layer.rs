@@ -884,6 +884,27 @@ async fn a_sliding_token_the_near_cache_does_not_hold_is_refreshed_when_its_expi
     assert_eq!(command_calls(&redis, "getex"), 2);
 }
 
+/// Adversary's finding H2: a sliding TTL past the longest expiry a store keeps leaves the
+/// token without one once refreshed; a near cache then serves it without refreshing it on
+/// every request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sliding_ttl_past_the_longest_expiry_is_not_refreshed_on_every_request() {
+    let redis = TestRedis::start();
+    let store = AnyStore::from(crate::support::near_store(&redis).await);
+    let token = issue(&store, &alice()).await;
+    let app = app(TokenAuthLayer::bearer(store.clone())
+        .sliding_expiration(Duration::from_secs(200 * 365 * 24 * 3600))
+        .sliding_refresh_interval(Duration::from_secs(600)));
+    let me = || empty(get("/me/").header("authorization", bearer(&token)));
+    assert_eq!(send(&app, me()).await.status, StatusCode::OK);
+    assert_eq!(store.ttl(&token).await.unwrap().remaining(), None);
+    redis.command(&["CONFIG", "RESETSTAT"]);
+    for _ in 0..3 {
+        assert_eq!(send(&app, me()).await.status, StatusCode::OK);
+    }
+    assert_eq!(command_calls(&redis, "getex"), 0);
+}
+
 /// Adversary's finding G2: the longest settings never overflow a request's arithmetic.
 async fn a_refresh_interval_near_duration_max_never_panics_a_request(backend: &Backend) {
     let store = backend.store();
