@@ -17,9 +17,8 @@ use super::transport::Links;
 
 impl Backend for RedisStore {
     fn get_now(&self, key: &str) -> Option<Result<Option<Bytes>, StoreError>> {
-        let value = self.near.as_ref()?.get(key);
-        crate::observe::near_cache(if value.is_some() { "hit" } else { "miss" });
-        Some(Ok(Some(value?)))
+        self.get_now_expiring(key)
+            .map(|found| found.map(|held| held.map(|(value, _)| value)))
     }
 
     fn get_now_expiring(&self, key: &str) -> Option<Result<Option<Expiring>, StoreError>> {

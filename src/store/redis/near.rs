@@ -334,11 +334,7 @@ impl Near {
     /// The value held for `key`, if the near cache is serving and holds a live one.
     #[inline]
     pub(super) fn get(&self, key: &str) -> Option<Bytes> {
-        if !self.serving.load(Ordering::Acquire) {
-            return None;
-        }
-        let held = self.entries.get(key)?;
-        (held.until > Instant::now()).then_some(held.value)
+        self.get_expiring(key).map(|(value, _)| value)
     }
 
     /// [`get`](Self::get), with how long the key has left to live in Redis.
